@@ -1,0 +1,8 @@
+//! The one integration-test binary: each module tests one face of the crate from outside.
+
+mod bencode;
+mod cli;
+mod magnet;
+mod metainfo;
+mod tracker;
+mod wire;
