@@ -242,7 +242,23 @@ fn multi_file_entries(
         paths.push(path);
         lengths.push((non_negative("length", length)?, padding));
     }
-    dedupe(&mut paths);
+    // Padding files are never written and BEP 47 names many of them alike, so only real
+    // files take part in the renaming of duplicates.
+    let mut real: Vec<SafePath> = paths
+        .iter()
+        .zip(&lengths)
+        .filter(|(_, (_, padding))| !padding)
+        .map(|(p, _)| p.clone())
+        .collect();
+    dedupe(&mut real);
+    let mut renamed = real.into_iter();
+    for (path, (_, padding)) in paths.iter_mut().zip(&lengths) {
+        if !padding {
+            if let Some(new) = renamed.next() {
+                *path = new;
+            }
+        }
+    }
     Ok(paths
         .into_iter()
         .zip(lengths)

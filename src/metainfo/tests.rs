@@ -341,3 +341,39 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn padding_files_with_the_same_path_are_not_renamed() {
+    let pad = |len: i64| {
+        let mut f = file(len, &[".pad", &len.to_string()]);
+        if let BValue::Dict(d) = &mut f {
+            d.insert(b"attr".to_vec(), s("p"));
+        }
+        f
+    };
+    let files = vec![
+        file(5, &["a"]),
+        pad(11),
+        file(5, &["b"]),
+        pad(11),
+        file(16, &["c"]),
+    ];
+    let m = parse(multi(files, 16, 3)).unwrap();
+    let paths: Vec<_> = m
+        .info
+        .layout
+        .files()
+        .iter()
+        .map(|f| f.path.display())
+        .collect();
+    assert_eq!(
+        paths,
+        [
+            "album/a",
+            "album/.pad/11",
+            "album/b",
+            "album/.pad/11",
+            "album/c"
+        ]
+    );
+}
