@@ -132,14 +132,18 @@ fn truncate_at_char(s: &str, max: usize) -> &str {
 /// case. A torrent made elsewhere may carry them; renaming keeps the download portable.
 fn is_windows_reserved(c: &str) -> bool {
     let stem = c.split('.').next().unwrap_or(c).trim_end_matches(' ');
-    let upper = stem.to_ascii_uppercase();
-    matches!(upper.as_str(), "CON" | "PRN" | "AUX" | "NUL")
-        || ((upper.starts_with("COM") || upper.starts_with("LPT"))
-            && upper.len() == 4
-            && upper
+    let is = |name: &str| stem.eq_ignore_ascii_case(name);
+    let numbered = |prefix: &str| {
+        stem.len() == 4
+            && stem
+                .get(..3)
+                .is_some_and(|p| p.eq_ignore_ascii_case(prefix))
+            && stem
                 .as_bytes()
                 .get(3)
-                .is_some_and(|d| (b'1'..=b'9').contains(d)))
+                .is_some_and(|d| (b'1'..=b'9').contains(d))
+    };
+    is("CON") || is("PRN") || is("AUX") || is("NUL") || numbered("COM") || numbered("LPT")
 }
 
 /// Renames paths so that no two are equal and no file sits where another file needs a
