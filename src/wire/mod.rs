@@ -19,11 +19,10 @@ pub use codec::{MessageCodec, DEFAULT_MAX_MESSAGE_LEN, MIN_MAX_MESSAGE_LEN};
 pub use handshake::{Handshake, HandshakeCodec, Reserved, HANDSHAKE_LEN, PROTOCOL_STRING};
 pub use message::{message_id, Block, BlockRequest, Message};
 
-/// The largest block a peer may request or send, in bytes (16 KiB).
-///
-/// BEP 3 leaves the block size to convention; every current client requests 16 KiB blocks
-/// and closes connections that ask for more, so anything larger is treated as hostile.
-pub const BLOCK_SIZE: u32 = 16 * 1024;
+/// The largest block a peer may request or send (16 KiB): every current client requests
+/// 16 KiB blocks and closes connections that ask for more, so anything larger is hostile.
+/// Defined once, with the rest of the piece arithmetic, in [`crate::layout`].
+pub use crate::layout::BLOCK_SIZE;
 
 /// Everything that can go wrong while reading or writing the peer wire format.
 ///
