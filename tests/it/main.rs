@@ -2,7 +2,9 @@
 
 mod bencode;
 mod cli;
+mod harness;
 mod magnet;
 mod metainfo;
+mod support;
 mod tracker;
 mod wire;
