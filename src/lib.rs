@@ -4,6 +4,7 @@
 //! with no actors, sockets or filesystem access. The actor engine builds on them.
 
 pub mod bencode;
+pub mod engine;
 pub mod ids;
 pub mod layout;
 pub mod magnet;

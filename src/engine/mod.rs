@@ -1,0 +1,17 @@
+//! The download engine: actix actors built on the pure protocol layers.
+//!
+//! See ARCHITECTURE.md for the actor roster, who owns which state, and how load is
+//! bounded. Only the pure parts exist so far.
+
+pub mod picker;
+
+/// Names one peer connection for the life of a torrent: its identity in the Coordinator's
+/// tables and in every message about that peer. Never reused within a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PeerKey(pub u64);
+
+impl std::fmt::Display for PeerKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "#{}", self.0)
+    }
+}

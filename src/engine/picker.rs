@@ -1,0 +1,420 @@
+//! The piece picker: which block to ask which peer for next. Plain data and arithmetic with
+//! no actors or I/O; the Coordinator owns the one `Picker` of a torrent and calls it from
+//! its message handlers, so rarest-first and endgame happen there.
+//!
+//! Policy, in order of preference for a peer that has room in its request pipeline:
+//! 1. free blocks of pieces already in progress (finishing pieces keeps memory low and
+//!    gets pieces verified, announced and uploadable sooner);
+//! 2. a new piece, the rarest among the pieces the peer has, ties broken at random so
+//!    peers do not all converge on the same piece;
+//! 3. endgame: once no block is free anywhere, blocks already requested from other peers,
+//!    so one slow peer cannot hold the last pieces hostage. The first copy to arrive wins
+//!    and the other holders are told to cancel.
+//!
+//! Starting new pieces is bounded by a byte budget for pieces in progress, which bounds
+//! the memory the PieceManager holds for partial pieces.
+
+use std::collections::HashMap;
+
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+
+use super::PeerKey;
+use crate::layout::{Layout, PieceIndex, BLOCK_SIZE};
+use crate::wire::{Bitfield, BlockRequest};
+
+/// Where a piece is in its life. The four states are disjoint; ARCHITECTURE.md lists the
+/// transitions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PieceState {
+    /// Not ours and not started (or started and failed its hash).
+    Missing,
+    /// Some blocks requested or received; the piece has an entry in `partials`.
+    InProgress,
+    /// Every block received; waiting for the hash and the write.
+    Verifying,
+    /// Verified and written.
+    Have,
+    /// Not wanted (file selection); never picked.
+    Skipped,
+}
+
+#[derive(Debug, Clone)]
+enum BlockState {
+    Free,
+    /// Asked of these peers; more than one only in endgame.
+    Requested(Vec<PeerKey>),
+    Received,
+}
+
+/// The blocks of one piece in progress.
+#[derive(Debug, Clone)]
+struct Partial {
+    blocks: Vec<BlockState>,
+    /// Blocks in `Free`, so a full piece is skipped without scanning it.
+    free: u32,
+    /// Blocks in `Received`.
+    received: u32,
+}
+
+/// What became of a reported block.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BlockOutcome {
+    /// First copy. `cancel` lists other peers that were asked for it (endgame); `piece_done`
+    /// says every block of the piece is now in.
+    Accepted {
+        /// Peers to send `cancel` to.
+        cancel: Vec<PeerKey>,
+        /// The piece has all its blocks.
+        piece_done: bool,
+    },
+    /// A second copy, or a block of a piece no longer in progress.
+    Ignored,
+}
+
+/// Picks blocks for peers; see the module documentation for the policy.
+#[derive(Debug)]
+pub struct Picker {
+    /// Block and piece arithmetic of the torrent.
+    layout: std::sync::Arc<Layout>,
+    /// State of every piece.
+    states: Vec<PieceState>,
+    /// How many connected peers have each piece.
+    availability: Vec<u32>,
+    /// Block states of pieces that are `InProgress`.
+    partials: HashMap<u32, Partial>,
+    /// Bytes of pieces `InProgress` or `Verifying`.
+    in_progress_bytes: u64,
+    /// Above this, no new piece is started.
+    max_in_progress_bytes: u64,
+    /// Wanted pieces not yet `Have`.
+    remaining_pieces: u32,
+    /// Wanted bytes not yet `Have`.
+    remaining_bytes: u64,
+    /// Tie-breaking among equally rare pieces.
+    rng: SmallRng,
+}
+
+impl Picker {
+    /// A picker for `layout` that already has the pieces set in `have` and wants the
+    /// pieces set in `wanted` (all of them for a plain download).
+    pub fn new(
+        layout: std::sync::Arc<Layout>,
+        have: &Bitfield,
+        wanted: &Bitfield,
+        max_in_progress_bytes: u64,
+    ) -> Self {
+        let n = layout.num_pieces() as usize;
+        let mut states = vec![PieceState::Missing; n];
+        let mut remaining_pieces = 0;
+        let mut remaining_bytes = 0;
+        for piece in layout.pieces() {
+            let i = piece.as_usize();
+            states[i] = if have.has(piece.get()) {
+                PieceState::Have
+            } else if !wanted.has(piece.get()) {
+                PieceState::Skipped
+            } else {
+                remaining_pieces += 1;
+                remaining_bytes += u64::from(layout.piece_len(piece));
+                PieceState::Missing
+            };
+        }
+        // Two pieces at least, so a budget smaller than a piece cannot stall the download.
+        let floor = 2 * u64::from(layout.piece_length());
+        Self {
+            states,
+            availability: vec![0; n],
+            partials: HashMap::new(),
+            in_progress_bytes: 0,
+            max_in_progress_bytes: max_in_progress_bytes.max(floor),
+            remaining_pieces,
+            remaining_bytes,
+            rng: SmallRng::seed_from_u64(0x7a11_5eed ^ n as u64),
+            layout,
+        }
+    }
+
+    /// The state of a piece.
+    pub fn state(&self, piece: PieceIndex) -> PieceState {
+        self.states[piece.as_usize()]
+    }
+
+    /// Wanted pieces not yet verified.
+    pub fn remaining_pieces(&self) -> u32 {
+        self.remaining_pieces
+    }
+
+    /// Wanted bytes not yet verified.
+    pub fn remaining_bytes(&self) -> u64 {
+        self.remaining_bytes
+    }
+
+    /// Every wanted piece is verified.
+    pub fn is_complete(&self) -> bool {
+        self.remaining_pieces == 0
+    }
+
+    /// Bytes of pieces started but not yet verified.
+    pub fn in_progress_bytes(&self) -> u64 {
+        self.in_progress_bytes
+    }
+
+    /// A peer announced all the pieces in `pieces` (its bitfield, on connect).
+    pub fn add_peer_pieces(&mut self, pieces: &Bitfield) {
+        for i in pieces.iter_set() {
+            if let Some(a) = self.availability.get_mut(i as usize) {
+                *a += 1;
+            }
+        }
+    }
+
+    /// A peer with these pieces left.
+    pub fn remove_peer_pieces(&mut self, pieces: &Bitfield) {
+        for i in pieces.iter_set() {
+            if let Some(a) = self.availability.get_mut(i as usize) {
+                *a = a.saturating_sub(1);
+            }
+        }
+    }
+
+    /// A peer announced one more piece.
+    pub fn add_peer_piece(&mut self, piece: PieceIndex) {
+        self.availability[piece.as_usize()] += 1;
+    }
+
+    /// How many connected peers have `piece`.
+    pub fn availability(&self, piece: PieceIndex) -> u32 {
+        self.availability[piece.as_usize()]
+    }
+
+    /// Whether `piece` is one we still want.
+    pub fn wants(&self, piece: PieceIndex) -> bool {
+        matches!(
+            self.states[piece.as_usize()],
+            PieceState::Missing | PieceState::InProgress
+        )
+    }
+
+    /// Whether a peer with `pieces` has anything we still want.
+    pub fn is_interesting(&self, pieces: &Bitfield) -> bool {
+        pieces
+            .iter_set()
+            .any(|i| self.layout.piece(i).is_some_and(|p| self.wants(p)))
+    }
+
+    /// Up to `max` blocks to request from `peer`, which has `pieces`, appended to `out`.
+    pub fn pick(
+        &mut self,
+        peer: PeerKey,
+        pieces: &Bitfield,
+        max: usize,
+        out: &mut Vec<BlockRequest>,
+    ) {
+        let target = out.len() + max;
+
+        // 1. Free blocks of pieces already in progress.
+        for (&index, partial) in self.partials.iter_mut() {
+            if out.len() >= target {
+                return;
+            }
+            if partial.free == 0 || !pieces.has(index) {
+                continue;
+            }
+            take_free_blocks(&self.layout, index, partial, peer, target, out);
+        }
+
+        // 2. New pieces, rarest first.
+        while out.len() < target {
+            let Some(piece) = self.rarest_missing(pieces) else {
+                break;
+            };
+            let len = u64::from(self.layout.piece_len(piece));
+            if self.in_progress_bytes + len > self.max_in_progress_bytes {
+                break;
+            }
+            let mut partial = Partial {
+                blocks: vec![BlockState::Free; self.layout.num_blocks(piece) as usize],
+                free: self.layout.num_blocks(piece),
+                received: 0,
+            };
+            take_free_blocks(&self.layout, piece.get(), &mut partial, peer, target, out);
+            self.partials.insert(piece.get(), partial);
+            self.states[piece.as_usize()] = PieceState::InProgress;
+            self.in_progress_bytes += len;
+        }
+        if out.len() >= target || self.has_free_or_missing(pieces) {
+            return;
+        }
+
+        // 3. Endgame: every block we could ask this peer for is already asked of someone.
+        // Ask again for blocks this peer does not hold, fewest holders first.
+        let mut candidates: Vec<(usize, u32, u32)> = Vec::new();
+        for (&index, partial) in &self.partials {
+            if !pieces.has(index) {
+                continue;
+            }
+            for (b, state) in partial.blocks.iter().enumerate() {
+                if let BlockState::Requested(holders) = state {
+                    if !holders.contains(&peer) {
+                        candidates.push((holders.len(), index, b as u32));
+                    }
+                }
+            }
+        }
+        candidates.sort_unstable();
+        for (_, index, b) in candidates.into_iter().take(target - out.len()) {
+            if let Some(BlockState::Requested(holders)) = self
+                .partials
+                .get_mut(&index)
+                .and_then(|p| p.blocks.get_mut(b as usize))
+            {
+                holders.push(peer);
+                out.push(block_request(&self.layout, index, b));
+            }
+        }
+    }
+
+    /// Whether any block could be asked of a peer with `pieces` without duplicating a
+    /// request: a free block in progress, or a missing piece not started for lack of budget.
+    fn has_free_or_missing(&self, pieces: &Bitfield) -> bool {
+        self.partials
+            .iter()
+            .any(|(&i, p)| p.free > 0 && pieces.has(i))
+            || pieces
+                .iter_set()
+                .any(|i| self.states.get(i as usize) == Some(&PieceState::Missing))
+    }
+
+    /// The rarest missing piece `pieces` contains, starting the scan at a random place so
+    /// equally rare pieces are chosen at random.
+    fn rarest_missing(&mut self, pieces: &Bitfield) -> Option<PieceIndex> {
+        let n = self.states.len();
+        if n == 0 {
+            return None;
+        }
+        let start = self.rng.random_range(0..n);
+        let mut best: Option<(u32, usize)> = None;
+        for k in 0..n {
+            let i = (start + k) % n;
+            if self.states[i] != PieceState::Missing || !pieces.has(i as u32) {
+                continue;
+            }
+            let a = self.availability[i];
+            if best.is_none_or(|(b, _)| a < b) {
+                best = Some((a, i));
+                if a <= 1 {
+                    break; // Nothing is rarer than a piece only this peer has.
+                }
+            }
+        }
+        best.and_then(|(_, i)| self.layout.piece(i as u32))
+    }
+
+    /// `peer` delivered the block `req`.
+    pub fn block_received(&mut self, peer: PeerKey, req: &BlockRequest) -> BlockOutcome {
+        let Some(partial) = self.partials.get_mut(&req.piece) else {
+            return BlockOutcome::Ignored;
+        };
+        let b = (req.offset / BLOCK_SIZE) as usize;
+        let Some(state) = partial.blocks.get_mut(b) else {
+            return BlockOutcome::Ignored;
+        };
+        let cancel = match state {
+            BlockState::Received => return BlockOutcome::Ignored,
+            BlockState::Free => {
+                partial.free -= 1;
+                Vec::new()
+            }
+            BlockState::Requested(holders) => {
+                holders.retain(|h| *h != peer);
+                std::mem::take(holders)
+            }
+        };
+        *state = BlockState::Received;
+        partial.received += 1;
+        let piece_done = partial.received as usize == partial.blocks.len();
+        if piece_done {
+            self.partials.remove(&req.piece);
+            if let Some(s) = self.states.get_mut(req.piece as usize) {
+                *s = PieceState::Verifying;
+            }
+        }
+        BlockOutcome::Accepted { cancel, piece_done }
+    }
+
+    /// `peer` will not deliver `req` (it choked us, rejected it, timed out or left).
+    pub fn release(&mut self, peer: PeerKey, req: &BlockRequest) {
+        let Some(partial) = self.partials.get_mut(&req.piece) else {
+            return;
+        };
+        let b = (req.offset / BLOCK_SIZE) as usize;
+        if let Some(state @ BlockState::Requested(_)) = partial.blocks.get_mut(b) {
+            if let BlockState::Requested(holders) = state {
+                holders.retain(|h| *h != peer);
+                if holders.is_empty() {
+                    *state = BlockState::Free;
+                    partial.free += 1;
+                }
+            }
+        }
+    }
+
+    /// The piece passed its hash and is on disk. Also accepted for a piece still
+    /// `InProgress`, since the PieceManager can finish a piece before the Coordinator
+    /// has heard of its last block.
+    pub fn piece_verified(&mut self, piece: PieceIndex) {
+        let state = &mut self.states[piece.as_usize()];
+        if matches!(*state, PieceState::InProgress | PieceState::Verifying) {
+            self.partials.remove(&piece.get());
+            self.in_progress_bytes -= u64::from(self.layout.piece_len(piece));
+            self.remaining_pieces -= 1;
+            self.remaining_bytes -= u64::from(self.layout.piece_len(piece));
+            *state = PieceState::Have;
+        }
+    }
+
+    /// The piece failed its hash: every block must be fetched again.
+    pub fn piece_failed(&mut self, piece: PieceIndex) {
+        let state = &mut self.states[piece.as_usize()];
+        if matches!(*state, PieceState::InProgress | PieceState::Verifying) {
+            self.partials.remove(&piece.get());
+            self.in_progress_bytes -= u64::from(self.layout.piece_len(piece));
+            *state = PieceState::Missing;
+        }
+    }
+}
+
+fn block_request(layout: &Layout, piece: u32, block: u32) -> BlockRequest {
+    let offset = block * BLOCK_SIZE;
+    let piece_len = layout.piece(piece).map_or(0, |p| layout.piece_len(p));
+    BlockRequest {
+        piece,
+        offset,
+        length: piece_len.saturating_sub(offset).min(BLOCK_SIZE),
+    }
+}
+
+/// Moves free blocks of one piece to `Requested(peer)` until `out` holds `target`.
+fn take_free_blocks(
+    layout: &Layout,
+    index: u32,
+    partial: &mut Partial,
+    peer: PeerKey,
+    target: usize,
+    out: &mut Vec<BlockRequest>,
+) {
+    for (b, state) in partial.blocks.iter_mut().enumerate() {
+        if out.len() >= target || partial.free == 0 {
+            return;
+        }
+        if matches!(state, BlockState::Free) {
+            *state = BlockState::Requested(vec![peer]);
+            partial.free -= 1;
+            out.push(block_request(layout, index, b as u32));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

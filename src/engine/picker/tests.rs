@@ -1,0 +1,296 @@
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use proptest::prelude::*;
+
+use super::*;
+use crate::metainfo::SafePath;
+
+const P: PeerKey = PeerKey(1);
+const Q: PeerKey = PeerKey(2);
+
+fn layout(piece_length: u64, total: u64) -> Arc<Layout> {
+    Arc::new(
+        Layout::new(
+            piece_length,
+            [(SafePath::new(&["f"]).unwrap(), total, false)],
+        )
+        .unwrap(),
+    )
+}
+
+fn full(n: u32) -> Bitfield {
+    Bitfield::full(n)
+}
+
+fn only(n: u32, set: &[u32]) -> Bitfield {
+    let mut b = Bitfield::new(n);
+    for &i in set {
+        b.set(i).unwrap();
+    }
+    b
+}
+
+fn picker(l: &Arc<Layout>, budget: u64) -> Picker {
+    let n = l.num_pieces();
+    Picker::new(l.clone(), &Bitfield::new(n), &full(n), budget)
+}
+
+fn pick(p: &mut Picker, peer: PeerKey, has: &Bitfield, max: usize) -> Vec<BlockRequest> {
+    let mut out = Vec::new();
+    p.pick(peer, has, max, &mut out);
+    out
+}
+
+#[test]
+fn rarest_piece_is_picked_first() {
+    let l = layout(32 * 1024, 10 * 32 * 1024);
+    let mut p = picker(&l, u64::MAX);
+    p.add_peer_pieces(&full(10));
+    p.add_peer_pieces(&full(10));
+    p.add_peer_pieces(&only(10, &[7]));
+    p.add_peer_pieces(&only(10, &[3, 7]));
+    // Piece 7 has 4 holders, piece 3 has 3, the rest 2: the rarest are the 2s.
+    let got = pick(&mut p, P, &only(10, &[3, 7, 5]), 2);
+    assert!(got.iter().all(|r| r.piece == 5), "{got:?}");
+    // Next: piece 3 (3 holders) before piece 7 (4 holders).
+    let got = pick(&mut p, P, &only(10, &[3, 7, 5]), 2);
+    assert!(got.iter().all(|r| r.piece == 3), "{got:?}");
+}
+
+#[test]
+fn equally_rare_pieces_are_chosen_at_random() {
+    let l = layout(16 * 1024, 64 * 16 * 1024);
+    let mut p = picker(&l, u64::MAX);
+    p.add_peer_pieces(&full(64));
+    let first: HashSet<u32> = (0..20)
+        .map(|i| pick(&mut p, PeerKey(i), &full(64), 1)[0].piece)
+        .collect();
+    assert!(first.len() > 10, "picks converge: {first:?}");
+}
+
+#[test]
+fn partial_pieces_are_finished_before_new_ones_start() {
+    let l = layout(64 * 1024, 8 * 64 * 1024);
+    let mut p = picker(&l, u64::MAX);
+    p.add_peer_pieces(&full(8));
+    let a = pick(&mut p, P, &full(8), 2);
+    assert_eq!(a.len(), 2);
+    assert!(a.iter().all(|r| r.piece == a[0].piece));
+    // Q gets the other two blocks of the same piece before anything new.
+    let b = pick(&mut p, Q, &full(8), 2);
+    assert!(b.iter().all(|r| r.piece == a[0].piece), "{b:?}");
+    assert_eq!(
+        p.state(l.piece(a[0].piece).unwrap()),
+        PieceState::InProgress
+    );
+}
+
+#[test]
+fn no_block_is_requested_twice_before_endgame() {
+    let l = layout(64 * 1024, 4 * 64 * 1024 + 5);
+    let mut p = picker(&l, u64::MAX);
+    let n = l.num_pieces();
+    let mut seen = HashSet::new();
+    for round in 0..3 {
+        for peer in [P, Q] {
+            let max = 3.min(17 - seen.len());
+            for r in pick(&mut p, peer, &full(n), max) {
+                assert!(
+                    seen.insert((r.piece, r.offset)),
+                    "round {round}: {r:?} twice"
+                );
+            }
+        }
+    }
+    assert_eq!(seen.len(), 17);
+}
+
+#[test]
+fn budget_stops_new_pieces_but_not_partial_ones() {
+    let l = layout(32 * 1024, 10 * 32 * 1024);
+    // Budget of two pieces.
+    let mut p = picker(&l, 64 * 1024);
+    let got = pick(&mut p, P, &full(10), 100);
+    assert_eq!(got.len(), 4, "two pieces of two blocks");
+    assert!(
+        pick(&mut p, Q, &full(10), 100).is_empty(),
+        "no endgame while pieces are missing"
+    );
+    // One piece verified frees room for one more.
+    for r in got.iter().filter(|r| r.piece == got[0].piece) {
+        p.block_received(P, r);
+    }
+    p.piece_verified(l.piece(got[0].piece).unwrap());
+    assert_eq!(pick(&mut p, Q, &full(10), 100).len(), 2);
+}
+
+#[test]
+fn endgame_duplicates_requests_and_cancels_the_loser() {
+    let l = layout(32 * 1024, 32 * 1024);
+    let mut p = picker(&l, u64::MAX);
+    let a = pick(&mut p, P, &full(1), 10);
+    assert_eq!(a.len(), 2);
+    // Everything is requested: Q gets the same blocks in endgame.
+    let b = pick(&mut p, Q, &full(1), 10);
+    assert_eq!(b, a);
+    // But P is never asked twice for a block it already holds.
+    assert!(pick(&mut p, P, &full(1), 10).is_empty());
+    assert_eq!(
+        p.block_received(Q, &a[0]),
+        BlockOutcome::Accepted {
+            cancel: vec![P],
+            piece_done: false
+        }
+    );
+    assert_eq!(p.block_received(P, &a[0]), BlockOutcome::Ignored);
+    assert_eq!(
+        p.block_received(P, &a[1]),
+        BlockOutcome::Accepted {
+            cancel: vec![Q],
+            piece_done: true
+        }
+    );
+    assert_eq!(p.state(l.piece(0).unwrap()), PieceState::Verifying);
+}
+
+#[test]
+fn released_blocks_go_to_the_next_peer() {
+    let l = layout(32 * 1024, 3 * 32 * 1024);
+    let mut p = picker(&l, u64::MAX);
+    let only_zero = only(3, &[0]);
+    let a = pick(&mut p, P, &only_zero, 10);
+    assert_eq!(a.len(), 2);
+    assert!(
+        pick(&mut p, Q, &only_zero, 10)
+            .iter()
+            .all(|r| a.contains(r)),
+        "endgame only"
+    );
+    p.release(P, &a[0]);
+    p.release(P, &a[1]);
+    p.release(Q, &a[0]);
+    p.release(Q, &a[1]);
+    let c = pick(&mut p, PeerKey(3), &only_zero, 10);
+    assert_eq!(c, a);
+}
+
+#[test]
+fn failed_piece_is_fetched_again_and_verified_piece_is_done() {
+    let l = layout(16 * 1024, 2 * 16 * 1024);
+    let mut p = picker(&l, u64::MAX);
+    let a = pick(&mut p, P, &only(2, &[0]), 1);
+    p.block_received(P, &a[0]);
+    let zero = l.piece(0).unwrap();
+    p.piece_failed(zero);
+    assert_eq!(p.state(zero), PieceState::Missing);
+    assert_eq!(pick(&mut p, Q, &only(2, &[0]), 1), a);
+    p.block_received(Q, &a[0]);
+    p.piece_verified(zero);
+    assert_eq!(p.state(zero), PieceState::Have);
+    assert_eq!(p.remaining_pieces(), 1);
+    assert!(!p.is_interesting(&only(2, &[0])));
+    assert!(p.is_interesting(&only(2, &[1])));
+    assert_eq!(p.in_progress_bytes(), 0);
+}
+
+#[test]
+fn skipped_and_owned_pieces_are_never_picked() {
+    let l = layout(16 * 1024, 4 * 16 * 1024);
+    let mut p = Picker::new(l.clone(), &only(4, &[0]), &only(4, &[0, 1, 2]), u64::MAX);
+    assert_eq!(p.remaining_pieces(), 2);
+    let got: HashSet<u32> = pick(&mut p, P, &full(4), 10)
+        .iter()
+        .map(|r| r.piece)
+        .collect();
+    assert_eq!(got, HashSet::from([1, 2]));
+}
+
+proptest! {
+    /// Random peers with random pieces come and go, deliver, drop and release blocks; as
+    /// long as someone has each piece, the download completes and no block is accepted twice.
+    #[test]
+    fn random_swarm_always_completes(
+        pieces in 1u32..12,
+        piece_blocks in 1u32..4,
+        tail in 1u32..16384,
+        peers in proptest::collection::vec(proptest::collection::vec(any::<bool>(), 12), 1..4),
+        script in proptest::collection::vec((0usize..4, 0u8..4, 1usize..6), 1..200),
+    ) {
+        let piece_len = u64::from(piece_blocks) * 16384;
+        let total = (u64::from(pieces) - 1) * piece_len + u64::from(tail);
+        let l = layout(piece_len, total);
+        let n = l.num_pieces();
+        let mut p = picker(&l, piece_len * 3);
+        let mut bitfields: Vec<Bitfield> = peers
+            .iter()
+            .map(|bits| {
+                let set: Vec<u32> = (0..n).filter(|&i| bits[i as usize]).collect();
+                only(n, &set)
+            })
+            .collect();
+        // One seed so the swarm can finish.
+        bitfields[0] = full(n);
+        for b in &bitfields {
+            p.add_peer_pieces(b);
+        }
+        let mut outstanding: HashMap<usize, Vec<BlockRequest>> = HashMap::new();
+        let mut accepted: HashSet<(u32, u32)> = HashSet::new();
+        let mut done: HashMap<u32, u32> = HashMap::new();
+        let deliver = |p: &mut Picker, peer: usize, r: BlockRequest, accepted: &mut HashSet<(u32, u32)>, done: &mut HashMap<u32, u32>| {
+            if let BlockOutcome::Accepted { piece_done, .. } = p.block_received(PeerKey(peer as u64), &r) {
+                assert!(accepted.insert((r.piece, r.offset)), "accepted twice: {r:?}");
+                *done.entry(r.piece).or_default() += 1;
+                if piece_done {
+                    p.piece_verified(l.piece(r.piece).unwrap());
+                }
+            }
+        };
+        for (who, action, k) in script {
+            let peer = who % bitfields.len();
+            match action {
+                0 | 1 => {
+                    let mut out = Vec::new();
+                    p.pick(PeerKey(peer as u64), &bitfields[peer], k, &mut out);
+                    for r in &out {
+                        prop_assert!(bitfields[peer].has(r.piece));
+                        prop_assert!(l.is_valid_block(l.piece(r.piece).unwrap(), r.offset, r.length));
+                    }
+                    outstanding.entry(peer).or_default().extend(out);
+                }
+                2 => {
+                    let q = outstanding.entry(peer).or_default();
+                    for r in q.drain(..k.min(q.len())).collect::<Vec<_>>() {
+                        deliver(&mut p, peer, r, &mut accepted, &mut done);
+                    }
+                }
+                _ => {
+                    for r in outstanding.remove(&peer).unwrap_or_default() {
+                        p.release(PeerKey(peer as u64), &r);
+                    }
+                }
+            }
+        }
+        // Drain: the seed keeps picking and delivering until done, bounded in steps.
+        for peer in 0..bitfields.len() {
+            for r in outstanding.remove(&peer).unwrap_or_default() {
+                p.release(PeerKey(peer as u64), &r);
+            }
+        }
+        for _ in 0..10_000 {
+            if p.is_complete() {
+                break;
+            }
+            let mut out = Vec::new();
+            p.pick(PeerKey(0), &bitfields[0], 8, &mut out);
+            prop_assert!(!out.is_empty(), "stalled with {} pieces left", p.remaining_pieces());
+            for r in out {
+                deliver(&mut p, 0, r, &mut accepted, &mut done);
+            }
+        }
+        prop_assert!(p.is_complete());
+        prop_assert_eq!(p.in_progress_bytes(), 0);
+        let blocks: u32 = l.pieces().map(|pc| l.num_blocks(pc)).sum();
+        prop_assert_eq!(accepted.len() as u32, blocks);
+    }
+}
