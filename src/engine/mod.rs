@@ -3,7 +3,10 @@
 //! See ARCHITECTURE.md for the actor roster, who owns which state, and how load is
 //! bounded. Only the pure parts exist so far.
 
+pub mod messages;
 pub mod picker;
+pub mod resume;
+pub mod storage;
 
 /// Names one peer connection for the life of a torrent: its identity in the Coordinator's
 /// tables and in every message about that peer. Never reused within a run.

@@ -1,0 +1,316 @@
+//! Every message that crosses between the engine's actors, in one place: this file is the
+//! engine's internal API. Each message says who sends it to whom and why.
+//!
+//! Sends that carry block data (`StoreBlock`, `HashPiece`, `WritePiece`) are always
+//! awaited by their sender, so the receiver's pace bounds the sender; ARCHITECTURE.md
+//! lists which sends are bounded and by what.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use actix::prelude::*;
+use bytes::Bytes;
+
+use super::PeerKey;
+use crate::layout::PieceIndex;
+use crate::wire::{Bitfield, BlockRequest};
+use crate::PeerId;
+
+// ---------------------------------------------------------------------------------------
+// Peer → Coordinator
+// ---------------------------------------------------------------------------------------
+
+/// Peer → Coordinator: the handshake succeeded; asks to join the swarm. Refused when the
+/// torrent has its peer limit, when it is a connection to ourselves, or when the same
+/// peer id is already connected.
+#[derive(Message)]
+#[rtype(result = "Result<(), JoinRefused>")]
+pub struct PeerJoined {
+    /// The new connection's key.
+    pub key: PeerKey,
+    /// Its remote address.
+    pub addr: SocketAddr,
+    /// The peer id it sent in its handshake.
+    pub peer_id: PeerId,
+    /// How the Coordinator reaches this peer from now on.
+    pub peer: Recipient<ToPeer>,
+}
+
+/// Why the Coordinator would not take a peer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JoinRefused {
+    /// The torrent already has its maximum of connected peers.
+    #[error("peer limit reached")]
+    Full,
+    /// The connection leads back to this process.
+    #[error("connection to ourselves")]
+    OurOwnId,
+    /// A connection with that peer id already exists.
+    #[error("peer id already connected")]
+    Duplicate,
+    /// The torrent is shutting down.
+    #[error("torrent stopping")]
+    Stopping,
+}
+
+/// Peer → Coordinator: the peer said which pieces it has (a `bitfield`, `have-all` or
+/// `have-none`, already checked against the piece count).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct PeerBitfield {
+    /// Which peer.
+    pub key: PeerKey,
+    /// Its pieces.
+    pub pieces: Bitfield,
+}
+
+/// Peer → Coordinator: the peer announced one more piece.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct PeerHave {
+    /// Which peer.
+    pub key: PeerKey,
+    /// The piece, already range-checked.
+    pub piece: PieceIndex,
+}
+
+/// Peer → Coordinator: the peer has room in its request pipeline. Carries the blocks it
+/// received since it last asked, so the Coordinator learns of deliveries in batches, and
+/// the requests it gave up on (rejected, or choked away). The reply is the blocks to
+/// request next, at most `want`.
+#[derive(Message)]
+#[rtype(result = "Vec<BlockRequest>")]
+pub struct PickBlocks {
+    /// Which peer.
+    pub key: PeerKey,
+    /// Blocks delivered and accepted by the PieceManager since the last `PickBlocks`.
+    pub received: Vec<BlockRequest>,
+    /// Requests this peer will not deliver.
+    pub released: Vec<BlockRequest>,
+    /// How many more requests the peer's pipeline can take.
+    pub want: usize,
+}
+
+/// Peer → Coordinator: the peer choked us; its outstanding requests are void (BEP 3
+/// without the fast extension), so the Coordinator may hand them to others.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct PeerChokedUs {
+    /// Which peer.
+    pub key: PeerKey,
+    /// Blocks received before the choke and not yet reported.
+    pub received: Vec<BlockRequest>,
+    /// The requests that will not be answered.
+    pub released: Vec<BlockRequest>,
+}
+
+/// Peer → Coordinator: the connection is closing (error, timeout, or told to). The
+/// Coordinator drops the peer's pieces from availability and frees its requests.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct PeerLeft {
+    /// Which peer.
+    pub key: PeerKey,
+    /// Blocks received and not yet reported.
+    pub received: Vec<BlockRequest>,
+    /// Requests still outstanding.
+    pub released: Vec<BlockRequest>,
+    /// Bytes of block data this connection delivered, for statistics.
+    pub downloaded: u64,
+    /// Why it closed, for the log.
+    pub reason: String,
+}
+
+/// Peer → Coordinator: the peer broke the protocol in a way that is its fault (a block
+/// never requested, a bad `have`). Counted towards a ban.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct PeerMisbehaved {
+    /// Which peer.
+    pub key: PeerKey,
+    /// What it did.
+    pub what: String,
+}
+
+// ---------------------------------------------------------------------------------------
+// Coordinator → Peer
+// ---------------------------------------------------------------------------------------
+
+/// Coordinator → Peer: everything the Coordinator tells a connection.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub enum ToPeer {
+    /// Whether we want pieces from this peer (send `interested` / `not interested`).
+    SetInterest(bool),
+    /// A piece was verified: send `have`.
+    Have(PieceIndex),
+    /// Endgame: another peer delivered this block first; send `cancel`.
+    Cancel(BlockRequest),
+    /// There are blocks to pick again (a piece failed, a peer left): ask for more.
+    WakeUp,
+    /// Close the connection.
+    Disconnect(String),
+}
+
+// ---------------------------------------------------------------------------------------
+// Peer → PieceManager → Hasher / FileWriter → Coordinator
+// ---------------------------------------------------------------------------------------
+
+/// Peer → PieceManager: a block we asked for arrived. The Peer awaits the reply before it
+/// reads its socket again, and the PieceManager delays the reply while its budget of
+/// complete pieces awaiting hash and write is full: a slow disk slows the sockets.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct StoreBlock {
+    /// Who sent it, remembered per block so a hash failure can name the senders.
+    pub from: PeerKey,
+    /// The piece, already range-checked.
+    pub piece: PieceIndex,
+    /// Offset inside the piece, already checked to be a block we requested.
+    pub offset: u32,
+    /// The data, shared with the socket buffer, never copied.
+    pub data: Bytes,
+}
+
+/// PieceManager → Hasher (SyncArbiter): hash a complete piece off the network thread.
+#[derive(Message)]
+#[rtype(result = "bool")]
+pub struct HashPiece {
+    /// The blocks in order; their concatenation is the piece.
+    pub blocks: Vec<Bytes>,
+    /// The SHA-1 from the metainfo.
+    pub expected: [u8; 20],
+}
+
+/// PieceManager → FileWriter (SyncArbiter): write a verified piece across its files.
+#[derive(Message)]
+#[rtype(result = "Result<(), StorageError>")]
+pub struct WritePiece {
+    /// Which piece.
+    pub piece: PieceIndex,
+    /// The blocks in order.
+    pub blocks: Vec<Bytes>,
+}
+
+/// PieceManager → Coordinator: a piece passed its hash and is on disk.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct PieceVerified {
+    /// Which piece.
+    pub piece: PieceIndex,
+}
+
+/// PieceManager → Coordinator: a piece failed its hash; every peer that sent a block of it
+/// is named, once per block.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct PieceFailed {
+    /// Which piece.
+    pub piece: PieceIndex,
+    /// The sender of each block.
+    pub senders: Vec<PeerKey>,
+}
+
+/// PieceManager → Coordinator: a write failed; the torrent cannot go on (disk full,
+/// permission denied). The piece stays unverified.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct StorageFailed {
+    /// What went wrong, naming the file.
+    pub error: StorageError,
+}
+
+/// A filesystem failure, naming the file.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{path}: {message}")]
+pub struct StorageError {
+    /// The file involved.
+    pub path: String,
+    /// The operating system's message.
+    pub message: String,
+    /// The disk is full (ENOSPC or EDQUOT), which the command line reports distinctly.
+    pub disk_full: bool,
+}
+
+// ---------------------------------------------------------------------------------------
+// Tracker ↔ Coordinator
+// ---------------------------------------------------------------------------------------
+
+/// Where a peer address came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PeerSource {
+    /// A tracker's announce reply, with its URL.
+    Tracker(String),
+    /// Given by the user.
+    Manual,
+    /// Connected to us.
+    Incoming,
+}
+
+/// Tracker → Coordinator: addresses to try.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct PeersFound {
+    /// The addresses.
+    pub peers: Vec<SocketAddr>,
+    /// Who told us.
+    pub source: PeerSource,
+}
+
+/// Tracker → Coordinator: the totals to announce, asked just before each announce.
+#[derive(Message)]
+#[rtype(result = "AnnounceStats")]
+pub struct GetAnnounceStats;
+
+/// The `uploaded`, `downloaded` and `left` of an announce, in bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AnnounceStats {
+    /// Payload bytes sent to peers.
+    pub uploaded: u64,
+    /// Payload bytes received and verified.
+    pub downloaded: u64,
+    /// Wanted bytes not yet verified.
+    pub left: u64,
+}
+
+/// Tracker → Coordinator: how the last announce went, for the user and for BEP 12 tier
+/// fallback.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct TrackerReport {
+    /// The tracker's URL.
+    pub url: String,
+    /// What happened.
+    pub outcome: Result<AnnounceSummary, String>,
+}
+
+/// A successful announce.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AnnounceSummary {
+    /// Peers in the reply.
+    pub peers: usize,
+    /// Seeders, if the tracker said.
+    pub seeders: Option<u32>,
+    /// Leechers, if the tracker said.
+    pub leechers: Option<u32>,
+    /// When the tracker wants the next announce.
+    pub interval: Duration,
+    /// The tracker's warning message, if any.
+    pub warning: Option<String>,
+}
+
+/// Coordinator → Tracker: start announcing (`started`, then every interval).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct TrackerStart;
+
+/// Coordinator → Tracker: the download completed; announce `completed` now.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct TrackerCompleted;
+
+/// Coordinator → Tracker: announce `stopped` (bounded in time) and stop. The reply comes
+/// once the announce finished or timed out.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct TrackerStop;

@@ -1,0 +1,299 @@
+//! The resume file: which pieces were verified, and what the files looked like when that
+//! was recorded. JSON, so a user can read it. Pure: the FileWriter reads and writes the
+//! bytes; this module turns them into a decision about what to trust.
+//!
+//! Trust is earned per file: a verified piece is taken as verified again only if every
+//! file it touches has the size and modification time the resume file recorded. Anything
+//! else that could hold data (a file that existed before this run) is hashed again, so a
+//! crash after a write but before the next resume save loses no verified data, and a file
+//! changed or truncated between runs is never trusted.
+
+use serde::{Deserialize, Serialize};
+
+use crate::layout::{Layout, PieceIndex};
+use crate::wire::Bitfield;
+use crate::InfoHash;
+
+/// The format version; a file with another version is ignored with a warning.
+pub const RESUME_VERSION: u32 = 1;
+
+/// A file's size and modification time, as the resume file records them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileRecord {
+    /// Size in bytes; `None` when the file did not exist (or is a padding file).
+    pub size: Option<u64>,
+    /// Modification time in nanoseconds since the Unix epoch.
+    pub mtime_ns: Option<u128>,
+}
+
+/// The resume file's contents.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResumeData {
+    /// [`RESUME_VERSION`].
+    pub version: u32,
+    /// Hex info-hash: a resume file of another torrent is ignored.
+    pub info_hash: String,
+    /// Piece length, as a cross-check.
+    pub piece_length: u32,
+    /// Piece count, as a cross-check.
+    pub num_pieces: u32,
+    /// Verified pieces as inclusive `[first, last]` ranges, readable and compact.
+    pub verified: Vec<[u32; 2]>,
+    /// One record per file of the torrent, in order.
+    pub files: Vec<FileRecord>,
+}
+
+/// Why a resume file was ignored.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ResumeError {
+    /// Not JSON of the expected shape.
+    #[error("resume file is not readable: {0}")]
+    Malformed(String),
+    /// Another format version.
+    #[error("resume file has version {0}, expected {RESUME_VERSION}")]
+    Version(u32),
+    /// It belongs to another torrent, or its shape does not match this one.
+    #[error("resume file does not match this torrent ({0})")]
+    Mismatch(&'static str),
+}
+
+impl ResumeData {
+    /// A record of `verified` for the torrent; the FileWriter fills in `files`.
+    pub fn new(info_hash: InfoHash, layout: &Layout, verified: &Bitfield) -> Self {
+        let mut ranges: Vec<[u32; 2]> = Vec::new();
+        for i in verified.iter_set() {
+            match ranges.last_mut() {
+                Some(last) if last[1] + 1 == i => last[1] = i,
+                _ => ranges.push([i, i]),
+            }
+        }
+        Self {
+            version: RESUME_VERSION,
+            info_hash: info_hash.to_hex(),
+            piece_length: layout.piece_length(),
+            num_pieces: layout.num_pieces(),
+            verified: ranges,
+            files: Vec::new(),
+        }
+    }
+
+    /// The JSON bytes.
+    pub fn to_json(&self) -> Vec<u8> {
+        // Serialising plain numbers and strings cannot fail.
+        serde_json::to_vec_pretty(self).unwrap_or_default()
+    }
+
+    /// Parses and checks a resume file against the torrent it should belong to.
+    pub fn parse(bytes: &[u8], info_hash: InfoHash, layout: &Layout) -> Result<Self, ResumeError> {
+        let data: ResumeData =
+            serde_json::from_slice(bytes).map_err(|e| ResumeError::Malformed(e.to_string()))?;
+        if data.version != RESUME_VERSION {
+            return Err(ResumeError::Version(data.version));
+        }
+        if data.info_hash != info_hash.to_hex() {
+            return Err(ResumeError::Mismatch("info-hash"));
+        }
+        if data.piece_length != layout.piece_length() || data.num_pieces != layout.num_pieces() {
+            return Err(ResumeError::Mismatch("piece layout"));
+        }
+        if data.files.len() != layout.files().len() {
+            return Err(ResumeError::Mismatch("file count"));
+        }
+        if data
+            .verified
+            .iter()
+            .any(|[a, b]| a > b || *b >= layout.num_pieces())
+        {
+            return Err(ResumeError::Mismatch("piece range"));
+        }
+        Ok(data)
+    }
+
+    /// The verified pieces as a bitfield.
+    pub fn verified_bitfield(&self) -> Bitfield {
+        let mut b = Bitfield::new(self.num_pieces);
+        for &[first, last] in &self.verified {
+            for i in first..=last {
+                let _ = b.set(i);
+            }
+        }
+        b
+    }
+}
+
+/// What to do with existing data at start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StartPlan {
+    /// Pieces taken as verified without hashing.
+    pub trusted: Bitfield,
+    /// Pieces to hash, because a file they touch existed before this run.
+    pub check: Vec<PieceIndex>,
+}
+
+/// Decides which pieces to trust and which to hash, from the resume file (if it parsed)
+/// and what each file looked like before this run (`before`, from `OpenStorage`).
+pub fn plan_start(
+    layout: &Layout,
+    resume: Option<&ResumeData>,
+    before: &[FileRecord],
+) -> StartPlan {
+    let files = layout.files();
+    let existed = |f: usize| before.get(f).and_then(|r| r.size).is_some_and(|s| s > 0);
+    let unchanged = |f: usize| {
+        files.get(f).is_some_and(|e| e.padding)
+            || resume.is_some_and(|r| {
+                let recorded = r.files.get(f);
+                let now = before.get(f);
+                recorded.is_some()
+                    && recorded == now
+                    && now.and_then(|n| n.size) == files.get(f).map(|e| e.length)
+            })
+    };
+    let claimed = resume.map(ResumeData::verified_bitfield);
+    let mut trusted = Bitfield::new(layout.num_pieces());
+    let mut check = Vec::new();
+    for piece in layout.pieces() {
+        let spans = layout.piece_spans(piece);
+        let is_claimed = claimed.as_ref().is_some_and(|c| c.has(piece.get()));
+        if is_claimed && spans.iter().all(|s| unchanged(s.file)) {
+            let _ = trusted.set(piece.get());
+        } else if spans.iter().any(|s| existed(s.file)) {
+            check.push(piece);
+        }
+    }
+    StartPlan { trusted, check }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metainfo::SafePath;
+
+    fn layout() -> Layout {
+        // Two files of 3 and 2 pieces' worth at 16 KiB pieces; piece 2 spans both.
+        let p = |n: &str| SafePath::new(&["t", n]).unwrap();
+        Layout::new(16384, [(p("a"), 40_000, false), (p("b"), 30_000, false)]).unwrap()
+    }
+
+    fn hash() -> InfoHash {
+        InfoHash([7; 20])
+    }
+
+    fn rec(size: u64, t: u128) -> FileRecord {
+        FileRecord {
+            size: Some(size),
+            mtime_ns: Some(t),
+        }
+    }
+
+    fn saved(verified: &[u32], files: Vec<FileRecord>) -> ResumeData {
+        let l = layout();
+        let mut b = Bitfield::new(l.num_pieces());
+        for &i in verified {
+            b.set(i).unwrap();
+        }
+        let mut d = ResumeData::new(hash(), &l, &b);
+        d.files = files;
+        d
+    }
+
+    #[test]
+    fn json_round_trips_with_readable_ranges() {
+        let d = saved(&[0, 1, 2, 4], vec![rec(40_000, 1), rec(30_000, 2)]);
+        assert_eq!(d.verified, vec![[0, 2], [4, 4]]);
+        let back = ResumeData::parse(&d.to_json(), hash(), &layout()).unwrap();
+        assert_eq!(back, d);
+        assert!(String::from_utf8(d.to_json())
+            .unwrap()
+            .contains("\"verified\""));
+    }
+
+    #[test]
+    fn foreign_or_broken_resume_files_are_refused() {
+        let l = layout();
+        let d = saved(&[0], vec![rec(1, 1), rec(1, 1)]);
+        assert_eq!(
+            ResumeData::parse(&d.to_json(), InfoHash([8; 20]), &l),
+            Err(ResumeError::Mismatch("info-hash"))
+        );
+        assert!(matches!(
+            ResumeData::parse(b"{not json", hash(), &l),
+            Err(ResumeError::Malformed(_))
+        ));
+        let mut bad = d.clone();
+        bad.verified = vec![[0, 99]];
+        assert_eq!(
+            ResumeData::parse(&bad.to_json(), hash(), &l),
+            Err(ResumeError::Mismatch("piece range"))
+        );
+        let mut bad = d.clone();
+        bad.version = 9;
+        assert_eq!(
+            ResumeData::parse(&bad.to_json(), hash(), &l),
+            Err(ResumeError::Version(9))
+        );
+        let mut bad = d;
+        bad.files.pop();
+        assert_eq!(
+            ResumeData::parse(&bad.to_json(), hash(), &l),
+            Err(ResumeError::Mismatch("file count"))
+        );
+    }
+
+    #[test]
+    fn unchanged_files_keep_their_verified_pieces() {
+        let files = vec![rec(40_000, 1), rec(30_000, 2)];
+        let d = saved(&[0, 1, 2, 3, 4], files.clone());
+        let plan = plan_start(&layout(), Some(&d), &files);
+        assert_eq!(plan.trusted.count_ones(), 5);
+        assert!(plan.check.is_empty());
+    }
+
+    #[test]
+    fn a_changed_file_is_rechecked_and_pieces_spanning_it_too() {
+        let d = saved(&[0, 1, 2, 3, 4], vec![rec(40_000, 1), rec(30_000, 2)]);
+        // File b was written after the save (a crash), so its time differs.
+        let now = vec![rec(40_000, 1), rec(30_000, 3)];
+        let plan = plan_start(&layout(), Some(&d), &now);
+        let trusted: Vec<u32> = plan.trusted.iter_set().collect();
+        assert_eq!(trusted, [0, 1]);
+        let check: Vec<u32> = plan.check.iter().map(|p| p.get()).collect();
+        assert_eq!(check, [2, 3, 4]);
+    }
+
+    #[test]
+    fn a_truncated_or_deleted_file_is_never_trusted() {
+        let d = saved(&[0, 1, 2, 3, 4], vec![rec(40_000, 1), rec(30_000, 2)]);
+        let deleted = vec![
+            rec(40_000, 1),
+            FileRecord {
+                size: None,
+                mtime_ns: None,
+            },
+        ];
+        let plan = plan_start(&layout(), Some(&d), &deleted);
+        assert_eq!(plan.trusted.iter_set().collect::<Vec<_>>(), [0, 1]);
+        // Piece 2 touches file a, which exists: hash it. Pieces 3 and 4 live only in b.
+        assert_eq!(plan.check.iter().map(|p| p.get()).collect::<Vec<_>>(), [2]);
+        let truncated = vec![rec(10_000, 1), rec(30_000, 2)];
+        let plan = plan_start(&layout(), Some(&d), &truncated);
+        assert_eq!(plan.trusted.iter_set().collect::<Vec<_>>(), [3, 4]);
+    }
+
+    #[test]
+    fn without_a_resume_file_existing_data_is_hashed_and_fresh_files_are_not() {
+        let before = vec![
+            rec(40_000, 1),
+            FileRecord {
+                size: None,
+                mtime_ns: None,
+            },
+        ];
+        let plan = plan_start(&layout(), None, &before);
+        assert_eq!(plan.trusted.count_ones(), 0);
+        assert_eq!(
+            plan.check.iter().map(|p| p.get()).collect::<Vec<_>>(),
+            [0, 1, 2]
+        );
+    }
+}

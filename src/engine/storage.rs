@@ -1,0 +1,330 @@
+//! The FileWriter and the Hasher: the two SyncArbiter actors that do blocking work, so the
+//! network arbiter never waits on a disk or burns a core on SHA-1.
+//!
+//! The FileWriter is the only code in the engine that touches the filesystem: it creates
+//! the files at their final size, writes verified pieces at their offsets (`pwrite`, one
+//! call per file span), reads pieces back for checking and seeding, and writes the resume
+//! file atomically. It runs on one thread, so its operations are ordered: a resume file
+//! saved after a piece's write never claims a piece that is not on disk.
+
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::UNIX_EPOCH;
+
+use actix::prelude::*;
+use bytes::Bytes;
+use sha1::{Digest, Sha1};
+
+use super::messages::{HashPiece, StorageError, WritePiece};
+use super::resume::{FileRecord, ResumeData};
+use crate::layout::{Layout, PieceIndex};
+
+/// Hashes pieces; runs as a SyncArbiter pool sized to the cores.
+pub struct Hasher;
+
+impl Actor for Hasher {
+    type Context = SyncContext<Self>;
+}
+
+impl Handler<HashPiece> for Hasher {
+    type Result = bool;
+
+    fn handle(&mut self, msg: HashPiece, _: &mut SyncContext<Self>) -> bool {
+        let mut sha = Sha1::new();
+        for block in &msg.blocks {
+            sha.update(block);
+        }
+        <[u8; 20]>::from(sha.finalize()) == msg.expected
+    }
+}
+
+/// Owns the torrent's files on disk; runs on a SyncArbiter of one thread.
+pub struct FileWriter {
+    /// The download folder; every path is a `SafePath` under it.
+    root: PathBuf,
+    /// Where each file and piece lives.
+    layout: Arc<Layout>,
+    /// Open handles, by file index; `None` until first use and for padding files.
+    files: Vec<Option<File>>,
+    /// Files written since the last sync, so a resume save syncs only those.
+    dirty: Vec<bool>,
+}
+
+impl FileWriter {
+    /// A writer for `layout` under `root`. Nothing is touched until [`OpenStorage`].
+    pub fn new(root: PathBuf, layout: Arc<Layout>) -> Self {
+        let n = layout.files().len();
+        Self {
+            root,
+            layout,
+            files: (0..n).map(|_| None).collect(),
+            dirty: vec![false; n],
+        }
+    }
+
+    fn path(&self, file: usize) -> PathBuf {
+        self.layout.files()[file].path.under(&self.root)
+    }
+
+    fn error(&self, file: usize, e: &io::Error) -> StorageError {
+        storage_error(&self.path(file), e)
+    }
+
+    /// The open handle of a file, opening it (read-write) on first use.
+    fn handle(&mut self, file: usize) -> Result<&File, StorageError> {
+        if self.files[file].is_none() {
+            let path = self.path(file);
+            let f = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&path)
+                .map_err(|e| storage_error(&path, &e))?;
+            self.files[file] = Some(f);
+        }
+        self.files[file]
+            .as_ref()
+            .ok_or_else(|| self.error(file, &io::Error::other("file not open")))
+    }
+
+    fn resume_path(&self) -> PathBuf {
+        resume_path(&self.root, &self.layout)
+    }
+
+    /// The size and modification time of every file, as recorded in the resume file.
+    fn file_records(&self) -> Vec<FileRecord> {
+        self.layout
+            .files()
+            .iter()
+            .map(|f| {
+                let meta = (!f.padding)
+                    .then(|| fs::metadata(f.path.under(&self.root)).ok())
+                    .flatten();
+                FileRecord {
+                    size: meta.as_ref().map(|m| m.len()),
+                    mtime_ns: meta.as_ref().and_then(mtime_ns),
+                }
+            })
+            .collect()
+    }
+
+    fn sync_dirty(&mut self) -> Result<(), StorageError> {
+        for i in 0..self.files.len() {
+            if self.dirty[i] {
+                if let Some(f) = &self.files[i] {
+                    f.sync_data().map_err(|e| self.error(i, &e))?;
+                }
+                self.dirty[i] = false;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The resume file of a torrent: beside the download, named after the torrent.
+pub fn resume_path(root: &Path, layout: &Layout) -> PathBuf {
+    let name = layout
+        .files()
+        .first()
+        .and_then(|f| f.path.components().first())
+        .map_or("torrent", String::as_str);
+    root.join(format!(".{name}.resume.json"))
+}
+
+fn mtime_ns(meta: &fs::Metadata) -> Option<u128> {
+    meta.modified()
+        .ok()?
+        .duration_since(UNIX_EPOCH)
+        .ok()
+        .map(|d| d.as_nanos())
+}
+
+fn storage_error(path: &Path, e: &io::Error) -> StorageError {
+    StorageError {
+        path: path.display().to_string(),
+        message: e.to_string(),
+        // ENOSPC (28) and EDQUOT (122) on Linux.
+        disk_full: matches!(e.raw_os_error(), Some(28) | Some(122)),
+    }
+}
+
+impl Actor for FileWriter {
+    type Context = SyncContext<Self>;
+}
+
+/// Coordinator → FileWriter: create the folders and files (at their final size) and say
+/// what was there before, for the resume check.
+#[derive(Message)]
+#[rtype(result = "Result<OpenReport, StorageError>")]
+pub struct OpenStorage;
+
+/// What [`OpenStorage`] found.
+#[derive(Debug, Clone)]
+pub struct OpenReport {
+    /// Per file: its size and time before we touched it, `None` if it did not exist.
+    pub before: Vec<FileRecord>,
+    /// The resume file's bytes, if there was one.
+    pub resume: Option<Vec<u8>>,
+}
+
+impl Handler<OpenStorage> for FileWriter {
+    type Result = Result<OpenReport, StorageError>;
+
+    fn handle(&mut self, _: OpenStorage, _: &mut SyncContext<Self>) -> Self::Result {
+        let before = self.file_records();
+        let resume = fs::read(self.resume_path()).ok();
+        for (i, f) in self.layout.files().iter().enumerate() {
+            if f.padding {
+                continue;
+            }
+            let path = self.path(i);
+            if let Some(parent) = path.parent() {
+                fs::create_dir_all(parent).map_err(|e| storage_error(parent, &e))?;
+            }
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&path)
+                .map_err(|e| storage_error(&path, &e))?;
+            // Final size up front: sparse on Linux, and a file that was truncated between
+            // runs is put back to its length (the lost pieces fail their check).
+            let len = file.metadata().map_err(|e| storage_error(&path, &e))?.len();
+            if len != f.length {
+                file.set_len(f.length)
+                    .map_err(|e| storage_error(&path, &e))?;
+            }
+            self.files[i] = Some(file);
+        }
+        Ok(OpenReport { before, resume })
+    }
+}
+
+impl Handler<WritePiece> for FileWriter {
+    type Result = Result<(), StorageError>;
+
+    fn handle(&mut self, msg: WritePiece, _: &mut SyncContext<Self>) -> Self::Result {
+        let spans = self.layout.piece_spans(msg.piece);
+        let mut blocks = msg.blocks.iter();
+        let mut current: &[u8] = &[];
+        for span in spans {
+            let padding = self.layout.files()[span.file].padding;
+            let mut need = span.len as usize;
+            let mut file_offset = span.file_offset;
+            while need > 0 {
+                if current.is_empty() {
+                    current = match blocks.next() {
+                        Some(b) => b,
+                        None => {
+                            return Err(self.error(
+                                span.file,
+                                &io::Error::other("piece shorter than its spans"),
+                            ))
+                        }
+                    };
+                }
+                let n = need.min(current.len());
+                let (chunk, rest) = current.split_at(n);
+                if !padding {
+                    self.handle(span.file)?
+                        .write_all_at(chunk, file_offset)
+                        .map_err(|e| self.error(span.file, &e))?;
+                }
+                current = rest;
+                need -= n;
+                file_offset += n as u64;
+            }
+            if !padding {
+                self.dirty[span.file] = true;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Coordinator or Peer → FileWriter: read a whole piece back (to check existing data, or
+/// to serve it).
+#[derive(Message)]
+#[rtype(result = "Result<Bytes, StorageError>")]
+pub struct ReadPiece {
+    /// Which piece.
+    pub piece: PieceIndex,
+}
+
+impl Handler<ReadPiece> for FileWriter {
+    type Result = Result<Bytes, StorageError>;
+
+    fn handle(&mut self, msg: ReadPiece, _: &mut SyncContext<Self>) -> Self::Result {
+        let len = self.layout.piece_len(msg.piece) as usize;
+        let mut buf = vec![0u8; len];
+        for span in self.layout.piece_spans(msg.piece) {
+            if self.layout.files()[span.file].padding {
+                continue; // Padding is zeros, as `buf` already is.
+            }
+            let start = span.piece_offset as usize;
+            let end = start + span.len as usize;
+            let dst = buf
+                .get_mut(start..end)
+                .ok_or_else(|| self.error(span.file, &io::Error::other("span outside piece")))?;
+            let file = self.handle(span.file)?;
+            if let Err(e) = file.read_exact_at(dst, span.file_offset) {
+                return Err(self.error(span.file, &e));
+            }
+        }
+        Ok(Bytes::from(buf))
+    }
+}
+
+/// Coordinator → FileWriter: record which pieces are verified. Data files written since
+/// the last save are synced first, then the file is written to a temporary name, synced
+/// and renamed over the old one, so a crash at any moment leaves the old or the new file.
+#[derive(Message)]
+#[rtype(result = "Result<(), StorageError>")]
+pub struct SaveResume {
+    /// The state to record; the writer fills in the file sizes and times.
+    pub data: ResumeData,
+}
+
+impl Handler<SaveResume> for FileWriter {
+    type Result = Result<(), StorageError>;
+
+    fn handle(&mut self, msg: SaveResume, _: &mut SyncContext<Self>) -> Self::Result {
+        self.sync_dirty()?;
+        let mut data = msg.data;
+        data.files = self.file_records();
+        let path = self.resume_path();
+        let tmp = path.with_extension("json.tmp");
+        let bytes = data.to_json();
+        let write = || -> io::Result<()> {
+            let f = File::create(&tmp)?;
+            f.write_all_at(&bytes, 0)?;
+            f.sync_all()?;
+            fs::rename(&tmp, &path)?;
+            if let Some(dir) = path.parent() {
+                File::open(dir)?.sync_all()?;
+            }
+            Ok(())
+        };
+        write().map_err(|e| storage_error(&path, &e))
+    }
+}
+
+/// Coordinator → FileWriter: sync every written file and close them all (end of download).
+#[derive(Message)]
+#[rtype(result = "Result<(), StorageError>")]
+pub struct CloseStorage;
+
+impl Handler<CloseStorage> for FileWriter {
+    type Result = Result<(), StorageError>;
+
+    fn handle(&mut self, _: CloseStorage, _: &mut SyncContext<Self>) -> Self::Result {
+        self.sync_dirty()?;
+        for f in &mut self.files {
+            *f = None;
+        }
+        Ok(())
+    }
+}
