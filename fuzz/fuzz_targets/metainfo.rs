@@ -1,3 +1,81 @@
+//! Fuzzes `.torrent` validation: `Metainfo::from_bytes` must never panic, and whatever it
+//! accepts must keep the promises the engine relies on without checking again: file paths
+//! that stay inside the download folder, one hash per piece, files that tile the byte
+//! stream, and an `info` that parses the same from its kept raw bytes.
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|_data: &[u8]| {});
+use std::path::{Component, Path};
+
+use libfuzzer_sys::fuzz_target;
+use torrent_actors::bencode::decode;
+use torrent_actors::metainfo::{Info, Metainfo, MAX_COMPONENT_BYTES};
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(m) = Metainfo::from_bytes(data) else {
+        return;
+    };
+    let layout = &m.info.layout;
+
+    // Paths: joined under any root, each stays strictly inside it, made of plain names no
+    // longer than a filesystem allows.
+    let root = Path::new("/srv/downloads");
+    for file in layout.files() {
+        let joined = file.path.under(root);
+        let inside = joined
+            .strip_prefix(root)
+            .expect("a file path leaves the root");
+        assert!(inside.components().count() >= 1);
+        assert!(
+            inside
+                .components()
+                .all(|c| matches!(c, Component::Normal(_))),
+            "{joined:?}"
+        );
+        for c in file.path.components() {
+            assert!(c.len() <= MAX_COMPONENT_BYTES, "{} bytes", c.len());
+        }
+    }
+
+    // Files lie end to end, and their lengths add up to the total.
+    let mut offset = 0u64;
+    for file in layout.files() {
+        assert_eq!(file.offset, offset);
+        offset += file.length;
+    }
+    assert_eq!(offset, layout.total_length());
+    assert!(layout.total_length() > 0);
+
+    // One 20-byte hash per piece, in order, taken from the `pieces` field as written.
+    let piece_length = u64::from(layout.piece_length());
+    assert_eq!(
+        u64::from(layout.num_pieces()),
+        layout.total_length().div_ceil(piece_length)
+    );
+    let info = decode(&m.info_bytes).expect("the kept info bytes decode");
+    let pieces = info
+        .as_dict()
+        .and_then(|d| d.get(b"pieces"))
+        .and_then(|p| p.as_bytes())
+        .expect("an accepted info has pieces");
+    assert_eq!(pieces.len(), layout.num_pieces() as usize * 20);
+    let mut covered = 0u64;
+    for (piece, hash) in layout.pieces().zip(pieces.chunks_exact(20)) {
+        assert_eq!(&m.info.piece_hash(piece)[..], hash);
+        let len = layout.piece_len(piece);
+        assert!(len > 0 && u64::from(len) <= piece_length);
+        let spanned: u64 = layout
+            .piece_spans(piece)
+            .iter()
+            .map(|s| u64::from(s.len))
+            .sum();
+        assert_eq!(spanned, u64::from(len));
+        covered += u64::from(len);
+    }
+    assert_eq!(covered, layout.total_length());
+
+    // The `info` served to peers parses to the same thing.
+    assert_eq!(
+        Info::from_bytes(&m.info_bytes).expect("the kept info bytes parse"),
+        m.info
+    );
+});
