@@ -22,6 +22,21 @@ pub fn run(path: &Path) -> Result<(), Failure> {
     Ok(())
 }
 
+/// Text from the torrent with control characters escaped, so a hostile name or comment
+/// cannot send escape sequences to the user's terminal.
+fn printable(s: &str) -> String {
+    s.chars()
+        .flat_map(|c| {
+            let escaped: Vec<char> = if c.is_control() {
+                c.escape_default().collect()
+            } else {
+                vec![c]
+            };
+            escaped
+        })
+        .collect()
+}
+
 /// The report, one `label: value` per line, files and trackers indented below.
 fn describe(m: &Metainfo) -> String {
     let layout = &m.info.layout;
@@ -30,7 +45,7 @@ fn describe(m: &Metainfo) -> String {
         let shown = format!("{:<12} {value}", format!("{label}:"));
         let _ = writeln!(out, "{}", shown.trim_end());
     };
-    line("name", &m.info.name);
+    line("name", &printable(&m.info.name));
     line("info-hash", &m.info_hash);
     line(
         "total size",
@@ -62,10 +77,10 @@ fn describe(m: &Metainfo) -> String {
         line("created", &shown);
     }
     if let Some(by) = &m.created_by {
-        line("created by", by);
+        line("created by", &printable(by));
     }
     if let Some(comment) = &m.comment {
-        line("comment", comment);
+        line("comment", &printable(comment));
     }
     if m.trackers.is_empty() {
         line("trackers", &"none");
@@ -73,12 +88,12 @@ fn describe(m: &Metainfo) -> String {
         line("trackers", &"");
         for (i, tier) in m.trackers.iter().enumerate() {
             for url in tier {
-                let _ = writeln!(out, "  tier {:<3} {url}", i + 1);
+                let _ = writeln!(out, "  tier {:<3} {}", i + 1, printable(url));
             }
         }
     }
     for seed in &m.web_seeds {
-        let _ = writeln!(out, "{:<12} {seed}", "web seed:");
+        let _ = writeln!(out, "{:<12} {}", "web seed:", printable(seed));
     }
     let files = layout.files();
     let _ = writeln!(out, "{:<12} {}", "files:", files.len());
@@ -89,8 +104,19 @@ fn describe(m: &Metainfo) -> String {
             out,
             "  [{i:>width$}] {:>11}  {}{pad}",
             HumanBytes(f.length).to_string(),
-            f.path.display()
+            printable(&f.path.display())
         );
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::printable;
+
+    #[test]
+    fn control_characters_from_a_torrent_are_escaped() {
+        assert_eq!(printable("a\u{1b}[31mred\n"), "a\\u{1b}[31mred\\n");
+        assert_eq!(printable("naïve ünïcode"), "naïve ünïcode");
+    }
 }

@@ -60,7 +60,8 @@ pub enum DecodeError {
     LengthBeyondInput {
         /// Where the length starts.
         offset: usize,
-        /// How many bytes were left after the colon.
+        /// How many bytes were left after the colon (or after the length's first digit,
+        /// when the length is too large to read at all).
         remaining: usize,
     },
     /// Containers nested deeper than the limit.

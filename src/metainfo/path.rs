@@ -73,8 +73,15 @@ impl SafePath {
     fn with_suffix(&self, n: usize) -> Self {
         let mut components = self.components.clone();
         if let Some(last) = components.last_mut() {
-            let (stem, ext) = split_extension(last);
             let suffix = format!(".{n}");
+            let (stem, ext) = split_extension(last);
+            // An extension too long to leave room for the suffix is treated as part of the
+            // stem, so the result always fits the limit.
+            let (stem, ext) = if ext.len() + suffix.len() < MAX_COMPONENT_BYTES {
+                (stem, ext)
+            } else {
+                (last.as_str(), "")
+            };
             let stem = truncate_at_char(stem, MAX_COMPONENT_BYTES - suffix.len() - ext.len());
             *last = format!("{stem}{suffix}{ext}");
         }
@@ -92,23 +99,24 @@ fn check_component(c: &str) -> Result<String, PathError> {
     if c.contains(['/', '\\', '\0']) {
         return Err(PathError::BadCharacter(c.to_string()));
     }
-    let c = shorten(c);
-    Ok(if is_windows_reserved(&c) {
-        format!("{c}_")
-    } else {
-        c
-    })
+    // A reserved name gets a `_`, so it is shortened one byte more to stay in the limit.
+    let reserved = is_windows_reserved(c);
+    let mut c = shorten(c, MAX_COMPONENT_BYTES - usize::from(reserved));
+    if reserved {
+        c.push('_');
+    }
+    Ok(c)
 }
 
-/// Shortens a name to [`MAX_COMPONENT_BYTES`], keeping its extension if the extension is
-/// short enough to be one.
-fn shorten(c: &str) -> String {
-    if c.len() <= MAX_COMPONENT_BYTES {
+/// Shortens a name to `max` bytes, keeping its extension if the extension is short
+/// enough to be one.
+fn shorten(c: &str, max: usize) -> String {
+    if c.len() <= max {
         return c.to_string();
     }
     let (stem, ext) = split_extension(c);
     let ext = if ext.len() <= 16 { ext } else { "" };
-    let stem = truncate_at_char(stem, MAX_COMPONENT_BYTES - ext.len());
+    let stem = truncate_at_char(stem, max - ext.len());
     format!("{stem}{ext}")
 }
 

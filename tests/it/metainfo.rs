@@ -329,7 +329,6 @@ fn accepted_paths_joined_under_a_root_stay_inside_it() {
 /// underflows: a panic in debug builds (and in the fuzzer), and in release a renamed
 /// component of 257 bytes, over the 255-byte limit the module promises.
 #[test]
-#[ignore = "bug: dedupe of a duplicate name with a 254-byte extension underflows in SafePath::with_suffix"]
 fn duplicate_names_with_very_long_extensions_are_renamed_within_the_length_limit() {
     let name = format!("a.{}", "b".repeat(253));
     assert_eq!(name.len(), MAX_COMPONENT_BYTES);
@@ -366,7 +365,6 @@ fn refusals_are_typed_errors_not_just_text() {
 /// check, then gets its `_` suffix in `check_component`, ending up 256 bytes long: the
 /// repair runs after the shortening instead of before it.
 #[test]
-#[ignore = "bug: the Windows-reserved `_` suffix pushes a 255-byte name to 256 bytes"]
 fn reserved_device_names_at_the_length_limit_stay_within_it() {
     let name = format!("CON.{}", "x".repeat(251));
     assert_eq!(name.len(), MAX_COMPONENT_BYTES);
