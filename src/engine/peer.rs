@@ -1,0 +1,495 @@
+//! The Peer actor: one per TCP connection, after the handshake.
+//!
+//! It owns the socket (read half as a stream of decoded messages, write half as a
+//! `FramedWrite`), the choke and interest state of both sides, the requests it has sent and
+//! not had answered, and the keep-alive and timeout clocks. It turns wire messages into
+//! typed messages to the Coordinator and the PieceManager, and keeps its request pipeline
+//! full: the target depth follows the measured rate (about 1.5 s worth of blocks), with a
+//! floor, capped by the peer's advertised `reqq`.
+//!
+//! Backpressure: when a block arrives, the Peer awaits the PieceManager's acceptance with
+//! `ctx.wait`, which stops this actor from polling its socket until the reply comes. The
+//! PieceManager holds that reply while too many complete pieces wait for hash and write.
+//!
+//! What it must not do: pick pieces (the Coordinator does), hold piece data (the
+//! PieceManager does), or touch the filesystem.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::io::{FramedWrite, WriteHandler};
+use actix::prelude::*;
+use slog::{debug, info, o, Logger};
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::TcpStream;
+use tokio_util::codec::FramedRead;
+
+use super::coordinator::Coordinator;
+use super::messages::{
+    PeerBitfield, PeerChokedUs, PeerHave, PeerJoined, PeerLeft, PeerMisbehaved, PickBlocks,
+    StoreBlock, ToPeer,
+};
+use super::piece_manager::PieceManager;
+use super::PeerKey;
+use crate::bencode::{self, BValue};
+use crate::layout::{Layout, BLOCK_SIZE};
+use crate::wire::{Bitfield, BlockRequest, Handshake, Message, MessageCodec, WireError};
+use crate::PeerId;
+
+/// Tunables of one connection.
+#[derive(Debug, Clone, Copy)]
+pub struct PeerConfig {
+    /// The fewest requests kept outstanding, whatever the measured rate.
+    pub min_queue: usize,
+    /// The most requests kept outstanding, whatever the peer advertises.
+    pub max_queue: usize,
+    /// How many seconds of transfer at the measured rate the queue should hold.
+    pub queue_seconds: f64,
+    /// With requests outstanding and no block for this long, the peer is dropped.
+    pub request_timeout: Duration,
+    /// With nothing received at all for this long, the peer is dropped.
+    pub idle_timeout: Duration,
+    /// A keep-alive goes out after this long without sending anything.
+    pub keepalive: Duration,
+}
+
+impl Default for PeerConfig {
+    fn default() -> Self {
+        Self {
+            min_queue: 16,
+            max_queue: 1000,
+            queue_seconds: 1.5,
+            request_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(150),
+            keepalive: Duration::from_secs(60),
+        }
+    }
+}
+
+/// The request queue limit a peer is assumed to accept until it says otherwise; the
+/// usual default of clients that do not send `reqq`.
+const DEFAULT_REQQ: usize = 250;
+
+/// The id under which we ask peers to send extension messages; we define none yet, so
+/// only the extension handshake (id 0) is exchanged.
+const EXTENSION_HANDSHAKE: u8 = 0;
+
+/// See the module documentation.
+pub struct Peer {
+    key: PeerKey,
+    addr: SocketAddr,
+    layout: Arc<Layout>,
+    config: PeerConfig,
+    coordinator: Addr<Coordinator>,
+    piece_manager: Addr<PieceManager>,
+    /// The write half; buffered writes, flushed by actix.
+    out: Option<FramedWrite<Message, OwnedWriteHalf, MessageCodec>>,
+    /// The peer's handshake, kept for its id and reserved bits.
+    handshake: Handshake,
+    /// Accepted by the Coordinator; until then nothing but the handshake has been sent.
+    joined: bool,
+    /// Whether any message other than the handshake has arrived (a bitfield must be first).
+    seen_message: bool,
+    /// The peer chokes us.
+    choked: bool,
+    /// We told the peer we are interested.
+    interested: bool,
+    /// Requests sent and not yet answered, oldest first.
+    outstanding: Vec<BlockRequest>,
+    /// Blocks received and accepted since the last report to the Coordinator.
+    received: Vec<BlockRequest>,
+    /// Requests given up since the last report.
+    released: Vec<BlockRequest>,
+    /// A `PickBlocks` is in flight; one at a time.
+    picking: bool,
+    /// The peer's `reqq`, or the default.
+    reqq: usize,
+    /// Payload bytes received, in total and in the current rate window.
+    downloaded: u64,
+    window_bytes: u64,
+    /// Bytes per second, smoothed.
+    rate: f64,
+    last_received: Instant,
+    last_block: Instant,
+    last_sent: Instant,
+    /// Why the connection is closing, for `PeerLeft`.
+    close_reason: Option<String>,
+    log: Logger,
+}
+
+/// What a Peer needs besides its socket.
+pub struct PeerParts {
+    /// Its key.
+    pub key: PeerKey,
+    /// The torrent's layout, to range-check what the peer says.
+    pub layout: Arc<Layout>,
+    /// Tunables.
+    pub config: PeerConfig,
+    /// The torrent's Coordinator.
+    pub coordinator: Addr<Coordinator>,
+    /// The torrent's PieceManager.
+    pub piece_manager: Addr<PieceManager>,
+    /// The torrent's logger.
+    pub log: Logger,
+}
+
+impl Peer {
+    /// Starts the actor on an open, handshaken connection.
+    pub fn start(stream: TcpStream, handshake: Handshake, parts: PeerParts) -> Addr<Peer> {
+        let addr = stream
+            .peer_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+        let codec = MessageCodec::for_piece_count(parts.layout.num_pieces());
+        let (read, write) = stream.into_split();
+        Peer::create(move |ctx| {
+            ctx.add_stream(FramedRead::new(read, codec));
+            let out = FramedWrite::new(write, codec, ctx);
+            let now = Instant::now();
+            let log = parts.log.new(o!("peer" => addr.to_string(), "key" => parts.key.0));
+            Peer {
+                key: parts.key,
+                addr,
+                layout: parts.layout,
+                config: parts.config,
+                coordinator: parts.coordinator,
+                piece_manager: parts.piece_manager,
+                out: Some(out),
+                handshake,
+                joined: false,
+                seen_message: false,
+                choked: true,
+                interested: false,
+                outstanding: Vec::new(),
+                received: Vec::new(),
+                released: Vec::new(),
+                picking: false,
+                reqq: DEFAULT_REQQ,
+                downloaded: 0,
+                window_bytes: 0,
+                rate: 0.0,
+                last_received: now,
+                last_block: now,
+                last_sent: now,
+                close_reason: None,
+                log,
+            }
+        })
+    }
+
+    fn send(&mut self, message: Message) {
+        if let Some(out) = &mut self.out {
+            out.write(message);
+            self.last_sent = Instant::now();
+        }
+    }
+
+    fn close(&mut self, reason: impl Into<String>, ctx: &mut Context<Self>) {
+        if self.close_reason.is_none() {
+            self.close_reason = Some(reason.into());
+        }
+        ctx.stop();
+    }
+
+    /// Blames the peer and closes: it broke the protocol.
+    fn misbehaved(&mut self, what: String, ctx: &mut Context<Self>) {
+        self.coordinator.do_send(PeerMisbehaved {
+            key: self.key,
+            what: what.clone(),
+        });
+        self.close(what, ctx);
+    }
+
+    /// How many requests to keep outstanding now.
+    fn queue_target(&self) -> usize {
+        let by_rate = (self.rate * self.config.queue_seconds / f64::from(BLOCK_SIZE)) as usize;
+        by_rate
+            .max(self.config.min_queue)
+            .min(self.reqq.min(self.config.max_queue))
+    }
+
+    /// Asks the Coordinator for more blocks if the pipeline has room. Reports received
+    /// and released blocks on the way.
+    fn refill(&mut self, ctx: &mut Context<Self>) {
+        if !self.joined || self.choked || !self.interested || self.picking {
+            return;
+        }
+        let target = self.queue_target();
+        // Ask in batches: waiting for a quarter of the queue to drain keeps the number of
+        // PickBlocks messages low without letting the pipeline run dry.
+        let room = target.saturating_sub(self.outstanding.len());
+        if room == 0 || (room < target / 4 && !self.outstanding.is_empty()) {
+            return;
+        }
+        self.picking = true;
+        let msg = PickBlocks {
+            key: self.key,
+            received: std::mem::take(&mut self.received),
+            released: std::mem::take(&mut self.released),
+            want: room,
+        };
+        ctx.spawn(
+            self.coordinator
+                .send(msg)
+                .into_actor(self)
+                .map(|reply, act, ctx| {
+                    act.picking = false;
+                    let Ok(blocks) = reply else {
+                        act.close("coordinator gone", ctx);
+                        return;
+                    };
+                    if act.choked {
+                        // Choked while asking: the blocks go straight back.
+                        act.released.extend(blocks);
+                        return;
+                    }
+                    for block in blocks {
+                        act.send(Message::Request(block));
+                        act.outstanding.push(block);
+                    }
+                }),
+        );
+    }
+
+    /// Reads `reqq` from the peer's extension handshake; everything else in it is for
+    /// later extensions.
+    fn extension_handshake(&mut self, payload: &[u8]) {
+        if let Ok(value) = bencode::decode(payload) {
+            if let Some(reqq) = value
+                .as_dict()
+                .and_then(|d| d.get(b"reqq"))
+                .and_then(|v| v.as_int())
+                .and_then(|n| usize::try_from(n).ok())
+            {
+                self.reqq = reqq.clamp(1, self.config.max_queue);
+            }
+        }
+    }
+
+    fn on_block(&mut self, block: crate::wire::Block, ctx: &mut Context<Self>) {
+        let request = block.request();
+        let Some(pos) = self.outstanding.iter().position(|r| *r == request) else {
+            // A block after a `cancel` is normal; others are not asked for and dropped.
+            debug!(self.log, "block not requested"; "piece" => request.piece, "offset" => request.offset);
+            return;
+        };
+        self.outstanding.remove(pos);
+        let Some(piece) = self.layout.piece(request.piece) else {
+            return;
+        };
+        let len = block.data.len() as u64;
+        self.downloaded += len;
+        self.window_bytes += len;
+        self.last_block = Instant::now();
+        let store = StoreBlock {
+            from: self.key,
+            piece,
+            offset: request.offset,
+            data: block.data,
+        };
+        // Do not read the socket again until the PieceManager has taken the block.
+        ctx.wait(
+            self.piece_manager
+                .send(store)
+                .into_actor(self)
+                .map(move |res, act, ctx| {
+                    if res.is_err() {
+                        act.close("piece manager gone", ctx);
+                        return;
+                    }
+                    act.received.push(request);
+                    act.refill(ctx);
+                }),
+        );
+    }
+
+    fn on_message(&mut self, message: Message, ctx: &mut Context<Self>) {
+        let first = !self.seen_message;
+        self.seen_message = true;
+        match message {
+            Message::KeepAlive => {}
+            Message::Choke => {
+                if !self.choked {
+                    self.choked = true;
+                    // Without the fast extension, a choke voids every outstanding request.
+                    let mut released = std::mem::take(&mut self.released);
+                    released.append(&mut self.outstanding);
+                    self.coordinator.do_send(PeerChokedUs {
+                        key: self.key,
+                        received: std::mem::take(&mut self.received),
+                        released,
+                    });
+                }
+            }
+            Message::Unchoke => {
+                if self.choked {
+                    self.choked = false;
+                    self.last_block = Instant::now();
+                    self.refill(ctx);
+                }
+            }
+            // We do not upload yet: interest and requests from the peer go unanswered,
+            // which BEP 3 allows while we choke it.
+            Message::Interested | Message::NotInterested | Message::Request(_) => {}
+            Message::Cancel(_) => {}
+            Message::Have(index) => match self.layout.piece(index) {
+                Some(piece) => self.coordinator.do_send(PeerHave { key: self.key, piece }),
+                None => self.misbehaved(format!("have for piece {index} past the end"), ctx),
+            },
+            Message::Bitfield(payload) => {
+                if !first {
+                    return self.misbehaved("bitfield after the first message".into(), ctx);
+                }
+                match Bitfield::from_payload(&payload, self.layout.num_pieces()) {
+                    Ok(pieces) => self.coordinator.do_send(PeerBitfield { key: self.key, pieces }),
+                    Err(e) => self.misbehaved(format!("bad bitfield: {e}"), ctx),
+                }
+            }
+            Message::HaveAll | Message::HaveNone => {
+                // Only valid with the fast extension, which we do not offer yet.
+                self.misbehaved("fast-extension message without negotiation".into(), ctx);
+            }
+            Message::Piece(block) => self.on_block(block, ctx),
+            Message::RejectRequest(_) | Message::SuggestPiece(_) | Message::AllowedFast(_) => {
+                self.misbehaved("fast-extension message without negotiation".into(), ctx);
+            }
+            Message::Extended { id, payload } => {
+                if id == EXTENSION_HANDSHAKE {
+                    self.extension_handshake(&payload);
+                }
+            }
+            Message::Port(_) | Message::Unknown { .. } => {}
+        }
+    }
+
+    /// Once a second: rate, timeouts, keep-alive.
+    fn tick(&mut self, ctx: &mut Context<Self>) {
+        let now = Instant::now();
+        // Smooth over about two seconds so one burst does not swing the queue.
+        self.rate = 0.5 * self.rate + 0.5 * self.window_bytes as f64;
+        self.window_bytes = 0;
+        if !self.outstanding.is_empty()
+            && !self.choked
+            && now.duration_since(self.last_block) > self.config.request_timeout
+        {
+            return self.close("no data for outstanding requests", ctx);
+        }
+        if now.duration_since(self.last_received) > self.config.idle_timeout {
+            return self.close("silent for too long", ctx);
+        }
+        if now.duration_since(self.last_sent) > self.config.keepalive {
+            self.send(Message::KeepAlive);
+        }
+        self.refill(ctx);
+    }
+}
+
+impl Actor for Peer {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        let join = PeerJoined {
+            key: self.key,
+            addr: self.addr,
+            peer_id: PeerId(self.handshake.peer_id.0),
+            peer: ctx.address().recipient(),
+        };
+        // Nothing is read or sent until the Coordinator has taken us in.
+        ctx.wait(
+            self.coordinator
+                .send(join)
+                .into_actor(self)
+                .map(|reply, act, ctx| match reply {
+                    Ok(Ok(our_pieces)) => {
+                        act.joined = true;
+                        if act.handshake.reserved.extension_protocol() {
+                            let ours = BValue::dict([
+                                ("m", BValue::dict::<&str>([])),
+                                ("reqq", BValue::Int(act.config.max_queue as i64)),
+                                ("v", BValue::string(concat!("torrent-actors ", env!("CARGO_PKG_VERSION")))),
+                            ]);
+                            act.send(Message::Extended {
+                                id: EXTENSION_HANDSHAKE,
+                                payload: ours.encode().into(),
+                            });
+                        }
+                        if our_pieces.count_ones() > 0 {
+                            act.send(Message::Bitfield(our_pieces.to_payload()));
+                        }
+                        info!(act.log, "peer joined");
+                    }
+                    Ok(Err(refused)) => act.close(format!("refused: {refused}"), ctx),
+                    Err(_) => act.close("coordinator gone", ctx),
+                }),
+        );
+        ctx.run_interval(Duration::from_secs(1), |act, ctx| act.tick(ctx));
+    }
+
+    fn stopping(&mut self, _: &mut Context<Self>) -> Running {
+        let mut released = std::mem::take(&mut self.released);
+        released.append(&mut self.outstanding);
+        let reason = self.close_reason.take().unwrap_or_else(|| "closed".into());
+        debug!(self.log, "peer leaving"; "reason" => &reason);
+        if self.joined {
+            self.coordinator.do_send(PeerLeft {
+                key: self.key,
+                received: std::mem::take(&mut self.received),
+                released,
+                downloaded: self.downloaded,
+                reason,
+            });
+        }
+        if let Some(mut out) = self.out.take() {
+            out.close();
+        }
+        Running::Stop
+    }
+}
+
+impl StreamHandler<Result<Message, WireError>> for Peer {
+    fn handle(&mut self, item: Result<Message, WireError>, ctx: &mut Context<Self>) {
+        self.last_received = Instant::now();
+        match item {
+            Ok(message) => self.on_message(message, ctx),
+            Err(WireError::Io(e)) => self.close(format!("read failed: {e}"), ctx),
+            Err(e) => self.misbehaved(format!("protocol error: {e}"), ctx),
+        }
+    }
+
+    fn finished(&mut self, ctx: &mut Context<Self>) {
+        self.close("connection closed by peer", ctx);
+    }
+}
+
+impl WriteHandler<WireError> for Peer {
+    fn error(&mut self, err: WireError, ctx: &mut Context<Self>) -> Running {
+        self.close_reason.get_or_insert_with(|| format!("write failed: {err}"));
+        let _ = ctx;
+        Running::Stop
+    }
+}
+
+impl Handler<ToPeer> for Peer {
+    type Result = ();
+
+    fn handle(&mut self, msg: ToPeer, ctx: &mut Context<Self>) {
+        match msg {
+            ToPeer::SetInterest(yes) => {
+                if yes != self.interested {
+                    self.interested = yes;
+                    self.send(if yes { Message::Interested } else { Message::NotInterested });
+                    self.refill(ctx);
+                }
+            }
+            ToPeer::Have(piece) => self.send(Message::Have(piece.get())),
+            ToPeer::Cancel(request) => {
+                if let Some(pos) = self.outstanding.iter().position(|r| *r == request) {
+                    self.outstanding.remove(pos);
+                    self.send(Message::Cancel(request));
+                }
+            }
+            ToPeer::WakeUp => self.refill(ctx),
+            ToPeer::Disconnect(reason) => self.close(reason, ctx),
+        }
+    }
+}
