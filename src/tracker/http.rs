@@ -1,0 +1,1 @@
+//! The HTTP tracker protocol (placeholder until the bencode module lands).
