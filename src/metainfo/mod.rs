@@ -1,0 +1,397 @@
+//! `.torrent` files (BEP 3, 12, 27, 47): untrusted bytes in, a validated [`Metainfo`] out.
+//!
+//! This is the edge where a torrent is checked once: after it, the piece count, piece
+//! lengths, file paths and hashes are known good, and the engine does not re-check them.
+//! The info-hash is SHA-1 over the original bytes of the `info` dictionary, as decoded,
+//! never over a re-encoding. Nothing here reads files or talks to the network.
+
+mod path;
+
+pub use path::{dedupe, PathError, SafePath, MAX_COMPONENT_BYTES};
+
+use sha1::{Digest, Sha1};
+
+use crate::bencode::{self, DecodeError, Dict, Value};
+use crate::layout::{Layout, LayoutError, PieceIndex};
+use crate::InfoHash;
+
+/// Why a `.torrent` (or an `info` dictionary fetched from peers) was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MetainfoError {
+    /// The bytes are not bencode at all, or break a decoder limit.
+    #[error("not valid bencode: {0}")]
+    Bencode(#[from] DecodeError),
+    /// The top level (or `info`) is not a dictionary.
+    #[error("{0} is not a dictionary")]
+    NotADictionary(&'static str),
+    /// A required key is absent.
+    #[error("missing required field {0:?}")]
+    MissingField(&'static str),
+    /// A key holds the wrong kind of value.
+    #[error("field {field:?} at byte {offset} should be {expected}, found {found}")]
+    WrongType {
+        /// The key.
+        field: &'static str,
+        /// What it should hold.
+        expected: &'static str,
+        /// What it held.
+        found: &'static str,
+        /// Where the value starts in the input.
+        offset: usize,
+    },
+    /// A BitTorrent v2 torrent with no v1 part.
+    #[error(
+        "this is a BitTorrent v2-only torrent, which is not supported (v1 and hybrid torrents are)"
+    )]
+    V2Only,
+    /// `pieces` is not a whole number of 20-byte hashes.
+    #[error("pieces field is {0} bytes, not a multiple of 20")]
+    PiecesNotMultipleOf20(usize),
+    /// The number of hashes does not match the total length.
+    #[error("torrent has {found} piece hashes but its files need {expected}")]
+    PieceCountMismatch {
+        /// `ceil(total length / piece length)`.
+        expected: u32,
+        /// Hashes in `pieces`.
+        found: usize,
+    },
+    /// A length or piece length below zero.
+    #[error("field {field:?} is negative ({value})")]
+    Negative {
+        /// The key.
+        field: &'static str,
+        /// The value found.
+        value: i64,
+    },
+    /// Both `length` and `files`, so single- and multi-file at once.
+    #[error("info has both \"length\" and \"files\"")]
+    LengthAndFiles,
+    /// A multi-file torrent whose `files` list is empty.
+    #[error("files list is empty")]
+    NoFiles,
+    /// The torrent's name is not a usable file or folder name.
+    #[error("torrent name {name:?} is not usable: {reason}")]
+    BadName {
+        /// The name as found.
+        name: String,
+        /// What is wrong with it.
+        reason: PathError,
+    },
+    /// A file's path is hostile or broken.
+    #[error("file {index} has an unusable path: {reason}")]
+    BadPath {
+        /// The file's index in `files`.
+        index: usize,
+        /// What is wrong with it.
+        reason: PathError,
+    },
+    /// Piece length, total length or piece count out of bounds.
+    #[error("{0}")]
+    Layout(#[from] LayoutError),
+}
+
+/// A validated `.torrent`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Metainfo {
+    /// SHA-1 of the raw `info` bytes: the torrent's identity on the wire.
+    pub info_hash: InfoHash,
+    /// The validated `info` dictionary.
+    pub info: Info,
+    /// Tracker URLs in tiers (BEP 12): `announce-list` if it has any, else `announce`.
+    pub trackers: Vec<Vec<String>>,
+    /// Web seed URLs (BEP 19 `url-list`), kept for display.
+    pub web_seeds: Vec<String>,
+    /// Free text from the creator.
+    pub comment: Option<String>,
+    /// The program that made the torrent.
+    pub created_by: Option<String>,
+    /// Creation time in seconds since the Unix epoch.
+    pub creation_date: Option<i64>,
+    /// The original `info` bytes, served to peers that fetch metadata (BEP 9).
+    pub info_bytes: Vec<u8>,
+}
+
+/// A validated `info` dictionary.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Info {
+    /// The suggested name: the file name of a single-file torrent, the folder of a
+    /// multi-file one.
+    pub name: String,
+    /// BEP 27: trackers only, no DHT or peer exchange.
+    pub private: bool,
+    /// Also carries a v2 part (BEP 52); used as v1.
+    pub hybrid: bool,
+    /// Pieces and files.
+    pub layout: Layout,
+    /// One SHA-1 per piece, as many as the layout has pieces.
+    piece_hashes: Vec<[u8; 20]>,
+}
+
+impl Info {
+    /// Parses the raw bytes of an `info` dictionary, e.g. fetched from peers by a magnet
+    /// link. The caller checks the info-hash.
+    pub fn from_bytes(raw: &[u8]) -> Result<Self, MetainfoError> {
+        let value = bencode::decode(raw)?;
+        Self::from_value(&value)
+    }
+
+    /// The expected SHA-1 of a piece.
+    pub fn piece_hash(&self, piece: PieceIndex) -> &[u8; 20] {
+        &self.piece_hashes[piece.as_usize()]
+    }
+
+    fn from_value(value: &Value<'_>) -> Result<Self, MetainfoError> {
+        let info = value
+            .as_dict()
+            .ok_or(MetainfoError::NotADictionary("info"))?;
+
+        let meta_version = opt_int(info, "meta version")?;
+        let pieces = opt_bytes(info, "pieces")?;
+        if meta_version == Some(2) && pieces.is_none() {
+            return Err(MetainfoError::V2Only);
+        }
+        let hybrid = meta_version == Some(2);
+        let pieces = pieces.ok_or(MetainfoError::MissingField("pieces"))?;
+
+        let piece_length = non_negative(
+            "piece length",
+            opt_int(info, "piece length")?.ok_or(MetainfoError::MissingField("piece length"))?,
+        )?;
+        if pieces.len() % 20 != 0 {
+            return Err(MetainfoError::PiecesNotMultipleOf20(pieces.len()));
+        }
+
+        let name = utf8_field(info, "name.utf-8")?
+            .or(utf8_field(info, "name")?)
+            .ok_or(MetainfoError::MissingField("name"))?;
+        let root = SafePath::new(&[name.as_str()]).map_err(|reason| MetainfoError::BadName {
+            name: name.clone(),
+            reason,
+        })?;
+
+        let length = opt_int(info, "length")?;
+        let files = info.get(b"files");
+        let entries = match (length, files) {
+            (Some(_), Some(_)) => return Err(MetainfoError::LengthAndFiles),
+            (Some(length), None) => vec![(root, non_negative("length", length)?, false)],
+            (None, Some(files)) => multi_file_entries(&root, files)?,
+            (None, None) => return Err(MetainfoError::MissingField("length")),
+        };
+
+        let layout = Layout::new(piece_length, entries)?;
+        let piece_hashes: Vec<[u8; 20]> = pieces
+            .chunks_exact(20)
+            .filter_map(|c| c.try_into().ok())
+            .collect();
+        if piece_hashes.len() != layout.num_pieces() as usize {
+            return Err(MetainfoError::PieceCountMismatch {
+                expected: layout.num_pieces(),
+                found: piece_hashes.len(),
+            });
+        }
+
+        Ok(Self {
+            name,
+            private: opt_int(info, "private")?.is_some_and(|p| p == 1),
+            hybrid,
+            layout,
+            piece_hashes,
+        })
+    }
+}
+
+/// The files of a multi-file torrent, under the torrent's folder, renamed where two
+/// would collide.
+fn multi_file_entries(
+    root: &SafePath,
+    files: &Value<'_>,
+) -> Result<Vec<(SafePath, u64, bool)>, MetainfoError> {
+    let list = files
+        .as_list()
+        .ok_or_else(|| wrong_type("files", "a list", files))?;
+    if list.is_empty() {
+        return Err(MetainfoError::NoFiles);
+    }
+    let mut paths = Vec::with_capacity(list.len());
+    let mut lengths = Vec::with_capacity(list.len());
+    for (index, file) in list.iter().enumerate() {
+        let file = file
+            .as_dict()
+            .ok_or_else(|| wrong_type("files", "a list of dictionaries", file))?;
+        let length = opt_int(file, "length")?.ok_or(MetainfoError::MissingField("length"))?;
+        let padding = opt_bytes(file, "attr")?.is_some_and(|a| a.contains(&b'p'));
+        let components = match file.get(b"path.utf-8") {
+            Some(v) if v.as_list().is_some() => path_components(v)?,
+            _ => path_components(
+                file.get(b"path")
+                    .ok_or(MetainfoError::MissingField("path"))?,
+            )?,
+        };
+        // Checked before the folder name goes in front, or an empty path would name the
+        // torrent's folder itself as a file.
+        if components.is_empty() {
+            return Err(MetainfoError::BadPath {
+                index,
+                reason: PathError::Empty,
+            });
+        }
+        let mut full = root.components().to_vec();
+        full.extend(components);
+        let path =
+            SafePath::new(&full).map_err(|reason| MetainfoError::BadPath { index, reason })?;
+        paths.push(path);
+        lengths.push((non_negative("length", length)?, padding));
+    }
+    // Padding files are never written and BEP 47 names many of them alike, so only real
+    // files take part in the renaming of duplicates.
+    let mut real: Vec<SafePath> = paths
+        .iter()
+        .zip(&lengths)
+        .filter(|(_, (_, padding))| !padding)
+        .map(|(p, _)| p.clone())
+        .collect();
+    dedupe(&mut real);
+    let mut renamed = real.into_iter();
+    for (path, (_, padding)) in paths.iter_mut().zip(&lengths) {
+        if !padding {
+            if let Some(new) = renamed.next() {
+                *path = new;
+            }
+        }
+    }
+    Ok(paths
+        .into_iter()
+        .zip(lengths)
+        .map(|(p, (len, pad))| (p, len, pad))
+        .collect())
+}
+
+/// A `path` list as strings; bytes that are not UTF-8 become U+FFFD rather than
+/// refusing the torrent, as other clients do.
+fn path_components(value: &Value<'_>) -> Result<Vec<String>, MetainfoError> {
+    let list = value
+        .as_list()
+        .ok_or_else(|| wrong_type("path", "a list", value))?;
+    list.iter()
+        .map(|c| {
+            c.as_bytes()
+                .map(|b| String::from_utf8_lossy(b).into_owned())
+                .ok_or_else(|| wrong_type("path", "a list of strings", c))
+        })
+        .collect()
+}
+
+impl Metainfo {
+    /// Parses and validates a whole `.torrent` file.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, MetainfoError> {
+        let top = bencode::decode(bytes)?;
+        let dict = top
+            .as_dict()
+            .ok_or(MetainfoError::NotADictionary("torrent"))?;
+        let info_value = dict
+            .get(b"info")
+            .ok_or(MetainfoError::MissingField("info"))?;
+        let info = Info::from_value(info_value)?;
+        let info_bytes = info_value.raw().to_vec();
+        let info_hash = InfoHash(Sha1::digest(&info_bytes).into());
+
+        Ok(Self {
+            info_hash,
+            info,
+            trackers: tracker_tiers(dict),
+            web_seeds: web_seeds(dict),
+            comment: lenient_str(dict, "comment.utf-8").or_else(|| lenient_str(dict, "comment")),
+            created_by: lenient_str(dict, "created by"),
+            creation_date: dict.get(b"creation date").and_then(Value::as_int),
+            info_bytes,
+        })
+    }
+
+    /// Every tracker URL once, tier by tier.
+    pub fn all_trackers(&self) -> impl Iterator<Item = &str> {
+        self.trackers.iter().flatten().map(String::as_str)
+    }
+}
+
+/// BEP 12: `announce-list` replaces `announce` when it has any usable URL. Entries that are
+/// not strings are skipped: a malformed optional field should not make a good torrent
+/// unusable. Each URL appears once, in its first tier.
+fn tracker_tiers(dict: &Dict<'_>) -> Vec<Vec<String>> {
+    let mut seen = std::collections::HashSet::new();
+    let mut tiers: Vec<Vec<String>> = dict
+        .get(b"announce-list")
+        .and_then(Value::as_list)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(Value::as_list)
+        .map(|tier| {
+            tier.iter()
+                .filter_map(Value::as_str)
+                .map(str::trim)
+                .filter(|url| !url.is_empty() && seen.insert(url.to_string()))
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
+        .filter(|tier| !tier.is_empty())
+        .collect();
+    if tiers.is_empty() {
+        if let Some(url) = lenient_str(dict, "announce").filter(|u| !u.trim().is_empty()) {
+            tiers.push(vec![url.trim().to_string()]);
+        }
+    }
+    tiers
+}
+
+fn web_seeds(dict: &Dict<'_>) -> Vec<String> {
+    match dict.get(b"url-list") {
+        Some(v) if v.as_str().is_some() => v.as_str().map(str::to_string).into_iter().collect(),
+        Some(v) => v
+            .as_list()
+            .unwrap_or_default()
+            .iter()
+            .filter_map(Value::as_str)
+            .map(str::to_string)
+            .collect(),
+        None => Vec::new(),
+    }
+}
+
+fn wrong_type(field: &'static str, expected: &'static str, found: &Value<'_>) -> MetainfoError {
+    MetainfoError::WrongType {
+        field,
+        expected,
+        found: found.type_name(),
+        offset: found.offset(),
+    }
+}
+
+fn opt_int(dict: &Dict<'_>, field: &'static str) -> Result<Option<i64>, MetainfoError> {
+    dict.get(field.as_bytes())
+        .map(|v| v.as_int().ok_or_else(|| wrong_type(field, "an integer", v)))
+        .transpose()
+}
+
+fn opt_bytes<'a>(dict: &Dict<'a>, field: &'static str) -> Result<Option<&'a [u8]>, MetainfoError> {
+    dict.get(field.as_bytes())
+        .map(|v| v.as_bytes().ok_or_else(|| wrong_type(field, "a string", v)))
+        .transpose()
+}
+
+/// A required-to-be-text field; bytes that are not UTF-8 are replaced, not refused.
+fn utf8_field(dict: &Dict<'_>, field: &'static str) -> Result<Option<String>, MetainfoError> {
+    Ok(opt_bytes(dict, field)?.map(|b| String::from_utf8_lossy(b).into_owned()))
+}
+
+/// An optional descriptive field: ignored if it has the wrong type.
+fn lenient_str(dict: &Dict<'_>, field: &str) -> Option<String> {
+    dict.get(field.as_bytes())
+        .and_then(Value::as_bytes)
+        .map(|b| String::from_utf8_lossy(b).into_owned())
+}
+
+fn non_negative(field: &'static str, value: i64) -> Result<u64, MetainfoError> {
+    u64::try_from(value).map_err(|_| MetainfoError::Negative { field, value })
+}
+
+#[cfg(test)]
+mod tests;

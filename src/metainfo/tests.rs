@@ -1,0 +1,379 @@
+use super::*;
+use crate::bencode::BValue;
+use proptest::prelude::*;
+
+fn s(x: &str) -> BValue {
+    BValue::string(x)
+}
+
+fn hashes(n: usize) -> BValue {
+    BValue::Bytes((0..n * 20).map(|i| i as u8).collect())
+}
+
+fn single(piece_length: i64, length: i64, pieces: usize) -> BValue {
+    BValue::dict([
+        ("name", s("file.bin")),
+        ("piece length", BValue::Int(piece_length)),
+        ("length", BValue::Int(length)),
+        ("pieces", hashes(pieces)),
+    ])
+}
+
+fn torrent(info: BValue) -> Vec<u8> {
+    BValue::dict([
+        ("announce", s("http://127.0.0.1:6969/announce")),
+        ("info", info),
+    ])
+    .encode()
+}
+
+fn with(info: BValue, key: &str, value: BValue) -> BValue {
+    let BValue::Dict(mut d) = info else {
+        unreachable!()
+    };
+    d.insert(key.as_bytes().to_vec(), value);
+    BValue::Dict(d)
+}
+
+fn without(info: BValue, key: &str) -> BValue {
+    let BValue::Dict(mut d) = info else {
+        unreachable!()
+    };
+    d.remove(key.as_bytes());
+    BValue::Dict(d)
+}
+
+fn file(length: i64, path: &[&str]) -> BValue {
+    BValue::dict([
+        ("length", BValue::Int(length)),
+        ("path", BValue::List(path.iter().map(|p| s(p)).collect())),
+    ])
+}
+
+fn multi(files: Vec<BValue>, piece_length: i64, pieces: usize) -> BValue {
+    BValue::dict([
+        ("name", s("album")),
+        ("piece length", BValue::Int(piece_length)),
+        ("files", BValue::List(files)),
+        ("pieces", hashes(pieces)),
+    ])
+}
+
+fn parse(info: BValue) -> Result<Metainfo, MetainfoError> {
+    Metainfo::from_bytes(&torrent(info))
+}
+
+#[test]
+fn single_file_torrent_is_parsed() {
+    let m = parse(single(16384, 40000, 3)).unwrap();
+    assert_eq!(m.info.name, "file.bin");
+    assert_eq!(m.info.layout.total_length(), 40000);
+    assert_eq!(m.info.layout.num_pieces(), 3);
+    assert_eq!(m.info.layout.files()[0].path.display(), "file.bin");
+    assert_eq!(m.trackers, [["http://127.0.0.1:6969/announce"]]);
+    assert!(!m.info.private);
+    let last = m.info.layout.piece(2).unwrap();
+    assert_eq!(m.info.piece_hash(last)[0], 40);
+}
+
+#[test]
+fn info_hash_is_sha1_of_the_original_info_bytes() {
+    // Unsorted keys: a re-encoding would differ, the hash must not.
+    let mut raw = b"d8:announce3:url4:infod".to_vec();
+    raw.extend_from_slice(b"4:name1:x12:piece lengthi16384e6:lengthi5e6:pieces20:");
+    raw.extend_from_slice(&[7u8; 20]);
+    raw.extend_from_slice(b"ee");
+    let m = Metainfo::from_bytes(&raw).unwrap();
+    let start = b"d8:announce3:url4:info".len();
+    let info_raw = &raw[start..raw.len() - 1];
+    assert_eq!(m.info_bytes, info_raw);
+    assert_eq!(m.info_hash.0, <[u8; 20]>::from(Sha1::digest(info_raw)));
+}
+
+#[test]
+fn multi_file_torrent_puts_files_under_the_name() {
+    let files = vec![
+        file(5, &["a", "b.txt"]),
+        file(0, &["empty"]),
+        file(20, &["c"]),
+    ];
+    let m = parse(multi(files, 16, 2)).unwrap();
+    let paths: Vec<_> = m
+        .info
+        .layout
+        .files()
+        .iter()
+        .map(|f| f.path.display())
+        .collect();
+    assert_eq!(paths, ["album/a/b.txt", "album/empty", "album/c"]);
+    assert_eq!(m.info.layout.files()[2].offset, 5);
+}
+
+#[test]
+fn announce_list_tiers_replace_announce() {
+    let info = single(16384, 1, 1);
+    let bytes = BValue::dict([
+        ("announce", s("http://ignored/announce")),
+        (
+            "announce-list",
+            BValue::List(vec![
+                BValue::List(vec![s("udp://127.0.0.1:1/a"), s("http://127.0.0.1:2/a")]),
+                BValue::List(vec![]),
+                BValue::List(vec![
+                    s("http://127.0.0.1:2/a"),
+                    BValue::Int(3),
+                    s("http://127.0.0.1:3/a"),
+                ]),
+            ]),
+        ),
+        ("comment", s("hi")),
+        ("created by", s("test")),
+        ("creation date", BValue::Int(1_700_000_000)),
+        ("info", info),
+    ])
+    .encode();
+    let m = Metainfo::from_bytes(&bytes).unwrap();
+    assert_eq!(
+        m.trackers,
+        vec![
+            vec![
+                "udp://127.0.0.1:1/a".to_string(),
+                "http://127.0.0.1:2/a".to_string()
+            ],
+            vec!["http://127.0.0.1:3/a".to_string()],
+        ]
+    );
+    assert_eq!(m.comment.as_deref(), Some("hi"));
+    assert_eq!(m.created_by.as_deref(), Some("test"));
+    assert_eq!(m.creation_date, Some(1_700_000_000));
+}
+
+#[test]
+fn private_flag_is_read() {
+    assert!(
+        parse(with(single(16384, 1, 1), "private", BValue::Int(1)))
+            .unwrap()
+            .info
+            .private
+    );
+    assert!(
+        !parse(with(single(16384, 1, 1), "private", BValue::Int(0)))
+            .unwrap()
+            .info
+            .private
+    );
+}
+
+#[test]
+fn v2_only_is_refused_and_hybrid_is_read_as_v1() {
+    let v2 = BValue::dict([
+        ("name", s("x")),
+        ("piece length", BValue::Int(16384)),
+        ("meta version", BValue::Int(2)),
+        ("file tree", BValue::dict([("x", BValue::dict::<&str>([]))])),
+    ]);
+    assert_eq!(parse(v2), Err(MetainfoError::V2Only));
+    let hybrid = with(single(16384, 1, 1), "meta version", BValue::Int(2));
+    let m = parse(with(hybrid, "file tree", BValue::dict::<&str>([]))).unwrap();
+    assert!(m.info.hybrid);
+}
+
+#[test]
+fn padding_files_are_marked() {
+    let mut pad = file(11, &[".pad", "11"]);
+    if let BValue::Dict(d) = &mut pad {
+        d.insert(b"attr".to_vec(), s("p"));
+    }
+    let m = parse(multi(vec![file(5, &["a"]), pad, file(16, &["b"])], 16, 2)).unwrap();
+    let pads: Vec<bool> = m.info.layout.files().iter().map(|f| f.padding).collect();
+    assert_eq!(pads, [false, true, false]);
+}
+
+#[test]
+fn invalid_torrents_give_their_own_errors() {
+    use MetainfoError::*;
+    assert_eq!(
+        parse(single(0, 1, 1)),
+        Err(Layout(LayoutError::BadPieceLength(0)))
+    );
+    assert_eq!(
+        parse(single(1 << 30, 1, 1)),
+        Err(Layout(LayoutError::BadPieceLength(1 << 30)))
+    );
+    assert_eq!(
+        parse(single(-5, 1, 1)),
+        Err(Negative {
+            field: "piece length",
+            value: -5
+        })
+    );
+    assert_eq!(
+        parse(single(16384, -1, 1)),
+        Err(Negative {
+            field: "length",
+            value: -1
+        })
+    );
+    assert_eq!(parse(single(16384, 0, 0)), Err(Layout(LayoutError::Empty)));
+    assert_eq!(
+        parse(single(16384, 40000, 2)),
+        Err(PieceCountMismatch {
+            expected: 3,
+            found: 2
+        })
+    );
+    assert_eq!(
+        parse(with(
+            single(16384, 1, 1),
+            "pieces",
+            BValue::Bytes(vec![0; 21])
+        )),
+        Err(PiecesNotMultipleOf20(21))
+    );
+    assert_eq!(
+        parse(without(single(16384, 1, 1), "pieces")),
+        Err(MissingField("pieces"))
+    );
+    assert_eq!(
+        parse(without(single(16384, 1, 1), "name")),
+        Err(MissingField("name"))
+    );
+    assert_eq!(
+        parse(without(single(16384, 1, 1), "length")),
+        Err(MissingField("length"))
+    );
+    assert_eq!(
+        parse(with(
+            single(16384, 1, 1),
+            "files",
+            BValue::List(vec![file(1, &["a"])])
+        )),
+        Err(LengthAndFiles)
+    );
+    assert_eq!(parse(multi(vec![], 16, 0)), Err(NoFiles));
+    assert!(matches!(
+        parse(with(single(16384, 1, 1), "piece length", s("big"))),
+        Err(WrongType {
+            field: "piece length",
+            expected: "an integer",
+            found: "string",
+            ..
+        })
+    ));
+    assert_eq!(Metainfo::from_bytes(b"le"), Err(NotADictionary("torrent")));
+    assert_eq!(Metainfo::from_bytes(b"de"), Err(MissingField("info")));
+    assert_eq!(
+        Metainfo::from_bytes(&BValue::dict([("info", BValue::Int(1))]).encode()),
+        Err(NotADictionary("info"))
+    );
+}
+
+#[test]
+fn hostile_paths_are_refused() {
+    use MetainfoError::*;
+    let cases: [(&[&str], PathError); 5] = [
+        (
+            &["..", "..", "etc", "passwd"],
+            PathError::Traversal("..".into()),
+        ),
+        (
+            &["/etc/passwd"],
+            PathError::BadCharacter("/etc/passwd".into()),
+        ),
+        (&["a", "", "b"], PathError::EmptyComponent),
+        (&["a", "."], PathError::Traversal(".".into())),
+        (&[], PathError::Empty),
+    ];
+    for (path, reason) in cases {
+        assert_eq!(
+            parse(multi(vec![file(1, &["ok"]), file(1, path)], 16, 1)),
+            Err(BadPath { index: 1, reason }),
+            "{path:?}"
+        );
+    }
+    let bad_name = with(single(16384, 1, 1), "name", s(".."));
+    assert!(matches!(parse(bad_name), Err(BadName { .. })));
+}
+
+#[test]
+fn utf8_variants_are_preferred() {
+    let info = with(single(16384, 1, 1), "name.utf-8", s("naïve.bin"));
+    assert_eq!(parse(info).unwrap().info.name, "naïve.bin");
+}
+
+#[test]
+fn duplicate_file_paths_are_renamed_not_overwritten() {
+    let m = parse(multi(vec![file(1, &["a"]), file(1, &["a"])], 16, 1)).unwrap();
+    let paths: Vec<_> = m
+        .info
+        .layout
+        .files()
+        .iter()
+        .map(|f| f.path.display())
+        .collect();
+    assert_eq!(paths, ["album/a", "album/a.1"]);
+}
+
+proptest! {
+    #[test]
+    fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+        let _ = Metainfo::from_bytes(&bytes);
+    }
+
+    /// A torrent whose paths are anything at all either is refused or lands every file
+    /// inside the download folder.
+    #[test]
+    fn accepted_torrents_keep_every_file_inside_the_folder(
+        paths in proptest::collection::vec(
+            proptest::collection::vec(prop_oneof![Just(".."), Just("."), Just(""), Just("a"), Just("b/c"), Just("\\"), Just("d")], 0..4),
+            1..5,
+        )
+    ) {
+        let files = paths.iter().map(|p| file(3, p)).collect::<Vec<_>>();
+        let n = paths.len() * 3;
+        if let Ok(m) = parse(multi(files, 16, n.div_ceil(16))) {
+            let root = std::path::Path::new("/dl");
+            for f in m.info.layout.files() {
+                let p = f.path.under(root);
+                prop_assert!(p.starts_with("/dl/album"));
+                prop_assert!(p.components().all(|c| matches!(c, std::path::Component::RootDir | std::path::Component::Normal(_))));
+            }
+        }
+    }
+}
+
+#[test]
+fn padding_files_with_the_same_path_are_not_renamed() {
+    let pad = |len: i64| {
+        let mut f = file(len, &[".pad", &len.to_string()]);
+        if let BValue::Dict(d) = &mut f {
+            d.insert(b"attr".to_vec(), s("p"));
+        }
+        f
+    };
+    let files = vec![
+        file(5, &["a"]),
+        pad(11),
+        file(5, &["b"]),
+        pad(11),
+        file(16, &["c"]),
+    ];
+    let m = parse(multi(files, 16, 3)).unwrap();
+    let paths: Vec<_> = m
+        .info
+        .layout
+        .files()
+        .iter()
+        .map(|f| f.path.display())
+        .collect();
+    assert_eq!(
+        paths,
+        [
+            "album/a",
+            "album/.pad/11",
+            "album/b",
+            "album/.pad/11",
+            "album/c"
+        ]
+    );
+}
