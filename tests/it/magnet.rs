@@ -19,9 +19,15 @@ fn typical_link_from_a_web_page_parses_fully() {
     assert_eq!(m.display_name.as_deref(), Some("Big Buck Bunny"));
     assert_eq!(
         m.trackers,
-        vec!["udp://explodie.org:6969", "wss://tracker.example:443/announce"]
+        vec![
+            "udp://explodie.org:6969",
+            "wss://tracker.example:443/announce"
+        ]
     );
-    assert_eq!(m.peers, vec!["10.0.0.7:6881".parse::<SocketAddr>().unwrap()]);
+    assert_eq!(
+        m.peers,
+        vec!["10.0.0.7:6881".parse::<SocketAddr>().unwrap()]
+    );
     let sel = m.select_only.clone().unwrap();
     assert!(sel.contains(0) && !sel.contains(1) && sel.contains(3));
 }
@@ -32,7 +38,10 @@ fn written_link_parses_back_to_the_same_magnet() {
         info_hash: InfoHash([0x5a; 20]),
         display_name: Some("naïve & «quoted»".into()),
         trackers: vec!["http://a.example/announce?passkey=x y".into()],
-        peers: vec!["[2001:db8::2]:1".parse().unwrap(), "8.8.8.8:65535".parse().unwrap()],
+        peers: vec![
+            "[2001:db8::2]:1".parse().unwrap(),
+            "8.8.8.8:65535".parse().unwrap(),
+        ],
         peer_hosts: vec![("seed.example".into(), 51413)],
         select_only: Some(FileSelection::new([9..=12, 0..=0]).unwrap()),
     };
