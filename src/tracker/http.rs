@@ -297,6 +297,9 @@ pub fn parse_announce_response(body: &[u8]) -> Result<AnnounceResponse, HttpErro
         peers.extend(compact(list, "peers6", AddressFamily::V6)?);
     }
     dedup_peers(&mut peers);
+    // The dictionary form may interleave families; a stable sort puts IPv4 first in
+    // every case, so the order does not depend on which form the tracker chose.
+    peers.sort_by_key(SocketAddr::is_ipv6);
 
     Ok(AnnounceResponse {
         interval: interval_value,
@@ -572,6 +575,13 @@ mod tests {
             ee";
         let r = parse_announce_response(body).unwrap();
         assert_eq!(r.peers, vec![peer("10.0.0.1:6881"), peer("[::1]:80")]);
+    }
+
+    #[test]
+    fn dictionary_peers_are_listed_ipv4_first() {
+        let body = b"d5:peersld2:ip3:::24:porti2eed2:ip7:1.1.1.14:porti1eeee";
+        let r = parse_announce_response(body).unwrap();
+        assert_eq!(r.peers, vec![peer("1.1.1.1:1"), peer("[::2]:2")]);
     }
 
     #[test]
