@@ -15,8 +15,8 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
         let mut files = files;
         files.sort_by_key(|(h, _)| *h);
         files.dedup_by_key(|(h, _)| *h);
-        let mut again = http::parse_scrape_response(&http::encode_scrape_response(&files))
-            .unwrap_or_default();
+        let mut again =
+            http::parse_scrape_response(&http::encode_scrape_response(&files)).unwrap_or_default();
         again.sort_by_key(|(h, _)| *h);
         assert_eq!(again, files);
     }
