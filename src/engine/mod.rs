@@ -7,6 +7,7 @@ pub mod messages;
 pub mod picker;
 pub mod resume;
 pub mod storage;
+pub mod tracker;
 
 /// Names one peer connection for the life of a torrent: its identity in the Coordinator's
 /// tables and in every message about that peer. Never reused within a run.

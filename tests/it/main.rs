@@ -7,4 +7,5 @@ mod magnet;
 mod metainfo;
 mod support;
 mod tracker;
+mod tracker_actor;
 mod wire;
