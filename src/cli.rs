@@ -1,6 +1,7 @@
 //! The command line: raw arguments in, a validated command out. Nothing here downloads or
 //! parses torrents; `main.rs` runs what this module describes.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
@@ -20,6 +21,30 @@ pub enum Command {
     /// Describe a .torrent file: name, info-hash, sizes, pieces, files and trackers.
     Info {
         /// The .torrent file to describe.
+        torrent: PathBuf,
+    },
+    /// Download a torrent: find peers through its trackers, fetch and verify every piece,
+    /// write the files, and exit once all of them are complete.
+    Get {
+        /// The folder the torrent's file or folder is written under.
+        #[arg(short = 'o', long = "output", default_value = ".")]
+        output: PathBuf,
+        /// The TCP port to accept peers on (0 picks a free one).
+        #[arg(long, default_value_t = 6881)]
+        port: u16,
+        /// The most peers to be connected to at once.
+        #[arg(long, default_value_t = 50)]
+        max_peers: usize,
+        /// A peer to connect to besides the trackers' (HOST:PORT); may be repeated.
+        #[arg(long = "peer", value_name = "HOST:PORT")]
+        peers: Vec<SocketAddr>,
+        /// Give up after this many seconds with no peer connected.
+        #[arg(long, default_value_t = 120, value_name = "SECONDS")]
+        peer_timeout: u64,
+        /// More log output on stderr (-v information, -vv debugging).
+        #[arg(short, long, action = clap::ArgAction::Count)]
+        verbose: u8,
+        /// The .torrent file.
         torrent: PathBuf,
     },
 }

@@ -2,7 +2,9 @@
 //! code. Each failure class has its own code, listed in README.md.
 
 mod cli;
+mod get;
 mod info;
+mod logging;
 
 use std::process::ExitCode;
 
@@ -22,6 +24,14 @@ mod exit {
     pub const UNREADABLE: u8 = 3;
     /// The torrent file was read but is not a valid torrent.
     pub const INVALID_TORRENT: u8 = 4;
+    /// The output folder cannot be written (or another filesystem error stopped us).
+    pub const OUTPUT_NOT_WRITABLE: u8 = 5;
+    /// The disk is full.
+    pub const DISK_FULL: u8 = 6;
+    /// No peer could be reached within the time limit.
+    pub const NO_PEERS: u8 = 7;
+    /// Stopped by Ctrl-C (the shell's convention for SIGINT).
+    pub const INTERRUPTED: u8 = 130;
 }
 
 fn main() -> ExitCode {
@@ -38,5 +48,22 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
         Command::Info { torrent } => info::run(&torrent),
+        Command::Get {
+            output,
+            port,
+            max_peers,
+            peers,
+            peer_timeout,
+            verbose,
+            torrent,
+        } => get::run(get::GetArgs {
+            torrent,
+            output,
+            port,
+            max_peers,
+            peers,
+            peer_timeout: std::time::Duration::from_secs(peer_timeout),
+            verbosity: verbose,
+        }),
     }
 }

@@ -20,11 +20,12 @@ use crate::PeerId;
 // Peer → Coordinator
 // ---------------------------------------------------------------------------------------
 
-/// Peer → Coordinator: the handshake succeeded; asks to join the swarm. Refused when the
+/// Peer → Coordinator: the handshake succeeded; asks to join the swarm. The reply is our
+/// bitfield, to send as the first message. Refused when the
 /// torrent has its peer limit, when it is a connection to ourselves, or when the same
 /// peer id is already connected.
 #[derive(Message)]
-#[rtype(result = "Result<(), JoinRefused>")]
+#[rtype(result = "Result<Bitfield, JoinRefused>")]
 pub struct PeerJoined {
     /// The new connection's key.
     pub key: PeerKey,

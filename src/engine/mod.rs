@@ -3,8 +3,12 @@
 //! See ARCHITECTURE.md for the actor roster, who owns which state, and how load is
 //! bounded. Only the pure parts exist so far.
 
+pub mod connection;
+pub mod coordinator;
 pub mod messages;
+pub mod peer;
 pub mod picker;
+pub mod piece_manager;
 pub mod resume;
 pub mod storage;
 pub mod tracker;

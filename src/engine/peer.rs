@@ -89,8 +89,9 @@ pub struct Peer {
     handshake: Handshake,
     /// Accepted by the Coordinator; until then nothing but the handshake has been sent.
     joined: bool,
-    /// Whether any message other than the handshake has arrived (a bitfield must be first).
-    seen_message: bool,
+    /// Whether the peer has said which pieces it has (bitfield or have). A bitfield after
+    /// that is a protocol violation; one after an extension handshake is fine.
+    announced_pieces: bool,
     /// The peer chokes us.
     choked: bool,
     /// We told the peer we are interested.
@@ -146,7 +147,9 @@ impl Peer {
             ctx.add_stream(FramedRead::new(read, codec));
             let out = FramedWrite::new(write, codec, ctx);
             let now = Instant::now();
-            let log = parts.log.new(o!("peer" => addr.to_string(), "key" => parts.key.0));
+            let log = parts
+                .log
+                .new(o!("peer" => addr.to_string(), "key" => parts.key.0));
             Peer {
                 key: parts.key,
                 addr,
@@ -157,7 +160,7 @@ impl Peer {
                 out: Some(out),
                 handshake,
                 joined: false,
-                seen_message: false,
+                announced_pieces: false,
                 choked: true,
                 interested: false,
                 outstanding: Vec::new(),
@@ -304,8 +307,6 @@ impl Peer {
     }
 
     fn on_message(&mut self, message: Message, ctx: &mut Context<Self>) {
-        let first = !self.seen_message;
-        self.seen_message = true;
         match message {
             Message::KeepAlive => {}
             Message::Choke => {
@@ -332,16 +333,27 @@ impl Peer {
             // which BEP 3 allows while we choke it.
             Message::Interested | Message::NotInterested | Message::Request(_) => {}
             Message::Cancel(_) => {}
-            Message::Have(index) => match self.layout.piece(index) {
-                Some(piece) => self.coordinator.do_send(PeerHave { key: self.key, piece }),
+            Message::Have(index) => match self
+                .layout
+                .piece(index)
+                .inspect(|_| self.announced_pieces = true)
+            {
+                Some(piece) => self.coordinator.do_send(PeerHave {
+                    key: self.key,
+                    piece,
+                }),
                 None => self.misbehaved(format!("have for piece {index} past the end"), ctx),
             },
             Message::Bitfield(payload) => {
-                if !first {
-                    return self.misbehaved("bitfield after the first message".into(), ctx);
+                if std::mem::replace(&mut self.announced_pieces, true) {
+                    return self
+                        .misbehaved("bitfield after the peer's pieces were known".into(), ctx);
                 }
                 match Bitfield::from_payload(&payload, self.layout.num_pieces()) {
-                    Ok(pieces) => self.coordinator.do_send(PeerBitfield { key: self.key, pieces }),
+                    Ok(pieces) => self.coordinator.do_send(PeerBitfield {
+                        key: self.key,
+                        pieces,
+                    }),
                     Err(e) => self.misbehaved(format!("bad bitfield: {e}"), ctx),
                 }
             }
@@ -406,7 +418,13 @@ impl Actor for Peer {
                             let ours = BValue::dict([
                                 ("m", BValue::dict::<&str>([])),
                                 ("reqq", BValue::Int(act.config.max_queue as i64)),
-                                ("v", BValue::string(concat!("torrent-actors ", env!("CARGO_PKG_VERSION")))),
+                                (
+                                    "v",
+                                    BValue::string(concat!(
+                                        "torrent-actors ",
+                                        env!("CARGO_PKG_VERSION")
+                                    )),
+                                ),
                             ]);
                             act.send(Message::Extended {
                                 id: EXTENSION_HANDSHAKE,
@@ -463,7 +481,8 @@ impl StreamHandler<Result<Message, WireError>> for Peer {
 
 impl WriteHandler<WireError> for Peer {
     fn error(&mut self, err: WireError, ctx: &mut Context<Self>) -> Running {
-        self.close_reason.get_or_insert_with(|| format!("write failed: {err}"));
+        self.close_reason
+            .get_or_insert_with(|| format!("write failed: {err}"));
         let _ = ctx;
         Running::Stop
     }
@@ -477,7 +496,11 @@ impl Handler<ToPeer> for Peer {
             ToPeer::SetInterest(yes) => {
                 if yes != self.interested {
                     self.interested = yes;
-                    self.send(if yes { Message::Interested } else { Message::NotInterested });
+                    self.send(if yes {
+                        Message::Interested
+                    } else {
+                        Message::NotInterested
+                    });
                     self.refill(ctx);
                 }
             }

@@ -116,7 +116,10 @@ impl PieceManager {
         let writer = self.writer.clone();
         let work = async move {
             let ok = hasher
-                .send(HashPiece { blocks: blocks.clone(), expected })
+                .send(HashPiece {
+                    blocks: blocks.clone(),
+                    expected,
+                })
                 .await
                 .unwrap_or(false);
             if !ok {
@@ -183,11 +186,14 @@ impl Handler<StoreBlock> for PieceManager {
         if !self.done.has(piece.get()) && !self.broken {
             let num_blocks = self.layout().num_blocks(piece) as usize;
             let b = (msg.offset / BLOCK_SIZE) as usize;
-            let assembly = self.assembling.entry(piece.get()).or_insert_with(|| Assembly {
-                blocks: vec![None; num_blocks],
-                senders: vec![None; num_blocks],
-                received: 0,
-            });
+            let assembly = self
+                .assembling
+                .entry(piece.get())
+                .or_insert_with(|| Assembly {
+                    blocks: vec![None; num_blocks],
+                    senders: vec![None; num_blocks],
+                    received: 0,
+                });
             // The Peer checked the block against its own requests, so offset and length
             // are those of a real block; a second copy (endgame) is simply dropped.
             if let Some(slot @ None) = assembly.blocks.get_mut(b) {

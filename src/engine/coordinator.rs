@@ -1,0 +1,1019 @@
+//! The Coordinator: one per torrent, the owner of the swarm view.
+//!
+//! It alone knows which peers are connected, which pieces each has (availability), which
+//! blocks are requested from whom (through its [`Picker`]), which pieces are verified, and
+//! which addresses to dial next. Piece picking (rarest-first, endgame) happens in its
+//! `PickBlocks` handler. It starts the torrent (file check, then trackers, listener and
+//! dialing), saves the resume file, notices completion and runs the shutdown.
+//!
+//! It does not touch sockets or files itself: Peers own connections, the FileWriter owns
+//! the disk, the PieceManager owns block data.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use slog::{debug, info, o, warn, Logger};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_stream_shim::TcpListenerStream;
+
+use super::connection::{self, ConnectTimeouts};
+use super::messages::*;
+use super::peer::{Peer, PeerConfig, PeerParts};
+use super::picker::{BlockOutcome, Picker};
+use super::piece_manager::{ForgetPiece, MarkDone, PieceManager, PieceManagerLinks};
+use super::resume::{plan_start, ResumeData};
+use super::storage::{CloseStorage, FileWriter, Hasher, OpenStorage, ReadPiece, SaveResume};
+use super::tracker::{Tiers, Tracker, TrackerConfig, TrackerLinks};
+use super::PeerKey;
+use crate::layout::{Layout, PieceIndex};
+use crate::metainfo::{Info, Metainfo};
+use crate::wire::Bitfield;
+use crate::{InfoHash, PeerId};
+
+mod tokio_stream_shim {
+    //! A `Stream` of accepted connections, so the listener can be an actor stream.
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    use tokio::net::{TcpListener, TcpStream};
+
+    /// Accepted connections as a stream.
+    pub struct TcpListenerStream(pub TcpListener);
+
+    impl futures::Stream for TcpListenerStream {
+        type Item = std::io::Result<(TcpStream, std::net::SocketAddr)>;
+
+        fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+            self.0.poll_accept(cx).map(Some)
+        }
+    }
+}
+
+/// Everything tunable about one torrent's engine.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Our peer id, sent in handshakes and announces.
+    pub peer_id: PeerId,
+    /// Where to accept peers; port 0 picks a free one.
+    pub listen: SocketAddr,
+    /// Most connected peers.
+    pub max_peers: usize,
+    /// Most connection attempts at once.
+    pub max_connecting: usize,
+    /// Budget of pieces requested but not verified (bounds partial-piece memory).
+    pub max_in_progress_bytes: u64,
+    /// Budget of complete pieces waiting for hash and write (bounds memory when the disk
+    /// is slow).
+    pub max_pending_bytes: u64,
+    /// Hasher threads.
+    pub hashers: usize,
+    /// Save the resume file after this many newly verified pieces...
+    pub resume_every_pieces: u32,
+    /// ...or this long after the first unsaved one, whichever comes first.
+    pub resume_every: Duration,
+    /// Per-connection tunables.
+    pub peer: PeerConfig,
+    /// Connection set-up limits.
+    pub connect: ConnectTimeouts,
+    /// Peers to dial from the start, besides the trackers'.
+    pub initial_peers: Vec<SocketAddr>,
+    /// Shortest re-announce interval accepted from a tracker.
+    pub min_announce_interval: Duration,
+}
+
+impl EngineConfig {
+    /// Sensible defaults with the given peer id and listen address.
+    pub fn new(peer_id: PeerId, listen: SocketAddr) -> Self {
+        Self {
+            peer_id,
+            listen,
+            max_peers: 50,
+            max_connecting: 16,
+            max_in_progress_bytes: 32 << 20,
+            max_pending_bytes: 16 << 20,
+            hashers: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            resume_every_pieces: 64,
+            resume_every: Duration::from_secs(5),
+            peer: PeerConfig::default(),
+            connect: ConnectTimeouts::default(),
+            initial_peers: Vec::new(),
+            min_announce_interval: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What a torrent tells the face (the command line, later the daemon).
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub enum TorrentEvent {
+    /// Periodic status.
+    Progress(Progress),
+    /// Every wanted piece is verified and on disk; files are synced.
+    Completed(Progress),
+    /// The torrent cannot continue (disk full, unwritable folder).
+    Failed(FailureKind, String),
+}
+
+/// Classes of fatal failure, so the face can choose an exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// The disk is full.
+    DiskFull,
+    /// Another filesystem error (permission denied, folder not writable).
+    Storage,
+}
+
+/// A snapshot for display.
+#[derive(Debug, Clone, Default)]
+pub struct Progress {
+    /// Checking existing data, downloading, or complete.
+    pub phase: Phase,
+    /// Wanted bytes in total.
+    pub total_bytes: u64,
+    /// Wanted bytes verified.
+    pub verified_bytes: u64,
+    /// Pieces checked so far at start, and how many to check.
+    pub checked: (usize, usize),
+    /// Connected peers.
+    pub peers: usize,
+    /// Verified bytes per second over the last few seconds.
+    pub rate: f64,
+    /// Bytes verified by this run (not counting what was on disk before).
+    pub downloaded_this_run: u64,
+}
+
+/// Where a torrent is in its life.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Phase {
+    /// Opening files and checking existing data.
+    #[default]
+    Checking,
+    /// Fetching pieces.
+    Downloading,
+    /// Everything wanted is verified.
+    Complete,
+}
+
+/// Face → Coordinator: stop the torrent cleanly. Replies once the resume file is saved,
+/// `stopped` announced (bounded in time) and files closed.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Shutdown;
+
+/// A connected peer, as the Coordinator sees it.
+struct PeerEntry {
+    /// How to reach the actor.
+    actor: Recipient<ToPeer>,
+    /// Its remote address, for re-dialing and bans.
+    addr: SocketAddr,
+    /// Its peer id, to refuse duplicates.
+    peer_id: PeerId,
+    /// The pieces it has.
+    pieces: Bitfield,
+    /// Whether we told it we are interested.
+    interested: bool,
+    /// Blocks of pieces that failed their hash, sent by this peer.
+    bad_blocks: u32,
+}
+
+/// See the module documentation.
+pub struct Coordinator {
+    info_hash: InfoHash,
+    info: Arc<Info>,
+    layout: Arc<Layout>,
+    trackers_tiers: Vec<Vec<String>>,
+    root: PathBuf,
+    config: EngineConfig,
+    phase: Phase,
+    /// Pieces and blocks; `None` until the start-up check is done.
+    picker: Option<Picker>,
+    /// Verified pieces, sent as our bitfield to new peers and saved in the resume file.
+    have: Bitfield,
+    peers: HashMap<PeerKey, PeerEntry>,
+    /// Addresses to dial, in order.
+    candidates: VecDeque<SocketAddr>,
+    /// Every address ever queued, so repeats from trackers are not dialed twice at once.
+    known: HashSet<SocketAddr>,
+    /// Addresses dialing, connected, or refused; never dialed again while in here.
+    busy: HashSet<SocketAddr>,
+    /// Addresses that broke the protocol or sent bad data: never dialed or accepted.
+    banned: HashSet<SocketAddr>,
+    /// Connection attempts in flight.
+    connecting: usize,
+    next_key: u64,
+    /// The address we listen on, never dialed (trackers list us to ourselves).
+    listen_addr: Option<SocketAddr>,
+    hasher: Addr<Hasher>,
+    writer: Addr<FileWriter>,
+    piece_manager: Option<Addr<PieceManager>>,
+    trackers: HashMap<String, Addr<Tracker>>,
+    tiers: Tiers,
+    events: Recipient<TorrentEvent>,
+    /// Start-up check: pieces left to check, and in flight.
+    check_queue: VecDeque<PieceIndex>,
+    check_total: usize,
+    checks_in_flight: usize,
+    check_found: Vec<PieceIndex>,
+    /// Newly verified pieces since the last resume save, and when the first came.
+    unsaved_pieces: u32,
+    unsaved_since: Option<Instant>,
+    downloaded_this_run: u64,
+    /// (time, verified bytes) samples for the rate.
+    rate_samples: VecDeque<(Instant, u64)>,
+    stopping: bool,
+    log: Logger,
+}
+
+/// Everything a torrent needs to start.
+pub struct TorrentParams {
+    /// The validated torrent.
+    pub metainfo: Metainfo,
+    /// The folder the torrent's name goes under.
+    pub download_dir: PathBuf,
+    /// Tunables.
+    pub config: EngineConfig,
+    /// Where events go.
+    pub events: Recipient<TorrentEvent>,
+    /// The parent logger.
+    pub log: Logger,
+}
+
+impl Coordinator {
+    /// Starts a torrent's actors: the FileWriter and Hasher pools and the Coordinator,
+    /// which then checks existing data and starts everything else.
+    pub fn start(params: TorrentParams) -> Addr<Coordinator> {
+        let info = Arc::new(params.metainfo.info.clone());
+        let layout = Arc::new(info.layout.clone());
+        let root = params.download_dir.clone();
+        let writer_layout = layout.clone();
+        let writer = SyncArbiter::start(1, move || {
+            FileWriter::new(root.clone(), writer_layout.clone())
+        });
+        let hasher = SyncArbiter::start(params.config.hashers.max(1), || Hasher);
+        let log = params
+            .log
+            .new(o!("torrent" => params.metainfo.info_hash.to_hex()));
+        let tiers = Tiers::new(params.metainfo.trackers.clone());
+        Coordinator {
+            info_hash: params.metainfo.info_hash,
+            have: Bitfield::new(layout.num_pieces()),
+            info,
+            layout,
+            trackers_tiers: params.metainfo.trackers.clone(),
+            root: params.download_dir,
+            config: params.config,
+            phase: Phase::Checking,
+            picker: None,
+            peers: HashMap::new(),
+            candidates: VecDeque::new(),
+            known: HashSet::new(),
+            busy: HashSet::new(),
+            banned: HashSet::new(),
+            connecting: 0,
+            next_key: 0,
+            listen_addr: None,
+            hasher,
+            writer,
+            piece_manager: None,
+            trackers: HashMap::new(),
+            tiers,
+            events: params.events,
+            check_queue: VecDeque::new(),
+            check_total: 0,
+            checks_in_flight: 0,
+            check_found: Vec::new(),
+            unsaved_pieces: 0,
+            unsaved_since: None,
+            downloaded_this_run: 0,
+            rate_samples: VecDeque::new(),
+            stopping: false,
+            log,
+        }
+        .start()
+    }
+
+    fn fail(&mut self, error: StorageError, ctx: &mut Context<Self>) {
+        let kind = if error.disk_full {
+            FailureKind::DiskFull
+        } else {
+            FailureKind::Storage
+        };
+        warn!(self.log, "storage failed"; "error" => %error);
+        self.events
+            .do_send(TorrentEvent::Failed(kind, error.to_string()));
+        self.stopping = true;
+        for peer in self.peers.values() {
+            peer.actor
+                .do_send(ToPeer::Disconnect("storage failed".into()));
+        }
+        // Save what is verified so far: a retry after freeing space resumes from here.
+        let data = ResumeData::new(self.info_hash, &self.layout, &self.have);
+        ctx.spawn(
+            self.writer
+                .send(SaveResume { data })
+                .into_actor(self)
+                .map(|_, _, _| ()),
+        );
+    }
+
+    // --- start-up ---------------------------------------------------------------------
+
+    fn begin_check(&mut self, report: super::storage::OpenReport, ctx: &mut Context<Self>) {
+        let resume = report.resume.as_deref().and_then(|bytes| {
+            match ResumeData::parse(bytes, self.info_hash, &self.layout) {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    warn!(self.log, "ignoring resume file, checking all data"; "reason" => %e);
+                    None
+                }
+            }
+        });
+        let plan = plan_start(&self.layout, resume.as_ref(), &report.before);
+        info!(self.log, "start plan"; "trusted" => plan.trusted.count_ones(), "to check" => plan.check.len());
+        self.have = plan.trusted;
+        self.check_total = plan.check.len();
+        self.check_queue = plan.check.into();
+        self.pump_checks(ctx);
+    }
+
+    /// Keeps a few piece checks in flight: read on the FileWriter, hash on the pool.
+    fn pump_checks(&mut self, ctx: &mut Context<Self>) {
+        while self.checks_in_flight < 4 {
+            let Some(piece) = self.check_queue.pop_front() else {
+                break;
+            };
+            self.checks_in_flight += 1;
+            let writer = self.writer.clone();
+            let hasher = self.hasher.clone();
+            let expected = *self.info.piece_hash(piece);
+            let check = async move {
+                let data = writer.send(ReadPiece { piece }).await.ok()?.ok()?;
+                let ok = hasher
+                    .send(HashPiece {
+                        blocks: vec![data],
+                        expected,
+                    })
+                    .await
+                    .ok()?;
+                Some(ok)
+            };
+            ctx.spawn(check.into_actor(self).map(move |ok, act, ctx| {
+                act.checks_in_flight -= 1;
+                if ok == Some(true) {
+                    act.check_found.push(piece);
+                }
+                act.pump_checks(ctx);
+            }));
+        }
+        if self.checks_in_flight == 0 && self.check_queue.is_empty() && self.picker.is_none() {
+            self.finish_start(ctx);
+        }
+    }
+
+    fn finish_start(&mut self, ctx: &mut Context<Self>) {
+        for p in &self.check_found {
+            let _ = self.have.set(p.get());
+        }
+        let found = std::mem::take(&mut self.check_found);
+        let wanted = Bitfield::full(self.layout.num_pieces());
+        let picker = Picker::new(
+            self.layout.clone(),
+            &self.have,
+            &wanted,
+            self.config.max_in_progress_bytes,
+        );
+        info!(self.log, "data checked"; "verified pieces" => self.have.count_ones(), "remaining" => picker.remaining_pieces());
+        let me = ctx.address();
+        let pm = PieceManager::new(
+            self.info.clone(),
+            self.have.clone(),
+            self.config.max_pending_bytes,
+            self.hasher.clone(),
+            self.writer.clone(),
+            PieceManagerLinks {
+                verified: me.clone().recipient(),
+                failed: me.clone().recipient(),
+                storage_failed: me.recipient(),
+            },
+            self.log.new(o!("actor" => "piece-manager")),
+        )
+        .start();
+        if !found.is_empty() {
+            pm.do_send(MarkDone { pieces: found });
+            // Verified by the check: record it so a crash now does not cost a re-check.
+            self.unsaved_pieces = self.config.resume_every_pieces;
+        }
+        self.piece_manager = Some(pm);
+        self.picker = Some(picker);
+        if self.picker.as_ref().is_some_and(Picker::is_complete) {
+            self.complete(ctx);
+            return;
+        }
+        self.phase = Phase::Downloading;
+        self.start_listener(ctx);
+        for addr in self.config.initial_peers.clone() {
+            self.add_candidate(addr);
+        }
+        self.start_trackers(ctx);
+        self.dial(ctx);
+    }
+
+    fn start_listener(&mut self, ctx: &mut Context<Self>) {
+        let listen = self.config.listen;
+        let bind = async move { connection::listen(listen).await };
+        ctx.wait(bind.into_actor(self).map(
+            |res: std::io::Result<TcpListener>, act, ctx| match res {
+                Ok(listener) => {
+                    act.listen_addr = listener.local_addr().ok();
+                    info!(act.log, "listening"; "addr" => ?act.listen_addr);
+                    ctx.add_stream(TcpListenerStream(listener));
+                }
+                Err(e) => warn!(act.log, "cannot listen, outgoing connections only"; "error" => %e),
+            },
+        ));
+    }
+
+    fn start_trackers(&mut self, ctx: &mut Context<Self>) {
+        let port = self
+            .listen_addr
+            .map_or(self.config.listen.port(), |a| a.port());
+        let key: u32 = rand::random();
+        for url in self.tiers.initial() {
+            self.start_tracker(&url, port, key, ctx);
+        }
+    }
+
+    fn start_tracker(&mut self, url: &str, port: u16, key: u32, ctx: &mut Context<Self>) {
+        let Ok(parsed) = url::Url::parse(url) else {
+            warn!(self.log, "unusable tracker URL"; "url" => url);
+            return;
+        };
+        let mut config = TrackerConfig::new(parsed, self.info_hash, self.config.peer_id, port, key);
+        config.min_interval = self.config.min_announce_interval;
+        let me = ctx.address();
+        let links = TrackerLinks {
+            peers: me.clone().recipient(),
+            stats: me.clone().recipient(),
+            report: me.recipient(),
+        };
+        let tracker = Tracker::new(config, links, self.log.clone()).start();
+        tracker.do_send(TrackerStart);
+        self.trackers.insert(url.to_string(), tracker);
+    }
+
+    // --- peers --------------------------------------------------------------------------
+
+    fn add_candidate(&mut self, addr: SocketAddr) {
+        if self.banned.contains(&addr) || Some(addr) == self.listen_addr || !self.known.insert(addr)
+        {
+            return;
+        }
+        self.candidates.push_back(addr);
+    }
+
+    /// Dials candidates while there is room.
+    fn dial(&mut self, ctx: &mut Context<Self>) {
+        if self.stopping || self.phase != Phase::Downloading {
+            return;
+        }
+        while self.connecting < self.config.max_connecting
+            && self.peers.len() + self.connecting < self.config.max_peers
+        {
+            let Some(addr) = self.candidates.pop_front() else {
+                break;
+            };
+            if self.busy.contains(&addr) || self.banned.contains(&addr) {
+                continue;
+            }
+            self.busy.insert(addr);
+            self.connecting += 1;
+            let fut = connection::connect(
+                addr,
+                self.info_hash,
+                self.config.peer_id,
+                self.config.connect,
+            );
+            ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
+                act.connecting -= 1;
+                match res {
+                    Ok((stream, handshake)) => act.spawn_peer(stream, handshake, ctx),
+                    Err(e) => {
+                        debug!(act.log, "dial failed"; "addr" => %addr, "error" => %e);
+                        act.busy.remove(&addr);
+                        act.retry_later(addr, ctx);
+                    }
+                }
+                act.dial(ctx);
+            }));
+        }
+    }
+
+    /// Puts an address back in the queue after a pause, so a peer that restarts is found
+    /// again without hammering one that is gone.
+    fn retry_later(&mut self, addr: SocketAddr, ctx: &mut Context<Self>) {
+        ctx.run_later(Duration::from_secs(10), move |act, ctx| {
+            if !act.banned.contains(&addr) && !act.busy.contains(&addr) {
+                act.candidates.push_back(addr);
+                act.dial(ctx);
+            }
+        });
+    }
+
+    fn spawn_peer(
+        &mut self,
+        stream: TcpStream,
+        handshake: crate::wire::Handshake,
+        ctx: &mut Context<Self>,
+    ) {
+        let Some(pm) = self.piece_manager.clone() else {
+            return;
+        };
+        self.next_key += 1;
+        Peer::start(
+            stream,
+            handshake,
+            PeerParts {
+                key: PeerKey(self.next_key),
+                layout: self.layout.clone(),
+                config: self.config.peer,
+                coordinator: ctx.address(),
+                piece_manager: pm,
+                log: self.log.clone(),
+            },
+        );
+    }
+
+    fn update_interest(&mut self, key: PeerKey) {
+        let Some(picker) = &self.picker else { return };
+        if let Some(peer) = self.peers.get_mut(&key) {
+            let want = picker.is_interesting(&peer.pieces);
+            if want != peer.interested {
+                peer.interested = want;
+                peer.actor.do_send(ToPeer::SetInterest(want));
+            }
+        }
+    }
+
+    fn apply_received(
+        &mut self,
+        key: PeerKey,
+        received: &[crate::wire::BlockRequest],
+        released: &[crate::wire::BlockRequest],
+    ) {
+        let Some(picker) = &mut self.picker else {
+            return;
+        };
+        for r in received {
+            if let BlockOutcome::Accepted { cancel, .. } = picker.block_received(key, r) {
+                for other in cancel {
+                    if let Some(p) = self.peers.get(&other) {
+                        p.actor.do_send(ToPeer::Cancel(*r));
+                    }
+                }
+            }
+        }
+        for r in released {
+            picker.release(key, r);
+        }
+        if !released.is_empty() {
+            self.wake_all(Some(key));
+        }
+    }
+
+    /// Tells every peer (but `except`) that blocks may be available again.
+    fn wake_all(&self, except: Option<PeerKey>) {
+        for (k, p) in &self.peers {
+            if Some(*k) != except && p.interested {
+                p.actor.do_send(ToPeer::WakeUp);
+            }
+        }
+    }
+
+    // --- pieces, resume, completion -----------------------------------------------------
+
+    fn maybe_save_resume(&mut self, force: bool, ctx: &mut Context<Self>) {
+        if self.unsaved_pieces == 0 && !force {
+            return;
+        }
+        let due = self.unsaved_pieces >= self.config.resume_every_pieces
+            || self
+                .unsaved_since
+                .is_some_and(|t| t.elapsed() >= self.config.resume_every);
+        if !due && !force {
+            return;
+        }
+        self.unsaved_pieces = 0;
+        self.unsaved_since = None;
+        let data = ResumeData::new(self.info_hash, &self.layout, &self.have);
+        ctx.spawn(
+            self.writer
+                .send(SaveResume { data })
+                .into_actor(self)
+                .map(|res, act, ctx| {
+                    if let Ok(Err(e)) = res {
+                        act.fail(e, ctx);
+                    }
+                }),
+        );
+    }
+
+    fn progress(&self) -> Progress {
+        let total = self.layout.total_length();
+        let remaining = self.picker.as_ref().map_or(total, Picker::remaining_bytes);
+        let rate = match (self.rate_samples.front(), self.rate_samples.back()) {
+            (Some(a), Some(b)) if b.0 > a.0 => (b.1 - a.1) as f64 / (b.0 - a.0).as_secs_f64(),
+            _ => 0.0,
+        };
+        Progress {
+            phase: self.phase,
+            total_bytes: total,
+            verified_bytes: total - remaining,
+            checked: (
+                self.check_total - self.check_queue.len() - self.checks_in_flight,
+                self.check_total,
+            ),
+            peers: self.peers.len(),
+            rate,
+            downloaded_this_run: self.downloaded_this_run,
+        }
+    }
+
+    fn complete(&mut self, ctx: &mut Context<Self>) {
+        self.phase = Phase::Complete;
+        info!(self.log, "download complete");
+        for peer in self.peers.values_mut() {
+            if peer.interested {
+                peer.interested = false;
+                peer.actor.do_send(ToPeer::SetInterest(false));
+            }
+        }
+        for tracker in self.trackers.values() {
+            tracker.do_send(TrackerCompleted);
+        }
+        let data = ResumeData::new(self.info_hash, &self.layout, &self.have);
+        let writer = self.writer.clone();
+        let done = async move {
+            writer
+                .send(CloseStorage)
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string())?;
+            writer
+                .send(SaveResume { data })
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string())
+        };
+        ctx.wait(done.into_actor(self).map(|res, act, _| {
+            match res {
+                Ok(()) => act.events.do_send(TorrentEvent::Completed(act.progress())),
+                Err(e) => act
+                    .events
+                    .do_send(TorrentEvent::Failed(FailureKind::Storage, e)),
+            }
+        }));
+    }
+}
+
+impl Actor for Coordinator {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.wait(
+            self.writer
+                .send(OpenStorage)
+                .into_actor(self)
+                .map(|res, act, ctx| match res {
+                    Ok(Ok(report)) => act.begin_check(report, ctx),
+                    Ok(Err(e)) => act.fail(e, ctx),
+                    Err(e) => act.fail(
+                        StorageError {
+                            path: act.root.display().to_string(),
+                            message: e.to_string(),
+                            disk_full: false,
+                        },
+                        ctx,
+                    ),
+                }),
+        );
+        ctx.run_interval(Duration::from_millis(500), |act, ctx| {
+            let now = Instant::now();
+            let verified = act.progress().verified_bytes;
+            act.rate_samples.push_back((now, verified));
+            while act
+                .rate_samples
+                .front()
+                .is_some_and(|(t, _)| now.duration_since(*t) > Duration::from_secs(5))
+            {
+                act.rate_samples.pop_front();
+            }
+            if act.phase != Phase::Complete && !act.stopping {
+                act.events.do_send(TorrentEvent::Progress(act.progress()));
+            }
+            act.maybe_save_resume(false, ctx);
+            act.dial(ctx);
+        });
+    }
+}
+
+impl StreamHandler<std::io::Result<(TcpStream, SocketAddr)>> for Coordinator {
+    fn handle(&mut self, item: std::io::Result<(TcpStream, SocketAddr)>, ctx: &mut Context<Self>) {
+        let Ok((stream, addr)) = item else { return };
+        if self.stopping || self.banned.contains(&addr) || self.peers.len() >= self.config.max_peers
+        {
+            return;
+        }
+        let info_hash = self.info_hash;
+        let fut = connection::accept(
+            stream,
+            move |h| *h == info_hash,
+            self.config.peer_id,
+            self.config.connect.handshake,
+        );
+        ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| match res {
+            Ok((stream, handshake)) => act.spawn_peer(stream, handshake, ctx),
+            Err(e) => debug!(act.log, "incoming handshake failed"; "addr" => %addr, "error" => %e),
+        }));
+    }
+
+    fn finished(&mut self, _: &mut Context<Self>) {
+        // The listener closing does not end the torrent; outgoing connections go on.
+    }
+}
+
+impl Handler<PeerJoined> for Coordinator {
+    type Result = Result<Bitfield, JoinRefused>;
+
+    fn handle(&mut self, msg: PeerJoined, _: &mut Context<Self>) -> Self::Result {
+        if self.stopping {
+            return Err(JoinRefused::Stopping);
+        }
+        if msg.peer_id == self.config.peer_id {
+            self.banned.insert(msg.addr);
+            return Err(JoinRefused::OurOwnId);
+        }
+        if self.peers.values().any(|p| p.peer_id == msg.peer_id) {
+            return Err(JoinRefused::Duplicate);
+        }
+        if self.peers.len() >= self.config.max_peers {
+            return Err(JoinRefused::Full);
+        }
+        self.busy.insert(msg.addr);
+        self.peers.insert(
+            msg.key,
+            PeerEntry {
+                actor: msg.peer,
+                addr: msg.addr,
+                peer_id: msg.peer_id,
+                pieces: Bitfield::new(self.layout.num_pieces()),
+                interested: false,
+                bad_blocks: 0,
+            },
+        );
+        Ok(self.have.clone())
+    }
+}
+
+impl Handler<PeerBitfield> for Coordinator {
+    type Result = ();
+
+    fn handle(&mut self, msg: PeerBitfield, _: &mut Context<Self>) {
+        let Some(peer) = self.peers.get_mut(&msg.key) else {
+            return;
+        };
+        if let Some(picker) = &mut self.picker {
+            picker.remove_peer_pieces(&peer.pieces);
+            picker.add_peer_pieces(&msg.pieces);
+        }
+        peer.pieces = msg.pieces;
+        self.update_interest(msg.key);
+    }
+}
+
+impl Handler<PeerHave> for Coordinator {
+    type Result = ();
+
+    fn handle(&mut self, msg: PeerHave, _: &mut Context<Self>) {
+        let Some(peer) = self.peers.get_mut(&msg.key) else {
+            return;
+        };
+        if peer.pieces.has(msg.piece.get()) {
+            return;
+        }
+        let _ = peer.pieces.set(msg.piece.get());
+        let Some(picker) = &mut self.picker else {
+            return;
+        };
+        picker.add_peer_piece(msg.piece);
+        if picker.wants(msg.piece) {
+            if peer.interested {
+                peer.actor.do_send(ToPeer::WakeUp);
+            } else {
+                peer.interested = true;
+                peer.actor.do_send(ToPeer::SetInterest(true));
+            }
+        }
+    }
+}
+
+impl Handler<PickBlocks> for Coordinator {
+    type Result = MessageResult<PickBlocks>;
+
+    fn handle(&mut self, msg: PickBlocks, _: &mut Context<Self>) -> Self::Result {
+        self.apply_received(msg.key, &msg.received, &msg.released);
+        let mut out = Vec::new();
+        if self.stopping || self.phase != Phase::Downloading {
+            return MessageResult(out);
+        }
+        if let (Some(picker), Some(peer)) = (&mut self.picker, self.peers.get(&msg.key)) {
+            picker.pick(msg.key, &peer.pieces, msg.want, &mut out);
+        }
+        MessageResult(out)
+    }
+}
+
+impl Handler<PeerChokedUs> for Coordinator {
+    type Result = ();
+
+    fn handle(&mut self, msg: PeerChokedUs, _: &mut Context<Self>) {
+        self.apply_received(msg.key, &msg.received, &msg.released);
+    }
+}
+
+impl Handler<PeerLeft> for Coordinator {
+    type Result = ();
+
+    fn handle(&mut self, msg: PeerLeft, ctx: &mut Context<Self>) {
+        self.apply_received(msg.key, &msg.received, &msg.released);
+        if let Some(peer) = self.peers.remove(&msg.key) {
+            debug!(self.log, "peer left"; "addr" => %peer.addr, "reason" => &msg.reason);
+            if let Some(picker) = &mut self.picker {
+                picker.remove_peer_pieces(&peer.pieces);
+            }
+            self.busy.remove(&peer.addr);
+            if !self.banned.contains(&peer.addr) {
+                self.retry_later(peer.addr, ctx);
+            }
+        }
+        self.dial(ctx);
+    }
+}
+
+impl Handler<PeerMisbehaved> for Coordinator {
+    type Result = ();
+
+    fn handle(&mut self, msg: PeerMisbehaved, _: &mut Context<Self>) {
+        if let Some(peer) = self.peers.get(&msg.key) {
+            // Banned by address and port, not address alone: on one host (or behind one
+            // NAT) other peers share the address and are not to blame.
+            warn!(self.log, "peer misbehaved, banned"; "addr" => %peer.addr, "what" => &msg.what);
+            self.banned.insert(peer.addr);
+        }
+    }
+}
+
+impl Handler<PieceVerified> for Coordinator {
+    type Result = ();
+
+    fn handle(&mut self, msg: PieceVerified, ctx: &mut Context<Self>) {
+        let Some(picker) = &mut self.picker else {
+            return;
+        };
+        if self.have.has(msg.piece.get()) {
+            return;
+        }
+        picker.piece_verified(msg.piece);
+        let _ = self.have.set(msg.piece.get());
+        self.downloaded_this_run += u64::from(self.layout.piece_len(msg.piece));
+        self.unsaved_pieces += 1;
+        self.unsaved_since.get_or_insert_with(Instant::now);
+        for peer in self.peers.values() {
+            peer.actor.do_send(ToPeer::Have(msg.piece));
+        }
+        let complete = picker.is_complete();
+        if complete {
+            self.complete(ctx);
+        } else {
+            self.maybe_save_resume(false, ctx);
+        }
+    }
+}
+
+impl Handler<PieceFailed> for Coordinator {
+    type Result = ();
+
+    fn handle(&mut self, msg: PieceFailed, _: &mut Context<Self>) {
+        if let Some(picker) = &mut self.picker {
+            picker.piece_failed(msg.piece);
+        }
+        if let Some(pm) = &self.piece_manager {
+            pm.do_send(ForgetPiece { piece: msg.piece });
+        }
+        // A peer that keeps sending data that fails its hash is dropped. A block from an
+        // honest peer in a failed piece is not its fault, so one failure is forgiven.
+        for key in msg.senders {
+            if let Some(peer) = self.peers.get_mut(&key) {
+                peer.bad_blocks += 1;
+                if peer.bad_blocks >= 8 {
+                    warn!(self.log, "peer sent too much bad data, banned"; "addr" => %peer.addr);
+                    self.banned.insert(peer.addr);
+                    peer.actor
+                        .do_send(ToPeer::Disconnect("sent bad data".into()));
+                }
+            }
+        }
+        self.wake_all(None);
+    }
+}
+
+impl Handler<StorageFailed> for Coordinator {
+    type Result = ();
+
+    fn handle(&mut self, msg: StorageFailed, ctx: &mut Context<Self>) {
+        if !self.stopping {
+            self.fail(msg.error, ctx);
+        }
+    }
+}
+
+impl Handler<PeersFound> for Coordinator {
+    type Result = ();
+
+    fn handle(&mut self, msg: PeersFound, ctx: &mut Context<Self>) {
+        for addr in msg.peers {
+            self.add_candidate(addr);
+        }
+        self.dial(ctx);
+    }
+}
+
+impl Handler<GetAnnounceStats> for Coordinator {
+    type Result = MessageResult<GetAnnounceStats>;
+
+    fn handle(&mut self, _: GetAnnounceStats, _: &mut Context<Self>) -> Self::Result {
+        let left = self
+            .picker
+            .as_ref()
+            .map_or(self.layout.total_length(), Picker::remaining_bytes);
+        MessageResult(AnnounceStats {
+            uploaded: 0,
+            downloaded: self.downloaded_this_run,
+            left,
+        })
+    }
+}
+
+impl Handler<TrackerReport> for Coordinator {
+    type Result = ();
+
+    fn handle(&mut self, msg: TrackerReport, ctx: &mut Context<Self>) {
+        match &msg.outcome {
+            Ok(summary) => {
+                debug!(self.log, "tracker answered"; "url" => &msg.url, "peers" => summary.peers)
+            }
+            Err(e) => warn!(self.log, "tracker failed"; "url" => &msg.url, "error" => e),
+        }
+        if let Some(next) = self.tiers.on_result(&msg.url, msg.outcome.is_ok()) {
+            if !self.trackers.contains_key(&next) && !self.stopping {
+                let port = self
+                    .listen_addr
+                    .map_or(self.config.listen.port(), |a| a.port());
+                self.start_tracker(&next, port, rand::random(), ctx);
+            }
+        }
+    }
+}
+
+impl Handler<Shutdown> for Coordinator {
+    type Result = ResponseActFuture<Self, ()>;
+
+    fn handle(&mut self, _: Shutdown, _: &mut Context<Self>) -> Self::Result {
+        self.stopping = true;
+        for peer in self.peers.values() {
+            peer.actor
+                .do_send(ToPeer::Disconnect("shutting down".into()));
+        }
+        let trackers: Vec<Addr<Tracker>> = self.trackers.drain().map(|(_, a)| a).collect();
+        let save = (self.picker.is_some() && self.phase != Phase::Complete)
+            .then(|| ResumeData::new(self.info_hash, &self.layout, &self.have));
+        let writer = self.writer.clone();
+        let work = async move {
+            if let Some(data) = save {
+                let _ = writer.send(CloseStorage).await;
+                let _ = writer.send(SaveResume { data }).await;
+            }
+            let stops = trackers.into_iter().map(|t| t.send(TrackerStop));
+            // Each tracker bounds its own `stopped` announce; this bounds them all.
+            let _ = tokio::time::timeout(Duration::from_secs(6), futures::future::join_all(stops))
+                .await;
+        };
+        Box::pin(work.into_actor(self).map(|_, act, ctx| {
+            debug!(act.log, "torrent stopped"; "tiers" => act.trackers_tiers.len());
+            ctx.stop();
+        }))
+    }
+}

@@ -1,0 +1,239 @@
+//! `torrent-actors get`: the command-line face of the engine. It validates the inputs,
+//! starts one torrent, shows progress, and turns the engine's events into an exit code.
+//! No download logic lives here.
+
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use futures::channel::oneshot;
+use indicatif::{HumanBytes, ProgressBar, ProgressStyle};
+use torrent_actors::engine::coordinator::{
+    Coordinator, EngineConfig, FailureKind, Phase, Progress, Shutdown, TorrentEvent, TorrentParams,
+};
+use torrent_actors::metainfo::Metainfo;
+use torrent_actors::PeerId;
+
+use crate::{exit, logging, Failure};
+
+/// What `get` was asked to do, validated.
+pub struct GetArgs {
+    pub torrent: PathBuf,
+    pub output: PathBuf,
+    pub port: u16,
+    pub max_peers: usize,
+    pub peers: Vec<SocketAddr>,
+    pub peer_timeout: Duration,
+    pub verbosity: u8,
+}
+
+/// How the download ended.
+enum Outcome {
+    Completed(Progress),
+    Failed(FailureKind, String),
+    Interrupted,
+    NoPeers,
+}
+
+pub fn run(args: GetArgs) -> Result<(), Failure> {
+    let bytes = std::fs::read(&args.torrent).map_err(|e| Failure {
+        code: exit::UNREADABLE,
+        error: anyhow::anyhow!("cannot read {}: {e}", args.torrent.display()),
+    })?;
+    let metainfo = Metainfo::from_bytes(&bytes).map_err(|e| Failure {
+        code: exit::INVALID_TORRENT,
+        error: anyhow::anyhow!("invalid torrent {}: {e}", args.torrent.display()),
+    })?;
+    check_writable(&args.output)?;
+    let log = logging::stderr_logger(args.verbosity);
+    let name = metainfo.info.name.clone();
+    let started = Instant::now();
+
+    let outcome = actix::System::new().block_on(download(metainfo, &args, log));
+    match outcome {
+        Outcome::Completed(p) => {
+            let secs = started.elapsed().as_secs_f64();
+            println!(
+                "downloaded {name}: {} in {secs:.1} s ({}/s average)",
+                HumanBytes(p.total_bytes),
+                HumanBytes((p.downloaded_this_run as f64 / secs.max(0.001)) as u64)
+            );
+            Ok(())
+        }
+        Outcome::Failed(kind, message) => Err(Failure {
+            code: match kind {
+                FailureKind::DiskFull => exit::DISK_FULL,
+                FailureKind::Storage => exit::OUTPUT_NOT_WRITABLE,
+            },
+            error: anyhow::anyhow!("{message}"),
+        }),
+        Outcome::Interrupted => Err(Failure {
+            code: exit::INTERRUPTED,
+            error: anyhow::anyhow!("interrupted; progress saved, run the same command to resume"),
+        }),
+        Outcome::NoPeers => Err(Failure {
+            code: exit::NO_PEERS,
+            error: anyhow::anyhow!(
+                "no peer reachable for {} s; check the trackers, or add peers with --peer",
+                args.peer_timeout.as_secs()
+            ),
+        }),
+    }
+}
+
+/// Fails early, with its own exit code, if files cannot be created in the output folder.
+fn check_writable(dir: &Path) -> Result<(), Failure> {
+    let not_writable = |e: std::io::Error| Failure {
+        code: exit::OUTPUT_NOT_WRITABLE,
+        error: anyhow::anyhow!("output folder {} is not writable: {e}", dir.display()),
+    };
+    std::fs::create_dir_all(dir).map_err(not_writable)?;
+    tempfile::tempfile_in(dir).map(drop).map_err(not_writable)
+}
+
+async fn download(metainfo: Metainfo, args: &GetArgs, log: slog::Logger) -> Outcome {
+    let mut config = EngineConfig::new(our_peer_id(), SocketAddr::from(([0, 0, 0, 0], args.port)));
+    config.max_peers = args.max_peers;
+    config.initial_peers = args.peers.clone();
+
+    let (done_tx, done_rx) = oneshot::channel();
+    let face = Face::new(
+        metainfo.info.layout.total_length(),
+        args.peer_timeout,
+        done_tx,
+    )
+    .start();
+    let coordinator = Coordinator::start(TorrentParams {
+        metainfo,
+        download_dir: args.output.clone(),
+        config,
+        events: face.recipient(),
+        log,
+    });
+
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut sig) => {
+                sig.recv().await;
+            }
+            Err(_) => futures::future::pending::<()>().await,
+        }
+    };
+    let outcome = tokio::select! {
+        outcome = done_rx => outcome.unwrap_or(Outcome::Interrupted),
+        _ = tokio::signal::ctrl_c() => Outcome::Interrupted,
+        _ = terminate => Outcome::Interrupted,
+    };
+    // Whatever happened, stop cleanly: resume file, `stopped` announces, files closed.
+    let _ = tokio::time::timeout(Duration::from_secs(15), coordinator.send(Shutdown)).await;
+    System::current().stop();
+    outcome
+}
+
+/// An Azureus-style peer id: client tag and version, then random bytes.
+fn our_peer_id() -> PeerId {
+    let mut id = [0u8; 20];
+    id[..8].copy_from_slice(b"-TA0100-");
+    for b in &mut id[8..] {
+        *b = rand::random::<u8>() % 62;
+        *b = match *b {
+            n @ 0..=9 => b'0' + n,
+            n @ 10..=35 => b'a' + n - 10,
+            n => b'A' + n - 36,
+        };
+    }
+    PeerId(id)
+}
+
+/// Receives the torrent's events and shows them.
+struct Face {
+    total: u64,
+    bar: Option<ProgressBar>,
+    last_line: Instant,
+    peer_timeout: Duration,
+    /// Since when no peer has been connected while downloading.
+    alone_since: Option<Instant>,
+    done: Option<oneshot::Sender<Outcome>>,
+}
+
+impl Face {
+    fn new(total: u64, peer_timeout: Duration, done: oneshot::Sender<Outcome>) -> Self {
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let bar = ProgressBar::new(total);
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "{msg:12} [{bar:30}] {percent:>3}% {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
+            );
+            bar
+        });
+        Self {
+            total,
+            bar,
+            last_line: Instant::now(),
+            peer_timeout,
+            alone_since: None,
+            done: Some(done),
+        }
+    }
+
+    fn finish(&mut self, outcome: Outcome) {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+        if let Some(done) = self.done.take() {
+            let _ = done.send(outcome);
+        }
+    }
+
+    fn show(&mut self, p: &Progress) {
+        let phase = match p.phase {
+            Phase::Checking => format!("checking {}/{}", p.checked.0, p.checked.1),
+            Phase::Downloading => format!("{} peers", p.peers),
+            Phase::Complete => "complete".to_string(),
+        };
+        if let Some(bar) = &self.bar {
+            bar.set_position(p.verified_bytes);
+            bar.set_message(phase);
+        } else if self.last_line.elapsed() >= Duration::from_secs(5) {
+            self.last_line = Instant::now();
+            let pct = p.verified_bytes as f64 * 100.0 / self.total.max(1) as f64;
+            println!(
+                "{pct:5.1}%  {} of {}  {}/s  {phase}",
+                HumanBytes(p.verified_bytes),
+                HumanBytes(self.total),
+                HumanBytes(p.rate as u64)
+            );
+        }
+    }
+}
+
+impl Actor for Face {
+    type Context = Context<Self>;
+}
+
+impl Handler<TorrentEvent> for Face {
+    type Result = ();
+
+    fn handle(&mut self, event: TorrentEvent, _: &mut Context<Self>) {
+        match event {
+            TorrentEvent::Progress(p) => {
+                self.show(&p);
+                if p.phase == Phase::Downloading && p.peers == 0 {
+                    let since = *self.alone_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() >= self.peer_timeout {
+                        self.finish(Outcome::NoPeers);
+                    }
+                } else {
+                    self.alone_since = None;
+                }
+            }
+            TorrentEvent::Completed(p) => self.finish(Outcome::Completed(p)),
+            TorrentEvent::Failed(kind, message) => self.finish(Outcome::Failed(kind, message)),
+        }
+    }
+}
