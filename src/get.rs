@@ -56,9 +56,10 @@ pub fn run(args: GetArgs) -> Result<(), Failure> {
         Outcome::Completed(p) => {
             let secs = started.elapsed().as_secs_f64();
             println!(
-                "downloaded {name}: {} in {secs:.1} s ({}/s average)",
+                "downloaded {name}: {} in {secs:.1} s ({}/s average, {} bytes fetched this run)",
                 HumanBytes(p.total_bytes),
-                HumanBytes((p.downloaded_this_run as f64 / secs.max(0.001)) as u64)
+                HumanBytes((p.downloaded_this_run as f64 / secs.max(0.001)) as u64),
+                p.downloaded_this_run
             );
             Ok(())
         }

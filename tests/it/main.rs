@@ -2,6 +2,7 @@
 
 mod bencode;
 mod cli;
+mod engine;
 mod harness;
 mod magnet;
 mod metainfo;

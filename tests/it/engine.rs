@@ -1,0 +1,276 @@
+//! `torrent-actors get` against real peers: libtorrent seeders on loopback, nobody's code
+//! but libtorrent's on the other side. Every run must end with files byte-identical to
+//! the originals. Payloads are small (a few MiB) so the suite stays quick; speed is
+//! measured by the benchmark harness, never here.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use crate::support::{
+    assert_same_files, make_torrent, read_metainfo, run_until, ChildGuard, LtSeeder, Payload,
+    SeedOpts,
+};
+
+const GET_LIMIT: Duration = Duration::from_secs(120);
+
+fn temp_dir() -> tempfile::TempDir {
+    tempfile::tempdir().expect("temp folder for an engine test")
+}
+
+/// Seeder options for direct dialing (no tracker in these tests).
+fn direct(upload_limit: Option<u64>) -> SeedOpts {
+    SeedOpts {
+        ready_without_announce: true,
+        upload_limit,
+        ..SeedOpts::default()
+    }
+}
+
+fn get_command(torrent: &Path, out: &Path, seeders: &[&LtSeeder]) -> Command {
+    get_command_with_timeout(torrent, out, seeders, 60)
+}
+
+fn get_command_with_timeout(
+    torrent: &Path,
+    out: &Path,
+    seeders: &[&LtSeeder],
+    peer_timeout: u32,
+) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_torrent-actors"));
+    cmd.env("TORRENT_ACTORS_DHT_BOOTSTRAP", "")
+        .args([
+            "get",
+            "--port",
+            "0",
+            "--peer-timeout",
+            &peer_timeout.to_string(),
+            "-o",
+        ])
+        .arg(out);
+    for s in seeders {
+        cmd.arg("--peer").arg(s.addr().to_string());
+    }
+    cmd.arg(torrent);
+    cmd
+}
+
+fn run_get(torrent: &Path, out: &Path, seeders: &[&LtSeeder]) -> Output {
+    let output = run_until(get_command(torrent, out, seeders), GET_LIMIT).unwrap_or_else(|o| {
+        panic!(
+            "get overran {GET_LIMIT:?}:\n{}",
+            String::from_utf8_lossy(&o.stderr)
+        )
+    });
+    assert!(
+        output.status.success(),
+        "get failed ({}):\n{}{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+/// The byte count from the summary line's "N bytes fetched this run".
+fn fetched(output: &Output) -> u64 {
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    stdout
+        .lines()
+        .filter_map(|l| {
+            l.split(" bytes fetched this run")
+                .next()?
+                .rsplit(' ')
+                .next()?
+                .parse()
+                .ok()
+        })
+        .next_back()
+        .unwrap_or_else(|| panic!("no summary line in:\n{stdout}"))
+}
+
+/// Verified pieces recorded in the resume file under `out`, if there is one yet.
+fn resume_verified(out: &Path) -> Option<u64> {
+    let entry = std::fs::read_dir(out)
+        .ok()?
+        .flatten()
+        .find(|e| e.file_name().to_string_lossy().ends_with(".resume.json"))?;
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(entry.path()).ok()?).ok()?;
+    let ranges = json["verified"].as_array()?;
+    Some(
+        ranges
+            .iter()
+            .filter_map(|r| Some(r[1].as_u64()? - r[0].as_u64()? + 1))
+            .sum(),
+    )
+}
+
+struct Fixture {
+    _tmp: tempfile::TempDir,
+    payload: Payload,
+    torrent: PathBuf,
+    out: PathBuf,
+}
+
+fn fixture(multi: bool, len: u64, piece_exp: u32) -> Fixture {
+    let tmp = temp_dir();
+    let payload = if multi {
+        Payload::multi(&tmp.path().join("seed"), "album", 1 << piece_exp)
+    } else {
+        Payload::single(&tmp.path().join("seed"), "file.bin", len)
+    };
+    let torrent = tmp.path().join("t.torrent");
+    make_torrent(&payload.root(), &torrent, piece_exp, &[]);
+    let out = tmp.path().join("out");
+    Fixture {
+        payload,
+        torrent,
+        out,
+        _tmp: tmp,
+    }
+}
+
+#[test]
+fn get_downloads_a_single_file_from_a_libtorrent_seeder() {
+    let f = fixture(false, 5 * 1024 * 1024 + 123, 16);
+    let seeder = LtSeeder::start(&f.torrent, &f.payload.dir, direct(None));
+    let output = run_get(&f.torrent, &f.out, &[&seeder]);
+    assert_same_files(&f.payload.dir, &f.out, &f.payload.files);
+    assert_eq!(fetched(&output), f.payload.total_len());
+}
+
+#[test]
+fn get_downloads_a_multi_file_torrent_with_awkward_boundaries_from_two_seeders() {
+    let f = fixture(true, 0, 15);
+    let a = LtSeeder::start(&f.torrent, &f.payload.dir, direct(None));
+    let b = LtSeeder::start(&f.torrent, &f.payload.dir, direct(None));
+    run_get(&f.torrent, &f.out, &[&a, &b]);
+    assert_same_files(&f.payload.dir, &f.out, &f.payload.files);
+    // Empty files are created too.
+    for (path, len) in &f.payload.files {
+        assert_eq!(
+            std::fs::metadata(f.out.join(path)).map(|m| m.len()).ok(),
+            Some(*len),
+            "{}",
+            path.display()
+        );
+    }
+}
+
+#[test]
+fn get_finishes_when_a_seeder_disconnects_mid_download() {
+    let f = fixture(false, 6 * 1024 * 1024, 15);
+    let quitter = LtSeeder::start(
+        &f.torrent,
+        &f.payload.dir,
+        SeedOpts {
+            stop_after_upload: Some(1024 * 1024),
+            ..direct(Some(2 * 1024 * 1024))
+        },
+    );
+    let stayer = LtSeeder::start(&f.torrent, &f.payload.dir, direct(Some(2 * 1024 * 1024)));
+    run_get(&f.torrent, &f.out, &[&quitter, &stayer]);
+    assert_same_files(&f.payload.dir, &f.out, &f.payload.files);
+    assert!(
+        quitter.log().contains("stopping abruptly"),
+        "the quitter never quit:\n{}",
+        quitter.log()
+    );
+}
+
+/// Starts `get` against a slow seeder, waits until the resume file records some pieces,
+/// stops it with `signal`, and returns the pieces recorded at that moment.
+fn interrupt_midway(f: &Fixture, seeder: &LtSeeder, signal: &str) -> (u64, Option<i32>) {
+    let mut child = ChildGuard::spawn(
+        get_command(&f.torrent, &f.out, &[seeder]),
+        "torrent-actors get",
+    );
+    let deadline = Instant::now() + GET_LIMIT;
+    let recorded = loop {
+        if let Some(n) = resume_verified(&f.out).filter(|&n| n > 0) {
+            break n;
+        }
+        assert!(
+            child.try_status().is_none(),
+            "get ended before it could be interrupted"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "no resume file within {GET_LIMIT:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let status = if signal == "KILL" {
+        child.kill()
+    } else {
+        let sent = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(child.pid().to_string())
+            .status();
+        assert!(sent.is_ok_and(|s| s.success()), "kill -{signal} failed");
+        child.wait_timeout(Duration::from_secs(30))
+    };
+    (recorded, status.and_then(|s| s.code()))
+}
+
+#[test]
+fn get_resumes_after_kill_9_without_refetching_verified_pieces() {
+    let f = fixture(false, 8 * 1024 * 1024, 15);
+    let meta = read_metainfo(&f.torrent);
+    let piece = u64::from(meta.info.layout.piece_length());
+    // Slow enough that the download is surely unfinished when the kill comes.
+    let seeder = LtSeeder::start(&f.torrent, &f.payload.dir, direct(Some(1024 * 1024)));
+    let (recorded, _) = interrupt_midway(&f, &seeder, "KILL");
+    let output = run_get(&f.torrent, &f.out, &[&seeder]);
+    assert_same_files(&f.payload.dir, &f.out, &f.payload.files);
+    let second = fetched(&output);
+    assert!(
+        second <= f.payload.total_len() - recorded * piece,
+        "fetched {second} bytes again though {recorded} pieces of {piece} were recorded"
+    );
+}
+
+#[test]
+fn get_stopped_by_sigint_exits_130_and_resumes_where_it_stopped() {
+    let f = fixture(false, 8 * 1024 * 1024, 15);
+    let meta = read_metainfo(&f.torrent);
+    let piece = u64::from(meta.info.layout.piece_length());
+    let seeder = LtSeeder::start(&f.torrent, &f.payload.dir, direct(Some(1024 * 1024)));
+    let (recorded, code) = interrupt_midway(&f, &seeder, "INT");
+    assert_eq!(code, Some(130), "an interrupted get exits 130");
+    // A clean stop saves every verified piece, so at least what was recorded is kept.
+    let saved = resume_verified(&f.out).unwrap_or(0);
+    assert!(saved >= recorded);
+    let output = run_get(&f.torrent, &f.out, &[&seeder]);
+    assert_same_files(&f.payload.dir, &f.out, &f.payload.files);
+    assert!(fetched(&output) <= f.payload.total_len() - saved * piece);
+}
+
+#[test]
+fn get_into_an_unwritable_folder_exits_5() {
+    let f = fixture(false, 100_000, 15);
+    std::fs::create_dir_all(f.out.parent().unwrap()).unwrap();
+    std::fs::write(&f.out, b"a file, not a folder").unwrap();
+    let output = run_until(get_command(&f.torrent, &f.out, &[]), GET_LIMIT).expect("get ends");
+    assert_eq!(
+        output.status.code(),
+        Some(5),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(String::from_utf8_lossy(&output.stderr).contains("not writable"));
+}
+
+#[test]
+fn get_without_peers_gives_up_after_the_time_limit_with_exit_7() {
+    let f = fixture(false, 100_000, 15);
+    let cmd = get_command_with_timeout(&f.torrent, &f.out, &[], 1);
+    let output = run_until(cmd, GET_LIMIT).expect("get ends");
+    assert_eq!(
+        output.status.code(),
+        Some(7),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
