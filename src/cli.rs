@@ -41,6 +41,15 @@ pub enum Command {
         /// Give up after this many seconds with no peer connected.
         #[arg(long, default_value_t = 120, value_name = "SECONDS")]
         peer_timeout: u64,
+        /// Memory for pieces requested but not yet verified, in MiB.
+        #[arg(long, default_value_t = 32, value_name = "MIB")]
+        max_in_progress_mib: u64,
+        /// Memory for complete pieces waiting for their hash and write, in MiB.
+        #[arg(long, default_value_t = 16, value_name = "MIB")]
+        max_pending_mib: u64,
+        /// Slow every piece write by this many milliseconds (for testing backpressure).
+        #[arg(long, default_value_t = 0, hide = true)]
+        debug_write_delay_ms: u64,
         /// More log output on stderr (-v information, -vv debugging).
         #[arg(short, long, action = clap::ArgAction::Count)]
         verbose: u8,

@@ -26,6 +26,9 @@ pub struct GetArgs {
     pub max_peers: usize,
     pub peers: Vec<SocketAddr>,
     pub peer_timeout: Duration,
+    pub max_in_progress_bytes: u64,
+    pub max_pending_bytes: u64,
+    pub write_delay: Duration,
     pub verbosity: u8,
 }
 
@@ -98,6 +101,9 @@ async fn download(metainfo: Metainfo, args: &GetArgs, log: slog::Logger) -> Outc
     let mut config = EngineConfig::new(our_peer_id(), SocketAddr::from(([0, 0, 0, 0], args.port)));
     config.max_peers = args.max_peers;
     config.initial_peers = args.peers.clone();
+    config.max_in_progress_bytes = args.max_in_progress_bytes;
+    config.max_pending_bytes = args.max_pending_bytes;
+    config.write_delay = args.write_delay;
 
     let (done_tx, done_rx) = oneshot::channel();
     let face = Face::new(

@@ -54,6 +54,9 @@ fn run(cli: Cli) -> Result<(), Failure> {
             max_peers,
             peers,
             peer_timeout,
+            max_in_progress_mib,
+            max_pending_mib,
+            debug_write_delay_ms,
             verbose,
             torrent,
         } => get::run(get::GetArgs {
@@ -63,6 +66,9 @@ fn run(cli: Cli) -> Result<(), Failure> {
             max_peers,
             peers,
             peer_timeout: std::time::Duration::from_secs(peer_timeout),
+            max_in_progress_bytes: max_in_progress_mib << 20,
+            max_pending_bytes: max_pending_mib << 20,
+            write_delay: std::time::Duration::from_millis(debug_write_delay_ms),
             verbosity: verbose,
         }),
     }

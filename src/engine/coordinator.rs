@@ -83,6 +83,8 @@ pub struct EngineConfig {
     pub initial_peers: Vec<SocketAddr>,
     /// Shortest re-announce interval accepted from a tracker.
     pub min_announce_interval: Duration,
+    /// Added to every piece write, to simulate a slow disk in tests of backpressure.
+    pub write_delay: Duration,
 }
 
 impl EngineConfig {
@@ -102,6 +104,7 @@ impl EngineConfig {
             connect: ConnectTimeouts::default(),
             initial_peers: Vec::new(),
             min_announce_interval: Duration::from_secs(30),
+            write_delay: Duration::ZERO,
         }
     }
 }
@@ -250,8 +253,9 @@ impl Coordinator {
         let layout = Arc::new(info.layout.clone());
         let root = params.download_dir.clone();
         let writer_layout = layout.clone();
+        let delay = params.config.write_delay;
         let writer = SyncArbiter::start(1, move || {
-            FileWriter::new(root.clone(), writer_layout.clone())
+            FileWriter::new(root.clone(), writer_layout.clone(), delay)
         });
         let hasher = SyncArbiter::start(params.config.hashers.max(1), || Hasher);
         let log = params

@@ -51,17 +51,20 @@ pub struct FileWriter {
     files: Vec<Option<File>>,
     /// Files written since the last sync, so a resume save syncs only those.
     dirty: Vec<bool>,
+    /// Added to every piece write: a slow disk on demand, for tests of backpressure.
+    write_delay: std::time::Duration,
 }
 
 impl FileWriter {
     /// A writer for `layout` under `root`. Nothing is touched until [`OpenStorage`].
-    pub fn new(root: PathBuf, layout: Arc<Layout>) -> Self {
+    pub fn new(root: PathBuf, layout: Arc<Layout>, write_delay: std::time::Duration) -> Self {
         let n = layout.files().len();
         Self {
             root,
             layout,
             files: (0..n).map(|_| None).collect(),
             dirty: vec![false; n],
+            write_delay,
         }
     }
 
@@ -207,6 +210,9 @@ impl Handler<WritePiece> for FileWriter {
     type Result = Result<(), StorageError>;
 
     fn handle(&mut self, msg: WritePiece, _: &mut SyncContext<Self>) -> Self::Result {
+        if !self.write_delay.is_zero() {
+            std::thread::sleep(self.write_delay);
+        }
         let spans = self.layout.piece_spans(msg.piece);
         let mut blocks = msg.blocks.iter();
         let mut current: &[u8] = &[];

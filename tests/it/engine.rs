@@ -274,3 +274,47 @@ fn get_without_peers_gives_up_after_the_time_limit_with_exit_7() {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+/// With the disk slowed down, memory must not grow with the torrent: a Peer stops reading
+/// its socket while the PieceManager holds its reply, so TCP slows the seeder. The payload
+/// is several times the memory budget, so a leak of unwritten pieces would show as a peak
+/// far above it.
+#[test]
+fn slow_disk_slows_the_peers_instead_of_growing_memory() {
+    let f = fixture(false, 64 * 1024 * 1024, 18);
+    let seeder = LtSeeder::start(&f.torrent, &f.payload.dir, direct(None));
+    let mut cmd = Command::new("/usr/bin/time");
+    cmd.arg("-v").arg(env!("CARGO_BIN_EXE_torrent-actors"));
+    cmd.args([
+        "get",
+        "--port",
+        "0",
+        "--max-in-progress-mib",
+        "8",
+        "--max-pending-mib",
+        "4",
+    ])
+    .args(["--debug-write-delay-ms", "10", "--peer"])
+    .arg(seeder.addr().to_string())
+    .arg("-o")
+    .arg(&f.out)
+    .arg(&f.torrent);
+    let output = run_until(cmd, GET_LIMIT).expect("get ends");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert_same_files(&f.payload.dir, &f.out, &f.payload.files);
+    let peak_kib: u64 = stderr
+        .lines()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("Maximum resident set size (kbytes): ")
+        })
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no peak RSS from /usr/bin/time:\n{stderr}"));
+    // Budget 12 MiB of piece data, plus the program itself (about 10 MiB) and slack.
+    let limit_kib = 40 * 1024;
+    assert!(
+        peak_kib < limit_kib,
+        "peak RSS {peak_kib} KiB for a 64 MiB download with a 12 MiB budget"
+    );
+}
