@@ -1,7 +1,7 @@
 //! The download engine: actix actors built on the pure protocol layers.
 //!
 //! See ARCHITECTURE.md for the actor roster, who owns which state, and how load is
-//! bounded. Only the pure parts exist so far.
+//! bounded. The picker and the resume plan are pure; the rest are actors.
 
 pub mod connection;
 pub mod coordinator;
