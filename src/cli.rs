@@ -47,6 +47,10 @@ pub enum Command {
         /// Memory for complete pieces waiting for their hash and write, in MiB.
         #[arg(long, default_value_t = 16, value_name = "MIB")]
         max_pending_mib: u64,
+        /// Sync the files to disk before exiting (slower; guards against a power loss
+        /// right after the download, which the page cache alone does not survive).
+        #[arg(long)]
+        fsync: bool,
         /// Slow every piece write by this many milliseconds (for testing backpressure).
         #[arg(long, default_value_t = 0, hide = true)]
         debug_write_delay_ms: u64,

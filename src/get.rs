@@ -29,6 +29,7 @@ pub struct GetArgs {
     pub max_in_progress_bytes: u64,
     pub max_pending_bytes: u64,
     pub write_delay: Duration,
+    pub fsync: bool,
     pub verbosity: u8,
 }
 
@@ -104,6 +105,7 @@ async fn download(metainfo: Metainfo, args: &GetArgs, log: slog::Logger) -> Outc
     config.max_in_progress_bytes = args.max_in_progress_bytes;
     config.max_pending_bytes = args.max_pending_bytes;
     config.write_delay = args.write_delay;
+    config.sync_on_close = args.fsync;
 
     let (done_tx, done_rx) = oneshot::channel();
     let face = Face::new(

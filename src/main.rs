@@ -57,6 +57,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             max_in_progress_mib,
             max_pending_mib,
             debug_write_delay_ms,
+            fsync,
             verbose,
             torrent,
         } => get::run(get::GetArgs {
@@ -69,6 +70,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             max_in_progress_bytes: max_in_progress_mib << 20,
             max_pending_bytes: max_pending_mib << 20,
             write_delay: std::time::Duration::from_millis(debug_write_delay_ms),
+            fsync,
             verbosity: verbose,
         }),
     }

@@ -85,6 +85,8 @@ pub struct EngineConfig {
     pub min_announce_interval: Duration,
     /// Added to every piece write, to simulate a slow disk in tests of backpressure.
     pub write_delay: Duration,
+    /// Sync the files to disk when the torrent completes or stops.
+    pub sync_on_close: bool,
 }
 
 impl EngineConfig {
@@ -98,13 +100,14 @@ impl EngineConfig {
             max_in_progress_bytes: 32 << 20,
             max_pending_bytes: 16 << 20,
             hashers: std::thread::available_parallelism().map_or(2, |n| n.get()),
-            resume_every_pieces: 64,
+            resume_every_pieces: 1024,
             resume_every: Duration::from_secs(5),
             peer: PeerConfig::default(),
             connect: ConnectTimeouts::default(),
             initial_peers: Vec::new(),
             min_announce_interval: Duration::from_secs(30),
             write_delay: Duration::ZERO,
+            sync_on_close: false,
         }
     }
 }
@@ -660,9 +663,10 @@ impl Coordinator {
         }
         let data = ResumeData::new(self.info_hash, &self.layout, &self.have);
         let writer = self.writer.clone();
+        let sync = self.config.sync_on_close;
         let done = async move {
             writer
-                .send(CloseStorage)
+                .send(CloseStorage { sync })
                 .await
                 .map_err(|e| e.to_string())?
                 .map_err(|e| e.to_string())?;
@@ -1005,9 +1009,10 @@ impl Handler<Shutdown> for Coordinator {
         let save = (self.picker.is_some() && self.phase != Phase::Complete)
             .then(|| ResumeData::new(self.info_hash, &self.layout, &self.have));
         let writer = self.writer.clone();
+        let sync = self.config.sync_on_close;
         let work = async move {
             if let Some(data) = save {
-                let _ = writer.send(CloseStorage).await;
+                let _ = writer.send(CloseStorage { sync }).await;
                 let _ = writer.send(SaveResume { data }).await;
             }
             let stops = trackers.into_iter().map(|t| t.send(TrackerStop));
