@@ -169,8 +169,12 @@ struct Face {
 
 impl Face {
     fn new(total: u64, peer_timeout: Duration, done: oneshot::Sender<Outcome>) -> Self {
-        let bar = std::io::stderr().is_terminal().then(|| {
-            let bar = ProgressBar::new(total);
+        // A bar on a terminal; plain lines every few seconds when stdout is a file or pipe.
+        let bar = std::io::stdout().is_terminal().then(|| {
+            let bar = ProgressBar::with_draw_target(
+                Some(total),
+                indicatif::ProgressDrawTarget::stdout(),
+            );
             bar.set_style(
                 ProgressStyle::with_template(
                     "{msg:12} [{bar:30}] {percent:>3}% {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
@@ -202,6 +206,7 @@ impl Face {
     fn show(&mut self, p: &Progress) {
         let phase = match p.phase {
             Phase::Checking => format!("checking {}/{}", p.checked.0, p.checked.1),
+            Phase::Downloading if p.peers == 1 => "1 peer".to_string(),
             Phase::Downloading => format!("{} peers", p.peers),
             Phase::Complete => "complete".to_string(),
         };
