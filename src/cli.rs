@@ -32,6 +32,9 @@ pub enum Command {
         /// The TCP port to accept peers on (0 picks a free one).
         #[arg(long, default_value_t = 6881)]
         port: u16,
+        /// The address to accept peers on.
+        #[arg(long, default_value = "0.0.0.0", value_name = "IP")]
+        bind: std::net::IpAddr,
         /// The most peers to be connected to at once.
         #[arg(long, default_value_t = 50)]
         max_peers: usize,

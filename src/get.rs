@@ -22,7 +22,7 @@ use crate::{exit, logging, Failure};
 pub struct GetArgs {
     pub torrent: PathBuf,
     pub output: PathBuf,
-    pub port: u16,
+    pub listen: SocketAddr,
     pub max_peers: usize,
     pub peers: Vec<SocketAddr>,
     pub peer_timeout: Duration,
@@ -99,7 +99,7 @@ fn check_writable(dir: &Path) -> Result<(), Failure> {
 }
 
 async fn download(metainfo: Metainfo, args: &GetArgs, log: slog::Logger) -> Outcome {
-    let mut config = EngineConfig::new(our_peer_id(), SocketAddr::from(([0, 0, 0, 0], args.port)));
+    let mut config = EngineConfig::new(our_peer_id(), args.listen);
     config.max_peers = args.max_peers;
     config.initial_peers = args.peers.clone();
     config.max_in_progress_bytes = args.max_in_progress_bytes;

@@ -51,6 +51,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Get {
             output,
             port,
+            bind,
             max_peers,
             peers,
             peer_timeout,
@@ -63,7 +64,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         } => get::run(get::GetArgs {
             torrent,
             output,
-            port,
+            listen: std::net::SocketAddr::new(bind, port),
             max_peers,
             peers,
             peer_timeout: std::time::Duration::from_secs(peer_timeout),
