@@ -457,19 +457,37 @@ impl Coordinator {
     fn start_tracker(&mut self, url: &str, port: u16, key: u32, ctx: &mut Context<Self>) {
         let Ok(parsed) = url::Url::parse(url) else {
             warn!(self.log, "unusable tracker URL"; "url" => url);
+            if let Some(next) = self.tiers.on_result(url, false) {
+                if !self.trackers.contains_key(&next) && next != url {
+                    self.start_tracker(&next, port, key, ctx);
+                }
+            }
             return;
         };
         let mut config = TrackerConfig::new(parsed, self.info_hash, self.config.peer_id, port, key);
-        config.min_interval = self.config.min_announce_interval;
+        config.interval_floor = self.config.min_announce_interval;
         let me = ctx.address();
         let links = TrackerLinks {
             peers: me.clone().recipient(),
             stats: me.clone().recipient(),
             report: me.recipient(),
         };
-        let tracker = Tracker::new(config, links, self.log.clone()).start();
-        tracker.do_send(TrackerStart);
-        self.trackers.insert(url.to_string(), tracker);
+        match Tracker::new(config, links, self.log.clone()) {
+            Ok(tracker) => {
+                let tracker = tracker.start();
+                tracker.do_send(TrackerStart);
+                self.trackers.insert(url.to_string(), tracker);
+            }
+            Err(e) => {
+                warn!(self.log, "unusable tracker"; "url" => url, "error" => %e);
+                // Each URL fails at most once here, so this ends.
+                if let Some(next) = self.tiers.on_result(url, false) {
+                    if !self.trackers.contains_key(&next) {
+                        self.start_tracker(&next, port, key, ctx);
+                    }
+                }
+            }
+        }
     }
 
     // --- peers --------------------------------------------------------------------------

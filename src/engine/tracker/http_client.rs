@@ -1,0 +1,132 @@
+//! The HTTP side of a Tracker actor: one GET per announce, with a bounded body.
+//!
+//! It owns the `reqwest::Client` of one tracker URL and the limits on what a reply may
+//! cost us (time, redirects, body size). It must not build query strings or read
+//! bencode itself: `crate::tracker::http` does both.
+
+use std::time::Duration;
+
+use reqwest::redirect::Policy;
+use url::Url;
+
+use super::{error_chain, AnnounceError, TrackerConfig, TrackerError};
+use crate::tracker::http::{self, HttpError};
+use crate::tracker::{AnnounceRequest, AnnounceResponse};
+
+/// The most body bytes read from an error reply (4xx, 5xx) to look for a `failure
+/// reason`: such pages carry a short message or nothing useful at all.
+const ERROR_BODY_LIMIT: usize = 64 * 1024;
+
+/// Announces to one HTTP or HTTPS tracker. Cloning is cheap and shares the connection
+/// pool, so each announce future can own a copy.
+#[derive(Clone)]
+pub(super) struct HttpTransport {
+    /// The single client of this tracker, which keeps connections alive between
+    /// announces and applies the overall request timeout.
+    client: reqwest::Client,
+    /// The announce URL from the metainfo; the query is appended per announce.
+    base: Url,
+    /// The largest reply body accepted, so a hostile tracker cannot make us buffer
+    /// an endless stream.
+    max_body: usize,
+    /// The timeout the client was built with, named in the error when it fires.
+    timeout: Duration,
+}
+
+impl HttpTransport {
+    /// Builds the client for `config.url`.
+    pub(super) fn new(config: &TrackerConfig) -> Result<HttpTransport, TrackerError> {
+        let client = reqwest::Client::builder()
+            .timeout(config.request_timeout)
+            .connect_timeout(config.request_timeout)
+            .redirect(Policy::limited(config.max_redirects))
+            .user_agent(concat!("torrent-actors/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| TrackerError::HttpClient(error_chain(&e)))?;
+        Ok(HttpTransport {
+            client,
+            base: config.url.clone(),
+            max_body: config.max_body,
+            timeout: config.request_timeout,
+        })
+    }
+
+    /// Sends one announce and parses the reply.
+    pub(super) async fn announce(
+        &self,
+        request: &AnnounceRequest,
+    ) -> Result<AnnounceResponse, AnnounceError> {
+        let url = http::announce_url(&self.base, request).map_err(AnnounceError::HttpReply)?;
+        let mut response = self
+            .client
+            .get(url)
+            .send()
+            .await
+            .map_err(|e| self.request_error(e))?;
+        let status = response.status();
+        if !status.is_success() {
+            // Some trackers refuse with an error status and still explain themselves in
+            // a bencoded `failure reason`; that text tells the user more than a number.
+            let reason = read_capped(&mut response, ERROR_BODY_LIMIT)
+                .await
+                .ok()
+                .and_then(|body| match http::parse_announce_response(&body) {
+                    Err(HttpError::Failure(reason)) => Some(reason),
+                    _ => None,
+                });
+            return Err(match reason {
+                Some(reason) => AnnounceError::Refused(reason),
+                None => AnnounceError::Status(status.as_u16()),
+            });
+        }
+        let body = read_capped(&mut response, self.max_body)
+            .await
+            .map_err(|e| match e {
+                BodyError::TooLarge => AnnounceError::BodyTooLarge {
+                    limit: self.max_body,
+                },
+                BodyError::Transfer(e) => self.request_error(e),
+            })?;
+        http::parse_announce_response(&body).map_err(|e| match e {
+            HttpError::Failure(reason) => AnnounceError::Refused(reason),
+            other => AnnounceError::HttpReply(other),
+        })
+    }
+
+    /// Turns a client error into announce-error text without the request URL, which
+    /// carries the info-hash and, on private trackers, the user's passkey.
+    fn request_error(&self, error: reqwest::Error) -> AnnounceError {
+        if error.is_timeout() {
+            AnnounceError::TimedOut(self.timeout)
+        } else {
+            AnnounceError::Request(error_chain(&error.without_url()))
+        }
+    }
+}
+
+/// Why a body could not be read whole.
+enum BodyError {
+    /// It is longer than the limit.
+    TooLarge,
+    /// The transfer failed or timed out.
+    Transfer(reqwest::Error),
+}
+
+/// Reads the body chunk by chunk, giving up as soon as it would exceed `limit`, so the
+/// memory spent on one reply never exceeds the limit plus one chunk.
+async fn read_capped(response: &mut reqwest::Response, limit: usize) -> Result<Vec<u8>, BodyError> {
+    if response
+        .content_length()
+        .is_some_and(|length| length > limit as u64)
+    {
+        return Err(BodyError::TooLarge);
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(BodyError::Transfer)? {
+        if body.len().saturating_add(chunk.len()) > limit {
+            return Err(BodyError::TooLarge);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}

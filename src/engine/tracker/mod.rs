@@ -1,0 +1,670 @@
+//! The Tracker actor: one per tracker URL of a torrent, plus BEP 12 tier bookkeeping.
+//!
+//! A Tracker owns the announce cycle of its URL: the `started`, periodic, `completed`
+//! and `stopped` announces, the re-announce timer, the retry back-off, the tracker id an
+//! HTTP tracker asked us to echo, and the network client of its transport (HTTP in
+//! [`http_client`], UDP in [`udp_client`]). It asks the Coordinator for the transfer
+//! totals before each announce, and tells it about every peer list and every outcome.
+//!
+//! What it must not do: parse or encode tracker messages (`crate::tracker` does), decide
+//! which URL of a tier to use (the Coordinator does, with [`Tiers`]), connect to peers,
+//! or run more than one announce at a time.
+//!
+//! Choices worth knowing:
+//! - The next periodic announce waits for the tracker's `interval`, or its `min
+//!   interval` if that is longer, and never less than [`TrackerConfig::interval_floor`].
+//! - A failed announce is retried after [`TrackerConfig::retry_base`], doubling at every
+//!   further failure up to [`TrackerConfig::retry_cap`]; the event it carried (`started`
+//!   or `completed`) is carried again, since the tracker never saw it.
+//! - `stopped` is only sent to a tracker that may know us: one that accepted `started`,
+//!   or that was sent `started` and had not answered yet when the stop came.
+//! - Peers in the reply to `stopped` are not forwarded: we are leaving the swarm.
+
+use std::future::Future;
+use std::time::Duration;
+
+use actix::prelude::*;
+use slog::{debug, info, o, warn, Logger};
+use url::Url;
+
+use super::messages::{
+    AnnounceStats, AnnounceSummary, GetAnnounceStats, PeerSource, PeersFound, TrackerCompleted,
+    TrackerReport, TrackerStart, TrackerStop,
+};
+use crate::tracker::http::HttpError;
+use crate::tracker::udp::UdpError;
+use crate::tracker::{AnnounceRequest, AnnounceResponse, Event};
+use crate::{InfoHash, PeerId};
+
+mod http_client;
+mod tiers;
+mod udp_client;
+
+pub use tiers::Tiers;
+
+use http_client::HttpTransport;
+use udp_client::UdpTransport;
+
+/// Everything one Tracker actor needs to know, with the timing knobs tests shrink.
+#[derive(Debug, Clone)]
+pub struct TrackerConfig {
+    /// The announce URL: `http`, `https` or `udp`.
+    pub url: Url,
+    /// The torrent we announce.
+    pub info_hash: InfoHash,
+    /// Our peer id, the same for every tracker and peer of this session.
+    pub peer_id: PeerId,
+    /// The port we accept peer connections on, so the tracker can hand it out.
+    pub port: u16,
+    /// The random key of this session, so trackers recognise us across address changes.
+    pub key: u32,
+    /// How many peers to ask for per announce.
+    pub numwant: u32,
+    /// The most an HTTP announce may take, connecting and reading the body included.
+    pub request_timeout: Duration,
+    /// The most the `stopped` announce may take, so shutting down never hangs on a dead
+    /// tracker.
+    pub stop_timeout: Duration,
+    /// The most we wait for the Coordinator's transfer totals before announcing with
+    /// the last ones we had, so a busy Coordinator delays an announce only this long.
+    pub stats_timeout: Duration,
+    /// The shortest re-announce interval we accept, whatever the tracker says: a tracker
+    /// asking for announces every second would otherwise get them.
+    pub interval_floor: Duration,
+    /// The wait after the first failed announce.
+    pub retry_base: Duration,
+    /// The longest wait between retries, however many announces failed.
+    pub retry_cap: Duration,
+    /// The wait before the first UDP retransmit (BEP 15 says 15 s); later waits double.
+    pub udp_timeout_base: Duration,
+    /// How many times a UDP request is sent before the announce fails.
+    pub udp_max_attempts: u32,
+    /// The largest HTTP reply body we read; longer replies fail the announce.
+    pub max_body: usize,
+    /// How many HTTP redirects one announce may follow.
+    pub max_redirects: usize,
+}
+
+impl TrackerConfig {
+    /// A configuration with the defaults meant for real trackers.
+    pub fn new(url: Url, info_hash: InfoHash, peer_id: PeerId, port: u16, key: u32) -> Self {
+        TrackerConfig {
+            url,
+            info_hash,
+            peer_id,
+            port,
+            key,
+            numwant: 200,
+            request_timeout: Duration::from_secs(30),
+            stop_timeout: Duration::from_secs(5),
+            stats_timeout: Duration::from_secs(2),
+            interval_floor: Duration::from_secs(30),
+            retry_base: Duration::from_secs(15),
+            retry_cap: Duration::from_secs(30 * 60),
+            udp_timeout_base: Duration::from_secs(15),
+            udp_max_attempts: 8,
+            max_body: 2 * 1024 * 1024,
+            max_redirects: 3,
+        }
+    }
+}
+
+/// Where a Tracker sends what it learns, and whom it asks for the transfer totals:
+/// recipients rather than the Coordinator's address, so tests can stand in for it.
+#[derive(Clone)]
+pub struct TrackerLinks {
+    /// Receives every non-empty peer list.
+    pub peers: Recipient<PeersFound>,
+    /// Answers the uploaded, downloaded and left totals before each announce.
+    pub stats: Recipient<GetAnnounceStats>,
+    /// Receives the outcome of every announce.
+    pub report: Recipient<TrackerReport>,
+}
+
+/// Why a Tracker could not be built for a URL. Such a URL will never work, so it is
+/// refused up front rather than failing every announce.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TrackerError {
+    /// The scheme is not one we speak.
+    #[error("unsupported tracker url scheme {0:?}: expected http, https or udp")]
+    UnsupportedScheme(String),
+    /// A `udp://` URL without a host or a port.
+    #[error("udp tracker url {0} lacks a host or a port")]
+    IncompleteUdpUrl(String),
+    /// The HTTP client could not be set up (its TLS backend, typically).
+    #[error("cannot set up the http client: {0}")]
+    HttpClient(String),
+}
+
+/// Why one announce failed; its text is what `TrackerReport` carries.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum AnnounceError {
+    /// The tracker refused and said why (HTTP `failure reason`, UDP error action); the
+    /// text is the tracker's own.
+    #[error("{0}")]
+    Refused(String),
+    /// The HTTP request failed before a reply: connection refused, TLS, redirects.
+    #[error("http request failed: {0}")]
+    Request(String),
+    /// The HTTP request took longer than the configured timeout.
+    #[error("http request timed out after {0:?}")]
+    TimedOut(Duration),
+    /// The HTTP tracker answered with an error status and no `failure reason`.
+    #[error("http status {0}")]
+    Status(u16),
+    /// The HTTP body was longer than we accept.
+    #[error("reply body exceeds {limit} bytes")]
+    BodyTooLarge {
+        /// The configured limit.
+        limit: usize,
+    },
+    /// The HTTP body was not a valid announce reply.
+    #[error("bad http reply: {0}")]
+    HttpReply(HttpError),
+    /// The UDP reply was not a valid announce reply.
+    #[error("bad udp reply: {0}")]
+    UdpReply(UdpError),
+    /// The UDP tracker answered a request with a reply meant for another kind.
+    #[error("udp reply of the wrong kind")]
+    WrongReplyKind,
+    /// The tracker's host name did not resolve.
+    #[error("cannot resolve {host}: {reason}")]
+    Resolve {
+        /// The name from the URL.
+        host: String,
+        /// What the resolver said.
+        reason: String,
+    },
+    /// The UDP socket could not be opened or used.
+    #[error("udp socket error: {0}")]
+    Socket(String),
+    /// The UDP tracker never answered.
+    #[error("no reply from udp tracker after {attempts} attempts")]
+    NoReply {
+        /// How many times the request was sent.
+        attempts: u32,
+    },
+    /// The `stopped` announce did not finish within the stop timeout.
+    #[error("stopped announce gave no answer within {0:?}")]
+    StopTimedOut(Duration),
+}
+
+/// An error and its sources as one line, since many library errors keep the useful
+/// part (connection refused, timed out) in their source.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+/// The network side of one tracker URL.
+#[derive(Clone)]
+enum Transport {
+    /// An `http://` or `https://` tracker.
+    Http(HttpTransport),
+    /// A `udp://` tracker.
+    Udp(UdpTransport),
+}
+
+impl Transport {
+    /// Sends one announce over whichever protocol the URL names.
+    async fn announce(&self, request: &AnnounceRequest) -> Result<AnnounceResponse, AnnounceError> {
+        match self {
+            Transport::Http(http) => http.announce(request).await,
+            Transport::Udp(udp) => udp.announce(request).await,
+        }
+    }
+}
+
+/// The client for the protocol `config.url` names.
+fn transport_for(config: &TrackerConfig) -> Result<Transport, TrackerError> {
+    match config.url.scheme() {
+        "http" | "https" => Ok(Transport::Http(HttpTransport::new(config)?)),
+        "udp" => Ok(Transport::Udp(UdpTransport::new(config)?)),
+        other => Err(TrackerError::UnsupportedScheme(other.to_owned())),
+    }
+}
+
+/// Where the actor is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Built, waiting for `TrackerStart`.
+    Dormant,
+    /// Announcing.
+    Running,
+    /// `TrackerStop` arrived; only the `stopped` announce may still run.
+    Stopping,
+}
+
+/// The announce under way.
+struct InFlight {
+    /// Cancels it when the actor stops.
+    handle: SpawnHandle,
+    /// The event it carries, to know whether the tracker may have heard `started`.
+    event: Option<Event>,
+}
+
+/// What an announce future hands back to the actor.
+struct Attempt {
+    /// The totals it announced, remembered for when the Coordinator cannot answer.
+    stats: AnnounceStats,
+    /// The tracker's reply or why there was none.
+    result: Result<AnnounceResponse, AnnounceError>,
+}
+
+/// See the module documentation.
+pub struct Tracker {
+    /// URL, identity and timing knobs.
+    config: TrackerConfig,
+    /// The Coordinator's side.
+    links: TrackerLinks,
+    /// Tagged with the URL.
+    log: Logger,
+    /// The URL as the Coordinator knows it, for reports and peer sources.
+    url_text: String,
+    /// The client for this URL.
+    transport: Transport,
+    /// Dormant, running or stopping.
+    phase: Phase,
+    /// The event the next announce must carry: `started` until the tracker accepted it,
+    /// `completed` once the download finished and until the tracker accepted that.
+    owed_event: Option<Event>,
+    /// The tracker accepted our `started`, so it lists us and should hear `stopped`.
+    started_accepted: bool,
+    /// `TrackerCompleted` arrived; a second one is ignored.
+    completed_requested: bool,
+    /// The announce under way, at most one.
+    in_flight: Option<InFlight>,
+    /// The pending re-announce or retry.
+    timer: Option<SpawnHandle>,
+    /// Failed announces since the last success, for the back-off.
+    failures: u32,
+    /// The `tracker id` the tracker asked us to send back, if any.
+    tracker_id: Option<Vec<u8>>,
+    /// The totals of the last announce, used when the Coordinator does not answer.
+    last_stats: AnnounceStats,
+}
+
+impl Tracker {
+    /// A dormant tracker for `config.url`; nothing is sent before `TrackerStart`.
+    pub fn new(
+        config: TrackerConfig,
+        links: TrackerLinks,
+        log: Logger,
+    ) -> Result<Tracker, TrackerError> {
+        let transport = transport_for(&config)?;
+        let url_text = config.url.to_string();
+        Ok(Tracker {
+            log: log.new(o!("tracker" => url_text.clone())),
+            url_text,
+            transport,
+            config,
+            links,
+            phase: Phase::Dormant,
+            owed_event: None,
+            started_accepted: false,
+            completed_requested: false,
+            in_flight: None,
+            timer: None,
+            failures: 0,
+            tracker_id: None,
+            last_stats: AnnounceStats::default(),
+        })
+    }
+
+    /// A future that asks the Coordinator for the totals and sends one announce with
+    /// `event`. It owns everything it needs, so the actor stays free meanwhile.
+    fn announce_future(&self, event: Option<Event>) -> impl Future<Output = Attempt> + 'static {
+        let mut request = AnnounceRequest::new(
+            self.config.info_hash,
+            self.config.peer_id,
+            self.config.port,
+            self.config.key,
+        );
+        request.event = event;
+        request.numwant = Some(self.config.numwant);
+        request.tracker_id = self.tracker_id.clone();
+        let stats_link = self.links.stats.clone();
+        let stats_timeout = self.config.stats_timeout;
+        let fallback = self.last_stats;
+        let transport = self.transport.clone();
+        let log = self.log.clone();
+        async move {
+            let stats = match tokio::time::timeout(stats_timeout, stats_link.send(GetAnnounceStats))
+                .await
+            {
+                Ok(Ok(stats)) => stats,
+                Ok(Err(e)) => {
+                    debug!(log, "no announce totals, reusing the last ones"; "why" => %e);
+                    fallback
+                }
+                Err(_) => {
+                    debug!(log, "announce totals late, reusing the last ones");
+                    fallback
+                }
+            };
+            request.uploaded = stats.uploaded;
+            request.downloaded = stats.downloaded;
+            request.left = stats.left;
+            let result = transport.announce(&request).await;
+            Attempt { stats, result }
+        }
+    }
+
+    /// Announces now, unless an announce is already under way: that one's completion
+    /// looks at `owed_event` and announces again at once if an event is still owed.
+    fn announce_now(&mut self, ctx: &mut Context<Self>) {
+        if let Some(timer) = self.timer.take() {
+            ctx.cancel_future(timer);
+        }
+        if self.in_flight.is_some() {
+            return;
+        }
+        let event = self.owed_event;
+        debug!(self.log, "announcing"; "event" => event.map_or("none", Event::as_str));
+        let handle = ctx.spawn(
+            self.announce_future(event)
+                .into_actor(self)
+                .map(move |attempt, act, ctx| act.announce_finished(event, attempt, ctx)),
+        );
+        self.in_flight = Some(InFlight { handle, event });
+    }
+
+    /// Handles the outcome of a `started`, periodic or `completed` announce: forwards
+    /// peers, reports, and sets the timer for the next one.
+    fn announce_finished(
+        &mut self,
+        event: Option<Event>,
+        attempt: Attempt,
+        ctx: &mut Context<Self>,
+    ) {
+        self.in_flight = None;
+        self.last_stats = attempt.stats;
+        match attempt.result {
+            Ok(response) => {
+                self.failures = 0;
+                if response.tracker_id.is_some() {
+                    self.tracker_id = response.tracker_id.clone();
+                }
+                if self.owed_event == event {
+                    self.owed_event = None;
+                }
+                if event == Some(Event::Started) {
+                    self.started_accepted = true;
+                    // A download that finished while `started` was still unanswered owes
+                    // the tracker its `completed` now.
+                    if self.completed_requested {
+                        self.owed_event = Some(Event::Completed);
+                    }
+                }
+                let delay = next_announce_delay(&response, self.config.interval_floor);
+                self.forward(response, delay, true);
+                if self.owed_event.is_some() {
+                    self.announce_now(ctx);
+                } else {
+                    self.schedule(delay, ctx);
+                }
+            }
+            Err(error) => {
+                self.failures = self.failures.saturating_add(1);
+                let delay =
+                    retry_delay(self.failures, self.config.retry_base, self.config.retry_cap);
+                info!(self.log, "announce failed";
+                      "error" => %error, "failures" => self.failures, "retry_in" => ?delay);
+                self.report(Err(error.to_string()));
+                self.schedule(delay, ctx);
+            }
+        }
+    }
+
+    /// Sends a successful reply's peers (when `with_peers` and there are any) and its
+    /// summary to the Coordinator.
+    fn forward(&self, response: AnnounceResponse, next: Duration, with_peers: bool) {
+        if let Some(warning) = &response.warning {
+            warn!(self.log, "tracker warning"; "message" => warning);
+        }
+        debug!(self.log, "announce answered";
+               "peers" => response.peers.len(), "next_in" => ?next);
+        let summary = AnnounceSummary {
+            peers: response.peers.len(),
+            seeders: response.complete,
+            leechers: response.incomplete,
+            interval: next,
+            warning: response.warning,
+        };
+        if with_peers && !response.peers.is_empty() {
+            self.links.peers.do_send(PeersFound {
+                peers: response.peers,
+                source: PeerSource::Tracker(self.url_text.clone()),
+            });
+        }
+        self.report(Ok(summary));
+    }
+
+    /// Tells the Coordinator how an announce went.
+    fn report(&self, outcome: Result<AnnounceSummary, String>) {
+        self.links.report.do_send(TrackerReport {
+            url: self.url_text.clone(),
+            outcome,
+        });
+    }
+
+    /// Announces again after `delay`.
+    fn schedule(&mut self, delay: Duration, ctx: &mut Context<Self>) {
+        if let Some(timer) = self.timer.take() {
+            ctx.cancel_future(timer);
+        }
+        self.timer = Some(ctx.run_later(delay, |act, ctx| {
+            act.timer = None;
+            act.announce_now(ctx);
+        }));
+    }
+}
+
+/// How long to wait before the next periodic announce after a successful one.
+fn next_announce_delay(response: &AnnounceResponse, floor: Duration) -> Duration {
+    response
+        .interval
+        .max(response.min_interval.unwrap_or_default())
+        .max(floor)
+}
+
+/// How long to wait before retrying after `failures` failed announces in a row (at
+/// least one): `base`, doubled per further failure, never more than `cap`.
+fn retry_delay(failures: u32, base: Duration, cap: Duration) -> Duration {
+    // Past 2^20 times the base the cap has long been reached; the bound keeps the shift
+    // and the multiplication far from overflow.
+    let doublings = failures.saturating_sub(1).min(20);
+    base.saturating_mul(1 << doublings).min(cap)
+}
+
+impl Actor for Tracker {
+    type Context = Context<Self>;
+
+    fn stopped(&mut self, _ctx: &mut Self::Context) {
+        debug!(self.log, "tracker actor stopped");
+    }
+}
+
+impl Handler<TrackerStart> for Tracker {
+    type Result = ();
+
+    fn handle(&mut self, _: TrackerStart, ctx: &mut Self::Context) {
+        if self.phase != Phase::Dormant {
+            debug!(self.log, "already started; TrackerStart ignored");
+            return;
+        }
+        self.phase = Phase::Running;
+        self.owed_event = Some(Event::Started);
+        self.announce_now(ctx);
+    }
+}
+
+impl Handler<TrackerCompleted> for Tracker {
+    type Result = ();
+
+    fn handle(&mut self, _: TrackerCompleted, ctx: &mut Self::Context) {
+        if self.phase != Phase::Running || self.completed_requested {
+            debug!(self.log, "TrackerCompleted ignored"; "phase" => ?self.phase);
+            return;
+        }
+        self.completed_requested = true;
+        // Before the tracker accepted `started` it does not know us; the `completed` is
+        // sent right after `started` succeeds instead (see `announce_finished`).
+        if self.started_accepted {
+            self.owed_event = Some(Event::Completed);
+            self.announce_now(ctx);
+        }
+    }
+}
+
+impl Handler<TrackerStop> for Tracker {
+    type Result = ResponseActFuture<Self, ()>;
+
+    fn handle(&mut self, _: TrackerStop, ctx: &mut Self::Context) -> Self::Result {
+        if self.phase == Phase::Stopping {
+            // The first TrackerStop is already seeing the actor out.
+            return Box::pin(fut::ready(()));
+        }
+        self.phase = Phase::Stopping;
+        if let Some(timer) = self.timer.take() {
+            ctx.cancel_future(timer);
+        }
+        let mut started_unanswered = false;
+        if let Some(in_flight) = self.in_flight.take() {
+            ctx.cancel_future(in_flight.handle);
+            started_unanswered = in_flight.event == Some(Event::Started);
+        }
+        if !self.started_accepted && !started_unanswered {
+            debug!(
+                self.log,
+                "stopping without a stopped announce: the tracker does not know us"
+            );
+            // Stopping inside the reply future, not here: a stopping context polls no
+            // spawned futures, and the reply is sent by one.
+            return Box::pin(fut::ready(()).map(|(), _act, ctx: &mut Context<Self>| ctx.stop()));
+        }
+        let limit = self.config.stop_timeout;
+        let announce = tokio::time::timeout(limit, self.announce_future(Some(Event::Stopped)));
+        Box::pin(announce.into_actor(self).map(move |finished, act, ctx| {
+            match finished {
+                Ok(Attempt {
+                    result: Ok(response),
+                    ..
+                }) => {
+                    let delay = next_announce_delay(&response, act.config.interval_floor);
+                    act.forward(response, delay, false);
+                }
+                Ok(Attempt {
+                    result: Err(error), ..
+                }) => {
+                    info!(act.log, "stopped announce failed"; "error" => %error);
+                    act.report(Err(error.to_string()));
+                }
+                Err(_elapsed) => {
+                    let error = AnnounceError::StopTimedOut(limit);
+                    info!(act.log, "stopped announce failed"; "error" => %error);
+                    act.report(Err(error.to_string()));
+                }
+            }
+            ctx.stop();
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn response(interval: u64, min_interval: Option<u64>) -> AnnounceResponse {
+        AnnounceResponse {
+            interval: Duration::from_secs(interval),
+            min_interval: min_interval.map(Duration::from_secs),
+            complete: None,
+            incomplete: None,
+            tracker_id: None,
+            warning: None,
+            peers: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn reannounce_waits_for_the_longer_of_interval_and_min_interval() {
+        let floor = Duration::from_secs(30);
+        assert_eq!(
+            next_announce_delay(&response(1800, None), floor),
+            Duration::from_secs(1800)
+        );
+        assert_eq!(
+            next_announce_delay(&response(60, Some(900)), floor),
+            Duration::from_secs(900)
+        );
+        assert_eq!(
+            next_announce_delay(&response(900, Some(60)), floor),
+            Duration::from_secs(900)
+        );
+    }
+
+    #[test]
+    fn reannounce_never_comes_sooner_than_the_floor() {
+        let floor = Duration::from_secs(30);
+        assert_eq!(next_announce_delay(&response(0, None), floor), floor);
+        assert_eq!(next_announce_delay(&response(5, Some(10)), floor), floor);
+    }
+
+    #[test]
+    fn retry_back_off_doubles_from_the_base_up_to_the_cap() {
+        let base = Duration::from_secs(15);
+        let cap = Duration::from_secs(30 * 60);
+        let delays: Vec<u64> = (1..=9)
+            .map(|n| retry_delay(n, base, cap).as_secs())
+            .collect();
+        assert_eq!(delays, [15, 30, 60, 120, 240, 480, 960, 1800, 1800]);
+        assert_eq!(retry_delay(u32::MAX, base, cap), cap);
+        assert_eq!(retry_delay(0, base, cap), base);
+    }
+
+    #[test]
+    fn error_chain_names_every_distinct_cause_once() {
+        let inner = std::io::Error::other("connection refused");
+        let outer = std::io::Error::other(inner);
+        assert_eq!(error_chain(&outer), "connection refused");
+        #[derive(Debug, thiserror::Error)]
+        #[error("sending failed")]
+        struct Wrapper(#[source] std::io::Error);
+        let wrapped = Wrapper(std::io::Error::other("timed out"));
+        assert_eq!(error_chain(&wrapped), "sending failed: timed out");
+    }
+
+    fn config(url: &str) -> TrackerConfig {
+        TrackerConfig::new(
+            Url::parse(url).unwrap(),
+            InfoHash([1; 20]),
+            PeerId([2; 20]),
+            6881,
+            3,
+        )
+    }
+
+    #[test]
+    fn unusable_urls_are_refused_when_the_actor_is_built() {
+        assert!(matches!(
+            transport_for(&config("wss://tracker.example/announce")),
+            Err(TrackerError::UnsupportedScheme(s)) if s == "wss"
+        ));
+        assert!(matches!(
+            transport_for(&config("udp://tracker.example/announce")),
+            Err(TrackerError::IncompleteUdpUrl(_))
+        ));
+        assert!(transport_for(&config("udp://tracker.example:6969/announce")).is_ok());
+        assert!(transport_for(&config("http://tracker.example/announce")).is_ok());
+    }
+}
