@@ -8,8 +8,8 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use crate::support::{
-    assert_same_files, make_torrent, read_metainfo, run_until, ChildGuard, LtSeeder, Payload,
-    SeedOpts,
+    assert_same_files, free_port, make_torrent, read_metainfo, run_until, with_announce,
+    ChildGuard, LtSeeder, Payload, SeedOpts, Tracker,
 };
 
 const GET_LIMIT: Duration = Duration::from_secs(120);
@@ -317,4 +317,56 @@ fn slow_disk_slows_the_peers_instead_of_growing_memory() {
         peak_kib < limit_kib,
         "peak RSS {peak_kib} KiB for a 64 MiB download with a 12 MiB budget"
     );
+}
+
+/// A torrent announced at `urls` (one tier each) for a payload whose info-hash the
+/// tracker must whitelist before it starts: the torrent is made without trackers first,
+/// then again with them (no creation date, so the info-hash is the same).
+fn tracked_fixture(multi: bool, len: u64, piece_exp: u32) -> (Fixture, Tracker) {
+    let f = fixture(multi, len, piece_exp);
+    let hash = read_metainfo(&f.torrent).info_hash;
+    let tracker = Tracker::start(&[hash]);
+    (f, tracker)
+}
+
+#[test]
+fn get_finds_two_seeders_through_an_http_tracker() {
+    let (f, tracker) = tracked_fixture(true, 0, 15);
+    let announced = f.torrent.with_extension("http.torrent");
+    with_announce(&f.torrent, &announced, &tracker.http_url());
+    let a = LtSeeder::start(&announced, &f.payload.dir, SeedOpts::default());
+    let b = LtSeeder::start(&announced, &f.payload.dir, SeedOpts::default());
+    run_get(&announced, &f.out, &[]);
+    assert_same_files(&f.payload.dir, &f.out, &f.payload.files);
+    drop((a, b));
+}
+
+#[test]
+fn get_finds_a_seeder_through_a_udp_tracker() {
+    let (f, tracker) = tracked_fixture(false, 3 * 1024 * 1024 + 7, 15);
+    let announced = f.torrent.with_extension("udp.torrent");
+    with_announce(&f.torrent, &announced, &tracker.udp_url());
+    let seeder = LtSeeder::start(&announced, &f.payload.dir, SeedOpts::default());
+    run_get(&announced, &f.out, &[]);
+    assert_same_files(&f.payload.dir, &f.out, &f.payload.files);
+    drop(seeder);
+}
+
+#[test]
+fn a_dead_tracker_tier_does_not_stop_the_download_while_another_works() {
+    let (f, tracker) = tracked_fixture(false, 2 * 1024 * 1024, 15);
+    // Nothing listens on this port: the first tier fails, the second works.
+    let dead = format!("http://127.0.0.1:{}/announce", free_port());
+    let announced = f.torrent.with_extension("tiers.torrent");
+    let hash = make_torrent(
+        &f.payload.root(),
+        &announced,
+        15,
+        &[dead, tracker.http_url()],
+    );
+    assert_eq!(hash, read_metainfo(&f.torrent).info_hash);
+    let seeder = LtSeeder::start(&announced, &f.payload.dir, SeedOpts::default());
+    run_get(&announced, &f.out, &[]);
+    assert_same_files(&f.payload.dir, &f.out, &f.payload.files);
+    drop(seeder);
 }
