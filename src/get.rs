@@ -10,9 +10,8 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use futures::channel::oneshot;
 use indicatif::{HumanBytes, ProgressBar, ProgressStyle};
-use torrent_actors::engine::coordinator::{
-    Coordinator, EngineConfig, FailureKind, Phase, Progress, Shutdown, TorrentEvent, TorrentParams,
-};
+use torrent_actors::engine::coordinator::{Coordinator, EngineConfig, TorrentParams};
+use torrent_actors::engine::messages::{FailureKind, Phase, Progress, Shutdown, TorrentEvent};
 use torrent_actors::metainfo::Metainfo;
 use torrent_actors::PeerId;
 

@@ -24,9 +24,9 @@ use super::connection::{self, ConnectTimeouts};
 use super::messages::*;
 use super::peer::{Peer, PeerConfig, PeerParts};
 use super::picker::{BlockOutcome, Picker};
-use super::piece_manager::{ForgetPiece, MarkDone, PieceManager, PieceManagerLinks};
+use super::piece_manager::{PieceManager, PieceManagerLinks};
 use super::resume::{plan_start, ResumeData};
-use super::storage::{CloseStorage, FileWriter, Hasher, OpenStorage, ReadPiece, SaveResume};
+use super::storage::{FileWriter, Hasher};
 use super::tracker::{Tiers, Tracker, TrackerConfig, TrackerLinks};
 use super::PeerKey;
 use crate::layout::{Layout, PieceIndex};
@@ -111,64 +111,6 @@ impl EngineConfig {
         }
     }
 }
-
-/// What a torrent tells the face (the command line, later the daemon).
-#[derive(Message, Debug, Clone)]
-#[rtype(result = "()")]
-pub enum TorrentEvent {
-    /// Periodic status.
-    Progress(Progress),
-    /// Every wanted piece is verified and on disk; files are synced.
-    Completed(Progress),
-    /// The torrent cannot continue (disk full, unwritable folder).
-    Failed(FailureKind, String),
-}
-
-/// Classes of fatal failure, so the face can choose an exit code.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FailureKind {
-    /// The disk is full.
-    DiskFull,
-    /// Another filesystem error (permission denied, folder not writable).
-    Storage,
-}
-
-/// A snapshot for display.
-#[derive(Debug, Clone, Default)]
-pub struct Progress {
-    /// Checking existing data, downloading, or complete.
-    pub phase: Phase,
-    /// Wanted bytes in total.
-    pub total_bytes: u64,
-    /// Wanted bytes verified.
-    pub verified_bytes: u64,
-    /// Pieces checked so far at start, and how many to check.
-    pub checked: (usize, usize),
-    /// Connected peers.
-    pub peers: usize,
-    /// Verified bytes per second over the last few seconds.
-    pub rate: f64,
-    /// Bytes verified by this run (not counting what was on disk before).
-    pub downloaded_this_run: u64,
-}
-
-/// Where a torrent is in its life.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum Phase {
-    /// Opening files and checking existing data.
-    #[default]
-    Checking,
-    /// Fetching pieces.
-    Downloading,
-    /// Everything wanted is verified.
-    Complete,
-}
-
-/// Face → Coordinator: stop the torrent cleanly. Replies once the resume file is saved,
-/// `stopped` announced (bounded in time) and files closed.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Shutdown;
 
 /// A connected peer, as the Coordinator sees it.
 struct PeerEntry {
@@ -329,7 +271,7 @@ impl Coordinator {
 
     // --- start-up ---------------------------------------------------------------------
 
-    fn begin_check(&mut self, report: super::storage::OpenReport, ctx: &mut Context<Self>) {
+    fn begin_check(&mut self, report: OpenReport, ctx: &mut Context<Self>) {
         let resume = report.resume.as_deref().and_then(|bytes| {
             match ResumeData::parse(bytes, self.info_hash, &self.layout) {
                 Ok(r) => Some(r),

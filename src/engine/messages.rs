@@ -11,6 +11,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use bytes::Bytes;
 
+use super::resume::{FileRecord, ResumeData};
 use super::PeerKey;
 use crate::layout::PieceIndex;
 use crate::wire::{Bitfield, BlockRequest};
@@ -315,3 +316,139 @@ pub struct TrackerCompleted;
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct TrackerStop;
+
+// ---------------------------------------------------------------------------------------
+// PieceManager housekeeping (Coordinator → PieceManager)
+// ---------------------------------------------------------------------------------------
+
+/// Coordinator → PieceManager: a piece failed and will be fetched again; forget any
+/// blocks of it still being assembled (late endgame copies of the bad data).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ForgetPiece {
+    /// Which piece.
+    pub piece: PieceIndex,
+}
+
+/// Coordinator → PieceManager: pieces found good on disk at start (hash check), so their
+/// blocks are never assembled again.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct MarkDone {
+    /// The pieces.
+    pub pieces: Vec<PieceIndex>,
+}
+
+// ---------------------------------------------------------------------------------------
+// Coordinator → FileWriter
+// ---------------------------------------------------------------------------------------
+
+/// Coordinator → FileWriter: create the folders and files (at their final size) and say
+/// what was there before, for the resume check.
+#[derive(Message)]
+#[rtype(result = "Result<OpenReport, StorageError>")]
+pub struct OpenStorage;
+
+/// What [`OpenStorage`] found.
+#[derive(Debug, Clone)]
+pub struct OpenReport {
+    /// Per file: its size and time before we touched it, `None` if it did not exist.
+    pub before: Vec<FileRecord>,
+    /// The resume file's bytes, if there was one.
+    pub resume: Option<Vec<u8>>,
+}
+
+/// Coordinator or Peer → FileWriter: read a whole piece back (to check existing data, or
+/// to serve it).
+#[derive(Message)]
+#[rtype(result = "Result<Bytes, StorageError>")]
+pub struct ReadPiece {
+    /// Which piece.
+    pub piece: PieceIndex,
+}
+
+/// Coordinator → FileWriter: record which pieces are verified. The file is written to a
+/// temporary name, synced and renamed over the old one, so a crash at any moment leaves
+/// the old or the new file. Data files are not synced here: the FileWriter's single thread
+/// has already written every piece the record names, and a process crash does not lose
+/// the page cache. Syncing them on every save would stall the writer (and, through
+/// backpressure, the peers) for the whole writeback. They are synced by [`CloseStorage`].
+#[derive(Message)]
+#[rtype(result = "Result<(), StorageError>")]
+pub struct SaveResume {
+    /// The state to record; the writer fills in the file sizes and times.
+    pub data: ResumeData,
+}
+
+/// Coordinator → FileWriter: close every file (end of download or shutdown), syncing the
+/// written ones to disk first if asked. Without the sync the data is in the page cache,
+/// which a process crash does not lose; syncing 1 GiB takes about 1.4 s here, so it is the
+/// user's choice (`get --fsync`).
+#[derive(Message)]
+#[rtype(result = "Result<(), StorageError>")]
+pub struct CloseStorage {
+    /// Sync written files before closing them.
+    pub sync: bool,
+}
+
+// ---------------------------------------------------------------------------------------
+// Torrent ↔ face (the command line, later the daemon)
+// ---------------------------------------------------------------------------------------
+
+/// What a torrent tells the face (the command line, later the daemon).
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub enum TorrentEvent {
+    /// Periodic status.
+    Progress(Progress),
+    /// Every wanted piece is verified and on disk; files are synced.
+    Completed(Progress),
+    /// The torrent cannot continue (disk full, unwritable folder).
+    Failed(FailureKind, String),
+}
+
+/// Classes of fatal failure, so the face can choose an exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// The disk is full.
+    DiskFull,
+    /// Another filesystem error (permission denied, folder not writable).
+    Storage,
+}
+
+/// A snapshot for display.
+#[derive(Debug, Clone, Default)]
+pub struct Progress {
+    /// Checking existing data, downloading, or complete.
+    pub phase: Phase,
+    /// Wanted bytes in total.
+    pub total_bytes: u64,
+    /// Wanted bytes verified.
+    pub verified_bytes: u64,
+    /// Pieces checked so far at start, and how many to check.
+    pub checked: (usize, usize),
+    /// Connected peers.
+    pub peers: usize,
+    /// Verified bytes per second over the last few seconds.
+    pub rate: f64,
+    /// Bytes verified by this run (not counting what was on disk before).
+    pub downloaded_this_run: u64,
+}
+
+/// Where a torrent is in its life.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Phase {
+    /// Opening files and checking existing data.
+    #[default]
+    Checking,
+    /// Fetching pieces.
+    Downloading,
+    /// Everything wanted is verified.
+    Complete,
+}
+
+/// Face → Coordinator: stop the torrent cleanly. Replies once the resume file is saved,
+/// `stopped` announced (bounded in time) and files closed.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Shutdown;

@@ -21,7 +21,8 @@ use futures::channel::oneshot;
 use slog::{debug, warn, Logger};
 
 use super::messages::{
-    HashPiece, PieceFailed, PieceVerified, StorageError, StorageFailed, StoreBlock, WritePiece,
+    ForgetPiece, HashPiece, MarkDone, PieceFailed, PieceVerified, StorageError, StorageFailed,
+    StoreBlock, WritePiece,
 };
 use super::storage::{FileWriter, Hasher};
 use super::PeerKey;
@@ -220,30 +221,12 @@ impl Handler<StoreBlock> for PieceManager {
     }
 }
 
-/// Coordinator → PieceManager: a piece failed and will be fetched again; forget any
-/// blocks of it still being assembled (late endgame copies of the bad data).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct ForgetPiece {
-    /// Which piece.
-    pub piece: PieceIndex,
-}
-
 impl Handler<ForgetPiece> for PieceManager {
     type Result = ();
 
     fn handle(&mut self, msg: ForgetPiece, _: &mut Context<Self>) {
         self.assembling.remove(&msg.piece.get());
     }
-}
-
-/// Coordinator → PieceManager: pieces found good on disk at start (hash check), so their
-/// blocks are never assembled again.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct MarkDone {
-    /// The pieces.
-    pub pieces: Vec<PieceIndex>,
 }
 
 impl Handler<MarkDone> for PieceManager {

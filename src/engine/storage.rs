@@ -18,9 +18,12 @@ use actix::prelude::*;
 use bytes::Bytes;
 use sha1::{Digest, Sha1};
 
-use super::messages::{HashPiece, StorageError, WritePiece};
-use super::resume::{FileRecord, ResumeData};
-use crate::layout::{Layout, PieceIndex};
+use super::messages::{
+    CloseStorage, HashPiece, OpenReport, OpenStorage, ReadPiece, SaveResume, StorageError,
+    WritePiece,
+};
+use super::resume::FileRecord;
+use crate::layout::Layout;
 
 /// Hashes pieces; runs as a SyncArbiter pool sized to the cores.
 pub struct Hasher;
@@ -157,21 +160,6 @@ impl Actor for FileWriter {
     type Context = SyncContext<Self>;
 }
 
-/// Coordinator → FileWriter: create the folders and files (at their final size) and say
-/// what was there before, for the resume check.
-#[derive(Message)]
-#[rtype(result = "Result<OpenReport, StorageError>")]
-pub struct OpenStorage;
-
-/// What [`OpenStorage`] found.
-#[derive(Debug, Clone)]
-pub struct OpenReport {
-    /// Per file: its size and time before we touched it, `None` if it did not exist.
-    pub before: Vec<FileRecord>,
-    /// The resume file's bytes, if there was one.
-    pub resume: Option<Vec<u8>>,
-}
-
 impl Handler<OpenStorage> for FileWriter {
     type Result = Result<OpenReport, StorageError>;
 
@@ -251,15 +239,6 @@ impl Handler<WritePiece> for FileWriter {
     }
 }
 
-/// Coordinator or Peer → FileWriter: read a whole piece back (to check existing data, or
-/// to serve it).
-#[derive(Message)]
-#[rtype(result = "Result<Bytes, StorageError>")]
-pub struct ReadPiece {
-    /// Which piece.
-    pub piece: PieceIndex,
-}
-
 impl Handler<ReadPiece> for FileWriter {
     type Result = Result<Bytes, StorageError>;
 
@@ -284,19 +263,6 @@ impl Handler<ReadPiece> for FileWriter {
     }
 }
 
-/// Coordinator → FileWriter: record which pieces are verified. The file is written to a
-/// temporary name, synced and renamed over the old one, so a crash at any moment leaves
-/// the old or the new file. Data files are not synced here: the FileWriter's single thread
-/// has already written every piece the record names, and a process crash does not lose
-/// the page cache. Syncing them on every save would stall the writer (and, through
-/// backpressure, the peers) for the whole writeback. They are synced by [`CloseStorage`].
-#[derive(Message)]
-#[rtype(result = "Result<(), StorageError>")]
-pub struct SaveResume {
-    /// The state to record; the writer fills in the file sizes and times.
-    pub data: ResumeData,
-}
-
 impl Handler<SaveResume> for FileWriter {
     type Result = Result<(), StorageError>;
 
@@ -318,17 +284,6 @@ impl Handler<SaveResume> for FileWriter {
         };
         write().map_err(|e| storage_error(&path, &e))
     }
-}
-
-/// Coordinator → FileWriter: close every file (end of download or shutdown), syncing the
-/// written ones to disk first if asked. Without the sync the data is in the page cache,
-/// which a process crash does not lose; syncing 1 GiB takes about 1.4 s here, so it is the
-/// user's choice (`get --fsync`).
-#[derive(Message)]
-#[rtype(result = "Result<(), StorageError>")]
-pub struct CloseStorage {
-    /// Sync written files before closing them.
-    pub sync: bool,
 }
 
 impl Handler<CloseStorage> for FileWriter {
