@@ -3,11 +3,13 @@
 //! See ARCHITECTURE.md for the actor roster, who owns which state, and how load is
 //! bounded. The picker and the resume plan are pure; the rest are actors.
 
+pub mod choker;
 pub mod connection;
 pub mod coordinator;
 pub mod messages;
 pub mod peer;
 pub mod picker;
+pub mod ratelimit;
 pub mod piece_manager;
 pub mod resume;
 pub mod storage;

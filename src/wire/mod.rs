@@ -10,6 +10,7 @@
 //! codecs here through `tokio_util::codec::Framed`.
 
 mod bitfield;
+pub mod fast;
 mod codec;
 mod handshake;
 mod message;
