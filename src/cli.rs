@@ -1,10 +1,11 @@
 //! The command line: raw arguments in, a validated command out. Nothing here downloads or
 //! parses torrents; `main.rs` runs what this module describes.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
 /// A BitTorrent client built as an actor system.
 #[derive(Debug, Parser)]
@@ -24,43 +25,70 @@ pub enum Command {
         torrent: PathBuf,
     },
     /// Download a torrent: find peers through its trackers, fetch and verify every piece,
-    /// write the files, and exit once all of them are complete.
+    /// write the files, and exit once all of them are complete (or keep seeding).
     Get {
         /// The folder the torrent's file or folder is written under.
         #[arg(short = 'o', long = "output", default_value = ".")]
         output: PathBuf,
-        /// The TCP port to accept peers on (0 picks a free one).
-        #[arg(long, default_value_t = 6881)]
-        port: u16,
-        /// The address to accept peers on.
-        #[arg(long, default_value = "0.0.0.0", value_name = "IP")]
-        bind: std::net::IpAddr,
-        /// The most peers to be connected to at once.
-        #[arg(long, default_value_t = 50)]
-        max_peers: usize,
-        /// A peer to connect to besides the trackers' (HOST:PORT); may be repeated.
-        #[arg(long = "peer", value_name = "HOST:PORT")]
-        peers: Vec<SocketAddr>,
-        /// Give up after this many seconds with no peer connected.
-        #[arg(long, default_value_t = 120, value_name = "SECONDS")]
-        peer_timeout: u64,
-        /// Memory for pieces requested but not yet verified, in MiB.
-        #[arg(long, default_value_t = 32, value_name = "MIB")]
-        max_in_progress_mib: u64,
-        /// Memory for complete pieces waiting for their hash and write, in MiB.
-        #[arg(long, default_value_t = 16, value_name = "MIB")]
-        max_pending_mib: u64,
-        /// Sync the files to disk before exiting (slower; guards against a power loss
-        /// right after the download, which the page cache alone does not survive).
+        /// Keep seeding after the download completes, until stopped or a limit is reached.
         #[arg(long)]
-        fsync: bool,
-        /// Slow every piece write by this many milliseconds (for testing backpressure).
-        #[arg(long, default_value_t = 0, hide = true)]
-        debug_write_delay_ms: u64,
-        /// More log output on stderr (-v information, -vv debugging).
-        #[arg(short, long, action = clap::ArgAction::Count)]
-        verbose: u8,
-        /// The .torrent file.
-        torrent: PathBuf,
+        seed: bool,
+        /// With --seed: stop once we have uploaded this many times the torrent's size.
+        #[arg(long, value_name = "RATIO", requires = "seed")]
+        seed_ratio: Option<f64>,
+        /// With --seed: stop after seeding this long (e.g. 90s, 30m, 2h).
+        #[arg(long, value_name = "DURATION", requires = "seed", value_parser = humantime::parse_duration)]
+        seed_time: Option<Duration>,
+        #[command(flatten)]
+        engine: EngineArgs,
     },
+    /// Seed a torrent from data already on disk: check it, then serve it until stopped.
+    Seed {
+        /// The folder the torrent's file or folder is under.
+        #[arg(short = 'd', long = "dir")]
+        dir: PathBuf,
+        #[command(flatten)]
+        engine: EngineArgs,
+    },
+}
+
+/// Options shared by the commands that run the engine.
+#[derive(Debug, Args)]
+pub struct EngineArgs {
+    /// The TCP port to accept peers on (0 picks a free one).
+    #[arg(long, default_value_t = 6881)]
+    pub port: u16,
+    /// The address to accept peers on.
+    #[arg(long, default_value = "0.0.0.0", value_name = "IP")]
+    pub bind: IpAddr,
+    /// The most peers to be connected to at once.
+    #[arg(long, default_value_t = 50)]
+    pub max_peers: usize,
+    /// Peers we upload to at once, besides one optimistic unchoke (0 for no limit).
+    #[arg(long, default_value_t = 4)]
+    pub upload_slots: usize,
+    /// A peer to connect to besides the trackers' (HOST:PORT); may be repeated.
+    #[arg(long = "peer", value_name = "HOST:PORT")]
+    pub peers: Vec<SocketAddr>,
+    /// Give up after this many seconds with no peer connected while downloading.
+    #[arg(long, default_value_t = 120, value_name = "SECONDS")]
+    pub peer_timeout: u64,
+    /// Memory for pieces requested but not yet verified, in MiB.
+    #[arg(long, default_value_t = 32, value_name = "MIB")]
+    pub max_in_progress_mib: u64,
+    /// Memory for complete pieces waiting for their hash and write, in MiB.
+    #[arg(long, default_value_t = 16, value_name = "MIB")]
+    pub max_pending_mib: u64,
+    /// Sync the files to disk before exiting (slower; guards against a power loss right
+    /// after the download, which the page cache alone does not survive).
+    #[arg(long)]
+    pub fsync: bool,
+    /// Slow every piece write by this many milliseconds (for testing backpressure).
+    #[arg(long, default_value_t = 0, hide = true)]
+    pub debug_write_delay_ms: u64,
+    /// More log output on stderr (-v information, -vv debugging).
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// The .torrent file.
+    pub torrent: PathBuf,
 }

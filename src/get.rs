@@ -1,6 +1,6 @@
-//! `torrent-actors get`: the command-line face of the engine. It validates the inputs,
-//! starts one torrent, shows progress, and turns the engine's events into an exit code.
-//! No download logic lives here.
+//! `torrent-actors get` and `seed`: the command-line face of the engine. It validates the
+//! inputs, starts one torrent, shows progress, decides when seeding is over, and turns the
+//! engine's events into an exit code. No download logic lives here.
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
@@ -17,12 +17,13 @@ use torrent_actors::PeerId;
 
 use crate::{exit, logging, Failure};
 
-/// What `get` was asked to do, validated.
+/// What `get` or `seed` was asked to do, validated.
 pub struct GetArgs {
     pub torrent: PathBuf,
     pub output: PathBuf,
     pub listen: SocketAddr,
     pub max_peers: usize,
+    pub upload_slots: usize,
     pub peers: Vec<SocketAddr>,
     pub peer_timeout: Duration,
     pub max_in_progress_bytes: u64,
@@ -30,11 +31,52 @@ pub struct GetArgs {
     pub write_delay: Duration,
     pub fsync: bool,
     pub verbosity: u8,
+    pub mode: Mode,
+}
+
+/// Whether the run ends at completion, seeds for a while after it, or only seeds.
+#[derive(Debug, Clone, Copy)]
+pub enum Mode {
+    /// `get`: download, then seed if `seed` is given.
+    Download { seed: Option<SeedLimits> },
+    /// `seed`: check the data and serve it until stopped.
+    Seed,
+}
+
+/// When `get --seed` stops seeding; with neither limit, it seeds until stopped.
+#[derive(Debug, Clone, Copy)]
+pub struct SeedLimits {
+    /// Uploaded bytes over the torrent's size.
+    pub ratio: Option<f64>,
+    /// Time spent seeding.
+    pub time: Option<Duration>,
+}
+
+impl GetArgs {
+    pub fn new(engine: crate::cli::EngineArgs, output: PathBuf, mode: Mode) -> Self {
+        Self {
+            torrent: engine.torrent,
+            output,
+            listen: SocketAddr::new(engine.bind, engine.port),
+            max_peers: engine.max_peers,
+            upload_slots: engine.upload_slots,
+            peers: engine.peers,
+            peer_timeout: Duration::from_secs(engine.peer_timeout),
+            max_in_progress_bytes: engine.max_in_progress_mib << 20,
+            max_pending_bytes: engine.max_pending_mib << 20,
+            write_delay: Duration::from_millis(engine.debug_write_delay_ms),
+            fsync: engine.fsync,
+            verbosity: engine.verbose,
+            mode,
+        }
+    }
 }
 
 /// How the download ended.
 enum Outcome {
     Completed(Progress),
+    /// Seeding ended: stopped by the user (`seed`) or a limit reached (`get --seed`).
+    SeedingDone(Progress),
     Failed(FailureKind, String),
     Interrupted,
     NoPeers,
@@ -63,6 +105,14 @@ pub fn run(args: GetArgs) -> Result<(), Failure> {
                 HumanBytes(p.total_bytes),
                 HumanBytes((p.downloaded_this_run as f64 / secs.max(0.001)) as u64),
                 p.downloaded_this_run
+            );
+            Ok(())
+        }
+        Outcome::SeedingDone(p) => {
+            println!(
+                "stopped seeding {name}: uploaded {} (ratio {:.2})",
+                HumanBytes(p.uploaded),
+                p.uploaded as f64 / p.total_bytes.max(1) as f64
             );
             Ok(())
         }
@@ -100,6 +150,7 @@ fn check_writable(dir: &Path) -> Result<(), Failure> {
 async fn download(metainfo: Metainfo, args: &GetArgs, log: slog::Logger) -> Outcome {
     let mut config = EngineConfig::new(our_peer_id(), args.listen);
     config.max_peers = args.max_peers;
+    config.upload_slots = args.upload_slots;
     config.initial_peers = args.peers.clone();
     config.max_in_progress_bytes = args.max_in_progress_bytes;
     config.max_pending_bytes = args.max_pending_bytes;
@@ -108,16 +159,19 @@ async fn download(metainfo: Metainfo, args: &GetArgs, log: slog::Logger) -> Outc
 
     let (done_tx, done_rx) = oneshot::channel();
     let face = Face::new(
+        metainfo.info.name.clone(),
         metainfo.info.layout.total_length(),
         args.peer_timeout,
+        args.mode,
         done_tx,
     )
     .start();
+    let seeding_only = matches!(args.mode, Mode::Seed);
     let coordinator = Coordinator::start(TorrentParams {
         metainfo,
         download_dir: args.output.clone(),
         config,
-        events: face.recipient(),
+        events: face.clone().recipient(),
         log,
     });
 
@@ -129,10 +183,19 @@ async fn download(metainfo: Metainfo, args: &GetArgs, log: slog::Logger) -> Outc
             Err(_) => futures::future::pending::<()>().await,
         }
     };
+    let (stats_tx, stats_rx) = oneshot::channel();
     let outcome = tokio::select! {
         outcome = done_rx => outcome.unwrap_or(Outcome::Interrupted),
         _ = tokio::signal::ctrl_c() => Outcome::Interrupted,
         _ = terminate => Outcome::Interrupted,
+    };
+    // Stopping a seeder is how it normally ends.
+    let outcome = match outcome {
+        Outcome::Interrupted if seeding_only => {
+            face.do_send(Report(stats_tx));
+            Outcome::SeedingDone(stats_rx.await.unwrap_or_default())
+        }
+        other => other,
     };
     // Whatever happened, stop cleanly: resume file, `stopped` announces, files closed.
     let _ = tokio::time::timeout(Duration::from_secs(15), coordinator.send(Shutdown)).await;
@@ -155,25 +218,35 @@ fn our_peer_id() -> PeerId {
     PeerId(id)
 }
 
-/// Receives the torrent's events and shows them.
+/// Receives the torrent's events, shows them, and decides when the run is over.
 struct Face {
+    name: String,
     total: u64,
     bar: Option<ProgressBar>,
     last_line: Instant,
     peer_timeout: Duration,
+    mode: Mode,
     /// Since when no peer has been connected while downloading.
     alone_since: Option<Instant>,
+    /// When the download completed and seeding began.
+    seeding_since: Option<Instant>,
+    /// The latest progress, for the final report.
+    last: Progress,
     done: Option<oneshot::Sender<Outcome>>,
 }
 
 impl Face {
-    fn new(total: u64, peer_timeout: Duration, done: oneshot::Sender<Outcome>) -> Self {
+    fn new(
+        name: String,
+        total: u64,
+        peer_timeout: Duration,
+        mode: Mode,
+        done: oneshot::Sender<Outcome>,
+    ) -> Self {
         // A bar on a terminal; plain lines every few seconds when stdout is a file or pipe.
         let bar = std::io::stdout().is_terminal().then(|| {
-            let bar = ProgressBar::with_draw_target(
-                Some(total),
-                indicatif::ProgressDrawTarget::stdout(),
-            );
+            let bar =
+                ProgressBar::with_draw_target(Some(total), indicatif::ProgressDrawTarget::stdout());
             bar.set_style(
                 ProgressStyle::with_template(
                     "{msg:12} [{bar:30}] {percent:>3}% {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
@@ -184,11 +257,15 @@ impl Face {
             bar
         });
         Self {
+            name,
             total,
             bar,
             last_line: Instant::now(),
             peer_timeout,
+            mode,
             alone_since: None,
+            seeding_since: None,
+            last: Progress::default(),
             done: Some(done),
         }
     }
@@ -207,7 +284,7 @@ impl Face {
             Phase::Checking => format!("checking {}/{}", p.checked.0, p.checked.1),
             Phase::Downloading if p.peers == 1 => "1 peer".to_string(),
             Phase::Downloading => format!("{} peers", p.peers),
-            Phase::Complete => "complete".to_string(),
+            Phase::Complete => format!("seeding, {} up", HumanBytes(p.uploaded)),
         };
         if let Some(bar) = &self.bar {
             bar.set_position(p.verified_bytes);
@@ -222,6 +299,34 @@ impl Face {
                 HumanBytes(p.rate as u64)
             );
         }
+    }
+
+    /// Whether `get --seed` has seeded enough.
+    fn seeding_limit_reached(&self, p: &Progress) -> bool {
+        let Mode::Download { seed: Some(limits) } = self.mode else {
+            return false;
+        };
+        let ratio = limits
+            .ratio
+            .is_some_and(|r| p.uploaded as f64 >= r * self.total as f64);
+        let time = limits
+            .time
+            .zip(self.seeding_since)
+            .is_some_and(|(t, since)| since.elapsed() >= t);
+        ratio || time
+    }
+}
+
+/// get → Face: the latest progress, for the final report.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Report(oneshot::Sender<Progress>);
+
+impl Handler<Report> for Face {
+    type Result = ();
+
+    fn handle(&mut self, msg: Report, _: &mut Context<Self>) {
+        let _ = msg.0.send(self.last.clone());
     }
 }
 
@@ -244,8 +349,29 @@ impl Handler<TorrentEvent> for Face {
                 } else {
                     self.alone_since = None;
                 }
+                if p.phase == Phase::Complete && self.seeding_limit_reached(&p) {
+                    self.finish(Outcome::SeedingDone(p.clone()));
+                }
+                self.last = p;
             }
-            TorrentEvent::Completed(p) => self.finish(Outcome::Completed(p)),
+            TorrentEvent::Completed(p) => {
+                let seeding = matches!(self.mode, Mode::Seed | Mode::Download { seed: Some(_) });
+                if !seeding {
+                    return self.finish(Outcome::Completed(p));
+                }
+                if let Some(bar) = &self.bar {
+                    bar.suspend(|| {});
+                }
+                let listen = p
+                    .listen
+                    .map_or_else(|| "no port".to_string(), |a| a.to_string());
+                println!("seeding {} on {listen}", self.name);
+                self.seeding_since = Some(Instant::now());
+                if self.seeding_limit_reached(&p) {
+                    self.finish(Outcome::SeedingDone(p.clone()));
+                }
+                self.last = p;
+            }
             TorrentEvent::Failed(kind, message) => self.finish(Outcome::Failed(kind, message)),
         }
     }

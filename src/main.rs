@@ -50,29 +50,20 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Info { torrent } => info::run(&torrent),
         Command::Get {
             output,
-            port,
-            bind,
-            max_peers,
-            peers,
-            peer_timeout,
-            max_in_progress_mib,
-            max_pending_mib,
-            debug_write_delay_ms,
-            fsync,
-            verbose,
-            torrent,
-        } => get::run(get::GetArgs {
-            torrent,
+            seed,
+            seed_ratio,
+            seed_time,
+            engine,
+        } => get::run(get::GetArgs::new(
+            engine,
             output,
-            listen: std::net::SocketAddr::new(bind, port),
-            max_peers,
-            peers,
-            peer_timeout: std::time::Duration::from_secs(peer_timeout),
-            max_in_progress_bytes: max_in_progress_mib << 20,
-            max_pending_bytes: max_pending_mib << 20,
-            write_delay: std::time::Duration::from_millis(debug_write_delay_ms),
-            fsync,
-            verbosity: verbose,
-        }),
+            get::Mode::Download {
+                seed: seed.then_some(get::SeedLimits {
+                    ratio: seed_ratio,
+                    time: seed_time,
+                }),
+            },
+        )),
+        Command::Seed { dir, engine } => get::run(get::GetArgs::new(engine, dir, get::Mode::Seed)),
     }
 }

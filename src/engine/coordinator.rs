@@ -26,7 +26,7 @@ use super::peer::{Peer, PeerConfig, PeerParts};
 use super::picker::{BlockOutcome, Picker};
 use super::piece_manager::{PieceManager, PieceManagerLinks};
 use super::resume::{plan_start, ResumeData};
-use super::storage::{FileWriter, Hasher};
+use super::storage::{FileReader, FileWriter, Hasher};
 use super::tracker::{Tiers, Tracker, TrackerConfig, TrackerLinks};
 use super::PeerKey;
 use crate::layout::{Layout, PieceIndex};
@@ -87,6 +87,11 @@ pub struct EngineConfig {
     pub write_delay: Duration,
     /// Sync the files to disk when the torrent completes or stops.
     pub sync_on_close: bool,
+    /// Peers we upload to at once (regular unchoke slots, plus one optimistic); 0 means
+    /// every interested peer.
+    pub upload_slots: usize,
+    /// Threads reading blocks for uploads.
+    pub readers: usize,
 }
 
 impl EngineConfig {
@@ -108,6 +113,8 @@ impl EngineConfig {
             min_announce_interval: Duration::from_secs(30),
             write_delay: Duration::ZERO,
             sync_on_close: false,
+            upload_slots: 4,
+            readers: 2,
         }
     }
 }
@@ -126,6 +133,15 @@ struct PeerEntry {
     interested: bool,
     /// Blocks of pieces that failed their hash, sent by this peer.
     bad_blocks: u32,
+    /// It wants our data.
+    peer_interested: bool,
+    /// We upload to it.
+    unchoked: bool,
+    /// Bytes per second it sends us, and we send it, smoothed over a few seconds.
+    down_rate: f64,
+    up_rate: f64,
+    /// When it joined, so new peers can be favoured for the optimistic unchoke.
+    joined_at: Instant,
 }
 
 /// See the module documentation.
@@ -157,6 +173,7 @@ pub struct Coordinator {
     listen_addr: Option<SocketAddr>,
     hasher: Addr<Hasher>,
     writer: Addr<FileWriter>,
+    reader: Addr<FileReader>,
     piece_manager: Option<Addr<PieceManager>>,
     trackers: HashMap<String, Addr<Tracker>>,
     tiers: Tiers,
@@ -170,6 +187,11 @@ pub struct Coordinator {
     unsaved_pieces: u32,
     unsaved_since: Option<Instant>,
     downloaded_this_run: u64,
+    /// Block bytes received and sent this run, for announces and the share ratio.
+    payload_downloaded: u64,
+    payload_uploaded: u64,
+    /// The peer holding the optimistic unchoke, and since when.
+    optimistic: Option<(PeerKey, Instant)>,
     /// (time, verified bytes) samples for the rate.
     rate_samples: VecDeque<(Instant, u64)>,
     stopping: bool,
@@ -203,6 +225,11 @@ impl Coordinator {
             FileWriter::new(root.clone(), writer_layout.clone(), delay)
         });
         let hasher = SyncArbiter::start(params.config.hashers.max(1), || Hasher);
+        let reader_root = params.download_dir.clone();
+        let reader_layout = layout.clone();
+        let reader = SyncArbiter::start(params.config.readers.max(1), move || {
+            FileReader::new(reader_root.clone(), reader_layout.clone())
+        });
         let log = params
             .log
             .new(o!("torrent" => params.metainfo.info_hash.to_hex()));
@@ -227,6 +254,7 @@ impl Coordinator {
             listen_addr: None,
             hasher,
             writer,
+            reader,
             piece_manager: None,
             trackers: HashMap::new(),
             tiers,
@@ -238,6 +266,9 @@ impl Coordinator {
             unsaved_pieces: 0,
             unsaved_since: None,
             downloaded_this_run: 0,
+            payload_downloaded: 0,
+            payload_uploaded: 0,
+            optimistic: None,
             rate_samples: VecDeque::new(),
             stopping: false,
             log,
@@ -357,31 +388,50 @@ impl Coordinator {
             self.unsaved_pieces = self.config.resume_every_pieces;
         }
         self.piece_manager = Some(pm);
+        let complete_at_start = picker.is_complete();
         self.picker = Some(picker);
-        if self.picker.as_ref().is_some_and(Picker::is_complete) {
-            self.complete(ctx);
-            return;
-        }
-        self.phase = Phase::Downloading;
-        self.start_listener(ctx);
-        for addr in self.config.initial_peers.clone() {
-            self.add_candidate(addr);
-        }
-        self.start_trackers(ctx);
-        self.dial(ctx);
+        self.phase = if complete_at_start {
+            Phase::Complete
+        } else {
+            Phase::Downloading
+        };
+        // Trackers are told our port, so they start once the listener is bound.
+        self.start_listener(ctx, move |act, ctx| {
+            for addr in act.config.initial_peers.clone() {
+                act.add_candidate(addr);
+            }
+            act.start_trackers(ctx);
+            act.dial(ctx);
+            if complete_at_start {
+                // Nothing was downloaded, so no `completed` announce: the trackers' first
+                // announce already says `left=0`.
+                act.events.do_send(TorrentEvent::Completed(act.progress()));
+            }
+        });
     }
 
-    fn start_listener(&mut self, ctx: &mut Context<Self>) {
+    /// Binds the listening socket, then runs `then` (also when binding failed: outgoing
+    /// connections still work).
+    fn start_listener(
+        &mut self,
+        ctx: &mut Context<Self>,
+        then: impl FnOnce(&mut Self, &mut Context<Self>) + 'static,
+    ) {
         let listen = self.config.listen;
         let bind = async move { connection::listen(listen).await };
         ctx.wait(bind.into_actor(self).map(
-            |res: std::io::Result<TcpListener>, act, ctx| match res {
-                Ok(listener) => {
-                    act.listen_addr = listener.local_addr().ok();
-                    info!(act.log, "listening"; "addr" => ?act.listen_addr);
-                    ctx.add_stream(TcpListenerStream(listener));
+            move |res: std::io::Result<TcpListener>, act, ctx| {
+                match res {
+                    Ok(listener) => {
+                        act.listen_addr = listener.local_addr().ok();
+                        info!(act.log, "listening"; "addr" => ?act.listen_addr);
+                        ctx.add_stream(TcpListenerStream(listener));
+                    }
+                    Err(e) => {
+                        warn!(act.log, "cannot listen, outgoing connections only"; "error" => %e)
+                    }
                 }
-                Err(e) => warn!(act.log, "cannot listen, outgoing connections only"; "error" => %e),
+                then(act, ctx);
             },
         ));
     }
@@ -444,7 +494,7 @@ impl Coordinator {
 
     /// Dials candidates while there is room.
     fn dial(&mut self, ctx: &mut Context<Self>) {
-        if self.stopping || self.phase != Phase::Downloading {
+        if self.stopping || self.phase == Phase::Checking {
             return;
         }
         while self.connecting < self.config.max_connecting
@@ -509,6 +559,7 @@ impl Coordinator {
                 config: self.config.peer,
                 coordinator: ctx.address(),
                 piece_manager: pm,
+                reader: self.reader.clone(),
                 log: self.log.clone(),
             },
         );
@@ -606,6 +657,53 @@ impl Coordinator {
             peers: self.peers.len(),
             rate,
             downloaded_this_run: self.downloaded_this_run,
+            uploaded: self.payload_uploaded,
+            listen: self.listen_addr,
+        }
+    }
+
+    /// Decides whom we upload to: the interested peers that send us the most while we
+    /// download (or that we send the most to while we seed), in `upload_slots`, plus one
+    /// optimistic unchoke rotated every 30 s.
+    fn rechoke(&mut self) {
+        let seeding = self.phase == Phase::Complete;
+        let now = Instant::now();
+        let mut interested: Vec<(PeerKey, f64)> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.peer_interested)
+            .map(|(k, p)| (*k, if seeding { p.up_rate } else { p.down_rate }))
+            .collect();
+        interested.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        let slots = if self.config.upload_slots == 0 {
+            usize::MAX
+        } else {
+            self.config.upload_slots
+        };
+        let mut unchoke: HashSet<PeerKey> =
+            interested.iter().take(slots).map(|(k, _)| *k).collect();
+        let optimistic_due = self.optimistic.is_none_or(|(k, since)| {
+            now.duration_since(since) >= Duration::from_secs(30) || !self.peers.contains_key(&k)
+        });
+        if optimistic_due {
+            let rest: Vec<PeerKey> = interested
+                .iter()
+                .map(|(k, _)| *k)
+                .filter(|k| !unchoke.contains(k))
+                .collect();
+            self.optimistic =
+                (!rest.is_empty()).then(|| (rest[rand::random_range(0..rest.len())], now));
+        }
+        if let Some((k, _)) = self.optimistic {
+            unchoke.insert(k);
+        }
+        for (key, peer) in self.peers.iter_mut() {
+            let want = unchoke.contains(key);
+            if want != peer.unchoked {
+                peer.unchoked = want;
+                peer.actor
+                    .do_send(if want { ToPeer::Unchoke } else { ToPeer::Choke });
+            }
         }
     }
 
@@ -613,7 +711,11 @@ impl Coordinator {
         self.phase = Phase::Complete;
         info!(self.log, "download complete");
         for peer in self.peers.values_mut() {
-            if peer.interested {
+            if peer.pieces.all_set() {
+                // Two seeds have nothing to give each other.
+                peer.actor
+                    .do_send(ToPeer::Disconnect("both seeding".into()));
+            } else if peer.interested {
                 peer.interested = false;
                 peer.actor.do_send(ToPeer::SetInterest(false));
             }
@@ -668,6 +770,7 @@ impl Actor for Coordinator {
                     ),
                 }),
         );
+        ctx.run_interval(Duration::from_secs(10), |act, _| act.rechoke());
         ctx.run_interval(Duration::from_millis(500), |act, ctx| {
             let now = Instant::now();
             let verified = act.progress().verified_bytes;
@@ -679,7 +782,7 @@ impl Actor for Coordinator {
             {
                 act.rate_samples.pop_front();
             }
-            if act.phase != Phase::Complete && !act.stopping {
+            if !act.stopping {
                 act.events.do_send(TorrentEvent::Progress(act.progress()));
             }
             act.maybe_save_resume(false, ctx);
@@ -740,6 +843,11 @@ impl Handler<PeerJoined> for Coordinator {
                 pieces: Bitfield::new(self.layout.num_pieces()),
                 interested: false,
                 bad_blocks: 0,
+                peer_interested: false,
+                unchoked: false,
+                down_rate: 0.0,
+                up_rate: 0.0,
+                joined_at: Instant::now(),
             },
         );
         Ok(self.have.clone())
@@ -758,6 +866,11 @@ impl Handler<PeerBitfield> for Coordinator {
             picker.add_peer_pieces(&msg.pieces);
         }
         peer.pieces = msg.pieces;
+        if self.phase == Phase::Complete && peer.pieces.all_set() {
+            peer.actor
+                .do_send(ToPeer::Disconnect("both seeding".into()));
+            return;
+        }
         self.update_interest(msg.key);
     }
 }
@@ -828,6 +941,38 @@ impl Handler<PeerLeft> for Coordinator {
             }
         }
         self.dial(ctx);
+    }
+}
+
+impl Handler<PeerInterest> for Coordinator {
+    type Result = ();
+
+    fn handle(&mut self, msg: PeerInterest, _: &mut Context<Self>) {
+        let Some(peer) = self.peers.get_mut(&msg.key) else {
+            return;
+        };
+        peer.peer_interested = msg.interested;
+        let unchoked = self.peers.values().filter(|p| p.unchoked).count();
+        // A free slot is filled at once rather than at the next 10 s rechoke.
+        if msg.interested && (self.config.upload_slots == 0 || unchoked <= self.config.upload_slots)
+        {
+            self.rechoke();
+        }
+    }
+}
+
+impl Handler<PeerStats> for Coordinator {
+    type Result = ();
+
+    fn handle(&mut self, msg: PeerStats, _: &mut Context<Self>) {
+        self.payload_downloaded += msg.downloaded;
+        self.payload_uploaded += msg.uploaded;
+        if let Some(peer) = self.peers.get_mut(&msg.key) {
+            // Reports come once a second while bytes move; smoothing keeps one burst from
+            // deciding a slot.
+            peer.down_rate = 0.7 * peer.down_rate + 0.3 * msg.downloaded as f64;
+            peer.up_rate = 0.7 * peer.up_rate + 0.3 * msg.uploaded as f64;
+        }
     }
 }
 
@@ -928,8 +1073,8 @@ impl Handler<GetAnnounceStats> for Coordinator {
             .as_ref()
             .map_or(self.layout.total_length(), Picker::remaining_bytes);
         MessageResult(AnnounceStats {
-            uploaded: 0,
-            downloaded: self.downloaded_this_run,
+            uploaded: self.payload_uploaded,
+            downloaded: self.payload_downloaded,
             left,
         })
     }

@@ -123,6 +123,30 @@ pub struct PeerLeft {
     pub reason: String,
 }
 
+/// Peer → Coordinator: the peer became interested in our pieces, or stopped being; the
+/// choker only unchokes interested peers.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct PeerInterest {
+    /// Which peer.
+    pub key: PeerKey,
+    /// Whether it wants our data.
+    pub interested: bool,
+}
+
+/// Peer → Coordinator, once a second: payload bytes moved since the last report, for the
+/// choker's rates and the trackers' totals.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct PeerStats {
+    /// Which peer.
+    pub key: PeerKey,
+    /// Block bytes received from it.
+    pub downloaded: u64,
+    /// Block bytes sent to it.
+    pub uploaded: u64,
+}
+
 /// Peer → Coordinator: the peer broke the protocol in a way that is its fault (a block
 /// never requested, a bad `have`). Counted towards a ban.
 #[derive(Message)]
@@ -150,6 +174,10 @@ pub enum ToPeer {
     Cancel(BlockRequest),
     /// There are blocks to pick again (a piece failed, a peer left): ask for more.
     WakeUp,
+    /// Stop uploading to this peer (send `choke`, drop its queued requests).
+    Choke,
+    /// Start uploading to this peer (send `unchoke`).
+    Unchoke,
     /// Close the connection.
     Disconnect(String),
 }
@@ -392,6 +420,23 @@ pub struct CloseStorage {
 }
 
 // ---------------------------------------------------------------------------------------
+// Peer → FileReader
+// ---------------------------------------------------------------------------------------
+
+/// Peer → FileReader (SyncArbiter pool): read one block to upload. The Peer has checked
+/// that the block is inside the piece and that the piece is verified.
+#[derive(Message)]
+#[rtype(result = "Result<Bytes, StorageError>")]
+pub struct ReadBlock {
+    /// Which piece.
+    pub piece: PieceIndex,
+    /// Offset inside the piece.
+    pub offset: u32,
+    /// Bytes to read, at most 16 KiB.
+    pub length: u32,
+}
+
+// ---------------------------------------------------------------------------------------
 // Torrent ↔ face (the command line, later the daemon)
 // ---------------------------------------------------------------------------------------
 
@@ -433,6 +478,10 @@ pub struct Progress {
     pub rate: f64,
     /// Bytes verified by this run (not counting what was on disk before).
     pub downloaded_this_run: u64,
+    /// Block bytes uploaded this run.
+    pub uploaded: u64,
+    /// Where we accept peers, once listening.
+    pub listen: Option<SocketAddr>,
 }
 
 /// Where a torrent is in its life.

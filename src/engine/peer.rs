@@ -11,26 +11,37 @@
 //! `ctx.wait`, which stops this actor from polling its socket until the reply comes. The
 //! PieceManager holds that reply while too many complete pieces wait for hash and write.
 //!
+//! Uploads: requests from a peer we have unchoked are checked (piece verified, block inside
+//! the piece, at most 16 KiB) and queued, at most [`UPLOAD_QUEUE_LIMIT`]; at most
+//! [`READS_IN_FLIGHT`] blocks are read at once on the FileReader pool, and the write buffer
+//! pauses this actor above [`WRITE_HIGH_WATER`] until the socket drains (see
+//! [`PauseOnFullSocket`]). So a peer that requests a lot costs a bounded amount of memory.
+//!
 //! What it must not do: pick pieces (the Coordinator does), hold piece data (the
 //! PieceManager does), or touch the filesystem.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use actix::io::{FramedWrite, WriteHandler};
 use actix::prelude::*;
-use slog::{debug, info, o, Logger};
+use slog::{debug, info, o, warn, Logger};
+use tokio::io::AsyncWrite;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
 use tokio_util::codec::FramedRead;
 
 use super::coordinator::Coordinator;
 use super::messages::{
-    PeerBitfield, PeerChokedUs, PeerHave, PeerJoined, PeerLeft, PeerMisbehaved, PickBlocks,
-    StoreBlock, ToPeer,
+    PeerBitfield, PeerChokedUs, PeerHave, PeerInterest, PeerJoined, PeerLeft, PeerMisbehaved,
+    PeerStats, PickBlocks, ReadBlock, StoreBlock, ToPeer,
 };
 use super::piece_manager::PieceManager;
+use super::storage::FileReader;
 use super::PeerKey;
 use crate::bencode::{self, BValue};
 use crate::layout::{Layout, BLOCK_SIZE};
@@ -71,6 +82,19 @@ impl Default for PeerConfig {
 /// usual default of clients that do not send `reqq`.
 const DEFAULT_REQQ: usize = 250;
 
+/// Requests from one peer queued for upload; more are dropped. Sent as our `reqq`.
+pub const UPLOAD_QUEUE_LIMIT: usize = 500;
+
+/// Blocks being read for one peer at once.
+pub const READS_IN_FLIGHT: usize = 4;
+
+/// Bytes buffered for one peer's socket above which the actor pauses until they drain to
+/// [`WRITE_LOW_WATER`].
+pub const WRITE_HIGH_WATER: usize = 256 * 1024;
+
+/// See [`WRITE_HIGH_WATER`].
+pub const WRITE_LOW_WATER: usize = 64 * 1024;
+
 /// The id under which we ask peers to send extension messages; we define none yet, so
 /// only the extension handshake (id 0) is exchanged.
 const EXTENSION_HANDSHAKE: u8 = 0;
@@ -83,8 +107,9 @@ pub struct Peer {
     config: PeerConfig,
     coordinator: Addr<Coordinator>,
     piece_manager: Addr<PieceManager>,
-    /// The write half; buffered writes, flushed by actix.
-    out: Option<FramedWrite<Message, OwnedWriteHalf, MessageCodec>>,
+    reader: Addr<FileReader>,
+    /// The write half; buffered writes, flushed by actix, bounded by the watermarks.
+    out: Option<FramedWrite<Message, PauseOnFullSocket, MessageCodec>>,
     /// The peer's handshake, kept for its id and reserved bits.
     handshake: Handshake,
     /// Accepted by the Coordinator; until then nothing but the handshake has been sent.
@@ -94,6 +119,21 @@ pub struct Peer {
     announced_pieces: bool,
     /// The peer chokes us.
     choked: bool,
+    /// We choke the peer (the Coordinator's choker decides).
+    choking: bool,
+    /// The peer wants our data.
+    peer_interested: bool,
+    /// Our verified pieces, as told by the Coordinator: requests for others are refused.
+    our_pieces: Bitfield,
+    /// The peer's requests waiting to be read and sent, oldest first.
+    upload_queue: VecDeque<BlockRequest>,
+    /// Blocks being read for this peer.
+    reads_in_flight: usize,
+    /// Payload bytes sent, since the last stats report.
+    uploaded_window: u64,
+    /// Requests that broke the rules (out of range, while choked, not ours); many of them
+    /// end the connection.
+    bad_requests: u32,
     /// We told the peer we are interested.
     interested: bool,
     /// Requests sent and not yet answered, oldest first.
@@ -106,9 +146,11 @@ pub struct Peer {
     picking: bool,
     /// The peer's `reqq`, or the default.
     reqq: usize,
-    /// Payload bytes received, in total and in the current rate window.
+    /// Payload bytes received, in total, in the current rate window, and since the last
+    /// stats report.
     downloaded: u64,
     window_bytes: u64,
+    downloaded_window: u64,
     /// Bytes per second, smoothed.
     rate: f64,
     last_received: Instant,
@@ -131,6 +173,8 @@ pub struct PeerParts {
     pub coordinator: Addr<Coordinator>,
     /// The torrent's PieceManager.
     pub piece_manager: Addr<PieceManager>,
+    /// The torrent's FileReader pool, for uploads.
+    pub reader: Addr<FileReader>,
     /// The torrent's logger.
     pub log: Logger,
 }
@@ -141,11 +185,13 @@ impl Peer {
         let addr = stream
             .peer_addr()
             .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
-        let codec = MessageCodec::for_piece_count(parts.layout.num_pieces());
+        let num_pieces = parts.layout.num_pieces();
+        let codec = MessageCodec::for_piece_count(num_pieces);
         let (read, write) = stream.into_split();
         Peer::create(move |ctx| {
             ctx.add_stream(FramedRead::new(read, codec));
-            let out = FramedWrite::new(write, codec, ctx);
+            let mut out = FramedWrite::new(PauseOnFullSocket(write), codec, ctx);
+            out.set_buffer_capacity(WRITE_LOW_WATER, WRITE_HIGH_WATER);
             let now = Instant::now();
             let log = parts
                 .log
@@ -157,11 +203,19 @@ impl Peer {
                 config: parts.config,
                 coordinator: parts.coordinator,
                 piece_manager: parts.piece_manager,
+                reader: parts.reader,
                 out: Some(out),
                 handshake,
                 joined: false,
                 announced_pieces: false,
                 choked: true,
+                choking: true,
+                peer_interested: false,
+                our_pieces: Bitfield::new(num_pieces),
+                upload_queue: VecDeque::new(),
+                reads_in_flight: 0,
+                uploaded_window: 0,
+                bad_requests: 0,
                 interested: false,
                 outstanding: Vec::new(),
                 received: Vec::new(),
@@ -170,6 +224,7 @@ impl Peer {
                 reqq: DEFAULT_REQQ,
                 downloaded: 0,
                 window_bytes: 0,
+                downloaded_window: 0,
                 rate: 0.0,
                 last_received: now,
                 last_block: now,
@@ -283,6 +338,7 @@ impl Peer {
         let len = block.data.len() as u64;
         self.downloaded += len;
         self.window_bytes += len;
+        self.downloaded_window += len;
         self.last_block = Instant::now();
         let store = StoreBlock {
             from: self.key,
@@ -329,10 +385,18 @@ impl Peer {
                     self.refill(ctx);
                 }
             }
-            // We do not upload yet: interest and requests from the peer go unanswered,
-            // which BEP 3 allows while we choke it.
-            Message::Interested | Message::NotInterested | Message::Request(_) => {}
-            Message::Cancel(_) => {}
+            Message::Interested | Message::NotInterested => {
+                let interested = matches!(message, Message::Interested);
+                if interested != self.peer_interested {
+                    self.peer_interested = interested;
+                    self.coordinator.do_send(PeerInterest {
+                        key: self.key,
+                        interested,
+                    });
+                }
+            }
+            Message::Request(request) => self.on_request(request, ctx),
+            Message::Cancel(request) => self.upload_queue.retain(|r| *r != request),
             Message::Have(index) => match self
                 .layout
                 .piece(index)
@@ -374,12 +438,88 @@ impl Peer {
         }
     }
 
+    /// A request from the peer: checked, then queued for upload, or dropped. BEP 3 lets a
+    /// peer we choke be ignored; the other cases are the peer's mistake, and too many of
+    /// them end the connection.
+    fn on_request(&mut self, request: BlockRequest, ctx: &mut Context<Self>) {
+        let valid = self.layout.piece(request.piece).is_some_and(|piece| {
+            self.layout
+                .is_valid_block(piece, request.offset, request.length)
+                && self.our_pieces.has(piece.get())
+        });
+        if !valid {
+            self.bad_requests += 1;
+            debug!(self.log, "invalid request dropped"; "piece" => request.piece, "offset" => request.offset, "length" => request.length);
+            if self.bad_requests > 100 {
+                self.misbehaved("too many invalid requests".into(), ctx);
+            }
+            return;
+        }
+        if self.choking || self.upload_queue.len() >= UPLOAD_QUEUE_LIMIT {
+            return;
+        }
+        if !self.upload_queue.contains(&request) {
+            self.upload_queue.push_back(request);
+        }
+        self.pump_uploads(ctx);
+    }
+
+    /// Starts reading queued blocks while fewer than [`READS_IN_FLIGHT`] are being read.
+    fn pump_uploads(&mut self, ctx: &mut Context<Self>) {
+        while self.reads_in_flight < READS_IN_FLIGHT && !self.choking {
+            let Some(request) = self.upload_queue.pop_front() else {
+                break;
+            };
+            let Some(piece) = self.layout.piece(request.piece) else {
+                continue;
+            };
+            self.reads_in_flight += 1;
+            let read = ReadBlock {
+                piece,
+                offset: request.offset,
+                length: request.length,
+            };
+            ctx.spawn(
+                self.reader
+                    .send(read)
+                    .into_actor(self)
+                    .map(move |res, act, ctx| {
+                        act.reads_in_flight -= 1;
+                        match res {
+                            // A choke since the read started voids the request.
+                            Ok(Ok(data)) if !act.choking => {
+                                act.uploaded_window += data.len() as u64;
+                                act.send(Message::Piece(crate::wire::Block {
+                                    piece: request.piece,
+                                    offset: request.offset,
+                                    data,
+                                }));
+                            }
+                            Ok(Ok(_)) => {}
+                            Ok(Err(e)) => {
+                                warn!(act.log, "cannot read a block to upload"; "error" => %e)
+                            }
+                            Err(_) => return act.close("file reader gone", ctx),
+                        }
+                        act.pump_uploads(ctx);
+                    }),
+            );
+        }
+    }
+
     /// Once a second: rate, timeouts, keep-alive.
     fn tick(&mut self, ctx: &mut Context<Self>) {
         let now = Instant::now();
         // Smooth over about two seconds so one burst does not swing the queue.
         self.rate = 0.5 * self.rate + 0.5 * self.window_bytes as f64;
         self.window_bytes = 0;
+        if self.downloaded_window > 0 || self.uploaded_window > 0 {
+            self.coordinator.do_send(PeerStats {
+                key: self.key,
+                downloaded: std::mem::take(&mut self.downloaded_window),
+                uploaded: std::mem::take(&mut self.uploaded_window),
+            });
+        }
         if !self.outstanding.is_empty()
             && !self.choked
             && now.duration_since(self.last_block) > self.config.request_timeout
@@ -414,10 +554,11 @@ impl Actor for Peer {
                 .map(|reply, act, ctx| match reply {
                     Ok(Ok(our_pieces)) => {
                         act.joined = true;
+                        act.our_pieces = our_pieces.clone();
                         if act.handshake.reserved.extension_protocol() {
                             let ours = BValue::dict([
                                 ("m", BValue::dict::<&str>([])),
-                                ("reqq", BValue::Int(act.config.max_queue as i64)),
+                                ("reqq", BValue::Int(UPLOAD_QUEUE_LIMIT as i64)),
                                 (
                                     "v",
                                     BValue::string(concat!(
@@ -504,7 +645,23 @@ impl Handler<ToPeer> for Peer {
                     self.refill(ctx);
                 }
             }
-            ToPeer::Have(piece) => self.send(Message::Have(piece.get())),
+            ToPeer::Have(piece) => {
+                let _ = self.our_pieces.set(piece.get());
+                self.send(Message::Have(piece.get()));
+            }
+            ToPeer::Choke => {
+                if !self.choking {
+                    self.choking = true;
+                    self.upload_queue.clear();
+                    self.send(Message::Choke);
+                }
+            }
+            ToPeer::Unchoke => {
+                if self.choking {
+                    self.choking = false;
+                    self.send(Message::Unchoke);
+                }
+            }
             ToPeer::Cancel(request) => {
                 if let Some(pos) = self.outstanding.iter().position(|r| *r == request) {
                     self.outstanding.remove(pos);
@@ -514,5 +671,41 @@ impl Handler<ToPeer> for Peer {
             ToPeer::WakeUp => self.refill(ctx),
             ToPeer::Disconnect(reason) => self.close(reason, ctx),
         }
+    }
+}
+
+/// The socket's write half, reporting "would block" where tokio reports `Pending`.
+///
+/// actix's `FramedWrite` pauses its actor while its buffer is above the high watermark,
+/// but only when a write fails with `WouldBlock`; tokio's sockets never fail that way,
+/// they return `Pending`, so without this adapter the buffer would grow without bound
+/// when a peer reads slowly. The inner `poll_write` has registered the waker before
+/// `Pending`, so the writer is woken when the socket drains.
+pub struct PauseOnFullSocket(OwnedWriteHalf);
+
+impl AsyncWrite for PauseOnFullSocket {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match Pin::new(&mut self.0).poll_write(cx, buf) {
+            Poll::Pending => Poll::Ready(Err(std::io::ErrorKind::WouldBlock.into())),
+            ready => ready,
+        }
+    }
+
+    fn poll_flush(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
     }
 }

@@ -6,6 +6,10 @@
 //! call per file span), reads pieces back for checking and seeding, and writes the resume
 //! file atomically. It runs on one thread, so its operations are ordered: a resume file
 //! saved after a piece's write never claims a piece that is not on disk.
+//!
+//! The FileReader pool serves blocks to uploading peers from read-only handles of its own,
+//! on its own threads, so uploads never queue behind writes and never block the network
+//! arbiter.
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
@@ -19,8 +23,8 @@ use bytes::Bytes;
 use sha1::{Digest, Sha1};
 
 use super::messages::{
-    CloseStorage, HashPiece, OpenReport, OpenStorage, ReadPiece, SaveResume, StorageError,
-    WritePiece,
+    CloseStorage, HashPiece, OpenReport, OpenStorage, ReadBlock, ReadPiece, SaveResume,
+    StorageError, WritePiece,
 };
 use super::resume::FileRecord;
 use crate::layout::Layout;
@@ -297,5 +301,66 @@ impl Handler<CloseStorage> for FileWriter {
             *f = None;
         }
         Ok(())
+    }
+}
+
+/// Reads blocks for uploads; a SyncArbiter pool, each instance with its own read-only
+/// handles (opened on first use), so readers never wait for each other or the writer.
+pub struct FileReader {
+    /// The download folder.
+    root: PathBuf,
+    /// Where each block lives.
+    layout: Arc<Layout>,
+    /// Read-only handles by file index.
+    files: Vec<Option<File>>,
+}
+
+impl FileReader {
+    /// A reader for `layout` under `root`.
+    pub fn new(root: PathBuf, layout: Arc<Layout>) -> Self {
+        let n = layout.files().len();
+        Self {
+            root,
+            layout,
+            files: (0..n).map(|_| None).collect(),
+        }
+    }
+
+    fn read_span(&mut self, file: usize, offset: u64, dst: &mut [u8]) -> Result<(), StorageError> {
+        let path = self.layout.files()[file].path.under(&self.root);
+        if self.files[file].is_none() {
+            let f = File::open(&path).map_err(|e| storage_error(&path, &e))?;
+            self.files[file] = Some(f);
+        }
+        match &self.files[file] {
+            Some(f) => f
+                .read_exact_at(dst, offset)
+                .map_err(|e| storage_error(&path, &e)),
+            None => Err(storage_error(&path, &io::Error::other("file not open"))),
+        }
+    }
+}
+
+impl Actor for FileReader {
+    type Context = SyncContext<Self>;
+}
+
+impl Handler<ReadBlock> for FileReader {
+    type Result = Result<Bytes, StorageError>;
+
+    fn handle(&mut self, msg: ReadBlock, _: &mut SyncContext<Self>) -> Self::Result {
+        let start = self.layout.piece_offset(msg.piece) + u64::from(msg.offset);
+        let mut buf = vec![0u8; msg.length as usize];
+        for span in self.layout.spans(start, msg.length) {
+            if self.layout.files()[span.file].padding {
+                continue; // Padding reads as zeros, as `buf` already is.
+            }
+            let from = span.piece_offset as usize;
+            let Some(dst) = buf.get_mut(from..from + span.len as usize) else {
+                continue;
+            };
+            self.read_span(span.file, span.file_offset, dst)?;
+        }
+        Ok(Bytes::from(buf))
     }
 }

@@ -10,8 +10,8 @@
 //! codecs here through `tokio_util::codec::Framed`.
 
 mod bitfield;
-pub mod fast;
 mod codec;
+pub mod fast;
 mod handshake;
 mod message;
 
