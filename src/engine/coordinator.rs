@@ -320,18 +320,28 @@ impl Coordinator {
         self.pump_checks(ctx);
     }
 
-    /// Keeps a few piece checks in flight: read on the FileWriter, hash on the pool.
+    /// Keeps a few piece checks in flight: read on the FileReader pool, hash on the Hasher
+    /// pool.
     fn pump_checks(&mut self, ctx: &mut Context<Self>) {
         while self.checks_in_flight < 4 {
             let Some(piece) = self.check_queue.pop_front() else {
                 break;
             };
             self.checks_in_flight += 1;
-            let writer = self.writer.clone();
+            let reader = self.reader.clone();
             let hasher = self.hasher.clone();
             let expected = *self.info.piece_hash(piece);
+            let length = self.layout.piece_len(piece);
             let check = async move {
-                let data = writer.send(ReadPiece { piece }).await.ok()?.ok()?;
+                let data = reader
+                    .send(ReadBlock {
+                        piece,
+                        offset: 0,
+                        length,
+                    })
+                    .await
+                    .ok()?
+                    .ok()?;
                 let ok = hasher
                     .send(HashPiece {
                         blocks: vec![data],

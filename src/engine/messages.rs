@@ -386,15 +386,6 @@ pub struct OpenReport {
     pub resume: Option<Vec<u8>>,
 }
 
-/// Coordinator or Peer → FileWriter: read a whole piece back (to check existing data, or
-/// to serve it).
-#[derive(Message)]
-#[rtype(result = "Result<Bytes, StorageError>")]
-pub struct ReadPiece {
-    /// Which piece.
-    pub piece: PieceIndex,
-}
-
 /// Coordinator → FileWriter: record which pieces are verified. The file is written to a
 /// temporary name, synced and renamed over the old one, so a crash at any moment leaves
 /// the old or the new file. Data files are not synced here: the FileWriter's single thread
@@ -423,8 +414,9 @@ pub struct CloseStorage {
 // Peer → FileReader
 // ---------------------------------------------------------------------------------------
 
-/// Peer → FileReader (SyncArbiter pool): read one block to upload. The Peer has checked
-/// that the block is inside the piece and that the piece is verified.
+/// Peer or Coordinator → FileReader (SyncArbiter pool): read a range of one piece, a
+/// window of blocks to upload or a whole piece to check. The sender has checked that the
+/// range is inside the piece.
 #[derive(Message)]
 #[rtype(result = "Result<Bytes, StorageError>")]
 pub struct ReadBlock {
@@ -432,7 +424,7 @@ pub struct ReadBlock {
     pub piece: PieceIndex,
     /// Offset inside the piece.
     pub offset: u32,
-    /// Bytes to read, at most 16 KiB.
+    /// Bytes to read.
     pub length: u32,
 }
 

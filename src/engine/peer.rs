@@ -12,8 +12,8 @@
 //! PieceManager holds that reply while too many complete pieces wait for hash and write.
 //!
 //! Uploads: requests from a peer we have unchoked are checked (piece verified, block inside
-//! the piece, at most 16 KiB) and queued, at most [`UPLOAD_QUEUE_LIMIT`]; at most
-//! [`READS_IN_FLIGHT`] blocks are read at once on the FileReader pool, and the write buffer
+//! the piece, at most 16 KiB) and queued, at most [`UPLOAD_QUEUE_LIMIT`]; one window of at
+//! most [`READ_WINDOW`] is read at a time on the FileReader pool, and the write buffer
 //! pauses this actor above [`WRITE_HIGH_WATER`] until the socket drains (see
 //! [`PauseOnFullSocket`]). So a peer that requests a lot costs a bounded amount of memory.
 //!
@@ -85,8 +85,9 @@ const DEFAULT_REQQ: usize = 250;
 /// Requests from one peer queued for upload; more are dropped. Sent as our `reqq`.
 pub const UPLOAD_QUEUE_LIMIT: usize = 500;
 
-/// Blocks being read for one peer at once.
-pub const READS_IN_FLIGHT: usize = 4;
+/// How much of a piece is read at once for one peer's uploads: the following requests of
+/// a peer are usually the next blocks of the same piece, so one read serves many of them.
+pub const READ_WINDOW: u32 = 256 * 1024;
 
 /// Bytes buffered for one peer's socket above which the actor pauses until they drain to
 /// [`WRITE_LOW_WATER`].
@@ -127,8 +128,10 @@ pub struct Peer {
     our_pieces: Bitfield,
     /// The peer's requests waiting to be read and sent, oldest first.
     upload_queue: VecDeque<BlockRequest>,
-    /// Blocks being read for this peer.
-    reads_in_flight: usize,
+    /// A read for uploads is under way.
+    reading: bool,
+    /// The last window read: piece, offset of its first byte in the piece, data.
+    window: Option<(u32, u32, bytes::Bytes)>,
     /// Payload bytes sent, since the last stats report.
     uploaded_window: u64,
     /// Requests that broke the rules (out of range, while choked, not ours); many of them
@@ -213,7 +216,8 @@ impl Peer {
                 peer_interested: false,
                 our_pieces: Bitfield::new(num_pieces),
                 upload_queue: VecDeque::new(),
-                reads_in_flight: 0,
+                reading: false,
+                window: None,
                 uploaded_window: 0,
                 bad_requests: 0,
                 interested: false,
@@ -464,47 +468,67 @@ impl Peer {
         self.pump_uploads(ctx);
     }
 
-    /// Starts reading queued blocks while fewer than [`READS_IN_FLIGHT`] are being read.
+    /// Sends the queued requests that the last window covers, and reads the next window
+    /// when the oldest request falls outside it.
     fn pump_uploads(&mut self, ctx: &mut Context<Self>) {
-        while self.reads_in_flight < READS_IN_FLIGHT && !self.choking {
-            let Some(request) = self.upload_queue.pop_front() else {
+        while !self.choking {
+            let Some(&request) = self.upload_queue.front() else {
                 break;
             };
+            if let Some(data) = self.window_slice(&request) {
+                self.upload_queue.pop_front();
+                self.uploaded_window += data.len() as u64;
+                self.send(Message::Piece(crate::wire::Block {
+                    piece: request.piece,
+                    offset: request.offset,
+                    data,
+                }));
+                continue;
+            }
+            if self.reading {
+                break;
+            }
             let Some(piece) = self.layout.piece(request.piece) else {
+                self.upload_queue.pop_front();
                 continue;
             };
-            self.reads_in_flight += 1;
+            let length = (self.layout.piece_len(piece) - request.offset).min(READ_WINDOW);
+            self.reading = true;
             let read = ReadBlock {
                 piece,
                 offset: request.offset,
-                length: request.length,
+                length,
             };
             ctx.spawn(
                 self.reader
                     .send(read)
                     .into_actor(self)
                     .map(move |res, act, ctx| {
-                        act.reads_in_flight -= 1;
+                        act.reading = false;
                         match res {
-                            // A choke since the read started voids the request.
-                            Ok(Ok(data)) if !act.choking => {
-                                act.uploaded_window += data.len() as u64;
-                                act.send(Message::Piece(crate::wire::Block {
-                                    piece: request.piece,
-                                    offset: request.offset,
-                                    data,
-                                }));
+                            Ok(Ok(data)) => {
+                                act.window = Some((request.piece, request.offset, data))
                             }
-                            Ok(Ok(_)) => {}
                             Ok(Err(e)) => {
-                                warn!(act.log, "cannot read a block to upload"; "error" => %e)
+                                warn!(act.log, "cannot read blocks to upload"; "error" => %e);
+                                act.upload_queue.retain(|r| r.piece != request.piece);
                             }
                             Err(_) => return act.close("file reader gone", ctx),
                         }
                         act.pump_uploads(ctx);
                     }),
             );
+            break;
         }
+    }
+
+    /// The bytes of `request` if the last window holds all of them: a slice of the shared
+    /// buffer, not a copy.
+    fn window_slice(&self, request: &BlockRequest) -> Option<bytes::Bytes> {
+        let (piece, start, data) = self.window.as_ref()?;
+        let from = request.offset.checked_sub(*start)? as usize;
+        let to = from + request.length as usize;
+        (*piece == request.piece && to <= data.len()).then(|| data.slice(from..to))
     }
 
     /// Once a second: rate, timeouts, keep-alive.

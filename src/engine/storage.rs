@@ -3,13 +3,12 @@
 //!
 //! The FileWriter is the only code in the engine that touches the filesystem: it creates
 //! the files at their final size, writes verified pieces at their offsets (`pwrite`, one
-//! call per file span), reads pieces back for checking and seeding, and writes the resume
-//! file atomically. It runs on one thread, so its operations are ordered: a resume file
+//! call per file span), and writes the resume file atomically. It runs on one thread, so its operations are ordered: a resume file
 //! saved after a piece's write never claims a piece that is not on disk.
 //!
-//! The FileReader pool serves blocks to uploading peers from read-only handles of its own,
-//! on its own threads, so uploads never queue behind writes and never block the network
-//! arbiter.
+//! The FileReader pool reads ranges (blocks for uploads, whole pieces for the start-up
+//! check) from read-only handles of its own, on its own threads, so reads never queue
+//! behind writes and never block the network arbiter.
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
@@ -23,8 +22,8 @@ use bytes::Bytes;
 use sha1::{Digest, Sha1};
 
 use super::messages::{
-    CloseStorage, HashPiece, OpenReport, OpenStorage, ReadBlock, ReadPiece, SaveResume,
-    StorageError, WritePiece,
+    CloseStorage, HashPiece, OpenReport, OpenStorage, ReadBlock, SaveResume, StorageError,
+    WritePiece,
 };
 use super::resume::FileRecord;
 use crate::layout::Layout;
@@ -240,30 +239,6 @@ impl Handler<WritePiece> for FileWriter {
             }
         }
         Ok(())
-    }
-}
-
-impl Handler<ReadPiece> for FileWriter {
-    type Result = Result<Bytes, StorageError>;
-
-    fn handle(&mut self, msg: ReadPiece, _: &mut SyncContext<Self>) -> Self::Result {
-        let len = self.layout.piece_len(msg.piece) as usize;
-        let mut buf = vec![0u8; len];
-        for span in self.layout.piece_spans(msg.piece) {
-            if self.layout.files()[span.file].padding {
-                continue; // Padding is zeros, as `buf` already is.
-            }
-            let start = span.piece_offset as usize;
-            let end = start + span.len as usize;
-            let dst = buf
-                .get_mut(start..end)
-                .ok_or_else(|| self.error(span.file, &io::Error::other("span outside piece")))?;
-            let file = self.handle(span.file)?;
-            if let Err(e) = file.read_exact_at(dst, span.file_offset) {
-                return Err(self.error(span.file, &e));
-            }
-        }
-        Ok(Bytes::from(buf))
     }
 }
 
