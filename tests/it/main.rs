@@ -6,6 +6,7 @@ mod engine;
 mod harness;
 mod magnet;
 mod metainfo;
+mod seeding;
 mod support;
 mod tracker;
 mod tracker_actor;
