@@ -696,10 +696,19 @@ impl Coordinator {
             now.duration_since(since) >= Duration::from_secs(30) || !self.peers.contains_key(&k)
         });
         if optimistic_due {
+            // Peers that joined in the last minute have nothing to show yet: three chances
+            // each in the draw, so they get started.
             let rest: Vec<PeerKey> = interested
                 .iter()
                 .map(|(k, _)| *k)
                 .filter(|k| !unchoke.contains(k))
+                .flat_map(|k| {
+                    let new = self
+                        .peers
+                        .get(&k)
+                        .is_some_and(|p| now.duration_since(p.joined_at) < Duration::from_secs(60));
+                    std::iter::repeat_n(k, if new { 3 } else { 1 })
+                })
                 .collect();
             self.optimistic =
                 (!rest.is_empty()).then(|| (rest[rand::random_range(0..rest.len())], now));
