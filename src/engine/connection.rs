@@ -48,10 +48,11 @@ pub enum ConnectError {
 }
 
 /// The reserved bits we send: the extension protocol (BEP 10), so peers tell us their
-/// request queue limit.
+/// request queue limit, and the fast extension (BEP 6).
 pub fn our_reserved() -> Reserved {
     let mut r = Reserved::none();
     r.set_extension_protocol(true);
+    r.set_fast_extension(true);
     r
 }
 

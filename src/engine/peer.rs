@@ -118,6 +118,9 @@ pub struct Peer {
     /// Whether the peer has said which pieces it has (bitfield or have). A bitfield after
     /// that is a protocol violation; one after an extension handshake is fine.
     announced_pieces: bool,
+    /// Both sides set the fast-extension bit (BEP 6): `have-all`/`have-none`, explicit
+    /// rejects, and a choke that does not void requests by itself.
+    fast: bool,
     /// The peer chokes us.
     choked: bool,
     /// We choke the peer (the Coordinator's choker decides).
@@ -211,6 +214,7 @@ impl Peer {
                 handshake,
                 joined: false,
                 announced_pieces: false,
+                fast: handshake.reserved.fast_extension(),
                 choked: true,
                 choking: true,
                 peer_interested: false,
@@ -372,9 +376,27 @@ impl Peer {
             Message::Choke => {
                 if !self.choked {
                     self.choked = true;
-                    // Without the fast extension, a choke voids every outstanding request.
+                    // Without the fast extension, a choke voids every outstanding request;
+                    // with it, the peer rejects each one it will not serve.
                     let mut released = std::mem::take(&mut self.released);
-                    released.append(&mut self.outstanding);
+                    if !self.fast {
+                        released.append(&mut self.outstanding);
+                    } else {
+                        // A fast peer should reject what it will not serve; if it stays
+                        // choked and silent, the requests go back after a while anyway.
+                        ctx.run_later(Duration::from_secs(5), |act, ctx| {
+                            if act.choked && !act.outstanding.is_empty() {
+                                let mut gone = std::mem::take(&mut act.outstanding);
+                                act.released.append(&mut gone);
+                                act.coordinator.do_send(PeerChokedUs {
+                                    key: act.key,
+                                    received: std::mem::take(&mut act.received),
+                                    released: std::mem::take(&mut act.released),
+                                });
+                            }
+                            let _ = ctx;
+                        });
+                    }
                     self.coordinator.do_send(PeerChokedUs {
                         key: self.key,
                         received: std::mem::take(&mut self.received),
@@ -400,7 +422,14 @@ impl Peer {
                 }
             }
             Message::Request(request) => self.on_request(request, ctx),
-            Message::Cancel(request) => self.upload_queue.retain(|r| *r != request),
+            Message::Cancel(request) => {
+                let before = self.upload_queue.len();
+                self.upload_queue.retain(|r| *r != request);
+                // BEP 6: a cancelled request is answered with the block or a reject.
+                if self.upload_queue.len() < before {
+                    self.reject(request);
+                }
+            }
             Message::Have(index) => match self
                 .layout
                 .piece(index)
@@ -425,14 +454,45 @@ impl Peer {
                     Err(e) => self.misbehaved(format!("bad bitfield: {e}"), ctx),
                 }
             }
+            Message::HaveAll
+            | Message::HaveNone
+            | Message::RejectRequest(_)
+            | Message::SuggestPiece(_)
+            | Message::AllowedFast(_)
+                if !self.fast =>
+            {
+                self.misbehaved("fast-extension message without negotiation".into(), ctx);
+            }
             Message::HaveAll | Message::HaveNone => {
-                // Only valid with the fast extension, which we do not offer yet.
-                self.misbehaved("fast-extension message without negotiation".into(), ctx);
+                if std::mem::replace(&mut self.announced_pieces, true) {
+                    return self.misbehaved(
+                        "have-all or have-none after the peer's pieces were known".into(),
+                        ctx,
+                    );
+                }
+                let n = self.layout.num_pieces();
+                let pieces = if matches!(message, Message::HaveAll) {
+                    Bitfield::full(n)
+                } else {
+                    Bitfield::new(n)
+                };
+                self.coordinator.do_send(PeerBitfield {
+                    key: self.key,
+                    pieces,
+                });
             }
+            Message::RejectRequest(request) => {
+                // The peer will not serve this one: hand it back to be picked again.
+                if let Some(pos) = self.outstanding.iter().position(|r| *r == request) {
+                    self.outstanding.remove(pos);
+                    self.released.push(request);
+                    self.refill(ctx);
+                }
+            }
+            // A hint we may ignore (BEP 6), and permission to ask for some pieces while
+            // choked, which we do not use: the unchoked path is how we download.
+            Message::SuggestPiece(_) | Message::AllowedFast(_) => {}
             Message::Piece(block) => self.on_block(block, ctx),
-            Message::RejectRequest(_) | Message::SuggestPiece(_) | Message::AllowedFast(_) => {
-                self.misbehaved("fast-extension message without negotiation".into(), ctx);
-            }
             Message::Extended { id, payload } => {
                 if id == EXTENSION_HANDSHAKE {
                     self.extension_handshake(&payload);
@@ -452,6 +512,7 @@ impl Peer {
                 && self.our_pieces.has(piece.get())
         });
         if !valid {
+            self.reject(request);
             self.bad_requests += 1;
             debug!(self.log, "invalid request dropped"; "piece" => request.piece, "offset" => request.offset, "length" => request.length);
             if self.bad_requests > 100 {
@@ -460,12 +521,20 @@ impl Peer {
             return;
         }
         if self.choking || self.upload_queue.len() >= UPLOAD_QUEUE_LIMIT {
-            return;
+            return self.reject(request);
         }
         if !self.upload_queue.contains(&request) {
             self.upload_queue.push_back(request);
         }
         self.pump_uploads(ctx);
+    }
+
+    /// Tells a fast peer we will not serve `request`; without the fast extension, not
+    /// answering is the only way to say it.
+    fn reject(&mut self, request: BlockRequest) {
+        if self.fast {
+            self.send(Message::RejectRequest(request));
+        }
     }
 
     /// Sends the queued requests that the last window covers, and reads the next window
@@ -596,8 +665,12 @@ impl Actor for Peer {
                                 payload: ours.encode().into(),
                             });
                         }
-                        if our_pieces.count_ones() > 0 {
+                        if act.fast && our_pieces.all_set() {
+                            act.send(Message::HaveAll);
+                        } else if our_pieces.count_ones() > 0 {
                             act.send(Message::Bitfield(our_pieces.to_payload()));
+                        } else if act.fast {
+                            act.send(Message::HaveNone);
                         }
                         info!(act.log, "peer joined");
                     }
@@ -676,8 +749,10 @@ impl Handler<ToPeer> for Peer {
             ToPeer::Choke => {
                 if !self.choking {
                     self.choking = true;
-                    self.upload_queue.clear();
                     self.send(Message::Choke);
+                    for request in std::mem::take(&mut self.upload_queue) {
+                        self.reject(request);
+                    }
                 }
             }
             ToPeer::Unchoke => {
