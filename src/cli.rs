@@ -67,6 +67,12 @@ pub struct EngineArgs {
     /// Peers we upload to at once, besides one optimistic unchoke (0 for no limit).
     #[arg(long, default_value_t = 4)]
     pub upload_slots: usize,
+    /// Upload limit in KiB/s (0 for none).
+    #[arg(long, default_value_t = 0, value_name = "KIB_PER_S")]
+    pub upload_limit: u64,
+    /// Download limit in KiB/s (0 for none).
+    #[arg(long, default_value_t = 0, value_name = "KIB_PER_S")]
+    pub download_limit: u64,
     /// A peer to connect to besides the trackers' (HOST:PORT); may be repeated.
     #[arg(long = "peer", value_name = "HOST:PORT")]
     pub peers: Vec<SocketAddr>,

@@ -24,6 +24,8 @@ pub struct GetArgs {
     pub listen: SocketAddr,
     pub max_peers: usize,
     pub upload_slots: usize,
+    pub upload_limit: u64,
+    pub download_limit: u64,
     pub peers: Vec<SocketAddr>,
     pub peer_timeout: Duration,
     pub max_in_progress_bytes: u64,
@@ -60,6 +62,8 @@ impl GetArgs {
             listen: SocketAddr::new(engine.bind, engine.port),
             max_peers: engine.max_peers,
             upload_slots: engine.upload_slots,
+            upload_limit: engine.upload_limit * 1024,
+            download_limit: engine.download_limit * 1024,
             peers: engine.peers,
             peer_timeout: Duration::from_secs(engine.peer_timeout),
             max_in_progress_bytes: engine.max_in_progress_mib << 20,
@@ -151,6 +155,8 @@ async fn download(metainfo: Metainfo, args: &GetArgs, log: slog::Logger) -> Outc
     let mut config = EngineConfig::new(our_peer_id(), args.listen);
     config.max_peers = args.max_peers;
     config.upload_slots = args.upload_slots;
+    config.upload_limit = args.upload_limit;
+    config.download_limit = args.download_limit;
     config.initial_peers = args.peers.clone();
     config.max_in_progress_bytes = args.max_in_progress_bytes;
     config.max_pending_bytes = args.max_pending_bytes;

@@ -20,7 +20,9 @@ use slog::{debug, info, o, warn, Logger};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_stream_shim::TcpListenerStream;
 
+use super::choker::{Choker, ChokerConfig, PeerStats as ChokerInput};
 use super::connection::{self, ConnectTimeouts};
+use super::limiter::RateLimiter;
 use super::messages::*;
 use super::peer::{Peer, PeerConfig, PeerParts};
 use super::picker::{BlockOutcome, Picker};
@@ -92,6 +94,10 @@ pub struct EngineConfig {
     pub upload_slots: usize,
     /// Threads reading blocks for uploads.
     pub readers: usize,
+    /// Upload limit for this torrent in bytes per second; 0 for none.
+    pub upload_limit: u64,
+    /// Download limit for this torrent in bytes per second; 0 for none.
+    pub download_limit: u64,
 }
 
 impl EngineConfig {
@@ -115,6 +121,8 @@ impl EngineConfig {
             sync_on_close: false,
             upload_slots: 4,
             readers: 2,
+            upload_limit: 0,
+            download_limit: 0,
         }
     }
 }
@@ -174,6 +182,8 @@ pub struct Coordinator {
     hasher: Addr<Hasher>,
     writer: Addr<FileWriter>,
     reader: Addr<FileReader>,
+    /// The torrent's rate limits, if any are set.
+    limiter: Option<Addr<RateLimiter>>,
     piece_manager: Option<Addr<PieceManager>>,
     trackers: HashMap<String, Addr<Tracker>>,
     tiers: Tiers,
@@ -190,8 +200,8 @@ pub struct Coordinator {
     /// Block bytes received and sent this run, for announces and the share ratio.
     payload_downloaded: u64,
     payload_uploaded: u64,
-    /// The peer holding the optimistic unchoke, and since when.
-    optimistic: Option<(PeerKey, Instant)>,
+    /// Decides whom we upload to.
+    choker: Choker,
     /// (time, verified bytes) samples for the rate.
     rate_samples: VecDeque<(Instant, u64)>,
     stopping: bool,
@@ -225,6 +235,11 @@ impl Coordinator {
             FileWriter::new(root.clone(), writer_layout.clone(), delay)
         });
         let hasher = SyncArbiter::start(params.config.hashers.max(1), || Hasher);
+        let limiter =
+            (params.config.upload_limit > 0 || params.config.download_limit > 0).then(|| {
+                RateLimiter::new(params.config.upload_limit, params.config.download_limit).start()
+            });
+        let upload_slots = params.config.upload_slots;
         let reader_root = params.download_dir.clone();
         let reader_layout = layout.clone();
         let reader = SyncArbiter::start(params.config.readers.max(1), move || {
@@ -255,6 +270,7 @@ impl Coordinator {
             hasher,
             writer,
             reader,
+            limiter,
             piece_manager: None,
             trackers: HashMap::new(),
             tiers,
@@ -268,7 +284,13 @@ impl Coordinator {
             downloaded_this_run: 0,
             payload_downloaded: 0,
             payload_uploaded: 0,
-            optimistic: None,
+            choker: Choker::new(
+                ChokerConfig {
+                    upload_slots,
+                    ..ChokerConfig::default()
+                },
+                rand::random(),
+            ),
             rate_samples: VecDeque::new(),
             stopping: false,
             log,
@@ -570,6 +592,7 @@ impl Coordinator {
                 coordinator: ctx.address(),
                 piece_manager: pm,
                 reader: self.reader.clone(),
+                limiter: self.limiter.clone(),
                 log: self.log.clone(),
             },
         );
@@ -672,56 +695,35 @@ impl Coordinator {
         }
     }
 
-    /// Decides whom we upload to: the interested peers that send us the most while we
-    /// download (or that we send the most to while we seed), in `upload_slots`, plus one
-    /// optimistic unchoke rotated every 30 s.
+    /// Decides whom we upload to, through the [`Choker`]: tit-for-tat with one optimistic
+    /// slot while downloading, turns for every interested peer while seeding.
     fn rechoke(&mut self) {
-        let seeding = self.phase == Phase::Complete;
         let now = Instant::now();
-        let mut interested: Vec<(PeerKey, f64)> = self
+        let stats: Vec<ChokerInput> = self
             .peers
             .iter()
-            .filter(|(_, p)| p.peer_interested)
-            .map(|(k, p)| (*k, if seeding { p.up_rate } else { p.down_rate }))
+            .map(|(key, p)| ChokerInput {
+                key: *key,
+                interested: p.peer_interested,
+                download_rate: p.down_rate,
+                connected_for: now.duration_since(p.joined_at),
+                is_seed: p.pieces.all_set(),
+                currently_unchoked: p.unchoked,
+            })
             .collect();
-        interested.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-        let slots = if self.config.upload_slots == 0 {
-            usize::MAX
-        } else {
-            self.config.upload_slots
-        };
-        let mut unchoke: HashSet<PeerKey> =
-            interested.iter().take(slots).map(|(k, _)| *k).collect();
-        let optimistic_due = self.optimistic.is_none_or(|(k, since)| {
-            now.duration_since(since) >= Duration::from_secs(30) || !self.peers.contains_key(&k)
-        });
-        if optimistic_due {
-            // Peers that joined in the last minute have nothing to show yet: three chances
-            // each in the draw, so they get started.
-            let rest: Vec<PeerKey> = interested
-                .iter()
-                .map(|(k, _)| *k)
-                .filter(|k| !unchoke.contains(k))
-                .flat_map(|k| {
-                    let new = self
-                        .peers
-                        .get(&k)
-                        .is_some_and(|p| now.duration_since(p.joined_at) < Duration::from_secs(60));
-                    std::iter::repeat_n(k, if new { 3 } else { 1 })
-                })
-                .collect();
-            self.optimistic =
-                (!rest.is_empty()).then(|| (rest[rand::random_range(0..rest.len())], now));
-        }
-        if let Some((k, _)) = self.optimistic {
-            unchoke.insert(k);
-        }
-        for (key, peer) in self.peers.iter_mut() {
-            let want = unchoke.contains(key);
-            if want != peer.unchoked {
-                peer.unchoked = want;
-                peer.actor
-                    .do_send(if want { ToPeer::Unchoke } else { ToPeer::Choke });
+        let decision = self
+            .choker
+            .rechoke(&stats, self.phase == Phase::Complete, now);
+        for (keys, unchoke) in [(decision.unchoke, true), (decision.choke, false)] {
+            for key in keys {
+                if let Some(peer) = self.peers.get_mut(&key) {
+                    peer.unchoked = unchoke;
+                    peer.actor.do_send(if unchoke {
+                        ToPeer::Unchoke
+                    } else {
+                        ToPeer::Choke
+                    });
+                }
             }
         }
     }

@@ -36,6 +36,7 @@ use tokio::net::TcpStream;
 use tokio_util::codec::FramedRead;
 
 use super::coordinator::Coordinator;
+use super::limiter::{Direction, Grant, RateLimiter};
 use super::messages::{
     PeerBitfield, PeerChokedUs, PeerHave, PeerInterest, PeerJoined, PeerLeft, PeerMisbehaved,
     PeerStats, PickBlocks, ReadBlock, StoreBlock, ToPeer,
@@ -109,6 +110,7 @@ pub struct Peer {
     coordinator: Addr<Coordinator>,
     piece_manager: Addr<PieceManager>,
     reader: Addr<FileReader>,
+    limiter: Option<Addr<RateLimiter>>,
     /// The write half; buffered writes, flushed by actix, bounded by the watermarks.
     out: Option<FramedWrite<Message, PauseOnFullSocket, MessageCodec>>,
     /// The peer's handshake, kept for its id and reserved bits.
@@ -129,10 +131,14 @@ pub struct Peer {
     peer_interested: bool,
     /// Our verified pieces, as told by the Coordinator: requests for others are refused.
     our_pieces: Bitfield,
+    /// Pieces this fast peer may fetch from us even while we choke it (BEP 6).
+    allowed_fast: Vec<u32>,
     /// The peer's requests waiting to be read and sent, oldest first.
     upload_queue: VecDeque<BlockRequest>,
     /// A read for uploads is under way.
     reading: bool,
+    /// An upload waits for the rate limiter.
+    granting: bool,
     /// The last window read: piece, offset of its first byte in the piece, data.
     window: Option<(u32, u32, bytes::Bytes)>,
     /// Payload bytes sent, since the last stats report.
@@ -181,6 +187,8 @@ pub struct PeerParts {
     pub piece_manager: Addr<PieceManager>,
     /// The torrent's FileReader pool, for uploads.
     pub reader: Addr<FileReader>,
+    /// The torrent's rate limits, if any are set.
+    pub limiter: Option<Addr<RateLimiter>>,
     /// The torrent's logger.
     pub log: Logger,
 }
@@ -210,6 +218,7 @@ impl Peer {
                 coordinator: parts.coordinator,
                 piece_manager: parts.piece_manager,
                 reader: parts.reader,
+                limiter: parts.limiter,
                 out: Some(out),
                 handshake,
                 joined: false,
@@ -219,8 +228,10 @@ impl Peer {
                 choking: true,
                 peer_interested: false,
                 our_pieces: Bitfield::new(num_pieces),
+                allowed_fast: Vec::new(),
                 upload_queue: VecDeque::new(),
                 reading: false,
+                granting: false,
                 window: None,
                 uploaded_window: 0,
                 bad_requests: 0,
@@ -354,20 +365,30 @@ impl Peer {
             offset: request.offset,
             data: block.data,
         };
-        // Do not read the socket again until the PieceManager has taken the block.
-        ctx.wait(
-            self.piece_manager
-                .send(store)
-                .into_actor(self)
-                .map(move |res, act, ctx| {
-                    if res.is_err() {
-                        act.close("piece manager gone", ctx);
-                        return;
-                    }
-                    act.received.push(request);
-                    act.refill(ctx);
-                }),
-        );
+        // Do not read the socket again until the PieceManager has taken the block (and,
+        // with a download limit, until the limiter allows those bytes).
+        let stored = self.piece_manager.send(store);
+        let limiter = self.limiter.clone();
+        let accepted = async move {
+            let res = stored.await;
+            if let Some(limiter) = limiter {
+                let _ = limiter
+                    .send(Grant {
+                        direction: Direction::Download,
+                        bytes: len,
+                    })
+                    .await;
+            }
+            res
+        };
+        ctx.wait(accepted.into_actor(self).map(move |res, act, ctx| {
+            if res.is_err() {
+                act.close("piece manager gone", ctx);
+                return;
+            }
+            act.received.push(request);
+            act.refill(ctx);
+        }));
     }
 
     fn on_message(&mut self, message: Message, ctx: &mut Context<Self>) {
@@ -520,7 +541,8 @@ impl Peer {
             }
             return;
         }
-        if self.choking || self.upload_queue.len() >= UPLOAD_QUEUE_LIMIT {
+        let allowed = !self.choking || self.allowed_fast.contains(&request.piece);
+        if !allowed || self.upload_queue.len() >= UPLOAD_QUEUE_LIMIT {
             return self.reject(request);
         }
         if !self.upload_queue.contains(&request) {
@@ -540,19 +562,45 @@ impl Peer {
     /// Sends the queued requests that the last window covers, and reads the next window
     /// when the oldest request falls outside it.
     fn pump_uploads(&mut self, ctx: &mut Context<Self>) {
-        while !self.choking {
+        while !self.granting {
             let Some(&request) = self.upload_queue.front() else {
                 break;
             };
+            if self.choking && !self.allowed_fast.contains(&request.piece) {
+                self.upload_queue.pop_front();
+                self.reject(request);
+                continue;
+            }
             if let Some(data) = self.window_slice(&request) {
                 self.upload_queue.pop_front();
-                self.uploaded_window += data.len() as u64;
-                self.send(Message::Piece(crate::wire::Block {
+                let block = crate::wire::Block {
                     piece: request.piece,
                     offset: request.offset,
                     data,
-                }));
-                continue;
+                };
+                let Some(limiter) = self.limiter.clone() else {
+                    self.send_block(block);
+                    continue;
+                };
+                // With an upload limit, one block at a time waits for its grant.
+                self.granting = true;
+                let grant = Grant {
+                    direction: Direction::Upload,
+                    bytes: u64::from(request.length),
+                };
+                ctx.spawn(
+                    limiter
+                        .send(grant)
+                        .into_actor(self)
+                        .map(move |_, act, ctx| {
+                            act.granting = false;
+                            if !act.choking {
+                                act.send_block(block);
+                            }
+                            act.pump_uploads(ctx);
+                        }),
+                );
+                break;
             }
             if self.reading {
                 break;
@@ -589,6 +637,11 @@ impl Peer {
             );
             break;
         }
+    }
+
+    fn send_block(&mut self, block: crate::wire::Block) {
+        self.uploaded_window += block.data.len() as u64;
+        self.send(Message::Piece(block));
     }
 
     /// The bytes of `request` if the last window holds all of them: a slice of the shared
@@ -665,12 +718,23 @@ impl Actor for Peer {
                                 payload: ours.encode().into(),
                             });
                         }
+                        if let (true, std::net::IpAddr::V4(ip)) = (act.fast, act.addr.ip()) {
+                            act.allowed_fast = crate::wire::fast::allowed_fast_set(
+                                ip,
+                                &act.handshake.info_hash,
+                                act.layout.num_pieces(),
+                                crate::wire::fast::ALLOWED_FAST_SET_SIZE,
+                            );
+                        }
                         if act.fast && our_pieces.all_set() {
                             act.send(Message::HaveAll);
                         } else if our_pieces.count_ones() > 0 {
                             act.send(Message::Bitfield(our_pieces.to_payload()));
                         } else if act.fast {
                             act.send(Message::HaveNone);
+                        }
+                        for piece in act.allowed_fast.clone() {
+                            act.send(Message::AllowedFast(piece));
                         }
                         info!(act.log, "peer joined");
                     }
@@ -750,8 +814,13 @@ impl Handler<ToPeer> for Peer {
                 if !self.choking {
                     self.choking = true;
                     self.send(Message::Choke);
-                    for request in std::mem::take(&mut self.upload_queue) {
-                        self.reject(request);
+                    let queue = std::mem::take(&mut self.upload_queue);
+                    for request in queue {
+                        if self.allowed_fast.contains(&request.piece) {
+                            self.upload_queue.push_back(request);
+                        } else {
+                            self.reject(request);
+                        }
                     }
                 }
             }

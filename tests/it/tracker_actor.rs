@@ -183,8 +183,8 @@ fn quick_config(url: &str, info_hash: InfoHash, port: u16) -> TrackerConfig {
         port,
         0x5EED,
     );
-    config.request_timeout = Duration::from_secs(2);
-    config.stop_timeout = Duration::from_secs(2);
+    config.request_timeout = Duration::from_secs(5);
+    config.stop_timeout = Duration::from_secs(5);
     config.stats_timeout = Duration::from_secs(1);
     config.interval_floor = Duration::from_millis(300);
     config.retry_base = Duration::from_millis(100);

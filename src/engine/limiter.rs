@@ -1,0 +1,71 @@
+//! The RateLimiter actor: the one owner of a torrent's upload and download token buckets.
+//!
+//! Limits are shared by every peer of the torrent, and state is never shared between
+//! actors, so the buckets live here and Peers ask for bytes with [`Grant`]. The reply comes
+//! when the bucket allows it; a Peer awaits it before sending a block (uploads) or before
+//! reading its socket again (downloads), so a limit slows the sockets exactly as
+//! backpressure does. With no limit set, the Coordinator gives Peers no limiter at all and
+//! nothing is asked.
+
+use std::time::Instant;
+
+use actix::prelude::*;
+
+use super::ratelimit::TokenBucket;
+
+/// Which way the bytes go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// Bytes we send.
+    Upload,
+    /// Bytes we receive.
+    Download,
+}
+
+/// Peer → RateLimiter: may `bytes` move now? The reply comes when they may.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Grant {
+    /// Which bucket.
+    pub direction: Direction,
+    /// How many bytes.
+    pub bytes: u64,
+}
+
+/// See the module documentation.
+pub struct RateLimiter {
+    upload: TokenBucket,
+    download: TokenBucket,
+}
+
+impl RateLimiter {
+    /// Limits in bytes per second; 0 means unlimited.
+    pub fn new(upload: u64, download: u64) -> Self {
+        Self {
+            upload: TokenBucket::with_rate(upload),
+            download: TokenBucket::with_rate(download),
+        }
+    }
+}
+
+impl Actor for RateLimiter {
+    type Context = Context<Self>;
+}
+
+impl Handler<Grant> for RateLimiter {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, msg: Grant, _: &mut Context<Self>) -> Self::Result {
+        let bucket = match msg.direction {
+            Direction::Upload => &mut self.upload,
+            Direction::Download => &mut self.download,
+        };
+        // The bucket reserves the bytes now, so callers are served in the order they ask.
+        let wait = bucket.take(msg.bytes, Instant::now());
+        Box::pin(async move {
+            if !wait.is_zero() {
+                tokio::time::sleep(wait).await;
+            }
+        })
+    }
+}
