@@ -370,3 +370,23 @@ fn a_dead_tracker_tier_does_not_stop_the_download_while_another_works() {
     assert_same_files(&f.payload.dir, &f.out, &f.payload.files);
     drop(seeder);
 }
+
+/// A download limit holds the rate down. Only a lower bound on the time is checked: a
+/// busy machine can make the download slower, never faster than the limit allows.
+#[test]
+fn download_limit_keeps_the_rate_under_the_limit() {
+    let f = fixture(false, 4 * 1024 * 1024, 15);
+    let seeder = LtSeeder::start(&f.torrent, &f.payload.dir, direct(None));
+    let mut cmd = get_command(&f.torrent, &f.out, &[&seeder]);
+    // 1 MiB/s for 4 MiB: at least about 3 s, allowing for the bucket's initial burst.
+    cmd.args(["--download-limit", "1024"]);
+    let started = Instant::now();
+    let output = run_until(cmd, GET_LIMIT).expect("get ends");
+    let elapsed = started.elapsed();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert_same_files(&f.payload.dir, &f.out, &f.payload.files);
+    assert!(
+        elapsed >= Duration::from_millis(2500),
+        "4 MiB at 1 MiB/s took only {elapsed:?}"
+    );
+}
