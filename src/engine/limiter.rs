@@ -11,26 +11,8 @@ use std::time::Instant;
 
 use actix::prelude::*;
 
+use super::messages::{Direction, Grant};
 use super::ratelimit::TokenBucket;
-
-/// Which way the bytes go.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Direction {
-    /// Bytes we send.
-    Upload,
-    /// Bytes we receive.
-    Download,
-}
-
-/// Peer → RateLimiter: may `bytes` move now? The reply comes when they may.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Grant {
-    /// Which bucket.
-    pub direction: Direction,
-    /// How many bytes.
-    pub bytes: u64,
-}
 
 /// See the module documentation.
 pub struct RateLimiter {

@@ -429,6 +429,30 @@ pub struct ReadBlock {
 }
 
 // ---------------------------------------------------------------------------------------
+// Peer → RateLimiter
+// ---------------------------------------------------------------------------------------
+
+/// Which way the bytes go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// Bytes we send.
+    Upload,
+    /// Bytes we receive.
+    Download,
+}
+
+/// Peer → RateLimiter: may `bytes` move now? The reply comes when the torrent's limit
+/// allows them.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Grant {
+    /// Which bucket.
+    pub direction: Direction,
+    /// How many bytes.
+    pub bytes: u64,
+}
+
+// ---------------------------------------------------------------------------------------
 // Torrent ↔ face (the command line, later the daemon)
 // ---------------------------------------------------------------------------------------
 

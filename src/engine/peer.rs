@@ -36,10 +36,10 @@ use tokio::net::TcpStream;
 use tokio_util::codec::FramedRead;
 
 use super::coordinator::Coordinator;
-use super::limiter::{Direction, Grant, RateLimiter};
+use super::limiter::RateLimiter;
 use super::messages::{
-    PeerBitfield, PeerChokedUs, PeerHave, PeerInterest, PeerJoined, PeerLeft, PeerMisbehaved,
-    PeerStats, PickBlocks, ReadBlock, StoreBlock, ToPeer,
+    Direction, Grant, PeerBitfield, PeerChokedUs, PeerHave, PeerInterest, PeerJoined, PeerLeft,
+    PeerMisbehaved, PeerStats, PickBlocks, ReadBlock, StoreBlock, ToPeer,
 };
 use super::piece_manager::PieceManager;
 use super::storage::FileReader;

@@ -383,7 +383,11 @@ fn download_limit_keeps_the_rate_under_the_limit() {
     let started = Instant::now();
     let output = run_until(cmd, GET_LIMIT).expect("get ends");
     let elapsed = started.elapsed();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     assert_same_files(&f.payload.dir, &f.out, &f.payload.files);
     assert!(
         elapsed >= Duration::from_millis(2500),
