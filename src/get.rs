@@ -196,10 +196,17 @@ async fn download(metainfo: Metainfo, args: &GetArgs, log: slog::Logger) -> Outc
         _ = terminate => Outcome::Interrupted,
     };
     // Stopping a seeder is how it normally ends.
+    // A `get --seed` whose download is complete ends normally when stopped, like `seed`;
+    // stopping a download is an interruption.
     let outcome = match outcome {
-        Outcome::Interrupted if seeding_only => {
+        Outcome::Interrupted => {
             face.do_send(Report(stats_tx));
-            Outcome::SeedingDone(stats_rx.await.unwrap_or_default())
+            let last = stats_rx.await.unwrap_or_default();
+            if seeding_only || last.phase == Phase::Complete {
+                Outcome::SeedingDone(last)
+            } else {
+                Outcome::Interrupted
+            }
         }
         other => other,
     };

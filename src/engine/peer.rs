@@ -463,10 +463,9 @@ impl Peer {
                 None => self.misbehaved(format!("have for piece {index} past the end"), ctx),
             },
             Message::Bitfield(payload) => {
-                if std::mem::replace(&mut self.announced_pieces, true) {
-                    return self
-                        .misbehaved("bitfield after the peer's pieces were known".into(), ctx);
-                }
+                // aria2c sends its whole bitfield again in place of `have` messages; a
+                // repeated bitfield replaces the one before (the Coordinator swaps it).
+                self.announced_pieces = true;
                 match Bitfield::from_payload(&payload, self.layout.num_pieces()) {
                     Ok(pieces) => self.coordinator.do_send(PeerBitfield {
                         key: self.key,
@@ -746,6 +745,14 @@ impl Actor for Peer {
     }
 
     fn stopping(&mut self, _: &mut Context<Self>) -> Running {
+        // Bytes moved since the last once-a-second report still count.
+        if self.joined && (self.downloaded_window > 0 || self.uploaded_window > 0) {
+            self.coordinator.do_send(PeerStats {
+                key: self.key,
+                downloaded: std::mem::take(&mut self.downloaded_window),
+                uploaded: std::mem::take(&mut self.uploaded_window),
+            });
+        }
         let mut released = std::mem::take(&mut self.released);
         released.append(&mut self.outstanding);
         let reason = self.close_reason.take().unwrap_or_else(|| "closed".into());

@@ -362,10 +362,6 @@ fn libtorrent_downloads_a_multi_file_torrent_with_empty_files_from_our_seed() {
 }
 
 #[test]
-#[ignore = "bug: aria2c 1.36 sends a second bitfield mid-connection in place of have \
-            messages (0x4030, then 0x53f8 as pieces complete); the seed logs `peer \
-            misbehaved, banned, what: bitfield after the peer's pieces were known`, drops \
-            and bans it, and aria2c stalls and exits 7 at --bt-stop-timeout"]
 fn aria2c_finds_our_seed_through_an_http_tracker_and_downloads_from_it() {
     let f = Fixture::multi(15);
     let (tracker, announced) = f.tracked();
@@ -816,10 +812,6 @@ fn seed_stopped_by_sigterm_with_nothing_uploaded_exits_0_and_reports_zero() {
 }
 
 #[test]
-#[ignore = "bug: `get --seed` stopped by SIGINT while seeding a complete download exits \
-            130 with `error: interrupted; progress saved, run the same command to resume` \
-            and no `stopped seeding` line (get.rs maps Interrupted to SeedingDone only for \
-            the `seed` command)"]
 fn get_seed_stopped_by_sigint_after_completing_exits_0_and_prints_the_stopped_seeding_line() {
     let f = Fixture::single(1024 * 1024 + 3, 15);
     let (_seed, addr) = start_seed(&f, &f.torrent, &[]);
@@ -867,10 +859,6 @@ fn seed_counts_the_blocks_it_sent_to_a_peer_that_stays_connected() {
 }
 
 #[test]
-#[ignore = "bug: uploads in a connection's last statistics tick (up to 1 s) are never \
-            counted: Peer::stopping sends PeerLeft without `uploaded_window`, so a 3 MiB \
-            copy served to libtorrent within one second ends as `stopped seeding \
-            file.bin: uploaded 0 B (ratio 0.00)`"]
 fn seed_counts_what_it_uploaded_to_a_leecher_that_disconnects_at_once() {
     let f = Fixture::single(3 * 1024 * 1024 + 1, 15);
     let total = f.payload.total_len();
