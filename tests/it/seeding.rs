@@ -878,3 +878,22 @@ fn seed_counts_what_it_uploaded_to_a_leecher_that_disconnects_at_once() {
     );
     assert!(stopped.ratio >= 0.99, "{stopped:?}");
 }
+
+/// An upload limit holds the seed's rate down. Only a lower bound on the time is checked:
+/// a busy machine can make the transfer slower, never faster than the limit allows.
+#[test]
+fn upload_limit_keeps_the_seed_under_the_limit() {
+    let f = Fixture::single(4 * 1024 * 1024, 15);
+    // 1 MiB/s for 4 MiB: at least about 3 s, allowing for the bucket's initial burst.
+    let (mut seed, addr) = start_seed(&f, &f.torrent, &["--upload-limit", "1024"]);
+    let out = f.out("lt");
+    let started = Instant::now();
+    lt_download(&f, addr, &out);
+    let elapsed = started.elapsed();
+    f.assert_downloaded(&out);
+    assert!(seed.running(), "the seed died:\n{}", seed.report());
+    assert!(
+        elapsed >= Duration::from_millis(2500),
+        "4 MiB at 1 MiB/s took only {elapsed:?}"
+    );
+}
