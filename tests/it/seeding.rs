@@ -520,6 +520,11 @@ enum Next {
 impl RawPeer {
     /// Connects to `addr` and exchanges handshakes for `hash`, checking the reply.
     fn connect(addr: SocketAddr, hash: InfoHash, id: u8) -> RawPeer {
+        RawPeer::connect_with(addr, hash, id, Reserved::none())
+    }
+
+    /// As [`RawPeer::connect`], offering the extensions set in `reserved`.
+    fn connect_with(addr: SocketAddr, hash: InfoHash, id: u8, reserved: Reserved) -> RawPeer {
         let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
             .unwrap_or_else(|e| panic!("connecting to our seed at {addr}: {e}"));
         stream
@@ -530,7 +535,7 @@ impl RawPeer {
             .expect("setting a read timeout");
         let mut peer_id = *b"-XX0000-hostile-0000";
         peer_id[19] = b'0' + id;
-        let ours = Handshake::new(Reserved::none(), hash, PeerId(peer_id));
+        let ours = Handshake::new(reserved, hash, PeerId(peer_id));
         stream
             .write_all(&ours.encode())
             .expect("sending our handshake");
@@ -896,4 +901,82 @@ fn upload_limit_keeps_the_seed_under_the_limit() {
         elapsed >= Duration::from_millis(2500),
         "4 MiB at 1 MiB/s took only {elapsed:?}"
     );
+}
+
+/// BEP 6 with a peer that offers it: our complete seed says `have-all`, gives the peer its
+/// allowed-fast set (the BEP's algorithm over 127.0.0.1 and the info-hash), answers a
+/// request it will not serve while choking with `reject-request`, and serves a block of
+/// an allowed-fast piece even while choking.
+#[test]
+fn fast_peer_gets_have_all_its_allowed_fast_set_rejects_and_allowed_blocks_while_choked() {
+    let f = Fixture::single(2 * 1024 * 1024 + 5, 15);
+    let (mut seed, addr) = start_seed(&f, &f.torrent, &[]);
+    let mut reserved = Reserved::none();
+    reserved.set_fast_extension(true);
+    let mut peer = RawPeer::connect_with(addr, f.info_hash(), 7, reserved);
+
+    let (_, before) = peer.read_until(Duration::from_secs(10), "have-all", |m| {
+        matches!(m, Message::HaveAll)
+    });
+    assert!(
+        !before
+            .iter()
+            .any(|m| matches!(m, Message::Bitfield(_) | Message::HaveNone)),
+        "a bitfield or have-none before have-all: {before:?}"
+    );
+    let num_pieces = read_metainfo(&f.torrent).info.layout.num_pieces();
+    let expected = torrent_actors::wire::fast::allowed_fast_set(
+        std::net::Ipv4Addr::LOCALHOST,
+        &f.info_hash(),
+        num_pieces,
+        torrent_actors::wire::fast::ALLOWED_FAST_SET_SIZE,
+    );
+    let mut allowed = Vec::new();
+    while allowed.len() < expected.len() {
+        let (m, _) = peer.read_until(Duration::from_secs(10), "allowed-fast", |m| {
+            matches!(m, Message::AllowedFast(_))
+        });
+        if let Message::AllowedFast(p) = m {
+            allowed.push(p);
+        }
+    }
+    assert_eq!(allowed, expected);
+
+    // Not interested, so choked: a piece outside the set is refused out loud.
+    let outside = (0..num_pieces)
+        .find(|p| !allowed.contains(p))
+        .expect("a piece outside the set");
+    let refused = BlockRequest {
+        piece: outside,
+        offset: 0,
+        length: 16384,
+    };
+    peer.send(&Message::Request(refused));
+    peer.read_until(
+        Duration::from_secs(10),
+        "a reject",
+        |m| matches!(m, Message::RejectRequest(r) if *r == refused),
+    );
+
+    // An allowed-fast piece is served anyway, with the right bytes.
+    let inside = BlockRequest {
+        piece: allowed[0],
+        offset: 16384,
+        length: 16384,
+    };
+    peer.send(&Message::Request(inside));
+    let (block, _) = peer.read_until(
+        Duration::from_secs(10),
+        "an allowed-fast block",
+        |m| matches!(m, Message::Piece(b) if b.piece == inside.piece && b.offset == inside.offset),
+    );
+    let Message::Piece(block) = block else {
+        unreachable!()
+    };
+    let offset = u64::from(inside.piece) * 32 * 1024 + u64::from(inside.offset);
+    assert!(
+        block.data[..] == payload_bytes(&f, offset, 16384)[..],
+        "wrong bytes for the allowed-fast block"
+    );
+    assert!(seed.running(), "the seed died:\n{}", seed.report());
 }
