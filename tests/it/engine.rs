@@ -394,3 +394,53 @@ fn download_limit_keeps_the_rate_under_the_limit() {
         "4 MiB at 1 MiB/s took only {elapsed:?}"
     );
 }
+
+/// A mounted tmpfs, unmounted (by its path) when dropped.
+struct TinyDisk {
+    dir: tempfile::TempDir,
+}
+
+impl TinyDisk {
+    /// Mounts a tmpfs of `size` on a fresh folder. Needs root, as CI runs: mounting is
+    /// the only honest way to make a disk full here, so without it the test fails rather
+    /// than pass without checking anything.
+    fn mount(size: &str) -> TinyDisk {
+        let dir = temp_dir();
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .expect("running mount");
+        assert!(
+            status.success(),
+            "mounting a tmpfs needs root (CI runs as root): {status}"
+        );
+        TinyDisk { dir }
+    }
+}
+
+impl Drop for TinyDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.dir.path()).status();
+    }
+}
+
+#[test]
+fn get_onto_a_full_disk_exits_6_naming_the_file() {
+    let f = fixture(false, 4 * 1024 * 1024, 15);
+    let disk = TinyDisk::mount("2m");
+    let out = disk.dir.path().join("out");
+    let seeder = LtSeeder::start(&f.torrent, &f.payload.dir, direct(None));
+    let output = run_until(get_command(&f.torrent, &out, &[&seeder]), GET_LIMIT).expect("get ends");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(6), "{stderr}");
+    assert!(
+        stderr.contains("file.bin"),
+        "the error names no file: {stderr}"
+    );
+    assert_eq!(
+        stderr.lines().filter(|l| l.starts_with("error:")).count(),
+        1,
+        "{stderr}"
+    );
+}
