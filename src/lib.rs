@@ -1,7 +1,8 @@
 //! torrent-actors: a BitTorrent engine built as an actor system.
 //!
-//! The modules here are the pure protocol layers: plain functions and types over bytes,
-//! with no actors, sockets or filesystem access. The actor engine builds on them.
+//! Two layers. The protocol modules (`bencode`, `metainfo`, `layout`, `wire`, `tracker`,
+//! `magnet`, `ids`) are pure: plain functions and types over bytes, with no actors, sockets
+//! or filesystem access. `engine` is the actix actor system built on them.
 
 pub mod bencode;
 pub mod engine;

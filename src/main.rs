@@ -1,5 +1,6 @@
-//! The `torrent-actors` binary: the only place that prints a fatal error or picks an exit
-//! code. Each failure class has its own code, listed in README.md.
+//! The `torrent-actors` binary: `main` is the only place that prints a fatal error; the
+//! face modules (`info`, `get`) turn failures into the exit codes listed in README.md.
+//! The binary alone uses `anyhow`; the library returns typed errors.
 
 mod cli;
 mod get;

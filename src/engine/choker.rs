@@ -1,7 +1,7 @@
 //! The choker: which peers we upload to. Plain data and arithmetic with no actors, sockets
 //! or clock; the Coordinator owns the one `Choker` of a torrent, calls
-//! [`Choker::rechoke`] every [`ChokerConfig::rechoke_every`] (and when peers join, leave
-//! or change interest) with `now` and the state of every connected peer, and sends the
+//! [`Choker::rechoke`] every [`ChokerConfig::rechoke_every`] (and when a peer becomes
+//! interested while a slot is free) with `now` and the state of every connected peer, and sends the
 //! `choke` and `unchoke` messages the decision lists. It must not send anything itself,
 //! measure rates or read the clock.
 //!

@@ -6,8 +6,9 @@
 //! `PickBlocks` handler. It starts the torrent (file check, then trackers, listener and
 //! dialing), saves the resume file, notices completion and runs the shutdown.
 //!
-//! It does not touch sockets or files itself: Peers own connections, the FileWriter owns
-//! the disk, the PieceManager owns block data.
+//! It holds no connection and touches no file: its listener accepts sockets and hands them
+//! to `connection::accept` for the handshake, after which a Peer owns each one; the
+//! FileWriter owns the disk and the PieceManager owns block data.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
@@ -54,6 +55,9 @@ mod tokio_stream_shim {
         }
     }
 }
+
+/// Failed pieces with a block from one peer that get it banned.
+const BAD_PIECES_TO_BAN: u32 = 3;
 
 /// Everything tunable about one torrent's engine.
 #[derive(Debug, Clone)]
@@ -139,8 +143,8 @@ struct PeerEntry {
     pieces: Bitfield,
     /// Whether we told it we are interested.
     interested: bool,
-    /// Blocks of pieces that failed their hash, sent by this peer.
-    bad_blocks: u32,
+    /// Pieces that failed their hash with a block from this peer.
+    bad_pieces: u32,
     /// It wants our data.
     peer_interested: bool,
     /// We upload to it.
@@ -863,7 +867,7 @@ impl Handler<PeerJoined> for Coordinator {
                 peer_id: msg.peer_id,
                 pieces: Bitfield::new(self.layout.num_pieces()),
                 interested: false,
-                bad_blocks: 0,
+                bad_pieces: 0,
                 peer_interested: false,
                 unchoked: false,
                 down_rate: 0.0,
@@ -1047,13 +1051,15 @@ impl Handler<PieceFailed> for Coordinator {
         if let Some(pm) = &self.piece_manager {
             pm.do_send(ForgetPiece { piece: msg.piece });
         }
-        // A peer that keeps sending data that fails its hash is dropped. A block from an
-        // honest peer in a failed piece is not its fault, so one failure is forgiven.
-        for key in msg.senders {
+        // A peer whose data fails its hash in several pieces is dropped and banned. One
+        // failed piece is forgiven: an honest peer may have sent good blocks of a piece
+        // another peer spoiled. Each sender counts once per piece, however many blocks.
+        let senders: HashSet<PeerKey> = msg.senders.into_iter().collect();
+        for key in senders {
             if let Some(peer) = self.peers.get_mut(&key) {
-                peer.bad_blocks += 1;
-                if peer.bad_blocks >= 8 {
-                    warn!(self.log, "peer sent too much bad data, banned"; "addr" => %peer.addr);
+                peer.bad_pieces += 1;
+                if peer.bad_pieces >= BAD_PIECES_TO_BAN {
+                    warn!(self.log, "peer sent bad data in several pieces, banned"; "addr" => %peer.addr);
                     self.banned.insert(peer.addr);
                     peer.actor
                         .do_send(ToPeer::Disconnect("sent bad data".into()));

@@ -147,8 +147,9 @@ pub struct PeerStats {
     pub uploaded: u64,
 }
 
-/// Peer → Coordinator: the peer broke the protocol in a way that is its fault (a block
-/// never requested, a bad `have`). Counted towards a ban.
+/// Peer → Coordinator: the peer broke the protocol in a way that is its fault (a bad
+/// `have` or bitfield, an undecodable message, too many invalid requests). The peer is
+/// banned by address and port and the connection closes.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct PeerMisbehaved {
@@ -462,7 +463,8 @@ pub struct Grant {
 pub enum TorrentEvent {
     /// Periodic status.
     Progress(Progress),
-    /// Every wanted piece is verified and on disk; files are synced.
+    /// Every wanted piece is verified and written; files are closed (synced with
+    /// `--fsync`).
     Completed(Progress),
     /// The torrent cannot continue (disk full, unwritable folder).
     Failed(FailureKind, String),

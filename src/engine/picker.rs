@@ -23,7 +23,7 @@ use super::PeerKey;
 use crate::layout::{Layout, PieceIndex, BLOCK_SIZE};
 use crate::wire::{Bitfield, BlockRequest};
 
-/// Where a piece is in its life. The four states are disjoint; ARCHITECTURE.md lists the
+/// Where a piece is in its life. The five states are disjoint; ARCHITECTURE.md lists the
 /// transitions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PieceState {

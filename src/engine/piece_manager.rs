@@ -12,7 +12,7 @@
 //! that reply before reading its socket again, stops reading. A slow disk thus slows the
 //! sockets, and TCP slows the senders.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use actix::prelude::*;
@@ -58,6 +58,9 @@ pub struct PieceManager {
     assembling: HashMap<u32, Assembly>,
     /// Verified and written: blocks for these pieces are late duplicates and dropped.
     done: Bitfield,
+    /// Complete pieces being hashed or written: late endgame copies of their blocks are
+    /// dropped too, or they would open an assembly that nothing ever closes.
+    finishing: HashSet<u32>,
     /// Bytes of complete pieces sent to hash or write and not finished.
     pending_bytes: u64,
     /// Above this, `StoreBlock` replies wait.
@@ -90,6 +93,7 @@ impl PieceManager {
             info,
             assembling: HashMap::new(),
             done,
+            finishing: HashSet::new(),
             pending_bytes: 0,
             max_pending_bytes: max_pending_bytes.max(floor),
             waiting: VecDeque::new(),
@@ -110,6 +114,7 @@ impl PieceManager {
     fn finish_piece(&mut self, piece: PieceIndex, assembly: Assembly, ctx: &mut Context<Self>) {
         let len = u64::from(self.layout().piece_len(piece));
         self.pending_bytes += len;
+        self.finishing.insert(piece.get());
         let blocks: Vec<Bytes> = assembly.blocks.into_iter().flatten().collect();
         let senders: Vec<PeerKey> = assembly.senders.into_iter().flatten().collect();
         let expected = *self.info.piece_hash(piece);
@@ -138,6 +143,7 @@ impl PieceManager {
         };
         ctx.spawn(work.into_actor(self).map(move |outcome, act, _| {
             act.pending_bytes -= len;
+            act.finishing.remove(&piece.get());
             match outcome {
                 Outcome::Written => {
                     let _ = act.done.set(piece.get());
@@ -184,7 +190,8 @@ impl Handler<StoreBlock> for PieceManager {
 
     fn handle(&mut self, msg: StoreBlock, ctx: &mut Context<Self>) -> Self::Result {
         let piece = msg.piece;
-        if !self.done.has(piece.get()) && !self.broken {
+        let wanted = !self.done.has(piece.get()) && !self.finishing.contains(&piece.get());
+        if wanted && !self.broken {
             let num_blocks = self.layout().num_blocks(piece) as usize;
             let b = (msg.offset / BLOCK_SIZE) as usize;
             let assembly = self

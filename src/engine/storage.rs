@@ -1,7 +1,7 @@
 //! The FileWriter and the Hasher: the two SyncArbiter actors that do blocking work, so the
 //! network arbiter never waits on a disk or burns a core on SHA-1.
 //!
-//! The FileWriter is the only code in the engine that touches the filesystem: it creates
+//! The FileWriter is the only code in the engine that writes the download: it creates
 //! the files at their final size, writes verified pieces at their offsets (`pwrite`, one
 //! call per file span), and writes the resume file atomically. It runs on one thread, so its operations are ordered: a resume file
 //! saved after a piece's write never claims a piece that is not on disk.
@@ -55,7 +55,7 @@ pub struct FileWriter {
     layout: Arc<Layout>,
     /// Open handles, by file index; `None` until first use and for padding files.
     files: Vec<Option<File>>,
-    /// Files written since the last sync, so a resume save syncs only those.
+    /// Files written since the last sync, so a sync at close (`--fsync`) touches only those.
     dirty: Vec<bool>,
     /// Added to every piece write: a slow disk on demand, for tests of backpressure.
     write_delay: std::time::Duration,
