@@ -19,7 +19,7 @@ struct Failure {
     error: anyhow::Error,
 }
 
-/// Exit codes: 0 is success, 1 an error of no other class, 2 a usage error (clap's).
+/// Exit codes: 0 is success and 2 a usage error (clap's); the others are below.
 mod exit {
     /// The torrent file could not be read.
     pub const UNREADABLE: u8 = 3;
