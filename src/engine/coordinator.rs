@@ -751,24 +751,31 @@ impl Coordinator {
         let data = ResumeData::new(self.info_hash, &self.layout, &self.have);
         let writer = self.writer.clone();
         let sync = self.config.sync_on_close;
+        let unavailable = |e: MailboxError| StorageError {
+            path: String::new(),
+            message: format!("file writer unavailable: {e}"),
+            disk_full: false,
+        };
         let done = async move {
             writer
                 .send(CloseStorage { sync })
                 .await
-                .map_err(|e| e.to_string())?
-                .map_err(|e| e.to_string())?;
+                .map_err(unavailable)??;
             writer
                 .send(SaveResume { data })
                 .await
-                .map_err(|e| e.to_string())?
-                .map_err(|e| e.to_string())
+                .map_err(unavailable)?
         };
-        ctx.wait(done.into_actor(self).map(|res, act, _| {
-            match res {
-                Ok(()) => act.events.do_send(TorrentEvent::Completed(act.progress())),
-                Err(e) => act
-                    .events
-                    .do_send(TorrentEvent::Failed(FailureKind::Storage, e)),
+        ctx.wait(done.into_actor(self).map(|res, act, _| match res {
+            Ok(()) => act.events.do_send(TorrentEvent::Completed(act.progress())),
+            Err(e) => {
+                let kind = if e.disk_full {
+                    FailureKind::DiskFull
+                } else {
+                    FailureKind::Storage
+                };
+                act.events
+                    .do_send(TorrentEvent::Failed(kind, e.to_string()));
             }
         }));
     }
