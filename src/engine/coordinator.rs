@@ -161,7 +161,6 @@ pub struct Coordinator {
     info_hash: InfoHash,
     info: Arc<Info>,
     layout: Arc<Layout>,
-    trackers_tiers: Vec<Vec<String>>,
     root: PathBuf,
     config: EngineConfig,
     phase: Phase,
@@ -258,7 +257,6 @@ impl Coordinator {
             have: Bitfield::new(layout.num_pieces()),
             info,
             layout,
-            trackers_tiers: params.metainfo.trackers.clone(),
             root: params.download_dir,
             config: params.config,
             phase: Phase::Checking,
@@ -1160,7 +1158,7 @@ impl Handler<Shutdown> for Coordinator {
                 .await;
         };
         Box::pin(work.into_actor(self).map(|_, act, ctx| {
-            debug!(act.log, "torrent stopped"; "tiers" => act.trackers_tiers.len());
+            debug!(act.log, "torrent stopped");
             ctx.stop();
         }))
     }

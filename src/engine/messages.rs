@@ -117,8 +117,6 @@ pub struct PeerLeft {
     pub received: Vec<BlockRequest>,
     /// Requests still outstanding.
     pub released: Vec<BlockRequest>,
-    /// Bytes of block data this connection delivered, for statistics.
-    pub downloaded: u64,
     /// Why it closed, for the log.
     pub reason: String,
 }

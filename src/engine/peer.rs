@@ -117,9 +117,6 @@ pub struct Peer {
     handshake: Handshake,
     /// Accepted by the Coordinator; until then nothing but the handshake has been sent.
     joined: bool,
-    /// Whether the peer has said which pieces it has (bitfield or have). A bitfield after
-    /// that is a protocol violation; one after an extension handshake is fine.
-    announced_pieces: bool,
     /// Both sides set the fast-extension bit (BEP 6): `have-all`/`have-none`, explicit
     /// rejects, and a choke that does not void requests by itself.
     fast: bool,
@@ -158,10 +155,8 @@ pub struct Peer {
     picking: bool,
     /// The peer's `reqq`, or the default.
     reqq: usize,
-    /// Payload bytes received, in total, in the current rate window, and since the last
-    /// stats report.
-    downloaded: u64,
-    window_bytes: u64,
+    /// Payload bytes received since the last once-a-second tick: the rate's input and
+    /// the next stats report.
     downloaded_window: u64,
     /// Bytes per second, smoothed.
     rate: f64,
@@ -222,7 +217,6 @@ impl Peer {
                 out: Some(out),
                 handshake,
                 joined: false,
-                announced_pieces: false,
                 fast: handshake.reserved.fast_extension(),
                 choked: true,
                 choking: true,
@@ -241,8 +235,6 @@ impl Peer {
                 released: Vec::new(),
                 picking: false,
                 reqq: DEFAULT_REQQ,
-                downloaded: 0,
-                window_bytes: 0,
                 downloaded_window: 0,
                 rate: 0.0,
                 last_received: now,
@@ -355,8 +347,6 @@ impl Peer {
             return;
         };
         let len = block.data.len() as u64;
-        self.downloaded += len;
-        self.window_bytes += len;
         self.downloaded_window += len;
         self.last_block = Instant::now();
         let store = StoreBlock {
@@ -451,11 +441,7 @@ impl Peer {
                     self.reject(request);
                 }
             }
-            Message::Have(index) => match self
-                .layout
-                .piece(index)
-                .inspect(|_| self.announced_pieces = true)
-            {
+            Message::Have(index) => match self.layout.piece(index) {
                 Some(piece) => self.coordinator.do_send(PeerHave {
                     key: self.key,
                     piece,
@@ -464,8 +450,8 @@ impl Peer {
             },
             Message::Bitfield(payload) => {
                 // aria2c sends its whole bitfield again in place of `have` messages; a
-                // repeated bitfield replaces the one before (the Coordinator swaps it).
-                self.announced_pieces = true;
+                // repeated bitfield replaces the one before (the Coordinator swaps it), and
+                // so does a later have-all or have-none.
                 match Bitfield::from_payload(&payload, self.layout.num_pieces()) {
                     Ok(pieces) => self.coordinator.do_send(PeerBitfield {
                         key: self.key,
@@ -484,12 +470,6 @@ impl Peer {
                 self.misbehaved("fast-extension message without negotiation".into(), ctx);
             }
             Message::HaveAll | Message::HaveNone => {
-                if std::mem::replace(&mut self.announced_pieces, true) {
-                    return self.misbehaved(
-                        "have-all or have-none after the peer's pieces were known".into(),
-                        ctx,
-                    );
-                }
                 let n = self.layout.num_pieces();
                 let pieces = if matches!(message, Message::HaveAll) {
                     Bitfield::full(n)
@@ -652,12 +632,8 @@ impl Peer {
         (*piece == request.piece && to <= data.len()).then(|| data.slice(from..to))
     }
 
-    /// Once a second: rate, timeouts, keep-alive.
-    fn tick(&mut self, ctx: &mut Context<Self>) {
-        let now = Instant::now();
-        // Smooth over about two seconds so one burst does not swing the queue.
-        self.rate = 0.5 * self.rate + 0.5 * self.window_bytes as f64;
-        self.window_bytes = 0;
+    /// Tells the Coordinator the bytes moved since the last report, if any.
+    fn report_stats(&mut self) {
         if self.downloaded_window > 0 || self.uploaded_window > 0 {
             self.coordinator.do_send(PeerStats {
                 key: self.key,
@@ -665,6 +641,14 @@ impl Peer {
                 uploaded: std::mem::take(&mut self.uploaded_window),
             });
         }
+    }
+
+    /// Once a second: rate, timeouts, keep-alive.
+    fn tick(&mut self, ctx: &mut Context<Self>) {
+        let now = Instant::now();
+        // Smooth over about two seconds so one burst does not swing the queue.
+        self.rate = 0.5 * self.rate + 0.5 * self.downloaded_window as f64;
+        self.report_stats();
         if !self.outstanding.is_empty()
             && !self.choked
             && now.duration_since(self.last_block) > self.config.request_timeout
@@ -746,12 +730,8 @@ impl Actor for Peer {
 
     fn stopping(&mut self, _: &mut Context<Self>) -> Running {
         // Bytes moved since the last once-a-second report still count.
-        if self.joined && (self.downloaded_window > 0 || self.uploaded_window > 0) {
-            self.coordinator.do_send(PeerStats {
-                key: self.key,
-                downloaded: std::mem::take(&mut self.downloaded_window),
-                uploaded: std::mem::take(&mut self.uploaded_window),
-            });
+        if self.joined {
+            self.report_stats();
         }
         let mut released = std::mem::take(&mut self.released);
         released.append(&mut self.outstanding);
@@ -762,7 +742,6 @@ impl Actor for Peer {
                 key: self.key,
                 received: std::mem::take(&mut self.received),
                 released,
-                downloaded: self.downloaded,
                 reason,
             });
         }
