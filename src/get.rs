@@ -174,6 +174,8 @@ async fn download(metainfo: Metainfo, args: &GetArgs, log: slog::Logger) -> Outc
     .start();
     let seeding_only = matches!(args.mode, Mode::Seed);
     let coordinator = Coordinator::start(TorrentParams {
+        selection: None,
+        dht: None,
         metainfo,
         download_dir: args.output.clone(),
         config,

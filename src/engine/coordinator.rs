@@ -33,6 +33,7 @@ use super::storage::{FileReader, FileWriter, Hasher};
 use super::tracker::{Tiers, Tracker, TrackerConfig, TrackerLinks};
 use super::PeerKey;
 use crate::layout::{Layout, PieceIndex};
+use crate::magnet::FileSelection;
 use crate::metainfo::{Info, Metainfo};
 use crate::wire::Bitfield;
 use crate::{InfoHash, PeerId};
@@ -219,6 +220,10 @@ pub struct TorrentParams {
     pub download_dir: PathBuf,
     /// Tunables.
     pub config: EngineConfig,
+    /// The files to download (BEP 53 indices); `None` means every file.
+    pub selection: Option<FileSelection>,
+    /// The DHT to find peers through; `None` when it is off or the torrent is private.
+    pub dht: Option<DhtLinks>,
     /// Where events go.
     pub events: Recipient<TorrentEvent>,
     /// The parent logger.

@@ -15,7 +15,7 @@ use super::resume::{FileRecord, ResumeData};
 use super::PeerKey;
 use crate::layout::PieceIndex;
 use crate::wire::{Bitfield, BlockRequest};
-use crate::PeerId;
+use crate::{InfoHash, PeerId};
 
 // ---------------------------------------------------------------------------------------
 // Peer → Coordinator
@@ -262,6 +262,42 @@ pub struct StorageError {
 }
 
 // ---------------------------------------------------------------------------------------
+// Coordinator, Peer ↔ Dht
+// ---------------------------------------------------------------------------------------
+
+/// Coordinator → Dht: find peers for a torrent (`get_peers`), send them to `reply` as
+/// [`PeersFound`] with [`PeerSource::Dht`], then announce us (`announce_peer`) on
+/// `announce_port` when it is given.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct DhtLookup {
+    /// The torrent.
+    pub info_hash: InfoHash,
+    /// Our listening TCP port, to announce; `None` looks up without announcing.
+    pub announce_port: Option<u16>,
+    /// Where the peers go.
+    pub reply: Recipient<PeersFound>,
+}
+
+/// Peer → Dht: a DHT node learned from a peer's `port` message (BEP 5), worth adding to
+/// the routing table.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct DhtNodeSeen {
+    /// The node's UDP address: the peer's IP with the port it sent.
+    pub addr: SocketAddr,
+}
+
+/// The DHT as a torrent sees it: where to ask for peers and where to report nodes.
+#[derive(Clone)]
+pub struct DhtLinks {
+    /// Lookups and announces.
+    pub lookup: Recipient<DhtLookup>,
+    /// Nodes from peers' `port` messages.
+    pub node_seen: Recipient<DhtNodeSeen>,
+}
+
+// ---------------------------------------------------------------------------------------
 // Tracker ↔ Coordinator
 // ---------------------------------------------------------------------------------------
 
@@ -274,6 +310,12 @@ pub enum PeerSource {
     Manual,
     /// Connected to us.
     Incoming,
+    /// The DHT's `get_peers` answers.
+    Dht,
+    /// A connected peer's peer-exchange (BEP 11) message.
+    Pex,
+    /// A magnet link's `x.pe` parameter.
+    Magnet,
 }
 
 /// Tracker → Coordinator: addresses to try.

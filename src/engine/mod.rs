@@ -6,6 +6,7 @@
 pub mod choker;
 pub mod connection;
 pub mod coordinator;
+pub mod dht;
 pub mod limiter;
 pub mod messages;
 pub mod peer;
