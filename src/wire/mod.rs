@@ -11,6 +11,7 @@
 
 mod bitfield;
 mod codec;
+pub mod ext;
 pub mod fast;
 mod handshake;
 mod message;
