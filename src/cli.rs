@@ -92,9 +92,13 @@ pub struct EngineArgs {
     /// Slow every piece write by this many milliseconds (for testing backpressure).
     #[arg(long, default_value_t = 0, hide = true)]
     pub debug_write_delay_ms: u64,
+    /// Do not exchange peers with peers (BEP 11 peer exchange); private torrents never do.
+    #[arg(long)]
+    pub no_pex: bool,
     /// More log output on stderr (-v information, -vv debugging).
     #[arg(short, long, action = clap::ArgAction::Count)]
     pub verbose: u8,
-    /// The .torrent file.
+    /// The .torrent file, or a magnet link (quote it: `&` is special to the shell).
+    #[arg(value_name = "TORRENT_OR_MAGNET")]
     pub torrent: PathBuf,
 }

@@ -12,6 +12,8 @@ use futures::channel::oneshot;
 use indicatif::{HumanBytes, ProgressBar, ProgressStyle};
 use torrent_actors::engine::coordinator::{Coordinator, EngineConfig, TorrentParams};
 use torrent_actors::engine::messages::{FailureKind, Phase, Progress, Shutdown, TorrentEvent};
+use torrent_actors::engine::metadata::{MagnetParams, MetadataFetcher};
+use torrent_actors::magnet::Magnet;
 use torrent_actors::metainfo::Metainfo;
 use torrent_actors::PeerId;
 
@@ -33,6 +35,7 @@ pub struct GetArgs {
     pub write_delay: Duration,
     pub fsync: bool,
     pub verbosity: u8,
+    pub pex: bool,
     pub mode: Mode,
 }
 
@@ -71,6 +74,7 @@ impl GetArgs {
             write_delay: Duration::from_millis(engine.debug_write_delay_ms),
             fsync: engine.fsync,
             verbosity: engine.verbose,
+            pex: !engine.no_pex,
             mode,
         }
     }
@@ -86,21 +90,73 @@ enum Outcome {
     NoPeers,
 }
 
+/// What to download: a `.torrent` already read, or a magnet link whose metadata comes
+/// from peers.
+enum Source {
+    Torrent(Metainfo),
+    Magnet(Magnet),
+}
+
+impl Source {
+    /// Reads the argument: a magnet link if it looks like one, else a `.torrent` path.
+    fn read(arg: &Path) -> Result<Source, Failure> {
+        if let Some(text) = arg.to_str().filter(|t| {
+            t.get(..7)
+                .is_some_and(|p| p.eq_ignore_ascii_case("magnet:"))
+        }) {
+            return Magnet::parse(text)
+                .map(Source::Magnet)
+                .map_err(|e| Failure {
+                    code: exit::INVALID_TORRENT,
+                    error: anyhow::anyhow!("invalid magnet link: {e}"),
+                });
+        }
+        let bytes = std::fs::read(arg).map_err(|e| Failure {
+            code: exit::UNREADABLE,
+            error: anyhow::anyhow!("cannot read {}: {e}", arg.display()),
+        })?;
+        let metainfo = Metainfo::from_bytes(&bytes).map_err(|e| Failure {
+            code: exit::INVALID_TORRENT,
+            error: anyhow::anyhow!("invalid torrent {}: {e}", arg.display()),
+        })?;
+        Ok(Source::Torrent(metainfo))
+    }
+
+    /// The name to show until the metadata says better.
+    fn name(&self) -> String {
+        match self {
+            Source::Torrent(m) => m.info.name.clone(),
+            Source::Magnet(m) => m
+                .display_name
+                .clone()
+                .unwrap_or_else(|| m.info_hash.to_hex()),
+        }
+    }
+
+    /// The size, unknown (0) for a magnet link until its metadata arrives.
+    fn total_bytes(&self) -> u64 {
+        match self {
+            Source::Torrent(m) => m.info.layout.total_length(),
+            Source::Magnet(_) => 0,
+        }
+    }
+}
+
 pub fn run(args: GetArgs) -> Result<(), Failure> {
-    let bytes = std::fs::read(&args.torrent).map_err(|e| Failure {
-        code: exit::UNREADABLE,
-        error: anyhow::anyhow!("cannot read {}: {e}", args.torrent.display()),
-    })?;
-    let metainfo = Metainfo::from_bytes(&bytes).map_err(|e| Failure {
-        code: exit::INVALID_TORRENT,
-        error: anyhow::anyhow!("invalid torrent {}: {e}", args.torrent.display()),
-    })?;
+    let source = Source::read(&args.torrent)?;
+    if matches!(source, Source::Magnet(_)) && matches!(args.mode, Mode::Seed) {
+        return Err(Failure {
+            code: exit::INVALID_TORRENT,
+            error: anyhow::anyhow!(
+                "seed needs a .torrent file; a magnet link has no data to check"
+            ),
+        });
+    }
     check_writable(&args.output)?;
     let log = logging::stderr_logger(args.verbosity);
-    let name = metainfo.info.name.clone();
     let started = Instant::now();
 
-    let outcome = actix::System::new().block_on(download(metainfo, &args, log));
+    let (outcome, name) = actix::System::new().block_on(download(source, &args, log));
     match outcome {
         Outcome::Completed(p) => {
             let secs = started.elapsed().as_secs_f64();
@@ -124,6 +180,7 @@ pub fn run(args: GetArgs) -> Result<(), Failure> {
             code: match kind {
                 FailureKind::DiskFull => exit::DISK_FULL,
                 FailureKind::Storage => exit::OUTPUT_NOT_WRITABLE,
+                FailureKind::InvalidTorrent => exit::INVALID_TORRENT,
             },
             error: anyhow::anyhow!("{message}"),
         }),
@@ -151,7 +208,7 @@ fn check_writable(dir: &Path) -> Result<(), Failure> {
     tempfile::tempfile_in(dir).map(drop).map_err(not_writable)
 }
 
-async fn download(metainfo: Metainfo, args: &GetArgs, log: slog::Logger) -> Outcome {
+async fn download(source: Source, args: &GetArgs, log: slog::Logger) -> (Outcome, String) {
     let mut config = EngineConfig::new(our_peer_id(), args.listen);
     config.max_peers = args.max_peers;
     config.upload_slots = args.upload_slots;
@@ -162,26 +219,41 @@ async fn download(metainfo: Metainfo, args: &GetArgs, log: slog::Logger) -> Outc
     config.max_pending_bytes = args.max_pending_bytes;
     config.write_delay = args.write_delay;
     config.sync_on_close = args.fsync;
+    config.pex = args.pex;
 
     let (done_tx, done_rx) = oneshot::channel();
     let face = Face::new(
-        metainfo.info.name.clone(),
-        metainfo.info.layout.total_length(),
+        source.name(),
+        source.total_bytes(),
         args.peer_timeout,
         args.mode,
         done_tx,
     )
     .start();
     let seeding_only = matches!(args.mode, Mode::Seed);
-    let coordinator = Coordinator::start(TorrentParams {
-        selection: None,
-        dht: None,
-        metainfo,
-        download_dir: args.output.clone(),
-        config,
-        events: face.clone().recipient(),
-        log,
-    });
+    let torrent: Recipient<Shutdown> = match source {
+        Source::Torrent(metainfo) => Coordinator::start(TorrentParams {
+            selection: None,
+            dht: None,
+            metainfo,
+            download_dir: args.output.clone(),
+            config,
+            events: face.clone().recipient(),
+            log,
+        })
+        .recipient(),
+        Source::Magnet(magnet) => MetadataFetcher::start(MagnetParams {
+            magnet,
+            download_dir: args.output.clone(),
+            config,
+            selection: None,
+            dht: None,
+            pex: args.pex,
+            events: face.clone().recipient(),
+            log,
+        })
+        .recipient(),
+    };
 
     let terminate = async {
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
@@ -193,17 +265,19 @@ async fn download(metainfo: Metainfo, args: &GetArgs, log: slog::Logger) -> Outc
     };
     let (stats_tx, stats_rx) = oneshot::channel();
     let outcome = tokio::select! {
-        outcome = done_rx => outcome.unwrap_or(Outcome::Interrupted),
-        _ = tokio::signal::ctrl_c() => Outcome::Interrupted,
-        _ = terminate => Outcome::Interrupted,
+        outcome = done_rx => outcome.unwrap_or((Outcome::Interrupted, String::new())),
+        _ = tokio::signal::ctrl_c() => (Outcome::Interrupted, String::new()),
+        _ = terminate => (Outcome::Interrupted, String::new()),
     };
+    let (outcome, mut name) = outcome;
     // Stopping a seeder is how it normally ends.
     // A `get --seed` whose download is complete ends normally when stopped, like `seed`;
     // stopping a download is an interruption.
     let outcome = match outcome {
         Outcome::Interrupted => {
             face.do_send(Report(stats_tx));
-            let last = stats_rx.await.unwrap_or_default();
+            let (last, face_name) = stats_rx.await.unwrap_or_default();
+            name = face_name;
             if seeding_only || last.phase == Phase::Complete {
                 Outcome::SeedingDone(last)
             } else {
@@ -213,9 +287,9 @@ async fn download(metainfo: Metainfo, args: &GetArgs, log: slog::Logger) -> Outc
         other => other,
     };
     // Whatever happened, stop cleanly: resume file, `stopped` announces, files closed.
-    let _ = tokio::time::timeout(Duration::from_secs(15), coordinator.send(Shutdown)).await;
+    let _ = tokio::time::timeout(Duration::from_secs(15), torrent.send(Shutdown)).await;
     System::current().stop();
-    outcome
+    (outcome, name)
 }
 
 /// An Azureus-style peer id: client tag and version, then random bytes.
@@ -247,7 +321,7 @@ struct Face {
     seeding_since: Option<Instant>,
     /// The latest progress, for the final report.
     last: Progress,
-    done: Option<oneshot::Sender<Outcome>>,
+    done: Option<oneshot::Sender<(Outcome, String)>>,
 }
 
 impl Face {
@@ -256,7 +330,7 @@ impl Face {
         total: u64,
         peer_timeout: Duration,
         mode: Mode,
-        done: oneshot::Sender<Outcome>,
+        done: oneshot::Sender<(Outcome, String)>,
     ) -> Self {
         // A bar on a terminal; plain lines every few seconds when stdout is a file or pipe.
         let bar = std::io::stdout().is_terminal().then(|| {
@@ -290,12 +364,13 @@ impl Face {
             bar.finish_and_clear();
         }
         if let Some(done) = self.done.take() {
-            let _ = done.send(outcome);
+            let _ = done.send((outcome, self.name.clone()));
         }
     }
 
     fn show(&mut self, p: &Progress) {
         let phase = match p.phase {
+            Phase::Metadata => format!("metadata, {} peers", p.peers),
             Phase::Checking => format!("checking {}/{}", p.checked.0, p.checked.1),
             Phase::Downloading if p.peers == 1 => "1 peer".to_string(),
             Phase::Downloading => format!("{} peers", p.peers),
@@ -332,16 +407,16 @@ impl Face {
     }
 }
 
-/// get → Face: the latest progress, for the final report.
+/// get → Face: the latest progress and the torrent's name, for the final report.
 #[derive(Message)]
 #[rtype(result = "()")]
-struct Report(oneshot::Sender<Progress>);
+struct Report(oneshot::Sender<(Progress, String)>);
 
 impl Handler<Report> for Face {
     type Result = ();
 
     fn handle(&mut self, msg: Report, _: &mut Context<Self>) {
-        let _ = msg.0.send(self.last.clone());
+        let _ = msg.0.send((self.last.clone(), self.name.clone()));
     }
 }
 
@@ -356,7 +431,7 @@ impl Handler<TorrentEvent> for Face {
         match event {
             TorrentEvent::Progress(p) => {
                 self.show(&p);
-                if p.phase == Phase::Downloading && p.peers == 0 {
+                if matches!(p.phase, Phase::Downloading | Phase::Metadata) && p.peers == 0 {
                     let since = *self.alone_since.get_or_insert_with(Instant::now);
                     if since.elapsed() >= self.peer_timeout {
                         self.finish(Outcome::NoPeers);
@@ -388,6 +463,28 @@ impl Handler<TorrentEvent> for Face {
                 self.last = p;
             }
             TorrentEvent::Failed(kind, message) => self.finish(Outcome::Failed(kind, message)),
+            TorrentEvent::MetadataReceived {
+                name,
+                total_bytes,
+                torrent_file,
+            } => {
+                let saved = torrent_file
+                    .map(|p| format!("; saved {}", p.display()))
+                    .unwrap_or_default();
+                let line = format!(
+                    "metadata received: {name}, {}{saved}",
+                    HumanBytes(total_bytes)
+                );
+                match &self.bar {
+                    Some(bar) => {
+                        bar.set_length(total_bytes);
+                        bar.println(line);
+                    }
+                    None => println!("{line}"),
+                }
+                self.name = name;
+                self.total = total_bytes;
+            }
         }
     }
 }

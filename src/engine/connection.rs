@@ -47,12 +47,14 @@ pub enum ConnectError {
     WrongTorrent(InfoHash),
 }
 
-/// The reserved bits we send: the extension protocol (BEP 10), so peers tell us their
-/// request queue limit, and the fast extension (BEP 6).
-pub fn our_reserved() -> Reserved {
+/// The reserved bits we send: the extension protocol (BEP 10: metadata, peer exchange,
+/// request queue limits), the fast extension (BEP 6), and the DHT bit (BEP 5) when we
+/// run a DHT node that peers may tell about theirs.
+pub fn our_reserved(dht: bool) -> Reserved {
     let mut r = Reserved::none();
     r.set_extension_protocol(true);
     r.set_fast_extension(true);
+    r.set_dht(dht);
     r
 }
 
@@ -61,13 +63,14 @@ pub async fn connect(
     addr: SocketAddr,
     info_hash: InfoHash,
     our_id: PeerId,
+    reserved: Reserved,
     timeouts: ConnectTimeouts,
 ) -> Result<(TcpStream, Handshake), ConnectError> {
     let mut stream = tokio::time::timeout(timeouts.connect, TcpStream::connect(addr))
         .await
         .map_err(|_| ConnectError::Timeout("connecting"))??;
     stream.set_nodelay(true)?;
-    let ours = Handshake::new(our_reserved(), info_hash, our_id);
+    let ours = Handshake::new(reserved, info_hash, our_id);
     let theirs = tokio::time::timeout(timeouts.handshake, async {
         stream.write_all(&ours.encode()).await?;
         read_handshake(&mut stream).await
@@ -86,6 +89,7 @@ pub async fn accept(
     mut stream: TcpStream,
     accepts: impl Fn(&InfoHash) -> bool,
     our_id: PeerId,
+    reserved: Reserved,
     timeout: Duration,
 ) -> Result<(TcpStream, Handshake), ConnectError> {
     stream.set_nodelay(true)?;
@@ -95,7 +99,7 @@ pub async fn accept(
     if !accepts(&theirs.info_hash) {
         return Err(ConnectError::WrongTorrent(theirs.info_hash));
     }
-    let ours = Handshake::new(our_reserved(), theirs.info_hash, our_id);
+    let ours = Handshake::new(reserved, theirs.info_hash, our_id);
     tokio::time::timeout(timeout, stream.write_all(&ours.encode()))
         .await
         .map_err(|_| ConnectError::Timeout("sending the handshake"))??;

@@ -103,6 +103,8 @@ pub struct EngineConfig {
     pub upload_limit: u64,
     /// Download limit for this torrent in bytes per second; 0 for none.
     pub download_limit: u64,
+    /// Peer exchange (BEP 11) with peers that offer it; never on private torrents.
+    pub pex: bool,
 }
 
 impl EngineConfig {
@@ -128,9 +130,19 @@ impl EngineConfig {
             readers: 2,
             upload_limit: 0,
             download_limit: 0,
+            pex: true,
         }
     }
 }
+
+/// How often peers hear our peer list (BEP 11: at most once a minute).
+const PEX_INTERVAL: Duration = Duration::from_secs(60);
+
+/// DHT lookups repeat this often while the torrent has few peers...
+const DHT_LOOKUP_SHORT: Duration = Duration::from_secs(60);
+
+/// ...and this often otherwise (BEP 5 announces expire after about 30 minutes).
+const DHT_LOOKUP_LONG: Duration = Duration::from_secs(15 * 60);
 
 /// A connected peer, as the Coordinator sees it.
 struct PeerEntry {
@@ -138,6 +150,9 @@ struct PeerEntry {
     actor: Recipient<ToPeer>,
     /// Its remote address, for re-dialing and bans.
     addr: SocketAddr,
+    /// Where it accepts connections, if known (dialed, or its extension handshake said
+    /// so): what peer exchange tells others.
+    listen: Option<SocketAddr>,
     /// Its peer id, to refuse duplicates.
     peer_id: PeerId,
     /// The pieces it has.
@@ -209,6 +224,12 @@ pub struct Coordinator {
     /// (time, verified bytes) samples for the rate.
     rate_samples: VecDeque<(Instant, u64)>,
     stopping: bool,
+    /// The raw info dictionary, served to peers by `ut_metadata`.
+    info_bytes: bytes::Bytes,
+    /// The DHT, unless it is off or the torrent is private.
+    dht: Option<DhtLinks>,
+    /// Peer exchange is on and the torrent is not private.
+    pex: bool,
     log: Logger,
 }
 
@@ -257,7 +278,20 @@ impl Coordinator {
             .log
             .new(o!("torrent" => params.metainfo.info_hash.to_hex()));
         let tiers = Tiers::new(params.metainfo.trackers.clone());
+        // BEP 27: a private torrent's peers come from its trackers alone.
+        let private = params.metainfo.info.private;
+        let dht = params.dht.filter(|_| !private);
+        let pex = params.config.pex && !private;
+        if private {
+            info!(
+                log,
+                "private torrent: trackers only, no DHT or peer exchange"
+            );
+        }
         Coordinator {
+            info_bytes: bytes::Bytes::from(params.metainfo.info_bytes),
+            dht,
+            pex,
             info_hash: params.metainfo.info_hash,
             have: Bitfield::new(layout.num_pieces()),
             info,
@@ -440,6 +474,7 @@ impl Coordinator {
                 act.add_candidate(addr);
             }
             act.start_trackers(ctx);
+            act.lookup_dht(ctx);
             act.dial(ctx);
             if complete_at_start {
                 // Nothing was downloaded, so no `completed` announce: the trackers' first
@@ -521,6 +556,42 @@ impl Coordinator {
         }
     }
 
+    /// Asks the DHT for peers and announces us, then again after a while: often while
+    /// short of peers, rarely once the swarm is found.
+    fn lookup_dht(&mut self, ctx: &mut Context<Self>) {
+        let Some(dht) = &self.dht else { return };
+        if self.stopping {
+            return;
+        }
+        let port = self.listen_addr.map(|a| a.port());
+        dht.lookup.do_send(DhtLookup {
+            info_hash: self.info_hash,
+            announce_port: port,
+            reply: ctx.address().recipient(),
+        });
+        let again = if self.peers.len() < 5 && self.phase != Phase::Complete {
+            DHT_LOOKUP_SHORT
+        } else {
+            DHT_LOOKUP_LONG
+        };
+        ctx.run_later(again, |act, ctx| act.lookup_dht(ctx));
+    }
+
+    /// Peer exchange: every peer hears which connectable peers we have now.
+    fn share_peers(&mut self) {
+        if !self.pex || self.stopping {
+            return;
+        }
+        let list: Vec<SocketAddr> = self.peers.values().filter_map(|p| p.listen).collect();
+        if list.is_empty() {
+            return;
+        }
+        let list = Arc::new(list);
+        for peer in self.peers.values() {
+            peer.actor.do_send(ToPeer::Pex(list.clone()));
+        }
+    }
+
     // --- peers --------------------------------------------------------------------------
 
     fn add_candidate(&mut self, addr: SocketAddr) {
@@ -551,12 +622,13 @@ impl Coordinator {
                 addr,
                 self.info_hash,
                 self.config.peer_id,
+                connection::our_reserved(self.dht.is_some()),
                 self.config.connect,
             );
             ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
                 act.connecting -= 1;
                 match res {
-                    Ok((stream, handshake)) => act.spawn_peer(stream, handshake, ctx),
+                    Ok((stream, handshake)) => act.spawn_peer(stream, handshake, true, ctx),
                     Err(e) => {
                         debug!(act.log, "dial failed"; "addr" => %addr, "error" => %e);
                         act.busy.remove(&addr);
@@ -583,6 +655,7 @@ impl Coordinator {
         &mut self,
         stream: TcpStream,
         handshake: crate::wire::Handshake,
+        outgoing: bool,
         ctx: &mut Context<Self>,
     ) {
         let Some(pm) = self.piece_manager.clone() else {
@@ -600,6 +673,11 @@ impl Coordinator {
                 piece_manager: pm,
                 reader: self.reader.clone(),
                 limiter: self.limiter.clone(),
+                metadata: Some(self.info_bytes.clone()),
+                pex: self.pex,
+                listen_port: self.listen_addr.map(|a| a.port()),
+                dht: self.dht.as_ref().map(|d| (d.node_seen.clone(), d.port)),
+                outgoing,
                 log: self.log.clone(),
             },
         );
@@ -806,6 +884,7 @@ impl Actor for Coordinator {
                 }),
         );
         ctx.run_interval(Duration::from_secs(10), |act, _| act.rechoke());
+        ctx.run_interval(PEX_INTERVAL, |act, _| act.share_peers());
         ctx.run_interval(Duration::from_millis(500), |act, ctx| {
             let now = Instant::now();
             let verified = act.progress().verified_bytes;
@@ -838,10 +917,11 @@ impl StreamHandler<std::io::Result<(TcpStream, SocketAddr)>> for Coordinator {
             stream,
             move |h| *h == info_hash,
             self.config.peer_id,
+            connection::our_reserved(self.dht.is_some()),
             self.config.connect.handshake,
         );
         ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| match res {
-            Ok((stream, handshake)) => act.spawn_peer(stream, handshake, ctx),
+            Ok((stream, handshake)) => act.spawn_peer(stream, handshake, false, ctx),
             Err(e) => debug!(act.log, "incoming handshake failed"; "addr" => %addr, "error" => %e),
         }));
     }
@@ -874,6 +954,7 @@ impl Handler<PeerJoined> for Coordinator {
             PeerEntry {
                 actor: msg.peer,
                 addr: msg.addr,
+                listen: msg.outgoing.then_some(msg.addr),
                 peer_id: msg.peer_id,
                 pieces: Bitfield::new(self.layout.num_pieces()),
                 interested: false,
@@ -886,6 +967,16 @@ impl Handler<PeerJoined> for Coordinator {
             },
         );
         Ok(self.have.clone())
+    }
+}
+
+impl Handler<PeerListenPort> for Coordinator {
+    type Result = ();
+
+    fn handle(&mut self, msg: PeerListenPort, _: &mut Context<Self>) {
+        if let Some(peer) = self.peers.get_mut(&msg.key) {
+            peer.listen = Some(SocketAddr::new(peer.addr.ip(), msg.port));
+        }
     }
 }
 

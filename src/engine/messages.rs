@@ -34,8 +34,22 @@ pub struct PeerJoined {
     pub addr: SocketAddr,
     /// The peer id it sent in its handshake.
     pub peer_id: PeerId,
+    /// We dialed it, so `addr` is where it listens (incoming peers say so in their
+    /// extension handshake, if at all).
+    pub outgoing: bool,
     /// How the Coordinator reaches this peer from now on.
     pub peer: Recipient<ToPeer>,
+}
+
+/// Peer → Coordinator: the peer's extension handshake named its listen port, so it can
+/// be passed on to others by peer exchange.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct PeerListenPort {
+    /// Which peer.
+    pub key: PeerKey,
+    /// Its TCP listen port (`p`).
+    pub port: u16,
 }
 
 /// Why the Coordinator would not take a peer.
@@ -179,6 +193,9 @@ pub enum ToPeer {
     Unchoke,
     /// Close the connection.
     Disconnect(String),
+    /// Peer exchange: the addresses of the torrent's connected peers that accept
+    /// connections. The Peer tells its peer what changed since its last `ut_pex`.
+    Pex(std::sync::Arc<Vec<SocketAddr>>),
 }
 
 // ---------------------------------------------------------------------------------------
@@ -295,6 +312,52 @@ pub struct DhtLinks {
     pub lookup: Recipient<DhtLookup>,
     /// Nodes from peers' `port` messages.
     pub node_seen: Recipient<DhtNodeSeen>,
+    /// Our DHT node's UDP port, sent to peers in `port` messages.
+    pub port: u16,
+}
+
+// ---------------------------------------------------------------------------------------
+// MetadataPeer ↔ MetadataFetcher (magnet links, before the info dictionary is known)
+// ---------------------------------------------------------------------------------------
+
+/// MetadataPeer → MetadataFetcher: the peer's extension handshake arrived.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct MetadataPeerReady {
+    /// Which connection.
+    pub key: PeerKey,
+    /// The info dictionary's size, if the peer offers `ut_metadata` and said it.
+    pub metadata_size: Option<u32>,
+}
+
+/// MetadataPeer → MetadataFetcher: a `ut_metadata` data or reject message.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct MetadataFromPeer {
+    /// Which connection.
+    pub key: PeerKey,
+    /// The message, already checked against its own sizes.
+    pub message: crate::wire::ext::MetadataMessage,
+}
+
+/// MetadataPeer → MetadataFetcher: the connection closed.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct MetadataPeerLeft {
+    /// Which connection.
+    pub key: PeerKey,
+    /// Why, for the log.
+    pub reason: String,
+}
+
+/// MetadataFetcher → MetadataPeer: what to do.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub enum ToMetadataPeer {
+    /// Ask for this metadata piece.
+    Request(u32),
+    /// Close the connection.
+    Disconnect(String),
 }
 
 // ---------------------------------------------------------------------------------------
@@ -508,6 +571,15 @@ pub enum TorrentEvent {
     Completed(Progress),
     /// The torrent cannot continue (disk full, unwritable folder).
     Failed(FailureKind, String),
+    /// A magnet link's metadata arrived and matched its info-hash; the download starts.
+    MetadataReceived {
+        /// The torrent's name.
+        name: String,
+        /// Its wanted size in bytes.
+        total_bytes: u64,
+        /// Where the `.torrent` was saved for reuse, if saving worked.
+        torrent_file: Option<std::path::PathBuf>,
+    },
 }
 
 /// Classes of fatal failure, so the face can choose an exit code.
@@ -517,6 +589,9 @@ pub enum FailureKind {
     DiskFull,
     /// Another filesystem error (permission denied, folder not writable).
     Storage,
+    /// The torrent itself is unusable, e.g. metadata from a magnet link that matches its
+    /// info-hash but is not a valid info dictionary.
+    InvalidTorrent,
 }
 
 /// A snapshot for display.
@@ -545,6 +620,8 @@ pub struct Progress {
 /// Where a torrent is in its life.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Phase {
+    /// A magnet link: fetching the info dictionary from peers.
+    Metadata,
     /// Opening files and checking existing data.
     #[default]
     Checking,

@@ -9,6 +9,7 @@ pub mod coordinator;
 pub mod dht;
 pub mod limiter;
 pub mod messages;
+pub mod metadata;
 pub mod peer;
 pub mod picker;
 pub mod piece_manager;

@@ -20,7 +20,7 @@
 //! What it must not do: pick pieces (the Coordinator does), hold piece data (the
 //! PieceManager does), or touch the filesystem.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 
 use actix::io::{FramedWrite, WriteHandler};
 use actix::prelude::*;
+use bytes::Bytes;
 use slog::{debug, info, o, warn, Logger};
 use tokio::io::AsyncWrite;
 use tokio::net::tcp::OwnedWriteHalf;
@@ -38,14 +39,15 @@ use tokio_util::codec::FramedRead;
 use super::coordinator::Coordinator;
 use super::limiter::RateLimiter;
 use super::messages::{
-    Direction, Grant, PeerBitfield, PeerChokedUs, PeerHave, PeerInterest, PeerJoined, PeerLeft,
-    PeerMisbehaved, PeerStats, PickBlocks, ReadBlock, StoreBlock, ToPeer,
+    DhtNodeSeen, Direction, Grant, PeerBitfield, PeerChokedUs, PeerHave, PeerInterest, PeerJoined,
+    PeerLeft, PeerListenPort, PeerMisbehaved, PeerSource, PeerStats, PeersFound, PickBlocks,
+    ReadBlock, StoreBlock, ToPeer,
 };
 use super::piece_manager::PieceManager;
 use super::storage::FileReader;
 use super::PeerKey;
-use crate::bencode::{self, BValue};
 use crate::layout::{Layout, BLOCK_SIZE};
+use crate::wire::ext::{self, ExtHandshake, MetadataMessage, PexMessage};
 use crate::wire::{Bitfield, BlockRequest, Handshake, Message, MessageCodec, WireError};
 use crate::PeerId;
 
@@ -97,9 +99,39 @@ pub const WRITE_HIGH_WATER: usize = 256 * 1024;
 /// See [`WRITE_HIGH_WATER`].
 pub const WRITE_LOW_WATER: usize = 64 * 1024;
 
-/// The id under which we ask peers to send extension messages; we define none yet, so
-/// only the extension handshake (id 0) is exchanged.
-const EXTENSION_HANDSHAKE: u8 = 0;
+/// A peer's `ut_pex` messages are used at most this often (BEP 11 asks for one a
+/// minute; a little slack allows for timer drift).
+pub const PEX_MIN_INTERVAL: Duration = Duration::from_secs(45);
+
+/// The id under which we ask peers to send us `ut_metadata` messages.
+pub const OUR_UT_METADATA: u8 = 1;
+
+/// The id under which we ask peers to send us `ut_pex` messages.
+pub const OUR_UT_PEX: u8 = 2;
+
+/// Our extension handshake: the extensions we speak (`ut_pex` only where peer exchange
+/// is allowed), our client name and request queue, and what we know of the torrent and
+/// the peer.
+pub fn our_ext_handshake(
+    metadata_size: Option<u32>,
+    pex: bool,
+    listen_port: Option<u16>,
+    your_ip: Option<std::net::IpAddr>,
+) -> ExtHandshake {
+    let mut extensions = std::collections::BTreeMap::new();
+    extensions.insert(ext::UT_METADATA.to_string(), OUR_UT_METADATA);
+    if pex {
+        extensions.insert(ext::UT_PEX.to_string(), OUR_UT_PEX);
+    }
+    ExtHandshake {
+        extensions,
+        client: Some(concat!("torrent-actors ", env!("CARGO_PKG_VERSION")).to_string()),
+        reqq: Some(UPLOAD_QUEUE_LIMIT as u32),
+        metadata_size,
+        listen_port,
+        your_ip,
+    }
+}
 
 /// See the module documentation.
 pub struct Peer {
@@ -165,6 +197,27 @@ pub struct Peer {
     last_sent: Instant,
     /// Why the connection is closing, for `PeerLeft`.
     close_reason: Option<String>,
+    /// The info dictionary, served to peers that ask by `ut_metadata` (BEP 9).
+    metadata: Option<Bytes>,
+    /// `ut_metadata` requests answered; past a bound, the rest are rejected.
+    metadata_served: u32,
+    /// Whether peer exchange is allowed on this torrent (not private, not switched off).
+    pex: bool,
+    /// Where we accept peers, told in our extension handshake.
+    listen_port: Option<u16>,
+    /// The DHT, told about the node in a peer's `port` message; and our DHT port.
+    dht: Option<(Recipient<DhtNodeSeen>, u16)>,
+    /// We dialed this peer.
+    outgoing: bool,
+    /// The ids the peer wants our extension messages under.
+    their_metadata_id: Option<u8>,
+    their_pex_id: Option<u8>,
+    /// What our `ut_pex` messages told this peer is connected, so the next says only
+    /// what changed.
+    pex_told: HashSet<SocketAddr>,
+    /// When the peer's last `ut_pex` was used; more often than [`PEX_MIN_INTERVAL`] is
+    /// ignored.
+    pex_heard: Option<Instant>,
     log: Logger,
 }
 
@@ -184,6 +237,16 @@ pub struct PeerParts {
     pub reader: Addr<FileReader>,
     /// The torrent's rate limits, if any are set.
     pub limiter: Option<Addr<RateLimiter>>,
+    /// The raw info dictionary, to serve by `ut_metadata`.
+    pub metadata: Option<Bytes>,
+    /// Whether peer exchange is allowed.
+    pub pex: bool,
+    /// Our listen port, if we listen.
+    pub listen_port: Option<u16>,
+    /// The DHT and our DHT node's port, if it runs for this torrent.
+    pub dht: Option<(Recipient<DhtNodeSeen>, u16)>,
+    /// We dialed this peer.
+    pub outgoing: bool,
     /// The torrent's logger.
     pub log: Logger,
 }
@@ -241,6 +304,16 @@ impl Peer {
                 last_block: now,
                 last_sent: now,
                 close_reason: None,
+                metadata: parts.metadata,
+                metadata_served: 0,
+                pex: parts.pex,
+                listen_port: parts.listen_port,
+                dht: parts.dht,
+                outgoing: parts.outgoing,
+                their_metadata_id: None,
+                their_pex_id: None,
+                pex_told: HashSet::new(),
+                pex_heard: None,
                 log,
             }
         })
@@ -320,19 +393,131 @@ impl Peer {
         );
     }
 
-    /// Reads `reqq` from the peer's extension handshake; everything else in it is for
-    /// later extensions.
+    /// The peer's extension handshake: its request queue, the ids of the extensions
+    /// we share, and its listen port for peer exchange. A handshake we cannot parse
+    /// leaves the defaults: extensions are optional.
     fn extension_handshake(&mut self, payload: &[u8]) {
-        if let Ok(value) = bencode::decode(payload) {
-            if let Some(reqq) = value
-                .as_dict()
-                .and_then(|d| d.get(b"reqq"))
-                .and_then(|v| v.as_int())
-                .and_then(|n| usize::try_from(n).ok())
-            {
-                self.reqq = reqq.clamp(1, self.config.max_queue);
+        let Ok(hs) = ExtHandshake::decode(payload) else {
+            debug!(self.log, "unreadable extension handshake ignored");
+            return;
+        };
+        if let Some(reqq) = hs.reqq {
+            self.reqq = (reqq as usize).clamp(1, self.config.max_queue);
+        }
+        self.their_metadata_id = hs.id_of(ext::UT_METADATA);
+        self.their_pex_id = hs.id_of(ext::UT_PEX).filter(|_| self.pex);
+        if let Some(port) = hs.listen_port {
+            if !self.outgoing {
+                self.coordinator.do_send(PeerListenPort {
+                    key: self.key,
+                    port,
+                });
             }
         }
+        debug!(self.log, "extension handshake"; "client" => hs.client.as_deref().unwrap_or("?"), "ut_metadata" => self.their_metadata_id.is_some(), "ut_pex" => self.their_pex_id.is_some());
+    }
+
+    /// A `ut_metadata` message: requests are served from the info dictionary, within a
+    /// bound per connection; data and rejects are not expected once we have the
+    /// metadata and are ignored.
+    fn on_metadata_message(&mut self, payload: Bytes, ctx: &mut Context<Self>) {
+        let message = match MetadataMessage::decode(&payload) {
+            Ok(m) => m,
+            Err(e) => return self.misbehaved(format!("bad ut_metadata message: {e}"), ctx),
+        };
+        let (MetadataMessage::Request { piece }, Some(id)) = (message, self.their_metadata_id)
+        else {
+            return;
+        };
+        let answer = self.metadata.as_ref().and_then(|info| {
+            let total = u32::try_from(info.len()).ok()?;
+            let count = ext::metadata_piece_count(total);
+            // Every piece a few times over is plenty for an honest peer.
+            if self.metadata_served >= 4 * count + 8 {
+                return None;
+            }
+            let len = ext::metadata_piece_len(total, piece)?;
+            let start = (piece * ext::METADATA_PIECE_LEN) as usize;
+            Some(MetadataMessage::Data {
+                piece,
+                total_size: total,
+                data: info.slice(start..start + len),
+            })
+        });
+        let reply = match answer {
+            Some(data) => {
+                self.metadata_served += 1;
+                data
+            }
+            None => MetadataMessage::Reject { piece },
+        };
+        self.send(Message::Extended {
+            id,
+            payload: reply.encode().into(),
+        });
+    }
+
+    /// A `ut_pex` message: its new peers go to the Coordinator, at most one message's
+    /// worth per [`PEX_MIN_INTERVAL`].
+    fn on_pex_message(&mut self, payload: &[u8]) {
+        if !self.pex {
+            return;
+        }
+        if self
+            .pex_heard
+            .is_some_and(|t| t.elapsed() < PEX_MIN_INTERVAL)
+        {
+            debug!(self.log, "ut_pex too soon after the last; ignored");
+            return;
+        }
+        match PexMessage::decode(payload) {
+            Ok(pex) => {
+                self.pex_heard = Some(Instant::now());
+                if !pex.added.is_empty() {
+                    debug!(self.log, "peers from ut_pex"; "added" => pex.added.len());
+                    self.coordinator.do_send(PeersFound {
+                        peers: pex.added,
+                        source: PeerSource::Pex,
+                    });
+                }
+            }
+            Err(e) => debug!(self.log, "bad ut_pex ignored"; "error" => %e),
+        }
+    }
+
+    /// Tells the peer which of `peers` are new since our last `ut_pex` and which are
+    /// gone, at most [`ext::MAX_PEX_ADDED`] of each; the rest wait for the next round.
+    fn send_pex(&mut self, peers: &[SocketAddr]) {
+        let Some(id) = self.their_pex_id else {
+            return;
+        };
+        let current: HashSet<SocketAddr> =
+            peers.iter().copied().filter(|a| *a != self.addr).collect();
+        let added: Vec<SocketAddr> = current
+            .difference(&self.pex_told)
+            .copied()
+            .take(ext::MAX_PEX_ADDED)
+            .collect();
+        let dropped: Vec<SocketAddr> = self
+            .pex_told
+            .difference(&current)
+            .copied()
+            .take(ext::MAX_PEX_ADDED)
+            .collect();
+        if added.is_empty() && dropped.is_empty() {
+            return;
+        }
+        for a in &added {
+            self.pex_told.insert(*a);
+        }
+        for d in &dropped {
+            self.pex_told.remove(d);
+        }
+        let payload = PexMessage { added, dropped }.encode();
+        self.send(Message::Extended {
+            id,
+            payload: payload.into(),
+        });
     }
 
     fn on_block(&mut self, block: crate::wire::Block, ctx: &mut Context<Self>) {
@@ -493,12 +678,21 @@ impl Peer {
             // choked, which we do not use: the unchoked path is how we download.
             Message::SuggestPiece(_) | Message::AllowedFast(_) => {}
             Message::Piece(block) => self.on_block(block, ctx),
-            Message::Extended { id, payload } => {
-                if id == EXTENSION_HANDSHAKE {
-                    self.extension_handshake(&payload);
+            Message::Extended { id, payload } => match id {
+                ext::HANDSHAKE_ID => self.extension_handshake(&payload),
+                OUR_UT_METADATA => self.on_metadata_message(payload, ctx),
+                OUR_UT_PEX => self.on_pex_message(&payload),
+                // Extensions we did not offer are ignored (BEP 10).
+                _ => {}
+            },
+            Message::Port(port) => {
+                if let (Some((dht, _)), true) = (&self.dht, port != 0) {
+                    dht.do_send(DhtNodeSeen {
+                        addr: SocketAddr::new(self.addr.ip(), port),
+                    });
                 }
             }
-            Message::Port(_) | Message::Unknown { .. } => {}
+            Message::Unknown { .. } => {}
         }
     }
 
@@ -673,6 +867,7 @@ impl Actor for Peer {
             key: self.key,
             addr: self.addr,
             peer_id: PeerId(self.handshake.peer_id.0),
+            outgoing: self.outgoing,
             peer: ctx.address().recipient(),
         };
         // Nothing is read or sent until the Coordinator has taken us in.
@@ -685,21 +880,24 @@ impl Actor for Peer {
                         act.joined = true;
                         act.our_pieces = our_pieces.clone();
                         if act.handshake.reserved.extension_protocol() {
-                            let ours = BValue::dict([
-                                ("m", BValue::dict::<&str>([])),
-                                ("reqq", BValue::Int(UPLOAD_QUEUE_LIMIT as i64)),
-                                (
-                                    "v",
-                                    BValue::string(concat!(
-                                        "torrent-actors ",
-                                        env!("CARGO_PKG_VERSION")
-                                    )),
-                                ),
-                            ]);
+                            let size = act
+                                .metadata
+                                .as_ref()
+                                .and_then(|m| u32::try_from(m.len()).ok());
+                            let ours = our_ext_handshake(
+                                size,
+                                act.pex,
+                                act.listen_port,
+                                Some(act.addr.ip()),
+                            );
                             act.send(Message::Extended {
-                                id: EXTENSION_HANDSHAKE,
+                                id: ext::HANDSHAKE_ID,
                                 payload: ours.encode().into(),
                             });
+                        }
+                        if let (Some((_, port)), true) = (&act.dht, act.handshake.reserved.dht()) {
+                            let port = *port;
+                            act.send(Message::Port(port));
                         }
                         if let (true, std::net::IpAddr::V4(ip)) = (act.fast, act.addr.ip()) {
                             act.allowed_fast = crate::wire::fast::allowed_fast_set(
@@ -824,6 +1022,7 @@ impl Handler<ToPeer> for Peer {
             }
             ToPeer::WakeUp => self.refill(ctx),
             ToPeer::Disconnect(reason) => self.close(reason, ctx),
+            ToPeer::Pex(peers) => self.send_pex(&peers),
         }
     }
 }
@@ -836,6 +1035,13 @@ impl Handler<ToPeer> for Peer {
 /// when a peer reads slowly. The inner `poll_write` has registered the waker before
 /// `Pending`, so the writer is woken when the socket drains.
 pub struct PauseOnFullSocket(OwnedWriteHalf);
+
+impl PauseOnFullSocket {
+    /// Wraps a socket's write half.
+    pub fn new(write: OwnedWriteHalf) -> Self {
+        PauseOnFullSocket(write)
+    }
+}
 
 impl AsyncWrite for PauseOnFullSocket {
     fn poll_write(

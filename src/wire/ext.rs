@@ -118,10 +118,12 @@ impl ExtHandshake {
                 }
             }
         }
-        hs.client = dict
-            .get(b"v")
-            .and_then(Value::as_bytes)
-            .map(|v| String::from_utf8_lossy(v).chars().take(MAX_CLIENT_NAME).collect());
+        hs.client = dict.get(b"v").and_then(Value::as_bytes).map(|v| {
+            String::from_utf8_lossy(v)
+                .chars()
+                .take(MAX_CLIENT_NAME)
+                .collect()
+        });
         let int = |key: &[u8]| dict.get(key).and_then(Value::as_int);
         hs.reqq = int(b"reqq").and_then(|n| u32::try_from(n).ok());
         hs.metadata_size = int(b"metadata_size").and_then(|n| u32::try_from(n).ok());
@@ -169,7 +171,9 @@ impl ExtHandshake {
 fn ip_from_bytes(bytes: &[u8]) -> Option<IpAddr> {
     match bytes.len() {
         4 => Some(IpAddr::V4(Ipv4Addr::from(<[u8; 4]>::try_from(bytes).ok()?))),
-        16 => Some(IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(bytes).ok()?))),
+        16 => Some(IpAddr::V6(Ipv6Addr::from(
+            <[u8; 16]>::try_from(bytes).ok()?,
+        ))),
         _ => None,
     }
 }
@@ -248,12 +252,11 @@ impl MetadataMessage {
                         what: "total_size",
                         value: size,
                     })?;
-                let expected = metadata_piece_len(total_size, piece).ok_or(
-                    ExtError::MetadataOutOfRange {
+                let expected =
+                    metadata_piece_len(total_size, piece).ok_or(ExtError::MetadataOutOfRange {
                         what: "piece",
                         value: i64::from(piece),
-                    },
-                )?;
+                    })?;
                 let data = payload.slice(used..);
                 if data.len() != expected {
                     return Err(ExtError::MetadataPieceLength {
@@ -274,7 +277,12 @@ impl MetadataMessage {
 
     /// The payload: the dictionary, then the data for a data message.
     pub fn encode(&self) -> Vec<u8> {
-        let head = |t: i64, piece: u32| vec![("msg_type", BValue::Int(t)), ("piece", BValue::Int(i64::from(piece)))];
+        let head = |t: i64, piece: u32| {
+            vec![
+                ("msg_type", BValue::Int(t)),
+                ("piece", BValue::Int(i64::from(piece))),
+            ]
+        };
         match self {
             MetadataMessage::Request { piece } => BValue::dict(head(0, *piece)).encode(),
             MetadataMessage::Reject { piece } => BValue::dict(head(2, *piece)).encode(),
@@ -417,8 +425,14 @@ mod tests {
 
     #[test]
     fn handshake_that_is_not_a_dict_is_refused() {
-        assert_eq!(ExtHandshake::decode(b"li1ee"), Err(ExtError::NotADict("list")));
-        assert!(matches!(ExtHandshake::decode(b"d1:m"), Err(ExtError::Bencode(_))));
+        assert_eq!(
+            ExtHandshake::decode(b"li1ee"),
+            Err(ExtError::NotADict("list"))
+        );
+        assert!(matches!(
+            ExtHandshake::decode(b"d1:m"),
+            Err(ExtError::Bencode(_))
+        ));
     }
 
     #[test]
@@ -447,7 +461,14 @@ mod tests {
             data: Bytes::from(vec![0u8; 100]),
         };
         let err = MetadataMessage::decode(&Bytes::from(msg.encode())).unwrap_err();
-        assert!(matches!(err, ExtError::MetadataPieceLength { piece: 0, len: 100, .. }));
+        assert!(matches!(
+            err,
+            ExtError::MetadataPieceLength {
+                piece: 0,
+                len: 100,
+                ..
+            }
+        ));
         // A piece past the end of the claimed size.
         let msg = MetadataMessage::Data {
             piece: 5,
@@ -465,7 +486,10 @@ mod tests {
         let raw = |s: &str| Bytes::from(s.as_bytes().to_vec());
         assert!(matches!(
             MetadataMessage::decode(&raw("d8:msg_typei1e5:piecei0e10:total_sizei999999999ee")),
-            Err(ExtError::MetadataOutOfRange { what: "total_size", .. })
+            Err(ExtError::MetadataOutOfRange {
+                what: "total_size",
+                ..
+            })
         ));
         assert!(matches!(
             MetadataMessage::decode(&raw("d8:msg_typei0e5:piecei-1ee")),

@@ -5,6 +5,7 @@ mod cli;
 mod engine;
 mod harness;
 mod magnet;
+mod metadata;
 mod metainfo;
 mod seeding;
 mod support;

@@ -11,6 +11,7 @@
 // test module only ever uses some of it.
 #![allow(dead_code)]
 
+mod fake_peer;
 mod files;
 mod lt;
 mod payload;
@@ -22,6 +23,7 @@ mod tracker;
 // module would otherwise warn.
 #[allow(unused_imports)]
 pub use self::{
+    fake_peer::FakeMetadataPeer,
     files::assert_same_files,
     lt::{LeechOpts, LeechOutcome, LtLeecher, LtSeeder, SeedOpts},
     payload::Payload,

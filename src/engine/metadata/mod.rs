@@ -1,0 +1,753 @@
+//! Magnet links: the MetadataFetcher actor finds peers for an info-hash, fetches the info
+//! dictionary from them (BEP 9), checks it against the info-hash, saves it as a
+//! `.torrent` and then starts the torrent's Coordinator, which it fronts from then on.
+//!
+//! The flow, in order:
+//!
+//! 1. Peers come from the magnet's `x.pe` addresses, `--peer`, the magnet's `tr`
+//!    trackers (Tracker actors announcing to this fetcher), the DHT and `ut_pex`.
+//! 2. Each connection is a [`MetadataPeer`](conn::MetadataPeer). When its extension
+//!    handshake says it has the metadata, the fetcher assigns it pieces through the pure
+//!    [`MetadataAssembler`](assembler::MetadataAssembler), several peers at once.
+//! 3. The assembled bytes must hash to the info-hash. A mismatch is pinned on its sender
+//!    (single-source retries when several peers contributed); that peer is dropped and
+//!    never dialed again, and the fetch goes on with the others.
+//! 4. With verified metadata, the fetcher writes `NAME.torrent` beside the download, stops
+//!    its trackers and connections, and starts the Coordinator with every address it
+//!    learned, exactly as `get file.torrent` would have. `Shutdown` sent to the fetcher
+//!    is forwarded to the Coordinator, so the face holds one address for the whole life
+//!    of a magnet download.
+//!
+//! What it must not do: download pieces (nothing is known about them yet) or trust any
+//! byte of metadata before the hash check.
+
+pub mod assembler;
+pub mod conn;
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use bytes::Bytes;
+use slog::{debug, info, o, warn, Logger};
+
+use self::assembler::{Assembled, MetadataAssembler};
+use self::conn::MetadataPeer;
+use super::connection;
+use super::coordinator::{Coordinator, EngineConfig, TorrentParams};
+use super::messages::*;
+use super::tracker::{Tiers, Tracker, TrackerConfig, TrackerLinks};
+use super::PeerKey;
+use crate::bencode::BValue;
+use crate::magnet::{FileSelection, Magnet};
+use crate::metainfo::Metainfo;
+use crate::wire::ext::MetadataMessage;
+
+/// Most connections while fetching metadata: a few good peers are enough.
+const MAX_METADATA_PEERS: usize = 30;
+
+/// Requests outstanding per peer.
+const REQUESTS_PER_PEER: usize = 4;
+
+/// How often a DHT lookup is repeated while no metadata has come.
+const DHT_RETRY: Duration = Duration::from_secs(60);
+
+/// What a magnet download needs.
+pub struct MagnetParams {
+    /// The parsed link.
+    pub magnet: Magnet,
+    /// The folder the torrent's name goes under; the `.torrent` is saved there too.
+    pub download_dir: PathBuf,
+    /// Tunables, shared with the Coordinator that takes over.
+    pub config: EngineConfig,
+    /// The files to download: `--files`, else the link's `so`, else all.
+    pub selection: Option<FileSelection>,
+    /// The DHT, unless it is off.
+    pub dht: Option<DhtLinks>,
+    /// Whether peers from `ut_pex` are used.
+    pub pex: bool,
+    /// Where events go.
+    pub events: Recipient<TorrentEvent>,
+    /// The parent logger.
+    pub log: Logger,
+}
+
+/// One connection while fetching.
+struct Conn {
+    addr: SocketAddr,
+    actor: Addr<MetadataPeer>,
+    /// The metadata size it advertised, once its extension handshake came.
+    size: Option<u32>,
+    /// Pieces asked of it and not answered.
+    in_flight: usize,
+}
+
+/// See the module documentation.
+pub struct MetadataFetcher {
+    params: Option<MagnetParams>,
+    info_hash: crate::InfoHash,
+    conns: HashMap<PeerKey, Conn>,
+    candidates: VecDeque<SocketAddr>,
+    known: HashSet<SocketAddr>,
+    busy: HashSet<SocketAddr>,
+    /// Peers that sent metadata not matching the info-hash.
+    banned: HashSet<SocketAddr>,
+    connecting: usize,
+    next_key: u64,
+    assembler: Option<MetadataAssembler>,
+    trackers: Vec<Addr<Tracker>>,
+    tiers: Tiers,
+    /// The torrent's Coordinator, once the metadata is in.
+    coordinator: Option<Addr<Coordinator>>,
+    handing_over: bool,
+    stopping: bool,
+    last_dht: Option<Instant>,
+    log: Logger,
+}
+
+impl MetadataFetcher {
+    /// Starts fetching. The port to announce is fixed here: with `--port 0`, a free one
+    /// is chosen now so that the trackers and DHT hear the port the Coordinator will
+    /// listen on.
+    pub fn start(mut params: MagnetParams) -> Addr<MetadataFetcher> {
+        if params.config.listen.port() == 0 {
+            if let Ok(probe) = std::net::TcpListener::bind(params.config.listen) {
+                if let Ok(addr) = probe.local_addr() {
+                    params.config.listen = addr;
+                }
+            }
+        }
+        let info_hash = params.magnet.info_hash;
+        let log = params.log.new(o!("torrent" => info_hash.to_hex()));
+        let tiers = Tiers::new(
+            params
+                .magnet
+                .trackers
+                .iter()
+                .map(|t| vec![t.clone()])
+                .collect(),
+        );
+        MetadataFetcher {
+            params: Some(params),
+            info_hash,
+            conns: HashMap::new(),
+            candidates: VecDeque::new(),
+            known: HashSet::new(),
+            busy: HashSet::new(),
+            banned: HashSet::new(),
+            connecting: 0,
+            next_key: 0,
+            assembler: None,
+            trackers: Vec::new(),
+            tiers,
+            coordinator: None,
+            handing_over: false,
+            stopping: false,
+            last_dht: None,
+            log,
+        }
+        .start()
+    }
+
+    fn params(&self) -> &MagnetParams {
+        self.params
+            .as_ref()
+            .expect("params are kept until the hand-over")
+    }
+
+    fn fetching(&self) -> bool {
+        !self.handing_over && !self.stopping && self.coordinator.is_none()
+    }
+
+    fn add_candidate(&mut self, addr: SocketAddr) {
+        if self.banned.contains(&addr)
+            || addr == self.params().config.listen
+            || !self.known.insert(addr)
+        {
+            return;
+        }
+        self.candidates.push_back(addr);
+    }
+
+    fn dial(&mut self, ctx: &mut Context<Self>) {
+        if !self.fetching() {
+            return;
+        }
+        let config = &self.params().config;
+        let (max_connecting, peer_id, timeouts) =
+            (config.max_connecting, config.peer_id, config.connect);
+        let max_peers = config.max_peers.min(MAX_METADATA_PEERS);
+        while self.connecting < max_connecting && self.conns.len() + self.connecting < max_peers {
+            let Some(addr) = self.candidates.pop_front() else {
+                break;
+            };
+            if self.busy.contains(&addr) || self.banned.contains(&addr) {
+                continue;
+            }
+            self.busy.insert(addr);
+            self.connecting += 1;
+            let reserved = connection::our_reserved(self.params().dht.is_some());
+            let fut = connection::connect(addr, self.info_hash, peer_id, reserved, timeouts);
+            ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
+                act.connecting -= 1;
+                match res {
+                    Ok((stream, handshake)) if act.fetching() => {
+                        act.next_key += 1;
+                        let key = PeerKey(act.next_key);
+                        let pex = act.params().pex;
+                        let actor = MetadataPeer::start(
+                            key,
+                            stream,
+                            handshake,
+                            ctx.address(),
+                            pex,
+                            &act.log,
+                        );
+                        act.conns.insert(
+                            key,
+                            Conn {
+                                addr,
+                                actor,
+                                size: None,
+                                in_flight: 0,
+                            },
+                        );
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        debug!(act.log, "dial failed"; "addr" => %addr, "error" => %e);
+                        act.busy.remove(&addr);
+                        // A peer that is not up yet may be later.
+                        ctx.run_later(Duration::from_secs(10), move |act, ctx| {
+                            if act.fetching() && !act.banned.contains(&addr) {
+                                act.candidates.push_back(addr);
+                                act.dial(ctx);
+                            }
+                        });
+                    }
+                }
+                act.dial(ctx);
+            }));
+        }
+    }
+
+    fn start_trackers(&mut self, ctx: &mut Context<Self>) {
+        let key: u32 = rand::random();
+        for url in self.tiers.initial() {
+            self.start_tracker(&url, key, ctx);
+        }
+    }
+
+    fn start_tracker(&mut self, url: &str, key: u32, ctx: &mut Context<Self>) {
+        let config = &self.params().config;
+        let (peer_id, port, floor) = (
+            config.peer_id,
+            config.listen.port(),
+            config.min_announce_interval,
+        );
+        let Ok(parsed) = url::Url::parse(url) else {
+            warn!(self.log, "unusable tracker URL"; "url" => url);
+            return;
+        };
+        let mut tracker_config = TrackerConfig::new(parsed, self.info_hash, peer_id, port, key);
+        tracker_config.interval_floor = floor;
+        let me = ctx.address();
+        let links = TrackerLinks {
+            peers: me.clone().recipient(),
+            stats: me.clone().recipient(),
+            report: me.recipient(),
+        };
+        match Tracker::new(tracker_config, links, self.log.clone()) {
+            Ok(tracker) => {
+                let tracker = tracker.start();
+                tracker.do_send(TrackerStart);
+                self.trackers.push(tracker);
+            }
+            Err(e) => warn!(self.log, "unusable tracker"; "url" => url, "error" => %e),
+        }
+    }
+
+    fn lookup_dht(&mut self, ctx: &mut Context<Self>) {
+        let Some(dht) = self.params().dht.clone() else {
+            return;
+        };
+        self.last_dht = Some(Instant::now());
+        dht.lookup.do_send(DhtLookup {
+            info_hash: self.info_hash,
+            // Nothing to serve until the metadata is in; the Coordinator announces.
+            announce_port: None,
+            reply: ctx.address().recipient(),
+        });
+    }
+
+    /// Gives every ready peer requests up to its share.
+    fn assign(&mut self) {
+        if !self.fetching() {
+            return;
+        }
+        if self.assembler.is_none() {
+            // Believe the size most peers advertise; a liar's size costs one attempt.
+            let mut counts: HashMap<u32, usize> = HashMap::new();
+            for c in self.conns.values() {
+                if let Some(size) = c.size {
+                    *counts.entry(size).or_default() += 1;
+                }
+            }
+            let best = counts.into_iter().max_by_key(|&(size, n)| (n, size));
+            self.assembler =
+                best.and_then(|(size, _)| MetadataAssembler::new(self.info_hash, size));
+        }
+        let Some(assembler) = self.assembler.as_mut() else {
+            return;
+        };
+        let now = Instant::now();
+        let mut keys: Vec<PeerKey> = self.conns.keys().copied().collect();
+        keys.sort();
+        for key in keys {
+            let conn = self.conns.get_mut(&key).expect("key from the map");
+            if conn.size != Some(assembler.size()) {
+                continue;
+            }
+            while conn.in_flight < REQUESTS_PER_PEER {
+                let Some(piece) = assembler.next_request(key, now) else {
+                    break;
+                };
+                conn.in_flight += 1;
+                conn.actor.do_send(ToMetadataPeer::Request(piece));
+            }
+        }
+    }
+
+    fn ban(&mut self, key: PeerKey, why: &str) {
+        if let Some(conn) = self.conns.get(&key) {
+            warn!(self.log, "peer sent metadata that does not match the info-hash; dropped"; "addr" => %conn.addr, "why" => why);
+            self.banned.insert(conn.addr);
+            conn.actor
+                .do_send(ToMetadataPeer::Disconnect(why.to_string()));
+        }
+        if let Some(a) = self.assembler.as_mut() {
+            a.forget(key);
+        }
+    }
+
+    fn progress(&self) -> Progress {
+        Progress {
+            phase: Phase::Metadata,
+            peers: self.conns.values().filter(|c| c.size.is_some()).count(),
+            ..Progress::default()
+        }
+    }
+
+    /// Verified metadata: save it, stop fetching, start the torrent.
+    fn hand_over(&mut self, info_bytes: Bytes, ctx: &mut Context<Self>) {
+        self.handing_over = true;
+        let params = self.params.take().expect("handed over once");
+        let torrent = torrent_file_bytes(&info_bytes, &params.magnet.trackers);
+        let metainfo = match Metainfo::from_bytes(&torrent) {
+            Ok(m) => m,
+            Err(e) => {
+                params.events.do_send(TorrentEvent::Failed(
+                    FailureKind::InvalidTorrent,
+                    format!("the metadata matches the info-hash but is not a usable torrent: {e}"),
+                ));
+                self.stopping = true;
+                let stops = self.stop_fetching(ctx);
+                ctx.spawn(actix::fut::wrap_future(stops));
+                return;
+            }
+        };
+        info!(self.log, "metadata verified"; "name" => &metainfo.info.name, "bytes" => info_bytes.len());
+        // Every address learned, the ones that answered first.
+        let mut peers: Vec<SocketAddr> = self
+            .conns
+            .values()
+            .map(|c| c.addr)
+            .filter(|a| !self.banned.contains(a))
+            .collect();
+        for addr in self.known.iter().chain(params.config.initial_peers.iter()) {
+            if !peers.contains(addr) && !self.banned.contains(addr) {
+                peers.push(*addr);
+            }
+        }
+        let name = metainfo.info.name.clone();
+        let total_bytes = metainfo.info.layout.total_length();
+        let dir = params.download_dir.clone();
+        let file_name = torrent_file_name(&name, &self.info_hash);
+        let save = async move {
+            let path = dir.join(file_name);
+            let write = {
+                let path = path.clone();
+                tokio::task::spawn_blocking(move || save_atomically(&path, &torrent))
+            };
+            match write.await {
+                Ok(Ok(())) => Ok(path),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(e) => Err(e.to_string()),
+            }
+        };
+        let stops = self.stop_fetching(ctx);
+        ctx.wait(
+            async move {
+                let saved = save.await;
+                // Trackers say `stopped` before the Coordinator's trackers say `started`.
+                let _ = tokio::time::timeout(Duration::from_secs(5), stops).await;
+                saved
+            }
+            .into_actor(self)
+            .map(move |saved, act, _ctx| {
+                let torrent_file = match saved {
+                    Ok(path) => Some(path),
+                    Err(e) => {
+                        warn!(act.log, "cannot save the .torrent"; "error" => e);
+                        None
+                    }
+                };
+                params.events.do_send(TorrentEvent::MetadataReceived {
+                    name,
+                    total_bytes,
+                    torrent_file,
+                });
+                let mut config = params.config;
+                config.initial_peers = peers;
+                let selection = params.selection.or(params.magnet.select_only.clone());
+                act.coordinator = Some(Coordinator::start(TorrentParams {
+                    metainfo,
+                    download_dir: params.download_dir,
+                    config,
+                    selection,
+                    dht: params.dht,
+                    events: params.events,
+                    log: params.log,
+                }));
+                act.handing_over = false;
+            }),
+        );
+    }
+
+    /// Closes every fetch connection and stops the trackers; the returned future ends
+    /// when their `stopped` announces are done.
+    fn stop_fetching(&mut self, _: &mut Context<Self>) -> impl std::future::Future<Output = ()> {
+        for conn in self.conns.values() {
+            conn.actor
+                .do_send(ToMetadataPeer::Disconnect("metadata phase over".into()));
+        }
+        let stops: Vec<_> = self
+            .trackers
+            .drain(..)
+            .map(|t| t.send(TrackerStop))
+            .collect();
+        async move {
+            futures::future::join_all(stops).await;
+        }
+    }
+}
+
+/// A `.torrent` of the fetched info dictionary (its original bytes, so the info-hash is
+/// unchanged) and the magnet's trackers, one tier each.
+fn torrent_file_bytes(info: &[u8], trackers: &[String]) -> Vec<u8> {
+    let mut entries = Vec::new();
+    if let Some(first) = trackers.first() {
+        entries.push(("announce", BValue::string(first)));
+        entries.push((
+            "announce-list",
+            BValue::List(
+                trackers
+                    .iter()
+                    .map(|t| BValue::List(vec![BValue::string(t)]))
+                    .collect(),
+            ),
+        ));
+    }
+    entries.push((
+        "created by",
+        BValue::string("torrent-actors (from a magnet link)"),
+    ));
+    let mut out = BValue::dict(entries).encode();
+    // Keys are sorted and "info" sorts after the others, so it goes last.
+    out.pop();
+    out.extend_from_slice(b"4:info");
+    out.extend_from_slice(info);
+    out.push(b'e');
+    out
+}
+
+/// `NAME.torrent`, or `INFOHASH.torrent` when the name is not a plain file name.
+fn torrent_file_name(name: &str, info_hash: &crate::InfoHash) -> String {
+    let plain = !name.is_empty()
+        && Path::new(name).file_name().is_some_and(|f| f == name)
+        && name != "."
+        && name != "..";
+    if plain {
+        format!("{name}.torrent")
+    } else {
+        format!("{}.torrent", info_hash.to_hex())
+    }
+}
+
+fn save_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    std::io::Write::write_all(&mut tmp, bytes)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    Ok(())
+}
+
+impl Actor for MetadataFetcher {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        info!(self.log, "fetching metadata"; "trackers" => self.params().magnet.trackers.len(), "peers" => self.params().magnet.peers.len());
+        let mut first: Vec<SocketAddr> = self.params().magnet.peers.clone();
+        first.extend(self.params().config.initial_peers.iter().copied());
+        for addr in first {
+            self.add_candidate(addr);
+        }
+        // `x.pe` host names are resolved here, off the face, without blocking the arbiter.
+        let hosts = self.params().magnet.peer_hosts.clone();
+        for (host, port) in hosts {
+            let lookup = async move {
+                tokio::net::lookup_host((host.as_str(), port))
+                    .await
+                    .map(|addrs| addrs.collect::<Vec<_>>())
+            };
+            ctx.spawn(lookup.into_actor(self).map(|res, act, ctx| {
+                if let Ok(addrs) = res {
+                    for addr in addrs {
+                        act.add_candidate(addr);
+                    }
+                    act.dial(ctx);
+                }
+            }));
+        }
+        self.start_trackers(ctx);
+        self.lookup_dht(ctx);
+        self.dial(ctx);
+        ctx.run_interval(Duration::from_secs(1), |act, ctx| {
+            if !act.fetching() {
+                return;
+            }
+            act.params()
+                .events
+                .do_send(TorrentEvent::Progress(act.progress()));
+            if act.last_dht.is_some_and(|t| t.elapsed() >= DHT_RETRY) {
+                act.lookup_dht(ctx);
+            }
+            // Late requests may go to other peers now.
+            act.assign();
+            act.dial(ctx);
+        });
+    }
+}
+
+impl Handler<PeersFound> for MetadataFetcher {
+    type Result = ();
+
+    fn handle(&mut self, msg: PeersFound, ctx: &mut Context<Self>) {
+        if !self.fetching() {
+            return;
+        }
+        debug!(self.log, "peers found"; "count" => msg.peers.len(), "source" => ?msg.source);
+        for addr in msg.peers {
+            self.add_candidate(addr);
+        }
+        self.dial(ctx);
+    }
+}
+
+impl Handler<MetadataPeerReady> for MetadataFetcher {
+    type Result = ();
+
+    fn handle(&mut self, msg: MetadataPeerReady, _: &mut Context<Self>) {
+        let Some(conn) = self.conns.get_mut(&msg.key) else {
+            return;
+        };
+        match msg.metadata_size {
+            Some(size) if MetadataAssembler::new(self.info_hash, size).is_some() => {
+                debug!(self.log, "peer offers metadata"; "addr" => %conn.addr, "size" => size);
+                conn.size = Some(size);
+                self.assign();
+            }
+            Some(size) => {
+                conn.actor.do_send(ToMetadataPeer::Disconnect(format!(
+                    "metadata size {size} out of range"
+                )));
+            }
+            // It may have the torrent but not the metadata extension; the Coordinator will
+            // dial it again once we know the pieces.
+            None => conn
+                .actor
+                .do_send(ToMetadataPeer::Disconnect("no metadata to offer".into())),
+        }
+    }
+}
+
+impl Handler<MetadataFromPeer> for MetadataFetcher {
+    type Result = ();
+
+    fn handle(&mut self, msg: MetadataFromPeer, ctx: &mut Context<Self>) {
+        if !self.fetching() {
+            return;
+        }
+        let Some(conn) = self.conns.get_mut(&msg.key) else {
+            return;
+        };
+        conn.in_flight = conn.in_flight.saturating_sub(1);
+        let Some(assembler) = self.assembler.as_mut() else {
+            return;
+        };
+        let outcome = match msg.message {
+            MetadataMessage::Data {
+                piece,
+                total_size,
+                data,
+            } => {
+                if total_size != assembler.size() {
+                    self.ban(msg.key, "metadata size changed mid-fetch");
+                    return self.assign();
+                }
+                assembler.received(msg.key, piece, data)
+            }
+            MetadataMessage::Reject { piece } => {
+                assembler.rejected(msg.key, piece);
+                // A peer that rejects does not have it (BEP 9); ask the others.
+                conn.size = None;
+                conn.actor.do_send(ToMetadataPeer::Disconnect(
+                    "rejected a metadata request".into(),
+                ));
+                None
+            }
+            MetadataMessage::Request { .. } => None,
+        };
+        match outcome {
+            Some(Assembled::Verified(bytes)) => self.hand_over(bytes, ctx),
+            Some(Assembled::Mismatch { liar }) => {
+                match liar {
+                    Some(key) => self.ban(key, "metadata does not match the info-hash"),
+                    None => {
+                        warn!(self.log, "metadata from several peers does not match the info-hash; asking one peer at a time")
+                    }
+                }
+                for conn in self.conns.values_mut() {
+                    conn.in_flight = 0;
+                }
+                // The liar's size may have been the one believed: decide again.
+                if !self.conns.iter().any(|(k, c)| {
+                    Some(*k) != liar && c.size == self.assembler.as_ref().map(|a| a.size())
+                }) {
+                    self.assembler = None;
+                }
+                self.assign();
+            }
+            None => self.assign(),
+        }
+    }
+}
+
+impl Handler<MetadataPeerLeft> for MetadataFetcher {
+    type Result = ();
+
+    fn handle(&mut self, msg: MetadataPeerLeft, ctx: &mut Context<Self>) {
+        let Some(conn) = self.conns.remove(&msg.key) else {
+            return;
+        };
+        debug!(self.log, "metadata peer left"; "addr" => %conn.addr, "reason" => &msg.reason);
+        self.busy.remove(&conn.addr);
+        if let Some(a) = self.assembler.as_mut() {
+            a.forget(msg.key);
+        }
+        self.assign();
+        self.dial(ctx);
+    }
+}
+
+impl Handler<GetAnnounceStats> for MetadataFetcher {
+    type Result = MessageResult<GetAnnounceStats>;
+
+    fn handle(&mut self, _: GetAnnounceStats, _: &mut Context<Self>) -> Self::Result {
+        // The size is unknown; a nonzero `left` keeps us a leecher in the tracker's eyes.
+        MessageResult(AnnounceStats {
+            uploaded: 0,
+            downloaded: 0,
+            left: 1,
+        })
+    }
+}
+
+impl Handler<TrackerReport> for MetadataFetcher {
+    type Result = ();
+
+    fn handle(&mut self, msg: TrackerReport, _: &mut Context<Self>) {
+        match &msg.outcome {
+            Ok(summary) => {
+                debug!(self.log, "tracker answered"; "url" => &msg.url, "peers" => summary.peers)
+            }
+            Err(e) => warn!(self.log, "tracker failed"; "url" => &msg.url, "error" => e),
+        }
+    }
+}
+
+impl Handler<Shutdown> for MetadataFetcher {
+    type Result = ResponseActFuture<Self, ()>;
+
+    fn handle(&mut self, _: Shutdown, ctx: &mut Context<Self>) -> Self::Result {
+        self.stopping = true;
+        if let Some(coordinator) = self.coordinator.clone() {
+            return Box::pin(
+                async move {
+                    let _ = coordinator.send(Shutdown).await;
+                }
+                .into_actor(self)
+                .map(|(), _, ctx: &mut Context<Self>| ctx.stop()),
+            );
+        }
+        let stops = self.stop_fetching(ctx);
+        Box::pin(
+            async move {
+                let _ = tokio::time::timeout(Duration::from_secs(5), stops).await;
+            }
+            .into_actor(self)
+            .map(|(), _, ctx: &mut Context<Self>| ctx.stop()),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bencode;
+
+    #[test]
+    fn the_saved_torrent_keeps_the_info_bytes_and_lists_the_trackers() {
+        let info = b"d6:lengthi5e4:name1:a12:piece lengthi16384e6:pieces20:aaaaaaaaaaaaaaaaaaaae";
+        let bytes = torrent_file_bytes(info, &["udp://127.0.0.1:1/announce".to_string()]);
+        let m = Metainfo::from_bytes(&bytes).unwrap();
+        assert_eq!(m.info_bytes, info.to_vec());
+        assert_eq!(
+            m.trackers,
+            vec![vec!["udp://127.0.0.1:1/announce".to_string()]]
+        );
+        // Canonical: sorted keys, so re-encoding is byte-identical.
+        assert!(bencode::decode(&bytes).is_ok());
+        let no_trackers = torrent_file_bytes(info, &[]);
+        assert!(Metainfo::from_bytes(&no_trackers)
+            .unwrap()
+            .trackers
+            .is_empty());
+    }
+
+    #[test]
+    fn torrent_file_names_never_leave_the_folder() {
+        let h = crate::InfoHash([0xab; 20]);
+        assert_eq!(torrent_file_name("movie", &h), "movie.torrent");
+        for bad in ["", ".", "..", "a/b", "/etc"] {
+            assert_eq!(
+                torrent_file_name(bad, &h),
+                format!("{}.torrent", h.to_hex())
+            );
+        }
+    }
+}
