@@ -167,3 +167,88 @@ fn metadata_that_does_not_match_the_info_hash_is_not_trusted() {
         "the lying peer was dialed again after it was caught"
     );
 }
+
+#[test]
+fn a_peer_learned_by_peer_exchange_is_dialed_and_serves_too() {
+    let f = fixture(false, 8 * 1024 * 1024);
+    // Rate-limited so the download lasts long enough for both to serve.
+    let limited = |connect: Vec<std::net::SocketAddr>| SeedOpts {
+        ready_without_announce: true,
+        upload_limit: Some(1024 * 1024),
+        connect,
+        ..SeedOpts::default()
+    };
+    let first = LtSeeder::start(&f.torrent, &f.payload.dir, limited(vec![]));
+    // The second dials the first, so it knows where the first listens and can tell us.
+    let second = LtSeeder::start(&f.torrent, &f.payload.dir, limited(vec![first.addr()]));
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_torrent-actors"));
+    cmd.env("TORRENT_ACTORS_DHT_BOOTSTRAP", "")
+        .args(["get", "-vv", "--port", "0", "--peer-timeout", "60", "-o"])
+        .arg(&f.out)
+        .args(["--peer", &second.addr().to_string()])
+        .arg(&f.torrent);
+    let output = run_until(cmd, GET_LIMIT).expect("get within its time limit");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "get failed:\n{stderr}");
+    assert_same_files(&f.payload.dir, &f.out, &f.payload.files);
+    assert!(
+        stderr.contains("peers from ut_pex"),
+        "no ut_pex peers:\n{stderr}"
+    );
+    // Both served: the one we were told about by peer exchange too. The seeders log
+    // their totals once a second.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while (first.uploaded() == 0 || second.uploaded() == 0) && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        first.uploaded() > 0,
+        "the peer from ut_pex sent nothing:\n{}",
+        first.log()
+    );
+    assert!(
+        second.uploaded() > 0,
+        "the dialed peer sent nothing:\n{}",
+        second.log()
+    );
+}
+
+#[test]
+fn peer_exchange_off_means_only_the_given_peer_is_used() {
+    let f = fixture(false, 2 * 1024 * 1024);
+    let opts = |connect| SeedOpts {
+        ready_without_announce: true,
+        connect,
+        ..SeedOpts::default()
+    };
+    let first = LtSeeder::start(&f.torrent, &f.payload.dir, opts(vec![]));
+    let second = LtSeeder::start(&f.torrent, &f.payload.dir, opts(vec![first.addr()]));
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_torrent-actors"));
+    cmd.env("TORRENT_ACTORS_DHT_BOOTSTRAP", "")
+        .args([
+            "get",
+            "-vv",
+            "--no-pex",
+            "--port",
+            "0",
+            "--peer-timeout",
+            "60",
+            "-o",
+        ])
+        .arg(&f.out)
+        .args(["--peer", &second.addr().to_string()])
+        .arg(&f.torrent);
+    let output = run_until(cmd, GET_LIMIT).expect("get within its time limit");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "get failed:\n{stderr}");
+    assert_same_files(&f.payload.dir, &f.out, &f.payload.files);
+    assert!(
+        !stderr.contains("peers from ut_pex"),
+        "ut_pex used although off:\n{stderr}"
+    );
+    assert!(
+        !stderr.contains(&first.addr().to_string()),
+        "dialed a peer nobody named:\n{stderr}"
+    );
+}

@@ -362,6 +362,21 @@ fn libtorrent_downloads_a_multi_file_torrent_with_empty_files_from_our_seed() {
 }
 
 #[test]
+fn libtorrent_fetches_the_metadata_of_a_magnet_link_from_our_seed() {
+    let f = Fixture::multi(15);
+    let (mut seed, addr) = start_seed(&f, &f.torrent, &[]);
+    let out = f.out("lt-magnet");
+    let opts = LeechOpts {
+        peers: vec![addr],
+        magnet: Some(format!("magnet:?xt=urn:btih:{}", f.info_hash().to_hex())),
+        ..LeechOpts::new(DOWNLOAD_LIMIT)
+    };
+    LtLeecher::run(&f.torrent, &out, &opts).assert_finished();
+    f.assert_downloaded(&out);
+    assert!(seed.running(), "the seed died:\n{}", seed.report());
+}
+
+#[test]
 fn aria2c_finds_our_seed_through_an_http_tracker_and_downloads_from_it() {
     let f = Fixture::multi(15);
     let (tracker, announced) = f.tracked();

@@ -6,7 +6,9 @@ import python3-libtorrent.
   lt_peer.py seed  --torrent T --data DIR --port P --ready FILE
                    [--upload-limit BYTES_PER_S] [--stop-after-upload BYTES]
                    [--seed-mode] [--ready-without-announce] [--max-lifetime S]
-  lt_peer.py leech --torrent T --out DIR --port P --timeout S [--peer HOST:PORT]...
+                   [--connect HOST:PORT]...
+  lt_peer.py leech (--torrent T | --magnet URI) --out DIR --port P --timeout S
+                   [--peer HOST:PORT]...
 
 The seeder checks its data (or trusts it with --seed-mode), waits until its listen socket
 is up and a tracker has answered, then writes FILE (JSON) and seeds until it is killed,
@@ -203,6 +205,12 @@ def cmd_seed(a):
     h = add_torrent(ses, ti, a.data, a.seed_mode)
     if a.upload_limit:
         limit_loopback_uploads(ses, h, a.upload_limit)
+    # Seeders stay connected to each other (libtorrent would otherwise close seed-to-seed
+    # connections), so each can name the other in peer exchange.
+    connect_to = [parse_peer(p) for p in a.connect]
+    ses.apply_settings({"close_redundant_connections": False})
+    last_connect = None
+    last_uploaded, last_upload_line = 0, 0.0
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
     need_announce = len(list(ti.trackers())) > 0 and not a.ready_without_announce
@@ -239,6 +247,16 @@ def cmd_seed(a):
             if st.is_seeding and need_announce and now - last_reannounce > 2:
                 last_reannounce = now
                 h.force_reannounce(0, -1, lt.reannounce_flags_t.ignore_min_interval)
+        # The running upload total, for tests that check who served a download.
+        if st.total_payload_upload != last_uploaded and now - last_upload_line >= 1:
+            last_uploaded, last_upload_line = st.total_payload_upload, now
+            log("uploaded %d payload bytes" % last_uploaded)
+        if connect_to and (last_connect is None or now - last_connect > 2):
+            last_connect = now
+            connected = {(p.ip[0], p.ip[1]) for p in h.get_peer_info()}
+            for peer in connect_to:
+                if peer not in connected:
+                    h.connect_peer(peer)
         if a.stop_after_upload is not None and st.total_payload_upload >= a.stop_after_upload:
             # Exits without a session shutdown: the kernel closes every connection at
             # once, which is what a test of a vanishing seeder wants to see.
@@ -255,13 +273,34 @@ def cmd_seed(a):
     sys.exit(EXIT_OK)
 
 
+def add_magnet(ses, uri, save_path):
+    atp = lt.parse_magnet_uri(uri)
+    for url in atp.trackers:
+        if not is_loopback_host(urllib.parse.urlsplit(url).hostname or ""):
+            log("refusing tracker outside loopback:", url)
+            sys.exit(EXIT_REFUSED)
+    for ip, _port in atp.peers:
+        if not is_loopback_host(ip):
+            log("refusing peer outside loopback:", ip)
+            sys.exit(EXIT_REFUSED)
+    atp.save_path = save_path
+    flags = atp.flags
+    flags &= ~lt.torrent_flags.auto_managed
+    flags &= ~lt.torrent_flags.paused
+    atp.flags = flags
+    return ses.add_torrent(atp)
+
+
 def cmd_leech(a):
-    ti = lt.torrent_info(a.torrent)
-    refuse_non_loopback(ti)
     peers = [parse_peer(p) for p in a.peer]
     os.makedirs(a.out, exist_ok=True)
     ses = make_session(a.port)
-    h = add_torrent(ses, ti, a.out, False)
+    if a.magnet:
+        h = add_magnet(ses, a.magnet, a.out)
+    else:
+        ti = lt.torrent_info(a.torrent)
+        refuse_non_loopback(ti)
+        h = add_torrent(ses, ti, a.out, False)
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
     ev = Events()
@@ -327,8 +366,12 @@ def main():
     seed.add_argument("--ready-without-announce", action="store_true",
                       help="be ready without a tracker reply (peers dial the port directly)")
     seed.add_argument("--max-lifetime", type=float, default=600.0, metavar="S")
+    seed.add_argument("--connect", action="append", default=[], metavar="HOST:PORT",
+                      help="keep a connection to this peer (loopback only)")
     leech = sub.add_parser("leech")
-    leech.add_argument("--torrent", required=True)
+    what = leech.add_mutually_exclusive_group(required=True)
+    what.add_argument("--torrent")
+    what.add_argument("--magnet", help="a magnet link; its metadata comes from peers")
     leech.add_argument("--out", required=True, help="the folder the torrent's name goes under")
     leech.add_argument("--port", type=int, required=True)
     leech.add_argument("--timeout", type=float, required=True, metavar="S")

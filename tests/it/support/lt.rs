@@ -40,6 +40,8 @@ pub struct SeedOpts {
     pub ready_timeout: Duration,
     /// A fixed listen port; by default a free one is picked (and re-picked if taken).
     pub port: Option<u16>,
+    /// Peers to dial and stay connected to, seeds included (loopback only).
+    pub connect: Vec<SocketAddr>,
 }
 
 impl Default for SeedOpts {
@@ -51,6 +53,7 @@ impl Default for SeedOpts {
             ready_without_announce: false,
             ready_timeout: Duration::from_secs(30),
             port: None,
+            connect: Vec::new(),
         }
     }
 }
@@ -110,6 +113,9 @@ impl LtSeeder {
             }
             if opts.ready_without_announce {
                 cmd.arg("--ready-without-announce");
+            }
+            for peer in &opts.connect {
+                cmd.args(["--connect", &peer.to_string()]);
             }
             let mut child = ChildGuard::spawn(cmd, "libtorrent seeder");
             let deadline = Instant::now() + opts.ready_timeout;
@@ -177,6 +183,15 @@ impl LtSeeder {
     pub fn log(&self) -> String {
         read_log(&self.dir.path().join("seeder.log"))
     }
+
+    /// Payload bytes uploaded, as of the seeder's latest once-a-second log line.
+    pub fn uploaded(&self) -> u64 {
+        self.log()
+            .lines()
+            .filter_map(|l| l.split("uploaded ").nth(1)?.split(' ').next()?.parse().ok())
+            .max()
+            .unwrap_or(0)
+    }
 }
 
 /// How a libtorrent leecher runs.
@@ -188,6 +203,9 @@ pub struct LeechOpts {
     pub peers: Vec<SocketAddr>,
     /// A fixed listen port; by default a free one is picked.
     pub port: Option<u16>,
+    /// Fetch this magnet link instead of reading the torrent file (its metadata then
+    /// comes from peers).
+    pub magnet: Option<String>,
 }
 
 impl LeechOpts {
@@ -197,6 +215,7 @@ impl LeechOpts {
             timeout,
             peers: Vec::new(),
             port: None,
+            magnet: None,
         }
     }
 }
@@ -256,11 +275,12 @@ impl LtLeecher {
         let stderr =
             fs::File::create(dir.path().join("leecher.log")).expect("creating the leecher log");
         let mut cmd = Command::new(PYTHON);
-        cmd.arg(SCRIPT)
-            .arg("leech")
-            .arg("--torrent")
-            .arg(torrent)
-            .arg("--out")
+        cmd.arg(SCRIPT).arg("leech");
+        match &opts.magnet {
+            Some(magnet) => cmd.args(["--magnet", magnet]),
+            None => cmd.arg("--torrent").arg(torrent),
+        };
+        cmd.arg("--out")
             .arg(out_dir)
             .args(["--port", &port.to_string()])
             .args(["--timeout", &format!("{:.3}", opts.timeout.as_secs_f64())])
