@@ -73,8 +73,9 @@ pub struct EngineArgs {
     /// Download limit in KiB/s (0 for none).
     #[arg(long, default_value_t = 0, value_name = "KIB_PER_S")]
     pub download_limit: u64,
-    /// A peer to connect to besides the trackers' (HOST:PORT); may be repeated.
-    #[arg(long = "peer", value_name = "HOST:PORT")]
+    /// A peer to connect to besides the trackers' (HOST:PORT, IP:PORT or [IPv6]:PORT);
+    /// may be repeated.
+    #[arg(long = "peer", value_name = "HOST:PORT", value_parser = peer_address)]
     pub peers: Vec<SocketAddr>,
     /// Give up after this many seconds with no peer connected while downloading.
     #[arg(long, default_value_t = 120, value_name = "SECONDS")]
@@ -101,4 +102,41 @@ pub struct EngineArgs {
     /// The .torrent file, or a magnet link (quote it: `&` is special to the shell).
     #[arg(value_name = "TORRENT_OR_MAGNET")]
     pub torrent: PathBuf,
+}
+
+/// Resolves a `--peer` value: an address, or a host name looked up once, here.
+fn peer_address(text: &str) -> Result<SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    if let Ok(addr) = text.parse() {
+        return Ok(addr);
+    }
+    let (host, port) = text
+        .rsplit_once(':')
+        .ok_or_else(|| format!("{text:?} is not HOST:PORT"))?;
+    let port: u16 = port
+        .parse()
+        .ok()
+        .filter(|&p| p != 0)
+        .ok_or_else(|| format!("{text:?} has no valid port (1-65535)"))?;
+    (host, port)
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve {host:?}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{host:?} has no address"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::peer_address;
+
+    #[test]
+    fn peers_are_addresses_or_host_names() {
+        assert_eq!(peer_address("127.0.0.1:6881").unwrap().port(), 6881);
+        assert_eq!(peer_address("[::1]:7000").unwrap().port(), 7000);
+        let local = peer_address("localhost:6881").unwrap();
+        assert!(local.ip().is_loopback() && local.port() == 6881);
+        assert!(peer_address("localhost").is_err());
+        assert!(peer_address("localhost:0").is_err());
+        assert!(peer_address("127.0.0.1:99999").is_err());
+    }
 }
