@@ -362,6 +362,28 @@ fn libtorrent_downloads_a_multi_file_torrent_with_empty_files_from_our_seed() {
 }
 
 #[test]
+fn private_torrents_offer_no_peer_exchange_and_public_ones_do() {
+    let f = Fixture::single(100_000, 15);
+    let private = f.torrent.with_extension("private.torrent");
+    let private_hash = crate::support::make_private_torrent(&f.payload.root(), &private, 15);
+    assert!(read_metainfo(&private).info.private);
+    for (torrent, hash, pex) in [
+        (&f.torrent, f.info_hash(), true),
+        (&private, private_hash, false),
+    ] {
+        let (_seed, addr) = start_seed(&f, torrent, &[]);
+        let hs = crate::support::ext_handshake_of(addr, hash).expect("an extension handshake");
+        assert_eq!(hs.id_of("ut_pex").is_some(), pex, "ut_pex offered: {hs:?}");
+        // Metadata is served either way, with its true size.
+        assert_eq!(
+            hs.metadata_size,
+            Some(read_metainfo(torrent).info_bytes.len() as u32)
+        );
+        assert!(hs.id_of("ut_metadata").is_some());
+    }
+}
+
+#[test]
 fn libtorrent_fetches_the_metadata_of_a_magnet_link_from_our_seed() {
     let f = Fixture::multi(15);
     let (mut seed, addr) = start_seed(&f, &f.torrent, &[]);

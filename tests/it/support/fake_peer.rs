@@ -182,3 +182,30 @@ fn serve_lies(
     }
     Ok(())
 }
+
+/// Connects to `addr` as a peer of `info_hash` offering the extension protocol and
+/// returns the extension handshake it sends, or why there was none.
+pub fn ext_handshake_of(addr: SocketAddr, info_hash: InfoHash) -> Result<ExtHandshake, String> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(10))
+        .map_err(|e| format!("connecting to {addr}: {e}"))?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .map_err(|e| e.to_string())?;
+    let mut reserved = Reserved::none();
+    reserved.set_extension_protocol(true);
+    stream
+        .write_all(&Handshake::new(reserved, info_hash, PeerId(*b"-FAKE01-probeprobepr")).encode())
+        .map_err(|e| e.to_string())?;
+    let mut theirs = [0u8; HANDSHAKE_LEN];
+    stream
+        .read_exact(&mut theirs)
+        .map_err(|e| format!("reading the handshake: {e}"))?;
+    // The extension handshake comes among the first few messages.
+    for _ in 0..20 {
+        let frame = read_frame(&mut stream).map_err(|e| format!("reading a message: {e}"))?;
+        if frame.len() >= 2 && frame[0] == 20 && frame[1] == ext::HANDSHAKE_ID {
+            return ExtHandshake::decode(&frame[2..]).map_err(|e| e.to_string());
+        }
+    }
+    Err("no extension handshake among the first 20 messages".into())
+}

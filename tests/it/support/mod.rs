@@ -23,11 +23,11 @@ mod tracker;
 // module would otherwise warn.
 #[allow(unused_imports)]
 pub use self::{
-    fake_peer::FakeMetadataPeer,
+    fake_peer::{ext_handshake_of, FakeMetadataPeer},
     files::assert_same_files,
     lt::{LeechOpts, LeechOutcome, LtLeecher, LtSeeder, SeedOpts},
     payload::Payload,
     process::{free_port, run_until, run_with_timeout, ChildGuard},
-    torrent::{make_torrent, read_metainfo, with_announce},
+    torrent::{make_private_torrent, make_torrent, read_metainfo, with_announce},
     tracker::{http_announce, Announce, AnnounceReply, Tracker},
 };

@@ -26,6 +26,21 @@ pub fn make_torrent(
     piece_exp: u32,
     announce_urls: &[String],
 ) -> InfoHash {
+    make_torrent_with(payload_root, out_torrent, piece_exp, announce_urls, false)
+}
+
+/// [`make_torrent`], with the BEP 27 private flag set.
+pub fn make_private_torrent(payload_root: &Path, out_torrent: &Path, piece_exp: u32) -> InfoHash {
+    make_torrent_with(payload_root, out_torrent, piece_exp, &[], true)
+}
+
+fn make_torrent_with(
+    payload_root: &Path,
+    out_torrent: &Path,
+    piece_exp: u32,
+    announce_urls: &[String],
+    private: bool,
+) -> InfoHash {
     assert!(
         (15..=28).contains(&piece_exp),
         "mktorrent takes piece exponents 15..=28, not {piece_exp}"
@@ -42,6 +57,9 @@ pub fn make_torrent(
         .arg(out_torrent);
     for url in announce_urls {
         cmd.arg(format!("--announce={url}"));
+    }
+    if private {
+        cmd.arg("--private");
     }
     cmd.arg(payload_root);
     let out = run_with_timeout(cmd, Duration::from_secs(60));
