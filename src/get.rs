@@ -12,6 +12,8 @@ use futures::channel::oneshot;
 use indicatif::{HumanBytes, ProgressBar, ProgressStyle};
 use torrent_actors::engine::coordinator::{Coordinator, EngineConfig, TorrentParams};
 use torrent_actors::engine::messages::{FailureKind, Phase, Progress, Shutdown, TorrentEvent};
+use torrent_actors::engine::selection::check_selection;
+use torrent_actors::magnet::FileSelection;
 use torrent_actors::metainfo::Metainfo;
 use torrent_actors::PeerId;
 
@@ -34,6 +36,8 @@ pub struct GetArgs {
     pub fsync: bool,
     pub verbosity: u8,
     pub mode: Mode,
+    /// `get --files`: only these files (BEP 53 indices); `None` for every file.
+    pub selection: Option<FileSelection>,
 }
 
 /// Whether the run ends at completion, seeds for a while after it, or only seeds.
@@ -72,6 +76,7 @@ impl GetArgs {
             fsync: engine.fsync,
             verbosity: engine.verbose,
             mode,
+            selection: None,
         }
     }
 }
@@ -95,6 +100,12 @@ pub fn run(args: GetArgs) -> Result<(), Failure> {
         code: exit::INVALID_TORRENT,
         error: anyhow::anyhow!("invalid torrent {}: {e}", args.torrent.display()),
     })?;
+    if let Some(selection) = &args.selection {
+        check_selection(&metainfo.info.layout, selection).map_err(|e| Failure {
+            code: exit::USAGE,
+            error: anyhow::anyhow!("--files {selection}: {e}"),
+        })?;
+    }
     check_writable(&args.output)?;
     let log = logging::stderr_logger(args.verbosity);
     let name = metainfo.info.name.clone();
@@ -174,7 +185,7 @@ async fn download(metainfo: Metainfo, args: &GetArgs, log: slog::Logger) -> Outc
     .start();
     let seeding_only = matches!(args.mode, Mode::Seed);
     let coordinator = Coordinator::start(TorrentParams {
-        selection: None,
+        selection: args.selection.clone(),
         dht: None,
         metainfo,
         download_dir: args.output.clone(),
@@ -295,6 +306,13 @@ impl Face {
     }
 
     fn show(&mut self, p: &Progress) {
+        // The engine's total counts only wanted pieces (`get --files`).
+        if p.total_bytes != self.total {
+            self.total = p.total_bytes;
+            if let Some(bar) = &self.bar {
+                bar.set_length(p.total_bytes);
+            }
+        }
         let phase = match p.phase {
             Phase::Checking => format!("checking {}/{}", p.checked.0, p.checked.1),
             Phase::Downloading if p.peers == 1 => "1 peer".to_string(),
