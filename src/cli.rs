@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use torrent_actors::magnet::FileSelection;
 
 /// A BitTorrent client built as an actor system.
 #[derive(Debug, Parser)]
@@ -39,6 +40,11 @@ pub enum Command {
         /// With --seed: stop after seeding this long (e.g. 90s, 30m, 2h).
         #[arg(long, value_name = "DURATION", requires = "seed", value_parser = humantime::parse_duration)]
         seed_time: Option<Duration>,
+        /// Download only these files, by the indices `info` prints (e.g. 0,2,5-7). The
+        /// other files are not created; pieces they share with selected files are kept
+        /// in a hidden part file beside the resume file.
+        #[arg(long, value_name = "LIST", value_parser = parse_files)]
+        files: Option<FileSelection>,
         #[command(flatten)]
         engine: EngineArgs,
     },
@@ -50,6 +56,11 @@ pub enum Command {
         #[command(flatten)]
         engine: EngineArgs,
     },
+}
+
+/// `--files`: a BEP 53 style list of indices and inclusive ranges.
+fn parse_files(value: &str) -> Result<FileSelection, String> {
+    FileSelection::parse(value).map_err(|e| e.to_string())
 }
 
 /// Options shared by the commands that run the engine.

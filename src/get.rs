@@ -13,7 +13,8 @@ use indicatif::{HumanBytes, ProgressBar, ProgressStyle};
 use torrent_actors::engine::coordinator::{Coordinator, EngineConfig, TorrentParams};
 use torrent_actors::engine::messages::{FailureKind, Phase, Progress, Shutdown, TorrentEvent};
 use torrent_actors::engine::metadata::{MagnetParams, MetadataFetcher};
-use torrent_actors::magnet::Magnet;
+use torrent_actors::engine::selection::check_selection;
+use torrent_actors::magnet::{FileSelection, Magnet};
 use torrent_actors::metainfo::Metainfo;
 use torrent_actors::PeerId;
 
@@ -37,6 +38,8 @@ pub struct GetArgs {
     pub verbosity: u8,
     pub pex: bool,
     pub mode: Mode,
+    /// `get --files`: only these files (BEP 53 indices); `None` for every file.
+    pub selection: Option<FileSelection>,
 }
 
 /// Whether the run ends at completion, seeds for a while after it, or only seeds.
@@ -76,6 +79,7 @@ impl GetArgs {
             verbosity: engine.verbose,
             pex: !engine.no_pex,
             mode,
+            selection: None,
         }
     }
 }
@@ -151,6 +155,12 @@ pub fn run(args: GetArgs) -> Result<(), Failure> {
                 "seed needs a .torrent file; a magnet link has no data to check"
             ),
         });
+    }
+    if let (Some(selection), Source::Torrent(metainfo)) = (&args.selection, &source) {
+        check_selection(&metainfo.info.layout, selection).map_err(|e| Failure {
+            code: exit::USAGE,
+            error: anyhow::anyhow!("--files {selection}: {e}"),
+        })?;
     }
     check_writable(&args.output)?;
     let log = logging::stderr_logger(args.verbosity);
@@ -233,7 +243,7 @@ async fn download(source: Source, args: &GetArgs, log: slog::Logger) -> (Outcome
     let seeding_only = matches!(args.mode, Mode::Seed);
     let torrent: Recipient<Shutdown> = match source {
         Source::Torrent(metainfo) => Coordinator::start(TorrentParams {
-            selection: None,
+            selection: args.selection.clone(),
             dht: None,
             metainfo,
             download_dir: args.output.clone(),
@@ -246,7 +256,7 @@ async fn download(source: Source, args: &GetArgs, log: slog::Logger) -> (Outcome
             magnet,
             download_dir: args.output.clone(),
             config,
-            selection: None,
+            selection: args.selection.clone(),
             dht: None,
             pex: args.pex,
             events: face.clone().recipient(),
@@ -369,6 +379,13 @@ impl Face {
     }
 
     fn show(&mut self, p: &Progress) {
+        // The engine's total counts only wanted pieces (`get --files`).
+        if p.total_bytes != self.total {
+            self.total = p.total_bytes;
+            if let Some(bar) = &self.bar {
+                bar.set_length(p.total_bytes);
+            }
+        }
         let phase = match p.phase {
             Phase::Metadata => format!("metadata, {} peers", p.peers),
             Phase::Checking => format!("checking {}/{}", p.checked.0, p.checked.1),

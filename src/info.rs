@@ -95,8 +95,18 @@ fn describe(m: &Metainfo) -> String {
     for seed in &m.web_seeds {
         let _ = writeln!(out, "{:<12} {}", "web seed:", printable(seed));
     }
+    // The index in brackets is the one `get --files` and a magnet's `so=` (BEP 53) take:
+    // every entry of the torrent's file list in order, counted from 0, BEP 47 padding
+    // files included, as libtorrent counts them, so a magnet link made with libtorrent's
+    // indices names the same files here. Padding files are never downloaded, whatever
+    // the selection says.
     let files = layout.files();
-    let _ = writeln!(out, "{:<12} {}", "files:", files.len());
+    let _ = writeln!(
+        out,
+        "{:<12} {} (by the index get --files takes)",
+        "files:",
+        files.len()
+    );
     let width = files.len().saturating_sub(1).to_string().len();
     for (i, f) in files.iter().enumerate() {
         let pad = if f.padding { "  (padding)" } else { "" };

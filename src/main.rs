@@ -19,8 +19,11 @@ struct Failure {
     error: anyhow::Error,
 }
 
-/// Exit codes: 0 is success and 2 a usage error (clap's); the others are below.
+/// Exit codes: 0 is success; the others are below.
 mod exit {
+    /// Bad usage: clap's own errors, and arguments that do not fit the torrent (a
+    /// `--files` index past its last file). Clap exits with 2 too.
+    pub const USAGE: u8 = 2;
     /// The torrent file could not be read.
     pub const UNREADABLE: u8 = 3;
     /// The torrent file was read but is not a valid torrent.
@@ -54,17 +57,22 @@ fn run(cli: Cli) -> Result<(), Failure> {
             seed,
             seed_ratio,
             seed_time,
+            files,
             engine,
-        } => get::run(get::GetArgs::new(
-            engine,
-            output,
-            get::Mode::Download {
-                seed: seed.then_some(get::SeedLimits {
-                    ratio: seed_ratio,
-                    time: seed_time,
-                }),
-            },
-        )),
+        } => {
+            let mut args = get::GetArgs::new(
+                engine,
+                output,
+                get::Mode::Download {
+                    seed: seed.then_some(get::SeedLimits {
+                        ratio: seed_ratio,
+                        time: seed_time,
+                    }),
+                },
+            );
+            args.selection = files;
+            get::run(args)
+        }
         Command::Seed { dir, engine } => get::run(get::GetArgs::new(engine, dir, get::Mode::Seed)),
     }
 }

@@ -29,6 +29,7 @@ use super::peer::{Peer, PeerConfig, PeerParts};
 use super::picker::{BlockOutcome, Picker};
 use super::piece_manager::{PieceManager, PieceManagerLinks};
 use super::resume::{plan_start, ResumeData};
+use super::selection::SelectedFiles;
 use super::storage::{FileReader, FileWriter, Hasher};
 use super::tracker::{Tiers, Tracker, TrackerConfig, TrackerLinks};
 use super::PeerKey;
@@ -179,6 +180,10 @@ pub struct Coordinator {
     layout: Arc<Layout>,
     root: PathBuf,
     config: EngineConfig,
+    /// The files to download; the picker wants only their pieces.
+    selected: SelectedFiles,
+    /// Bytes of the wanted pieces: the total that progress and `left` count against.
+    wanted_bytes: u64,
     phase: Phase,
     /// Pieces and blocks; `None` until the start-up check is done.
     picker: Option<Picker>,
@@ -258,10 +263,18 @@ impl Coordinator {
         let info = Arc::new(params.metainfo.info.clone());
         let layout = Arc::new(info.layout.clone());
         let root = params.download_dir.clone();
+        let selected = SelectedFiles::new(&layout, params.selection.as_ref());
+        let wanted_bytes = selected.wanted_bytes(&layout);
         let writer_layout = layout.clone();
+        let writer_selected = selected.clone();
         let delay = params.config.write_delay;
         let writer = SyncArbiter::start(1, move || {
-            FileWriter::new(root.clone(), writer_layout.clone(), delay)
+            FileWriter::new(
+                root.clone(),
+                writer_layout.clone(),
+                writer_selected.clone(),
+                delay,
+            )
         });
         let hasher = SyncArbiter::start(params.config.hashers.max(1), || Hasher);
         let limiter =
@@ -271,8 +284,13 @@ impl Coordinator {
         let upload_slots = params.config.upload_slots;
         let reader_root = params.download_dir.clone();
         let reader_layout = layout.clone();
+        let reader_selected = selected.clone();
         let reader = SyncArbiter::start(params.config.readers.max(1), move || {
-            FileReader::new(reader_root.clone(), reader_layout.clone())
+            FileReader::new(
+                reader_root.clone(),
+                reader_layout.clone(),
+                reader_selected.clone(),
+            )
         });
         let log = params
             .log
@@ -298,6 +316,8 @@ impl Coordinator {
             layout,
             root: params.download_dir,
             config: params.config,
+            selected,
+            wanted_bytes,
             phase: Phase::Checking,
             picker: None,
             peers: HashMap::new(),
@@ -375,7 +395,12 @@ impl Coordinator {
                 }
             }
         });
-        let plan = plan_start(&self.layout, resume.as_ref(), &report.before);
+        let plan = plan_start(
+            &self.layout,
+            resume.as_ref(),
+            &report.before,
+            report.parts_before.as_ref(),
+        );
         info!(self.log, "start plan"; "trusted" => plan.trusted.count_ones(), "to check" => plan.check.len());
         self.have = plan.trusted;
         self.check_total = plan.check.len();
@@ -432,7 +457,9 @@ impl Coordinator {
             let _ = self.have.set(p.get());
         }
         let found = std::mem::take(&mut self.check_found);
-        let wanted = Bitfield::full(self.layout.num_pieces());
+        // Only the pieces of selected files; the rest stay `Skipped`. Pieces verified in an
+        // earlier run stay `Have` whatever the selection, and are seeded.
+        let wanted = self.selected.wanted_pieces(&self.layout);
         let picker = Picker::new(
             self.layout.clone(),
             &self.have,
@@ -758,7 +785,9 @@ impl Coordinator {
     }
 
     fn progress(&self) -> Progress {
-        let total = self.layout.total_length();
+        // Wanted bytes only: with a file selection, the run is complete when the selected
+        // files are, and the bar and the trackers count toward that.
+        let total = self.wanted_bytes;
         let remaining = self.picker.as_ref().map_or(total, Picker::remaining_bytes);
         let rate = match (self.rate_samples.front(), self.rate_samples.back()) {
             (Some(a), Some(b)) if b.0 > a.0 => (b.1 - a.1) as f64 / (b.0 - a.0).as_secs_f64(),
@@ -1199,7 +1228,7 @@ impl Handler<GetAnnounceStats> for Coordinator {
         let left = self
             .picker
             .as_ref()
-            .map_or(self.layout.total_length(), Picker::remaining_bytes);
+            .map_or(self.wanted_bytes, Picker::remaining_bytes);
         MessageResult(AnnounceStats {
             uploaded: self.payload_uploaded,
             downloaded: self.payload_downloaded,

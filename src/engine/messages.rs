@@ -488,6 +488,9 @@ pub struct OpenReport {
     pub before: Vec<FileRecord>,
     /// The resume file's bytes, if there was one.
     pub resume: Option<Vec<u8>>,
+    /// The part file's size and time before this run; `None` if there was none, or it
+    /// belonged to another torrent.
+    pub parts_before: Option<FileRecord>,
 }
 
 /// Coordinator → FileWriter: record which pieces are verified. The file is written to a

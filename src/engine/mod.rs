@@ -1,7 +1,8 @@
 //! The download engine: actix actors built on the pure protocol layers.
 //!
 //! See ARCHITECTURE.md for the actor roster, who owns which state, and how load is
-//! bounded. The picker and the resume plan are pure; the rest are actors.
+//! bounded. The picker, the resume plan, the file selection and the part-file format are
+//! pure; the rest are actors.
 
 pub mod choker;
 pub mod connection;
@@ -10,11 +11,13 @@ pub mod dht;
 pub mod limiter;
 pub mod messages;
 pub mod metadata;
+pub mod parts;
 pub mod peer;
 pub mod picker;
 pub mod piece_manager;
 pub mod ratelimit;
 pub mod resume;
+pub mod selection;
 pub mod storage;
 pub mod tracker;
 

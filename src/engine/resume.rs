@@ -10,6 +10,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::parts::PartSlots;
 use crate::layout::{Layout, PieceIndex};
 use crate::wire::Bitfield;
 use crate::InfoHash;
@@ -41,6 +42,10 @@ pub struct ResumeData {
     pub verified: Vec<[u32; 2]>,
     /// One record per file of the torrent, in order.
     pub files: Vec<FileRecord>,
+    /// The part file (`.NAME.parts`, bytes of unselected files in shared pieces), if there
+    /// was one. Absent from files written before file selection existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parts: Option<FileRecord>,
 }
 
 /// Why a resume file was ignored.
@@ -74,6 +79,7 @@ impl ResumeData {
             num_pieces: layout.num_pieces(),
             verified: ranges,
             files: Vec::new(),
+            parts: None,
         }
     }
 
@@ -130,23 +136,42 @@ pub struct StartPlan {
     pub check: Vec<PieceIndex>,
 }
 
-/// Decides which pieces to trust and which to hash, from the resume file (if it parsed)
-/// and what each file looked like before this run (`before`, from `OpenStorage`).
+/// Decides which pieces to trust and which to hash, from the resume file (if it parsed),
+/// what each file looked like before this run (`before`, from `OpenStorage`) and the
+/// part file before this run (`parts_before`, `None` if absent or not ours).
+///
+/// Where a byte lives follows from the files on disk, not from the selection: a span of
+/// a file that exists is in that file; a span of a file that did not exist is in the part
+/// file's slot of its piece (a shared piece), or, if the file has just been selected,
+/// was copied from that slot into the new file by `OpenStorage`. So a claimed piece is
+/// trusted when, for each file it touches, either that file is unchanged since the save,
+/// or the file was absent then and now, the piece has a slot, and the part file is
+/// unchanged since the save.
 pub fn plan_start(
     layout: &Layout,
     resume: Option<&ResumeData>,
     before: &[FileRecord],
+    parts_before: Option<&FileRecord>,
 ) -> StartPlan {
     let files = layout.files();
+    let slots = PartSlots::new(layout);
+    let absent = |f: usize| before.get(f).is_none_or(|r| r.size.is_none());
     let existed = |f: usize| before.get(f).and_then(|r| r.size).is_some_and(|s| s > 0);
-    let unchanged = |f: usize| {
+    let parts_unchanged =
+        parts_before.is_some_and(|now| resume.is_some_and(|r| r.parts.as_ref() == Some(now)));
+    let unchanged = |f: usize, in_slot: bool| {
         files.get(f).is_some_and(|e| e.padding)
             || resume.is_some_and(|r| {
                 let recorded = r.files.get(f);
                 let now = before.get(f);
-                recorded.is_some()
-                    && recorded == now
-                    && now.and_then(|n| n.size) == files.get(f).map(|e| e.length)
+                if absent(f) {
+                    // Kept in the part file when it was recorded, and still there.
+                    in_slot && recorded.is_some_and(|r| r.size.is_none()) && parts_unchanged
+                } else {
+                    recorded.is_some()
+                        && recorded == now
+                        && now.and_then(|n| n.size) == files.get(f).map(|e| e.length)
+                }
             })
     };
     let claimed = resume.map(ResumeData::verified_bitfield);
@@ -154,10 +179,11 @@ pub fn plan_start(
     let mut check = Vec::new();
     for piece in layout.pieces() {
         let spans = layout.piece_spans(piece);
+        let in_slot = slots.slot_offset(piece).is_some();
         let is_claimed = claimed.as_ref().is_some_and(|c| c.has(piece.get()));
-        if is_claimed && spans.iter().all(|s| unchanged(s.file)) {
+        if is_claimed && spans.iter().all(|s| unchanged(s.file, in_slot)) {
             let _ = trusted.set(piece.get());
-        } else if spans.iter().any(|s| existed(s.file)) {
+        } else if spans.iter().any(|s| existed(s.file)) || (in_slot && parts_before.is_some()) {
             check.push(piece);
         }
     }
@@ -244,7 +270,7 @@ mod tests {
     fn unchanged_files_keep_their_verified_pieces() {
         let files = vec![rec(40_000, 1), rec(30_000, 2)];
         let d = saved(&[0, 1, 2, 3, 4], files.clone());
-        let plan = plan_start(&layout(), Some(&d), &files);
+        let plan = plan_start(&layout(), Some(&d), &files, None);
         assert_eq!(plan.trusted.count_ones(), 5);
         assert!(plan.check.is_empty());
     }
@@ -254,7 +280,7 @@ mod tests {
         let d = saved(&[0, 1, 2, 3, 4], vec![rec(40_000, 1), rec(30_000, 2)]);
         // File b was written after the save (a crash), so its time differs.
         let now = vec![rec(40_000, 1), rec(30_000, 3)];
-        let plan = plan_start(&layout(), Some(&d), &now);
+        let plan = plan_start(&layout(), Some(&d), &now, None);
         let trusted: Vec<u32> = plan.trusted.iter_set().collect();
         assert_eq!(trusted, [0, 1]);
         let check: Vec<u32> = plan.check.iter().map(|p| p.get()).collect();
@@ -271,12 +297,12 @@ mod tests {
                 mtime_ns: None,
             },
         ];
-        let plan = plan_start(&layout(), Some(&d), &deleted);
+        let plan = plan_start(&layout(), Some(&d), &deleted, None);
         assert_eq!(plan.trusted.iter_set().collect::<Vec<_>>(), [0, 1]);
         // Piece 2 touches file a, which exists: hash it. Pieces 3 and 4 live only in b.
         assert_eq!(plan.check.iter().map(|p| p.get()).collect::<Vec<_>>(), [2]);
         let truncated = vec![rec(10_000, 1), rec(30_000, 2)];
-        let plan = plan_start(&layout(), Some(&d), &truncated);
+        let plan = plan_start(&layout(), Some(&d), &truncated, None);
         assert_eq!(plan.trusted.iter_set().collect::<Vec<_>>(), [3, 4]);
     }
 
@@ -289,11 +315,48 @@ mod tests {
                 mtime_ns: None,
             },
         ];
-        let plan = plan_start(&layout(), None, &before);
+        let plan = plan_start(&layout(), None, &before, None);
         assert_eq!(plan.trusted.count_ones(), 0);
         assert_eq!(
             plan.check.iter().map(|p| p.get()).collect::<Vec<_>>(),
             [0, 1, 2]
         );
+    }
+
+    const ABSENT: FileRecord = FileRecord {
+        size: None,
+        mtime_ns: None,
+    };
+
+    #[test]
+    fn a_shared_piece_is_trusted_through_an_unchanged_part_file() {
+        // `get --files 0`: a downloaded, b absent; piece 2's bytes of b in the part file.
+        let files = vec![rec(40_000, 1), ABSENT];
+        let mut d = saved(&[0, 1, 2], files.clone());
+        d.parts = Some(rec(4096 + 16384, 5));
+        let back = ResumeData::parse(&d.to_json(), hash(), &layout()).unwrap();
+        assert_eq!(back.parts, d.parts);
+        let plan = plan_start(&layout(), Some(&back), &files, Some(&rec(4096 + 16384, 5)));
+        assert_eq!(plan.trusted.iter_set().collect::<Vec<_>>(), [0, 1, 2]);
+        assert!(plan.check.is_empty());
+
+        // The part file changed after the save (a crash mid-write): piece 2 is hashed.
+        let plan = plan_start(&layout(), Some(&back), &files, Some(&rec(4096 + 16384, 6)));
+        assert_eq!(plan.trusted.iter_set().collect::<Vec<_>>(), [0, 1]);
+        assert_eq!(plan.check.iter().map(|p| p.get()).collect::<Vec<_>>(), [2]);
+
+        // The part file is gone: piece 2 cannot be trusted, and is hashed because a exists.
+        let plan = plan_start(&layout(), Some(&back), &files, None);
+        assert_eq!(plan.trusted.iter_set().collect::<Vec<_>>(), [0, 1]);
+        assert_eq!(plan.check.iter().map(|p| p.get()).collect::<Vec<_>>(), [2]);
+    }
+
+    #[test]
+    fn a_resume_file_without_a_part_file_record_still_parses() {
+        let json = br#"{"version":1,"info_hash":"0707070707070707070707070707070707070707",
+            "piece_length":16384,"num_pieces":5,"verified":[[0,4]],
+            "files":[{"size":40000,"mtime_ns":1},{"size":30000,"mtime_ns":2}]}"#;
+        let d = ResumeData::parse(json, hash(), &layout()).unwrap();
+        assert_eq!(d.parts, None);
     }
 }

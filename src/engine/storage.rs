@@ -9,6 +9,19 @@
 //! The FileReader pool reads ranges (blocks for uploads, whole pieces for the start-up
 //! check) from read-only handles of its own, on its own threads, so reads never queue
 //! behind writes and never block the network arbiter.
+//!
+//! With a file selection, unselected files are never created. A wanted piece that also
+//! holds bytes of an unselected file (a shared piece, at the border of the two) is written
+//! in two places: the selected files' spans into those files, the others into the part
+//! file (`.NAME.parts`, format in `parts.rs`). Where a span goes depends on the disk, not
+//! only on the selection: a selected file is always there (created at open); an unselected
+//! one is used if it exists (from an earlier run with another selection) and otherwise
+//! its bytes go to the part file. Both actors follow that one rule, so a piece is read
+//! from where it was written. When a file absent before becomes selected, `OpenStorage`
+//! copies its spans of shared pieces from the part file into the new file, so pieces
+//! verified under the old selection stay verified without a download; the copy goes into
+//! a file that was just created, so even a slot that was never written costs nothing but
+//! a failed check. Once every file is there the part file is deleted.
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
@@ -25,8 +38,10 @@ use super::messages::{
     CloseStorage, HashPiece, OpenReport, OpenStorage, ReadBlock, SaveResume, StorageError,
     WritePiece,
 };
+use super::parts::PartSlots;
 use super::resume::FileRecord;
-use crate::layout::Layout;
+use super::selection::SelectedFiles;
+use crate::layout::{Layout, PieceIndex};
 
 /// Hashes pieces; runs as a SyncArbiter pool sized to the cores.
 pub struct Hasher;
@@ -57,21 +72,135 @@ pub struct FileWriter {
     files: Vec<Option<File>>,
     /// Files written since the last sync, so a sync at close (`--fsync`) touches only those.
     dirty: Vec<bool>,
+    /// Which files to download: these are created at open.
+    selected: SelectedFiles,
+    /// Unselected files found on disk at open: their spans are written there, not to the
+    /// part file.
+    present: Vec<bool>,
+    /// The part file's slots.
+    slots: PartSlots,
+    /// The part file, once opened with a valid header (or created).
+    parts: Option<File>,
+    /// The part file was written since the last sync.
+    parts_dirty: bool,
     /// Added to every piece write: a slow disk on demand, for tests of backpressure.
     write_delay: std::time::Duration,
 }
 
 impl FileWriter {
     /// A writer for `layout` under `root`. Nothing is touched until [`OpenStorage`].
-    pub fn new(root: PathBuf, layout: Arc<Layout>, write_delay: std::time::Duration) -> Self {
+    pub fn new(
+        root: PathBuf,
+        layout: Arc<Layout>,
+        selected: SelectedFiles,
+        write_delay: std::time::Duration,
+    ) -> Self {
         let n = layout.files().len();
         Self {
             root,
+            slots: PartSlots::new(&layout),
             layout,
             files: (0..n).map(|_| None).collect(),
             dirty: vec![false; n],
+            selected,
+            present: vec![false; n],
+            parts: None,
+            parts_dirty: false,
             write_delay,
         }
+    }
+
+    /// Whether file `file`'s bytes go to the file itself rather than the part file.
+    fn in_file(&self, file: usize) -> bool {
+        self.selected.is_selected(file) || self.present[file]
+    }
+
+    fn parts_path(&self) -> PathBuf {
+        parts_path(&self.root, &self.layout)
+    }
+
+    /// Opens an existing part file if its header is this torrent's. A missing, foreign or
+    /// damaged one reads as none (it is replaced on the first write).
+    fn open_existing_parts(&mut self) -> Option<FileRecord> {
+        let path = self.parts_path();
+        let file = OpenOptions::new().read(true).write(true).open(&path).ok()?;
+        let mut header = [0u8; super::parts::HEADER_USED];
+        let n = read_or_zeros(&file, &mut header, 0).ok()?;
+        self.slots.check_header(&header[..n]).ok()?;
+        let meta = file.metadata().ok()?;
+        self.parts = Some(file);
+        Some(FileRecord {
+            size: Some(meta.len()),
+            mtime_ns: mtime_ns(&meta),
+        })
+    }
+
+    /// The part file, created with its header if there is none yet.
+    fn parts_handle(&mut self) -> Result<&File, StorageError> {
+        if self.parts.is_none() {
+            let path = self.parts_path();
+            let create = || -> io::Result<File> {
+                let f = OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .open(&path)?;
+                f.write_all_at(&self.slots.header(), 0)?;
+                Ok(f)
+            };
+            self.parts = Some(create().map_err(|e| storage_error(&path, &e))?);
+        }
+        let path = self.parts_path();
+        self.parts
+            .as_ref()
+            .ok_or_else(|| storage_error(&path, &io::Error::other("part file not open")))
+    }
+
+    /// Copies file `file`'s spans of shared pieces from the part file into the file, which
+    /// was just created: pieces verified while it was unselected stay verified.
+    fn import_from_parts(&mut self, file: usize) -> Result<(), StorageError> {
+        let (Some(parts), Some(target)) = (&self.parts, &self.files[file]) else {
+            return Ok(());
+        };
+        let mut buf = Vec::new();
+        let mut wrote = false;
+        for n in self.layout.file_pieces(file) {
+            let Some(piece) = self.layout.piece(n) else {
+                continue;
+            };
+            let Some(slot) = self.slots.slot_offset(piece) else {
+                continue;
+            };
+            for span in self.layout.piece_spans(piece) {
+                if span.file != file {
+                    continue;
+                }
+                buf.clear();
+                buf.resize(span.len as usize, 0);
+                read_or_zeros(parts, &mut buf, slot + u64::from(span.piece_offset))
+                    .map_err(|e| storage_error(&self.parts_path(), &e))?;
+                if buf.iter().any(|&b| b != 0) {
+                    target
+                        .write_all_at(&buf, span.file_offset)
+                        .map_err(|e| self.error(file, &e))?;
+                    wrote = true;
+                }
+            }
+        }
+        if wrote {
+            self.dirty[file] = true;
+        }
+        Ok(())
+    }
+
+    /// The part file's record for the resume file, if it exists.
+    fn parts_record(&self) -> Option<FileRecord> {
+        let meta = fs::metadata(self.parts_path()).ok()?;
+        Some(FileRecord {
+            size: Some(meta.len()),
+            mtime_ns: mtime_ns(&meta),
+        })
     }
 
     fn path(&self, file: usize) -> PathBuf {
@@ -120,6 +249,13 @@ impl FileWriter {
     }
 
     fn sync_dirty(&mut self) -> Result<(), StorageError> {
+        if self.parts_dirty {
+            if let Some(f) = &self.parts {
+                f.sync_data()
+                    .map_err(|e| storage_error(&self.parts_path(), &e))?;
+            }
+            self.parts_dirty = false;
+        }
         for i in 0..self.files.len() {
             if self.dirty[i] {
                 if let Some(f) = &self.files[i] {
@@ -140,6 +276,31 @@ pub fn resume_path(root: &Path, layout: &Layout) -> PathBuf {
         .and_then(|f| f.path.components().first())
         .map_or("torrent", String::as_str);
     root.join(format!(".{name}.resume.json"))
+}
+
+/// The part file of a torrent: beside the resume file.
+pub fn parts_path(root: &Path, layout: &Layout) -> PathBuf {
+    let resume = resume_path(root, layout);
+    let name = resume
+        .file_name()
+        .map(|n| n.to_string_lossy().replace(".resume.json", ".parts"))
+        .unwrap_or_else(|| ".torrent.parts".to_string());
+    root.join(name)
+}
+
+/// Reads into `buf` from `offset`, leaving zeros past the end of the file (a part file's
+/// slots past its last write are holes that were never extended). Returns the bytes read.
+fn read_or_zeros(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    let mut done = 0;
+    while done < buf.len() {
+        match file.read_at(&mut buf[done..], offset + done as u64) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(done)
 }
 
 fn mtime_ns(meta: &fs::Metadata) -> Option<u128> {
@@ -169,11 +330,18 @@ impl Handler<OpenStorage> for FileWriter {
     fn handle(&mut self, _: OpenStorage, _: &mut SyncContext<Self>) -> Self::Result {
         let before = self.file_records();
         let resume = fs::read(self.resume_path()).ok();
-        for (i, f) in self.layout.files().iter().enumerate() {
+        let parts_before = self.open_existing_parts();
+        let layout = self.layout.clone();
+        for (i, f) in layout.files().iter().enumerate() {
             if f.padding {
                 continue;
             }
             let path = self.path(i);
+            if !self.selected.is_selected(i) {
+                // Never created; used if an earlier run left it there.
+                self.present[i] = before[i].size.is_some();
+                continue;
+            }
             if let Some(parent) = path.parent() {
                 fs::create_dir_all(parent).map_err(|e| storage_error(parent, &e))?;
             }
@@ -192,8 +360,30 @@ impl Handler<OpenStorage> for FileWriter {
                     .map_err(|e| storage_error(&path, &e))?;
             }
             self.files[i] = Some(file);
+            self.present[i] = true;
+            if before[i].size.is_none() {
+                self.import_from_parts(i)?;
+            }
         }
-        Ok(OpenReport { before, resume })
+        // Every file is on disk: nothing will be read from the part file again.
+        if (0..self.present.len()).all(|i| {
+            let f = &self.layout.files()[i];
+            f.padding || f.length == 0 || self.present[i]
+        }) {
+            self.parts = None;
+            let path = self.parts_path();
+            match fs::remove_file(&path) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                    return Err(storage_error(&path, &e));
+                }
+                _ => {}
+            }
+        }
+        Ok(OpenReport {
+            before,
+            resume,
+            parts_before,
+        })
     }
 }
 
@@ -205,12 +395,22 @@ impl Handler<WritePiece> for FileWriter {
             std::thread::sleep(self.write_delay);
         }
         let spans = self.layout.piece_spans(msg.piece);
+        let slot = self.slots.slot_offset(msg.piece);
         let mut blocks = msg.blocks.iter();
         let mut current: &[u8] = &[];
         for span in spans {
             let padding = self.layout.files()[span.file].padding;
+            // Bytes of an unselected, absent file go to the piece's part-file slot.
+            let to_parts = !padding && !self.in_file(span.file);
+            if to_parts && slot.is_none() {
+                return Err(self.error(
+                    span.file,
+                    &io::Error::other("no place for bytes of an unselected file"),
+                ));
+            }
             let mut need = span.len as usize;
             let mut file_offset = span.file_offset;
+            let mut piece_offset = u64::from(span.piece_offset);
             while need > 0 {
                 if current.is_empty() {
                     current = match blocks.next() {
@@ -225,17 +425,22 @@ impl Handler<WritePiece> for FileWriter {
                 }
                 let n = need.min(current.len());
                 let (chunk, rest) = current.split_at(n);
-                if !padding {
+                if let (true, Some(slot)) = (to_parts, slot) {
+                    let path = self.parts_path();
+                    self.parts_handle()?
+                        .write_all_at(chunk, slot + piece_offset)
+                        .map_err(|e| storage_error(&path, &e))?;
+                    self.parts_dirty = true;
+                } else if !padding {
                     self.handle(span.file)?
                         .write_all_at(chunk, file_offset)
                         .map_err(|e| self.error(span.file, &e))?;
+                    self.dirty[span.file] = true;
                 }
                 current = rest;
                 need -= n;
                 file_offset += n as u64;
-            }
-            if !padding {
-                self.dirty[span.file] = true;
+                piece_offset += n as u64;
             }
         }
         Ok(())
@@ -248,6 +453,7 @@ impl Handler<SaveResume> for FileWriter {
     fn handle(&mut self, msg: SaveResume, _: &mut SyncContext<Self>) -> Self::Result {
         let mut data = msg.data;
         data.files = self.file_records();
+        data.parts = self.parts_record();
         let path = self.resume_path();
         let tmp = path.with_extension("json.tmp");
         let bytes = data.to_json();
@@ -275,6 +481,7 @@ impl Handler<CloseStorage> for FileWriter {
         for f in &mut self.files {
             *f = None;
         }
+        self.parts = None;
         Ok(())
     }
 }
@@ -288,30 +495,90 @@ pub struct FileReader {
     layout: Arc<Layout>,
     /// Read-only handles by file index.
     files: Vec<Option<File>>,
+    /// Which files are downloaded: a selected file missing on disk is an error, an
+    /// unselected one is read from the part file.
+    selected: SelectedFiles,
+    /// Unselected files found missing, whose bytes are in the part file.
+    in_parts: Vec<bool>,
+    /// The part file's slots.
+    slots: PartSlots,
+    /// The part file, opened on first use.
+    parts: Option<File>,
 }
 
 impl FileReader {
     /// A reader for `layout` under `root`.
-    pub fn new(root: PathBuf, layout: Arc<Layout>) -> Self {
+    pub fn new(root: PathBuf, layout: Arc<Layout>, selected: SelectedFiles) -> Self {
         let n = layout.files().len();
         Self {
             root,
+            slots: PartSlots::new(&layout),
             layout,
             files: (0..n).map(|_| None).collect(),
+            selected,
+            in_parts: vec![false; n],
+            parts: None,
         }
     }
 
-    fn read_span(&mut self, file: usize, offset: u64, dst: &mut [u8]) -> Result<(), StorageError> {
+    /// Reads `dst` from file `file` at `offset`, or, for an unselected file that is not on
+    /// disk, from the part-file slot of `piece` at `piece_offset`.
+    fn read_span(
+        &mut self,
+        file: usize,
+        offset: u64,
+        piece: PieceIndex,
+        piece_offset: u64,
+        dst: &mut [u8],
+    ) -> Result<(), StorageError> {
         let path = self.layout.files()[file].path.under(&self.root);
-        if self.files[file].is_none() {
-            let f = File::open(&path).map_err(|e| storage_error(&path, &e))?;
-            self.files[file] = Some(f);
+        if self.files[file].is_none() && !self.in_parts[file] {
+            match File::open(&path) {
+                Ok(f) => self.files[file] = Some(f),
+                Err(e)
+                    if e.kind() == io::ErrorKind::NotFound && !self.selected.is_selected(file) =>
+                {
+                    self.in_parts[file] = true;
+                }
+                Err(e) => return Err(storage_error(&path, &e)),
+            }
+        }
+        if self.in_parts[file] {
+            return self.read_parts(piece, piece_offset, dst);
         }
         match &self.files[file] {
             Some(f) => f
                 .read_exact_at(dst, offset)
                 .map_err(|e| storage_error(&path, &e)),
             None => Err(storage_error(&path, &io::Error::other("file not open"))),
+        }
+    }
+
+    /// Reads from `piece`'s slot of the part file.
+    fn read_parts(
+        &mut self,
+        piece: PieceIndex,
+        piece_offset: u64,
+        dst: &mut [u8],
+    ) -> Result<(), StorageError> {
+        let path = parts_path(&self.root, &self.layout);
+        let Some(slot) = self.slots.slot_offset(piece) else {
+            return Err(storage_error(
+                &path,
+                &io::Error::other(format!("piece {piece} has no part-file slot")),
+            ));
+        };
+        if self.parts.is_none() {
+            self.parts = Some(File::open(&path).map_err(|e| storage_error(&path, &e))?);
+        }
+        match &self.parts {
+            Some(f) => f
+                .read_exact_at(dst, slot + piece_offset)
+                .map_err(|e| storage_error(&path, &e)),
+            None => Err(storage_error(
+                &path,
+                &io::Error::other("part file not open"),
+            )),
         }
     }
 }
@@ -334,8 +601,165 @@ impl Handler<ReadBlock> for FileReader {
             let Some(dst) = buf.get_mut(from..from + span.len as usize) else {
                 continue;
             };
-            self.read_span(span.file, span.file_offset, dst)?;
+            let in_piece = u64::from(msg.offset) + u64::from(span.piece_offset);
+            self.read_span(span.file, span.file_offset, msg.piece, in_piece, dst)?;
         }
         Ok(Bytes::from(buf))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::magnet::FileSelection;
+    use crate::metainfo::SafePath;
+
+    /// Files a (40 000 bytes), b (30 000) and c (10 000) in 16 KiB pieces: piece 2 holds
+    /// the end of a and the start of b, piece 4 the end of b and all of c.
+    fn layout() -> Arc<Layout> {
+        let p = |n: &str| SafePath::new(&["t", n]).unwrap();
+        Arc::new(
+            Layout::new(
+                16384,
+                [
+                    (p("a"), 40_000, false),
+                    (p("b"), 30_000, false),
+                    (p("c"), 10_000, false),
+                ],
+            )
+            .unwrap(),
+        )
+    }
+
+    fn data(layout: &Layout) -> Vec<u8> {
+        (0..layout.total_length())
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 7) as u8)
+            .collect()
+    }
+
+    fn piece_bytes(layout: &Layout, data: &[u8], piece: PieceIndex) -> Vec<u8> {
+        let start = layout.piece_offset(piece) as usize;
+        data[start..start + layout.piece_len(piece) as usize].to_vec()
+    }
+
+    fn selected(layout: &Layout, files: Option<&str>) -> SelectedFiles {
+        let sel = files.map(|f| FileSelection::parse(f).unwrap());
+        SelectedFiles::new(layout, sel.as_ref())
+    }
+
+    /// Opens the storage for `files`, writes `pieces`, and returns every piece as the
+    /// FileReader reads it back (`None` where the read fails), with the open report.
+    fn run(root: &Path, files: Option<&str>, pieces: &[u32]) -> (Vec<Option<Vec<u8>>>, OpenReport) {
+        let layout = layout();
+        let data = data(&layout);
+        let root = root.to_path_buf();
+        let pieces = pieces.to_vec();
+        let sel = selected(&layout, files);
+        actix::System::new().block_on(async move {
+            let (l, r, s) = (layout.clone(), root.clone(), sel.clone());
+            let writer = SyncArbiter::start(1, move || {
+                FileWriter::new(r.clone(), l.clone(), s.clone(), Default::default())
+            });
+            let (l, r) = (layout.clone(), root.clone());
+            let reader = SyncArbiter::start(1, move || {
+                FileReader::new(r.clone(), l.clone(), sel.clone())
+            });
+            let report = writer.send(OpenStorage).await.unwrap().unwrap();
+            for n in pieces {
+                let piece = layout.piece(n).unwrap();
+                let bytes = piece_bytes(&layout, &data, piece);
+                let blocks = bytes.chunks(16384).map(Bytes::copy_from_slice).collect();
+                writer
+                    .send(WritePiece { piece, blocks })
+                    .await
+                    .unwrap()
+                    .unwrap();
+            }
+            let mut read = Vec::new();
+            for piece in layout.pieces() {
+                let got = reader
+                    .send(ReadBlock {
+                        piece,
+                        offset: 0,
+                        length: layout.piece_len(piece),
+                    })
+                    .await
+                    .unwrap();
+                read.push(got.ok().map(|b| b.to_vec()));
+            }
+            writer
+                .send(CloseStorage { sync: true })
+                .await
+                .unwrap()
+                .unwrap();
+            (read, report)
+        })
+    }
+
+    #[test]
+    fn unselected_files_stay_absent_and_shared_pieces_read_back_through_the_part_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        let l = layout();
+        let data = data(&l);
+        let (read, report) = run(root, Some("0"), &[0, 1, 2]);
+        assert!(report.parts_before.is_none());
+        assert!(!root.join("t/b").exists() && !root.join("t/c").exists());
+        assert_eq!(fs::read(root.join("t/a")).unwrap(), data[..40_000]);
+        assert!(parts_path(root, &l).exists());
+        for n in 0..3 {
+            let piece = l.piece(n).unwrap();
+            assert_eq!(
+                read[n as usize].as_deref(),
+                Some(&piece_bytes(&l, &data, piece)[..]),
+                "piece {n}"
+            );
+        }
+        // Piece 4 lives only in unselected files and was never written: unreadable.
+        assert_eq!(read[4], None);
+
+        // Now every file: b is created and piece 2's bytes of it come from the part
+        // file, which is then no longer needed.
+        let (read, report) = run(root, None, &[3, 4]);
+        assert!(report.parts_before.is_some());
+        assert!(!parts_path(root, &l).exists());
+        for (n, got) in read.iter().enumerate() {
+            let piece = l.piece(n as u32).unwrap();
+            assert_eq!(
+                got.as_deref(),
+                Some(&piece_bytes(&l, &data, piece)[..]),
+                "piece {n}"
+            );
+        }
+        assert_eq!(fs::read(root.join("t/b")).unwrap(), data[40_000..70_000]);
+    }
+
+    #[test]
+    fn an_unselected_file_left_by_an_earlier_run_is_used_and_not_the_part_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        let l = layout();
+        let data = data(&l);
+        run(root, None, &[0, 1, 2, 3, 4]);
+        // Only c now: b is there from the first run, so piece 4 reads from it.
+        let (read, _) = run(root, Some("2"), &[]);
+        assert!(!parts_path(root, &l).exists());
+        let piece = l.piece(4).unwrap();
+        assert_eq!(read[4].as_deref(), Some(&piece_bytes(&l, &data, piece)[..]));
+    }
+
+    #[test]
+    fn a_foreign_part_file_is_ignored_and_replaced() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        let l = layout();
+        let data = data(&l);
+        fs::write(parts_path(root, &l), b"not a part file").unwrap();
+        let (read, report) = run(root, Some("0"), &[2]);
+        assert!(report.parts_before.is_none());
+        let piece = l.piece(2).unwrap();
+        assert_eq!(read[2].as_deref(), Some(&piece_bytes(&l, &data, piece)[..]));
+        let head = fs::read(parts_path(root, &l)).unwrap();
+        assert_eq!(PartSlots::new(&l).check_header(&head), Ok(()));
     }
 }

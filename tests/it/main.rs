@@ -3,6 +3,7 @@
 mod bencode;
 mod cli;
 mod engine;
+mod files;
 mod harness;
 mod magnet;
 mod metadata;

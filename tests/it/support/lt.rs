@@ -323,6 +323,12 @@ impl LtLeecher {
         self.port
     }
 
+    /// The process id, for sending it a signal (SIGTERM stops it with a summary) while it
+    /// runs; the guard still owns the process.
+    pub fn pid(&self) -> u32 {
+        self.child.pid()
+    }
+
     /// `127.0.0.1:port`, for dialling the leecher directly.
     pub fn addr(&self) -> SocketAddr {
         SocketAddr::from((Ipv4Addr::LOCALHOST, self.port))
