@@ -855,8 +855,11 @@ impl Coordinator {
                 peer.actor.do_send(ToPeer::SetInterest(false));
             }
         }
-        for tracker in self.trackers.values() {
-            tracker.do_send(TrackerCompleted);
+        // `completed` means a seed: not sent when some files were left out.
+        if self.have.all_set() {
+            for tracker in self.trackers.values() {
+                tracker.do_send(TrackerCompleted);
+            }
         }
         let data = ResumeData::new(self.info_hash, &self.layout, &self.have);
         let writer = self.writer.clone();
@@ -1225,10 +1228,14 @@ impl Handler<GetAnnounceStats> for Coordinator {
     type Result = MessageResult<GetAnnounceStats>;
 
     fn handle(&mut self, _: GetAnnounceStats, _: &mut Context<Self>) -> Self::Result {
-        let left = self
-            .picker
-            .as_ref()
-            .map_or(self.wanted_bytes, Picker::remaining_bytes);
+        // `left` counts the whole torrent, as libtorrent's does: with some files
+        // deselected we are not a seed, and a tracker must not list us as one.
+        let have: u64 = (0..self.layout.num_pieces())
+            .filter(|&p| self.have.has(p))
+            .filter_map(|p| self.layout.piece(p))
+            .map(|p| u64::from(self.layout.piece_len(p)))
+            .sum();
+        let left = self.layout.total_length().saturating_sub(have);
         MessageResult(AnnounceStats {
             uploaded: self.payload_uploaded,
             downloaded: self.payload_downloaded,
