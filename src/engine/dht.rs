@@ -309,6 +309,8 @@ pub struct DhtStatus {
     pub running: bool,
     /// How many times the node was rebuilt.
     pub rebuilds: u32,
+    /// Lookups under way or waiting for the node.
+    pub lookups: usize,
 }
 
 /// Face → Dht: save the routing table, then stop. The reply comes once the file is
@@ -970,6 +972,7 @@ impl Handler<GetDhtStatus> for Dht {
             bootstrap_nodes: self.built_with.clone(),
             running: node.is_some(),
             rebuilds: self.rebuilds,
+            lookups: self.running.len() + self.waiting.len(),
         };
         Box::pin(
             async move {
@@ -990,21 +993,30 @@ impl Handler<GetDhtStatus> for Dht {
 impl Handler<DhtStop> for Dht {
     type Result = ResponseActFuture<Self, ()>;
 
-    fn handle(&mut self, _: DhtStop, ctx: &mut Context<Self>) -> Self::Result {
-        let (tx, rx) = futures::channel::oneshot::channel::<()>();
-        self.refresh_snapshot(ctx, move |act, ctx| {
-            let save = act.save_snapshot();
-            ctx.wait(save.into_actor(act).map(|(), act, ctx| {
-                act.saved_on_stop = true;
-                let _ = tx.send(());
-                ctx.stop();
-            }));
-        });
+    fn handle(&mut self, _: DhtStop, _: &mut Context<Self>) -> Self::Result {
+        let node = self.node.clone();
         Box::pin(
             async move {
-                let _ = rx.await;
+                match node {
+                    Some(node) => tokio::time::timeout(QUERY_LIMIT, node.to_bootstrap())
+                        .await
+                        .ok(),
+                    None => None,
+                }
             }
-            .into_actor(self),
+            .into_actor(self)
+            .then(|table, act, _| {
+                let nodes = parse_node_list(table.as_deref().unwrap_or_default());
+                if !nodes.is_empty() {
+                    act.snapshot = nodes;
+                }
+                act.save_snapshot().into_actor(act)
+            })
+            // The reply goes out as this future ends, before the actor stops.
+            .map(|(), act, ctx| {
+                act.saved_on_stop = true;
+                ctx.stop();
+            }),
         )
     }
 }
