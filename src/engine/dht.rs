@@ -27,6 +27,14 @@
 //! - mainline visits every bootstrap node in each query while its routing table holds
 //!   fewer nodes than the bootstrap list, so the list is kept short: at most
 //!   [`MAX_SAVED_NODES`] nodes from the last run and [`MAX_SEEN_NODES`] from peers.
+//! - mainline 8 reads a K-RPC transaction id as exactly four bytes and drops other
+//!   messages unread; libtorrent (most of the DHT) sends two-byte ids. Our node's
+//!   queries to libtorrent nodes work (they echo our ids), so lookups and announces do,
+//!   but libtorrent nodes get no answer from ours: server mode only serves clients
+//!   with four-byte ids. The test `mainline_cannot_answer_libtorrent` pins this.
+//! - mainline's `extra_bootstrap()` starts from an empty list, not from its defaults,
+//!   and a builder given no list at all resolves mainline's own public routers by name
+//!   inside `build()`; so the list is always set whole, with `no_bootstrap()` when empty.
 //! - A node bound to loopback can reach nothing else, so it drops every non-loopback
 //!   bootstrap node, saved node and peer-given node instead of sending into the void.
 //!   Tests rely on this: a node bound to 127.0.0.1 never sends a packet elsewhere.
