@@ -107,6 +107,16 @@ pub struct EngineArgs {
     /// Do not exchange peers with peers (BEP 11 peer exchange); private torrents never do.
     #[arg(long)]
     pub no_pex: bool,
+    /// Do not use the DHT (BEP 5); private torrents never do.
+    #[arg(long)]
+    pub no_dht: bool,
+    /// DHT bootstrap nodes (HOST:PORT,...). Without it, the TORRENT_ACTORS_DHT_BOOTSTRAP
+    /// environment variable is used (set and empty means none), else the public routers.
+    #[arg(long, value_name = "HOST:PORT,...")]
+    pub dht_bootstrap: Option<String>,
+    /// The DHT's UDP port (default: the same number as --port).
+    #[arg(long, value_name = "PORT")]
+    pub dht_port: Option<u16>,
     /// More log output on stderr (-v information, -vv debugging).
     #[arg(short, long, action = clap::ArgAction::Count)]
     pub verbose: u8,

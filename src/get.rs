@@ -11,7 +11,10 @@ use actix::prelude::*;
 use futures::channel::oneshot;
 use indicatif::{HumanBytes, ProgressBar, ProgressStyle};
 use torrent_actors::engine::coordinator::{Coordinator, EngineConfig, TorrentParams};
-use torrent_actors::engine::messages::{FailureKind, Phase, Progress, Shutdown, TorrentEvent};
+use torrent_actors::engine::dht::{Bootstrap, BootstrapSource, Dht, DhtConfig};
+use torrent_actors::engine::messages::{
+    DhtLinks, FailureKind, Phase, Progress, Shutdown, TorrentEvent,
+};
 use torrent_actors::engine::metadata::{MagnetParams, MetadataFetcher};
 use torrent_actors::engine::selection::check_selection;
 use torrent_actors::magnet::{FileSelection, Magnet};
@@ -37,6 +40,8 @@ pub struct GetArgs {
     pub fsync: bool,
     pub verbosity: u8,
     pub pex: bool,
+    /// The DHT's bootstrap nodes and UDP port, unless `--no-dht`.
+    pub dht: Option<(Bootstrap, u16)>,
     pub mode: Mode,
     /// `get --files`: only these files (BEP 53 indices); `None` for every file.
     pub selection: Option<FileSelection>,
@@ -61,6 +66,19 @@ pub struct SeedLimits {
 }
 
 impl GetArgs {
+    /// Resolves where the DHT bootstraps from, once, at the edge: an unusable list is a
+    /// usage error before anything starts.
+    pub fn with_dht(mut self, dht: Option<(Option<String>, u16)>) -> Result<Self, Failure> {
+        if let Some((cli, port)) = dht {
+            let bootstrap = Bootstrap::from_cli_and_env(cli.as_deref()).map_err(|e| Failure {
+                code: exit::USAGE,
+                error: anyhow::anyhow!("{e}"),
+            })?;
+            self.dht = Some((bootstrap, port));
+        }
+        Ok(self)
+    }
+
     pub fn new(engine: crate::cli::EngineArgs, output: PathBuf, mode: Mode) -> Self {
         Self {
             torrent: engine.torrent,
@@ -78,6 +96,7 @@ impl GetArgs {
             fsync: engine.fsync,
             verbosity: engine.verbose,
             pex: !engine.no_pex,
+            dht: None,
             mode,
             selection: None,
         }
@@ -241,10 +260,11 @@ async fn download(source: Source, args: &GetArgs, log: slog::Logger) -> (Outcome
     )
     .start();
     let seeding_only = matches!(args.mode, Mode::Seed);
+    let dht = start_dht(args, &log);
     let torrent: Recipient<Shutdown> = match source {
         Source::Torrent(metainfo) => Coordinator::start(TorrentParams {
             selection: args.selection.clone(),
-            dht: None,
+            dht: dht.clone(),
             metainfo,
             download_dir: args.output.clone(),
             config,
@@ -257,7 +277,7 @@ async fn download(source: Source, args: &GetArgs, log: slog::Logger) -> (Outcome
             download_dir: args.output.clone(),
             config,
             selection: args.selection.clone(),
-            dht: None,
+            dht,
             pex: args.pex,
             events: face.clone().recipient(),
             log,
@@ -300,6 +320,38 @@ async fn download(source: Source, args: &GetArgs, log: slog::Logger) -> (Outcome
     let _ = tokio::time::timeout(Duration::from_secs(15), torrent.send(Shutdown)).await;
     System::current().stop();
     (outcome, name)
+}
+
+/// Starts the process's DHT node, if it is on. A node that cannot start (its port
+/// taken) is logged and the download goes on with trackers and peer exchange.
+fn start_dht(args: &GetArgs, log: &slog::Logger) -> Option<DhtLinks> {
+    let (bootstrap, port) = args.dht.clone()?;
+    let bind = match args.listen.ip() {
+        std::net::IpAddr::V4(ip) => ip,
+        std::net::IpAddr::V6(_) => std::net::Ipv4Addr::UNSPECIFIED,
+    };
+    let mut config = DhtConfig::new(bind, port, bootstrap.clone());
+    // The routing table is kept between runs only on the real DHT: a run told where to
+    // bootstrap (a test, a private network) must not wander off to saved public nodes.
+    if bootstrap.source() == BootstrapSource::PublicRouters {
+        config.state_file = dht_state_file();
+    }
+    slog::info!(log, "dht"; "bootstrap" => %bootstrap.source(), "nodes" => bootstrap.nodes().join(","));
+    match Dht::start_with_port(config, log.clone()) {
+        Ok((dht, port)) => Some(Dht::links(&dht, port)),
+        Err(e) => {
+            slog::warn!(log, "dht not started"; "error" => %e);
+            None
+        }
+    }
+}
+
+/// `$XDG_STATE_HOME/torrent-actors/dht-nodes.json`, or under `~/.local/state`.
+fn dht_state_file() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_STATE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".local/state")))?;
+    Some(base.join("torrent-actors").join("dht-nodes.json"))
 }
 
 /// An Azureus-style peer id: client tag and version, then random bytes.

@@ -60,6 +60,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             files,
             engine,
         } => {
+            let dht = dht_options(&engine);
             let mut args = get::GetArgs::new(
                 engine,
                 output,
@@ -71,8 +72,21 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 },
             );
             args.selection = files;
-            get::run(args)
+            get::run(args.with_dht(dht)?)
         }
-        Command::Seed { dir, engine } => get::run(get::GetArgs::new(engine, dir, get::Mode::Seed)),
+        Command::Seed { dir, engine } => {
+            let dht = dht_options(&engine);
+            get::run(get::GetArgs::new(engine, dir, get::Mode::Seed).with_dht(dht)?)
+        }
     }
+}
+
+/// The DHT's bootstrap option and UDP port, or `None` with `--no-dht`.
+fn dht_options(engine: &cli::EngineArgs) -> Option<(Option<String>, u16)> {
+    (!engine.no_dht).then(|| {
+        (
+            engine.dht_bootstrap.clone(),
+            engine.dht_port.unwrap_or(engine.port),
+        )
+    })
 }

@@ -2,6 +2,7 @@
 
 mod bencode;
 mod cli;
+mod dht;
 mod engine;
 mod files;
 mod harness;

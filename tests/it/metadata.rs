@@ -252,3 +252,35 @@ fn peer_exchange_off_means_only_the_given_peer_is_used() {
         "dialed a peer nobody named:\n{stderr}"
     );
 }
+
+#[test]
+fn magnet_with_no_tracker_finds_libtorrent_seeders_through_the_dht() {
+    let f = fixture(false, 3 * 1024 * 1024);
+    // Two libtorrent seeders with their DHT on 127.0.0.1, the second bootstrapped from
+    // the first; both announce the torrent there. Our node bootstraps from the first.
+    let dht = |nodes| SeedOpts {
+        ready_without_announce: true,
+        dht_bootstrap: Some(nodes),
+        ..SeedOpts::default()
+    };
+    let first = LtSeeder::start(&f.torrent, &f.payload.dir, dht(vec![]));
+    let _second = LtSeeder::start(&f.torrent, &f.payload.dir, dht(vec![first.addr()]));
+    // No tr, no x.pe: the DHT is the only way to the seeders.
+    let magnet = format!("magnet:?xt=urn:btih:{}", f.hash.to_hex());
+    let output = get_magnet(
+        &magnet,
+        &f.out,
+        &[
+            "--dht-bootstrap",
+            &first.addr().to_string(),
+            "--dht-port",
+            "0",
+        ],
+    );
+    assert_same_files(&f.payload.dir, &f.out, &f.payload.files);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("bootstrap") && !stderr.contains("router."),
+        "the DHT was not bootstrapped from loopback only:\n{stderr}"
+    );
+}

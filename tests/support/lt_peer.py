@@ -6,13 +6,19 @@ import python3-libtorrent.
   lt_peer.py seed  --torrent T --data DIR --port P --ready FILE
                    [--upload-limit BYTES_PER_S] [--stop-after-upload BYTES]
                    [--seed-mode] [--ready-without-announce] [--max-lifetime S]
-                   [--connect HOST:PORT]...
+                   [--connect HOST:PORT]... [--dht-bootstrap HOST:PORT[,HOST:PORT...]]
   lt_peer.py leech (--torrent T | --magnet URI) --out DIR --port P --timeout S
                    [--peer HOST:PORT]...
 
 The seeder checks its data (or trusts it with --seed-mode), waits until its listen socket
 is up and a tracker has answered, then writes FILE (JSON) and seeds until it is killed,
 until --stop-after-upload bytes went out, or until --max-lifetime runs out.
+
+With --dht-bootstrap (an empty list is allowed) the seeder also runs libtorrent's DHT
+on its listen port, 127.0.0.1 only, bootstrapped from the given loopback nodes; it
+announces the torrent to the DHT every DHT_ANNOUNCE_EVERY_S seconds, and is ready once
+the DHT runs (a tracker reply is then not awaited). LT_DHT_LOG=1 in the environment
+logs every DHT packet.
 
 The leecher exits once every piece is downloaded and the session has shut down, so every
 block is on disk when the caller looks. It prints one JSON summary line on stdout.
@@ -45,6 +51,10 @@ EXIT_DATA = 5
 # How long the seeder may take to check its data, open its socket and hear from the
 # tracker before it gives up. Test payloads are a few MiB, so this is generous.
 READY_LIMIT_S = 60.0
+
+# How often a DHT seeder announces to the DHT. libtorrent announces every 15 minutes by
+# default; on loopback, with nodes starting one after the other, tests want it at once.
+DHT_ANNOUNCE_EVERY_S = 2.0
 
 
 def log(*parts):
@@ -81,7 +91,39 @@ def parse_peer(text):
     return host, int(port)
 
 
-def make_session(port):
+def parse_dht_bootstrap(text):
+    """The --dht-bootstrap list as libtorrent's "host:port,host:port" setting; any
+    entry that is not a loopback IPv4 literal with a port is refused."""
+    nodes = [n.strip() for n in text.split(",") if n.strip()]
+    for node in nodes:
+        host, sep, port = node.rpartition(":")
+        if not sep or not port.isdigit() or not 0 < int(port) < 65536 \
+                or not is_loopback_host(host):
+            log("refusing dht bootstrap node %r: expected 127.x.y.z:PORT" % node)
+            sys.exit(EXIT_REFUSED)
+    return ",".join(nodes)
+
+
+def dht_settings(bootstrap):
+    """Settings that turn the DHT on for 127.0.0.1 alone. By default libtorrent keeps
+    one routing-table entry and one search result per IP, prefers node ids matching the
+    node's IP (BEP 42), drops some reserved ranges and blocks busy nodes; every node in a
+    test is 127.0.0.1 on another port, so each of those checks is relaxed."""
+    return {
+        "enable_dht": True,
+        "dht_bootstrap_nodes": bootstrap,
+        "dht_restrict_routing_ips": False,
+        "dht_restrict_search_ips": False,
+        "dht_enforce_node_id": False,
+        "dht_prefer_verified_node_ids": False,
+        "dht_ignore_dark_internet": False,
+        # A node sending more than 5 requests a second is ignored for 5 minutes by
+        # default; a test repeating lookups on loopback can pass that.
+        "dht_block_ratelimit": 1000,
+    }
+
+
+def make_session(port, dht_bootstrap=None):
     settings = {
         "listen_interfaces": "127.0.0.1:%d" % port,
         # Nothing may look beyond loopback: no DHT, no local discovery, no port mapping.
@@ -115,6 +157,13 @@ def make_session(port):
         | lt.alert.category_t.peer_notification,
         "user_agent": "lt_peer/%s" % lt.__version__,
     }
+    if dht_bootstrap is not None:
+        settings.update(dht_settings(dht_bootstrap))
+        settings["alert_mask"] |= lt.alert.category_t.dht_notification
+        if os.environ.get("LT_DHT_LOG"):
+            # Every DHT packet and traversal step, for debugging interop.
+            settings["alert_mask"] |= lt.alert.category_t.dht_log_notification \
+                | lt.alert.category_t.dht_operation_notification
     return lt.session(settings)
 
 
@@ -152,6 +201,7 @@ class Events:
         self.storage_error = None
         self.checked_at = None
         self.peer_lines = 0
+        self.dht_announces_in = 0
 
     def drain(self, ses):
         for al in ses.pop_alerts():
@@ -172,6 +222,14 @@ class Events:
             elif isinstance(al, (lt.file_error_alert, lt.torrent_error_alert)):
                 self.storage_error = al.message()
                 log("storage error:", al.message())
+            elif isinstance(al, lt.dht_announce_alert):
+                self.dht_announces_in += 1
+                if self.dht_announces_in <= 10:
+                    log("dht:", al.message())
+            elif isinstance(al, (lt.dht_log_alert, lt.dht_pkt_alert)):
+                log("dhtlog:", al.message()[:300])
+            elif isinstance(al, lt.dht_reply_alert):
+                log("dht reply:", al.message())
             elif isinstance(al, (lt.tracker_error_alert, lt.tracker_warning_alert)):
                 log("tracker:", al.message())
             elif isinstance(al, (lt.peer_connect_alert, lt.incoming_connection_alert,
@@ -201,7 +259,8 @@ def write_ready(path, info):
 def cmd_seed(a):
     ti = lt.torrent_info(a.torrent)
     refuse_non_loopback(ti)
-    ses = make_session(a.port)
+    dht_bootstrap = None if a.dht_bootstrap is None else parse_dht_bootstrap(a.dht_bootstrap)
+    ses = make_session(a.port, dht_bootstrap)
     h = add_torrent(ses, ti, a.data, a.seed_mode)
     if a.upload_limit:
         limit_loopback_uploads(ses, h, a.upload_limit)
@@ -213,11 +272,13 @@ def cmd_seed(a):
     last_uploaded, last_upload_line = 0, 0.0
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
-    need_announce = len(list(ti.trackers())) > 0 and not a.ready_without_announce
+    need_announce = len(list(ti.trackers())) > 0 and not a.ready_without_announce \
+        and dht_bootstrap is None
     ev = Events()
     t0 = time.monotonic()
     ready = False
     last_reannounce = t0
+    last_dht_announce = None
     while not STOP_REQUESTED:
         ev.drain(ses)
         now = time.monotonic()
@@ -232,7 +293,13 @@ def cmd_seed(a):
                 and now - ev.checked_at > 2:
             log("the data in %s is not a complete copy (progress %.4f)" % (a.data, st.progress))
             os._exit(EXIT_DATA)
-        if not ready and st.is_seeding and ev.listening and (ev.announced or not need_announce):
+        dht_ok = dht_bootstrap is None or ses.is_dht_running()
+        if dht_bootstrap is not None and dht_ok and st.is_seeding and (
+                last_dht_announce is None or now - last_dht_announce > DHT_ANNOUNCE_EVERY_S):
+            last_dht_announce = now
+            h.force_dht_announce()
+        if not ready and st.is_seeding and ev.listening and dht_ok \
+                and (ev.announced or not need_announce):
             ready = True
             info = {"pid": os.getpid(), "port": a.port, "ready_s": round(now - t0, 3)}
             log("ready", json.dumps(info))
@@ -368,6 +435,8 @@ def main():
     seed.add_argument("--max-lifetime", type=float, default=600.0, metavar="S")
     seed.add_argument("--connect", action="append", default=[], metavar="HOST:PORT",
                       help="keep a connection to this peer (loopback only)")
+    seed.add_argument("--dht-bootstrap", default=None, metavar="HOST:PORT[,HOST:PORT]",
+                      help="run the DHT on 127.0.0.1 from these loopback nodes (may be empty)")
     leech = sub.add_parser("leech")
     what = leech.add_mutually_exclusive_group(required=True)
     what.add_argument("--torrent")

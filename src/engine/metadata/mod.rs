@@ -51,8 +51,9 @@ const MAX_METADATA_PEERS: usize = 30;
 /// Requests outstanding per peer.
 const REQUESTS_PER_PEER: usize = 4;
 
-/// How often a DHT lookup is repeated while no metadata has come.
-const DHT_RETRY: Duration = Duration::from_secs(60);
+/// How often a DHT lookup is repeated while no metadata has come (a swarm may announce
+/// itself after our first lookup).
+const DHT_RETRY: Duration = Duration::from_secs(15);
 
 /// What a magnet download needs.
 pub struct MagnetParams {

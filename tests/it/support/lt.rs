@@ -42,6 +42,11 @@ pub struct SeedOpts {
     pub port: Option<u16>,
     /// Peers to dial and stay connected to, seeds included (loopback only).
     pub connect: Vec<SocketAddr>,
+    /// Run libtorrent's DHT on the listen port (UDP, 127.0.0.1 only), bootstrapped from
+    /// these nodes (loopback only; the list may be empty), and announce the torrent to
+    /// it every two seconds. The seeder is then ready once its DHT runs, without waiting
+    /// for a tracker. `None` keeps the DHT off.
+    pub dht_bootstrap: Option<Vec<SocketAddr>>,
 }
 
 impl Default for SeedOpts {
@@ -54,6 +59,7 @@ impl Default for SeedOpts {
             ready_timeout: Duration::from_secs(30),
             port: None,
             connect: Vec::new(),
+            dht_bootstrap: None,
         }
     }
 }
@@ -71,7 +77,7 @@ pub struct LtSeeder {
 impl LtSeeder {
     /// Starts seeding `torrent` from `data_dir` (the folder the torrent's name is under)
     /// and returns once the seeder has checked its data, listens, and has announced to
-    /// the torrent's tracker. Panics with the seeder's log if it dies or is not ready in
+    /// the torrent's tracker (with `dht_bootstrap`: runs its DHT). Panics with the seeder's log if it dies or is not ready in
     /// time.
     pub fn start(torrent: &Path, data_dir: &Path, opts: SeedOpts) -> LtSeeder {
         let dir = tempfile::Builder::new()
@@ -85,6 +91,12 @@ impl LtSeeder {
         } else {
             PORT_ATTEMPTS
         };
+        for node in opts.dht_bootstrap.iter().flatten() {
+            assert!(
+                node.ip().is_loopback(),
+                "dht node {node} is not on loopback; tests stay on 127.0.0.1"
+            );
+        }
         let mut failures = Vec::new();
         for _ in 0..attempts {
             let port = opts.port.unwrap_or_else(free_port);
@@ -116,6 +128,10 @@ impl LtSeeder {
             }
             for peer in &opts.connect {
                 cmd.args(["--connect", &peer.to_string()]);
+            }
+            if let Some(nodes) = &opts.dht_bootstrap {
+                let list: Vec<String> = nodes.iter().map(SocketAddr::to_string).collect();
+                cmd.arg(format!("--dht-bootstrap={}", list.join(",")));
             }
             let mut child = ChildGuard::spawn(cmd, "libtorrent seeder");
             let deadline = Instant::now() + opts.ready_timeout;
