@@ -284,3 +284,38 @@ fn magnet_with_no_tracker_finds_libtorrent_seeders_through_the_dht() {
         "the DHT was not bootstrapped from loopback only:\n{stderr}"
     );
 }
+
+#[test]
+fn magnet_so_downloads_only_the_files_it_selects() {
+    let f = fixture(true, 0);
+    let seeder = LtSeeder::start(
+        &f.torrent,
+        &f.payload.dir,
+        SeedOpts {
+            ready_without_announce: true,
+            ..SeedOpts::default()
+        },
+    );
+    // Files 1 and 3, by the order `info` lists (the torrent's own order).
+    let chosen = [1usize, 3];
+    let magnet = format!(
+        "magnet:?xt=urn:btih:{}&x.pe={}&so=1,3",
+        f.hash.to_hex(),
+        seeder.addr()
+    );
+    get_magnet(&magnet, &f.out, &[]);
+    let layout = read_metainfo(&f.torrent).info.layout;
+    let selected: Vec<(PathBuf, u64)> =
+        chosen.iter().map(|&i| f.payload.files[i].clone()).collect();
+    assert_same_files(&f.payload.dir, &f.out, &selected);
+    for (i, file) in layout.files().iter().enumerate() {
+        if !chosen.contains(&i) && file.length > 0 {
+            let path = file.path.under(&f.out);
+            assert!(
+                !path.exists(),
+                "file {i} was not selected but exists: {}",
+                path.display()
+            );
+        }
+    }
+}
