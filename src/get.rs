@@ -34,6 +34,7 @@ pub struct GetArgs {
     pub download_limit: u64,
     pub peers: Vec<SocketAddr>,
     pub peer_timeout: Duration,
+    pub request_timeout: Duration,
     pub max_in_progress_bytes: u64,
     pub max_pending_bytes: u64,
     pub write_delay: Duration,
@@ -90,6 +91,7 @@ impl GetArgs {
             download_limit: engine.download_limit * 1024,
             peers: engine.peers,
             peer_timeout: Duration::from_secs(engine.peer_timeout),
+            request_timeout: Duration::from_secs(engine.request_timeout),
             max_in_progress_bytes: engine.max_in_progress_mib << 20,
             max_pending_bytes: engine.max_pending_mib << 20,
             write_delay: Duration::from_millis(engine.debug_write_delay_ms),
@@ -249,6 +251,7 @@ async fn download(source: Source, args: &GetArgs, log: slog::Logger) -> (Outcome
     config.write_delay = args.write_delay;
     config.sync_on_close = args.fsync;
     config.pex = args.pex;
+    config.peer.request_timeout = args.request_timeout;
 
     let (done_tx, done_rx) = oneshot::channel();
     let face = Face::new(

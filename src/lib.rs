@@ -6,6 +6,7 @@
 
 pub mod bencode;
 pub mod engine;
+pub mod fault;
 pub mod ids;
 pub mod layout;
 pub mod magnet;

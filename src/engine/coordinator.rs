@@ -58,8 +58,21 @@ mod tokio_stream_shim {
     }
 }
 
-/// Failed pieces with a block from one peer that get it banned.
-const BAD_PIECES_TO_BAN: u32 = 3;
+/// Times a peer is certainly caught sending bad data before it is banned. One could be a
+/// flipped bit on an honest peer's disk; a second is not chance.
+const BAD_DATA_STRIKES_TO_BAN: u32 = 2;
+
+/// Incoming connections allowed in their handshake at once; more are closed at once, so
+/// a flood of connections that never finish their handshake costs a bounded number of
+/// sockets for at most the handshake timeout each.
+pub const MAX_INCOMING_HANDSHAKES: usize = 32;
+
+/// How often, at most, refused incoming connections are logged.
+const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Peers that left, remembered by key so blame that arrives late (smart ban judges a
+/// piece only once a good copy passes) still finds their address.
+const DEPARTED_REMEMBERED: usize = 1024;
 
 /// Everything tunable about one torrent's engine.
 #[derive(Debug, Clone)]
@@ -156,12 +169,12 @@ struct PeerEntry {
     listen: Option<SocketAddr>,
     /// Its peer id, to refuse duplicates.
     peer_id: PeerId,
+    /// We dialed it (rather than it us).
+    outgoing: bool,
     /// The pieces it has.
     pieces: Bitfield,
     /// Whether we told it we are interested.
     interested: bool,
-    /// Pieces that failed their hash with a block from this peer.
-    bad_pieces: u32,
     /// It wants our data.
     peer_interested: bool,
     /// We upload to it.
@@ -198,8 +211,18 @@ pub struct Coordinator {
     busy: HashSet<SocketAddr>,
     /// Addresses that broke the protocol or sent bad data: never dialed or accepted.
     banned: HashSet<SocketAddr>,
+    /// Times each address was caught sending bad data.
+    strikes: HashMap<SocketAddr, u32>,
+    /// Addresses of peers that left, newest last, at most [`DEPARTED_REMEMBERED`].
+    departed: VecDeque<(PeerKey, SocketAddr)>,
     /// Connection attempts in flight.
     connecting: usize,
+    /// Incoming connections in their handshake.
+    handshaking_in: usize,
+    /// Incoming connections refused for want of room since the last log line about it,
+    /// and when that line was written.
+    refused_in: u64,
+    refusal_logged: Option<Instant>,
     next_key: u64,
     /// The address we listen on, never dialed (trackers list us to ourselves).
     listen_addr: Option<SocketAddr>,
@@ -325,7 +348,12 @@ impl Coordinator {
             known: HashSet::new(),
             busy: HashSet::new(),
             banned: HashSet::new(),
+            strikes: HashMap::new(),
+            departed: VecDeque::new(),
             connecting: 0,
+            handshaking_in: 0,
+            refused_in: 0,
+            refusal_logged: None,
             next_key: 0,
             listen_addr: None,
             hasher,
@@ -430,14 +458,15 @@ impl Coordinator {
                     .await
                     .ok()?
                     .ok()?;
-                let ok = hasher
+                let outcome = hasher
                     .send(HashPiece {
                         blocks: vec![data],
                         expected,
+                        block_digests: false,
                     })
                     .await
                     .ok()?;
-                Some(ok)
+                Some(outcome.ok)
             };
             ctx.spawn(check.into_actor(self).map(move |ok, act, ctx| {
                 act.checks_in_flight -= 1;
@@ -477,6 +506,7 @@ impl Coordinator {
             PieceManagerLinks {
                 verified: me.clone().recipient(),
                 failed: me.clone().recipient(),
+                bad_data: me.clone().recipient(),
                 storage_failed: me.recipient(),
             },
             self.log.new(o!("actor" => "piece-manager")),
@@ -620,6 +650,43 @@ impl Coordinator {
     }
 
     // --- peers --------------------------------------------------------------------------
+
+    /// Connected peers that dialed us.
+    fn incoming_peers(&self) -> usize {
+        self.peers.values().filter(|p| !p.outgoing).count()
+    }
+
+    /// Peers that dial us may fill at most four fifths of the slots: the rest stay for
+    /// the peers we choose to dial, so a flood of incoming connections cannot lock out
+    /// the seeders the trackers found.
+    fn max_incoming_peers(&self) -> usize {
+        let max = self.config.max_peers;
+        if max <= 1 {
+            max
+        } else {
+            max - (max / 5).max(1)
+        }
+    }
+
+    /// Counts an incoming connection turned away for want of room, and says so in the
+    /// log at most every [`REFUSAL_LOG_INTERVAL`].
+    fn refused_incoming(&mut self) {
+        self.refused_in += 1;
+        if self
+            .refusal_logged
+            .is_none_or(|t| t.elapsed() >= REFUSAL_LOG_INTERVAL)
+        {
+            info!(self.log, "connection limit reached, refusing incoming connections";
+                "refused" => self.refused_in,
+                "peers" => self.peers.len(),
+                "max_peers" => self.config.max_peers,
+                "max_incoming" => self.max_incoming_peers(),
+                "handshaking" => self.handshaking_in,
+                "max_handshaking" => MAX_INCOMING_HANDSHAKES);
+            self.refused_in = 0;
+            self.refusal_logged = Some(Instant::now());
+        }
+    }
 
     fn add_candidate(&mut self, addr: SocketAddr) {
         if self.banned.contains(&addr) || Some(addr) == self.listen_addr || !self.known.insert(addr)
@@ -940,10 +1007,17 @@ impl Actor for Coordinator {
 impl StreamHandler<std::io::Result<(TcpStream, SocketAddr)>> for Coordinator {
     fn handle(&mut self, item: std::io::Result<(TcpStream, SocketAddr)>, ctx: &mut Context<Self>) {
         let Ok((stream, addr)) = item else { return };
-        if self.stopping || self.banned.contains(&addr) || self.peers.len() >= self.config.max_peers
-        {
+        if self.stopping || self.banned.contains(&addr) {
             return;
         }
+        if self.peers.len() >= self.config.max_peers
+            || self.incoming_peers() >= self.max_incoming_peers()
+            || self.handshaking_in >= MAX_INCOMING_HANDSHAKES
+        {
+            // Dropping the stream closes it at once: a flood costs no lasting socket.
+            return self.refused_incoming();
+        }
+        self.handshaking_in += 1;
         let info_hash = self.info_hash;
         let fut = connection::accept(
             stream,
@@ -952,9 +1026,14 @@ impl StreamHandler<std::io::Result<(TcpStream, SocketAddr)>> for Coordinator {
             connection::our_reserved(self.dht.is_some()),
             self.config.connect.handshake,
         );
-        ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| match res {
-            Ok((stream, handshake)) => act.spawn_peer(stream, handshake, false, ctx),
-            Err(e) => debug!(act.log, "incoming handshake failed"; "addr" => %addr, "error" => %e),
+        ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
+            act.handshaking_in -= 1;
+            match res {
+                Ok((stream, handshake)) => act.spawn_peer(stream, handshake, false, ctx),
+                Err(e) => {
+                    debug!(act.log, "incoming handshake failed"; "addr" => %addr, "error" => %e)
+                }
+            }
         }));
     }
 
@@ -977,7 +1056,12 @@ impl Handler<PeerJoined> for Coordinator {
         if self.peers.values().any(|p| p.peer_id == msg.peer_id) {
             return Err(JoinRefused::Duplicate);
         }
-        if self.peers.len() >= self.config.max_peers {
+        if self.peers.len() >= self.config.max_peers
+            || (!msg.outgoing && self.incoming_peers() >= self.max_incoming_peers())
+        {
+            if !msg.outgoing {
+                self.refused_incoming();
+            }
             return Err(JoinRefused::Full);
         }
         self.busy.insert(msg.addr);
@@ -988,9 +1072,9 @@ impl Handler<PeerJoined> for Coordinator {
                 addr: msg.addr,
                 listen: msg.outgoing.then_some(msg.addr),
                 peer_id: msg.peer_id,
+                outgoing: msg.outgoing,
                 pieces: Bitfield::new(self.layout.num_pieces()),
                 interested: false,
-                bad_pieces: 0,
                 peer_interested: false,
                 unchoked: false,
                 down_rate: 0.0,
@@ -1090,6 +1174,10 @@ impl Handler<PeerLeft> for Coordinator {
         self.apply_received(msg.key, &msg.received, &msg.released);
         if let Some(peer) = self.peers.remove(&msg.key) {
             debug!(self.log, "peer left"; "addr" => %peer.addr, "reason" => &msg.reason);
+            if self.departed.len() >= DEPARTED_REMEMBERED {
+                self.departed.pop_front();
+            }
+            self.departed.push_back((msg.key, peer.addr));
             if let Some(picker) = &mut self.picker {
                 picker.remove_peer_pieces(&peer.pieces);
             }
@@ -1184,22 +1272,35 @@ impl Handler<PieceFailed> for Coordinator {
         if let Some(pm) = &self.piece_manager {
             pm.do_send(ForgetPiece { piece: msg.piece });
         }
-        // A peer whose data fails its hash in several pieces is dropped and banned. One
-        // failed piece is forgiven: an honest peer may have sent good blocks of a piece
-        // another peer spoiled. Each sender counts once per piece, however many blocks.
-        let senders: HashSet<PeerKey> = msg.senders.into_iter().collect();
-        for key in senders {
-            if let Some(peer) = self.peers.get_mut(&key) {
-                peer.bad_pieces += 1;
-                if peer.bad_pieces >= BAD_PIECES_TO_BAN {
-                    warn!(self.log, "peer sent bad data in several pieces, banned"; "addr" => %peer.addr);
-                    self.banned.insert(peer.addr);
-                    peer.actor
-                        .do_send(ToPeer::Disconnect("sent bad data".into()));
-                }
+        self.wake_all(None);
+    }
+}
+
+impl Handler<BadData> for Coordinator {
+    type Result = ();
+
+    /// Blame is certain here (see [`BadData`]), so no honest peer that merely shared a
+    /// failed piece is ever struck; a peer struck [`BAD_DATA_STRIKES_TO_BAN`] times is
+    /// banned by address and port and dropped.
+    fn handle(&mut self, msg: BadData, _: &mut Context<Self>) {
+        let addr = match self.peers.get(&msg.from) {
+            Some(peer) => peer.addr,
+            None => match self.departed.iter().rev().find(|(k, _)| *k == msg.from) {
+                Some((_, addr)) => *addr,
+                None => return,
+            },
+        };
+        let strikes = self.strikes.entry(addr).or_insert(0);
+        *strikes += 1;
+        let strikes = *strikes;
+        warn!(self.log, "peer sent data that failed its hash"; "addr" => %addr, "piece" => msg.piece.get(), "bad_blocks" => msg.bad_blocks, "strikes" => strikes);
+        if strikes >= BAD_DATA_STRIKES_TO_BAN && self.banned.insert(addr) {
+            warn!(self.log, "peer banned for sending bad data"; "addr" => %addr);
+            if let Some(peer) = self.peers.get(&msg.from) {
+                peer.actor
+                    .do_send(ToPeer::Disconnect("sent bad data".into()));
             }
         }
-        self.wake_all(None);
     }
 }
 

@@ -218,14 +218,27 @@ pub struct StoreBlock {
     pub data: Bytes,
 }
 
-/// PieceManager → Hasher (SyncArbiter): hash a complete piece off the network thread.
+/// PieceManager or Coordinator → Hasher (SyncArbiter): hash a complete piece off the
+/// network thread.
 #[derive(Message)]
-#[rtype(result = "bool")]
+#[rtype(result = "HashOutcome")]
 pub struct HashPiece {
     /// The blocks in order; their concatenation is the piece.
     pub blocks: Vec<Bytes>,
     /// The SHA-1 from the metainfo.
     pub expected: [u8; 20],
+    /// Hash each block too even if the piece passes (smart ban wants the good blocks of
+    /// a piece that failed before). A failed piece's blocks are always hashed.
+    pub block_digests: bool,
+}
+
+/// The Hasher's answer to [`HashPiece`].
+#[derive(Debug, Clone, Default)]
+pub struct HashOutcome {
+    /// The piece matches its hash.
+    pub ok: bool,
+    /// The SHA-1 of each block, when the piece failed or they were asked for.
+    pub block_digests: Option<Vec<[u8; 20]>>,
 }
 
 /// PieceManager → FileWriter (SyncArbiter): write a verified piece across its files.
@@ -246,15 +259,28 @@ pub struct PieceVerified {
     pub piece: PieceIndex,
 }
 
-/// PieceManager → Coordinator: a piece failed its hash; every peer that sent a block of it
-/// is named, once per block.
+/// PieceManager → Coordinator: a piece failed its hash and is to be downloaded again.
+/// Who is to blame comes separately, as [`BadData`], once it is certain.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct PieceFailed {
     /// Which piece.
     pub piece: PieceIndex,
-    /// The sender of each block.
-    pub senders: Vec<PeerKey>,
+}
+
+/// PieceManager → Coordinator: a peer certainly sent data that failed its hash, either as
+/// the only sender of a failed piece or, by smart ban, as the sender of a block that
+/// differs from the block of the same piece that later passed.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct BadData {
+    /// The peer to blame (it may have left since).
+    pub from: PeerKey,
+    /// The piece its bad data was in.
+    pub piece: PieceIndex,
+    /// How many of its blocks were bad, when known by smart ban; 0 when it sent the
+    /// whole failed piece.
+    pub bad_blocks: u32,
 }
 
 /// PieceManager → Coordinator: a write failed; the torrent cannot go on (disk full,

@@ -18,6 +18,7 @@ pub mod piece_manager;
 pub mod ratelimit;
 pub mod resume;
 pub mod selection;
+pub mod smart_ban;
 pub mod storage;
 pub mod tracker;
 

@@ -109,6 +109,14 @@ pub const OUR_UT_METADATA: u8 = 1;
 /// The id under which we ask peers to send us `ut_pex` messages.
 pub const OUR_UT_PEX: u8 = 2;
 
+/// Blocks a peer may send that we never asked for (nor cancelled, nor voided by a choke)
+/// before it is dropped and banned.
+pub const UNREQUESTED_BLOCKS_LIMIT: u32 = 64;
+
+/// `choke` messages a peer may send in one second; more is a flood, and the peer is
+/// dropped and banned. Honest peers rechoke every ten seconds.
+pub const CHOKES_PER_SECOND_LIMIT: u32 = 20;
+
 /// Our extension handshake: the extensions we speak (`ut_pex` only where peer exchange
 /// is allowed), our client name and request queue, and what we know of the torrent and
 /// the peer.
@@ -179,6 +187,16 @@ pub struct Peer {
     interested: bool,
     /// Requests sent and not yet answered, oldest first.
     outstanding: Vec<BlockRequest>,
+    /// Requests we cancelled or a choke voided, whose blocks may still be on the way:
+    /// such a block is late, not unasked. At most `max_queue` kept, newest last.
+    withdrawn: VecDeque<BlockRequest>,
+    /// Blocks received that were never asked for.
+    unrequested_blocks: u32,
+    /// `choke` messages received since the last once-a-second tick.
+    chokes_this_second: u32,
+    /// `PeerLeft` went to the Coordinator (normally from `stopping`; otherwise the drop
+    /// sends it, so even an actor that dies by panic says goodbye).
+    left_sent: bool,
     /// Blocks received and accepted since the last report to the Coordinator.
     received: Vec<BlockRequest>,
     /// Requests given up since the last report.
@@ -294,6 +312,10 @@ impl Peer {
                 bad_requests: 0,
                 interested: false,
                 outstanding: Vec::new(),
+                withdrawn: VecDeque::new(),
+                unrequested_blocks: 0,
+                chokes_this_second: 0,
+                left_sent: false,
                 received: Vec::new(),
                 released: Vec::new(),
                 picking: false,
@@ -520,11 +542,41 @@ impl Peer {
         });
     }
 
+    /// Remembers requests given up on, so their blocks arriving late are not taken for
+    /// blocks never asked for.
+    fn withdraw(&mut self, requests: impl IntoIterator<Item = BlockRequest>) {
+        for request in requests {
+            if self.withdrawn.len() >= self.config.max_queue {
+                self.withdrawn.pop_front();
+            }
+            self.withdrawn.push_back(request);
+        }
+    }
+
     fn on_block(&mut self, block: crate::wire::Block, ctx: &mut Context<Self>) {
         let request = block.request();
         let Some(pos) = self.outstanding.iter().position(|r| *r == request) else {
-            // A block after a `cancel` is normal; others are not asked for and dropped.
+            if let Some(asked) = self
+                .outstanding
+                .iter()
+                .find(|r| r.piece == request.piece && r.offset == request.offset)
+            {
+                let what = format!(
+                    "block of {} bytes where {} were asked for",
+                    request.length, asked.length
+                );
+                return self.misbehaved(what, ctx);
+            }
+            if let Some(pos) = self.withdrawn.iter().position(|r| *r == request) {
+                // Sent before our `cancel` or its `choke` reached the other side.
+                self.withdrawn.remove(pos);
+                return;
+            }
+            self.unrequested_blocks += 1;
             debug!(self.log, "block not requested"; "piece" => request.piece, "offset" => request.offset);
+            if self.unrequested_blocks > UNREQUESTED_BLOCKS_LIMIT {
+                self.misbehaved("too many blocks never asked for".into(), ctx);
+            }
             return;
         };
         self.outstanding.remove(pos);
@@ -570,12 +622,17 @@ impl Peer {
         match message {
             Message::KeepAlive => {}
             Message::Choke => {
+                self.chokes_this_second += 1;
+                if self.chokes_this_second > CHOKES_PER_SECOND_LIMIT {
+                    return self.misbehaved("choke flood".into(), ctx);
+                }
                 if !self.choked {
                     self.choked = true;
                     // Without the fast extension, a choke voids every outstanding request;
                     // with it, the peer rejects each one it will not serve.
                     let mut released = std::mem::take(&mut self.released);
                     if !self.fast {
+                        self.withdraw(self.outstanding.clone());
                         released.append(&mut self.outstanding);
                     } else {
                         // A fast peer should reject what it will not serve; if it stays
@@ -583,6 +640,7 @@ impl Peer {
                         ctx.run_later(Duration::from_secs(5), |act, ctx| {
                             if act.choked && !act.outstanding.is_empty() {
                                 let mut gone = std::mem::take(&mut act.outstanding);
+                                act.withdraw(gone.clone());
                                 act.released.append(&mut gone);
                                 act.coordinator.do_send(PeerChokedUs {
                                     key: act.key,
@@ -692,7 +750,11 @@ impl Peer {
                     });
                 }
             }
-            Message::Unknown { .. } => {}
+            Message::Unknown { id, .. } => {
+                if crate::fault::injected("peer-panic-on-unknown-message") {
+                    panic!("fault injected: peer actor panics on unknown message {id}");
+                }
+            }
         }
     }
 
@@ -840,6 +902,7 @@ impl Peer {
     /// Once a second: rate, timeouts, keep-alive.
     fn tick(&mut self, ctx: &mut Context<Self>) {
         let now = Instant::now();
+        self.chokes_this_second = 0;
         // Smooth over about two seconds so one burst does not swing the queue.
         self.rate = 0.5 * self.rate + 0.5 * self.downloaded_window as f64;
         self.report_stats();
@@ -933,9 +996,17 @@ impl Actor for Peer {
         }
         let mut released = std::mem::take(&mut self.released);
         released.append(&mut self.outstanding);
-        let reason = self.close_reason.take().unwrap_or_else(|| "closed".into());
+        // A panicking actor is stopped by actix as its task unwinds: say so.
+        let reason = self.close_reason.take().unwrap_or_else(|| {
+            if std::thread::panicking() {
+                "peer actor failed".into()
+            } else {
+                "closed".into()
+            }
+        });
         debug!(self.log, "peer leaving"; "reason" => &reason);
-        if self.joined {
+        if self.joined && !self.left_sent {
+            self.left_sent = true;
             self.coordinator.do_send(PeerLeft {
                 key: self.key,
                 received: std::mem::take(&mut self.received),
@@ -947,6 +1018,26 @@ impl Actor for Peer {
             out.close();
         }
         Running::Stop
+    }
+}
+
+impl Drop for Peer {
+    /// The actor says goodbye in `stopping`, which actix runs even while a panic unwinds
+    /// its task. Should that ever be skipped (a panic inside `stopping` itself), telling
+    /// the Coordinator here still gives its requests back and frees its slot, so a panic
+    /// costs one connection, nothing more.
+    fn drop(&mut self) {
+        if self.joined && !self.left_sent {
+            self.left_sent = true;
+            let mut released = std::mem::take(&mut self.released);
+            released.append(&mut self.outstanding);
+            self.coordinator.do_send(PeerLeft {
+                key: self.key,
+                received: std::mem::take(&mut self.received),
+                released,
+                reason: "peer actor failed".into(),
+            });
+        }
     }
 }
 
@@ -1017,6 +1108,7 @@ impl Handler<ToPeer> for Peer {
             ToPeer::Cancel(request) => {
                 if let Some(pos) = self.outstanding.iter().position(|r| *r == request) {
                     self.outstanding.remove(pos);
+                    self.withdraw([request]);
                     self.send(Message::Cancel(request));
                 }
             }

@@ -21,9 +21,10 @@ use futures::channel::oneshot;
 use slog::{debug, warn, Logger};
 
 use super::messages::{
-    ForgetPiece, HashPiece, MarkDone, PieceFailed, PieceVerified, StorageError, StorageFailed,
-    StoreBlock, WritePiece,
+    BadData, ForgetPiece, HashPiece, MarkDone, PieceFailed, PieceVerified, StorageError,
+    StorageFailed, StoreBlock, WritePiece,
 };
+use super::smart_ban::SmartBan;
 use super::storage::{FileWriter, Hasher};
 use super::PeerKey;
 use crate::layout::{Layout, PieceIndex, BLOCK_SIZE};
@@ -46,6 +47,8 @@ pub struct PieceManagerLinks {
     pub verified: Recipient<PieceVerified>,
     /// Told of failed pieces.
     pub failed: Recipient<PieceFailed>,
+    /// Told of peers certainly to blame for bad data.
+    pub bad_data: Recipient<BadData>,
     /// Told of write failures.
     pub storage_failed: Recipient<StorageFailed>,
 }
@@ -72,8 +75,13 @@ pub struct PieceManager {
     links: PieceManagerLinks,
     /// After a write failure nothing more is written: the torrent is stopping.
     broken: bool,
+    /// Who sent which block of pieces that failed, until a good copy names the liar.
+    smart_ban: SmartBan,
     log: Logger,
 }
+
+/// Failed pieces remembered for smart ban at most; one digest and key per block each.
+const SMART_BAN_PIECES: usize = 256;
 
 impl PieceManager {
     /// A PieceManager for `info`, with `done` the pieces already verified on disk.
@@ -101,6 +109,7 @@ impl PieceManager {
             writer,
             links,
             broken: false,
+            smart_ban: SmartBan::new(SMART_BAN_PIECES),
             log,
         }
     }
@@ -120,19 +129,22 @@ impl PieceManager {
         let expected = *self.info.piece_hash(piece);
         let hasher = self.hasher.clone();
         let writer = self.writer.clone();
+        let block_digests = self.smart_ban.remembers(piece.get());
         let work = async move {
-            let ok = hasher
+            let hashed = hasher
                 .send(HashPiece {
                     blocks: blocks.clone(),
                     expected,
+                    block_digests,
                 })
                 .await
-                .unwrap_or(false);
-            if !ok {
-                return Outcome::Failed(senders);
+                .unwrap_or_default();
+            let digests = hashed.block_digests.unwrap_or_default();
+            if !hashed.ok {
+                return Outcome::Failed(senders, digests);
             }
             match writer.send(WritePiece { piece, blocks }).await {
-                Ok(Ok(())) => Outcome::Written,
+                Ok(Ok(())) => Outcome::Written(digests),
                 Ok(Err(e)) => Outcome::WriteFailed(e),
                 Err(e) => Outcome::WriteFailed(StorageError {
                     path: String::new(),
@@ -145,13 +157,27 @@ impl PieceManager {
             act.pending_bytes -= len;
             act.finishing.remove(&piece.get());
             match outcome {
-                Outcome::Written => {
+                Outcome::Written(digests) => {
                     let _ = act.done.set(piece.get());
                     act.links.verified.do_send(PieceVerified { piece });
+                    for (from, bad_blocks) in act.smart_ban.passed(piece.get(), &digests) {
+                        act.links.bad_data.do_send(BadData {
+                            from,
+                            piece,
+                            bad_blocks,
+                        });
+                    }
                 }
-                Outcome::Failed(senders) => {
+                Outcome::Failed(senders, digests) => {
                     warn!(act.log, "piece failed its hash"; "piece" => piece.get());
-                    act.links.failed.do_send(PieceFailed { piece, senders });
+                    act.links.failed.do_send(PieceFailed { piece });
+                    if let Some(from) = act.smart_ban.failed(piece.get(), &senders, &digests) {
+                        act.links.bad_data.do_send(BadData {
+                            from,
+                            piece,
+                            bad_blocks: 0,
+                        });
+                    }
                 }
                 Outcome::WriteFailed(error) => {
                     act.broken = true;
@@ -176,8 +202,10 @@ impl PieceManager {
 }
 
 enum Outcome {
-    Written,
-    Failed(Vec<PeerKey>),
+    /// Verified and on disk; the block digests if smart ban asked for them.
+    Written(Vec<[u8; 20]>),
+    /// Failed its hash: each block's sender and digest.
+    Failed(Vec<PeerKey>, Vec<[u8; 20]>),
     WriteFailed(StorageError),
 }
 

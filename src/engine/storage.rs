@@ -35,8 +35,8 @@ use bytes::Bytes;
 use sha1::{Digest, Sha1};
 
 use super::messages::{
-    CloseStorage, HashPiece, OpenReport, OpenStorage, ReadBlock, SaveResume, StorageError,
-    WritePiece,
+    CloseStorage, HashOutcome, HashPiece, OpenReport, OpenStorage, ReadBlock, SaveResume,
+    StorageError, WritePiece,
 };
 use super::parts::PartSlots;
 use super::resume::FileRecord;
@@ -51,14 +51,23 @@ impl Actor for Hasher {
 }
 
 impl Handler<HashPiece> for Hasher {
-    type Result = bool;
+    type Result = MessageResult<HashPiece>;
 
-    fn handle(&mut self, msg: HashPiece, _: &mut SyncContext<Self>) -> bool {
+    fn handle(&mut self, msg: HashPiece, _: &mut SyncContext<Self>) -> Self::Result {
         let mut sha = Sha1::new();
         for block in &msg.blocks {
             sha.update(block);
         }
-        <[u8; 20]>::from(sha.finalize()) == msg.expected
+        let ok = <[u8; 20]>::from(sha.finalize()) == msg.expected;
+        // Block digests cost a second pass over the data, paid only on failure or when
+        // smart ban asks; a failed piece is rare.
+        let block_digests = (!ok || msg.block_digests).then(|| {
+            msg.blocks
+                .iter()
+                .map(|b| <[u8; 20]>::from(Sha1::digest(b)))
+                .collect()
+        });
+        MessageResult(HashOutcome { ok, block_digests })
     }
 }
 

@@ -13,6 +13,7 @@
 
 mod fake_peer;
 mod files;
+mod hostile_peer;
 mod lt;
 mod payload;
 mod process;
@@ -25,6 +26,7 @@ mod tracker;
 pub use self::{
     fake_peer::{ext_handshake_of, FakeMetadataPeer},
     files::assert_same_files,
+    hostile_peer::{Act, HostilePeer, Served},
     lt::{LeechOpts, LeechOutcome, LtLeecher, LtSeeder, SeedOpts},
     payload::Payload,
     process::{free_port, run_until, run_with_timeout, ChildGuard},
