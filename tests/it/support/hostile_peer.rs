@@ -18,6 +18,8 @@ use super::process::POLL;
 /// The one way the peer misbehaves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Act {
+    /// No misbehaviour at all: a fast honest seeder, to share pieces with a liar.
+    Honest,
     /// A message whose length prefix claims 2 GiB.
     OversizedLength,
     /// A `have` whose length is not the 5 bytes a `have` is.
