@@ -91,6 +91,10 @@ pub struct EngineArgs {
     /// Give up after this many seconds with no peer connected while downloading.
     #[arg(long, default_value_t = 120, value_name = "SECONDS")]
     pub peer_timeout: u64,
+    /// Give up on a peer that does not complete its TCP connection, or then its
+    /// handshake, within this many seconds each.
+    #[arg(long, default_value_t = 10, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub handshake_timeout: u64,
     /// Drop a peer that leaves our requests unanswered this many seconds (its blocks go
     /// to other peers).
     #[arg(long, default_value_t = 30, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use futures::channel::oneshot;
 use indicatif::{HumanBytes, ProgressBar, ProgressStyle};
+use torrent_actors::engine::connection::ConnectTimeouts;
 use torrent_actors::engine::coordinator::{Coordinator, EngineConfig, TorrentParams};
 use torrent_actors::engine::dht::{Bootstrap, BootstrapSource, Dht, DhtConfig};
 use torrent_actors::engine::messages::{
@@ -35,6 +36,7 @@ pub struct GetArgs {
     pub peers: Vec<SocketAddr>,
     pub peer_timeout: Duration,
     pub request_timeout: Duration,
+    pub handshake_timeout: Duration,
     pub max_in_progress_bytes: u64,
     pub max_pending_bytes: u64,
     pub write_delay: Duration,
@@ -92,6 +94,7 @@ impl GetArgs {
             peers: engine.peers,
             peer_timeout: Duration::from_secs(engine.peer_timeout),
             request_timeout: Duration::from_secs(engine.request_timeout),
+            handshake_timeout: Duration::from_secs(engine.handshake_timeout),
             max_in_progress_bytes: engine.max_in_progress_mib << 20,
             max_pending_bytes: engine.max_pending_mib << 20,
             write_delay: Duration::from_millis(engine.debug_write_delay_ms),
@@ -252,6 +255,10 @@ async fn download(source: Source, args: &GetArgs, log: slog::Logger) -> (Outcome
     config.sync_on_close = args.fsync;
     config.pex = args.pex;
     config.peer.request_timeout = args.request_timeout;
+    config.connect = ConnectTimeouts {
+        connect: args.handshake_timeout,
+        handshake: args.handshake_timeout,
+    };
 
     let (done_tx, done_rx) = oneshot::channel();
     let face = Face::new(

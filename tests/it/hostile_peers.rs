@@ -75,6 +75,8 @@ impl Swarm {
                 "60",
                 "--request-timeout",
                 "2",
+                "--handshake-timeout",
+                "2",
             ])
             .args(extra);
         if !extra.contains(&"--port") {
@@ -201,6 +203,14 @@ fn wrong_info_hash_silence_and_a_connection_to_ourselves_cost_nothing() {
     );
     assert!(wrong.counters().misbehaviours.load(Ordering::Relaxed) > 0);
     assert!(silent.counters().connections.load(Ordering::Relaxed) > 0);
+    let silent_lines = lines_about(&stderr, &silent.addr().to_string());
+    assert!(
+        silent_lines
+            .iter()
+            .any(|l| l.contains("timed out while waiting for the handshake")),
+        "the silent peer's handshake never timed out:\n{}",
+        silent_lines.join("\n")
+    );
     assert!(
         stderr.contains("connection to ourselves"),
         "our own connection was not recognised:\n{stderr}"
