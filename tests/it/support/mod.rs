@@ -11,6 +11,7 @@
 // test module only ever uses some of it.
 #![allow(dead_code)]
 
+mod disk;
 mod fake_peer;
 mod files;
 mod lt;
@@ -23,6 +24,7 @@ mod tracker;
 // module would otherwise warn.
 #[allow(unused_imports)]
 pub use self::{
+    disk::TinyDisk,
     fake_peer::{ext_handshake_of, FakeMetadataPeer},
     files::assert_same_files,
     lt::{LeechOpts, LeechOutcome, LtLeecher, LtSeeder, SeedOpts},
