@@ -210,13 +210,22 @@ pub fn run(args: GetArgs) -> Result<(), Failure> {
             );
             Ok(())
         }
-        Outcome::Failed(kind, message) => Err(Failure {
-            code: match kind {
-                FailureKind::DiskFull => exit::DISK_FULL,
-                FailureKind::Storage => exit::OUTPUT_NOT_WRITABLE,
-                FailureKind::InvalidTorrent => exit::INVALID_TORRENT,
+        Outcome::Failed(kind, message) => Err(match kind {
+            FailureKind::DiskFull => Failure {
+                code: exit::DISK_FULL,
+                error: anyhow::anyhow!(
+                    "{message}; what was verified is kept, free some space and run the same \
+                     command to continue"
+                ),
             },
-            error: anyhow::anyhow!("{message}"),
+            FailureKind::Storage => Failure {
+                code: exit::OUTPUT_NOT_WRITABLE,
+                error: anyhow::anyhow!("{message}"),
+            },
+            FailureKind::InvalidTorrent => Failure {
+                code: exit::INVALID_TORRENT,
+                error: anyhow::anyhow!("{message}"),
+            },
         }),
         Outcome::Interrupted => Err(Failure {
             code: exit::INTERRUPTED,

@@ -28,7 +28,7 @@ use super::messages::*;
 use super::peer::{Peer, PeerConfig, PeerParts};
 use super::picker::{BlockOutcome, Picker};
 use super::piece_manager::{PieceManager, PieceManagerLinks};
-use super::resume::{plan_start, ResumeData};
+use super::resume::{plan_start, FileRecord, ResumeData};
 use super::selection::SelectedFiles;
 use super::storage::{FileReader, FileWriter, Hasher};
 use super::tracker::{Tiers, Tracker, TrackerConfig, TrackerLinks};
@@ -402,6 +402,11 @@ impl Coordinator {
                 .do_send(ToPeer::Disconnect("storage failed".into()));
         }
         // Save what is verified so far: a retry after freeing space resumes from here.
+        // Before the start-up check is done (the files could not be opened) nothing is
+        // known yet, and the resume file from the last run is left as it is.
+        if self.picker.is_none() {
+            return;
+        }
         let data = ResumeData::new(self.info_hash, &self.layout, &self.have);
         ctx.spawn(
             self.writer
@@ -423,6 +428,9 @@ impl Coordinator {
                 }
             }
         });
+        if let Some(resume) = &resume {
+            self.warn_of_lost_files(resume, &report.before);
+        }
         let plan = plan_start(
             &self.layout,
             resume.as_ref(),
@@ -434,6 +442,28 @@ impl Coordinator {
         self.check_total = plan.check.len();
         self.check_queue = plan.check.into();
         self.pump_checks(ctx);
+    }
+
+    /// Tells the user of data files that disappeared or changed size since the resume
+    /// file was saved: `plan_start` distrusts their pieces, which are checked or fetched
+    /// again. A file changed only in its time is left quiet; that is what a crash after
+    /// the last save looks like.
+    fn warn_of_lost_files(&self, resume: &ResumeData, before: &[FileRecord]) {
+        for ((entry, recorded), now) in self.layout.files().iter().zip(&resume.files).zip(before) {
+            let Some(recorded) = recorded.size else {
+                continue;
+            };
+            let file = entry.path.under(&self.root).display().to_string();
+            match now.size {
+                None => {
+                    warn!(self.log, "data file missing since the last run, fetching its pieces again"; "file" => file)
+                }
+                Some(size) if size != recorded => {
+                    warn!(self.log, "data file changed size since the last run, checking its pieces again"; "file" => file, "recorded" => recorded, "found" => size)
+                }
+                Some(_) => {}
+            }
+        }
     }
 
     /// Keeps a few piece checks in flight: read on the FileReader pool, hash on the Hasher

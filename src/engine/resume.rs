@@ -7,16 +7,23 @@
 //! else that could hold data (a file that existed before this run) is hashed again, so a
 //! crash after a write but before the next resume save loses no verified data, and a file
 //! changed or truncated between runs is never trusted.
+//!
+//! The file carries a checksum of its own contents, so a file damaged on disk or edited
+//! by hand (valid JSON claiming pieces that were never written, say) is refused as a
+//! whole, with a warning, and every piece is checked: the checksum is what keeps the
+//! per-file trust above from ever being extended to a record we did not write.
 
 use serde::{Deserialize, Serialize};
+use sha1::{Digest, Sha1};
 
 use super::parts::PartSlots;
 use crate::layout::{Layout, PieceIndex};
 use crate::wire::Bitfield;
 use crate::InfoHash;
 
-/// The format version; a file with another version is ignored with a warning.
-pub const RESUME_VERSION: u32 = 1;
+/// The format version; a file with another version is ignored with a warning. Version 2
+/// added the checksum.
+pub const RESUME_VERSION: u32 = 2;
 
 /// A file's size and modification time, as the resume file records them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -46,6 +53,11 @@ pub struct ResumeData {
     /// was one. Absent from files written before file selection existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parts: Option<FileRecord>,
+    /// Hex SHA-1 of the record's compact JSON with this field empty. Filled in by
+    /// [`ResumeData::to_json`], checked and cleared by [`ResumeData::parse`]: in memory
+    /// it is always empty.
+    #[serde(default)]
+    checksum: String,
 }
 
 /// Why a resume file was ignored.
@@ -60,6 +72,9 @@ pub enum ResumeError {
     /// It belongs to another torrent, or its shape does not match this one.
     #[error("resume file does not match this torrent ({0})")]
     Mismatch(&'static str),
+    /// Its contents do not match its checksum: damaged on disk, or edited.
+    #[error("resume file is damaged or was edited (its checksum does not match)")]
+    Checksum,
 }
 
 impl ResumeData {
@@ -80,22 +95,39 @@ impl ResumeData {
             verified: ranges,
             files: Vec::new(),
             parts: None,
+            checksum: String::new(),
         }
     }
 
-    /// The JSON bytes.
+    /// The JSON bytes, with the checksum.
     pub fn to_json(&self) -> Vec<u8> {
+        let mut sealed = self.clone();
+        sealed.checksum = self.digest();
         // Serialising plain numbers and strings cannot fail.
-        serde_json::to_vec_pretty(self).unwrap_or_default()
+        serde_json::to_vec_pretty(&sealed).unwrap_or_default()
+    }
+
+    /// The checksum of this record: SHA-1 over its compact JSON with the checksum empty.
+    /// Whitespace and key order in the file do not matter; every value does.
+    fn digest(&self) -> String {
+        let mut unsealed = self.clone();
+        unsealed.checksum.clear();
+        let json = serde_json::to_vec(&unsealed).unwrap_or_default();
+        let sha: [u8; 20] = Sha1::digest(&json).into();
+        sha.iter().map(|b| format!("{b:02x}")).collect()
     }
 
     /// Parses and checks a resume file against the torrent it should belong to.
     pub fn parse(bytes: &[u8], info_hash: InfoHash, layout: &Layout) -> Result<Self, ResumeError> {
-        let data: ResumeData =
+        let mut data: ResumeData =
             serde_json::from_slice(bytes).map_err(|e| ResumeError::Malformed(e.to_string()))?;
         if data.version != RESUME_VERSION {
             return Err(ResumeError::Version(data.version));
         }
+        if data.checksum != data.digest() {
+            return Err(ResumeError::Checksum);
+        }
+        data.checksum.clear();
         if data.info_hash != info_hash.to_hex() {
             return Err(ResumeError::Mismatch("info-hash"));
         }
@@ -125,6 +157,16 @@ impl ResumeData {
         }
         b
     }
+}
+
+/// An upper bound on the length of this torrent's resume file, whatever is verified: at
+/// most every other piece verified (one range per two pieces) and the largest numbers in
+/// every field. The FileWriter sets this much disk space aside for the next save.
+pub fn json_size_bound(layout: &Layout) -> u64 {
+    // A pretty-printed range of two ten-digit numbers takes 48 bytes (24 per piece; 32
+    // leaves room), a file record under 128; the other fields, the part file's record
+    // and the checksum fit in 4 KiB.
+    4096 + 128 * layout.files().len() as u64 + 32 * u64::from(layout.num_pieces())
 }
 
 /// What to do with existing data at start.
@@ -353,10 +395,70 @@ mod tests {
 
     #[test]
     fn a_resume_file_without_a_part_file_record_still_parses() {
-        let json = br#"{"version":1,"info_hash":"0707070707070707070707070707070707070707",
+        let d = saved(&[0, 1, 2, 3, 4], vec![rec(40_000, 1), rec(30_000, 2)]);
+        let json = d.to_json();
+        assert!(!String::from_utf8_lossy(&json).contains("parts"));
+        assert_eq!(
+            ResumeData::parse(&json, hash(), &layout()).unwrap().parts,
+            None
+        );
+    }
+
+    #[test]
+    fn an_edited_resume_file_fails_its_checksum_but_reformatting_does_not() {
+        let l = layout();
+        let d = saved(&[0, 1], vec![rec(40_000, 1), rec(30_000, 2)]);
+        let mut json: serde_json::Value = serde_json::from_slice(&d.to_json()).unwrap();
+        // Compact and with keys reordered by `Value`: still the same record.
+        let compact = serde_json::to_vec(&json).unwrap();
+        assert_eq!(ResumeData::parse(&compact, hash(), &l), Ok(d.clone()));
+        // Claiming a piece more, or the same pieces for files of other times, is refused.
+        json["verified"] = serde_json::json!([[0, 4]]);
+        assert_eq!(
+            ResumeData::parse(&serde_json::to_vec(&json).unwrap(), hash(), &l),
+            Err(ResumeError::Checksum)
+        );
+        let mut json: serde_json::Value = serde_json::from_slice(&d.to_json()).unwrap();
+        json["files"][1]["mtime_ns"] = serde_json::json!(3);
+        assert_eq!(
+            ResumeData::parse(&serde_json::to_vec(&json).unwrap(), hash(), &l),
+            Err(ResumeError::Checksum)
+        );
+        // A file without a checksum, as version 1 wrote them, is refused by its version.
+        let v1 = br#"{"version":1,"info_hash":"0707070707070707070707070707070707070707",
             "piece_length":16384,"num_pieces":5,"verified":[[0,4]],
             "files":[{"size":40000,"mtime_ns":1},{"size":30000,"mtime_ns":2}]}"#;
-        let d = ResumeData::parse(json, hash(), &layout()).unwrap();
-        assert_eq!(d.parts, None);
+        assert_eq!(
+            ResumeData::parse(v1, hash(), &l),
+            Err(ResumeError::Version(1))
+        );
+    }
+
+    #[test]
+    fn the_size_bound_holds_for_the_largest_record_a_torrent_can_have() {
+        // Many pieces, every other one verified (the most ranges), the largest numbers.
+        let p = |n: &str| SafePath::new(&["t", n]).unwrap();
+        let l = Layout::new(
+            16384,
+            [
+                (p("a"), 16384 * 9_999, false),
+                (p("b"), 16384 * 1_001, false),
+            ],
+        )
+        .unwrap();
+        let mut b = Bitfield::new(l.num_pieces());
+        for i in (0..l.num_pieces()).step_by(2) {
+            b.set(i).unwrap();
+        }
+        let mut d = ResumeData::new(hash(), &l, &b);
+        let big = FileRecord {
+            size: Some(u64::MAX),
+            mtime_ns: Some(u128::MAX),
+        };
+        d.files = vec![big, big];
+        d.parts = Some(big);
+        let len = d.to_json().len() as u64;
+        let bound = json_size_bound(&l);
+        assert!(len <= bound, "{len} bytes over the bound of {bound}");
     }
 }

@@ -22,6 +22,13 @@
 //! verified under the old selection stay verified without a download; the copy goes into
 //! a file that was just created, so even a slot that was never written costs nothing but
 //! a failed check. Once every file is there the part file is deleted.
+//!
+//! A full disk must not cost the record of what was verified before it filled. So
+//! before its first piece write the FileWriter sets aside, in a hidden reserve file
+//! beside the resume file, as much space as the largest resume file this torrent can have
+//! (`resume::json_size_bound`). When a save fails for want of space, the reserve is
+//! deleted and the save tried again; after a save the reserve is put back if it can be,
+//! and the last save (after `CloseStorage`) deletes it.
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
@@ -39,7 +46,7 @@ use super::messages::{
     StorageError, WritePiece,
 };
 use super::parts::PartSlots;
-use super::resume::FileRecord;
+use super::resume::{json_size_bound, FileRecord};
 use super::selection::SelectedFiles;
 use crate::layout::{Layout, PieceIndex};
 
@@ -94,6 +101,10 @@ pub struct FileWriter {
     parts_dirty: bool,
     /// Added to every piece write: a slow disk on demand, for tests of backpressure.
     write_delay: std::time::Duration,
+    /// The reserve file was made (or found) since the files were opened.
+    reserve_held: bool,
+    /// `CloseStorage` came: the next save is the last, and takes the reserve away.
+    closed: bool,
 }
 
 impl FileWriter {
@@ -116,6 +127,8 @@ impl FileWriter {
             parts: None,
             parts_dirty: false,
             write_delay,
+            reserve_held: false,
+            closed: false,
         }
     }
 
@@ -240,6 +253,60 @@ impl FileWriter {
         resume_path(&self.root, &self.layout)
     }
 
+    fn reserve_path(&self) -> PathBuf {
+        self.resume_path().with_extension("reserve")
+    }
+
+    /// Makes sure the reserve file holds [`json_size_bound`] bytes of real (not sparse)
+    /// space. Best effort: on a disk already full it holds what it could get, and a later
+    /// save that needs more fails as it would have without it.
+    fn hold_reserve(&mut self) {
+        self.reserve_held = true;
+        let path = self.reserve_path();
+        let want = json_size_bound(&self.layout);
+        if fs::metadata(&path).is_ok_and(|m| m.len() >= want) {
+            return;
+        }
+        let fill = || -> io::Result<()> {
+            let f = OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&path)?;
+            // Zeros written, not `set_len`: a hole would reserve nothing.
+            let zeros = vec![0u8; 64 * 1024];
+            let mut at = 0;
+            while at < want {
+                let n = (want - at).min(zeros.len() as u64) as usize;
+                f.write_all_at(&zeros[..n], at)?;
+                at += n as u64;
+            }
+            Ok(())
+        };
+        let _ = fill();
+    }
+
+    /// Writes the resume file through a temporary file, synced, renamed over the old one:
+    /// a crash at any moment leaves the old file or the new one, never a mix. A failed
+    /// attempt leaves no temporary file behind.
+    fn write_resume(&self, bytes: &[u8]) -> io::Result<()> {
+        let path = self.resume_path();
+        let tmp = path.with_extension("json.tmp");
+        let write = || -> io::Result<()> {
+            let f = File::create(&tmp)?;
+            f.write_all_at(bytes, 0)?;
+            f.sync_all()?;
+            fs::rename(&tmp, &path)?;
+            if let Some(dir) = path.parent() {
+                File::open(dir)?.sync_all()?;
+            }
+            Ok(())
+        };
+        write().inspect_err(|_| {
+            let _ = fs::remove_file(&tmp);
+        })
+    }
+
     /// The size and modification time of every file, as recorded in the resume file.
     fn file_records(&self) -> Vec<FileRecord> {
         self.layout
@@ -320,12 +387,16 @@ fn mtime_ns(meta: &fs::Metadata) -> Option<u128> {
         .map(|d| d.as_nanos())
 }
 
+/// ENOSPC (28) and EDQUOT (122) on Linux.
+fn is_disk_full(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(28) | Some(122))
+}
+
 fn storage_error(path: &Path, e: &io::Error) -> StorageError {
     StorageError {
         path: path.display().to_string(),
         message: e.to_string(),
-        // ENOSPC (28) and EDQUOT (122) on Linux.
-        disk_full: matches!(e.raw_os_error(), Some(28) | Some(122)),
+        disk_full: is_disk_full(e),
     }
 }
 
@@ -337,6 +408,8 @@ impl Handler<OpenStorage> for FileWriter {
     type Result = Result<OpenReport, StorageError>;
 
     fn handle(&mut self, _: OpenStorage, _: &mut SyncContext<Self>) -> Self::Result {
+        self.closed = false;
+        self.reserve_held = false;
         let before = self.file_records();
         let resume = fs::read(self.resume_path()).ok();
         let parts_before = self.open_existing_parts();
@@ -400,6 +473,11 @@ impl Handler<WritePiece> for FileWriter {
     type Result = Result<(), StorageError>;
 
     fn handle(&mut self, msg: WritePiece, _: &mut SyncContext<Self>) -> Self::Result {
+        if !self.reserve_held {
+            // Before the first write of a run, so a torrent complete at start (seeding)
+            // never leaves a reserve behind.
+            self.hold_reserve();
+        }
         if !self.write_delay.is_zero() {
             std::thread::sleep(self.write_delay);
         }
@@ -463,20 +541,24 @@ impl Handler<SaveResume> for FileWriter {
         let mut data = msg.data;
         data.files = self.file_records();
         data.parts = self.parts_record();
-        let path = self.resume_path();
-        let tmp = path.with_extension("json.tmp");
         let bytes = data.to_json();
-        let write = || -> io::Result<()> {
-            let f = File::create(&tmp)?;
-            f.write_all_at(&bytes, 0)?;
-            f.sync_all()?;
-            fs::rename(&tmp, &path)?;
-            if let Some(dir) = path.parent() {
-                File::open(dir)?.sync_all()?;
+        let reserve = self.reserve_path();
+        let saved = match self.write_resume(&bytes) {
+            Err(e) if is_disk_full(&e) && reserve.exists() => {
+                // The space set aside for exactly this moment.
+                let _ = fs::remove_file(&reserve);
+                let retried = self.write_resume(&bytes);
+                if retried.is_ok() && !self.closed {
+                    self.hold_reserve();
+                }
+                retried
             }
-            Ok(())
+            other => other,
         };
-        write().map_err(|e| storage_error(&path, &e))
+        if saved.is_ok() && self.closed {
+            let _ = fs::remove_file(&reserve);
+        }
+        saved.map_err(|e| storage_error(&self.resume_path(), &e))
     }
 }
 
@@ -484,6 +566,7 @@ impl Handler<CloseStorage> for FileWriter {
     type Result = Result<(), StorageError>;
 
     fn handle(&mut self, msg: CloseStorage, _: &mut SyncContext<Self>) -> Self::Result {
+        self.closed = true;
         if msg.sync {
             self.sync_dirty()?;
         }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use crate::support::{
     assert_same_files, free_port, make_torrent, read_metainfo, run_until, with_announce,
-    ChildGuard, LtSeeder, Payload, SeedOpts, Tracker,
+    ChildGuard, LtSeeder, Payload, SeedOpts, TinyDisk, Tracker,
 };
 
 const GET_LIMIT: Duration = Duration::from_secs(120);
@@ -395,41 +395,11 @@ fn download_limit_keeps_the_rate_under_the_limit() {
     );
 }
 
-/// A mounted tmpfs, unmounted (by its path) when dropped.
-struct TinyDisk {
-    dir: tempfile::TempDir,
-}
-
-impl TinyDisk {
-    /// Mounts a tmpfs of `size` on a fresh folder. Needs root, as CI runs: mounting is
-    /// the only honest way to make a disk full here, so without it the test fails rather
-    /// than pass without checking anything.
-    fn mount(size: &str) -> TinyDisk {
-        let dir = temp_dir();
-        let status = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir.path())
-            .status()
-            .expect("running mount");
-        assert!(
-            status.success(),
-            "mounting a tmpfs needs root (CI runs as root): {status}"
-        );
-        TinyDisk { dir }
-    }
-}
-
-impl Drop for TinyDisk {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(self.dir.path()).status();
-    }
-}
-
 #[test]
 fn get_onto_a_full_disk_exits_6_naming_the_file() {
     let f = fixture(false, 4 * 1024 * 1024, 15);
     let disk = TinyDisk::mount("2m");
-    let out = disk.dir.path().join("out");
+    let out = disk.path().join("out");
     let seeder = LtSeeder::start(&f.torrent, &f.payload.dir, direct(None));
     let output = run_until(get_command(&f.torrent, &out, &[&seeder]), GET_LIMIT).expect("get ends");
     let stderr = String::from_utf8_lossy(&output.stderr);

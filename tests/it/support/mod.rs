@@ -11,6 +11,7 @@
 // test module only ever uses some of it.
 #![allow(dead_code)]
 
+mod disk;
 mod fake_peer;
 mod files;
 mod hostile_peer;
@@ -24,6 +25,7 @@ mod tracker;
 // module would otherwise warn.
 #[allow(unused_imports)]
 pub use self::{
+    disk::TinyDisk,
     fake_peer::{ext_handshake_of, FakeMetadataPeer},
     files::assert_same_files,
     hostile_peer::{Act, HostilePeer, Served},
