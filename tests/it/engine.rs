@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use crate::support::{
     assert_same_files, free_port, make_torrent, read_metainfo, run_until, with_announce,
-    ChildGuard, LtSeeder, Payload, SeedOpts, TinyDisk, Tracker,
+    ChildGuard, LtSeeder, Payload, SeedOpts, Tracker,
 };
 
 const GET_LIMIT: Duration = Duration::from_secs(120);
@@ -392,25 +392,5 @@ fn download_limit_keeps_the_rate_under_the_limit() {
     assert!(
         elapsed >= Duration::from_millis(2500),
         "4 MiB at 1 MiB/s took only {elapsed:?}"
-    );
-}
-
-#[test]
-fn get_onto_a_full_disk_exits_6_naming_the_file() {
-    let f = fixture(false, 4 * 1024 * 1024, 15);
-    let disk = TinyDisk::mount("2m");
-    let out = disk.path().join("out");
-    let seeder = LtSeeder::start(&f.torrent, &f.payload.dir, direct(None));
-    let output = run_until(get_command(&f.torrent, &out, &[&seeder]), GET_LIMIT).expect("get ends");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(6), "{stderr}");
-    assert!(
-        stderr.contains("file.bin"),
-        "the error names no file: {stderr}"
-    );
-    assert_eq!(
-        stderr.lines().filter(|l| l.starts_with("error:")).count(),
-        1,
-        "{stderr}"
     );
 }
