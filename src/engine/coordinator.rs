@@ -25,6 +25,7 @@ use super::choker::{Choker, ChokerConfig, PeerStats as ChokerInput};
 use super::connection::{self, ConnectTimeouts};
 use super::limiter::RateLimiter;
 use super::messages::*;
+use super::metrics::Metrics;
 use super::peer::{Peer, PeerConfig, PeerParts};
 use super::picker::{BlockOutcome, Picker};
 use super::piece_manager::{PieceManager, PieceManagerLinks};
@@ -119,6 +120,8 @@ pub struct EngineConfig {
     pub download_limit: u64,
     /// Peer exchange (BEP 11) with peers that offer it; never on private torrents.
     pub pex: bool,
+    /// The counters of this torrent's actors; a face keeps a clone to show them.
+    pub metrics: Arc<Metrics>,
 }
 
 impl EngineConfig {
@@ -145,6 +148,7 @@ impl EngineConfig {
             upload_limit: 0,
             download_limit: 0,
             pex: true,
+            metrics: Metrics::new(),
         }
     }
 }

@@ -10,6 +10,7 @@ pub mod coordinator;
 pub mod dht;
 pub mod limiter;
 pub mod messages;
+pub mod metrics;
 pub mod metadata;
 pub mod parts;
 pub mod peer;

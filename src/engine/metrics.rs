@@ -1,0 +1,557 @@
+//! Actor metrics: what each type of actor is doing, for people studying the engine and
+//! for finding where the time goes.
+//!
+//! For every actor type of a torrent (all Peers together, the Coordinator, the
+//! PieceManager, the Hasher pool, ...) the engine counts:
+//!
+//! - messages handled, by message type, with the time spent in the handler (a
+//!   histogram with power-of-two buckets, from which p50 and p99 are read);
+//! - the mailbox depth: messages sent through a [`Tracked`] handle and not yet handled,
+//!   now and at its peak (summed over the actors of the type: for Peers, all
+//!   connections together);
+//! - messages refused or dropped by backpressure (a full upload queue, a request past a
+//!   budget).
+//!
+//! actix does not expose a mailbox's length, so the depth is counted on both sides:
+//! senders go through [`Tracked`] or [`TrackedRecipient`], which count a message in, and
+//! the handler's [`ActorMetrics::handling`] guard counts it out. Items an actor reads from
+//! its own streams (socket frames, accepted connections, timers) are not mailbox
+//! messages; they are timed with [`ActorMetrics::handling_unqueued`].
+//!
+//! Everything is atomics and one short-held mutex per actor type; the cost per message
+//! is two clock reads and a few uncontended atomic operations.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use actix::dev::ToEnvelope;
+use actix::prelude::*;
+use serde::Serialize;
+
+/// The actor types of a torrent's engine, in the order reports list them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub enum ActorKind {
+    Coordinator,
+    Peer,
+    PieceManager,
+    Hasher,
+    FileWriter,
+    FileReader,
+    RateLimiter,
+    Tracker,
+    MetadataFetcher,
+    MetadataPeer,
+}
+
+impl ActorKind {
+    /// Every kind, in report order.
+    pub const ALL: [ActorKind; 10] = [
+        ActorKind::Coordinator,
+        ActorKind::Peer,
+        ActorKind::PieceManager,
+        ActorKind::Hasher,
+        ActorKind::FileWriter,
+        ActorKind::FileReader,
+        ActorKind::RateLimiter,
+        ActorKind::Tracker,
+        ActorKind::MetadataFetcher,
+        ActorKind::MetadataPeer,
+    ];
+
+    /// The actor's name as reports print it.
+    pub fn name(self) -> &'static str {
+        match self {
+            ActorKind::Coordinator => "Coordinator",
+            ActorKind::Peer => "Peer",
+            ActorKind::PieceManager => "PieceManager",
+            ActorKind::Hasher => "Hasher",
+            ActorKind::FileWriter => "FileWriter",
+            ActorKind::FileReader => "FileReader",
+            ActorKind::RateLimiter => "RateLimiter",
+            ActorKind::Tracker => "Tracker",
+            ActorKind::MetadataFetcher => "MetadataFetcher",
+            ActorKind::MetadataPeer => "MetadataPeer",
+        }
+    }
+}
+
+/// Handling-time buckets: bucket `i` holds times below 2^i ns (the last takes the rest).
+const BUCKETS: usize = 40;
+
+/// Counts for one message type at one actor type.
+#[derive(Debug, Clone)]
+struct MessageStats {
+    handled: u64,
+    total_nanos: u64,
+    max_nanos: u64,
+    buckets: [u64; BUCKETS],
+}
+
+impl Default for MessageStats {
+    fn default() -> Self {
+        Self {
+            handled: 0,
+            total_nanos: 0,
+            max_nanos: 0,
+            buckets: [0; BUCKETS],
+        }
+    }
+}
+
+impl MessageStats {
+    fn record(&mut self, nanos: u64) {
+        self.handled += 1;
+        self.total_nanos = self.total_nanos.saturating_add(nanos);
+        self.max_nanos = self.max_nanos.max(nanos);
+        let bucket = (64 - nanos.leading_zeros() as usize).min(BUCKETS - 1);
+        self.buckets[bucket] += 1;
+    }
+
+    /// The upper bound, in ns, of the bucket holding the `q` quantile.
+    fn quantile_nanos(&self, q: f64) -> u64 {
+        if self.handled == 0 {
+            return 0;
+        }
+        let rank = ((self.handled as f64) * q).ceil().max(1.0) as u64;
+        let mut seen = 0;
+        for (i, n) in self.buckets.iter().enumerate() {
+            seen += n;
+            if seen >= rank {
+                return (1u64 << i).min(self.max_nanos.max(1));
+            }
+        }
+        self.max_nanos
+    }
+}
+
+/// The counters of one actor type. Shared by every actor of the type and by the handles
+/// that send to them.
+#[derive(Debug)]
+pub struct ActorMetrics {
+    kind: ActorKind,
+    live: AtomicI64,
+    queued: AtomicI64,
+    peak: AtomicI64,
+    refused: AtomicU64,
+    messages: Mutex<BTreeMap<&'static str, MessageStats>>,
+}
+
+impl ActorMetrics {
+    fn new(kind: ActorKind) -> Self {
+        Self {
+            kind,
+            live: AtomicI64::new(0),
+            queued: AtomicI64::new(0),
+            peak: AtomicI64::new(0),
+            refused: AtomicU64::new(0),
+            messages: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// An actor of this type started; the returned guard counts it out when dropped
+    /// (keep it in the actor).
+    pub fn started(self: &Arc<Self>) -> LiveGuard {
+        self.live.fetch_add(1, Ordering::Relaxed);
+        LiveGuard(self.clone())
+    }
+
+    /// A message was put in a mailbox of this type.
+    pub fn enqueued(&self) {
+        let now = self.queued.fetch_add(1, Ordering::Relaxed) + 1;
+        self.peak.fetch_max(now, Ordering::Relaxed);
+    }
+
+    /// A mailbox message `message` is being handled: counts it out of the mailbox, and
+    /// times the handler until the guard drops.
+    pub fn handling(&self, message: &'static str) -> HandleGuard<'_> {
+        self.queued.fetch_sub(1, Ordering::Relaxed);
+        self.handling_unqueued(message)
+    }
+
+    /// Times the handling of something that did not come through the mailbox (a frame
+    /// from the actor's socket, an accepted connection, a timer).
+    pub fn handling_unqueued(&self, message: &'static str) -> HandleGuard<'_> {
+        HandleGuard {
+            metrics: self,
+            message,
+            start: Instant::now(),
+        }
+    }
+
+    /// A message or request was refused or dropped by backpressure.
+    pub fn refused(&self) {
+        self.refused.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn record(&self, message: &'static str, nanos: u64) {
+        let mut messages = self.messages.lock().unwrap_or_else(|e| e.into_inner());
+        messages.entry(message).or_default().record(nanos);
+    }
+
+    /// The counters now.
+    pub fn snapshot(&self) -> ActorSnapshot {
+        let messages = self.messages.lock().unwrap_or_else(|e| e.into_inner());
+        let messages: Vec<MessageSnapshot> = messages
+            .iter()
+            .map(|(name, s)| MessageSnapshot {
+                message: name,
+                handled: s.handled,
+                total_ms: s.total_nanos as f64 / 1e6,
+                p50_us: s.quantile_nanos(0.5) as f64 / 1e3,
+                p99_us: s.quantile_nanos(0.99) as f64 / 1e3,
+                max_us: s.max_nanos as f64 / 1e3,
+            })
+            .collect();
+        ActorSnapshot {
+            actor: self.kind.name(),
+            live: self.live.load(Ordering::Relaxed).max(0),
+            handled: messages.iter().map(|m| m.handled).sum(),
+            busy_ms: messages.iter().map(|m| m.total_ms).sum(),
+            mailbox: self.queued.load(Ordering::Relaxed).max(0),
+            mailbox_peak: self.peak.load(Ordering::Relaxed),
+            refused: self.refused.load(Ordering::Relaxed),
+            messages,
+        }
+    }
+}
+
+/// Counts an actor out of its type's live count when dropped.
+#[derive(Debug)]
+pub struct LiveGuard(Arc<ActorMetrics>);
+
+impl Drop for LiveGuard {
+    fn drop(&mut self) {
+        self.0.live.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Times one handler; records on drop.
+pub struct HandleGuard<'a> {
+    metrics: &'a ActorMetrics,
+    message: &'static str,
+    start: Instant,
+}
+
+impl Drop for HandleGuard<'_> {
+    fn drop(&mut self) {
+        let nanos = u64::try_from(self.start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.metrics.record(self.message, nanos);
+    }
+}
+
+/// The metrics of one torrent's engine: one [`ActorMetrics`] per actor type.
+#[derive(Debug)]
+pub struct Metrics {
+    by_kind: BTreeMap<ActorKind, Arc<ActorMetrics>>,
+    since: Instant,
+}
+
+impl Metrics {
+    /// Fresh counters for every actor type.
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self {
+            by_kind: ActorKind::ALL
+                .iter()
+                .map(|k| (*k, Arc::new(ActorMetrics::new(*k))))
+                .collect(),
+            since: Instant::now(),
+        })
+    }
+
+    /// The counters of `kind`.
+    pub fn of(&self, kind: ActorKind) -> Arc<ActorMetrics> {
+        match self.by_kind.get(&kind) {
+            Some(m) => m.clone(),
+            // Every kind is created in `new`; a fresh one keeps the caller working.
+            None => Arc::new(ActorMetrics::new(kind)),
+        }
+    }
+
+    /// Every actor type's counters now; types that never ran are left out.
+    pub fn snapshot(&self) -> MetricsSnapshot {
+        MetricsSnapshot {
+            seconds: self.since.elapsed().as_secs_f64(),
+            actors: self
+                .by_kind
+                .values()
+                .map(|m| m.snapshot())
+                .filter(|s| s.handled > 0 || s.live > 0 || s.mailbox_peak > 0)
+                .collect(),
+        }
+    }
+}
+
+/// One message type's counts, for reports.
+#[derive(Debug, Clone, Serialize)]
+pub struct MessageSnapshot {
+    pub message: &'static str,
+    pub handled: u64,
+    /// Time spent in the handler, in total.
+    pub total_ms: f64,
+    /// Handling time quantiles, to the power of two above (bucket bounds).
+    pub p50_us: f64,
+    pub p99_us: f64,
+    pub max_us: f64,
+}
+
+/// One actor type's counts, for reports.
+#[derive(Debug, Clone, Serialize)]
+pub struct ActorSnapshot {
+    pub actor: &'static str,
+    /// Actors of the type alive now.
+    pub live: i64,
+    /// Messages handled, all types together.
+    pub handled: u64,
+    /// Time spent in handlers, all types together.
+    pub busy_ms: f64,
+    /// Messages waiting in the type's mailboxes now, and at most.
+    pub mailbox: i64,
+    pub mailbox_peak: i64,
+    /// Messages refused or dropped by backpressure.
+    pub refused: u64,
+    pub messages: Vec<MessageSnapshot>,
+}
+
+/// Every actor type's counts at one moment.
+#[derive(Debug, Clone, Serialize)]
+pub struct MetricsSnapshot {
+    /// Seconds since the engine started.
+    pub seconds: f64,
+    pub actors: Vec<ActorSnapshot>,
+}
+
+impl MetricsSnapshot {
+    /// One line per actor type: a compact live view.
+    pub fn summary_lines(&self) -> Vec<String> {
+        self.actors
+            .iter()
+            .map(|a| {
+                let top = a
+                    .messages
+                    .iter()
+                    .max_by_key(|m| m.handled)
+                    .map(|m| format!(", most {} ×{}", m.message, m.handled))
+                    .unwrap_or_default();
+                format!(
+                    "{:<15} live {:>4}  handled {:>9}  busy {:>9.1} ms  mailbox {:>4} (peak {:>5})  refused {:>6}{top}",
+                    a.actor, a.live, a.handled, a.busy_ms, a.mailbox, a.mailbox_peak, a.refused
+                )
+            })
+            .collect()
+    }
+
+    /// A table by actor and message type, for the end of a run.
+    pub fn table(&self) -> String {
+        let mut out = format!(
+            "{:<15} {:<18} {:>10} {:>11} {:>9} {:>9} {:>9}\n",
+            "actor", "message", "handled", "total ms", "p50 µs", "p99 µs", "max µs"
+        );
+        for a in &self.actors {
+            out.push_str(&format!(
+                "{:<15} mailbox now {}, peak {}; refused {}; live {}\n",
+                a.actor, a.mailbox, a.mailbox_peak, a.refused, a.live
+            ));
+            for m in &a.messages {
+                out.push_str(&format!(
+                    "{:<15} {:<18} {:>10} {:>11.1} {:>9.1} {:>9.1} {:>9.1}\n",
+                    "", m.message, m.handled, m.total_ms, m.p50_us, m.p99_us, m.max_us
+                ));
+            }
+        }
+        out
+    }
+}
+
+/// An actor's address that counts what it sends into the actor's mailbox metrics.
+pub struct Tracked<A: Actor> {
+    addr: Addr<A>,
+    metrics: Arc<ActorMetrics>,
+}
+
+impl<A: Actor> Clone for Tracked<A> {
+    fn clone(&self) -> Self {
+        Self {
+            addr: self.addr.clone(),
+            metrics: self.metrics.clone(),
+        }
+    }
+}
+
+impl<A: Actor> Tracked<A> {
+    /// Wraps `addr`, counting into `metrics`.
+    pub fn new(addr: Addr<A>, metrics: Arc<ActorMetrics>) -> Self {
+        Self { addr, metrics }
+    }
+
+    /// Sends without waiting for the reply.
+    pub fn do_send<M>(&self, msg: M)
+    where
+        M: Message + Send + 'static,
+        M::Result: Send,
+        A: Handler<M>,
+        A::Context: ToEnvelope<A, M>,
+    {
+        self.metrics.enqueued();
+        self.addr.do_send(msg);
+    }
+
+    /// Sends and returns the reply's future.
+    pub fn send<M>(&self, msg: M) -> actix::dev::Request<A, M>
+    where
+        M: Message + Send + 'static,
+        M::Result: Send,
+        A: Handler<M>,
+        A::Context: ToEnvelope<A, M>,
+    {
+        self.metrics.enqueued();
+        self.addr.send(msg)
+    }
+
+    /// A recipient for one message type that counts the same way.
+    pub fn recipient<M>(&self) -> TrackedRecipient<M>
+    where
+        M: Message + Send + 'static,
+        M::Result: Send,
+        A: Handler<M>,
+        A::Context: ToEnvelope<A, M>,
+    {
+        TrackedRecipient {
+            recipient: self.addr.clone().recipient(),
+            metrics: self.metrics.clone(),
+        }
+    }
+
+    /// The untracked address (for identity and `connected()`).
+    pub fn addr(&self) -> &Addr<A> {
+        &self.addr
+    }
+}
+
+/// A [`Recipient`] that counts what it sends into the receiving actor's mailbox metrics.
+pub struct TrackedRecipient<M: Message + Send>
+where
+    M::Result: Send,
+{
+    recipient: Recipient<M>,
+    metrics: Arc<ActorMetrics>,
+}
+
+impl<M: Message + Send> Clone for TrackedRecipient<M>
+where
+    M::Result: Send,
+{
+    fn clone(&self) -> Self {
+        Self {
+            recipient: self.recipient.clone(),
+            metrics: self.metrics.clone(),
+        }
+    }
+}
+
+impl<M: Message + Send + 'static> TrackedRecipient<M>
+where
+    M::Result: Send,
+{
+    /// Wraps `recipient`, counting into `metrics`.
+    pub fn new(recipient: Recipient<M>, metrics: Arc<ActorMetrics>) -> Self {
+        Self { recipient, metrics }
+    }
+
+    /// Sends without waiting for the reply.
+    pub fn do_send(&self, msg: M) {
+        self.metrics.enqueued();
+        self.recipient.do_send(msg);
+    }
+
+    /// Sends and returns the reply's future.
+    pub fn send(&self, msg: M) -> actix::dev::RecipientRequest<M> {
+        self.metrics.enqueued();
+        self.recipient.send(msg)
+    }
+
+    /// Whether the receiving actor is still there.
+    pub fn connected(&self) -> bool {
+        self.recipient.connected()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiles_come_from_the_buckets() {
+        let mut s = MessageStats::default();
+        for _ in 0..98 {
+            s.record(1_000); // below 1024 ns
+        }
+        s.record(1_000_000);
+        s.record(2_000_000);
+        assert_eq!(s.handled, 100);
+        assert_eq!(s.quantile_nanos(0.5), 1024);
+        assert_eq!(s.quantile_nanos(0.99), 1 << 20);
+        assert_eq!(s.quantile_nanos(1.0), 2_000_000);
+    }
+
+    #[test]
+    fn the_mailbox_counts_in_and_out_and_keeps_its_peak() {
+        let m = Metrics::new();
+        let peer = m.of(ActorKind::Peer);
+        for _ in 0..5 {
+            peer.enqueued();
+        }
+        for _ in 0..3 {
+            drop(peer.handling("Have"));
+        }
+        let s = m.snapshot();
+        let p = s.actors.iter().find(|a| a.actor == "Peer").expect("peer row");
+        assert_eq!((p.mailbox, p.mailbox_peak, p.handled), (2, 5, 3));
+        assert!(!s.actors.iter().any(|a| a.actor == "Hasher"));
+    }
+
+    #[test]
+    fn live_actors_are_counted_while_their_guard_lives() {
+        let m = Metrics::new();
+        let hasher = m.of(ActorKind::Hasher);
+        let a = hasher.started();
+        let b = hasher.started();
+        drop(a);
+        assert_eq!(hasher.snapshot().live, 1);
+        drop(b);
+        assert_eq!(hasher.snapshot().live, 0);
+    }
+
+    #[test]
+    fn tracked_sends_are_counted_in_and_handlers_count_them_out() {
+        struct Echo(Arc<ActorMetrics>);
+        impl Actor for Echo {
+            type Context = Context<Self>;
+        }
+        #[derive(Message)]
+        #[rtype(result = "u32")]
+        struct Ping(u32);
+        impl Handler<Ping> for Echo {
+            type Result = u32;
+            fn handle(&mut self, msg: Ping, _: &mut Context<Self>) -> u32 {
+                let _g = self.0.handling("Ping");
+                msg.0
+            }
+        }
+        let m = Metrics::new();
+        let echo_metrics = m.of(ActorKind::Coordinator);
+        let sys = System::new();
+        let answer = sys.block_on(async move {
+            let addr = Echo(echo_metrics.clone()).start();
+            let tracked = Tracked::new(addr, echo_metrics);
+            tracked.do_send(Ping(1));
+            tracked.recipient::<Ping>().do_send(Ping(2));
+            tracked.send(Ping(3)).await.unwrap_or(0)
+        });
+        assert_eq!(answer, 3);
+        let s = m.of(ActorKind::Coordinator).snapshot();
+        assert_eq!((s.handled, s.mailbox), (3, 0));
+        assert!(s.mailbox_peak >= 1);
+    }
+}
