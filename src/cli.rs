@@ -125,7 +125,16 @@ pub struct EngineArgs {
     /// The DHT's UDP port (default: the same number as --port).
     #[arg(long, value_name = "PORT")]
     pub dht_port: Option<u16>,
-    /// More log output on stderr (-v information, -vv debugging).
+    /// Print a line of statistics (progress, memory, files, and every actor type's
+    /// messages, handling time and mailbox depth) on stderr this often, e.g. `5s`.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub stats_every: Option<Duration>,
+    /// Append the same statistics as one JSON object per line to this file, every
+    /// second (or every `--stats-every`), and once more at the end.
+    #[arg(long, value_name = "FILE")]
+    pub stats_file: Option<std::path::PathBuf>,
+    /// More log output on stderr (-v information, -vv debugging); -v also prints the
+    /// actors' statistics at the end.
     #[arg(short, long, action = clap::ArgAction::Count)]
     pub verbose: u8,
     /// The .torrent file, or a magnet link (quote it: `&` is special to the shell).

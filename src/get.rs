@@ -5,6 +5,7 @@
 use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
@@ -17,9 +18,11 @@ use torrent_actors::engine::messages::{
     DhtLinks, FailureKind, Phase, Progress, Shutdown, TorrentEvent,
 };
 use torrent_actors::engine::metadata::{MagnetParams, MetadataFetcher};
+use torrent_actors::engine::metrics::{Metrics, MetricsSnapshot};
 use torrent_actors::engine::selection::check_selection;
 use torrent_actors::magnet::{FileSelection, Magnet};
 use torrent_actors::metainfo::Metainfo;
+use torrent_actors::procstats::{self, ProcStats};
 use torrent_actors::PeerId;
 
 use crate::{exit, logging, Failure};
@@ -42,6 +45,10 @@ pub struct GetArgs {
     pub write_delay: Duration,
     pub fsync: bool,
     pub verbosity: u8,
+    /// `--stats-every`: a statistics line on stderr this often.
+    pub stats_every: Option<Duration>,
+    /// `--stats-file`: statistics as JSON lines.
+    pub stats_file: Option<PathBuf>,
     pub pex: bool,
     /// The DHT's bootstrap nodes and UDP port, unless `--no-dht`.
     pub dht: Option<(Bootstrap, u16)>,
@@ -100,6 +107,8 @@ impl GetArgs {
             write_delay: Duration::from_millis(engine.debug_write_delay_ms),
             fsync: engine.fsync,
             verbosity: engine.verbose,
+            stats_every: engine.stats_every,
+            stats_file: engine.stats_file,
             pex: !engine.no_pex,
             dht: None,
             mode,
@@ -270,11 +279,14 @@ async fn download(source: Source, args: &GetArgs, log: slog::Logger) -> (Outcome
     };
 
     let (done_tx, done_rx) = oneshot::channel();
+    let stats = Stats::new(args, config.metrics.clone(), &log);
+    let metrics = config.metrics.clone();
     let face = Face::new(
         source.name(),
         source.total_bytes(),
         args.peer_timeout,
         args.mode,
+        stats,
         done_tx,
     )
     .start();
@@ -337,6 +349,12 @@ async fn download(source: Source, args: &GetArgs, log: slog::Logger) -> (Outcome
     };
     // Whatever happened, stop cleanly: resume file, `stopped` announces, files closed.
     let _ = tokio::time::timeout(Duration::from_secs(15), torrent.send(Shutdown)).await;
+    let (last_tx, last_rx) = oneshot::channel();
+    face.do_send(FinalStats(last_tx));
+    let _ = tokio::time::timeout(Duration::from_secs(2), last_rx).await;
+    if args.verbosity >= 1 {
+        eprintln!("actors:\n{}", metrics.snapshot().table());
+    }
     System::current().stop();
     (outcome, name)
 }
@@ -402,7 +420,150 @@ struct Face {
     seeding_since: Option<Instant>,
     /// The latest progress, for the final report.
     last: Progress,
+    /// `--stats-every` and `--stats-file`.
+    stats: Stats,
     done: Option<oneshot::Sender<(Outcome, String)>>,
+}
+
+/// Periodic statistics: progress, the process's memory and files, and the actors'
+/// metrics, as lines on stderr and JSON lines in a file.
+struct Stats {
+    every: Option<Duration>,
+    file: Option<std::fs::File>,
+    metrics: Arc<Metrics>,
+    started: Instant,
+    last_line: Option<Instant>,
+    last_json: Option<Instant>,
+}
+
+/// One JSON line of `--stats-file`.
+#[derive(serde::Serialize)]
+struct StatsRecord<'a> {
+    /// Seconds since the start.
+    t: f64,
+    phase: &'static str,
+    total_bytes: u64,
+    verified_bytes: u64,
+    downloaded_this_run: u64,
+    received: u64,
+    uploaded: u64,
+    peers: usize,
+    hash_failures: u64,
+    banned: usize,
+    rate: f64,
+    process: Option<ProcStats>,
+    actors: &'a MetricsSnapshot,
+    /// The last record of the run.
+    last: bool,
+}
+
+impl Stats {
+    fn new(args: &GetArgs, metrics: Arc<Metrics>, log: &slog::Logger) -> Self {
+        let file = args.stats_file.as_ref().and_then(|path| {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|e| slog::warn!(log, "cannot write the stats file"; "path" => %path.display(), "error" => %e))
+                .ok()
+        });
+        Self {
+            every: args.stats_every,
+            file,
+            metrics,
+            started: Instant::now(),
+            last_line: None,
+            last_json: None,
+        }
+    }
+
+    /// Writes whatever is due for `p`; `last` forces a JSON record.
+    fn tick(&mut self, p: &Progress, bar: Option<&ProgressBar>, last: bool) {
+        let due = |at: Option<Instant>, every: Duration| at.is_none_or(|t| t.elapsed() >= every);
+        let line_due = self.every.is_some_and(|e| due(self.last_line, e)) && !last;
+        let json_due = self.file.is_some()
+            && (last || due(self.last_json, self.every.unwrap_or(Duration::from_secs(1))));
+        if !line_due && !json_due {
+            return;
+        }
+        let snapshot = self.metrics.snapshot();
+        let process = procstats::current();
+        if line_due {
+            self.last_line = Some(Instant::now());
+            let mut text = format!(
+                "stats {:.0}s: {} of {} verified, {} peers, {}/s, {} received, {} up, {} hash failures, {} banned",
+                self.started.elapsed().as_secs_f64(),
+                HumanBytes(p.verified_bytes),
+                HumanBytes(p.total_bytes),
+                p.peers,
+                HumanBytes(p.rate as u64),
+                HumanBytes(p.received),
+                HumanBytes(p.uploaded),
+                p.hash_failures,
+                p.banned,
+            );
+            if let Some(proc) = process {
+                text.push_str(&format!(
+                    ", rss {} (peak {}), {} open files",
+                    HumanBytes(proc.rss_bytes),
+                    HumanBytes(proc.peak_rss_bytes),
+                    proc.open_files
+                ));
+            }
+            for line in snapshot.summary_lines() {
+                text.push_str("\n  ");
+                text.push_str(&line);
+            }
+            match bar {
+                Some(bar) => bar.suspend(|| eprintln!("{text}")),
+                None => eprintln!("{text}"),
+            }
+        }
+        if json_due {
+            self.last_json = Some(Instant::now());
+            let record = StatsRecord {
+                t: self.started.elapsed().as_secs_f64(),
+                phase: match p.phase {
+                    Phase::Metadata => "metadata",
+                    Phase::Checking => "checking",
+                    Phase::Downloading => "downloading",
+                    Phase::Complete => "complete",
+                },
+                total_bytes: p.total_bytes,
+                verified_bytes: p.verified_bytes,
+                downloaded_this_run: p.downloaded_this_run,
+                received: p.received,
+                uploaded: p.uploaded,
+                peers: p.peers,
+                hash_failures: p.hash_failures,
+                banned: p.banned,
+                rate: p.rate,
+                process,
+                actors: &snapshot,
+                last,
+            };
+            if let (Some(file), Ok(mut json)) = (&mut self.file, serde_json::to_vec(&record)) {
+                use std::io::Write;
+                json.push(b'\n');
+                let _ = file.write_all(&json);
+            }
+        }
+    }
+}
+
+/// get → Face: write the last statistics record, then reply.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct FinalStats(oneshot::Sender<()>);
+
+impl Handler<FinalStats> for Face {
+    type Result = ();
+
+    fn handle(&mut self, msg: FinalStats, _: &mut Context<Self>) {
+        let last = self.last.clone();
+        self.stats.tick(&last, None, true);
+        let _ = msg.0.send(());
+    }
 }
 
 impl Face {
@@ -411,6 +572,7 @@ impl Face {
         total: u64,
         peer_timeout: Duration,
         mode: Mode,
+        stats: Stats,
         done: oneshot::Sender<(Outcome, String)>,
     ) -> Self {
         // A bar on a terminal; plain lines every few seconds when stdout is a file or pipe.
@@ -436,6 +598,7 @@ impl Face {
             alone_since: None,
             seeding_since: None,
             last: Progress::default(),
+            stats,
             done: Some(done),
         }
     }
@@ -519,6 +682,7 @@ impl Handler<TorrentEvent> for Face {
         match event {
             TorrentEvent::Progress(p) => {
                 self.show(&p);
+                self.stats.tick(&p, self.bar.as_ref(), false);
                 if matches!(p.phase, Phase::Downloading | Phase::Metadata) && p.peers == 0 {
                     let since = *self.alone_since.get_or_insert_with(Instant::now);
                     if since.elapsed() >= self.peer_timeout {

@@ -11,6 +11,7 @@ pub mod ids;
 pub mod layout;
 pub mod magnet;
 pub mod metainfo;
+pub mod procstats;
 pub mod tracker;
 pub mod wire;
 

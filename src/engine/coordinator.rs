@@ -217,6 +217,8 @@ pub struct Coordinator {
     banned: HashSet<SocketAddr>,
     /// Times each address was caught sending bad data.
     strikes: HashMap<SocketAddr, u32>,
+    /// Pieces that failed their hash this run.
+    hash_failures: u64,
     /// Addresses of peers that left, newest last, at most [`DEPARTED_REMEMBERED`].
     departed: VecDeque<(PeerKey, SocketAddr)>,
     /// Connection attempts in flight.
@@ -353,6 +355,7 @@ impl Coordinator {
             busy: HashSet::new(),
             banned: HashSet::new(),
             strikes: HashMap::new(),
+            hash_failures: 0,
             departed: VecDeque::new(),
             connecting: 0,
             handshaking_in: 0,
@@ -907,6 +910,9 @@ impl Coordinator {
             downloaded_this_run: self.downloaded_this_run,
             uploaded: self.payload_uploaded,
             listen: self.listen_addr,
+            received: self.payload_downloaded,
+            hash_failures: self.hash_failures,
+            banned: self.banned.len(),
         }
     }
 
@@ -1300,6 +1306,7 @@ impl Handler<PieceFailed> for Coordinator {
     type Result = ();
 
     fn handle(&mut self, msg: PieceFailed, _: &mut Context<Self>) {
+        self.hash_failures += 1;
         if let Some(picker) = &mut self.picker {
             picker.piece_failed(msg.piece);
         }

@@ -644,6 +644,13 @@ pub struct Progress {
     pub uploaded: u64,
     /// Where we accept peers, once listening.
     pub listen: Option<SocketAddr>,
+    /// Block bytes received this run, wasted ones included (failed pieces, endgame
+    /// duplicates).
+    pub received: u64,
+    /// Pieces that failed their hash this run.
+    pub hash_failures: u64,
+    /// Addresses banned this run.
+    pub banned: usize,
 }
 
 /// Where a torrent is in its life.

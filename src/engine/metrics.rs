@@ -506,7 +506,11 @@ mod tests {
             drop(peer.handling("Have"));
         }
         let s = m.snapshot();
-        let p = s.actors.iter().find(|a| a.actor == "Peer").expect("peer row");
+        let p = s
+            .actors
+            .iter()
+            .find(|a| a.actor == "Peer")
+            .expect("peer row");
         assert_eq!((p.mailbox, p.mailbox_peak, p.handled), (2, 5, 3));
         assert!(!s.actors.iter().any(|a| a.actor == "Hasher"));
     }
