@@ -697,6 +697,7 @@ impl Handler<TorrentEvent> for Face {
                 self.last = p;
             }
             TorrentEvent::Completed(p) => {
+                self.last = p.clone();
                 let seeding = matches!(self.mode, Mode::Seed | Mode::Download { seed: Some(_) });
                 if !seeding {
                     return self.finish(Outcome::Completed(p));

@@ -25,7 +25,7 @@ use super::choker::{Choker, ChokerConfig, PeerStats as ChokerInput};
 use super::connection::{self, ConnectTimeouts};
 use super::limiter::RateLimiter;
 use super::messages::*;
-use super::metrics::Metrics;
+use super::metrics::{ActorKind, ActorMetrics, LiveGuard, Metrics, Tracked, TrackedRecipient};
 use super::peer::{Peer, PeerConfig, PeerParts};
 use super::picker::{BlockOutcome, Picker};
 use super::piece_manager::{PieceManager, PieceManagerLinks};
@@ -165,7 +165,7 @@ const DHT_LOOKUP_LONG: Duration = Duration::from_secs(15 * 60);
 /// A connected peer, as the Coordinator sees it.
 struct PeerEntry {
     /// How to reach the actor.
-    actor: Recipient<ToPeer>,
+    actor: TrackedRecipient<ToPeer>,
     /// Its remote address, for re-dialing and bans.
     addr: SocketAddr,
     /// Where it accepts connections, if known (dialed, or its extension handshake said
@@ -232,12 +232,15 @@ pub struct Coordinator {
     next_key: u64,
     /// The address we listen on, never dialed (trackers list us to ourselves).
     listen_addr: Option<SocketAddr>,
-    hasher: Addr<Hasher>,
-    writer: Addr<FileWriter>,
-    reader: Addr<FileReader>,
+    hasher: Tracked<Hasher>,
+    writer: Tracked<FileWriter>,
+    reader: Tracked<FileReader>,
     /// The torrent's rate limits, if any are set.
-    limiter: Option<Addr<RateLimiter>>,
-    piece_manager: Option<Addr<PieceManager>>,
+    limiter: Option<Tracked<RateLimiter>>,
+    piece_manager: Option<Tracked<PieceManager>>,
+    /// This Coordinator's own counters (the rest are in `config.metrics`).
+    metrics: Arc<ActorMetrics>,
+    _live: LiveGuard,
     trackers: HashMap<String, Addr<Tracker>>,
     tiers: Tiers,
     events: Recipient<TorrentEvent>,
@@ -297,6 +300,8 @@ impl Coordinator {
         let writer_layout = layout.clone();
         let writer_selected = selected.clone();
         let delay = params.config.write_delay;
+        let metrics = params.config.metrics.clone();
+        let writer_metrics = metrics.of(ActorKind::FileWriter);
         let writer = SyncArbiter::start(1, move || {
             FileWriter::new(
                 root.clone(),
@@ -304,23 +309,37 @@ impl Coordinator {
                 writer_selected.clone(),
                 delay,
             )
+            .with_metrics(writer_metrics.clone())
         });
-        let hasher = SyncArbiter::start(params.config.hashers.max(1), || Hasher);
+        let writer = Tracked::new(writer, metrics.of(ActorKind::FileWriter));
+        let hasher_metrics = metrics.of(ActorKind::Hasher);
+        let hasher = SyncArbiter::start(params.config.hashers.max(1), move || {
+            Hasher::new(hasher_metrics.clone())
+        });
+        let hasher = Tracked::new(hasher, metrics.of(ActorKind::Hasher));
         let limiter =
             (params.config.upload_limit > 0 || params.config.download_limit > 0).then(|| {
-                RateLimiter::new(params.config.upload_limit, params.config.download_limit).start()
+                let m = metrics.of(ActorKind::RateLimiter);
+                let addr =
+                    RateLimiter::new(params.config.upload_limit, params.config.download_limit)
+                        .with_metrics(m.clone())
+                        .start();
+                Tracked::new(addr, m)
             });
         let upload_slots = params.config.upload_slots;
         let reader_root = params.download_dir.clone();
         let reader_layout = layout.clone();
         let reader_selected = selected.clone();
+        let reader_metrics = metrics.of(ActorKind::FileReader);
         let reader = SyncArbiter::start(params.config.readers.max(1), move || {
             FileReader::new(
                 reader_root.clone(),
                 reader_layout.clone(),
                 reader_selected.clone(),
             )
+            .with_metrics(reader_metrics.clone())
         });
+        let reader = Tracked::new(reader, metrics.of(ActorKind::FileReader));
         let log = params
             .log
             .new(o!("torrent" => params.metainfo.info_hash.to_hex()));
@@ -367,6 +386,8 @@ impl Coordinator {
             writer,
             reader,
             limiter,
+            metrics: metrics.of(ActorKind::Coordinator),
+            _live: metrics.of(ActorKind::Coordinator).started(),
             piece_manager: None,
             trackers: HashMap::new(),
             tiers,
@@ -533,7 +554,8 @@ impl Coordinator {
             self.config.max_in_progress_bytes,
         );
         info!(self.log, "data checked"; "verified pieces" => self.have.count_ones(), "remaining" => picker.remaining_pieces());
-        let me = ctx.address();
+        let me = Tracked::new(ctx.address(), self.metrics.clone());
+        let pm_metrics = self.config.metrics.of(ActorKind::PieceManager);
         let pm = PieceManager::new(
             self.info.clone(),
             self.have.clone(),
@@ -541,14 +563,16 @@ impl Coordinator {
             self.hasher.clone(),
             self.writer.clone(),
             PieceManagerLinks {
-                verified: me.clone().recipient(),
-                failed: me.clone().recipient(),
-                bad_data: me.clone().recipient(),
+                verified: me.recipient(),
+                failed: me.recipient(),
+                bad_data: me.recipient(),
                 storage_failed: me.recipient(),
+                metrics: pm_metrics.clone(),
             },
             self.log.new(o!("actor" => "piece-manager")),
         )
         .start();
+        let pm = Tracked::new(pm, pm_metrics);
         if !found.is_empty() {
             pm.do_send(MarkDone { pieces: found });
             // Verified by the check: record it so a crash now does not cost a re-check.
@@ -708,6 +732,7 @@ impl Coordinator {
     /// Counts an incoming connection turned away for want of room, and says so in the
     /// log at most every [`REFUSAL_LOG_INTERVAL`].
     fn refused_incoming(&mut self) {
+        self.metrics.refused();
         self.refused_in += 1;
         if self
             .refusal_logged
@@ -800,10 +825,11 @@ impl Coordinator {
                 key: PeerKey(self.next_key),
                 layout: self.layout.clone(),
                 config: self.config.peer,
-                coordinator: ctx.address(),
+                coordinator: Tracked::new(ctx.address(), self.metrics.clone()),
                 piece_manager: pm,
                 reader: self.reader.clone(),
                 limiter: self.limiter.clone(),
+                metrics: self.config.metrics.of(ActorKind::Peer),
                 metadata: Some(self.info_bytes.clone()),
                 pex: self.pex,
                 listen_port: self.listen_addr.map(|a| a.port()),
@@ -1046,6 +1072,7 @@ impl Actor for Coordinator {
 
 impl StreamHandler<std::io::Result<(TcpStream, SocketAddr)>> for Coordinator {
     fn handle(&mut self, item: std::io::Result<(TcpStream, SocketAddr)>, ctx: &mut Context<Self>) {
+        let _timing = self.metrics.handling_unqueued("accepted connection");
         let Ok((stream, addr)) = item else { return };
         if self.stopping || self.banned.contains(&addr) {
             return;
@@ -1086,6 +1113,7 @@ impl Handler<PeerJoined> for Coordinator {
     type Result = Result<Bitfield, JoinRefused>;
 
     fn handle(&mut self, msg: PeerJoined, _: &mut Context<Self>) -> Self::Result {
+        let _timing = self.metrics.handling("PeerJoined");
         if self.stopping {
             return Err(JoinRefused::Stopping);
         }
@@ -1130,6 +1158,7 @@ impl Handler<PeerListenPort> for Coordinator {
     type Result = ();
 
     fn handle(&mut self, msg: PeerListenPort, _: &mut Context<Self>) {
+        let _timing = self.metrics.handling("PeerListenPort");
         if let Some(peer) = self.peers.get_mut(&msg.key) {
             peer.listen = Some(SocketAddr::new(peer.addr.ip(), msg.port));
         }
@@ -1140,6 +1169,7 @@ impl Handler<PeerBitfield> for Coordinator {
     type Result = ();
 
     fn handle(&mut self, msg: PeerBitfield, _: &mut Context<Self>) {
+        let _timing = self.metrics.handling("PeerBitfield");
         let Some(peer) = self.peers.get_mut(&msg.key) else {
             return;
         };
@@ -1161,6 +1191,7 @@ impl Handler<PeerHave> for Coordinator {
     type Result = ();
 
     fn handle(&mut self, msg: PeerHave, _: &mut Context<Self>) {
+        let _timing = self.metrics.handling("PeerHave");
         let Some(peer) = self.peers.get_mut(&msg.key) else {
             return;
         };
@@ -1187,6 +1218,7 @@ impl Handler<PickBlocks> for Coordinator {
     type Result = MessageResult<PickBlocks>;
 
     fn handle(&mut self, msg: PickBlocks, _: &mut Context<Self>) -> Self::Result {
+        let _timing = self.metrics.handling("PickBlocks");
         self.apply_received(msg.key, &msg.received, &msg.released);
         let mut out = Vec::new();
         if self.stopping || self.phase != Phase::Downloading {
@@ -1203,6 +1235,7 @@ impl Handler<PeerChokedUs> for Coordinator {
     type Result = ();
 
     fn handle(&mut self, msg: PeerChokedUs, _: &mut Context<Self>) {
+        let _timing = self.metrics.handling("PeerChokedUs");
         self.apply_received(msg.key, &msg.received, &msg.released);
     }
 }
@@ -1211,6 +1244,7 @@ impl Handler<PeerLeft> for Coordinator {
     type Result = ();
 
     fn handle(&mut self, msg: PeerLeft, ctx: &mut Context<Self>) {
+        let _timing = self.metrics.handling("PeerLeft");
         self.apply_received(msg.key, &msg.received, &msg.released);
         if let Some(peer) = self.peers.remove(&msg.key) {
             debug!(self.log, "peer left"; "addr" => %peer.addr, "reason" => &msg.reason);
@@ -1234,6 +1268,7 @@ impl Handler<PeerInterest> for Coordinator {
     type Result = ();
 
     fn handle(&mut self, msg: PeerInterest, _: &mut Context<Self>) {
+        let _timing = self.metrics.handling("PeerInterest");
         let Some(peer) = self.peers.get_mut(&msg.key) else {
             return;
         };
@@ -1251,6 +1286,7 @@ impl Handler<PeerStats> for Coordinator {
     type Result = ();
 
     fn handle(&mut self, msg: PeerStats, _: &mut Context<Self>) {
+        let _timing = self.metrics.handling("PeerStats");
         self.payload_downloaded += msg.downloaded;
         self.payload_uploaded += msg.uploaded;
         if let Some(peer) = self.peers.get_mut(&msg.key) {
@@ -1266,6 +1302,7 @@ impl Handler<PeerMisbehaved> for Coordinator {
     type Result = ();
 
     fn handle(&mut self, msg: PeerMisbehaved, _: &mut Context<Self>) {
+        let _timing = self.metrics.handling("PeerMisbehaved");
         if let Some(peer) = self.peers.get(&msg.key) {
             // Banned by address and port, not address alone: on one host (or behind one
             // NAT) other peers share the address and are not to blame.
@@ -1279,6 +1316,7 @@ impl Handler<PieceVerified> for Coordinator {
     type Result = ();
 
     fn handle(&mut self, msg: PieceVerified, ctx: &mut Context<Self>) {
+        let _timing = self.metrics.handling("PieceVerified");
         let Some(picker) = &mut self.picker else {
             return;
         };
@@ -1306,6 +1344,7 @@ impl Handler<PieceFailed> for Coordinator {
     type Result = ();
 
     fn handle(&mut self, msg: PieceFailed, _: &mut Context<Self>) {
+        let _timing = self.metrics.handling("PieceFailed");
         self.hash_failures += 1;
         if let Some(picker) = &mut self.picker {
             picker.piece_failed(msg.piece);
@@ -1324,6 +1363,7 @@ impl Handler<BadData> for Coordinator {
     /// failed piece is ever struck; a peer struck [`BAD_DATA_STRIKES_TO_BAN`] times is
     /// banned by address and port and dropped.
     fn handle(&mut self, msg: BadData, _: &mut Context<Self>) {
+        let _timing = self.metrics.handling("BadData");
         let addr = match self.peers.get(&msg.from) {
             Some(peer) => peer.addr,
             None => match self.departed.iter().rev().find(|(k, _)| *k == msg.from) {
@@ -1349,6 +1389,7 @@ impl Handler<StorageFailed> for Coordinator {
     type Result = ();
 
     fn handle(&mut self, msg: StorageFailed, ctx: &mut Context<Self>) {
+        let _timing = self.metrics.handling("StorageFailed");
         if !self.stopping {
             self.fail(msg.error, ctx);
         }
@@ -1359,6 +1400,7 @@ impl Handler<PeersFound> for Coordinator {
     type Result = ();
 
     fn handle(&mut self, msg: PeersFound, ctx: &mut Context<Self>) {
+        let _timing = self.metrics.handling_unqueued("PeersFound");
         for addr in msg.peers {
             self.add_candidate(addr);
         }
@@ -1370,6 +1412,7 @@ impl Handler<GetAnnounceStats> for Coordinator {
     type Result = MessageResult<GetAnnounceStats>;
 
     fn handle(&mut self, _: GetAnnounceStats, _: &mut Context<Self>) -> Self::Result {
+        let _timing = self.metrics.handling_unqueued("GetAnnounceStats");
         // `left` counts the whole torrent, as libtorrent's does: with some files
         // deselected we are not a seed, and a tracker must not list us as one.
         let have: u64 = (0..self.layout.num_pieces())
@@ -1390,6 +1433,7 @@ impl Handler<TrackerReport> for Coordinator {
     type Result = ();
 
     fn handle(&mut self, msg: TrackerReport, ctx: &mut Context<Self>) {
+        let _timing = self.metrics.handling_unqueued("TrackerReport");
         match &msg.outcome {
             Ok(summary) => {
                 debug!(self.log, "tracker answered"; "url" => &msg.url, "peers" => summary.peers)
@@ -1411,6 +1455,7 @@ impl Handler<Shutdown> for Coordinator {
     type Result = ResponseActFuture<Self, ()>;
 
     fn handle(&mut self, _: Shutdown, _: &mut Context<Self>) -> Self::Result {
+        let _timing = self.metrics.handling_unqueued("Shutdown");
         self.stopping = true;
         for peer in self.peers.values() {
             peer.actor

@@ -7,17 +7,21 @@
 //! backpressure does. With no limit set, the Coordinator gives Peers no limiter at all and
 //! nothing is asked.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use actix::prelude::*;
 
 use super::messages::{Direction, Grant};
+use super::metrics::{ActorKind, ActorMetrics, LiveGuard};
 use super::ratelimit::TokenBucket;
 
 /// See the module documentation.
 pub struct RateLimiter {
     upload: TokenBucket,
     download: TokenBucket,
+    metrics: Arc<ActorMetrics>,
+    _live: Option<LiveGuard>,
 }
 
 impl RateLimiter {
@@ -26,7 +30,16 @@ impl RateLimiter {
         Self {
             upload: TokenBucket::with_rate(upload),
             download: TokenBucket::with_rate(download),
+            metrics: Arc::new(ActorMetrics::detached(ActorKind::RateLimiter)),
+            _live: None,
         }
+    }
+
+    /// Counts this limiter and its messages into `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<ActorMetrics>) -> Self {
+        self._live = Some(metrics.started());
+        self.metrics = metrics;
+        self
     }
 }
 
@@ -38,6 +51,7 @@ impl Handler<Grant> for RateLimiter {
     type Result = ResponseFuture<()>;
 
     fn handle(&mut self, msg: Grant, _: &mut Context<Self>) -> Self::Result {
+        let _timing = self.metrics.handling("Grant");
         let bucket = match msg.direction {
             Direction::Upload => &mut self.upload,
             Direction::Download => &mut self.download,

@@ -5,6 +5,7 @@
 //! awaited by their sender, so the receiver's pace bounds the sender; ARCHITECTURE.md
 //! lists which sends are bounded and by what.
 
+use super::metrics::TrackedRecipient;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -38,7 +39,7 @@ pub struct PeerJoined {
     /// extension handshake, if at all).
     pub outgoing: bool,
     /// How the Coordinator reaches this peer from now on.
-    pub peer: Recipient<ToPeer>,
+    pub peer: TrackedRecipient<ToPeer>,
 }
 
 /// Peer → Coordinator: the peer's extension handshake named its listen port, so it can
@@ -196,6 +197,22 @@ pub enum ToPeer {
     /// Peer exchange: the addresses of the torrent's connected peers that accept
     /// connections. The Peer tells its peer what changed since its last `ut_pex`.
     Pex(std::sync::Arc<Vec<SocketAddr>>),
+}
+
+impl ToPeer {
+    /// The message's name, as metrics show it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ToPeer::SetInterest(_) => "ToPeer::SetInterest",
+            ToPeer::Have(_) => "ToPeer::Have",
+            ToPeer::Cancel(_) => "ToPeer::Cancel",
+            ToPeer::WakeUp => "ToPeer::WakeUp",
+            ToPeer::Choke => "ToPeer::Choke",
+            ToPeer::Unchoke => "ToPeer::Unchoke",
+            ToPeer::Disconnect(_) => "ToPeer::Disconnect",
+            ToPeer::Pex(_) => "ToPeer::Pex",
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------

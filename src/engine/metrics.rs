@@ -77,8 +77,29 @@ impl ActorKind {
     }
 }
 
-/// Handling-time buckets: bucket `i` holds times below 2^i ns (the last takes the rest).
-const BUCKETS: usize = 40;
+/// Handling-time buckets, log-linear: four per power of two (so a quantile is read to
+/// within 25 %), from 1 ns to the largest `u64`.
+const BUCKETS: usize = 256;
+
+/// The bucket of a time in ns: below 4 its own; otherwise four per power of two, by the
+/// two bits after the leading one.
+fn bucket_of(nanos: u64) -> usize {
+    if nanos < 4 {
+        return nanos as usize;
+    }
+    let e = 63 - nanos.leading_zeros() as usize;
+    let sub = ((nanos >> (e - 2)) & 0b11) as usize;
+    4 * (e - 1) + sub
+}
+
+/// The smallest time above every time in bucket `i`, in ns.
+fn bucket_end(i: usize) -> u64 {
+    if i < 4 {
+        return i as u64 + 1;
+    }
+    let (e, sub) = (i / 4 + 1, (i % 4) as u64);
+    u64::try_from(u128::from(5 + sub) << (e - 2)).unwrap_or(u64::MAX)
+}
 
 /// Counts for one message type at one actor type.
 #[derive(Debug, Clone)]
@@ -105,11 +126,11 @@ impl MessageStats {
         self.handled += 1;
         self.total_nanos = self.total_nanos.saturating_add(nanos);
         self.max_nanos = self.max_nanos.max(nanos);
-        let bucket = (64 - nanos.leading_zeros() as usize).min(BUCKETS - 1);
-        self.buckets[bucket] += 1;
+        self.buckets[bucket_of(nanos).min(BUCKETS - 1)] += 1;
     }
 
-    /// The upper bound, in ns, of the bucket holding the `q` quantile.
+    /// The end, in ns, of the bucket holding the `q` quantile (no more than the largest
+    /// time seen).
     fn quantile_nanos(&self, q: f64) -> u64 {
         if self.handled == 0 {
             return 0;
@@ -119,7 +140,7 @@ impl MessageStats {
         for (i, n) in self.buckets.iter().enumerate() {
             seen += n;
             if seen >= rank {
-                return (1u64 << i).min(self.max_nanos.max(1));
+                return bucket_end(i).min(self.max_nanos.max(1));
             }
         }
         self.max_nanos
@@ -139,6 +160,12 @@ pub struct ActorMetrics {
 }
 
 impl ActorMetrics {
+    /// Counters that belong to no torrent's report: for actors built outside an engine
+    /// (tests, benchmarks) until one attaches them.
+    pub fn detached(kind: ActorKind) -> Self {
+        Self::new(kind)
+    }
+
     fn new(kind: ActorKind) -> Self {
         Self {
             kind,
@@ -165,16 +192,16 @@ impl ActorMetrics {
 
     /// A mailbox message `message` is being handled: counts it out of the mailbox, and
     /// times the handler until the guard drops.
-    pub fn handling(&self, message: &'static str) -> HandleGuard<'_> {
+    pub fn handling(self: &Arc<Self>, message: &'static str) -> HandleGuard {
         self.queued.fetch_sub(1, Ordering::Relaxed);
         self.handling_unqueued(message)
     }
 
     /// Times the handling of something that did not come through the mailbox (a frame
     /// from the actor's socket, an accepted connection, a timer).
-    pub fn handling_unqueued(&self, message: &'static str) -> HandleGuard<'_> {
+    pub fn handling_unqueued(self: &Arc<Self>, message: &'static str) -> HandleGuard {
         HandleGuard {
-            metrics: self,
+            metrics: self.clone(),
             message,
             start: Instant::now(),
         }
@@ -208,7 +235,7 @@ impl ActorMetrics {
             actor: self.kind.name(),
             live: self.live.load(Ordering::Relaxed).max(0),
             handled: messages.iter().map(|m| m.handled).sum(),
-            busy_ms: messages.iter().map(|m| m.total_ms).sum(),
+            busy_ms: messages.iter().fold(0.0, |sum, m| sum + m.total_ms),
             mailbox: self.queued.load(Ordering::Relaxed).max(0),
             mailbox_peak: self.peak.load(Ordering::Relaxed),
             refused: self.refused.load(Ordering::Relaxed),
@@ -227,14 +254,15 @@ impl Drop for LiveGuard {
     }
 }
 
-/// Times one handler; records on drop.
-pub struct HandleGuard<'a> {
-    metrics: &'a ActorMetrics,
+/// Times one handler; records on drop. It holds its own reference to the counters, so
+/// the handler may borrow its actor mutably meanwhile.
+pub struct HandleGuard {
+    metrics: Arc<ActorMetrics>,
     message: &'static str,
     start: Instant,
 }
 
-impl Drop for HandleGuard<'_> {
+impl Drop for HandleGuard {
     fn drop(&mut self) {
         let nanos = u64::try_from(self.start.elapsed().as_nanos()).unwrap_or(u64::MAX);
         self.metrics.record(self.message, nanos);
@@ -490,9 +518,23 @@ mod tests {
         s.record(1_000_000);
         s.record(2_000_000);
         assert_eq!(s.handled, 100);
+        // 1000 ns lies in [896, 1024); 1_000_000 in [917_504, 1_048_576).
         assert_eq!(s.quantile_nanos(0.5), 1024);
-        assert_eq!(s.quantile_nanos(0.99), 1 << 20);
+        assert_eq!(s.quantile_nanos(0.99), 1_048_576);
         assert_eq!(s.quantile_nanos(1.0), 2_000_000);
+    }
+
+    #[test]
+    fn buckets_are_contiguous_and_each_time_falls_inside_its_own() {
+        for i in 0..BUCKETS - 1 {
+            let end = bucket_end(i);
+            if end == u64::MAX {
+                break;
+            }
+            assert_eq!(bucket_of(end), i + 1, "bucket {i} ends at {end}");
+            assert_eq!(bucket_of(end - 1), i, "bucket {i} holds {}", end - 1);
+        }
+        assert!(bucket_of(u64::MAX) < BUCKETS);
     }
 
     #[test]

@@ -43,6 +43,7 @@ use super::messages::{
     PeerLeft, PeerListenPort, PeerMisbehaved, PeerSource, PeerStats, PeersFound, PickBlocks,
     ReadBlock, StoreBlock, ToPeer,
 };
+use super::metrics::{ActorMetrics, LiveGuard, Tracked, TrackedRecipient};
 use super::piece_manager::PieceManager;
 use super::storage::FileReader;
 use super::PeerKey;
@@ -147,10 +148,13 @@ pub struct Peer {
     addr: SocketAddr,
     layout: Arc<Layout>,
     config: PeerConfig,
-    coordinator: Addr<Coordinator>,
-    piece_manager: Addr<PieceManager>,
-    reader: Addr<FileReader>,
-    limiter: Option<Addr<RateLimiter>>,
+    coordinator: Tracked<Coordinator>,
+    piece_manager: Tracked<PieceManager>,
+    reader: Tracked<FileReader>,
+    limiter: Option<Tracked<RateLimiter>>,
+    /// The counters of all Peers (see `engine::metrics`), and this one's place in them.
+    metrics: Arc<ActorMetrics>,
+    _live: LiveGuard,
     /// The write half; buffered writes, flushed by actix, bounded by the watermarks.
     out: Option<FramedWrite<Message, PauseOnFullSocket, MessageCodec>>,
     /// The peer's handshake, kept for its id and reserved bits.
@@ -248,13 +252,15 @@ pub struct PeerParts {
     /// Tunables.
     pub config: PeerConfig,
     /// The torrent's Coordinator.
-    pub coordinator: Addr<Coordinator>,
+    pub coordinator: Tracked<Coordinator>,
     /// The torrent's PieceManager.
-    pub piece_manager: Addr<PieceManager>,
+    pub piece_manager: Tracked<PieceManager>,
     /// The torrent's FileReader pool, for uploads.
-    pub reader: Addr<FileReader>,
+    pub reader: Tracked<FileReader>,
     /// The torrent's rate limits, if any are set.
-    pub limiter: Option<Addr<RateLimiter>>,
+    pub limiter: Option<Tracked<RateLimiter>>,
+    /// The counters of all Peers.
+    pub metrics: Arc<ActorMetrics>,
     /// The raw info dictionary, to serve by `ut_metadata`.
     pub metadata: Option<Bytes>,
     /// Whether peer exchange is allowed.
@@ -295,6 +301,8 @@ impl Peer {
                 piece_manager: parts.piece_manager,
                 reader: parts.reader,
                 limiter: parts.limiter,
+                _live: parts.metrics.started(),
+                metrics: parts.metrics,
                 out: Some(out),
                 handshake,
                 joined: false,
@@ -778,6 +786,7 @@ impl Peer {
         }
         let allowed = !self.choking || self.allowed_fast.contains(&request.piece);
         if !allowed || self.upload_queue.len() >= UPLOAD_QUEUE_LIMIT {
+            self.metrics.refused();
             return self.reject(request);
         }
         if !self.upload_queue.contains(&request) {
@@ -931,7 +940,7 @@ impl Actor for Peer {
             addr: self.addr,
             peer_id: PeerId(self.handshake.peer_id.0),
             outgoing: self.outgoing,
-            peer: ctx.address().recipient(),
+            peer: TrackedRecipient::new(ctx.address().recipient(), self.metrics.clone()),
         };
         // Nothing is read or sent until the Coordinator has taken us in.
         ctx.wait(
@@ -1043,6 +1052,10 @@ impl Drop for Peer {
 
 impl StreamHandler<Result<Message, WireError>> for Peer {
     fn handle(&mut self, item: Result<Message, WireError>, ctx: &mut Context<Self>) {
+        let _timing = self.metrics.handling_unqueued(match &item {
+            Ok(message) => message.name(),
+            Err(_) => "wire error",
+        });
         self.last_received = Instant::now();
         match item {
             Ok(message) => self.on_message(message, ctx),
@@ -1069,6 +1082,7 @@ impl Handler<ToPeer> for Peer {
     type Result = ();
 
     fn handle(&mut self, msg: ToPeer, ctx: &mut Context<Self>) {
+        let _timing = self.metrics.handling(msg.name());
         match msg {
             ToPeer::SetInterest(yes) => {
                 if yes != self.interested {

@@ -24,6 +24,7 @@ use super::messages::{
     BadData, ForgetPiece, HashPiece, MarkDone, PieceFailed, PieceVerified, StorageError,
     StorageFailed, StoreBlock, WritePiece,
 };
+use super::metrics::{ActorMetrics, LiveGuard, Tracked, TrackedRecipient};
 use super::smart_ban::SmartBan;
 use super::storage::{FileWriter, Hasher};
 use super::PeerKey;
@@ -44,13 +45,15 @@ struct Assembly {
 /// Where the PieceManager reports.
 pub struct PieceManagerLinks {
     /// Told of verified pieces.
-    pub verified: Recipient<PieceVerified>,
+    pub verified: TrackedRecipient<PieceVerified>,
     /// Told of failed pieces.
-    pub failed: Recipient<PieceFailed>,
+    pub failed: TrackedRecipient<PieceFailed>,
     /// Told of peers certainly to blame for bad data.
-    pub bad_data: Recipient<BadData>,
+    pub bad_data: TrackedRecipient<BadData>,
     /// Told of write failures.
-    pub storage_failed: Recipient<StorageFailed>,
+    pub storage_failed: TrackedRecipient<StorageFailed>,
+    /// Where the PieceManager's own counters go (the engine's metrics).
+    pub metrics: Arc<ActorMetrics>,
 }
 
 /// See the module documentation.
@@ -70,9 +73,11 @@ pub struct PieceManager {
     max_pending_bytes: u64,
     /// Held `StoreBlock` replies, released in arrival order as pending bytes drain.
     waiting: VecDeque<oneshot::Sender<()>>,
-    hasher: Addr<Hasher>,
-    writer: Addr<FileWriter>,
+    hasher: Tracked<Hasher>,
+    writer: Tracked<FileWriter>,
     links: PieceManagerLinks,
+    metrics: Arc<ActorMetrics>,
+    _live: LiveGuard,
     /// After a write failure nothing more is written: the torrent is stopping.
     broken: bool,
     /// Who sent which block of pieces that failed, until a good copy names the liar.
@@ -89,11 +94,12 @@ impl PieceManager {
         info: Arc<Info>,
         done: Bitfield,
         max_pending_bytes: u64,
-        hasher: Addr<Hasher>,
-        writer: Addr<FileWriter>,
+        hasher: Tracked<Hasher>,
+        writer: Tracked<FileWriter>,
         links: PieceManagerLinks,
         log: Logger,
     ) -> Self {
+        let metrics = links.metrics.clone();
         // At least one piece may always be pending, or a budget below the piece size
         // would stall every peer forever.
         let floor = u64::from(info.layout.piece_length());
@@ -110,6 +116,8 @@ impl PieceManager {
             links,
             broken: false,
             smart_ban: SmartBan::new(SMART_BAN_PIECES),
+            _live: metrics.started(),
+            metrics,
             log,
         }
     }
@@ -217,6 +225,7 @@ impl Handler<StoreBlock> for PieceManager {
     type Result = ResponseFuture<()>;
 
     fn handle(&mut self, msg: StoreBlock, ctx: &mut Context<Self>) -> Self::Result {
+        let _timing = self.metrics.handling("StoreBlock");
         let piece = msg.piece;
         let wanted = !self.done.has(piece.get()) && !self.finishing.contains(&piece.get());
         if wanted && !self.broken {
@@ -248,6 +257,7 @@ impl Handler<StoreBlock> for PieceManager {
             Box::pin(async {})
         } else {
             let (tx, rx) = oneshot::channel();
+            self.metrics.refused();
             self.waiting.push_back(tx);
             Box::pin(async move {
                 let _ = rx.await;
@@ -260,6 +270,7 @@ impl Handler<ForgetPiece> for PieceManager {
     type Result = ();
 
     fn handle(&mut self, msg: ForgetPiece, _: &mut Context<Self>) {
+        let _timing = self.metrics.handling("ForgetPiece");
         self.assembling.remove(&msg.piece.get());
     }
 }
@@ -268,6 +279,7 @@ impl Handler<MarkDone> for PieceManager {
     type Result = ();
 
     fn handle(&mut self, msg: MarkDone, _: &mut Context<Self>) {
+        let _timing = self.metrics.handling("MarkDone");
         for p in msg.pieces {
             let _ = self.done.set(p.get());
             self.assembling.remove(&p.get());

@@ -45,13 +45,27 @@ use super::messages::{
     CloseStorage, HashOutcome, HashPiece, OpenReport, OpenStorage, ReadBlock, SaveResume,
     StorageError, WritePiece,
 };
+use super::metrics::{ActorKind, ActorMetrics, LiveGuard};
 use super::parts::PartSlots;
 use super::resume::{json_size_bound, FileRecord};
 use super::selection::SelectedFiles;
 use crate::layout::{Layout, PieceIndex};
 
 /// Hashes pieces; runs as a SyncArbiter pool sized to the cores.
-pub struct Hasher;
+pub struct Hasher {
+    metrics: Arc<ActorMetrics>,
+    _live: LiveGuard,
+}
+
+impl Hasher {
+    /// One of the pool's hashers, counting into `metrics`.
+    pub fn new(metrics: Arc<ActorMetrics>) -> Self {
+        Self {
+            _live: metrics.started(),
+            metrics,
+        }
+    }
+}
 
 impl Actor for Hasher {
     type Context = SyncContext<Self>;
@@ -61,6 +75,7 @@ impl Handler<HashPiece> for Hasher {
     type Result = MessageResult<HashPiece>;
 
     fn handle(&mut self, msg: HashPiece, _: &mut SyncContext<Self>) -> Self::Result {
+        let _timing = self.metrics.handling("HashPiece");
         let mut sha = Sha1::new();
         for block in &msg.blocks {
             sha.update(block);
@@ -105,9 +120,19 @@ pub struct FileWriter {
     reserve_held: bool,
     /// `CloseStorage` came: the next save is the last, and takes the reserve away.
     closed: bool,
+    /// The FileWriter's counters (detached until [`FileWriter::with_metrics`]).
+    metrics: Arc<ActorMetrics>,
+    _live: Option<LiveGuard>,
 }
 
 impl FileWriter {
+    /// Counts this writer and its messages into `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<ActorMetrics>) -> Self {
+        self._live = Some(metrics.started());
+        self.metrics = metrics;
+        self
+    }
+
     /// A writer for `layout` under `root`. Nothing is touched until [`OpenStorage`].
     pub fn new(
         root: PathBuf,
@@ -129,6 +154,8 @@ impl FileWriter {
             write_delay,
             reserve_held: false,
             closed: false,
+            metrics: Arc::new(ActorMetrics::detached(ActorKind::FileWriter)),
+            _live: None,
         }
     }
 
@@ -408,6 +435,7 @@ impl Handler<OpenStorage> for FileWriter {
     type Result = Result<OpenReport, StorageError>;
 
     fn handle(&mut self, _: OpenStorage, _: &mut SyncContext<Self>) -> Self::Result {
+        let _timing = self.metrics.handling("OpenStorage");
         self.closed = false;
         self.reserve_held = false;
         let before = self.file_records();
@@ -473,6 +501,7 @@ impl Handler<WritePiece> for FileWriter {
     type Result = Result<(), StorageError>;
 
     fn handle(&mut self, msg: WritePiece, _: &mut SyncContext<Self>) -> Self::Result {
+        let _timing = self.metrics.handling("WritePiece");
         if !self.reserve_held {
             // Before the first write of a run, so a torrent complete at start (seeding)
             // never leaves a reserve behind.
@@ -538,6 +567,7 @@ impl Handler<SaveResume> for FileWriter {
     type Result = Result<(), StorageError>;
 
     fn handle(&mut self, msg: SaveResume, _: &mut SyncContext<Self>) -> Self::Result {
+        let _timing = self.metrics.handling("SaveResume");
         let mut data = msg.data;
         data.files = self.file_records();
         data.parts = self.parts_record();
@@ -566,6 +596,7 @@ impl Handler<CloseStorage> for FileWriter {
     type Result = Result<(), StorageError>;
 
     fn handle(&mut self, msg: CloseStorage, _: &mut SyncContext<Self>) -> Self::Result {
+        let _timing = self.metrics.handling("CloseStorage");
         self.closed = true;
         if msg.sync {
             self.sync_dirty()?;
@@ -596,9 +627,19 @@ pub struct FileReader {
     slots: PartSlots,
     /// The part file, opened on first use.
     parts: Option<File>,
+    /// The FileReaders' counters (detached until [`FileReader::with_metrics`]).
+    metrics: Arc<ActorMetrics>,
+    _live: Option<LiveGuard>,
 }
 
 impl FileReader {
+    /// Counts this reader and its messages into `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<ActorMetrics>) -> Self {
+        self._live = Some(metrics.started());
+        self.metrics = metrics;
+        self
+    }
+
     /// A reader for `layout` under `root`.
     pub fn new(root: PathBuf, layout: Arc<Layout>, selected: SelectedFiles) -> Self {
         let n = layout.files().len();
@@ -610,6 +651,8 @@ impl FileReader {
             selected,
             in_parts: vec![false; n],
             parts: None,
+            metrics: Arc::new(ActorMetrics::detached(ActorKind::FileReader)),
+            _live: None,
         }
     }
 
@@ -683,6 +726,7 @@ impl Handler<ReadBlock> for FileReader {
     type Result = Result<Bytes, StorageError>;
 
     fn handle(&mut self, msg: ReadBlock, _: &mut SyncContext<Self>) -> Self::Result {
+        let _timing = self.metrics.handling("ReadBlock");
         let start = self.layout.piece_offset(msg.piece) + u64::from(msg.offset);
         let mut buf = vec![0u8; msg.length as usize];
         for span in self.layout.spans(start, msg.length) {

@@ -137,6 +137,30 @@ pub enum Message {
 }
 
 impl Message {
+    /// The message's name, as logs and metrics show it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Message::KeepAlive => "keep-alive",
+            Message::Choke => "choke",
+            Message::Unchoke => "unchoke",
+            Message::Interested => "interested",
+            Message::NotInterested => "not-interested",
+            Message::Have(_) => "have",
+            Message::Bitfield(_) => "bitfield",
+            Message::Request(_) => "request",
+            Message::Piece(_) => "piece",
+            Message::Cancel(_) => "cancel",
+            Message::Port(_) => "port",
+            Message::HaveAll => "have-all",
+            Message::HaveNone => "have-none",
+            Message::SuggestPiece(_) => "suggest-piece",
+            Message::RejectRequest(_) => "reject-request",
+            Message::AllowedFast(_) => "allowed-fast",
+            Message::Extended { .. } => "extended",
+            Message::Unknown { .. } => "unknown",
+        }
+    }
+
     /// The message id byte, or `None` for a keep-alive, which has none.
     pub fn id(&self) -> Option<u8> {
         Some(match self {

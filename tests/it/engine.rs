@@ -394,3 +394,80 @@ fn download_limit_keeps_the_rate_under_the_limit() {
         "4 MiB at 1 MiB/s took only {elapsed:?}"
     );
 }
+
+#[test]
+fn stats_lines_and_records_show_progress_memory_and_every_actor_type() {
+    // 2 MiB at 1 MiB/s: a few seconds, so several once-a-second records.
+    let f = fixture(false, 2 * 1024 * 1024, 15);
+    let seeder = LtSeeder::start(&f.torrent, &f.payload.dir, direct(Some(1024 * 1024)));
+    let stats = f._tmp.path().join("stats.jsonl");
+    let mut cmd = get_command(&f.torrent, &f.out, &[&seeder]);
+    cmd.args(["-v", "--stats-every", "1s", "--stats-file"])
+        .arg(&stats);
+    let output = run_until(cmd, GET_LIMIT).expect("get ends");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert_same_files(&f.payload.dir, &f.out, &f.payload.files);
+
+    // Live lines on stderr, each with the actor types under it.
+    let line = stderr
+        .lines()
+        .find(|l| l.starts_with("stats "))
+        .unwrap_or_else(|| panic!("no stats line:\n{stderr}"));
+    assert!(line.contains("peers") && line.contains("rss"), "{line}");
+    assert!(stderr.contains("  Peer "), "{stderr}");
+    // The table at the end of a -v run.
+    let table = stderr
+        .split("actors:\n")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no actor table:\n{stderr}"));
+    for actor in [
+        "Coordinator",
+        "Peer",
+        "PieceManager",
+        "Hasher",
+        "FileWriter",
+    ] {
+        assert!(table.contains(actor), "{actor} missing from:\n{table}");
+    }
+
+    // JSON records: several, the last marked and complete, every actor type counted.
+    let text = std::fs::read_to_string(&stats).expect("stats file");
+    let records: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON record per line"))
+        .collect();
+    assert!(records.len() >= 2, "{text}");
+    let last = records.last().expect("a record");
+    assert_eq!(last["last"], true);
+    assert_eq!(last["verified_bytes"], last["total_bytes"]);
+    assert!(last["process"]["peak_rss_bytes"].as_u64().unwrap_or(0) > 0);
+    let actors = last["actors"]["actors"].as_array().expect("actors");
+    let handled = |name: &str, message: &str| -> u64 {
+        actors
+            .iter()
+            .find(|a| a["actor"] == name)
+            .and_then(|a| {
+                a["messages"]
+                    .as_array()?
+                    .iter()
+                    .find(|m| m["message"] == message)
+            })
+            .and_then(|m| m["handled"].as_u64())
+            .unwrap_or(0)
+    };
+    // Every 16 KiB block was stored once at least, every piece hashed and written.
+    let blocks = 2 * 1024 * 1024 / (16 * 1024);
+    let pieces = 2 * 1024 * 1024 / (32 * 1024);
+    assert!(handled("PieceManager", "StoreBlock") >= blocks, "{last}");
+    assert!(handled("Hasher", "HashPiece") >= pieces, "{last}");
+    assert!(handled("FileWriter", "WritePiece") >= pieces, "{last}");
+    assert!(handled("Peer", "piece") >= blocks, "{last}");
+    assert!(handled("Coordinator", "PickBlocks") > 0, "{last}");
+    for a in actors {
+        assert!(
+            a["mailbox_peak"].as_i64().unwrap_or(-1) >= a["mailbox"].as_i64().unwrap_or(0),
+            "{a}"
+        );
+    }
+}
