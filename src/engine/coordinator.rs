@@ -732,7 +732,7 @@ impl Coordinator {
     /// Counts an incoming connection turned away for want of room, and says so in the
     /// log at most every [`REFUSAL_LOG_INTERVAL`].
     fn refused_incoming(&mut self) {
-        self.metrics.refused();
+        self.metrics.held_back();
         self.refused_in += 1;
         if self
             .refusal_logged

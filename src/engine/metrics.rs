@@ -9,8 +9,9 @@
 //! - the mailbox depth: messages sent through a [`Tracked`] handle and not yet handled,
 //!   now and at its peak (summed over the actors of the type: for Peers, all
 //!   connections together);
-//! - messages refused or dropped by backpressure (a full upload queue, a request past a
-//!   budget).
+//! - how often backpressure acted: replies held back (the PieceManager's budget of
+//!   pieces awaiting hash and write), requests refused (a peer's full upload queue),
+//!   connections turned away (the connection caps).
 //!
 //! actix does not expose a mailbox's length, so the depth is counted on both sides:
 //! senders go through [`Tracked`] or [`TrackedRecipient`], which count a message in, and
@@ -155,7 +156,7 @@ pub struct ActorMetrics {
     live: AtomicI64,
     queued: AtomicI64,
     peak: AtomicI64,
-    refused: AtomicU64,
+    backpressure: AtomicU64,
     messages: Mutex<BTreeMap<&'static str, MessageStats>>,
 }
 
@@ -172,7 +173,7 @@ impl ActorMetrics {
             live: AtomicI64::new(0),
             queued: AtomicI64::new(0),
             peak: AtomicI64::new(0),
-            refused: AtomicU64::new(0),
+            backpressure: AtomicU64::new(0),
             messages: Mutex::new(BTreeMap::new()),
         }
     }
@@ -207,9 +208,10 @@ impl ActorMetrics {
         }
     }
 
-    /// A message or request was refused or dropped by backpressure.
-    pub fn refused(&self) {
-        self.refused.fetch_add(1, Ordering::Relaxed);
+    /// Backpressure acted: a reply held back (the PieceManager's budget), a request
+    /// refused (a peer's full upload queue), a connection turned away.
+    pub fn held_back(&self) {
+        self.backpressure.fetch_add(1, Ordering::Relaxed);
     }
 
     fn record(&self, message: &'static str, nanos: u64) {
@@ -238,7 +240,7 @@ impl ActorMetrics {
             busy_ms: messages.iter().fold(0.0, |sum, m| sum + m.total_ms),
             mailbox: self.queued.load(Ordering::Relaxed).max(0),
             mailbox_peak: self.peak.load(Ordering::Relaxed),
-            refused: self.refused.load(Ordering::Relaxed),
+            backpressure: self.backpressure.load(Ordering::Relaxed),
             messages,
         }
     }
@@ -337,8 +339,9 @@ pub struct ActorSnapshot {
     /// Messages waiting in the type's mailboxes now, and at most.
     pub mailbox: i64,
     pub mailbox_peak: i64,
-    /// Messages refused or dropped by backpressure.
-    pub refused: u64,
+    /// Times backpressure acted: replies held back, requests refused, connections
+    /// turned away.
+    pub backpressure: u64,
     pub messages: Vec<MessageSnapshot>,
 }
 
@@ -363,8 +366,8 @@ impl MetricsSnapshot {
                     .map(|m| format!(", most {} ×{}", m.message, m.handled))
                     .unwrap_or_default();
                 format!(
-                    "{:<15} live {:>4}  handled {:>9}  busy {:>9.1} ms  mailbox {:>4} (peak {:>5})  refused {:>6}{top}",
-                    a.actor, a.live, a.handled, a.busy_ms, a.mailbox, a.mailbox_peak, a.refused
+                    "{:<15} live {:>4}  handled {:>9}  busy {:>9.1} ms  mailbox {:>4} (peak {:>5})  held back {:>6}{top}",
+                    a.actor, a.live, a.handled, a.busy_ms, a.mailbox, a.mailbox_peak, a.backpressure
                 )
             })
             .collect()
@@ -378,8 +381,8 @@ impl MetricsSnapshot {
         );
         for a in &self.actors {
             out.push_str(&format!(
-                "{:<15} mailbox now {}, peak {}; refused {}; live {}\n",
-                a.actor, a.mailbox, a.mailbox_peak, a.refused, a.live
+                "{:<15} mailbox now {}, peak {}; held back {}; live {}\n",
+                a.actor, a.mailbox, a.mailbox_peak, a.backpressure, a.live
             ));
             for m in &a.messages {
                 out.push_str(&format!(

@@ -786,7 +786,7 @@ impl Peer {
         }
         let allowed = !self.choking || self.allowed_fast.contains(&request.piece);
         if !allowed || self.upload_queue.len() >= UPLOAD_QUEUE_LIMIT {
-            self.metrics.refused();
+            self.metrics.held_back();
             return self.reject(request);
         }
         if !self.upload_queue.contains(&request) {

@@ -257,7 +257,7 @@ impl Handler<StoreBlock> for PieceManager {
             Box::pin(async {})
         } else {
             let (tx, rx) = oneshot::channel();
-            self.metrics.refused();
+            self.metrics.held_back();
             self.waiting.push_back(tx);
             Box::pin(async move {
                 let _ = rx.await;
