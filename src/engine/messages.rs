@@ -12,6 +12,7 @@ use actix::prelude::*;
 use bytes::Bytes;
 
 use super::resume::{FileRecord, ResumeData};
+use super::tracker::TrackerStatus;
 use super::PeerKey;
 use crate::layout::PieceIndex;
 use crate::wire::{Bitfield, BlockRequest};
@@ -407,8 +408,8 @@ pub struct AnnounceStats {
     pub left: u64,
 }
 
-/// Tracker → Coordinator: how the last announce went, for the user and for BEP 12 tier
-/// fallback.
+/// Tracker → Coordinator: how the last announce went, for the user (the tracker's
+/// status) and for BEP 12 tier fallback.
 #[derive(Message, Debug, Clone)]
 #[rtype(result = "()")]
 pub struct TrackerReport {
@@ -416,7 +417,26 @@ pub struct TrackerReport {
     pub url: String,
     /// What happened.
     pub outcome: Result<AnnounceSummary, String>,
+    /// How long until the tracker announces again: the interval after a success, the
+    /// back-off after a failure, zero when an event is still owed; `None` after the
+    /// `stopped` announce, which is the last.
+    pub next_announce: Option<Duration>,
 }
+
+/// Tracker → Coordinator: an announce began, so the tracker's status reads "updating"
+/// until its `TrackerReport`.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct TrackerAnnouncing {
+    /// The tracker's URL.
+    pub url: String,
+}
+
+/// Face → Coordinator (or MetadataFetcher): the status of every tracker of the torrent,
+/// in tier order, for a face that shows a tracker list.
+#[derive(Message)]
+#[rtype(result = "Vec<TrackerStatus>")]
+pub struct GetTrackers;
 
 /// A successful announce.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -583,6 +603,9 @@ pub enum TorrentEvent {
         /// Where the `.torrent` was saved for reuse, if saving worked.
         torrent_file: Option<std::path::PathBuf>,
     },
+    /// A tracker's status changed: an announce began or ended, or its URL proved
+    /// unusable. Sent on every change, so a face decides what is worth showing.
+    Tracker(TrackerStatus),
 }
 
 /// Classes of fatal failure, so the face can choose an exit code.

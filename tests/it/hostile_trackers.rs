@@ -1,1 +1,536 @@
-//! (filled in by issue 6)
+//! Broken trackers end to end: `torrent-actors get` on a torrent whose announce list is
+//! mostly trackers that fail in every way the issue lists, plus one working opentracker
+//! that knows a libtorrent seeder. The download must complete byte-identical, and stderr
+//! must say, once per tracker, how each one failed.
+//!
+//! The fake trackers here are plain threads on 127.0.0.1 (the `get` under test is a
+//! child process), each stopped and joined when dropped. The per-announce failure cases
+//! are also pinned one by one at the Tracker actor's level in `tracker_actor.rs`.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::path::Path;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use torrent_actors::tracker::udp::{self, ConnectRequest, Response};
+use torrent_actors::tracker::{encode_compact_peers, AddressFamily};
+
+use crate::support::{
+    assert_same_files, make_torrent, read_metainfo, run_until, with_announce, LtSeeder, Payload,
+    SeedOpts, Tracker,
+};
+
+/// The longest `get` may run before the test counts it as hung.
+const GET_LIMIT: Duration = Duration::from_secs(150);
+
+/// How often the fake trackers look at their stop flag.
+const POLL: Duration = Duration::from_millis(20);
+
+/// How a fake HTTP tracker answers every request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HttpMode {
+    /// `500 Internal Server Error` with an HTML page.
+    ServerError,
+    /// `200 OK` with a body that is not bencode at all.
+    Garbage,
+    /// A bencoded `failure reason` that tries to colour the user's terminal.
+    FailureReason,
+    /// A compact peer list cut in the middle of its third entry.
+    TruncatedPeers,
+    /// A redirect to itself, for ever.
+    RedirectLoop,
+    /// `200 OK` without a length, then zeros until the client hangs up.
+    HugeBody,
+    /// Accepts the connection, reads the request, and says nothing.
+    NeverAnswers,
+}
+
+/// How a fake UDP tracker answers every connect request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum UdpMode {
+    /// A well-formed connect reply, for another transaction.
+    WrongTransactionId,
+    /// An error packet (action 3).
+    ErrorAction,
+    /// A datagram too short to hold even the header.
+    ShortPackets,
+    /// Nothing.
+    Silent,
+}
+
+/// The failure reason the refusing HTTP tracker sends, escape sequences and all.
+const HOSTILE_REASON: &str = "\x1b[31mgo away\x1b[0m\r\nreally";
+
+/// A fake tracker on 127.0.0.1, on its own thread: stopped and joined when dropped.
+struct FakeTracker {
+    url: String,
+    /// Requests (HTTP) or datagrams (UDP) received.
+    hits: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl Drop for FakeTracker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl FakeTracker {
+    fn http(mode: HttpMode) -> FakeTracker {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("binding a fake http tracker");
+        listener.set_nonblocking(true).expect("non-blocking");
+        let port = listener.local_addr().expect("its address").port();
+        let hits = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (hits, stop) = (hits.clone(), stop.clone());
+            thread::spawn(move || {
+                let mut workers = Vec::new();
+                // Bounded: the test's own limit is shorter.
+                let deadline = Instant::now() + Duration::from_secs(600);
+                while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                    match listener.accept() {
+                        Ok((stream, _)) => {
+                            hits.fetch_add(1, Ordering::Relaxed);
+                            let stop = stop.clone();
+                            workers.push(thread::spawn(move || {
+                                let _ = serve_http(stream, mode, &stop);
+                            }));
+                        }
+                        Err(_) => thread::sleep(POLL),
+                    }
+                }
+                for w in workers {
+                    let _ = w.join();
+                }
+            })
+        };
+        FakeTracker {
+            url: format!("http://127.0.0.1:{port}/announce"),
+            hits,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn udp(mode: UdpMode) -> FakeTracker {
+        let socket = UdpSocket::bind("127.0.0.1:0").expect("binding a fake udp tracker");
+        socket.set_read_timeout(Some(POLL)).expect("a read timeout");
+        let port = socket.local_addr().expect("its address").port();
+        let hits = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (hits, stop) = (hits.clone(), stop.clone());
+            thread::spawn(move || {
+                let mut buffer = [0u8; 2048];
+                let deadline = Instant::now() + Duration::from_secs(600);
+                while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                    let Ok((len, from)) = socket.recv_from(&mut buffer) else {
+                        continue;
+                    };
+                    hits.fetch_add(1, Ordering::Relaxed);
+                    let Ok(connect) = ConnectRequest::decode(&buffer[..len]) else {
+                        continue;
+                    };
+                    let txid = connect.transaction_id;
+                    let reply = match mode {
+                        UdpMode::WrongTransactionId => Response::Connect {
+                            connection_id: 0x0BAD_CAFE,
+                        }
+                        .encode(txid.wrapping_add(1), AddressFamily::V4),
+                        UdpMode::ErrorAction => udp::encode_error(txid, "info hash not tracked"),
+                        UdpMode::ShortPackets => vec![0, 0, 0, 0, 0],
+                        UdpMode::Silent => continue,
+                    };
+                    let _ = socket.send_to(&reply, from);
+                }
+            })
+        };
+        FakeTracker {
+            url: format!("udp://127.0.0.1:{port}/announce"),
+            hits,
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+/// Reads one request head and answers it as `mode` says.
+fn serve_http(mut stream: TcpStream, mode: HttpMode, stop: &AtomicBool) -> std::io::Result<()> {
+    stream.set_nonblocking(false)?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") && head.len() < 16 * 1024 {
+        if stream.read(&mut byte)? == 0 {
+            return Ok(());
+        }
+        head.push(byte[0]);
+    }
+    let ok = |body: &[u8]| {
+        let mut raw = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        raw.extend_from_slice(body);
+        raw
+    };
+    let reply = match mode {
+        HttpMode::ServerError => {
+            let page = b"<html><body><h1>500 Internal Server Error</h1></body></html>";
+            let mut raw = format!(
+                "HTTP/1.1 500 Internal Server Error\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                page.len()
+            )
+            .into_bytes();
+            raw.extend_from_slice(page);
+            raw
+        }
+        HttpMode::Garbage => ok(b"<html><body>It works!</body></html>"),
+        HttpMode::FailureReason => ok(&torrent_actors::tracker::http::encode_failure(
+            HOSTILE_REASON,
+        )),
+        HttpMode::TruncatedPeers => {
+            let mut peers = encode_compact_peers(
+                &[
+                    SocketAddr::from(([127, 0, 0, 1], 1)),
+                    SocketAddr::from(([127, 0, 0, 1], 2)),
+                    SocketAddr::from(([127, 0, 0, 1], 3)),
+                ],
+                AddressFamily::V4,
+            );
+            peers.truncate(16);
+            let mut body = b"d8:intervali1800e5:peers16:".to_vec();
+            body.extend_from_slice(&peers);
+            body.push(b'e');
+            ok(&body)
+        }
+        HttpMode::RedirectLoop => b"HTTP/1.1 302 Found\r\nLocation: /announce\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_vec(),
+        HttpMode::HugeBody => {
+            stream.write_all(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n")?;
+            let chunk = vec![b'0'; 64 * 1024];
+            // Stops when the client hangs up; 256 MiB is a bound of its own.
+            for _ in 0..4096 {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                stream.write_all(&chunk)?;
+            }
+            return Ok(());
+        }
+        HttpMode::NeverAnswers => {
+            while !stop.load(Ordering::Relaxed) {
+                thread::sleep(POLL);
+            }
+            return Ok(());
+        }
+    };
+    stream.write_all(&reply)?;
+    stream.flush()
+}
+
+/// Writes `dst`: `src` with `tiers` as its `announce-list` (and the first URL as
+/// `announce`), the `info` dictionary copied byte for byte so the info-hash stays.
+fn with_announce_list(src: &Path, dst: &Path, tiers: &[Vec<String>]) {
+    use torrent_actors::bencode::{self, write_bytes, BValue};
+    let bytes = std::fs::read(src).expect("reading the torrent");
+    let top = bencode::decode(&bytes).expect("a bencoded torrent");
+    let info = top
+        .as_dict()
+        .and_then(|d| d.get(b"info"))
+        .expect("an info dictionary")
+        .raw();
+    let list = BValue::List(
+        tiers
+            .iter()
+            .map(|tier| BValue::List(tier.iter().map(|u| BValue::string(u)).collect()))
+            .collect(),
+    )
+    .encode();
+    let mut out = b"d".to_vec();
+    write_bytes(&mut out, b"announce");
+    write_bytes(&mut out, tiers[0][0].as_bytes());
+    write_bytes(&mut out, b"announce-list");
+    out.extend_from_slice(&list);
+    write_bytes(&mut out, b"info");
+    out.extend_from_slice(info);
+    out.push(b'e');
+    std::fs::write(dst, &out).expect("writing the torrent");
+    let written = read_metainfo(dst);
+    assert_eq!(written.info_hash, read_metainfo(src).info_hash);
+    assert_eq!(written.trackers, tiers);
+}
+
+/// The lines `get` printed about the tracker at `url`.
+fn lines_about<'a>(stderr: &'a str, url: &str) -> Vec<&'a str> {
+    let prefix = format!("tracker {url}: ");
+    stderr.lines().filter(|l| l.starts_with(&prefix)).collect()
+}
+
+#[test]
+fn get_completes_past_a_list_of_broken_trackers_and_says_how_each_failed() {
+    let tmp = tempfile::tempdir().expect("temp folder");
+    // 4 MiB from a seeder capped at 256 KiB/s: the download lasts several times longer
+    // than the slowest broken tracker needs to fail (3 s, the two UDP sends below), so
+    // every failure is seen while `get` still runs.
+    let payload = Payload::single(&tmp.path().join("seed"), "file.bin", 4 * 1024 * 1024 + 77);
+    let bare = tmp.path().join("bare.torrent");
+    let hash = make_torrent(&payload.root(), &bare, 15, &[]);
+    let opentracker = Tracker::start(&[hash]);
+    let seeder_torrent = tmp.path().join("seeder.torrent");
+    with_announce(&bare, &seeder_torrent, &opentracker.http_url());
+    let _seeder = LtSeeder::start(
+        &seeder_torrent,
+        &payload.dir,
+        SeedOpts {
+            upload_limit: Some(256 * 1024),
+            ..SeedOpts::default()
+        },
+    );
+
+    let http_modes = [
+        HttpMode::ServerError,
+        HttpMode::Garbage,
+        HttpMode::FailureReason,
+        HttpMode::TruncatedPeers,
+        HttpMode::RedirectLoop,
+        HttpMode::HugeBody,
+        HttpMode::NeverAnswers,
+    ];
+    let udp_modes = [
+        UdpMode::WrongTransactionId,
+        UdpMode::ErrorAction,
+        UdpMode::ShortPackets,
+        UdpMode::Silent,
+    ];
+    let http: Vec<(HttpMode, FakeTracker)> = http_modes
+        .iter()
+        .map(|&m| (m, FakeTracker::http(m)))
+        .collect();
+    let udp: Vec<(UdpMode, FakeTracker)> = udp_modes
+        .iter()
+        .map(|&m| (m, FakeTracker::udp(m)))
+        .collect();
+    let unusable = "wss://tracker.invalid/announce".to_string();
+    // One tier each, the working tracker in the middle: every tier is announced to at
+    // once, so its place must not matter.
+    let mut tiers: Vec<Vec<String>> = http.iter().map(|(_, t)| vec![t.url.clone()]).collect();
+    tiers.insert(3, vec![opentracker.http_url()]);
+    tiers.extend(udp.iter().map(|(_, t)| vec![t.url.clone()]));
+    tiers.push(vec![unusable.clone()]);
+    let torrent = tmp.path().join("hostile.torrent");
+    with_announce_list(&bare, &torrent, &tiers);
+
+    let out = tmp.path().join("out");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_torrent-actors"));
+    cmd.env("TORRENT_ACTORS_DHT_BOOTSTRAP", "")
+        .args(["get", "--port", "0", "--peer-timeout", "60"])
+        // HTTP announces get 1 s, UDP requests are sent twice (1 s, then 2 s): every
+        // broken tracker fails within about 3 s instead of BEP 15's hour.
+        .args(["--debug-tracker-timeout-ms", "1000"])
+        .args(["--debug-udp-tracker-attempts", "2"])
+        .arg("-o")
+        .arg(&out)
+        .arg(&torrent);
+    let output = run_until(cmd, GET_LIMIT).unwrap_or_else(|o| {
+        panic!(
+            "get overran {GET_LIMIT:?}:\n{}",
+            String::from_utf8_lossy(&o.stderr)
+        )
+    });
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "get failed ({}):\n{}{stderr}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout)
+    );
+    assert_same_files(&payload.dir, &out, &payload.files);
+
+    // Each tracker is named on exactly one line: its state is shown when it changes,
+    // not at every retry.
+    let mut wrong = Vec::new();
+    let mut expect = |url: &str, want: &dyn Fn(&str) -> bool, what: &str| {
+        let lines = lines_about(&stderr, url);
+        if lines.len() != 1 || !want(lines[0]) {
+            wrong.push(format!("{url} ({what}): {lines:?}"));
+        }
+    };
+    for (mode, tracker) in &http {
+        let after = |line: &str, text: &str| {
+            line.strip_prefix(&format!("tracker {}: ", tracker.url))
+                .is_some_and(|rest| rest.starts_with(text))
+        };
+        match mode {
+            HttpMode::ServerError => expect(
+                &tracker.url,
+                &|l| after(l, "error: http status 500; retrying in "),
+                "500",
+            ),
+            HttpMode::Garbage => expect(
+                &tracker.url,
+                &|l| {
+                    after(
+                        l,
+                        "error: bad http reply: response is not valid bencode: unexpected byte 0x3c at byte 0; retrying in ",
+                    )
+                },
+                "garbage",
+            ),
+            HttpMode::FailureReason => expect(
+                &tracker.url,
+                &|l| {
+                    after(
+                        l,
+                        "error: \u{FFFD}[31mgo away\u{FFFD}[0m really; retrying in ",
+                    )
+                },
+                "failure reason, defused",
+            ),
+            HttpMode::TruncatedPeers => expect(
+                &tracker.url,
+                &|l| {
+                    after(
+                        l,
+                        "error: bad http reply: peers of 16 bytes is not a multiple of 6; retrying in ",
+                    )
+                },
+                "truncated compact list",
+            ),
+            HttpMode::RedirectLoop => expect(
+                &tracker.url,
+                &|l| after(l, "error: http request failed: ") && l.contains("redirect"),
+                "redirect loop",
+            ),
+            HttpMode::HugeBody => expect(
+                &tracker.url,
+                &|l| after(l, "error: reply body exceeds 2097152 bytes; retrying in "),
+                "huge body",
+            ),
+            HttpMode::NeverAnswers => expect(
+                &tracker.url,
+                &|l| after(l, "error: http request timed out after 1s; retrying in "),
+                "never answers",
+            ),
+        }
+        assert!(
+            tracker.hits.load(Ordering::Relaxed) >= 1,
+            "{mode:?} was never asked"
+        );
+    }
+    for (mode, tracker) in &udp {
+        let text = match mode {
+            UdpMode::ErrorAction => "error: info hash not tracked; retrying in ",
+            _ => "error: no reply from udp tracker after 2 attempts; retrying in ",
+        };
+        let prefix = format!("tracker {}: {text}", tracker.url);
+        expect(
+            &tracker.url,
+            &|l| l.starts_with(&prefix),
+            &format!("{mode:?}"),
+        );
+        assert!(
+            tracker.hits.load(Ordering::Relaxed) >= 1,
+            "{mode:?} was never asked"
+        );
+    }
+    expect(
+        &unusable,
+        &|l| {
+            l.ends_with(
+                ": unusable: unsupported tracker url scheme \"wss\": expected http, https or udp",
+            )
+        },
+        "unusable scheme",
+    );
+    expect(
+        &opentracker.http_url(),
+        &|l| l.contains(": working, ") && l.contains("; next announce in "),
+        "the working tracker",
+    );
+    assert!(wrong.is_empty(), "{}\nstderr:\n{stderr}", wrong.join("\n"));
+    assert!(
+        !stderr.contains('\x1b'),
+        "a tracker's escape sequence reached the terminal:\n{stderr}"
+    );
+}
+
+#[test]
+fn magnet_with_broken_trackers_fetches_from_its_peer_and_names_each_tracker_once() {
+    let tmp = tempfile::tempdir().expect("temp folder");
+    let payload = Payload::single(&tmp.path().join("seed"), "file.bin", 2 * 1024 * 1024 + 5);
+    let torrent = tmp.path().join("t.torrent");
+    let hash = make_torrent(&payload.root(), &torrent, 15, &[]);
+    // Capped so the download outlasts the UDP tracker's 3 s of retransmits.
+    let seeder = LtSeeder::start(
+        &torrent,
+        &payload.dir,
+        SeedOpts {
+            ready_without_announce: true,
+            upload_limit: Some(256 * 1024),
+            ..SeedOpts::default()
+        },
+    );
+    let refusing = FakeTracker::http(HttpMode::ServerError);
+    let silent = FakeTracker::udp(UdpMode::Silent);
+    let magnet = format!(
+        "magnet:?xt=urn:btih:{}&tr={}&tr={}&x.pe={}",
+        hash.to_hex(),
+        refusing.url,
+        silent.url,
+        seeder.addr()
+    );
+    let out = tmp.path().join("out");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_torrent-actors"));
+    cmd.env("TORRENT_ACTORS_DHT_BOOTSTRAP", "")
+        .args(["get", "--port", "0", "--peer-timeout", "60"])
+        .args(["--debug-tracker-timeout-ms", "1000"])
+        .args(["--debug-udp-tracker-attempts", "2"])
+        .arg("-o")
+        .arg(&out)
+        .arg(&magnet);
+    let output = run_until(cmd, GET_LIMIT).unwrap_or_else(|o| {
+        panic!(
+            "get overran {GET_LIMIT:?}:\n{}",
+            String::from_utf8_lossy(&o.stderr)
+        )
+    });
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "get failed:\n{stderr}");
+    assert_same_files(&payload.dir, &out, &payload.files);
+    // The metadata phase and the download each run their own Tracker actors for the
+    // link's trackers; the same failure seen by both is still one line.
+    // The retry time is cut off: it counts down from when the tracker reported.
+    let gist = |url: &str| -> Vec<String> {
+        lines_about(&stderr, url)
+            .iter()
+            .map(|l| l.split("; retrying in ").next().unwrap_or(l).to_string())
+            .collect()
+    };
+    assert_eq!(
+        gist(&refusing.url),
+        [format!("tracker {}: error: http status 500", refusing.url)],
+        "{stderr}"
+    );
+    assert_eq!(
+        gist(&silent.url),
+        [format!(
+            "tracker {}: error: no reply from udp tracker after 2 attempts",
+            silent.url
+        )],
+        "{stderr}"
+    );
+    assert!(
+        refusing.hits.load(Ordering::Relaxed) >= 2,
+        "both phases announce"
+    );
+}

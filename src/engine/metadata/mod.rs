@@ -38,7 +38,7 @@ use self::conn::MetadataPeer;
 use super::connection;
 use super::coordinator::{Coordinator, EngineConfig, TorrentParams};
 use super::messages::*;
-use super::tracker::{Tiers, Tracker, TrackerConfig, TrackerLinks};
+use super::tracker::{Tiers, Tracker, TrackerBoard, TrackerConfig, TrackerLinks, TrackerStatus};
 use super::PeerKey;
 use crate::bencode::BValue;
 use crate::magnet::{FileSelection, Magnet};
@@ -100,6 +100,9 @@ pub struct MetadataFetcher {
     assembler: Option<MetadataAssembler>,
     trackers: Vec<Addr<Tracker>>,
     tiers: Tiers,
+    /// The link's trackers as last reported, for the face, until the Coordinator (with
+    /// a board of its own) takes over.
+    tracker_board: TrackerBoard,
     /// The torrent's Coordinator, once the metadata is in.
     coordinator: Option<Addr<Coordinator>>,
     handing_over: bool,
@@ -122,14 +125,14 @@ impl MetadataFetcher {
         }
         let info_hash = params.magnet.info_hash;
         let log = params.log.new(o!("torrent" => info_hash.to_hex()));
-        let tiers = Tiers::new(
-            params
-                .magnet
-                .trackers
-                .iter()
-                .map(|t| vec![t.clone()])
-                .collect(),
-        );
+        let tier_list: Vec<Vec<String>> = params
+            .magnet
+            .trackers
+            .iter()
+            .map(|t| vec![t.clone()])
+            .collect();
+        let tracker_board = TrackerBoard::new(&tier_list);
+        let tiers = Tiers::new(tier_list);
         MetadataFetcher {
             params: Some(params),
             info_hash,
@@ -143,6 +146,7 @@ impl MetadataFetcher {
             assembler: None,
             trackers: Vec::new(),
             tiers,
+            tracker_board,
             coordinator: None,
             handing_over: false,
             stopping: false,
@@ -248,16 +252,23 @@ impl MetadataFetcher {
             config.listen.port(),
             config.min_announce_interval,
         );
-        let Ok(parsed) = url::Url::parse(url) else {
-            warn!(self.log, "unusable tracker URL"; "url" => url);
-            return;
+        let parsed = match url::Url::parse(url) {
+            Ok(parsed) => parsed,
+            Err(e) => {
+                info!(self.log, "unusable tracker URL"; "url" => url);
+                let change = self.tracker_board.unusable(url, format!("not a url: {e}"));
+                self.tracker_changed(change);
+                return;
+            }
         };
-        let mut tracker_config = TrackerConfig::new(parsed, self.info_hash, peer_id, port, key);
+        let mut tracker_config = TrackerConfig::new(parsed, self.info_hash, peer_id, port, key)
+            .with_timeouts(&self.params().config.tracker);
         tracker_config.interval_floor = floor;
         let me = ctx.address();
         let links = TrackerLinks {
             peers: me.clone().recipient(),
             stats: me.clone().recipient(),
+            announcing: me.clone().recipient(),
             report: me.recipient(),
         };
         match Tracker::new(tracker_config, links, self.log.clone()) {
@@ -266,7 +277,19 @@ impl MetadataFetcher {
                 tracker.do_send(TrackerStart);
                 self.trackers.push(tracker);
             }
-            Err(e) => warn!(self.log, "unusable tracker"; "url" => url, "error" => %e),
+            Err(e) => {
+                info!(self.log, "unusable tracker"; "url" => url, "error" => %e);
+                let change = self.tracker_board.unusable(url, e.to_string());
+                self.tracker_changed(change);
+            }
+        }
+    }
+
+    /// Tells the face about a tracker whose status changed, while fetching; once the
+    /// Coordinator takes over, its own trackers are the ones to show.
+    fn tracker_changed(&self, change: Option<TrackerStatus>) {
+        if let (Some(status), Some(params), true) = (change, &self.params, self.fetching()) {
+            params.events.do_send(TorrentEvent::Tracker(status));
         }
     }
 
@@ -686,8 +709,35 @@ impl Handler<TrackerReport> for MetadataFetcher {
             Ok(summary) => {
                 debug!(self.log, "tracker answered"; "url" => &msg.url, "peers" => summary.peers)
             }
-            Err(e) => warn!(self.log, "tracker failed"; "url" => &msg.url, "error" => e),
+            // The face shows the failure (once, not at every retry); the log keeps each.
+            Err(e) => info!(self.log, "tracker failed"; "url" => &msg.url, "error" => e),
         }
+        let change = self.tracker_board.reported(&msg, Instant::now());
+        self.tracker_changed(change);
+    }
+}
+
+impl Handler<TrackerAnnouncing> for MetadataFetcher {
+    type Result = ();
+
+    fn handle(&mut self, msg: TrackerAnnouncing, _: &mut Context<Self>) {
+        let change = self.tracker_board.announcing(&msg.url);
+        self.tracker_changed(change);
+    }
+}
+
+impl Handler<GetTrackers> for MetadataFetcher {
+    type Result = ResponseFuture<Vec<TrackerStatus>>;
+
+    fn handle(&mut self, _: GetTrackers, _: &mut Context<Self>) -> Self::Result {
+        let ours = self.tracker_board.statuses().to_vec();
+        let coordinator = self.coordinator.clone();
+        Box::pin(async move {
+            match coordinator {
+                Some(coordinator) => coordinator.send(GetTrackers).await.unwrap_or(ours),
+                None => ours,
+            }
+        })
     }
 }
 
