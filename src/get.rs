@@ -156,10 +156,7 @@ impl Source {
                     error: anyhow::anyhow!("invalid magnet link: {e}"),
                 });
         }
-        let bytes = std::fs::read(arg).map_err(|e| Failure {
-            code: exit::UNREADABLE,
-            error: anyhow::anyhow!("cannot read {}: {e}", arg.display()),
-        })?;
+        let bytes = crate::read_torrent_file(arg)?;
         let metainfo = Metainfo::from_bytes(&bytes).map_err(|e| Failure {
             code: exit::INVALID_TORRENT,
             error: anyhow::anyhow!("invalid torrent {}: {e}", arg.display()),

@@ -303,7 +303,7 @@ impl Coordinator {
             .log
             .new(o!("torrent" => params.metainfo.info_hash.to_hex()));
         let tiers = Tiers::new(params.metainfo.trackers.clone());
-        let tracker_board = TrackerBoard::new(&params.metainfo.trackers);
+        let tracker_board = TrackerBoard::new(&tiers.urls());
         // BEP 27: a private torrent's peers come from its trackers alone.
         let private = params.metainfo.info.private;
         let dht = params.dht.filter(|_| !private);
@@ -313,6 +313,10 @@ impl Coordinator {
                 log,
                 "private torrent: trackers only, no DHT or peer exchange"
             );
+        }
+        if tiers.dropped() > 0 {
+            warn!(log, "too many trackers, only the first ones are used";
+                  "used" => super::tracker::MAX_TRACKERS, "left out" => tiers.dropped());
         }
         Coordinator {
             info_bytes: bytes::Bytes::from(params.metainfo.info_bytes),
@@ -383,6 +387,11 @@ impl Coordinator {
                 .do_send(ToPeer::Disconnect("storage failed".into()));
         }
         // Save what is verified so far: a retry after freeing space resumes from here.
+        // Before the start-up check is done nothing is known to be verified, and saving
+        // would overwrite a good resume file from an earlier run with an empty one.
+        if self.picker.is_none() {
+            return;
+        }
         let data = ResumeData::new(self.info_hash, &self.layout, &self.have);
         ctx.spawn(
             self.writer
@@ -417,8 +426,9 @@ impl Coordinator {
         self.pump_checks(ctx);
     }
 
-    /// Keeps a few piece checks in flight: read on the FileReader pool, hash on the Hasher
-    /// pool.
+    /// Keeps a few piece checks in flight on the FileReader pool, which reads and hashes
+    /// each piece a window at a time: a torrent claiming huge pieces costs no more memory
+    /// here than one with small ones.
     fn pump_checks(&mut self, ctx: &mut Context<Self>) {
         while self.checks_in_flight < 4 {
             let Some(piece) = self.check_queue.pop_front() else {
@@ -426,25 +436,12 @@ impl Coordinator {
             };
             self.checks_in_flight += 1;
             let reader = self.reader.clone();
-            let hasher = self.hasher.clone();
             let expected = *self.info.piece_hash(piece);
-            let length = self.layout.piece_len(piece);
             let check = async move {
-                let data = reader
-                    .send(ReadBlock {
-                        piece,
-                        offset: 0,
-                        length,
-                    })
+                let ok = reader
+                    .send(CheckPiece { piece, expected })
                     .await
                     .ok()?
-                    .ok()?;
-                let ok = hasher
-                    .send(HashPiece {
-                        blocks: vec![data],
-                        expected,
-                    })
-                    .await
                     .ok()?;
                 Some(ok)
             };

@@ -555,6 +555,19 @@ pub struct ReadBlock {
     pub length: u32,
 }
 
+/// Coordinator → FileReader (SyncArbiter pool): does a piece on disk match its hash? The
+/// start-up check of data found on disk. The reader hashes the piece as it reads it, a
+/// window at a time, so a check costs one window of memory however long the torrent
+/// says its pieces are.
+#[derive(Message)]
+#[rtype(result = "Result<bool, StorageError>")]
+pub struct CheckPiece {
+    /// Which piece.
+    pub piece: PieceIndex,
+    /// The SHA-1 from the metainfo.
+    pub expected: [u8; 20],
+}
+
 // ---------------------------------------------------------------------------------------
 // Peer → RateLimiter
 // ---------------------------------------------------------------------------------------

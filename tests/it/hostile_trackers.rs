@@ -20,8 +20,8 @@ use torrent_actors::tracker::udp::{self, ConnectRequest, Response};
 use torrent_actors::tracker::{encode_compact_peers, AddressFamily};
 
 use crate::support::{
-    assert_same_files, make_torrent, read_metainfo, run_until, with_announce, LtSeeder, Payload,
-    SeedOpts, Tracker,
+    assert_same_files, make_torrent, read_metainfo, run_until, with_announce, ChildGuard, LtSeeder,
+    Payload, SeedOpts, Tracker,
 };
 
 /// The longest `get` may run before the test counts it as hung.
@@ -532,5 +532,83 @@ fn magnet_with_broken_trackers_fetches_from_its_peer_and_names_each_tracker_once
     assert!(
         refusing.hits.load(Ordering::Relaxed) >= 2,
         "both phases announce"
+    );
+}
+
+/// How many file descriptors the process `pid` has open now, if it still runs.
+fn open_files(pid: u32) -> Option<usize> {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .ok()
+        .map(|entries| entries.count())
+}
+
+#[test]
+fn a_torrent_listing_thousands_of_trackers_costs_a_bounded_number_of_sockets() {
+    let tmp = tempfile::tempdir().expect("temp folder");
+    let payload = Payload::single(&tmp.path().join("seed"), "file.bin", 2 * 1024 * 1024);
+    let bare = tmp.path().join("bare.torrent");
+    make_torrent(&payload.root(), &bare, 15, &[]);
+    // 3000 UDP trackers, one tier each, on loopback addresses where nothing listens
+    // (127.0.0.0/8 is all loopback; port 9 is discard). Each Tracker actor would hold a
+    // socket for its life.
+    let tiers: Vec<Vec<String>> = (0..3000u32)
+        .map(|n| {
+            vec![format!(
+                "udp://127.66.{}.{}:9/announce",
+                n / 250,
+                n % 250 + 1
+            )]
+        })
+        .collect();
+    let torrent = tmp.path().join("crowded.torrent");
+    with_announce_list(&bare, &torrent, &tiers);
+    // Capped so the download lasts a few seconds of sampling.
+    let seeder = LtSeeder::start(
+        &bare,
+        &payload.dir,
+        SeedOpts {
+            ready_without_announce: true,
+            upload_limit: Some(512 * 1024),
+            ..SeedOpts::default()
+        },
+    );
+
+    let out = tmp.path().join("out");
+    let log = tmp.path().join("get.log");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_torrent-actors"));
+    cmd.env("TORRENT_ACTORS_DHT_BOOTSTRAP", "")
+        .args(["get", "--port", "0", "--peer-timeout", "60", "--peer"])
+        .arg(seeder.addr().to_string())
+        .arg("-o")
+        .arg(&out)
+        .arg(&torrent)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("a log file"));
+    let mut child = ChildGuard::spawn(cmd, "torrent-actors get");
+    let pid = child.pid();
+    let deadline = Instant::now() + GET_LIMIT;
+    let mut most = 0;
+    let status = loop {
+        if let Some(n) = open_files(pid) {
+            most = most.max(n);
+        }
+        if let Some(status) = child.try_status() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "get overran {GET_LIMIT:?}");
+        thread::sleep(Duration::from_millis(25));
+    };
+    let stderr = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(status.success(), "get failed ({status}):\n{stderr}");
+    assert_same_files(&payload.dir, &out, &payload.files);
+    // 200 trackers' sockets, plus the listener, the peer, the files, the runtime's own.
+    assert!(
+        most < 400,
+        "get had {most} files open at once for a torrent listing 3000 trackers"
+    );
+    assert!(
+        stderr.contains("too many trackers") && stderr.contains("left out: 2800"),
+        "no word of the trackers left out:\n{stderr}"
     );
 }

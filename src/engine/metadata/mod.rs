@@ -131,8 +131,12 @@ impl MetadataFetcher {
             .iter()
             .map(|t| vec![t.clone()])
             .collect();
-        let tracker_board = TrackerBoard::new(&tier_list);
         let tiers = Tiers::new(tier_list);
+        let tracker_board = TrackerBoard::new(&tiers.urls());
+        if tiers.dropped() > 0 {
+            warn!(log, "too many trackers, only the first ones are used";
+                  "used" => super::tracker::MAX_TRACKERS, "left out" => tiers.dropped());
+        }
         MetadataFetcher {
             params: Some(params),
             info_hash,

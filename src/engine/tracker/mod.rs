@@ -44,7 +44,7 @@ mod tiers;
 mod udp_client;
 
 pub use status::{TrackerBoard, TrackerState, TrackerStatus};
-pub use tiers::Tiers;
+pub use tiers::{Tiers, MAX_TRACKERS};
 
 use http_client::HttpTransport;
 use udp_client::UdpTransport;
