@@ -16,8 +16,15 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use torrent_actors::bencode::BValue;
+use torrent_actors::engine::coordinator::{Coordinator, EngineConfig, TorrentParams};
+use torrent_actors::engine::messages::{GetTrackers, Shutdown, TorrentEvent};
+use torrent_actors::engine::tracker::status::next_announce_in;
+use torrent_actors::engine::tracker::{TrackerState, TrackerStatus};
+use torrent_actors::metainfo::Metainfo;
 use torrent_actors::tracker::udp::{self, ConnectRequest, Response};
 use torrent_actors::tracker::{encode_compact_peers, AddressFamily};
+use torrent_actors::PeerId;
 
 use crate::support::{
     assert_same_files, make_torrent, read_metainfo, run_until, with_announce, ChildGuard, LtSeeder,
@@ -611,4 +618,139 @@ fn a_torrent_listing_thousands_of_trackers_costs_a_bounded_number_of_sockets() {
         stderr.contains("too many trackers") && stderr.contains("left out: 2800"),
         "no word of the trackers left out:\n{stderr}"
     );
+}
+
+/// Collects the `TorrentEvent::Tracker` a torrent sends its face.
+struct TrackerEvents(futures::channel::mpsc::UnboundedSender<TrackerStatus>);
+
+impl actix::Actor for TrackerEvents {
+    type Context = actix::Context<Self>;
+}
+
+impl actix::Handler<TorrentEvent> for TrackerEvents {
+    type Result = ();
+    fn handle(&mut self, event: TorrentEvent, _: &mut Self::Context) {
+        if let TorrentEvent::Tracker(status) = event {
+            let _ = self.0.unbounded_send(status);
+        }
+    }
+}
+
+#[test]
+fn the_coordinator_reports_each_tracker_change_and_answers_for_all_of_them() {
+    use actix::Actor as _;
+    use futures::StreamExt as _;
+
+    let refusing = FakeTracker::http(HttpMode::ServerError);
+    let garbled = FakeTracker::http(HttpMode::Garbage);
+    let unusable = "wss://tracker.invalid/announce".to_string();
+    let tiers = [
+        vec![refusing.url.clone()],
+        vec![garbled.url.clone(), unusable.clone()],
+    ];
+    let torrent = BValue::dict([
+        ("announce", BValue::string(&refusing.url)),
+        (
+            "announce-list",
+            BValue::List(
+                tiers
+                    .iter()
+                    .map(|t| BValue::List(t.iter().map(|u| BValue::string(u)).collect()))
+                    .collect(),
+            ),
+        ),
+        (
+            "info",
+            BValue::dict([
+                ("name", BValue::string("t.bin")),
+                ("piece length", BValue::Int(16384)),
+                ("length", BValue::Int(20_000)),
+                ("pieces", BValue::Bytes(vec![7; 40])),
+            ]),
+        ),
+    ])
+    .encode();
+    let metainfo = Metainfo::from_bytes(&torrent).expect("a valid torrent");
+    let tmp = tempfile::tempdir().expect("temp folder");
+    let dir = tmp.path().to_path_buf();
+    actix::System::new().block_on(async move {
+        let (tx, mut events) = futures::channel::mpsc::unbounded();
+        let face = TrackerEvents(tx).start();
+        let config = EngineConfig::new(
+            PeerId(*b"-TA0001-coordinator-"),
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+        );
+        let torrent = Coordinator::start(TorrentParams {
+            metainfo,
+            download_dir: dir,
+            config,
+            selection: None,
+            dht: None,
+            events: face.recipient(),
+            log: slog::Logger::root(slog::Discard, slog::o!()),
+        });
+        // Each announce is seen to begin, then to fail; nothing else is said.
+        let mut seen: Vec<(String, TrackerState)> = Vec::new();
+        let failed = |seen: &[(String, TrackerState)], url: &str| {
+            seen.iter()
+                .any(|(u, s)| u == url && matches!(s, TrackerState::Failed(_)))
+        };
+        while !(failed(&seen, &refusing.url) && failed(&seen, &garbled.url)) {
+            let status = tokio::time::timeout(Duration::from_secs(20), events.next())
+                .await
+                .expect("tracker events within 20 s")
+                .expect("the face is alive");
+            seen.push((status.url, status.state));
+        }
+        for url in [&refusing.url, &garbled.url] {
+            let states: Vec<&TrackerState> = seen
+                .iter()
+                .filter(|(u, _)| u == url)
+                .map(|(_, s)| s)
+                .collect();
+            assert!(
+                matches!(
+                    states[..],
+                    [TrackerState::Updating, TrackerState::Failed(_)]
+                ),
+                "{url}: {states:?}"
+            );
+        }
+        // The whole board, tier by tier, backup URLs included.
+        let board = torrent
+            .send(GetTrackers)
+            .await
+            .expect("the coordinator answers");
+        let now = Instant::now();
+        let rows: Vec<(&str, usize)> = board.iter().map(|t| (t.url.as_str(), t.tier)).collect();
+        assert_eq!(
+            rows,
+            [
+                (refusing.url.as_str(), 0),
+                (garbled.url.as_str(), 1),
+                (unusable.as_str(), 1)
+            ]
+        );
+        assert_eq!(
+            board[0].state,
+            TrackerState::Failed("http status 500".into())
+        );
+        assert_eq!(board[0].last_error.as_deref(), Some("http status 500"));
+        assert_eq!(board[0].failures, 1);
+        let retry = next_announce_in(&board[0], now).expect("a retry is scheduled");
+        assert!(retry <= Duration::from_secs(15), "{retry:?}");
+        assert!(
+            matches!(&board[1].state, TrackerState::Failed(e) if e.starts_with("bad http reply"))
+        );
+        // The second tier's first URL failed, so BEP 12 tried its backup, in the same
+        // step: a URL no Tracker can be built for.
+        assert_eq!(
+            board[2].state,
+            TrackerState::Unusable(
+                "unsupported tracker url scheme \"wss\": expected http, https or udp".into()
+            )
+        );
+        assert_eq!(board[2].next_announce, None);
+        torrent.send(Shutdown).await.expect("a clean stop");
+    });
 }
