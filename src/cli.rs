@@ -112,6 +112,15 @@ pub struct EngineArgs {
     /// Slow every piece write by this many milliseconds (for testing backpressure).
     #[arg(long, default_value_t = 0, hide = true)]
     pub debug_write_delay_ms: u64,
+    /// Give each HTTP tracker announce this many milliseconds, and wait this long before
+    /// the first UDP tracker retransmit instead of BEP 15's 15 s (for testing broken
+    /// trackers without waiting minutes).
+    #[arg(long, hide = true, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub debug_tracker_timeout_ms: Option<u64>,
+    /// Send each UDP tracker request this many times, not 8, before the announce fails
+    /// (for testing).
+    #[arg(long, hide = true, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=9))]
+    pub debug_udp_tracker_attempts: Option<u32>,
     /// Do not exchange peers with peers (BEP 11 peer exchange); private torrents never do.
     #[arg(long)]
     pub no_pex: bool,

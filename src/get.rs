@@ -2,6 +2,7 @@
 //! inputs, starts one torrent, shows progress, decides when seeding is over, and turns the
 //! engine's events into an exit code. No download logic lives here.
 
+use std::collections::HashMap;
 use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -20,6 +21,9 @@ use torrent_actors::engine::messages::{
 use torrent_actors::engine::metadata::{MagnetParams, MetadataFetcher};
 use torrent_actors::engine::metrics::{Metrics, MetricsSnapshot};
 use torrent_actors::engine::selection::check_selection;
+use torrent_actors::engine::tracker::{
+    status::next_announce_in, TrackerState, TrackerStatus, TrackerTimeouts,
+};
 use torrent_actors::magnet::{FileSelection, Magnet};
 use torrent_actors::metainfo::Metainfo;
 use torrent_actors::procstats::{self, ProcStats};
@@ -43,6 +47,8 @@ pub struct GetArgs {
     pub max_in_progress_bytes: u64,
     pub max_pending_bytes: u64,
     pub write_delay: Duration,
+    /// Trackers' time limits: the defaults, unless the hidden test options say otherwise.
+    pub tracker: TrackerTimeouts,
     pub fsync: bool,
     pub verbosity: u8,
     /// `--stats-every`: a statistics line on stderr this often.
@@ -90,6 +96,7 @@ impl GetArgs {
     }
 
     pub fn new(engine: crate::cli::EngineArgs, output: PathBuf, mode: Mode) -> Self {
+        let tracker = tracker_timeouts(&engine);
         Self {
             torrent: engine.torrent,
             output,
@@ -105,6 +112,7 @@ impl GetArgs {
             max_in_progress_bytes: engine.max_in_progress_mib << 20,
             max_pending_bytes: engine.max_pending_mib << 20,
             write_delay: Duration::from_millis(engine.debug_write_delay_ms),
+            tracker,
             fsync: engine.fsync,
             verbosity: engine.verbose,
             stats_every: engine.stats_every,
@@ -115,6 +123,20 @@ impl GetArgs {
             selection: None,
         }
     }
+}
+
+/// The trackers' time limits: BEP 15 and the engine's defaults, or what the hidden
+/// `--debug-tracker-timeout-ms` and `--debug-udp-tracker-attempts` ask for.
+fn tracker_timeouts(engine: &crate::cli::EngineArgs) -> TrackerTimeouts {
+    let mut limits = TrackerTimeouts::default();
+    if let Some(ms) = engine.debug_tracker_timeout_ms {
+        limits.request = Duration::from_millis(ms);
+        limits.udp_first_wait = Duration::from_millis(ms);
+    }
+    if let Some(attempts) = engine.debug_udp_tracker_attempts {
+        limits.udp_attempts = attempts;
+    }
+    limits
 }
 
 /// How the download ended.
@@ -148,10 +170,7 @@ impl Source {
                     error: anyhow::anyhow!("invalid magnet link: {e}"),
                 });
         }
-        let bytes = std::fs::read(arg).map_err(|e| Failure {
-            code: exit::UNREADABLE,
-            error: anyhow::anyhow!("cannot read {}: {e}", arg.display()),
-        })?;
+        let bytes = crate::read_torrent_file(arg)?;
         let metainfo = Metainfo::from_bytes(&bytes).map_err(|e| Failure {
             code: exit::INVALID_TORRENT,
             error: anyhow::anyhow!("invalid torrent {}: {e}", arg.display()),
@@ -270,6 +289,7 @@ async fn download(source: Source, args: &GetArgs, log: slog::Logger) -> (Outcome
     config.max_in_progress_bytes = args.max_in_progress_bytes;
     config.max_pending_bytes = args.max_pending_bytes;
     config.write_delay = args.write_delay;
+    config.tracker = args.tracker;
     config.sync_on_close = args.fsync;
     config.pex = args.pex;
     config.peer.request_timeout = args.request_timeout;
@@ -422,6 +442,9 @@ struct Face {
     last: Progress,
     /// `--stats-every` and `--stats-file`.
     stats: Stats,
+    /// Per tracker URL, what its last printed line said (state and message, not counts
+    /// or times), so a tracker that keeps failing the same way is shown once.
+    tracker_lines: HashMap<String, String>,
     done: Option<oneshot::Sender<(Outcome, String)>>,
 }
 
@@ -599,6 +622,7 @@ impl Face {
             seeding_since: None,
             last: Progress::default(),
             stats,
+            tracker_lines: HashMap::new(),
             done: Some(done),
         }
     }
@@ -639,6 +663,22 @@ impl Face {
                 HumanBytes(self.total),
                 HumanBytes(p.rate as u64)
             );
+        }
+    }
+
+    /// Prints a tracker's new status on stderr, if it differs in substance from what was
+    /// last printed about that tracker: its state and message, not its counts or times.
+    fn show_tracker(&mut self, status: &TrackerStatus) {
+        let Some((gist, line)) = tracker_line(status, Instant::now()) else {
+            return;
+        };
+        if self.tracker_lines.get(&status.url) == Some(&gist) {
+            return;
+        }
+        self.tracker_lines.insert(status.url.clone(), gist);
+        match &self.bar {
+            Some(bar) => bar.suspend(|| eprintln!("{line}")),
+            None => eprintln!("{line}"),
         }
     }
 
@@ -716,6 +756,7 @@ impl Handler<TorrentEvent> for Face {
                 self.last = p;
             }
             TorrentEvent::Failed(kind, message) => self.finish(Outcome::Failed(kind, message)),
+            TorrentEvent::Tracker(status) => self.show_tracker(&status),
             TorrentEvent::MetadataReceived {
                 name,
                 total_bytes,
@@ -739,5 +780,174 @@ impl Handler<TorrentEvent> for Face {
                 self.total = total_bytes;
             }
         }
+    }
+}
+
+/// What `get` says about a tracker: the gist (state and message, which must change for
+/// the line to be printed again) and the line itself, or `None` for states not worth a
+/// line (idle, or an announce under way).
+///
+/// The URL is shown without its query, where private trackers put the user's passkey,
+/// and, like the tracker's own text, with control characters defused.
+fn tracker_line(status: &TrackerStatus, now: Instant) -> Option<(String, String)> {
+    let url = torrent_actors::tracker::tracker_text(
+        status
+            .url
+            .split_once('?')
+            .map_or(status.url.as_str(), |(path, _)| path)
+            .as_bytes(),
+    );
+    let next = next_announce_in(status, now).map(format_wait);
+    let (gist, detail) = match &status.state {
+        TrackerState::Idle | TrackerState::Updating => return None,
+        TrackerState::Working => {
+            let mut gist = "working".to_string();
+            if let Some(warning) = &status.warning {
+                gist.push_str(&format!("; warning: {warning}"));
+            }
+            let peers = status.peers.unwrap_or(0);
+            let mut detail = format!("working, {peers} peer{}", plural(peers));
+            if let (Some(seeders), Some(leechers)) = (status.seeders, status.leechers) {
+                detail.push_str(&format!(
+                    " ({seeders} seeder{}, {leechers} leecher{})",
+                    plural(seeders as usize),
+                    plural(leechers as usize)
+                ));
+            }
+            if let Some(warning) = &status.warning {
+                detail.push_str(&format!("; warning: {warning}"));
+            }
+            if let Some(next) = next {
+                detail.push_str(&format!("; next announce in {next}"));
+            }
+            (gist, detail)
+        }
+        TrackerState::Failed(error) => {
+            let gist = format!("error: {error}");
+            let detail = match next {
+                Some(next) => format!("{gist}; retrying in {next}"),
+                None => gist.clone(),
+            };
+            (gist, detail)
+        }
+        TrackerState::Unusable(reason) => {
+            let gist = format!("unusable: {reason}");
+            (gist.clone(), gist)
+        }
+    };
+    Some((gist, format!("tracker {url}: {detail}")))
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 {
+        ""
+    } else {
+        "s"
+    }
+}
+
+/// A wait as a person reads it: seconds under two minutes, then minutes, then hours and
+/// minutes; a part second counts as a whole one, so nothing scheduled reads "0 s".
+fn format_wait(wait: Duration) -> String {
+    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    match secs {
+        0 => "a moment".to_string(),
+        1..=119 => format!("{secs} s"),
+        120..=7199 => format!("{} min", secs.div_ceil(60)),
+        _ => format!("{} h {} min", secs / 3600, (secs % 3600) / 60),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(url: &str, state: TrackerState) -> TrackerStatus {
+        TrackerStatus {
+            url: url.to_string(),
+            tier: 0,
+            state,
+            last_error: None,
+            failures: 0,
+            peers: None,
+            seeders: None,
+            leechers: None,
+            warning: None,
+            next_announce: None,
+        }
+    }
+
+    #[test]
+    fn a_failing_tracker_line_names_the_error_and_the_retry() {
+        let now = Instant::now();
+        let mut s = status(
+            "udp://t.example:6969/announce",
+            TrackerState::Failed("no reply from udp tracker after 8 attempts".into()),
+        );
+        s.next_announce = Some(now + Duration::from_secs(15));
+        let (gist, line) = tracker_line(&s, now).unwrap();
+        assert_eq!(gist, "error: no reply from udp tracker after 8 attempts");
+        assert_eq!(
+            line,
+            "tracker udp://t.example:6969/announce: error: no reply from udp tracker after 8 attempts; retrying in 15 s"
+        );
+    }
+
+    #[test]
+    fn a_working_tracker_line_counts_peers_and_says_when_it_announces_again() {
+        let now = Instant::now();
+        let mut s = status("http://t.example/announce", TrackerState::Working);
+        s.peers = Some(1);
+        s.seeders = Some(3);
+        s.leechers = Some(1);
+        s.next_announce = Some(now + Duration::from_secs(1800));
+        let (gist, line) = tracker_line(&s, now).unwrap();
+        assert_eq!(gist, "working");
+        assert_eq!(
+            line,
+            "tracker http://t.example/announce: working, 1 peer (3 seeders, 1 leecher); next announce in 30 min"
+        );
+        s.warning = Some("slow down".into());
+        let (gist, line) = tracker_line(&s, now).unwrap();
+        assert_eq!(gist, "working; warning: slow down");
+        assert!(line.contains("1 leecher); warning: slow down; next announce in 30 min"));
+    }
+
+    #[test]
+    fn idle_and_updating_trackers_get_no_line() {
+        let now = Instant::now();
+        assert!(tracker_line(&status("http://a/", TrackerState::Idle), now).is_none());
+        assert!(tracker_line(&status("http://a/", TrackerState::Updating), now).is_none());
+    }
+
+    #[test]
+    fn the_url_is_shown_without_its_passkey_and_without_control_characters() {
+        let now = Instant::now();
+        let s = status(
+            "http://t.example/announce?passkey=SECRET",
+            TrackerState::Unusable("bad".into()),
+        );
+        let (_, line) = tracker_line(&s, now).unwrap();
+        assert_eq!(line, "tracker http://t.example/announce: unusable: bad");
+        let s = status(
+            "wss://a\x1b[2J/announce",
+            TrackerState::Unusable("bad".into()),
+        );
+        let (_, line) = tracker_line(&s, now).unwrap();
+        assert!(!line.contains('\x1b'), "{line:?}");
+    }
+
+    #[test]
+    fn waits_read_as_seconds_minutes_or_hours() {
+        let wait = |ms| format_wait(Duration::from_millis(ms));
+        assert_eq!(wait(0), "a moment");
+        assert_eq!(wait(200), "1 s");
+        assert_eq!(wait(15_000), "15 s");
+        assert_eq!(wait(119_000), "119 s");
+        assert_eq!(wait(120_000), "2 min");
+        assert_eq!(wait(1_800_000), "30 min");
+        assert_eq!(wait(5_400_000), "90 min");
+        assert_eq!(wait(7_200_000), "2 h 0 min");
+        assert_eq!(wait(3_825_000 * 2), "2 h 7 min");
     }
 }

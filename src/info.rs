@@ -10,10 +10,7 @@ use torrent_actors::metainfo::Metainfo;
 use crate::{exit, Failure};
 
 pub fn run(path: &Path) -> Result<(), Failure> {
-    let bytes = std::fs::read(path).map_err(|e| Failure {
-        code: exit::UNREADABLE,
-        error: anyhow::anyhow!("cannot read {}: {e}", path.display()),
-    })?;
+    let bytes = crate::read_torrent_file(path)?;
     let metainfo = Metainfo::from_bytes(&bytes).map_err(|e| Failure {
         code: exit::INVALID_TORRENT,
         error: anyhow::anyhow!("invalid torrent {}: {e}", path.display()),

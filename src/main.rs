@@ -7,6 +7,8 @@ mod get;
 mod info;
 mod logging;
 
+use std::io::Read;
+use std::path::Path;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -36,6 +38,36 @@ mod exit {
     pub const NO_PEERS: u8 = 7;
     /// Stopped by Ctrl-C (the shell's convention for SIGINT).
     pub const INTERRUPTED: u8 = 130;
+}
+
+/// The largest `.torrent` file read: 64 MiB, twice the largest info dictionary a magnet
+/// link may bring (30 MiB) plus room for tracker lists and comments. A path to something
+/// endless (`/dev/zero`, a pipe) or to a huge file given by mistake then costs at most
+/// this much memory.
+const MAX_TORRENT_FILE: u64 = 64 << 20;
+
+/// Reads a `.torrent` file for `info` and `get`, at most [`MAX_TORRENT_FILE`] bytes.
+fn read_torrent_file(path: &Path) -> Result<Vec<u8>, Failure> {
+    let unreadable = |e: std::io::Error| Failure {
+        code: exit::UNREADABLE,
+        error: anyhow::anyhow!("cannot read {}: {e}", path.display()),
+    };
+    let file = std::fs::File::open(path).map_err(unreadable)?;
+    let mut bytes = Vec::new();
+    file.take(MAX_TORRENT_FILE + 1)
+        .read_to_end(&mut bytes)
+        .map_err(unreadable)?;
+    if bytes.len() as u64 > MAX_TORRENT_FILE {
+        return Err(Failure {
+            code: exit::INVALID_TORRENT,
+            error: anyhow::anyhow!(
+                "invalid torrent {}: larger than {} MiB, more than any torrent needs",
+                path.display(),
+                MAX_TORRENT_FILE >> 20
+            ),
+        });
+    }
+    Ok(bytes)
 }
 
 fn main() -> ExitCode {

@@ -32,7 +32,9 @@ use super::piece_manager::{PieceManager, PieceManagerLinks};
 use super::resume::{plan_start, FileRecord, ResumeData};
 use super::selection::SelectedFiles;
 use super::storage::{FileReader, FileWriter, Hasher};
-use super::tracker::{Tiers, Tracker, TrackerConfig, TrackerLinks};
+use super::tracker::{
+    Tiers, Tracker, TrackerBoard, TrackerConfig, TrackerLinks, TrackerStatus, TrackerTimeouts,
+};
 use super::PeerKey;
 use crate::layout::{Layout, PieceIndex};
 use crate::magnet::FileSelection;
@@ -105,6 +107,8 @@ pub struct EngineConfig {
     pub initial_peers: Vec<SocketAddr>,
     /// Shortest re-announce interval accepted from a tracker.
     pub min_announce_interval: Duration,
+    /// How long an announce may take and how failed ones are retried, for every tracker.
+    pub tracker: TrackerTimeouts,
     /// Added to every piece write, to simulate a slow disk in tests of backpressure.
     pub write_delay: Duration,
     /// Sync the files to disk when the torrent completes or stops.
@@ -141,6 +145,7 @@ impl EngineConfig {
             connect: ConnectTimeouts::default(),
             initial_peers: Vec::new(),
             min_announce_interval: Duration::from_secs(30),
+            tracker: TrackerTimeouts::default(),
             write_delay: Duration::ZERO,
             sync_on_close: false,
             upload_slots: 4,
@@ -243,6 +248,8 @@ pub struct Coordinator {
     _live: LiveGuard,
     trackers: HashMap<String, Addr<Tracker>>,
     tiers: Tiers,
+    /// Every tracker's status as last reported, for the face.
+    tracker_board: TrackerBoard,
     events: Recipient<TorrentEvent>,
     /// Start-up check: pieces left to check, and in flight.
     check_queue: VecDeque<PieceIndex>,
@@ -344,6 +351,7 @@ impl Coordinator {
             .log
             .new(o!("torrent" => params.metainfo.info_hash.to_hex()));
         let tiers = Tiers::new(params.metainfo.trackers.clone());
+        let tracker_board = TrackerBoard::new(&tiers.urls());
         // BEP 27: a private torrent's peers come from its trackers alone.
         let private = params.metainfo.info.private;
         let dht = params.dht.filter(|_| !private);
@@ -353,6 +361,10 @@ impl Coordinator {
                 log,
                 "private torrent: trackers only, no DHT or peer exchange"
             );
+        }
+        if tiers.dropped() > 0 {
+            warn!(log, "too many trackers, only the first ones are used";
+                  "used" => super::tracker::MAX_TRACKERS, "left out" => tiers.dropped());
         }
         Coordinator {
             info_bytes: bytes::Bytes::from(params.metainfo.info_bytes),
@@ -391,6 +403,7 @@ impl Coordinator {
             piece_manager: None,
             trackers: HashMap::new(),
             tiers,
+            tracker_board,
             events: params.events,
             check_queue: VecDeque::new(),
             check_total: 0,
@@ -494,8 +507,9 @@ impl Coordinator {
         }
     }
 
-    /// Keeps a few piece checks in flight: read on the FileReader pool, hash on the Hasher
-    /// pool.
+    /// Keeps a few piece checks in flight on the FileReader pool, which reads and hashes
+    /// each piece a window at a time: a torrent claiming huge pieces costs no more memory
+    /// here than one with small ones.
     fn pump_checks(&mut self, ctx: &mut Context<Self>) {
         while self.checks_in_flight < 4 {
             let Some(piece) = self.check_queue.pop_front() else {
@@ -503,28 +517,14 @@ impl Coordinator {
             };
             self.checks_in_flight += 1;
             let reader = self.reader.clone();
-            let hasher = self.hasher.clone();
             let expected = *self.info.piece_hash(piece);
-            let length = self.layout.piece_len(piece);
             let check = async move {
-                let data = reader
-                    .send(ReadBlock {
-                        piece,
-                        offset: 0,
-                        length,
-                    })
+                let ok = reader
+                    .send(CheckPiece { piece, expected })
                     .await
                     .ok()?
                     .ok()?;
-                let outcome = hasher
-                    .send(HashPiece {
-                        blocks: vec![data],
-                        expected,
-                        block_digests: false,
-                    })
-                    .await
-                    .ok()?;
-                Some(outcome.ok)
+                Some(ok)
             };
             ctx.spawn(check.into_actor(self).map(move |ok, act, ctx| {
                 act.checks_in_flight -= 1;
@@ -639,8 +639,16 @@ impl Coordinator {
     }
 
     fn start_tracker(&mut self, url: &str, port: u16, key: u32, ctx: &mut Context<Self>) {
-        let Ok(parsed) = url::Url::parse(url) else {
-            warn!(self.log, "unusable tracker URL"; "url" => url);
+        let parsed = match url::Url::parse(url) {
+            Ok(parsed) => Some(parsed),
+            Err(e) => {
+                info!(self.log, "unusable tracker URL"; "url" => url);
+                let change = self.tracker_board.unusable(url, format!("not a url: {e}"));
+                self.tracker_changed(change);
+                None
+            }
+        };
+        let Some(parsed) = parsed else {
             if let Some(next) = self.tiers.on_result(url, false) {
                 if !self.trackers.contains_key(&next) && next != url {
                     self.start_tracker(&next, port, key, ctx);
@@ -648,12 +656,15 @@ impl Coordinator {
             }
             return;
         };
-        let mut config = TrackerConfig::new(parsed, self.info_hash, self.config.peer_id, port, key);
+        let mut config = TrackerConfig::new(parsed, self.info_hash, self.config.peer_id, port, key)
+            .with_timeouts(&self.config.tracker);
         config.interval_floor = self.config.min_announce_interval;
+        config.metrics = self.config.metrics.of(ActorKind::Tracker);
         let me = ctx.address();
         let links = TrackerLinks {
             peers: me.clone().recipient(),
             stats: me.clone().recipient(),
+            announcing: me.clone().recipient(),
             report: me.recipient(),
         };
         match Tracker::new(config, links, self.log.clone()) {
@@ -663,7 +674,9 @@ impl Coordinator {
                 self.trackers.insert(url.to_string(), tracker);
             }
             Err(e) => {
-                warn!(self.log, "unusable tracker"; "url" => url, "error" => %e);
+                info!(self.log, "unusable tracker"; "url" => url, "error" => %e);
+                let change = self.tracker_board.unusable(url, e.to_string());
+                self.tracker_changed(change);
                 // Each URL fails at most once here, so this ends.
                 if let Some(next) = self.tiers.on_result(url, false) {
                     if !self.trackers.contains_key(&next) {
@@ -671,6 +684,14 @@ impl Coordinator {
                     }
                 }
             }
+        }
+    }
+
+    /// Tells the face about a tracker whose status changed, unless the torrent is
+    /// stopping (the `stopped` announces are nobody's concern by then).
+    fn tracker_changed(&self, change: Option<TrackerStatus>) {
+        if let Some(status) = change.filter(|_| !self.stopping) {
+            self.events.do_send(TorrentEvent::Tracker(status));
         }
     }
 
@@ -1438,8 +1459,11 @@ impl Handler<TrackerReport> for Coordinator {
             Ok(summary) => {
                 debug!(self.log, "tracker answered"; "url" => &msg.url, "peers" => summary.peers)
             }
-            Err(e) => warn!(self.log, "tracker failed"; "url" => &msg.url, "error" => e),
+            // The face shows the failure (once, not at every retry); the log keeps each.
+            Err(e) => info!(self.log, "tracker failed"; "url" => &msg.url, "error" => e),
         }
+        let change = self.tracker_board.reported(&msg, Instant::now());
+        self.tracker_changed(change);
         if let Some(next) = self.tiers.on_result(&msg.url, msg.outcome.is_ok()) {
             if !self.trackers.contains_key(&next) && !self.stopping {
                 let port = self
@@ -1448,6 +1472,25 @@ impl Handler<TrackerReport> for Coordinator {
                 self.start_tracker(&next, port, rand::random(), ctx);
             }
         }
+    }
+}
+
+impl Handler<TrackerAnnouncing> for Coordinator {
+    type Result = ();
+
+    fn handle(&mut self, msg: TrackerAnnouncing, _: &mut Context<Self>) {
+        let _timing = self.metrics.handling_unqueued("TrackerAnnouncing");
+        let change = self.tracker_board.announcing(&msg.url);
+        self.tracker_changed(change);
+    }
+}
+
+impl Handler<GetTrackers> for Coordinator {
+    type Result = MessageResult<GetTrackers>;
+
+    fn handle(&mut self, _: GetTrackers, _: &mut Context<Self>) -> Self::Result {
+        let _timing = self.metrics.handling_unqueued("GetTrackers");
+        MessageResult(self.tracker_board.statuses().to_vec())
     }
 }
 

@@ -13,6 +13,7 @@ use actix::prelude::*;
 use bytes::Bytes;
 
 use super::resume::{FileRecord, ResumeData};
+use super::tracker::TrackerStatus;
 use super::PeerKey;
 use crate::layout::PieceIndex;
 use crate::wire::{Bitfield, BlockRequest};
@@ -450,8 +451,8 @@ pub struct AnnounceStats {
     pub left: u64,
 }
 
-/// Tracker → Coordinator: how the last announce went, for the user and for BEP 12 tier
-/// fallback.
+/// Tracker → Coordinator: how the last announce went, for the user (the tracker's
+/// status) and for BEP 12 tier fallback.
 #[derive(Message, Debug, Clone)]
 #[rtype(result = "()")]
 pub struct TrackerReport {
@@ -459,7 +460,26 @@ pub struct TrackerReport {
     pub url: String,
     /// What happened.
     pub outcome: Result<AnnounceSummary, String>,
+    /// How long until the tracker announces again: the interval after a success, the
+    /// back-off after a failure, zero when an event is still owed; `None` after the
+    /// `stopped` announce, which is the last.
+    pub next_announce: Option<Duration>,
 }
+
+/// Tracker → Coordinator: an announce began, so the tracker's status reads "updating"
+/// until its `TrackerReport`.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct TrackerAnnouncing {
+    /// The tracker's URL.
+    pub url: String,
+}
+
+/// Face → Coordinator (or MetadataFetcher): the status of every tracker of the torrent,
+/// in tier order, for a face that shows a tracker list.
+#[derive(Message)]
+#[rtype(result = "Vec<TrackerStatus>")]
+pub struct GetTrackers;
 
 /// A successful announce.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -578,6 +598,19 @@ pub struct ReadBlock {
     pub length: u32,
 }
 
+/// Coordinator → FileReader (SyncArbiter pool): does a piece on disk match its hash? The
+/// start-up check of data found on disk. The reader hashes the piece as it reads it, a
+/// window at a time, so a check costs one window of memory however long the torrent
+/// says its pieces are.
+#[derive(Message)]
+#[rtype(result = "Result<bool, StorageError>")]
+pub struct CheckPiece {
+    /// Which piece.
+    pub piece: PieceIndex,
+    /// The SHA-1 from the metainfo.
+    pub expected: [u8; 20],
+}
+
 // ---------------------------------------------------------------------------------------
 // Peer → RateLimiter
 // ---------------------------------------------------------------------------------------
@@ -626,6 +659,9 @@ pub enum TorrentEvent {
         /// Where the `.torrent` was saved for reuse, if saving worked.
         torrent_file: Option<std::path::PathBuf>,
     },
+    /// A tracker's status changed: an announce began or ended, or its URL proved
+    /// unusable. Sent on every change, so a face decides what is worth showing.
+    Tracker(TrackerStatus),
 }
 
 /// Classes of fatal failure, so the face can choose an exit code.

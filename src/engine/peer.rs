@@ -505,7 +505,10 @@ impl Peer {
                 self.pex_heard = Some(Instant::now());
                 if !pex.added.is_empty() {
                     debug!(self.log, "peers from ut_pex"; "added" => pex.added.len());
-                    self.coordinator.do_send(PeersFound {
+                    // Peer lists come from trackers, the DHT and peer exchange alike, at
+                    // most about once a minute each; they are timed, not counted in the
+                    // mailbox depth (see `engine::metrics`).
+                    self.coordinator.addr().do_send(PeersFound {
                         peers: pex.added,
                         source: PeerSource::Pex,
                     });

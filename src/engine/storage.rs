@@ -42,8 +42,8 @@ use bytes::Bytes;
 use sha1::{Digest, Sha1};
 
 use super::messages::{
-    CloseStorage, HashOutcome, HashPiece, OpenReport, OpenStorage, ReadBlock, SaveResume,
-    StorageError, WritePiece,
+    CheckPiece, CloseStorage, HashOutcome, HashPiece, OpenReport, OpenStorage, ReadBlock,
+    SaveResume, StorageError, WritePiece,
 };
 use super::metrics::{ActorKind, ActorMetrics, LiveGuard};
 use super::parts::PartSlots;
@@ -166,6 +166,43 @@ impl FileWriter {
 
     fn parts_path(&self) -> PathBuf {
         parts_path(&self.root, &self.layout)
+    }
+
+    /// Refuses, before anything is created, a torrent whose selected files add up to
+    /// more than the whole filesystem under the download folder: it could never
+    /// complete, and its files, made at their final size, would be sparse files of that
+    /// size (a hostile torrent can claim a petabyte with 40 MiB of piece hashes). Free
+    /// space is not checked: it may be freed while the download runs, and running out
+    /// is reported when a write fails.
+    fn check_capacity(&self) -> Result<(), StorageError> {
+        let needed: u64 = self
+            .layout
+            .files()
+            .iter()
+            .enumerate()
+            .filter(|(i, f)| !f.padding && self.selected.is_selected(*i))
+            .fold(0u64, |sum, (_, f)| sum.saturating_add(f.length));
+        match filesystem_capacity(&self.root) {
+            Some(capacity) if needed > capacity => {
+                let top = self
+                    .layout
+                    .files()
+                    .first()
+                    .and_then(|f| f.path.components().first())
+                    .map_or_else(|| self.root.clone(), |name| self.root.join(name));
+                Err(StorageError {
+                    path: top.display().to_string(),
+                    message: format!(
+                        "the torrent needs {} but the whole filesystem holds {}; \
+                         choose another output folder",
+                        approximate_size(needed),
+                        approximate_size(capacity)
+                    ),
+                    disk_full: true,
+                })
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Opens an existing part file if its header is this torrent's. A missing, foreign or
@@ -438,6 +475,7 @@ impl Handler<OpenStorage> for FileWriter {
         let _timing = self.metrics.handling("OpenStorage");
         self.closed = false;
         self.reserve_held = false;
+        self.check_capacity()?;
         let before = self.file_records();
         let resume = fs::read(self.resume_path()).ok();
         let parts_before = self.open_existing_parts();
@@ -722,26 +760,99 @@ impl Actor for FileReader {
     type Context = SyncContext<Self>;
 }
 
-impl Handler<ReadBlock> for FileReader {
-    type Result = Result<Bytes, StorageError>;
-
-    fn handle(&mut self, msg: ReadBlock, _: &mut SyncContext<Self>) -> Self::Result {
-        let _timing = self.metrics.handling("ReadBlock");
-        let start = self.layout.piece_offset(msg.piece) + u64::from(msg.offset);
-        let mut buf = vec![0u8; msg.length as usize];
-        for span in self.layout.spans(start, msg.length) {
+impl FileReader {
+    /// Fills `buf` with the bytes of `piece` from `offset`, across its files; the caller
+    /// has checked the range lies inside the piece. Padding reads as zeros, so `buf` must
+    /// come zeroed.
+    fn read_range(
+        &mut self,
+        piece: PieceIndex,
+        offset: u32,
+        buf: &mut [u8],
+    ) -> Result<(), StorageError> {
+        let start = self.layout.piece_offset(piece) + u64::from(offset);
+        let length = u32::try_from(buf.len()).unwrap_or(u32::MAX);
+        for span in self.layout.spans(start, length) {
             if self.layout.files()[span.file].padding {
-                continue; // Padding reads as zeros, as `buf` already is.
+                continue;
             }
             let from = span.piece_offset as usize;
             let Some(dst) = buf.get_mut(from..from + span.len as usize) else {
                 continue;
             };
-            let in_piece = u64::from(msg.offset) + u64::from(span.piece_offset);
-            self.read_span(span.file, span.file_offset, msg.piece, in_piece, dst)?;
+            let in_piece = u64::from(offset) + u64::from(span.piece_offset);
+            self.read_span(span.file, span.file_offset, piece, in_piece, dst)?;
         }
+        Ok(())
+    }
+}
+
+impl Handler<ReadBlock> for FileReader {
+    type Result = Result<Bytes, StorageError>;
+
+    fn handle(&mut self, msg: ReadBlock, _: &mut SyncContext<Self>) -> Self::Result {
+        let _timing = self.metrics.handling("ReadBlock");
+        let mut buf = vec![0u8; msg.length as usize];
+        self.read_range(msg.piece, msg.offset, &mut buf)?;
         Ok(Bytes::from(buf))
     }
+}
+
+/// How much of a piece [`CheckPiece`] reads at a time: the memory one check costs,
+/// whatever piece length the torrent claims (up to 512 MiB).
+pub const CHECK_WINDOW: u32 = 1 << 20;
+
+impl Handler<CheckPiece> for FileReader {
+    type Result = Result<bool, StorageError>;
+
+    fn handle(&mut self, msg: CheckPiece, _: &mut SyncContext<Self>) -> Self::Result {
+        let _timing = self.metrics.handling("CheckPiece");
+        let length = self.layout.piece_len(msg.piece);
+        let mut sha = Sha1::new();
+        let mut window = vec![0u8; length.min(CHECK_WINDOW) as usize];
+        let mut offset = 0;
+        while offset < length {
+            let n = (length - offset).min(CHECK_WINDOW) as usize;
+            let buf = &mut window[..n];
+            buf.fill(0);
+            self.read_range(msg.piece, offset, buf)?;
+            sha.update(&*buf);
+            offset += n as u32;
+        }
+        Ok(<[u8; 20]>::from(sha.finalize()) == msg.expected)
+    }
+}
+
+/// `bytes` in the largest binary unit that keeps it at least 1, to one decimal: for
+/// messages, where the exact count would only be noise.
+fn approximate_size(bytes: u64) -> String {
+    const UNITS: [&str; 7] = ["bytes", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} bytes")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+/// The size of the filesystem that holds `dir` (or, if `dir` does not exist yet, its
+/// nearest existing ancestor), in bytes; `None` when the system cannot say (some network
+/// and FUSE filesystems report no size at all).
+pub fn filesystem_capacity(dir: &Path) -> Option<u64> {
+    let existing = dir.ancestors().find(|a| a.exists())?;
+    let existing = if existing.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        existing
+    };
+    let stats = rustix::fs::statvfs(existing).ok()?;
+    let capacity = stats.f_blocks.checked_mul(stats.f_frsize)?;
+    (capacity > 0).then_some(capacity)
 }
 
 #[cfg(test)]
@@ -830,6 +941,84 @@ mod tests {
                 .unwrap();
             (read, report)
         })
+    }
+
+    #[test]
+    fn sizes_in_messages_are_rounded_to_the_largest_binary_unit() {
+        assert_eq!(approximate_size(1000), "1000 bytes");
+        assert_eq!(approximate_size(4 << 20), "4.0 MiB");
+        assert_eq!(approximate_size(1 << 49), "512.0 TiB");
+        assert_eq!(approximate_size(u64::MAX), "16.0 EiB");
+    }
+
+    #[test]
+    fn capacity_is_that_of_the_nearest_existing_folder() {
+        let tmp = tempfile::tempdir().unwrap();
+        let here = filesystem_capacity(tmp.path()).expect("a local filesystem has a size");
+        assert_eq!(
+            filesystem_capacity(&tmp.path().join("not/yet/made")),
+            Some(here)
+        );
+    }
+
+    #[test]
+    fn check_piece_hashes_pieces_larger_than_its_window_across_files() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().to_path_buf();
+        let p = |n: &str| SafePath::new(&["big", n]).unwrap();
+        let piece_len = 3 * CHECK_WINDOW + 1234;
+        let layout = Arc::new(
+            Layout::new(
+                u64::from(piece_len),
+                [
+                    (p("a"), u64::from(piece_len) - 5000, false),
+                    (p("b"), 2 * u64::from(piece_len), false),
+                ],
+            )
+            .unwrap(),
+        );
+        let data = data(&layout);
+        fs::create_dir_all(root.join("big")).unwrap();
+        let split = (u64::from(piece_len) - 5000) as usize;
+        fs::write(root.join("big/a"), &data[..split]).unwrap();
+        let mut b = data[split..].to_vec();
+        // One byte wrong in the last piece.
+        let last = b.len() - 10;
+        b[last] ^= 0xFF;
+        fs::write(root.join("big/b"), &b).unwrap();
+        let expected: Vec<[u8; 20]> = layout
+            .pieces()
+            .map(|piece| <[u8; 20]>::from(Sha1::digest(piece_bytes(&layout, &data, piece))))
+            .collect();
+        let sel = selected(&layout, None);
+        let outcome = actix::System::new().block_on(async move {
+            let start = || {
+                let (l, r, s) = (layout.clone(), root.clone(), sel.clone());
+                SyncArbiter::start(1, move || FileReader::new(r.clone(), l.clone(), s.clone()))
+            };
+            let reader = start();
+            let mut outcome = Vec::new();
+            for (piece, expected) in layout.pieces().zip(expected) {
+                let ok = reader.send(CheckPiece { piece, expected }).await.unwrap();
+                outcome.push(ok.ok());
+            }
+            // A reader that finds the file gone (this one kept its handle open).
+            fs::remove_file(root.join("big/b")).unwrap();
+            let piece = layout.piece(1).unwrap();
+            let missing = start()
+                .send(CheckPiece {
+                    piece,
+                    expected: [0; 20],
+                })
+                .await
+                .unwrap();
+            (outcome, missing.is_err())
+        });
+        assert_eq!(outcome.0, [Some(true), Some(true), Some(false)]);
+        assert!(
+            outcome.1,
+            "a missing file must be an error, not a failed hash"
+        );
     }
 
     #[test]

@@ -30,6 +30,57 @@ pub const COMPACT_V4_LEN: usize = 6;
 /// Size of one compact IPv6 peer entry: sixteen address bytes and a big-endian port.
 pub const COMPACT_V6_LEN: usize = 18;
 
+/// The most bytes of a tracker's free text (a `failure reason`, a `warning message`, a
+/// UDP error message) that are kept. Such text is shown to the user on one line; a
+/// tracker could otherwise send megabytes of it.
+pub const MAX_TRACKER_TEXT: usize = 256;
+
+/// A tracker's free text, made fit to keep and to print: invalid UTF-8 becomes U+FFFD,
+/// every run of whitespace (newlines included) becomes one space, control characters
+/// and the Unicode controls that reorder text become U+FFFD (so a hostile tracker cannot
+/// send terminal escapes or make a line read backwards), and text over
+/// [`MAX_TRACKER_TEXT`] bytes is cut at a character boundary and ends with `…`.
+pub fn tracker_text(bytes: &[u8]) -> String {
+    // A character is at most four bytes, so this prefix holds everything that is kept
+    // and the memory spent does not depend on what the tracker sent.
+    let window = MAX_TRACKER_TEXT * 4;
+    let mut cut = bytes.len() > window;
+    let lossy = String::from_utf8_lossy(bytes.get(..window).unwrap_or(bytes));
+    let mut out = String::new();
+    let mut pending_space = false;
+    for c in lossy.trim().chars() {
+        if c.is_whitespace() {
+            pending_space = true;
+            continue;
+        }
+        let c = if c.is_control() || reorders_text(c) {
+            '\u{FFFD}'
+        } else {
+            c
+        };
+        let space = usize::from(pending_space);
+        if out.len() + space + c.len_utf8() > MAX_TRACKER_TEXT {
+            cut = true;
+            break;
+        }
+        if pending_space {
+            out.push(' ');
+            pending_space = false;
+        }
+        out.push(c);
+    }
+    if cut {
+        out.push('…');
+    }
+    out
+}
+
+/// The bidirectional formatting characters (embeddings, overrides, isolates and marks),
+/// which change how the rest of a line is displayed.
+fn reorders_text(c: char) -> bool {
+    matches!(c, '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
+
 /// Why the client is announcing, when it is not a plain periodic re-announce.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Event {
@@ -280,6 +331,47 @@ mod tests {
         assert_eq!(v, vec![a, b]);
     }
 
+    #[test]
+    fn tracker_text_keeps_plain_text_as_it_is() {
+        assert_eq!(
+            tracker_text(b"torrent not registered"),
+            "torrent not registered"
+        );
+        assert_eq!(
+            tracker_text("d\u{e9}j\u{e0} vu".as_bytes()),
+            "d\u{e9}j\u{e0} vu"
+        );
+        assert_eq!(tracker_text(b""), "");
+    }
+
+    #[test]
+    fn tracker_text_defuses_escapes_newlines_and_reordering() {
+        assert_eq!(
+            tracker_text(b"\x1b[2J\x1b]0;owned\x07gone"),
+            "\u{FFFD}[2J\u{FFFD}]0;owned\u{FFFD}gone"
+        );
+        assert_eq!(
+            tracker_text(b"  line one\r\n\r\nline\ttwo\n"),
+            "line one line two"
+        );
+        assert_eq!(tracker_text("abc\u{202E}fed".as_bytes()), "abc\u{FFFD}fed");
+        assert_eq!(tracker_text(&[b'o', 0xff, b'k']), "o\u{FFFD}k");
+    }
+
+    #[test]
+    fn tracker_text_is_cut_at_the_limit_on_a_character_boundary() {
+        let long = "\u{e9}".repeat(1000);
+        let kept = tracker_text(long.as_bytes());
+        assert!(kept.ends_with('…'));
+        let body = kept.trim_end_matches('…');
+        assert!(body.len() <= MAX_TRACKER_TEXT && body.len() > MAX_TRACKER_TEXT - 2);
+        assert!(body.chars().all(|c| c == '\u{e9}'));
+        let huge = vec![b'x'; 10 << 20];
+        assert_eq!(tracker_text(&huge).len(), MAX_TRACKER_TEXT + '…'.len_utf8());
+        let exact = "y".repeat(MAX_TRACKER_TEXT);
+        assert_eq!(tracker_text(exact.as_bytes()), exact);
+    }
+
     fn arb_peer(family: AddressFamily) -> impl Strategy<Value = SocketAddr> {
         let ip = match family {
             AddressFamily::V4 => any::<[u8; 4]>().prop_map(IpAddr::from).boxed(),
@@ -300,6 +392,14 @@ mod tests {
         fn compact_v6_peers_round_trip(peers in proptest::collection::vec(arb_peer(AddressFamily::V6), 0..50)) {
             let bytes = encode_compact_peers(&peers, AddressFamily::V6);
             prop_assert_eq!(parse_compact_peers(&bytes, AddressFamily::V6), Some(peers));
+        }
+
+        #[test]
+        fn tracker_text_is_short_and_free_of_controls(bytes in proptest::collection::vec(any::<u8>(), 0..2000)) {
+            let text = tracker_text(&bytes);
+            prop_assert!(text.len() <= MAX_TRACKER_TEXT + '…'.len_utf8());
+            prop_assert!(!text.chars().any(|c| c.is_control() || reorders_text(c)));
+            prop_assert!(!text.contains("  ") && text.trim() == text);
         }
 
         #[test]

@@ -19,14 +19,14 @@ fn corpus_dir() -> PathBuf {
 }
 
 /// One hostile file and the error text it must produce.
-struct Case {
-    path: PathBuf,
-    expected: String,
+pub(crate) struct Case {
+    pub(crate) path: PathBuf,
+    pub(crate) expected: String,
 }
 
 /// Reads `expected.tsv` and checks that it and the folder list the same files, so a case
 /// cannot be added on one side and forgotten on the other.
-fn corpus() -> Vec<Case> {
+pub(crate) fn corpus() -> Vec<Case> {
     let dir = corpus_dir();
     let table = fs::read_to_string(dir.join("expected.tsv")).expect("expected.tsv is readable");
     let mut expected = BTreeMap::new();

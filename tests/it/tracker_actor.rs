@@ -14,8 +14,8 @@ use futures::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use torrent_actors::engine::messages::{
-    AnnounceStats, GetAnnounceStats, PeerSource, PeersFound, TrackerCompleted, TrackerReport,
-    TrackerStart, TrackerStop,
+    AnnounceStats, GetAnnounceStats, PeerSource, PeersFound, TrackerAnnouncing, TrackerCompleted,
+    TrackerReport, TrackerStart, TrackerStop,
 };
 use torrent_actors::engine::tracker::{Tracker, TrackerConfig, TrackerLinks};
 use torrent_actors::tracker::http;
@@ -44,6 +44,8 @@ const CONNECTION_ID: u64 = 0x00C0_FFEE_0000_0001;
 enum Seen {
     /// A `PeersFound`: the addresses and who named them.
     Peers(Vec<SocketAddr>, PeerSource),
+    /// A `TrackerAnnouncing`: an announce began.
+    Announcing(String),
     /// A `TrackerReport`, as sent.
     Report(TrackerReport),
 }
@@ -72,6 +74,13 @@ impl Handler<TrackerReport> for Recorder {
     }
 }
 
+impl Handler<TrackerAnnouncing> for Recorder {
+    type Result = ();
+    fn handle(&mut self, msg: TrackerAnnouncing, _: &mut Self::Context) {
+        let _ = self.seen.unbounded_send(Seen::Announcing(msg.url));
+    }
+}
+
 impl Handler<GetAnnounceStats> for Recorder {
     type Result = MessageResult<GetAnnounceStats>;
     fn handle(&mut self, _: GetAnnounceStats, _: &mut Self::Context) -> Self::Result {
@@ -87,6 +96,10 @@ struct Subject {
     seen: UnboundedReceiver<Seen>,
     /// Its URL, which every report and peer source must name.
     url: String,
+    /// `TrackerAnnouncing` messages seen so far.
+    announcing: usize,
+    /// Reports seen so far.
+    reports: usize,
 }
 
 impl Subject {
@@ -97,6 +110,7 @@ impl Subject {
         let links = TrackerLinks {
             peers: recorder.clone().recipient(),
             stats: recorder.clone().recipient(),
+            announcing: recorder.clone().recipient(),
             report: recorder.recipient(),
         };
         let url = config.url.to_string();
@@ -104,14 +118,35 @@ impl Subject {
         let tracker = Tracker::new(config, links, log)
             .expect("a tracker for a loopback url")
             .start();
-        Subject { tracker, seen, url }
+        Subject {
+            tracker,
+            seen,
+            url,
+            announcing: 0,
+            reports: 0,
+        }
     }
 
     /// The next report, and the peers announced before it.
     async fn next_report(&mut self) -> (Vec<SocketAddr>, Result<String, String>) {
+        let (peers, report) = self.next_full_report().await;
+        let outcome = report
+            .outcome
+            .map(|summary| format!("{summary:?}"))
+            .map_err(|e| e.to_string());
+        (peers, outcome)
+    }
+
+    /// The next report as sent, and the peers announced before it. Every announce
+    /// must have been said to begin before it ends.
+    async fn next_full_report(&mut self) -> (Vec<SocketAddr>, TrackerReport) {
         let mut peers = Vec::new();
         loop {
             match bounded("a tracker report", self.seen.next()).await {
+                Some(Seen::Announcing(url)) => {
+                    assert_eq!(url, self.url);
+                    self.announcing += 1;
+                }
                 Some(Seen::Peers(list, source)) => {
                     assert_eq!(source, PeerSource::Tracker(self.url.clone()));
                     assert!(!list.is_empty(), "an empty PeersFound was sent");
@@ -119,11 +154,16 @@ impl Subject {
                 }
                 Some(Seen::Report(report)) => {
                     assert_eq!(report.url, self.url);
-                    let outcome = report
-                        .outcome
-                        .map(|summary| format!("{summary:?}"))
-                        .map_err(|e| e.to_string());
-                    return (peers, outcome);
+                    self.reports += 1;
+                    // The `stopped` announce is not reported as beginning: the owner is
+                    // stopping and shows nothing more.
+                    if report.next_announce.is_some() {
+                        assert_eq!(
+                            self.announcing, self.reports,
+                            "a report without its TrackerAnnouncing first"
+                        );
+                    }
+                    return (peers, report);
                 }
                 None => panic!("the recorder went away"),
             }
@@ -475,6 +515,109 @@ fn http_body_announced_larger_than_the_cap_fails_before_reading() {
 }
 
 #[test]
+fn http_garbage_body_is_reported_as_a_bad_reply_and_retried() {
+    in_system(async {
+        let (url, requests) =
+            fake_http_tracker(|_| ok_with(b"<html><body>It works!</body></html>")).await;
+        let mut subject = Subject::spawn(quick_config(&url, InfoHash([15; 20]), 6881));
+        subject.tracker.do_send(TrackerStart);
+        let error = subject.expect_err().await;
+        assert_eq!(
+            error,
+            "bad http reply: response is not valid bencode: unexpected byte 0x3c at byte 0"
+        );
+        subject.expect_err().await;
+        assert!(requests.borrow().len() >= 2);
+        subject.stop().await;
+    });
+}
+
+#[test]
+fn http_truncated_compact_peer_list_fails_the_announce_and_forwards_no_peer() {
+    in_system(async {
+        // Two whole entries and a third cut after its address: the list is corrupt, so
+        // not even the whole entries are trusted.
+        let mut peers = torrent_actors::tracker::encode_compact_peers(
+            &[loopback(42_101), loopback(42_102), loopback(42_103)],
+            AddressFamily::V4,
+        );
+        peers.truncate(16);
+        let mut body = b"d8:intervali1800e5:peers16:".to_vec();
+        body.extend_from_slice(&peers);
+        body.push(b'e');
+        let (url, _) = fake_http_tracker(move |_| ok_with(&body)).await;
+        let mut subject = Subject::spawn(quick_config(&url, InfoHash([16; 20]), 6881));
+        subject.tracker.do_send(TrackerStart);
+        // `expect_err` also checks that no peer was forwarded before the report.
+        assert_eq!(
+            subject.expect_err().await,
+            "bad http reply: peers of 16 bytes is not a multiple of 6"
+        );
+        subject.stop().await;
+    });
+}
+
+#[test]
+fn failed_announces_report_a_retry_that_doubles_up_to_the_cap() {
+    in_system(async {
+        let (url, _) = fake_http_tracker(|_| {
+            HttpReply::Raw(
+                b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                    .to_vec(),
+            )
+        })
+        .await;
+        let mut config = quick_config(&url, InfoHash([17; 20]), 6881);
+        config.retry_base = Duration::from_millis(50);
+        config.retry_cap = Duration::from_millis(200);
+        let mut subject = Subject::spawn(config);
+        subject.tracker.do_send(TrackerStart);
+        let mut retries = Vec::new();
+        for _ in 0..5 {
+            let (_, report) = subject.next_full_report().await;
+            assert_eq!(report.outcome, Err("http status 503".to_string()));
+            retries.push(report.next_announce.map(|d| d.as_millis()));
+        }
+        assert_eq!(
+            retries,
+            [Some(50), Some(100), Some(200), Some(200), Some(200)]
+        );
+        subject.stop().await;
+    });
+}
+
+#[test]
+fn a_successful_announce_reports_when_the_next_one_comes() {
+    in_system(async {
+        let reply = http::encode_announce_response(&AnnounceResponse {
+            interval: Duration::from_secs(900),
+            min_interval: Some(Duration::from_secs(1200)),
+            complete: None,
+            incomplete: None,
+            tracker_id: None,
+            warning: None,
+            peers: Vec::new(),
+        });
+        let (url, _) = fake_http_tracker(move |_| ok_with(&reply)).await;
+        let mut subject = Subject::spawn(quick_config(&url, InfoHash([18; 20]), 6881));
+        subject.tracker.do_send(TrackerStart);
+        let (_, report) = subject.next_full_report().await;
+        assert!(report.outcome.is_ok(), "{:?}", report.outcome);
+        assert_eq!(report.next_announce, Some(Duration::from_secs(1200)));
+        // `completed` goes out at once; its reply schedules the next periodic announce.
+        subject.tracker.do_send(TrackerCompleted);
+        let (_, report) = subject.next_full_report().await;
+        assert_eq!(report.next_announce, Some(Duration::from_secs(1200)));
+        subject.stop().await;
+        let (_, stopped) = subject.next_full_report().await;
+        assert_eq!(
+            stopped.next_announce, None,
+            "the stopped announce is the last"
+        );
+    });
+}
+
+#[test]
 fn http_reply_peers_warning_and_tracker_id_are_used() {
     in_system(async {
         let peer = loopback(42_001);
@@ -573,6 +716,10 @@ enum UdpMode {
     Refuses,
     /// Never answers anything.
     Mute,
+    /// Answers every connect with a reply carrying another transaction id.
+    WrongTransactionOnly,
+    /// Answers every connect with a packet too short to read.
+    RuntsOnly,
     /// Honest, except that it never answers a `stopped` announce.
     IgnoresStopped,
 }
@@ -582,6 +729,8 @@ enum UdpMode {
 struct UdpLog {
     /// Connect requests, retransmits included.
     connects: usize,
+    /// When each connect request arrived.
+    connect_times: Vec<Instant>,
     /// Announce packets, decoded, in arrival order.
     announces: Vec<AnnouncePacket>,
 }
@@ -603,13 +752,20 @@ async fn fake_udp_tracker(mode: UdpMode) -> (String, Rc<RefCell<UdpLog>>) {
             let packet = &buffer[..length];
             if let Ok(connect) = ConnectRequest::decode(packet) {
                 record.borrow_mut().connects += 1;
-                if mode != UdpMode::Mute {
-                    let reply = Response::Connect {
+                record.borrow_mut().connect_times.push(Instant::now());
+                let txid = match mode {
+                    UdpMode::WrongTransactionOnly => connect.transaction_id ^ 0x5A5A,
+                    _ => connect.transaction_id,
+                };
+                let reply = match mode {
+                    UdpMode::Mute => continue,
+                    UdpMode::RuntsOnly => vec![0, 0, 0, 0, 1, 2, 3],
+                    _ => Response::Connect {
                         connection_id: CONNECTION_ID,
                     }
-                    .encode(connect.transaction_id, AddressFamily::V4);
-                    let _ = socket.send_to(&reply, from).await;
-                }
+                    .encode(txid, AddressFamily::V4),
+                };
+                let _ = socket.send_to(&reply, from).await;
                 continue;
             }
             let Ok(announce) = AnnouncePacket::decode(packet) else {
@@ -646,7 +802,7 @@ async fn fake_udp_tracker(mode: UdpMode) -> (String, Rc<RefCell<UdpLog>>) {
                     vec![stray, vec![0, 0, 0, 1, 0], honest]
                 }
                 UdpMode::Refuses => vec![udp::encode_error(txid, "info hash not tracked")],
-                UdpMode::Mute => vec![],
+                UdpMode::Mute | UdpMode::WrongTransactionOnly | UdpMode::RuntsOnly => vec![],
             };
             for reply in replies {
                 let _ = socket.send_to(&reply, from).await;
@@ -696,6 +852,55 @@ fn udp_tracker_that_never_answers_fails_after_the_configured_attempts() {
         assert!(started.elapsed() >= Duration::from_millis(700));
         assert_eq!(log.borrow().connects, 3);
         subject.stop().await;
+    });
+}
+
+#[test]
+fn udp_retransmits_to_a_silent_tracker_follow_the_doubling_bep15_schedule() {
+    in_system(async {
+        let (url, log) = fake_udp_tracker(UdpMode::Mute).await;
+        let mut config = quick_config(&url, InfoHash([19; 20]), 6881);
+        config.udp_timeout_base = Duration::from_millis(60);
+        config.udp_max_attempts = 5;
+        let mut subject = Subject::spawn(config);
+        subject.tracker.do_send(TrackerStart);
+        let (_, report) = subject.next_full_report().await;
+        assert_eq!(
+            report.outcome,
+            Err("no reply from udp tracker after 5 attempts".to_string())
+        );
+        // The connect request was sent five times, each wait twice the one before:
+        // 60, 120, 240, 480 ms between sends (lower bounds only: a busy machine may
+        // stretch a wait, never shorten it).
+        let sent = log.borrow().connect_times.clone();
+        assert_eq!(sent.len(), 5, "{sent:?}");
+        for (n, pair) in sent.windows(2).enumerate() {
+            let gap = pair[1] - pair[0];
+            let want = Duration::from_millis(60 << n);
+            assert!(gap >= want, "wait {n} was {gap:?}, less than {want:?}");
+        }
+        subject.stop().await;
+    });
+}
+
+#[test]
+fn udp_tracker_answering_only_with_wrong_transaction_ids_or_runts_is_a_silent_one() {
+    in_system(async {
+        for mode in [UdpMode::WrongTransactionOnly, UdpMode::RuntsOnly] {
+            let (url, log) = fake_udp_tracker(mode).await;
+            let mut config = quick_config(&url, InfoHash([20; 20]), 6881);
+            config.udp_timeout_base = Duration::from_millis(50);
+            config.udp_max_attempts = 3;
+            let mut subject = Subject::spawn(config);
+            subject.tracker.do_send(TrackerStart);
+            assert_eq!(
+                subject.expect_err().await,
+                "no reply from udp tracker after 3 attempts"
+            );
+            // Every stray datagram was skipped and the request sent again on schedule.
+            assert_eq!(log.borrow().connects, 3);
+            subject.stop().await;
+        }
     });
 }
 

@@ -8,6 +8,9 @@
 //! Once the metadata is verified these connections are closed and the torrent's Peer
 //! actors dial the same addresses again.
 
+use std::sync::Arc;
+
+use crate::engine::metrics::{ActorMetrics, LiveGuard};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -37,6 +40,9 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 pub struct MetadataPeer {
     key: PeerKey,
     fetcher: Addr<MetadataFetcher>,
+    /// The counters of all MetadataPeers (the engine's metrics).
+    metrics: Arc<ActorMetrics>,
+    _live: LiveGuard,
     out: Option<FramedWrite<Message, PauseOnFullSocket, MessageCodec>>,
     /// The id the peer wants `ut_metadata` messages under, once it said so.
     their_metadata_id: Option<u8>,
@@ -59,6 +65,7 @@ impl MetadataPeer {
         handshake: Handshake,
         fetcher: Addr<MetadataFetcher>,
         pex: bool,
+        metrics: Arc<ActorMetrics>,
         log: &Logger,
     ) -> Addr<MetadataPeer> {
         let addr = stream
@@ -75,6 +82,8 @@ impl MetadataPeer {
             let mut peer = MetadataPeer {
                 key,
                 fetcher,
+                _live: metrics.started(),
+                metrics,
                 out: Some(out),
                 their_metadata_id: None,
                 ready: false,
@@ -192,6 +201,10 @@ impl Actor for MetadataPeer {
 
 impl StreamHandler<Result<Message, WireError>> for MetadataPeer {
     fn handle(&mut self, item: Result<Message, WireError>, ctx: &mut Context<Self>) {
+        let _timing = self.metrics.handling_unqueued(match &item {
+            Ok(message) => message.name(),
+            Err(_) => "wire error",
+        });
         self.last_received = Instant::now();
         match item {
             Ok(Message::Extended { id, payload }) => self.on_extended(id, payload, ctx),
@@ -217,6 +230,7 @@ impl Handler<ToMetadataPeer> for MetadataPeer {
     type Result = ();
 
     fn handle(&mut self, msg: ToMetadataPeer, ctx: &mut Context<Self>) {
+        let _timing = self.metrics.handling_unqueued("ToMetadataPeer");
         match msg {
             ToMetadataPeer::Request(piece) => {
                 if let Some(id) = self.their_metadata_id {

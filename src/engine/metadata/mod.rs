@@ -24,6 +24,9 @@
 pub mod assembler;
 pub mod conn;
 
+use std::sync::Arc;
+
+use crate::engine::metrics::{ActorKind, ActorMetrics, LiveGuard};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -38,7 +41,7 @@ use self::conn::MetadataPeer;
 use super::connection;
 use super::coordinator::{Coordinator, EngineConfig, TorrentParams};
 use super::messages::*;
-use super::tracker::{Tiers, Tracker, TrackerConfig, TrackerLinks};
+use super::tracker::{Tiers, Tracker, TrackerBoard, TrackerConfig, TrackerLinks, TrackerStatus};
 use super::PeerKey;
 use crate::bencode::BValue;
 use crate::magnet::{FileSelection, Magnet};
@@ -87,6 +90,9 @@ struct Conn {
 
 /// See the module documentation.
 pub struct MetadataFetcher {
+    /// Its counters (the engine's metrics).
+    metrics: Arc<ActorMetrics>,
+    _live: LiveGuard,
     params: Option<MagnetParams>,
     info_hash: crate::InfoHash,
     conns: HashMap<PeerKey, Conn>,
@@ -100,6 +106,9 @@ pub struct MetadataFetcher {
     assembler: Option<MetadataAssembler>,
     trackers: Vec<Addr<Tracker>>,
     tiers: Tiers,
+    /// The link's trackers as last reported, for the face, until the Coordinator (with
+    /// a board of its own) takes over.
+    tracker_board: TrackerBoard,
     /// The torrent's Coordinator, once the metadata is in.
     coordinator: Option<Addr<Coordinator>>,
     handing_over: bool,
@@ -122,15 +131,22 @@ impl MetadataFetcher {
         }
         let info_hash = params.magnet.info_hash;
         let log = params.log.new(o!("torrent" => info_hash.to_hex()));
-        let tiers = Tiers::new(
-            params
-                .magnet
-                .trackers
-                .iter()
-                .map(|t| vec![t.clone()])
-                .collect(),
-        );
+        let tier_list: Vec<Vec<String>> = params
+            .magnet
+            .trackers
+            .iter()
+            .map(|t| vec![t.clone()])
+            .collect();
+        let tiers = Tiers::new(tier_list);
+        let tracker_board = TrackerBoard::new(&tiers.urls());
+        if tiers.dropped() > 0 {
+            warn!(log, "too many trackers, only the first ones are used";
+                  "used" => super::tracker::MAX_TRACKERS, "left out" => tiers.dropped());
+        }
+        let metrics = params.config.metrics.of(ActorKind::MetadataFetcher);
         MetadataFetcher {
+            _live: metrics.started(),
+            metrics,
             params: Some(params),
             info_hash,
             conns: HashMap::new(),
@@ -143,6 +159,7 @@ impl MetadataFetcher {
             assembler: None,
             trackers: Vec::new(),
             tiers,
+            tracker_board,
             coordinator: None,
             handing_over: false,
             stopping: false,
@@ -204,6 +221,7 @@ impl MetadataFetcher {
                             handshake,
                             ctx.address(),
                             pex,
+                            act.params().config.metrics.of(ActorKind::MetadataPeer),
                             &act.log,
                         );
                         act.conns.insert(
@@ -248,16 +266,24 @@ impl MetadataFetcher {
             config.listen.port(),
             config.min_announce_interval,
         );
-        let Ok(parsed) = url::Url::parse(url) else {
-            warn!(self.log, "unusable tracker URL"; "url" => url);
-            return;
+        let parsed = match url::Url::parse(url) {
+            Ok(parsed) => parsed,
+            Err(e) => {
+                info!(self.log, "unusable tracker URL"; "url" => url);
+                let change = self.tracker_board.unusable(url, format!("not a url: {e}"));
+                self.tracker_changed(change);
+                return;
+            }
         };
-        let mut tracker_config = TrackerConfig::new(parsed, self.info_hash, peer_id, port, key);
+        let mut tracker_config = TrackerConfig::new(parsed, self.info_hash, peer_id, port, key)
+            .with_timeouts(&self.params().config.tracker);
         tracker_config.interval_floor = floor;
+        tracker_config.metrics = self.params().config.metrics.of(ActorKind::Tracker);
         let me = ctx.address();
         let links = TrackerLinks {
             peers: me.clone().recipient(),
             stats: me.clone().recipient(),
+            announcing: me.clone().recipient(),
             report: me.recipient(),
         };
         match Tracker::new(tracker_config, links, self.log.clone()) {
@@ -266,7 +292,19 @@ impl MetadataFetcher {
                 tracker.do_send(TrackerStart);
                 self.trackers.push(tracker);
             }
-            Err(e) => warn!(self.log, "unusable tracker"; "url" => url, "error" => %e),
+            Err(e) => {
+                info!(self.log, "unusable tracker"; "url" => url, "error" => %e);
+                let change = self.tracker_board.unusable(url, e.to_string());
+                self.tracker_changed(change);
+            }
+        }
+    }
+
+    /// Tells the face about a tracker whose status changed, while fetching; once the
+    /// Coordinator takes over, its own trackers are the ones to show.
+    fn tracker_changed(&self, change: Option<TrackerStatus>) {
+        if let (Some(status), Some(params), true) = (change, &self.params, self.fetching()) {
+            params.events.do_send(TorrentEvent::Tracker(status));
         }
     }
 
@@ -548,6 +586,7 @@ impl Handler<PeersFound> for MetadataFetcher {
     type Result = ();
 
     fn handle(&mut self, msg: PeersFound, ctx: &mut Context<Self>) {
+        let _timing = self.metrics.handling_unqueued("PeersFound");
         if !self.fetching() {
             return;
         }
@@ -563,6 +602,7 @@ impl Handler<MetadataPeerReady> for MetadataFetcher {
     type Result = ();
 
     fn handle(&mut self, msg: MetadataPeerReady, _: &mut Context<Self>) {
+        let _timing = self.metrics.handling_unqueued("MetadataPeerReady");
         let Some(conn) = self.conns.get_mut(&msg.key) else {
             return;
         };
@@ -590,6 +630,7 @@ impl Handler<MetadataFromPeer> for MetadataFetcher {
     type Result = ();
 
     fn handle(&mut self, msg: MetadataFromPeer, ctx: &mut Context<Self>) {
+        let _timing = self.metrics.handling_unqueued("MetadataFromPeer");
         if !self.fetching() {
             return;
         }
@@ -652,6 +693,7 @@ impl Handler<MetadataPeerLeft> for MetadataFetcher {
     type Result = ();
 
     fn handle(&mut self, msg: MetadataPeerLeft, ctx: &mut Context<Self>) {
+        let _timing = self.metrics.handling_unqueued("MetadataPeerLeft");
         let Some(conn) = self.conns.remove(&msg.key) else {
             return;
         };
@@ -669,6 +711,7 @@ impl Handler<GetAnnounceStats> for MetadataFetcher {
     type Result = MessageResult<GetAnnounceStats>;
 
     fn handle(&mut self, _: GetAnnounceStats, _: &mut Context<Self>) -> Self::Result {
+        let _timing = self.metrics.handling_unqueued("GetAnnounceStats");
         // The size is unknown; a nonzero `left` keeps us a leecher in the tracker's eyes.
         MessageResult(AnnounceStats {
             uploaded: 0,
@@ -682,12 +725,42 @@ impl Handler<TrackerReport> for MetadataFetcher {
     type Result = ();
 
     fn handle(&mut self, msg: TrackerReport, _: &mut Context<Self>) {
+        let _timing = self.metrics.handling_unqueued("TrackerReport");
         match &msg.outcome {
             Ok(summary) => {
                 debug!(self.log, "tracker answered"; "url" => &msg.url, "peers" => summary.peers)
             }
-            Err(e) => warn!(self.log, "tracker failed"; "url" => &msg.url, "error" => e),
+            // The face shows the failure (once, not at every retry); the log keeps each.
+            Err(e) => info!(self.log, "tracker failed"; "url" => &msg.url, "error" => e),
         }
+        let change = self.tracker_board.reported(&msg, Instant::now());
+        self.tracker_changed(change);
+    }
+}
+
+impl Handler<TrackerAnnouncing> for MetadataFetcher {
+    type Result = ();
+
+    fn handle(&mut self, msg: TrackerAnnouncing, _: &mut Context<Self>) {
+        let _timing = self.metrics.handling_unqueued("TrackerAnnouncing");
+        let change = self.tracker_board.announcing(&msg.url);
+        self.tracker_changed(change);
+    }
+}
+
+impl Handler<GetTrackers> for MetadataFetcher {
+    type Result = ResponseFuture<Vec<TrackerStatus>>;
+
+    fn handle(&mut self, _: GetTrackers, _: &mut Context<Self>) -> Self::Result {
+        let _timing = self.metrics.handling_unqueued("GetTrackers");
+        let ours = self.tracker_board.statuses().to_vec();
+        let coordinator = self.coordinator.clone();
+        Box::pin(async move {
+            match coordinator {
+                Some(coordinator) => coordinator.send(GetTrackers).await.unwrap_or(ours),
+                None => ours,
+            }
+        })
     }
 }
 
@@ -695,6 +768,7 @@ impl Handler<Shutdown> for MetadataFetcher {
     type Result = ResponseActFuture<Self, ()>;
 
     fn handle(&mut self, _: Shutdown, ctx: &mut Context<Self>) -> Self::Result {
+        let _timing = self.metrics.handling_unqueued("Shutdown");
         self.stopping = true;
         if let Some(coordinator) = self.coordinator.clone() {
             return Box::pin(

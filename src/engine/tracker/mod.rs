@@ -4,7 +4,9 @@
 //! and `stopped` announces, the re-announce timer, the retry back-off, the tracker id an
 //! HTTP tracker asked us to echo, and the network client of its transport (HTTP in
 //! [`http_client`], UDP in [`udp_client`]). It asks the Coordinator for the transfer
-//! totals before each announce, and tells it about every peer list and every outcome.
+//! totals before each announce, and tells it when an announce begins, every peer list
+//! and every outcome (with when the next announce comes), from which the Coordinator
+//! keeps the tracker's status for the user ([`TrackerBoard`]).
 //!
 //! What it must not do: parse or encode tracker messages (`crate::tracker` does), decide
 //! which URL of a tier to use (the Coordinator does, with [`Tiers`]), connect to peers,
@@ -21,6 +23,7 @@
 //! - Peers in the reply to `stopped` are not forwarded: we are leaving the swarm.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -28,19 +31,22 @@ use slog::{debug, info, o, warn, Logger};
 use url::Url;
 
 use super::messages::{
-    AnnounceStats, AnnounceSummary, GetAnnounceStats, PeerSource, PeersFound, TrackerCompleted,
-    TrackerReport, TrackerStart, TrackerStop,
+    AnnounceStats, AnnounceSummary, GetAnnounceStats, PeerSource, PeersFound, TrackerAnnouncing,
+    TrackerCompleted, TrackerReport, TrackerStart, TrackerStop,
 };
+use super::metrics::{ActorKind, ActorMetrics};
 use crate::tracker::http::HttpError;
 use crate::tracker::udp::UdpError;
 use crate::tracker::{AnnounceRequest, AnnounceResponse, Event};
 use crate::{InfoHash, PeerId};
 
 mod http_client;
+pub mod status;
 mod tiers;
 mod udp_client;
 
-pub use tiers::Tiers;
+pub use status::{TrackerBoard, TrackerState, TrackerStatus};
+pub use tiers::{Tiers, MAX_TRACKERS};
 
 use http_client::HttpTransport;
 use udp_client::UdpTransport;
@@ -50,6 +56,8 @@ use udp_client::UdpTransport;
 pub struct TrackerConfig {
     /// The announce URL: `http`, `https` or `udp`.
     pub url: Url,
+    /// Where the Tracker counts its messages (the engine's metrics; detached by default).
+    pub metrics: Arc<ActorMetrics>,
     /// The torrent we announce.
     pub info_hash: InfoHash,
     /// Our peer id, the same for every tracker and peer of this session.
@@ -88,6 +96,7 @@ pub struct TrackerConfig {
 impl TrackerConfig {
     /// A configuration with the defaults meant for real trackers.
     pub fn new(url: Url, info_hash: InfoHash, peer_id: PeerId, port: u16, key: u32) -> Self {
+        let limits = TrackerTimeouts::default();
         TrackerConfig {
             url,
             info_hash,
@@ -95,16 +104,58 @@ impl TrackerConfig {
             port,
             key,
             numwant: 200,
-            request_timeout: Duration::from_secs(30),
+            request_timeout: limits.request,
             stop_timeout: Duration::from_secs(5),
             stats_timeout: Duration::from_secs(2),
             interval_floor: Duration::from_secs(30),
-            retry_base: Duration::from_secs(15),
-            retry_cap: Duration::from_secs(30 * 60),
-            udp_timeout_base: Duration::from_secs(15),
-            udp_max_attempts: 8,
+            retry_base: limits.retry_base,
+            retry_cap: limits.retry_cap,
+            udp_timeout_base: limits.udp_first_wait,
+            udp_max_attempts: limits.udp_attempts,
             max_body: 2 * 1024 * 1024,
             max_redirects: 3,
+            metrics: Arc::new(ActorMetrics::detached(ActorKind::Tracker)),
+        }
+    }
+
+    /// This configuration with the time limits of `limits`.
+    pub fn with_timeouts(mut self, limits: &TrackerTimeouts) -> Self {
+        self.request_timeout = limits.request;
+        self.udp_timeout_base = limits.udp_first_wait;
+        self.udp_max_attempts = limits.udp_attempts;
+        self.retry_base = limits.retry_base;
+        self.retry_cap = limits.retry_cap;
+        self
+    }
+}
+
+/// How long a torrent's trackers are given, the same for all of them: the part of
+/// [`TrackerConfig`] a torrent chooses (the engine's `EngineConfig::tracker`), rather
+/// than the part each URL brings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TrackerTimeouts {
+    /// The most one HTTP announce may take ([`TrackerConfig::request_timeout`]).
+    pub request: Duration,
+    /// The wait before the first UDP retransmit; later waits double (BEP 15).
+    pub udp_first_wait: Duration,
+    /// How many times a UDP request is sent before the announce fails.
+    pub udp_attempts: u32,
+    /// The wait after the first failed announce; it doubles per further failure...
+    pub retry_base: Duration,
+    /// ...up to this.
+    pub retry_cap: Duration,
+}
+
+impl Default for TrackerTimeouts {
+    /// BEP 15's schedule (15 s, doubling, eight sends: a dead UDP tracker is given
+    /// about an hour), 30 s per HTTP announce, and retries from 15 s up to 30 minutes.
+    fn default() -> Self {
+        TrackerTimeouts {
+            request: Duration::from_secs(30),
+            udp_first_wait: Duration::from_secs(15),
+            udp_attempts: 8,
+            retry_base: Duration::from_secs(15),
+            retry_cap: Duration::from_secs(30 * 60),
         }
     }
 }
@@ -117,6 +168,8 @@ pub struct TrackerLinks {
     pub peers: Recipient<PeersFound>,
     /// Answers the uploaded, downloaded and left totals before each announce.
     pub stats: Recipient<GetAnnounceStats>,
+    /// Hears that an announce began, so the tracker's status can say "updating".
+    pub announcing: Recipient<TrackerAnnouncing>,
     /// Receives the outcome of every announce.
     pub report: Recipient<TrackerReport>,
 }
@@ -376,6 +429,9 @@ impl Tracker {
                 .map(move |attempt, act, ctx| act.announce_finished(event, attempt, ctx)),
         );
         self.in_flight = Some(InFlight { handle, event });
+        self.links.announcing.do_send(TrackerAnnouncing {
+            url: self.url_text.clone(),
+        });
     }
 
     /// Handles the outcome of a `started`, periodic or `completed` announce: forwards
@@ -406,10 +462,11 @@ impl Tracker {
                     }
                 }
                 let delay = next_announce_delay(&response, self.config.interval_floor);
-                self.forward(response, delay, true);
                 if self.owed_event.is_some() {
+                    self.forward(response, delay, Some(Duration::ZERO), true);
                     self.announce_now(ctx);
                 } else {
+                    self.forward(response, delay, Some(delay), true);
                     self.schedule(delay, ctx);
                 }
             }
@@ -419,25 +476,32 @@ impl Tracker {
                     retry_delay(self.failures, self.config.retry_base, self.config.retry_cap);
                 info!(self.log, "announce failed";
                       "error" => %error, "failures" => self.failures, "retry_in" => ?delay);
-                self.report(Err(error.to_string()));
+                self.report(Err(error.to_string()), Some(delay));
                 self.schedule(delay, ctx);
             }
         }
     }
 
     /// Sends a successful reply's peers (when `with_peers` and there are any) and its
-    /// summary to the Coordinator.
-    fn forward(&self, response: AnnounceResponse, next: Duration, with_peers: bool) {
+    /// summary to the Coordinator. `interval` is the tracker's wish, raised to our floor;
+    /// `next_announce` is when we will actually announce again, if we will.
+    fn forward(
+        &self,
+        response: AnnounceResponse,
+        interval: Duration,
+        next_announce: Option<Duration>,
+        with_peers: bool,
+    ) {
         if let Some(warning) = &response.warning {
             warn!(self.log, "tracker warning"; "message" => warning);
         }
         debug!(self.log, "announce answered";
-               "peers" => response.peers.len(), "next_in" => ?next);
+               "peers" => response.peers.len(), "next_in" => ?next_announce);
         let summary = AnnounceSummary {
             peers: response.peers.len(),
             seeders: response.complete,
             leechers: response.incomplete,
-            interval: next,
+            interval,
             warning: response.warning,
         };
         if with_peers && !response.peers.is_empty() {
@@ -446,14 +510,15 @@ impl Tracker {
                 source: PeerSource::Tracker(self.url_text.clone()),
             });
         }
-        self.report(Ok(summary));
+        self.report(Ok(summary), next_announce);
     }
 
-    /// Tells the Coordinator how an announce went.
-    fn report(&self, outcome: Result<AnnounceSummary, String>) {
+    /// Tells the Coordinator how an announce went and when the next one comes.
+    fn report(&self, outcome: Result<AnnounceSummary, String>, next_announce: Option<Duration>) {
         self.links.report.do_send(TrackerReport {
             url: self.url_text.clone(),
             outcome,
+            next_announce,
         });
     }
 
@@ -498,6 +563,7 @@ impl Handler<TrackerStart> for Tracker {
     type Result = ();
 
     fn handle(&mut self, _: TrackerStart, ctx: &mut Self::Context) {
+        let _timing = self.config.metrics.handling_unqueued("TrackerStart");
         if self.phase != Phase::Dormant {
             debug!(self.log, "already started; TrackerStart ignored");
             return;
@@ -512,6 +578,7 @@ impl Handler<TrackerCompleted> for Tracker {
     type Result = ();
 
     fn handle(&mut self, _: TrackerCompleted, ctx: &mut Self::Context) {
+        let _timing = self.config.metrics.handling_unqueued("TrackerCompleted");
         if self.phase != Phase::Running || self.completed_requested {
             debug!(self.log, "TrackerCompleted ignored"; "phase" => ?self.phase);
             return;
@@ -530,6 +597,7 @@ impl Handler<TrackerStop> for Tracker {
     type Result = ResponseActFuture<Self, ()>;
 
     fn handle(&mut self, _: TrackerStop, ctx: &mut Self::Context) -> Self::Result {
+        let _timing = self.config.metrics.handling_unqueued("TrackerStop");
         if self.phase == Phase::Stopping {
             // The first TrackerStop is already seeing the actor out.
             return Box::pin(fut::ready(()));
@@ -561,18 +629,18 @@ impl Handler<TrackerStop> for Tracker {
                     ..
                 }) => {
                     let delay = next_announce_delay(&response, act.config.interval_floor);
-                    act.forward(response, delay, false);
+                    act.forward(response, delay, None, false);
                 }
                 Ok(Attempt {
                     result: Err(error), ..
                 }) => {
                     info!(act.log, "stopped announce failed"; "error" => %error);
-                    act.report(Err(error.to_string()));
+                    act.report(Err(error.to_string()), None);
                 }
                 Err(_elapsed) => {
                     let error = AnnounceError::StopTimedOut(limit);
                     info!(act.log, "stopped announce failed"; "error" => %error);
-                    act.report(Err(error.to_string()));
+                    act.report(Err(error.to_string()), None);
                 }
             }
             ctx.stop();

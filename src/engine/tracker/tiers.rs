@@ -13,6 +13,12 @@
 use rand::seq::SliceRandom;
 use rand::Rng;
 
+/// The most tracker URLs of one torrent that are ever announced to, in tier order. Every
+/// tier is announced to at once and each UDP tracker holds a socket, so a torrent (or a
+/// magnet link) listing thousands of trackers would otherwise cost thousands of sockets
+/// and announces; real torrents list tens.
+pub const MAX_TRACKERS: usize = 200;
+
 /// One tier: its URLs in preference order and which one is in use.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Tier {
@@ -31,19 +37,33 @@ struct Tier {
 pub struct Tiers {
     /// Non-empty tiers in metainfo order; no URL appears twice across all of them.
     tiers: Vec<Tier>,
+    /// URLs left out because the torrent lists more than [`MAX_TRACKERS`].
+    dropped: usize,
 }
 
 impl Tiers {
     /// Builds the tiers from the metainfo's `announce-list`, keeping its order. Empty
     /// tiers are dropped, and a URL that already appeared (in this tier or an earlier
-    /// one) is dropped too, because the engine runs one Tracker actor per URL.
+    /// one) is dropped too, because the engine runs one Tracker actor per URL. Past the
+    /// first [`MAX_TRACKERS`] distinct URLs the rest are left out ([`Tiers::dropped`]
+    /// counts them).
     pub fn new(tiers: Vec<Vec<String>>) -> Tiers {
         let mut seen = std::collections::HashSet::new();
+        let mut dropped = 0;
         let tiers = tiers
             .into_iter()
             .map(|urls| {
                 urls.into_iter()
-                    .filter(|url| seen.insert(url.clone()))
+                    .filter(|url| {
+                        if seen.contains(url) {
+                            false
+                        } else if seen.len() < MAX_TRACKERS {
+                            seen.insert(url.clone())
+                        } else {
+                            dropped += 1;
+                            false
+                        }
+                    })
                     .collect::<Vec<_>>()
             })
             .filter(|urls| !urls.is_empty())
@@ -53,7 +73,12 @@ impl Tiers {
                 failed_in_a_row: 0,
             })
             .collect();
-        Tiers { tiers }
+        Tiers { tiers, dropped }
+    }
+
+    /// How many URLs were left out for being past the first [`MAX_TRACKERS`].
+    pub fn dropped(&self) -> usize {
+        self.dropped
     }
 
     /// Shuffles the URLs inside each tier, as BEP 12 asks a client to do once when it
@@ -144,6 +169,26 @@ mod tests {
         assert_eq!(t.urls(), vec![vec!["a", "b"], vec!["c"]]);
         assert_eq!(t.initial(), vec!["a", "c"]);
         assert!(Tiers::new(Vec::new()).initial().is_empty());
+    }
+
+    #[test]
+    fn only_the_first_urls_up_to_the_cap_are_kept() {
+        let many: Vec<Vec<String>> = (0..MAX_TRACKERS + 50)
+            .map(|n| {
+                vec![
+                    format!("udp://t{n}:1/announce"),
+                    "udp://same:1/a".to_string(),
+                ]
+            })
+            .collect();
+        let t = Tiers::new(many);
+        let kept: usize = t.urls().iter().map(Vec::len).sum();
+        assert_eq!(kept, MAX_TRACKERS);
+        // The repeated URL counts once: t0, it and t1 to t198 are kept, t199 to t249
+        // dropped.
+        assert_eq!(t.dropped(), 51);
+        assert_eq!(t.urls()[0], ["udp://t0:1/announce", "udp://same:1/a"]);
+        assert_eq!(t.initial().len(), MAX_TRACKERS - 1);
     }
 
     #[test]

@@ -19,8 +19,10 @@ use super::process::POLL;
 /// The id under which the fake peer asks for `ut_metadata` messages.
 const FAKE_UT_METADATA: u8 = 3;
 
-/// A peer that offers a torrent's metadata with the right size and sends wrong bytes
-/// for every piece asked.
+/// A peer that offers a torrent's metadata and answers every piece asked with bytes of
+/// its choosing: wrong ones of the right size ([`FakeMetadataPeer::start`]), or bytes
+/// that do hash to the info-hash but are no valid info dictionary
+/// ([`FakeMetadataPeer::serving`]).
 pub struct FakeMetadataPeer {
     addr: SocketAddr,
     lies: Arc<AtomicUsize>,
@@ -31,8 +33,15 @@ pub struct FakeMetadataPeer {
 
 impl FakeMetadataPeer {
     /// Listens on 127.0.0.1 for connections about `info_hash`, claiming an info
-    /// dictionary of `size` bytes.
+    /// dictionary of `size` bytes and sending `x`s for it.
     pub fn start(info_hash: InfoHash, size: usize) -> FakeMetadataPeer {
+        FakeMetadataPeer::serving(info_hash, vec![b'x'; size])
+    }
+
+    /// Listens on 127.0.0.1 for connections about `info_hash` and serves `metadata` as
+    /// its info dictionary, whatever it is.
+    pub fn serving(info_hash: InfoHash, metadata: Vec<u8>) -> FakeMetadataPeer {
+        let metadata = Arc::new(metadata);
         let listener = TcpListener::bind("127.0.0.1:0").expect("binding the fake peer");
         listener
             .set_nonblocking(true)
@@ -51,8 +60,9 @@ impl FakeMetadataPeer {
                         Ok((stream, _)) => {
                             connections.fetch_add(1, Ordering::Relaxed);
                             let (lies, stop) = (lies.clone(), stop.clone());
+                            let metadata = metadata.clone();
                             thread::spawn(move || {
-                                let _ = serve_lies(stream, info_hash, size, &lies, &stop);
+                                let _ = serve_lies(stream, info_hash, &metadata, &lies, &stop);
                             });
                         }
                         Err(_) => thread::sleep(POLL),
@@ -79,7 +89,7 @@ impl FakeMetadataPeer {
         self.connections.load(Ordering::Relaxed)
     }
 
-    /// Waits until it has sent at least `n` wrong pieces; false on timeout.
+    /// Waits until it has sent at least `n` pieces; false on timeout.
     pub fn wait_for_lies(&self, n: usize, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
@@ -124,10 +134,11 @@ fn write_extended(stream: &mut TcpStream, id: u8, payload: &[u8]) -> std::io::Re
 fn serve_lies(
     mut stream: TcpStream,
     info_hash: InfoHash,
-    size: usize,
+    metadata: &[u8],
     lies: &AtomicUsize,
     stop: &AtomicBool,
 ) -> std::io::Result<()> {
+    let size = metadata.len();
     stream.set_read_timeout(Some(Duration::from_millis(500)))?;
     let mut theirs = [0u8; HANDSHAKE_LEN];
     stream.read_exact(&mut theirs)?;
@@ -170,10 +181,11 @@ fn serve_lies(
                 (MetadataMessage::decode(&payload), their_id)
             {
                 let len = ext::metadata_piece_len(size as u32, piece).unwrap_or(0);
+                let start = piece as usize * 16 * 1024;
                 let data = MetadataMessage::Data {
                     piece,
                     total_size: size as u32,
-                    data: Bytes::from(vec![b'x'; len]),
+                    data: Bytes::copy_from_slice(metadata.get(start..start + len).unwrap_or(&[])),
                 };
                 write_extended(&mut stream, id, &data.encode())?;
                 lies.fetch_add(1, Ordering::Relaxed);
