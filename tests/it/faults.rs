@@ -312,7 +312,11 @@ fn chown_tree(path: &Path, uid: u32) {
 #[test]
 fn a_full_disk_exits_6_keeps_verified_pieces_and_the_same_command_finishes_once_space_is_freed() {
     let f = fixture(false, 4 * 1024 * 1024 + 1234, 15, None);
-    let disk = TinyDisk::mount("2m");
+    // The filesystem could hold the torrent (a torrent larger than the whole filesystem
+    // is refused before anything is written), but ballast leaves only 2 MiB free.
+    let disk = TinyDisk::mount("8m");
+    let ballast = disk.path().join("ballast");
+    fs::write(&ballast, vec![1u8; 6 * 1024 * 1024]).expect("writing the ballast");
     let out = disk.path().join("out");
     let seeder = LtSeeder::start(&f.torrent, &f.payload.dir, direct(None));
     let command = || get_command(&f.torrent, &out, &[&seeder], None);
@@ -346,7 +350,7 @@ fn a_full_disk_exits_6_keeps_verified_pieces_and_the_same_command_finishes_once_
         claims.len()
     );
 
-    disk.resize("16m");
+    fs::remove_file(&ballast).expect("freeing space");
     let second = run(command());
     assert_exit(&second, 0);
     assert_same_files(&f.payload.dir, &out, &f.payload.files);
