@@ -224,8 +224,17 @@ impl Picker {
             take_free_blocks(&self.layout, index, partial, peer, target, out);
         }
 
-        // 2. New pieces, rarest first.
-        while out.len() < target {
+        // 2. New pieces, rarest first. When not even the shortest piece fits the budget
+        // the scan is skipped: with many peers most asks come while the budget is full,
+        // and a scan of every piece for nothing is the picker's main cost then.
+        let shortest = self
+            .layout
+            .piece(self.layout.num_pieces().saturating_sub(1))
+            .map_or(0, |last| self.layout.piece_len(last))
+            .min(self.layout.piece_length());
+        while out.len() < target
+            && self.in_progress_bytes + u64::from(shortest) <= self.max_in_progress_bytes
+        {
             let Some(piece) = self.rarest_missing(pieces) else {
                 break;
             };
