@@ -32,6 +32,7 @@ use sha1::{Digest, Sha1};
 use torrent_actors::engine::messages::{HashOutcome, HashPiece};
 use torrent_actors::engine::picker::{BlockOutcome, Picker};
 use torrent_actors::engine::smart_ban::{self, SmartBan};
+use torrent_actors::engine::metrics::{ActorKind, ActorMetrics};
 use torrent_actors::engine::storage::Hasher;
 use torrent_actors::engine::PeerKey;
 use torrent_actors::layout::{Layout, BLOCK_SIZE};
@@ -60,6 +61,11 @@ fn piece_blocks() -> (Vec<Bytes>, [u8; 20]) {
         .map(Bytes::copy_from_slice)
         .collect();
     (blocks, Sha1::digest(&data).into())
+}
+
+/// Counters for a Hasher outside any torrent, as the engine would give it.
+fn detached() -> std::sync::Arc<ActorMetrics> {
+    std::sync::Arc::new(ActorMetrics::detached(ActorKind::Hasher))
 }
 
 /// What the Hasher does for one piece, without the actor around it.
@@ -132,7 +138,7 @@ fn hasher(c: &mut Criterion) {
     // (threads, pieces in flight): one at a time shows the round trip; two threads with
     // four in flight is the engine on this two-core machine with pieces queueing up.
     for (threads, in_flight) in [(1, 1), (2, 1), (2, 4)] {
-        let pool = system.block_on(async move { SyncArbiter::start(threads, || Hasher) });
+        let pool = system.block_on(async move { SyncArbiter::start(threads, || Hasher::new(detached())) });
         group.bench_function(
             BenchmarkId::new("pool", format!("{threads}_threads_{in_flight}_in_flight")),
             |b| {
@@ -148,7 +154,7 @@ fn hasher(c: &mut Criterion) {
     // cost the pool adds to every piece whatever its size.
     let mut group = c.benchmark_group("hasher_round_trip");
     let empty: [u8; 20] = Sha1::digest([]).into();
-    let pool = system.block_on(async { SyncArbiter::start(1, || Hasher) });
+    let pool = system.block_on(async { SyncArbiter::start(1, || Hasher::new(detached())) });
     group.bench_function("empty_piece", |b| {
         b.iter_custom(|iters| hash_through_pool(&system, &pool, &[], empty, 1, iters))
     });
