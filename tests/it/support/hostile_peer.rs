@@ -38,7 +38,7 @@ pub enum Act {
     UnrequestedBlocks,
     /// Answers requests with blocks one byte short.
     WrongSizeBlocks,
-    /// After the first request, `choke` and `unchoke` back to back without end.
+    /// Right after its bitfield, `choke` and `unchoke` back to back without end.
     ChokeFlood,
     /// Serves every block with its bytes flipped.
     CorruptData,
@@ -336,6 +336,18 @@ impl Session {
         }
         self.send(5, &self.full_bitfield())?;
         self.send(1, &[])?;
+        if self.act == Act::ChokeFlood {
+            self.misbehaved();
+            // Bounded: the engine is expected to give up on us long before.
+            for _ in 0..200_000 {
+                if self.stopped() {
+                    break;
+                }
+                self.send(0, &[])?;
+                self.send(1, &[])?;
+            }
+            return self.drain();
+        }
         self.serve()
     }
 
@@ -375,18 +387,6 @@ impl Session {
                 Act::WrongSizeBlocks => {
                     self.misbehaved();
                     self.send_piece(piece, offset, &data[..data.len() - 1])?;
-                }
-                Act::ChokeFlood => {
-                    self.misbehaved();
-                    // Bounded: the engine is expected to give up on us long before.
-                    for _ in 0..200_000 {
-                        if self.stopped() {
-                            break;
-                        }
-                        self.send(0, &[])?;
-                        self.send(1, &[])?;
-                    }
-                    return self.drain();
                 }
                 Act::CorruptData => {
                     self.misbehaved();
