@@ -13,8 +13,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use torrent_actors::swarm::report::{
-    human_bytes, profile_totals, LeecherReport, PeerReport, PeerTally, ProfileSample, Report,
-    StatsSummary,
+    human_bytes, judge_closes, profile_totals, LeecherReport, PeerReport, PeerTally, ProfileSample,
+    Report, StatsSummary,
 };
 use torrent_actors::swarm::{
     check_file, honest_peers_cover, plot, Profile, ProfileCounts, Swarm, SwarmPlan, SwarmSpec,
@@ -408,8 +408,10 @@ pub fn run(args: SwarmArgs) -> Result<(), Failure> {
     let mut next_progress = started + PROGRESS_EVERY;
     let mut timed_out = false;
     let mut stopped_by_signal = false;
+    let mut closes = Vec::new();
     while leechers.iter().any(Leecher::running) {
         std::thread::sleep(TICK);
+        closes.extend(swarm.take_closes());
         let now = Instant::now();
         for l in &mut leechers {
             l.poll();
@@ -439,13 +441,19 @@ pub fn run(args: SwarmArgs) -> Result<(), Failure> {
         }
     }
     report.profile_series.push(sample(Instant::now()));
-    let tallies: Vec<PeerTally> = swarm
+    let mut tallies: Vec<PeerTally> = swarm
         .peers()
         .iter()
         .map(|p| PeerTally::of(&p.counters))
         .collect();
+    closes.extend(swarm.take_closes());
     let addr_texts: Vec<String> = addrs.iter().map(|a| a.to_string()).collect();
     swarm.stop();
+    let exits: Vec<Instant> = leechers
+        .iter()
+        .filter_map(|l| l.exited.map(|(at, _)| at))
+        .collect();
+    judge_closes(&mut tallies, &closes, &exits);
     report.elapsed_secs = started.elapsed().as_secs_f64();
     report.timed_out = timed_out;
     report.peers = peer_reports(&addr_texts, &tallies);

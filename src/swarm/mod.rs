@@ -24,7 +24,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 pub use data::{check_file, FileCheck, SyntheticData};
-pub use peer::PeerCounters;
+pub use peer::{PeerCounters, RemoteClose};
 pub use profile::{honest_peers_cover, plan_peers, PeerPlan, Profile, ProfileCounts, MIX};
 
 use crate::metainfo::{Metainfo, MetainfoError};
@@ -114,6 +114,7 @@ pub struct Swarm {
     runtime: Option<tokio::runtime::Runtime>,
     cancel: CancellationToken,
     peers: Vec<RunningPeer>,
+    closes: std::sync::mpsc::Receiver<RemoteClose>,
 }
 
 impl Swarm {
@@ -127,6 +128,7 @@ impl Swarm {
             .build()
             .map_err(SwarmError::Runtime)?;
         let cancel = CancellationToken::new();
+        let (closes_tx, closes) = std::sync::mpsc::channel();
         let shared = Arc::new(peer::SwarmShared {
             info_hash: plan.info_hash,
             data: plan.data,
@@ -151,6 +153,7 @@ impl Swarm {
                     shared: shared.clone(),
                     counters: counters.clone(),
                     cancel: cancel.clone(),
+                    closes: closes_tx.clone(),
                 };
                 runtime.spawn(peer::run(listener, task));
                 peers.push(RunningPeer {
@@ -164,12 +167,18 @@ impl Swarm {
             runtime: Some(runtime),
             cancel,
             peers,
+            closes,
         })
     }
 
     /// The peers, in plan order.
     pub fn peers(&self) -> &[RunningPeer] {
         &self.peers
+    }
+
+    /// The connections leechers closed since the last call.
+    pub fn take_closes(&self) -> Vec<RemoteClose> {
+        self.closes.try_iter().collect()
     }
 
     /// Stops every peer and closes their sockets, waiting at most two seconds.

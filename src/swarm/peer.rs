@@ -63,12 +63,8 @@ pub struct PeerCounters {
     pub blocks_served: AtomicU64,
     /// Blocks sent spoiled (liars only).
     pub spoiled_blocks: AtomicU64,
-    /// Connections the leecher closed while it waited on this peer: before the peer's
-    /// handshake (a silent peer), or with requests of its own still queued here. These
-    /// are the leecher's timeouts and bans as the peer sees them.
-    pub dropped_by_leecher: AtomicU64,
-    /// Connections the leecher closed with nothing pending here: it completed, or had
-    /// nothing more to ask of this peer.
+    /// Connections the leecher closed (each also reported as a [`RemoteClose`], which
+    /// says whether it was a drop).
     pub closed_by_leecher: AtomicU64,
     /// Connections this peer closed or turned away: a flaky peer going down, a leecher
     /// over the connection cap, a handshake that did not come.
@@ -77,6 +73,19 @@ pub struct PeerCounters {
     pub ignored_requests: AtomicU64,
     /// Connections open now.
     pub open: AtomicI64,
+}
+
+/// A connection the leecher closed, told to the face so it can judge, once it knows when
+/// each leecher ended, whether the leecher dropped the peer or was leaving.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RemoteClose {
+    /// The peer's index.
+    pub peer: u32,
+    /// When the close was seen.
+    pub at: std::time::Instant,
+    /// Whether the leecher was waiting on the peer then: before the peer's handshake (a
+    /// silent peer), or with requests of its own still queued here.
+    pub waiting: bool,
 }
 
 /// Why a connection ended.
@@ -96,6 +105,8 @@ pub(crate) struct PeerTask {
     pub shared: Arc<SwarmShared>,
     pub counters: Arc<PeerCounters>,
     pub cancel: CancellationToken,
+    /// Where connections the leecher closed are reported.
+    pub closes: std::sync::mpsc::Sender<RemoteClose>,
 }
 
 /// Accepts connections until the swarm stops, each served by its own task.
@@ -132,13 +143,21 @@ pub(crate) async fn run(listener: TcpListener, task: PeerTask) {
             let end = serve(stream, &task, connection).await;
             let c = &task.counters;
             c.open.fetch_sub(1, Ordering::Relaxed);
-            let counter = match end {
-                End::Shutdown => return,
-                End::Ours => &c.closed_by_peer,
-                End::Remote { waiting: true } => &c.dropped_by_leecher,
-                End::Remote { waiting: false } => &c.closed_by_leecher,
-            };
-            counter.fetch_add(1, Ordering::Relaxed);
+            match end {
+                End::Shutdown => {}
+                End::Ours => {
+                    c.closed_by_peer.fetch_add(1, Ordering::Relaxed);
+                }
+                End::Remote { waiting } => {
+                    c.closed_by_leecher.fetch_add(1, Ordering::Relaxed);
+                    // The face may have stopped listening at the very end; nothing to do.
+                    let _ = task.closes.send(RemoteClose {
+                        peer: task.plan.index,
+                        at: std::time::Instant::now(),
+                        waiting,
+                    });
+                }
+            }
         });
     }
 }
@@ -312,9 +331,10 @@ impl<'a> Session<'a> {
             match event {
                 Event::Shutdown => return End::Shutdown,
                 Event::Received(Some(Ok(message))) => self.on_message(message, &mut out),
-                // The leecher closed, or broke the protocol: either way it is gone. A
-                // leecher that completes cancels what it still asked of us before it
-                // closes, so requests still queued mean it gave up waiting.
+                // The leecher closed, or broke the protocol: either way it is gone.
+                // Requests still queued mean it gave up waiting, or it completed with
+                // endgame duplicates left here; the face tells the two apart by when
+                // the leechers ended.
                 Event::Received(_) | Event::Wrote(Err(_)) | Event::Wrote(Ok(0)) => {
                     return End::Remote {
                         waiting: !self.queue.is_empty(),

@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 use serde::{Deserialize, Serialize};
 
 use super::data::FileCheck;
-use super::peer::PeerCounters;
+use super::peer::{PeerCounters, RemoteClose};
 use super::profile::Profile;
 
 /// The whole report of one `torrent-actors swarm` run.
@@ -72,7 +72,8 @@ impl PeerTally {
             bytes_served: get(&c.bytes_served),
             blocks_served: get(&c.blocks_served),
             spoiled_blocks: get(&c.spoiled_blocks),
-            dropped_by_leecher: get(&c.dropped_by_leecher),
+            // Told apart later by `judge_closes`.
+            dropped_by_leecher: 0,
             closed_by_leecher: get(&c.closed_by_leecher),
             closed_by_peer: get(&c.closed_by_peer),
             ignored_requests: get(&c.ignored_requests),
@@ -89,6 +90,41 @@ impl PeerTally {
         self.closed_by_leecher += o.closed_by_leecher;
         self.closed_by_peer += o.closed_by_peer;
         self.ignored_requests += o.ignored_requests;
+    }
+}
+
+/// How long before a leecher's exit its connections may close as part of its leaving:
+/// its shutdown disconnects every peer, then it writes its last stats and exits, and the
+/// face notices the exit within a fifth of a second.
+pub const LEAVING_WINDOW: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Splits each peer's connections closed by a leecher into drops (the leecher gave up
+/// waiting on the peer: its timeouts and bans) and the rest. A close is a drop when the
+/// leecher was waiting on the peer and no leecher exited within [`LEAVING_WINDOW`] after
+/// it: a leecher that completes leaves endgame requests queued at slow peers when it
+/// closes, and that is leaving, not a timeout. Sets `dropped_by_leecher` and
+/// `closed_by_leecher` of `tallies` (indexed by peer).
+pub fn judge_closes(
+    tallies: &mut [PeerTally],
+    closes: &[RemoteClose],
+    exits: &[std::time::Instant],
+) {
+    for t in tallies.iter_mut() {
+        t.dropped_by_leecher = 0;
+        t.closed_by_leecher = 0;
+    }
+    for close in closes {
+        let Some(t) = tallies.get_mut(close.peer as usize) else {
+            continue;
+        };
+        let leaving = exits
+            .iter()
+            .any(|&exit| exit >= close.at && exit.duration_since(close.at) <= LEAVING_WINDOW);
+        if close.waiting && !leaving {
+            t.dropped_by_leecher += 1;
+        } else {
+            t.closed_by_leecher += 1;
+        }
     }
 }
 
@@ -370,7 +406,8 @@ impl Report {
                     human_bytes(l.average_rate.unwrap_or(0.0))
                 ),
                 (true, _, None) => "complete".to_string(),
-                (false, true, _) => "killed at the duration limit".to_string(),
+                (false, true, _) if self.timed_out => "killed at the duration limit".to_string(),
+                (false, true, _) => "killed when the run was stopped".to_string(),
                 (false, false, _) => format!(
                     "did not complete (exit {})",
                     l.exit_code
@@ -461,6 +498,31 @@ mod tests {
         assert_eq!(totals.len(), Profile::ALL.len());
         assert_eq!((totals[0].peers, totals[0].tally.bytes_served), (2, 15));
         assert_eq!(totals[1].peers, 0);
+    }
+
+    #[test]
+    fn closes_just_before_a_leecher_exit_are_leaving_and_others_while_waiting_are_drops() {
+        let t0 = std::time::Instant::now();
+        let at = |s: u64| t0 + std::time::Duration::from_secs(s);
+        let close = |peer, s, waiting| RemoteClose {
+            peer,
+            at: at(s),
+            waiting,
+        };
+        let mut tallies = vec![PeerTally::default(); 3];
+        let closes = [
+            close(0, 10, true),  // waiting, long before the exit: a drop
+            close(0, 99, true),  // waiting, just before the exit: leaving
+            close(1, 50, false), // not waiting: leaving whenever
+            close(2, 101, true), // after the only exit: a drop
+            close(9, 1, true),   // no such peer: ignored
+        ];
+        judge_closes(&mut tallies, &closes, &[at(100)]);
+        let got: Vec<(u64, u64)> = tallies
+            .iter()
+            .map(|t| (t.dropped_by_leecher, t.closed_by_leecher))
+            .collect();
+        assert_eq!(got, vec![(1, 1), (0, 1), (1, 0)]);
     }
 
     #[test]
