@@ -124,6 +124,10 @@ pub struct SwarmArgs {
     /// Keep the temporary folder.
     #[arg(long)]
     pub keep: bool,
+    /// An extra argument for every leecher's `get` (repeat for more), e.g.
+    /// `--leecher-arg=-v` or `--leecher-arg=--max-in-progress-mib=64`.
+    #[arg(long, value_name = "ARG", allow_hyphen_values = true)]
+    pub leecher_arg: Vec<String>,
     /// Threads serving the swarm's peers (the leechers are processes of their own).
     #[arg(long, default_value_t = 1, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=64))]
     pub swarm_threads: u64,

@@ -147,6 +147,7 @@ fn start_leecher(
     peers: &[SocketAddr],
     torrent: &Path,
     work: &Path,
+    extra: &[String],
 ) -> Result<Leecher, Failure> {
     let dir = work.join(format!("leecher-{index}"));
     let stats_file = work.join(format!("leecher-{index}.stats.jsonl"));
@@ -173,7 +174,8 @@ fn start_leecher(
     for peer in peers {
         cmd.arg("--peer").arg(peer.to_string());
     }
-    cmd.arg(torrent)
+    cmd.args(extra)
+        .arg(torrent)
         // No DHT bootstrap: the leechers must not look beyond loopback.
         .env("TORRENT_ACTORS_DHT_BOOTSTRAP", "")
         .stdin(Stdio::null())
@@ -375,7 +377,14 @@ pub fn run(args: SwarmArgs) -> Result<(), Failure> {
                 .filter(|&&p| p != port)
                 .map(|&p| SocketAddr::from((Ipv4Addr::LOCALHOST, p))),
         );
-        match start_leecher(i as u32, port, &peers, &torrent_path, &work) {
+        match start_leecher(
+            i as u32,
+            port,
+            &peers,
+            &torrent_path,
+            &work,
+            &args.leecher_arg,
+        ) {
             Ok(l) => leechers.push(l),
             Err(e) => {
                 for l in &mut leechers {
@@ -439,6 +448,11 @@ pub fn run(args: SwarmArgs) -> Result<(), Failure> {
             }
             break;
         }
+    }
+    if leechers.iter().any(|l| l.killed) {
+        // The peers notice a killed leecher's connections closing on their own thread;
+        // a moment lets them count those closes before they are stopped.
+        std::thread::sleep(Duration::from_millis(500));
     }
     report.profile_series.push(sample(Instant::now()));
     let mut tallies: Vec<PeerTally> = swarm
