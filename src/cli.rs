@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use torrent_actors::magnet::FileSelection;
+use torrent_actors::swarm::Profile;
 
 /// A BitTorrent client built as an actor system.
 #[derive(Debug, Parser)]
@@ -56,6 +57,124 @@ pub enum Command {
         #[command(flatten)]
         engine: EngineArgs,
     },
+    /// Build a swarm of peers on loopback, each playing a behaviour profile and serving
+    /// synthetic data, run real `get` leechers against it, and report how they did.
+    Swarm(SwarmArgs),
+}
+
+/// `swarm`'s options, as typed; `swarm_cmd` checks them further.
+#[derive(Debug, Args)]
+pub struct SwarmArgs {
+    /// How many peers (with --profile). Replaced by the per-profile counts if any is given.
+    #[arg(long, default_value_t = 100, value_name = "N")]
+    pub peers: u32,
+    /// What the peers do: mix (the proportions documented in ARCHITECTURE.md), or one of
+    /// fast, slow, flaky, liar, silent, partial, choker for all of them.
+    #[arg(long, default_value = "mix", value_parser = parse_profile)]
+    pub profile: ProfileChoice,
+    /// The torrent's size: a number of bytes, or with a KiB, MiB or GiB suffix.
+    #[arg(long, default_value = "1GiB", value_parser = parse_size, value_name = "SIZE")]
+    pub size: u64,
+    /// The piece size, with the same suffixes.
+    #[arg(long, default_value = "512KiB", value_parser = parse_size, value_name = "SIZE")]
+    pub piece_size: u64,
+    /// Fixes every random choice: the data, the profiles, their timing.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// How many `get` leechers to run; they trade with each other too.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub leechers: u32,
+    /// Stop the run (killing leechers still running) after this long, e.g. 90s or 10m.
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub duration_limit: Duration,
+    /// Write the report as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+    /// Draw the leechers' rates and each profile's share as an SVG into this file.
+    #[arg(long, value_name = "FILE")]
+    pub plot: Option<PathBuf>,
+    /// Fast peers (every piece, no limit).
+    #[arg(long, value_name = "N", conflicts_with_all = ["peers", "profile"])]
+    pub fast: Option<u32>,
+    /// Slow peers (every piece, 16-64 KiB/s per connection).
+    #[arg(long, value_name = "N", conflicts_with_all = ["peers", "profile"])]
+    pub slow: Option<u32>,
+    /// Flaky peers (go down for a while, then come back).
+    #[arg(long, value_name = "N", conflicts_with_all = ["peers", "profile"])]
+    pub flaky: Option<u32>,
+    /// Lying peers (spoil some blocks).
+    #[arg(long, value_name = "N", conflicts_with_all = ["peers", "profile"])]
+    pub liar: Option<u32>,
+    /// Silent peers (accept, never answer).
+    #[arg(long, value_name = "N", conflicts_with_all = ["peers", "profile"])]
+    pub silent: Option<u32>,
+    /// Partial peers (some pieces, gaining more).
+    #[arg(long, value_name = "N", conflicts_with_all = ["peers", "profile"])]
+    pub partial: Option<u32>,
+    /// Choking peers (choke and unchoke at random).
+    #[arg(long, value_name = "N", conflicts_with_all = ["peers", "profile"])]
+    pub choker: Option<u32>,
+    /// Plan the swarm and write its torrent and report without running anything.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Where the torrent, the leechers' files, stats and logs go (default: a temporary
+    /// folder, removed at the end unless --keep).
+    #[arg(long, value_name = "DIR")]
+    pub work_dir: Option<PathBuf>,
+    /// Keep the temporary folder.
+    #[arg(long)]
+    pub keep: bool,
+    /// An extra argument for every leecher's `get` (repeat for more), e.g.
+    /// `--leecher-arg=-v` or `--leecher-arg=--max-in-progress-mib=64`.
+    #[arg(long, value_name = "ARG", allow_hyphen_values = true)]
+    pub leecher_arg: Vec<String>,
+    /// Threads serving the swarm's peers (the leechers are processes of their own).
+    #[arg(long, default_value_t = 1, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub swarm_threads: u64,
+}
+
+/// `--profile`: the mix, or every peer playing one profile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProfileChoice {
+    Mix,
+    Only(Profile),
+}
+
+fn parse_profile(value: &str) -> Result<ProfileChoice, String> {
+    if value == "mix" {
+        return Ok(ProfileChoice::Mix);
+    }
+    Profile::from_name(value).map(ProfileChoice::Only).ok_or_else(|| {
+        format!("{value:?} is not a profile: mix, fast, slow, flaky, liar, silent, partial or choker")
+    })
+}
+
+/// A size: bytes, or a whole number with a KiB, MiB, GiB or TiB suffix (K, M, G, T and
+/// KB, MB, GB, TB are read as the same binary units).
+pub fn parse_size(value: &str) -> Result<u64, String> {
+    let text = value.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("{value:?} is not a size (e.g. 1GiB, 512KiB, 1048576)"))?;
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        "t" | "tb" | "tib" => 40,
+        _ => {
+            return Err(format!(
+                "{value:?} has an unknown unit; use KiB, MiB or GiB"
+            ))
+        }
+    };
+    number
+        .checked_mul(1u64 << shift)
+        .ok_or_else(|| format!("{value:?} is too large"))
 }
 
 /// `--files`: a BEP 53 style list of indices and inclusive ranges.
@@ -175,6 +294,20 @@ fn peer_address(text: &str) -> Result<SocketAddr, String> {
 #[cfg(test)]
 mod tests {
     use super::peer_address;
+
+    #[test]
+    fn sizes_take_binary_suffixes() {
+        use super::parse_size;
+        assert_eq!(parse_size("1GiB"), Ok(1 << 30));
+        assert_eq!(parse_size("512KiB"), Ok(512 << 10));
+        assert_eq!(parse_size("64 MiB"), Ok(64 << 20));
+        assert_eq!(parse_size("64m"), Ok(64 << 20));
+        assert_eq!(parse_size("1000"), Ok(1000));
+        assert!(parse_size("1.5GiB").is_err());
+        assert!(parse_size("GiB").is_err());
+        assert!(parse_size("3PiB").is_err());
+        assert!(parse_size("99999999999TiB").is_err());
+    }
 
     #[test]
     fn peers_are_addresses_or_host_names() {

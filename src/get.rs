@@ -740,6 +740,9 @@ impl Handler<TorrentEvent> for Face {
                 self.last = p.clone();
                 let seeding = matches!(self.mode, Mode::Seed | Mode::Download { seed: Some(_) });
                 if !seeding {
+                    // The last stats record is written from `last`: it must show the
+                    // completion, not the progress half a second before it.
+                    self.last = p.clone();
                     return self.finish(Outcome::Completed(p));
                 }
                 if let Some(bar) = &self.bar {

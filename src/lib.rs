@@ -12,6 +12,7 @@ pub mod layout;
 pub mod magnet;
 pub mod metainfo;
 pub mod procstats;
+pub mod swarm;
 pub mod tracker;
 pub mod wire;
 

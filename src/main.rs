@@ -1,11 +1,12 @@
 //! The `torrent-actors` binary: `main` is the only place that prints a fatal error; the
-//! face modules (`info`, `get`) turn failures into the exit codes listed in README.md.
+//! face modules (`info`, `get`, `swarm_cmd`) turn failures into the exit codes listed in README.md.
 //! The binary alone uses `anyhow`; the library returns typed errors.
 
 mod cli;
 mod get;
 mod info;
 mod logging;
+mod swarm_cmd;
 
 use std::io::Read;
 use std::path::Path;
@@ -36,6 +37,10 @@ mod exit {
     pub const DISK_FULL: u8 = 6;
     /// No peer could be reached within the time limit.
     pub const NO_PEERS: u8 = 7;
+    /// `swarm`: a leecher did not complete (it failed, or the duration limit came first).
+    pub const SWARM_INCOMPLETE: u8 = 8;
+    /// `swarm`: a leecher completed with wrong data in its file.
+    pub const SWARM_WRONG_FILES: u8 = 9;
     /// Stopped by Ctrl-C (the shell's convention for SIGINT).
     pub const INTERRUPTED: u8 = 130;
 }
@@ -110,6 +115,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             let dht = dht_options(&engine);
             get::run(get::GetArgs::new(engine, dir, get::Mode::Seed).with_dht(dht)?)
         }
+        Command::Swarm(args) => swarm_cmd::run(args),
     }
 }
 

@@ -15,6 +15,7 @@ mod metadata;
 mod metainfo;
 mod seeding;
 mod support;
+mod swarm;
 mod tracker;
 mod tracker_actor;
 mod wire;

@@ -1,0 +1,280 @@
+//! The report as a picture: each leecher's download rate over time, and below it the
+//! bytes each profile served per second, stacked, so one can see who carried the
+//! download and when. Drawn with `plotters`' SVG backend alone: SVG text is laid out by
+//! whatever shows the file, so no font is needed here and the picture is a string.
+
+use plotters::prelude::*;
+
+use super::profile::Profile;
+use super::report::Report;
+
+/// Why the plot could not be drawn.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot draw the plot: {0}")]
+pub struct PlotError(String);
+
+const MIB: f64 = 1024.0 * 1024.0;
+
+/// A curve: (seconds, MiB/s) points.
+type Curve = Vec<(f64, f64)>;
+
+/// One colour per profile, in [`Profile::ALL`] order, and the leechers' colours.
+const PROFILE_COLOURS: [RGBColor; 7] = [
+    RGBColor(31, 119, 180),
+    RGBColor(255, 127, 14),
+    RGBColor(44, 160, 44),
+    RGBColor(214, 39, 40),
+    RGBColor(127, 127, 127),
+    RGBColor(148, 103, 189),
+    RGBColor(23, 190, 207),
+];
+const LEECHER_COLOURS: [RGBColor; 4] = [
+    RGBColor(0, 0, 0),
+    RGBColor(214, 39, 40),
+    RGBColor(31, 119, 180),
+    RGBColor(44, 160, 44),
+];
+
+/// Per-second rates from cumulative counts `(t, total)`: one point per interval, at its
+/// end, in MiB/s.
+fn rates(points: &[(f64, f64)]) -> Vec<(f64, f64)> {
+    points
+        .windows(2)
+        .filter(|w| w[1].0 > w[0].0)
+        .map(|w| (w[1].0, (w[1].1 - w[0].1).max(0.0) / (w[1].0 - w[0].0) / MIB))
+        .collect()
+}
+
+/// The SVG text of the report's plot.
+pub fn svg(report: &Report) -> Result<String, PlotError> {
+    let leechers: Vec<(String, Vec<(f64, f64)>)> = report
+        .leechers
+        .iter()
+        .map(|l| {
+            let mut cumulative = vec![(0.0, 0.0)];
+            cumulative.extend(l.throughput.iter().map(|s| (s.t, s.verified_bytes as f64)));
+            (format!("leecher {}", l.index), rates(&cumulative))
+        })
+        .collect();
+    // Stacked: each profile's curve is the sum of its rate and the rates of the profiles
+    // before it, drawn from the top down so each area covers the ones above it.
+    let present: Vec<(usize, Profile)> = Profile::ALL
+        .into_iter()
+        .enumerate()
+        .filter(|(_, p)| {
+            report
+                .profiles
+                .iter()
+                .any(|r| r.profile == *p && r.peers > 0)
+        })
+        .collect();
+    let mut stacked: Vec<(usize, Profile, Curve)> = Vec::new();
+    let mut below: Vec<(f64, f64)> = Vec::new();
+    for &(slot, profile) in &present {
+        let mut cumulative = vec![(0.0, 0.0)];
+        cumulative.extend(report.profile_series.iter().map(|s| {
+            (
+                s.t,
+                s.bytes.get(profile.name()).copied().unwrap_or(0) as f64,
+            )
+        }));
+        let own = rates(&cumulative);
+        let summed: Vec<(f64, f64)> = own
+            .iter()
+            .enumerate()
+            .map(|(i, &(t, r))| (t, r + below.get(i).map_or(0.0, |b| b.1)))
+            .collect();
+        below = summed.clone();
+        stacked.push((slot, profile, summed));
+    }
+
+    let t_max = leechers
+        .iter()
+        .flat_map(|(_, pts)| pts.iter().map(|p| p.0))
+        .chain(report.profile_series.iter().map(|s| s.t))
+        .fold(1.0f64, f64::max);
+    let top_max = leechers
+        .iter()
+        .flat_map(|(_, pts)| pts.iter().map(|p| p.1))
+        .fold(1.0f64, f64::max)
+        * 1.1;
+    let bottom_max = below.iter().map(|p| p.1).fold(1.0f64, f64::max) * 1.1;
+
+    let mut text = String::new();
+    {
+        let root = SVGBackend::with_string(&mut text, (1000, 760)).into_drawing_area();
+        let e = |e: DrawingAreaErrorKind<_>| PlotError(e.to_string());
+        root.fill(&WHITE).map_err(e)?;
+        let (top, bottom) = root.split_vertically(380);
+
+        let mut chart = ChartBuilder::on(&top)
+            .caption(
+                format!(
+                    "leechers' download rate (verified), {} peers, seed {}",
+                    report.peers.len(),
+                    report.seed
+                ),
+                ("sans-serif", 18),
+            )
+            .margin(12)
+            .x_label_area_size(32)
+            .y_label_area_size(56)
+            .build_cartesian_2d(0.0..t_max, 0.0..top_max)
+            .map_err(e)?;
+        chart
+            .configure_mesh()
+            .x_desc("seconds")
+            .y_desc("MiB/s")
+            .draw()
+            .map_err(e)?;
+        for (i, (label, points)) in leechers.iter().enumerate() {
+            let colour = LEECHER_COLOURS[i % LEECHER_COLOURS.len()];
+            chart
+                .draw_series(LineSeries::new(
+                    points.iter().copied(),
+                    colour.stroke_width(2),
+                ))
+                .map_err(e)?
+                .label(label.as_str())
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], colour));
+        }
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()
+            .map_err(e)?;
+
+        let mut chart = ChartBuilder::on(&bottom)
+            .caption(
+                "bytes served per second, by profile (stacked)",
+                ("sans-serif", 18),
+            )
+            .margin(12)
+            .x_label_area_size(32)
+            .y_label_area_size(56)
+            .build_cartesian_2d(0.0..t_max, 0.0..bottom_max)
+            .map_err(e)?;
+        chart
+            .configure_mesh()
+            .x_desc("seconds")
+            .y_desc("MiB/s")
+            .draw()
+            .map_err(e)?;
+        for (slot, profile, points) in stacked.iter().rev() {
+            let colour = PROFILE_COLOURS[*slot];
+            chart
+                .draw_series(
+                    AreaSeries::new(points.iter().copied(), 0.0, colour).border_style(colour),
+                )
+                .map_err(e)?
+                .label(profile.name())
+                .legend(move |(x, y)| {
+                    Rectangle::new([(x, y - 5), (x + 14, y + 5)], colour.filled())
+                });
+        }
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()
+            .map_err(e)?;
+        root.present().map_err(e)?;
+    }
+    Ok(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::swarm::report::{profile_totals, LeecherReport, LeecherSample, ProfileSample};
+
+    fn report() -> Report {
+        let sample = |t: f64, v: u64| LeecherSample {
+            t,
+            verified_bytes: v,
+            received: v,
+            uploaded: 0,
+            rate: 0.0,
+            peers: 3,
+            rss_bytes: 1,
+            open_files: 1,
+        };
+        let leecher = LeecherReport {
+            index: 0,
+            port: 1,
+            pid: 1,
+            exit_code: Some(0),
+            killed: false,
+            completed: true,
+            completion_secs: Some(2.0),
+            exited_after_secs: Some(2.5),
+            average_rate: Some(1.0),
+            files: None,
+            files_right: true,
+            hash_failures: 0,
+            banned: 0,
+            received: 0,
+            uploaded: 0,
+            peak_rss_bytes: 0,
+            max_open_files: 0,
+            max_peers: 0,
+            throughput: vec![sample(1.0, 5 << 20), sample(2.0, 12 << 20)],
+            actors: serde_json::Value::Null,
+            stats_file: String::new(),
+            log_file: String::new(),
+        };
+        let series = (1..4)
+            .map(|t| ProfileSample {
+                t: f64::from(t),
+                bytes: [("fast".to_string(), u64::from(t as u32) << 20)]
+                    .into_iter()
+                    .collect(),
+            })
+            .collect();
+        let peers = vec![crate::swarm::report::PeerReport {
+            index: 0,
+            addr: String::new(),
+            profile: Profile::Fast,
+            rate: None,
+            pieces_at_start: 1,
+            lie_permille: 0,
+            flaky_up_secs: None,
+            flaky_down_secs: None,
+            tally: Default::default(),
+        }];
+        Report {
+            seed: 1,
+            size: 1,
+            piece_size: 1,
+            pieces: 1,
+            info_hash: String::new(),
+            torrent_file: String::new(),
+            dry_run: false,
+            duration_limit_secs: 1.0,
+            elapsed_secs: 1.0,
+            timed_out: false,
+            outcome: "complete".into(),
+            exit_code: 0,
+            profiles: profile_totals(&peers),
+            peers,
+            leechers: vec![leecher],
+            profile_series: series,
+        }
+    }
+
+    #[test]
+    fn the_plot_is_an_svg_with_both_panels_and_their_legends() {
+        let svg = svg(&report()).unwrap();
+        assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+        for text in ["leecher 0", "fast", "by profile", "MiB/s"] {
+            assert!(svg.contains(text), "{text} missing");
+        }
+    }
+
+    #[test]
+    fn rates_come_from_differences() {
+        let r = rates(&[(0.0, 0.0), (1.0, MIB), (3.0, 5.0 * MIB), (3.0, 9.0 * MIB)]);
+        assert_eq!(r, vec![(1.0, 1.0), (3.0, 2.0)]);
+    }
+}

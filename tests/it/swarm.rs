@@ -1,0 +1,296 @@
+//! `torrent-actors swarm` from outside: a small swarm of every profile against two real
+//! `get` leechers, the report and plot it writes, the exit code when the leechers cannot
+//! complete, and the same seed planning the same swarm.
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::support::run_with_timeout;
+
+fn swarm(work: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_torrent-actors"));
+    cmd.arg("swarm")
+        .arg("--work-dir")
+        .arg(work)
+        .env("TORRENT_ACTORS_DHT_BOOTSTRAP", "");
+    cmd
+}
+
+/// The command's output and, since the leechers write elsewhere, their logs' last lines.
+fn explain(out: &Output, work: &Path) -> String {
+    let mut text = format!(
+        "status {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for i in 0..4 {
+        if let Ok(log) = std::fs::read_to_string(work.join(format!("leecher-{i}.log"))) {
+            let tail: Vec<&str> = log.lines().rev().take(30).collect();
+            text.push_str(&format!("\nleecher {i} log (last lines, newest first):\n"));
+            text.push_str(&tail.join("\n"));
+        }
+    }
+    text
+}
+
+fn read_report(path: &Path) -> Value {
+    let bytes = std::fs::read(path).expect("the report was written");
+    serde_json::from_slice(&bytes).expect("the report is JSON")
+}
+
+fn num(v: &Value) -> u64 {
+    v.as_u64().unwrap_or_else(|| panic!("{v} is not a count"))
+}
+
+#[test]
+fn a_mixed_swarm_of_fifty_peers_completes_two_leechers_and_reports_it() {
+    let work = tempfile::tempdir().unwrap();
+    let report_path = work.path().join("report.json");
+    let plot_path = work.path().join("plot.svg");
+    let mut cmd = swarm(work.path());
+    cmd.args(["--peers", "50", "--size", "64MiB", "--piece-size", "256KiB"])
+        .args(["--profile", "mix", "--seed", "3", "--leechers", "2"])
+        .args(["--duration-limit", "150s"])
+        .arg("--report")
+        .arg(&report_path)
+        .arg("--plot")
+        .arg(&plot_path);
+    let out = run_with_timeout(cmd, Duration::from_secs(240));
+    assert!(out.status.success(), "{}", explain(&out, work.path()));
+
+    let r = read_report(&report_path);
+    for key in [
+        "seed",
+        "size",
+        "piece_size",
+        "pieces",
+        "info_hash",
+        "elapsed_secs",
+        "timed_out",
+        "outcome",
+        "exit_code",
+        "profiles",
+        "peers",
+        "leechers",
+        "profile_series",
+    ] {
+        assert!(r.get(key).is_some(), "the report has no {key:?}");
+    }
+    assert_eq!(r["outcome"], "complete");
+    assert_eq!(r["exit_code"], 0);
+    assert_eq!(r["timed_out"], false);
+    let size = num(&r["size"]);
+    assert_eq!(size, 64 << 20);
+    let pieces = num(&r["pieces"]);
+    assert_eq!(pieces, 256);
+
+    // The mix's proportions for 50 peers, and the honest peers never spoil a block.
+    let profiles = r["profiles"].as_array().unwrap();
+    let counts: Vec<(String, u64)> = profiles
+        .iter()
+        .map(|p| (p["profile"].as_str().unwrap().to_string(), num(&p["peers"])))
+        .collect();
+    let want = [
+        ("fast", 5),
+        ("slow", 20),
+        ("flaky", 5),
+        ("liar", 2),
+        ("silent", 3),
+        ("partial", 10),
+        ("choker", 5),
+    ];
+    assert_eq!(
+        counts,
+        want.map(|(p, n)| (p.to_string(), n)).to_vec(),
+        "profile counts"
+    );
+    let profile = |name: &str| profiles.iter().find(|p| p["profile"] == name).unwrap();
+    for p in profiles {
+        for key in [
+            "bytes_served",
+            "blocks_served",
+            "spoiled_blocks",
+            "connections",
+            "dropped_by_leecher",
+            "closed_by_leecher",
+            "closed_by_peer",
+        ] {
+            assert!(p.get(key).is_some(), "profile totals have no {key:?}");
+        }
+        if p["profile"] != "liar" {
+            assert_eq!(num(&p["spoiled_blocks"]), 0, "{p}");
+        }
+    }
+    assert_eq!(num(&profile("silent")["bytes_served"]), 0);
+    assert!(
+        num(&profile("silent")["connections"]) > 0,
+        "the leechers dial silent peers too"
+    );
+    let served: u64 = profiles.iter().map(|p| num(&p["bytes_served"])).sum();
+    assert!(
+        served >= size,
+        "the swarm served {served} bytes of a {size}-byte torrent"
+    );
+    assert_eq!(r["peers"].as_array().unwrap().len(), 50);
+    assert!(r["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|p| p["addr"].as_str().unwrap().starts_with("127.0.0.1:")));
+
+    // The per-second series ends at what the peers counted.
+    let series = r["profile_series"].as_array().unwrap();
+    let last = series.last().expect("at least one sample");
+    let last_total: u64 = last["bytes"].as_object().unwrap().values().map(num).sum();
+    assert_eq!(last_total, served);
+
+    // Each leecher completed with the right file, and told its story second by second.
+    let leechers = r["leechers"].as_array().unwrap();
+    assert_eq!(leechers.len(), 2);
+    let mut hash_failures = 0;
+    let mut banned = 0;
+    for l in leechers {
+        assert_eq!(l["completed"], true, "{l}");
+        assert_eq!(l["files_right"], true, "{l}");
+        assert_eq!(num(&l["files"]["good_pieces"]), pieces);
+        assert_eq!(l["exit_code"], 0);
+        assert!(l["completion_secs"].as_f64().unwrap() > 0.0, "{l}");
+        assert!(num(&l["peak_rss_bytes"]) > 0 && num(&l["max_open_files"]) > 0);
+        assert!(num(&l["max_peers"]) > 0);
+        assert!(l.get("actors").is_some());
+        let samples = l["throughput"].as_array().unwrap();
+        assert!(!samples.is_empty());
+        let verified: Vec<u64> = samples.iter().map(|s| num(&s["verified_bytes"])).collect();
+        assert!(verified.windows(2).all(|w| w[0] <= w[1]), "{verified:?}");
+        assert_eq!(verified.last().copied(), Some(size));
+        hash_failures += num(&l["hash_failures"]);
+        // Only the two liars may be banned: smart ban never blames an honest peer.
+        let b = num(&l["banned"]);
+        assert!(
+            b <= 2,
+            "leecher banned {b} peers with 2 liars in the swarm: {l}"
+        );
+        banned += b;
+    }
+    // The liars lied, the leechers noticed, and blamed someone: a spoiled piece whose
+    // every block came from one liar names it at once, and two strikes ban it.
+    let spoiled = num(&profile("liar")["spoiled_blocks"]);
+    if spoiled >= 10 {
+        assert!(
+            hash_failures > 0,
+            "{spoiled} spoiled blocks and no hash failure"
+        );
+    }
+    if hash_failures >= 4 {
+        assert!(
+            banned > 0,
+            "{hash_failures} hash failures and nobody banned"
+        );
+    }
+
+    let svg = std::fs::read_to_string(&plot_path).expect("the plot was written");
+    assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+    for text in ["leecher 0", "leecher 1", "partial", "MiB/s"] {
+        assert!(svg.contains(text), "the plot has no {text:?}");
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("files right"), "{stdout}");
+}
+
+#[test]
+fn the_same_seed_plans_the_same_swarm_and_another_seed_another() {
+    let plan = |seed: &str| {
+        let work = tempfile::tempdir().unwrap();
+        let report = work.path().join("plan.json");
+        let mut cmd = swarm(work.path());
+        cmd.args(["--dry-run", "--peers", "40", "--size", "8MiB"])
+            .args(["--piece-size", "64KiB", "--seed", seed])
+            .arg("--report")
+            .arg(&report);
+        let out = run_with_timeout(cmd, Duration::from_secs(60));
+        assert!(out.status.success(), "{}", explain(&out, work.path()));
+        let r = read_report(&report);
+        let torrent = std::fs::read(r["torrent_file"].as_str().unwrap()).unwrap();
+        (r, torrent)
+    };
+    let (a, torrent_a) = plan("11");
+    let (b, torrent_b) = plan("11");
+    let (c, _) = plan("12");
+    assert_eq!(a["outcome"], "planned");
+    assert!(
+        a["leechers"].as_array().unwrap().is_empty(),
+        "a dry run starts no leecher"
+    );
+    let peers = |r: &Value| -> Vec<Value> {
+        r["peers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                let mut p = p.clone();
+                p.as_object_mut().unwrap().remove("addr");
+                p
+            })
+            .collect()
+    };
+    assert_eq!(a["info_hash"], b["info_hash"]);
+    assert_eq!(
+        torrent_a, torrent_b,
+        "the same seed writes the same .torrent"
+    );
+    assert_eq!(peers(&a), peers(&b), "the same seed plans the same peers");
+    assert_ne!(a["info_hash"], c["info_hash"], "another seed, other data");
+    let profiles = |r: &Value| -> Vec<Value> {
+        r["peers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["profile"].clone())
+            .collect()
+    };
+    assert_ne!(
+        profiles(&a),
+        profiles(&c),
+        "another seed, another assignment"
+    );
+}
+
+#[test]
+fn leechers_that_cannot_complete_are_stopped_at_the_duration_limit_with_exit_8() {
+    let work = tempfile::tempdir().unwrap();
+    let report_path = work.path().join("report.json");
+    let mut cmd = swarm(work.path());
+    // Counts by hand replace --profile: two silent peers and nothing else.
+    cmd.args(["--silent", "2", "--size", "1MiB", "--piece-size", "64KiB"])
+        .args(["--duration-limit", "4s"])
+        .arg("--report")
+        .arg(&report_path);
+    let out = run_with_timeout(cmd, Duration::from_secs(60));
+    assert_eq!(out.status.code(), Some(8), "{}", explain(&out, work.path()));
+    let r = read_report(&report_path);
+    assert_eq!(r["timed_out"], true);
+    assert_eq!(r["outcome"], "incomplete");
+    assert_eq!(r["exit_code"], 8);
+    assert_eq!(r["peers"].as_array().unwrap().len(), 2);
+    let l = &r["leechers"][0];
+    assert_eq!(
+        (&l["killed"], &l["completed"]),
+        (&Value::Bool(true), &Value::Bool(false))
+    );
+    assert!(r["elapsed_secs"].as_f64().unwrap() < 30.0);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("cannot complete"), "{stderr}");
+}
+
+#[test]
+fn per_profile_counts_and_peers_cannot_be_mixed() {
+    let work = tempfile::tempdir().unwrap();
+    let mut cmd = swarm(work.path());
+    cmd.args(["--peers", "10", "--fast", "2", "--dry-run"]);
+    let out = run_with_timeout(cmd, Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(2), "{}", explain(&out, work.path()));
+}
