@@ -321,6 +321,12 @@ impl Picker {
     }
 
     /// `peer` delivered the block `req`.
+    ///
+    /// Only a delivery by a current holder of the request counts. Peers report deliveries
+    /// in batches, so a report can come after its piece failed its hash and was started
+    /// again; that block went into the failed attempt, and counting it for the new one
+    /// would mark a block received that the PieceManager never gets: the piece would
+    /// wait for it forever.
     pub fn block_received(&mut self, peer: PeerKey, req: &BlockRequest) -> BlockOutcome {
         let Some(partial) = self.partials.get_mut(&req.piece) else {
             return BlockOutcome::Ignored;
@@ -330,10 +336,9 @@ impl Picker {
             return BlockOutcome::Ignored;
         };
         let cancel = match state {
-            BlockState::Received => return BlockOutcome::Ignored,
-            BlockState::Free => {
-                partial.free -= 1;
-                Vec::new()
+            BlockState::Received | BlockState::Free => return BlockOutcome::Ignored,
+            BlockState::Requested(holders) if !holders.contains(&peer) => {
+                return BlockOutcome::Ignored
             }
             BlockState::Requested(holders) => {
                 holders.retain(|h| *h != peer);

@@ -294,3 +294,34 @@ proptest! {
         prop_assert_eq!(accepted.len() as u32, blocks);
     }
 }
+
+#[test]
+fn a_delivery_reported_after_its_piece_failed_does_not_count_for_the_next_attempt() {
+    let l = layout(32 * 1024, 2 * 32 * 1024);
+    let mut p = picker(&l, u64::MAX);
+    let zero = l.piece(0).unwrap();
+    let a = pick(&mut p, P, &only(2, &[0]), 2);
+    assert_eq!(a.len(), 2);
+    // P delivered both blocks; the PieceManager assembled and hashed the piece, which
+    // failed, before P reported the second block.
+    p.block_received(P, &a[0]);
+    p.piece_failed(zero);
+    // The piece starts again with Q.
+    let b = pick(&mut p, Q, &only(2, &[0]), 2);
+    assert_eq!(b, a);
+    // P's late report of the old attempt's block changes nothing...
+    assert_eq!(p.block_received(P, &a[1]), BlockOutcome::Ignored);
+    // ...so Q's deliveries complete the new attempt.
+    assert!(matches!(
+        p.block_received(Q, &a[0]),
+        BlockOutcome::Accepted { piece_done: false, .. }
+    ));
+    assert!(matches!(
+        p.block_received(Q, &a[1]),
+        BlockOutcome::Accepted { piece_done: true, .. }
+    ));
+    // A late report for a block nobody is asked for now is ignored too.
+    p.piece_failed(zero);
+    assert_eq!(p.block_received(Q, &a[0]), BlockOutcome::Ignored);
+    assert_eq!(p.state(zero), PieceState::Missing);
+}
