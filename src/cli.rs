@@ -114,6 +114,10 @@ pub struct SwarmArgs {
     /// Choking peers (choke and unchoke at random).
     #[arg(long, value_name = "N", conflicts_with_all = ["peers", "profile"])]
     pub choker: Option<u32>,
+    /// Idle peers (handshake, no pieces, keep-alives only): connections held at no
+    /// work, for measuring what a connection costs.
+    #[arg(long, value_name = "N", conflicts_with_all = ["peers", "profile"])]
+    pub idle: Option<u32>,
     /// Plan the swarm and write its torrent and report without running anything.
     #[arg(long)]
     pub dry_run: bool,

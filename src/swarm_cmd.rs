@@ -57,6 +57,7 @@ fn counts_of(args: &SwarmArgs) -> ProfileCounts {
         (Profile::Silent, args.silent),
         (Profile::Partial, args.partial),
         (Profile::Choker, args.choker),
+        (Profile::Idle, args.idle),
     ];
     if by_hand.iter().any(|(_, n)| n.is_some()) {
         let mut counts = ProfileCounts::default();

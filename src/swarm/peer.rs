@@ -186,7 +186,32 @@ async fn serve(mut stream: TcpStream, task: &PeerTask, connection: u64) -> End {
         return End::Remote { waiting: true };
     }
     task.counters.handshakes.fetch_add(1, Ordering::Relaxed);
+    if task.plan.profile == Profile::Idle {
+        return stay_idle(stream, &task.cancel).await;
+    }
     Session::new(task, connection).run(stream).await
+}
+
+/// An idle peer, after its handshake, has nothing to offer: it never unchokes, reads and
+/// drops whatever comes, and sends a keep-alive every 30 s so the leecher holds the
+/// connection.
+async fn stay_idle(mut stream: TcpStream, cancel: &CancellationToken) -> End {
+    let mut sink = [0u8; 1024];
+    let mut keepalive = tokio::time::interval(KEEPALIVE);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return End::Shutdown,
+            _ = keepalive.tick() => {
+                if stream.write_all(&[0, 0, 0, 0]).await.is_err() {
+                    return End::Remote { waiting: false };
+                }
+            }
+            read = stream.read(&mut sink) => match read {
+                Ok(0) | Err(_) => return End::Remote { waiting: false },
+                Ok(_) => {}
+            },
+        }
+    }
 }
 
 /// A silent peer reads whatever comes and never answers, until the leecher gives up

@@ -19,7 +19,7 @@ const MIB: f64 = 1024.0 * 1024.0;
 type Curve = Vec<(f64, f64)>;
 
 /// One colour per profile, in [`Profile::ALL`] order, and the leechers' colours.
-const PROFILE_COLOURS: [RGBColor; 7] = [
+const PROFILE_COLOURS: [RGBColor; 8] = [
     RGBColor(31, 119, 180),
     RGBColor(255, 127, 14),
     RGBColor(44, 160, 44),
@@ -27,6 +27,7 @@ const PROFILE_COLOURS: [RGBColor; 7] = [
     RGBColor(127, 127, 127),
     RGBColor(148, 103, 189),
     RGBColor(23, 190, 207),
+    RGBColor(188, 189, 34),
 ];
 const LEECHER_COLOURS: [RGBColor; 4] = [
     RGBColor(0, 0, 0),

@@ -29,11 +29,14 @@ pub enum Profile {
     Partial,
     /// Has every piece, and chokes for 1 to 5 s after every 2 to 10 s unchoked.
     Choker,
+    /// Completes the handshake, has no piece, and only keeps the connection alive: the
+    /// cost of a connection that is held but idle. Not part of the mix.
+    Idle,
 }
 
 impl Profile {
     /// Every profile, in the order reports list them.
-    pub const ALL: [Profile; 7] = [
+    pub const ALL: [Profile; 8] = [
         Profile::Fast,
         Profile::Slow,
         Profile::Flaky,
@@ -41,6 +44,7 @@ impl Profile {
         Profile::Silent,
         Profile::Partial,
         Profile::Choker,
+        Profile::Idle,
     ];
 
     /// The name used on the command line and in reports.
@@ -53,6 +57,7 @@ impl Profile {
             Profile::Silent => "silent",
             Profile::Partial => "partial",
             Profile::Choker => "choker",
+            Profile::Idle => "idle",
         }
     }
 
@@ -63,7 +68,7 @@ impl Profile {
 
     /// Whether this peer's data can complete a download: it answers and does not lie.
     pub fn is_honest_source(self) -> bool {
-        !matches!(self, Profile::Liar | Profile::Silent)
+        !matches!(self, Profile::Liar | Profile::Silent | Profile::Idle)
     }
 
     fn slot(self) -> usize {
@@ -86,15 +91,15 @@ pub const MIX: [(Profile, u32); 7] = [
 
 /// How many peers play each profile.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ProfileCounts([u32; 7]);
+pub struct ProfileCounts([u32; 8]);
 
 impl ProfileCounts {
     /// `total` peers in the [`MIX`] proportions. Rounding gives the leftover peers to
     /// the profiles with the largest remainders (earlier ones on ties), so the counts
     /// always add up to `total`.
     pub fn mix(total: u32) -> Self {
-        let mut counts = [0u32; 7];
-        let mut remainders = Vec::with_capacity(7);
+        let mut counts = [0u32; 8];
+        let mut remainders = Vec::with_capacity(MIX.len());
         for (profile, parts) in MIX {
             let exact = u64::from(total) * u64::from(parts);
             counts[profile.slot()] = (exact / 100) as u32;
@@ -287,7 +292,7 @@ fn plan_peer(seed: u64, index: u32, profile: Profile, num_pieces: u32) -> PeerPl
         key,
     };
     match profile {
-        Profile::Fast | Profile::Silent | Profile::Choker => {}
+        Profile::Fast | Profile::Silent | Profile::Choker | Profile::Idle => {}
         Profile::Slow => plan.rate = Some(rng.between(16, 64) * 1024),
         Profile::Flaky => {
             let up = Duration::from_millis(rng.between(5_000, 20_000));
@@ -387,7 +392,7 @@ mod tests {
         let fifty = ProfileCounts::mix(50);
         assert_eq!(
             Profile::ALL.map(|p| fifty.get(p)),
-            [5, 20, 5, 2, 3, 10, 5],
+            [5, 20, 5, 2, 3, 10, 5, 0],
             "the 50-peer mix the CI test runs"
         );
         assert_eq!(MIX.iter().map(|&(_, parts)| parts).sum::<u32>(), 100);

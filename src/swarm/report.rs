@@ -437,12 +437,12 @@ impl Report {
                     let field = |k: &str| a.get(k).cloned().unwrap_or_default();
                     let _ = writeln!(
                         s,
-                        "  {:<16} handled {:>9} busy {:>9} ms mailbox peak {:>5} refused {}",
+                        "  {:<16} handled {:>9} busy {:>9} ms mailbox peak {:>5} held back {}",
                         field("actor").as_str().unwrap_or("?"),
                         field("handled"),
                         format!("{:.0}", field("busy_ms").as_f64().unwrap_or(0.0)),
                         field("mailbox_peak"),
-                        field("refused")
+                        field("backpressure")
                     );
                 }
             }
