@@ -30,9 +30,9 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use sha1::{Digest, Sha1};
 use torrent_actors::engine::messages::{HashOutcome, HashPiece};
+use torrent_actors::engine::metrics::{ActorKind, ActorMetrics};
 use torrent_actors::engine::picker::{BlockOutcome, Picker};
 use torrent_actors::engine::smart_ban::{self, SmartBan};
-use torrent_actors::engine::metrics::{ActorKind, ActorMetrics};
 use torrent_actors::engine::storage::Hasher;
 use torrent_actors::engine::PeerKey;
 use torrent_actors::layout::{Layout, BLOCK_SIZE};
@@ -138,7 +138,8 @@ fn hasher(c: &mut Criterion) {
     // (threads, pieces in flight): one at a time shows the round trip; two threads with
     // four in flight is the engine on this two-core machine with pieces queueing up.
     for (threads, in_flight) in [(1, 1), (2, 1), (2, 4)] {
-        let pool = system.block_on(async move { SyncArbiter::start(threads, || Hasher::new(detached())) });
+        let pool =
+            system.block_on(async move { SyncArbiter::start(threads, || Hasher::new(detached())) });
         group.bench_function(
             BenchmarkId::new("pool", format!("{threads}_threads_{in_flight}_in_flight")),
             |b| {

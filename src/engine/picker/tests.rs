@@ -314,11 +314,17 @@ fn a_delivery_reported_after_its_piece_failed_does_not_count_for_the_next_attemp
     // ...so Q's deliveries complete the new attempt.
     assert!(matches!(
         p.block_received(Q, &a[0]),
-        BlockOutcome::Accepted { piece_done: false, .. }
+        BlockOutcome::Accepted {
+            piece_done: false,
+            ..
+        }
     ));
     assert!(matches!(
         p.block_received(Q, &a[1]),
-        BlockOutcome::Accepted { piece_done: true, .. }
+        BlockOutcome::Accepted {
+            piece_done: true,
+            ..
+        }
     ));
     // A late report for a block nobody is asked for now is ignored too.
     p.piece_failed(zero);
