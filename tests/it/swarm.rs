@@ -47,7 +47,7 @@ fn num(v: &Value) -> u64 {
 }
 
 /// Every profile but the liars, in the mix's proportions for 50 peers.
-const HONEST: [(&str, u64); 7] = [
+const HONEST: [(&str, u64); 8] = [
     ("fast", 5),
     ("slow", 20),
     ("flaky", 5),
@@ -55,6 +55,7 @@ const HONEST: [(&str, u64); 7] = [
     ("silent", 3),
     ("partial", 10),
     ("choker", 5),
+    ("idle", 0),
 ];
 
 #[test]
@@ -86,13 +87,14 @@ fn a_mixed_swarm_of_fifty_peers_with_liars_completes_two_leechers_and_bans_the_l
             ("silent", 3),
             ("partial", 10),
             ("choker", 5),
+            ("idle", 0),
         ],
     );
 }
 
 /// Runs a 64 MiB swarm with `profiles` against two leechers and checks the run, its
 /// report and its plot; `want` is the peers each profile should have.
-fn run_and_check(profiles: &[String], want: [(&str, u64); 7]) {
+fn run_and_check(profiles: &[String], want: [(&str, u64); 8]) {
     let liars = want[3].1;
     let work = tempfile::tempdir().unwrap();
     let report_path = work.path().join("report.json");
@@ -335,4 +337,32 @@ fn per_profile_counts_and_peers_cannot_be_mixed() {
     cmd.args(["--peers", "10", "--fast", "2", "--dry-run"]);
     let out = run_with_timeout(cmd, Duration::from_secs(30));
     assert_eq!(out.status.code(), Some(2), "{}", explain(&out, work.path()));
+}
+
+#[test]
+fn idle_peers_are_held_by_the_leecher_and_serve_nothing() {
+    let work = tempfile::tempdir().unwrap();
+    let report_path = work.path().join("report.json");
+    let mut cmd = swarm(work.path());
+    cmd.args(["--fast", "2", "--idle", "30"])
+        .args(["--size", "8MiB", "--piece-size", "256KiB"])
+        .args(["--duration-limit", "60s"])
+        .arg("--report")
+        .arg(&report_path);
+    let out = run_with_timeout(cmd, Duration::from_secs(120));
+    assert!(out.status.success(), "{}", explain(&out, work.path()));
+    let r = read_report(&report_path);
+    let idle = r["profiles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["profile"] == "idle")
+        .expect("an idle row")
+        .clone();
+    assert_eq!(num(&idle["peers"]), 30);
+    assert_eq!(num(&idle["bytes_served"]), 0, "{idle}");
+    assert!(num(&idle["handshakes"]) >= 30, "{idle}");
+    // The leecher connected to (nearly) all of them, and so held idle connections.
+    let leecher = &r["leechers"][0];
+    assert!(num(&leecher["max_peers"]) >= 30, "{leecher}");
 }
