@@ -29,6 +29,7 @@ use torrent_actors::engine::parts::PartSlots;
 use torrent_actors::engine::resume::{plan_start, FileRecord, ResumeData, RESUME_VERSION};
 use torrent_actors::layout::Layout;
 use torrent_actors::metainfo::SafePath;
+use torrent_actors::wire::Bitfield;
 use torrent_actors::InfoHash;
 
 /// The torrent every input's resume file should belong to.
@@ -192,15 +193,16 @@ fn build_resume(u: &mut Unstructured, disk: &Disk) -> Result<ResumeData> {
             mtime_ns: u.arbitrary()?,
         }),
     };
-    Ok(ResumeData {
-        version,
-        info_hash,
-        piece_length,
-        num_pieces,
-        verified,
-        files,
-        parts,
-    })
+    // Built from `new` so that fields the format adds later keep their own defaults.
+    let mut data = ResumeData::new(INFO_HASH, layout, &Bitfield::new(n));
+    data.version = version;
+    data.info_hash = info_hash;
+    data.piece_length = piece_length;
+    data.num_pieces = num_pieces;
+    data.verified = verified;
+    data.files = files;
+    data.parts = parts;
+    Ok(data)
 }
 
 /// What an accepted resume file guarantees: it is this torrent's, and its claims are
