@@ -144,6 +144,14 @@ impl ResumeData {
         {
             return Err(ResumeError::Mismatch("piece range"));
         }
+        // Ascending and disjoint, as `new` writes them: the claims then add up to at most
+        // the piece count, so reading them costs one pass over the pieces, however many
+        // ranges the file repeats.
+        if data.verified.windows(2).any(|w| w[1][0] <= w[0][1]) {
+            return Err(ResumeError::Malformed(
+                "verified piece ranges overlap or are out of order".into(),
+            ));
+        }
         Ok(data)
     }
 
@@ -306,6 +314,33 @@ mod tests {
             ResumeData::parse(&bad.to_json(), hash(), &l),
             Err(ResumeError::Mismatch("file count"))
         );
+    }
+
+    #[test]
+    fn overlapping_or_unordered_piece_ranges_are_refused() {
+        // Found by the `resume` fuzz target: one range repeated was accepted, so a file of
+        // N copies of `[0, last]` cost N passes over the pieces to read.
+        let l = layout();
+        for verified in [
+            vec![[0, 4], [0, 4]],
+            vec![[0, 2], [2, 3]],
+            vec![[3, 4], [0, 1]],
+        ] {
+            let mut d = saved(&[], vec![rec(1, 1), rec(1, 1)]);
+            d.verified = verified.clone();
+            assert!(
+                matches!(
+                    ResumeData::parse(&d.to_json(), hash(), &l),
+                    Err(ResumeError::Malformed(_))
+                ),
+                "{verified:?} accepted"
+            );
+        }
+        // Adjacent ranges are disjoint, and fine.
+        let mut d = saved(&[], vec![rec(1, 1), rec(1, 1)]);
+        d.verified = vec![[0, 1], [2, 2], [4, 4]];
+        let back = ResumeData::parse(&d.to_json(), hash(), &l).unwrap();
+        assert_eq!(back.verified_bitfield().count_ones(), 4);
     }
 
     #[test]
