@@ -176,7 +176,7 @@ impl Handler<TorrentEvent> for Events {
             // Only fuzzed data ever arrives, which cannot hash right.
             TorrentEvent::Completed(_) => panic!("the torrent completed from fuzzed data"),
             TorrentEvent::Failed(kind, why) => panic!("the torrent failed: {kind:?} {why}"),
-            TorrentEvent::MetadataReceived { .. } => {}
+            TorrentEvent::MetadataReceived { .. } | TorrentEvent::Tracker(_) => {}
         }
     }
 }
