@@ -246,7 +246,7 @@ pub struct Coordinator {
     /// This Coordinator's own counters (the rest are in `config.metrics`).
     metrics: Arc<ActorMetrics>,
     _live: LiveGuard,
-    trackers: HashMap<String, Addr<Tracker>>,
+    trackers: HashMap<String, Tracked<Tracker>>,
     tiers: Tiers,
     /// Every tracker's status as last reported, for the face.
     tracker_board: TrackerBoard,
@@ -669,7 +669,8 @@ impl Coordinator {
         };
         match Tracker::new(config, links, self.log.clone()) {
             Ok(tracker) => {
-                let tracker = tracker.start();
+                let tracker =
+                    Tracked::new(tracker.start(), self.config.metrics.of(ActorKind::Tracker));
                 tracker.do_send(TrackerStart);
                 self.trackers.insert(url.to_string(), tracker);
             }
@@ -1504,7 +1505,7 @@ impl Handler<Shutdown> for Coordinator {
             peer.actor
                 .do_send(ToPeer::Disconnect("shutting down".into()));
         }
-        let trackers: Vec<Addr<Tracker>> = self.trackers.drain().map(|(_, a)| a).collect();
+        let trackers: Vec<Tracked<Tracker>> = self.trackers.drain().map(|(_, a)| a).collect();
         let save = (self.picker.is_some() && self.phase != Phase::Complete)
             .then(|| ResumeData::new(self.info_hash, &self.layout, &self.have));
         let writer = self.writer.clone();

@@ -17,12 +17,11 @@
 //! senders go through [`Tracked`] or [`TrackedRecipient`], which count a message in, and
 //! the handler's [`ActorMetrics::handling`] guard counts it out. Items an actor reads from
 //! its own streams (socket frames, accepted connections, timers) are not mailbox
-//! messages; they are timed with [`ActorMetrics::handling_unqueued`]. So are the messages
-//! that come at most about once a minute from outside the data path: peer lists (from
-//! trackers, the DHT and peer exchange), tracker reports, `Shutdown`, and everything the
-//! Tracker and the magnet phase's actors receive. Their counts and times are kept; the
-//! depth is that of the data path (Coordinator, Peers, PieceManager, Hasher, FileWriter,
-//! FileReader, RateLimiter), where queues can actually build.
+//! messages; they are timed with [`ActorMetrics::handling_unqueued`]. So are the few
+//! messages that come from outside the engine's own handles, at most about once a
+//! minute each: peer lists (from trackers, the DHT and peer exchange), tracker reports
+//! and announce statistics, `Shutdown` and `GetTrackers` from the face. Their counts and
+//! times are kept; they are left out of the depth.
 //!
 //! Everything is atomics and one short-held mutex per actor type; the cost per message
 //! is two clock reads and a few uncontended atomic operations.

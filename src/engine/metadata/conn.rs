@@ -10,7 +10,7 @@
 
 use std::sync::Arc;
 
-use crate::engine::metrics::{ActorMetrics, LiveGuard};
+use crate::engine::metrics::{ActorMetrics, LiveGuard, Tracked};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -39,7 +39,7 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// See the module documentation.
 pub struct MetadataPeer {
     key: PeerKey,
-    fetcher: Addr<MetadataFetcher>,
+    fetcher: Tracked<MetadataFetcher>,
     /// The counters of all MetadataPeers (the engine's metrics).
     metrics: Arc<ActorMetrics>,
     _live: LiveGuard,
@@ -63,11 +63,12 @@ impl MetadataPeer {
         key: PeerKey,
         stream: TcpStream,
         handshake: Handshake,
-        fetcher: Addr<MetadataFetcher>,
+        fetcher: Tracked<MetadataFetcher>,
         pex: bool,
         metrics: Arc<ActorMetrics>,
         log: &Logger,
-    ) -> Addr<MetadataPeer> {
+    ) -> Tracked<MetadataPeer> {
+        let counters = metrics.clone();
         let addr = stream
             .peer_addr()
             .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
@@ -75,7 +76,7 @@ impl MetadataPeer {
         let (read, write) = stream.into_split();
         let extended = handshake.reserved.extension_protocol();
         let fast = handshake.reserved.fast_extension();
-        MetadataPeer::create(move |ctx| {
+        let addr = MetadataPeer::create(move |ctx| {
             ctx.add_stream(FramedRead::new(read, codec));
             let out = FramedWrite::new(PauseOnFullSocket::new(write), codec, ctx);
             let now = Instant::now();
@@ -107,7 +108,8 @@ impl MetadataPeer {
                 ctx.stop();
             }
             peer
-        })
+        });
+        Tracked::new(addr, counters)
     }
 
     fn send(&mut self, message: Message) {
@@ -159,7 +161,9 @@ impl MetadataPeer {
             OUR_UT_PEX if self.pex => {
                 if let Ok(pex) = PexMessage::decode(&payload) {
                     if !pex.added.is_empty() {
-                        self.fetcher.do_send(PeersFound {
+                        // Peer lists are timed, not counted in the mailbox depth (see
+                        // `engine::metrics`).
+                        self.fetcher.addr().do_send(PeersFound {
                             peers: pex.added,
                             source: PeerSource::Pex,
                         });
@@ -230,7 +234,7 @@ impl Handler<ToMetadataPeer> for MetadataPeer {
     type Result = ();
 
     fn handle(&mut self, msg: ToMetadataPeer, ctx: &mut Context<Self>) {
-        let _timing = self.metrics.handling_unqueued("ToMetadataPeer");
+        let _timing = self.metrics.handling("ToMetadataPeer");
         match msg {
             ToMetadataPeer::Request(piece) => {
                 if let Some(id) = self.their_metadata_id {

@@ -26,7 +26,7 @@ pub mod conn;
 
 use std::sync::Arc;
 
-use crate::engine::metrics::{ActorKind, ActorMetrics, LiveGuard};
+use crate::engine::metrics::{ActorKind, ActorMetrics, LiveGuard, Tracked};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -81,7 +81,7 @@ pub struct MagnetParams {
 /// One connection while fetching.
 struct Conn {
     addr: SocketAddr,
-    actor: Addr<MetadataPeer>,
+    actor: Tracked<MetadataPeer>,
     /// The metadata size it advertised, once its extension handshake came.
     size: Option<u32>,
     /// Pieces asked of it and not answered.
@@ -104,7 +104,7 @@ pub struct MetadataFetcher {
     connecting: usize,
     next_key: u64,
     assembler: Option<MetadataAssembler>,
-    trackers: Vec<Addr<Tracker>>,
+    trackers: Vec<Tracked<Tracker>>,
     tiers: Tiers,
     /// The link's trackers as last reported, for the face, until the Coordinator (with
     /// a board of its own) takes over.
@@ -219,7 +219,7 @@ impl MetadataFetcher {
                             key,
                             stream,
                             handshake,
-                            ctx.address(),
+                            Tracked::new(ctx.address(), act.metrics.clone()),
                             pex,
                             act.params().config.metrics.of(ActorKind::MetadataPeer),
                             &act.log,
@@ -288,7 +288,10 @@ impl MetadataFetcher {
         };
         match Tracker::new(tracker_config, links, self.log.clone()) {
             Ok(tracker) => {
-                let tracker = tracker.start();
+                let tracker = Tracked::new(
+                    tracker.start(),
+                    self.params().config.metrics.of(ActorKind::Tracker),
+                );
                 tracker.do_send(TrackerStart);
                 self.trackers.push(tracker);
             }
@@ -602,7 +605,7 @@ impl Handler<MetadataPeerReady> for MetadataFetcher {
     type Result = ();
 
     fn handle(&mut self, msg: MetadataPeerReady, _: &mut Context<Self>) {
-        let _timing = self.metrics.handling_unqueued("MetadataPeerReady");
+        let _timing = self.metrics.handling("MetadataPeerReady");
         let Some(conn) = self.conns.get_mut(&msg.key) else {
             return;
         };
@@ -630,7 +633,7 @@ impl Handler<MetadataFromPeer> for MetadataFetcher {
     type Result = ();
 
     fn handle(&mut self, msg: MetadataFromPeer, ctx: &mut Context<Self>) {
-        let _timing = self.metrics.handling_unqueued("MetadataFromPeer");
+        let _timing = self.metrics.handling("MetadataFromPeer");
         if !self.fetching() {
             return;
         }
@@ -693,7 +696,7 @@ impl Handler<MetadataPeerLeft> for MetadataFetcher {
     type Result = ();
 
     fn handle(&mut self, msg: MetadataPeerLeft, ctx: &mut Context<Self>) {
-        let _timing = self.metrics.handling_unqueued("MetadataPeerLeft");
+        let _timing = self.metrics.handling("MetadataPeerLeft");
         let Some(conn) = self.conns.remove(&msg.key) else {
             return;
         };

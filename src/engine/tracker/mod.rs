@@ -563,7 +563,7 @@ impl Handler<TrackerStart> for Tracker {
     type Result = ();
 
     fn handle(&mut self, _: TrackerStart, ctx: &mut Self::Context) {
-        let _timing = self.config.metrics.handling_unqueued("TrackerStart");
+        let _timing = self.config.metrics.handling("TrackerStart");
         if self.phase != Phase::Dormant {
             debug!(self.log, "already started; TrackerStart ignored");
             return;
@@ -578,7 +578,7 @@ impl Handler<TrackerCompleted> for Tracker {
     type Result = ();
 
     fn handle(&mut self, _: TrackerCompleted, ctx: &mut Self::Context) {
-        let _timing = self.config.metrics.handling_unqueued("TrackerCompleted");
+        let _timing = self.config.metrics.handling("TrackerCompleted");
         if self.phase != Phase::Running || self.completed_requested {
             debug!(self.log, "TrackerCompleted ignored"; "phase" => ?self.phase);
             return;
@@ -597,7 +597,7 @@ impl Handler<TrackerStop> for Tracker {
     type Result = ResponseActFuture<Self, ()>;
 
     fn handle(&mut self, _: TrackerStop, ctx: &mut Self::Context) -> Self::Result {
-        let _timing = self.config.metrics.handling_unqueued("TrackerStop");
+        let _timing = self.config.metrics.handling("TrackerStop");
         if self.phase == Phase::Stopping {
             // The first TrackerStop is already seeing the actor out.
             return Box::pin(fut::ready(()));
