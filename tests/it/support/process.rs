@@ -25,8 +25,15 @@ static HANDED_OUT: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
 /// process has been given. Another program can still take it before the caller binds it,
 /// so the starters of long-running children retry on a fresh port when binding fails.
 pub fn free_port() -> u16 {
-    for _ in 0..50 {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    // Ports below the kernel's ephemeral range: a port the kernel hands out for port 0
+    // is also a source port for outgoing connections, and the tests open thousands, so
+    // such a port is often taken again before the child binds it.
+    let below = ephemeral_low().unwrap_or(32768).clamp(2048, 65535);
+    for _ in 0..200 {
+        let candidate = 1024 + (rand::random::<u16>() % (below - 1024));
+        let Ok(listener) = TcpListener::bind(("127.0.0.1", candidate)) else {
+            continue;
+        };
         let port = listener
             .local_addr()
             .expect("local address of a bound listener")
@@ -38,6 +45,16 @@ pub fn free_port() -> u16 {
         }
     }
     panic!("the kernel kept returning ports this test binary already handed out");
+}
+
+/// The low end of the kernel's ephemeral port range.
+fn ephemeral_low() -> Option<u16> {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// A running child that is killed by its PID and reaped when the guard is dropped, so a
