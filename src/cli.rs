@@ -60,6 +60,62 @@ pub enum Command {
     /// Build a swarm of peers on loopback, each playing a behaviour profile and serving
     /// synthetic data, run real `get` leechers against it, and report how they did.
     Swarm(SwarmArgs),
+    /// Run as a daemon over many torrents, with a JSON API and a web page at
+    /// http://127.0.0.1:9091/. The torrents, their folders and settings are kept in the
+    /// state folder, so a restart brings them all back.
+    Serve(ServeCmd),
+}
+
+/// `serve`'s options, as typed; `main` checks them further.
+#[derive(Debug, Args)]
+pub struct ServeCmd {
+    /// Where the web page and API listen. Anything but a loopback address needs
+    /// --api-key-file.
+    #[arg(long, default_value = "127.0.0.1:9091", value_name = "IP:PORT")]
+    pub listen: SocketAddr,
+    /// The download root: every torrent goes in it (or a sub-folder the API names).
+    #[arg(long, default_value = ".", value_name = "DIR")]
+    pub dir: PathBuf,
+    /// Where the list of torrents and their .torrent files are kept (default:
+    /// $XDG_STATE_HOME/torrent-actors/serve, or ~/.local/state/torrent-actors/serve).
+    #[arg(long, value_name = "DIR")]
+    pub state: Option<PathBuf>,
+    /// A file whose first line is the API key (at least 16 characters): clients then send
+    /// `Authorization: Bearer KEY`, and the page asks for it. Without it, the
+    /// TORRENT_ACTORS_API_KEY environment variable, if set.
+    #[arg(long, value_name = "FILE")]
+    pub api_key_file: Option<PathBuf>,
+    /// A host name the page may be reached by besides localhost, 127.0.0.1 and [::1]
+    /// (requests naming any other host are refused); may be repeated.
+    #[arg(long, value_name = "NAME")]
+    pub allow_host: Vec<String>,
+    /// The TCP port to accept peers on, shared by every torrent (0 picks a free one).
+    #[arg(long, default_value_t = 6881)]
+    pub port: u16,
+    /// The address to accept peers on.
+    #[arg(long, default_value = "0.0.0.0", value_name = "IP")]
+    pub bind: IpAddr,
+    /// The most peers per torrent.
+    #[arg(long, default_value_t = 50)]
+    pub max_peers: usize,
+    /// The most peer connections across all torrents.
+    #[arg(long, default_value_t = 200)]
+    pub max_connections: usize,
+    /// The largest .torrent file the API accepts, in MiB.
+    #[arg(long, default_value_t = 16, value_name = "MIB", value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub max_torrent_mib: u64,
+    /// Do not use the DHT (BEP 5).
+    #[arg(long)]
+    pub no_dht: bool,
+    /// DHT bootstrap nodes (HOST:PORT,...); as for `get`.
+    #[arg(long, value_name = "HOST:PORT,...")]
+    pub dht_bootstrap: Option<String>,
+    /// The DHT's UDP port (default: the same number as --port).
+    #[arg(long, value_name = "PORT")]
+    pub dht_port: Option<u16>,
+    /// More log output on stderr (-v information, -vv debugging).
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    pub verbose: u8,
 }
 
 /// `swarm`'s options, as typed; `swarm_cmd` checks them further.

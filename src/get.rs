@@ -311,7 +311,7 @@ async fn download(source: Source, args: &GetArgs, log: slog::Logger) -> (Outcome
     )
     .start();
     let seeding_only = matches!(args.mode, Mode::Seed);
-    let dht = start_dht(args, &log);
+    let dht = start_dht(args.dht.clone(), args.listen, &log);
     let torrent: Recipient<Shutdown> = match source {
         Source::Torrent(metainfo) => Coordinator::start(TorrentParams {
             selection: args.selection.clone(),
@@ -381,9 +381,13 @@ async fn download(source: Source, args: &GetArgs, log: slog::Logger) -> (Outcome
 
 /// Starts the process's DHT node, if it is on. A node that cannot start (its port
 /// taken) is logged and the download goes on with trackers and peer exchange.
-fn start_dht(args: &GetArgs, log: &slog::Logger) -> Option<DhtLinks> {
-    let (bootstrap, port) = args.dht.clone()?;
-    let bind = match args.listen.ip() {
+pub(crate) fn start_dht(
+    dht: Option<(Bootstrap, u16)>,
+    listen: SocketAddr,
+    log: &slog::Logger,
+) -> Option<DhtLinks> {
+    let (bootstrap, port) = dht?;
+    let bind = match listen.ip() {
         std::net::IpAddr::V4(ip) => ip,
         std::net::IpAddr::V6(_) => std::net::Ipv4Addr::UNSPECIFIED,
     };
@@ -412,7 +416,7 @@ fn dht_state_file() -> Option<PathBuf> {
 }
 
 /// An Azureus-style peer id: client tag and version, then random bytes.
-fn our_peer_id() -> PeerId {
+pub(crate) fn our_peer_id() -> PeerId {
     let mut id = [0u8; 20];
     id[..8].copy_from_slice(b"-TA0100-");
     for b in &mut id[8..] {

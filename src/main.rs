@@ -6,6 +6,7 @@ mod cli;
 mod get;
 mod info;
 mod logging;
+mod serve;
 mod swarm_cmd;
 
 use std::io::Read;
@@ -41,6 +42,8 @@ mod exit {
     pub const SWARM_INCOMPLETE: u8 = 8;
     /// `swarm`: a leecher completed with wrong data in its file.
     pub const SWARM_WRONG_FILES: u8 = 9;
+    /// `serve`: the HTTP or peer port could not be bound.
+    pub const CANNOT_LISTEN: u8 = 10;
     /// Stopped by Ctrl-C (the shell's convention for SIGINT).
     pub const INTERRUPTED: u8 = 130;
 }
@@ -116,6 +119,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             get::run(get::GetArgs::new(engine, dir, get::Mode::Seed).with_dht(dht)?)
         }
         Command::Swarm(args) => swarm_cmd::run(args),
+        Command::Serve(args) => serve::run(serve_args(args)?),
     }
 }
 
@@ -127,4 +131,49 @@ fn dht_options(engine: &cli::EngineArgs) -> Option<(Option<String>, u16)> {
             engine.dht_port.unwrap_or(engine.port),
         )
     })
+}
+
+/// `serve`'s options, validated: the API key read, the DHT's bootstrap resolved.
+fn serve_args(args: cli::ServeCmd) -> Result<serve::ServeArgs, Failure> {
+    let api_key = serve::load_api_key(args.api_key_file.as_deref())?;
+    let dht = if args.no_dht {
+        None
+    } else {
+        let bootstrap = torrent_actors::engine::dht::Bootstrap::from_cli_and_env(
+            args.dht_bootstrap.as_deref(),
+        )
+        .map_err(|e| Failure {
+            code: exit::USAGE,
+            error: anyhow::anyhow!("{e}"),
+        })?;
+        Some((bootstrap, args.dht_port.unwrap_or(args.port)))
+    };
+    let state = match args.state {
+        Some(state) => state,
+        None => default_state_dir().ok_or_else(|| Failure {
+            code: exit::USAGE,
+            error: anyhow::anyhow!("no --state given and no HOME to put it under"),
+        })?,
+    };
+    Ok(serve::ServeArgs {
+        listen: args.listen,
+        dir: args.dir,
+        state,
+        peer_listen: std::net::SocketAddr::new(args.bind, args.port),
+        max_peers: args.max_peers,
+        max_connections: args.max_connections,
+        api_key,
+        allowed_hosts: args.allow_host,
+        max_torrent_bytes: (args.max_torrent_mib << 20) as usize,
+        dht,
+        verbosity: args.verbose,
+    })
+}
+
+/// `$XDG_STATE_HOME/torrent-actors/serve`, or under `~/.local/state`.
+fn default_state_dir() -> Option<std::path::PathBuf> {
+    let base = std::env::var_os("XDG_STATE_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".local/state")))?;
+    Some(base.join("torrent-actors").join("serve"))
 }

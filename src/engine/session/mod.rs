@@ -1,0 +1,1584 @@
+//! The Session actor: many torrents in one process, for `torrent-actors serve`.
+//!
+//! A torrent here is the same actor tree `get` starts (a Coordinator, or a MetadataFetcher
+//! for a magnet link until its metadata comes); the Session only decides when each tree
+//! runs and keeps what must outlive it. It owns:
+//!
+//! - the list of torrents and how each was set (folder, paused, file selection, labels,
+//!   limits), saved atomically to the state file on every change (`state.rs`), so a
+//!   restart brings every torrent back, resumed from its own resume file;
+//! - what the trees share: one [`Listener`] (one port; sockets are routed by info-hash),
+//!   one [`ConnectionBudget`] across torrents, one global [`RateLimiter`] every
+//!   torrent's limiter chains to, and the DHT node;
+//! - the latest events of each tree (progress, tracker statuses) and a rate history, so
+//!   queries are answered from here without waking the torrents.
+//!
+//! Pausing stops a tree (its resume file saved) and resuming starts a new one; so do a
+//! recheck (the resume file deleted first) and a new file selection. Every tree's events
+//! come through an [`EventTap`] stamped with the tree's generation, so a late event from a
+//! tree that was replaced is dropped. Faces (the HTTP API) talk to the Session only
+//! through the messages in this module, and no download logic lives in them.
+
+pub mod paths;
+pub mod state;
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use actix::prelude::*;
+use bytes::Bytes;
+use serde::Serialize;
+use slog::{info, o, warn, Logger};
+
+use self::state::{SavedSession, SavedSettings, SavedTorrent, StateDir, STATE_VERSION};
+use super::budget::ConnectionBudget;
+use super::coordinator::{Coordinator, EngineConfig, TorrentParams};
+use super::limiter::{RateLimiter, SetRates};
+use super::listener::{Listener, Route, Unroute};
+use super::messages::{
+    DhtLinks, FileProgress, GetFileProgress, GetPeerList, GetPieceMap, PeerInfo, Phase,
+    PieceMap, Progress, SetTorrentRates, Shutdown, TorrentEvent,
+};
+use super::metadata::{MagnetParams, MetadataFetcher};
+use super::metrics::{Metrics, MetricsSnapshot};
+use super::selection::check_selection;
+use super::storage::{parts_path, resume_path};
+use super::tracker::{TrackerState, TrackerStatus};
+use crate::layout::Layout;
+use crate::magnet::{FileSelection, Magnet};
+use crate::metainfo::Metainfo;
+use crate::InfoHash;
+
+/// Rate samples kept per torrent: ten minutes, one a second.
+const HISTORY_LEN: usize = 600;
+
+/// How long a tree may take to stop (save its resume file, announce `stopped`).
+const STOP_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// How long a query to a running tree may take before it is answered as unavailable.
+const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Most labels on a torrent, and longest label in bytes.
+pub const MAX_LABELS: usize = 16;
+pub const MAX_LABEL_BYTES: usize = 64;
+
+/// Why a request to the Session failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SessionError {
+    #[error("no torrent {0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+/// What the Session needs to start.
+pub struct SessionConfig {
+    /// The settings every torrent's tree starts from (peer id, timeouts, per-torrent
+    /// peer limit); the Session fills in what it shares.
+    pub engine: EngineConfig,
+    /// Canonical folder every download goes under.
+    pub download_root: PathBuf,
+    /// Folder of the state file and kept `.torrent`s.
+    pub state_dir: PathBuf,
+    /// The shared listener and the address it is bound to.
+    pub listener: Addr<Listener>,
+    pub listen_addr: SocketAddr,
+    /// Most peer connections across all torrents.
+    pub max_connections: usize,
+    pub dht: Option<DhtLinks>,
+    pub log: Logger,
+}
+
+/// Where a torrent's metadata comes from.
+#[derive(Clone)]
+enum Source {
+    Torrent(Arc<Metainfo>),
+    Magnet { magnet: Magnet, link: String },
+}
+
+/// What a tree showed last before it stopped.
+#[derive(Default)]
+struct LastViews {
+    files: Option<Vec<FileProgress>>,
+    pieces: Option<PieceMap>,
+}
+
+/// The tree running a torrent, if any.
+enum Run {
+    Coordinator(Addr<Coordinator>),
+    Fetcher(Addr<MetadataFetcher>),
+}
+
+/// One torrent as the Session holds it.
+struct Entry {
+    id: InfoHash,
+    name: String,
+    source: Source,
+    dir: String,
+    paused: bool,
+    awaiting_files: bool,
+    selection: Option<Vec<u32>>,
+    labels: Vec<String>,
+    upload_limit: u64,
+    download_limit: u64,
+    added_at: u64,
+    /// Totals of the runs before the current one.
+    uploaded_before: u64,
+    downloaded_before: u64,
+    run: Option<Run>,
+    /// A tree is being stopped; nothing else may start one until it is gone.
+    stopping: bool,
+    /// Counts trees started, so events from a replaced one are recognised.
+    generation: u64,
+    last: Progress,
+    error: Option<String>,
+    trackers: BTreeMap<String, TrackerStatus>,
+    history: VecDeque<RateSample>,
+    metrics: Arc<Metrics>,
+    /// Per-file progress as last seen, for a torrent not running.
+    files: Vec<FileProgress>,
+    /// Pieces as last seen, likewise.
+    pieces: Option<PieceMap>,
+}
+
+/// See the module documentation.
+pub struct Session {
+    config: SessionConfig,
+    state: StateDir,
+    torrents: BTreeMap<InfoHash, Entry>,
+    settings: SavedSettings,
+    budget: Arc<ConnectionBudget>,
+    limiter: Addr<RateLimiter>,
+    writer: Addr<StateWriter>,
+    log: Logger,
+}
+
+// ---------------------------------------------------------------------------------------
+// What faces see
+// ---------------------------------------------------------------------------------------
+
+/// A torrent's row in a list.
+#[derive(Debug, Clone, Serialize)]
+pub struct TorrentSummary {
+    pub id: String,
+    pub name: String,
+    pub info_hash: String,
+    pub state: &'static str,
+    pub total_bytes: u64,
+    pub verified_bytes: u64,
+    pub progress: f64,
+    pub download_rate: f64,
+    pub upload_rate: f64,
+    pub peers: usize,
+    pub uploaded: u64,
+    pub downloaded: u64,
+    pub ratio: f64,
+    pub eta_secs: Option<u64>,
+    pub labels: Vec<String>,
+    pub dir: String,
+    pub error: Option<String>,
+    pub added_at: u64,
+    pub upload_limit: u64,
+    pub download_limit: u64,
+}
+
+/// One torrent in full.
+#[derive(Debug, Clone, Serialize)]
+pub struct TorrentDetail {
+    #[serde(flatten)]
+    pub summary: TorrentSummary,
+    pub piece_length: Option<u64>,
+    pub pieces: Option<usize>,
+    pub private: bool,
+    pub comment: Option<String>,
+    pub files_count: usize,
+    pub hash_failures: u64,
+    pub banned: usize,
+    pub listen_port: Option<u16>,
+}
+
+/// A tracker's row.
+#[derive(Debug, Clone, Serialize)]
+pub struct TrackerInfo {
+    pub url: String,
+    pub tier: usize,
+    pub state: &'static str,
+    pub last_error: Option<String>,
+    pub peers: Option<usize>,
+    pub seeders: Option<u32>,
+    pub leechers: Option<u32>,
+    pub next_announce_secs: Option<u64>,
+}
+
+/// One second of a torrent's rates.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct RateSample {
+    pub t: u64,
+    pub down: f64,
+    pub up: f64,
+}
+
+/// The daemon-wide settings.
+#[derive(Debug, Clone, Serialize)]
+pub struct Settings {
+    pub upload_limit: u64,
+    pub download_limit: u64,
+    pub download_root: String,
+    pub listen_port: u16,
+}
+
+/// Every list row and the total rates.
+#[derive(Debug, Clone, Serialize)]
+pub struct Overview {
+    pub torrents: Vec<TorrentSummary>,
+    pub upload_rate: f64,
+    pub download_rate: f64,
+}
+
+/// Everything a torrent's detail view shows, in one answer.
+#[derive(Debug, Clone, Serialize)]
+pub struct DetailBundle {
+    pub torrent: TorrentDetail,
+    pub peers: Vec<PeerInfo>,
+    pub pieces: PieceMap,
+    pub trackers: Vec<TrackerInfo>,
+    pub metrics: MetricsSnapshot,
+    pub sample: Option<RateSample>,
+}
+
+/// A torrent's actor metrics, for the daemon-wide list.
+#[derive(Debug, Clone, Serialize)]
+pub struct TorrentMetrics {
+    pub id: String,
+    pub name: String,
+    pub metrics: MetricsSnapshot,
+}
+
+/// A `.torrent`'s description, before adding it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Inspection {
+    pub name: String,
+    pub info_hash: String,
+    pub total_bytes: u64,
+    pub files: Vec<InspectedFile>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct InspectedFile {
+    pub index: usize,
+    pub path: String,
+    pub length: u64,
+}
+
+/// Describes a torrent for an add dialog: its name and files.
+pub fn inspect(metainfo: &Metainfo) -> Inspection {
+    let layout = &metainfo.info.layout;
+    Inspection {
+        name: metainfo.info.name.clone(),
+        info_hash: metainfo.info_hash.to_hex(),
+        total_bytes: layout.total_length(),
+        files: layout
+            .files()
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| !f.padding)
+            .map(|(index, f)| InspectedFile {
+                index,
+                path: f.path.components().join("/"),
+                length: f.length,
+            })
+            .collect(),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Messages: the Session's API
+// ---------------------------------------------------------------------------------------
+
+/// What to add: a parsed `.torrent` (with its bytes, kept in the state folder) or a
+/// parsed magnet link (with its text, saved until the metadata comes).
+pub enum AddSource {
+    Torrent { metainfo: Box<Metainfo>, bytes: Bytes },
+    Magnet { magnet: Magnet, link: String },
+}
+
+/// Face → Session: add a torrent. Its fields are validated by the face (the folder is
+/// inside the root); the Session checks what only it knows (duplicates, file indices).
+#[derive(Message)]
+#[rtype(result = "Result<TorrentSummary, SessionError>")]
+pub struct AddTorrent {
+    pub source: AddSource,
+    /// Relative sub-folder, from [`paths::sub_folder`].
+    pub dir: String,
+    pub paused: bool,
+    pub selection: Option<Vec<u32>>,
+    /// A magnet link: stop after the metadata, until files are chosen.
+    pub choose_files: bool,
+    pub labels: Vec<String>,
+}
+
+macro_rules! query {
+    ($(#[$doc:meta])* $name:ident { $($field:ident : $ty:ty),* } -> $res:ty) => {
+        $(#[$doc])*
+        #[derive(Message)]
+        #[rtype(result = $res)]
+        pub struct $name { $(pub $field: $ty),* }
+    };
+}
+
+query!(/// Face → Session: every torrent's row and the total rates.
+    GetOverview {} -> "Overview");
+query!(/// Face → Session: one torrent in full.
+    GetTorrent { id: InfoHash } -> "Result<TorrentDetail, SessionError>");
+query!(/// Face → Session: stop a torrent, keeping it.
+    Pause { id: InfoHash } -> "Result<TorrentSummary, SessionError>");
+query!(/// Face → Session: start a paused torrent (or one waiting for its files).
+    Resume { id: InfoHash } -> "Result<TorrentSummary, SessionError>");
+query!(/// Face → Session: forget the resume data and hash everything on disk again.
+    Recheck { id: InfoHash } -> "Result<TorrentSummary, SessionError>");
+query!(/// Face → Session: drop a torrent, and its files if asked.
+    Remove { id: InfoHash, delete_data: bool } -> "Result<(), SessionError>");
+query!(/// Face → Session: replace a torrent's labels.
+    SetLabels { id: InfoHash, labels: Vec<String> } -> "Result<TorrentSummary, SessionError>");
+query!(/// Face → Session: a torrent's limits in bytes per second, 0 for none.
+    SetLimits { id: InfoHash, upload: u64, download: u64 } -> "Result<TorrentSummary, SessionError>");
+query!(/// Face → Session: a torrent's files and their progress.
+    GetFiles { id: InfoHash } -> "Result<Vec<FileProgress>, SessionError>");
+query!(/// Face → Session: choose which files to download.
+    SetFiles { id: InfoHash, selected: Vec<u32> } -> "Result<Vec<FileProgress>, SessionError>");
+query!(/// Face → Session: a torrent's connected peers.
+    GetPeers { id: InfoHash } -> "Result<Vec<PeerInfo>, SessionError>");
+query!(/// Face → Session: a torrent's piece map.
+    GetPieces { id: InfoHash } -> "Result<PieceMap, SessionError>");
+query!(/// Face → Session: a torrent's trackers.
+    GetTrackerList { id: InfoHash } -> "Result<Vec<TrackerInfo>, SessionError>");
+query!(/// Face → Session: a torrent's actor metrics.
+    GetTorrentMetrics { id: InfoHash } -> "Result<MetricsSnapshot, SessionError>");
+query!(/// Face → Session: every torrent's actor metrics.
+    GetAllMetrics {} -> "Vec<TorrentMetrics>");
+query!(/// Face → Session: a torrent's rates over the last ten minutes.
+    GetHistory { id: InfoHash } -> "Result<Vec<RateSample>, SessionError>");
+query!(/// Face → Session: the detail view's data in one answer.
+    GetDetailBundle { id: InfoHash } -> "Result<DetailBundle, SessionError>");
+query!(/// Face → Session: the daemon-wide settings.
+    GetSettings {} -> "Settings");
+query!(/// Face → Session: the daemon-wide limits, bytes per second, 0 for none.
+    SetSettings { upload_limit: u64, download_limit: u64 } -> "Settings");
+query!(/// Face → Session: stop every torrent and save the state; replies when done.
+    StopSession {} -> "()");
+
+/// EventTap → Session: an event of one torrent's tree.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct FromTorrent {
+    id: InfoHash,
+    generation: u64,
+    event: TorrentEvent,
+}
+
+/// Receives one tree's events and passes them on stamped with the tree's identity.
+pub struct EventTap {
+    id: InfoHash,
+    generation: u64,
+    session: Addr<Session>,
+}
+
+impl Actor for EventTap {
+    type Context = Context<Self>;
+}
+
+impl Handler<TorrentEvent> for EventTap {
+    type Result = ();
+
+    fn handle(&mut self, event: TorrentEvent, _: &mut Context<Self>) {
+        self.session.do_send(FromTorrent {
+            id: self.id,
+            generation: self.generation,
+            event,
+        });
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The state writer: the state file is written off the Session's thread, in order
+// ---------------------------------------------------------------------------------------
+
+/// Writes state files on its own thread, one at a time, so a slow disk never stalls the
+/// Session and two saves never race.
+pub struct StateWriter {
+    log: Logger,
+}
+
+impl Actor for StateWriter {
+    type Context = SyncContext<Self>;
+}
+
+/// Session → StateWriter: write these bytes to this path atomically.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct WriteFile {
+    path: PathBuf,
+    bytes: Vec<u8>,
+}
+
+impl Handler<WriteFile> for StateWriter {
+    type Result = ();
+
+    fn handle(&mut self, msg: WriteFile, _: &mut SyncContext<Self>) {
+        if let Err(e) = state::write_atomically(&msg.path, &msg.bytes) {
+            warn!(self.log, "cannot write state"; "path" => %msg.path.display(), "error" => %e);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The Session
+// ---------------------------------------------------------------------------------------
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn selection_of(indices: &Option<Vec<u32>>) -> Option<FileSelection> {
+    indices.as_ref().map(|list| {
+        FileSelection::new(list.iter().map(|&i| i..=i))
+            .expect("single-index ranges are never reversed")
+    })
+}
+
+impl Session {
+    /// Reads the saved state and starts the Session, which starts every torrent that was
+    /// not paused. A state file that cannot be read is an error: starting empty would
+    /// overwrite it with nothing.
+    pub fn start(config: SessionConfig) -> Result<Addr<Session>, state::StateError> {
+        let state = StateDir(config.state_dir.clone());
+        let saved = state.load()?;
+        let log = config.log.new(o!("actor" => "session"));
+        let writer_log = log.clone();
+        let writer = SyncArbiter::start(1, move || StateWriter {
+            log: writer_log.clone(),
+        });
+        let limiter =
+            RateLimiter::new(saved.settings.upload_limit, saved.settings.download_limit).start();
+        let budget = ConnectionBudget::new(config.max_connections);
+        let mut torrents = BTreeMap::new();
+        for t in &saved.torrents {
+            match Self::restore(&state, t) {
+                Ok(entry) => {
+                    torrents.insert(entry.id, entry);
+                }
+                Err(e) => warn!(log, "saved torrent dropped"; "info_hash" => &t.info_hash, "error" => e),
+            }
+        }
+        Ok(Session {
+            config,
+            state,
+            torrents,
+            settings: saved.settings,
+            budget,
+            limiter,
+            writer,
+            log,
+        }
+        .start())
+    }
+
+    /// One saved torrent back as an entry, not yet running.
+    fn restore(state: &StateDir, t: &SavedTorrent) -> Result<Entry, String> {
+        let id = InfoHash::from_hex(&t.info_hash).ok_or("bad info-hash")?;
+        let source = if t.has_torrent_file {
+            let path = state.torrent_file(&t.info_hash);
+            let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            let metainfo = Metainfo::from_bytes(&bytes).map_err(|e| e.to_string())?;
+            if metainfo.info_hash != id {
+                return Err("kept .torrent has another info-hash".into());
+            }
+            Source::Torrent(Arc::new(metainfo))
+        } else {
+            let link = t.magnet.clone().ok_or("neither .torrent nor magnet")?;
+            let magnet = Magnet::parse(&link).map_err(|e| e.to_string())?;
+            Source::Magnet { magnet, link }
+        };
+        let mut entry = Entry::new(id, t.name.clone(), source, t.dir.clone());
+        entry.paused = t.paused;
+        entry.awaiting_files = t.awaiting_files;
+        entry.selection = t.selection.clone();
+        entry.labels = t.labels.clone();
+        entry.upload_limit = t.upload_limit;
+        entry.download_limit = t.download_limit;
+        entry.added_at = t.added_at;
+        entry.uploaded_before = t.uploaded;
+        entry.downloaded_before = t.downloaded;
+        Ok(entry)
+    }
+
+    fn saved(&self) -> SavedSession {
+        SavedSession {
+            version: STATE_VERSION,
+            settings: self.settings,
+            torrents: self
+                .torrents
+                .values()
+                .map(|e| SavedTorrent {
+                    info_hash: e.id.to_hex(),
+                    name: e.name.clone(),
+                    magnet: match &e.source {
+                        Source::Magnet { link, .. } => Some(link.clone()),
+                        Source::Torrent(_) => None,
+                    },
+                    has_torrent_file: matches!(e.source, Source::Torrent(_)),
+                    dir: e.dir.clone(),
+                    paused: e.paused,
+                    awaiting_files: e.awaiting_files,
+                    selection: e.selection.clone(),
+                    labels: e.labels.clone(),
+                    upload_limit: e.upload_limit,
+                    download_limit: e.download_limit,
+                    added_at: e.added_at,
+                    uploaded: e.uploaded_before + e.last.uploaded,
+                    downloaded: e.downloaded_before + e.last.downloaded_this_run,
+                })
+                .collect(),
+        }
+    }
+
+    /// Queues a write of the state file.
+    fn save(&self) {
+        match serde_json::to_vec_pretty(&self.saved()) {
+            Ok(bytes) => self.writer.do_send(WriteFile {
+                path: self.state.session_file(),
+                bytes,
+            }),
+            Err(e) => warn!(self.log, "cannot encode state"; "error" => %e),
+        }
+    }
+
+    fn entry(&self, id: &InfoHash) -> Result<&Entry, SessionError> {
+        self.torrents
+            .get(id)
+            .ok_or_else(|| SessionError::NotFound(id.to_hex()))
+    }
+
+    fn entry_mut(&mut self, id: &InfoHash) -> Result<&mut Entry, SessionError> {
+        self.torrents
+            .get_mut(id)
+            .ok_or_else(|| SessionError::NotFound(id.to_hex()))
+    }
+
+    /// Starts the torrent's tree: a Coordinator, or a MetadataFetcher for a magnet link.
+    fn start_run(&mut self, id: InfoHash, ctx: &mut Context<Self>) {
+        let me = ctx.address();
+        let root = self.config.download_root.clone();
+        let listen_addr = self.config.listen_addr;
+        let mut config = self.config.engine.clone();
+        config.shared_listener = Some(listen_addr);
+        config.budget = Some(self.budget.clone());
+        config.global_limiter = Some(self.limiter.clone());
+        let dht = self.config.dht.clone();
+        let listener = self.config.listener.clone();
+        let log = self.log.clone();
+        let Some(entry) = self.torrents.get_mut(&id) else {
+            return;
+        };
+        if entry.run.is_some() || entry.stopping {
+            return;
+        }
+        entry.generation += 1;
+        entry.error = None;
+        entry.trackers.clear();
+        entry.last = Progress {
+            total_bytes: entry.last.total_bytes,
+            verified_bytes: entry.last.verified_bytes,
+            ..Progress::default()
+        };
+        config.metrics = Metrics::new();
+        entry.metrics = config.metrics.clone();
+        config.upload_limit = entry.upload_limit;
+        config.download_limit = entry.download_limit;
+        let events = EventTap {
+            id,
+            generation: entry.generation,
+            session: me,
+        }
+        .start()
+        .recipient();
+        let download_dir = root.join(&entry.dir);
+        let log = log.new(o!("torrent" => entry.name.clone()));
+        match &entry.source {
+            Source::Torrent(metainfo) => {
+                let coordinator = Coordinator::start(TorrentParams {
+                    metainfo: (**metainfo).clone(),
+                    download_dir,
+                    config,
+                    selection: selection_of(&entry.selection),
+                    dht,
+                    events,
+                    log,
+                });
+                listener.do_send(Route {
+                    info_hash: id,
+                    to: coordinator.clone().recipient(),
+                });
+                entry.run = Some(Run::Coordinator(coordinator));
+            }
+            Source::Magnet { magnet, .. } => {
+                config.initial_peers.extend(magnet.peers.iter().copied());
+                let fetcher = MetadataFetcher::start(MagnetParams {
+                    magnet: magnet.clone(),
+                    download_dir,
+                    config,
+                    selection: selection_of(&entry.selection),
+                    dht,
+                    pex: true,
+                    events,
+                    log,
+                    hand_over: false,
+                });
+                entry.run = Some(Run::Fetcher(fetcher));
+            }
+        }
+    }
+
+    /// Stops the torrent's tree, if one runs; the future ends when it has stopped (or
+    /// the time limit passed), with the tree's last file progress and piece map, which
+    /// [`Session::stopped`] keeps for while it is not running. Its counters join the
+    /// totals.
+    fn stop_run(&mut self, id: InfoHash) -> impl Future<Output = LastViews> + 'static {
+        let listener = self.config.listener.clone();
+        let run = self.torrents.get_mut(&id).and_then(|entry| {
+            let run = entry.run.take()?;
+            entry.stopping = true;
+            entry.generation += 1;
+            entry.uploaded_before += entry.last.uploaded;
+            entry.downloaded_before += entry.last.downloaded_this_run;
+            entry.last = Progress {
+                total_bytes: entry.last.total_bytes,
+                verified_bytes: entry.last.verified_bytes,
+                phase: entry.last.phase,
+                ..Progress::default()
+            };
+            Some(run)
+        });
+        async move {
+            let Some(run) = run else {
+                return LastViews::default();
+            };
+            listener.do_send(Unroute { info_hash: id });
+            let stop = async {
+                match run {
+                    Run::Coordinator(c) => {
+                        let files = tokio::time::timeout(QUERY_TIMEOUT, c.send(GetFileProgress))
+                            .await
+                            .ok()
+                            .and_then(Result::ok);
+                        let pieces = ask_pieces(Some(c.clone())).await;
+                        let _ = c.send(Shutdown).await;
+                        LastViews { files, pieces }
+                    }
+                    Run::Fetcher(f) => {
+                        let _ = f.send(Shutdown).await;
+                        LastViews::default()
+                    }
+                }
+            };
+            tokio::time::timeout(STOP_TIMEOUT, stop)
+                .await
+                .unwrap_or_default()
+        }
+    }
+
+    /// A tree has stopped: others may start, and its last views are kept.
+    fn stopped(&mut self, id: InfoHash, views: LastViews) {
+        if let Some(entry) = self.torrents.get_mut(&id) {
+            entry.stopping = false;
+            if let Some(files) = views.files {
+                entry.files = files;
+            }
+            if let Some(pieces) = views.pieces {
+                entry.pieces = Some(pieces);
+            }
+        }
+    }
+
+    /// Stops a tree and then runs `then`, answering the caller from it.
+    fn stop_then<T: 'static>(
+        &mut self,
+        id: InfoHash,
+        then: impl FnOnce(&mut Self, &mut Context<Self>) -> Result<T, SessionError> + 'static,
+    ) -> ResponseActFuture<Self, Result<T, SessionError>> {
+        let stopped = self.stop_run(id);
+        Box::pin(stopped.into_actor(self).map(move |views, act, ctx| {
+            act.stopped(id, views);
+            then(act, ctx)
+        }))
+    }
+
+    fn busy(&self, id: &InfoHash) -> Result<(), SessionError> {
+        if self.entry(id)?.stopping {
+            return Err(SessionError::Conflict(
+                "the torrent is stopping; try again in a moment".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    fn summary(&self, entry: &Entry) -> TorrentSummary {
+        entry.summary()
+    }
+
+    fn tick(&mut self) {
+        let t = unix_now();
+        for entry in self.torrents.values_mut() {
+            let running = entry.run.is_some();
+            let sample = RateSample {
+                t,
+                down: if running { entry.last.rate } else { 0.0 },
+                up: if running { entry.last.upload_rate } else { 0.0 },
+            };
+            if entry.history.len() == HISTORY_LEN {
+                entry.history.pop_front();
+            }
+            entry.history.push_back(sample);
+        }
+    }
+
+    fn overview(&self) -> Overview {
+        let torrents: Vec<TorrentSummary> =
+            self.torrents.values().map(|e| self.summary(e)).collect();
+        Overview {
+            upload_rate: torrents.iter().map(|t| t.upload_rate).sum(),
+            download_rate: torrents.iter().map(|t| t.download_rate).sum(),
+            torrents,
+        }
+    }
+
+    fn settings(&self) -> Settings {
+        Settings {
+            upload_limit: self.settings.upload_limit,
+            download_limit: self.settings.download_limit,
+            download_root: self.config.download_root.display().to_string(),
+            listen_port: self.config.listen_addr.port(),
+        }
+    }
+
+    /// The Coordinator of a running torrent, for queries.
+    fn coordinator(&self, id: &InfoHash) -> Result<Option<Addr<Coordinator>>, SessionError> {
+        Ok(match &self.entry(id)?.run {
+            Some(Run::Coordinator(c)) => Some(c.clone()),
+            _ => None,
+        })
+    }
+
+    fn on_metadata(&mut self, id: InfoHash, torrent: Bytes, ctx: &mut Context<Self>) {
+        let metainfo = match Metainfo::from_bytes(&torrent) {
+            Ok(m) => m,
+            Err(e) => {
+                if let Some(entry) = self.torrents.get_mut(&id) {
+                    entry.error = Some(format!("unusable metadata: {e}"));
+                }
+                return;
+            }
+        };
+        self.writer.do_send(WriteFile {
+            path: self.state.torrent_file(&id.to_hex()),
+            bytes: torrent.to_vec(),
+        });
+        let Some(entry) = self.torrents.get_mut(&id) else {
+            return;
+        };
+        entry.name = metainfo.info.name.clone();
+        entry.last.total_bytes = entry.wanted_bytes_of(&metainfo);
+        entry.last.phase = Phase::Checking;
+        entry.source = Source::Torrent(Arc::new(metainfo));
+        // The fetcher stops by itself; the torrent proper starts unless files are to
+        // be chosen first.
+        entry.run = None;
+        entry.generation += 1;
+        let start = !entry.awaiting_files && !entry.paused;
+        self.save();
+        if start {
+            self.start_run(id, ctx);
+        }
+    }
+}
+
+impl Entry {
+    fn new(id: InfoHash, name: String, source: Source, dir: String) -> Entry {
+        let mut entry = Entry {
+            id,
+            name,
+            source,
+            dir,
+            paused: false,
+            awaiting_files: false,
+            selection: None,
+            labels: Vec::new(),
+            upload_limit: 0,
+            download_limit: 0,
+            added_at: unix_now(),
+            uploaded_before: 0,
+            downloaded_before: 0,
+            run: None,
+            stopping: false,
+            generation: 0,
+            last: Progress::default(),
+            error: None,
+            trackers: BTreeMap::new(),
+            history: VecDeque::new(),
+            metrics: Metrics::new(),
+            files: Vec::new(),
+            pieces: None,
+        };
+        if let Source::Torrent(m) = &entry.source {
+            let m = m.clone();
+            entry.last.total_bytes = entry.wanted_bytes_of(&m);
+            entry.files = entry.files_at_rest(&m.info.layout);
+        } else {
+            entry.last.phase = Phase::Metadata;
+        }
+        entry
+    }
+
+    fn wanted_bytes_of(&self, metainfo: &Metainfo) -> u64 {
+        let layout = &metainfo.info.layout;
+        super::selection::SelectedFiles::new(layout, selection_of(&self.selection).as_ref())
+            .wanted_bytes(layout)
+    }
+
+    /// The file list with no progress known.
+    fn files_at_rest(&self, layout: &Layout) -> Vec<FileProgress> {
+        let selection = selection_of(&self.selection);
+        layout
+            .files()
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| !f.padding)
+            .map(|(index, f)| FileProgress {
+                index,
+                path: f.path.components().join("/"),
+                length: f.length,
+                selected: selection.as_ref().is_none_or(|s| s.contains(index as u32)),
+                verified_bytes: 0,
+            })
+            .collect()
+    }
+
+    fn state(&self) -> &'static str {
+        if self.error.is_some() {
+            "error"
+        } else if self.awaiting_files {
+            "awaiting_files"
+        } else if self.paused {
+            "paused"
+        } else {
+            match (&self.run, self.last.phase) {
+                (Some(Run::Fetcher(_)), _) | (_, Phase::Metadata) => "metadata",
+                (_, Phase::Checking) => "checking",
+                (_, Phase::Downloading) => "downloading",
+                (_, Phase::Complete) => "seeding",
+            }
+        }
+    }
+
+    fn summary(&self) -> TorrentSummary {
+        let p = &self.last;
+        let running = self.run.is_some();
+        let (down, up) = if running {
+            (p.rate, p.upload_rate)
+        } else {
+            (0.0, 0.0)
+        };
+        let left = p.total_bytes.saturating_sub(p.verified_bytes);
+        let uploaded = self.uploaded_before + p.uploaded;
+        let downloaded = self.downloaded_before + p.downloaded_this_run;
+        let state = self.state();
+        TorrentSummary {
+            id: self.id.to_hex(),
+            name: self.name.clone(),
+            info_hash: self.id.to_hex(),
+            state,
+            total_bytes: p.total_bytes,
+            verified_bytes: p.verified_bytes,
+            progress: if p.total_bytes == 0 {
+                0.0
+            } else {
+                p.verified_bytes as f64 / p.total_bytes as f64
+            },
+            download_rate: down,
+            upload_rate: up,
+            peers: if running { p.peers } else { 0 },
+            uploaded,
+            downloaded,
+            ratio: if p.total_bytes == 0 {
+                0.0
+            } else {
+                uploaded as f64 / p.total_bytes as f64
+            },
+            eta_secs: (state == "downloading" && down > 1.0)
+                .then(|| (left as f64 / down).ceil() as u64),
+            labels: self.labels.clone(),
+            dir: self.dir.clone(),
+            error: self.error.clone(),
+            added_at: self.added_at,
+            upload_limit: self.upload_limit,
+            download_limit: self.download_limit,
+        }
+    }
+
+    fn detail(&self, listen_port: u16) -> TorrentDetail {
+        let meta = match &self.source {
+            Source::Torrent(m) => Some(m),
+            Source::Magnet { .. } => None,
+        };
+        TorrentDetail {
+            summary: self.summary(),
+            piece_length: meta.map(|m| u64::from(m.info.layout.piece_length())),
+            pieces: meta.map(|m| m.info.layout.num_pieces() as usize),
+            private: meta.is_some_and(|m| m.info.private),
+            comment: meta.and_then(|m| m.comment.clone()),
+            files_count: meta.map_or(0, |m| {
+                m.info.layout.files().iter().filter(|f| !f.padding).count()
+            }),
+            hash_failures: self.last.hash_failures,
+            banned: self.last.banned,
+            listen_port: Some(listen_port),
+        }
+    }
+
+    fn tracker_rows(&self) -> Vec<TrackerInfo> {
+        let now = Instant::now();
+        self.trackers
+            .values()
+            .map(|s| {
+                let (state, error) = match &s.state {
+                    TrackerState::Idle => ("idle", None),
+                    TrackerState::Updating => ("updating", None),
+                    TrackerState::Working => ("working", None),
+                    TrackerState::Failed(e) => ("error", Some(e.clone())),
+                    TrackerState::Unusable(e) => ("unusable", Some(e.clone())),
+                };
+                TrackerInfo {
+                    url: s.url.clone(),
+                    tier: s.tier,
+                    state,
+                    last_error: error.or_else(|| s.last_error.clone()),
+                    peers: s.peers,
+                    seeders: s.seeders,
+                    leechers: s.leechers,
+                    next_announce_secs: super::tracker::status::next_announce_in(s, now)
+                        .map(|d| d.as_secs()),
+                }
+            })
+            .collect()
+    }
+
+    fn empty_pieces(&self) -> PieceMap {
+        self.pieces.clone().unwrap_or_else(|| {
+            let pieces = match &self.source {
+                Source::Torrent(m) => m.info.layout.num_pieces() as usize,
+                Source::Magnet { .. } => 0,
+            };
+            PieceMap {
+                pieces,
+                have: vec![0; pieces.div_ceil(8)],
+                downloading: Vec::new(),
+            }
+        })
+    }
+}
+
+impl Actor for Session {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        info!(self.log, "session started"; "torrents" => self.torrents.len(),
+              "root" => %self.config.download_root.display());
+        let ids: Vec<InfoHash> = self
+            .torrents
+            .values()
+            .filter(|e| !e.paused && !e.awaiting_files)
+            .map(|e| e.id)
+            .collect();
+        for id in ids {
+            self.start_run(id, ctx);
+        }
+        ctx.run_interval(Duration::from_secs(1), |act, _| act.tick());
+        // The totals move while torrents run; keep them on disk now and then.
+        ctx.run_interval(Duration::from_secs(30), |act, _| act.save());
+    }
+}
+
+impl Handler<FromTorrent> for Session {
+    type Result = ();
+
+    fn handle(&mut self, msg: FromTorrent, ctx: &mut Context<Self>) {
+        let Some(entry) = self.torrents.get_mut(&msg.id) else {
+            return;
+        };
+        if entry.generation != msg.generation {
+            return;
+        }
+        match msg.event {
+            TorrentEvent::Progress(p) | TorrentEvent::Completed(p) => entry.last = p,
+            TorrentEvent::Failed(_, message) => {
+                warn!(self.log, "torrent failed"; "torrent" => &entry.name, "error" => &message);
+                entry.error = Some(message);
+                let stop = self.stop_run(msg.id);
+                ctx.spawn(
+                    stop.into_actor(self)
+                        .map(move |views, act, _| act.stopped(msg.id, views)),
+                );
+            }
+            TorrentEvent::MetadataReceived { torrent, .. } => {
+                self.on_metadata(msg.id, torrent, ctx)
+            }
+            TorrentEvent::Tracker(status) => {
+                entry.trackers.insert(status.url.clone(), status);
+            }
+        }
+    }
+}
+
+impl Handler<AddTorrent> for Session {
+    type Result = Result<TorrentSummary, SessionError>;
+
+    fn handle(&mut self, msg: AddTorrent, ctx: &mut Context<Self>) -> Self::Result {
+        let (id, name, source, torrent_bytes) = match msg.source {
+            AddSource::Torrent { metainfo, bytes } => {
+                if let Some(indices) = &msg.selection {
+                    let selection = selection_of(&Some(indices.clone())).expect("some");
+                    check_selection(&metainfo.info.layout, &selection)
+                        .map_err(|e| SessionError::BadRequest(format!("files: {e}")))?;
+                }
+                (
+                    metainfo.info_hash,
+                    metainfo.info.name.clone(),
+                    Source::Torrent(Arc::new(*metainfo)),
+                    Some(bytes),
+                )
+            }
+            AddSource::Magnet { magnet, link } => (
+                magnet.info_hash,
+                magnet
+                    .display_name
+                    .clone()
+                    .unwrap_or_else(|| magnet.info_hash.to_hex()),
+                Source::Magnet { magnet, link },
+                None,
+            ),
+        };
+        if self.torrents.contains_key(&id) {
+            return Err(SessionError::Conflict(format!(
+                "torrent {} is already added",
+                id.to_hex()
+            )));
+        }
+        check_labels(&msg.labels)?;
+        let mut entry = Entry::new(id, name, source, msg.dir);
+        entry.paused = msg.paused;
+        entry.awaiting_files = msg.choose_files && matches!(entry.source, Source::Magnet { .. });
+        entry.selection = msg.selection;
+        entry.labels = msg.labels;
+        if let Source::Torrent(m) = &entry.source {
+            let m = m.clone();
+            entry.last.total_bytes = entry.wanted_bytes_of(&m);
+            entry.files = entry.files_at_rest(&m.info.layout);
+        }
+        if let Some(bytes) = torrent_bytes {
+            self.writer.do_send(WriteFile {
+                path: self.state.torrent_file(&id.to_hex()),
+                bytes: bytes.to_vec(),
+            });
+        }
+        let start = !entry.paused;
+        info!(self.log, "torrent added"; "torrent" => &entry.name, "info_hash" => id.to_hex());
+        self.torrents.insert(id, entry);
+        self.save();
+        if start {
+            // A magnet waiting for its files still fetches the metadata.
+            self.start_run(id, ctx);
+        }
+        Ok(self.summary(self.entry(&id)?))
+    }
+}
+
+fn check_labels(labels: &[String]) -> Result<(), SessionError> {
+    if labels.len() > MAX_LABELS {
+        return Err(SessionError::BadRequest(format!(
+            "at most {MAX_LABELS} labels"
+        )));
+    }
+    if let Some(bad) = labels
+        .iter()
+        .find(|l| l.is_empty() || l.len() > MAX_LABEL_BYTES || l.chars().any(char::is_control))
+    {
+        return Err(SessionError::BadRequest(format!(
+            "label {bad:?}: 1 to {MAX_LABEL_BYTES} bytes, no control characters"
+        )));
+    }
+    Ok(())
+}
+
+impl Handler<GetOverview> for Session {
+    type Result = MessageResult<GetOverview>;
+
+    fn handle(&mut self, _: GetOverview, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.overview())
+    }
+}
+
+impl Handler<GetTorrent> for Session {
+    type Result = Result<TorrentDetail, SessionError>;
+
+    fn handle(&mut self, msg: GetTorrent, _: &mut Context<Self>) -> Self::Result {
+        Ok(self.entry(&msg.id)?.detail(self.config.listen_addr.port()))
+    }
+}
+
+impl Handler<Pause> for Session {
+    type Result = ResponseActFuture<Self, Result<TorrentSummary, SessionError>>;
+
+    fn handle(&mut self, msg: Pause, _: &mut Context<Self>) -> Self::Result {
+        let id = msg.id;
+        if let Err(e) = self.busy(&id) {
+            return Box::pin(actix::fut::ready(Err(e)));
+        }
+        if let Ok(entry) = self.entry_mut(&id) {
+            entry.paused = true;
+        }
+        self.save();
+        self.stop_then(id, move |act, _| {
+            act.save();
+            Ok(act.entry(&id)?.summary())
+        })
+    }
+}
+
+impl Handler<Resume> for Session {
+    type Result = Result<TorrentSummary, SessionError>;
+
+    fn handle(&mut self, msg: Resume, ctx: &mut Context<Self>) -> Self::Result {
+        self.busy(&msg.id)?;
+        let entry = self.entry_mut(&msg.id)?;
+        entry.paused = false;
+        entry.error = None;
+        let metadata_in = matches!(entry.source, Source::Torrent(_));
+        if metadata_in {
+            entry.awaiting_files = false;
+        }
+        self.save();
+        self.start_run(msg.id, ctx);
+        Ok(self.entry(&msg.id)?.summary())
+    }
+}
+
+impl Handler<Recheck> for Session {
+    type Result = ResponseActFuture<Self, Result<TorrentSummary, SessionError>>;
+
+    fn handle(&mut self, msg: Recheck, _: &mut Context<Self>) -> Self::Result {
+        let id = msg.id;
+        let checked = self.busy(&id).and_then(|()| match &self.entry(&id)?.source {
+            Source::Torrent(m) => Ok(m.clone()),
+            Source::Magnet { .. } => Err(SessionError::Conflict(
+                "no metadata yet, nothing to check".into(),
+            )),
+        });
+        let metainfo = match checked {
+            Ok(m) => m,
+            Err(e) => return Box::pin(actix::fut::ready(Err(e))),
+        };
+        let folder = self.config.download_root.join(&self.entry(&id).expect("checked").dir);
+        self.stop_then(id, move |act, ctx| {
+            // Without a resume file the start-up check hashes every piece on disk.
+            let _ = std::fs::remove_file(resume_path(&folder, &metainfo.info.layout));
+            let entry = act.entry_mut(&id)?;
+            entry.last.verified_bytes = 0;
+            entry.error = None;
+            if !entry.paused && !entry.awaiting_files {
+                act.start_run(id, ctx);
+            }
+            Ok(act.entry(&id)?.summary())
+        })
+    }
+}
+
+impl Handler<Remove> for Session {
+    type Result = ResponseActFuture<Self, Result<(), SessionError>>;
+
+    fn handle(&mut self, msg: Remove, _: &mut Context<Self>) -> Self::Result {
+        let id = msg.id;
+        if let Err(e) = self.busy(&id) {
+            return Box::pin(actix::fut::ready(Err(e)));
+        }
+        let stopped = self.stop_run(id);
+        Box::pin(stopped.into_actor(self).map(move |_, act, _| {
+            let entry = act
+                .torrents
+                .remove(&id)
+                .ok_or_else(|| SessionError::NotFound(id.to_hex()))?;
+            let _ = std::fs::remove_file(act.state.torrent_file(&id.to_hex()));
+            if msg.delete_data {
+                if let Source::Torrent(m) = &entry.source {
+                    let folder = act.config.download_root.join(&entry.dir);
+                    let layout = m.info.layout.clone();
+                    let log = act.log.clone();
+                    // Deleting many files is blocking work: off the Session's thread.
+                    std::thread::spawn(move || delete_data(&folder, &layout, &log));
+                }
+            }
+            info!(act.log, "torrent removed"; "torrent" => &entry.name, "data_deleted" => msg.delete_data);
+            act.save();
+            Ok(())
+        }))
+    }
+}
+
+/// Deletes a torrent's files, its resume and part files, and the folders that held
+/// them once empty. Only paths of the layout, which are safe relative paths, under
+/// `folder`.
+fn delete_data(folder: &Path, layout: &Layout, log: &Logger) {
+    let resume = resume_path(folder, layout);
+    let mut paths: Vec<PathBuf> = layout
+        .files()
+        .iter()
+        .filter(|f| !f.padding)
+        .map(|f| folder.join(f.path.to_path()))
+        .collect();
+    paths.push(resume.with_extension("reserve"));
+    paths.push(resume);
+    paths.push(parts_path(folder, layout));
+    for path in &paths {
+        match std::fs::remove_file(path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => warn!(log, "cannot delete"; "path" => %path.display(), "error" => %e),
+        }
+    }
+    // Empty folders the torrent made, deepest first; never the folder itself.
+    let mut dirs: Vec<PathBuf> = paths
+        .iter()
+        .flat_map(|p| p.ancestors().skip(1).map(Path::to_path_buf).collect::<Vec<_>>())
+        .filter(|d| d.starts_with(folder) && d != folder)
+        .collect();
+    dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
+    dirs.dedup();
+    for dir in dirs {
+        let _ = std::fs::remove_dir(dir);
+    }
+}
+
+impl Handler<SetLabels> for Session {
+    type Result = Result<TorrentSummary, SessionError>;
+
+    fn handle(&mut self, msg: SetLabels, _: &mut Context<Self>) -> Self::Result {
+        check_labels(&msg.labels)?;
+        self.entry_mut(&msg.id)?.labels = msg.labels;
+        self.save();
+        Ok(self.entry(&msg.id)?.summary())
+    }
+}
+
+impl Handler<SetLimits> for Session {
+    type Result = Result<TorrentSummary, SessionError>;
+
+    fn handle(&mut self, msg: SetLimits, _: &mut Context<Self>) -> Self::Result {
+        let coordinator = self.coordinator(&msg.id)?;
+        let entry = self.entry_mut(&msg.id)?;
+        entry.upload_limit = msg.upload;
+        entry.download_limit = msg.download;
+        if let Some(c) = coordinator {
+            c.do_send(SetTorrentRates {
+                upload: msg.upload,
+                download: msg.download,
+            });
+        }
+        self.save();
+        Ok(self.entry(&msg.id)?.summary())
+    }
+}
+
+impl Handler<GetFiles> for Session {
+    type Result = ResponseActFuture<Self, Result<Vec<FileProgress>, SessionError>>;
+
+    fn handle(&mut self, msg: GetFiles, _: &mut Context<Self>) -> Self::Result {
+        let id = msg.id;
+        let coordinator = match self.coordinator(&id) {
+            Ok(c) => c,
+            Err(e) => return Box::pin(actix::fut::ready(Err(e))),
+        };
+        let ask = async move {
+            match coordinator {
+                Some(c) => tokio::time::timeout(QUERY_TIMEOUT, c.send(GetFileProgress))
+                    .await
+                    .ok()
+                    .and_then(Result::ok),
+                None => None,
+            }
+        };
+        Box::pin(ask.into_actor(self).map(move |fresh, act, _| {
+            let entry = act.entry_mut(&id)?;
+            if let Some(files) = fresh {
+                entry.files = files;
+            }
+            Ok(entry.files.clone())
+        }))
+    }
+}
+
+impl Handler<SetFiles> for Session {
+    type Result = ResponseActFuture<Self, Result<Vec<FileProgress>, SessionError>>;
+
+    fn handle(&mut self, msg: SetFiles, _: &mut Context<Self>) -> Self::Result {
+        let id = msg.id;
+        let checked = self.busy(&id).and_then(|()| match &self.entry(&id)?.source {
+            Source::Torrent(m) => {
+                let mut selected = msg.selected.clone();
+                selected.sort_unstable();
+                selected.dedup();
+                let selection = selection_of(&Some(selected.clone())).expect("some");
+                check_selection(&m.info.layout, &selection)
+                    .map_err(|e| SessionError::BadRequest(format!("files: {e}")))?;
+                Ok((m.clone(), selected))
+            }
+            Source::Magnet { .. } => Err(SessionError::Conflict(
+                "no metadata yet: the files are not known".into(),
+            )),
+        });
+        let (metainfo, selected) = match checked {
+            Ok(v) => v,
+            Err(e) => return Box::pin(actix::fut::ready(Err(e))),
+        };
+        let was_running = self.entry(&id).is_ok_and(|e| e.run.is_some());
+        self.stop_then(id, move |act, ctx| {
+            let entry = act.entry_mut(&id)?;
+            let every = selected.len()
+                == metainfo
+                    .info
+                    .layout
+                    .files()
+                    .iter()
+                    .filter(|f| !f.padding)
+                    .count();
+            entry.selection = (!every).then_some(selected);
+            entry.last.total_bytes = entry.wanted_bytes_of(&metainfo);
+            entry.files = entry.files_at_rest(&metainfo.info.layout);
+            if entry.awaiting_files {
+                // Files chosen: the torrent waits, paused, for the word to start.
+                entry.awaiting_files = false;
+                entry.paused = true;
+            }
+            let files = entry.files.clone();
+            act.save();
+            if was_running {
+                act.start_run(id, ctx);
+            }
+            Ok(files)
+        })
+    }
+}
+
+impl Handler<GetPeers> for Session {
+    type Result = ResponseFuture<Result<Vec<PeerInfo>, SessionError>>;
+
+    fn handle(&mut self, msg: GetPeers, _: &mut Context<Self>) -> Self::Result {
+        let coordinator = self.coordinator(&msg.id);
+        Box::pin(async move {
+            match coordinator? {
+                Some(c) => Ok(tokio::time::timeout(QUERY_TIMEOUT, c.send(GetPeerList))
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+                    .unwrap_or_default()),
+                None => Ok(Vec::new()),
+            }
+        })
+    }
+}
+
+impl Handler<GetPieces> for Session {
+    type Result = ResponseActFuture<Self, Result<PieceMap, SessionError>>;
+
+    fn handle(&mut self, msg: GetPieces, _: &mut Context<Self>) -> Self::Result {
+        let id = msg.id;
+        let coordinator = match self.coordinator(&id) {
+            Ok(c) => c,
+            Err(e) => return Box::pin(actix::fut::ready(Err(e))),
+        };
+        Box::pin(ask_pieces(coordinator).into_actor(self).map(move |fresh, act, _| {
+            let entry = act.entry_mut(&id)?;
+            if let Some(map) = fresh {
+                entry.pieces = Some(map);
+            }
+            Ok(entry.empty_pieces())
+        }))
+    }
+}
+
+async fn ask_pieces(coordinator: Option<Addr<Coordinator>>) -> Option<PieceMap> {
+    let c = coordinator?;
+    tokio::time::timeout(QUERY_TIMEOUT, c.send(GetPieceMap))
+        .await
+        .ok()
+        .and_then(Result::ok)
+}
+
+impl Handler<GetTrackerList> for Session {
+    type Result = Result<Vec<TrackerInfo>, SessionError>;
+
+    fn handle(&mut self, msg: GetTrackerList, _: &mut Context<Self>) -> Self::Result {
+        Ok(self.entry(&msg.id)?.tracker_rows())
+    }
+}
+
+impl Handler<GetTorrentMetrics> for Session {
+    type Result = Result<MetricsSnapshot, SessionError>;
+
+    fn handle(&mut self, msg: GetTorrentMetrics, _: &mut Context<Self>) -> Self::Result {
+        Ok(self.entry(&msg.id)?.metrics.snapshot())
+    }
+}
+
+impl Handler<GetAllMetrics> for Session {
+    type Result = MessageResult<GetAllMetrics>;
+
+    fn handle(&mut self, _: GetAllMetrics, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(
+            self.torrents
+                .values()
+                .map(|e| TorrentMetrics {
+                    id: e.id.to_hex(),
+                    name: e.name.clone(),
+                    metrics: e.metrics.snapshot(),
+                })
+                .collect(),
+        )
+    }
+}
+
+impl Handler<GetHistory> for Session {
+    type Result = Result<Vec<RateSample>, SessionError>;
+
+    fn handle(&mut self, msg: GetHistory, _: &mut Context<Self>) -> Self::Result {
+        Ok(self.entry(&msg.id)?.history.iter().copied().collect())
+    }
+}
+
+impl Handler<GetDetailBundle> for Session {
+    type Result = ResponseActFuture<Self, Result<DetailBundle, SessionError>>;
+
+    fn handle(&mut self, msg: GetDetailBundle, _: &mut Context<Self>) -> Self::Result {
+        let id = msg.id;
+        let coordinator = match self.coordinator(&id) {
+            Ok(c) => c,
+            Err(e) => return Box::pin(actix::fut::ready(Err(e))),
+        };
+        let ask = async move {
+            let peers = match &coordinator {
+                Some(c) => tokio::time::timeout(QUERY_TIMEOUT, c.send(GetPeerList))
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+                    .unwrap_or_default(),
+                None => Vec::new(),
+            };
+            (peers, ask_pieces(coordinator).await)
+        };
+        Box::pin(ask.into_actor(self).map(move |(peers, pieces), act, _| {
+            let port = act.config.listen_addr.port();
+            let entry = act.entry_mut(&id)?;
+            if let Some(map) = pieces {
+                entry.pieces = Some(map);
+            }
+            Ok(DetailBundle {
+                torrent: entry.detail(port),
+                peers,
+                pieces: entry.empty_pieces(),
+                trackers: entry.tracker_rows(),
+                metrics: entry.metrics.snapshot(),
+                sample: entry.history.back().copied(),
+            })
+        }))
+    }
+}
+
+impl Handler<GetSettings> for Session {
+    type Result = MessageResult<GetSettings>;
+
+    fn handle(&mut self, _: GetSettings, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.settings())
+    }
+}
+
+impl Handler<SetSettings> for Session {
+    type Result = MessageResult<SetSettings>;
+
+    fn handle(&mut self, msg: SetSettings, _: &mut Context<Self>) -> Self::Result {
+        self.settings.upload_limit = msg.upload_limit;
+        self.settings.download_limit = msg.download_limit;
+        self.limiter.do_send(SetRates {
+            upload: msg.upload_limit,
+            download: msg.download_limit,
+        });
+        self.save();
+        MessageResult(self.settings())
+    }
+}
+
+impl Handler<StopSession> for Session {
+    type Result = ResponseActFuture<Self, ()>;
+
+    fn handle(&mut self, _: StopSession, _: &mut Context<Self>) -> Self::Result {
+        let ids: Vec<InfoHash> = self.torrents.keys().copied().collect();
+        // The totals are folded in as each run stops; the last state is written here,
+        // on this thread, so it is on disk when the reply goes out.
+        let stops: Vec<_> = ids.into_iter().map(|id| self.stop_run(id)).collect();
+        Box::pin(
+            futures::future::join_all(stops)
+                .into_actor(self)
+                .map(|_, act, ctx| {
+                    match serde_json::to_vec_pretty(&act.saved()) {
+                        Ok(bytes) => {
+                            if let Err(e) =
+                                state::write_atomically(&act.state.session_file(), &bytes)
+                            {
+                                warn!(act.log, "cannot write state"; "error" => %e);
+                            }
+                        }
+                        Err(e) => warn!(act.log, "cannot encode state"; "error" => %e),
+                    }
+                    info!(act.log, "session stopped");
+                    ctx.stop();
+                }),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_are_bounded_and_printable() {
+        assert!(check_labels(&["a".into(), "films 2026".into()]).is_ok());
+        assert!(check_labels(&[String::new()]).is_err());
+        assert!(check_labels(&["a\nb".into()]).is_err());
+        assert!(check_labels(&["x".repeat(65)]).is_err());
+        assert!(check_labels(&vec!["a".to_string(); 17]).is_err());
+    }
+
+    #[test]
+    fn a_selection_of_indices_is_a_bep53_selection() {
+        let s = selection_of(&Some(vec![0, 2, 3])).unwrap();
+        assert!(s.contains(0) && !s.contains(1) && s.contains(2) && s.contains(3));
+        assert!(selection_of(&None).is_none());
+    }
+}

@@ -1,0 +1,209 @@
+//! `torrent-actors serve`: the engine as a daemon over many torrents, with a JSON API
+//! and a web page. This module is the HTTP face: it checks its arguments, starts the
+//! shared parts (peer listener, DHT) and the Session, and serves HTTP in front of it.
+//! Downloads are the Session's business; nothing here knows about pieces or peers.
+//!
+//! - `security.rs`: the checks every request passes (Host, auth, token, origin) and the
+//!   headers every answer carries;
+//! - `api.rs`: the JSON routes, each a thin translation to one Session message;
+//! - `sse.rs`: live updates as server-sent events;
+//! - `ui.rs`: the embedded page.
+
+mod api;
+mod security;
+mod sse;
+mod ui;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicUsize;
+use std::time::Duration;
+
+use actix_web::{middleware, web, App, HttpServer};
+use slog::info;
+use torrent_actors::engine::connection::ConnectTimeouts;
+use torrent_actors::engine::coordinator::EngineConfig;
+use torrent_actors::engine::dht::Bootstrap;
+use torrent_actors::engine::listener::Listener;
+use torrent_actors::engine::session::{Session, SessionConfig, StopSession};
+
+use crate::{exit, logging, Failure};
+
+/// What `serve` was asked to do, validated.
+pub struct ServeArgs {
+    /// Where the HTTP API listens.
+    pub listen: SocketAddr,
+    /// The download root: every torrent's folder is inside it.
+    pub dir: PathBuf,
+    /// The state folder.
+    pub state: PathBuf,
+    /// Where peers connect.
+    pub peer_listen: SocketAddr,
+    pub max_peers: usize,
+    pub max_connections: usize,
+    /// The key API clients must present, if any.
+    pub api_key: Option<String>,
+    /// Host names allowed besides the loopback ones.
+    pub allowed_hosts: Vec<String>,
+    pub max_torrent_bytes: usize,
+    pub dht: Option<(Bootstrap, u16)>,
+    pub verbosity: u8,
+}
+
+/// Shortest API key accepted: a guessable key would make the lock-out the only defence.
+const MIN_KEY_LEN: usize = 16;
+
+/// Most event streams open at once.
+const MAX_STREAMS: usize = 64;
+
+/// Reads the API key from a file (first line, trimmed) or the environment variable.
+pub fn load_api_key(file: Option<&Path>) -> Result<Option<String>, Failure> {
+    let key = match file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|e| Failure {
+                code: exit::USAGE,
+                error: anyhow::anyhow!("cannot read the API key file {}: {e}", path.display()),
+            })?;
+            Some(text.lines().next().unwrap_or("").trim().to_string())
+        }
+        None => std::env::var("TORRENT_ACTORS_API_KEY")
+            .ok()
+            .filter(|k| !k.is_empty()),
+    };
+    if let Some(key) = &key {
+        if key.len() < MIN_KEY_LEN {
+            return Err(Failure {
+                code: exit::USAGE,
+                error: anyhow::anyhow!("the API key must be at least {MIN_KEY_LEN} characters"),
+            });
+        }
+    }
+    Ok(key)
+}
+
+fn usage(error: anyhow::Error) -> Failure {
+    Failure {
+        code: exit::USAGE,
+        error,
+    }
+}
+
+pub fn run(args: ServeArgs) -> Result<(), Failure> {
+    if !args.listen.ip().is_loopback() && args.api_key.is_none() {
+        return Err(usage(anyhow::anyhow!(
+            "refusing to serve on {} without authentication: anyone who can reach it could \
+             control the daemon; give --api-key-file (or TORRENT_ACTORS_API_KEY), or listen \
+             on 127.0.0.1",
+            args.listen
+        )));
+    }
+    let not_writable = |what: &str, dir: &Path, e: std::io::Error| Failure {
+        code: exit::OUTPUT_NOT_WRITABLE,
+        error: anyhow::anyhow!("{what} {} is not usable: {e}", dir.display()),
+    };
+    std::fs::create_dir_all(&args.dir).map_err(|e| not_writable("download folder", &args.dir, e))?;
+    std::fs::create_dir_all(&args.state).map_err(|e| not_writable("state folder", &args.state, e))?;
+    let root = args
+        .dir
+        .canonicalize()
+        .map_err(|e| not_writable("download folder", &args.dir, e))?;
+    let log = logging::stderr_logger(args.verbosity);
+    actix::System::new().block_on(serve(args, root, log))
+}
+
+async fn serve(args: ServeArgs, root: PathBuf, log: slog::Logger) -> Result<(), Failure> {
+    let cannot_listen = |what: &str, addr: SocketAddr, e: std::io::Error| Failure {
+        code: exit::CANNOT_LISTEN,
+        error: anyhow::anyhow!("cannot listen for {what} on {addr}: {e}"),
+    };
+    let mut engine = EngineConfig::new(crate::get::our_peer_id(), args.peer_listen);
+    engine.max_peers = args.max_peers;
+    engine.connect = ConnectTimeouts::default();
+    let (listener, peer_addr) =
+        Listener::bind(args.peer_listen, engine.connect.handshake, log.clone())
+            .await
+            .map_err(|e| cannot_listen("peers", args.peer_listen, e))?;
+    let dht = crate::get::start_dht(args.dht.clone(), peer_addr, &log);
+    let session = Session::start(SessionConfig {
+        engine,
+        download_root: root.clone(),
+        state_dir: args.state.clone(),
+        listener,
+        listen_addr: peer_addr,
+        max_connections: args.max_connections,
+        dht,
+        log: log.clone(),
+    })
+    .map_err(|e| Failure {
+        code: exit::OUTPUT_NOT_WRITABLE,
+        error: anyhow::anyhow!("cannot read the saved session: {e}"),
+    })?;
+
+    let guard = security::Guard::new(
+        security::HostAllowlist::new(args.listen.ip(), &args.allowed_hosts),
+        security::random_hex(16),
+        args.api_key.clone(),
+    );
+    let state = web::Data::new(api::ApiState {
+        session: session.clone(),
+        guard: guard.clone(),
+        download_root: root,
+        max_torrent_bytes: args.max_torrent_bytes,
+        streams: AtomicUsize::new(0),
+        max_streams: MAX_STREAMS,
+    });
+    // Base64 grows a .torrent by a third; the rest of the body is small.
+    let json_limit = args.max_torrent_bytes / 3 * 4 + 64 * 1024;
+    let guard_data = web::Data::new(guard);
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(state.clone())
+            .app_data(guard_data.clone())
+            .configure(|cfg| api::extractor_config(cfg, json_limit))
+            .wrap(middleware::from_fn(security::guard))
+            .configure(api::routes)
+            .configure(ui::routes)
+            .default_service(web::to(|| async {
+                api::ApiError::not_found("no such page")
+            }))
+    })
+    .workers(2)
+    .max_connections(256)
+    .client_request_timeout(Duration::from_secs(10))
+    .shutdown_timeout(2)
+    .disable_signals()
+    .bind(args.listen)
+    .map_err(|e| cannot_listen("HTTP", args.listen, e))?;
+    let http_addr = server.addrs().first().copied().unwrap_or(args.listen);
+    let server = server.run();
+    let handle = server.handle();
+    let url = match http_addr {
+        SocketAddr::V4(a) => format!("http://{a}/"),
+        SocketAddr::V6(a) => format!("http://[{}]:{}/", a.ip(), a.port()),
+    };
+    println!("serving {url} (peers on port {})", peer_addr.port());
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    info!(log, "serving"; "url" => &url, "peers" => %peer_addr);
+
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut sig) => {
+                sig.recv().await;
+            }
+            Err(_) => futures::future::pending::<()>().await,
+        }
+    };
+    let server_task = actix_web::rt::spawn(server);
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = terminate => {},
+    }
+    info!(log, "stopping");
+    // Every torrent saves its resume file and announces `stopped`; the state is written.
+    let _ = tokio::time::timeout(Duration::from_secs(25), session.send(StopSession {})).await;
+    handle.stop(true).await;
+    let _ = server_task.await;
+    actix::System::current().stop();
+    Ok(())
+}
