@@ -19,6 +19,7 @@ pub mod piece_manager;
 pub mod ratelimit;
 pub mod resume;
 pub mod selection;
+pub mod session;
 pub mod smart_ban;
 pub mod storage;
 pub mod tracker;

@@ -145,7 +145,7 @@ pub struct ApiState {
 
 type State = web::Data<ApiState>;
 
-fn parse_id(text: &str) -> ApiResult<InfoHash> {
+pub(crate) fn parse_id(text: &str) -> ApiResult<InfoHash> {
     if text.len() != 40 {
         return Err(ApiError::not_found(format!("no torrent {text}")));
     }
@@ -184,7 +184,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route("/settings", web::put().to(set_settings))
             .route("/events", web::get().to(super::sse::overview_events))
             .default_service(web::to(|| async {
-                ApiError::not_found("no such API route")
+                Err::<HttpResponse, _>(ApiError::not_found("no such API route"))
             })),
     );
 }
@@ -599,5 +599,3 @@ impl Drop for StreamSlot {
         self.0.streams.fetch_sub(1, Ordering::SeqCst);
     }
 }
-
-pub(crate) use parse_id as id_of;

@@ -164,7 +164,7 @@ async fn serve(args: ServeArgs, root: PathBuf, log: slog::Logger) -> Result<(), 
             .configure(api::routes)
             .configure(ui::routes)
             .default_service(web::to(|| async {
-                api::ApiError::not_found("no such page")
+                Err::<actix_web::HttpResponse, _>(api::ApiError::not_found("no such page"))
             }))
     })
     .workers(2)

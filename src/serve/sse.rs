@@ -11,7 +11,7 @@ use bytes::Bytes;
 use futures::stream::{self, Stream};
 use torrent_actors::engine::session;
 
-use super::api::{id_of, ApiError, ApiState, PieceMapJson, StreamSlot};
+use super::api::{parse_id, ApiError, ApiState, PieceMapJson, StreamSlot};
 
 /// How often a stream gets a new view.
 const TICK: Duration = Duration::from_secs(1);
@@ -49,7 +49,7 @@ pub async fn torrent_events(
     state: web::Data<ApiState>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = id_of(&id)?;
+    let id = parse_id(&id)?;
     // A stream for a torrent that is not there is a 404, not an empty stream.
     state.session.send(session::GetTorrent { id }).await??;
     let slot = StreamSlot::take(&state)?;

@@ -22,7 +22,8 @@
 pub mod paths;
 pub mod state;
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -36,11 +37,11 @@ use slog::{info, o, warn, Logger};
 use self::state::{SavedSession, SavedSettings, SavedTorrent, StateDir, STATE_VERSION};
 use super::budget::ConnectionBudget;
 use super::coordinator::{Coordinator, EngineConfig, TorrentParams};
-use super::limiter::{RateLimiter, SetRates};
-use super::listener::{Listener, Route, Unroute};
+use super::limiter::RateLimiter;
+use super::listener::Listener;
 use super::messages::{
     DhtLinks, FileProgress, GetFileProgress, GetPeerList, GetPieceMap, PeerInfo, Phase,
-    PieceMap, Progress, SetTorrentRates, Shutdown, TorrentEvent,
+    PieceMap, Progress, Route, SetRates, SetTorrentRates, Shutdown, TorrentEvent, Unroute,
 };
 use super::metadata::{MagnetParams, MetadataFetcher};
 use super::metrics::{Metrics, MetricsSnapshot};
@@ -100,7 +101,7 @@ pub struct SessionConfig {
 #[derive(Clone)]
 enum Source {
     Torrent(Arc<Metainfo>),
-    Magnet { magnet: Magnet, link: String },
+    Magnet(Magnet),
 }
 
 /// What a tree showed last before it stopped.
@@ -121,6 +122,9 @@ struct Entry {
     id: InfoHash,
     name: String,
     source: Source,
+    /// The magnet link it was added by, if so: its `x.pe` peers are dialed at every
+    /// start, also once the metadata is in.
+    magnet_link: Option<String>,
     dir: String,
     paused: bool,
     awaiting_files: bool,
@@ -324,8 +328,9 @@ pub struct AddTorrent {
     pub labels: Vec<String>,
 }
 
+/// Declares a Face → Session message: its fields and its reply type.
 macro_rules! query {
-    ($(#[$doc:meta])* $name:ident { $($field:ident : $ty:ty),* } -> $res:ty) => {
+    ($(#[$doc:meta])* $name:ident { $($field:ident : $ty:ty),* } -> $res:literal) => {
         $(#[$doc])*
         #[derive(Message)]
         #[rtype(result = $res)]
@@ -506,9 +511,10 @@ impl Session {
         } else {
             let link = t.magnet.clone().ok_or("neither .torrent nor magnet")?;
             let magnet = Magnet::parse(&link).map_err(|e| e.to_string())?;
-            Source::Magnet { magnet, link }
+            Source::Magnet(magnet)
         };
         let mut entry = Entry::new(id, t.name.clone(), source, t.dir.clone());
+        entry.magnet_link = t.magnet.clone();
         entry.paused = t.paused;
         entry.awaiting_files = t.awaiting_files;
         entry.selection = t.selection.clone();
@@ -531,10 +537,7 @@ impl Session {
                 .map(|e| SavedTorrent {
                     info_hash: e.id.to_hex(),
                     name: e.name.clone(),
-                    magnet: match &e.source {
-                        Source::Magnet { link, .. } => Some(link.clone()),
-                        Source::Torrent(_) => None,
-                    },
+                    magnet: e.magnet_link.clone(),
                     has_torrent_file: matches!(e.source, Source::Torrent(_)),
                     dir: e.dir.clone(),
                     paused: e.paused,
@@ -611,6 +614,9 @@ impl Session {
         }
         .start()
         .recipient();
+        if let Some(magnet) = entry.magnet_link.as_deref().and_then(|l| Magnet::parse(l).ok()) {
+            config.initial_peers.extend(magnet.peers.iter().copied());
+        }
         let download_dir = root.join(&entry.dir);
         let log = log.new(o!("torrent" => entry.name.clone()));
         match &entry.source {
@@ -630,8 +636,7 @@ impl Session {
                 });
                 entry.run = Some(Run::Coordinator(coordinator));
             }
-            Source::Magnet { magnet, .. } => {
-                config.initial_peers.extend(magnet.peers.iter().copied());
+            Source::Magnet(magnet) => {
                 let fetcher = MetadataFetcher::start(MagnetParams {
                     magnet: magnet.clone(),
                     download_dir,
@@ -798,6 +803,7 @@ impl Session {
         entry.name = metainfo.info.name.clone();
         entry.last.total_bytes = entry.wanted_bytes_of(&metainfo);
         entry.last.phase = Phase::Checking;
+        entry.files = entry.files_at_rest(&metainfo.info.layout);
         entry.source = Source::Torrent(Arc::new(metainfo));
         // The fetcher stops by itself; the torrent proper starts unless files are to
         // be chosen first.
@@ -816,6 +822,7 @@ impl Entry {
         let mut entry = Entry {
             id,
             name,
+            magnet_link: None,
             source,
             dir,
             paused: false,
@@ -873,8 +880,11 @@ impl Entry {
     }
 
     fn state(&self) -> &'static str {
+        let fetching = matches!(self.run, Some(Run::Fetcher(_)));
         if self.error.is_some() {
             "error"
+        } else if fetching {
+            "metadata"
         } else if self.awaiting_files {
             "awaiting_files"
         } else if self.paused {
@@ -937,7 +947,7 @@ impl Entry {
     fn detail(&self, listen_port: u16) -> TorrentDetail {
         let meta = match &self.source {
             Source::Torrent(m) => Some(m),
-            Source::Magnet { .. } => None,
+            Source::Magnet(_) => None,
         };
         TorrentDetail {
             summary: self.summary(),
@@ -985,7 +995,7 @@ impl Entry {
         self.pieces.clone().unwrap_or_else(|| {
             let pieces = match &self.source {
                 Source::Torrent(m) => m.info.layout.num_pieces() as usize,
-                Source::Magnet { .. } => 0,
+                Source::Magnet(_) => 0,
             };
             PieceMap {
                 pieces,
@@ -1052,18 +1062,20 @@ impl Handler<AddTorrent> for Session {
     type Result = Result<TorrentSummary, SessionError>;
 
     fn handle(&mut self, msg: AddTorrent, ctx: &mut Context<Self>) -> Self::Result {
-        let (id, name, source, torrent_bytes) = match msg.source {
+        let mut torrent_bytes = None;
+        let (id, name, source, magnet_link) = match msg.source {
             AddSource::Torrent { metainfo, bytes } => {
                 if let Some(indices) = &msg.selection {
                     let selection = selection_of(&Some(indices.clone())).expect("some");
                     check_selection(&metainfo.info.layout, &selection)
                         .map_err(|e| SessionError::BadRequest(format!("files: {e}")))?;
                 }
+                torrent_bytes = Some(bytes);
                 (
                     metainfo.info_hash,
                     metainfo.info.name.clone(),
                     Source::Torrent(Arc::new(*metainfo)),
-                    Some(bytes),
+                    None,
                 )
             }
             AddSource::Magnet { magnet, link } => (
@@ -1072,8 +1084,8 @@ impl Handler<AddTorrent> for Session {
                     .display_name
                     .clone()
                     .unwrap_or_else(|| magnet.info_hash.to_hex()),
-                Source::Magnet { magnet, link },
-                None,
+                Source::Magnet(magnet),
+                Some(link),
             ),
         };
         if self.torrents.contains_key(&id) {
@@ -1084,8 +1096,9 @@ impl Handler<AddTorrent> for Session {
         }
         check_labels(&msg.labels)?;
         let mut entry = Entry::new(id, name, source, msg.dir);
+        entry.magnet_link = magnet_link;
         entry.paused = msg.paused;
-        entry.awaiting_files = msg.choose_files && matches!(entry.source, Source::Magnet { .. });
+        entry.awaiting_files = msg.choose_files && matches!(entry.source, Source::Magnet(_));
         entry.selection = msg.selection;
         entry.labels = msg.labels;
         if let Source::Torrent(m) = &entry.source {
@@ -1188,7 +1201,7 @@ impl Handler<Recheck> for Session {
         let id = msg.id;
         let checked = self.busy(&id).and_then(|()| match &self.entry(&id)?.source {
             Source::Torrent(m) => Ok(m.clone()),
-            Source::Magnet { .. } => Err(SessionError::Conflict(
+            Source::Magnet(_) => Err(SessionError::Conflict(
                 "no metadata yet, nothing to check".into(),
             )),
         });
@@ -1251,7 +1264,7 @@ fn delete_data(folder: &Path, layout: &Layout, log: &Logger) {
         .files()
         .iter()
         .filter(|f| !f.padding)
-        .map(|f| folder.join(f.path.to_path()))
+        .map(|f| f.path.under(folder))
         .collect();
     paths.push(resume.with_extension("reserve"));
     paths.push(resume);
@@ -1349,7 +1362,7 @@ impl Handler<SetFiles> for Session {
                     .map_err(|e| SessionError::BadRequest(format!("files: {e}")))?;
                 Ok((m.clone(), selected))
             }
-            Source::Magnet { .. } => Err(SessionError::Conflict(
+            Source::Magnet(_) => Err(SessionError::Conflict(
                 "no metadata yet: the files are not known".into(),
             )),
         });

@@ -37,7 +37,8 @@ pub struct SavedTorrent {
     /// Hex info-hash: the torrent's id.
     pub info_hash: String,
     pub name: String,
-    /// The magnet link, while its metadata has not come.
+    /// The magnet link it was added by, if any (its `x.pe` peers are used at every
+    /// start).
     pub magnet: Option<String>,
     /// Whether `torrents/INFOHASH.torrent` holds the metadata.
     pub has_torrent_file: bool,
