@@ -330,6 +330,7 @@ async fn download(source: Source, args: &GetArgs, log: slog::Logger) -> (Outcome
             selection: args.selection.clone(),
             dht,
             pex: args.pex,
+            hand_over: true,
             events: face.clone().recipient(),
             log,
         })
@@ -768,6 +769,7 @@ impl Handler<TorrentEvent> for Face {
                 name,
                 total_bytes,
                 torrent_file,
+                ..
             } => {
                 let saved = torrent_file
                     .map(|p| format!("; saved {}", p.display()))

@@ -1,7 +1,8 @@
 //! Opening peer connections: dialing out, accepting, and the handshake, each bounded in
 //! time. A connection only becomes a Peer actor once both handshakes are done and the
-//! info-hash matched, so the actor never sees a stranger. With `peer.rs`, this is the only
-//! code that touches peer sockets.
+//! info-hash matched, so the actor never sees a stranger. With `peer.rs` (and the shared
+//! `listener.rs`, which only passes accepted sockets on), this is the only code that
+//! touches peer sockets.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -84,7 +85,9 @@ pub async fn connect(
 }
 
 /// Completes the handshake of an accepted connection: reads the peer's, checks the
-/// info-hash with `accepts`, and answers with ours.
+/// info-hash with `accepts`, and answers with ours. The composition of
+/// [`read_incoming_handshake`] and [`answer_handshake`], for a listener that serves one
+/// torrent.
 pub async fn accept(
     mut stream: TcpStream,
     accepts: impl Fn(&InfoHash) -> bool,
@@ -92,18 +95,42 @@ pub async fn accept(
     reserved: Reserved,
     timeout: Duration,
 ) -> Result<(TcpStream, Handshake), ConnectError> {
-    stream.set_nodelay(true)?;
-    let theirs = tokio::time::timeout(timeout, read_handshake(&mut stream))
-        .await
-        .map_err(|_| ConnectError::Timeout("waiting for the handshake"))??;
+    let theirs = read_incoming_handshake(&mut stream, timeout).await?;
     if !accepts(&theirs.info_hash) {
         return Err(ConnectError::WrongTorrent(theirs.info_hash));
     }
+    answer_handshake(&mut stream, &theirs, our_id, reserved, timeout).await?;
+    Ok((stream, theirs))
+}
+
+/// The first half of accepting: sets `TCP_NODELAY` and reads the peer's handshake within
+/// `timeout`. Nothing is sent, so whoever reads it (a torrent's own listener, or the
+/// shared [`Listener`](super::listener::Listener) routing by info-hash) can still close
+/// the socket without a word.
+pub async fn read_incoming_handshake(
+    stream: &mut TcpStream,
+    timeout: Duration,
+) -> Result<Handshake, ConnectError> {
+    stream.set_nodelay(true)?;
+    tokio::time::timeout(timeout, read_handshake(stream))
+        .await
+        .map_err(|_| ConnectError::Timeout("waiting for the handshake"))?
+}
+
+/// The second half of accepting: answers the peer's handshake `theirs` with ours for the
+/// same info-hash, within `timeout`. The caller has decided that the torrent takes it.
+pub async fn answer_handshake(
+    stream: &mut TcpStream,
+    theirs: &Handshake,
+    our_id: PeerId,
+    reserved: Reserved,
+    timeout: Duration,
+) -> Result<(), ConnectError> {
     let ours = Handshake::new(reserved, theirs.info_hash, our_id);
     tokio::time::timeout(timeout, stream.write_all(&ours.encode()))
         .await
         .map_err(|_| ConnectError::Timeout("sending the handshake"))??;
-    Ok((stream, theirs))
+    Ok(())
 }
 
 async fn read_handshake(stream: &mut TcpStream) -> Result<Handshake, ConnectError> {
@@ -115,4 +142,19 @@ async fn read_handshake(stream: &mut TcpStream) -> Result<Handshake, ConnectErro
 /// Binds the listening socket for incoming peers.
 pub async fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr).await
+}
+
+/// Accepted connections as a `Stream`, so a listener can be an actor stream
+/// (`ctx.add_stream`) of the Coordinator or of the shared [`Listener`](super::listener::Listener).
+pub struct TcpListenerStream(pub TcpListener);
+
+impl futures::Stream for TcpListenerStream {
+    type Item = std::io::Result<(TcpStream, SocketAddr)>;
+
+    fn poll_next(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        self.0.poll_accept(cx).map(Some)
+    }
 }

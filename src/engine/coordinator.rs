@@ -7,8 +7,9 @@
 //! dialing), saves the resume file, notices completion and runs the shutdown.
 //!
 //! It holds no connection and touches no file: its listener accepts sockets and hands them
-//! to `connection::accept` for the handshake, after which a Peer owns each one; the
-//! FileWriter owns the disk and the PieceManager owns block data.
+//! to `connection::accept` for the handshake (or, in `serve`, the shared `Listener` hands
+//! it sockets whose handshake it read, as [`IncomingPeer`]), after which a Peer owns each
+//! one; the FileWriter owns the disk and the PieceManager owns block data.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
@@ -19,10 +20,10 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use slog::{debug, info, o, warn, Logger};
 use tokio::net::{TcpListener, TcpStream};
-use tokio_stream_shim::TcpListenerStream;
 
+use super::budget::{ConnectionBudget, ConnectionPermit};
 use super::choker::{Choker, ChokerConfig, PeerStats as ChokerInput};
-use super::connection::{self, ConnectTimeouts};
+use super::connection::{self, ConnectTimeouts, TcpListenerStream};
 use super::limiter::RateLimiter;
 use super::messages::*;
 use super::metrics::{ActorKind, ActorMetrics, LiveGuard, Metrics, Tracked, TrackedRecipient};
@@ -30,7 +31,7 @@ use super::peer::{Peer, PeerConfig, PeerParts};
 use super::picker::{BlockOutcome, Picker};
 use super::piece_manager::{PieceManager, PieceManagerLinks};
 use super::resume::{plan_start, FileRecord, ResumeData};
-use super::selection::SelectedFiles;
+use super::selection::{verified_bytes_per_file, SelectedFiles};
 use super::storage::{FileReader, FileWriter, Hasher};
 use super::tracker::{
     Tiers, Tracker, TrackerBoard, TrackerConfig, TrackerLinks, TrackerStatus, TrackerTimeouts,
@@ -42,30 +43,12 @@ use crate::metainfo::{Info, Metainfo};
 use crate::wire::Bitfield;
 use crate::{InfoHash, PeerId};
 
-mod tokio_stream_shim {
-    //! A `Stream` of accepted connections, so the listener can be an actor stream.
-    use std::pin::Pin;
-    use std::task::{Context, Poll};
-
-    use tokio::net::{TcpListener, TcpStream};
-
-    /// Accepted connections as a stream.
-    pub struct TcpListenerStream(pub TcpListener);
-
-    impl futures::Stream for TcpListenerStream {
-        type Item = std::io::Result<(TcpStream, std::net::SocketAddr)>;
-
-        fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-            self.0.poll_accept(cx).map(Some)
-        }
-    }
-}
-
 /// Times a peer is certainly caught sending bad data before it is banned. One could be a
 /// flipped bit on an honest peer's disk; a second is not chance.
 const BAD_DATA_STRIKES_TO_BAN: u32 = 2;
 
-/// Incoming connections allowed in their handshake at once; more are closed at once, so
+/// Incoming connections allowed in their handshake at once on the torrent's own listener
+/// (the shared `Listener` has a cap of its own); more are closed at once, so
 /// a flood of connections that never finish their handshake costs a bounded number of
 /// sockets for at most the handshake timeout each.
 pub const MAX_INCOMING_HANDSHAKES: usize = 32;
@@ -76,6 +59,12 @@ const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(30);
 /// Peers that left, remembered by key so blame that arrives late (smart ban judges a
 /// piece only once a good copy passes) still finds their address.
 const DEPARTED_REMEMBERED: usize = 1024;
+
+/// An incoming connection the Coordinator agreed to take, holding its budget permit
+/// (none without a shared budget) until the Peer joins or the handshake fails.
+struct Admitted {
+    permit: Option<ConnectionPermit>,
+}
 
 /// Everything tunable about one torrent's engine.
 #[derive(Debug, Clone)]
@@ -126,6 +115,16 @@ pub struct EngineConfig {
     pub pex: bool,
     /// The counters of this torrent's actors; a face keeps a clone to show them.
     pub metrics: Arc<Metrics>,
+    /// A process-wide [`Listener`](super::listener::Listener) bound here takes this
+    /// torrent's incoming peers: the Coordinator binds nothing, announces this port and
+    /// takes peers as [`IncomingPeer`]. `None`: it listens on `listen` itself.
+    pub shared_listener: Option<SocketAddr>,
+    /// Connections shared with other torrents: a permit per dial in flight and per
+    /// connected peer. `None`: only `max_peers` and `max_connecting` bound them.
+    pub budget: Option<Arc<ConnectionBudget>>,
+    /// A process-wide limiter every grant must also pass. With one, the torrent always
+    /// has a limiter of its own (chained to it), so its rates can change at run time.
+    pub global_limiter: Option<Addr<RateLimiter>>,
 }
 
 impl EngineConfig {
@@ -154,6 +153,9 @@ impl EngineConfig {
             download_limit: 0,
             pex: true,
             metrics: Metrics::new(),
+            shared_listener: None,
+            budget: None,
+            global_limiter: None,
         }
     }
 }
@@ -188,11 +190,15 @@ struct PeerEntry {
     peer_interested: bool,
     /// We upload to it.
     unchoked: bool,
+    /// It refuses to upload to us (true until its `unchoke`), for the face's peer list.
+    peer_choking: bool,
     /// Bytes per second it sends us, and we send it, smoothed over a few seconds.
     down_rate: f64,
     up_rate: f64,
     /// When it joined, so new peers can be favoured for the optimistic unchoke.
     joined_at: Instant,
+    /// Its slot in the shared connection budget, given back when the entry goes.
+    _permit: Option<ConnectionPermit>,
 }
 
 /// See the module documentation.
@@ -228,7 +234,11 @@ pub struct Coordinator {
     departed: VecDeque<(PeerKey, SocketAddr)>,
     /// Connection attempts in flight.
     connecting: usize,
-    /// Incoming connections in their handshake.
+    /// Budget permits of connections whose Peer actor was started and has not yet
+    /// joined; `PeerJoined` moves each into its `PeerEntry` or drops it on refusal.
+    joining: HashMap<PeerKey, ConnectionPermit>,
+    /// Incoming connections in their handshake (or, from the shared listener, in our
+    /// answer to it).
     handshaking_in: usize,
     /// Incoming connections refused for want of room since the last log line about it,
     /// and when that line was written.
@@ -265,8 +275,8 @@ pub struct Coordinator {
     payload_uploaded: u64,
     /// Decides whom we upload to.
     choker: Choker,
-    /// (time, verified bytes) samples for the rate.
-    rate_samples: VecDeque<(Instant, u64)>,
+    /// (time, verified bytes, uploaded block bytes) samples for the rates.
+    rate_samples: VecDeque<(Instant, u64, u64)>,
     stopping: bool,
     /// The raw info dictionary, served to peers by `ut_metadata`.
     info_bytes: bytes::Bytes,
@@ -324,15 +334,19 @@ impl Coordinator {
             Hasher::new(hasher_metrics.clone())
         });
         let hasher = Tracked::new(hasher, metrics.of(ActorKind::Hasher));
-        let limiter =
-            (params.config.upload_limit > 0 || params.config.download_limit > 0).then(|| {
-                let m = metrics.of(ActorKind::RateLimiter);
-                let addr =
-                    RateLimiter::new(params.config.upload_limit, params.config.download_limit)
-                        .with_metrics(m.clone())
-                        .start();
-                Tracked::new(addr, m)
-            });
+        // With a global limiter the torrent always has its own, chained to it, so every
+        // grant passes both and `SetTorrentRates` has somewhere to go.
+        let limited = params.config.upload_limit > 0 || params.config.download_limit > 0;
+        let limiter = (limited || params.config.global_limiter.is_some()).then(|| {
+            let m = metrics.of(ActorKind::RateLimiter);
+            let mut limiter =
+                RateLimiter::new(params.config.upload_limit, params.config.download_limit)
+                    .with_metrics(m.clone());
+            if let Some(parent) = params.config.global_limiter.clone() {
+                limiter = limiter.with_parent(parent);
+            }
+            Tracked::new(limiter.start(), m)
+        });
         let upload_slots = params.config.upload_slots;
         let reader_root = params.download_dir.clone();
         let reader_layout = layout.clone();
@@ -389,6 +403,7 @@ impl Coordinator {
             hash_failures: 0,
             departed: VecDeque::new(),
             connecting: 0,
+            joining: HashMap::new(),
             handshaking_in: 0,
             refused_in: 0,
             refusal_logged: None,
@@ -603,12 +618,18 @@ impl Coordinator {
     }
 
     /// Binds the listening socket, then runs `then` (also when binding failed: outgoing
-    /// connections still work).
+    /// connections still work). With a shared listener nothing is bound: its address is
+    /// ours, and its peers come as [`IncomingPeer`].
     fn start_listener(
         &mut self,
         ctx: &mut Context<Self>,
         then: impl FnOnce(&mut Self, &mut Context<Self>) + 'static,
     ) {
+        if let Some(shared) = self.config.shared_listener {
+            self.listen_addr = Some(shared);
+            info!(self.log, "taking peers from the shared listener"; "addr" => %shared);
+            return then(self, ctx);
+        }
         let listen = self.config.listen;
         let bind = async move { connection::listen(listen).await };
         ctx.wait(bind.into_actor(self).map(
@@ -772,6 +793,60 @@ impl Coordinator {
         }
     }
 
+    /// Whether an incoming connection from `addr` may go on to its Peer, by the same
+    /// rules for our own listener and the shared one: not while stopping or before the
+    /// start-up check is done, never from a banned address, and only with room under
+    /// `max_peers`, the incoming share, our own handshake cap (`handshakes_full`, our
+    /// listener only) and the shared budget. Refusals for want of room are counted.
+    fn admit_incoming(&mut self, addr: SocketAddr, handshakes_full: bool) -> Option<Admitted> {
+        if self.stopping || self.piece_manager.is_none() || self.banned.contains(&addr) {
+            return None;
+        }
+        if self.peers.len() >= self.config.max_peers
+            || self.incoming_peers() >= self.max_incoming_peers()
+            || handshakes_full
+        {
+            self.refused_incoming();
+            return None;
+        }
+        let permit = match &self.config.budget {
+            None => None,
+            Some(budget) => match budget.try_take() {
+                Some(permit) => Some(permit),
+                None => {
+                    self.refused_incoming();
+                    return None;
+                }
+            },
+        };
+        Some(Admitted { permit })
+    }
+
+    /// Runs the rest of an admitted incoming connection's handshake (`handshake`, bounded
+    /// in time by its maker), then starts its Peer.
+    fn finish_incoming(
+        &mut self,
+        addr: SocketAddr,
+        admitted: Admitted,
+        handshake: impl std::future::Future<
+                Output = Result<(TcpStream, crate::wire::Handshake), connection::ConnectError>,
+            > + 'static,
+        ctx: &mut Context<Self>,
+    ) {
+        self.handshaking_in += 1;
+        ctx.spawn(handshake.into_actor(self).map(move |res, act, ctx| {
+            act.handshaking_in -= 1;
+            match res {
+                Ok((stream, handshake)) => {
+                    act.spawn_peer(stream, handshake, false, admitted.permit, ctx)
+                }
+                Err(e) => {
+                    debug!(act.log, "incoming handshake failed"; "addr" => %addr, "error" => %e)
+                }
+            }
+        }));
+    }
+
     fn add_candidate(&mut self, addr: SocketAddr) {
         if self.banned.contains(&addr) || Some(addr) == self.listen_addr || !self.known.insert(addr)
         {
@@ -794,6 +869,18 @@ impl Coordinator {
             if self.busy.contains(&addr) || self.banned.contains(&addr) {
                 continue;
             }
+            let permit = match &self.config.budget {
+                None => None,
+                Some(budget) => match budget.try_take() {
+                    Some(permit) => Some(permit),
+                    None => {
+                        // Other torrents hold every connection: try again at the next
+                        // dial tick (every 500 ms) or when a peer of ours leaves.
+                        self.candidates.push_front(addr);
+                        break;
+                    }
+                },
+            };
             self.busy.insert(addr);
             self.connecting += 1;
             let fut = connection::connect(
@@ -806,8 +893,10 @@ impl Coordinator {
             ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
                 act.connecting -= 1;
                 match res {
-                    Ok((stream, handshake)) => act.spawn_peer(stream, handshake, true, ctx),
+                    Ok((stream, handshake)) => act.spawn_peer(stream, handshake, true, permit, ctx),
                     Err(e) => {
+                        // The permit goes back with the failed dial.
+                        drop(permit);
                         debug!(act.log, "dial failed"; "addr" => %addr, "error" => %e);
                         act.busy.remove(&addr);
                         act.retry_later(addr, ctx);
@@ -834,12 +923,16 @@ impl Coordinator {
         stream: TcpStream,
         handshake: crate::wire::Handshake,
         outgoing: bool,
+        permit: Option<ConnectionPermit>,
         ctx: &mut Context<Self>,
     ) {
         let Some(pm) = self.piece_manager.clone() else {
             return;
         };
         self.next_key += 1;
+        if let Some(permit) = permit {
+            self.joining.insert(PeerKey(self.next_key), permit);
+        }
         Peer::start(
             stream,
             handshake,
@@ -941,9 +1034,15 @@ impl Coordinator {
         // files are, and the bar and the trackers count toward that.
         let total = self.wanted_bytes;
         let remaining = self.picker.as_ref().map_or(total, Picker::remaining_bytes);
-        let rate = match (self.rate_samples.front(), self.rate_samples.back()) {
-            (Some(a), Some(b)) if b.0 > a.0 => (b.1 - a.1) as f64 / (b.0 - a.0).as_secs_f64(),
-            _ => 0.0,
+        let (rate, upload_rate) = match (self.rate_samples.front(), self.rate_samples.back()) {
+            (Some(a), Some(b)) if b.0 > a.0 => {
+                let secs = (b.0 - a.0).as_secs_f64();
+                (
+                    b.1.saturating_sub(a.1) as f64 / secs,
+                    b.2.saturating_sub(a.2) as f64 / secs,
+                )
+            }
+            _ => (0.0, 0.0),
         };
         Progress {
             phase: self.phase,
@@ -955,6 +1054,7 @@ impl Coordinator {
             ),
             peers: self.peers.len(),
             rate,
+            upload_rate,
             downloaded_this_run: self.downloaded_this_run,
             uploaded: self.payload_uploaded,
             listen: self.listen_addr,
@@ -1075,11 +1175,12 @@ impl Actor for Coordinator {
         ctx.run_interval(Duration::from_millis(500), |act, ctx| {
             let now = Instant::now();
             let verified = act.progress().verified_bytes;
-            act.rate_samples.push_back((now, verified));
+            act.rate_samples
+                .push_back((now, verified, act.payload_uploaded));
             while act
                 .rate_samples
                 .front()
-                .is_some_and(|(t, _)| now.duration_since(*t) > Duration::from_secs(5))
+                .is_some_and(|(t, _, _)| now.duration_since(*t) > Duration::from_secs(5))
             {
                 act.rate_samples.pop_front();
             }
@@ -1096,17 +1197,12 @@ impl StreamHandler<std::io::Result<(TcpStream, SocketAddr)>> for Coordinator {
     fn handle(&mut self, item: std::io::Result<(TcpStream, SocketAddr)>, ctx: &mut Context<Self>) {
         let _timing = self.metrics.handling_unqueued("accepted connection");
         let Ok((stream, addr)) = item else { return };
-        if self.stopping || self.banned.contains(&addr) {
+        // Refused, the stream is dropped here, which closes it at once: a flood costs no
+        // lasting socket.
+        let handshakes_full = self.handshaking_in >= MAX_INCOMING_HANDSHAKES;
+        let Some(admitted) = self.admit_incoming(addr, handshakes_full) else {
             return;
-        }
-        if self.peers.len() >= self.config.max_peers
-            || self.incoming_peers() >= self.max_incoming_peers()
-            || self.handshaking_in >= MAX_INCOMING_HANDSHAKES
-        {
-            // Dropping the stream closes it at once: a flood costs no lasting socket.
-            return self.refused_incoming();
-        }
-        self.handshaking_in += 1;
+        };
         let info_hash = self.info_hash;
         let fut = connection::accept(
             stream,
@@ -1115,19 +1211,44 @@ impl StreamHandler<std::io::Result<(TcpStream, SocketAddr)>> for Coordinator {
             connection::our_reserved(self.dht.is_some()),
             self.config.connect.handshake,
         );
-        ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
-            act.handshaking_in -= 1;
-            match res {
-                Ok((stream, handshake)) => act.spawn_peer(stream, handshake, false, ctx),
-                Err(e) => {
-                    debug!(act.log, "incoming handshake failed"; "addr" => %addr, "error" => %e)
-                }
-            }
-        }));
+        self.finish_incoming(addr, admitted, fut, ctx);
     }
 
     fn finished(&mut self, _: &mut Context<Self>) {
         // The listener closing does not end the torrent; outgoing connections go on.
+    }
+}
+
+impl Handler<IncomingPeer> for Coordinator {
+    type Result = ();
+
+    /// A connection from the shared listener, its handshake read: the same rules as our
+    /// own listener's, then our answer and the Peer.
+    fn handle(&mut self, msg: IncomingPeer, ctx: &mut Context<Self>) {
+        let _timing = self.metrics.handling_unqueued("IncomingPeer");
+        if msg.handshake.info_hash != self.info_hash {
+            debug!(self.log, "listener routed a peer of another torrent"; "addr" => %msg.addr);
+            return;
+        }
+        let Some(admitted) = self.admit_incoming(msg.addr, false) else {
+            return;
+        };
+        let (our_id, reserved, timeout) = (
+            self.config.peer_id,
+            connection::our_reserved(self.dht.is_some()),
+            self.config.connect.handshake,
+        );
+        let IncomingPeer {
+            mut stream,
+            handshake,
+            ..
+        } = msg;
+        let answer = async move {
+            connection::answer_handshake(&mut stream, &handshake, our_id, reserved, timeout)
+                .await?;
+            Ok((stream, handshake))
+        };
+        self.finish_incoming(msg.addr, admitted, answer, ctx);
     }
 }
 
@@ -1136,6 +1257,8 @@ impl Handler<PeerJoined> for Coordinator {
 
     fn handle(&mut self, msg: PeerJoined, _: &mut Context<Self>) -> Self::Result {
         let _timing = self.metrics.handling("PeerJoined");
+        // Refused, the permit is dropped here and its slot is free again.
+        let permit = self.joining.remove(&msg.key);
         if self.stopping {
             return Err(JoinRefused::Stopping);
         }
@@ -1167,9 +1290,11 @@ impl Handler<PeerJoined> for Coordinator {
                 interested: false,
                 peer_interested: false,
                 unchoked: false,
+                peer_choking: true,
                 down_rate: 0.0,
                 up_rate: 0.0,
                 joined_at: Instant::now(),
+                _permit: permit,
             },
         );
         Ok(self.have.clone())
@@ -1258,7 +1383,21 @@ impl Handler<PeerChokedUs> for Coordinator {
 
     fn handle(&mut self, msg: PeerChokedUs, _: &mut Context<Self>) {
         let _timing = self.metrics.handling("PeerChokedUs");
+        if let Some(peer) = self.peers.get_mut(&msg.key) {
+            peer.peer_choking = true;
+        }
         self.apply_received(msg.key, &msg.received, &msg.released);
+    }
+}
+
+impl Handler<PeerUnchokedUs> for Coordinator {
+    type Result = ();
+
+    fn handle(&mut self, msg: PeerUnchokedUs, _: &mut Context<Self>) {
+        let _timing = self.metrics.handling("PeerUnchokedUs");
+        if let Some(peer) = self.peers.get_mut(&msg.key) {
+            peer.peer_choking = false;
+        }
     }
 }
 
@@ -1492,6 +1631,93 @@ impl Handler<GetTrackers> for Coordinator {
     fn handle(&mut self, _: GetTrackers, _: &mut Context<Self>) -> Self::Result {
         let _timing = self.metrics.handling_unqueued("GetTrackers");
         MessageResult(self.tracker_board.statuses().to_vec())
+    }
+}
+
+impl Handler<SetTorrentRates> for Coordinator {
+    type Result = ();
+
+    fn handle(&mut self, msg: SetTorrentRates, _: &mut Context<Self>) {
+        let _timing = self.metrics.handling_unqueued("SetTorrentRates");
+        match &self.limiter {
+            Some(limiter) => limiter.do_send(SetRates {
+                upload: msg.upload,
+                download: msg.download,
+            }),
+            // Peers were started without a limiter and would not ask a new one.
+            None if msg.upload > 0 || msg.download > 0 => {
+                warn!(self.log, "rate limits ignored: this torrent was started without a rate limiter";
+                    "upload" => msg.upload, "download" => msg.download)
+            }
+            None => {}
+        }
+    }
+}
+
+impl Handler<GetPeerList> for Coordinator {
+    type Result = MessageResult<GetPeerList>;
+
+    fn handle(&mut self, _: GetPeerList, _: &mut Context<Self>) -> Self::Result {
+        let _timing = self.metrics.handling_unqueued("GetPeerList");
+        let pieces = f64::from(self.layout.num_pieces().max(1));
+        let mut list: Vec<PeerInfo> = self
+            .peers
+            .values()
+            .map(|p| PeerInfo {
+                addr: p.addr,
+                client: crate::ids::client_name(&p.peer_id),
+                outgoing: p.outgoing,
+                down_rate: p.down_rate,
+                up_rate: p.up_rate,
+                progress: f64::from(p.pieces.count_ones()) / pieces,
+                am_choking: !p.unchoked,
+                am_interested: p.interested,
+                peer_choking: p.peer_choking,
+                peer_interested: p.peer_interested,
+            })
+            .collect();
+        list.sort_by_key(|p| p.addr);
+        MessageResult(list)
+    }
+}
+
+impl Handler<GetPieceMap> for Coordinator {
+    type Result = MessageResult<GetPieceMap>;
+
+    fn handle(&mut self, _: GetPieceMap, _: &mut Context<Self>) -> Self::Result {
+        let _timing = self.metrics.handling_unqueued("GetPieceMap");
+        MessageResult(PieceMap {
+            pieces: self.layout.num_pieces() as usize,
+            have: self.have.as_bytes().to_vec(),
+            downloading: self
+                .picker
+                .as_ref()
+                .map_or_else(Vec::new, Picker::in_progress_pieces),
+        })
+    }
+}
+
+impl Handler<GetFileProgress> for Coordinator {
+    type Result = MessageResult<GetFileProgress>;
+
+    fn handle(&mut self, _: GetFileProgress, _: &mut Context<Self>) -> Self::Result {
+        let _timing = self.metrics.handling_unqueued("GetFileProgress");
+        let verified = verified_bytes_per_file(&self.layout, &self.have);
+        let files = self
+            .layout
+            .files()
+            .iter()
+            .zip(verified)
+            .enumerate()
+            .map(|(index, (file, verified_bytes))| FileProgress {
+                index,
+                path: file.path.display(),
+                length: file.length,
+                selected: self.selected.is_selected(index),
+                verified_bytes,
+            })
+            .collect();
+        MessageResult(files)
     }
 }
 

@@ -16,7 +16,7 @@ use super::resume::{FileRecord, ResumeData};
 use super::tracker::TrackerStatus;
 use super::PeerKey;
 use crate::layout::PieceIndex;
-use crate::wire::{Bitfield, BlockRequest};
+use crate::wire::{Bitfield, BlockRequest, Handshake};
 use crate::{InfoHash, PeerId};
 
 // ---------------------------------------------------------------------------------------
@@ -120,6 +120,16 @@ pub struct PeerChokedUs {
     pub received: Vec<BlockRequest>,
     /// The requests that will not be answered.
     pub released: Vec<BlockRequest>,
+}
+
+/// Peer → Coordinator: the peer unchoked us; only the face's peer list needs to know
+/// (picking is driven by the Peer's own `PickBlocks`). Sent once per unchoke, which a
+/// peer does at most a few times a minute.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct PeerUnchokedUs {
+    /// Which peer.
+    pub key: PeerKey,
 }
 
 /// Peer → Coordinator: the connection is closing (error, timeout, or told to). The
@@ -635,6 +645,138 @@ pub struct Grant {
     pub bytes: u64,
 }
 
+/// Face → RateLimiter, or Coordinator → its RateLimiter: new limits in bytes per second
+/// (0 for none), from now on. Grants already handed out keep their delays.
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "()")]
+pub struct SetRates {
+    /// Upload limit.
+    pub upload: u64,
+    /// Download limit.
+    pub download: u64,
+}
+
+// ---------------------------------------------------------------------------------------
+// Listener ↔ Coordinator (one listening socket for many torrents)
+// ---------------------------------------------------------------------------------------
+
+/// Face → Listener: hand incoming peers whose handshake names `info_hash` to `to` (a
+/// Coordinator). Replaces an earlier route for the same info-hash.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Route {
+    /// The torrent.
+    pub info_hash: InfoHash,
+    /// Where its incoming peers go.
+    pub to: Recipient<IncomingPeer>,
+}
+
+/// Face → Listener: the torrent is gone; its incoming peers are closed from now on.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Unroute {
+    /// The torrent.
+    pub info_hash: InfoHash,
+}
+
+/// Listener → Coordinator: a connection whose handshake named this torrent. Our answer
+/// is not sent yet: the Coordinator applies its limits first, then answers and starts a
+/// Peer, or drops the stream (which closes it). Sent with `try_send`, so a Coordinator
+/// whose mailbox is full costs the connection, never the Listener's time.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct IncomingPeer {
+    /// The socket, with the peer's handshake read from it and nothing written.
+    pub stream: tokio::net::TcpStream,
+    /// The peer's address.
+    pub addr: SocketAddr,
+    /// The handshake it sent.
+    pub handshake: Handshake,
+}
+
+// ---------------------------------------------------------------------------------------
+// Face → Coordinator queries and controls (the `serve` daemon's pages)
+// ---------------------------------------------------------------------------------------
+
+/// Face → Coordinator: change the torrent's own rate limits (bytes per second, 0 for
+/// none). Forwarded to its RateLimiter as [`SetRates`]; a torrent started with no limiter
+/// (no limits and no global limiter) logs the request and ignores it.
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "()")]
+pub struct SetTorrentRates {
+    /// Upload limit.
+    pub upload: u64,
+    /// Download limit.
+    pub download: u64,
+}
+
+/// Face → Coordinator: the connected peers, for a peer table.
+#[derive(Message)]
+#[rtype(result = "Vec<PeerInfo>")]
+pub struct GetPeerList;
+
+/// One connected peer, as [`GetPeerList`] shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PeerInfo {
+    /// Its remote address.
+    pub addr: SocketAddr,
+    /// Its client, read from its peer id (`ids::client_name`).
+    pub client: String,
+    /// We dialed it.
+    pub outgoing: bool,
+    /// Block bytes per second it sends us, smoothed.
+    pub down_rate: f64,
+    /// Block bytes per second we send it, smoothed.
+    pub up_rate: f64,
+    /// The share of the torrent's pieces it has, 0 to 1.
+    pub progress: f64,
+    /// We refuse to upload to it.
+    pub am_choking: bool,
+    /// We want its pieces.
+    pub am_interested: bool,
+    /// It refuses to upload to us.
+    pub peer_choking: bool,
+    /// It wants our pieces.
+    pub peer_interested: bool,
+}
+
+/// Face → Coordinator: which pieces we have and which are being fetched, for a piece map.
+#[derive(Message)]
+#[rtype(result = "PieceMap")]
+pub struct GetPieceMap;
+
+/// The answer to [`GetPieceMap`].
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PieceMap {
+    /// Pieces in the torrent.
+    pub pieces: usize,
+    /// Verified pieces as bitfield bytes, BEP 3 order (piece 0 is the high bit of byte 0).
+    pub have: Vec<u8>,
+    /// Pieces with blocks requested or received and not yet complete, ascending; empty
+    /// until the start-up check is done.
+    pub downloading: Vec<u32>,
+}
+
+/// Face → Coordinator: each file's verified bytes, for a file list.
+#[derive(Message)]
+#[rtype(result = "Vec<FileProgress>")]
+pub struct GetFileProgress;
+
+/// One file of the torrent, as [`GetFileProgress`] shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct FileProgress {
+    /// Its index (BEP 53, padding files counted).
+    pub index: usize,
+    /// Its path inside the torrent, components joined with `/`.
+    pub path: String,
+    /// Its size in bytes.
+    pub length: u64,
+    /// It is downloaded (padding files never are).
+    pub selected: bool,
+    /// Its bytes inside verified pieces.
+    pub verified_bytes: u64,
+}
+
 // ---------------------------------------------------------------------------------------
 // Torrent ↔ face (the command line, later the daemon)
 // ---------------------------------------------------------------------------------------
@@ -650,7 +792,8 @@ pub enum TorrentEvent {
     Completed(Progress),
     /// The torrent cannot continue (disk full, unwritable folder).
     Failed(FailureKind, String),
-    /// A magnet link's metadata arrived and matched its info-hash; the download starts.
+    /// A magnet link's metadata arrived and matched its info-hash; the download starts
+    /// (unless the fetcher was started with `hand_over: false`, which stops here).
     MetadataReceived {
         /// The torrent's name.
         name: String,
@@ -658,6 +801,8 @@ pub enum TorrentEvent {
         total_bytes: u64,
         /// Where the `.torrent` was saved for reuse, if saving worked.
         torrent_file: Option<std::path::PathBuf>,
+        /// The complete `.torrent` file, as saved (or as it would have been).
+        torrent: Bytes,
     },
     /// A tracker's status changed: an announce began or ended, or its URL proved
     /// unusable. Sent on every change, so a face decides what is worth showing.
@@ -691,6 +836,8 @@ pub struct Progress {
     pub peers: usize,
     /// Verified bytes per second over the last few seconds.
     pub rate: f64,
+    /// Block bytes per second uploaded over the last few seconds.
+    pub upload_rate: f64,
     /// Bytes verified by this run (not counting what was on disk before).
     pub downloaded_this_run: u64,
     /// Block bytes uploaded this run.

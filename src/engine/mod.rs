@@ -4,11 +4,13 @@
 //! bounded. The picker, the resume plan, the file selection and the part-file format are
 //! pure; the rest are actors.
 
+pub mod budget;
 pub mod choker;
 pub mod connection;
 pub mod coordinator;
 pub mod dht;
 pub mod limiter;
+pub mod listener;
 pub mod messages;
 pub mod metadata;
 pub mod metrics;

@@ -40,8 +40,8 @@ use super::coordinator::Coordinator;
 use super::limiter::RateLimiter;
 use super::messages::{
     DhtNodeSeen, Direction, Grant, PeerBitfield, PeerChokedUs, PeerHave, PeerInterest, PeerJoined,
-    PeerLeft, PeerListenPort, PeerMisbehaved, PeerSource, PeerStats, PeersFound, PickBlocks,
-    ReadBlock, StoreBlock, ToPeer,
+    PeerLeft, PeerListenPort, PeerMisbehaved, PeerSource, PeerStats, PeerUnchokedUs, PeersFound,
+    PickBlocks, ReadBlock, StoreBlock, ToPeer,
 };
 use super::metrics::{ActorMetrics, LiveGuard, Tracked, TrackedRecipient};
 use super::piece_manager::PieceManager;
@@ -672,6 +672,7 @@ impl Peer {
             Message::Unchoke => {
                 if self.choked {
                     self.choked = false;
+                    self.coordinator.do_send(PeerUnchokedUs { key: self.key });
                     self.last_block = Instant::now();
                     self.refill(ctx);
                 }

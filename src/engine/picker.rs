@@ -374,6 +374,13 @@ impl Picker {
         }
     }
 
+    /// Pieces with blocks requested or received and not all of them in yet, ascending.
+    pub fn in_progress_pieces(&self) -> Vec<u32> {
+        let mut pieces: Vec<u32> = self.partials.keys().copied().collect();
+        pieces.sort_unstable();
+        pieces
+    }
+
     /// The piece passed its hash and is on disk. Also accepted for a piece still
     /// `InProgress`, since the PieceManager can finish a piece before the Coordinator
     /// has heard of its last block.

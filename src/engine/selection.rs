@@ -101,6 +101,31 @@ impl SelectedFiles {
     }
 }
 
+/// The bytes of each file (by index) that lie in pieces set in `have`: a file's share of
+/// the verified data. A piece spanning several files counts toward each only its overlap
+/// with it, so the sum over files is exactly the verified pieces' bytes. Empty files count
+/// nothing. Walks each file's pieces once: pieces plus files steps in all.
+pub fn verified_bytes_per_file(layout: &Layout, have: &Bitfield) -> Vec<u64> {
+    let piece_length = u64::from(layout.piece_length());
+    layout
+        .files()
+        .iter()
+        .enumerate()
+        .map(|(index, file)| {
+            let (start, end) = (file.offset, file.offset + file.length);
+            layout
+                .file_pieces(index)
+                .filter(|&piece| have.has(piece))
+                .map(|piece| {
+                    let piece_start = u64::from(piece) * piece_length;
+                    let piece_end = (piece_start + piece_length).min(layout.total_length());
+                    piece_end.min(end) - piece_start.max(start)
+                })
+                .sum()
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -183,5 +208,71 @@ mod tests {
             pieces(&SelectedFiles::new(&l, Some(&sel)).wanted_pieces(&l)),
             [5]
         );
+    }
+
+    fn have(l: &Layout, pieces: &[u32]) -> Bitfield {
+        let mut b = Bitfield::new(l.num_pieces());
+        for &p in pieces {
+            b.set(p).unwrap();
+        }
+        b
+    }
+
+    #[test]
+    fn file_progress_counts_each_file_its_overlap_with_verified_pieces() {
+        let l = layout();
+        // Piece 2 is split between `a` (32 768..40 000) and `c` (40 000..49 152).
+        assert_eq!(
+            verified_bytes_per_file(&l, &have(&l, &[1, 2, 5])),
+            [16_384 + 7_232, 0, 9_152, 0, 10_000]
+        );
+        assert_eq!(verified_bytes_per_file(&l, &have(&l, &[])), [0, 0, 0, 0, 0]);
+        // Piece 4 holds the end of `c` and the start of the padding file.
+        assert_eq!(
+            verified_bytes_per_file(&l, &have(&l, &[4])),
+            [0, 0, 70_000 - 65_536, 81_920 - 70_000, 0]
+        );
+    }
+
+    #[test]
+    fn file_progress_of_every_piece_is_every_file_whole() {
+        let l = layout();
+        let all = Bitfield::full(l.num_pieces());
+        let lengths: Vec<u64> = l.files().iter().map(|f| f.length).collect();
+        assert_eq!(verified_bytes_per_file(&l, &all), lengths);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn file_progress_adds_up_to_the_verified_pieces(
+            lengths in proptest::collection::vec(0u64..100_000, 1..8),
+            piece_exp in 10u32..16,
+            seed in proptest::prelude::any::<u64>(),
+        ) {
+            proptest::prop_assume!(lengths.iter().sum::<u64>() > 0);
+            let l = Layout::new(
+                1 << piece_exp,
+                lengths.iter().enumerate().map(|(i, &n)| {
+                    (SafePath::new(&[format!("f{i}")]).unwrap(), n, false)
+                }),
+            )
+            .unwrap();
+            let mut have = Bitfield::new(l.num_pieces());
+            for p in 0..l.num_pieces() {
+                if (seed >> (p % 64)) & 1 == 1 {
+                    have.set(p).unwrap();
+                }
+            }
+            let per_file = verified_bytes_per_file(&l, &have);
+            let verified: u64 = l
+                .pieces()
+                .filter(|p| have.has(p.get()))
+                .map(|p| u64::from(l.piece_len(p)))
+                .sum();
+            proptest::prop_assert_eq!(per_file.iter().sum::<u64>(), verified);
+            for (got, file) in per_file.iter().zip(l.files()) {
+                proptest::prop_assert!(*got <= file.length);
+            }
+        }
     }
 }

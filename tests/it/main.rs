@@ -10,6 +10,7 @@ mod harness;
 mod hostile_files;
 mod hostile_peers;
 mod hostile_trackers;
+mod listener;
 mod magnet;
 mod metadata;
 mod metainfo;

@@ -13,10 +13,12 @@
 //!    (single-source retries when several peers contributed); that peer is dropped and
 //!    never dialed again, and the fetch goes on with the others.
 //! 4. With verified metadata, the fetcher writes `NAME.torrent` beside the download, stops
-//!    its trackers and connections, and starts the Coordinator with every address it
-//!    learned, exactly as `get file.torrent` would have. `Shutdown` sent to the fetcher
-//!    is forwarded to the Coordinator, so the face holds one address for the whole life
-//!    of a magnet download.
+//!    its trackers and connections, sends `TorrentEvent::MetadataReceived` (with the
+//!    `.torrent` bytes) and starts the Coordinator with every address it learned, exactly
+//!    as `get file.torrent` would have. `Shutdown` sent to the fetcher is forwarded to the
+//!    Coordinator, so the face holds one address for the whole life of a magnet download.
+//!    With `hand_over: false` (the `serve` daemon, which starts torrents itself) it stops
+//!    after the event instead.
 //!
 //! What it must not do: download pieces (nothing is known about them yet) or trust any
 //! byte of metadata before the hash check.
@@ -72,6 +74,10 @@ pub struct MagnetParams {
     pub dht: Option<DhtLinks>,
     /// Whether peers from `ut_pex` are used.
     pub pex: bool,
+    /// Start the torrent's Coordinator once the metadata is in (`get`). When false (a
+    /// daemon that starts torrents itself), the fetcher reports
+    /// [`TorrentEvent::MetadataReceived`] and stops, its connections closed.
+    pub hand_over: bool,
     /// Where events go.
     pub events: Recipient<TorrentEvent>,
     /// The parent logger.
@@ -386,7 +392,7 @@ impl MetadataFetcher {
     fn hand_over(&mut self, info_bytes: Bytes, ctx: &mut Context<Self>) {
         self.handing_over = true;
         let params = self.params.take().expect("handed over once");
-        let torrent = torrent_file_bytes(&info_bytes, &params.magnet.trackers);
+        let torrent = Bytes::from(torrent_file_bytes(&info_bytes, &params.magnet.trackers));
         let metainfo = match Metainfo::from_bytes(&torrent) {
             Ok(m) => m,
             Err(e) => {
@@ -417,11 +423,12 @@ impl MetadataFetcher {
         let total_bytes = metainfo.info.layout.total_length();
         let dir = params.download_dir.clone();
         let file_name = torrent_file_name(&name, &self.info_hash);
+        let saved_bytes = torrent.clone();
         let save = async move {
             let path = dir.join(file_name);
             let write = {
                 let path = path.clone();
-                tokio::task::spawn_blocking(move || save_atomically(&path, &torrent))
+                tokio::task::spawn_blocking(move || save_atomically(&path, &saved_bytes))
             };
             match write.await {
                 Ok(Ok(())) => Ok(path),
@@ -438,7 +445,7 @@ impl MetadataFetcher {
                 saved
             }
             .into_actor(self)
-            .map(move |saved, act, _ctx| {
+            .map(move |saved, act, ctx| {
                 let torrent_file = match saved {
                     Ok(path) => Some(path),
                     Err(e) => {
@@ -450,7 +457,15 @@ impl MetadataFetcher {
                     name,
                     total_bytes,
                     torrent_file,
+                    torrent,
                 });
+                if !params.hand_over {
+                    // The daemon starts the torrent itself, from the bytes just sent.
+                    act.stopping = true;
+                    act.handing_over = false;
+                    ctx.stop();
+                    return;
+                }
                 let mut config = params.config;
                 config.initial_peers = peers;
                 let selection = params.selection.or(params.magnet.select_only.clone());

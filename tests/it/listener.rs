@@ -1,0 +1,255 @@
+//! The shared Listener in process: two torrents' Coordinators behind one listening
+//! socket, raw TCP clients on loopback playing peers. Each client's handshake must reach
+//! the torrent it names (told apart by the peer id each Coordinator answers with), a
+//! stranger's must be closed unanswered, and the shared connection budget must hold over
+//! both torrents.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use actix::prelude::*;
+use futures::StreamExt as _;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use torrent_actors::bencode::BValue;
+use torrent_actors::engine::budget::ConnectionBudget;
+use torrent_actors::engine::coordinator::{Coordinator, EngineConfig, TorrentParams};
+use torrent_actors::engine::listener::Listener;
+use torrent_actors::engine::messages::{
+    GetFileProgress, GetPeerList, GetPieceMap, PeerInfo, Phase, Route, Shutdown, TorrentEvent,
+    Unroute,
+};
+use torrent_actors::metainfo::Metainfo;
+use torrent_actors::wire::{Handshake, Reserved, HANDSHAKE_LEN};
+use torrent_actors::{InfoHash, PeerId};
+
+/// Every wait in these tests is bounded by this.
+const WAIT: Duration = Duration::from_secs(20);
+
+/// A torrent of one 20 000-byte file: two pieces whose hashes nothing matches, so the
+/// start-up check finds nothing and the torrent goes straight to downloading.
+fn torrent(name: &str) -> Metainfo {
+    let bytes = BValue::dict([(
+        "info",
+        BValue::dict([
+            ("name", BValue::string(name)),
+            ("piece length", BValue::Int(16384)),
+            ("length", BValue::Int(20_000)),
+            ("pieces", BValue::Bytes(vec![7; 40])),
+        ]),
+    )])
+    .encode();
+    Metainfo::from_bytes(&bytes).expect("a valid torrent")
+}
+
+/// Forwards each torrent's phase changes to the test.
+struct Phases(futures::channel::mpsc::UnboundedSender<Phase>);
+
+impl Actor for Phases {
+    type Context = Context<Self>;
+}
+
+impl Handler<TorrentEvent> for Phases {
+    type Result = ();
+    fn handle(&mut self, event: TorrentEvent, _: &mut Self::Context) {
+        if let TorrentEvent::Progress(p) = event {
+            let _ = self.0.unbounded_send(p.phase);
+        }
+    }
+}
+
+/// Starts a Coordinator taking its peers from the shared listener at `shared`, and waits
+/// until its start-up check is done (before that it takes no peers).
+async fn start_torrent(
+    metainfo: Metainfo,
+    peer_id: PeerId,
+    shared: SocketAddr,
+    budget: &std::sync::Arc<ConnectionBudget>,
+    dir: &std::path::Path,
+) -> Addr<Coordinator> {
+    let mut config = EngineConfig::new(peer_id, SocketAddr::from(([127, 0, 0, 1], 0)));
+    config.shared_listener = Some(shared);
+    config.budget = Some(budget.clone());
+    let (tx, mut phases) = futures::channel::mpsc::unbounded();
+    let coordinator = Coordinator::start(TorrentParams {
+        metainfo,
+        download_dir: dir.to_path_buf(),
+        config,
+        selection: None,
+        dht: None,
+        events: Phases(tx).start().recipient(),
+        log: slog::Logger::root(slog::Discard, slog::o!()),
+    });
+    tokio::time::timeout(WAIT, async {
+        while let Some(phase) = phases.next().await {
+            if phase == Phase::Downloading {
+                return;
+            }
+        }
+        panic!("the torrent's events ended before it was downloading");
+    })
+    .await
+    .expect("the torrent is downloading within the limit");
+    coordinator
+}
+
+/// Connects to `to`, sends a handshake for `info_hash` and returns the stream with the
+/// handshake that came back, or `None` when the connection was closed unanswered.
+async fn handshake_with(
+    to: SocketAddr,
+    info_hash: InfoHash,
+    our_id: PeerId,
+) -> (TcpStream, Option<Handshake>) {
+    let mut stream = tokio::time::timeout(WAIT, TcpStream::connect(to))
+        .await
+        .expect("connected within the limit")
+        .expect("the listener accepts");
+    stream
+        .write_all(&Handshake::new(Reserved::none(), info_hash, our_id).encode())
+        .await
+        .expect("the handshake is sent");
+    let mut buf = [0u8; HANDSHAKE_LEN];
+    let read = tokio::time::timeout(WAIT, stream.read_exact(&mut buf))
+        .await
+        .expect("an answer or a close within the limit");
+    let answer = read
+        .ok()
+        .map(|_| Handshake::parse(&buf).expect("a well-formed handshake"));
+    (stream, answer)
+}
+
+/// Asks `coordinator` for its peers until `done` holds for them, within the limit.
+async fn peers_until(
+    coordinator: &Addr<Coordinator>,
+    done: impl Fn(&[PeerInfo]) -> bool,
+) -> Vec<PeerInfo> {
+    tokio::time::timeout(WAIT, async {
+        loop {
+            let peers = coordinator
+                .send(GetPeerList)
+                .await
+                .expect("the coordinator answers");
+            if done(&peers) {
+                return peers;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the peer list settles within the limit")
+}
+
+#[test]
+fn one_listener_routes_each_incoming_peer_to_its_torrent_and_closes_strangers() {
+    let tmp = tempfile::tempdir().expect("temp folder");
+    let dir = tmp.path().to_path_buf();
+    System::new().block_on(async move {
+        let (listener, shared) = Listener::bind(
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+            Duration::from_secs(5),
+            slog::Logger::root(slog::Discard, slog::o!()),
+        )
+        .await
+        .expect("the shared listener binds");
+        // Room for the two peers that are let in, not for a third.
+        let budget = ConnectionBudget::new(2);
+        let (alpha, beta) = (torrent("alpha.bin"), torrent("beta.bin"));
+        let (alpha_hash, beta_hash) = (alpha.info_hash, beta.info_hash);
+        let alpha_id = PeerId(*b"-TA0001-alphaalphaal");
+        let beta_id = PeerId(*b"-TA0001-betabetabeta");
+        let a = start_torrent(alpha, alpha_id, shared, &budget, &dir).await;
+        let b = start_torrent(beta, beta_id, shared, &budget, &dir).await;
+        for (info_hash, coordinator) in [(alpha_hash, &a), (beta_hash, &b)] {
+            listener
+                .send(Route {
+                    info_hash,
+                    to: coordinator.clone().recipient(),
+                })
+                .await
+                .expect("the listener answers");
+        }
+
+        // Each torrent answers the peer that named it, with its own peer id.
+        let (to_alpha, answer) =
+            handshake_with(shared, alpha_hash, PeerId(*b"-qB4630-clientalpha1")).await;
+        let answer = answer.expect("alpha answers its peer");
+        assert_eq!((answer.info_hash, answer.peer_id), (alpha_hash, alpha_id));
+        let (to_beta, answer) =
+            handshake_with(shared, beta_hash, PeerId(*b"-TR2940-clientbeta01")).await;
+        let answer = answer.expect("beta answers its peer");
+        assert_eq!((answer.info_hash, answer.peer_id), (beta_hash, beta_id));
+
+        // And each has exactly its own peer.
+        let alpha_peers = peers_until(&a, |p| !p.is_empty()).await;
+        assert_eq!(alpha_peers.len(), 1, "{alpha_peers:?}");
+        assert_eq!(alpha_peers[0].addr, to_alpha.local_addr().unwrap());
+        assert_eq!(alpha_peers[0].client, "qBittorrent 4.6.3");
+        assert!(!alpha_peers[0].outgoing);
+        assert!(alpha_peers[0].peer_choking && alpha_peers[0].am_choking);
+        let beta_peers = peers_until(&b, |p| !p.is_empty()).await;
+        assert_eq!(beta_peers.len(), 1, "{beta_peers:?}");
+        assert_eq!(beta_peers[0].addr, to_beta.local_addr().unwrap());
+        assert_eq!(beta_peers[0].client, "Transmission 2.94");
+        assert_eq!(budget.in_use(), 2);
+
+        // A torrent nobody routed: closed without a byte.
+        let (_, answer) = handshake_with(
+            shared,
+            InfoHash([0x5a; 20]),
+            PeerId(*b"-qB4630-stranger0001"),
+        )
+        .await;
+        assert!(answer.is_none(), "a stranger was answered: {answer:?}");
+
+        // The budget is full: a second peer of alpha is refused, unanswered.
+        let (_, answer) =
+            handshake_with(shared, alpha_hash, PeerId(*b"-qB4630-clientalpha2")).await;
+        assert!(answer.is_none(), "a peer past the budget was answered");
+
+        // A peer leaving gives its slot back, and the slot takes the next peer.
+        drop(to_beta);
+        peers_until(&b, |p| p.is_empty()).await;
+        assert_eq!(budget.in_use(), 1);
+        let (_to_alpha2, answer) =
+            handshake_with(shared, alpha_hash, PeerId(*b"-qB4630-clientalpha3")).await;
+        assert_eq!(answer.map(|h| h.peer_id), Some(alpha_id));
+        peers_until(&a, |p| p.len() == 2).await;
+
+        // Unrouted, beta's peers are closed at the door.
+        listener
+            .send(Unroute {
+                info_hash: beta_hash,
+            })
+            .await
+            .expect("the listener answers");
+        let (_, answer) = handshake_with(shared, beta_hash, PeerId(*b"-TR2940-clientbeta02")).await;
+        assert!(answer.is_none(), "an unrouted torrent's peer was answered");
+
+        // The other pages answer too: two pieces, none verified, one file.
+        let map = a.send(GetPieceMap).await.expect("the coordinator answers");
+        assert_eq!((map.pieces, map.have.as_slice()), (2, &[0u8][..]));
+        let files = a
+            .send(GetFileProgress)
+            .await
+            .expect("the coordinator answers");
+        assert_eq!(files.len(), 1);
+        assert_eq!(
+            (
+                files[0].path.as_str(),
+                files[0].length,
+                files[0].verified_bytes
+            ),
+            ("alpha.bin", 20_000, 0)
+        );
+        assert!(files[0].selected);
+
+        drop(to_alpha);
+        for coordinator in [a, b] {
+            tokio::time::timeout(WAIT, coordinator.send(Shutdown))
+                .await
+                .expect("a stop within the limit")
+                .expect("a clean stop");
+        }
+    });
+}
