@@ -139,13 +139,12 @@ fn serve_args(args: cli::ServeCmd) -> Result<serve::ServeArgs, Failure> {
     let dht = if args.no_dht {
         None
     } else {
-        let bootstrap = torrent_actors::engine::dht::Bootstrap::from_cli_and_env(
-            args.dht_bootstrap.as_deref(),
-        )
-        .map_err(|e| Failure {
-            code: exit::USAGE,
-            error: anyhow::anyhow!("{e}"),
-        })?;
+        let bootstrap =
+            torrent_actors::engine::dht::Bootstrap::from_cli_and_env(args.dht_bootstrap.as_deref())
+                .map_err(|e| Failure {
+                    code: exit::USAGE,
+                    error: anyhow::anyhow!("{e}"),
+                })?;
         Some((bootstrap, args.dht_port.unwrap_or(args.port)))
     };
     let state = match args.state {

@@ -52,7 +52,11 @@ impl ApiError {
         Self::new(StatusCode::NOT_FOUND, "not_found", m)
     }
     pub fn unsupported_media_type(m: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", m)
+        Self::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            m,
+        )
     }
     pub fn too_large(m: impl Into<String>) -> Self {
         Self::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", m)
@@ -178,7 +182,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route("/torrents/{id}/trackers", web::get().to(trackers))
             .route("/torrents/{id}/metrics", web::get().to(metrics))
             .route("/torrents/{id}/history", web::get().to(history))
-            .route("/torrents/{id}/events", web::get().to(super::sse::torrent_events))
+            .route(
+                "/torrents/{id}/events",
+                web::get().to(super::sse::torrent_events),
+            )
             .route("/metrics", web::get().to(all_metrics))
             .route("/settings", web::get().to(settings))
             .route("/settings", web::put().to(set_settings))
@@ -215,7 +222,11 @@ struct LoginBody {
     key: String,
 }
 
-async fn login(state: State, req: HttpRequest, body: web::Json<LoginBody>) -> ApiResult<HttpResponse> {
+async fn login(
+    state: State,
+    req: HttpRequest,
+    body: web::Json<LoginBody>,
+) -> ApiResult<HttpResponse> {
     let ip = req
         .peer_addr()
         .map_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), |a| a.ip());
@@ -281,8 +292,8 @@ fn torrent_from(
             state.max_torrent_bytes
         )));
     }
-    let metainfo =
-        Metainfo::from_bytes(&bytes).map_err(|e| ApiError::bad_request(format!("invalid torrent: {e}")))?;
+    let metainfo = Metainfo::from_bytes(&bytes)
+        .map_err(|e| ApiError::bad_request(format!("invalid torrent: {e}")))?;
     Ok((metainfo, Bytes::from(bytes)))
 }
 
@@ -364,7 +375,11 @@ async fn inspect(state: State, body: web::Json<InspectBody>) -> ApiResult<HttpRe
     let body = body.into_inner();
     let state2 = state.clone();
     let (metainfo, _) = web::block(move || {
-        torrent_from(&state2, body.torrent_base64.as_deref(), body.path.as_deref())
+        torrent_from(
+            &state2,
+            body.torrent_base64.as_deref(),
+            body.path.as_deref(),
+        )
     })
     .await
     .map_err(|e| ApiError::unavailable(e.to_string()))??;
@@ -427,7 +442,12 @@ async fn set_labels(
 ) -> ApiResult<HttpResponse> {
     let id = parse_id(&id)?;
     let labels = body.into_inner().labels;
-    Ok(HttpResponse::Ok().json(state.session.send(session::SetLabels { id, labels }).await??))
+    Ok(HttpResponse::Ok().json(
+        state
+            .session
+            .send(session::SetLabels { id, labels })
+            .await??,
+    ))
 }
 
 #[derive(Deserialize)]
@@ -477,7 +497,12 @@ async fn set_files(
             "select at least one file (pause the torrent to download nothing)",
         ));
     }
-    Ok(HttpResponse::Ok().json(state.session.send(session::SetFiles { id, selected }).await??))
+    Ok(HttpResponse::Ok().json(
+        state
+            .session
+            .send(session::SetFiles { id, selected })
+            .await??,
+    ))
 }
 
 async fn peers(state: State, id: web::Path<String>) -> ApiResult<HttpResponse> {
@@ -516,7 +541,12 @@ async fn trackers(state: State, id: web::Path<String>) -> ApiResult<HttpResponse
 
 async fn metrics(state: State, id: web::Path<String>) -> ApiResult<HttpResponse> {
     let id = parse_id(&id)?;
-    Ok(HttpResponse::Ok().json(state.session.send(session::GetTorrentMetrics { id }).await??))
+    Ok(HttpResponse::Ok().json(
+        state
+            .session
+            .send(session::GetTorrentMetrics { id })
+            .await??,
+    ))
 }
 
 async fn history(state: State, id: web::Path<String>) -> ApiResult<HttpResponse> {
@@ -558,7 +588,8 @@ pub fn extractor_config(cfg: &mut web::ServiceConfig, json_limit: usize) {
             .limit(json_limit)
             .error_handler(|err, _| {
                 let e = match &err {
-                    JsonPayloadError::Overflow { .. } | JsonPayloadError::OverflowKnownLength { .. } => {
+                    JsonPayloadError::Overflow { .. }
+                    | JsonPayloadError::OverflowKnownLength { .. } => {
                         ApiError::too_large(err.to_string())
                     }
                     JsonPayloadError::ContentType => {
@@ -569,12 +600,15 @@ pub fn extractor_config(cfg: &mut web::ServiceConfig, json_limit: usize) {
                 e.into()
             }),
     )
-    .app_data(web::QueryConfig::default().error_handler(|err: QueryPayloadError, _| {
-        ApiError::bad_request(format!("query: {err}")).into()
-    }))
-    .app_data(web::PathConfig::default().error_handler(|err, _| {
-        ApiError::not_found(format!("path: {err}")).into()
-    }));
+    .app_data(
+        web::QueryConfig::default().error_handler(|err: QueryPayloadError, _| {
+            ApiError::bad_request(format!("query: {err}")).into()
+        }),
+    )
+    .app_data(
+        web::PathConfig::default()
+            .error_handler(|err, _| ApiError::not_found(format!("path: {err}")).into()),
+    );
 }
 
 /// An open event stream's slot, given back when the stream ends.

@@ -101,8 +101,10 @@ pub fn run(args: ServeArgs) -> Result<(), Failure> {
         code: exit::OUTPUT_NOT_WRITABLE,
         error: anyhow::anyhow!("{what} {} is not usable: {e}", dir.display()),
     };
-    std::fs::create_dir_all(&args.dir).map_err(|e| not_writable("download folder", &args.dir, e))?;
-    std::fs::create_dir_all(&args.state).map_err(|e| not_writable("state folder", &args.state, e))?;
+    std::fs::create_dir_all(&args.dir)
+        .map_err(|e| not_writable("download folder", &args.dir, e))?;
+    std::fs::create_dir_all(&args.state)
+        .map_err(|e| not_writable("state folder", &args.state, e))?;
     let root = args
         .dir
         .canonicalize()

@@ -181,8 +181,10 @@ impl Lockout {
         }
         // Bound the table against a flood of addresses.
         if self.failures.len() > 4096 {
-            self.failures
-                .retain(|_, l| l.last().is_some_and(|t| now.duration_since(*t) < FAILURE_WINDOW));
+            self.failures.retain(|_, l| {
+                l.last()
+                    .is_some_and(|t| now.duration_since(*t) < FAILURE_WINDOW)
+            });
         }
         false
     }
@@ -246,7 +248,11 @@ impl Guard {
         let mut logins = self.logins.lock().unwrap_or_else(|e| e.into_inner());
         logins.retain(|_, at| now.duration_since(*at) < LOGIN_LIFETIME);
         if logins.len() >= MAX_LOGINS {
-            if let Some(oldest) = logins.iter().min_by_key(|(_, at)| **at).map(|(k, _)| k.clone()) {
+            if let Some(oldest) = logins
+                .iter()
+                .min_by_key(|(_, at)| **at)
+                .map(|(k, _)| k.clone())
+            {
                 logins.remove(&oldest);
             }
         }
@@ -266,9 +272,9 @@ impl Guard {
         }
         if let Some(cookie) = cookie {
             let logins = self.logins.lock().unwrap_or_else(|e| e.into_inner());
-            let valid = logins
-                .iter()
-                .any(|(k, at)| secrets_equal(k, cookie) && now.duration_since(*at) < LOGIN_LIFETIME);
+            let valid = logins.iter().any(|(k, at)| {
+                secrets_equal(k, cookie) && now.duration_since(*at) < LOGIN_LIFETIME
+            });
             if valid {
                 return Auth::Ok;
             }
@@ -311,7 +317,9 @@ fn bearer_of(value: Option<&HeaderValue>) -> Option<String> {
 
 /// `n` random bytes as hex.
 pub fn random_hex(n: usize) -> String {
-    (0..n).map(|_| format!("{:02x}", rand::random::<u8>())).collect()
+    (0..n)
+        .map(|_| format!("{:02x}", rand::random::<u8>()))
+        .collect()
 }
 
 /// Paths anyone who may reach the daemon may fetch: the page and its files, the API
@@ -320,7 +328,7 @@ fn is_public(path: &str) -> bool {
     !path.starts_with("/api/") || matches!(path, "/api/auth" | "/api/login" | "/api/openapi.json")
 }
 
-fn header_str<'a>(req: &'a ServiceRequest, name: impl header::AsHeaderName) -> Option<&'a str> {
+fn header_str(req: &ServiceRequest, name: impl header::AsHeaderName) -> Option<&str> {
     req.headers().get(name).and_then(|v| v.to_str().ok())
 }
 
@@ -334,11 +342,7 @@ pub async fn guard(
         .expect("the guard is registered")
         .get_ref()
         .clone();
-    let refused = match check(&guard, &req) {
-        Ok(()) => None,
-        Err(e) => Some(e),
-    };
-    let mut res = match refused {
+    let mut res = match check(&guard, &req).err() {
         None => next.call(req).await?.map_into_left_body(),
         Some(error) => {
             let (req, _) = req.into_parts();
@@ -402,7 +406,9 @@ fn check(guard: &Guard, req: &ServiceRequest) -> Result<(), ApiError> {
 
 /// The headers of every answer.
 fn add_headers(headers: &mut actix_web::http::header::HeaderMap) {
-    let set = |headers: &mut actix_web::http::header::HeaderMap, name: &'static str, value: &'static str| {
+    let set = |headers: &mut actix_web::http::header::HeaderMap,
+               name: &'static str,
+               value: &'static str| {
         headers.insert(
             header::HeaderName::from_static(name),
             HeaderValue::from_static(value),
@@ -445,11 +451,21 @@ mod tests {
     #[test]
     fn only_loopback_names_and_configured_ones_are_allowed() {
         let hosts = HostAllowlist::new(IpAddr::V4(Ipv4Addr::LOCALHOST), &["nas.lan".into()]);
-        for ok in ["localhost:9091", "127.0.0.1:9091", "[::1]:9091", "NAS.lan:9091"] {
+        for ok in [
+            "localhost:9091",
+            "127.0.0.1:9091",
+            "[::1]:9091",
+            "NAS.lan:9091",
+        ] {
             assert!(hosts.allows(Some(ok)), "{ok}");
         }
         // DNS rebinding: an attacker's name pointed at 127.0.0.1.
-        for bad in ["attacker.example:9091", "localhost.attacker.example", "127.0.0.2", "0.0.0.0:9091"] {
+        for bad in [
+            "attacker.example:9091",
+            "localhost.attacker.example",
+            "127.0.0.2",
+            "0.0.0.0:9091",
+        ] {
             assert!(!hosts.allows(Some(bad)), "{bad}");
         }
         assert!(!hosts.allows(None));

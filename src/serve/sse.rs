@@ -53,30 +53,39 @@ pub async fn torrent_events(
     // A stream for a torrent that is not there is a 404, not an empty stream.
     state.session.send(session::GetTorrent { id }).await??;
     let slot = StreamSlot::take(&state)?;
-    let body = stream::unfold((slot, true, false), move |(slot, first, ended)| async move {
-        if ended {
-            return None;
-        }
-        if !first {
-            tokio::time::sleep(TICK).await;
-        }
-        match slot.0.session.send(session::GetDetailBundle { id }).await.ok()? {
-            Ok(bundle) => {
-                let data = serde_json::json!({
-                    "torrent": bundle.torrent,
-                    "peers": bundle.peers,
-                    "pieces": PieceMapJson::from(&bundle.pieces),
-                    "trackers": bundle.trackers,
-                    "metrics": bundle.metrics,
-                    "sample": bundle.sample,
-                });
-                Some((Ok(event("detail", &data)), (slot, false, false)))
+    let body = stream::unfold(
+        (slot, true, false),
+        move |(slot, first, ended)| async move {
+            if ended {
+                return None;
             }
-            Err(_) => Some((
-                Ok(event("removed", &serde_json::json!({}))),
-                (slot, false, true),
-            )),
-        }
-    });
+            if !first {
+                tokio::time::sleep(TICK).await;
+            }
+            match slot
+                .0
+                .session
+                .send(session::GetDetailBundle { id })
+                .await
+                .ok()?
+            {
+                Ok(bundle) => {
+                    let data = serde_json::json!({
+                        "torrent": bundle.torrent,
+                        "peers": bundle.peers,
+                        "pieces": PieceMapJson::from(&bundle.pieces),
+                        "trackers": bundle.trackers,
+                        "metrics": bundle.metrics,
+                        "sample": bundle.sample,
+                    });
+                    Some((Ok(event("detail", &data)), (slot, false, false)))
+                }
+                Err(_) => Some((
+                    Ok(event("removed", &serde_json::json!({}))),
+                    (slot, false, true),
+                )),
+            }
+        },
+    );
     Ok(streaming(body))
 }

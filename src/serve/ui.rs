@@ -14,9 +14,18 @@ const FAVICON: &str = include_str!("ui/favicon.svg");
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/", web::get().to(index))
         .route("/index.html", web::get().to(index))
-        .route("/app.js", web::get().to(|| file(APP_JS, "text/javascript; charset=utf-8")))
-        .route("/style.css", web::get().to(|| file(STYLE_CSS, "text/css; charset=utf-8")))
-        .route("/favicon.svg", web::get().to(|| file(FAVICON, "image/svg+xml")));
+        .route(
+            "/app.js",
+            web::get().to(|| file(APP_JS, "text/javascript; charset=utf-8")),
+        )
+        .route(
+            "/style.css",
+            web::get().to(|| file(STYLE_CSS, "text/css; charset=utf-8")),
+        )
+        .route(
+            "/favicon.svg",
+            web::get().to(|| file(FAVICON, "image/svg+xml")),
+        );
 }
 
 /// The page, with this run's token for state-changing requests filled in.

@@ -40,8 +40,8 @@ use super::coordinator::{Coordinator, EngineConfig, TorrentParams};
 use super::limiter::RateLimiter;
 use super::listener::Listener;
 use super::messages::{
-    DhtLinks, FileProgress, GetFileProgress, GetPeerList, GetPieceMap, PeerInfo, Phase,
-    PieceMap, Progress, Route, SetRates, SetTorrentRates, Shutdown, TorrentEvent, Unroute,
+    DhtLinks, FileProgress, GetFileProgress, GetPeerList, GetPieceMap, PeerInfo, Phase, PieceMap,
+    Progress, Route, SetRates, SetTorrentRates, Shutdown, TorrentEvent, Unroute,
 };
 use super::metadata::{MagnetParams, MetadataFetcher};
 use super::metrics::{Metrics, MetricsSnapshot};
@@ -309,8 +309,14 @@ pub fn inspect(metainfo: &Metainfo) -> Inspection {
 /// What to add: a parsed `.torrent` (with its bytes, kept in the state folder) or a
 /// parsed magnet link (with its text, saved until the metadata comes).
 pub enum AddSource {
-    Torrent { metainfo: Box<Metainfo>, bytes: Bytes },
-    Magnet { magnet: Magnet, link: String },
+    Torrent {
+        metainfo: Box<Metainfo>,
+        bytes: Bytes,
+    },
+    Magnet {
+        magnet: Magnet,
+        link: String,
+    },
 }
 
 /// Face → Session: add a torrent. Its fields are validated by the face (the folder is
@@ -481,7 +487,9 @@ impl Session {
                 Ok(entry) => {
                     torrents.insert(entry.id, entry);
                 }
-                Err(e) => warn!(log, "saved torrent dropped"; "info_hash" => &t.info_hash, "error" => e),
+                Err(e) => {
+                    warn!(log, "saved torrent dropped"; "info_hash" => &t.info_hash, "error" => e)
+                }
             }
         }
         Ok(Session {
@@ -614,7 +622,11 @@ impl Session {
         }
         .start()
         .recipient();
-        if let Some(magnet) = entry.magnet_link.as_deref().and_then(|l| Magnet::parse(l).ok()) {
+        if let Some(magnet) = entry
+            .magnet_link
+            .as_deref()
+            .and_then(|l| Magnet::parse(l).ok())
+        {
             config.initial_peers.extend(magnet.peers.iter().copied());
         }
         let download_dir = root.join(&entry.dir);
@@ -1199,17 +1211,22 @@ impl Handler<Recheck> for Session {
 
     fn handle(&mut self, msg: Recheck, _: &mut Context<Self>) -> Self::Result {
         let id = msg.id;
-        let checked = self.busy(&id).and_then(|()| match &self.entry(&id)?.source {
-            Source::Torrent(m) => Ok(m.clone()),
-            Source::Magnet(_) => Err(SessionError::Conflict(
-                "no metadata yet, nothing to check".into(),
-            )),
-        });
+        let checked = self
+            .busy(&id)
+            .and_then(|()| match &self.entry(&id)?.source {
+                Source::Torrent(m) => Ok(m.clone()),
+                Source::Magnet(_) => Err(SessionError::Conflict(
+                    "no metadata yet, nothing to check".into(),
+                )),
+            });
         let metainfo = match checked {
             Ok(m) => m,
             Err(e) => return Box::pin(actix::fut::ready(Err(e))),
         };
-        let folder = self.config.download_root.join(&self.entry(&id).expect("checked").dir);
+        let folder = self
+            .config
+            .download_root
+            .join(&self.entry(&id).expect("checked").dir);
         self.stop_then(id, move |act, ctx| {
             // Without a resume file the start-up check hashes every piece on disk.
             let _ = std::fs::remove_file(resume_path(&folder, &metainfo.info.layout));
@@ -1279,7 +1296,12 @@ fn delete_data(folder: &Path, layout: &Layout, log: &Logger) {
     // Empty folders the torrent made, deepest first; never the folder itself.
     let mut dirs: Vec<PathBuf> = paths
         .iter()
-        .flat_map(|p| p.ancestors().skip(1).map(Path::to_path_buf).collect::<Vec<_>>())
+        .flat_map(|p| {
+            p.ancestors()
+                .skip(1)
+                .map(Path::to_path_buf)
+                .collect::<Vec<_>>()
+        })
         .filter(|d| d.starts_with(folder) && d != folder)
         .collect();
     dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
@@ -1352,20 +1374,22 @@ impl Handler<SetFiles> for Session {
 
     fn handle(&mut self, msg: SetFiles, _: &mut Context<Self>) -> Self::Result {
         let id = msg.id;
-        let checked = self.busy(&id).and_then(|()| match &self.entry(&id)?.source {
-            Source::Torrent(m) => {
-                let mut selected = msg.selected.clone();
-                selected.sort_unstable();
-                selected.dedup();
-                let selection = selection_of(&Some(selected.clone())).expect("some");
-                check_selection(&m.info.layout, &selection)
-                    .map_err(|e| SessionError::BadRequest(format!("files: {e}")))?;
-                Ok((m.clone(), selected))
-            }
-            Source::Magnet(_) => Err(SessionError::Conflict(
-                "no metadata yet: the files are not known".into(),
-            )),
-        });
+        let checked = self
+            .busy(&id)
+            .and_then(|()| match &self.entry(&id)?.source {
+                Source::Torrent(m) => {
+                    let mut selected = msg.selected.clone();
+                    selected.sort_unstable();
+                    selected.dedup();
+                    let selection = selection_of(&Some(selected.clone())).expect("some");
+                    check_selection(&m.info.layout, &selection)
+                        .map_err(|e| SessionError::BadRequest(format!("files: {e}")))?;
+                    Ok((m.clone(), selected))
+                }
+                Source::Magnet(_) => Err(SessionError::Conflict(
+                    "no metadata yet: the files are not known".into(),
+                )),
+            });
         let (metainfo, selected) = match checked {
             Ok(v) => v,
             Err(e) => return Box::pin(actix::fut::ready(Err(e))),
@@ -1426,13 +1450,17 @@ impl Handler<GetPieces> for Session {
             Ok(c) => c,
             Err(e) => return Box::pin(actix::fut::ready(Err(e))),
         };
-        Box::pin(ask_pieces(coordinator).into_actor(self).map(move |fresh, act, _| {
-            let entry = act.entry_mut(&id)?;
-            if let Some(map) = fresh {
-                entry.pieces = Some(map);
-            }
-            Ok(entry.empty_pieces())
-        }))
+        Box::pin(
+            ask_pieces(coordinator)
+                .into_actor(self)
+                .map(move |fresh, act, _| {
+                    let entry = act.entry_mut(&id)?;
+                    if let Some(map) = fresh {
+                        entry.pieces = Some(map);
+                    }
+                    Ok(entry.empty_pieces())
+                }),
+        )
     }
 }
 

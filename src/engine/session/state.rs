@@ -81,7 +81,9 @@ impl StateDir {
     }
 
     pub fn torrent_file(&self, info_hash_hex: &str) -> PathBuf {
-        self.0.join("torrents").join(format!("{info_hash_hex}.torrent"))
+        self.0
+            .join("torrents")
+            .join(format!("{info_hash_hex}.torrent"))
     }
 
     /// Reads the session, or an empty one when there is no file yet.
