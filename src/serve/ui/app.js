@@ -152,13 +152,14 @@ class ApiError extends Error {
  * fetch() wrapper. State-changing methods send the token and a JSON content type.
  * Resolves with the parsed JSON body (or null for 204); rejects with ApiError.
  */
-async function api(method, path, body) {
+async function api(method, path, body, retried) {
   const headers = { Accept: 'application/json' };
   const init = { method, headers, credentials: 'same-origin' };
   if (method !== 'GET' && method !== 'HEAD') {
     headers['X-TA-Token'] = state.token;
     headers['Content-Type'] = 'application/json';
-    init.body = JSON.stringify(body === undefined ? {} : body);
+    // POST/PUT always carry a JSON body ("{}" when there is nothing to say); DELETE none.
+    if (method !== 'DELETE' || body !== undefined) init.body = JSON.stringify(body === undefined ? {} : body);
   }
   let res;
   try {
@@ -173,12 +174,30 @@ async function api(method, path, body) {
     try { data = JSON.parse(text); } catch (_) { data = null; }
   }
   if (!res.ok) {
+    // The token is per server run: after a restart, fetch the new one and try once more.
+    if (res.status === 403 && init.headers['X-TA-Token'] !== undefined && !retried && await refreshToken()) {
+      return api(method, path, body, true);
+    }
     const err = data && data.error ? data.error : {};
     const e = new ApiError(res.status, err.code || `http_${res.status}`, err.message || `${res.status} ${res.statusText}`);
     if (res.status === 401 && path !== '/api/login') showLogin();
     throw e;
   }
   return data;
+}
+
+/** Re-reads the token from GET /api/token; true when it changed. */
+async function refreshToken() {
+  try {
+    const res = await fetch('/api/token', { headers: { Accept: 'application/json' }, credentials: 'same-origin' });
+    if (!res.ok) return false;
+    const { token } = await res.json();
+    if (!token || token === state.token) return false;
+    state.token = token;
+    return true;
+  } catch (_) {
+    return false;
+  }
 }
 
 /** Runs an API call and shows a toast on failure; resolves to undefined then. */
@@ -268,6 +287,7 @@ function updateSseBadge() {
   const ok = state.listOk && (!d || d.streamOk);
   const badge = $('#sse-status');
   const status = ok ? 'connected' : 'disconnected';
+  document.body.dataset.sse = status;
   if (badge.dataset.status !== status) {
     badge.dataset.status = status;
     badge.textContent = ok ? 'live' : 'disconnected';
@@ -326,8 +346,10 @@ function createRow(id) {
     h('td', { class: 'num ratio', 'data-label': 'Ratio' }),
     h('td', { class: 'num eta', 'data-label': 'ETA' }),
     h('td', { class: 'labels', 'data-label': 'Labels' }));
-  tr.addEventListener('click', () => openDetail(id));
-  tr.addEventListener('keydown', (e) => { if (e.key === 'Enter' || e.key === ' ') { e.preventDefault(); openDetail(id); } });
+  // A torrent waiting for its file choice opens on the Files tab.
+  const open = () => openDetail(id, tr.dataset.state === 'awaiting_files' ? 'files' : undefined);
+  tr.addEventListener('click', open);
+  tr.addEventListener('keydown', (e) => { if (e.key === 'Enter' || e.key === ' ') { e.preventDefault(); open(); } });
   return tr;
 }
 
@@ -1075,9 +1097,9 @@ function renderActors(d) {
     },
     h('td', null, h('span', { class: 'caret', text: hasMsgs ? (open ? '▾' : '▸') : '' }), ' ', a.actor),
     h('td', { class: 'num', text: a.live }),
-    h('td', { class: 'num', text: `${a.mailbox} / ${a.mailbox_peak}` }),
     h('td', { class: 'num', text: r ? r.msgs.toFixed(r.msgs >= 100 ? 0 : 1) : '…' }),
     h('td', { class: 'num', text: r ? `${r.busy.toFixed(1)}%` : '…' }),
+    h('td', { class: 'num', text: `${a.mailbox} / ${a.mailbox_peak}` }),
     h('td', { class: `num${a.backpressure ? ' warn' : ''}`, text: a.backpressure }));
     if (hasMsgs) {
       const toggle = () => {
@@ -1090,16 +1112,16 @@ function renderActors(d) {
     rows.push(tr);
     if (open) {
       rows.push(h('tr', { class: 'msg-head' },
-        h('td', { text: 'message' }), h('td', { class: 'num', text: 'handled' }), h('td', { class: 'num', text: 'p50 / p99' }),
-        h('td', { class: 'num', text: 'msgs/s' }), h('td', { class: 'num', text: 'max' }), h('td', { class: 'num', text: 'total' })));
+        h('td', { text: 'message' }), h('td', { class: 'num', text: 'handled' }), h('td', { class: 'num', text: 'msgs/s' }),
+        h('td', { class: 'num', text: 'p50 / p99' }), h('td', { class: 'num', text: 'max' }), h('td', { class: 'num', text: 'total time' })));
       const msgs = (a.messages || []).slice().sort((x, y) => y.handled - x.handled);
       for (const m of msgs) {
         const mr = r && r.messages[m.message];
         rows.push(h('tr', { class: 'msg-row', dataset: { actor: a.actor, message: m.message } },
           h('td', { class: 'msg-name', text: m.message }),
           h('td', { class: 'num', text: m.handled }),
-          h('td', { class: 'num', text: `${formatMicros(m.p50_us)} / ${formatMicros(m.p99_us)}` }),
           h('td', { class: 'num', text: mr === undefined ? '…' : mr.toFixed(mr >= 100 ? 0 : 1) }),
+          h('td', { class: 'num', text: `${formatMicros(m.p50_us)} / ${formatMicros(m.p99_us)}` }),
           h('td', { class: 'num', text: formatMicros(m.max_us) }),
           h('td', { class: 'num', text: formatMicros(m.total_ms * 1000) })));
       }
@@ -1380,6 +1402,7 @@ async function saveSettings(ev) {
 /* ---- Login */
 
 function showLogin() {
+  document.body.classList.add('logged-out');
   $('#login').hidden = false;
   $('#app').hidden = true;
   closeDetail();
@@ -1399,6 +1422,7 @@ async function submitLogin(ev) {
   }
   $('#login-key').value = '';
   $('#login').hidden = true;
+  document.body.classList.remove('logged-out');
   startApp();
 }
 
