@@ -945,59 +945,71 @@ const hasPiece = (bytes, i) => ((bytes[i >> 3] || 0) & (0x80 >> (i & 7))) !== 0;
 
 /**
  * Draws the piece map. With few pieces each gets a square; with many, each cell
- * stands for a run of pieces and its colour is blended by how many of them we have.
+ * stands for a run of pieces and is shaded by how many of them we have. Cells are
+ * batched into one path per colour (and per shade), so thousands of pieces stay cheap.
  */
 function renderPieces(d) {
   const map = d.pieces;
   const canvas = $('#pieces-canvas');
   const n = map ? map.pieces || 0 : 0;
   const bytes = decodeBitfield(map ? map.have : '');
-  const downloading = new Set(map ? map.downloading || [] : []);
-  let have = 0;
-  for (let i = 0; i < n; i++) if (hasPiece(bytes, i)) have++;
-  let dl = 0;
-  for (const i of downloading) if (i < n && !hasPiece(bytes, i)) dl++;
-  setText($('#pieces-have'), have);
-  setText($('#pieces-downloading'), dl);
-  setText($('#pieces-missing'), Math.max(0, n - have - dl));
 
   const width = Math.max(100, Math.floor(canvas.parentElement.clientWidth));
   const maxHeight = 320;
   let cell = n ? Math.floor(Math.sqrt((width * maxHeight) / n)) : 12;
   cell = Math.max(2, Math.min(16, cell));
   const cols = Math.max(1, Math.floor(width / cell));
-  const maxCells = cols * Math.floor(maxHeight / cell);
-  const cells = Math.min(n, maxCells);
-  const per = cells ? n / cells : 1;
+  const cells = Math.min(n, cols * Math.floor(maxHeight / cell));
   const rows = Math.max(1, Math.ceil(cells / cols));
+  const cellOf = (i) => Math.floor((i * cells) / n); // piece → cell, same mapping everywhere
+
+  // Count per cell: pieces, pieces we have, and whether one is being downloaded.
+  const total = new Uint32Array(cells);
+  const got = new Uint32Array(cells);
+  const busy = new Uint8Array(cells);
+  let have = 0;
+  for (let i = 0; i < n; i++) {
+    const c = cellOf(i);
+    total[c]++;
+    if (hasPiece(bytes, i)) { got[c]++; have++; }
+  }
+  let dl = 0;
+  for (const i of new Set(map ? map.downloading || [] : [])) {
+    if (i >= 0 && i < n && !hasPiece(bytes, i)) { busy[cellOf(i)] = 1; dl++; }
+  }
+  setText($('#pieces-have'), have);
+  setText($('#pieces-downloading'), dl);
+  setText($('#pieces-missing'), Math.max(0, n - have - dl));
+  const per = cells ? n / cells : 1;
   setText($('#pieces-note'), n === 0 ? 'no metadata yet' : per > 1 ? `1 cell ≈ ${per.toFixed(1)} pieces` : `${n} pieces`);
+
   const { ctx } = prepareCanvas(canvas, rows * cell);
-  const cHave = cssVar('--have');
-  const cDl = cssVar('--downloading');
-  const cMiss = cssVar('--missing');
   const gap = cell >= 6 ? 1 : 0;
+  const SHADES = 8;
+  const paths = { missing: new Path2D(), have: new Path2D(), busy: new Path2D(), shade: [] };
+  for (let k = 0; k < SHADES; k++) paths.shade.push(new Path2D());
   for (let c = 0; c < cells; c++) {
-    const start = Math.floor(c * per);
-    const end = Math.max(start + 1, Math.floor((c + 1) * per));
-    let got = 0;
-    let busy = false;
-    for (let i = start; i < end; i++) {
-      if (hasPiece(bytes, i)) got++;
-      else if (downloading.has(i)) busy = true;
-    }
     const x = (c % cols) * cell;
     const y = Math.floor(c / cols) * cell;
-    const frac = got / (end - start);
-    ctx.globalAlpha = 1;
-    ctx.fillStyle = busy ? cDl : frac >= 1 ? cHave : cMiss;
-    ctx.fillRect(x, y, cell - gap, cell - gap);
-    if (!busy && frac > 0 && frac < 1) {
-      ctx.globalAlpha = 0.25 + 0.75 * frac;
-      ctx.fillStyle = cHave;
-      ctx.fillRect(x, y, cell - gap, cell - gap);
+    const frac = total[c] ? got[c] / total[c] : 0;
+    if (busy[c]) paths.busy.rect(x, y, cell - gap, cell - gap);
+    else if (frac >= 1) paths.have.rect(x, y, cell - gap, cell - gap);
+    else {
+      paths.missing.rect(x, y, cell - gap, cell - gap);
+      if (frac > 0) paths.shade[Math.min(SHADES - 1, Math.floor(frac * SHADES))].rect(x, y, cell - gap, cell - gap);
     }
   }
+  ctx.fillStyle = cssVar('--missing');
+  ctx.fill(paths.missing);
+  ctx.fillStyle = cssVar('--have');
+  paths.shade.forEach((path, k) => {
+    ctx.globalAlpha = 0.25 + (0.7 * (k + 0.5)) / SHADES;
+    ctx.fill(path);
+  });
   ctx.globalAlpha = 1;
+  ctx.fill(paths.have);
+  ctx.fillStyle = cssVar('--downloading');
+  ctx.fill(paths.busy);
 }
 
 /** A "nice" axis step (1, 2, 5 × a power of 1024 or 10) so that max / step ≈ 4. */
