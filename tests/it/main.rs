@@ -15,6 +15,7 @@ mod magnet;
 mod metadata;
 mod metainfo;
 mod seeding;
+mod serve;
 mod support;
 mod swarm;
 mod tracker;

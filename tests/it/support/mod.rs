@@ -11,6 +11,7 @@
 // test module only ever uses some of it.
 #![allow(dead_code)]
 
+mod daemon;
 mod disk;
 mod fake_peer;
 mod files;
@@ -25,6 +26,7 @@ mod tracker;
 // module would otherwise warn.
 #[allow(unused_imports)]
 pub use self::{
+    daemon::{http, parse_serving_line, read_events, serve_command, Daemon, DaemonOpts, Event, Reply},
     disk::TinyDisk,
     fake_peer::{ext_handshake_of, FakeMetadataPeer},
     files::assert_same_files,

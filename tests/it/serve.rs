@@ -1,0 +1,869 @@
+//! `torrent-actors serve` from outside: the daemon as a child process on loopback, driven
+//! through its JSON API only, against libtorrent seeders found through opentracker.
+//!
+//! Every wait has a time bound and none has an upper bound on speed: a test fails when
+//! something never happens, not when it is slow. Daemons, seeders and trackers are killed
+//! by their PIDs when a test ends, however it ends.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use torrent_actors::magnet::Magnet;
+use torrent_actors::InfoHash;
+
+use crate::support::{
+    assert_same_files, http, make_torrent, read_events, run_until, serve_command,
+    with_announce, Daemon, DaemonOpts, LtSeeder, Payload, SeedOpts, Tracker,
+};
+
+/// How long a download from a loopback seeder may take before the test gives up.
+const DOWNLOAD_LIMIT: Duration = Duration::from_secs(180);
+
+/// How long a state change the API asked for may take to show.
+const CHANGE_LIMIT: Duration = Duration::from_secs(30);
+
+/// How often a test asks the daemon again.
+const POLL: Duration = Duration::from_millis(150);
+
+fn temp_dir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("ta-serve-")
+        .tempdir()
+        .expect("temp folder for a serve test")
+}
+
+/// A torrent announced through opentracker and a libtorrent seeder of it.
+struct Swarm {
+    payload: Payload,
+    /// The `.torrent`, announcing to the tracker.
+    torrent: PathBuf,
+    hash: InfoHash,
+    tracker: Tracker,
+    seeder: LtSeeder,
+}
+
+impl Swarm {
+    /// Makes a torrent of `payload` with pieces of `2^piece_exp` bytes, starts a tracker
+    /// that knows it, and a seeder announced there.
+    fn start(payload: Payload, piece_exp: u32, seed: SeedOpts) -> Swarm {
+        let bare = payload.dir.with_file_name(format!("{}.bare.torrent", payload.name));
+        let hash = make_torrent(&payload.root(), &bare, piece_exp, &[]);
+        let tracker = Tracker::start(&[hash]);
+        let torrent = payload.dir.with_file_name(format!("{}.torrent", payload.name));
+        with_announce(&bare, &torrent, &tracker.http_url());
+        let seeder = LtSeeder::start(&torrent, &payload.dir, seed);
+        Swarm {
+            payload,
+            torrent,
+            hash,
+            tracker,
+            seeder,
+        }
+    }
+
+    fn id(&self) -> String {
+        self.hash.to_hex()
+    }
+
+    fn base64(&self) -> String {
+        base64_of(&self.torrent)
+    }
+}
+
+fn base64_of(path: &Path) -> String {
+    let bytes = fs::read(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    data_encoding::BASE64.encode(&bytes)
+}
+
+/// The last lines of the daemon's log, for failure messages.
+fn tail(daemon: &Daemon) -> String {
+    let log = daemon.log();
+    let lines: Vec<&str> = log.lines().collect();
+    lines[lines.len().saturating_sub(60)..].join("\n")
+}
+
+/// Asks for torrent `id` until `done` holds for its detail, and returns that detail.
+/// `each` runs on every answer, e.g. to look at peers while the download runs.
+fn wait_for_torrent(
+    daemon: &Daemon,
+    id: &str,
+    limit: Duration,
+    what: &str,
+    done: impl Fn(&Value) -> bool,
+    mut each: impl FnMut(&Value),
+) -> Value {
+    let deadline = Instant::now() + limit;
+    let mut last = Value::Null;
+    while Instant::now() < deadline {
+        let reply = daemon.get(&format!("/api/torrents/{id}"));
+        assert_eq!(reply.status, 200, "GET /api/torrents/{id}: {reply:?}");
+        last = reply.json();
+        each(&last);
+        if done(&last) {
+            return last;
+        }
+        thread::sleep(POLL);
+    }
+    panic!(
+        "torrent {id}: {what} did not happen within {limit:?}; last seen:\n{last:#}\ndaemon log:\n{}",
+        tail(daemon)
+    );
+}
+
+fn is_complete(t: &Value) -> bool {
+    t["state"] == "seeding" && t["progress"].as_f64() == Some(1.0)
+}
+
+/// Every bit of a BEP 3 bitfield of `pieces` pieces is set.
+fn all_pieces_set(have: &[u8], pieces: usize) -> bool {
+    have.len() == pieces.div_ceil(8) && (0..pieces).all(|i| have[i / 8] & (0x80 >> (i % 8)) != 0)
+}
+
+/// The bytes of the pieces that touch any of the `[start, end)` byte ranges.
+fn wanted_piece_bytes(ranges: &[(u64, u64)], piece_len: u64, total: u64) -> u64 {
+    let pieces = total.div_ceil(piece_len);
+    (0..pieces)
+        .filter(|p| {
+            let (start, end) = (p * piece_len, ((p + 1) * piece_len).min(total));
+            ranges.iter().any(|&(a, b)| a < end && start < b)
+        })
+        .map(|p| ((p + 1) * piece_len).min(total) - p * piece_len)
+        .sum()
+}
+
+// ---------------------------------------------------------------------------------------
+// The API description
+// ---------------------------------------------------------------------------------------
+
+/// `(METHOD, path)` of every `.route("/path", web::method()...)` in api.rs, under `/api`.
+fn routes_in_api_rs() -> Vec<(String, String)> {
+    let source = include_str!("../../src/serve/api.rs");
+    let mut routes = Vec::new();
+    for chunk in source.split(".route(\"").skip(1) {
+        let (path, rest) = chunk.split_once('"').expect("a quoted route path");
+        let method = rest
+            .split_once("web::")
+            .and_then(|(_, m)| m.split_once("()"))
+            .map(|(m, _)| m.to_ascii_uppercase())
+            .expect("a web::method() after the path");
+        routes.push((method, path.to_string()));
+    }
+    routes.sort();
+    routes
+}
+
+#[test]
+fn openapi_description_lists_exactly_the_routes_of_api_rs() {
+    let doc: Value = serde_json::from_str(include_str!("../../src/serve/openapi.json"))
+        .expect("openapi.json is JSON");
+    assert_eq!(doc["openapi"], "3.0.3");
+    let mut described = Vec::new();
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        for (method, op) in item.as_object().expect("a path item") {
+            if method == "parameters" {
+                continue;
+            }
+            described.push((method.to_ascii_uppercase(), path.clone()));
+            let responses = op["responses"].as_object().expect("responses");
+            assert!(
+                responses.keys().any(|c| c.starts_with('2')),
+                "{method} {path} has no success answer"
+            );
+            if let Some(body) = op.get("requestBody") {
+                let name = body["content"]["application/json"]["schema"]["$ref"]
+                    .as_str()
+                    .expect("request bodies name a schema")
+                    .rsplit('/')
+                    .next()
+                    .unwrap();
+                // Every body struct in api.rs has `deny_unknown_fields`.
+                assert_eq!(
+                    doc["components"]["schemas"][name]["additionalProperties"],
+                    false,
+                    "{name} must say additionalProperties: false"
+                );
+            }
+            if path.contains("{id}") {
+                let params = item["parameters"].as_array().expect("the id parameter");
+                assert_eq!(params[0]["schema"]["pattern"], "^[0-9a-fA-F]{40}$");
+            }
+        }
+    }
+    described.sort();
+    assert_eq!(described, routes_in_api_rs());
+    assert_eq!(
+        doc["components"]["securitySchemes"]["taToken"]["name"],
+        "X-TA-Token"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// End to end
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn serve_downloads_a_torrent_added_through_the_api_and_reports_on_it() {
+    let tmp = temp_dir();
+    let payload = Payload::single(&tmp.path().join("seed"), "film.bin", 3 * 1024 * 1024 + 123);
+    // A rate-limited seeder keeps the download going long enough to see its peer.
+    let swarm = Swarm::start(
+        payload,
+        15,
+        SeedOpts {
+            upload_limit: Some(512 * 1024),
+            ..SeedOpts::default()
+        },
+    );
+    let dl = tmp.path().join("dl");
+    let daemon = Daemon::start(&dl, &tmp.path().join("state"), &DaemonOpts::default());
+    let id = swarm.id();
+
+    let added = daemon.post(
+        "/api/torrents",
+        &json!({"torrent_base64": swarm.base64(), "labels": ["films"]}),
+    );
+    assert_eq!(added.status, 201, "{added:?}");
+    let added = added.json();
+    assert_eq!(added["id"], id);
+    assert_eq!(added["info_hash"], id);
+    assert_eq!(added["name"], "film.bin");
+    assert_eq!(added["labels"], json!(["films"]));
+
+    // Its peer and actors are looked at while the download runs: once both sides are
+    // seeds, libtorrent closes the connection.
+    let mut seeder_seen: Option<Value> = None;
+    let mut peer_actors_seen = false;
+    let done = wait_for_torrent(&daemon, &id, DOWNLOAD_LIMIT, "completion", is_complete, |_| {
+        if seeder_seen.is_none() {
+            let peers = daemon.get_json(&format!("/api/torrents/{id}/peers"));
+            seeder_seen = peers.as_array().unwrap().iter().find(|p| {
+                p["addr"].as_str().is_some_and(|a| a.starts_with("127.0.0.1:"))
+                    && p["client"].as_str().is_some_and(|c| !c.is_empty())
+            }).cloned();
+        }
+        if !peer_actors_seen {
+            let metrics = daemon.get_json(&format!("/api/torrents/{id}/metrics"));
+            peer_actors_seen = metrics["actors"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|a| a["actor"] == "Peer");
+        }
+    });
+    assert_eq!(done["total_bytes"], swarm.payload.total_len());
+    assert_eq!(done["verified_bytes"], swarm.payload.total_len());
+    assert_same_files(&swarm.payload.dir, &dl, &swarm.payload.files);
+
+    // The list shows it too.
+    let list = daemon.get_json("/api/torrents");
+    let row = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["id"] == id)
+        .unwrap_or_else(|| panic!("{id} not in the list {list:#}"));
+    assert!(is_complete(row), "{row:#}");
+
+    let seeder = seeder_seen.unwrap_or_else(|| {
+        panic!("the seeder was never in the peer list; daemon log:\n{}", tail(&daemon))
+    });
+    eprintln!("the seeder as a peer: {seeder}");
+    assert!(peer_actors_seen, "no Peer actors in the torrent's metrics");
+
+    let pieces = daemon.get_json(&format!("/api/torrents/{id}/pieces"));
+    let count = pieces["pieces"].as_u64().unwrap() as usize;
+    assert_eq!(count as u64, swarm.payload.total_len().div_ceil(1 << 15));
+    let have = data_encoding::BASE64
+        .decode(pieces["have"].as_str().unwrap().as_bytes())
+        .expect("`have` is base64");
+    assert!(all_pieces_set(&have, count), "{pieces:#}");
+
+    let detail = daemon.get_json(&format!("/api/torrents/{id}"));
+    assert_eq!(detail["pieces"], count);
+    assert_eq!(detail["piece_length"], 1 << 15);
+    assert_eq!(detail["files_count"], 1);
+
+    let files = daemon.get_json(&format!("/api/torrents/{id}/files"));
+    assert_eq!(files[0]["path"], "film.bin");
+    assert_eq!(files[0]["verified_bytes"], swarm.payload.total_len());
+
+    // The tracker answered, maybe only after a moment.
+    let deadline = Instant::now() + CHANGE_LIMIT;
+    loop {
+        let trackers = daemon.get_json(&format!("/api/torrents/{id}/trackers"));
+        let ours = trackers
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["url"] == swarm.tracker.http_url())
+            .unwrap_or_else(|| panic!("{} not in {trackers:#}", swarm.tracker.http_url()))
+            .clone();
+        if ours["state"] == "working" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the tracker never worked: {ours:#}");
+        thread::sleep(POLL);
+    }
+
+    let metrics = daemon.get_json(&format!("/api/torrents/{id}/metrics"));
+    let actors: Vec<&str> = metrics["actors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|a| a["actor"].as_str())
+        .collect();
+    assert!(actors.contains(&"Coordinator"), "{actors:?}");
+    assert!(actors.contains(&"Peer"), "{actors:?}");
+    let all = daemon.get_json("/api/metrics");
+    assert!(all.as_array().unwrap().iter().any(|m| m["id"] == id), "{all:#}");
+
+    let history = daemon.get_json(&format!("/api/torrents/{id}/history"));
+    assert!(!history.as_array().unwrap().is_empty(), "no rate samples");
+
+    // Live updates: the list every second, and the torrent's own stream.
+    let (status, headers, events) = read_events(&daemon, "/api/events", CHANGE_LIMIT, |e| {
+        e.iter().filter(|e| e.name == "torrents").count() >= 2
+    });
+    assert_eq!(status, 200);
+    assert!(headers
+        .iter()
+        .any(|(n, v)| n == "content-type" && v.starts_with("text/event-stream")));
+    let torrents: Vec<Value> = events
+        .iter()
+        .filter(|e| e.name == "torrents")
+        .map(|e| serde_json::from_str(&e.data).expect("event data is JSON"))
+        .collect();
+    assert!(torrents.len() >= 2, "{events:?}");
+    assert!(torrents[0]["torrents"].as_array().unwrap().iter().any(|t| t["id"] == id));
+    let (status, _, events) = read_events(
+        &daemon,
+        &format!("/api/torrents/{id}/events"),
+        CHANGE_LIMIT,
+        |e| e.iter().any(|e| e.name == "detail"),
+    );
+    assert_eq!(status, 200);
+    let detail_event = events.iter().find(|e| e.name == "detail").expect("a detail event");
+    let data: Value = serde_json::from_str(&detail_event.data).expect("event data is JSON");
+    assert_eq!(data["torrent"]["id"], id);
+    assert!(data["pieces"]["have"].is_string());
+
+    // The same torrent again is a conflict.
+    let again = daemon.post("/api/torrents", &json!({"torrent_base64": swarm.base64()}));
+    assert_eq!(again.status, 409, "{again:?}");
+    assert_eq!(again.error_code(), "conflict");
+
+    let paused = daemon.post(&format!("/api/torrents/{id}/pause"), &json!({}));
+    assert_eq!(paused.status, 200, "{paused:?}");
+    assert_eq!(paused.json()["state"], "paused");
+    assert_eq!(daemon.get_json(&format!("/api/torrents/{id}"))["state"], "paused");
+    let resumed = daemon.request("POST", &format!("/api/torrents/{id}/resume"), None);
+    assert_eq!(resumed.status, 200, "{resumed:?}");
+    wait_for_torrent(&daemon, &id, CHANGE_LIMIT, "seeding again", is_complete, |_| {});
+
+    let labelled = daemon.put(
+        &format!("/api/torrents/{id}/labels"),
+        &json!({"labels": ["films", "to watch"]}),
+    );
+    assert_eq!(labelled.status, 200, "{labelled:?}");
+    assert_eq!(labelled.json()["labels"], json!(["films", "to watch"]));
+    assert_eq!(
+        daemon.get_json(&format!("/api/torrents/{id}"))["labels"],
+        json!(["films", "to watch"])
+    );
+    let limited = daemon.put(
+        &format!("/api/torrents/{id}/limits"),
+        &json!({"upload_limit": 100_000, "download_limit": 200_000}),
+    );
+    assert_eq!(limited.status, 200, "{limited:?}");
+    let detail = daemon.get_json(&format!("/api/torrents/{id}"));
+    assert_eq!(detail["upload_limit"], 100_000);
+    assert_eq!(detail["download_limit"], 200_000);
+
+    let removed = daemon.delete(&format!("/api/torrents/{id}?delete_data=true"));
+    assert_eq!(removed.status, 204, "{removed:?}");
+    let file = dl.join("film.bin");
+    let deadline = Instant::now() + CHANGE_LIMIT;
+    while file.exists() {
+        assert!(Instant::now() < deadline, "{} was not deleted", file.display());
+        thread::sleep(POLL);
+    }
+    let gone = daemon.get(&format!("/api/torrents/{id}"));
+    assert_eq!(gone.status, 404, "{gone:?}");
+    assert_eq!(gone.error_code(), "not_found");
+    assert!(daemon.get_json("/api/torrents").as_array().unwrap().is_empty());
+}
+
+#[test]
+fn magnet_added_with_choose_files_downloads_only_the_files_chosen_later() {
+    let tmp = temp_dir();
+    let seed_dir = tmp.path().join("seed");
+    // Lengths that do not fall on piece boundaries, so the unselected middle file shares
+    // pieces with both of its neighbours.
+    let files: Vec<(PathBuf, u64)> = [("a.bin", 300_001), ("b.bin", 200_003), ("c.bin", 250_007)]
+        .iter()
+        .map(|(name, len)| {
+            let rel = format!("three/{name}");
+            Payload::single(&seed_dir, &rel, *len).files.remove(0)
+        })
+        .collect();
+    let payload = Payload {
+        dir: seed_dir,
+        name: "three".into(),
+        files,
+    };
+    let swarm = Swarm::start(payload, 15, SeedOpts::default());
+    let link = Magnet {
+        info_hash: swarm.hash,
+        display_name: Some("three".into()),
+        trackers: vec![swarm.tracker.http_url()],
+        peers: vec![swarm.seeder.addr()],
+        peer_hosts: Vec::new(),
+        select_only: None,
+    }
+    .to_uri();
+    let dl = tmp.path().join("dl");
+    let daemon = Daemon::start(&dl, &tmp.path().join("state"), &DaemonOpts::default());
+    let id = swarm.id();
+
+    let added = daemon.post("/api/torrents", &json!({"magnet": link, "choose_files": true}));
+    assert_eq!(added.status, 201, "{added:?}");
+    assert_eq!(added.json()["id"], id);
+    wait_for_torrent(
+        &daemon,
+        &id,
+        DOWNLOAD_LIMIT,
+        "awaiting_files after the metadata",
+        |t| t["state"] == "awaiting_files",
+        |_| {},
+    );
+    let files = daemon.get_json(&format!("/api/torrents/{id}/files"));
+    let paths: Vec<&str> = files
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|f| f["path"].as_str())
+        .collect();
+    // Paths are the torrent's own: a multi-file torrent's start with its folder's name.
+    assert_eq!(paths, ["three/a.bin", "three/b.bin", "three/c.bin"], "{files:#}");
+
+    let chosen = daemon.put(&format!("/api/torrents/{id}/files"), &json!({"selected": [0, 2]}));
+    assert_eq!(chosen.status, 200, "{chosen:?}");
+    let selected: Vec<bool> = chosen
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["selected"].as_bool().unwrap())
+        .collect();
+    assert_eq!(selected, [true, false, true]);
+    let resumed = daemon.request("POST", &format!("/api/torrents/{id}/resume"), None);
+    assert_eq!(resumed.status, 200, "{resumed:?}");
+    let done = wait_for_torrent(&daemon, &id, DOWNLOAD_LIMIT, "completion", is_complete, |_| {});
+    // `total_bytes` counts whole wanted pieces, as progress and the tracker's `left` do:
+    // more than the two files, less than the torrent.
+    assert_eq!(done["total_bytes"], wanted_piece_bytes(&[(0, 300_001), (500_004, 750_011)], 1 << 15, 750_011));
+
+    let wanted: Vec<(PathBuf, u64)> = [0, 2].iter().map(|&i| swarm.payload.files[i].clone()).collect();
+    assert_same_files(&swarm.payload.dir, &dl, &wanted);
+    let skipped = dl.join(&swarm.payload.files[1].0);
+    assert!(!skipped.exists(), "{} was created", skipped.display());
+}
+
+// ---------------------------------------------------------------------------------------
+// Security
+// ---------------------------------------------------------------------------------------
+
+/// The headers every answer must carry, and the one none may.
+fn assert_hardened(reply: &crate::support::Reply, what: &str) {
+    assert_eq!(reply.header("x-content-type-options"), Some("nosniff"), "{what}: {reply:?}");
+    assert_eq!(reply.header("x-frame-options"), Some("DENY"), "{what}: {reply:?}");
+    let csp = reply
+        .header("content-security-policy")
+        .unwrap_or_else(|| panic!("{what}: no CSP: {reply:?}"));
+    assert!(csp.contains("frame-ancestors 'none'"), "{what}: {csp}");
+    assert!(csp.contains("default-src 'self'"), "{what}: {csp}");
+    assert_eq!(reply.header("referrer-policy"), Some("no-referrer"), "{what}: {reply:?}");
+    assert!(
+        reply.header("access-control-allow-origin").is_none(),
+        "{what}: {reply:?}"
+    );
+}
+
+#[test]
+fn serve_refuses_foreign_hosts_cross_site_writes_and_paths_outside_its_root() {
+    let tmp = temp_dir();
+    let dl = tmp.path().join("dl");
+    fs::create_dir_all(&dl).unwrap();
+    let payload = Payload::single(&tmp.path().join("seed"), "small.bin", 100_000);
+    let torrent = tmp.path().join("x.torrent");
+    make_torrent(&payload.root(), &torrent, 15, &[]);
+    fs::copy(&torrent, dl.join("inside.torrent")).unwrap();
+    let daemon = Daemon::start(
+        &dl,
+        &tmp.path().join("state"),
+        &DaemonOpts {
+            max_torrent_mib: Some(1),
+            ..DaemonOpts::default()
+        },
+    );
+    let port = daemon.port;
+    let token = daemon.token.clone();
+    let own_origin = format!("http://127.0.0.1:{port}");
+    let add = serde_json::to_vec(&json!({"magnet": "magnet:?xt=urn:btih:0123456789abcdef0123456789abcdef01234567", "paused": true})).unwrap();
+
+    // DNS rebinding: a page of another name pointed at 127.0.0.1.
+    let foreign_host = format!("attacker.example:{port}");
+    let reply = http(port, "GET", "/api/torrents", &[("Host", &foreign_host)], None);
+    assert_eq!(reply.status, 403, "{reply:?}");
+    assert_eq!(reply.error_code(), "forbidden");
+    assert_hardened(&reply, "a refused Host");
+    let reply = http(port, "GET", "/", &[("Host", &foreign_host)], None);
+    assert_eq!(reply.status, 403, "the page itself: {reply:?}");
+
+    let json_type = ("Content-Type", "application/json");
+    let reply = http(port, "POST", "/api/torrents", &[json_type], Some(&add));
+    assert_eq!(reply.status, 403, "no token: {reply:?}");
+    let reply = http(
+        port,
+        "POST",
+        "/api/torrents",
+        &[json_type, ("X-TA-Token", "0123456789abcdef0123456789abcdef")],
+        Some(&add),
+    );
+    assert_eq!(reply.status, 403, "a wrong token: {reply:?}");
+    let reply = http(
+        port,
+        "POST",
+        "/api/torrents",
+        &[json_type, ("X-TA-Token", &token), ("Origin", "http://evil.example")],
+        Some(&add),
+    );
+    assert_eq!(reply.status, 403, "a foreign Origin: {reply:?}");
+    assert_hardened(&reply, "a foreign Origin");
+    let reply = http(
+        port,
+        "POST",
+        "/api/torrents",
+        &[json_type, ("X-TA-Token", &token), ("Sec-Fetch-Site", "cross-site")],
+        Some(&add),
+    );
+    assert_eq!(reply.status, 403, "Sec-Fetch-Site cross-site: {reply:?}");
+    let reply = http(
+        port,
+        "POST",
+        "/api/torrents",
+        &[("Content-Type", "text/plain"), ("X-TA-Token", &token)],
+        Some(&add),
+    );
+    assert_eq!(reply.status, 415, "a text/plain body: {reply:?}");
+    assert_eq!(reply.error_code(), "unsupported_media_type");
+    // Nothing of the above was added.
+    assert!(daemon.get_json("/api/torrents").as_array().unwrap().is_empty());
+
+    // Our own page's requests pass.
+    let settings = serde_json::to_vec(&json!({"upload_limit": 0, "download_limit": 0})).unwrap();
+    let reply = http(
+        port,
+        "PUT",
+        "/api/settings",
+        &[
+            json_type,
+            ("X-TA-Token", &token),
+            ("Origin", &own_origin),
+            ("Sec-Fetch-Site", "same-origin"),
+        ],
+        Some(&settings),
+    );
+    assert_eq!(reply.status, 200, "a same-origin write: {reply:?}");
+
+    // A read from a foreign page gets no CORS permission to read the answer.
+    let reply = http(
+        port,
+        "GET",
+        "/api/torrents",
+        &[("Origin", "http://evil.example")],
+        None,
+    );
+    assert_eq!(reply.status, 200, "{reply:?}");
+    assert_hardened(&reply, "a read with a foreign Origin");
+    let page = http(port, "GET", "/", &[], None);
+    assert_eq!(page.status, 200);
+    assert_hardened(&page, "the page");
+    assert!(String::from_utf8_lossy(&page.body).contains(&token), "the page carries the token");
+
+    // Paths from callers stay inside the download root.
+    for path in ["../x.torrent", "/etc/passwd", &torrent.display().to_string()] {
+        let reply = daemon.post("/api/torrents", &json!({ "path": path }));
+        assert_eq!(reply.status, 400, "path {path:?}: {reply:?}");
+        assert_eq!(reply.error_code(), "bad_request");
+        let reply = daemon.post("/api/inspect", &json!({ "path": path }));
+        assert_eq!(reply.status, 400, "inspect path {path:?}: {reply:?}");
+    }
+    let inside = daemon.post("/api/inspect", &json!({"path": "inside.torrent"}));
+    assert_eq!(inside.status, 200, "{inside:?}");
+    assert_eq!(inside.json()["files"][0]["length"], 100_000);
+    for dir in ["../out", "/tmp", "a/../../out"] {
+        let reply = daemon.post(
+            "/api/torrents",
+            &json!({"torrent_base64": base64_of(&torrent), "dir": dir}),
+        );
+        assert_eq!(reply.status, 400, "dir {dir:?}: {reply:?}");
+    }
+    assert!(!tmp.path().join("out").exists());
+    assert!(daemon.get_json("/api/torrents").as_array().unwrap().is_empty());
+
+    // Larger than --max-torrent-mib 1: just over it (the handler's check), and far over
+    // it (the body limit).
+    for len in [(1 << 20) + 12_000, 3 << 20] {
+        let big = data_encoding::BASE64.encode(&vec![b'd'; len]);
+        let reply = daemon.post("/api/torrents", &json!({ "torrent_base64": big }));
+        assert_eq!(reply.status, 413, "a {len}-byte torrent: {reply:?}");
+        assert_eq!(reply.error_code(), "payload_too_large");
+    }
+
+    // Malformed input is a 400 with the error shape, never a 5xx.
+    for body in [
+        json!({}),
+        json!({"magnet": "magnet:?xt=urn:btih:zz"}),
+        json!({"torrent_base64": "not base64!"}),
+        json!({"torrent_base64": "AAAA"}),
+        json!({"magnet": "x", "path": "y"}),
+        json!({"magnet": "magnet:?xt=urn:btih:0123456789abcdef0123456789abcdef01234567", "unknown": 1}),
+        json!({"magnet": "magnet:?xt=urn:btih:0123456789abcdef0123456789abcdef01234567", "files": [-1]}),
+    ] {
+        let reply = daemon.post("/api/torrents", &body);
+        assert_eq!(reply.status, 400, "{body}: {reply:?}");
+        assert_eq!(reply.error_code(), "bad_request");
+    }
+    let reply = daemon.put(
+        "/api/settings",
+        &json!({"upload_limit": 18_446_744_073_709_551_615u64 as f64 * 2.0, "download_limit": 0}),
+    );
+    assert_eq!(reply.status, 400, "a limit beyond u64: {reply:?}");
+    let reply = daemon.get("/api/torrents/not-a-hash");
+    assert_eq!(reply.status, 404, "{reply:?}");
+    assert_eq!(reply.error_code(), "not_found");
+}
+
+#[test]
+fn serve_on_a_wildcard_address_without_a_key_refuses_to_start() {
+    let tmp = temp_dir();
+    let cmd = serve_command(
+        &tmp.path().join("dl"),
+        &tmp.path().join("state"),
+        &DaemonOpts {
+            listen: "0.0.0.0:0".into(),
+            ..DaemonOpts::default()
+        },
+    );
+    let out = run_until(cmd, Duration::from_secs(20)).unwrap_or_else(|o| {
+        panic!(
+            "serve on 0.0.0.0 without a key kept running:\n{}",
+            String::from_utf8_lossy(&o.stderr)
+        )
+    });
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("authentication"), "{stderr}");
+}
+
+#[test]
+fn serve_with_an_api_key_wants_it_and_locks_out_guessers() {
+    let tmp = temp_dir();
+    let key = "correct-horse-battery-staple-42";
+    let key_file = tmp.path().join("key");
+    fs::write(&key_file, format!("{key}\n")).unwrap();
+    let opts = DaemonOpts {
+        api_key_file: Some(key_file),
+        ..DaemonOpts::default()
+    };
+    let daemon = Daemon::start_with_key(&tmp.path().join("dl"), &tmp.path().join("state"), &opts, Some(key));
+    let port = daemon.port;
+    let token = daemon.token.clone();
+
+    let reply = http(port, "GET", "/api/torrents", &[], None);
+    assert_eq!(reply.status, 401, "no key: {reply:?}");
+    assert_eq!(reply.error_code(), "unauthorized");
+    let reply = http(port, "GET", "/api/token", &[], None);
+    assert_eq!(reply.status, 401, "the token needs the key too: {reply:?}");
+    let auth = http(port, "GET", "/api/auth", &[], None);
+    assert_eq!(auth.status, 200, "{auth:?}");
+    assert_eq!(auth.json(), json!({"required": true, "authenticated": false}));
+    let bearer = format!("Bearer {key}");
+    let reply = http(port, "GET", "/api/torrents", &[("Authorization", &bearer)], None);
+    assert_eq!(reply.status, 200, "with the key: {reply:?}");
+
+    let login = |key: &str| {
+        let body = serde_json::to_vec(&json!({ "key": key })).unwrap();
+        http(
+            port,
+            "POST",
+            "/api/login",
+            &[("Content-Type", "application/json"), ("X-TA-Token", &token)],
+            Some(&body),
+        )
+    };
+    let reply = login(key);
+    assert_eq!(reply.status, 204, "login: {reply:?}");
+    let set_cookie = reply
+        .headers_named("set-cookie")
+        .into_iter()
+        .find(|c| c.starts_with("ta_session="))
+        .unwrap_or_else(|| panic!("no ta_session cookie: {reply:?}"))
+        .to_string();
+    assert!(set_cookie.to_ascii_lowercase().contains("httponly"), "{set_cookie}");
+    let cookie = set_cookie.split(';').next().unwrap().to_string();
+    let reply = http(port, "GET", "/api/torrents", &[("Cookie", &cookie)], None);
+    assert_eq!(reply.status, 200, "with the cookie: {reply:?}");
+    let auth = http(port, "GET", "/api/auth", &[("Cookie", &cookie)], None);
+    assert_eq!(auth.json(), json!({"required": true, "authenticated": true}));
+    let body = serde_json::to_vec(&json!({"upload_limit": 0, "download_limit": 0})).unwrap();
+    let reply = http(
+        port,
+        "PUT",
+        "/api/settings",
+        &[("Cookie", &cookie), ("Content-Type", "application/json"), ("X-TA-Token", &token)],
+        Some(&body),
+    );
+    assert_eq!(reply.status, 200, "a write with the cookie: {reply:?}");
+    let reply = http(
+        port,
+        "GET",
+        "/api/torrents",
+        &[("Cookie", "ta_session=0123456789abcdef0123456789abcdef")],
+        None,
+    );
+    assert_eq!(reply.status, 401, "a made-up cookie: {reply:?}");
+
+    // Five wrong keys lock this address out, and then even the right key is refused.
+    for attempt in 1..=5 {
+        let reply = http(port, "GET", "/api/torrents", &[("Authorization", "Bearer wrong-key-wrong-key")], None);
+        assert_eq!(reply.status, 401, "wrong key #{attempt}: {reply:?}");
+    }
+    for (what, header) in [("the key", ("Authorization", bearer.as_str())), ("the cookie", ("Cookie", cookie.as_str()))] {
+        let reply = http(port, "GET", "/api/torrents", &[header], None);
+        assert_eq!(reply.status, 429, "{what} while locked out: {reply:?}");
+        assert_eq!(reply.error_code(), "too_many_requests");
+        let retry: u64 = reply
+            .header("retry-after")
+            .unwrap_or_else(|| panic!("no Retry-After: {reply:?}"))
+            .parse()
+            .expect("Retry-After in seconds");
+        assert!(retry >= 1, "{reply:?}");
+    }
+    let reply = login(key);
+    assert_eq!(reply.status, 429, "login while locked out: {reply:?}");
+}
+
+// ---------------------------------------------------------------------------------------
+// Restart
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn serve_restarted_mid_download_resumes_where_it_stopped() {
+    let tmp = temp_dir();
+    let payload = Payload::single(&tmp.path().join("seed"), "slow.bin", 4 * 1024 * 1024);
+    let total = payload.total_len();
+    let swarm = Swarm::start(
+        payload,
+        15,
+        SeedOpts {
+            upload_limit: Some(256 * 1024),
+            ..SeedOpts::default()
+        },
+    );
+    let dl = tmp.path().join("dl");
+    let state = tmp.path().join("state");
+    let id = swarm.id();
+
+    let mut first = Daemon::start(&dl, &state, &DaemonOpts::default());
+    let added = first.post(
+        "/api/torrents",
+        &json!({"torrent_base64": swarm.base64(), "labels": ["keep me"]}),
+    );
+    assert_eq!(added.status, 201, "{added:?}");
+    let midway = wait_for_torrent(
+        &first,
+        &id,
+        DOWNLOAD_LIMIT,
+        "20% to 80% progress",
+        |t| t["progress"].as_f64().is_some_and(|p| (0.2..=0.8).contains(&p)),
+        |t| {
+            let p = t["progress"].as_f64().unwrap_or(0.0);
+            assert!(p <= 0.8, "the download passed 80% between two looks: {t:#}");
+        },
+    );
+    eprintln!("stopping the daemon at {}", midway["progress"]);
+    let status = first.stop();
+    assert!(status.success(), "SIGTERM should stop the daemon cleanly: {status}\n{}", tail(&first));
+    assert!(state.join("session.json").is_file(), "no state file in {}", state.display());
+    drop(first);
+
+    let second = Daemon::start(&dl, &state, &DaemonOpts::default());
+    let list = second.get_json("/api/torrents");
+    let row = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["id"] == id)
+        .unwrap_or_else(|| panic!("{id} not listed after the restart: {list:#}"))
+        .clone();
+    assert_eq!(row["labels"], json!(["keep me"]));
+    let downloaded_before = row["downloaded"].as_u64().unwrap();
+    assert!(
+        downloaded_before >= midway["downloaded"].as_u64().unwrap(),
+        "the first run's downloaded bytes were not kept: {row:#} after {midway:#}"
+    );
+    let done = wait_for_torrent(&second, &id, DOWNLOAD_LIMIT, "completion", is_complete, |_| {});
+    let this_run = done["downloaded"].as_u64().unwrap() - downloaded_before;
+    eprintln!("{this_run} of {total} bytes downloaded after the restart");
+    assert!(
+        this_run < total,
+        "the second run downloaded {this_run} of {total} bytes: it started over\n{done:#}"
+    );
+    assert_same_files(&swarm.payload.dir, &dl, &swarm.payload.files);
+}
+
+// ---------------------------------------------------------------------------------------
+// Schemathesis
+// ---------------------------------------------------------------------------------------
+
+/// Whether the environment says this is a CI run.
+fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")
+}
+
+#[test]
+fn schemathesis_finds_no_server_error_in_any_operation() {
+    let Some(st) = std::env::var_os("SCHEMATHESIS").filter(|s| !s.is_empty()) else {
+        assert!(
+            !in_ci(),
+            "CI is set but SCHEMATHESIS is not: .ci/run must install schemathesis and name it"
+        );
+        eprintln!("schemathesis_finds_no_server_error_in_any_operation: skipped, set SCHEMATHESIS=/path/to/schemathesis to run it");
+        return;
+    };
+    let mut cmd = Command::new("bash");
+    cmd.arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/schemathesis.sh"))
+        .arg(env!("CARGO_BIN_EXE_torrent-actors"))
+        .env("SCHEMATHESIS", st);
+    let out = run_until(cmd, Duration::from_secs(480)).unwrap_or_else(|o| {
+        panic!(
+            "schemathesis overran its bound:\n{}\n{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        )
+    });
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    eprintln!("{stdout}");
+    assert!(
+        out.status.success(),
+        "schemathesis found problems ({}):\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
