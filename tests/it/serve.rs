@@ -143,7 +143,9 @@ fn wanted_piece_bytes(ranges: &[(u64, u64)], piece_len: u64, total: u64) -> u64 
 fn routes_in_api_rs() -> Vec<(String, String)> {
     let source = include_str!("../../src/serve/api.rs");
     let mut routes = Vec::new();
-    for chunk in source.split(".route(\"").skip(1) {
+    // rustfmt may break a long `.route(` call after the parenthesis.
+    for chunk in source.split(".route(").skip(1) {
+        let chunk = chunk.trim_start().strip_prefix('"').expect("a quoted route path");
         let (path, rest) = chunk.split_once('"').expect("a quoted route path");
         let method = rest
             .split_once("web::")
