@@ -5,7 +5,8 @@
 //!
 //! Every child binds to 127.0.0.1 only, is killed by its own PID when its guard drops, and
 //! every wait has a time bound. Needs `opentracker`, `mktorrent` and `python3-libtorrent`
-//! (for `/usr/bin/python3`), which `.ci/run` installs.
+//! (for `/usr/bin/python3`), and for the browser test `chromium` and `chromium-driver`,
+//! which `.ci/run` installs.
 
 // The engine's tests use parts of this API that the harness's own tests do not, and each
 // test module only ever uses some of it.
@@ -21,6 +22,7 @@ mod payload;
 mod process;
 mod torrent;
 mod tracker;
+mod webdriver;
 
 // Each test module uses only part of this API, and an unused re-export from a private
 // module would otherwise warn.
@@ -36,4 +38,5 @@ pub use self::{
     process::{free_port, run_until, run_with_timeout, ChildGuard},
     torrent::{make_private_torrent, make_torrent, read_metainfo, with_announce},
     tracker::{http_announce, Announce, AnnounceReply, Tracker},
+    webdriver::{Browser, BrowserTools, Element, WebDriverError},
 };
