@@ -16,8 +16,8 @@ use torrent_actors::magnet::Magnet;
 use torrent_actors::InfoHash;
 
 use crate::support::{
-    assert_same_files, http, make_torrent, read_events, run_until, serve_command,
-    with_announce, Daemon, DaemonOpts, LtSeeder, Payload, SeedOpts, Tracker,
+    assert_same_files, http, make_torrent, read_events, run_until, serve_command, with_announce,
+    Daemon, DaemonOpts, LtSeeder, Payload, SeedOpts, Tracker,
 };
 
 /// How long a download from a loopback seeder may take before the test gives up.
@@ -50,10 +50,14 @@ impl Swarm {
     /// Makes a torrent of `payload` with pieces of `2^piece_exp` bytes, starts a tracker
     /// that knows it, and a seeder announced there.
     fn start(payload: Payload, piece_exp: u32, seed: SeedOpts) -> Swarm {
-        let bare = payload.dir.with_file_name(format!("{}.bare.torrent", payload.name));
+        let bare = payload
+            .dir
+            .with_file_name(format!("{}.bare.torrent", payload.name));
         let hash = make_torrent(&payload.root(), &bare, piece_exp, &[]);
         let tracker = Tracker::start(&[hash]);
-        let torrent = payload.dir.with_file_name(format!("{}.torrent", payload.name));
+        let torrent = payload
+            .dir
+            .with_file_name(format!("{}.torrent", payload.name));
         with_announce(&bare, &torrent, &tracker.http_url());
         let seeder = LtSeeder::start(&torrent, &payload.dir, seed);
         Swarm {
@@ -145,7 +149,10 @@ fn routes_in_api_rs() -> Vec<(String, String)> {
     let mut routes = Vec::new();
     // rustfmt may break a long `.route(` call after the parenthesis.
     for chunk in source.split(".route(").skip(1) {
-        let chunk = chunk.trim_start().strip_prefix('"').expect("a quoted route path");
+        let chunk = chunk
+            .trim_start()
+            .strip_prefix('"')
+            .expect("a quoted route path");
         let (path, rest) = chunk.split_once('"').expect("a quoted route path");
         let method = rest
             .split_once("web::")
@@ -184,8 +191,7 @@ fn openapi_description_lists_exactly_the_routes_of_api_rs() {
                     .unwrap();
                 // Every body struct in api.rs has `deny_unknown_fields`.
                 assert_eq!(
-                    doc["components"]["schemas"][name]["additionalProperties"],
-                    false,
+                    doc["components"]["schemas"][name]["additionalProperties"], false,
                     "{name} must say additionalProperties: false"
                 );
             }
@@ -239,23 +245,37 @@ fn serve_downloads_a_torrent_added_through_the_api_and_reports_on_it() {
     // seeds, libtorrent closes the connection.
     let mut seeder_seen: Option<Value> = None;
     let mut peer_actors_seen = false;
-    let done = wait_for_torrent(&daemon, &id, DOWNLOAD_LIMIT, "completion", is_complete, |_| {
-        if seeder_seen.is_none() {
-            let peers = daemon.get_json(&format!("/api/torrents/{id}/peers"));
-            seeder_seen = peers.as_array().unwrap().iter().find(|p| {
-                p["addr"].as_str().is_some_and(|a| a.starts_with("127.0.0.1:"))
-                    && p["client"].as_str().is_some_and(|c| !c.is_empty())
-            }).cloned();
-        }
-        if !peer_actors_seen {
-            let metrics = daemon.get_json(&format!("/api/torrents/{id}/metrics"));
-            peer_actors_seen = metrics["actors"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|a| a["actor"] == "Peer");
-        }
-    });
+    let done = wait_for_torrent(
+        &daemon,
+        &id,
+        DOWNLOAD_LIMIT,
+        "completion",
+        is_complete,
+        |_| {
+            if seeder_seen.is_none() {
+                let peers = daemon.get_json(&format!("/api/torrents/{id}/peers"));
+                seeder_seen = peers
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|p| {
+                        p["addr"]
+                            .as_str()
+                            .is_some_and(|a| a.starts_with("127.0.0.1:"))
+                            && p["client"].as_str().is_some_and(|c| !c.is_empty())
+                    })
+                    .cloned();
+            }
+            if !peer_actors_seen {
+                let metrics = daemon.get_json(&format!("/api/torrents/{id}/metrics"));
+                peer_actors_seen = metrics["actors"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|a| a["actor"] == "Peer");
+            }
+        },
+    );
     assert_eq!(done["total_bytes"], swarm.payload.total_len());
     assert_eq!(done["verified_bytes"], swarm.payload.total_len());
     assert_same_files(&swarm.payload.dir, &dl, &swarm.payload.files);
@@ -271,7 +291,10 @@ fn serve_downloads_a_torrent_added_through_the_api_and_reports_on_it() {
     assert!(is_complete(row), "{row:#}");
 
     let seeder = seeder_seen.unwrap_or_else(|| {
-        panic!("the seeder was never in the peer list; daemon log:\n{}", tail(&daemon))
+        panic!(
+            "the seeder was never in the peer list; daemon log:\n{}",
+            tail(&daemon)
+        )
     });
     eprintln!("the seeder as a peer: {seeder}");
     assert!(peer_actors_seen, "no Peer actors in the torrent's metrics");
@@ -307,7 +330,10 @@ fn serve_downloads_a_torrent_added_through_the_api_and_reports_on_it() {
         if ours["state"] == "working" {
             break;
         }
-        assert!(Instant::now() < deadline, "the tracker never worked: {ours:#}");
+        assert!(
+            Instant::now() < deadline,
+            "the tracker never worked: {ours:#}"
+        );
         thread::sleep(POLL);
     }
 
@@ -321,7 +347,10 @@ fn serve_downloads_a_torrent_added_through_the_api_and_reports_on_it() {
     assert!(actors.contains(&"Coordinator"), "{actors:?}");
     assert!(actors.contains(&"Peer"), "{actors:?}");
     let all = daemon.get_json("/api/metrics");
-    assert!(all.as_array().unwrap().iter().any(|m| m["id"] == id), "{all:#}");
+    assert!(
+        all.as_array().unwrap().iter().any(|m| m["id"] == id),
+        "{all:#}"
+    );
 
     let history = daemon.get_json(&format!("/api/torrents/{id}/history"));
     assert!(!history.as_array().unwrap().is_empty(), "no rate samples");
@@ -340,7 +369,11 @@ fn serve_downloads_a_torrent_added_through_the_api_and_reports_on_it() {
         .map(|e| serde_json::from_str(&e.data).expect("event data is JSON"))
         .collect();
     assert!(torrents.len() >= 2, "{events:?}");
-    assert!(torrents[0]["torrents"].as_array().unwrap().iter().any(|t| t["id"] == id));
+    assert!(torrents[0]["torrents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|t| t["id"] == id));
     let (status, _, events) = read_events(
         &daemon,
         &format!("/api/torrents/{id}/events"),
@@ -348,7 +381,10 @@ fn serve_downloads_a_torrent_added_through_the_api_and_reports_on_it() {
         |e| e.iter().any(|e| e.name == "detail"),
     );
     assert_eq!(status, 200);
-    let detail_event = events.iter().find(|e| e.name == "detail").expect("a detail event");
+    let detail_event = events
+        .iter()
+        .find(|e| e.name == "detail")
+        .expect("a detail event");
     let data: Value = serde_json::from_str(&detail_event.data).expect("event data is JSON");
     assert_eq!(data["torrent"]["id"], id);
     assert!(data["pieces"]["have"].is_string());
@@ -361,10 +397,20 @@ fn serve_downloads_a_torrent_added_through_the_api_and_reports_on_it() {
     let paused = daemon.post(&format!("/api/torrents/{id}/pause"), &json!({}));
     assert_eq!(paused.status, 200, "{paused:?}");
     assert_eq!(paused.json()["state"], "paused");
-    assert_eq!(daemon.get_json(&format!("/api/torrents/{id}"))["state"], "paused");
+    assert_eq!(
+        daemon.get_json(&format!("/api/torrents/{id}"))["state"],
+        "paused"
+    );
     let resumed = daemon.request("POST", &format!("/api/torrents/{id}/resume"), None);
     assert_eq!(resumed.status, 200, "{resumed:?}");
-    wait_for_torrent(&daemon, &id, CHANGE_LIMIT, "seeding again", is_complete, |_| {});
+    wait_for_torrent(
+        &daemon,
+        &id,
+        CHANGE_LIMIT,
+        "seeding again",
+        is_complete,
+        |_| {},
+    );
 
     let labelled = daemon.put(
         &format!("/api/torrents/{id}/labels"),
@@ -390,13 +436,21 @@ fn serve_downloads_a_torrent_added_through_the_api_and_reports_on_it() {
     let file = dl.join("film.bin");
     let deadline = Instant::now() + CHANGE_LIMIT;
     while file.exists() {
-        assert!(Instant::now() < deadline, "{} was not deleted", file.display());
+        assert!(
+            Instant::now() < deadline,
+            "{} was not deleted",
+            file.display()
+        );
         thread::sleep(POLL);
     }
     let gone = daemon.get(&format!("/api/torrents/{id}"));
     assert_eq!(gone.status, 404, "{gone:?}");
     assert_eq!(gone.error_code(), "not_found");
-    assert!(daemon.get_json("/api/torrents").as_array().unwrap().is_empty());
+    assert!(daemon
+        .get_json("/api/torrents")
+        .as_array()
+        .unwrap()
+        .is_empty());
 }
 
 #[test]
@@ -431,7 +485,10 @@ fn magnet_added_with_choose_files_downloads_only_the_files_chosen_later() {
     let daemon = Daemon::start(&dl, &tmp.path().join("state"), &DaemonOpts::default());
     let id = swarm.id();
 
-    let added = daemon.post("/api/torrents", &json!({"magnet": link, "choose_files": true}));
+    let added = daemon.post(
+        "/api/torrents",
+        &json!({"magnet": link, "choose_files": true}),
+    );
     assert_eq!(added.status, 201, "{added:?}");
     assert_eq!(added.json()["id"], id);
     wait_for_torrent(
@@ -450,9 +507,16 @@ fn magnet_added_with_choose_files_downloads_only_the_files_chosen_later() {
         .filter_map(|f| f["path"].as_str())
         .collect();
     // Paths are the torrent's own: a multi-file torrent's start with its folder's name.
-    assert_eq!(paths, ["three/a.bin", "three/b.bin", "three/c.bin"], "{files:#}");
+    assert_eq!(
+        paths,
+        ["three/a.bin", "three/b.bin", "three/c.bin"],
+        "{files:#}"
+    );
 
-    let chosen = daemon.put(&format!("/api/torrents/{id}/files"), &json!({"selected": [0, 2]}));
+    let chosen = daemon.put(
+        &format!("/api/torrents/{id}/files"),
+        &json!({"selected": [0, 2]}),
+    );
     assert_eq!(chosen.status, 200, "{chosen:?}");
     let selected: Vec<bool> = chosen
         .json()
@@ -464,12 +528,25 @@ fn magnet_added_with_choose_files_downloads_only_the_files_chosen_later() {
     assert_eq!(selected, [true, false, true]);
     let resumed = daemon.request("POST", &format!("/api/torrents/{id}/resume"), None);
     assert_eq!(resumed.status, 200, "{resumed:?}");
-    let done = wait_for_torrent(&daemon, &id, DOWNLOAD_LIMIT, "completion", is_complete, |_| {});
+    let done = wait_for_torrent(
+        &daemon,
+        &id,
+        DOWNLOAD_LIMIT,
+        "completion",
+        is_complete,
+        |_| {},
+    );
     // `total_bytes` counts whole wanted pieces, as progress and the tracker's `left` do:
     // more than the two files, less than the torrent.
-    assert_eq!(done["total_bytes"], wanted_piece_bytes(&[(0, 300_001), (500_004, 750_011)], 1 << 15, 750_011));
+    assert_eq!(
+        done["total_bytes"],
+        wanted_piece_bytes(&[(0, 300_001), (500_004, 750_011)], 1 << 15, 750_011)
+    );
 
-    let wanted: Vec<(PathBuf, u64)> = [0, 2].iter().map(|&i| swarm.payload.files[i].clone()).collect();
+    let wanted: Vec<(PathBuf, u64)> = [0, 2]
+        .iter()
+        .map(|&i| swarm.payload.files[i].clone())
+        .collect();
     assert_same_files(&swarm.payload.dir, &dl, &wanted);
     let skipped = dl.join(&swarm.payload.files[1].0);
     assert!(!skipped.exists(), "{} was created", skipped.display());
@@ -481,14 +558,26 @@ fn magnet_added_with_choose_files_downloads_only_the_files_chosen_later() {
 
 /// The headers every answer must carry, and the one none may.
 fn assert_hardened(reply: &crate::support::Reply, what: &str) {
-    assert_eq!(reply.header("x-content-type-options"), Some("nosniff"), "{what}: {reply:?}");
-    assert_eq!(reply.header("x-frame-options"), Some("DENY"), "{what}: {reply:?}");
+    assert_eq!(
+        reply.header("x-content-type-options"),
+        Some("nosniff"),
+        "{what}: {reply:?}"
+    );
+    assert_eq!(
+        reply.header("x-frame-options"),
+        Some("DENY"),
+        "{what}: {reply:?}"
+    );
     let csp = reply
         .header("content-security-policy")
         .unwrap_or_else(|| panic!("{what}: no CSP: {reply:?}"));
     assert!(csp.contains("frame-ancestors 'none'"), "{what}: {csp}");
     assert!(csp.contains("default-src 'self'"), "{what}: {csp}");
-    assert_eq!(reply.header("referrer-policy"), Some("no-referrer"), "{what}: {reply:?}");
+    assert_eq!(
+        reply.header("referrer-policy"),
+        Some("no-referrer"),
+        "{what}: {reply:?}"
+    );
     assert!(
         reply.header("access-control-allow-origin").is_none(),
         "{what}: {reply:?}"
@@ -519,7 +608,13 @@ fn serve_refuses_foreign_hosts_cross_site_writes_and_paths_outside_its_root() {
 
     // DNS rebinding: a page of another name pointed at 127.0.0.1.
     let foreign_host = format!("attacker.example:{port}");
-    let reply = http(port, "GET", "/api/torrents", &[("Host", &foreign_host)], None);
+    let reply = http(
+        port,
+        "GET",
+        "/api/torrents",
+        &[("Host", &foreign_host)],
+        None,
+    );
     assert_eq!(reply.status, 403, "{reply:?}");
     assert_eq!(reply.error_code(), "forbidden");
     assert_hardened(&reply, "a refused Host");
@@ -533,7 +628,10 @@ fn serve_refuses_foreign_hosts_cross_site_writes_and_paths_outside_its_root() {
         port,
         "POST",
         "/api/torrents",
-        &[json_type, ("X-TA-Token", "0123456789abcdef0123456789abcdef")],
+        &[
+            json_type,
+            ("X-TA-Token", "0123456789abcdef0123456789abcdef"),
+        ],
         Some(&add),
     );
     assert_eq!(reply.status, 403, "a wrong token: {reply:?}");
@@ -541,7 +639,11 @@ fn serve_refuses_foreign_hosts_cross_site_writes_and_paths_outside_its_root() {
         port,
         "POST",
         "/api/torrents",
-        &[json_type, ("X-TA-Token", &token), ("Origin", "http://evil.example")],
+        &[
+            json_type,
+            ("X-TA-Token", &token),
+            ("Origin", "http://evil.example"),
+        ],
         Some(&add),
     );
     assert_eq!(reply.status, 403, "a foreign Origin: {reply:?}");
@@ -550,7 +652,11 @@ fn serve_refuses_foreign_hosts_cross_site_writes_and_paths_outside_its_root() {
         port,
         "POST",
         "/api/torrents",
-        &[json_type, ("X-TA-Token", &token), ("Sec-Fetch-Site", "cross-site")],
+        &[
+            json_type,
+            ("X-TA-Token", &token),
+            ("Sec-Fetch-Site", "cross-site"),
+        ],
         Some(&add),
     );
     assert_eq!(reply.status, 403, "Sec-Fetch-Site cross-site: {reply:?}");
@@ -564,7 +670,11 @@ fn serve_refuses_foreign_hosts_cross_site_writes_and_paths_outside_its_root() {
     assert_eq!(reply.status, 415, "a text/plain body: {reply:?}");
     assert_eq!(reply.error_code(), "unsupported_media_type");
     // Nothing of the above was added.
-    assert!(daemon.get_json("/api/torrents").as_array().unwrap().is_empty());
+    assert!(daemon
+        .get_json("/api/torrents")
+        .as_array()
+        .unwrap()
+        .is_empty());
 
     // Our own page's requests pass.
     let settings = serde_json::to_vec(&json!({"upload_limit": 0, "download_limit": 0})).unwrap();
@@ -595,10 +705,17 @@ fn serve_refuses_foreign_hosts_cross_site_writes_and_paths_outside_its_root() {
     let page = http(port, "GET", "/", &[], None);
     assert_eq!(page.status, 200);
     assert_hardened(&page, "the page");
-    assert!(String::from_utf8_lossy(&page.body).contains(&token), "the page carries the token");
+    assert!(
+        String::from_utf8_lossy(&page.body).contains(&token),
+        "the page carries the token"
+    );
 
     // Paths from callers stay inside the download root.
-    for path in ["../x.torrent", "/etc/passwd", &torrent.display().to_string()] {
+    for path in [
+        "../x.torrent",
+        "/etc/passwd",
+        &torrent.display().to_string(),
+    ] {
         let reply = daemon.post("/api/torrents", &json!({ "path": path }));
         assert_eq!(reply.status, 400, "path {path:?}: {reply:?}");
         assert_eq!(reply.error_code(), "bad_request");
@@ -616,7 +733,11 @@ fn serve_refuses_foreign_hosts_cross_site_writes_and_paths_outside_its_root() {
         assert_eq!(reply.status, 400, "dir {dir:?}: {reply:?}");
     }
     assert!(!tmp.path().join("out").exists());
-    assert!(daemon.get_json("/api/torrents").as_array().unwrap().is_empty());
+    assert!(daemon
+        .get_json("/api/torrents")
+        .as_array()
+        .unwrap()
+        .is_empty());
 
     // Larger than --max-torrent-mib 1: just over it (the handler's check), and far over
     // it (the body limit).
@@ -683,7 +804,12 @@ fn serve_with_an_api_key_wants_it_and_locks_out_guessers() {
         api_key_file: Some(key_file),
         ..DaemonOpts::default()
     };
-    let daemon = Daemon::start_with_key(&tmp.path().join("dl"), &tmp.path().join("state"), &opts, Some(key));
+    let daemon = Daemon::start_with_key(
+        &tmp.path().join("dl"),
+        &tmp.path().join("state"),
+        &opts,
+        Some(key),
+    );
     let port = daemon.port;
     let token = daemon.token.clone();
 
@@ -694,9 +820,18 @@ fn serve_with_an_api_key_wants_it_and_locks_out_guessers() {
     assert_eq!(reply.status, 401, "the token needs the key too: {reply:?}");
     let auth = http(port, "GET", "/api/auth", &[], None);
     assert_eq!(auth.status, 200, "{auth:?}");
-    assert_eq!(auth.json(), json!({"required": true, "authenticated": false}));
+    assert_eq!(
+        auth.json(),
+        json!({"required": true, "authenticated": false})
+    );
     let bearer = format!("Bearer {key}");
-    let reply = http(port, "GET", "/api/torrents", &[("Authorization", &bearer)], None);
+    let reply = http(
+        port,
+        "GET",
+        "/api/torrents",
+        &[("Authorization", &bearer)],
+        None,
+    );
     assert_eq!(reply.status, 200, "with the key: {reply:?}");
 
     let login = |key: &str| {
@@ -717,18 +852,28 @@ fn serve_with_an_api_key_wants_it_and_locks_out_guessers() {
         .find(|c| c.starts_with("ta_session="))
         .unwrap_or_else(|| panic!("no ta_session cookie: {reply:?}"))
         .to_string();
-    assert!(set_cookie.to_ascii_lowercase().contains("httponly"), "{set_cookie}");
+    assert!(
+        set_cookie.to_ascii_lowercase().contains("httponly"),
+        "{set_cookie}"
+    );
     let cookie = set_cookie.split(';').next().unwrap().to_string();
     let reply = http(port, "GET", "/api/torrents", &[("Cookie", &cookie)], None);
     assert_eq!(reply.status, 200, "with the cookie: {reply:?}");
     let auth = http(port, "GET", "/api/auth", &[("Cookie", &cookie)], None);
-    assert_eq!(auth.json(), json!({"required": true, "authenticated": true}));
+    assert_eq!(
+        auth.json(),
+        json!({"required": true, "authenticated": true})
+    );
     let body = serde_json::to_vec(&json!({"upload_limit": 0, "download_limit": 0})).unwrap();
     let reply = http(
         port,
         "PUT",
         "/api/settings",
-        &[("Cookie", &cookie), ("Content-Type", "application/json"), ("X-TA-Token", &token)],
+        &[
+            ("Cookie", &cookie),
+            ("Content-Type", "application/json"),
+            ("X-TA-Token", &token),
+        ],
         Some(&body),
     );
     assert_eq!(reply.status, 200, "a write with the cookie: {reply:?}");
@@ -743,10 +888,19 @@ fn serve_with_an_api_key_wants_it_and_locks_out_guessers() {
 
     // Five wrong keys lock this address out, and then even the right key is refused.
     for attempt in 1..=5 {
-        let reply = http(port, "GET", "/api/torrents", &[("Authorization", "Bearer wrong-key-wrong-key")], None);
+        let reply = http(
+            port,
+            "GET",
+            "/api/torrents",
+            &[("Authorization", "Bearer wrong-key-wrong-key")],
+            None,
+        );
         assert_eq!(reply.status, 401, "wrong key #{attempt}: {reply:?}");
     }
-    for (what, header) in [("the key", ("Authorization", bearer.as_str())), ("the cookie", ("Cookie", cookie.as_str()))] {
+    for (what, header) in [
+        ("the key", ("Authorization", bearer.as_str())),
+        ("the cookie", ("Cookie", cookie.as_str())),
+    ] {
         let reply = http(port, "GET", "/api/torrents", &[header], None);
         assert_eq!(reply.status, 429, "{what} while locked out: {reply:?}");
         assert_eq!(reply.error_code(), "too_many_requests");
@@ -793,7 +947,11 @@ fn serve_restarted_mid_download_resumes_where_it_stopped() {
         &id,
         DOWNLOAD_LIMIT,
         "20% to 80% progress",
-        |t| t["progress"].as_f64().is_some_and(|p| (0.2..=0.8).contains(&p)),
+        |t| {
+            t["progress"]
+                .as_f64()
+                .is_some_and(|p| (0.2..=0.8).contains(&p))
+        },
         |t| {
             let p = t["progress"].as_f64().unwrap_or(0.0);
             assert!(p <= 0.8, "the download passed 80% between two looks: {t:#}");
@@ -801,8 +959,16 @@ fn serve_restarted_mid_download_resumes_where_it_stopped() {
     );
     eprintln!("stopping the daemon at {}", midway["progress"]);
     let status = first.stop();
-    assert!(status.success(), "SIGTERM should stop the daemon cleanly: {status}\n{}", tail(&first));
-    assert!(state.join("session.json").is_file(), "no state file in {}", state.display());
+    assert!(
+        status.success(),
+        "SIGTERM should stop the daemon cleanly: {status}\n{}",
+        tail(&first)
+    );
+    assert!(
+        state.join("session.json").is_file(),
+        "no state file in {}",
+        state.display()
+    );
     drop(first);
 
     let second = Daemon::start(&dl, &state, &DaemonOpts::default());
@@ -820,7 +986,14 @@ fn serve_restarted_mid_download_resumes_where_it_stopped() {
         downloaded_before >= midway["downloaded"].as_u64().unwrap(),
         "the first run's downloaded bytes were not kept: {row:#} after {midway:#}"
     );
-    let done = wait_for_torrent(&second, &id, DOWNLOAD_LIMIT, "completion", is_complete, |_| {});
+    let done = wait_for_torrent(
+        &second,
+        &id,
+        DOWNLOAD_LIMIT,
+        "completion",
+        is_complete,
+        |_| {},
+    );
     let this_run = done["downloaded"].as_u64().unwrap() - downloaded_before;
     eprintln!("{this_run} of {total} bytes downloaded after the restart");
     assert!(
@@ -850,9 +1023,12 @@ fn schemathesis_finds_no_server_error_in_any_operation() {
         return;
     };
     let mut cmd = Command::new("bash");
-    cmd.arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/schemathesis.sh"))
-        .arg(env!("CARGO_BIN_EXE_torrent-actors"))
-        .env("SCHEMATHESIS", st);
+    cmd.arg(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/schemathesis.sh"
+    ))
+    .arg(env!("CARGO_BIN_EXE_torrent-actors"))
+    .env("SCHEMATHESIS", st);
     let out = run_until(cmd, Duration::from_secs(480)).unwrap_or_else(|o| {
         panic!(
             "schemathesis overran its bound:\n{}\n{}",

@@ -385,7 +385,10 @@ fn send_request(
         head.push_str(&format!("{name}: {value}\r\n"));
     }
     if body.is_some() || !matches!(method, "GET" | "HEAD") {
-        head.push_str(&format!("Content-Length: {}\r\n", body.map_or(0, <[u8]>::len)));
+        head.push_str(&format!(
+            "Content-Length: {}\r\n",
+            body.map_or(0, <[u8]>::len)
+        ));
     }
     head.push_str("Connection: close\r\n\r\n");
     let mut out = head.into_bytes();
@@ -422,8 +425,12 @@ pub fn http(
             "the answer to {method} {path} took over {HTTP_LIMIT:?}"
         );
     }
-    let (status, headers, rest) = parse_head(&raw)
-        .unwrap_or_else(|| panic!("no HTTP answer to {method} {path}: {:?}", String::from_utf8_lossy(&raw)));
+    let (status, headers, rest) = parse_head(&raw).unwrap_or_else(|| {
+        panic!(
+            "no HTTP answer to {method} {path}: {:?}",
+            String::from_utf8_lossy(&raw)
+        )
+    });
     let chunked = headers
         .iter()
         .any(|(n, v)| n == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"));
@@ -442,7 +449,9 @@ pub fn http(
 }
 
 /// The status, the headers (names lower-cased) and the bytes after them.
-fn parse_head(raw: &[u8]) -> Option<(u16, Vec<(String, String)>, &[u8])> {
+type Head<'a> = (u16, Vec<(String, String)>, &'a [u8]);
+
+fn parse_head(raw: &[u8]) -> Option<Head<'_>> {
     let split = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
     let head = std::str::from_utf8(&raw[..split]).ok()?;
     let mut lines = head.split("\r\n");

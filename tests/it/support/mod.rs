@@ -28,7 +28,9 @@ mod webdriver;
 // module would otherwise warn.
 #[allow(unused_imports)]
 pub use self::{
-    daemon::{http, parse_serving_line, read_events, serve_command, Daemon, DaemonOpts, Event, Reply},
+    daemon::{
+        http, parse_serving_line, read_events, serve_command, Daemon, DaemonOpts, Event, Reply,
+    },
     disk::TinyDisk,
     fake_peer::{ext_handshake_of, FakeMetadataPeer},
     files::assert_same_files,
