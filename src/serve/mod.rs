@@ -118,6 +118,9 @@ async fn serve(args: ServeArgs, root: PathBuf, log: slog::Logger) -> Result<(), 
         code: exit::CANNOT_LISTEN,
         error: anyhow::anyhow!("cannot listen for {what} on {addr}: {e}"),
     };
+    // The HTTP socket first: a port in use must end the run before any actor starts.
+    let http_socket = std::net::TcpListener::bind(args.listen)
+        .map_err(|e| cannot_listen("HTTP", args.listen, e))?;
     let mut engine = EngineConfig::new(crate::get::our_peer_id(), args.peer_listen);
     engine.max_peers = args.max_peers;
     engine.connect = ConnectTimeouts::default();
@@ -174,7 +177,7 @@ async fn serve(args: ServeArgs, root: PathBuf, log: slog::Logger) -> Result<(), 
     .client_request_timeout(Duration::from_secs(10))
     .shutdown_timeout(2)
     .disable_signals()
-    .bind(args.listen)
+    .listen(http_socket)
     .map_err(|e| cannot_listen("HTTP", args.listen, e))?;
     let http_addr = server.addrs().first().copied().unwrap_or(args.listen);
     let server = server.run();

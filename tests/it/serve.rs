@@ -550,6 +550,32 @@ fn magnet_added_with_choose_files_downloads_only_the_files_chosen_later() {
     assert_same_files(&swarm.payload.dir, &dl, &wanted);
     let skipped = dl.join(&swarm.payload.files[1].0);
     assert!(!skipped.exists(), "{} was created", skipped.display());
+
+    // The metadata was saved beside the download as `three.torrent`; deleting the
+    // torrent with its data takes that too, and leaves the download root empty.
+    assert!(
+        dl.join("three.torrent").is_file(),
+        "no three.torrent in {}",
+        dl.display()
+    );
+    let removed = daemon.delete(&format!("/api/torrents/{id}?delete_data=true"));
+    assert_eq!(removed.status, 204, "{removed:?}");
+    let deadline = Instant::now() + CHANGE_LIMIT;
+    loop {
+        let left: Vec<_> = std::fs::read_dir(&dl)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "left behind in {}: {left:?}",
+            dl.display()
+        );
+        thread::sleep(POLL);
+    }
 }
 
 // ---------------------------------------------------------------------------------------

@@ -531,7 +531,8 @@ fn torrent_file_bytes(info: &[u8], trackers: &[String]) -> Vec<u8> {
 }
 
 /// `NAME.torrent`, or `INFOHASH.torrent` when the name is not a plain file name.
-fn torrent_file_name(name: &str, info_hash: &crate::InfoHash) -> String {
+/// The name of the `.torrent` the fetcher saves beside a download.
+pub(crate) fn torrent_file_name(name: &str, info_hash: &crate::InfoHash) -> String {
     let plain = !name.is_empty()
         && Path::new(name).file_name().is_some_and(|f| f == name)
         && name != "."

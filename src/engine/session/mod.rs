@@ -1260,9 +1260,13 @@ impl Handler<Remove> for Session {
                 if let Source::Torrent(m) = &entry.source {
                     let folder = act.config.download_root.join(&entry.dir);
                     let layout = m.info.layout.clone();
+                    // A magnet's metadata was saved beside the download: the engine's file too.
+                    let saved = entry.magnet_link.as_ref().map(|_| {
+                        folder.join(crate::engine::metadata::torrent_file_name(&m.info.name, &id))
+                    });
                     let log = act.log.clone();
                     // Deleting many files is blocking work: off the Session's thread.
-                    std::thread::spawn(move || delete_data(&folder, &layout, &log));
+                    std::thread::spawn(move || delete_data(&folder, &layout, saved, &log));
                 }
             }
             info!(act.log, "torrent removed"; "torrent" => &entry.name, "data_deleted" => msg.delete_data);
@@ -1272,10 +1276,10 @@ impl Handler<Remove> for Session {
     }
 }
 
-/// Deletes a torrent's files, its resume and part files, and the folders that held
-/// them once empty. Only paths of the layout, which are safe relative paths, under
+/// Deletes a torrent's files, its resume and part files, the `.torrent` saved for a
+/// magnet link, and the folders that held them once empty. Only paths of the layout, which are safe relative paths, under
 /// `folder`.
-fn delete_data(folder: &Path, layout: &Layout, log: &Logger) {
+fn delete_data(folder: &Path, layout: &Layout, saved_torrent: Option<PathBuf>, log: &Logger) {
     let resume = resume_path(folder, layout);
     let mut paths: Vec<PathBuf> = layout
         .files()
@@ -1283,6 +1287,7 @@ fn delete_data(folder: &Path, layout: &Layout, log: &Logger) {
         .filter(|f| !f.padding)
         .map(|f| f.path.under(folder))
         .collect();
+    paths.extend(saved_torrent);
     paths.push(resume.with_extension("reserve"));
     paths.push(resume);
     paths.push(parts_path(folder, layout));
