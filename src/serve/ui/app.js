@@ -1447,11 +1447,9 @@ function currentTheme() {
   return window.matchMedia && window.matchMedia('(prefers-color-scheme: dark)').matches ? 'dark' : 'light';
 }
 
+/** The colours hang on `data-theme` alone: the stored choice, else the system's. */
 function applyTheme() {
-  let stored = null;
-  try { stored = localStorage.getItem('ta-theme'); } catch (_) { stored = null; }
-  if (stored === 'dark' || stored === 'light') document.documentElement.dataset.theme = stored;
-  else delete document.documentElement.dataset.theme;
+  document.documentElement.dataset.theme = currentTheme();
   const btn = $('#theme-toggle');
   const next = currentTheme() === 'dark' ? 'light' : 'dark';
   btn.title = `Switch to the ${next} theme`;

@@ -10,7 +10,7 @@ use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use tempfile::TempDir;
 
-use super::process::POLL;
+use super::process::ChildGuard;
 
 /// How long the daemon may take to print where it serves.
 const START_LIMIT: Duration = Duration::from_secs(30);
@@ -26,9 +26,6 @@ const START_LIMIT: Duration = Duration::from_secs(30);
 /// How long the daemon may take to stop after SIGTERM: every torrent saves its resume
 /// file and announces `stopped` (the daemon gives that 25 s at most), then HTTP closes.
 const STOP_LIMIT: Duration = Duration::from_secs(40);
-
-/// How long a child killed with SIGKILL may take to be reaped.
-const REAP_LIMIT: Duration = Duration::from_secs(5);
 
 /// How long one HTTP exchange may take, connect to last byte.
 const HTTP_LIMIT: Duration = Duration::from_secs(15);
@@ -77,8 +74,8 @@ pub fn serve_command(dir: &Path, state: &Path, opts: &DaemonOpts) -> Command {
 
 /// A running `torrent-actors serve`. Dropping it kills the process by its PID.
 pub struct Daemon {
-    child: Child,
-    status: Option<ExitStatus>,
+    /// Killed by its PID and reaped when dropped.
+    child: ChildGuard,
     /// The HTTP port on 127.0.0.1.
     pub port: u16,
     /// The peer port it announced.
@@ -114,10 +111,8 @@ impl Daemon {
         let log = fs::File::create(&log_path).expect("creating the daemon log");
         let mut cmd = serve_command(dir, state, opts);
         cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(log);
-        let mut child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting the daemon ({cmd:?}): {e}"));
-        let stdout = child.stdout.take().expect("piped stdout");
+        let mut child = ChildGuard::spawn(cmd, "the daemon");
+        let stdout = child.take_stdout().expect("piped stdout");
         let (tx, rx) = mpsc::channel();
         // The reader keeps draining stdout after the first line, so the daemon never
         // blocks on a full pipe; it ends when the daemon closes its stdout.
@@ -135,7 +130,6 @@ impl Daemon {
         });
         let mut daemon = Daemon {
             child,
-            status: None,
             port: 0,
             peer_port: 0,
             token: String::new(),
@@ -170,7 +164,7 @@ impl Daemon {
 
     /// The process id.
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.child.pid()
     }
 
     /// `http://127.0.0.1:PORT`.
@@ -183,30 +177,10 @@ impl Daemon {
         fs::read_to_string(self.log_dir.path().join("daemon.log")).unwrap_or_default()
     }
 
-    fn try_status(&mut self) -> Option<ExitStatus> {
-        if self.status.is_none() {
-            self.status = self.child.try_wait().expect("polling the daemon");
-        }
-        self.status
-    }
-
-    fn wait_timeout(&mut self, limit: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(status) = self.try_status() {
-                return Some(status);
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            thread::sleep(POLL);
-        }
-    }
-
     /// Stops the daemon the way a service manager does: SIGTERM to its PID, then a
     /// bounded wait. Panics (after SIGKILL) if it does not stop in time.
     pub fn stop(&mut self) -> ExitStatus {
-        if let Some(status) = self.try_status() {
+        if let Some(status) = self.child.try_status() {
             return status;
         }
         let sent = Command::new("kill")
@@ -217,7 +191,7 @@ impl Daemon {
             "kill -TERM {}: {sent:?}",
             self.pid()
         );
-        match self.wait_timeout(STOP_LIMIT) {
+        match self.child.wait_timeout(STOP_LIMIT) {
             Some(status) => status,
             None => {
                 self.kill();
@@ -231,14 +205,7 @@ impl Daemon {
 
     /// SIGKILL to the daemon's PID if it still runs, and a bounded reap.
     pub fn kill(&mut self) -> Option<ExitStatus> {
-        if let Some(status) = self.try_status() {
-            return Some(status);
-        }
-        // `Child::kill` signals this child's PID only, and refuses once it was reaped.
-        if let Err(e) = self.child.kill() {
-            eprintln!("killing the daemon (pid {}): {e}", self.pid());
-        }
-        self.wait_timeout(REAP_LIMIT)
+        self.child.kill()
     }
 
     /// One request with the daemon's own `Host`, its bearer key if any, and the token on
@@ -280,17 +247,6 @@ impl Daemon {
         let reply = self.get(path);
         assert_eq!(reply.status, 200, "GET {path}: {reply:?}");
         reply.json()
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if self.kill().is_none() {
-            eprintln!(
-                "the daemon (pid {}) was not reaped within {REAP_LIMIT:?} of SIGKILL",
-                self.pid()
-            );
-        }
     }
 }
 

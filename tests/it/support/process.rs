@@ -83,6 +83,11 @@ impl ChildGuard {
         self.child.id()
     }
 
+    /// The child's stdout, if it was piped and not taken yet.
+    pub fn take_stdout(&mut self) -> Option<std::process::ChildStdout> {
+        self.child.stdout.take()
+    }
+
     /// The exit status if the child has ended, without waiting.
     pub fn try_status(&mut self) -> Option<ExitStatus> {
         if self.status.is_none() {
