@@ -177,9 +177,11 @@ impl FileSelection {
         &self.ranges
     }
 
-    /// Whether the file with this index is selected.
+    /// Whether the file with this index is selected (a binary search: the ranges are
+    /// merged and ascending).
     pub fn contains(&self, index: u32) -> bool {
-        self.ranges.iter().any(|r| r.contains(&index))
+        let after = self.ranges.partition_point(|r| *r.end() < index);
+        self.ranges.get(after).is_some_and(|r| r.contains(&index))
     }
 }
 

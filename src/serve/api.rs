@@ -196,6 +196,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     );
 }
 
+/// Most file indices a request may list: beyond any real torrent, and a bound on what
+/// the state file keeps.
+const MAX_FILE_INDICES: usize = 1 << 20;
+
 /// The OpenAPI description, embedded.
 pub const OPENAPI: &str = include_str!("openapi.json");
 
@@ -343,6 +347,15 @@ async fn add(state: State, body: web::Json<AddBody>) -> ApiResult<HttpResponse> 
             ))
         }
     };
+    if body
+        .files
+        .as_ref()
+        .is_some_and(|f| f.len() > MAX_FILE_INDICES)
+    {
+        return Err(ApiError::bad_request(format!(
+            "files: at most {MAX_FILE_INDICES} indices"
+        )));
+    }
     if body.choose_files.unwrap_or(false) && !matches!(source, AddSource::Magnet { .. }) {
         return Err(ApiError::bad_request(
             "choose_files is for magnet links; a .torrent's files are chosen with \"files\"",
@@ -492,6 +505,11 @@ async fn set_files(
 ) -> ApiResult<HttpResponse> {
     let id = parse_id(&id)?;
     let selected = body.into_inner().selected;
+    if selected.len() > MAX_FILE_INDICES {
+        return Err(ApiError::bad_request(format!(
+            "selected: at most {MAX_FILE_INDICES} indices"
+        )));
+    }
     if selected.is_empty() {
         return Err(ApiError::bad_request(
             "select at least one file (pause the torrent to download nothing)",

@@ -205,10 +205,12 @@ async fn serve(args: ServeArgs, root: PathBuf, log: slog::Logger) -> Result<(), 
         _ = terminate => {},
     }
     info!(log, "stopping");
-    // Every torrent saves its resume file and announces `stopped`; the state is written.
-    let _ = tokio::time::timeout(Duration::from_secs(25), session.send(StopSession {})).await;
+    // HTTP first, so no request starts a torrent while the Session stops them all (event
+    // streams are cut after the server's shutdown timeout).
     handle.stop(true).await;
     let _ = server_task.await;
+    // Every torrent saves its resume file and announces `stopped`; the state is written.
+    let _ = tokio::time::timeout(Duration::from_secs(25), session.send(StopSession {})).await;
     actix::System::current().stop();
     Ok(())
 }

@@ -149,16 +149,34 @@ pub fn same_origin(
     Ok(())
 }
 
+/// Most addresses the lock-out tracks; past it, the stalest are forgotten.
+const MAX_TRACKED: usize = 4096;
+
 /// Failed authentications per address, and lock-outs. Pure: callers pass the time.
+/// An IPv6 address counts by its /64, the block one host is usually given, so a host
+/// cannot escape its lock-out (or fill the tables) by changing addresses within it.
 #[derive(Debug, Default)]
 pub struct Lockout {
     failures: HashMap<IpAddr, Vec<Instant>>,
     locked_until: HashMap<IpAddr, Instant>,
 }
 
+/// The key an address is counted under: itself for IPv4, its /64 for IPv6.
+fn block_of(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => {
+            let mut octets = v6.octets();
+            octets[8..].fill(0);
+            IpAddr::V6(std::net::Ipv6Addr::from(octets))
+        }
+    }
+}
+
 impl Lockout {
     /// How long `ip` is still locked out, if it is.
     pub fn locked(&mut self, ip: IpAddr, now: Instant) -> Option<Duration> {
+        let ip = block_of(ip);
         match self.locked_until.get(&ip) {
             Some(&until) if until > now => Some(until - now),
             Some(_) => {
@@ -171,26 +189,60 @@ impl Lockout {
 
     /// Records a failure; true if it locked the address out.
     pub fn fail(&mut self, ip: IpAddr, now: Instant) -> bool {
+        let ip = block_of(ip);
         let list = self.failures.entry(ip).or_default();
         list.retain(|t| now.duration_since(*t) < FAILURE_WINDOW);
         list.push(now);
-        if list.len() >= MAX_FAILURES {
+        let locked = list.len() >= MAX_FAILURES;
+        if locked {
             self.failures.remove(&ip);
             self.locked_until.insert(ip, now + LOCKOUT);
-            return true;
         }
-        // Bound the table against a flood of addresses.
-        if self.failures.len() > 4096 {
+        self.bound(now);
+        locked
+    }
+
+    pub fn succeed(&mut self, ip: IpAddr) {
+        self.failures.remove(&block_of(ip));
+    }
+
+    /// Keeps both tables within [`MAX_TRACKED`] against a flood of addresses: what has
+    /// expired goes first, then the entries with the oldest last failure (or the
+    /// lock-outs ending soonest). Runs only past the bound, and then halves the table,
+    /// so its cost is spread over many failures.
+    fn bound(&mut self, now: Instant) {
+        if self.failures.len() > MAX_TRACKED {
             self.failures.retain(|_, l| {
                 l.last()
                     .is_some_and(|t| now.duration_since(*t) < FAILURE_WINDOW)
             });
+            if self.failures.len() > MAX_TRACKED / 2 {
+                let mut lasts: Vec<Instant> = self
+                    .failures
+                    .values()
+                    .filter_map(|l| l.last().copied())
+                    .collect();
+                lasts.sort_unstable();
+                let cut = lasts[lasts.len() - MAX_TRACKED / 2];
+                self.failures
+                    .retain(|_, l| l.last().is_some_and(|t| *t >= cut));
+            }
         }
-        false
+        if self.locked_until.len() > MAX_TRACKED {
+            self.locked_until.retain(|_, until| *until > now);
+            if self.locked_until.len() > MAX_TRACKED / 2 {
+                let mut ends: Vec<Instant> = self.locked_until.values().copied().collect();
+                ends.sort_unstable();
+                let cut = ends[ends.len() - MAX_TRACKED / 2];
+                self.locked_until.retain(|_, until| *until >= cut);
+            }
+        }
     }
 
-    pub fn succeed(&mut self, ip: IpAddr) {
-        self.failures.remove(&ip);
+    /// Addresses tracked, failures and lock-outs.
+    #[cfg(test)]
+    pub fn tracked(&self) -> (usize, usize) {
+        (self.failures.len(), self.locked_until.len())
     }
 }
 
@@ -266,10 +318,8 @@ impl Guard {
             return Auth::Ok;
         };
         let now = Instant::now();
-        let mut lockout = self.lockout.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(left) = lockout.locked(ip, now) {
-            return Auth::Locked(left);
-        }
+        // A valid login counts before the lock-out: whoever shares the owner's address
+        // (a NAT, a proxy) cannot lock a logged-in owner out by guessing.
         if let Some(cookie) = cookie {
             let logins = self.logins.lock().unwrap_or_else(|e| e.into_inner());
             let valid = logins.iter().any(|(k, at)| {
@@ -278,6 +328,10 @@ impl Guard {
             if valid {
                 return Auth::Ok;
             }
+        }
+        let mut lockout = self.lockout.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(left) = lockout.locked(ip, now) {
+            return Auth::Locked(left);
         }
         match bearer {
             Some(key) if secrets_equal(key, expected) => {
@@ -322,10 +376,30 @@ pub fn random_hex(n: usize) -> String {
         .collect()
 }
 
-/// Paths anyone who may reach the daemon may fetch: the page and its files, the API
-/// description, and what login needs.
-fn is_public(path: &str) -> bool {
-    !path.starts_with("/api/") || matches!(path, "/api/auth" | "/api/login" | "/api/openapi.json")
+/// Paths anyone who may reach the daemon may fetch without the key: the page and its
+/// files, the API description, and what login needs. An exact list of raw paths, so
+/// anything else (an unknown path, a percent-encoded spelling of a public one) needs
+/// the key: the check fails closed.
+pub fn is_public(raw_path: &str) -> bool {
+    matches!(
+        raw_path,
+        "/" | "/index.html"
+            | "/app.js"
+            | "/style.css"
+            | "/favicon.svg"
+            | "/api/auth"
+            | "/api/login"
+            | "/api/openapi.json"
+    )
+}
+
+/// Largest body `POST /api/login` may send: it is read before anyone is authenticated.
+pub const MAX_LOGIN_BODY: u64 = 4096;
+
+/// Whether a body of this declared length (`None`: chunked or unknown) may be read
+/// before authentication.
+pub fn login_body_fits(content_length: Option<u64>) -> bool {
+    content_length.is_some_and(|n| n <= MAX_LOGIN_BODY)
 }
 
 fn header_str(req: &ServiceRequest, name: impl header::AsHeaderName) -> Option<&str> {
@@ -359,7 +433,16 @@ fn check(guard: &Guard, req: &ServiceRequest) -> Result<(), ApiError> {
     if !guard.hosts.allows(host) {
         return Err(ApiError::forbidden("this Host is not allowed"));
     }
-    if !is_public(req.path()) {
+    let path = req.uri().path();
+    if path == "/api/login" && *req.method() == Method::POST {
+        let length = header_str(req, header::CONTENT_LENGTH).and_then(|v| v.trim().parse().ok());
+        if !login_body_fits(length) || req.headers().contains_key(header::TRANSFER_ENCODING) {
+            return Err(ApiError::too_large(format!(
+                "a login body must declare its length, at most {MAX_LOGIN_BODY} bytes"
+            )));
+        }
+    }
+    if !is_public(path) {
         let ip = peer_ip(req.peer_addr());
         let bearer = bearer_of(req.headers().get(header::AUTHORIZATION));
         let cookie = req.cookie(SESSION_COOKIE);
@@ -508,6 +591,72 @@ mod tests {
         for i in 0..20u64 {
             assert!(!slow.fail(ip, t0 + FAILURE_WINDOW * i as u32));
         }
+    }
+
+    #[test]
+    fn an_ipv6_host_is_counted_by_its_64_and_the_tables_stay_bounded() {
+        let mut lockout = Lockout::default();
+        let t0 = Instant::now();
+        // Five failures from five addresses of one /64 lock the whole /64.
+        for i in 0..MAX_FAILURES as u16 {
+            let ip = IpAddr::V6(std::net::Ipv6Addr::new(0x2001, 0xdb8, 0, 1, 0, 0, 0, i + 1));
+            lockout.fail(ip, t0);
+        }
+        let neighbour: IpAddr = "2001:db8:0:1::ffff".parse().unwrap();
+        let elsewhere: IpAddr = "2001:db8:0:2::1".parse().unwrap();
+        assert!(lockout.locked(neighbour, t0).is_some());
+        assert!(lockout.locked(elsewhere, t0).is_none());
+        // A flood of addresses, one failure each, never grows the tables past the bound.
+        for i in 0..(3 * MAX_TRACKED as u32) {
+            let ip = IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 + i));
+            lockout.fail(ip, t0 + Duration::from_millis(u64::from(i)));
+            let (failures, locked) = lockout.tracked();
+            assert!(failures <= MAX_TRACKED + 1 && locked <= MAX_TRACKED + 1);
+        }
+        // The most recent guessers are still counted.
+        let last = IpAddr::V4(std::net::Ipv4Addr::from(
+            0x0a00_0000 + 3 * MAX_TRACKED as u32 - 1,
+        ));
+        for _ in 1..MAX_FAILURES {
+            lockout.fail(last, t0 + Duration::from_secs(100));
+        }
+        assert!(lockout
+            .locked(last, t0 + Duration::from_secs(101))
+            .is_some());
+    }
+
+    #[test]
+    fn only_the_exact_public_paths_skip_the_key() {
+        for public in [
+            "/",
+            "/app.js",
+            "/api/login",
+            "/api/auth",
+            "/api/openapi.json",
+        ] {
+            assert!(is_public(public), "{public}");
+        }
+        for private in [
+            "/api/torrents",
+            "/api/token",
+            "/%61pi/torrents",
+            "/api/%74orrents",
+            "/api//torrents",
+            "/api/login/",
+            "/API/torrents",
+            "/nope",
+            "",
+        ] {
+            assert!(!is_public(private), "{private}");
+        }
+    }
+
+    #[test]
+    fn a_login_body_must_be_small_and_declared() {
+        assert!(login_body_fits(Some(20)));
+        assert!(login_body_fits(Some(MAX_LOGIN_BODY)));
+        assert!(!login_body_fits(Some(MAX_LOGIN_BODY + 1)));
+        assert!(!login_body_fits(None));
     }
 
     #[test]

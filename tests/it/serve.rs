@@ -844,6 +844,33 @@ fn serve_with_an_api_key_wants_it_and_locks_out_guessers() {
     assert_eq!(reply.error_code(), "unauthorized");
     let reply = http(port, "GET", "/api/token", &[], None);
     assert_eq!(reply.status, 401, "the token needs the key too: {reply:?}");
+    // The router decodes `%61` to `a`; the key check must not be fooled by the spelling.
+    for spelled in ["/%61pi/torrents", "/api/%74orrents", "/api//torrents"] {
+        let reply = http(port, "GET", spelled, &[], None);
+        assert_eq!(reply.status, 401, "{spelled} without the key: {reply:?}");
+    }
+    let body = serde_json::to_vec(&json!({"labels": ["x"]})).unwrap();
+    let reply = http(
+        port,
+        "POST",
+        "/%61pi/torrents",
+        &[("Content-Type", "application/json"), ("X-TA-Token", &token)],
+        Some(&body),
+    );
+    assert_eq!(
+        reply.status, 401,
+        "an encoded write without the key: {reply:?}"
+    );
+    // Login bodies are read before anyone is authenticated: small ones only.
+    let big = serde_json::to_vec(&json!({ "key": "k".repeat(10_000) })).unwrap();
+    let reply = http(
+        port,
+        "POST",
+        "/api/login",
+        &[("Content-Type", "application/json"), ("X-TA-Token", &token)],
+        Some(&big),
+    );
+    assert_eq!(reply.status, 413, "a large login body: {reply:?}");
     let auth = http(port, "GET", "/api/auth", &[], None);
     assert_eq!(auth.status, 200, "{auth:?}");
     assert_eq!(

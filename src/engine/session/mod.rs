@@ -109,6 +109,8 @@ enum Source {
 struct LastViews {
     files: Option<Vec<FileProgress>>,
     pieces: Option<PieceMap>,
+    /// The tree did not confirm its stop in time: it may still be writing.
+    timed_out: bool,
 }
 
 /// The tree running a torrent, if any.
@@ -483,7 +485,7 @@ impl Session {
         let budget = ConnectionBudget::new(config.max_connections);
         let mut torrents = BTreeMap::new();
         for t in &saved.torrents {
-            match Self::restore(&state, t) {
+            match Self::restore(&state, t, &log) {
                 Ok(entry) => {
                     torrents.insert(entry.id, entry);
                 }
@@ -505,23 +507,48 @@ impl Session {
         .start())
     }
 
-    /// One saved torrent back as an entry, not yet running.
-    fn restore(state: &StateDir, t: &SavedTorrent) -> Result<Entry, String> {
+    /// One saved torrent back as an entry, not yet running. A kept `.torrent` that
+    /// cannot be read does not lose the torrent: its metadata is fetched again, as for
+    /// a magnet link (the saved one, or one made of the info-hash and name), and the
+    /// entry says why until it next starts.
+    fn restore(state: &StateDir, t: &SavedTorrent, log: &Logger) -> Result<Entry, String> {
         let id = InfoHash::from_hex(&t.info_hash).ok_or("bad info-hash")?;
-        let source = if t.has_torrent_file {
+        let kept = t.has_torrent_file.then(|| {
             let path = state.torrent_file(&t.info_hash);
             let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
             let metainfo = Metainfo::from_bytes(&bytes).map_err(|e| e.to_string())?;
             if metainfo.info_hash != id {
-                return Err("kept .torrent has another info-hash".into());
+                return Err("the kept .torrent has another info-hash".to_string());
             }
-            Source::Torrent(Arc::new(metainfo))
-        } else {
-            let link = t.magnet.clone().ok_or("neither .torrent nor magnet")?;
-            let magnet = Magnet::parse(&link).map_err(|e| e.to_string())?;
-            Source::Magnet(magnet)
+            Ok(metainfo)
+        });
+        let mut problem = None;
+        let source = match kept {
+            Some(Ok(metainfo)) => Source::Torrent(Arc::new(metainfo)),
+            other => {
+                if let Some(Err(e)) = other {
+                    warn!(log, "kept .torrent unusable; fetching its metadata again";
+                          "info_hash" => &t.info_hash, "error" => &e);
+                    problem = Some(format!(
+                        "the kept .torrent could not be used ({e}); its metadata is fetched from peers again"
+                    ));
+                }
+                let magnet = match &t.magnet {
+                    Some(link) => Magnet::parse(link).map_err(|e| e.to_string())?,
+                    None => Magnet {
+                        info_hash: id,
+                        display_name: Some(t.name.clone()),
+                        trackers: Vec::new(),
+                        peers: Vec::new(),
+                        peer_hosts: Vec::new(),
+                        select_only: None,
+                    },
+                };
+                Source::Magnet(magnet)
+            }
         };
         let mut entry = Entry::new(id, t.name.clone(), source, t.dir.clone());
+        entry.error = problem;
         entry.magnet_link = t.magnet.clone();
         entry.paused = t.paused;
         entry.awaiting_files = t.awaiting_files;
@@ -699,7 +726,11 @@ impl Session {
                             .and_then(Result::ok);
                         let pieces = ask_pieces(Some(c.clone())).await;
                         let _ = c.send(Shutdown).await;
-                        LastViews { files, pieces }
+                        LastViews {
+                            files,
+                            pieces,
+                            timed_out: false,
+                        }
                     }
                     Run::Fetcher(f) => {
                         let _ = f.send(Shutdown).await;
@@ -709,13 +740,27 @@ impl Session {
             };
             tokio::time::timeout(STOP_TIMEOUT, stop)
                 .await
-                .unwrap_or_default()
+                .unwrap_or_else(|_| LastViews {
+                    timed_out: true,
+                    ..LastViews::default()
+                })
         }
     }
 
     /// A tree has stopped: others may start, and its last views are kept.
+    /// A tree that did not confirm its stop may still be writing its files and resume
+    /// file: the torrent stays `stopping` (so nothing starts a second tree on the same
+    /// files) and says why, until the daemon restarts.
     fn stopped(&mut self, id: InfoHash, views: LastViews) {
         if let Some(entry) = self.torrents.get_mut(&id) {
+            if views.timed_out {
+                warn!(self.log, "a torrent's actors did not stop in time"; "torrent" => &entry.name);
+                entry.error = Some(format!(
+                    "its actors did not stop within {} s; restart the daemon to use it again",
+                    STOP_TIMEOUT.as_secs()
+                ));
+                return;
+            }
             entry.stopping = false;
             if let Some(files) = views.files {
                 entry.files = files;
@@ -1027,7 +1072,9 @@ impl Actor for Session {
         let ids: Vec<InfoHash> = self
             .torrents
             .values()
-            .filter(|e| !e.paused && !e.awaiting_files)
+            // A torrent awaiting a file choice runs only while its metadata is still
+            // to come (the fetcher parks it once the metadata is in).
+            .filter(|e| !(e.paused || e.awaiting_files && matches!(e.source, Source::Torrent(_))))
             .map(|e| e.id)
             .collect();
         for id in ids {
@@ -1402,14 +1449,15 @@ impl Handler<SetFiles> for Session {
         let was_running = self.entry(&id).is_ok_and(|e| e.run.is_some());
         self.stop_then(id, move |act, ctx| {
             let entry = act.entry_mut(&id)?;
-            let every = selected.len()
-                == metainfo
-                    .info
-                    .layout
-                    .files()
-                    .iter()
-                    .filter(|f| !f.padding)
-                    .count();
+            // Every real file chosen (padding indices, if named, count for nothing).
+            let every = metainfo
+                .info
+                .layout
+                .files()
+                .iter()
+                .enumerate()
+                .filter(|(_, f)| !f.padding)
+                .all(|(i, _)| u32::try_from(i).is_ok_and(|i| selected.binary_search(&i).is_ok()));
             entry.selection = (!every).then_some(selected);
             entry.last.total_bytes = entry.wanted_bytes_of(&metainfo);
             entry.files = entry.files_at_rest(&metainfo.info.layout);
@@ -1590,17 +1638,27 @@ impl Handler<StopSession> for Session {
         Box::pin(
             futures::future::join_all(stops)
                 .into_actor(self)
-                .map(|_, act, ctx| {
-                    match serde_json::to_vec_pretty(&act.saved()) {
-                        Ok(bytes) => {
-                            if let Err(e) =
-                                state::write_atomically(&act.state.session_file(), &bytes)
-                            {
-                                warn!(act.log, "cannot write state"; "error" => %e);
-                            }
+                .then(|_, act, _| {
+                    // Through the writer, behind any write still queued there, so the
+                    // last state is the one left on disk; awaited, so it is there when
+                    // the reply goes out.
+                    let write = serde_json::to_vec_pretty(&act.saved())
+                        .map_err(|e| warn!(act.log, "cannot encode state"; "error" => %e))
+                        .ok()
+                        .map(|bytes| {
+                            act.writer.send(WriteFile {
+                                path: act.state.session_file(),
+                                bytes,
+                            })
+                        });
+                    async move {
+                        if let Some(write) = write {
+                            let _ = write.await;
                         }
-                        Err(e) => warn!(act.log, "cannot encode state"; "error" => %e),
                     }
+                    .into_actor(act)
+                })
+                .map(|_, act, ctx| {
                     info!(act.log, "session stopped");
                     ctx.stop();
                 }),

@@ -19,6 +19,9 @@ pub enum PathError {
     /// The path does not exist (for a `.torrent` to read).
     #[error("{0:?} does not exist")]
     Missing(String),
+    /// The path is a folder, a FIFO, a device: not a file to read.
+    #[error("{0:?} is not a regular file")]
+    NotAFile(String),
 }
 
 /// Longest path accepted from a caller, in bytes.
@@ -79,6 +82,10 @@ pub fn existing_file(root: &Path, given: &str) -> Result<PathBuf, PathError> {
         .map_err(|_| PathError::Missing(given.to_string()))?;
     if !real.starts_with(root) {
         return Err(PathError::Escapes(given.to_string()));
+    }
+    // Only a regular file: opening a FIFO or a device would block or never end.
+    if !std::fs::metadata(&real).is_ok_and(|m| m.is_file()) {
+        return Err(PathError::NotAFile(given.to_string()));
     }
     Ok(real)
 }
@@ -157,6 +164,19 @@ mod tests {
         assert!(matches!(
             existing_file(&root, "nope.torrent"),
             Err(PathError::Missing(_))
+        ));
+        // A FIFO would block the reader forever; a folder is no file either.
+        let fifo = root.join("pipe.torrent");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        assert!(made.is_ok_and(|s| s.success()), "mkfifo");
+        assert!(matches!(
+            existing_file(&root, "pipe.torrent"),
+            Err(PathError::NotAFile(_))
+        ));
+        std::fs::create_dir(root.join("dir.torrent")).unwrap();
+        assert!(matches!(
+            existing_file(&root, "dir.torrent"),
+            Err(PathError::NotAFile(_))
         ));
     }
 }

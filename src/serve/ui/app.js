@@ -367,7 +367,8 @@ function updateRow(tr, t) {
   setText($('.up', tr), formatRate(t.upload_rate));
   setText($('.peers', tr), t.peers);
   setText($('.ratio', tr), formatRatio(t.ratio));
-  setText($('.eta', tr), t.state === 'seeding' ? '–' : formatDuration(t.eta_secs));
+  // An ETA only means something while bytes are coming.
+  setText($('.eta', tr), t.state === 'downloading' ? formatDuration(t.eta_secs) : '–');
   const labelsCell = $('.labels', tr);
   const joined = (t.labels || []).join('\u0000');
   if (labelsCell.dataset.key !== joined) {
