@@ -122,7 +122,6 @@ impl From<SessionError> for ApiError {
                 ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string())
             }
             SessionError::BadRequest(_) => ApiError::bad_request(e.to_string()),
-            SessionError::Unavailable(_) => ApiError::unavailable(e.to_string()),
         }
     }
 }

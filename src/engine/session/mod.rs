@@ -69,14 +69,16 @@ pub const MAX_LABEL_BYTES: usize = 64;
 /// Why a request to the Session failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SessionError {
+    /// No torrent has this id (HTTP 404).
     #[error("no torrent {0}")]
     NotFound(String),
+    /// The request does not fit the torrent's state: already there, stopping, no
+    /// metadata yet (HTTP 409).
     #[error("{0}")]
     Conflict(String),
+    /// The request itself is wrong: a bad index, label or limit (HTTP 400).
     #[error("{0}")]
     BadRequest(String),
-    #[error("{0}")]
-    Unavailable(String),
 }
 
 /// What the Session needs to start.
@@ -120,20 +122,35 @@ enum Run {
 }
 
 /// One torrent as the Session holds it.
+///
+/// The life of a tree, in three fields: `run` is `Some` while a tree runs;
+/// `stop_run` takes it (`None`), sets `stopping` and bumps `generation` at once, so the
+/// old tree's late events and answers no longer match; `stopped` clears `stopping`
+/// when the old tree has confirmed, and only then may `start_run` start the next one
+/// (bumping `generation` again). `on_metadata` is the one other place that ends a run:
+/// the fetcher stops by itself there, so the run is dropped and the generation bumped.
 struct Entry {
     id: InfoHash,
+    /// The torrent's name: the magnet's `dn` (or the hash) until the metadata is in.
     name: String,
     source: Source,
     /// The magnet link it was added by, if so: its `x.pe` peers are dialed at every
     /// start, also once the metadata is in.
     magnet_link: Option<String>,
+    /// The torrent's folder, relative to the download root (checked by `paths::sub_folder`).
     dir: String,
+    /// Kept stopped by the user (and started by nothing but `Resume`).
     paused: bool,
+    /// A magnet added with `choose_files`: parked once its metadata is in, until
+    /// `SetFiles`.
     awaiting_files: bool,
+    /// The files to download, sorted and unique; `None` for every file.
     selection: Option<Vec<u32>>,
     labels: Vec<String>,
+    /// This torrent's limits in bytes per second, 0 for none.
     upload_limit: u64,
     download_limit: u64,
+    /// Unix seconds when it was added.
     added_at: u64,
     /// Totals of the runs before the current one.
     uploaded_before: u64,
@@ -143,10 +160,15 @@ struct Entry {
     stopping: bool,
     /// Counts trees started, so events from a replaced one are recognised.
     generation: u64,
+    /// The current tree's latest progress (zeroed, all but what is verified, when it stops).
     last: Progress,
+    /// Why the torrent failed, until it next starts.
     error: Option<String>,
+    /// Each tracker's latest status, by URL.
     trackers: BTreeMap<String, TrackerStatus>,
+    /// One rate sample a second, the last [`HISTORY_LEN`].
     history: VecDeque<RateSample>,
+    /// The counters every actor of this torrent's trees records into.
     metrics: Arc<Metrics>,
     /// Per-file progress as last seen, for a torrent not running.
     files: Vec<FileProgress>,
@@ -336,8 +358,9 @@ pub struct AddTorrent {
     pub labels: Vec<String>,
 }
 
-/// Declares a Face → Session message: its fields and its reply type.
-macro_rules! query {
+/// Declares a Face → Session message (a query or a command): its fields, its reply type,
+/// and `#[derive(Message)]`, so the whole vocabulary below reads as one list.
+macro_rules! face_message {
     ($(#[$doc:meta])* $name:ident { $($field:ident : $ty:ty),* } -> $res:literal) => {
         $(#[$doc])*
         #[derive(Message)]
@@ -346,45 +369,45 @@ macro_rules! query {
     };
 }
 
-query!(/// Face → Session: every torrent's row and the total rates.
+face_message!(/// Face → Session: every torrent's row and the total rates.
     GetOverview {} -> "Overview");
-query!(/// Face → Session: one torrent in full.
+face_message!(/// Face → Session: one torrent in full.
     GetTorrent { id: InfoHash } -> "Result<TorrentDetail, SessionError>");
-query!(/// Face → Session: stop a torrent, keeping it.
+face_message!(/// Face → Session: stop a torrent, keeping it.
     Pause { id: InfoHash } -> "Result<TorrentSummary, SessionError>");
-query!(/// Face → Session: start a paused torrent (or one waiting for its files).
+face_message!(/// Face → Session: start a paused torrent (or one waiting for its files).
     Resume { id: InfoHash } -> "Result<TorrentSummary, SessionError>");
-query!(/// Face → Session: forget the resume data and hash everything on disk again.
+face_message!(/// Face → Session: forget the resume data and hash everything on disk again.
     Recheck { id: InfoHash } -> "Result<TorrentSummary, SessionError>");
-query!(/// Face → Session: drop a torrent, and its files if asked.
+face_message!(/// Face → Session: drop a torrent, and its files if asked.
     Remove { id: InfoHash, delete_data: bool } -> "Result<(), SessionError>");
-query!(/// Face → Session: replace a torrent's labels.
+face_message!(/// Face → Session: replace a torrent's labels.
     SetLabels { id: InfoHash, labels: Vec<String> } -> "Result<TorrentSummary, SessionError>");
-query!(/// Face → Session: a torrent's limits in bytes per second, 0 for none.
+face_message!(/// Face → Session: a torrent's limits in bytes per second, 0 for none.
     SetLimits { id: InfoHash, upload: u64, download: u64 } -> "Result<TorrentSummary, SessionError>");
-query!(/// Face → Session: a torrent's files and their progress.
+face_message!(/// Face → Session: a torrent's files and their progress.
     GetFiles { id: InfoHash } -> "Result<Vec<FileProgress>, SessionError>");
-query!(/// Face → Session: choose which files to download.
+face_message!(/// Face → Session: choose which files to download.
     SetFiles { id: InfoHash, selected: Vec<u32> } -> "Result<Vec<FileProgress>, SessionError>");
-query!(/// Face → Session: a torrent's connected peers.
+face_message!(/// Face → Session: a torrent's connected peers.
     GetPeers { id: InfoHash } -> "Result<Vec<PeerInfo>, SessionError>");
-query!(/// Face → Session: a torrent's piece map.
+face_message!(/// Face → Session: a torrent's piece map.
     GetPieces { id: InfoHash } -> "Result<PieceMap, SessionError>");
-query!(/// Face → Session: a torrent's trackers.
+face_message!(/// Face → Session: a torrent's trackers.
     GetTrackerList { id: InfoHash } -> "Result<Vec<TrackerInfo>, SessionError>");
-query!(/// Face → Session: a torrent's actor metrics.
+face_message!(/// Face → Session: a torrent's actor metrics.
     GetTorrentMetrics { id: InfoHash } -> "Result<MetricsSnapshot, SessionError>");
-query!(/// Face → Session: every torrent's actor metrics.
+face_message!(/// Face → Session: every torrent's actor metrics.
     GetAllMetrics {} -> "Vec<TorrentMetrics>");
-query!(/// Face → Session: a torrent's rates over the last ten minutes.
+face_message!(/// Face → Session: a torrent's rates over the last ten minutes.
     GetHistory { id: InfoHash } -> "Result<Vec<RateSample>, SessionError>");
-query!(/// Face → Session: the detail view's data in one answer.
+face_message!(/// Face → Session: the detail view's data in one answer.
     GetDetailBundle { id: InfoHash } -> "Result<DetailBundle, SessionError>");
-query!(/// Face → Session: the daemon-wide settings.
+face_message!(/// Face → Session: the daemon-wide settings.
     GetSettings {} -> "Settings");
-query!(/// Face → Session: the daemon-wide limits, bytes per second, 0 for none.
+face_message!(/// Face → Session: the daemon-wide limits, bytes per second, 0 for none.
     SetSettings { upload_limit: u64, download_limit: u64 } -> "Settings");
-query!(/// Face → Session: stop every torrent and save the state; replies when done.
+face_message!(/// Face → Session: stop every torrent and save the state; replies when done.
     StopSession {} -> "()");
 
 /// EventTap → Session: an event of one torrent's tree.
@@ -782,6 +805,12 @@ impl Session {
             act.stopped(id, views);
             then(act, ctx)
         }))
+    }
+
+    /// The generation of a torrent's tree: an answer from a tree asked at another
+    /// generation is from a tree since replaced, and is not kept.
+    fn generation(&self, id: &InfoHash) -> u64 {
+        self.torrents.get(id).map_or(0, |e| e.generation)
     }
 
     fn busy(&self, id: &InfoHash) -> Result<(), SessionError> {
@@ -1280,6 +1309,9 @@ impl Handler<Recheck> for Session {
             let entry = act.entry_mut(&id)?;
             entry.last.verified_bytes = 0;
             entry.error = None;
+            // What the old tree had verified is not known any more.
+            entry.pieces = None;
+            entry.files = entry.files_at_rest(&metainfo.info.layout);
             if !entry.paused && !entry.awaiting_files {
                 act.start_run(id, ctx);
             }
@@ -1402,6 +1434,7 @@ impl Handler<GetFiles> for Session {
             Ok(c) => c,
             Err(e) => return Box::pin(actix::fut::ready(Err(e))),
         };
+        let asked = self.generation(&id);
         let ask = async move {
             match coordinator {
                 Some(c) => tokio::time::timeout(QUERY_TIMEOUT, c.send(GetFileProgress))
@@ -1413,7 +1446,7 @@ impl Handler<GetFiles> for Session {
         };
         Box::pin(ask.into_actor(self).map(move |fresh, act, _| {
             let entry = act.entry_mut(&id)?;
-            if let Some(files) = fresh {
+            if let Some(files) = fresh.filter(|_| entry.generation == asked) {
                 entry.files = files;
             }
             Ok(entry.files.clone())
@@ -1503,12 +1536,13 @@ impl Handler<GetPieces> for Session {
             Ok(c) => c,
             Err(e) => return Box::pin(actix::fut::ready(Err(e))),
         };
+        let asked = self.generation(&id);
         Box::pin(
             ask_pieces(coordinator)
                 .into_actor(self)
                 .map(move |fresh, act, _| {
                     let entry = act.entry_mut(&id)?;
-                    if let Some(map) = fresh {
+                    if let Some(map) = fresh.filter(|_| entry.generation == asked) {
                         entry.pieces = Some(map);
                     }
                     Ok(entry.empty_pieces())
@@ -1575,6 +1609,7 @@ impl Handler<GetDetailBundle> for Session {
             Ok(c) => c,
             Err(e) => return Box::pin(actix::fut::ready(Err(e))),
         };
+        let asked = self.generation(&id);
         let ask = async move {
             let peers = match &coordinator {
                 Some(c) => tokio::time::timeout(QUERY_TIMEOUT, c.send(GetPeerList))
@@ -1589,7 +1624,7 @@ impl Handler<GetDetailBundle> for Session {
         Box::pin(ask.into_actor(self).map(move |(peers, pieces), act, _| {
             let port = act.config.listen_addr.port();
             let entry = act.entry_mut(&id)?;
-            if let Some(map) = pieces {
+            if let Some(map) = pieces.filter(|_| entry.generation == asked) {
                 entry.pieces = Some(map);
             }
             Ok(DetailBundle {
