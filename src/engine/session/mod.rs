@@ -1715,6 +1715,45 @@ mod tests {
     }
 
     #[test]
+    fn a_kept_torrent_that_cannot_be_read_is_fetched_again_not_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir(dir.path().to_path_buf());
+        let hash = "0123456789abcdef0123456789abcdef01234567";
+        let saved = SavedTorrent {
+            info_hash: hash.into(),
+            name: "film".into(),
+            magnet: None,
+            has_torrent_file: true,
+            dir: "films".into(),
+            paused: true,
+            awaiting_files: false,
+            selection: Some(vec![1]),
+            labels: vec!["x".into()],
+            upload_limit: 0,
+            download_limit: 0,
+            added_at: 1,
+            uploaded: 0,
+            downloaded: 0,
+        };
+        let log = Logger::root(slog::Discard, o!());
+        // No STATE/torrents/HASH.torrent at all.
+        let entry = Session::restore(&state, &saved, &log).expect("kept, not dropped");
+        assert!(matches!(&entry.source, Source::Magnet(m)
+            if m.info_hash.to_hex() == hash && m.display_name.as_deref() == Some("film")));
+        assert!(entry
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("fetched from peers again")));
+        assert_eq!((entry.dir.as_str(), entry.paused), ("films", true));
+        assert_eq!(entry.selection, Some(vec![1]));
+        // A kept file that is garbage is no better, and no worse.
+        std::fs::create_dir_all(dir.path().join("torrents")).unwrap();
+        std::fs::write(state.torrent_file(hash), b"not bencode").unwrap();
+        let entry = Session::restore(&state, &saved, &log).expect("kept, not dropped");
+        assert!(matches!(entry.source, Source::Magnet(_)));
+    }
+
+    #[test]
     fn a_selection_of_indices_is_a_bep53_selection() {
         let s = selection_of(&Some(vec![0, 2, 3])).unwrap();
         assert!(s.contains(0) && !s.contains(1) && s.contains(2) && s.contains(3));
