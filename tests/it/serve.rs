@@ -12,7 +12,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use torrent_actors::magnet::Magnet;
+use torrent_actors::magnet::{FileSelection, Magnet};
 use torrent_actors::InfoHash;
 
 use crate::support::{
@@ -453,10 +453,10 @@ fn serve_downloads_a_torrent_added_through_the_api_and_reports_on_it() {
         .is_empty());
 }
 
-#[test]
-fn magnet_added_with_choose_files_downloads_only_the_files_chosen_later() {
-    let tmp = temp_dir();
-    let seed_dir = tmp.path().join("seed");
+/// A libtorrent seeder of a three-file torrent (`three/a.bin`, `b.bin`, `c.bin`) behind
+/// opentracker, and a magnet link to it with `so` as its BEP 53 selection.
+fn three_file_swarm(tmp: &Path, so: Option<FileSelection>) -> (Swarm, String) {
+    let seed_dir = tmp.join("seed");
     // Lengths that do not fall on piece boundaries, so the unselected middle file shares
     // pieces with both of its neighbours.
     let files: Vec<(PathBuf, u64)> = [("a.bin", 300_001), ("b.bin", 200_003), ("c.bin", 250_007)]
@@ -478,9 +478,27 @@ fn magnet_added_with_choose_files_downloads_only_the_files_chosen_later() {
         trackers: vec![swarm.tracker.http_url()],
         peers: vec![swarm.seeder.addr()],
         peer_hosts: Vec::new(),
-        select_only: None,
+        select_only: so,
     }
     .to_uri();
+    (swarm, link)
+}
+
+/// Files 0 and 2 of [`three_file_swarm`] are on disk, byte for byte; file 1 is not.
+fn assert_only_the_outer_files(swarm: &Swarm, dl: &Path) {
+    let wanted: Vec<(PathBuf, u64)> = [0, 2]
+        .iter()
+        .map(|&i| swarm.payload.files[i].clone())
+        .collect();
+    assert_same_files(&swarm.payload.dir, dl, &wanted);
+    let skipped = dl.join(&swarm.payload.files[1].0);
+    assert!(!skipped.exists(), "{} was created", skipped.display());
+}
+
+#[test]
+fn magnet_added_with_choose_files_downloads_only_the_files_chosen_later() {
+    let tmp = temp_dir();
+    let (swarm, link) = three_file_swarm(tmp.path(), None);
     let dl = tmp.path().join("dl");
     let daemon = Daemon::start(&dl, &tmp.path().join("state"), &DaemonOpts::default());
     let id = swarm.id();
@@ -543,13 +561,7 @@ fn magnet_added_with_choose_files_downloads_only_the_files_chosen_later() {
         wanted_piece_bytes(&[(0, 300_001), (500_004, 750_011)], 1 << 15, 750_011)
     );
 
-    let wanted: Vec<(PathBuf, u64)> = [0, 2]
-        .iter()
-        .map(|&i| swarm.payload.files[i].clone())
-        .collect();
-    assert_same_files(&swarm.payload.dir, &dl, &wanted);
-    let skipped = dl.join(&swarm.payload.files[1].0);
-    assert!(!skipped.exists(), "{} was created", skipped.display());
+    assert_only_the_outer_files(&swarm, &dl);
 
     // The metadata was saved beside the download as `three.torrent`; deleting the
     // torrent with its data takes that too, and leaves the download root empty.
@@ -576,6 +588,35 @@ fn magnet_added_with_choose_files_downloads_only_the_files_chosen_later() {
         );
         thread::sleep(POLL);
     }
+}
+
+#[test]
+fn a_magnets_so_selection_is_honoured_once_the_files_are_known() {
+    let tmp = temp_dir();
+    let so = FileSelection::new([0..=0, 2..=2]).unwrap();
+    let (swarm, link) = three_file_swarm(tmp.path(), Some(so));
+    let dl = tmp.path().join("dl");
+    let daemon = Daemon::start(&dl, &tmp.path().join("state"), &DaemonOpts::default());
+    let id = swarm.id();
+    let added = daemon.post("/api/torrents", &json!({ "magnet": link }));
+    assert_eq!(added.status, 201, "{added:?}");
+    wait_for_torrent(
+        &daemon,
+        &id,
+        DOWNLOAD_LIMIT,
+        "completion",
+        is_complete,
+        |_| {},
+    );
+    let files = daemon.get_json(&format!("/api/torrents/{id}/files"));
+    let selected: Vec<bool> = files
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["selected"].as_bool().unwrap())
+        .collect();
+    assert_eq!(selected, [true, false, true], "{files:#}");
+    assert_only_the_outer_files(&swarm, &dl);
 }
 
 // ---------------------------------------------------------------------------------------

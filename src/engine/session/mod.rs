@@ -887,6 +887,24 @@ impl Session {
             return;
         };
         entry.name = metainfo.info.name.clone();
+        // A magnet's BEP 53 `so=`, now that the files can be counted, unless files were
+        // chosen already (or are to be chosen).
+        if let Source::Magnet(magnet) = &entry.source {
+            if let (None, false, Some(so)) =
+                (&entry.selection, entry.awaiting_files, &magnet.select_only)
+            {
+                let files = metainfo.info.layout.files();
+                let chosen: Vec<u32> = (0..files.len())
+                    .filter(|&i| !files[i].padding)
+                    .filter_map(|i| u32::try_from(i).ok())
+                    .filter(|&i| so.contains(i))
+                    .collect();
+                // A `so=` naming no file of this torrent selects nothing: ignored.
+                if !chosen.is_empty() {
+                    entry.selection = Some(chosen);
+                }
+            }
+        }
         entry.last.total_bytes = entry.wanted_bytes_of(&metainfo);
         entry.last.phase = Phase::Checking;
         entry.files = entry.files_at_rest(&metainfo.info.layout);
