@@ -12,14 +12,6 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 bin=${TORRENT_ACTORS:-$here/target/release/torrent-actors}
 size_mib=${1:-256}
 work=$(mktemp -d "${TMPDIR:-/tmp}/torrent-actors-demo.XXXXXX")
-pids=()
-cleanup() {
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-    rm -rf "$work"
-}
-trap cleanup EXIT
-
 source "$here/examples/lib.sh"
 
 echo "payload: $size_mib MiB of random bytes"

@@ -1,6 +1,15 @@
 # Shared by the example scripts: a loopback opentracker and libtorrent seeders, each
-# recorded in the caller's `pids` array so its cleanup stops them by PID. Source it after
-# setting `here` (the repository) and `work` (a temporary folder), and `pids=()`.
+# recorded in `pids` and stopped by PID when the script exits, with its `work` folder
+# removed. Source it right after setting `here` (the repository) and `work` (a
+# temporary folder).
+
+pids=()
+cleanup() {
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+    rm -rf "$work"
+}
+trap cleanup EXIT
 
 free_port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 

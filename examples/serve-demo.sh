@@ -16,16 +16,8 @@ size_mib=${1:-256}
 listen=${LISTEN:-127.0.0.1:9091}
 seed_rate=$(( ${SEED_KIB_S:-4096} * 1024 ))
 work=$(mktemp -d "${TMPDIR:-/tmp}/torrent-actors-serve-demo.XXXXXX")
-pids=()
-cleanup() {
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-    rm -rf "$work"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
 source "$here/examples/lib.sh"
+trap 'exit 130' INT TERM
 
 echo "payload: $size_mib MiB of random bytes in three files"
 payload="$work/seed/demo-album"

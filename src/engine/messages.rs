@@ -803,6 +803,10 @@ pub enum TorrentEvent {
         torrent_file: Option<std::path::PathBuf>,
         /// The complete `.torrent` file, as saved (or as it would have been).
         torrent: Bytes,
+        /// The same, parsed, when the fetcher hands the torrent to the face
+        /// (`hand_over: false`) instead of starting the Coordinator itself, so the face
+        /// does not parse it again.
+        metainfo: Option<std::sync::Arc<crate::metainfo::Metainfo>>,
     },
     /// A tracker's status changed: an announce began or ended, or its URL proved
     /// unusable. Sent on every change, so a face decides what is worth showing.

@@ -453,19 +453,27 @@ impl MetadataFetcher {
                         None
                     }
                 };
-                params.events.do_send(TorrentEvent::MetadataReceived {
-                    name,
-                    total_bytes,
-                    torrent_file,
-                    torrent,
-                });
                 if !params.hand_over {
-                    // The daemon starts the torrent itself, from the bytes just sent.
+                    // The daemon starts the torrent itself, from the metadata sent here.
+                    params.events.do_send(TorrentEvent::MetadataReceived {
+                        name,
+                        total_bytes,
+                        torrent_file,
+                        torrent,
+                        metainfo: Some(std::sync::Arc::new(metainfo)),
+                    });
                     act.stopping = true;
                     act.handing_over = false;
                     ctx.stop();
                     return;
                 }
+                params.events.do_send(TorrentEvent::MetadataReceived {
+                    name,
+                    total_bytes,
+                    torrent_file,
+                    torrent,
+                    metainfo: None,
+                });
                 let mut config = params.config;
                 config.initial_peers = peers;
                 let selection = params.selection.or(params.magnet.select_only.clone());

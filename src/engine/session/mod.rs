@@ -461,7 +461,7 @@ impl Actor for StateWriter {
 #[rtype(result = "()")]
 struct WriteFile {
     path: PathBuf,
-    bytes: Vec<u8>,
+    bytes: Bytes,
 }
 
 impl Handler<WriteFile> for StateWriter {
@@ -485,10 +485,13 @@ fn unix_now() -> u64 {
 }
 
 fn selection_of(indices: &Option<Vec<u32>>) -> Option<FileSelection> {
-    indices.as_ref().map(|list| {
-        FileSelection::new(list.iter().map(|&i| i..=i))
-            .expect("single-index ranges are never reversed")
-    })
+    indices.as_deref().map(selection_from)
+}
+
+/// File indices as a BEP 53 selection.
+fn selection_from(indices: &[u32]) -> FileSelection {
+    FileSelection::new(indices.iter().map(|&i| i..=i))
+        .expect("single-index ranges are never reversed")
 }
 
 impl Session {
@@ -617,7 +620,7 @@ impl Session {
         match serde_json::to_vec_pretty(&self.saved()) {
             Ok(bytes) => self.writer.do_send(WriteFile {
                 path: self.state.session_file(),
-                bytes,
+                bytes: bytes.into(),
             }),
             Err(e) => warn!(self.log, "cannot encode state"; "error" => %e),
         }
@@ -743,11 +746,8 @@ impl Session {
             let stop = async {
                 match run {
                     Run::Coordinator(c) => {
-                        let files = tokio::time::timeout(QUERY_TIMEOUT, c.send(GetFileProgress))
-                            .await
-                            .ok()
-                            .and_then(Result::ok);
-                        let pieces = ask_pieces(Some(c.clone())).await;
+                        let files = ask_tree(Some(c.clone()), GetFileProgress).await;
+                        let pieces = ask_tree(Some(c.clone()), GetPieceMap).await;
                         let _ = c.send(Shutdown).await;
                         LastViews {
                             files,
@@ -869,19 +869,16 @@ impl Session {
         })
     }
 
-    fn on_metadata(&mut self, id: InfoHash, torrent: Bytes, ctx: &mut Context<Self>) {
-        let metainfo = match Metainfo::from_bytes(&torrent) {
-            Ok(m) => m,
-            Err(e) => {
-                if let Some(entry) = self.torrents.get_mut(&id) {
-                    entry.error = Some(format!("unusable metadata: {e}"));
-                }
-                return;
-            }
-        };
+    fn on_metadata(
+        &mut self,
+        id: InfoHash,
+        torrent: Bytes,
+        metainfo: Arc<Metainfo>,
+        ctx: &mut Context<Self>,
+    ) {
         self.writer.do_send(WriteFile {
             path: self.state.torrent_file(&id.to_hex()),
-            bytes: torrent.to_vec(),
+            bytes: torrent,
         });
         let Some(entry) = self.torrents.get_mut(&id) else {
             return;
@@ -893,10 +890,9 @@ impl Session {
             if let (None, false, Some(so)) =
                 (&entry.selection, entry.awaiting_files, &magnet.select_only)
             {
-                let files = metainfo.info.layout.files();
-                let chosen: Vec<u32> = (0..files.len())
-                    .filter(|&i| !files[i].padding)
-                    .filter_map(|i| u32::try_from(i).ok())
+                let chosen: Vec<u32> = (metainfo.info.layout.files().iter().enumerate())
+                    .filter(|(_, f)| !f.padding)
+                    .filter_map(|(i, _)| u32::try_from(i).ok())
                     .filter(|&i| so.contains(i))
                     .collect();
                 // A `so=` naming no file of this torrent selects nothing: ignored.
@@ -908,7 +904,7 @@ impl Session {
         entry.last.total_bytes = entry.wanted_bytes_of(&metainfo);
         entry.last.phase = Phase::Checking;
         entry.files = entry.files_at_rest(&metainfo.info.layout);
-        entry.source = Source::Torrent(Arc::new(metainfo));
+        entry.source = Source::Torrent(metainfo);
         // The fetcher stops by itself; the torrent proper starts unless files are to
         // be chosen first.
         entry.run = None;
@@ -1154,9 +1150,14 @@ impl Handler<FromTorrent> for Session {
                         .map(move |views, act, _| act.stopped(msg.id, views)),
                 );
             }
-            TorrentEvent::MetadataReceived { torrent, .. } => {
-                self.on_metadata(msg.id, torrent, ctx)
-            }
+            TorrentEvent::MetadataReceived {
+                torrent,
+                metainfo: Some(metainfo),
+                ..
+            } => self.on_metadata(msg.id, torrent, metainfo, ctx),
+            // Only a fetcher that starts the Coordinator itself leaves the metadata out;
+            // the Session never starts one so.
+            TorrentEvent::MetadataReceived { metainfo: None, .. } => {}
             TorrentEvent::Tracker(status) => {
                 entry.trackers.insert(status.url.clone(), status);
             }
@@ -1172,8 +1173,7 @@ impl Handler<AddTorrent> for Session {
         let (id, name, source, magnet_link) = match msg.source {
             AddSource::Torrent { metainfo, bytes } => {
                 if let Some(indices) = &msg.selection {
-                    let selection = selection_of(&Some(indices.clone())).expect("some");
-                    check_selection(&metainfo.info.layout, &selection)
+                    check_selection(&metainfo.info.layout, &selection_from(indices))
                         .map_err(|e| SessionError::BadRequest(format!("files: {e}")))?;
                 }
                 torrent_bytes = Some(bytes);
@@ -1215,7 +1215,7 @@ impl Handler<AddTorrent> for Session {
         if let Some(bytes) = torrent_bytes {
             self.writer.do_send(WriteFile {
                 path: self.state.torrent_file(&id.to_hex()),
-                bytes: bytes.to_vec(),
+                bytes,
             });
         }
         let start = !entry.paused;
@@ -1305,22 +1305,20 @@ impl Handler<Recheck> for Session {
 
     fn handle(&mut self, msg: Recheck, _: &mut Context<Self>) -> Self::Result {
         let id = msg.id;
-        let checked = self
-            .busy(&id)
-            .and_then(|()| match &self.entry(&id)?.source {
-                Source::Torrent(m) => Ok(m.clone()),
+        let checked = self.busy(&id).and_then(|()| {
+            let entry = self.entry(&id)?;
+            match &entry.source {
+                Source::Torrent(m) => Ok((m.clone(), entry.dir.clone())),
                 Source::Magnet(_) => Err(SessionError::Conflict(
                     "no metadata yet, nothing to check".into(),
                 )),
-            });
-        let metainfo = match checked {
-            Ok(m) => m,
+            }
+        });
+        let (metainfo, dir) = match checked {
+            Ok(v) => v,
             Err(e) => return Box::pin(actix::fut::ready(Err(e))),
         };
-        let folder = self
-            .config
-            .download_root
-            .join(&self.entry(&id).expect("checked").dir);
+        let folder = self.config.download_root.join(dir);
         self.stop_then(id, move |act, ctx| {
             // Without a resume file the start-up check hashes every piece on disk.
             let _ = std::fs::remove_file(resume_path(&folder, &metainfo.info.layout));
@@ -1453,15 +1451,7 @@ impl Handler<GetFiles> for Session {
             Err(e) => return Box::pin(actix::fut::ready(Err(e))),
         };
         let asked = self.generation(&id);
-        let ask = async move {
-            match coordinator {
-                Some(c) => tokio::time::timeout(QUERY_TIMEOUT, c.send(GetFileProgress))
-                    .await
-                    .ok()
-                    .and_then(Result::ok),
-                None => None,
-            }
-        };
+        let ask = ask_tree(coordinator, GetFileProgress);
         Box::pin(ask.into_actor(self).map(move |fresh, act, _| {
             let entry = act.entry_mut(&id)?;
             if let Some(files) = fresh.filter(|_| entry.generation == asked) {
@@ -1484,8 +1474,7 @@ impl Handler<SetFiles> for Session {
                     let mut selected = msg.selected.clone();
                     selected.sort_unstable();
                     selected.dedup();
-                    let selection = selection_of(&Some(selected.clone())).expect("some");
-                    check_selection(&m.info.layout, &selection)
+                    check_selection(&m.info.layout, &selection_from(&selected))
                         .map_err(|e| SessionError::BadRequest(format!("files: {e}")))?;
                     Ok((m.clone(), selected))
                 }
@@ -1533,14 +1522,9 @@ impl Handler<GetPeers> for Session {
     fn handle(&mut self, msg: GetPeers, _: &mut Context<Self>) -> Self::Result {
         let coordinator = self.coordinator(&msg.id);
         Box::pin(async move {
-            match coordinator? {
-                Some(c) => Ok(tokio::time::timeout(QUERY_TIMEOUT, c.send(GetPeerList))
-                    .await
-                    .ok()
-                    .and_then(Result::ok)
-                    .unwrap_or_default()),
-                None => Ok(Vec::new()),
-            }
+            Ok(ask_tree(coordinator?, GetPeerList)
+                .await
+                .unwrap_or_default())
         })
     }
 }
@@ -1556,7 +1540,7 @@ impl Handler<GetPieces> for Session {
         };
         let asked = self.generation(&id);
         Box::pin(
-            ask_pieces(coordinator)
+            ask_tree(coordinator, GetPieceMap)
                 .into_actor(self)
                 .map(move |fresh, act, _| {
                     let entry = act.entry_mut(&id)?;
@@ -1569,9 +1553,15 @@ impl Handler<GetPieces> for Session {
     }
 }
 
-async fn ask_pieces(coordinator: Option<Addr<Coordinator>>) -> Option<PieceMap> {
-    let c = coordinator?;
-    tokio::time::timeout(QUERY_TIMEOUT, c.send(GetPieceMap))
+/// Asks a torrent's running Coordinator, if there is one, within [`QUERY_TIMEOUT`]:
+/// `None` without a tree, or without an answer in time.
+async fn ask_tree<M>(coordinator: Option<Addr<Coordinator>>, msg: M) -> Option<M::Result>
+where
+    M: Message + Send + 'static,
+    M::Result: Send,
+    Coordinator: Handler<M>,
+{
+    tokio::time::timeout(QUERY_TIMEOUT, coordinator?.send(msg))
         .await
         .ok()
         .and_then(Result::ok)
@@ -1629,15 +1619,11 @@ impl Handler<GetDetailBundle> for Session {
         };
         let asked = self.generation(&id);
         let ask = async move {
-            let peers = match &coordinator {
-                Some(c) => tokio::time::timeout(QUERY_TIMEOUT, c.send(GetPeerList))
-                    .await
-                    .ok()
-                    .and_then(Result::ok)
-                    .unwrap_or_default(),
-                None => Vec::new(),
-            };
-            (peers, ask_pieces(coordinator).await)
+            let peers = ask_tree(coordinator.clone(), GetPeerList).await;
+            (
+                peers.unwrap_or_default(),
+                ask_tree(coordinator, GetPieceMap).await,
+            )
         };
         Box::pin(ask.into_actor(self).map(move |(peers, pieces), act, _| {
             let port = act.config.listen_addr.port();
@@ -1701,7 +1687,7 @@ impl Handler<StopSession> for Session {
                         .map(|bytes| {
                             act.writer.send(WriteFile {
                                 path: act.state.session_file(),
-                                bytes,
+                                bytes: bytes.into(),
                             })
                         });
                     async move {
@@ -1736,23 +1722,8 @@ mod tests {
     fn a_kept_torrent_that_cannot_be_read_is_fetched_again_not_dropped() {
         let dir = tempfile::tempdir().unwrap();
         let state = StateDir(dir.path().to_path_buf());
-        let hash = "0123456789abcdef0123456789abcdef01234567";
-        let saved = SavedTorrent {
-            info_hash: hash.into(),
-            name: "film".into(),
-            magnet: None,
-            has_torrent_file: true,
-            dir: "films".into(),
-            paused: true,
-            awaiting_files: false,
-            selection: Some(vec![1]),
-            labels: vec!["x".into()],
-            upload_limit: 0,
-            download_limit: 0,
-            added_at: 1,
-            uploaded: 0,
-            downloaded: 0,
-        };
+        let saved = state::sample_torrent();
+        let hash = saved.info_hash.as_str();
         let log = Logger::root(slog::Discard, o!());
         // No STATE/torrents/HASH.torrent at all.
         let entry = Session::restore(&state, &saved, &log).expect("kept, not dropped");
@@ -1763,7 +1734,7 @@ mod tests {
             .as_deref()
             .is_some_and(|e| e.contains("fetched from peers again")));
         assert_eq!((entry.dir.as_str(), entry.paused), ("films", true));
-        assert_eq!(entry.selection, Some(vec![1]));
+        assert_eq!(entry.selection, Some(vec![0, 2]));
         // A kept file that is garbage is no better, and no worse.
         std::fs::create_dir_all(dir.path().join("torrents")).unwrap();
         std::fs::write(state.torrent_file(hash), b"not bencode").unwrap();

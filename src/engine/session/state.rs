@@ -135,6 +135,27 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }
 
+/// A paused torrent `film` in `films`, added by a `.torrent`, files 0 and 2 chosen.
+#[cfg(test)]
+pub(crate) fn sample_torrent() -> SavedTorrent {
+    SavedTorrent {
+        info_hash: "ab".repeat(20),
+        name: "film".into(),
+        magnet: None,
+        has_torrent_file: true,
+        dir: "films".into(),
+        paused: true,
+        awaiting_files: false,
+        selection: Some(vec![0, 2]),
+        labels: vec!["x".into()],
+        upload_limit: 5,
+        download_limit: 6,
+        added_at: 7,
+        uploaded: 8,
+        downloaded: 9,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -146,22 +167,7 @@ mod tests {
                 upload_limit: 1000,
                 download_limit: 0,
             },
-            torrents: vec![SavedTorrent {
-                info_hash: "ab".repeat(20),
-                name: "film".into(),
-                magnet: None,
-                has_torrent_file: true,
-                dir: "films".into(),
-                paused: true,
-                awaiting_files: false,
-                selection: Some(vec![0, 2]),
-                labels: vec!["x".into()],
-                upload_limit: 5,
-                download_limit: 6,
-                added_at: 7,
-                uploaded: 8,
-                downloaded: 9,
-            }],
+            torrents: vec![sample_torrent()],
         }
     }
 
