@@ -9,6 +9,7 @@ pub mod choker;
 pub mod connection;
 pub mod coordinator;
 pub mod dht;
+pub mod jail;
 pub mod limiter;
 pub mod listener;
 pub mod messages;

@@ -244,13 +244,17 @@ fn multi_file_entries(
     }
     // Padding files are never written and BEP 47 names many of them alike, so only real
     // files take part in the renaming of duplicates.
-    let mut real: Vec<SafePath> = paths
+    let (real_index, mut real): (Vec<usize>, Vec<SafePath>) = paths
         .iter()
         .zip(&lengths)
-        .filter(|(_, (_, padding))| !padding)
-        .map(|(p, _)| p.clone())
-        .collect();
-    dedupe(&mut real);
+        .enumerate()
+        .filter(|(_, (_, (_, padding)))| !padding)
+        .map(|(i, (p, _))| (i, p.clone()))
+        .unzip();
+    dedupe(&mut real).map_err(|(i, reason)| MetainfoError::BadPath {
+        index: real_index.get(i).copied().unwrap_or(i),
+        reason,
+    })?;
     let mut renamed = real.into_iter();
     for (path, (_, padding)) in paths.iter_mut().zip(&lengths) {
         if !padding {
