@@ -312,6 +312,7 @@ impl Coordinator {
         let info = Arc::new(params.metainfo.info.clone());
         let layout = Arc::new(info.layout.clone());
         let root = params.download_dir.clone();
+        let info_hash = params.metainfo.info_hash;
         let selected = SelectedFiles::new(&layout, params.selection.as_ref());
         let wanted_bytes = selected.wanted_bytes(&layout);
         let writer_layout = layout.clone();
@@ -323,6 +324,7 @@ impl Coordinator {
             FileWriter::new(
                 root.clone(),
                 writer_layout.clone(),
+                info_hash,
                 writer_selected.clone(),
                 delay,
             )
@@ -356,6 +358,7 @@ impl Coordinator {
             FileReader::new(
                 reader_root.clone(),
                 reader_layout.clone(),
+                info_hash,
                 reader_selected.clone(),
             )
             .with_metrics(reader_metrics.clone())

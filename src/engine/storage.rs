@@ -23,6 +23,10 @@
 //! a file that was just created, so even a slot that was never written costs nothing but
 //! a failed check. Once every file is there the part file is deleted.
 //!
+//! Every file is reached beneath the download folder's handle ([`Jail`]), never through
+//! a path string: a symbolic link planted inside the folder is refused, not followed, for
+//! reading, writing, truncating and deleting alike.
+//!
 //! A full disk must not cost the record of what was verified before it filled. So
 //! before its first piece write the FileWriter sets aside, in a hidden reserve file
 //! beside the resume file, as much space as the largest resume file this torrent can have
@@ -30,7 +34,7 @@
 //! deleted and the save tried again; after a save the reserve is put back if it can be,
 //! and the last save (after `CloseStorage`) deletes it.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -41,6 +45,7 @@ use actix::prelude::*;
 use bytes::Bytes;
 use sha1::{Digest, Sha1};
 
+use super::jail::{check_name, Access, Jail};
 use super::messages::{
     CheckPiece, CloseStorage, HashOutcome, HashPiece, OpenReport, OpenStorage, ReadBlock,
     SaveResume, StorageError, WritePiece,
@@ -50,6 +55,7 @@ use super::parts::PartSlots;
 use super::resume::{json_size_bound, FileRecord};
 use super::selection::SelectedFiles;
 use crate::layout::{Layout, PieceIndex};
+use crate::InfoHash;
 
 /// Hashes pieces; runs as a SyncArbiter pool sized to the cores.
 pub struct Hasher {
@@ -95,8 +101,13 @@ impl Handler<HashPiece> for Hasher {
 
 /// Owns the torrent's files on disk; runs on a SyncArbiter of one thread.
 pub struct FileWriter {
-    /// The download folder; every path is a `SafePath` under it.
+    /// The download folder, as given: created at open, shown in messages.
     root: PathBuf,
+    /// The download folder's handle, from `OpenStorage` on; every file is opened
+    /// beneath it.
+    jail: Option<Jail>,
+    /// The names of the torrent's own files beside the download.
+    side: SideFiles,
     /// Where each file and piece lives.
     layout: Arc<Layout>,
     /// Open handles, by file index; `None` until first use and for padding files.
@@ -137,12 +148,15 @@ impl FileWriter {
     pub fn new(
         root: PathBuf,
         layout: Arc<Layout>,
+        info_hash: InfoHash,
         selected: SelectedFiles,
         write_delay: std::time::Duration,
     ) -> Self {
         let n = layout.files().len();
         Self {
             root,
+            jail: None,
+            side: SideFiles::new(&layout, &info_hash),
             slots: PartSlots::new(&layout),
             layout,
             files: (0..n).map(|_| None).collect(),
@@ -165,7 +179,14 @@ impl FileWriter {
     }
 
     fn parts_path(&self) -> PathBuf {
-        parts_path(&self.root, &self.layout)
+        self.root.join(&self.side.parts)
+    }
+
+    /// The folder's handle; an error before `OpenStorage` opened it.
+    fn jail(&self) -> Result<&Jail, StorageError> {
+        self.jail
+            .as_ref()
+            .ok_or_else(|| storage_error(&self.root, &io::Error::other("storage is not open")))
     }
 
     /// Refuses, before anything is created, a torrent whose selected files add up to
@@ -208,8 +229,11 @@ impl FileWriter {
     /// Opens an existing part file if its header is this torrent's. A missing, foreign or
     /// damaged one reads as none (it is replaced on the first write).
     fn open_existing_parts(&mut self) -> Option<FileRecord> {
-        let path = self.parts_path();
-        let file = OpenOptions::new().read(true).write(true).open(&path).ok()?;
+        let file = self
+            .jail
+            .as_ref()?
+            .open_file(&[&self.side.parts], Access::ReadWrite)
+            .ok()?;
         let mut header = [0u8; super::parts::HEADER_USED];
         let n = read_or_zeros(&file, &mut header, 0).ok()?;
         self.slots.check_header(&header[..n]).ok()?;
@@ -225,13 +249,10 @@ impl FileWriter {
     fn parts_handle(&mut self) -> Result<&File, StorageError> {
         if self.parts.is_none() {
             let path = self.parts_path();
+            let jail = self.jail()?;
             let create = || -> io::Result<File> {
-                let f = OpenOptions::new()
-                    .read(true)
-                    .write(true)
-                    .create(true)
-                    .truncate(true)
-                    .open(&path)?;
+                let f = jail.open_file(&[&self.side.parts], Access::Create)?;
+                f.set_len(0)?;
                 f.write_all_at(&self.slots.header(), 0)?;
                 Ok(f)
             };
@@ -282,7 +303,7 @@ impl FileWriter {
 
     /// The part file's record for the resume file, if it exists.
     fn parts_record(&self) -> Option<FileRecord> {
-        let meta = fs::metadata(self.parts_path()).ok()?;
+        let meta = self.jail.as_ref()?.metadata(&[&self.side.parts]).ok()??;
         Some(FileRecord {
             size: Some(meta.len()),
             mtime_ns: mtime_ns(&meta),
@@ -293,6 +314,11 @@ impl FileWriter {
         self.layout.files()[file].path.under(&self.root)
     }
 
+    /// The names of file `file`'s path under the folder.
+    fn names(&self, file: usize) -> &[String] {
+        self.layout.files()[file].path.components()
+    }
+
     fn error(&self, file: usize, e: &io::Error) -> StorageError {
         storage_error(&self.path(file), e)
     }
@@ -300,12 +326,10 @@ impl FileWriter {
     /// The open handle of a file, opening it (read-write) on first use.
     fn handle(&mut self, file: usize) -> Result<&File, StorageError> {
         if self.files[file].is_none() {
-            let path = self.path(file);
-            let f = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open(&path)
-                .map_err(|e| storage_error(&path, &e))?;
+            let f = self
+                .jail()?
+                .open_file(self.names(file), Access::ReadWrite)
+                .map_err(|e| self.error(file, &e))?;
             self.files[file] = Some(f);
         }
         self.files[file]
@@ -314,11 +338,21 @@ impl FileWriter {
     }
 
     fn resume_path(&self) -> PathBuf {
-        resume_path(&self.root, &self.layout)
+        self.root.join(&self.side.resume)
     }
 
-    fn reserve_path(&self) -> PathBuf {
-        self.resume_path().with_extension("reserve")
+    /// Whether the reserve file is there.
+    fn reserve_exists(&self) -> bool {
+        self.jail
+            .as_ref()
+            .is_some_and(|j| matches!(j.metadata(&[&self.side.reserve]), Ok(Some(_))))
+    }
+
+    /// Deletes the reserve file, if there is one.
+    fn drop_reserve(&self) {
+        if let Some(jail) = &self.jail {
+            let _ = jail.remove_file(&[&self.side.reserve]);
+        }
     }
 
     /// Makes sure the reserve file holds [`json_size_bound`] bytes of real (not sparse)
@@ -326,17 +360,16 @@ impl FileWriter {
     /// save that needs more fails as it would have without it.
     fn hold_reserve(&mut self) {
         self.reserve_held = true;
-        let path = self.reserve_path();
+        let Some(jail) = &self.jail else {
+            return;
+        };
+        let name = [&self.side.reserve];
         let want = json_size_bound(&self.layout);
-        if fs::metadata(&path).is_ok_and(|m| m.len() >= want) {
+        if matches!(jail.metadata(&name), Ok(Some(m)) if m.len() >= want) {
             return;
         }
         let fill = || -> io::Result<()> {
-            let f = OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(&path)?;
+            let f = jail.open_file(&name, Access::Create)?;
             // Zeros written, not `set_len`: a hole would reserve nothing.
             let zeros = vec![0u8; 64 * 1024];
             let mut at = 0;
@@ -354,21 +387,11 @@ impl FileWriter {
     /// a crash at any moment leaves the old file or the new one, never a mix. A failed
     /// attempt leaves no temporary file behind.
     fn write_resume(&self, bytes: &[u8]) -> io::Result<()> {
-        let path = self.resume_path();
-        let tmp = path.with_extension("json.tmp");
-        let write = || -> io::Result<()> {
-            let f = File::create(&tmp)?;
-            f.write_all_at(bytes, 0)?;
-            f.sync_all()?;
-            fs::rename(&tmp, &path)?;
-            if let Some(dir) = path.parent() {
-                File::open(dir)?.sync_all()?;
-            }
-            Ok(())
-        };
-        write().inspect_err(|_| {
-            let _ = fs::remove_file(&tmp);
-        })
+        let jail = self
+            .jail
+            .as_ref()
+            .ok_or_else(|| io::Error::other("storage is not open"))?;
+        jail.write_atomically(&[&self.side.resume], &self.side.resume_tmp, bytes)
     }
 
     /// The size and modification time of every file, as recorded in the resume file.
@@ -377,9 +400,12 @@ impl FileWriter {
             .files()
             .iter()
             .map(|f| {
-                let meta = (!f.padding)
-                    .then(|| fs::metadata(f.path.under(&self.root)).ok())
-                    .flatten();
+                // A link or a folder where the file should be reads as no file: it is
+                // never followed, and opening the name for writing fails.
+                let meta = match (&self.jail, f.padding) {
+                    (Some(jail), false) => jail.metadata(f.path.components()).ok().flatten(),
+                    _ => None,
+                };
                 FileRecord {
                     size: meta.as_ref().map(|m| m.len()),
                     mtime_ns: meta.as_ref().and_then(mtime_ns),
@@ -408,24 +434,58 @@ impl FileWriter {
     }
 }
 
-/// The resume file of a torrent: beside the download, named after the torrent.
-pub fn resume_path(root: &Path, layout: &Layout) -> PathBuf {
-    let name = layout
-        .files()
-        .first()
-        .and_then(|f| f.path.components().first())
-        .map_or("torrent", String::as_str);
-    root.join(format!(".{name}.resume.json"))
+/// The names of a torrent's own files in its download folder, beside the download:
+/// `.NAME.resume.json` (and its temporary `.tmp` and `.reserve`) and `.NAME.parts`, where
+/// NAME is the torrent's name. A name too long for those to fit the 255-byte limit of a
+/// file name (a torrent's name may use all 255) is replaced by the info-hash in hex.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SideFiles {
+    /// The resume file.
+    pub resume: String,
+    /// The resume file while it is written, renamed over `resume` when complete.
+    pub resume_tmp: String,
+    /// The space held for the resume file on a full disk.
+    pub reserve: String,
+    /// The part file: bytes of unselected files that share a wanted piece.
+    pub parts: String,
 }
 
-/// The part file of a torrent: beside the resume file.
-pub fn parts_path(root: &Path, layout: &Layout) -> PathBuf {
-    let resume = resume_path(root, layout);
-    let name = resume
-        .file_name()
-        .map(|n| n.to_string_lossy().replace(".resume.json", ".parts"))
-        .unwrap_or_else(|| ".torrent.parts".to_string());
-    root.join(name)
+impl SideFiles {
+    /// The names for the torrent laid out as `layout`, whose info-hash is `info_hash`.
+    pub fn new(layout: &Layout, info_hash: &InfoHash) -> Self {
+        let names = |base: &str| Self {
+            resume: format!(".{base}.resume.json"),
+            resume_tmp: format!(".{base}.resume.json.tmp"),
+            reserve: format!(".{base}.resume.reserve"),
+            parts: format!(".{base}.parts"),
+        };
+        let name = layout
+            .files()
+            .first()
+            .and_then(|f| f.path.components().first())
+            .map_or("torrent", String::as_str);
+        let by_name = names(name);
+        // The longest is the temporary resume file; every name is checked as the jail
+        // will check it.
+        if [
+            &by_name.resume,
+            &by_name.resume_tmp,
+            &by_name.reserve,
+            &by_name.parts,
+        ]
+        .iter()
+        .all(|n| check_name(n).is_ok())
+        {
+            by_name
+        } else {
+            names(&info_hash.to_hex())
+        }
+    }
+}
+
+/// The resume file of a torrent: beside the download, named after the torrent.
+pub fn resume_path(root: &Path, layout: &Layout, info_hash: &InfoHash) -> PathBuf {
+    root.join(SideFiles::new(layout, info_hash).resume)
 }
 
 /// Reads into `buf` from `offset`, leaving zeros past the end of the file (a part file's
@@ -476,8 +536,17 @@ impl Handler<OpenStorage> for FileWriter {
         self.closed = false;
         self.reserve_held = false;
         self.check_capacity()?;
+        if self.jail.is_none() {
+            self.jail = Some(Jail::create(&self.root).map_err(|e| storage_error(&self.root, &e))?);
+        }
         let before = self.file_records();
-        let resume = fs::read(self.resume_path()).ok();
+        // Twice the largest this torrent's resume file can be: a larger one is not ours.
+        let limit = json_size_bound(&self.layout).saturating_mul(2);
+        let resume = self
+            .jail()?
+            .read(&[&self.side.resume], limit)
+            .ok()
+            .flatten();
         let parts_before = self.open_existing_parts();
         let layout = self.layout.clone();
         for (i, f) in layout.files().iter().enumerate() {
@@ -490,15 +559,13 @@ impl Handler<OpenStorage> for FileWriter {
                 self.present[i] = before[i].size.is_some();
                 continue;
             }
-            if let Some(parent) = path.parent() {
-                fs::create_dir_all(parent).map_err(|e| storage_error(parent, &e))?;
-            }
-            let file = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(&path)
+            let names = f.path.components();
+            let folders = names.split_last().map_or(&[][..], |(_, folders)| folders);
+            let jail = self.jail()?;
+            jail.create_dirs(folders)
+                .map_err(|e| storage_error(path.parent().unwrap_or(&self.root), &e))?;
+            let file = jail
+                .open_file(names, Access::Create)
                 .map_err(|e| storage_error(&path, &e))?;
             // Final size up front: sparse on Linux, and a file that was truncated between
             // runs is put back to its length (the lost pieces fail their check).
@@ -520,12 +587,9 @@ impl Handler<OpenStorage> for FileWriter {
         }) {
             self.parts = None;
             let path = self.parts_path();
-            match fs::remove_file(&path) {
-                Err(e) if e.kind() != io::ErrorKind::NotFound => {
-                    return Err(storage_error(&path, &e));
-                }
-                _ => {}
-            }
+            self.jail()?
+                .remove_file(&[&self.side.parts])
+                .map_err(|e| storage_error(&path, &e))?;
         }
         Ok(OpenReport {
             before,
@@ -610,11 +674,10 @@ impl Handler<SaveResume> for FileWriter {
         data.files = self.file_records();
         data.parts = self.parts_record();
         let bytes = data.to_json();
-        let reserve = self.reserve_path();
         let saved = match self.write_resume(&bytes) {
-            Err(e) if is_disk_full(&e) && reserve.exists() => {
+            Err(e) if is_disk_full(&e) && self.reserve_exists() => {
                 // The space set aside for exactly this moment.
-                let _ = fs::remove_file(&reserve);
+                self.drop_reserve();
                 let retried = self.write_resume(&bytes);
                 if retried.is_ok() && !self.closed {
                     self.hold_reserve();
@@ -624,7 +687,7 @@ impl Handler<SaveResume> for FileWriter {
             other => other,
         };
         if saved.is_ok() && self.closed {
-            let _ = fs::remove_file(&reserve);
+            self.drop_reserve();
         }
         saved.map_err(|e| storage_error(&self.resume_path(), &e))
     }
@@ -650,8 +713,13 @@ impl Handler<CloseStorage> for FileWriter {
 /// Reads blocks for uploads; a SyncArbiter pool, each instance with its own read-only
 /// handles (opened on first use), so readers never wait for each other or the writer.
 pub struct FileReader {
-    /// The download folder.
+    /// The download folder, as given, for messages.
     root: PathBuf,
+    /// The download folder's handle, opened on first use; every file is opened
+    /// beneath it.
+    jail: Option<Jail>,
+    /// The names of the torrent's own files beside the download.
+    side: SideFiles,
     /// Where each block lives.
     layout: Arc<Layout>,
     /// Read-only handles by file index.
@@ -679,10 +747,17 @@ impl FileReader {
     }
 
     /// A reader for `layout` under `root`.
-    pub fn new(root: PathBuf, layout: Arc<Layout>, selected: SelectedFiles) -> Self {
+    pub fn new(
+        root: PathBuf,
+        layout: Arc<Layout>,
+        info_hash: InfoHash,
+        selected: SelectedFiles,
+    ) -> Self {
         let n = layout.files().len();
         Self {
             root,
+            jail: None,
+            side: SideFiles::new(&layout, &info_hash),
             slots: PartSlots::new(&layout),
             layout,
             files: (0..n).map(|_| None).collect(),
@@ -706,7 +781,10 @@ impl FileReader {
     ) -> Result<(), StorageError> {
         let path = self.layout.files()[file].path.under(&self.root);
         if self.files[file].is_none() && !self.in_parts[file] {
-            match File::open(&path) {
+            let opened = self
+                .jail()?
+                .open_file(self.layout.files()[file].path.components(), Access::Read);
+            match opened {
                 Ok(f) => self.files[file] = Some(f),
                 Err(e)
                     if e.kind() == io::ErrorKind::NotFound && !self.selected.is_selected(file) =>
@@ -734,7 +812,7 @@ impl FileReader {
         piece_offset: u64,
         dst: &mut [u8],
     ) -> Result<(), StorageError> {
-        let path = parts_path(&self.root, &self.layout);
+        let path = self.root.join(&self.side.parts);
         let Some(slot) = self.slots.slot_offset(piece) else {
             return Err(storage_error(
                 &path,
@@ -742,7 +820,8 @@ impl FileReader {
             ));
         };
         if self.parts.is_none() {
-            self.parts = Some(File::open(&path).map_err(|e| storage_error(&path, &e))?);
+            let opened = self.jail()?.open_file(&[&self.side.parts], Access::Read);
+            self.parts = Some(opened.map_err(|e| storage_error(&path, &e))?);
         }
         match &self.parts {
             Some(f) => f
@@ -758,6 +837,19 @@ impl FileReader {
 
 impl Actor for FileReader {
     type Context = SyncContext<Self>;
+}
+
+impl FileReader {
+    /// The folder's handle (a clone: they share one descriptor), opened on first use;
+    /// the FileWriter made the folder.
+    fn jail(&mut self) -> Result<Jail, StorageError> {
+        if let Some(jail) = &self.jail {
+            return Ok(jail.clone());
+        }
+        let jail = Jail::open(&self.root).map_err(|e| storage_error(&self.root, &e))?;
+        self.jail = Some(jail.clone());
+        Ok(jail)
+    }
 }
 
 impl FileReader {
@@ -861,6 +953,13 @@ mod tests {
     use crate::magnet::FileSelection;
     use crate::metainfo::SafePath;
 
+    /// The info-hash the test torrents go by.
+    const HASH: InfoHash = InfoHash([7; 20]);
+
+    fn parts_path(root: &Path, layout: &Layout) -> PathBuf {
+        root.join(SideFiles::new(layout, &HASH).parts)
+    }
+
     /// Files a (40 000 bytes), b (30 000) and c (10 000) in 16 KiB pieces: piece 2 holds
     /// the end of a and the start of b, piece 4 the end of b and all of c.
     fn layout() -> Arc<Layout> {
@@ -905,11 +1004,11 @@ mod tests {
         actix::System::new().block_on(async move {
             let (l, r, s) = (layout.clone(), root.clone(), sel.clone());
             let writer = SyncArbiter::start(1, move || {
-                FileWriter::new(r.clone(), l.clone(), s.clone(), Default::default())
+                FileWriter::new(r.clone(), l.clone(), HASH, s.clone(), Default::default())
             });
             let (l, r) = (layout.clone(), root.clone());
             let reader = SyncArbiter::start(1, move || {
-                FileReader::new(r.clone(), l.clone(), sel.clone())
+                FileReader::new(r.clone(), l.clone(), HASH, sel.clone())
             });
             let report = writer.send(OpenStorage).await.unwrap().unwrap();
             for n in pieces {
@@ -994,7 +1093,9 @@ mod tests {
         let outcome = actix::System::new().block_on(async move {
             let start = || {
                 let (l, r, s) = (layout.clone(), root.clone(), sel.clone());
-                SyncArbiter::start(1, move || FileReader::new(r.clone(), l.clone(), s.clone()))
+                SyncArbiter::start(1, move || {
+                    FileReader::new(r.clone(), l.clone(), HASH, s.clone())
+                })
             };
             let reader = start();
             let mut outcome = Vec::new();

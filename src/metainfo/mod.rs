@@ -7,7 +7,7 @@
 
 mod path;
 
-pub use path::{dedupe, PathError, SafePath, MAX_COMPONENT_BYTES};
+pub use path::{dedupe, is_plain_name, PathError, SafePath, MAX_COMPONENT_BYTES, MAX_PATH_BYTES};
 
 use sha1::{Digest, Sha1};
 

@@ -148,7 +148,7 @@ fn all_pieces(meta: &Metainfo) -> Vec<u32> {
 }
 
 fn resume_file(meta: &Metainfo, out: &Path) -> PathBuf {
-    resume_path(out, &meta.info.layout)
+    resume_path(out, &meta.info.layout, &meta.info_hash)
 }
 
 /// The pieces the resume file under `out` calls verified, read straight from its JSON

@@ -250,9 +250,38 @@ fn multi_file_torrent(name: &str, files: &[(Vec<&str>, usize)]) -> Vec<u8> {
     .encode()
 }
 
+/// A libtorrent seeder of `torrent`, its data (as [`file_bytes`] makes it) laid under
+/// `seed` where libtorrent itself looks for each file.
+fn seed_where_libtorrent_looks(
+    torrent: &Path,
+    seed: &Path,
+    files: &[(Vec<&str>, usize)],
+) -> LtSeeder {
+    let view = libtorrent_view(torrent);
+    let lt_files = view["files"].as_array().expect("libtorrent's file list");
+    assert_eq!(lt_files.len(), files.len(), "{view}");
+    for (n, (file, (_, len))) in lt_files.iter().zip(files).enumerate() {
+        let path = seed.join(file["path"].as_str().expect("a path"));
+        assert!(path.starts_with(seed), "libtorrent path {path:?}");
+        fs::create_dir_all(path.parent().expect("a parent")).expect("seed folders");
+        fs::write(&path, file_bytes(n, *len)).expect("seed data");
+    }
+    LtSeeder::start(
+        torrent,
+        seed,
+        SeedOpts {
+            ready_without_announce: true,
+            ..SeedOpts::default()
+        },
+    )
+}
+
 #[test]
 fn a_torrent_whose_names_try_to_escape_downloads_only_inside_the_output_folder() {
     let long = format!("{}.txt", "x".repeat(300));
+    // Shortened by dropping its long "extension", this once became `..`: two of them
+    // climbed from `out/AUX` to `out`'s parent, where an empty file truncated a victim.
+    let climb = format!("...{}", "a".repeat(300));
     let files: Vec<(Vec<&str>, usize)> = vec![
         (vec!["C:", "Windows", "System32", "evil.dll"], 20_000),
         (vec!["E:evil.txt"], 2_500),
@@ -268,34 +297,19 @@ fn a_torrent_whose_names_try_to_escape_downloads_only_inside_the_output_folder()
         (vec!["dup.txt"], 1_500),
         (vec!["f"], 500),
         (vec!["f", "g"], 700),
+        (vec![&climb, &climb, "victim.txt"], 0),
+        (vec![&climb, "inside.bin"], 3_000),
     ];
     let tmp = tempfile::tempdir().expect("temp folder");
     let torrent = tmp.path().join("escape.torrent");
     fs::write(&torrent, multi_file_torrent("AUX", &files)).expect("writing the torrent");
     let ours = read_metainfo(&torrent);
-
-    // The seeder's data goes where libtorrent itself looks for each file.
-    let seed = tmp.path().join("seed");
-    let view = libtorrent_view(&torrent);
-    let lt_files = view["files"].as_array().expect("libtorrent's file list");
-    assert_eq!(lt_files.len(), files.len(), "{view}");
-    for (n, (file, (_, len))) in lt_files.iter().zip(&files).enumerate() {
-        let path = seed.join(file["path"].as_str().expect("a path"));
-        assert!(path.starts_with(&seed), "libtorrent path {path:?}");
-        fs::create_dir_all(path.parent().expect("a parent")).expect("seed folders");
-        fs::write(&path, file_bytes(n, *len)).expect("seed data");
-    }
-    let seeder = LtSeeder::start(
-        &torrent,
-        &seed,
-        SeedOpts {
-            ready_without_announce: true,
-            ..SeedOpts::default()
-        },
-    );
+    let seeder = seed_where_libtorrent_looks(&torrent, &tmp.path().join("seed"), &files);
 
     let parent = tmp.path().join("parent");
     fs::create_dir(&parent).expect("the parent folder");
+    let victim = parent.join("victim.txt");
+    fs::write(&victim, b"precious").expect("the victim file");
     let out = parent.join("out");
     let mut cmd = get_command(
         torrent.to_str().expect("a UTF-8 path"),
@@ -307,8 +321,9 @@ fn a_torrent_whose_names_try_to_escape_downloads_only_inside_the_output_folder()
     let stderr = stderr_of(&output);
     assert!(output.status.success(), "get failed:\n{stderr}");
 
+    assert_eq!(fs::read(&victim).expect("the victim"), b"precious");
     // Every file is where our layout puts it, with its bytes.
-    let mut expected = vec![PathBuf::from("out")];
+    let mut expected = vec![PathBuf::from("out"), PathBuf::from("victim.txt")];
     for (n, (entry, (_, len))) in ours.info.layout.files().iter().zip(&files).enumerate() {
         let path = entry.path.under(&out);
         assert_eq!(
@@ -575,4 +590,174 @@ fn magnet_metadata_that_matches_its_hash_but_is_no_valid_info_dictionary_exits_4
         // No .torrent was saved and no file made.
         assert_eq!(tree(parent.path()), [PathBuf::from("out")], "{what}");
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// The jail: links planted between runs, names at the length limit, many duplicates
+// ---------------------------------------------------------------------------------------
+
+/// Replaces `path` (a file or a folder) by a symbolic link to `target`.
+fn plant_link(path: &Path, target: &Path) {
+    if fs::symlink_metadata(path).is_ok_and(|m| m.is_dir()) {
+        fs::remove_dir_all(path).expect("removing the folder");
+    } else {
+        fs::remove_file(path).expect("removing the file");
+    }
+    std::os::unix::fs::symlink(target, path).expect("planting the link");
+}
+
+#[test]
+fn links_planted_in_the_download_between_runs_are_never_followed() {
+    let files: Vec<(Vec<&str>, usize)> =
+        vec![(vec!["a.bin"], 40_000), (vec!["sub", "b.bin"], 30_000)];
+    let tmp = tempfile::tempdir().expect("temp folder");
+    let torrent = tmp.path().join("pl.torrent");
+    fs::write(&torrent, multi_file_torrent("pl", &files)).expect("writing the torrent");
+    let seeder = seed_where_libtorrent_looks(&torrent, &tmp.path().join("seed"), &files);
+    let out = tmp.path().join("out");
+    let get = || {
+        let mut cmd = get_command(
+            torrent.to_str().expect("a UTF-8 path"),
+            &out,
+            &["--peer-timeout", "20"],
+        );
+        cmd.arg("--peer").arg(seeder.addr().to_string());
+        run(cmd)
+    };
+    let first = get();
+    assert!(first.status.success(), "get failed:\n{}", stderr_of(&first));
+
+    // Outside the folder: a file longer than a.bin (a followed link would truncate it),
+    // and a folder holding b.bin's true bytes (a followed link would verify and serve it).
+    let outside = tmp.path().join("outside");
+    fs::create_dir_all(outside.join("sub")).expect("the outside folder");
+    let secret = b"precious, and longer than the file it stands in for. ".repeat(2_000);
+    fs::write(outside.join("secret"), &secret).expect("the secret");
+    fs::write(outside.join("sub").join("b.bin"), file_bytes(1, 30_000)).expect("b outside");
+    plant_link(&out.join("pl").join("a.bin"), &outside.join("secret"));
+    plant_link(&out.join("pl").join("sub"), &outside.join("sub"));
+    let untouched = |what: &str| {
+        assert_eq!(
+            fs::read(outside.join("secret")).expect("the secret"),
+            secret,
+            "{what} changed the secret"
+        );
+        assert_eq!(
+            fs::read(outside.join("sub").join("b.bin")).expect("b outside"),
+            file_bytes(1, 30_000),
+            "{what} changed b.bin outside"
+        );
+    };
+
+    // Writing and truncating: the resumed download refuses the links.
+    let second = get();
+    let stderr = stderr_of(&second);
+    assert!(!second.status.success(), "get followed a link:\n{stderr}");
+    assert!(stderr.contains("symbolic link"), "{stderr}");
+    untouched("get");
+
+    // Reading: `seed` checks the data and must not take what the links point at.
+    let mut seed = Command::new(env!("CARGO_BIN_EXE_torrent-actors"));
+    seed.env("TORRENT_ACTORS_DHT_BOOTSTRAP", "")
+        .args(["seed", "--port", "0", "--no-dht", "--dir"])
+        .arg(&out)
+        .arg(&torrent);
+    let seeding = run_until(seed, Duration::from_secs(20));
+    let output = seeding.unwrap_or_else(|o| o);
+    let stderr = stderr_of(&output);
+    assert!(
+        !output.status.success(),
+        "seed served through a link:\n{stderr}"
+    );
+    untouched("seed");
+    drop(seeder);
+}
+
+#[test]
+fn a_name_of_250_bytes_downloads_with_its_own_files_named_by_the_info_hash() {
+    let name = "n".repeat(250);
+    let files: Vec<(Vec<&str>, usize)> = vec![(vec!["a.bin"], 50_000), (vec!["b.bin"], 9_000)];
+    let tmp = tempfile::tempdir().expect("temp folder");
+    let torrent = tmp.path().join("long.torrent");
+    fs::write(&torrent, multi_file_torrent(&name, &files)).expect("writing the torrent");
+    let ours = read_metainfo(&torrent);
+    let seeder = seed_where_libtorrent_looks(&torrent, &tmp.path().join("seed"), &files);
+    let out = tmp.path().join("out");
+    let mut cmd = get_command(
+        torrent.to_str().expect("a UTF-8 path"),
+        &out,
+        &["--peer-timeout", "60", "--files", "0"],
+    );
+    cmd.arg("--peer").arg(seeder.addr().to_string());
+    let output = run(cmd);
+    assert!(
+        output.status.success(),
+        "get failed:\n{}",
+        stderr_of(&output)
+    );
+    assert_eq!(
+        fs::read(out.join(&name).join("a.bin")).expect("a.bin"),
+        file_bytes(0, 50_000)
+    );
+    let hex = ours.info_hash.to_hex();
+    let mut side: Vec<String> = fs::read_dir(&out)
+        .expect("the output folder")
+        .map(|e| {
+            e.expect("an entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .filter(|n| n != &name)
+        .collect();
+    side.sort();
+    // b.bin shares a piece with a.bin: its bytes of that piece wait in the part file.
+    assert_eq!(
+        side,
+        [format!(".{hex}.parts"), format!(".{hex}.resume.json")]
+    );
+    drop(seeder);
+}
+
+#[test]
+fn three_hundred_thousand_duplicate_names_are_renamed_in_linear_time() {
+    const COPIES: usize = 300_000;
+    let tmp = tempfile::tempdir().expect("temp folder");
+    let torrent = tmp.path().join("dups.torrent");
+    let list: Vec<BValue> = (0..COPIES)
+        .map(|_| {
+            BValue::dict([
+                ("length", BValue::Int(1)),
+                ("path", BValue::List(vec![BValue::string("a.txt")])),
+            ])
+        })
+        .collect();
+    let pieces = vec![0u8; COPIES.div_ceil(16 * 1024) * 20];
+    let bytes = BValue::dict([(
+        "info",
+        BValue::dict([
+            ("name", BValue::string("dups")),
+            ("piece length", BValue::Int(16 * 1024)),
+            ("files", BValue::List(list)),
+            ("pieces", BValue::Bytes(pieces)),
+        ]),
+    )])
+    .encode();
+    fs::write(&torrent, bytes).expect("writing the torrent");
+    // The bound is for a hang, not a speed target: quadratic renaming took minutes.
+    let mut info = Command::new(env!("CARGO_BIN_EXE_torrent-actors"));
+    info.arg("info").arg(&torrent);
+    let output = run_until(info, Duration::from_secs(120))
+        .unwrap_or_else(|_| panic!("info on {COPIES} duplicate names did not finish"));
+    assert!(output.status.success(), "{}", stderr_of(&output));
+    let meta = read_metainfo(&torrent);
+    let last = meta
+        .info
+        .layout
+        .files()
+        .last()
+        .expect("a file")
+        .path
+        .display();
+    assert_eq!(last, format!("dups/a.{}.txt", COPIES - 1));
 }

@@ -425,11 +425,10 @@ impl MetadataFetcher {
         let file_name = torrent_file_name(&name, &self.info_hash);
         let saved_bytes = torrent.clone();
         let save = async move {
-            let path = dir.join(file_name);
-            let write = {
-                let path = path.clone();
-                tokio::task::spawn_blocking(move || save_atomically(&path, &saved_bytes))
-            };
+            let path = dir.join(&file_name);
+            let write = tokio::task::spawn_blocking(move || {
+                save_atomically(&dir, &file_name, &saved_bytes)
+            });
             match write.await {
                 Ok(Ok(())) => Ok(path),
                 Ok(Err(e)) => Err(e.to_string()),
@@ -538,28 +537,25 @@ fn torrent_file_bytes(info: &[u8], trackers: &[String]) -> Vec<u8> {
     out
 }
 
-/// `NAME.torrent`, or `INFOHASH.torrent` when the name is not a plain file name.
-/// The name of the `.torrent` the fetcher saves beside a download.
+/// The name of the `.torrent` the fetcher saves beside a download: `NAME.torrent`, or
+/// `INFOHASH.torrent` when that is not a plain file name (a name with a separator, a
+/// name of dots, one too long to take the extension).
 pub(crate) fn torrent_file_name(name: &str, info_hash: &crate::InfoHash) -> String {
-    let plain = !name.is_empty()
-        && Path::new(name).file_name().is_some_and(|f| f == name)
-        && name != "."
-        && name != "..";
-    if plain {
-        format!("{name}.torrent")
+    let by_name = format!("{name}.torrent");
+    if crate::metainfo::is_plain_name(name) && crate::metainfo::is_plain_name(&by_name) {
+        by_name
     } else {
         format!("{}.torrent", info_hash.to_hex())
     }
 }
 
-fn save_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-    std::io::Write::write_all(&mut tmp, bytes)?;
-    tmp.as_file().sync_all()?;
-    tmp.persist(path).map_err(|e| e.error)?;
-    Ok(())
+/// Writes `bytes` as `file_name` in `dir` (made if need be) through a temporary file,
+/// beneath the folder's handle: a link planted under that name is replaced, never
+/// followed.
+fn save_atomically(dir: &Path, file_name: &str, bytes: &[u8]) -> std::io::Result<()> {
+    let jail = crate::engine::jail::Jail::create(dir)?;
+    let tmp = format!(".{:016x}.torrent.tmp", rand::random::<u64>());
+    jail.write_atomically(&[file_name], &tmp, bytes)
 }
 
 impl Actor for MetadataFetcher {
@@ -845,7 +841,8 @@ mod tests {
     fn torrent_file_names_never_leave_the_folder() {
         let h = crate::InfoHash([0xab; 20]);
         assert_eq!(torrent_file_name("movie", &h), "movie.torrent");
-        for bad in ["", ".", "..", "a/b", "/etc"] {
+        let long = "a".repeat(250);
+        for bad in ["", ".", "..", "a/b", "/etc", long.as_str()] {
             assert_eq!(
                 torrent_file_name(bad, &h),
                 format!("{}.torrent", h.to_hex())

@@ -37,6 +37,7 @@ use slog::{info, o, warn, Logger};
 use self::state::{SavedSession, SavedSettings, SavedTorrent, StateDir, STATE_VERSION};
 use super::budget::ConnectionBudget;
 use super::coordinator::{Coordinator, EngineConfig, TorrentParams};
+use super::jail::Jail;
 use super::limiter::RateLimiter;
 use super::listener::Listener;
 use super::messages::{
@@ -46,7 +47,7 @@ use super::messages::{
 use super::metadata::{MagnetParams, MetadataFetcher};
 use super::metrics::{Metrics, MetricsSnapshot};
 use super::selection::check_selection;
-use super::storage::{parts_path, resume_path};
+use super::storage::SideFiles;
 use super::tracker::{TrackerState, TrackerStatus};
 use crate::layout::Layout;
 use crate::magnet::{FileSelection, Magnet};
@@ -1321,7 +1322,10 @@ impl Handler<Recheck> for Session {
         let folder = self.config.download_root.join(dir);
         self.stop_then(id, move |act, ctx| {
             // Without a resume file the start-up check hashes every piece on disk.
-            let _ = std::fs::remove_file(resume_path(&folder, &metainfo.info.layout));
+            let resume = SideFiles::new(&metainfo.info.layout, &id).resume;
+            if let Ok(jail) = Jail::open(&folder) {
+                let _ = jail.remove_file(&[resume]);
+            }
             let entry = act.entry_mut(&id)?;
             entry.last.verified_bytes = 0;
             entry.error = None;
@@ -1357,11 +1361,11 @@ impl Handler<Remove> for Session {
                     let layout = m.info.layout.clone();
                     // A magnet's metadata was saved beside the download: the engine's file too.
                     let saved = entry.magnet_link.as_ref().map(|_| {
-                        folder.join(crate::engine::metadata::torrent_file_name(&m.info.name, &id))
+                        crate::engine::metadata::torrent_file_name(&m.info.name, &id)
                     });
                     let log = act.log.clone();
                     // Deleting many files is blocking work: off the Session's thread.
-                    std::thread::spawn(move || delete_data(&folder, &layout, saved, &log));
+                    std::thread::spawn(move || delete_data(&folder, &layout, &id, saved, &log));
                 }
             }
             info!(act.log, "torrent removed"; "torrent" => &entry.name, "data_deleted" => msg.delete_data);
@@ -1372,42 +1376,49 @@ impl Handler<Remove> for Session {
 }
 
 /// Deletes a torrent's files, its resume and part files, the `.torrent` saved for a
-/// magnet link, and the folders that held them once empty. Only paths of the layout, which are safe relative paths, under
-/// `folder`.
-fn delete_data(folder: &Path, layout: &Layout, saved_torrent: Option<PathBuf>, log: &Logger) {
-    let resume = resume_path(folder, layout);
-    let mut paths: Vec<PathBuf> = layout
+/// magnet link, and the folders that held them once empty; never the folder itself.
+/// Every name is deleted beneath the folder's handle: a link on the way is refused, a
+/// link in a file's place is removed itself, never what it points to.
+fn delete_data(
+    folder: &Path,
+    layout: &Layout,
+    info_hash: &InfoHash,
+    saved_torrent: Option<String>,
+    log: &Logger,
+) {
+    let jail = match Jail::open(folder) {
+        Ok(jail) => jail,
+        Err(e) => {
+            warn!(log, "cannot delete"; "path" => %folder.display(), "error" => %e);
+            return;
+        }
+    };
+    let side = SideFiles::new(layout, info_hash);
+    let mut paths: Vec<Vec<String>> = layout
         .files()
         .iter()
         .filter(|f| !f.padding)
-        .map(|f| f.path.under(folder))
+        .map(|f| f.path.components().to_vec())
         .collect();
-    paths.extend(saved_torrent);
-    paths.push(resume.with_extension("reserve"));
-    paths.push(resume);
-    paths.push(parts_path(folder, layout));
+    paths.extend(saved_torrent.map(|name| vec![name]));
+    paths.extend([side.reserve, side.resume, side.parts].map(|name| vec![name]));
     for path in &paths {
-        match std::fs::remove_file(path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => warn!(log, "cannot delete"; "path" => %path.display(), "error" => %e),
+        if let Err(e) = jail.remove_file(path) {
+            warn!(log, "cannot delete"; "path" => %jail.display(path).display(), "error" => %e);
         }
     }
-    // Empty folders the torrent made, deepest first; never the folder itself.
-    let mut dirs: Vec<PathBuf> = paths
+    // Empty folders the torrent made, deepest first.
+    let mut dirs: Vec<&[String]> = paths
         .iter()
-        .flat_map(|p| {
-            p.ancestors()
-                .skip(1)
-                .map(Path::to_path_buf)
-                .collect::<Vec<_>>()
-        })
-        .filter(|d| d.starts_with(folder) && d != folder)
+        .flat_map(|p| (1..p.len()).map(move |n| &p[..n]))
         .collect();
-    dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
+    dirs.sort_by_key(|d| std::cmp::Reverse(d.len()));
     dirs.dedup();
+    let mut seen = std::collections::HashSet::new();
     for dir in dirs {
-        let _ = std::fs::remove_dir(dir);
+        if seen.insert(dir) {
+            let _ = jail.remove_empty_dir(dir);
+        }
     }
 }
 
