@@ -492,6 +492,42 @@ mod tests {
         assert_eq!(std::fs::read(out.join("dir-link")).unwrap(), b"new");
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+        /// Paths from the whole pipeline (checks, repairs, renaming), made for real
+        /// beneath a folder: every file made resolves, links and all, inside it.
+        #[test]
+        fn paths_from_the_pipeline_resolve_inside_the_folder(
+            paths in proptest::collection::vec(
+                proptest::collection::vec(crate::metainfo::path::tests::component(), 1..4),
+                1..6,
+            )
+        ) {
+            let t = tempfile::tempdir().unwrap();
+            let root = t.path().join("out");
+            let jail = Jail::create(&root).unwrap();
+            let real_root = root.canonicalize().unwrap();
+            let mut kept: Vec<crate::metainfo::SafePath> = paths
+                .iter()
+                .filter_map(|p| crate::metainfo::SafePath::new(p).ok())
+                .collect();
+            if crate::metainfo::dedupe(&mut kept).is_err() {
+                return Ok(());
+            }
+            for p in &kept {
+                let names = p.components();
+                let (_, folders) = names.split_last().unwrap();
+                jail.create_dirs(folders).unwrap();
+                jail.open_file(names, Access::Create).unwrap();
+                let real = p.under(&root).canonicalize().unwrap();
+                proptest::prop_assert!(real.starts_with(&real_root), "{:?}", real);
+            }
+            // Nothing was made beside the folder.
+            let beside: Vec<_> = std::fs::read_dir(t.path()).unwrap().collect();
+            proptest::prop_assert_eq!(beside.len(), 1);
+        }
+    }
+
     #[test]
     fn a_folder_is_not_opened_as_a_file() {
         let t = tempfile::tempdir().unwrap();

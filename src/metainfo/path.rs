@@ -367,7 +367,7 @@ fn dedupe_counted(paths: &mut [SafePath]) -> (Result<usize, (usize, PathError)>,
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use proptest::prelude::*;
     use std::collections::HashSet;

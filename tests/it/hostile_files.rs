@@ -207,7 +207,7 @@ fn libtorrent_view(torrent: &Path) -> Json {
 }
 
 /// Deterministic contents for file `n` of a test torrent.
-fn file_bytes(n: usize, len: usize) -> Vec<u8> {
+pub(crate) fn file_bytes(n: usize, len: usize) -> Vec<u8> {
     (0..len)
         .map(|i| ((i * 31 + n * 7919) % 251) as u8)
         .collect()
@@ -215,7 +215,7 @@ fn file_bytes(n: usize, len: usize) -> Vec<u8> {
 
 /// A multi-file torrent named `name` with `files` (path components, length), in 16 KiB
 /// pieces hashed over the contents [`file_bytes`] gives.
-fn multi_file_torrent(name: &str, files: &[(Vec<&str>, usize)]) -> Vec<u8> {
+pub(crate) fn multi_file_torrent(name: &str, files: &[(Vec<&str>, usize)]) -> Vec<u8> {
     const PIECE: usize = 16 * 1024;
     let data: Vec<u8> = files
         .iter()

@@ -17,6 +17,7 @@ mod metadata;
 mod metainfo;
 mod seeding;
 mod serve;
+mod serve_jail;
 mod support;
 mod swarm;
 mod tracker;

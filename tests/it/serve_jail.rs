@@ -1,0 +1,102 @@
+//! The path jail under `serve`: a torrent added through the API whose names try to climb
+//! out of the download root is laid out inside it, and deleting it with its data never
+//! follows a link planted in its folder.
+
+use std::fs;
+use std::path::Path;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::hostile_files::multi_file_torrent;
+use crate::support::{read_metainfo, Daemon, DaemonOpts};
+
+/// How long the daemon may take to open a torrent's storage, or to delete it.
+const LIMIT: Duration = Duration::from_secs(30);
+
+/// Waits until `done` holds, failing with `what` and the daemon's log after [`LIMIT`].
+fn wait(daemon: &Daemon, what: &str, done: impl Fn() -> bool) {
+    let deadline = Instant::now() + LIMIT;
+    while !done() {
+        assert!(
+            Instant::now() < deadline,
+            "{what} did not happen within {LIMIT:?}; daemon log:\n{}",
+            daemon.log()
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Replaces `path` (a file or a folder) by a symbolic link to `target`.
+fn plant_link(path: &Path, target: &Path) {
+    if fs::symlink_metadata(path).is_ok_and(|m| m.is_dir()) {
+        fs::remove_dir_all(path).expect("removing the folder");
+    } else {
+        fs::remove_file(path).expect("removing the file");
+    }
+    std::os::unix::fs::symlink(target, path).expect("planting the link");
+}
+
+#[test]
+fn serve_keeps_a_climbing_torrent_inside_its_root_and_deletes_through_no_link() {
+    let tmp = tempfile::tempdir().expect("temp folder");
+    let root = tmp.path().join("dl");
+    // `dl/t/X/X` would be `tmp` if X shortened to `..`, as it once did.
+    let victim = tmp.path().join("victim.txt");
+    fs::write(&victim, b"precious").expect("the victim");
+    let climb = format!("...{}", "a".repeat(300));
+    let files: Vec<(Vec<&str>, usize)> = vec![
+        (vec![&climb, &climb, "victim.txt"], 0),
+        (vec![&climb, "inside.bin"], 3_000),
+    ];
+    let torrent = tmp.path().join("t.torrent");
+    fs::write(&torrent, multi_file_torrent("t", &files)).expect("the torrent");
+    let layout = read_metainfo(&torrent).info.layout;
+    let jailed_victim = layout.files()[0].path.under(&root);
+    let inside = layout.files()[1].path.under(&root);
+    assert!(
+        jailed_victim.starts_with(root.join("t")),
+        "{jailed_victim:?}"
+    );
+
+    let mut daemon = Daemon::start(&root, &tmp.path().join("state"), &DaemonOpts::default());
+    let bytes = fs::read(&torrent).expect("reading the torrent");
+    let added = daemon.post(
+        "/api/torrents",
+        &json!({"torrent_base64": data_encoding::BASE64.encode(&bytes)}),
+    );
+    assert_eq!(added.status, 201, "{added:?}");
+    let id = added.json()["id"].as_str().expect("an id").to_string();
+    // No peer has the data; the files are made when the torrent's storage opens.
+    wait(&daemon, "the jailed files", || {
+        jailed_victim.exists() && inside.exists()
+    });
+    assert_eq!(fs::read(&victim).expect("the victim"), b"precious");
+
+    // Links planted where the torrent's folder and file were: deleting with data must
+    // remove the links' own names at most, never what they point at.
+    let outside = tmp.path().join("outside");
+    fs::create_dir(&outside).expect("the outside folder");
+    fs::write(outside.join("victim.txt"), b"outside").expect("a file outside");
+    fs::write(outside.join("secret"), b"secret").expect("a file outside");
+    plant_link(jailed_victim.parent().expect("a folder"), &outside);
+    plant_link(&inside, &outside.join("secret"));
+    let removed = daemon.delete(&format!("/api/torrents/{id}?delete_data=true"));
+    assert_eq!(removed.status, 204, "{removed:?}");
+    wait(&daemon, "deleting the planted file link", || {
+        fs::symlink_metadata(&inside).is_err()
+    });
+    // The deletion runs off the Session's thread: give it time to do anything it would.
+    thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        fs::read(outside.join("victim.txt")).expect("outside"),
+        b"outside"
+    );
+    assert_eq!(
+        fs::read(outside.join("secret")).expect("outside"),
+        b"secret"
+    );
+    assert_eq!(fs::read(&victim).expect("the victim"), b"precious");
+    assert!(daemon.stop().success());
+}
