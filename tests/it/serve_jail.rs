@@ -100,3 +100,63 @@ fn serve_keeps_a_climbing_torrent_inside_its_root_and_deletes_through_no_link() 
     assert_eq!(fs::read(&victim).expect("the victim"), b"precious");
     assert!(daemon.stop().success());
 }
+
+#[test]
+fn serve_takes_a_250_byte_name_and_names_its_own_files_by_the_info_hash() {
+    let tmp = tempfile::tempdir().expect("temp folder");
+    let root = tmp.path().join("dl");
+    let name = "n".repeat(250);
+    let files: Vec<(Vec<&str>, usize)> = vec![(vec!["a.bin"], 20_000)];
+    let torrent = tmp.path().join("long.torrent");
+    fs::write(&torrent, multi_file_torrent(&name, &files)).expect("the torrent");
+    let hex = read_metainfo(&torrent).info_hash.to_hex();
+
+    let mut daemon = Daemon::start(&root, &tmp.path().join("state"), &DaemonOpts::default());
+    let bytes = fs::read(&torrent).expect("reading the torrent");
+    let added = daemon.post(
+        "/api/torrents",
+        &json!({"torrent_base64": data_encoding::BASE64.encode(&bytes)}),
+    );
+    assert_eq!(added.status, 201, "{added:?}");
+    let id = added.json()["id"].as_str().expect("an id").to_string();
+    let data = root.join(&name).join("a.bin");
+    wait(&daemon, "the data file", || data.exists());
+    // A pause stops the torrent's tree, which saves its resume file on the way out.
+    let paused = daemon.request("POST", &format!("/api/torrents/{id}/pause"), None);
+    assert_eq!(paused.status, 200, "{paused:?}");
+    let resume = root.join(format!(".{hex}.resume.json"));
+    wait(&daemon, "the resume file named by the info-hash", || {
+        resume.exists()
+    });
+    let detail = daemon.get_json(&format!("/api/torrents/{id}"));
+    assert!(detail["error"].is_null(), "{detail:#}");
+    assert!(daemon.stop().success());
+}
+
+#[test]
+fn serve_adds_a_torrent_of_300_000_duplicate_names() {
+    const COPIES: usize = 300_000;
+    let tmp = tempfile::tempdir().expect("temp folder");
+    let list: Vec<(Vec<&str>, usize)> = (0..COPIES).map(|_| (vec!["a.txt"], 1)).collect();
+    let bytes = multi_file_torrent("dups", &list);
+    let mut daemon = Daemon::start(
+        &tmp.path().join("dl"),
+        &tmp.path().join("state"),
+        &DaemonOpts::default(),
+    );
+    // Paused: the point is the parsing and renaming, not making 300,000 files.
+    let added = daemon.post(
+        "/api/torrents",
+        &json!({"torrent_base64": data_encoding::BASE64.encode(&bytes), "paused": true}),
+    );
+    assert_eq!(added.status, 201, "{added:?}");
+    let id = added.json()["id"].as_str().expect("an id").to_string();
+    let files = daemon.get_json(&format!("/api/torrents/{id}/files"));
+    let files = files.as_array().expect("a file list");
+    assert_eq!(files.len(), COPIES);
+    assert_eq!(
+        files[COPIES - 1]["path"],
+        format!("dups/a.{}.txt", COPIES - 1)
+    );
+    assert!(daemon.stop().success());
+}
