@@ -19,6 +19,7 @@ mod seeding;
 mod serve;
 mod support;
 mod swarm;
+mod terminal_output;
 mod tracker;
 mod tracker_actor;
 mod wire;
