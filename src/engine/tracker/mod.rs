@@ -196,7 +196,7 @@ pub(crate) enum AnnounceError {
     /// text is the tracker's own.
     #[error("{0}")]
     Refused(String),
-    /// The HTTP request failed before a reply: connection refused, TLS, redirects.
+    /// The HTTP request failed before a reply: connection refused, TLS.
     #[error("http request failed: {0}")]
     Request(String),
     /// The HTTP tracker redirected somewhere it may not (`tracker::http::check_redirect`).
