@@ -27,6 +27,7 @@ use torrent_actors::engine::tracker::{
 use torrent_actors::magnet::{FileSelection, Magnet};
 use torrent_actors::metainfo::Metainfo;
 use torrent_actors::procstats::{self, ProcStats};
+use torrent_actors::terminal::printable;
 use torrent_actors::PeerId;
 
 use crate::{exit, logging, Failure};
@@ -617,7 +618,7 @@ impl Face {
             bar
         });
         Self {
-            name,
+            name: printable(&name).into_owned(),
             total,
             bar,
             last_line: Instant::now(),
@@ -681,6 +682,10 @@ impl Face {
             return;
         }
         self.tracker_lines.insert(status.url.clone(), gist);
+        // The URL and the tracker's own text are defused where they are parsed; the
+        // whole line goes through the shared rule too, so an error that quotes anything
+        // else a stranger sent cannot reach the terminal as it is.
+        let line = printable(&line);
         match &self.bar {
             Some(bar) => bar.suspend(|| eprintln!("{line}")),
             None => eprintln!("{line}"),
@@ -771,8 +776,10 @@ impl Handler<TorrentEvent> for Face {
                 torrent_file,
                 ..
             } => {
+                // The name is the torrent's, and the saved path is made from it.
+                let name = printable(&name).into_owned();
                 let saved = torrent_file
-                    .map(|p| format!("; saved {}", p.display()))
+                    .map(|p| format!("; saved {}", printable(&p.display().to_string())))
                     .unwrap_or_default();
                 let line = format!(
                     "metadata received: {name}, {}{saved}",

@@ -6,6 +6,9 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use indicatif::HumanBytes;
 use torrent_actors::metainfo::Metainfo;
+// Every text from the torrent goes through the shared rule, so a hostile name or comment
+// cannot send escape sequences to the user's terminal.
+use torrent_actors::terminal::printable;
 
 use crate::{exit, Failure};
 
@@ -17,21 +20,6 @@ pub fn run(path: &Path) -> Result<(), Failure> {
     })?;
     print!("{}", describe(&metainfo));
     Ok(())
-}
-
-/// Text from the torrent with control characters escaped, so a hostile name or comment
-/// cannot send escape sequences to the user's terminal.
-fn printable(s: &str) -> String {
-    s.chars()
-        .flat_map(|c| {
-            let escaped: Vec<char> = if c.is_control() {
-                c.escape_default().collect()
-            } else {
-                vec![c]
-            };
-            escaped
-        })
-        .collect()
 }
 
 /// The report, one `label: value` per line, files and trackers indented below.
@@ -115,15 +103,4 @@ fn describe(m: &Metainfo) -> String {
         );
     }
     out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::printable;
-
-    #[test]
-    fn control_characters_from_a_torrent_are_escaped() {
-        assert_eq!(printable("a\u{1b}[31mred\n"), "a\\u{1b}[31mred\\n");
-        assert_eq!(printable("naïve ünïcode"), "naïve ünïcode");
-    }
 }

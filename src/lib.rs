@@ -13,6 +13,7 @@ pub mod magnet;
 pub mod metainfo;
 pub mod procstats;
 pub mod swarm;
+pub mod terminal;
 pub mod tracker;
 pub mod wire;
 

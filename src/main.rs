@@ -83,7 +83,12 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure { code, error }) => {
-            eprintln!("error: {error:#}");
+            // Errors quote what strangers sent (a torrent's name, a file name, a
+            // tracker's words), so the line goes through the shared terminal rule.
+            eprintln!(
+                "error: {}",
+                torrent_actors::terminal::printable(&format!("{error:#}"))
+            );
             ExitCode::from(code)
         }
     }

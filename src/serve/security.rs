@@ -12,9 +12,10 @@
 //!    address that fails [`MAX_FAILURES`] times in [`FAILURE_WINDOW`] is locked out for
 //!    [`LOCKOUT`].
 //! 3. **State changes** (any method but GET, HEAD and OPTIONS) need the per-run token
-//!    in `X-TA-Token`, and, when the browser says where the request comes from, it must
-//!    be this origin: an `Origin` equal to our own, a `Sec-Fetch-Site` of `same-origin`
-//!    or `none`. Bodies must be JSON, which a cross-site form cannot send.
+//!    in `X-TA-Token` (except `POST /api/login`, see [`needs_token`]), and, when the
+//!    browser says where the request comes from, it must be this origin: an `Origin`
+//!    equal to our own, a `Sec-Fetch-Site` of `same-origin` or `none`. Bodies must be
+//!    JSON, which a cross-site form cannot send; a login must have one.
 //!
 //! Every answer says `nosniff`, may not be framed, and allows only this origin's
 //! scripts and styles. No answer carries `Access-Control-Allow-Origin`.
@@ -393,6 +394,25 @@ pub fn is_public(raw_path: &str) -> bool {
     )
 }
 
+/// Whether a state-changing request to `raw_path` needs the per-run token.
+///
+/// Every one does but `POST /api/login`. The token is given only to those who have
+/// proved the key (the page carries it only when the request is authenticated, and
+/// `/api/token` needs the key), so a page that has not logged in yet cannot have it.
+/// Of the two ways to let such a page log in, exempting login from the token is the
+/// safer: handing the token to unauthenticated same-origin requests would make it
+/// readable by anyone who can reach the daemon, while the exemption covers only a
+/// request that already proves everything the token would: it must still come from
+/// this origin when a browser sends it (`Origin`, `Sec-Fetch-Site`), carry JSON (which
+/// a cross-site form cannot send, and a cross-site script could only send after a
+/// CORS preflight that is never granted), stay under [`MAX_LOGIN_BODY`], and pass the
+/// lock-out. What the token guards against, another site acting through the user's
+/// browser, cannot happen here: to log in, that site would have to know the key.
+/// The exact raw path is compared, so another spelling of it needs the token.
+pub fn needs_token(raw_path: &str) -> bool {
+    raw_path != "/api/login"
+}
+
 /// Largest body `POST /api/login` may send: it is read before anyone is authenticated.
 pub const MAX_LOGIN_BODY: u64 = 4096;
 
@@ -462,7 +482,7 @@ fn check(guard: &Guard, req: &ServiceRequest) -> Result<(), ApiError> {
         )
         .map_err(ApiError::forbidden)?;
         let token = header_str(req, TOKEN_HEADER).unwrap_or("");
-        if !secrets_equal(token, &guard.token) {
+        if needs_token(path) && !secrets_equal(token, &guard.token) {
             return Err(ApiError::forbidden(
                 "missing or wrong X-TA-Token (GET /api/token gives it)",
             ));
@@ -478,7 +498,7 @@ fn check(guard: &Guard, req: &ServiceRequest) -> Result<(), ApiError> {
                 .next()
                 .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
         });
-        if has_body && !json {
+        if (has_body || !needs_token(path)) && !json {
             return Err(ApiError::unsupported_media_type(
                 "request bodies must be application/json",
             ));
@@ -518,6 +538,20 @@ fn add_headers(headers: &mut actix_web::http::header::HeaderMap) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_the_exact_login_path_skips_the_token() {
+        assert!(!needs_token("/api/login"));
+        for path in [
+            "/api/torrents",
+            "/api/%6Cogin",
+            "/api//login",
+            "/api/login/",
+            "/API/login",
+        ] {
+            assert!(needs_token(path), "{path}");
+        }
+    }
     use std::net::Ipv4Addr;
 
     #[test]

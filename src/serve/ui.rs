@@ -1,7 +1,7 @@
 //! The web page: hand-written HTML, CSS and JavaScript embedded in the binary, so the
 //! daemon needs no files beside it and the page loads nothing from elsewhere.
 
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 
 use super::api::ApiState;
 
@@ -28,11 +28,19 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         );
 }
 
-/// The page, with this run's token for state-changing requests filled in.
-async fn index(state: web::Data<ApiState>) -> HttpResponse {
+/// The page, with this run's token for state-changing requests filled in when the
+/// request is authenticated (always, without a key). A visitor who has not logged in
+/// gets the page without it; after logging in, the page reads it from `/api/token`
+/// (`security::needs_token` says why login itself needs no token).
+async fn index(state: web::Data<ApiState>, req: HttpRequest) -> HttpResponse {
+    let token = if state.guard.is_authenticated(&req) {
+        state.guard.token.as_str()
+    } else {
+        ""
+    };
     HttpResponse::Ok()
         .content_type("text/html; charset=utf-8")
-        .body(INDEX.replace("{{TOKEN}}", &state.guard.token))
+        .body(INDEX.replace("{{TOKEN}}", token))
 }
 
 async fn file(body: &'static str, content_type: &'static str) -> HttpResponse {

@@ -1,9 +1,10 @@
 //! The HTTP tracker protocol (BEP 3, with BEP 7 IPv6 peers, BEP 23 compact lists and
 //! BEP 48 scrape): request URLs and bencoded response bodies.
 //!
-//! This module owns the query string of an announce or scrape and the meaning of the
-//! bencoded reply. It must not perform the HTTP request, follow redirects or decide
-//! when to announce; the engine does, handing the response body to the parsers here.
+//! This module owns the query string of an announce or scrape, the meaning of the
+//! bencoded reply, and the rule for which redirects may be followed ([`check_redirect`]).
+//! It must not perform the HTTP request, follow redirects itself or decide when to
+//! announce; the engine does, handing the response body to the parsers here.
 //!
 //! Decisions worth knowing:
 //! - A missing `interval` defaults to [`DEFAULT_INTERVAL`]: some trackers leave it out
@@ -18,7 +19,7 @@
 //! - Trailing ASCII whitespace after the bencoded body is ignored, because some
 //!   trackers end their reply with a newline.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -401,6 +402,176 @@ pub fn encode_scrape_response(files: &[(InfoHash, ScrapeStats)]) -> Vec<u8> {
 /// Encodes a refusal: a dictionary holding only `failure reason`.
 pub fn encode_failure(reason: &str) -> Vec<u8> {
     BValue::dict([("failure reason", BValue::string(reason))]).encode()
+}
+
+/// How far inside the user's own network an address reaches, from the outside in. A
+/// redirect may keep its reach or go outward, never inward: a tracker on the Internet
+/// must not be able to make the client send requests to the user's router or to a
+/// service on the user's own machine (request forgery through a redirect).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Reach {
+    /// This machine: loopback, and the unspecified address (which Linux connects to
+    /// itself).
+    Loopback,
+    /// The local network: RFC 1918 private, shared (CGNAT) and link-local IPv4, IPv6
+    /// unique-local, link-local and site-local, broadcast and multicast.
+    Local,
+    /// Anything else: the Internet.
+    Public,
+}
+
+impl Reach {
+    /// The reach of `ip`; an IPv4 address carried in IPv6 (mapped, compatible or NAT64)
+    /// counts as that IPv4 address, so `::ffff:127.0.0.1` is loopback.
+    pub fn of(ip: IpAddr) -> Reach {
+        match ip {
+            IpAddr::V4(v4) => Reach::of_v4(v4),
+            IpAddr::V6(v6) => {
+                if let Some(v4) = embedded_v4(v6) {
+                    return Reach::of_v4(v4);
+                }
+                let first = v6.segments()[0];
+                if v6.is_loopback() || v6.is_unspecified() {
+                    Reach::Loopback
+                } else if (first & 0xfe00) == 0xfc00 // unique local fc00::/7
+                    || (first & 0xffc0) == 0xfe80 // link-local fe80::/10
+                    || (first & 0xffc0) == 0xfec0 // site-local fec0::/10 (deprecated)
+                    || v6.is_multicast()
+                {
+                    Reach::Local
+                } else {
+                    Reach::Public
+                }
+            }
+        }
+    }
+
+    fn of_v4(ip: Ipv4Addr) -> Reach {
+        let [a, b, ..] = ip.octets();
+        if ip.is_loopback() || ip.is_unspecified() || a == 0 {
+            Reach::Loopback
+        } else if ip.is_private()
+            || ip.is_link_local()
+            || ip.is_broadcast()
+            || ip.is_multicast()
+            || (a == 100 && (64..128).contains(&b))
+        {
+            Reach::Local
+        } else {
+            Reach::Public
+        }
+    }
+}
+
+/// The IPv4 address inside an IPv4-mapped (`::ffff:a.b.c.d`), IPv4-compatible
+/// (`::a.b.c.d`, not `::` or `::1`) or NAT64 (`64:ff9b::a.b.c.d`) IPv6 address.
+fn embedded_v4(v6: Ipv6Addr) -> Option<Ipv4Addr> {
+    let s = v6.segments();
+    let tail = || Ipv4Addr::new((s[6] >> 8) as u8, s[6] as u8, (s[7] >> 8) as u8, s[7] as u8);
+    match s {
+        [0, 0, 0, 0, 0, 0xffff, _, _] => Some(tail()),
+        [0, 0, 0, 0, 0, 0, hi, _] if hi != 0 => Some(tail()),
+        [0x64, 0xff9b, 0, 0, 0, 0, _, _] => Some(tail()),
+        _ => None,
+    }
+}
+
+/// Why a tracker's redirect is not followed.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum RedirectError {
+    /// More redirects in a row than one announce may follow.
+    #[error("more than {limit} redirects")]
+    TooMany {
+        /// The most redirects followed.
+        limit: usize,
+    },
+    /// The redirect changes the scheme (http to https or back): https must not fall
+    /// back to plain text, and plain text has no business pretending to be secure.
+    #[error("redirect from {from} to {to} refused: the scheme may not change")]
+    SchemeChange {
+        /// The scheme of the URL that redirected.
+        from: String,
+        /// The scheme of the target.
+        to: String,
+    },
+    /// The `Location` is not a URL with a host (or cannot be joined to the current one).
+    #[error("redirect to an unusable location")]
+    BadLocation,
+    /// The target's name resolved to no address.
+    #[error("redirect target {host} has no address")]
+    NoAddress {
+        /// The target's host.
+        host: String,
+    },
+    /// The target reaches further inside the user's network than the tracker that
+    /// redirected: an Internet host pointing at a private or loopback address.
+    #[error("redirect from {from} ({from_reach:?}) to {to} ({to_reach:?}) refused: a tracker may not redirect into a more local network")]
+    Inward {
+        /// The address of the tracker that redirected.
+        from: IpAddr,
+        /// Its reach.
+        from_reach: Reach,
+        /// The first address of the target that reaches further in.
+        to: IpAddr,
+        /// That address's reach.
+        to_reach: Reach,
+    },
+}
+
+/// Whether a redirect to `to` may be followed before anything is resolved: `hops` is
+/// how many redirects this one makes (1 for the first), `max_hops` the limit, and the
+/// scheme must stay the same. Checked first, so a refused target is never even looked up.
+pub fn check_redirect_url(
+    from: &Url,
+    to: &Url,
+    hops: usize,
+    max_hops: usize,
+) -> Result<(), RedirectError> {
+    if hops > max_hops {
+        return Err(RedirectError::TooMany { limit: max_hops });
+    }
+    if from.scheme() != to.scheme() {
+        return Err(RedirectError::SchemeChange {
+            from: from.scheme().to_string(),
+            to: to.scheme().to_string(),
+        });
+    }
+    if to.host_str().is_none_or(str::is_empty) {
+        return Err(RedirectError::BadLocation);
+    }
+    Ok(())
+}
+
+/// Whether a tracker's redirect may be followed: [`check_redirect_url`], then every
+/// address `to`'s host resolved to (`to_addrs`; an IP literal is its own single
+/// address) must reach no further in than `from_addr`, the address the redirecting
+/// reply came from ([`Reach`]). Every address is checked, not only the first, because
+/// the connection may use any of them. Loopback to loopback is allowed (a tracker on
+/// this machine may move), as is anything outward.
+pub fn check_redirect(
+    from: &Url,
+    from_addr: IpAddr,
+    to: &Url,
+    to_addrs: &[IpAddr],
+    hops: usize,
+    max_hops: usize,
+) -> Result<(), RedirectError> {
+    check_redirect_url(from, to, hops, max_hops)?;
+    if to_addrs.is_empty() {
+        return Err(RedirectError::NoAddress {
+            host: to.host_str().unwrap_or_default().to_string(),
+        });
+    }
+    let from_reach = Reach::of(from_addr);
+    match to_addrs.iter().find(|&&a| Reach::of(a) < from_reach) {
+        Some(&to) => Err(RedirectError::Inward {
+            from: from_addr,
+            from_reach,
+            to,
+            to_reach: Reach::of(to),
+        }),
+        None => Ok(()),
+    }
 }
 
 #[cfg(test)]
@@ -851,5 +1022,133 @@ mod tests {
             let _ = parse_announce_response(&body);
             let _ = parse_scrape_response(&body);
         }
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn a_public_tracker_may_not_redirect_to_a_private_or_loopback_address() {
+        let from = url("http://tracker.example/announce");
+        let to = url("http://innocent.example/announce");
+        for inner in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "192.168.1.1",
+            "172.16.0.9",
+            "169.254.169.254",
+            "100.64.0.1",
+            "0.0.0.0",
+            "::1",
+            "fd00::1",
+            "fe80::1",
+            "::ffff:127.0.0.1",
+            "64:ff9b::a00:1",
+        ] {
+            let refused = check_redirect(&from, ip("203.0.113.7"), &to, &[ip(inner)], 1, 3);
+            assert!(
+                matches!(refused, Err(RedirectError::Inward { .. })),
+                "{inner}: {refused:?}"
+            );
+        }
+        // A name that resolves to a public and a private address is refused too: the
+        // connection could use either.
+        let both = [ip("198.51.100.1"), ip("127.0.0.1")];
+        assert!(check_redirect(&from, ip("203.0.113.7"), &to, &both, 1, 3).is_err());
+        // A private tracker may not send us to this machine either.
+        assert!(check_redirect(&from, ip("192.168.1.5"), &to, &[ip("127.0.0.1")], 1, 3).is_err());
+    }
+
+    #[test]
+    fn public_to_public_and_loopback_to_loopback_redirects_are_followed() {
+        let from = url("https://tracker.example/announce");
+        let to = url("https://mirror.example/announce?x=1");
+        assert_eq!(
+            check_redirect(
+                &from,
+                ip("203.0.113.7"),
+                &to,
+                &[ip("198.51.100.1"), ip("2001:db8::1")],
+                1,
+                3
+            ),
+            Ok(())
+        );
+        let from = url("http://127.0.0.1:6969/announce");
+        let to = url("http://127.0.0.1:7070/announce");
+        assert_eq!(
+            check_redirect(&from, ip("127.0.0.1"), &to, &[ip("127.0.0.1")], 3, 3),
+            Ok(())
+        );
+        // Outward is always allowed.
+        assert_eq!(
+            check_redirect(
+                &from,
+                ip("127.0.0.1"),
+                &to,
+                &[ip("10.0.0.1"), ip("198.51.100.1")],
+                1,
+                3
+            ),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn a_scheme_change_is_refused_in_both_directions() {
+        let https = url("https://tracker.example/announce");
+        let http = url("http://tracker.example/announce");
+        let public = [ip("203.0.113.7")];
+        assert_eq!(
+            check_redirect(&https, ip("203.0.113.7"), &http, &public, 1, 3),
+            Err(RedirectError::SchemeChange {
+                from: "https".into(),
+                to: "http".into()
+            })
+        );
+        assert!(matches!(
+            check_redirect(&http, ip("203.0.113.7"), &https, &public, 1, 3),
+            Err(RedirectError::SchemeChange { .. })
+        ));
+        assert!(matches!(
+            check_redirect_url(&http, &url("ftp://tracker.example/"), 1, 3),
+            Err(RedirectError::SchemeChange { .. })
+        ));
+    }
+
+    #[test]
+    fn too_many_hops_are_refused() {
+        let a = url("http://127.0.0.1:1/announce");
+        let lo = [ip("127.0.0.1")];
+        assert_eq!(check_redirect(&a, ip("127.0.0.1"), &a, &lo, 3, 3), Ok(()));
+        assert_eq!(
+            check_redirect(&a, ip("127.0.0.1"), &a, &lo, 4, 3),
+            Err(RedirectError::TooMany { limit: 3 })
+        );
+        assert_eq!(
+            check_redirect_url(&a, &a, 1, 0),
+            Err(RedirectError::TooMany { limit: 0 })
+        );
+    }
+
+    #[test]
+    fn a_target_without_addresses_is_refused() {
+        let a = url("http://tracker.example/announce");
+        assert!(matches!(
+            check_redirect(&a, ip("203.0.113.7"), &a, &[], 1, 3),
+            Err(RedirectError::NoAddress { .. })
+        ));
+    }
+
+    #[test]
+    fn reach_orders_loopback_inside_local_inside_public() {
+        assert_eq!(Reach::of(ip("127.8.9.10")), Reach::Loopback);
+        assert_eq!(Reach::of(ip("::")), Reach::Loopback);
+        assert_eq!(Reach::of(ip("::ffff:10.0.0.1")), Reach::Local);
+        assert_eq!(Reach::of(ip("ff02::1")), Reach::Local);
+        assert_eq!(Reach::of(ip("8.8.8.8")), Reach::Public);
+        assert_eq!(Reach::of(ip("2606:4700::1111")), Reach::Public);
+        assert!(Reach::Loopback < Reach::Local && Reach::Local < Reach::Public);
     }
 }

@@ -36,9 +36,10 @@ pub const COMPACT_V6_LEN: usize = 18;
 pub const MAX_TRACKER_TEXT: usize = 256;
 
 /// A tracker's free text, made fit to keep and to print: invalid UTF-8 becomes U+FFFD,
-/// every run of whitespace (newlines included) becomes one space, control characters
-/// and the Unicode controls that reorder text become U+FFFD (so a hostile tracker cannot
-/// send terminal escapes or make a line read backwards), and text over
+/// every run of whitespace (newlines included) becomes one space, the characters
+/// [`crate::terminal::is_unsafe`] names (controls, and the Unicode controls that reorder
+/// text) become U+FFFD (so a hostile tracker cannot send terminal escapes or make a line
+/// read backwards), and text over
 /// [`MAX_TRACKER_TEXT`] bytes is cut at a character boundary and ends with `…`.
 pub fn tracker_text(bytes: &[u8]) -> String {
     // A character is at most four bytes, so this prefix holds everything that is kept
@@ -53,7 +54,7 @@ pub fn tracker_text(bytes: &[u8]) -> String {
             pending_space = true;
             continue;
         }
-        let c = if c.is_control() || reorders_text(c) {
+        let c = if crate::terminal::is_unsafe(c) {
             '\u{FFFD}'
         } else {
             c
@@ -73,12 +74,6 @@ pub fn tracker_text(bytes: &[u8]) -> String {
         out.push('…');
     }
     out
-}
-
-/// The bidirectional formatting characters (embeddings, overrides, isolates and marks),
-/// which change how the rest of a line is displayed.
-fn reorders_text(c: char) -> bool {
-    matches!(c, '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
 }
 
 /// Why the client is announcing, when it is not a plain periodic re-announce.
@@ -398,7 +393,7 @@ mod tests {
         fn tracker_text_is_short_and_free_of_controls(bytes in proptest::collection::vec(any::<u8>(), 0..2000)) {
             let text = tracker_text(&bytes);
             prop_assert!(text.len() <= MAX_TRACKER_TEXT + '…'.len_utf8());
-            prop_assert!(!text.chars().any(|c| c.is_control() || reorders_text(c)));
+            prop_assert!(!text.chars().any(crate::terminal::is_unsafe));
             prop_assert!(!text.contains("  ") && text.trim() == text);
         }
 

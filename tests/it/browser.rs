@@ -413,3 +413,66 @@ fn web_page_adds_torrents_chooses_files_and_shows_the_download() {
 
     eprintln!("{TEST} took {:?}", started.elapsed());
 }
+
+#[test]
+fn web_page_logs_in_with_the_api_key_and_then_loads_the_list() {
+    const TEST: &str = "web_page_logs_in_with_the_api_key_and_then_loads_the_list";
+    let Some(tools) = browser_tools(TEST) else {
+        return;
+    };
+    let tmp = tempfile::Builder::new()
+        .prefix("ta-browser-login-")
+        .tempdir()
+        .expect("temp folder for the login test");
+    let key = "a-key-long-enough-for-the-daemon";
+    let key_file = tmp.path().join("key");
+    fs::write(&key_file, key).expect("writing the key file");
+    let daemon = Daemon::start_with_key(
+        &tmp.path().join("dl"),
+        &tmp.path().join("state"),
+        &DaemonOpts {
+            api_key_file: Some(key_file),
+            ..DaemonOpts::default()
+        },
+        Some(key),
+    );
+    // One paused torrent, added with the key, for the list to show once logged in.
+    let hash = "0123456789abcdef0123456789abcdef01234567";
+    let reply = daemon.post(
+        "/api/torrents",
+        &json!({"magnet": format!("magnet:?xt=urn:btih:{hash}&dn=behind-the-login"), "paused": true}),
+    );
+    assert!(reply.status < 300, "adding the torrent: {reply:?}");
+
+    let browser = Browser::start(&tools, 1280, 900);
+    browser.goto(&format!("{}/", daemon.base()));
+    // The page asks for the key and shows nothing else.
+    let key_box = browser.wait_for("#login-key", UI_LIMIT);
+    assert_eq!(
+        browser.execute("return document.querySelector('#app').hidden;", &[]),
+        true
+    );
+    screenshot(&browser, "login");
+    // A wrong key is refused with a message, and the form stays.
+    browser.send_keys(&key_box, "not-the-key-at-all");
+    browser.click_css("#login-submit", UI_LIMIT);
+    let error = browser.wait_for("#login-error", UI_LIMIT);
+    assert_eq!(browser.text(&error), "Wrong key.");
+    browser.execute("document.querySelector('#login-key').value = '';", &[]);
+
+    browser.send_keys(&key_box, key);
+    browser.click_css("#login-submit", UI_LIMIT);
+    browser.wait_for(&format!("#torrent-rows tr[data-id=\"{hash}\"]"), UI_LIMIT);
+    browser.wait_for("#sse-status[data-status=\"connected\"]", UI_LIMIT);
+    screenshot(&browser, "logged-in");
+    // Logged in, the page changes state too: it has the token now.
+    let resumed = browser.wait_for_script(
+        "a write from the logged-in page",
+        UI_LIMIT,
+        &format!(
+            "return api('POST', '/api/torrents/{hash}/resume', {{}}).then(() => 'ok', (e) => 'failed ' + e.status);"
+        ),
+        &[],
+    );
+    assert_eq!(resumed, "ok", "a write after logging in");
+}

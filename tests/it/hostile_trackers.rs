@@ -54,6 +54,15 @@ enum HttpMode {
     HugeBody,
     /// Accepts the connection, reads the request, and says nothing.
     NeverAnswers,
+    /// A bencoded `failure reason` made of every kind of character that acts on a
+    /// terminal: [`TERMINAL_ATTACK`].
+    TerminalAttack,
+    /// A working reply with no peers and a `warning message` of [`TERMINAL_ATTACK`].
+    WarnsWithEscapes,
+    /// A working reply with no peers.
+    NoPeers,
+    /// `302 Found` to another tracker on 127.0.0.1: `port`, over https when `https`.
+    RedirectTo { https: bool, port: u16 },
 }
 
 /// How a fake UDP tracker answers every connect request.
@@ -71,6 +80,13 @@ enum UdpMode {
 
 /// The failure reason the refusing HTTP tracker sends, escape sequences and all.
 const HOSTILE_REASON: &str = "\x1b[31mgo away\x1b[0m\r\nreally";
+
+/// A screen-clearing sequence, a bell, the one-character C1 form of CSI, a
+/// right-to-left override and DEL.
+const TERMINAL_ATTACK: &str = "\x1b[2Jwiped\x07\u{9b}31m\u{202E}txt.exe\x7f";
+
+/// The bytes of [`TERMINAL_ATTACK`]'s characters, none of which may reach stderr.
+const TERMINAL_BYTES: [&str; 5] = ["\x1b", "\x07", "\u{9b}", "\u{202E}", "\x7f"];
 
 /// A fake tracker on 127.0.0.1, on its own thread: stopped and joined when dropped.
 struct FakeTracker {
@@ -233,6 +249,24 @@ fn serve_http(mut stream: TcpStream, mode: HttpMode, stop: &AtomicBool) -> std::
                 stream.write_all(&chunk)?;
             }
             return Ok(());
+        }
+        HttpMode::TerminalAttack => ok(&torrent_actors::tracker::http::encode_failure(
+            TERMINAL_ATTACK,
+        )),
+        HttpMode::WarnsWithEscapes => {
+            let mut body = b"d8:intervali1800e5:peers0:15:warning message".to_vec();
+            body.extend_from_slice(format!("{}:", TERMINAL_ATTACK.len()).as_bytes());
+            body.extend_from_slice(TERMINAL_ATTACK.as_bytes());
+            body.push(b'e');
+            ok(&body)
+        }
+        HttpMode::NoPeers => ok(b"d8:intervali1800e5:peers0:e"),
+        HttpMode::RedirectTo { https, port } => {
+            let scheme = if https { "https" } else { "http" };
+            format!(
+                "HTTP/1.1 302 Found\r\nLocation: {scheme}://127.0.0.1:{port}/announce\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            )
+            .into_bytes()
         }
         HttpMode::NeverAnswers => {
             while !stop.load(Ordering::Relaxed) {
@@ -413,16 +447,24 @@ fn get_completes_past_a_list_of_broken_trackers_and_says_how_each_failed() {
                 },
                 "truncated compact list",
             ),
-            HttpMode::RedirectLoop => expect(
-                &tracker.url,
-                &|l| after(l, "error: http request failed: ") && l.contains("redirect"),
-                "redirect loop",
-            ),
+            HttpMode::RedirectLoop => {
+                expect(
+                    &tracker.url,
+                    &|l| {
+                        after(l, "error: http redirect not followed: more than 3 redirects; retrying in ")
+                    },
+                    "redirect loop",
+                )
+            }
             HttpMode::HugeBody => expect(
                 &tracker.url,
                 &|l| after(l, "error: reply body exceeds 2097152 bytes; retrying in "),
                 "huge body",
             ),
+            HttpMode::TerminalAttack
+            | HttpMode::WarnsWithEscapes
+            | HttpMode::NoPeers
+            | HttpMode::RedirectTo { .. } => unreachable!("{mode:?} is not in this list"),
             HttpMode::NeverAnswers => expect(
                 &tracker.url,
                 &|l| after(l, "error: http request timed out after 1s; retrying in "),
@@ -753,4 +795,101 @@ fn the_coordinator_reports_each_tracker_change_and_answers_for_all_of_them() {
         assert_eq!(board[2].next_announce, None);
         torrent.send(Shutdown).await.expect("a clean stop");
     });
+}
+
+/// Runs `get` on a torrent announcing to `trackers` only, with no peer anywhere, until it
+/// gives up for want of peers (exit 7), and returns its stderr. One-second HTTP
+/// timeouts, so every tracker has answered or failed long before that.
+fn get_until_no_peers(tmp: &Path, trackers: &[String]) -> String {
+    let payload = Payload::single(&tmp.join("seed"), "file.bin", 100_000);
+    let bare = tmp.join("bare.torrent");
+    make_torrent(&payload.root(), &bare, 15, &[]);
+    let torrent = tmp.join("trackers.torrent");
+    let tiers: Vec<Vec<String>> = trackers.iter().map(|t| vec![t.clone()]).collect();
+    with_announce_list(&bare, &torrent, &tiers);
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_torrent-actors"));
+    cmd.env("TORRENT_ACTORS_DHT_BOOTSTRAP", "")
+        .args(["get", "--bind", "127.0.0.1", "--port", "0", "--no-dht"])
+        .args(["--peer-timeout", "4", "--debug-tracker-timeout-ms", "1000"])
+        .arg("-o")
+        .arg(tmp.join("out"))
+        .arg(&torrent);
+    let output = run_until(cmd, GET_LIMIT).unwrap_or_else(|o| {
+        panic!(
+            "get overran {GET_LIMIT:?}:\n{}",
+            String::from_utf8_lossy(&o.stderr)
+        )
+    });
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert_eq!(
+        output.status.code(),
+        Some(7),
+        "get should give up for want of peers:\n{}",
+        stderr.escape_debug()
+    );
+    stderr
+}
+
+#[test]
+fn a_trackers_escape_sequences_never_reach_the_terminal() {
+    let tmp = tempfile::tempdir().expect("temp folder");
+    let refusing = FakeTracker::http(HttpMode::TerminalAttack);
+    let warning = FakeTracker::http(HttpMode::WarnsWithEscapes);
+    let stderr = get_until_no_peers(tmp.path(), &[refusing.url.clone(), warning.url.clone()]);
+    for bytes in TERMINAL_BYTES {
+        assert!(
+            !stderr.contains(bytes),
+            "{:?} reached the terminal:\n{}",
+            bytes,
+            stderr.escape_debug()
+        );
+    }
+    let refused = lines_about(&stderr, &refusing.url);
+    assert!(
+        refused.len() == 1 && refused[0].contains("error: \u{FFFD}[2Jwiped"),
+        "the refusal, defused: {refused:?}\n{}",
+        stderr.escape_debug()
+    );
+    let warned = lines_about(&stderr, &warning.url);
+    assert!(
+        warned.len() == 1 && warned[0].contains("warning: \u{FFFD}[2Jwiped"),
+        "the warning, defused: {warned:?}\n{}",
+        stderr.escape_debug()
+    );
+}
+
+#[test]
+fn a_redirect_is_followed_on_the_same_scheme_and_refused_across_schemes() {
+    let tmp = tempfile::tempdir().expect("temp folder");
+    let target = FakeTracker::http(HttpMode::NoPeers);
+    let target_port: u16 = target
+        .url
+        .trim_start_matches("http://127.0.0.1:")
+        .trim_end_matches("/announce")
+        .parse()
+        .expect("the target's port");
+    let same_scheme = FakeTracker::http(HttpMode::RedirectTo {
+        https: false,
+        port: target_port,
+    });
+    let to_https = FakeTracker::http(HttpMode::RedirectTo {
+        https: true,
+        port: target_port,
+    });
+    let stderr = get_until_no_peers(tmp.path(), &[same_scheme.url.clone(), to_https.url.clone()]);
+    let followed = lines_about(&stderr, &same_scheme.url);
+    assert!(
+        followed.len() == 1 && followed[0].contains(": working, 0 peers"),
+        "the same-scheme loopback redirect was not followed: {followed:?}\n{stderr}"
+    );
+    let refused = lines_about(&stderr, &to_https.url);
+    assert!(
+        refused.len() == 1
+            && refused[0].contains(
+                "error: http redirect not followed: redirect from http to https refused: the scheme may not change"
+            ),
+        "the scheme change was not refused by name: {refused:?}\n{stderr}"
+    );
+    assert!(target.hits.load(Ordering::Relaxed) >= 1, "{stderr}");
+    assert!(to_https.hits.load(Ordering::Relaxed) >= 1, "{stderr}");
 }

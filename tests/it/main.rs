@@ -20,6 +20,7 @@ mod serve;
 mod serve_jail;
 mod support;
 mod swarm;
+mod terminal_output;
 mod tracker;
 mod tracker_actor;
 mod wire;

@@ -1017,6 +1017,111 @@ fn serve_with_an_api_key_wants_it_and_locks_out_guessers() {
     assert_eq!(reply.status, 429, "login while locked out: {reply:?}");
 }
 
+#[test]
+fn the_page_logs_in_without_the_token_but_only_same_origin_and_as_json() {
+    let tmp = temp_dir();
+    let key = "correct-horse-battery-staple-42";
+    let key_file = tmp.path().join("key");
+    fs::write(&key_file, format!("{key}\n")).unwrap();
+    let opts = DaemonOpts {
+        api_key_file: Some(key_file),
+        ..DaemonOpts::default()
+    };
+    let daemon = Daemon::start_with_key(
+        &tmp.path().join("dl"),
+        &tmp.path().join("state"),
+        &opts,
+        Some(key),
+    );
+    let port = daemon.port;
+    let token = daemon.token.clone();
+    let origin = format!("http://127.0.0.1:{port}");
+
+    // The page a visitor gets before logging in does not carry the token: only someone
+    // who proved the key may have it.
+    let page = http(port, "GET", "/", &[], None);
+    assert_eq!(page.status, 200, "{page:?}");
+    let html = String::from_utf8_lossy(&page.body).into_owned();
+    assert!(
+        !html.contains(&token),
+        "the page gives the token to a visitor who has not logged in"
+    );
+
+    let login = |headers: &[(&str, &str)], body: &[u8]| {
+        http(port, "POST", "/api/login", headers, Some(body))
+    };
+    let right = serde_json::to_vec(&json!({ "key": key })).unwrap();
+    let wrong = serde_json::to_vec(&json!({ "key": "not-the-key-not-the-key" })).unwrap();
+    let page_headers = [
+        ("Content-Type", "application/json"),
+        ("Origin", origin.as_str()),
+        ("Sec-Fetch-Site", "same-origin"),
+    ];
+
+    // Another site cannot log in through the visitor's browser, nor can a form.
+    let reply = login(
+        &[
+            ("Content-Type", "application/json"),
+            ("Origin", "http://evil.example"),
+        ],
+        &right,
+    );
+    assert_eq!(reply.status, 403, "a cross-origin login: {reply:?}");
+    let reply = login(
+        &[
+            ("Content-Type", "application/json"),
+            ("Sec-Fetch-Site", "cross-site"),
+        ],
+        &right,
+    );
+    assert_eq!(reply.status, 403, "a cross-site login: {reply:?}");
+    let reply = login(
+        &[
+            ("Content-Type", "application/x-www-form-urlencoded"),
+            ("Origin", origin.as_str()),
+        ],
+        b"key=correct-horse-battery-staple-42",
+    );
+    assert_eq!(reply.status, 415, "a form login: {reply:?}");
+    let reply = login(&[("Origin", origin.as_str())], &right);
+    assert_eq!(
+        reply.status, 415,
+        "a login without a content type: {reply:?}"
+    );
+
+    // The page's own login, as a browser sends it: no token, same origin, JSON.
+    let reply = login(&page_headers, &right);
+    assert_eq!(reply.status, 204, "the page's login: {reply:?}");
+    let cookie = reply
+        .headers_named("set-cookie")
+        .into_iter()
+        .find(|c| c.starts_with("ta_session="))
+        .unwrap_or_else(|| panic!("no ta_session cookie: {reply:?}"))
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    // Logged in, the page and /api/token give the token, and writes work with it.
+    let page = http(port, "GET", "/", &[("Cookie", &cookie)], None);
+    assert!(
+        String::from_utf8_lossy(&page.body).contains(&token),
+        "the logged-in page has no token"
+    );
+    let reply = http(port, "GET", "/api/token", &[("Cookie", &cookie)], None);
+    assert_eq!(reply.json()["token"], json!(token), "{reply:?}");
+
+    // Without the token, a wrong key still counts towards the lock-out.
+    for attempt in 1..=5 {
+        let reply = login(&page_headers, &wrong);
+        assert_eq!(reply.status, 401, "wrong key #{attempt}: {reply:?}");
+    }
+    let reply = login(&page_headers, &right);
+    assert_eq!(
+        reply.status, 429,
+        "the right key while locked out: {reply:?}"
+    );
+}
+
 // ---------------------------------------------------------------------------------------
 // Restart
 // ---------------------------------------------------------------------------------------

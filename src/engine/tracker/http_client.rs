@@ -1,16 +1,24 @@
 //! The HTTP side of a Tracker actor: one GET per announce, with a bounded body.
 //!
 //! It owns the `reqwest::Client` of one tracker URL and the limits on what a reply may
-//! cost us (time, redirects, body size). It must not build query strings or read
-//! bencode itself: `crate::tracker::http` does both.
+//! cost us (time, redirects, body size). It must not build query strings, read bencode
+//! or decide which redirects are safe itself: `crate::tracker::http` does all three.
+//!
+//! Redirects are followed here, by hand, rather than by reqwest's policy: the rule
+//! ([`http::check_redirect`]) needs the addresses the target's name resolves to, which a
+//! redirect policy (a synchronous callback) cannot look up without blocking the thread.
+//! Each target is resolved once, checked, and then connected to through a client pinned
+//! to exactly the checked addresses, so a name that answers differently the second time
+//! (DNS rebinding) cannot slip past the check.
 
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use reqwest::redirect::Policy;
 use url::Url;
 
 use super::{error_chain, AnnounceError, TrackerConfig, TrackerError};
-use crate::tracker::http::{self, HttpError};
+use crate::tracker::http::{self, HttpError, RedirectError};
 use crate::tracker::{AnnounceRequest, AnnounceResponse};
 
 /// The most body bytes read from an error reply (4xx, 5xx) to look for a `failure
@@ -29,18 +37,17 @@ pub(super) struct HttpTransport {
     /// The largest reply body accepted, so a hostile tracker cannot make us buffer
     /// an endless stream.
     max_body: usize,
-    /// The timeout the client was built with, named in the error when it fires.
+    /// The timeout the client was built with, named in the error when it fires; it
+    /// bounds a whole announce, redirects included.
     timeout: Duration,
+    /// How many redirects one announce may follow.
+    max_redirects: usize,
 }
 
 impl HttpTransport {
     /// Builds the client for `config.url`.
     pub(super) fn new(config: &TrackerConfig) -> Result<HttpTransport, TrackerError> {
-        let client = reqwest::Client::builder()
-            .timeout(config.request_timeout)
-            .connect_timeout(config.request_timeout)
-            .redirect(Policy::limited(config.max_redirects))
-            .user_agent(concat!("torrent-actors/", env!("CARGO_PKG_VERSION")))
+        let client = client_builder(config.request_timeout)
             .build()
             .map_err(|e| TrackerError::HttpClient(error_chain(&e)))?;
         Ok(HttpTransport {
@@ -48,7 +55,62 @@ impl HttpTransport {
             base: config.url.clone(),
             max_body: config.max_body,
             timeout: config.request_timeout,
+            max_redirects: config.max_redirects,
         })
+    }
+
+    /// Sends the GET for `url`, following the redirects [`http::check_redirect`] allows,
+    /// and returns the first reply that is not a redirect. The whole chain shares one
+    /// timeout.
+    async fn get_following_redirects(&self, url: Url) -> Result<reqwest::Response, AnnounceError> {
+        let chain = async {
+            let mut current = url;
+            let mut response = self
+                .client
+                .get(current.clone())
+                .send()
+                .await
+                .map_err(|e| self.request_error(e))?;
+            let mut hops = 0;
+            loop {
+                let Some(location) = redirect_location(&response) else {
+                    return Ok(response);
+                };
+                hops += 1;
+                let target = current
+                    .join(location)
+                    .map_err(|_| AnnounceError::Redirect(RedirectError::BadLocation))?;
+                http::check_redirect_url(&current, &target, hops, self.max_redirects)
+                    .map_err(AnnounceError::Redirect)?;
+                // The reply's own address, or the strictest assumption (an Internet
+                // host) if the connection did not say.
+                let from_addr = response
+                    .remote_addr()
+                    .map_or(IpAddr::from([192, 0, 2, 1]), |a| a.ip());
+                let addrs = resolve(&target).await?;
+                let ips: Vec<IpAddr> = addrs.iter().map(SocketAddr::ip).collect();
+                http::check_redirect(&current, from_addr, &target, &ips, hops, self.max_redirects)
+                    .map_err(AnnounceError::Redirect)?;
+                // A client for this hop alone, its target's name pinned to the checked
+                // addresses. Redirects are rare, so building one costs little.
+                let mut builder = client_builder(self.timeout);
+                if let Some(url::Host::Domain(name)) = target.host() {
+                    builder = builder.resolve_to_addrs(name, &addrs);
+                }
+                let client = builder
+                    .build()
+                    .map_err(|e| AnnounceError::Request(error_chain(&e)))?;
+                response = client
+                    .get(target.clone())
+                    .send()
+                    .await
+                    .map_err(|e| self.request_error(e))?;
+                current = target;
+            }
+        };
+        tokio::time::timeout(self.timeout, chain)
+            .await
+            .unwrap_or(Err(AnnounceError::TimedOut(self.timeout)))
     }
 
     /// Sends one announce and parses the reply.
@@ -57,12 +119,7 @@ impl HttpTransport {
         request: &AnnounceRequest,
     ) -> Result<AnnounceResponse, AnnounceError> {
         let url = http::announce_url(&self.base, request).map_err(AnnounceError::HttpReply)?;
-        let mut response = self
-            .client
-            .get(url)
-            .send()
-            .await
-            .map_err(|e| self.request_error(e))?;
+        let mut response = self.get_following_redirects(url).await?;
         let status = response.status();
         if !status.is_success() {
             // Some trackers refuse with an error status and still explain themselves in
@@ -101,6 +158,42 @@ impl HttpTransport {
         } else {
             AnnounceError::Request(error_chain(&error.without_url()))
         }
+    }
+}
+
+/// A client with the tracker's limits that follows no redirect by itself.
+fn client_builder(timeout: Duration) -> reqwest::ClientBuilder {
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(timeout)
+        .redirect(Policy::none())
+        .user_agent(concat!("torrent-actors/", env!("CARGO_PKG_VERSION")))
+}
+
+/// The `Location` of a redirect reply (301, 302, 303, 307, 308), or `None` for any
+/// other reply. A redirect without a usable `Location` is handed back as it is and
+/// ends as an error status.
+fn redirect_location(response: &reqwest::Response) -> Option<&str> {
+    matches!(response.status().as_u16(), 301 | 302 | 303 | 307 | 308)
+        .then(|| response.headers().get(reqwest::header::LOCATION))
+        .flatten()
+        .and_then(|value| value.to_str().ok())
+}
+
+/// The addresses of `url`'s host: the literal itself, or what the system resolver says.
+async fn resolve(url: &Url) -> Result<Vec<SocketAddr>, AnnounceError> {
+    let port = url.port_or_known_default().unwrap_or(80);
+    match url.host() {
+        Some(url::Host::Ipv4(ip)) => Ok(vec![SocketAddr::from((ip, port))]),
+        Some(url::Host::Ipv6(ip)) => Ok(vec![SocketAddr::from((ip, port))]),
+        Some(url::Host::Domain(name)) => tokio::net::lookup_host((name, port))
+            .await
+            .map(Iterator::collect)
+            .map_err(|e| AnnounceError::Resolve {
+                host: name.to_string(),
+                reason: e.to_string(),
+            }),
+        None => Err(AnnounceError::Redirect(RedirectError::BadLocation)),
     }
 }
 

@@ -35,7 +35,7 @@ use super::messages::{
     TrackerCompleted, TrackerReport, TrackerStart, TrackerStop,
 };
 use super::metrics::{ActorKind, ActorMetrics};
-use crate::tracker::http::HttpError;
+use crate::tracker::http::{HttpError, RedirectError};
 use crate::tracker::udp::UdpError;
 use crate::tracker::{AnnounceRequest, AnnounceResponse, Event};
 use crate::{InfoHash, PeerId};
@@ -196,9 +196,12 @@ pub(crate) enum AnnounceError {
     /// text is the tracker's own.
     #[error("{0}")]
     Refused(String),
-    /// The HTTP request failed before a reply: connection refused, TLS, redirects.
+    /// The HTTP request failed before a reply: connection refused, TLS.
     #[error("http request failed: {0}")]
     Request(String),
+    /// The HTTP tracker redirected somewhere it may not (`tracker::http::check_redirect`).
+    #[error("http redirect not followed: {0}")]
+    Redirect(RedirectError),
     /// The HTTP request took longer than the configured timeout.
     #[error("http request timed out after {0:?}")]
     TimedOut(Duration),

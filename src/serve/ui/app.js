@@ -1434,6 +1434,9 @@ async function submitLogin(ev) {
     return;
   }
   $('#login-key').value = '';
+  // The page was served without the token to a visitor not logged in yet (login
+  // itself needs none); now that the session cookie is set, fetch it.
+  await refreshToken();
   $('#login').hidden = true;
   document.body.classList.remove('logged-out');
   startApp();
