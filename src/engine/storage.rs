@@ -42,14 +42,14 @@ use bytes::Bytes;
 use sha1::{Digest, Sha1};
 
 use super::messages::{
-    CheckPiece, CloseStorage, HashOutcome, HashPiece, OpenReport, OpenStorage, ReadBlock,
-    SaveResume, StorageError, WritePiece,
+    CheckPiece, CloseStorage, DigestBlocks, HashBlocks, HashOutcome, HashPiece, HashStored,
+    OpenReport, OpenStorage, ReadBlock, SaveResume, StorageError, WriteBlock, WritePiece,
 };
 use super::metrics::{ActorKind, ActorMetrics, LiveGuard};
 use super::parts::PartSlots;
 use super::resume::{json_size_bound, FileRecord};
 use super::selection::SelectedFiles;
-use crate::layout::{Layout, PieceIndex};
+use crate::layout::{Layout, PieceIndex, BLOCK_SIZE};
 
 /// Hashes pieces; runs as a SyncArbiter pool sized to the cores.
 pub struct Hasher {
@@ -90,6 +90,19 @@ impl Handler<HashPiece> for Hasher {
                 .collect()
         });
         MessageResult(HashOutcome { ok, block_digests })
+    }
+}
+
+impl Handler<HashBlocks> for Hasher {
+    type Result = MessageResult<HashBlocks>;
+
+    fn handle(&mut self, msg: HashBlocks, _: &mut SyncContext<Self>) -> Self::Result {
+        let _timing = self.metrics.handling("HashBlocks");
+        let mut state = msg.state;
+        for block in &msg.blocks {
+            state.update(block);
+        }
+        MessageResult(state)
     }
 }
 
@@ -601,6 +614,58 @@ impl Handler<WritePiece> for FileWriter {
     }
 }
 
+/// Streamed pieces: one block written at its place before the piece is verified. Its
+/// bytes go where `WritePiece` would put them (the file, or the part-file slot).
+impl Handler<WriteBlock> for FileWriter {
+    type Result = Result<bool, StorageError>;
+
+    fn handle(&mut self, msg: WriteBlock, _: &mut SyncContext<Self>) -> Self::Result {
+        let _timing = self.metrics.handling("WriteBlock");
+        if self.closed {
+            return Ok(false);
+        }
+        if !self.reserve_held {
+            self.hold_reserve();
+        }
+        if !self.write_delay.is_zero() {
+            std::thread::sleep(self.write_delay);
+        }
+        let slot = self.slots.slot_offset(msg.piece);
+        let start = self.layout.piece_offset(msg.piece) + u64::from(msg.offset);
+        let length = u32::try_from(msg.data.len()).unwrap_or(u32::MAX);
+        for span in self.layout.spans(start, length) {
+            if self.layout.files()[span.file].padding {
+                continue;
+            }
+            // `piece_offset` counts from the block's start here.
+            let from = span.piece_offset as usize;
+            let Some(chunk) = msg.data.get(from..from + span.len as usize) else {
+                continue;
+            };
+            if self.in_file(span.file) {
+                self.handle(span.file)?
+                    .write_all_at(chunk, span.file_offset)
+                    .map_err(|e| self.error(span.file, &e))?;
+                self.dirty[span.file] = true;
+            } else {
+                let Some(slot) = slot else {
+                    return Err(self.error(
+                        span.file,
+                        &io::Error::other("no place for bytes of an unselected file"),
+                    ));
+                };
+                let at = slot + u64::from(msg.offset) + u64::from(span.piece_offset);
+                let path = self.parts_path();
+                self.parts_handle()?
+                    .write_all_at(chunk, at)
+                    .map_err(|e| storage_error(&path, &e))?;
+                self.parts_dirty = true;
+            }
+        }
+        Ok(true)
+    }
+}
+
 impl Handler<SaveResume> for FileWriter {
     type Result = Result<(), StorageError>;
 
@@ -820,6 +885,53 @@ impl Handler<CheckPiece> for FileReader {
             offset += n as u32;
         }
         Ok(<[u8; 20]>::from(sha.finalize()) == msg.expected)
+    }
+}
+
+/// Streamed pieces: blocks hashed back from disk, a window at a time.
+impl Handler<HashStored> for FileReader {
+    type Result = Result<Sha1, StorageError>;
+
+    fn handle(&mut self, msg: HashStored, _: &mut SyncContext<Self>) -> Self::Result {
+        let _timing = self.metrics.handling("HashStored");
+        let mut state = msg.state;
+        let mut window = vec![0u8; msg.length.min(CHECK_WINDOW) as usize];
+        let mut done = 0;
+        while done < msg.length {
+            let n = (msg.length - done).min(CHECK_WINDOW) as usize;
+            let buf = &mut window[..n];
+            buf.fill(0);
+            self.read_range(msg.piece, msg.offset + done, buf)?;
+            state.update(&*buf);
+            done += n as u32;
+        }
+        Ok(state)
+    }
+}
+
+/// Streamed pieces: each block's digest as on disk, for smart ban.
+impl Handler<DigestBlocks> for FileReader {
+    type Result = Result<Vec<[u8; 20]>, StorageError>;
+
+    fn handle(&mut self, msg: DigestBlocks, _: &mut SyncContext<Self>) -> Self::Result {
+        let _timing = self.metrics.handling("DigestBlocks");
+        let length = self.layout.piece_len(msg.piece);
+        let mut digests = Vec::with_capacity(self.layout.num_blocks(msg.piece) as usize);
+        // A whole number of blocks, so no block straddles two reads.
+        let mut window = vec![0u8; length.min(CHECK_WINDOW) as usize];
+        let mut offset = 0;
+        while offset < length {
+            let n = (length - offset).min(CHECK_WINDOW) as usize;
+            let buf = &mut window[..n];
+            buf.fill(0);
+            self.read_range(msg.piece, offset, buf)?;
+            digests.extend(
+                buf.chunks(BLOCK_SIZE as usize)
+                    .map(|b| <[u8; 20]>::from(Sha1::digest(b))),
+            );
+            offset += n as u32;
+        }
+        Ok(digests)
     }
 }
 
