@@ -125,6 +125,10 @@ pub struct PieceManager {
 /// Failed pieces remembered for smart ban at most; one digest and key per block each.
 const SMART_BAN_PIECES: usize = 256;
 
+/// Block records (digest and sender) smart ban keeps at most, all pieces together: about
+/// 4 MiB, two attempts at a 512 MiB piece.
+const SMART_BAN_RECORDS: usize = 1 << 16;
+
 impl PieceManager {
     /// A PieceManager for `info`, with `done` the pieces already verified on disk,
     /// assembling pieces the `mode` way.
@@ -162,7 +166,7 @@ impl PieceManager {
             next_attempt: 0,
             links,
             broken: false,
-            smart_ban: SmartBan::new(SMART_BAN_PIECES),
+            smart_ban: SmartBan::new(SMART_BAN_PIECES, SMART_BAN_RECORDS),
             _live: metrics.started(),
             metrics,
             log,
