@@ -1,16 +1,23 @@
 //! Torrents whose pieces are far larger than the memory budgets (the engine accepts
 //! pieces up to 512 MiB): they download byte-identical, a bad block in one of them fails
-//! the piece and it is fetched again, and peak memory stays within the budgets rather
-//! than growing with the piece size.
+//! the piece and it is fetched again, peak memory stays within the budgets rather than
+//! growing with the piece size, and a run stopped mid-piece claims only verified pieces
+//! (blocks of a piece on disk before its hash passed are not "have").
 
+use std::fs;
+use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use sha1::{Digest, Sha1};
+use torrent_actors::engine::storage::resume_path;
+use torrent_actors::metainfo::Metainfo;
 
 use crate::support::{
-    assert_same_files, make_torrent, read_metainfo, run_until, Act, HostilePeer, LtSeeder, Payload,
-    SeedOpts, Served,
+    assert_same_files, make_torrent, read_metainfo, run_until, Act, ChildGuard, HostilePeer,
+    LtSeeder, Payload, SeedOpts, Served,
 };
 
 const GET_LIMIT: Duration = Duration::from_secs(300);
@@ -186,4 +193,153 @@ fn smart_ban_names_the_sender_of_one_bad_block_in_a_huge_shared_piece() {
         "the honest peer was blamed:\n{}",
         honest_lines.join("\n")
     );
+}
+
+/// Whether piece `n`'s bytes under `out` match the torrent's hash (one file).
+fn piece_ok(meta: &Metainfo, out: &Path, n: u32) -> bool {
+    let layout = &meta.info.layout;
+    let piece = layout.piece(n).expect("a piece of the torrent");
+    let mut buf = vec![0u8; layout.piece_len(piece) as usize];
+    let path = layout.files()[0].path.under(out);
+    let read =
+        fs::File::open(path).and_then(|f| f.read_exact_at(&mut buf, layout.piece_offset(piece)));
+    read.is_ok() && <[u8; 20]>::from(Sha1::digest(&buf)) == *meta.info.piece_hash(piece)
+}
+
+/// Whether piece `n` has any byte that is not zero on disk (a file made at its size is
+/// zeros until written).
+fn piece_written_at_all(meta: &Metainfo, out: &Path, n: u32) -> bool {
+    let layout = &meta.info.layout;
+    let piece = layout.piece(n).expect("a piece of the torrent");
+    let mut buf = vec![0u8; layout.piece_len(piece) as usize];
+    let path = layout.files()[0].path.under(out);
+    fs::File::open(path)
+        .and_then(|f| f.read_exact_at(&mut buf, layout.piece_offset(piece)))
+        .is_ok()
+        && buf.iter().any(|&b| b != 0)
+}
+
+/// The pieces the resume file under `out` calls verified, straight from its JSON.
+fn claimed(meta: &Metainfo, out: &Path) -> Vec<u32> {
+    let Ok(bytes) = fs::read(resume_path(out, &meta.info.layout)) else {
+        return Vec::new();
+    };
+    let json: serde_json::Value = serde_json::from_slice(&bytes).expect("resume file is JSON");
+    let mut pieces = Vec::new();
+    for r in json["verified"].as_array().expect("a `verified` list") {
+        let (a, b) = (r[0].as_u64().expect("range"), r[1].as_u64().expect("range"));
+        pieces.extend(a as u32..=b as u32);
+    }
+    pieces
+}
+
+/// Starts `cmd`, lets it run for `after`, sends it `signal` by its PID and waits for it.
+fn interrupt(cmd: Command, after: Duration, signal: &str) -> Option<std::process::ExitStatus> {
+    let mut child = ChildGuard::spawn(cmd, "torrent-actors get");
+    let started = Instant::now();
+    while started.elapsed() < after {
+        assert!(
+            child.try_status().is_none(),
+            "get ended before it was stopped"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let sent = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(child.pid().to_string())
+        .status();
+    assert!(sent.is_ok_and(|s| s.success()), "kill -{signal} failed");
+    child.wait_timeout(Duration::from_secs(30))
+}
+
+#[test]
+fn stopped_mid_piece_the_resume_file_claims_only_verified_pieces_and_is_trusted_next_time() {
+    const PIECE_EXP: u32 = 23;
+    let tmp = tempfile::tempdir().expect("temp folder");
+    // Six 8 MiB pieces and a short one, streamed under a 4 MiB budget, from a seeder held
+    // to 4 MiB/s: stopped after 5 s, a piece is always part-way on disk.
+    let payload = Payload::single(&tmp.path().join("seed"), "big.bin", (6 << PIECE_EXP) + 777);
+    let torrent = tmp.path().join("t.torrent");
+    make_torrent(&payload.root(), &torrent, PIECE_EXP, &[]);
+    let meta = read_metainfo(&torrent);
+    let seeder = LtSeeder::start(
+        &torrent,
+        &payload.dir,
+        SeedOpts {
+            ready_without_announce: true,
+            seed_mode: true,
+            upload_limit: Some(4 << 20),
+            ..SeedOpts::default()
+        },
+    );
+    let out = tmp.path().join("out");
+    let peers = [seeder.addr().to_string()];
+    let args = ["-v", "--max-in-progress-mib", "4"];
+
+    // Ctrl-C: the resume file is saved after the storage is closed.
+    let mut cmd = get_command(&torrent, &out, &peers, &args);
+    cmd.stdout(Stdio::null()).stderr(Stdio::null());
+    let status = interrupt(cmd, Duration::from_secs(5), "INT").expect("get stops on SIGINT");
+    assert_eq!(status.code(), Some(130), "{status}");
+    let claims = claimed(&meta, &out);
+    let bad: Vec<u32> = claims
+        .iter()
+        .copied()
+        .filter(|&n| !piece_ok(&meta, &out, n))
+        .collect();
+    assert!(bad.is_empty(), "claimed but failing their hash: {bad:?}");
+    let unclaimed_on_disk: Vec<u32> = (0..meta.info.layout.num_pieces())
+        .filter(|n| !claims.contains(n) && piece_written_at_all(&meta, &out, *n))
+        .collect();
+    assert!(
+        !unclaimed_on_disk.is_empty(),
+        "no piece was part-way on disk when stopped (claims {claims:?})"
+    );
+
+    // The next run trusts the claims without hashing them again: nothing was written
+    // behind the last save (blocks that came after `CloseStorage` were refused), so the
+    // file is as the resume file recorded it.
+    let log = tmp.path().join("second.log");
+    let mut cmd = get_command(&torrent, &out, &peers, &args);
+    cmd.stdout(Stdio::null())
+        .stderr(fs::File::create(&log).expect("log file"));
+    let mut child = ChildGuard::spawn(cmd, "torrent-actors get");
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(child.try_status().is_none(), "the second run ended early");
+    assert!(child.kill().is_some(), "get could not be reaped");
+    let stderr = fs::read_to_string(&log).unwrap_or_default();
+    // (The pieces not claimed are hashed, as always for a file that exists: a piece
+    // whose every block was written before the stop may be found good that way.)
+    let trusted = stderr
+        .lines()
+        .find(|l| l.contains("start plan"))
+        .and_then(|l| l.split("trusted: ").nth(1))
+        .and_then(|n| n.split(',').next())
+        .and_then(|n| n.trim().parse::<usize>().ok());
+    assert!(
+        !claims.is_empty() && trusted == Some(claims.len()),
+        "the {} claims of a clean stop were not all trusted:\n{stderr}",
+        claims.len()
+    );
+    // Killed with SIGKILL mid-piece: still nothing unverified is claimed.
+    let claims = claimed(&meta, &out);
+    let bad: Vec<u32> = claims
+        .iter()
+        .copied()
+        .filter(|&n| !piece_ok(&meta, &out, n))
+        .collect();
+    assert!(
+        bad.is_empty(),
+        "after SIGKILL, claimed but failing: {bad:?}"
+    );
+
+    // And the same command finishes the download.
+    let output =
+        run_until(get_command(&torrent, &out, &peers, &args), GET_LIMIT).expect("get ends in time");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_same_files(&payload.dir, &out, &payload.files);
 }
