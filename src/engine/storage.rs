@@ -1186,6 +1186,129 @@ mod tests {
     }
 
     #[test]
+    fn blocks_written_one_by_one_in_any_order_read_back_as_whole_pieces_write_them() {
+        for files in [None, Some("0")] {
+            let tmp = tempfile::tempdir().unwrap();
+            let root = tmp.path().to_path_buf();
+            let layout = layout();
+            let l = layout.clone();
+            let data = data(&layout);
+            let expected = data.clone();
+            let sel = selected(&layout, files);
+            let (read, refused) = actix::System::new().block_on(async move {
+                let (l, r, s) = (layout.clone(), root.clone(), sel.clone());
+                let writer = SyncArbiter::start(1, move || {
+                    FileWriter::new(r.clone(), l.clone(), s.clone(), Default::default())
+                });
+                let (l, r) = (layout.clone(), root.clone());
+                let reader = SyncArbiter::start(1, move || {
+                    FileReader::new(r.clone(), l.clone(), sel.clone())
+                });
+                writer.send(OpenStorage).await.unwrap().unwrap();
+                // Pieces 0 to 2 (2 is shared by a and b), in 5000-byte pieces of
+                // pieces, last first, so every offset and part-file slot is exercised.
+                for n in [2, 1, 0] {
+                    let piece = layout.piece(n).unwrap();
+                    let bytes = piece_bytes(&layout, &data, piece);
+                    let chunks: Vec<_> = bytes.chunks(5000).enumerate().collect();
+                    for (i, chunk) in chunks.into_iter().rev() {
+                        let wrote = writer
+                            .send(WriteBlock {
+                                piece,
+                                offset: i as u32 * 5000,
+                                data: Bytes::copy_from_slice(chunk),
+                            })
+                            .await
+                            .unwrap()
+                            .unwrap();
+                        assert!(wrote);
+                    }
+                }
+                let mut read = Vec::new();
+                for n in 0..3 {
+                    let piece = layout.piece(n).unwrap();
+                    let length = layout.piece_len(piece);
+                    let got = reader
+                        .send(ReadBlock {
+                            piece,
+                            offset: 0,
+                            length,
+                        })
+                        .await;
+                    read.push(got.unwrap().unwrap().to_vec());
+                }
+                writer
+                    .send(CloseStorage { sync: false })
+                    .await
+                    .unwrap()
+                    .unwrap();
+                let piece = layout.piece(3).unwrap();
+                let after_close = writer
+                    .send(WriteBlock {
+                        piece,
+                        offset: 0,
+                        data: Bytes::from_static(b"late"),
+                    })
+                    .await
+                    .unwrap()
+                    .unwrap();
+                (read, !after_close)
+            });
+            for (n, got) in read.iter().enumerate() {
+                let piece = l.piece(n as u32).unwrap();
+                assert_eq!(
+                    got,
+                    &piece_bytes(&l, &expected, piece),
+                    "{files:?}: piece {n}"
+                );
+            }
+            assert!(refused, "a block after CloseStorage must not be written");
+            assert_eq!(parts_path(tmp.path(), &l).exists(), files.is_some());
+        }
+    }
+
+    #[test]
+    fn stored_ranges_and_block_digests_hash_what_is_on_disk() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().to_path_buf();
+        let layout = layout();
+        let data = data(&layout);
+        fs::create_dir_all(root.join("t")).unwrap();
+        fs::write(root.join("t/a"), &data[..40_000]).unwrap();
+        fs::write(root.join("t/b"), &data[40_000..70_000]).unwrap();
+        fs::write(root.join("t/c"), &data[70_000..]).unwrap();
+        let sel = selected(&layout, None);
+        let piece = layout.piece(2).unwrap();
+        let bytes = piece_bytes(&layout, &data, piece);
+        let layout_again = layout.clone();
+        let (l, r) = (layout.clone(), root.clone());
+        let (state, digests) = actix::System::new().block_on(async move {
+            let reader = SyncArbiter::start(1, move || {
+                FileReader::new(r.clone(), l.clone(), sel.clone())
+            });
+            // The first 1000 bytes hashed in memory, the rest read back.
+            let mut state = Sha1::new();
+            state.update(&bytes[..1000]);
+            let length = layout.piece_len(piece) - 1000;
+            let msg = HashStored {
+                piece,
+                offset: 1000,
+                length,
+                state,
+            };
+            let state = reader.send(msg).await.unwrap().unwrap();
+            let digests = reader.send(DigestBlocks { piece }).await.unwrap().unwrap();
+            (state, digests)
+        });
+        let whole = piece_bytes(&layout_again, &data, piece);
+        assert_eq!(
+            <[u8; 20]>::from(state.finalize()),
+            <[u8; 20]>::from(Sha1::digest(&whole))
+        );
+        assert_eq!(digests, vec![<[u8; 20]>::from(Sha1::digest(&whole))]);
+    }
+
+    #[test]
     fn a_foreign_part_file_is_ignored_and_replaced() {
         let tmp = tempfile::tempdir().unwrap();
         let root = tmp.path();

@@ -91,6 +91,12 @@ enum Slot {
     Written(PeerKey),
 }
 
+/// Bytes of one block's slot, for the test that [`BLOCK_RECORD_BYTES`] covers it.
+#[cfg(test)]
+pub(crate) fn slot_bytes() -> usize {
+    std::mem::size_of::<Slot>()
+}
+
 /// The next piece of hashing work, carrying the running state away until
 /// [`StreamedPiece::step_done`] brings it back.
 #[derive(Debug)]

@@ -374,3 +374,12 @@ fn one_streamed_piece_always_starts_even_under_a_tiny_budget() {
     let other = only(2, &[1 - got[0].piece]);
     assert!(pick(&mut p, Q, &other, 8).is_empty());
 }
+
+#[test]
+fn a_streamed_block_costs_no_more_bookkeeping_than_the_budget_counts() {
+    let per_block = std::mem::size_of::<BlockState>() + crate::engine::streamed::slot_bytes();
+    assert!(
+        per_block as u64 <= crate::engine::streamed::BLOCK_RECORD_BYTES,
+        "{per_block} bytes per block"
+    );
+}
