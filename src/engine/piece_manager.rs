@@ -258,6 +258,36 @@ impl PieceManager {
         self.assembling.clear();
     }
 
+    /// Takes a block of a whole piece: keeps it, and finishes the piece once complete.
+    fn store_whole(&mut self, msg: StoreBlock, ctx: &mut Context<Self>) {
+        let piece = msg.piece;
+        let num_blocks = self.layout().num_blocks(piece) as usize;
+        let b = (msg.offset / BLOCK_SIZE) as usize;
+        let entry = self.assembling.entry(piece.get()).or_insert_with(|| {
+            Assembly::Whole(WholePiece {
+                blocks: vec![None; num_blocks],
+                senders: vec![None; num_blocks],
+                received: 0,
+            })
+        });
+        let Assembly::Whole(assembly) = entry else {
+            return;
+        };
+        // The Peer checked the block against its own requests, so offset and length are
+        // those of a real block; a second copy (endgame) is simply dropped.
+        if let Some(slot @ None) = assembly.blocks.get_mut(b) {
+            *slot = Some(msg.data);
+            assembly.senders[b] = Some(msg.from);
+            assembly.received += 1;
+            if assembly.received as usize == num_blocks {
+                if let Some(Assembly::Whole(assembly)) = self.assembling.remove(&piece.get()) {
+                    debug!(self.log, "piece complete"; "piece" => piece.get());
+                    self.finish_piece(piece, assembly, ctx);
+                }
+            }
+        }
+    }
+
     /// Takes a block of a streamed piece: records it, writes it, and hashes what can be.
     fn store_streamed(&mut self, msg: StoreBlock, ctx: &mut Context<Self>) {
         let piece = msg.piece;
@@ -453,31 +483,7 @@ impl Handler<StoreBlock> for PieceManager {
         if wanted && !self.broken && self.mode == PieceMode::Streamed {
             self.store_streamed(msg, ctx);
         } else if wanted && !self.broken {
-            let num_blocks = self.layout().num_blocks(piece) as usize;
-            let b = (msg.offset / BLOCK_SIZE) as usize;
-            let entry = self.assembling.entry(piece.get()).or_insert_with(|| {
-                Assembly::Whole(WholePiece {
-                    blocks: vec![None; num_blocks],
-                    senders: vec![None; num_blocks],
-                    received: 0,
-                })
-            });
-            let Assembly::Whole(assembly) = entry else {
-                return Box::pin(async {});
-            };
-            // The Peer checked the block against its own requests, so offset and length
-            // are those of a real block; a second copy (endgame) is simply dropped.
-            if let Some(slot @ None) = assembly.blocks.get_mut(b) {
-                *slot = Some(msg.data);
-                assembly.senders[b] = Some(msg.from);
-                assembly.received += 1;
-                if assembly.received as usize == num_blocks {
-                    if let Some(Assembly::Whole(assembly)) = self.assembling.remove(&piece.get()) {
-                        debug!(self.log, "piece complete"; "piece" => piece.get());
-                        self.finish_piece(piece, assembly, ctx);
-                    }
-                }
-            }
+            self.store_whole(msg, ctx);
         }
         if self.pending_bytes < self.max_pending_bytes {
             Box::pin(async {})
