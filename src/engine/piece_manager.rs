@@ -249,7 +249,8 @@ impl PieceManager {
         self.release_waiting();
     }
 
-    /// A write failed: the torrent is stopping, and nothing more is written.
+    /// A write (or a read back of a streamed piece) failed: the torrent is stopping, and
+    /// nothing more is written.
     fn write_failed(&mut self, error: StorageError) {
         if !self.broken {
             self.broken = true;
@@ -371,7 +372,14 @@ impl PieceManager {
         let hashed = match step {
             HashStep::Memory { state, blocks } => {
                 let hasher = self.hasher.clone();
-                async move { hasher.send(HashBlocks { state, blocks }).await.ok() }.boxed_local()
+                async move {
+                    // A closed pool (the run is ending): no error of the storage.
+                    hasher
+                        .send(HashBlocks { state, blocks })
+                        .await
+                        .map_err(|_| None)
+                }
+                .boxed_local()
             }
             HashStep::Disk {
                 state,
@@ -383,16 +391,17 @@ impl PieceManager {
                 let length = (count * BLOCK_SIZE).min(piece_len - offset);
                 let reader = self.reader.clone();
                 async move {
-                    reader
-                        .send(HashStored {
-                            piece,
-                            offset,
-                            length,
-                            state,
-                        })
-                        .await
-                        .ok()
-                        .and_then(Result::ok)
+                    let stored = HashStored {
+                        piece,
+                        offset,
+                        length,
+                        state,
+                    };
+                    match reader.send(stored).await {
+                        Ok(Ok(state)) => Ok(state),
+                        Ok(Err(e)) => Err(Some(e)),
+                        Err(_) => Err(None),
+                    }
                 }
                 .boxed_local()
             }
@@ -402,13 +411,16 @@ impl PieceManager {
                 return;
             };
             match state {
-                Some(state) => {
+                Ok(state) => {
                     s.piece.step_done(state);
                     act.advance_streamed(piece, ctx);
                 }
-                // A closed pool or a read error: the piece cannot be checked, so it
-                // counts as failed and is fetched again.
-                None => {
+                // Our own data could not be read back: as for a failed write, the
+                // torrent stops rather than fetch the piece forever.
+                Err(Some(error)) => act.write_failed(error),
+                // A closed pool: the piece cannot be checked, so it counts as failed
+                // and is fetched again (if the run goes on).
+                Err(None) => {
                     act.assembling.remove(&piece.get());
                     warn!(act.log, "streamed piece could not be hashed"; "piece" => piece.get());
                     act.links.failed.do_send(PieceFailed { piece });
