@@ -423,7 +423,10 @@ fn smart_ban(c: &mut Criterion) {
     let mut group = c.benchmark_group("smart_ban_16_blocks");
     // The record is full from the start, so every `failed` of a new piece also forgets
     // the oldest one: the steady state of a swarm that keeps sending bad data.
-    let mut ban = SmartBan::new(SMART_BAN_PIECES);
+    let mut ban = SmartBan::new(
+        SMART_BAN_PIECES,
+        SMART_BAN_PIECES * BLOCKS_PER_PIECE as usize,
+    );
     for piece in 0..SMART_BAN_PIECES as u32 {
         ban.failed(piece, &senders, &bad);
     }
@@ -437,7 +440,10 @@ fn smart_ban(c: &mut Criterion) {
 
     // `passed` for a remembered piece, with the record full; the piece fails again,
     // untimed, so the record stays full.
-    let mut ban = SmartBan::new(SMART_BAN_PIECES);
+    let mut ban = SmartBan::new(
+        SMART_BAN_PIECES,
+        SMART_BAN_PIECES * BLOCKS_PER_PIECE as usize,
+    );
     for piece in 0..SMART_BAN_PIECES as u32 {
         ban.failed(piece, &senders, &bad);
     }

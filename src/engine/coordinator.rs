@@ -33,6 +33,7 @@ use super::piece_manager::{PieceManager, PieceManagerLinks};
 use super::resume::{plan_start, FileRecord, ResumeData};
 use super::selection::{verified_bytes_per_file, SelectedFiles};
 use super::storage::{FileReader, FileWriter, Hasher};
+use super::streamed::PieceMode;
 use super::tracker::{
     Tiers, Tracker, TrackerBoard, TrackerConfig, TrackerLinks, TrackerStatus, TrackerTimeouts,
 };
@@ -565,21 +566,31 @@ impl Coordinator {
         // Only the pieces of selected files; the rest stay `Skipped`. Pieces verified in an
         // earlier run stay `Have` whatever the selection, and are seeded.
         let wanted = self.selected.wanted_pieces(&self.layout);
+        // Pieces the budgets cannot hold are streamed to disk; both the picker (what a
+        // piece in progress costs) and the PieceManager (how it is put together) follow.
+        let mode = PieceMode::for_torrent(
+            self.layout.piece_length(),
+            self.config.max_in_progress_bytes,
+            self.config.max_pending_bytes,
+        );
         let picker = Picker::new(
             self.layout.clone(),
             &self.have,
             &wanted,
             self.config.max_in_progress_bytes,
-        );
+        )
+        .with_mode(mode);
         info!(self.log, "data checked"; "verified pieces" => self.have.count_ones(), "remaining" => picker.remaining_pieces());
         let me = Tracked::new(ctx.address(), self.metrics.clone());
         let pm_metrics = self.config.metrics.of(ActorKind::PieceManager);
         let pm = PieceManager::new(
             self.info.clone(),
             self.have.clone(),
+            mode,
             self.config.max_pending_bytes,
             self.hasher.clone(),
             self.writer.clone(),
+            self.reader.clone(),
             PieceManagerLinks {
                 verified: me.recipient(),
                 failed: me.recipient(),

@@ -279,6 +279,57 @@ pub struct WritePiece {
     pub blocks: Vec<Bytes>,
 }
 
+/// PieceManager → FileWriter (SyncArbiter): write one block of a streamed piece (one too
+/// large for the memory budgets, see `streamed.rs`) at its place, before the piece is
+/// verified. Answers `false`, writing nothing, once `CloseStorage` came, so a run that is
+/// ending writes no unverified data behind its last resume file.
+#[derive(Message)]
+#[rtype(result = "Result<bool, StorageError>")]
+pub struct WriteBlock {
+    /// Which piece.
+    pub piece: PieceIndex,
+    /// Offset inside the piece.
+    pub offset: u32,
+    /// The block.
+    pub data: Bytes,
+}
+
+/// PieceManager → Hasher (SyncArbiter): add blocks of a streamed piece, in order, to its
+/// running SHA-1, off the network thread.
+#[derive(Message)]
+#[rtype(result = "sha1::Sha1")]
+pub struct HashBlocks {
+    /// The running state, covering every block before these.
+    pub state: sha1::Sha1,
+    /// The next blocks, in order.
+    pub blocks: Vec<Bytes>,
+}
+
+/// PieceManager → FileReader (SyncArbiter pool): add a range of a streamed piece, read
+/// back from disk, to its running SHA-1: blocks that arrived too far ahead of the hash to
+/// be kept in memory. Sent only once their writes are done.
+#[derive(Message)]
+#[rtype(result = "Result<sha1::Sha1, StorageError>")]
+pub struct HashStored {
+    /// Which piece.
+    pub piece: PieceIndex,
+    /// Offset inside the piece.
+    pub offset: u32,
+    /// Bytes to read and hash.
+    pub length: u32,
+    /// The running state, covering every byte before `offset`.
+    pub state: sha1::Sha1,
+}
+
+/// PieceManager → FileReader (SyncArbiter pool): the SHA-1 of each block of a streamed
+/// piece as written on disk, for smart ban (a failed piece, or the good copy of one).
+#[derive(Message)]
+#[rtype(result = "Result<Vec<[u8; 20]>, StorageError>")]
+pub struct DigestBlocks {
+    /// Which piece.
+    pub piece: PieceIndex,
+}
+
 /// PieceManager → Coordinator: a piece passed its hash and is on disk.
 #[derive(Message)]
 #[rtype(result = "()")]

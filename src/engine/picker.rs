@@ -12,13 +12,16 @@
 //!    and the other holders are told to cancel.
 //!
 //! Starting new pieces is bounded by a byte budget for pieces in progress, which bounds
-//! the memory the PieceManager holds for partial pieces.
+//! the memory the PieceManager holds for partial pieces: a whole piece costs its length,
+//! a streamed one (too large for the budgets, written as it comes) its hash window and
+//! block records ([`PieceMode::cost`]).
 
 use std::collections::HashMap;
 
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
+use super::streamed::PieceMode;
 use super::PeerKey;
 use crate::layout::{Layout, PieceIndex, BLOCK_SIZE};
 use crate::wire::{Bitfield, BlockRequest};
@@ -83,10 +86,14 @@ pub struct Picker {
     availability: Vec<u32>,
     /// Block states of pieces that are `InProgress`.
     partials: HashMap<u32, Partial>,
-    /// Bytes of pieces `InProgress` or `Verifying`.
+    /// What pieces `InProgress` or `Verifying` cost ([`PieceMode::cost`]).
     in_progress_bytes: u64,
     /// Above this, no new piece is started.
     max_in_progress_bytes: u64,
+    /// The budget as configured, before the floor that lets one piece always start.
+    budget: u64,
+    /// How the PieceManager assembles pieces, which sets what a piece in progress costs.
+    mode: PieceMode,
     /// Wanted pieces not yet `Have`.
     remaining_pieces: u32,
     /// Wanted bytes not yet `Have`.
@@ -128,11 +135,29 @@ impl Picker {
             partials: HashMap::new(),
             in_progress_bytes: 0,
             max_in_progress_bytes: max_in_progress_bytes.max(floor),
+            budget: max_in_progress_bytes,
+            mode: PieceMode::Whole,
             remaining_pieces,
             remaining_bytes,
             rng: SmallRng::seed_from_u64(0x7a11_5eed ^ n as u64),
             layout,
         }
+    }
+
+    /// The same picker for pieces assembled the `mode` way. Streamed pieces cost their
+    /// window and records, not their length, and at least one may always be in progress.
+    pub fn with_mode(mut self, mode: PieceMode) -> Self {
+        self.mode = mode;
+        if mode == PieceMode::Streamed {
+            let floor = mode.cost(self.layout.piece_length());
+            self.max_in_progress_bytes = self.budget.max(floor);
+        }
+        self
+    }
+
+    /// What `piece` costs against the budget while in progress.
+    fn cost(&self, piece: PieceIndex) -> u64 {
+        self.mode.cost(self.layout.piece_len(piece))
     }
 
     /// The state of a piece.
@@ -232,13 +257,13 @@ impl Picker {
             .piece(self.layout.num_pieces().saturating_sub(1))
             .map_or(0, |last| self.layout.piece_len(last))
             .min(self.layout.piece_length());
-        while out.len() < target
-            && self.in_progress_bytes + u64::from(shortest) <= self.max_in_progress_bytes
+        let cheapest = self.mode.cost(shortest);
+        while out.len() < target && self.in_progress_bytes + cheapest <= self.max_in_progress_bytes
         {
             let Some(piece) = self.rarest_missing(pieces) else {
                 break;
             };
-            let len = u64::from(self.layout.piece_len(piece));
+            let len = self.cost(piece);
             if self.in_progress_bytes + len > self.max_in_progress_bytes {
                 break;
             }
@@ -385,10 +410,11 @@ impl Picker {
     /// `InProgress`, since the PieceManager can finish a piece before the Coordinator
     /// has heard of its last block.
     pub fn piece_verified(&mut self, piece: PieceIndex) {
+        let cost = self.cost(piece);
         let state = &mut self.states[piece.as_usize()];
         if matches!(*state, PieceState::InProgress | PieceState::Verifying) {
             self.partials.remove(&piece.get());
-            self.in_progress_bytes -= u64::from(self.layout.piece_len(piece));
+            self.in_progress_bytes -= cost;
             self.remaining_pieces -= 1;
             self.remaining_bytes -= u64::from(self.layout.piece_len(piece));
             *state = PieceState::Have;
@@ -397,10 +423,11 @@ impl Picker {
 
     /// The piece failed its hash: every block must be fetched again.
     pub fn piece_failed(&mut self, piece: PieceIndex) {
+        let cost = self.cost(piece);
         let state = &mut self.states[piece.as_usize()];
         if matches!(*state, PieceState::InProgress | PieceState::Verifying) {
             self.partials.remove(&piece.get());
-            self.in_progress_bytes -= u64::from(self.layout.piece_len(piece));
+            self.in_progress_bytes -= cost;
             *state = PieceState::Missing;
         }
     }

@@ -1,16 +1,27 @@
 //! The PieceManager: owns the data of pieces being assembled, and the record of which
 //! pieces are verified and on disk.
 //!
-//! Blocks come from Peers (`StoreBlock`). When a piece has all its blocks it is sent to
-//! the Hasher pool, then, if its hash matches, to the FileWriter, and only then reported
-//! verified to the Coordinator, so a `have` is never announced for data not on disk.
+//! Blocks come from Peers (`StoreBlock`). Pieces are put together one of two ways, chosen
+//! per torrent by [`PieceMode::for_torrent`]:
+//!
+//! - **Whole** (pieces the budgets can hold): when a piece has all its blocks it is sent
+//!   to the Hasher pool, then, if its hash matches, to the FileWriter.
+//! - **Streamed** (pieces too large for the budgets, up to 512 MiB): each block is written
+//!   as it arrives (`WriteBlock`) and the piece is hashed incrementally, in block order,
+//!   from the blocks kept in a small window or read back from disk (`streamed.rs`).
+//!
+//! Either way a piece is reported verified to the Coordinator only once its hash matched
+//! and all of it is on disk, so a `have` is never announced (nor a resume file written)
+//! for data that is not there or not checked.
 //!
 //! Memory is bounded twice. Blocks of pieces still being assembled are bounded by the
-//! Coordinator's budget of pieces in progress (a piece is only requested once started).
-//! Complete pieces waiting for hash and write are bounded here: while they exceed
-//! `max_pending_bytes`, the reply to `StoreBlock` is held back, and the Peer, which awaits
-//! that reply before reading its socket again, stops reading. A slow disk thus slows the
-//! sockets, and TCP slows the senders.
+//! Coordinator's budget of pieces in progress (a piece is only requested once started; a
+//! streamed piece counts its window and block records, not its length). Data waiting for
+//! the disk and the hasher is bounded here: while it exceeds `max_pending_bytes` (whole
+//! pieces sent to hash and write, blocks of streamed pieces sent to write), the reply to
+//! `StoreBlock` is held back, and the Peer, which awaits that reply before reading its
+//! socket again, stops reading. A slow disk thus slows the sockets, and TCP slows the
+//! senders.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -18,22 +29,41 @@ use std::sync::Arc;
 use actix::prelude::*;
 use bytes::Bytes;
 use futures::channel::oneshot;
+use futures::FutureExt;
 use slog::{debug, warn, Logger};
 
 use super::messages::{
-    BadData, ForgetPiece, HashPiece, MarkDone, PieceFailed, PieceVerified, StorageError,
-    StorageFailed, StoreBlock, WritePiece,
+    BadData, DigestBlocks, ForgetPiece, HashBlocks, HashPiece, HashStored, MarkDone, PieceFailed,
+    PieceVerified, StorageError, StorageFailed, StoreBlock, WriteBlock, WritePiece,
 };
 use super::metrics::{ActorMetrics, LiveGuard, Tracked, TrackedRecipient};
 use super::smart_ban::SmartBan;
-use super::storage::{FileWriter, Hasher};
+use super::storage::{FileReader, FileWriter, Hasher};
+use super::streamed::{HashStep, PieceMode, StreamedPiece, HASH_WINDOW_BLOCKS};
 use super::PeerKey;
 use crate::layout::{Layout, PieceIndex, BLOCK_SIZE};
 use crate::metainfo::Info;
 use crate::wire::Bitfield;
 
 /// A piece being put together from blocks.
-struct Assembly {
+enum Assembly {
+    /// Held whole in memory until complete.
+    Whole(WholePiece),
+    /// Written block by block and hashed as it comes.
+    Streamed(Streaming),
+}
+
+/// A streamed piece in progress.
+struct Streaming {
+    /// Its blocks' senders, hash window and running SHA-1.
+    piece: StreamedPiece,
+    /// Which attempt at the piece this is: replies from the pools for an attempt that was
+    /// forgotten (failed, or found on disk) must not touch a newer one.
+    attempt: u64,
+}
+
+/// A whole piece in progress.
+struct WholePiece {
     /// Block data by block index, `None` until it arrives.
     blocks: Vec<Option<Bytes>>,
     /// Who sent each block, for blaming a hash failure.
@@ -62,12 +92,15 @@ pub struct PieceManager {
     info: Arc<Info>,
     /// Pieces being assembled.
     assembling: HashMap<u32, Assembly>,
+    /// Whole or streamed pieces, for the whole torrent.
+    mode: PieceMode,
     /// Verified and written: blocks for these pieces are late duplicates and dropped.
     done: Bitfield,
     /// Complete pieces being hashed or written: late endgame copies of their blocks are
     /// dropped too, or they would open an assembly that nothing ever closes.
     finishing: HashSet<u32>,
-    /// Bytes of complete pieces sent to hash or write and not finished.
+    /// Bytes of complete pieces sent to hash or write and not finished, and of streamed
+    /// blocks sent to write and not written.
     pending_bytes: u64,
     /// Above this, `StoreBlock` replies wait.
     max_pending_bytes: u64,
@@ -75,6 +108,10 @@ pub struct PieceManager {
     waiting: VecDeque<oneshot::Sender<()>>,
     hasher: Tracked<Hasher>,
     writer: Tracked<FileWriter>,
+    /// Reads streamed pieces back from disk, for their hash and block digests.
+    reader: Tracked<FileReader>,
+    /// The next streamed attempt's number.
+    next_attempt: u64,
     links: PieceManagerLinks,
     metrics: Arc<ActorMetrics>,
     _live: LiveGuard,
@@ -88,24 +125,36 @@ pub struct PieceManager {
 /// Failed pieces remembered for smart ban at most; one digest and key per block each.
 const SMART_BAN_PIECES: usize = 256;
 
+/// Block records (digest and sender) smart ban keeps at most, all pieces together: about
+/// 4 MiB, two attempts at a 512 MiB piece.
+const SMART_BAN_RECORDS: usize = 1 << 16;
+
 impl PieceManager {
-    /// A PieceManager for `info`, with `done` the pieces already verified on disk.
+    /// A PieceManager for `info`, with `done` the pieces already verified on disk,
+    /// assembling pieces the `mode` way.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         info: Arc<Info>,
         done: Bitfield,
+        mode: PieceMode,
         max_pending_bytes: u64,
         hasher: Tracked<Hasher>,
         writer: Tracked<FileWriter>,
+        reader: Tracked<FileReader>,
         links: PieceManagerLinks,
         log: Logger,
     ) -> Self {
         let metrics = links.metrics.clone();
-        // At least one piece may always be pending, or a budget below the piece size
-        // would stall every peer forever.
-        let floor = u64::from(info.layout.piece_length());
+        // At least one piece (whole) or one block (streamed) may always be pending, or a
+        // budget below it would stall every peer forever.
+        let floor = match mode {
+            PieceMode::Whole => u64::from(info.layout.piece_length()),
+            PieceMode::Streamed => u64::from(BLOCK_SIZE),
+        };
         Self {
             info,
             assembling: HashMap::new(),
+            mode,
             done,
             finishing: HashSet::new(),
             pending_bytes: 0,
@@ -113,9 +162,11 @@ impl PieceManager {
             waiting: VecDeque::new(),
             hasher,
             writer,
+            reader,
+            next_attempt: 0,
             links,
             broken: false,
-            smart_ban: SmartBan::new(SMART_BAN_PIECES),
+            smart_ban: SmartBan::new(SMART_BAN_PIECES, SMART_BAN_RECORDS),
             _live: metrics.started(),
             metrics,
             log,
@@ -128,7 +179,7 @@ impl PieceManager {
 
     /// Hash, then write, then report one complete piece. Runs concurrently with other
     /// pieces; the hasher pool and the writer thread queue the work.
-    fn finish_piece(&mut self, piece: PieceIndex, assembly: Assembly, ctx: &mut Context<Self>) {
+    fn finish_piece(&mut self, piece: PieceIndex, assembly: WholePiece, ctx: &mut Context<Self>) {
         let len = u64::from(self.layout().piece_len(piece));
         self.pending_bytes += len;
         self.finishing.insert(piece.get());
@@ -163,37 +214,250 @@ impl PieceManager {
         };
         ctx.spawn(work.into_actor(self).map(move |outcome, act, _| {
             act.pending_bytes -= len;
-            act.finishing.remove(&piece.get());
-            match outcome {
-                Outcome::Written(digests) => {
-                    let _ = act.done.set(piece.get());
-                    act.links.verified.do_send(PieceVerified { piece });
-                    for (from, bad_blocks) in act.smart_ban.passed(piece.get(), &digests) {
-                        act.links.bad_data.do_send(BadData {
-                            from,
-                            piece,
-                            bad_blocks,
-                        });
+            act.piece_finished(piece, outcome);
+        }));
+    }
+
+    /// Reports how a piece sent to hash (and write) ended, and lets held replies go.
+    fn piece_finished(&mut self, piece: PieceIndex, outcome: Outcome) {
+        self.finishing.remove(&piece.get());
+        match outcome {
+            Outcome::Written(digests) => {
+                let _ = self.done.set(piece.get());
+                self.links.verified.do_send(PieceVerified { piece });
+                for (from, bad_blocks) in self.smart_ban.passed(piece.get(), &digests) {
+                    self.links.bad_data.do_send(BadData {
+                        from,
+                        piece,
+                        bad_blocks,
+                    });
+                }
+            }
+            Outcome::Failed(senders, digests) => {
+                warn!(self.log, "piece failed its hash"; "piece" => piece.get());
+                self.links.failed.do_send(PieceFailed { piece });
+                if let Some(from) = self.smart_ban.failed(piece.get(), &senders, &digests) {
+                    self.links.bad_data.do_send(BadData {
+                        from,
+                        piece,
+                        bad_blocks: 0,
+                    });
+                }
+            }
+            Outcome::WriteFailed(error) => self.write_failed(error),
+        }
+        self.release_waiting();
+    }
+
+    /// A write (or a read back of a streamed piece) failed: the torrent is stopping, and
+    /// nothing more is written.
+    fn write_failed(&mut self, error: StorageError) {
+        if !self.broken {
+            self.broken = true;
+            self.links.storage_failed.do_send(StorageFailed { error });
+        }
+        self.assembling.clear();
+    }
+
+    /// Takes a block of a whole piece: keeps it, and finishes the piece once complete.
+    fn store_whole(&mut self, msg: StoreBlock, ctx: &mut Context<Self>) {
+        let piece = msg.piece;
+        let num_blocks = self.layout().num_blocks(piece) as usize;
+        let b = (msg.offset / BLOCK_SIZE) as usize;
+        let entry = self.assembling.entry(piece.get()).or_insert_with(|| {
+            Assembly::Whole(WholePiece {
+                blocks: vec![None; num_blocks],
+                senders: vec![None; num_blocks],
+                received: 0,
+            })
+        });
+        let Assembly::Whole(assembly) = entry else {
+            return;
+        };
+        // The Peer checked the block against its own requests, so offset and length are
+        // those of a real block; a second copy (endgame) is simply dropped.
+        if let Some(slot @ None) = assembly.blocks.get_mut(b) {
+            *slot = Some(msg.data);
+            assembly.senders[b] = Some(msg.from);
+            assembly.received += 1;
+            if assembly.received as usize == num_blocks {
+                if let Some(Assembly::Whole(assembly)) = self.assembling.remove(&piece.get()) {
+                    debug!(self.log, "piece complete"; "piece" => piece.get());
+                    self.finish_piece(piece, assembly, ctx);
+                }
+            }
+        }
+    }
+
+    /// Takes a block of a streamed piece: records it, writes it, and hashes what can be.
+    fn store_streamed(&mut self, msg: StoreBlock, ctx: &mut Context<Self>) {
+        let piece = msg.piece;
+        let b = msg.offset / BLOCK_SIZE;
+        let num_blocks = self.layout().num_blocks(piece);
+        let next_attempt = &mut self.next_attempt;
+        let Assembly::Streamed(s) = self.assembling.entry(piece.get()).or_insert_with(|| {
+            *next_attempt += 1;
+            Assembly::Streamed(Streaming {
+                piece: StreamedPiece::new(num_blocks, HASH_WINDOW_BLOCKS),
+                attempt: *next_attempt,
+            })
+        }) else {
+            return;
+        };
+        // A second copy (endgame) is dropped, never written twice.
+        if !s.piece.receive(b, msg.from, &msg.data) {
+            return;
+        }
+        let attempt = s.attempt;
+        let len = msg.data.len() as u64;
+        self.pending_bytes += len;
+        let write = self.writer.send(WriteBlock {
+            piece,
+            offset: msg.offset,
+            data: msg.data,
+        });
+        ctx.spawn(write.into_actor(self).map(move |res, act, ctx| {
+            act.pending_bytes -= len;
+            match res {
+                Ok(Ok(true)) => {
+                    if let Some(s) = act.streaming(piece, attempt) {
+                        s.piece.written(b);
+                    }
+                    act.advance_streamed(piece, ctx);
+                }
+                // The storage is closed: the run is ending, and this piece cannot be
+                // finished. Nothing of it is claimed.
+                Ok(Ok(false)) => {
+                    if act.streaming(piece, attempt).is_some() {
+                        act.assembling.remove(&piece.get());
                     }
                 }
-                Outcome::Failed(senders, digests) => {
-                    warn!(act.log, "piece failed its hash"; "piece" => piece.get());
-                    act.links.failed.do_send(PieceFailed { piece });
-                    if let Some(from) = act.smart_ban.failed(piece.get(), &senders, &digests) {
-                        act.links.bad_data.do_send(BadData {
-                            from,
-                            piece,
-                            bad_blocks: 0,
-                        });
-                    }
-                }
-                Outcome::WriteFailed(error) => {
-                    act.broken = true;
-                    act.links.storage_failed.do_send(StorageFailed { error });
-                }
+                Ok(Err(e)) => act.write_failed(e),
+                Err(e) => act.write_failed(StorageError {
+                    path: String::new(),
+                    message: format!("file writer unavailable: {e}"),
+                    disk_full: false,
+                }),
             }
             act.release_waiting();
         }));
+        self.advance_streamed(piece, ctx);
+    }
+
+    /// The streamed attempt `attempt` at `piece`, if it is still the one in progress.
+    fn streaming(&mut self, piece: PieceIndex, attempt: u64) -> Option<&mut Streaming> {
+        match self.assembling.get_mut(&piece.get()) {
+            Some(Assembly::Streamed(s)) if s.attempt == attempt => Some(s),
+            _ => None,
+        }
+    }
+
+    /// Sends a streamed piece's next hashing step, or finishes it once every block is
+    /// written and hashed.
+    fn advance_streamed(&mut self, piece: PieceIndex, ctx: &mut Context<Self>) {
+        let Some(Assembly::Streamed(s)) = self.assembling.get_mut(&piece.get()) else {
+            return;
+        };
+        let attempt = s.attempt;
+        if s.piece.is_complete() {
+            if let Some(Assembly::Streamed(s)) = self.assembling.remove(&piece.get()) {
+                debug!(self.log, "streamed piece complete"; "piece" => piece.get());
+                self.finish_streamed(piece, s.piece, ctx);
+            }
+            return;
+        }
+        let Some(step) = s.piece.next_step() else {
+            return;
+        };
+        let hashed = match step {
+            HashStep::Memory { state, blocks } => {
+                let hasher = self.hasher.clone();
+                async move {
+                    // A closed pool (the run is ending): no error of the storage.
+                    hasher
+                        .send(HashBlocks { state, blocks })
+                        .await
+                        .map_err(|_| None)
+                }
+                .boxed_local()
+            }
+            HashStep::Disk {
+                state,
+                first,
+                count,
+            } => {
+                let piece_len = self.layout().piece_len(piece);
+                let offset = first * BLOCK_SIZE;
+                let length = (count * BLOCK_SIZE).min(piece_len - offset);
+                let reader = self.reader.clone();
+                async move {
+                    let stored = HashStored {
+                        piece,
+                        offset,
+                        length,
+                        state,
+                    };
+                    match reader.send(stored).await {
+                        Ok(Ok(state)) => Ok(state),
+                        Ok(Err(e)) => Err(Some(e)),
+                        Err(_) => Err(None),
+                    }
+                }
+                .boxed_local()
+            }
+        };
+        ctx.spawn(hashed.into_actor(self).map(move |state, act, ctx| {
+            let Some(s) = act.streaming(piece, attempt) else {
+                return;
+            };
+            match state {
+                Ok(state) => {
+                    s.piece.step_done(state);
+                    act.advance_streamed(piece, ctx);
+                }
+                // Our own data could not be read back: as for a failed write, the
+                // torrent stops rather than fetch the piece forever.
+                Err(Some(error)) => act.write_failed(error),
+                // A closed pool: the piece cannot be checked, so it counts as failed
+                // and is fetched again (if the run goes on).
+                Err(None) => {
+                    act.assembling.remove(&piece.get());
+                    warn!(act.log, "streamed piece could not be hashed"; "piece" => piece.get());
+                    act.links.failed.do_send(PieceFailed { piece });
+                }
+            }
+        }));
+    }
+
+    /// Compares a streamed piece's digest; reads its block digests back from disk when
+    /// it failed or smart ban waits for its good copy; then reports it.
+    fn finish_streamed(&mut self, piece: PieceIndex, done: StreamedPiece, ctx: &mut Context<Self>) {
+        self.finishing.insert(piece.get());
+        let (digest, senders) = done.finish();
+        let ok = digest == *self.info.piece_hash(piece);
+        let want_digests = !ok || self.smart_ban.remembers(piece.get());
+        let reader = self.reader.clone();
+        let work = async move {
+            let digests = if want_digests {
+                // Without them smart ban learns nothing from this piece; the verdict on
+                // the piece itself stands.
+                match reader.send(DigestBlocks { piece }).await {
+                    Ok(Ok(d)) => d,
+                    _ => Vec::new(),
+                }
+            } else {
+                Vec::new()
+            };
+            if ok {
+                Outcome::Written(digests)
+            } else {
+                Outcome::Failed(senders, digests)
+            }
+        };
+        ctx.spawn(
+            work.into_actor(self)
+                .map(move |outcome, act, _| act.piece_finished(piece, outcome)),
+        );
     }
 
     /// Lets held `StoreBlock` replies go while there is room.
@@ -228,30 +492,10 @@ impl Handler<StoreBlock> for PieceManager {
         let _timing = self.metrics.handling("StoreBlock");
         let piece = msg.piece;
         let wanted = !self.done.has(piece.get()) && !self.finishing.contains(&piece.get());
-        if wanted && !self.broken {
-            let num_blocks = self.layout().num_blocks(piece) as usize;
-            let b = (msg.offset / BLOCK_SIZE) as usize;
-            let assembly = self
-                .assembling
-                .entry(piece.get())
-                .or_insert_with(|| Assembly {
-                    blocks: vec![None; num_blocks],
-                    senders: vec![None; num_blocks],
-                    received: 0,
-                });
-            // The Peer checked the block against its own requests, so offset and length
-            // are those of a real block; a second copy (endgame) is simply dropped.
-            if let Some(slot @ None) = assembly.blocks.get_mut(b) {
-                *slot = Some(msg.data);
-                assembly.senders[b] = Some(msg.from);
-                assembly.received += 1;
-                if assembly.received as usize == num_blocks {
-                    if let Some(assembly) = self.assembling.remove(&piece.get()) {
-                        debug!(self.log, "piece complete"; "piece" => piece.get());
-                        self.finish_piece(piece, assembly, ctx);
-                    }
-                }
-            }
+        if wanted && !self.broken && self.mode == PieceMode::Streamed {
+            self.store_streamed(msg, ctx);
+        } else if wanted && !self.broken {
+            self.store_whole(msg, ctx);
         }
         if self.pending_bytes < self.max_pending_bytes {
             Box::pin(async {})

@@ -7,11 +7,15 @@
 //! and passes, each remembered block is compared with the good one: a sender whose block
 //! differs sent bad data; the others are cleared.
 //!
-//! Pure bookkeeping: the PieceManager computes the digests (on the Hasher pool) and acts
-//! on the verdicts. Memory is bounded: at most [`SmartBan::new`]'s `max_pieces` failed
-//! pieces are remembered, one digest per block, and a piece's record goes when it passes.
+//! Pure bookkeeping: the PieceManager computes the digests (on the Hasher pool, or read
+//! back from disk for streamed pieces) and acts on the verdicts. Memory is bounded: at
+//! most [`SmartBan::new`]'s `max_pieces` failed pieces and `max_records` block records
+//! (one digest and sender each) are remembered, the oldest piece forgotten first, and a
+//! piece's record goes when it passes. Pieces can have 32,768 blocks (512 MiB), so the
+//! record bound, not the piece bound, is what holds memory for large pieces, and each
+//! record is found by hash, never by a scan of the piece's record.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 
 use super::PeerKey;
 
@@ -19,7 +23,7 @@ use super::PeerKey;
 pub type Digest = [u8; 20];
 
 /// One block of a failed attempt: who sent it and what it hashed to.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 struct Sent {
     block: u32,
     from: PeerKey,
@@ -30,19 +34,34 @@ struct Sent {
 #[derive(Debug)]
 pub struct SmartBan {
     /// Failed attempts by piece, every attempt's blocks together.
-    pieces: HashMap<u32, Vec<Sent>>,
+    pieces: HashMap<u32, HashSet<Sent>>,
     /// Pieces in the order they were first remembered, to forget the oldest.
     order: VecDeque<u32>,
     max_pieces: usize,
+    /// Block records in `pieces`, all pieces together.
+    records: usize,
+    max_records: usize,
 }
 
 impl SmartBan {
-    /// Remembers at most `max_pieces` failed pieces at a time.
-    pub fn new(max_pieces: usize) -> Self {
+    /// Remembers at most `max_pieces` failed pieces and `max_records` block records at a
+    /// time.
+    pub fn new(max_pieces: usize, max_records: usize) -> Self {
         Self {
             pieces: HashMap::new(),
             order: VecDeque::new(),
             max_pieces: max_pieces.max(1),
+            records: 0,
+            max_records: max_records.max(1),
+        }
+    }
+
+    /// Forgets the oldest remembered piece.
+    fn forget_oldest(&mut self) {
+        if let Some(oldest) = self.order.pop_front() {
+            if let Some(record) = self.pieces.remove(&oldest) {
+                self.records -= record.len();
+            }
         }
     }
 
@@ -61,25 +80,30 @@ impl SmartBan {
         }
         if !self.pieces.contains_key(&piece) {
             if self.order.len() >= self.max_pieces {
-                if let Some(oldest) = self.order.pop_front() {
-                    self.pieces.remove(&oldest);
-                }
+                self.forget_oldest();
             }
             self.order.push_back(piece);
         }
+        // Room for this attempt, made by forgetting older pieces (never this one).
+        let wanted = senders.len().min(digests.len());
+        while self.records + wanted > self.max_records
+            && self.order.front().is_some_and(|p| *p != piece)
+        {
+            self.forget_oldest();
+        }
         let record = self.pieces.entry(piece).or_default();
         for (block, (from, digest)) in senders.iter().zip(digests).enumerate() {
-            let block = block as u32;
+            if self.records >= self.max_records {
+                // This piece alone fills the bound: the rest of the attempt is not kept.
+                break;
+            }
             // The same peer sending the same bytes again adds nothing.
-            if !record
-                .iter()
-                .any(|s| s.block == block && s.from == *from && s.digest == *digest)
-            {
-                record.push(Sent {
-                    block,
-                    from: *from,
-                    digest: *digest,
-                });
+            if record.insert(Sent {
+                block: block as u32,
+                from: *from,
+                digest: *digest,
+            }) {
+                self.records += 1;
             }
         }
         None
@@ -98,6 +122,7 @@ impl SmartBan {
         let Some(record) = self.pieces.remove(&piece) else {
             return Vec::new();
         };
+        self.records -= record.len();
         self.order.retain(|p| *p != piece);
         let mut liars: Vec<(PeerKey, u32)> = Vec::new();
         for sent in record {
@@ -139,7 +164,7 @@ mod tests {
 
     #[test]
     fn a_lone_sender_is_blamed_at_once_and_nothing_is_remembered() {
-        let mut sb = SmartBan::new(8);
+        let mut sb = SmartBan::new(8, 1000);
         assert_eq!(
             sb.failed(4, &[LIAR, LIAR, LIAR], &[d(1), d(2), d(3)]),
             Some(LIAR)
@@ -149,7 +174,7 @@ mod tests {
 
     #[test]
     fn only_the_sender_of_the_differing_block_is_named_when_the_piece_passes() {
-        let mut sb = SmartBan::new(8);
+        let mut sb = SmartBan::new(8, 1000);
         // Blocks 0 and 2 honest, block 1 corrupt from the liar.
         assert_eq!(
             sb.failed(7, &[HONEST, LIAR, HONEST], &[d(10), d(99), d(12)]),
@@ -163,7 +188,7 @@ mod tests {
 
     #[test]
     fn several_failed_attempts_are_judged_together() {
-        let mut sb = SmartBan::new(8);
+        let mut sb = SmartBan::new(8, 1000);
         assert_eq!(sb.failed(0, &[HONEST, LIAR], &[d(1), d(66)]), None);
         assert_eq!(sb.failed(0, &[LIAR, OTHER], &[d(55), d(2)]), None);
         let mut verdict = sb.passed(0, &[d(1), d(2)]);
@@ -173,13 +198,13 @@ mod tests {
 
     #[test]
     fn a_piece_that_passes_without_a_record_blames_nobody() {
-        let mut sb = SmartBan::new(8);
+        let mut sb = SmartBan::new(8, 1000);
         assert!(sb.passed(3, &[d(1)]).is_empty());
     }
 
     #[test]
     fn the_oldest_record_is_forgotten_beyond_the_bound() {
-        let mut sb = SmartBan::new(2);
+        let mut sb = SmartBan::new(2, 1000);
         for piece in 0..3 {
             sb.failed(piece, &[HONEST, LIAR], &[d(1), d(2)]);
         }
@@ -190,7 +215,7 @@ mod tests {
 
     #[test]
     fn repeated_identical_blocks_are_kept_once() {
-        let mut sb = SmartBan::new(8);
+        let mut sb = SmartBan::new(8, 1000);
         for _ in 0..5 {
             sb.failed(1, &[HONEST, LIAR], &[d(1), d(9)]);
         }
@@ -198,8 +223,32 @@ mod tests {
     }
 
     #[test]
+    fn block_records_are_bounded_across_pieces_of_many_blocks() {
+        // Pieces of 32,768 blocks (512 MiB) and room for 40,000 records: the second
+        // failed piece pushes the first out, and a third attempt at it keeps what fits.
+        let blocks = 32_768;
+        let senders: Vec<PeerKey> = (0..blocks).map(|i| [HONEST, LIAR][i % 2]).collect();
+        let digests: Vec<Digest> = (0..blocks).map(|i| d((i % 251) as u8)).collect();
+        let mut sb = SmartBan::new(256, 40_000);
+        sb.failed(1, &senders, &digests);
+        assert_eq!(sb.records, blocks);
+        sb.failed(2, &senders, &digests);
+        assert!(!sb.remembers(1) && sb.remembers(2));
+        assert_eq!(sb.records, blocks);
+        let other: Vec<Digest> = (0..blocks).map(|i| d((i % 13) as u8)).collect();
+        sb.failed(2, &senders, &other);
+        assert_eq!(sb.records, 40_000);
+        assert!(sb
+            .passed(2, &digests)
+            .iter()
+            .all(|(k, _)| *k == HONEST || *k == LIAR));
+        assert_eq!(sb.records, 0);
+        assert!(sb.is_empty());
+    }
+
+    #[test]
     fn an_empty_piece_blames_nobody() {
-        let mut sb = SmartBan::new(8);
+        let mut sb = SmartBan::new(8, 1000);
         assert_eq!(sb.failed(1, &[], &[]), None);
     }
 }

@@ -47,14 +47,14 @@ use sha1::{Digest, Sha1};
 
 use super::jail::{check_name, Access, Jail};
 use super::messages::{
-    CheckPiece, CloseStorage, HashOutcome, HashPiece, OpenReport, OpenStorage, ReadBlock,
-    SaveResume, StorageError, WritePiece,
+    CheckPiece, CloseStorage, DigestBlocks, HashBlocks, HashOutcome, HashPiece, HashStored,
+    OpenReport, OpenStorage, ReadBlock, SaveResume, StorageError, WriteBlock, WritePiece,
 };
 use super::metrics::{ActorKind, ActorMetrics, LiveGuard};
 use super::parts::PartSlots;
 use super::resume::{json_size_bound, FileRecord};
 use super::selection::SelectedFiles;
-use crate::layout::{Layout, PieceIndex};
+use crate::layout::{Layout, PieceIndex, BLOCK_SIZE};
 use crate::InfoHash;
 
 /// Hashes pieces; runs as a SyncArbiter pool sized to the cores.
@@ -96,6 +96,19 @@ impl Handler<HashPiece> for Hasher {
                 .collect()
         });
         MessageResult(HashOutcome { ok, block_digests })
+    }
+}
+
+impl Handler<HashBlocks> for Hasher {
+    type Result = MessageResult<HashBlocks>;
+
+    fn handle(&mut self, msg: HashBlocks, _: &mut SyncContext<Self>) -> Self::Result {
+        let _timing = self.metrics.handling("HashBlocks");
+        let mut state = msg.state;
+        for block in &msg.blocks {
+            state.update(block);
+        }
+        MessageResult(state)
     }
 }
 
@@ -665,6 +678,58 @@ impl Handler<WritePiece> for FileWriter {
     }
 }
 
+/// Streamed pieces: one block written at its place before the piece is verified. Its
+/// bytes go where `WritePiece` would put them (the file, or the part-file slot).
+impl Handler<WriteBlock> for FileWriter {
+    type Result = Result<bool, StorageError>;
+
+    fn handle(&mut self, msg: WriteBlock, _: &mut SyncContext<Self>) -> Self::Result {
+        let _timing = self.metrics.handling("WriteBlock");
+        if self.closed {
+            return Ok(false);
+        }
+        if !self.reserve_held {
+            self.hold_reserve();
+        }
+        if !self.write_delay.is_zero() {
+            std::thread::sleep(self.write_delay);
+        }
+        let slot = self.slots.slot_offset(msg.piece);
+        let start = self.layout.piece_offset(msg.piece) + u64::from(msg.offset);
+        let length = u32::try_from(msg.data.len()).unwrap_or(u32::MAX);
+        for span in self.layout.spans(start, length) {
+            if self.layout.files()[span.file].padding {
+                continue;
+            }
+            // `piece_offset` counts from the block's start here.
+            let from = span.piece_offset as usize;
+            let Some(chunk) = msg.data.get(from..from + span.len as usize) else {
+                continue;
+            };
+            if self.in_file(span.file) {
+                self.handle(span.file)?
+                    .write_all_at(chunk, span.file_offset)
+                    .map_err(|e| self.error(span.file, &e))?;
+                self.dirty[span.file] = true;
+            } else {
+                let Some(slot) = slot else {
+                    return Err(self.error(
+                        span.file,
+                        &io::Error::other("no place for bytes of an unselected file"),
+                    ));
+                };
+                let at = slot + u64::from(msg.offset) + u64::from(span.piece_offset);
+                let path = self.parts_path();
+                self.parts_handle()?
+                    .write_all_at(chunk, at)
+                    .map_err(|e| storage_error(&path, &e))?;
+                self.parts_dirty = true;
+            }
+        }
+        Ok(true)
+    }
+}
+
 impl Handler<SaveResume> for FileWriter {
     type Result = Result<(), StorageError>;
 
@@ -912,6 +977,53 @@ impl Handler<CheckPiece> for FileReader {
             offset += n as u32;
         }
         Ok(<[u8; 20]>::from(sha.finalize()) == msg.expected)
+    }
+}
+
+/// Streamed pieces: blocks hashed back from disk, a window at a time.
+impl Handler<HashStored> for FileReader {
+    type Result = Result<Sha1, StorageError>;
+
+    fn handle(&mut self, msg: HashStored, _: &mut SyncContext<Self>) -> Self::Result {
+        let _timing = self.metrics.handling("HashStored");
+        let mut state = msg.state;
+        let mut window = vec![0u8; msg.length.min(CHECK_WINDOW) as usize];
+        let mut done = 0;
+        while done < msg.length {
+            let n = (msg.length - done).min(CHECK_WINDOW) as usize;
+            let buf = &mut window[..n];
+            buf.fill(0);
+            self.read_range(msg.piece, msg.offset + done, buf)?;
+            state.update(&*buf);
+            done += n as u32;
+        }
+        Ok(state)
+    }
+}
+
+/// Streamed pieces: each block's digest as on disk, for smart ban.
+impl Handler<DigestBlocks> for FileReader {
+    type Result = Result<Vec<[u8; 20]>, StorageError>;
+
+    fn handle(&mut self, msg: DigestBlocks, _: &mut SyncContext<Self>) -> Self::Result {
+        let _timing = self.metrics.handling("DigestBlocks");
+        let length = self.layout.piece_len(msg.piece);
+        let mut digests = Vec::with_capacity(self.layout.num_blocks(msg.piece) as usize);
+        // A whole number of blocks, so no block straddles two reads.
+        let mut window = vec![0u8; length.min(CHECK_WINDOW) as usize];
+        let mut offset = 0;
+        while offset < length {
+            let n = (length - offset).min(CHECK_WINDOW) as usize;
+            let buf = &mut window[..n];
+            buf.fill(0);
+            self.read_range(msg.piece, offset, buf)?;
+            digests.extend(
+                buf.chunks(BLOCK_SIZE as usize)
+                    .map(|b| <[u8; 20]>::from(Sha1::digest(b))),
+            );
+            offset += n as u32;
+        }
+        Ok(digests)
     }
 }
 
@@ -1172,6 +1284,129 @@ mod tests {
         assert!(!parts_path(root, &l).exists());
         let piece = l.piece(4).unwrap();
         assert_eq!(read[4].as_deref(), Some(&piece_bytes(&l, &data, piece)[..]));
+    }
+
+    #[test]
+    fn blocks_written_one_by_one_in_any_order_read_back_as_whole_pieces_write_them() {
+        for files in [None, Some("0")] {
+            let tmp = tempfile::tempdir().unwrap();
+            let root = tmp.path().to_path_buf();
+            let layout = layout();
+            let l = layout.clone();
+            let data = data(&layout);
+            let expected = data.clone();
+            let sel = selected(&layout, files);
+            let (read, refused) = actix::System::new().block_on(async move {
+                let (l, r, s) = (layout.clone(), root.clone(), sel.clone());
+                let writer = SyncArbiter::start(1, move || {
+                    FileWriter::new(r.clone(), l.clone(), HASH, s.clone(), Default::default())
+                });
+                let (l, r) = (layout.clone(), root.clone());
+                let reader = SyncArbiter::start(1, move || {
+                    FileReader::new(r.clone(), l.clone(), HASH, sel.clone())
+                });
+                writer.send(OpenStorage).await.unwrap().unwrap();
+                // Pieces 0 to 2 (2 is shared by a and b), in 5000-byte pieces of
+                // pieces, last first, so every offset and part-file slot is exercised.
+                for n in [2, 1, 0] {
+                    let piece = layout.piece(n).unwrap();
+                    let bytes = piece_bytes(&layout, &data, piece);
+                    let chunks: Vec<_> = bytes.chunks(5000).enumerate().collect();
+                    for (i, chunk) in chunks.into_iter().rev() {
+                        let wrote = writer
+                            .send(WriteBlock {
+                                piece,
+                                offset: i as u32 * 5000,
+                                data: Bytes::copy_from_slice(chunk),
+                            })
+                            .await
+                            .unwrap()
+                            .unwrap();
+                        assert!(wrote);
+                    }
+                }
+                let mut read = Vec::new();
+                for n in 0..3 {
+                    let piece = layout.piece(n).unwrap();
+                    let length = layout.piece_len(piece);
+                    let got = reader
+                        .send(ReadBlock {
+                            piece,
+                            offset: 0,
+                            length,
+                        })
+                        .await;
+                    read.push(got.unwrap().unwrap().to_vec());
+                }
+                writer
+                    .send(CloseStorage { sync: false })
+                    .await
+                    .unwrap()
+                    .unwrap();
+                let piece = layout.piece(3).unwrap();
+                let after_close = writer
+                    .send(WriteBlock {
+                        piece,
+                        offset: 0,
+                        data: Bytes::from_static(b"late"),
+                    })
+                    .await
+                    .unwrap()
+                    .unwrap();
+                (read, !after_close)
+            });
+            for (n, got) in read.iter().enumerate() {
+                let piece = l.piece(n as u32).unwrap();
+                assert_eq!(
+                    got,
+                    &piece_bytes(&l, &expected, piece),
+                    "{files:?}: piece {n}"
+                );
+            }
+            assert!(refused, "a block after CloseStorage must not be written");
+            assert_eq!(parts_path(tmp.path(), &l).exists(), files.is_some());
+        }
+    }
+
+    #[test]
+    fn stored_ranges_and_block_digests_hash_what_is_on_disk() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().to_path_buf();
+        let layout = layout();
+        let data = data(&layout);
+        fs::create_dir_all(root.join("t")).unwrap();
+        fs::write(root.join("t/a"), &data[..40_000]).unwrap();
+        fs::write(root.join("t/b"), &data[40_000..70_000]).unwrap();
+        fs::write(root.join("t/c"), &data[70_000..]).unwrap();
+        let sel = selected(&layout, None);
+        let piece = layout.piece(2).unwrap();
+        let bytes = piece_bytes(&layout, &data, piece);
+        let layout_again = layout.clone();
+        let (l, r) = (layout.clone(), root.clone());
+        let (state, digests) = actix::System::new().block_on(async move {
+            let reader = SyncArbiter::start(1, move || {
+                FileReader::new(r.clone(), l.clone(), HASH, sel.clone())
+            });
+            // The first 1000 bytes hashed in memory, the rest read back.
+            let mut state = Sha1::new();
+            state.update(&bytes[..1000]);
+            let length = layout.piece_len(piece) - 1000;
+            let msg = HashStored {
+                piece,
+                offset: 1000,
+                length,
+                state,
+            };
+            let state = reader.send(msg).await.unwrap().unwrap();
+            let digests = reader.send(DigestBlocks { piece }).await.unwrap().unwrap();
+            (state, digests)
+        });
+        let whole = piece_bytes(&layout_again, &data, piece);
+        assert_eq!(
+            <[u8; 20]>::from(state.finalize()),
+            <[u8; 20]>::from(Sha1::digest(&whole))
+        );
+        assert_eq!(digests, vec![<[u8; 20]>::from(Sha1::digest(&whole))]);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The one integration-test binary: each module tests one face of the crate from outside.
 
 mod bencode;
+mod big_pieces;
 mod browser;
 mod cli;
 mod dht;

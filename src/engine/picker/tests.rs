@@ -331,3 +331,55 @@ fn a_delivery_reported_after_its_piece_failed_does_not_count_for_the_next_attemp
     assert_eq!(p.block_received(Q, &a[0]), BlockOutcome::Ignored);
     assert_eq!(p.state(zero), PieceState::Missing);
 }
+
+#[test]
+fn streamed_pieces_larger_than_the_budget_start_by_their_cost_not_their_length() {
+    // 64 MiB pieces and a 4 MiB budget: whole, two would have to fit; streamed, each
+    // costs its window and block records (about 0.7 MiB), so five fit and no more.
+    let piece = 64 << 20;
+    let l = layout(piece, 8 * piece);
+    let mode = PieceMode::for_torrent(piece as u32, 4 << 20, 16 << 20);
+    assert_eq!(mode, PieceMode::Streamed);
+    let n = l.num_pieces();
+    let mut p = Picker::new(l.clone(), &Bitfield::new(n), &full(n), 4 << 20).with_mode(mode);
+    // Each peer holds one piece of its own, so each pick must start a new piece.
+    let mut started = 0;
+    for i in 0..8 {
+        let has = only(n, &[i]);
+        p.add_peer_pieces(&has);
+        if !pick(&mut p, PeerKey(u64::from(i)), &has, 4).is_empty() {
+            started += 1;
+        }
+    }
+    let cost = mode.cost(piece as u32);
+    assert_eq!(started, (4 << 20) / cost);
+    assert!(p.in_progress_bytes() <= 4 << 20);
+    // A failed piece gives its cost back, and the budget lets another start.
+    let first = l.piece(0).unwrap();
+    p.piece_failed(first);
+    assert_eq!(p.in_progress_bytes(), (started - 1) * cost);
+}
+
+#[test]
+fn one_streamed_piece_always_starts_even_under_a_tiny_budget() {
+    let piece = 512 << 20;
+    let l = layout(piece, 2 * piece);
+    let mut p =
+        Picker::new(l.clone(), &Bitfield::new(2), &full(2), 1).with_mode(PieceMode::Streamed);
+    p.add_peer_pieces(&full(2));
+    let got = pick(&mut p, P, &full(2), 8);
+    assert_eq!(got.len(), 8);
+    assert!(got.iter().all(|r| r.piece == got[0].piece));
+    // The second piece waits: one piece's cost is the floor.
+    let other = only(2, &[1 - got[0].piece]);
+    assert!(pick(&mut p, Q, &other, 8).is_empty());
+}
+
+#[test]
+fn a_streamed_block_costs_no_more_bookkeeping_than_the_budget_counts() {
+    let per_block = std::mem::size_of::<BlockState>() + crate::engine::streamed::slot_bytes();
+    assert!(
+        per_block as u64 <= crate::engine::streamed::BLOCK_RECORD_BYTES,
+        "{per_block} bytes per block"
+    );
+}

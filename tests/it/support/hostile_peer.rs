@@ -42,6 +42,9 @@ pub enum Act {
     ChokeFlood,
     /// Serves every block with its bytes flipped.
     CorruptData,
+    /// Serves honestly except for one block, the eleventh it sends (counted over all
+    /// its connections), whose bytes are flipped: one bad block in one piece.
+    CorruptOneBlock,
     /// Accepts the connection and never sends a byte.
     Silent,
     /// Serves a few blocks, then keeps the connection open and answers nothing more.
@@ -390,6 +393,17 @@ impl Session {
                 }
                 Act::CorruptData => {
                     self.misbehaved();
+                    let bad: Vec<u8> = data.iter().map(|b| !b).collect();
+                    self.send_piece(piece, offset, &bad)?;
+                }
+                Act::CorruptOneBlock
+                    if self.counters.blocks_sent.load(Ordering::Relaxed) == 10
+                        && self
+                            .counters
+                            .misbehaviours
+                            .compare_exchange(0, 1, Ordering::Relaxed, Ordering::Relaxed)
+                            .is_ok() =>
+                {
                     let bad: Vec<u8> = data.iter().map(|b| !b).collect();
                     self.send_piece(piece, offset, &bad)?;
                 }
