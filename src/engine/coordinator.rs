@@ -92,8 +92,13 @@ pub struct EngineConfig {
     pub peer: PeerConfig,
     /// Connection set-up limits.
     pub connect: ConnectTimeouts,
-    /// Peers to dial from the start, besides the trackers'.
+    /// Peers to dial from the start, besides the trackers': the user's (`--peer`, a
+    /// magnet's `x.pe`), banned by address and port only and never dropped from the
+    /// address book.
     pub initial_peers: Vec<SocketAddr>,
+    /// Peers learned before the torrent started (a magnet's metadata phase): dialed
+    /// like the trackers' ones, bounded by the address book.
+    pub learned_peers: Vec<SocketAddr>,
     /// Shortest re-announce interval accepted from a tracker.
     pub min_announce_interval: Duration,
     /// How long an announce may take and how failed ones are retried, for every tracker.
@@ -143,6 +148,7 @@ impl EngineConfig {
             peer: PeerConfig::default(),
             connect: ConnectTimeouts::default(),
             initial_peers: Vec::new(),
+            learned_peers: Vec::new(),
             min_announce_interval: Duration::from_secs(30),
             tracker: TrackerTimeouts::default(),
             write_delay: Duration::ZERO,
@@ -604,6 +610,9 @@ impl Coordinator {
         // Trackers are told our port, so they start once the listener is bound.
         self.start_listener(ctx, move |act, ctx| {
             for addr in act.config.initial_peers.clone() {
+                act.add_candidate(addr);
+            }
+            for addr in std::mem::take(&mut act.config.learned_peers) {
                 act.add_candidate(addr);
             }
             act.start_trackers(ctx);
