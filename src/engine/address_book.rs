@@ -147,6 +147,11 @@ pub struct TooManyFromIp {
 #[must_use = "a slot must be given back with release_slot"]
 pub struct IpSlot(Option<IpAddr>);
 
+impl IpSlot {
+    /// A slot the cap does not count (nothing to give back).
+    pub const UNCOUNTED: IpSlot = IpSlot(None);
+}
+
 /// What became of the addresses of one message.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Taken {
