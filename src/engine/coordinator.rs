@@ -1588,7 +1588,7 @@ impl Handler<BadData> for Coordinator {
 
     /// Blame is certain here (see [`BadData`]), so no honest peer that merely shared a
     /// failed piece is ever struck; a peer struck [`BAD_DATA_STRIKES_TO_BAN`] times is
-    /// banned by address and port and dropped.
+    /// banned (see `address_book` for by what) and dropped, with every connection the ban covers.
     fn handle(&mut self, msg: BadData, _: &mut Context<Self>) {
         let _timing = self.metrics.handling("BadData");
         let addr = match self.peers.get(&msg.from) {

@@ -137,7 +137,7 @@ fn assert_banned(stderr: &str, peer: &HostilePeer, why: &str) {
         "{addr} not banned for {why:?}; its lines:\n{}",
         lines.join("\n")
     );
-    // Banned by address and port: never dialed again.
+    // Loopback peers are banned by address and port: never dialed again.
     assert_eq!(
         c.connections.load(Ordering::Relaxed),
         1,
