@@ -104,9 +104,9 @@ pub struct EngineConfig {
     pub peer: PeerConfig,
     /// Connection set-up limits.
     pub connect: ConnectTimeouts,
-    /// Peers to dial from the start, besides the trackers': the user's (`--peer`, a
-    /// magnet's `x.pe`), banned by address and port only and never dropped from the
-    /// address book.
+    /// Peers to dial from the start, besides the trackers': the user's (`--peer`; in
+    /// `serve`, a magnet's `x.pe` too), banned by address and port only and never
+    /// dropped from the address book.
     pub initial_peers: Vec<SocketAddr>,
     /// Peers learned before the torrent started (a magnet's metadata phase): dialed
     /// like the trackers' ones, bounded by the address book.
@@ -1356,7 +1356,7 @@ impl Handler<PeerListenPort> for Coordinator {
 
     fn handle(&mut self, msg: PeerListenPort, _: &mut Context<Self>) {
         let _timing = self.metrics.handling("PeerListenPort");
-        if let Some(peer) = self.peers.get_mut(&msg.key) {
+        if let Some(peer) = self.peers.get_mut(&msg.key).filter(|p| !p.outgoing) {
             let listen = SocketAddr::new(peer.addr.ip(), msg.port);
             peer.listen = Some(listen);
             // Connected already: not to be dialed while it is.
