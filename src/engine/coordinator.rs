@@ -11,7 +11,7 @@
 //! it sockets whose handshake it read, as [`IncomingPeer`]), after which a Peer owns each
 //! one; the FileWriter owns the disk and the PieceManager owns block data.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -21,6 +21,7 @@ use actix::prelude::*;
 use slog::{debug, info, o, warn, Logger};
 use tokio::net::{TcpListener, TcpStream};
 
+use super::address_book::{AddressBook, IpSlot, RETRY_BASE};
 use super::budget::{ConnectionBudget, ConnectionPermit};
 use super::choker::{Choker, ChokerConfig, PeerStats as ChokerInput};
 use super::connection::{self, ConnectTimeouts, TcpListenerStream};
@@ -62,9 +63,20 @@ const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(30);
 const DEPARTED_REMEMBERED: usize = 1024;
 
 /// An incoming connection the Coordinator agreed to take, holding its budget permit
-/// (none without a shared budget) until the Peer joins or the handshake fails.
+/// (none without a shared budget) and its place in the per-IP count until the Peer
+/// joins or the handshake fails.
 struct Admitted {
     permit: Option<ConnectionPermit>,
+    slot: IpSlot,
+}
+
+/// A Peer actor started and not yet joined: what it holds until `PeerJoined` moves it
+/// into its `PeerEntry` or a refusal gives it back.
+struct Joining {
+    /// Its slot in the shared connection budget, if there is one.
+    permit: Option<ConnectionPermit>,
+    /// Its place in the per-IP count.
+    slot: IpSlot,
 }
 
 /// Everything tunable about one torrent's engine.
@@ -93,8 +105,13 @@ pub struct EngineConfig {
     pub peer: PeerConfig,
     /// Connection set-up limits.
     pub connect: ConnectTimeouts,
-    /// Peers to dial from the start, besides the trackers'.
+    /// Peers to dial from the start, besides the trackers': the user's (`--peer`; in
+    /// `serve`, a magnet's `x.pe` too), banned by address and port only and never
+    /// dropped from the address book.
     pub initial_peers: Vec<SocketAddr>,
+    /// Peers learned before the torrent started (a magnet's metadata phase): dialed
+    /// like the trackers' ones, bounded by the address book.
+    pub learned_peers: Vec<SocketAddr>,
     /// Shortest re-announce interval accepted from a tracker.
     pub min_announce_interval: Duration,
     /// How long an announce may take and how failed ones are retried, for every tracker.
@@ -144,6 +161,7 @@ impl EngineConfig {
             peer: PeerConfig::default(),
             connect: ConnectTimeouts::default(),
             initial_peers: Vec::new(),
+            learned_peers: Vec::new(),
             min_announce_interval: Duration::from_secs(30),
             tracker: TrackerTimeouts::default(),
             write_delay: Duration::ZERO,
@@ -200,6 +218,8 @@ struct PeerEntry {
     joined_at: Instant,
     /// Its slot in the shared connection budget, given back when the entry goes.
     _permit: Option<ConnectionPermit>,
+    /// Its place in the per-IP count, given back when it leaves.
+    slot: IpSlot,
 }
 
 /// See the module documentation.
@@ -219,25 +239,18 @@ pub struct Coordinator {
     /// Verified pieces, sent as our bitfield to new peers and saved in the resume file.
     have: Bitfield,
     peers: HashMap<PeerKey, PeerEntry>,
-    /// Addresses to dial, in order.
-    candidates: VecDeque<SocketAddr>,
-    /// Every address ever queued, so repeats from trackers are not dialed twice at once.
-    known: HashSet<SocketAddr>,
-    /// Addresses dialing, connected, or refused; never dialed again while in here.
-    busy: HashSet<SocketAddr>,
-    /// Addresses that broke the protocol or sent bad data: never dialed or accepted.
-    banned: HashSet<SocketAddr>,
-    /// Times each address was caught sending bad data.
-    strikes: HashMap<SocketAddr, u32>,
+    /// Addresses to dial (in order, with back-off for failed ones), bans, bad-data
+    /// strikes and connections per IP, all bounded (see `address_book`).
+    book: AddressBook,
     /// Pieces that failed their hash this run.
     hash_failures: u64,
     /// Addresses of peers that left, newest last, at most [`DEPARTED_REMEMBERED`].
     departed: VecDeque<(PeerKey, SocketAddr)>,
     /// Connection attempts in flight.
     connecting: usize,
-    /// Budget permits of connections whose Peer actor was started and has not yet
-    /// joined; `PeerJoined` moves each into its `PeerEntry` or drops it on refusal.
-    joining: HashMap<PeerKey, ConnectionPermit>,
+    /// Connections whose Peer actor was started and has not yet joined, with what they
+    /// hold; `PeerJoined` moves each into its `PeerEntry` or gives it back on refusal.
+    joining: HashMap<PeerKey, Joining>,
     /// Incoming connections in their handshake (or, from the shared listener, in our
     /// answer to it).
     handshaking_in: usize,
@@ -399,11 +412,7 @@ impl Coordinator {
             phase: Phase::Checking,
             picker: None,
             peers: HashMap::new(),
-            candidates: VecDeque::new(),
-            known: HashSet::new(),
-            busy: HashSet::new(),
-            banned: HashSet::new(),
-            strikes: HashMap::new(),
+            book: AddressBook::new(),
             hash_failures: 0,
             departed: VecDeque::new(),
             connecting: 0,
@@ -618,6 +627,9 @@ impl Coordinator {
         // Trackers are told our port, so they start once the listener is bound.
         self.start_listener(ctx, move |act, ctx| {
             for addr in act.config.initial_peers.clone() {
+                let _ = act.book.allow(addr);
+            }
+            for addr in std::mem::take(&mut act.config.learned_peers) {
                 act.add_candidate(addr);
             }
             act.start_trackers(ctx);
@@ -641,6 +653,7 @@ impl Coordinator {
     ) {
         if let Some(shared) = self.config.shared_listener {
             self.listen_addr = Some(shared);
+            self.book.set_own(shared);
             info!(self.log, "taking peers from the shared listener"; "addr" => %shared);
             return then(self, ctx);
         }
@@ -651,6 +664,9 @@ impl Coordinator {
                 match res {
                     Ok(listener) => {
                         act.listen_addr = listener.local_addr().ok();
+                        if let Some(own) = act.listen_addr {
+                            act.book.set_own(own);
+                        }
                         info!(act.log, "listening"; "addr" => ?act.listen_addr);
                         ctx.add_stream(TcpListenerStream(listener));
                     }
@@ -813,7 +829,7 @@ impl Coordinator {
     /// `max_peers`, the incoming share, our own handshake cap (`handshakes_full`, our
     /// listener only) and the shared budget. Refusals for want of room are counted.
     fn admit_incoming(&mut self, addr: SocketAddr, handshakes_full: bool) -> Option<Admitted> {
-        if self.stopping || self.piece_manager.is_none() || self.banned.contains(&addr) {
+        if self.stopping || self.piece_manager.is_none() || self.book.is_banned(&addr) {
             return None;
         }
         if self.peers.len() >= self.config.max_peers
@@ -823,17 +839,26 @@ impl Coordinator {
             self.refused_incoming();
             return None;
         }
+        let slot = match self.book.take_slot(&addr) {
+            Ok(slot) => slot,
+            Err(e) => {
+                debug!(self.log, "incoming connection refused"; "addr" => %addr, "why" => %e);
+                self.metrics.held_back();
+                return None;
+            }
+        };
         let permit = match &self.config.budget {
             None => None,
             Some(budget) => match budget.try_take() {
                 Some(permit) => Some(permit),
                 None => {
+                    self.book.release_slot(slot);
                     self.refused_incoming();
                     return None;
                 }
             },
         };
-        Some(Admitted { permit })
+        Some(Admitted { permit, slot })
     }
 
     /// Runs the rest of an admitted incoming connection's handshake (`handshake`, bounded
@@ -850,11 +875,14 @@ impl Coordinator {
         self.handshaking_in += 1;
         ctx.spawn(handshake.into_actor(self).map(move |res, act, ctx| {
             act.handshaking_in -= 1;
+            let joining = Joining {
+                permit: admitted.permit,
+                slot: admitted.slot,
+            };
             match res {
-                Ok((stream, handshake)) => {
-                    act.spawn_peer(stream, handshake, false, admitted.permit, ctx)
-                }
+                Ok((stream, handshake)) => act.spawn_peer(stream, handshake, false, joining, ctx),
                 Err(e) => {
+                    act.book.release_slot(joining.slot);
                     debug!(act.log, "incoming handshake failed"; "addr" => %addr, "error" => %e)
                 }
             }
@@ -862,11 +890,22 @@ impl Coordinator {
     }
 
     fn add_candidate(&mut self, addr: SocketAddr) {
-        if self.banned.contains(&addr) || Some(addr) == self.listen_addr || !self.known.insert(addr)
-        {
-            return;
+        let _ = self.book.add(addr);
+    }
+
+    /// Bans the peer at `addr` (by IP, or by address and port for loopback and the
+    /// user's peers; see `address_book`) and drops every connection the ban covers.
+    fn ban(&mut self, addr: SocketAddr, also: Option<SocketAddr>, why: &str) -> bool {
+        let new = self.book.ban(addr);
+        if let Some(listen) = also.filter(|l| *l != addr) {
+            self.book.ban(listen);
         }
-        self.candidates.push_back(addr);
+        for peer in self.peers.values() {
+            if self.book.is_banned(&peer.addr) {
+                peer.actor.do_send(ToPeer::Disconnect(why.to_string()));
+            }
+        }
+        new
     }
 
     /// Dials candidates while there is room.
@@ -874,15 +913,21 @@ impl Coordinator {
         if self.stopping || self.phase == Phase::Checking {
             return;
         }
+        let now = Instant::now();
         while self.connecting < self.config.max_connecting
             && self.peers.len() + self.connecting < self.config.max_peers
         {
-            let Some(addr) = self.candidates.pop_front() else {
+            let Some(addr) = self.book.next_to_dial(now) else {
                 break;
             };
-            if self.busy.contains(&addr) || self.banned.contains(&addr) {
-                continue;
-            }
+            let slot = match self.book.take_slot(&addr) {
+                Ok(slot) => slot,
+                Err(e) => {
+                    debug!(self.log, "dial put off"; "addr" => %addr, "why" => %e);
+                    self.book.postpone(addr, RETRY_BASE, now);
+                    continue;
+                }
+            };
             let permit = match &self.config.budget {
                 None => None,
                 Some(budget) => match budget.try_take() {
@@ -890,12 +935,12 @@ impl Coordinator {
                     None => {
                         // Other torrents hold every connection: try again at the next
                         // dial tick (every 500 ms) or when a peer of ours leaves.
-                        self.candidates.push_front(addr);
+                        self.book.release_slot(slot);
+                        self.book.undial(addr);
                         break;
                     }
                 },
             };
-            self.busy.insert(addr);
             self.connecting += 1;
             let fut = connection::connect(
                 addr,
@@ -907,13 +952,15 @@ impl Coordinator {
             ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
                 act.connecting -= 1;
                 match res {
-                    Ok((stream, handshake)) => act.spawn_peer(stream, handshake, true, permit, ctx),
+                    Ok((stream, handshake)) => {
+                        act.spawn_peer(stream, handshake, true, Joining { permit, slot }, ctx)
+                    }
                     Err(e) => {
-                        // The permit goes back with the failed dial.
+                        // The permit goes back with the failed dial, and the slot.
                         drop(permit);
-                        debug!(act.log, "dial failed"; "addr" => %addr, "error" => %e);
-                        act.busy.remove(&addr);
-                        act.retry_later(addr, ctx);
+                        act.book.release_slot(slot);
+                        let retry = act.book.dial_failed(addr, Instant::now());
+                        debug!(act.log, "dial failed"; "addr" => %addr, "error" => %e, "retry" => ?retry);
                     }
                 }
                 act.dial(ctx);
@@ -921,32 +968,20 @@ impl Coordinator {
         }
     }
 
-    /// Puts an address back in the queue after a pause, so a peer that restarts is found
-    /// again without hammering one that is gone.
-    fn retry_later(&mut self, addr: SocketAddr, ctx: &mut Context<Self>) {
-        ctx.run_later(Duration::from_secs(10), move |act, ctx| {
-            if !act.banned.contains(&addr) && !act.busy.contains(&addr) {
-                act.candidates.push_back(addr);
-                act.dial(ctx);
-            }
-        });
-    }
-
     fn spawn_peer(
         &mut self,
         stream: TcpStream,
         handshake: crate::wire::Handshake,
         outgoing: bool,
-        permit: Option<ConnectionPermit>,
+        joining: Joining,
         ctx: &mut Context<Self>,
     ) {
         let Some(pm) = self.piece_manager.clone() else {
+            self.book.release_slot(joining.slot);
             return;
         };
         self.next_key += 1;
-        if let Some(permit) = permit {
-            self.joining.insert(PeerKey(self.next_key), permit);
-        }
+        self.joining.insert(PeerKey(self.next_key), joining);
         Peer::start(
             stream,
             handshake,
@@ -1074,7 +1109,7 @@ impl Coordinator {
             listen: self.listen_addr,
             received: self.payload_downloaded,
             hash_failures: self.hash_failures,
-            banned: self.banned.len(),
+            banned: self.book.banned_count(),
         }
     }
 
@@ -1271,27 +1306,41 @@ impl Handler<PeerJoined> for Coordinator {
 
     fn handle(&mut self, msg: PeerJoined, _: &mut Context<Self>) -> Self::Result {
         let _timing = self.metrics.handling("PeerJoined");
-        // Refused, the permit is dropped here and its slot is free again.
-        let permit = self.joining.remove(&msg.key);
-        if self.stopping {
-            return Err(JoinRefused::Stopping);
-        }
-        if msg.peer_id == self.config.peer_id {
-            self.banned.insert(msg.addr);
-            return Err(JoinRefused::OurOwnId);
-        }
-        if self.peers.values().any(|p| p.peer_id == msg.peer_id) {
-            return Err(JoinRefused::Duplicate);
-        }
-        if self.peers.len() >= self.config.max_peers
+        // Refused, the permit is dropped here and its slot is free again; the per-IP
+        // place goes back by hand.
+        let Joining { permit, slot } = self.joining.remove(&msg.key).unwrap_or(Joining {
+            permit: None,
+            slot: IpSlot::UNCOUNTED,
+        });
+        let refused = if self.stopping {
+            Some(JoinRefused::Stopping)
+        } else if msg.peer_id == self.config.peer_id {
+            // Our own address and port only: other peers may share our public IP.
+            self.book.ban_endpoint(msg.addr);
+            Some(JoinRefused::OurOwnId)
+        } else if self.peers.values().any(|p| p.peer_id == msg.peer_id) {
+            Some(JoinRefused::Duplicate)
+        } else if self.peers.len() >= self.config.max_peers
             || (!msg.outgoing && self.incoming_peers() >= self.max_incoming_peers())
         {
             if !msg.outgoing {
                 self.refused_incoming();
             }
-            return Err(JoinRefused::Full);
+            Some(JoinRefused::Full)
+        } else {
+            None
+        };
+        if let Some(refused) = refused {
+            self.book.release_slot(slot);
+            if msg.outgoing {
+                // Dialed and refused: it waits its back-off like a failed dial.
+                self.book.dial_failed(msg.addr, Instant::now());
+            }
+            return Err(refused);
         }
-        self.busy.insert(msg.addr);
+        if msg.outgoing {
+            self.book.connected(msg.addr);
+        }
         self.peers.insert(
             msg.key,
             PeerEntry {
@@ -1309,6 +1358,7 @@ impl Handler<PeerJoined> for Coordinator {
                 up_rate: 0.0,
                 joined_at: Instant::now(),
                 _permit: permit,
+                slot,
             },
         );
         Ok(self.have.clone())
@@ -1320,8 +1370,11 @@ impl Handler<PeerListenPort> for Coordinator {
 
     fn handle(&mut self, msg: PeerListenPort, _: &mut Context<Self>) {
         let _timing = self.metrics.handling("PeerListenPort");
-        if let Some(peer) = self.peers.get_mut(&msg.key) {
-            peer.listen = Some(SocketAddr::new(peer.addr.ip(), msg.port));
+        if let Some(peer) = self.peers.get_mut(&msg.key).filter(|p| !p.outgoing) {
+            let listen = SocketAddr::new(peer.addr.ip(), msg.port);
+            peer.listen = Some(listen);
+            // Connected already: not to be dialed while it is.
+            self.book.connected(listen);
         }
     }
 }
@@ -1348,23 +1401,29 @@ impl Handler<PeerBitfield> for Coordinator {
     }
 }
 
-impl Handler<PeerHave> for Coordinator {
+impl Handler<PeerHaves> for Coordinator {
     type Result = ();
 
-    fn handle(&mut self, msg: PeerHave, _: &mut Context<Self>) {
-        let _timing = self.metrics.handling("PeerHave");
+    /// A batch of newly announced pieces: each costs O(1) here, and the Peer sends each
+    /// piece at most once per connection, so a peer can make us do at most its piece
+    /// count of this work, in at most one message per batch interval.
+    fn handle(&mut self, msg: PeerHaves, _: &mut Context<Self>) {
+        let _timing = self.metrics.handling("PeerHaves");
         let Some(peer) = self.peers.get_mut(&msg.key) else {
             return;
         };
-        if peer.pieces.has(msg.piece.get()) {
-            return;
+        let mut wanted = false;
+        for piece in msg.pieces {
+            if peer.pieces.has(piece.get()) {
+                continue;
+            }
+            let _ = peer.pieces.set(piece.get());
+            if let Some(picker) = &mut self.picker {
+                picker.add_peer_piece(piece);
+                wanted |= picker.wants(piece);
+            }
         }
-        let _ = peer.pieces.set(msg.piece.get());
-        let Some(picker) = &mut self.picker else {
-            return;
-        };
-        picker.add_peer_piece(msg.piece);
-        if picker.wants(msg.piece) {
+        if wanted {
             if peer.interested {
                 peer.actor.do_send(ToPeer::WakeUp);
             } else {
@@ -1430,9 +1489,14 @@ impl Handler<PeerLeft> for Coordinator {
             if let Some(picker) = &mut self.picker {
                 picker.remove_peer_pieces(&peer.pieces);
             }
-            self.busy.remove(&peer.addr);
-            if !self.banned.contains(&peer.addr) {
-                self.retry_later(peer.addr, ctx);
+            self.book.release_slot(peer.slot);
+            // Dialed again later where it listens (for a peer that dialed us, if it said),
+            // after a pause that grows if it keeps leaving soon after joining.
+            if let Some(listen) = peer.listen {
+                let retry =
+                    self.book
+                        .disconnected(listen, peer.joined_at.elapsed(), Instant::now());
+                debug!(self.log, "peer may be dialed again"; "addr" => %listen, "retry" => ?retry);
             }
         }
         self.dial(ctx);
@@ -1479,10 +1543,12 @@ impl Handler<PeerMisbehaved> for Coordinator {
     fn handle(&mut self, msg: PeerMisbehaved, _: &mut Context<Self>) {
         let _timing = self.metrics.handling("PeerMisbehaved");
         if let Some(peer) = self.peers.get(&msg.key) {
-            // Banned by address and port, not address alone: on one host (or behind one
-            // NAT) other peers share the address and are not to blame.
-            warn!(self.log, "peer misbehaved, banned"; "addr" => %peer.addr, "what" => &msg.what);
-            self.banned.insert(peer.addr);
+            // Banned by IP, so it cannot come back from another port; loopback and the
+            // user's peers by address and port (see `address_book`).
+            let (addr, listen) = (peer.addr, peer.listen);
+            warn!(self.log, "peer misbehaved, banned"; "addr" => %addr, "what" => &msg.what,
+                  "ban" => ?self.book.ban_key(&addr));
+            self.ban(addr, listen, &msg.what);
         }
     }
 }
@@ -1536,7 +1602,7 @@ impl Handler<BadData> for Coordinator {
 
     /// Blame is certain here (see [`BadData`]), so no honest peer that merely shared a
     /// failed piece is ever struck; a peer struck [`BAD_DATA_STRIKES_TO_BAN`] times is
-    /// banned by address and port and dropped.
+    /// banned (see `address_book` for by what) and dropped, with every connection the ban covers.
     fn handle(&mut self, msg: BadData, _: &mut Context<Self>) {
         let _timing = self.metrics.handling("BadData");
         let addr = match self.peers.get(&msg.from) {
@@ -1546,16 +1612,12 @@ impl Handler<BadData> for Coordinator {
                 None => return,
             },
         };
-        let strikes = self.strikes.entry(addr).or_insert(0);
-        *strikes += 1;
-        let strikes = *strikes;
+        let strikes = self.book.strike(addr);
         warn!(self.log, "peer sent data that failed its hash"; "addr" => %addr, "piece" => msg.piece.get(), "bad_blocks" => msg.bad_blocks, "strikes" => strikes);
-        if strikes >= BAD_DATA_STRIKES_TO_BAN && self.banned.insert(addr) {
+        if strikes >= BAD_DATA_STRIKES_TO_BAN && !self.book.is_banned(&addr) {
+            let listen = self.peers.get(&msg.from).and_then(|p| p.listen);
+            self.ban(addr, listen, "sent bad data");
             warn!(self.log, "peer banned for sending bad data"; "addr" => %addr);
-            if let Some(peer) = self.peers.get(&msg.from) {
-                peer.actor
-                    .do_send(ToPeer::Disconnect("sent bad data".into()));
-            }
         }
     }
 }
@@ -1576,8 +1638,10 @@ impl Handler<PeersFound> for Coordinator {
 
     fn handle(&mut self, msg: PeersFound, ctx: &mut Context<Self>) {
         let _timing = self.metrics.handling_unqueued("PeersFound");
-        for addr in msg.peers {
-            self.add_candidate(addr);
+        let taken = self.book.take_found(&msg.peers, &msg.source);
+        if taken.over_cap > 0 {
+            debug!(self.log, "peer list cut to its cap"; "source" => ?msg.source,
+                   "listed" => msg.peers.len(), "left out" => taken.over_cap);
         }
         self.dial(ctx);
     }

@@ -71,8 +71,9 @@ pub enum JoinRefused {
     Stopping,
 }
 
-/// Peer → Coordinator: the peer said which pieces it has (a `bitfield`, `have-all` or
-/// `have-none`, already checked against the piece count).
+/// Peer → Coordinator: the peer's first word on which pieces it has (a `bitfield`,
+/// `have-all` or `have-none`, already checked against the piece count); at most one
+/// per connection.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct PeerBitfield {
@@ -82,14 +83,16 @@ pub struct PeerBitfield {
     pub pieces: Bitfield,
 }
 
-/// Peer → Coordinator: the peer announced one more piece.
+/// Peer → Coordinator: pieces the peer announced since the last batch (`have`s, and
+/// the new pieces of a later bitfield), each new for this peer, coalesced by the Peer
+/// into at most one message per `HAVE_BATCH_INTERVAL`.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct PeerHave {
+pub struct PeerHaves {
     /// Which peer.
     pub key: PeerKey,
-    /// The piece, already range-checked.
-    pub piece: PieceIndex,
+    /// The pieces, range-checked, none of them announced before.
+    pub pieces: Vec<PieceIndex>,
 }
 
 /// Peer → Coordinator: the peer has room in its request pipeline. Carries the blocks it

@@ -4,6 +4,7 @@
 //! bounded. The picker, the resume plan, the file selection and the part-file format are
 //! pure; the rest are actors.
 
+pub mod address_book;
 pub mod budget;
 pub mod choker;
 pub mod connection;

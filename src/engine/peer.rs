@@ -39,7 +39,7 @@ use tokio_util::codec::FramedRead;
 use super::coordinator::Coordinator;
 use super::limiter::RateLimiter;
 use super::messages::{
-    DhtNodeSeen, Direction, Grant, PeerBitfield, PeerChokedUs, PeerHave, PeerInterest, PeerJoined,
+    DhtNodeSeen, Direction, Grant, PeerBitfield, PeerChokedUs, PeerHaves, PeerInterest, PeerJoined,
     PeerLeft, PeerListenPort, PeerMisbehaved, PeerSource, PeerStats, PeerUnchokedUs, PeersFound,
     PickBlocks, ReadBlock, StoreBlock, ToPeer,
 };
@@ -47,7 +47,7 @@ use super::metrics::{ActorMetrics, LiveGuard, Tracked, TrackedRecipient};
 use super::piece_manager::PieceManager;
 use super::storage::FileReader;
 use super::PeerKey;
-use crate::layout::{Layout, BLOCK_SIZE};
+use crate::layout::{Layout, PieceIndex, BLOCK_SIZE};
 use crate::wire::ext::{self, ExtHandshake, MetadataMessage, PexMessage};
 use crate::wire::{Bitfield, BlockRequest, Handshake, Message, MessageCodec, WireError};
 use crate::PeerId;
@@ -117,6 +117,16 @@ pub const UNREQUESTED_BLOCKS_LIMIT: u32 = 64;
 /// `choke` messages a peer may send in one second; more is a flood, and the peer is
 /// dropped and banned. Honest peers rechoke every ten seconds.
 pub const CHOKES_PER_SECOND_LIMIT: u32 = 20;
+
+/// Newly announced pieces go to the Coordinator at most once per this interval, as one
+/// [`PeerHaves`] batch: a peer flooding `have`s costs the Coordinator at most ten
+/// messages a second, and at most its piece count of pieces over the connection.
+pub const HAVE_BATCH_INTERVAL: Duration = Duration::from_millis(100);
+
+/// `have`s for pieces the peer had already announced, tolerated per connection (a `have`
+/// crossing the peer's own bitfield is an honest race); one more and the peer is dropped
+/// and banned. So a peer sends at most its piece count plus this many `have`s.
+pub const DUPLICATE_HAVES_LIMIT: u32 = 256;
 
 /// Our extension handshake: the extensions we speak (`ut_pex` only where peer exchange
 /// is allowed), our client name and request queue, and what we know of the torrent and
@@ -198,6 +208,18 @@ pub struct Peer {
     unrequested_blocks: u32,
     /// `choke` messages received since the last once-a-second tick.
     chokes_this_second: u32,
+    /// The pieces the peer announced (bitfield, `have-all`, `have`s), to refuse repeats
+    /// and to pass on only what is new; the Coordinator keeps its own copy for picking.
+    peer_pieces: Bitfield,
+    /// The peer said something about its pieces already: a later bitfield is a repeat.
+    announced: bool,
+    /// Newly announced pieces not yet sent to the Coordinator.
+    new_haves: Vec<PieceIndex>,
+    /// A [`PeerHaves`] batch is due (a timer is set), and when the last one went.
+    haves_due: bool,
+    haves_sent_at: Option<Instant>,
+    /// `have`s for pieces already announced, against [`DUPLICATE_HAVES_LIMIT`].
+    duplicate_haves: u32,
     /// `PeerLeft` went to the Coordinator (normally from `stopping`; otherwise the drop
     /// sends it, so even an actor that dies by panic says goodbye).
     left_sent: bool,
@@ -323,6 +345,12 @@ impl Peer {
                 withdrawn: VecDeque::new(),
                 unrequested_blocks: 0,
                 chokes_this_second: 0,
+                peer_pieces: Bitfield::new(num_pieces),
+                announced: false,
+                new_haves: Vec::new(),
+                haves_due: false,
+                haves_sent_at: None,
+                duplicate_haves: 0,
                 left_sent: false,
                 received: Vec::new(),
                 released: Vec::new(),
@@ -370,6 +398,109 @@ impl Peer {
             what: what.clone(),
         });
         self.close(what, ctx);
+    }
+
+    /// The peer announced `piece` (a `have`, or one new piece of a later bitfield): new
+    /// pieces are batched for the Coordinator, repeats counted against
+    /// [`DUPLICATE_HAVES_LIMIT`].
+    fn peer_has(&mut self, piece: PieceIndex, ctx: &mut Context<Self>) {
+        self.announced = true;
+        if self.peer_pieces.has(piece.get()) {
+            self.duplicate_haves += 1;
+            if self.duplicate_haves > DUPLICATE_HAVES_LIMIT {
+                self.misbehaved(
+                    format!(
+                        "more than {DUPLICATE_HAVES_LIMIT} have messages for pieces it had announced"
+                    ),
+                    ctx,
+                );
+            }
+            return;
+        }
+        let _ = self.peer_pieces.set(piece.get());
+        self.new_haves.push(piece);
+        if self.haves_due {
+            return;
+        }
+        let wait = self.haves_sent_at.map_or(Duration::ZERO, |t| {
+            HAVE_BATCH_INTERVAL.saturating_sub(t.elapsed())
+        });
+        if wait.is_zero() {
+            self.send_haves();
+        } else {
+            self.haves_due = true;
+            ctx.run_later(wait, |act, _| {
+                act.haves_due = false;
+                act.send_haves();
+            });
+        }
+    }
+
+    /// Sends the batch of newly announced pieces, if any.
+    fn send_haves(&mut self) {
+        if self.new_haves.is_empty() || self.close_reason.is_some() {
+            return;
+        }
+        self.haves_sent_at = Some(Instant::now());
+        self.coordinator.do_send(PeerHaves {
+            key: self.key,
+            pieces: std::mem::take(&mut self.new_haves),
+        });
+    }
+
+    /// A bitfield, `have-all` or `have-none` (`what`), already checked against the piece
+    /// count. The first word on the peer's pieces goes to the Coordinator whole. BEP 3
+    /// and BEP 6 allow no second one, and repeated bitfields cost the Coordinator a pass
+    /// over every piece each, so a repeat is refused: the peer is banned. One exception,
+    /// because aria2c does it: a later bitfield (or `have-all`) that only adds pieces
+    /// stands for that many `have`s, and its new pieces are passed on as such. One that
+    /// takes a piece back, or adds nothing, is the violation.
+    fn on_bitfield(&mut self, pieces: Bitfield, what: &str, ctx: &mut Context<Self>) {
+        if !std::mem::replace(&mut self.announced, true) {
+            self.peer_pieces = pieces.clone();
+            self.coordinator.do_send(PeerBitfield {
+                key: self.key,
+                pieces,
+            });
+            return;
+        }
+        // Byte by byte: the work is bounded by the bytes the peer sent.
+        let mut added = Vec::new();
+        for (i, (old, new)) in self
+            .peer_pieces
+            .as_bytes()
+            .iter()
+            .zip(pieces.as_bytes())
+            .enumerate()
+        {
+            if old & !new != 0 {
+                let bit = (old & !new).leading_zeros();
+                return self.misbehaved(
+                    format!(
+                        "a second {what} takes back piece {} it had announced",
+                        i as u32 * 8 + bit
+                    ),
+                    ctx,
+                );
+            }
+            let mut fresh = new & !old;
+            while fresh != 0 {
+                let bit = fresh.leading_zeros();
+                added.push(i as u32 * 8 + bit);
+                fresh &= !(0x80u8 >> bit);
+            }
+        }
+        if added.is_empty() {
+            return self.misbehaved(
+                format!("a second {what} after its pieces were known, with no new piece"),
+                ctx,
+            );
+        }
+        for index in added {
+            if let Some(piece) = self.layout.piece(index) {
+                self.peer_has(piece, ctx);
+            }
+        }
     }
 
     /// How many requests to keep outstanding now.
@@ -697,21 +828,12 @@ impl Peer {
                 }
             }
             Message::Have(index) => match self.layout.piece(index) {
-                Some(piece) => self.coordinator.do_send(PeerHave {
-                    key: self.key,
-                    piece,
-                }),
+                Some(piece) => self.peer_has(piece, ctx),
                 None => self.misbehaved(format!("have for piece {index} past the end"), ctx),
             },
             Message::Bitfield(payload) => {
-                // aria2c sends its whole bitfield again in place of `have` messages; a
-                // repeated bitfield replaces the one before (the Coordinator swaps it), and
-                // so does a later have-all or have-none.
                 match Bitfield::from_payload(&payload, self.layout.num_pieces()) {
-                    Ok(pieces) => self.coordinator.do_send(PeerBitfield {
-                        key: self.key,
-                        pieces,
-                    }),
+                    Ok(pieces) => self.on_bitfield(pieces, "bitfield", ctx),
                     Err(e) => self.misbehaved(format!("bad bitfield: {e}"), ctx),
                 }
             }
@@ -726,15 +848,12 @@ impl Peer {
             }
             Message::HaveAll | Message::HaveNone => {
                 let n = self.layout.num_pieces();
-                let pieces = if matches!(message, Message::HaveAll) {
-                    Bitfield::full(n)
+                let (pieces, what) = if matches!(message, Message::HaveAll) {
+                    (Bitfield::full(n), "have-all")
                 } else {
-                    Bitfield::new(n)
+                    (Bitfield::new(n), "have-none")
                 };
-                self.coordinator.do_send(PeerBitfield {
-                    key: self.key,
-                    pieces,
-                });
+                self.on_bitfield(pieces, what, ctx);
             }
             Message::RejectRequest(request) => {
                 // The peer will not serve this one: hand it back to be picked again.

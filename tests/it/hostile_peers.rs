@@ -137,7 +137,7 @@ fn assert_banned(stderr: &str, peer: &HostilePeer, why: &str) {
         "{addr} not banned for {why:?}; its lines:\n{}",
         lines.join("\n")
     );
-    // Banned by address and port: never dialed again.
+    // Loopback peers are banned by address and port: never dialed again.
     assert_eq!(
         c.connections.load(Ordering::Relaxed),
         1,
@@ -360,6 +360,93 @@ fn a_peer_actor_that_panics_costs_only_its_own_connection() {
         "the Coordinator never heard the panicked peer leave:\n{}",
         lines.join("\n")
     );
+}
+
+#[test]
+fn a_second_bitfield_gets_a_peer_banned_but_one_that_only_adds_pieces_is_taken_as_haves() {
+    // A slow seeder, so the growing peer has time to announce its second half.
+    let s = swarm(512 * 1024);
+    let twice = HostilePeer::start(s.served.clone(), Act::TwoBitfields);
+    let growing = HostilePeer::start(s.served.clone(), Act::GrowingBitfield);
+    let stderr = s.complete(s.get(&[&twice, &growing], &[]), false);
+    assert_banned(&stderr, &twice, "bitfield");
+    let lines = lines_about(&stderr, &growing.addr().to_string());
+    assert!(
+        !lines.iter().any(|l| l.contains("misbehaved")),
+        "a bitfield that only adds pieces got the peer banned:\n{}",
+        lines.join("\n")
+    );
+    assert!(
+        growing
+            .counters()
+            .late_piece_requests
+            .load(Ordering::Relaxed)
+            > 0,
+        "the pieces of the second bitfield were never asked for:\n{}",
+        lines.join("\n")
+    );
+}
+
+/// The Coordinator's mailbox under a flood of `have`s from several peers at once: each
+/// peer's reach it coalesced, so it stays near what a few honest peers cause.
+const COORDINATOR_MAILBOX_BOUND: i64 = 64;
+
+/// Flooding peers in the `have` flood test.
+const HAVE_FLOODERS: usize = 6;
+
+/// `have` batches the Coordinator may handle per flooding peer: each is banned after
+/// `DUPLICATE_HAVES_LIMIT` repeats, long before ten batches' worth of time.
+const HAVE_BATCHES_PER_FLOODER: u64 = 20;
+
+#[test]
+fn a_flood_of_haves_is_coalesced_and_the_flooding_peers_are_banned() {
+    let s = swarm(512 * 1024);
+    let floods: Vec<HostilePeer> = (0..HAVE_FLOODERS)
+        .map(|_| HostilePeer::start(s.served.clone(), Act::HaveFlood))
+        .collect();
+    let stats = s._tmp.path().join("stats.jsonl");
+    let mut cmd = s.get(&floods.iter().collect::<Vec<_>>(), &[]);
+    cmd.arg("--stats-file").arg(&stats);
+    let stderr = s.complete(cmd, false);
+    let text = std::fs::read_to_string(&stats).expect("stats file");
+    let last: serde_json::Value = text
+        .lines()
+        .last()
+        .map(|l| serde_json::from_str(l).expect("a JSON record"))
+        .expect("a stats record");
+    let coordinator = last["actors"]["actors"]
+        .as_array()
+        .and_then(|a| a.iter().find(|a| a["actor"] == "Coordinator"))
+        .unwrap_or_else(|| panic!("no Coordinator in {last}"));
+    let peak = coordinator["mailbox_peak"].as_i64().unwrap_or(i64::MAX);
+    let have_messages: u64 = coordinator["messages"]
+        .as_array()
+        .map(|m| {
+            m.iter()
+                .filter(|m| {
+                    m["message"]
+                        .as_str()
+                        .is_some_and(|n| n.starts_with("PeerHave"))
+                })
+                .filter_map(|m| m["handled"].as_u64())
+                .sum()
+        })
+        .unwrap_or(0);
+    eprintln!(
+        "under the have flood the Coordinator's mailbox peaked at {peak} and it handled \
+         {have_messages} have messages"
+    );
+    assert!(
+        have_messages <= HAVE_BATCHES_PER_FLOODER * HAVE_FLOODERS as u64,
+        "the Coordinator handled {have_messages} have messages: {coordinator}"
+    );
+    assert!(
+        peak <= COORDINATOR_MAILBOX_BOUND,
+        "Coordinator mailbox peaked at {peak}: {coordinator}"
+    );
+    for flood in &floods {
+        assert_banned(&stderr, flood, "have");
+    }
 }
 
 /// Connections held open against one listening engine: most never send a byte, some

@@ -50,6 +50,9 @@ pub struct MetadataPeer {
     ready: bool,
     /// Whether peers from its `ut_pex` messages are used.
     pex: bool,
+    /// When its last `ut_pex` was used: more often than the Peer's
+    /// [`PEX_MIN_INTERVAL`](crate::engine::peer::PEX_MIN_INTERVAL) is ignored, as there.
+    pex_heard: Option<Instant>,
     last_received: Instant,
     started: Instant,
     close_reason: Option<String>,
@@ -89,6 +92,7 @@ impl MetadataPeer {
                 their_metadata_id: None,
                 ready: false,
                 pex,
+                pex_heard: None,
                 last_received: now,
                 started: now,
                 close_reason: None,
@@ -159,7 +163,14 @@ impl MetadataPeer {
                 Err(e) => self.close(format!("bad ut_metadata message: {e}"), ctx),
             },
             OUR_UT_PEX if self.pex => {
+                let too_soon = self
+                    .pex_heard
+                    .is_some_and(|t| t.elapsed() < crate::engine::peer::PEX_MIN_INTERVAL);
+                if too_soon {
+                    return;
+                }
                 if let Ok(pex) = PexMessage::decode(&payload) {
+                    self.pex_heard = Some(Instant::now());
                     if !pex.added.is_empty() {
                         // Peer lists are timed, not counted in the mailbox depth (see
                         // `engine::metrics`).

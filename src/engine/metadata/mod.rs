@@ -29,7 +29,7 @@ pub mod conn;
 use std::sync::Arc;
 
 use crate::engine::metrics::{ActorKind, ActorMetrics, LiveGuard, Tracked};
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -40,6 +40,7 @@ use slog::{debug, info, o, warn, Logger};
 
 use self::assembler::{Assembled, MetadataAssembler};
 use self::conn::MetadataPeer;
+use super::address_book::{AddressBook, IpSlot, RETRY_BASE};
 use super::connection;
 use super::coordinator::{Coordinator, EngineConfig, TorrentParams};
 use super::messages::*;
@@ -87,6 +88,10 @@ pub struct MagnetParams {
 /// One connection while fetching.
 struct Conn {
     addr: SocketAddr,
+    /// Its place in the per-IP count, given back when it leaves.
+    slot: IpSlot,
+    /// When it connected: a connection that ends at once counts as a failure.
+    since: Instant,
     actor: Tracked<MetadataPeer>,
     /// The metadata size it advertised, once its extension handshake came.
     size: Option<u32>,
@@ -102,11 +107,9 @@ pub struct MetadataFetcher {
     params: Option<MagnetParams>,
     info_hash: crate::InfoHash,
     conns: HashMap<PeerKey, Conn>,
-    candidates: VecDeque<SocketAddr>,
-    known: HashSet<SocketAddr>,
-    busy: HashSet<SocketAddr>,
-    /// Peers that sent metadata not matching the info-hash.
-    banned: HashSet<SocketAddr>,
+    /// Addresses to dial, their back-off, and the peers that sent metadata not matching
+    /// the info-hash (banned); bounded (see `address_book`).
+    book: AddressBook,
     connecting: usize,
     next_key: u64,
     assembler: Option<MetadataAssembler>,
@@ -127,7 +130,12 @@ impl MetadataFetcher {
     /// Starts fetching. The port to announce is fixed here: with `--port 0`, a free one
     /// is chosen now so that the trackers and DHT hear the port the Coordinator will
     /// listen on.
-    pub fn start(mut params: MagnetParams) -> Addr<MetadataFetcher> {
+    pub fn start(params: MagnetParams) -> Addr<MetadataFetcher> {
+        Self::new(params).start()
+    }
+
+    /// The fetcher, not yet started.
+    fn new(mut params: MagnetParams) -> MetadataFetcher {
         if params.config.listen.port() == 0 {
             if let Ok(probe) = std::net::TcpListener::bind(params.config.listen) {
                 if let Ok(addr) = probe.local_addr() {
@@ -150,16 +158,15 @@ impl MetadataFetcher {
                   "used" => super::tracker::MAX_TRACKERS, "left out" => tiers.dropped());
         }
         let metrics = params.config.metrics.of(ActorKind::MetadataFetcher);
+        let mut book = AddressBook::new();
+        book.set_own(params.config.listen);
         MetadataFetcher {
             _live: metrics.started(),
             metrics,
             params: Some(params),
             info_hash,
             conns: HashMap::new(),
-            candidates: VecDeque::new(),
-            known: HashSet::new(),
-            busy: HashSet::new(),
-            banned: HashSet::new(),
+            book,
             connecting: 0,
             next_key: 0,
             assembler: None,
@@ -172,7 +179,6 @@ impl MetadataFetcher {
             last_dht: None,
             log,
         }
-        .start()
     }
 
     fn params(&self) -> &MagnetParams {
@@ -185,32 +191,38 @@ impl MetadataFetcher {
         !self.handing_over && !self.stopping && self.coordinator.is_none()
     }
 
-    fn add_candidate(&mut self, addr: SocketAddr) {
-        if self.banned.contains(&addr)
-            || addr == self.params().config.listen
-            || !self.known.insert(addr)
-        {
+    /// The addresses an `x.pe` host name resolved to. The name may resolve after the
+    /// metadata is in (the parameters handed over): then it is too late, and ignored.
+    fn hosts_resolved(&mut self, addrs: Vec<SocketAddr>, ctx: &mut Context<Self>) {
+        if !self.fetching() {
             return;
         }
-        self.candidates.push_back(addr);
+        self.book.take_found(&addrs, &PeerSource::Magnet);
+        self.dial(ctx);
     }
 
     fn dial(&mut self, ctx: &mut Context<Self>) {
         if !self.fetching() {
             return;
         }
-        let config = &self.params().config;
+        let Some(params) = &self.params else { return };
+        let config = &params.config;
         let (max_connecting, peer_id, timeouts) =
             (config.max_connecting, config.peer_id, config.connect);
         let max_peers = config.max_peers.min(MAX_METADATA_PEERS);
+        let now = Instant::now();
         while self.connecting < max_connecting && self.conns.len() + self.connecting < max_peers {
-            let Some(addr) = self.candidates.pop_front() else {
+            let Some(addr) = self.book.next_to_dial(now) else {
                 break;
             };
-            if self.busy.contains(&addr) || self.banned.contains(&addr) {
-                continue;
-            }
-            self.busy.insert(addr);
+            let slot = match self.book.take_slot(&addr) {
+                Ok(slot) => slot,
+                Err(e) => {
+                    debug!(self.log, "dial put off"; "addr" => %addr, "why" => %e);
+                    self.book.postpone(addr, RETRY_BASE, now);
+                    continue;
+                }
+            };
             self.connecting += 1;
             let reserved = connection::our_reserved(self.params().dht.is_some());
             let fut = connection::connect(addr, self.info_hash, peer_id, reserved, timeouts);
@@ -230,27 +242,26 @@ impl MetadataFetcher {
                             act.params().config.metrics.of(ActorKind::MetadataPeer),
                             &act.log,
                         );
+                        act.book.connected(addr);
                         act.conns.insert(
                             key,
                             Conn {
                                 addr,
+                                slot,
+                                since: Instant::now(),
                                 actor,
                                 size: None,
                                 in_flight: 0,
                             },
                         );
                     }
-                    Ok(_) => {}
+                    Ok(_) => act.book.release_slot(slot),
                     Err(e) => {
-                        debug!(act.log, "dial failed"; "addr" => %addr, "error" => %e);
-                        act.busy.remove(&addr);
-                        // A peer that is not up yet may be later.
-                        ctx.run_later(Duration::from_secs(10), move |act, ctx| {
-                            if act.fetching() && !act.banned.contains(&addr) {
-                                act.candidates.push_back(addr);
-                                act.dial(ctx);
-                            }
-                        });
+                        act.book.release_slot(slot);
+                        // A peer that is not up yet may be later: the book redials it
+                        // with back-off, from the once-a-second tick.
+                        let retry = act.book.dial_failed(addr, Instant::now());
+                        debug!(act.log, "dial failed"; "addr" => %addr, "error" => %e, "retry" => ?retry);
                     }
                 }
                 act.dial(ctx);
@@ -371,7 +382,7 @@ impl MetadataFetcher {
     fn ban(&mut self, key: PeerKey, why: &str) {
         if let Some(conn) = self.conns.get(&key) {
             warn!(self.log, "peer sent metadata that does not match the info-hash; dropped"; "addr" => %conn.addr, "why" => why);
-            self.banned.insert(conn.addr);
+            self.book.ban(conn.addr);
             conn.actor
                 .do_send(ToMetadataPeer::Disconnect(why.to_string()));
         }
@@ -407,18 +418,7 @@ impl MetadataFetcher {
             }
         };
         info!(self.log, "metadata verified"; "name" => &metainfo.info.name, "bytes" => info_bytes.len());
-        // Every address learned, the ones that answered first.
-        let mut peers: Vec<SocketAddr> = self
-            .conns
-            .values()
-            .map(|c| c.addr)
-            .filter(|a| !self.banned.contains(a))
-            .collect();
-        for addr in self.known.iter().chain(params.config.initial_peers.iter()) {
-            if !peers.contains(addr) && !self.banned.contains(addr) {
-                peers.push(*addr);
-            }
-        }
+        let peers = self.handover_peers(&params.config.initial_peers);
         let name = metainfo.info.name.clone();
         let total_bytes = metainfo.info.layout.total_length();
         let dir = params.download_dir.clone();
@@ -474,7 +474,7 @@ impl MetadataFetcher {
                     metainfo: None,
                 });
                 let mut config = params.config;
-                config.initial_peers = peers;
+                config.learned_peers = peers;
                 let selection = params.selection.or(params.magnet.select_only.clone());
                 act.coordinator = Some(Coordinator::start(TorrentParams {
                     metainfo,
@@ -488,6 +488,18 @@ impl MetadataFetcher {
                 act.handing_over = false;
             }),
         );
+    }
+
+    /// Every address learned and not banned, for the Coordinator: the ones that answered
+    /// first, the user's own (`initial_peers`, which the Coordinator dials anyway) left
+    /// out. Linear in the book, which is bounded.
+    fn handover_peers(&self, initial: &[SocketAddr]) -> Vec<SocketAddr> {
+        let mut seen: HashSet<SocketAddr> = initial.iter().copied().collect();
+        let connected = self.conns.values().map(|c| c.addr);
+        connected
+            .chain(self.book.known())
+            .filter(|a| !self.book.is_banned(a) && seen.insert(*a))
+            .collect()
     }
 
     /// Closes every fetch connection and stops the trackers; the returned future ends
@@ -563,10 +575,10 @@ impl Actor for MetadataFetcher {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         info!(self.log, "fetching metadata"; "trackers" => self.params().magnet.trackers.len(), "peers" => self.params().magnet.peers.len());
-        let mut first: Vec<SocketAddr> = self.params().magnet.peers.clone();
-        first.extend(self.params().config.initial_peers.iter().copied());
-        for addr in first {
-            self.add_candidate(addr);
+        let magnet_peers = self.params().magnet.peers.clone();
+        self.book.take_found(&magnet_peers, &PeerSource::Magnet);
+        for addr in self.params().config.initial_peers.clone() {
+            let _ = self.book.allow(addr);
         }
         // `x.pe` host names are resolved here, off the face, without blocking the arbiter.
         let hosts = self.params().magnet.peer_hosts.clone();
@@ -578,10 +590,7 @@ impl Actor for MetadataFetcher {
             };
             ctx.spawn(lookup.into_actor(self).map(|res, act, ctx| {
                 if let Ok(addrs) = res {
-                    for addr in addrs {
-                        act.add_candidate(addr);
-                    }
-                    act.dial(ctx);
+                    act.hosts_resolved(addrs, ctx);
                 }
             }));
         }
@@ -613,10 +622,9 @@ impl Handler<PeersFound> for MetadataFetcher {
         if !self.fetching() {
             return;
         }
-        debug!(self.log, "peers found"; "count" => msg.peers.len(), "source" => ?msg.source);
-        for addr in msg.peers {
-            self.add_candidate(addr);
-        }
+        let taken = self.book.take_found(&msg.peers, &msg.source);
+        debug!(self.log, "peers found"; "count" => msg.peers.len(), "source" => ?msg.source,
+               "new" => taken.added, "over_cap" => taken.over_cap, "refused" => taken.refused);
         self.dial(ctx);
     }
 }
@@ -721,7 +729,11 @@ impl Handler<MetadataPeerLeft> for MetadataFetcher {
             return;
         };
         debug!(self.log, "metadata peer left"; "addr" => %conn.addr, "reason" => &msg.reason);
-        self.busy.remove(&conn.addr);
+        self.book.release_slot(conn.slot);
+        if self.fetching() {
+            self.book
+                .disconnected(conn.addr, conn.since.elapsed(), Instant::now());
+        }
         if let Some(a) = self.assembler.as_mut() {
             a.forget(msg.key);
         }
@@ -835,6 +847,107 @@ mod tests {
             .unwrap()
             .trackers
             .is_empty());
+    }
+
+    /// Swallows a fetcher's events.
+    struct Sink;
+
+    impl Actor for Sink {
+        type Context = Context<Self>;
+    }
+
+    impl Handler<TorrentEvent> for Sink {
+        type Result = ();
+
+        fn handle(&mut self, _: TorrentEvent, _: &mut Context<Self>) {}
+    }
+
+    fn test_params(events: Recipient<TorrentEvent>) -> MagnetParams {
+        let magnet = Magnet::parse(
+            "magnet:?xt=urn:btih:0123456789abcdef0123456789abcdef01234567&x.pe=localhost:6881",
+        )
+        .expect("a valid magnet");
+        MagnetParams {
+            magnet,
+            download_dir: PathBuf::from("/nonexistent"),
+            config: EngineConfig::new(
+                crate::PeerId(*b"-TA0000-000000000000"),
+                SocketAddr::from(([127, 0, 0, 1], 1)),
+            ),
+            selection: None,
+            dht: None,
+            pex: false,
+            hand_over: true,
+            events,
+            log: Logger::root(slog::Discard, o!()),
+        }
+    }
+
+    /// Regression: an `x.pe` host name that resolved after the metadata was in reached
+    /// `add_candidate`, whose `params()` panicked on the parameters the hand-over took.
+    #[test]
+    fn an_x_pe_name_resolved_after_the_hand_over_is_ignored() {
+        let system = actix::System::new();
+        system.block_on(async {
+            let sink = Sink.start().recipient();
+            let late = vec![SocketAddr::from(([127, 0, 0, 1], 6881))];
+            // During the hand-over (the `.torrent` being saved) and after it (the daemon's
+            // fetcher, stopped after its event): the parameters are gone in both.
+            for stopped in [false, true] {
+                let mut fetcher = MetadataFetcher::new(test_params(sink.clone()));
+                let mut ctx = Context::new();
+                fetcher.params = None;
+                fetcher.handing_over = !stopped;
+                fetcher.stopping = stopped;
+                fetcher.hosts_resolved(late.clone(), &mut ctx);
+                assert_eq!(fetcher.book.known_count(), 0);
+            }
+        });
+    }
+
+    /// Regression: one tracker reply can list about 350,000 peers (a 2 MiB compact
+    /// body); every one was kept, and the hand-over then checked each against a list of
+    /// the others (quadratic).
+    #[test]
+    fn a_huge_tracker_reply_is_cut_to_the_per_reply_cap() {
+        let system = actix::System::new();
+        system.block_on(async {
+            let sink = Sink.start().recipient();
+            let mut fetcher = MetadataFetcher::new(test_params(sink));
+            let mut ctx = Context::new();
+            let peers: Vec<SocketAddr> = (1..=350_000u32)
+                .map(|i| SocketAddr::from(((10 << 24 | i).to_be_bytes(), 6881)))
+                .collect();
+            let found = PeersFound {
+                peers,
+                source: PeerSource::Tracker("http://127.0.0.1:1/announce".into()),
+            };
+            Handler::handle(&mut fetcher, found, &mut ctx);
+            let kept = fetcher.book.known_count();
+            assert!(
+                kept <= crate::engine::address_book::MAX_PEERS_PER_TRACKER_REPLY,
+                "{kept} addresses kept from one reply"
+            );
+            // More replies fill the book to its bound, no further, and the hand-over
+            // list stays within it.
+            for round in 0..30u32 {
+                let peers: Vec<SocketAddr> = (1..=1000u32)
+                    .map(|i| SocketAddr::from(((11 << 24 | round << 12 | i).to_be_bytes(), 6881)))
+                    .collect();
+                let found = PeersFound {
+                    peers,
+                    source: PeerSource::Tracker("http://127.0.0.1:1/announce".into()),
+                };
+                Handler::handle(&mut fetcher, found, &mut ctx);
+            }
+            let handed = fetcher.handover_peers(&[]);
+            assert!(handed.len() <= crate::engine::address_book::MAX_KNOWN);
+            assert_eq!(
+                handed.len(),
+                handed.iter().collect::<HashSet<_>>().len(),
+                "the hand-over list repeats addresses"
+            );
+        });
     }
 
     #[test]

@@ -54,6 +54,15 @@ pub enum Act {
     /// Serves honestly, and sends an unknown message id after a few blocks (the engine
     /// under test panics on it when told to by its fault injection).
     UnknownMessage,
+    /// Sends its full bitfield twice in a row, then serves honestly.
+    TwoBitfields,
+    /// Announces the first half of the pieces, serves a few blocks, then sends its full
+    /// bitfield again (as aria2c does in place of many `have`s) and serves on: not a
+    /// misbehaviour.
+    GrowingBitfield,
+    /// An empty bitfield, then `have` for every piece over and over, as fast as the
+    /// socket takes them.
+    HaveFlood,
 }
 
 /// What the peer did, for the test to check the script ran.
@@ -63,6 +72,8 @@ pub struct Counters {
     pub requests: AtomicU64,
     pub blocks_sent: AtomicU64,
     pub misbehaviours: AtomicU64,
+    /// Requests for pieces it announced only in a later message (`GrowingBitfield`).
+    pub late_piece_requests: AtomicU64,
 }
 
 /// See the module documentation.
@@ -253,6 +264,16 @@ impl Session {
         Ok(())
     }
 
+    /// A bitfield of the first half of the pieces.
+    fn half_bitfield(&self) -> Vec<u8> {
+        let half = self.served.num_pieces() / 2;
+        let mut bits = vec![0u8; self.served.bitfield_len()];
+        for p in 0..half {
+            bits[p as usize / 8] |= 0x80 >> (p % 8);
+        }
+        bits
+    }
+
     fn full_bitfield(&self) -> Vec<u8> {
         let n = self.served.num_pieces() as usize;
         let mut bits = vec![0xffu8; self.served.bitfield_len()];
@@ -335,9 +356,38 @@ impl Session {
                 self.send(4, &past.to_be_bytes())?;
                 return self.drain();
             }
+            Act::HaveFlood => {
+                self.send(5, &vec![0u8; self.served.bitfield_len()])?;
+                self.send(1, &[])?;
+                self.misbehaved();
+                let mut round = Vec::new();
+                for piece in 0..self.served.num_pieces() {
+                    round.extend_from_slice(&5u32.to_be_bytes());
+                    round.push(4);
+                    round.extend_from_slice(&piece.to_be_bytes());
+                }
+                // Bounded: about 20 MB of `have`s, far past any sane limit; the engine is
+                // expected to hang up long before (then the write fails).
+                for _ in 0..25_000 {
+                    if self.stopped() {
+                        break;
+                    }
+                    self.write(&round)?;
+                }
+                return self.drain();
+            }
+            Act::GrowingBitfield => {
+                self.send(5, &self.half_bitfield())?;
+                self.send(1, &[])?;
+                return self.serve();
+            }
             _ => {}
         }
         self.send(5, &self.full_bitfield())?;
+        if self.act == Act::TwoBitfields {
+            self.misbehaved();
+            self.send(5, &self.full_bitfield())?;
+        }
         self.send(1, &[])?;
         if self.act == Act::ChokeFlood {
             self.misbehaved();
@@ -377,6 +427,11 @@ impl Session {
             let Some(data) = self.served.block(piece, offset, length).map(<[u8]>::to_vec) else {
                 continue;
             };
+            if self.act == Act::GrowingBitfield && piece >= self.served.num_pieces() / 2 {
+                self.counters
+                    .late_piece_requests
+                    .fetch_add(1, Ordering::Relaxed);
+            }
             match self.act {
                 Act::UnrequestedBlocks => {
                     let other = (piece + 1) % self.served.num_pieces();
@@ -427,6 +482,10 @@ impl Session {
                         self.idle(Duration::from_secs(1));
                     }
                     return Ok(());
+                }
+                Act::GrowingBitfield if answered == 8 => {
+                    self.send(5, &self.full_bitfield())?;
+                    self.send_piece(piece, offset, &data)?;
                 }
                 Act::UnknownMessage if answered == 3 => {
                     self.misbehaved();
