@@ -612,67 +612,80 @@ impl Handler<OpenStorage> for FileWriter {
     }
 }
 
-impl Handler<WritePiece> for FileWriter {
-    type Result = Result<(), StorageError>;
-
-    fn handle(&mut self, msg: WritePiece, _: &mut SyncContext<Self>) -> Self::Result {
-        let _timing = self.metrics.handling("WritePiece");
+impl FileWriter {
+    /// Before a write: the reserve on the first write of a run (so a torrent complete at
+    /// start, seeding, never leaves one behind), and the test's slow disk.
+    fn before_write(&mut self) {
         if !self.reserve_held {
-            // Before the first write of a run, so a torrent complete at start (seeding)
-            // never leaves a reserve behind.
             self.hold_reserve();
         }
         if !self.write_delay.is_zero() {
             std::thread::sleep(self.write_delay);
         }
-        let spans = self.layout.piece_spans(msg.piece);
-        let slot = self.slots.slot_offset(msg.piece);
-        let mut blocks = msg.blocks.iter();
-        let mut current: &[u8] = &[];
-        for span in spans {
-            let padding = self.layout.files()[span.file].padding;
-            // Bytes of an unselected, absent file go to the piece's part-file slot.
-            let to_parts = !padding && !self.in_file(span.file);
-            if to_parts && slot.is_none() {
-                return Err(self.error(
-                    span.file,
-                    &io::Error::other("no place for bytes of an unselected file"),
-                ));
+    }
+
+    /// Writes `data` at `offset` in `piece`: each span into its file, or, for an
+    /// unselected file that is not on disk, into the piece's part-file slot. Padding is
+    /// skipped.
+    fn write_range(
+        &mut self,
+        piece: PieceIndex,
+        offset: u32,
+        data: &[u8],
+    ) -> Result<(), StorageError> {
+        let slot = self.slots.slot_offset(piece);
+        let start = self.layout.piece_offset(piece) + u64::from(offset);
+        let length = u32::try_from(data.len()).unwrap_or(u32::MAX);
+        for span in self.layout.spans(start, length) {
+            if self.layout.files()[span.file].padding {
+                continue;
             }
-            let mut need = span.len as usize;
-            let mut file_offset = span.file_offset;
-            let mut piece_offset = u64::from(span.piece_offset);
-            while need > 0 {
-                if current.is_empty() {
-                    current = match blocks.next() {
-                        Some(b) => b,
-                        None => {
-                            return Err(self.error(
-                                span.file,
-                                &io::Error::other("piece shorter than its spans"),
-                            ))
-                        }
-                    };
-                }
-                let n = need.min(current.len());
-                let (chunk, rest) = current.split_at(n);
-                if let (true, Some(slot)) = (to_parts, slot) {
-                    let path = self.parts_path();
-                    self.parts_handle()?
-                        .write_all_at(chunk, slot + piece_offset)
-                        .map_err(|e| storage_error(&path, &e))?;
-                    self.parts_dirty = true;
-                } else if !padding {
-                    self.handle(span.file)?
-                        .write_all_at(chunk, file_offset)
-                        .map_err(|e| self.error(span.file, &e))?;
-                    self.dirty[span.file] = true;
-                }
-                current = rest;
-                need -= n;
-                file_offset += n as u64;
-                piece_offset += n as u64;
+            // `piece_offset` counts from `offset` here.
+            let from = span.piece_offset as usize;
+            let Some(chunk) = data.get(from..from + span.len as usize) else {
+                continue;
+            };
+            if self.in_file(span.file) {
+                self.handle(span.file)?
+                    .write_all_at(chunk, span.file_offset)
+                    .map_err(|e| self.error(span.file, &e))?;
+                self.dirty[span.file] = true;
+            } else {
+                let Some(slot) = slot else {
+                    return Err(self.error(
+                        span.file,
+                        &io::Error::other("no place for bytes of an unselected file"),
+                    ));
+                };
+                let at = slot + u64::from(offset) + u64::from(span.piece_offset);
+                let path = self.parts_path();
+                self.parts_handle()?
+                    .write_all_at(chunk, at)
+                    .map_err(|e| storage_error(&path, &e))?;
+                self.parts_dirty = true;
             }
+        }
+        Ok(())
+    }
+}
+
+impl Handler<WritePiece> for FileWriter {
+    type Result = Result<(), StorageError>;
+
+    fn handle(&mut self, msg: WritePiece, _: &mut SyncContext<Self>) -> Self::Result {
+        let _timing = self.metrics.handling("WritePiece");
+        let length: usize = msg.blocks.iter().map(|b| b.len()).sum();
+        if length != self.layout.piece_len(msg.piece) as usize {
+            return Err(storage_error(
+                &self.root,
+                &io::Error::other(format!("piece {} of the wrong length", msg.piece)),
+            ));
+        }
+        self.before_write();
+        let mut offset = 0u32;
+        for block in &msg.blocks {
+            self.write_range(msg.piece, offset, block)?;
+            offset += block.len() as u32;
         }
         Ok(())
     }
@@ -688,44 +701,8 @@ impl Handler<WriteBlock> for FileWriter {
         if self.closed {
             return Ok(false);
         }
-        if !self.reserve_held {
-            self.hold_reserve();
-        }
-        if !self.write_delay.is_zero() {
-            std::thread::sleep(self.write_delay);
-        }
-        let slot = self.slots.slot_offset(msg.piece);
-        let start = self.layout.piece_offset(msg.piece) + u64::from(msg.offset);
-        let length = u32::try_from(msg.data.len()).unwrap_or(u32::MAX);
-        for span in self.layout.spans(start, length) {
-            if self.layout.files()[span.file].padding {
-                continue;
-            }
-            // `piece_offset` counts from the block's start here.
-            let from = span.piece_offset as usize;
-            let Some(chunk) = msg.data.get(from..from + span.len as usize) else {
-                continue;
-            };
-            if self.in_file(span.file) {
-                self.handle(span.file)?
-                    .write_all_at(chunk, span.file_offset)
-                    .map_err(|e| self.error(span.file, &e))?;
-                self.dirty[span.file] = true;
-            } else {
-                let Some(slot) = slot else {
-                    return Err(self.error(
-                        span.file,
-                        &io::Error::other("no place for bytes of an unselected file"),
-                    ));
-                };
-                let at = slot + u64::from(msg.offset) + u64::from(span.piece_offset);
-                let path = self.parts_path();
-                self.parts_handle()?
-                    .write_all_at(chunk, at)
-                    .map_err(|e| storage_error(&path, &e))?;
-                self.parts_dirty = true;
-            }
-        }
+        self.before_write();
+        self.write_range(msg.piece, msg.offset, &msg.data)?;
         Ok(true)
     }
 }

@@ -239,16 +239,21 @@ impl<'a> NameTree<'a> {
         (self.folder.len() - 1) as u32
     }
 
-    /// The node of the folder `names` under `parent`, made if need be, marked a folder.
-    fn folder(&mut self, parent: u32, name: &'a str) -> u32 {
-        let node = match self.nodes.get(&(parent, name)) {
+    /// The node of `name` under `parent`, made if need be.
+    fn node(&mut self, parent: u32, name: &'a str) -> u32 {
+        match self.nodes.get(&(parent, name)) {
             Some(&n) => n,
             None => {
                 let n = self.add_node();
                 self.nodes.insert((parent, name), n);
                 n
             }
-        };
+        }
+    }
+
+    /// The node of the folder `name` under `parent`, made if need be, marked a folder.
+    fn folder(&mut self, parent: u32, name: &'a str) -> u32 {
+        let node = self.node(parent, name);
         self.folder[node as usize] = true;
         node
     }
@@ -264,14 +269,7 @@ impl<'a> NameTree<'a> {
 
     /// Gives `name` under `parent` to a file.
     fn take(&mut self, parent: u32, name: &'a str) {
-        let node = match self.nodes.get(&(parent, name)) {
-            Some(&n) => n,
-            None => {
-                let n = self.add_node();
-                self.nodes.insert((parent, name), n);
-                n
-            }
-        };
+        let node = self.node(parent, name);
         self.taken[node as usize] = true;
     }
 

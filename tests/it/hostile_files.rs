@@ -597,7 +597,7 @@ fn magnet_metadata_that_matches_its_hash_but_is_no_valid_info_dictionary_exits_4
 // ---------------------------------------------------------------------------------------
 
 /// Replaces `path` (a file or a folder) by a symbolic link to `target`.
-fn plant_link(path: &Path, target: &Path) {
+pub(crate) fn plant_link(path: &Path, target: &Path) {
     if fs::symlink_metadata(path).is_ok_and(|m| m.is_dir()) {
         fs::remove_dir_all(path).expect("removing the folder");
     } else {
@@ -669,6 +669,7 @@ fn links_planted_in_the_download_between_runs_are_never_followed() {
         !output.status.success(),
         "seed served through a link:\n{stderr}"
     );
+    assert!(stderr.contains("symbolic link"), "{stderr}");
     untouched("seed");
     drop(seeder);
 }

@@ -3,13 +3,12 @@
 //! follows a link planted in its folder.
 
 use std::fs;
-use std::path::Path;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::hostile_files::multi_file_torrent;
+use crate::hostile_files::{multi_file_torrent, plant_link};
 use crate::support::{read_metainfo, Daemon, DaemonOpts};
 
 /// How long the daemon may take to open a torrent's storage, or to delete it.
@@ -28,14 +27,14 @@ fn wait(daemon: &Daemon, what: &str, done: impl Fn() -> bool) {
     }
 }
 
-/// Replaces `path` (a file or a folder) by a symbolic link to `target`.
-fn plant_link(path: &Path, target: &Path) {
-    if fs::symlink_metadata(path).is_ok_and(|m| m.is_dir()) {
-        fs::remove_dir_all(path).expect("removing the folder");
-    } else {
-        fs::remove_file(path).expect("removing the file");
-    }
-    std::os::unix::fs::symlink(target, path).expect("planting the link");
+/// Adds the `.torrent` `bytes` through the API, paused or not, and returns its id.
+fn add(daemon: &Daemon, bytes: &[u8], paused: bool) -> String {
+    let added = daemon.post(
+        "/api/torrents",
+        &json!({"torrent_base64": data_encoding::BASE64.encode(bytes), "paused": paused}),
+    );
+    assert_eq!(added.status, 201, "{added:?}");
+    added.json()["id"].as_str().expect("an id").to_string()
 }
 
 #[test]
@@ -61,13 +60,7 @@ fn serve_keeps_a_climbing_torrent_inside_its_root_and_deletes_through_no_link() 
     );
 
     let mut daemon = Daemon::start(&root, &tmp.path().join("state"), &DaemonOpts::default());
-    let bytes = fs::read(&torrent).expect("reading the torrent");
-    let added = daemon.post(
-        "/api/torrents",
-        &json!({"torrent_base64": data_encoding::BASE64.encode(&bytes)}),
-    );
-    assert_eq!(added.status, 201, "{added:?}");
-    let id = added.json()["id"].as_str().expect("an id").to_string();
+    let id = add(&daemon, &fs::read(&torrent).expect("the torrent"), false);
     // No peer has the data; the files are made when the torrent's storage opens.
     wait(&daemon, "the jailed files", || {
         jailed_victim.exists() && inside.exists()
@@ -112,13 +105,7 @@ fn serve_takes_a_250_byte_name_and_names_its_own_files_by_the_info_hash() {
     let hex = read_metainfo(&torrent).info_hash.to_hex();
 
     let mut daemon = Daemon::start(&root, &tmp.path().join("state"), &DaemonOpts::default());
-    let bytes = fs::read(&torrent).expect("reading the torrent");
-    let added = daemon.post(
-        "/api/torrents",
-        &json!({"torrent_base64": data_encoding::BASE64.encode(&bytes)}),
-    );
-    assert_eq!(added.status, 201, "{added:?}");
-    let id = added.json()["id"].as_str().expect("an id").to_string();
+    let id = add(&daemon, &fs::read(&torrent).expect("the torrent"), false);
     let data = root.join(&name).join("a.bin");
     wait(&daemon, "the data file", || data.exists());
     // A pause stops the torrent's tree, which saves its resume file on the way out.
@@ -145,12 +132,7 @@ fn serve_adds_a_torrent_of_300_000_duplicate_names() {
         &DaemonOpts::default(),
     );
     // Paused: the point is the parsing and renaming, not making 300,000 files.
-    let added = daemon.post(
-        "/api/torrents",
-        &json!({"torrent_base64": data_encoding::BASE64.encode(&bytes), "paused": true}),
-    );
-    assert_eq!(added.status, 201, "{added:?}");
-    let id = added.json()["id"].as_str().expect("an id").to_string();
+    let id = add(&daemon, &bytes, true);
     let files = daemon.get_json(&format!("/api/torrents/{id}/files"));
     let files = files.as_array().expect("a file list");
     assert_eq!(files.len(), COPIES);
