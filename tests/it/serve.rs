@@ -1252,3 +1252,52 @@ fn schemathesis_finds_no_server_error_in_any_operation() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// The daemon's peak resident set so far, in KiB, from `/proc`.
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).expect("the daemon's status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM in /proc/PID/status")
+}
+
+#[test]
+fn serve_downloads_64_mib_pieces_without_holding_one_in_memory() {
+    const PIECE_EXP: u32 = 26;
+    let tmp = temp_dir();
+    // Two whole 64 MiB pieces and a short last one; the default budgets (32 and 16 MiB)
+    // cannot hold two of them, so they are streamed to disk.
+    let payload = Payload::single(
+        &tmp.path().join("seed"),
+        "big.bin",
+        (5 << PIECE_EXP) / 2 + 12_345,
+    );
+    let swarm = Swarm::start(
+        payload,
+        PIECE_EXP,
+        SeedOpts {
+            seed_mode: true,
+            ..SeedOpts::default()
+        },
+    );
+    let dl = tmp.path().join("dl");
+    let daemon = Daemon::start(&dl, &tmp.path().join("state"), &DaemonOpts::default());
+    let added = daemon.post("/api/torrents", &json!({"torrent_base64": swarm.base64()}));
+    assert_eq!(added.status, 201, "{added:?}");
+    wait_for_torrent(
+        &daemon,
+        &swarm.id(),
+        DOWNLOAD_LIMIT,
+        "the download",
+        is_complete,
+        |_| {},
+    );
+    assert_same_files(&swarm.payload.dir, &dl, &swarm.payload.files);
+    let peak = peak_rss_kib(daemon.pid());
+    assert!(
+        peak < 64 * 1024,
+        "the daemon peaked at {peak} KiB, as much as a whole 64 MiB piece"
+    );
+}
