@@ -97,14 +97,26 @@ pub fn check_name(name: &str) -> io::Result<()> {
 }
 
 /// An OS error with the jail's reading of it: a link met on the way says so plainly.
+/// (ELOOP is what `RESOLVE_NO_SYMLINKS` and `O_NOFOLLOW` answer for a link; names are
+/// checked, so no other path step can loop.)
 fn os_error(e: Errno) -> io::Error {
-    if e == Errno::LOOP || e == Errno::XDEV {
+    if e == Errno::LOOP {
         io::Error::other(
             "a symbolic link is in the way; files of a download are never reached through links",
         )
     } else {
         io::Error::from(e)
     }
+}
+
+/// The error for a folder on the way that could not be opened: a link there (which
+/// `O_NOFOLLOW | O_DIRECTORY` reports as "not a directory") is named as one.
+fn folder_error(parent: std::os::fd::BorrowedFd<'_>, name: &str, e: Errno) -> io::Error {
+    let is_link = e == Errno::NOTDIR
+        && rustix::fs::statat(parent, name, AtFlags::SYMLINK_NOFOLLOW).is_ok_and(|st| {
+            rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Symlink
+        });
+    os_error(if is_link { Errno::LOOP } else { e })
 }
 
 impl Jail {
@@ -127,6 +139,20 @@ impl Jail {
     pub fn create(root: &Path) -> io::Result<Self> {
         std::fs::create_dir_all(root)?;
         Self::open(root)
+    }
+
+    /// The folder `rel` beneath this one, made if `create` and need be, as a jail of its
+    /// own: a link on the way is refused like any other.
+    pub fn subdir<S: AsRef<str>>(&self, rel: &[S], create: bool) -> io::Result<Self> {
+        if create {
+            self.create_dirs(rel)?;
+        }
+        let dir = self.open_dir(rel)?;
+        Ok(Self {
+            dir: Arc::new(dir),
+            shown: self.display(rel),
+            resolver: self.resolver,
+        })
     }
 
     /// The same folder, resolving with `resolver` whatever the kernel offers: for tests
@@ -162,7 +188,14 @@ impl Jail {
         for name in rel {
             check_name(name.as_ref())?;
         }
-        let flags = flags | OFlags::CLOEXEC | OFlags::NOFOLLOW;
+        // NONBLOCK: a FIFO or device planted under a file's name fails the regular-file
+        // check at once instead of blocking the open (it changes nothing for files).
+        // (openat2 takes no other flag beside O_PATH.)
+        let flags = if flags.contains(OFlags::PATH) {
+            flags | OFlags::CLOEXEC | OFlags::NOFOLLOW
+        } else {
+            flags | OFlags::CLOEXEC | OFlags::NOFOLLOW | OFlags::NONBLOCK
+        };
         // openat2 refuses a mode unless the call may create.
         let mode = if flags.contains(OFlags::CREATE) {
             Mode::from_raw_mode(0o666)
@@ -210,7 +243,7 @@ impl Jail {
                 OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
                 Mode::empty(),
             )
-            .map_err(os_error)?;
+            .map_err(|e| folder_error(parent, name.as_ref(), e))?;
             at = Some(next);
         }
         let parent = at.as_ref().map_or(self.dir.as_fd(), AsFd::as_fd);
@@ -252,7 +285,7 @@ impl Jail {
                 OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
                 Mode::empty(),
             )
-            .map_err(os_error)?;
+            .map_err(|e| folder_error(parent, name, e))?;
             at = Some(next);
         }
         Ok(())
@@ -442,14 +475,62 @@ mod tests {
     #[test]
     fn unsafe_names_never_reach_the_kernel() {
         let t = tempfile::tempdir().unwrap();
-        let jail = Jail::open(t.path()).unwrap();
-        let long = "a".repeat(256);
-        for bad in ["", ".", "..", "a/b", "a\0", long.as_str()] {
-            assert!(jail.open_file(&[bad], Access::Create).is_err(), "{bad:?}");
-            assert!(jail.create_dirs(&[bad]).is_err(), "{bad:?}");
-            assert!(jail.remove_file(&["x", bad]).is_err(), "{bad:?}");
+        let root = t.path().join("out");
+        std::fs::create_dir(&root).unwrap();
+        for jail in both(&root) {
+            let long = "a".repeat(256);
+            for bad in ["", ".", "..", "a/b", "a\0", long.as_str()] {
+                assert!(jail.open_file(&[bad], Access::Create).is_err(), "{bad:?}");
+                assert!(
+                    jail.open_file(&[bad, "x"], Access::Create).is_err(),
+                    "{bad:?}"
+                );
+                assert!(jail.create_dirs(&[bad]).is_err(), "{bad:?}");
+                assert!(jail.create_dirs(&[bad, "y"]).is_err(), "{bad:?}");
+                assert!(jail.remove_file(&["x", bad]).is_err(), "{bad:?}");
+            }
+            assert_eq!(std::fs::read_dir(&root).unwrap().count(), 0);
         }
-        assert_eq!(std::fs::read_dir(t.path()).unwrap().count(), 0);
+        // `..` then a name would be made beside the folder by a walk without the check.
+        assert_eq!(std::fs::read_dir(t.path()).unwrap().count(), 1);
+    }
+
+    /// A link that stays inside the folder is refused too: the jail follows no link,
+    /// not only the ones that leave (RESOLVE_BENEATH alone would allow this one).
+    #[test]
+    fn links_inside_the_folder_are_refused_too() {
+        let t = tempfile::tempdir().unwrap();
+        let has = kernel_has_openat2(t.path());
+        std::fs::create_dir(t.path().join("real")).unwrap();
+        std::fs::write(t.path().join("real").join("f"), b"x").unwrap();
+        symlink("real", t.path().join("in")).unwrap();
+        symlink("real/f", t.path().join("g")).unwrap();
+        for (n, jail) in both(t.path()).into_iter().enumerate() {
+            if n == 0 && !has {
+                continue;
+            }
+            assert!(jail.open_file(&["in", "f"], Access::Read).is_err());
+            assert!(jail.open_file(&["g"], Access::Read).is_err());
+            assert!(jail.subdir(&["in"], false).is_err());
+            assert!(jail.open_file(&["real", "f"], Access::Read).is_ok());
+        }
+    }
+
+    #[test]
+    fn a_fifo_under_a_files_name_is_refused_without_blocking() {
+        let t = tempfile::tempdir().unwrap();
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            t.path().join("p"),
+            rustix::fs::FileType::Fifo,
+            Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        for jail in both(t.path()) {
+            assert!(jail.open_file(&["p"], Access::Read).is_err());
+            assert!(jail.read(&["p"], 10).is_err());
+        }
     }
 
     #[test]

@@ -240,22 +240,34 @@ impl FileWriter {
     }
 
     /// Opens an existing part file if its header is this torrent's. A missing, foreign or
-    /// damaged one reads as none (it is replaced on the first write).
-    fn open_existing_parts(&mut self) -> Option<FileRecord> {
-        let file = self
-            .jail
-            .as_ref()?
-            .open_file(&[&self.side.parts], Access::ReadWrite)
-            .ok()?;
+    /// damaged one reads as none (it is replaced on the first write); one that is there but
+    /// cannot be opened (a link, no permission) is an error.
+    fn open_existing_parts(&mut self) -> Result<Option<FileRecord>, StorageError> {
+        let opened = self
+            .jail()?
+            .open_file(&[&self.side.parts], Access::ReadWrite);
+        let file = match opened {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            // Anything else (a link, no permission) is an error, not a missing file: a
+            // part file made anew over it would empty the one that is there.
+            Err(e) => return Err(storage_error(&self.parts_path(), &e)),
+        };
         let mut header = [0u8; super::parts::HEADER_USED];
-        let n = read_or_zeros(&file, &mut header, 0).ok()?;
-        self.slots.check_header(&header[..n]).ok()?;
-        let meta = file.metadata().ok()?;
+        let Ok(n) = read_or_zeros(&file, &mut header, 0) else {
+            return Ok(None);
+        };
+        if self.slots.check_header(&header[..n]).is_err() {
+            return Ok(None);
+        }
+        let Ok(meta) = file.metadata() else {
+            return Ok(None);
+        };
         self.parts = Some(file);
-        Some(FileRecord {
+        Ok(Some(FileRecord {
             size: Some(meta.len()),
             mtime_ns: mtime_ns(&meta),
-        })
+        }))
     }
 
     /// The part file, created with its header if there is none yet.
@@ -560,7 +572,7 @@ impl Handler<OpenStorage> for FileWriter {
             .read(&[&self.side.resume], limit)
             .ok()
             .flatten();
-        let parts_before = self.open_existing_parts();
+        let parts_before = self.open_existing_parts()?;
         let layout = self.layout.clone();
         for (i, f) in layout.files().iter().enumerate() {
             if f.padding {

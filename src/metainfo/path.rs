@@ -176,19 +176,26 @@ fn truncate_at_char(s: &str, max: usize) -> &str {
     s.get(..end).unwrap_or_default()
 }
 
-/// `name` with `.{n}` inserted before its extension, within [`MAX_COMPONENT_BYTES`].
-fn with_suffix(name: &str, n: usize) -> String {
-    let suffix = format!(".{n}");
+/// The stem and extension a duplicate of `name` is renamed from: `.{n}` goes between
+/// them. The stem is cut once, to leave room for any suffix, so every long name that
+/// shares its first bytes shares one base, and one count of the suffixes tried. An
+/// extension too long to leave that room is taken as part of the stem.
+fn suffix_base(name: &str) -> (&str, &str) {
     let (stem, ext) = split_extension(name);
-    // An extension too long to leave room for the suffix is treated as part of the
-    // stem, so the result always fits the limit.
-    let (stem, ext) = if ext.len() + suffix.len() < MAX_COMPONENT_BYTES {
+    let (stem, ext) = if ext.len() + MAX_SUFFIX_BYTES < MAX_COMPONENT_BYTES {
         (stem, ext)
     } else {
         (name, "")
     };
-    let stem = truncate_at_char(stem, MAX_COMPONENT_BYTES - suffix.len() - ext.len());
-    format!("{stem}{suffix}{ext}")
+    (
+        truncate_at_char(stem, MAX_COMPONENT_BYTES - MAX_SUFFIX_BYTES - ext.len()),
+        ext,
+    )
+}
+
+/// `stem.{n}ext`, within [`MAX_COMPONENT_BYTES`] for a base from [`suffix_base`].
+fn with_suffix((stem, ext): (&str, &str), n: usize) -> String {
+    format!("{stem}.{n}{ext}")
 }
 
 /// Device names Windows will not create as files, with or without an extension, in any
@@ -320,7 +327,7 @@ fn dedupe_counted(paths: &mut [SafePath]) -> (Result<usize, (usize, PathError)>,
             parents.push(node);
         }
         // The next suffix to try for a (folder, name) that was found taken.
-        let mut next: HashMap<(u32, &str), usize> = HashMap::new();
+        let mut next: HashMap<(u32, String), usize> = HashMap::new();
         for (i, path) in paths.iter().enumerate() {
             let parent = parents[i];
             let Some(name) = path.components.last() else {
@@ -331,13 +338,16 @@ fn dedupe_counted(paths: &mut [SafePath]) -> (Result<usize, (usize, PathError)>,
                 tree.take(parent, name);
                 continue;
             }
-            let n = next.entry((parent, name.as_str())).or_insert(1);
-            let mut candidate = with_suffix(name, *n);
+            let base = suffix_base(name);
+            let n = next
+                .entry((parent, base.0.to_string() + base.1))
+                .or_insert(1);
+            let mut candidate = with_suffix(base, *n);
             tries += 1;
             while !tree.free(parent, &candidate) {
                 tries += 1;
                 *n += 1;
-                candidate = with_suffix(name, *n);
+                candidate = with_suffix(base, *n);
             }
             *n += 1;
             tree.take_renamed(parent, candidate.clone());
@@ -502,6 +512,27 @@ pub(crate) mod tests {
             let set: HashSet<_> = paths.iter().map(SafePath::display).collect();
             assert_eq!(set.len(), copies);
         }
+    }
+
+    /// The reviewer's case: long names that differ only past the cut share their
+    /// renamed forms, so counting suffixes per original name went quadratic again.
+    #[test]
+    fn renaming_long_duplicates_is_linear() {
+        let copies = 8_000;
+        let mut paths: Vec<SafePath> = (0..copies)
+            .map(|i| {
+                let name = format!("{}{:03}", "a".repeat(252), (i / 2) % 1000);
+                SafePath::new(&["d", name.as_str()]).unwrap()
+            })
+            .collect();
+        let (renamed, tries) = dedupe_counted(&mut paths);
+        assert!(renamed.is_ok());
+        assert!(tries <= 3 * copies, "{tries} tries for {copies} paths");
+        let set: HashSet<_> = paths.iter().map(SafePath::display).collect();
+        assert_eq!(set.len(), copies);
+        assert!(paths
+            .iter()
+            .all(|p| p.components()[1].len() <= MAX_COMPONENT_BYTES));
     }
 
     proptest! {

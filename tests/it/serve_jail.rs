@@ -142,3 +142,40 @@ fn serve_adds_a_torrent_of_300_000_duplicate_names() {
     );
     assert!(daemon.stop().success());
 }
+
+/// A torrent's folder under the root, swapped for a link while the daemon was down, is
+/// not followed when the torrent starts again: the torrent reports the folder unusable.
+#[test]
+fn a_torrents_folder_swapped_for_a_link_between_runs_is_not_followed() {
+    let tmp = tempfile::tempdir().expect("temp folder");
+    let root = tmp.path().join("dl");
+    let state = tmp.path().join("state");
+    let files: Vec<(Vec<&str>, usize)> = vec![(vec!["a.bin"], 20_000)];
+    let bytes = multi_file_torrent("t", &files);
+    let mut daemon = Daemon::start(&root, &state, &DaemonOpts::default());
+    let added = daemon.post(
+        "/api/torrents",
+        &json!({"torrent_base64": data_encoding::BASE64.encode(&bytes), "dir": "films"}),
+    );
+    assert_eq!(added.status, 201, "{added:?}");
+    let id = added.json()["id"].as_str().expect("an id").to_string();
+    let data = root.join("films").join("t").join("a.bin");
+    wait(&daemon, "the data file", || data.exists());
+    assert!(daemon.stop().success());
+
+    let outside = tmp.path().join("outside");
+    fs::create_dir(&outside).expect("the outside folder");
+    plant_link(&root.join("films"), &outside);
+    let mut daemon = Daemon::start(&root, &state, &DaemonOpts::default());
+    wait(&daemon, "the folder refused", || {
+        daemon.get_json(&format!("/api/torrents/{id}"))["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("symbolic link"))
+    });
+    assert_eq!(
+        fs::read_dir(&outside).expect("the outside folder").count(),
+        0,
+        "files were made through the link"
+    );
+    assert!(daemon.stop().success());
+}

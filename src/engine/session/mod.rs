@@ -657,6 +657,13 @@ impl Session {
         if entry.run.is_some() || entry.stopping {
             return;
         }
+        // The torrent's folder is reached from the root through no link (one swapped in
+        // since the torrent was added would otherwise take every file elsewhere).
+        if let Err(e) = torrent_folder(&root, &entry.dir, true) {
+            warn!(log, "the torrent's folder is unusable"; "torrent" => &entry.name, "error" => %e);
+            entry.error = Some(format!("{}: {e}", root.join(&entry.dir).display()));
+            return;
+        }
         entry.generation += 1;
         entry.error = None;
         entry.trackers.clear();
@@ -1319,11 +1326,11 @@ impl Handler<Recheck> for Session {
             Ok(v) => v,
             Err(e) => return Box::pin(actix::fut::ready(Err(e))),
         };
-        let folder = self.config.download_root.join(dir);
+        let root = self.config.download_root.clone();
         self.stop_then(id, move |act, ctx| {
             // Without a resume file the start-up check hashes every piece on disk.
             let resume = SideFiles::new(&metainfo.info.layout, &id).resume;
-            if let Ok(jail) = Jail::open(&folder) {
+            if let Ok(jail) = torrent_folder(&root, &dir, false) {
                 let _ = jail.remove_file(&[resume]);
             }
             let entry = act.entry_mut(&id)?;
@@ -1357,7 +1364,8 @@ impl Handler<Remove> for Session {
             let _ = std::fs::remove_file(act.state.torrent_file(&id.to_hex()));
             if msg.delete_data {
                 if let Source::Torrent(m) = &entry.source {
-                    let folder = act.config.download_root.join(&entry.dir);
+                    let root = act.config.download_root.clone();
+                    let dir = entry.dir.clone();
                     let layout = m.info.layout.clone();
                     // A magnet's metadata was saved beside the download: the engine's file too.
                     let saved = entry.magnet_link.as_ref().map(|_| {
@@ -1365,7 +1373,7 @@ impl Handler<Remove> for Session {
                     });
                     let log = act.log.clone();
                     // Deleting many files is blocking work: off the Session's thread.
-                    std::thread::spawn(move || delete_data(&folder, &layout, &id, saved, &log));
+                    std::thread::spawn(move || delete_data(&root, &dir, &layout, &id, saved, &log));
                 }
             }
             info!(act.log, "torrent removed"; "torrent" => &entry.name, "data_deleted" => msg.delete_data);
@@ -1375,21 +1383,45 @@ impl Handler<Remove> for Session {
     }
 }
 
+/// The torrent's folder `dir` (relative, checked when the torrent was added) beneath the
+/// download root, made if `create`, reached through no link.
+fn torrent_folder(root: &Path, dir: &str, create: bool) -> std::io::Result<Jail> {
+    let names = Path::new(dir)
+        .components()
+        .map(|c| match c {
+            std::path::Component::Normal(name) => name.to_str().ok_or_else(|| {
+                std::io::Error::new(std::io::ErrorKind::InvalidInput, "a folder name not UTF-8")
+            }),
+            _ => Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "a folder that is not a plain relative path",
+            )),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let jail = if create {
+        Jail::create(root)?
+    } else {
+        Jail::open(root)?
+    };
+    jail.subdir(&names, create)
+}
+
 /// Deletes a torrent's files, its resume and part files, the `.torrent` saved for a
 /// magnet link, and the folders that held them once empty; never the folder itself.
 /// Every name is deleted beneath the folder's handle: a link on the way is refused, a
 /// link in a file's place is removed itself, never what it points to.
 fn delete_data(
-    folder: &Path,
+    root: &Path,
+    dir: &str,
     layout: &Layout,
     info_hash: &InfoHash,
     saved_torrent: Option<String>,
     log: &Logger,
 ) {
-    let jail = match Jail::open(folder) {
+    let jail = match torrent_folder(root, dir, false) {
         Ok(jail) => jail,
         Err(e) => {
-            warn!(log, "cannot delete"; "path" => %folder.display(), "error" => %e);
+            warn!(log, "cannot delete"; "path" => %root.join(dir).display(), "error" => %e);
             return;
         }
     };
