@@ -15,8 +15,20 @@
 //! the memory the PieceManager holds for partial pieces: a whole piece costs its length,
 //! a streamed one (too large for the budgets, written as it comes) its hash window and
 //! block records ([`PieceMode::cost`]).
+//!
+//! **Leases.** Every block handed out is a lease held by one peer (more than one only in
+//! endgame), indexed by peer: [`Picker::peer_left`] frees all of a peer's leases at once,
+//! whether or not the blocks ever reached it (a pick reply to a Peer that died on the way
+//! is never delivered, and nobody else could give those blocks back). A piece is thus
+//! never stranded in progress by a peer that is gone.
+//!
+//! **Parole.** A piece that failed its hash is fetched again from one peer only (its
+//! owner) for as long as that peer holds it: if it fails again, that peer alone sent it
+//! and is certainly to blame; if it passes, smart ban compares the blocks of the earlier
+//! failures with it. Once every wanted piece has started, endgame may duplicate its
+//! blocks too, so a slow owner cannot hold the last pieces hostage.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -58,7 +70,21 @@ struct Partial {
     free: u32,
     /// Blocks in `Received`.
     received: u32,
+    /// A piece on parole: the one peer its free blocks go to, once one took some.
+    parole: bool,
+    owner: Option<PeerKey>,
 }
+
+impl Partial {
+    /// Whether `peer` may take this piece's free blocks: anyone, unless the piece is on
+    /// parole and another peer owns it.
+    fn open_to(&self, peer: PeerKey) -> bool {
+        !self.parole || self.owner.is_none_or(|o| o == peer)
+    }
+}
+
+/// A block, by piece index and block index within the piece.
+type BlockId = (u32, u32);
 
 /// What became of a reported block.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,6 +126,11 @@ pub struct Picker {
     remaining_bytes: u64,
     /// Tie-breaking among equally rare pieces.
     rng: SmallRng,
+    /// The blocks each peer holds a request for: the Coordinator's record of what it
+    /// handed out, so a peer that goes gives all of them back at once.
+    leases: HashMap<PeerKey, HashSet<BlockId>>,
+    /// Pieces that failed their hash and are not yet verified: fetched from one peer.
+    parole: HashSet<u32>,
 }
 
 impl Picker {
@@ -140,6 +171,8 @@ impl Picker {
             remaining_pieces,
             remaining_bytes,
             rng: SmallRng::seed_from_u64(0x7a11_5eed ^ n as u64),
+            leases: HashMap::new(),
+            parole: HashSet::new(),
             layout,
         }
     }
@@ -243,10 +276,11 @@ impl Picker {
             if out.len() >= target {
                 return;
             }
-            if partial.free == 0 || !pieces.has(index) {
+            if partial.free == 0 || !pieces.has(index) || !partial.open_to(peer) {
                 continue;
             }
-            take_free_blocks(&self.layout, index, partial, peer, target, out);
+            let leases = self.leases.entry(peer).or_default();
+            take_free_blocks(&self.layout, index, partial, peer, target, leases, out);
         }
 
         // 2. New pieces, rarest first. When not even the shortest piece fits the budget
@@ -271,21 +305,35 @@ impl Picker {
                 blocks: vec![BlockState::Free; self.layout.num_blocks(piece) as usize],
                 free: self.layout.num_blocks(piece),
                 received: 0,
+                parole: self.parole.contains(&piece.get()),
+                owner: None,
             };
-            take_free_blocks(&self.layout, piece.get(), &mut partial, peer, target, out);
+            let leases = self.leases.entry(peer).or_default();
+            take_free_blocks(
+                &self.layout,
+                piece.get(),
+                &mut partial,
+                peer,
+                target,
+                leases,
+                out,
+            );
             self.partials.insert(piece.get(), partial);
             self.states[piece.as_usize()] = PieceState::InProgress;
             self.in_progress_bytes += len;
         }
-        if out.len() >= target || self.has_free_or_missing(pieces) {
+        if out.len() >= target || self.has_free_or_missing(peer, pieces) {
             return;
         }
 
         // 3. Endgame: every block we could ask this peer for is already asked of someone.
         // Ask again for blocks this peer does not hold, fewest holders first.
+        // A piece on parole is left to its owner until every wanted piece has started:
+        // only the true end of the download is worth mixing its senders again.
+        let all_started = !self.states.contains(&PieceState::Missing);
         let mut candidates: Vec<(usize, u32, u32)> = Vec::new();
         for (&index, partial) in &self.partials {
-            if !pieces.has(index) {
+            if !pieces.has(index) || !(all_started || partial.open_to(peer)) {
                 continue;
             }
             for (b, state) in partial.blocks.iter().enumerate() {
@@ -304,17 +352,19 @@ impl Picker {
                 .and_then(|p| p.blocks.get_mut(b as usize))
             {
                 holders.push(peer);
+                self.leases.entry(peer).or_default().insert((index, b));
                 out.push(block_request(&self.layout, index, b));
             }
         }
     }
 
-    /// Whether any block could be asked of a peer with `pieces` without duplicating a
-    /// request: a free block in progress, or a missing piece not started for lack of budget.
-    fn has_free_or_missing(&self, pieces: &Bitfield) -> bool {
+    /// Whether any block could be asked of `peer`, which has `pieces`, without duplicating
+    /// a request: a free block in progress open to it, or a missing piece not started for
+    /// lack of budget.
+    fn has_free_or_missing(&self, peer: PeerKey, pieces: &Bitfield) -> bool {
         self.partials
             .iter()
-            .any(|(&i, p)| p.free > 0 && pieces.has(i))
+            .any(|(&i, p)| p.free > 0 && pieces.has(i) && p.open_to(peer))
             || pieces
                 .iter_set()
                 .any(|i| self.states.get(i as usize) == Some(&PieceState::Missing))
@@ -370,6 +420,10 @@ impl Picker {
                 std::mem::take(holders)
             }
         };
+        // The block is in: no one holds it any more, and the others are told to cancel.
+        for holder in std::iter::once(&peer).chain(&cancel) {
+            unlease(&mut self.leases, *holder, (req.piece, b as u32));
+        }
         *state = BlockState::Received;
         partial.received += 1;
         let piece_done = partial.received as usize == partial.blocks.len();
@@ -387,16 +441,99 @@ impl Picker {
         let Some(partial) = self.partials.get_mut(&req.piece) else {
             return;
         };
-        let b = (req.offset / BLOCK_SIZE) as usize;
-        if let Some(state @ BlockState::Requested(_)) = partial.blocks.get_mut(b) {
+        let b = (req.offset / BLOCK_SIZE) as u32;
+        if release_block(partial, peer, b) {
+            unlease(&mut self.leases, peer, (req.piece, b));
+        }
+    }
+
+    /// `peer` is gone: every block it holds a request for is free again (or left to its
+    /// other holders in endgame), delivered to it or not, and a piece on parole it owned
+    /// may go to another peer. Returns how many leases it held.
+    pub fn peer_left(&mut self, peer: PeerKey) -> usize {
+        // A piece on parole it owned is open again even where it holds no lease (every
+        // block it was given is in, and the rest are free).
+        for partial in self.partials.values_mut() {
+            if partial.owner == Some(peer) {
+                partial.owner = None;
+            }
+        }
+        let Some(leases) = self.leases.remove(&peer) else {
+            return 0;
+        };
+        for &(piece, b) in &leases {
+            if let Some(partial) = self.partials.get_mut(&piece) {
+                release_block(partial, peer, b);
+            }
+        }
+        leases.len()
+    }
+
+    /// How many blocks `peer` holds a request for.
+    pub fn leases_of(&self, peer: PeerKey) -> usize {
+        self.leases.get(&peer).map_or(0, HashSet::len)
+    }
+
+    /// Pieces on parole (failed their hash, not yet verified).
+    pub fn on_parole(&self) -> usize {
+        self.parole.len()
+    }
+
+    /// Ends the piece's attempt in progress, if any: its outstanding requests are no
+    /// one's lease any more (replies to them are ignored, as the attempt is gone).
+    fn end_attempt(&mut self, piece: u32) {
+        let Some(partial) = self.partials.remove(&piece) else {
+            return;
+        };
+        for (b, state) in partial.blocks.iter().enumerate() {
             if let BlockState::Requested(holders) = state {
-                holders.retain(|h| *h != peer);
-                if holders.is_empty() {
-                    *state = BlockState::Free;
-                    partial.free += 1;
+                for holder in holders {
+                    unlease(&mut self.leases, *holder, (piece, b as u32));
                 }
             }
         }
+    }
+
+    /// Checks the picker's bookkeeping against itself; for tests. Every request is a
+    /// lease and every lease a request; free and received counts match the blocks; the
+    /// budget counts exactly the pieces in progress or verifying.
+    #[cfg(test)]
+    pub fn check_invariants(&self) {
+        let mut requested: HashSet<(PeerKey, BlockId)> = HashSet::new();
+        for (&piece, partial) in &self.partials {
+            assert_eq!(self.states[piece as usize], PieceState::InProgress);
+            let (mut free, mut received) = (0, 0);
+            for (b, state) in partial.blocks.iter().enumerate() {
+                match state {
+                    BlockState::Free => free += 1,
+                    BlockState::Received => received += 1,
+                    BlockState::Requested(holders) => {
+                        assert!(!holders.is_empty(), "a request without a holder");
+                        for h in holders {
+                            assert!(requested.insert((*h, (piece, b as u32))), "held twice");
+                        }
+                    }
+                }
+            }
+            assert_eq!((free, received), (partial.free, partial.received));
+        }
+        let leased: HashSet<(PeerKey, BlockId)> = self
+            .leases
+            .iter()
+            .flat_map(|(p, set)| set.iter().map(move |id| (*p, *id)))
+            .collect();
+        assert_eq!(leased, requested, "leases and requests disagree");
+        let cost: u64 = (0..self.states.len() as u32)
+            .filter_map(|i| self.layout.piece(i))
+            .filter(|p| {
+                matches!(
+                    self.states[p.as_usize()],
+                    PieceState::InProgress | PieceState::Verifying
+                )
+            })
+            .map(|p| self.cost(p))
+            .sum();
+        assert_eq!(cost, self.in_progress_bytes, "budget out of step");
     }
 
     /// Pieces with blocks requested or received and not all of them in yet, ascending.
@@ -413,22 +550,25 @@ impl Picker {
         let cost = self.cost(piece);
         let state = &mut self.states[piece.as_usize()];
         if matches!(*state, PieceState::InProgress | PieceState::Verifying) {
-            self.partials.remove(&piece.get());
+            *state = PieceState::Have;
             self.in_progress_bytes -= cost;
             self.remaining_pieces -= 1;
             self.remaining_bytes -= u64::from(self.layout.piece_len(piece));
-            *state = PieceState::Have;
+            self.end_attempt(piece.get());
+            self.parole.remove(&piece.get());
         }
     }
 
-    /// The piece failed its hash: every block must be fetched again.
+    /// The piece failed its hash: every block must be fetched again, from one peer (see
+    /// the module documentation on parole).
     pub fn piece_failed(&mut self, piece: PieceIndex) {
         let cost = self.cost(piece);
         let state = &mut self.states[piece.as_usize()];
         if matches!(*state, PieceState::InProgress | PieceState::Verifying) {
-            self.partials.remove(&piece.get());
-            self.in_progress_bytes -= cost;
             *state = PieceState::Missing;
+            self.in_progress_bytes -= cost;
+            self.end_attempt(piece.get());
+            self.parole.insert(piece.get());
         }
     }
 }
@@ -443,15 +583,20 @@ fn block_request(layout: &Layout, piece: u32, block: u32) -> BlockRequest {
     }
 }
 
-/// Moves free blocks of one piece to `Requested(peer)` until `out` holds `target`.
+/// Moves free blocks of one piece to `Requested(peer)` until `out` holds `target`,
+/// recording each in `leases` (the peer's); a piece on parole becomes the peer's.
 fn take_free_blocks(
     layout: &Layout,
     index: u32,
     partial: &mut Partial,
     peer: PeerKey,
     target: usize,
+    leases: &mut HashSet<BlockId>,
     out: &mut Vec<BlockRequest>,
 ) {
+    if partial.parole && out.len() < target && partial.free > 0 {
+        partial.owner = Some(peer);
+    }
     for (b, state) in partial.blocks.iter_mut().enumerate() {
         if out.len() >= target || partial.free == 0 {
             return;
@@ -459,7 +604,38 @@ fn take_free_blocks(
         if matches!(state, BlockState::Free) {
             *state = BlockState::Requested(vec![peer]);
             partial.free -= 1;
+            leases.insert((index, b as u32));
             out.push(block_request(layout, index, b as u32));
+        }
+    }
+}
+
+/// `peer` gives up its request for block `b`: the block is free again once no one else
+/// holds it, and a piece on parole it owned is open to the next peer. Returns whether
+/// `peer` held it.
+fn release_block(partial: &mut Partial, peer: PeerKey, b: u32) -> bool {
+    if partial.owner == Some(peer) {
+        partial.owner = None;
+    }
+    let Some(BlockState::Requested(holders)) = partial.blocks.get_mut(b as usize) else {
+        return false;
+    };
+    let before = holders.len();
+    holders.retain(|h| *h != peer);
+    let held = holders.len() < before;
+    if holders.is_empty() {
+        partial.blocks[b as usize] = BlockState::Free;
+        partial.free += 1;
+    }
+    held
+}
+
+/// Forgets `peer`'s lease on `block`.
+fn unlease(leases: &mut HashMap<PeerKey, HashSet<BlockId>>, peer: PeerKey, block: BlockId) {
+    if let Some(set) = leases.get_mut(&peer) {
+        set.remove(&block);
+        if set.is_empty() {
+            leases.remove(&peer);
         }
     }
 }

@@ -383,3 +383,161 @@ fn a_streamed_block_costs_no_more_bookkeeping_than_the_budget_counts() {
         "{per_block} bytes per block"
     );
 }
+
+/// What the Coordinator does when a peer leaves; see `peers_dying_between_pick_and_delivery_strand_nothing`.
+fn peer_gone(p: &mut Picker, peer: PeerKey, delivered: Vec<BlockRequest>) {
+    for r in delivered {
+        p.release(peer, &r);
+    }
+    p.peer_left(peer);
+}
+
+proptest! {
+    /// Peers die at random points, including between a pick and its delivery (the reply
+    /// to a Peer that is gone is lost with the blocks in it), and pieces fail their hash
+    /// at random. Only what reached the peer is known to have been asked of it; the
+    /// picker must still free the rest. The bookkeeping holds after every step, no piece
+    /// is ever stranded, and the download completes.
+    #[test]
+    fn peers_dying_between_pick_and_delivery_strand_nothing(
+        pieces in 1u32..10,
+        piece_blocks in 1u32..5,
+        peers in proptest::collection::vec(proptest::collection::vec(any::<bool>(), 10), 1..5),
+        script in proptest::collection::vec((0usize..5, 0u8..7, 1usize..8), 1..300),
+    ) {
+        let piece_len = u64::from(piece_blocks) * 16384;
+        let l = layout(piece_len, u64::from(pieces) * piece_len);
+        let n = l.num_pieces();
+        // A small budget, as with 4 MiB pieces and `--max-in-progress-mib 8`.
+        let mut p = picker(&l, piece_len * 2);
+        let bitfields: Vec<Bitfield> = peers
+            .iter()
+            .map(|bits| only(n, &(0..n).filter(|&i| bits[i as usize]).collect::<Vec<_>>()))
+            .collect();
+        // Peer ids grow as peers reconnect: each slot's current key.
+        let mut keys: Vec<u64> = (0..bitfields.len() as u64).map(|i| 100 + i).collect();
+        let mut next_key = 1000;
+        for b in &bitfields {
+            p.add_peer_pieces(b);
+        }
+        let mut in_flight: HashMap<u64, Vec<BlockRequest>> = HashMap::new();
+        let mut outstanding: HashMap<u64, Vec<BlockRequest>> = HashMap::new();
+        // Blocks of each piece's current attempt received, by whom; and who sent what.
+        let mut got: HashMap<u32, Vec<u64>> = HashMap::new();
+        for (who, action, k) in script {
+            let slot = who % bitfields.len();
+            let key = keys[slot];
+            match action {
+                // Pick: the reply is on its way.
+                0 | 1 => {
+                    let mut out = Vec::new();
+                    p.pick(PeerKey(key), &bitfields[slot], k, &mut out);
+                    in_flight.entry(key).or_default().extend(out);
+                }
+                // The reply arrives.
+                2 => {
+                    let arrived = in_flight.remove(&key).unwrap_or_default();
+                    outstanding.entry(key).or_default().extend(arrived);
+                }
+                // Blocks arrive.
+                3 | 4 => {
+                    let q = outstanding.entry(key).or_default();
+                    for r in q.drain(..k.min(q.len())).collect::<Vec<_>>() {
+                        if let BlockOutcome::Accepted { cancel, piece_done } = p.block_received(PeerKey(key), &r) {
+                            for c in cancel {
+                                if let Some(q) = outstanding.get_mut(&c.0) {
+                                    q.retain(|x| *x != r);
+                                }
+                                if let Some(q) = in_flight.get_mut(&c.0) {
+                                    q.retain(|x| *x != r);
+                                }
+                            }
+                            got.entry(r.piece).or_default().push(key);
+                            if piece_done {
+                                let piece = l.piece(r.piece).unwrap();
+                                // A peer whose key is odd lies now and then.
+                                if k == 7 && got[&r.piece].iter().any(|s| s % 2 == 1) {
+                                    p.piece_failed(piece);
+                                } else {
+                                    p.piece_verified(piece);
+                                }
+                                got.remove(&r.piece);
+                            }
+                        }
+                    }
+                }
+                // It dies, with whatever reply was on its way lost; it comes back later
+                // under a new key.
+                _ => {
+                    in_flight.remove(&key);
+                    let delivered = outstanding.remove(&key).unwrap_or_default();
+                    peer_gone(&mut p, PeerKey(key), delivered);
+                    keys[slot] = next_key;
+                    next_key += 1;
+                }
+            }
+            p.check_invariants();
+        }
+        // Everyone leaves; a seed joins and finishes the download, bounded in steps.
+        for slot in 0..bitfields.len() {
+            let key = keys[slot];
+            in_flight.remove(&key);
+            let delivered = outstanding.remove(&key).unwrap_or_default();
+            peer_gone(&mut p, PeerKey(key), delivered);
+            p.remove_peer_pieces(&bitfields[slot]);
+        }
+        p.check_invariants();
+        let seed = PeerKey(1);
+        p.add_peer_pieces(&full(n));
+        for _ in 0..10_000 {
+            if p.is_complete() {
+                break;
+            }
+            let mut out = Vec::new();
+            p.pick(seed, &full(n), 8, &mut out);
+            prop_assert!(!out.is_empty(), "stranded: {} pieces left, {:?} in progress",
+                p.remaining_pieces(), p.in_progress_pieces());
+            for r in out {
+                if let BlockOutcome::Accepted { piece_done: true, .. } = p.block_received(seed, &r) {
+                    p.piece_verified(l.piece(r.piece).unwrap());
+                }
+            }
+            p.check_invariants();
+        }
+        prop_assert!(p.is_complete());
+        prop_assert_eq!(p.in_progress_bytes(), 0);
+        prop_assert_eq!(p.leases_of(seed), 0);
+    }
+}
+
+#[test]
+fn a_failed_piece_is_fetched_again_from_one_peer_until_it_leaves() {
+    let l = layout(4 * 16384, 2 * 4 * 16384);
+    let mut p = picker(&l, 8 * 16384);
+    let both = full(2);
+    p.add_peer_pieces(&both);
+    p.add_peer_pieces(&both);
+    let first = pick(&mut p, P, &only(2, &[0]), 4);
+    for r in &first {
+        p.block_received(P, r);
+    }
+    p.piece_failed(l.piece(0).unwrap());
+    assert_eq!(p.on_parole(), 1);
+    // Q takes two blocks of the failed piece and owns it: P gets none of it, only the
+    // other piece, even though blocks of piece 0 are free.
+    let q = pick(&mut p, Q, &only(2, &[0]), 2);
+    assert_eq!(q.len(), 2);
+    assert!(pick(&mut p, P, &only(2, &[0]), 4).is_empty());
+    assert!(pick(&mut p, P, &both, 4).iter().all(|r| r.piece == 1));
+    // Q goes: the piece is open again, all four of its blocks.
+    assert_eq!(p.peer_left(Q), 2);
+    let again = pick(&mut p, P, &only(2, &[0]), 8);
+    assert_eq!(again.len(), 4);
+    p.check_invariants();
+    for r in &again {
+        p.block_received(P, r);
+    }
+    p.piece_verified(l.piece(0).unwrap());
+    assert_eq!(p.on_parole(), 0);
+    p.check_invariants();
+}
