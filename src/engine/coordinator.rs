@@ -46,7 +46,9 @@ use crate::wire::Bitfield;
 use crate::{InfoHash, PeerId};
 
 /// Times a peer is certainly caught sending bad data before it is banned. One could be a
-/// flipped bit on an honest peer's disk; a second is not chance.
+/// flipped bit on an honest peer's disk; a second is not chance. A peer that fails a
+/// piece on parole (one it was trusted to send alone after it had failed) is banned at
+/// once.
 const BAD_DATA_STRIKES_TO_BAN: u32 = 2;
 
 /// Incoming connections allowed in their handshake at once on the torrent's own listener
@@ -57,6 +59,11 @@ pub const MAX_INCOMING_HANDSHAKES: usize = 32;
 
 /// How often, at most, refused incoming connections are logged.
 const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Newly verified pieces are announced to the peers at most this often, one
+/// [`ToPeer::Haves`] per peer per batch: a fast download costs each Peer's mailbox a
+/// message per interval, not one per piece.
+pub const HAVE_BATCH_INTERVAL: Duration = Duration::from_millis(100);
 
 /// Peers that left, remembered by key so blame that arrives late (smart ban judges a
 /// piece only once a good copy passes) still finds their address.
@@ -216,6 +223,9 @@ struct PeerEntry {
     up_rate: f64,
     /// When it joined, so new peers can be favoured for the optimistic unchoke.
     joined_at: Instant,
+    /// A `WakeUp` was sent and the Peer has not asked for blocks since: one is enough,
+    /// however many releases happen meanwhile.
+    wake_pending: bool,
     /// Its slot in the shared connection budget, given back when the entry goes.
     _permit: Option<ConnectionPermit>,
     /// Its place in the per-IP count, given back when it leaves.
@@ -238,6 +248,8 @@ pub struct Coordinator {
     picker: Option<Picker>,
     /// Verified pieces, sent as our bitfield to new peers and saved in the resume file.
     have: Bitfield,
+    /// Verified pieces not yet announced to the peers; sent every [`HAVE_BATCH_INTERVAL`].
+    unannounced: Vec<PieceIndex>,
     peers: HashMap<PeerKey, PeerEntry>,
     /// Addresses to dial (in order, with back-off for failed ones), bans, bad-data
     /// strikes and connections per IP, all bounded (see `address_book`).
@@ -403,6 +415,7 @@ impl Coordinator {
             pex,
             info_hash: params.metainfo.info_hash,
             have: Bitfield::new(layout.num_pieces()),
+            unannounced: Vec::new(),
             info,
             layout,
             root: params.download_dir,
@@ -1041,12 +1054,26 @@ impl Coordinator {
         }
     }
 
-    /// Tells every peer (but `except`) that blocks may be available again.
-    fn wake_all(&self, except: Option<PeerKey>) {
-        for (k, p) in &self.peers {
-            if Some(*k) != except && p.interested {
+    /// Tells every interested peer (but `except`) that blocks may be available again,
+    /// unless it was told already and has not asked since.
+    fn wake_all(&mut self, except: Option<PeerKey>) {
+        for (k, p) in &mut self.peers {
+            if Some(*k) != except && p.interested && !p.wake_pending {
+                p.wake_pending = true;
                 p.actor.do_send(ToPeer::WakeUp);
             }
+        }
+    }
+
+    /// Announces the pieces verified since the last batch to every peer, as one message
+    /// each. A peer that joined meanwhile had them in its bitfield; its Peer skips them.
+    fn announce_haves(&mut self) {
+        if self.unannounced.is_empty() {
+            return;
+        }
+        let pieces: Arc<[PieceIndex]> = std::mem::take(&mut self.unannounced).into();
+        for peer in self.peers.values() {
+            peer.actor.do_send(ToPeer::Haves(pieces.clone()));
         }
     }
 
@@ -1357,6 +1384,7 @@ impl Handler<PeerJoined> for Coordinator {
                 down_rate: 0.0,
                 up_rate: 0.0,
                 joined_at: Instant::now(),
+                wake_pending: false,
                 _permit: permit,
                 slot,
             },
@@ -1425,7 +1453,10 @@ impl Handler<PeerHaves> for Coordinator {
         }
         if wanted {
             if peer.interested {
-                peer.actor.do_send(ToPeer::WakeUp);
+                if !peer.wake_pending {
+                    peer.wake_pending = true;
+                    peer.actor.do_send(ToPeer::WakeUp);
+                }
             } else {
                 peer.interested = true;
                 peer.actor.do_send(ToPeer::SetInterest(true));
@@ -1439,6 +1470,9 @@ impl Handler<PickBlocks> for Coordinator {
 
     fn handle(&mut self, msg: PickBlocks, _: &mut Context<Self>) -> Self::Result {
         let _timing = self.metrics.handling("PickBlocks");
+        if let Some(peer) = self.peers.get_mut(&msg.key) {
+            peer.wake_pending = false;
+        }
         self.apply_received(msg.key, &msg.received, &msg.released);
         let mut out = Vec::new();
         if self.stopping || self.phase != Phase::Downloading {
@@ -1480,6 +1514,12 @@ impl Handler<PeerLeft> for Coordinator {
     fn handle(&mut self, msg: PeerLeft, ctx: &mut Context<Self>) {
         let _timing = self.metrics.handling("PeerLeft");
         self.apply_received(msg.key, &msg.received, &msg.released);
+        // Every block it still holds goes back, including those of a pick reply that
+        // never reached it (see `Picker::peer_left`).
+        let freed = self.picker.as_mut().map_or(0, |p| p.peer_left(msg.key));
+        if freed > 0 {
+            self.wake_all(Some(msg.key));
+        }
         if let Some(peer) = self.peers.remove(&msg.key) {
             debug!(self.log, "peer left"; "addr" => %peer.addr, "reason" => &msg.reason);
             if self.departed.len() >= DEPARTED_REMEMBERED {
@@ -1569,11 +1609,13 @@ impl Handler<PieceVerified> for Coordinator {
         self.downloaded_this_run += u64::from(self.layout.piece_len(msg.piece));
         self.unsaved_pieces += 1;
         self.unsaved_since.get_or_insert_with(Instant::now);
-        for peer in self.peers.values() {
-            peer.actor.do_send(ToPeer::Have(msg.piece));
+        if self.unannounced.is_empty() {
+            ctx.run_later(HAVE_BATCH_INTERVAL, |act, _| act.announce_haves());
         }
+        self.unannounced.push(msg.piece);
         let complete = picker.is_complete();
         if complete {
+            self.announce_haves();
             self.complete(ctx);
         } else {
             self.maybe_save_resume(false, ctx);
@@ -1612,8 +1654,21 @@ impl Handler<BadData> for Coordinator {
                 None => return,
             },
         };
-        let strikes = self.book.strike(addr);
-        warn!(self.log, "peer sent data that failed its hash"; "addr" => %addr, "piece" => msg.piece.get(), "bad_blocks" => msg.bad_blocks, "strikes" => strikes);
+        // It sent alone every block of a piece that had failed before (a piece on
+        // parole, see `picker`): a second chance was its, and it is banned at once.
+        // (`PieceFailed` comes before this, so the failure counted is this one too.)
+        let failures = self
+            .picker
+            .as_ref()
+            .map_or(0, |p| p.failures(msg.piece));
+        let parole = msg.bad_blocks == 0 && failures >= 2;
+        let mut strikes = self.book.strike(addr);
+        if parole {
+            while strikes < BAD_DATA_STRIKES_TO_BAN {
+                strikes = self.book.strike(addr);
+            }
+        }
+        warn!(self.log, "peer sent data that failed its hash"; "addr" => %addr, "piece" => msg.piece.get(), "bad_blocks" => msg.bad_blocks, "failed on parole" => parole, "strikes" => strikes);
         if strikes >= BAD_DATA_STRIKES_TO_BAN && !self.book.is_banned(&addr) {
             let listen = self.peers.get(&msg.from).and_then(|p| p.listen);
             self.ban(addr, listen, "sent bad data");

@@ -196,8 +196,9 @@ pub struct PeerMisbehaved {
 pub enum ToPeer {
     /// Whether we want pieces from this peer (send `interested` / `not interested`).
     SetInterest(bool),
-    /// A piece was verified: send `have`.
-    Have(PieceIndex),
+    /// Pieces were verified: send a `have` for each the peer was not told of yet (its
+    /// bitfield at joining may hold some). One per batch interval, not one per piece.
+    Haves(std::sync::Arc<[PieceIndex]>),
     /// Endgame: another peer delivered this block first; send `cancel`.
     Cancel(BlockRequest),
     /// There are blocks to pick again (a piece failed, a peer left): ask for more.
@@ -218,7 +219,7 @@ impl ToPeer {
     pub fn name(&self) -> &'static str {
         match self {
             ToPeer::SetInterest(_) => "ToPeer::SetInterest",
-            ToPeer::Have(_) => "ToPeer::Have",
+            ToPeer::Haves(_) => "ToPeer::Haves",
             ToPeer::Cancel(_) => "ToPeer::Cancel",
             ToPeer::WakeUp => "ToPeer::WakeUp",
             ToPeer::Choke => "ToPeer::Choke",

@@ -7,9 +7,13 @@
 //! full: the target depth follows the measured rate (about 1.5 s worth of blocks), with a
 //! floor, capped by the peer's advertised `reqq`.
 //!
-//! Backpressure: when a block arrives, the Peer awaits the PieceManager's acceptance with
-//! `ctx.wait`, which stops this actor from polling its socket until the reply comes. The
-//! PieceManager holds that reply while too many complete pieces wait for hash and write.
+//! Backpressure, by credit: each block read is handed to the PieceManager (`StoreBlock`),
+//! whose reply gives its bytes back as credit; the PieceManager holds replies while too
+//! much data waits for hash and write. A Peer holding [`STORE_CREDIT`] bytes or more not
+//! yet taken pauses its socket's read stream only ([`ReadGate`]): it keeps handling its
+//! mailbox, uploading, sending keep-alives and running its timers, and the requests it
+//! waits on are not timed out while it is the one not reading. No handler here waits on a
+//! reply.
 //!
 //! Uploads: requests from a peer we have unchoked are checked (piece verified, block inside
 //! the piece, at most 16 KiB) and queued, at most [`UPLOAD_QUEUE_LIMIT`]; one window of at
@@ -20,11 +24,13 @@
 //! What it must not do: pick pieces (the Coordinator does), hold piece data (the
 //! PieceManager does), or touch the filesystem.
 
+use std::cell::{Cell, RefCell};
 use std::collections::{HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::rc::Rc;
 use std::sync::Arc;
-use std::task::Poll;
+use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
 use actix::io::{FramedWrite, WriteHandler};
@@ -32,6 +38,7 @@ use actix::prelude::*;
 use bytes::Bytes;
 use slog::{debug, info, o, warn, Logger};
 use tokio::io::AsyncWrite;
+use futures::Stream;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
 use tokio_util::codec::FramedRead;
@@ -92,6 +99,12 @@ pub const UPLOAD_QUEUE_LIMIT: usize = 500;
 /// How much of a piece is read at once for one peer's uploads: the following requests of
 /// a peer are usually the next blocks of the same piece, so one read serves many of them.
 pub const READ_WINDOW: u32 = 256 * 1024;
+
+/// Bytes of blocks a Peer may have handed to the PieceManager and not yet had taken
+/// (the PieceManager's `StoreBlock` reply gives them back); at this much the Peer stops
+/// reading its socket until some come back. Eight blocks: enough to keep reading while
+/// the PieceManager is merely busy, and 500 peers hold at most 64 MiB this way.
+pub const STORE_CREDIT: u64 = 8 * BLOCK_SIZE as u64;
 
 /// Bytes buffered for one peer's socket above which the actor pauses until they drain to
 /// [`WRITE_LOW_WATER`].
@@ -229,6 +242,12 @@ pub struct Peer {
     released: Vec<BlockRequest>,
     /// A `PickBlocks` is in flight; one at a time.
     picking: bool,
+    /// A `WakeUp` came while picking: ask again once the reply is in.
+    wake_missed: bool,
+    /// Bytes of blocks handed to the PieceManager and not yet taken ([`STORE_CREDIT`]).
+    unstored: u64,
+    /// The switch on the socket's read stream, closed while `unstored` is at the credit.
+    read_gate: Rc<ReadGate>,
     /// The peer's `reqq`, or the default.
     reqq: usize,
     /// Payload bytes received since the last once-a-second tick: the rate's input and
@@ -307,7 +326,11 @@ impl Peer {
         let codec = MessageCodec::for_piece_count(num_pieces);
         let (read, write) = stream.into_split();
         Peer::create(move |ctx| {
-            ctx.add_stream(FramedRead::new(read, codec));
+            let gate = Rc::new(ReadGate::default());
+            ctx.add_stream(Gated {
+                inner: FramedRead::new(read, codec),
+                gate: gate.clone(),
+            });
             let mut out = FramedWrite::new(PauseOnFullSocket(write), codec, ctx);
             out.set_buffer_capacity(WRITE_LOW_WATER, WRITE_HIGH_WATER);
             let now = Instant::now();
@@ -355,6 +378,9 @@ impl Peer {
                 received: Vec::new(),
                 released: Vec::new(),
                 picking: false,
+                wake_missed: false,
+                unstored: 0,
+                read_gate: gate,
                 reqq: DEFAULT_REQQ,
                 downloaded_window: 0,
                 rate: 0.0,
@@ -514,7 +540,12 @@ impl Peer {
     /// Asks the Coordinator for more blocks if the pipeline has room. Reports received
     /// and released blocks on the way.
     fn refill(&mut self, ctx: &mut Context<Self>) {
-        if !self.joined || self.choked || !self.interested || self.picking {
+        if self.picking {
+            // The Coordinator may have freed blocks since it answered the pick in flight.
+            self.wake_missed = true;
+            return;
+        }
+        if !self.joined || self.choked || !self.interested {
             return;
         }
         let target = self.queue_target();
@@ -549,6 +580,9 @@ impl Peer {
                     for block in blocks {
                         act.send(Message::Request(block));
                         act.outstanding.push(block);
+                    }
+                    if std::mem::take(&mut act.wake_missed) {
+                        act.refill(ctx);
                     }
                 }),
         );
@@ -734,8 +768,9 @@ impl Peer {
             offset: request.offset,
             data: block.data,
         };
-        // Do not read the socket again until the PieceManager has taken the block (and,
-        // with a download limit, until the limiter allows those bytes).
+        // The bytes are credit until the PieceManager has taken the block (and, with a
+        // download limit, until the limiter allows them); out of credit, the socket is
+        // not read until some comes back. The actor itself goes on.
         let stored = self.piece_manager.send(store);
         let limiter = self.limiter.clone();
         let accepted = async move {
@@ -750,12 +785,25 @@ impl Peer {
             }
             res
         };
-        ctx.wait(accepted.into_actor(self).map(move |res, act, ctx| {
+        self.unstored += len;
+        if self.unstored >= STORE_CREDIT && self.read_gate.is_open() {
+            self.metrics.held_back();
+            self.read_gate.close();
+        }
+        ctx.spawn(accepted.into_actor(self).map(move |res, act, ctx| {
+            act.unstored -= len;
             if res.is_err() {
                 act.close("piece manager gone", ctx);
                 return;
             }
             act.received.push(request);
+            if act.unstored < STORE_CREDIT && !act.read_gate.is_open() {
+                // The wait was ours, not the peer's: its clocks start again now.
+                let now = Instant::now();
+                act.last_block = now;
+                act.last_received = now;
+                act.read_gate.open();
+            }
             act.refill(ctx);
         }));
     }
@@ -1038,13 +1086,16 @@ impl Peer {
         // Smooth over about two seconds so one burst does not swing the queue.
         self.rate = 0.5 * self.rate + 0.5 * self.downloaded_window as f64;
         self.report_stats();
-        if !self.outstanding.is_empty()
+        // While the socket is not read for want of credit, silence is ours.
+        let reading = self.read_gate.is_open();
+        if reading
+            && !self.outstanding.is_empty()
             && !self.choked
             && now.duration_since(self.last_block) > self.config.request_timeout
         {
             return self.close("no data for outstanding requests", ctx);
         }
-        if now.duration_since(self.last_received) > self.config.idle_timeout {
+        if reading && now.duration_since(self.last_received) > self.config.idle_timeout {
             return self.close("silent for too long", ctx);
         }
         if now.duration_since(self.last_sent) > self.config.keepalive {
@@ -1218,9 +1269,14 @@ impl Handler<ToPeer> for Peer {
                     self.refill(ctx);
                 }
             }
-            ToPeer::Have(piece) => {
-                let _ = self.our_pieces.set(piece.get());
-                self.send(Message::Have(piece.get()));
+            ToPeer::Haves(pieces) => {
+                for piece in pieces.iter() {
+                    // Pieces verified before we joined were in our bitfield already.
+                    if !self.our_pieces.has(piece.get()) {
+                        let _ = self.our_pieces.set(piece.get());
+                        self.send(Message::Have(piece.get()));
+                    }
+                }
             }
             ToPeer::Choke => {
                 if !self.choking {
@@ -1253,6 +1309,61 @@ impl Handler<ToPeer> for Peer {
             ToPeer::Disconnect(reason) => self.close(reason, ctx),
             ToPeer::Pex(peers) => self.send_pex(&peers),
         }
+    }
+}
+
+/// The switch on a Peer's read stream (see [`Gated`]). The Peer and its stream live on
+/// one thread, so plain cells do.
+#[derive(Default)]
+pub struct ReadGate {
+    /// Closed: the stream yields nothing. Starts open (`false` means open).
+    closed: Cell<bool>,
+    /// The task to wake when the gate opens.
+    waker: RefCell<Option<Waker>>,
+}
+
+impl ReadGate {
+    /// Whether the stream may be read.
+    pub fn is_open(&self) -> bool {
+        !self.closed.get()
+    }
+
+    /// Stops the stream at its next poll.
+    pub fn close(&self) {
+        self.closed.set(true);
+    }
+
+    /// Lets the stream go on, waking the actor's task that found it closed.
+    pub fn open(&self) {
+        self.closed.set(false);
+        if let Some(waker) = self.waker.borrow_mut().take() {
+            waker.wake();
+        }
+    }
+}
+
+/// A Peer's socket read stream behind its [`ReadGate`]: while the gate is closed the
+/// socket is not read, so the kernel's buffer fills and TCP slows the sender, while the
+/// actor polls its mailbox and timers as ever.
+pub struct Gated<S> {
+    /// The decoded messages of the socket.
+    inner: S,
+    /// Shared with the Peer.
+    gate: Rc<ReadGate>,
+}
+
+impl<S: Stream + Unpin> Stream for Gated<S> {
+    type Item = S::Item;
+
+    fn poll_next(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<Option<Self::Item>> {
+        if !self.gate.is_open() {
+            *self.gate.waker.borrow_mut() = Some(cx.waker().clone());
+            return Poll::Pending;
+        }
+        Pin::new(&mut self.inner).poll_next(cx)
     }
 }
 

@@ -129,8 +129,9 @@ pub struct Picker {
     /// The blocks each peer holds a request for: the Coordinator's record of what it
     /// handed out, so a peer that goes gives all of them back at once.
     leases: HashMap<PeerKey, HashSet<BlockId>>,
-    /// Pieces that failed their hash and are not yet verified: fetched from one peer.
-    parole: HashSet<u32>,
+    /// Pieces that failed their hash and are not yet verified (fetched from one peer),
+    /// with how many times each failed.
+    parole: HashMap<u32, u32>,
 }
 
 impl Picker {
@@ -172,7 +173,7 @@ impl Picker {
             remaining_bytes,
             rng: SmallRng::seed_from_u64(0x7a11_5eed ^ n as u64),
             leases: HashMap::new(),
-            parole: HashSet::new(),
+            parole: HashMap::new(),
             layout,
         }
     }
@@ -305,7 +306,7 @@ impl Picker {
                 blocks: vec![BlockState::Free; self.layout.num_blocks(piece) as usize],
                 free: self.layout.num_blocks(piece),
                 received: 0,
-                parole: self.parole.contains(&piece.get()),
+                parole: self.parole.contains_key(&piece.get()),
                 owner: None,
             };
             let leases = self.leases.entry(peer).or_default();
@@ -441,7 +442,7 @@ impl Picker {
         let Some(partial) = self.partials.get_mut(&req.piece) else {
             return;
         };
-        let b = (req.offset / BLOCK_SIZE) as u32;
+        let b = req.offset / BLOCK_SIZE;
         if release_block(partial, peer, b) {
             unlease(&mut self.leases, peer, (req.piece, b));
         }
@@ -477,6 +478,11 @@ impl Picker {
     /// Pieces on parole (failed their hash, not yet verified).
     pub fn on_parole(&self) -> usize {
         self.parole.len()
+    }
+
+    /// How many times `piece` failed its hash since it was last verified.
+    pub fn failures(&self, piece: PieceIndex) -> u32 {
+        self.parole.get(&piece.get()).copied().unwrap_or(0)
     }
 
     /// Ends the piece's attempt in progress, if any: its outstanding requests are no
@@ -568,7 +574,7 @@ impl Picker {
             *state = PieceState::Missing;
             self.in_progress_bytes -= cost;
             self.end_attempt(piece.get());
-            self.parole.insert(piece.get());
+            *self.parole.entry(piece.get()).or_default() += 1;
         }
     }
 }
