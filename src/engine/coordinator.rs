@@ -1657,10 +1657,7 @@ impl Handler<BadData> for Coordinator {
         // It sent alone every block of a piece that had failed before (a piece on
         // parole, see `picker`): a second chance was its, and it is banned at once.
         // (`PieceFailed` comes before this, so the failure counted is this one too.)
-        let failures = self
-            .picker
-            .as_ref()
-            .map_or(0, |p| p.failures(msg.piece));
+        let failures = self.picker.as_ref().map_or(0, |p| p.failures(msg.piece));
         let parole = msg.bad_blocks == 0 && failures >= 2;
         let mut strikes = self.book.strike(addr);
         if parole {

@@ -11,7 +11,9 @@
 //!   connections together);
 //! - how often backpressure acted: replies held back (the PieceManager's budget of
 //!   pieces awaiting hash and write), requests refused (a peer's full upload queue),
-//!   connections turned away (the connection caps).
+//!   connections turned away (the connection caps);
+//! - messages sent to an actor of the type that was gone (`undelivered`): a `do_send`
+//!   cannot fail otherwise, and every loss of one is counted here, not silent.
 //!
 //! actix does not expose a mailbox's length, so the depth is counted on both sides:
 //! senders go through [`Tracked`] or [`TrackedRecipient`], which count a message in, and
@@ -161,6 +163,7 @@ pub struct ActorMetrics {
     queued: AtomicI64,
     peak: AtomicI64,
     backpressure: AtomicU64,
+    undelivered: AtomicU64,
     messages: Mutex<BTreeMap<&'static str, MessageStats>>,
 }
 
@@ -178,6 +181,7 @@ impl ActorMetrics {
             queued: AtomicI64::new(0),
             peak: AtomicI64::new(0),
             backpressure: AtomicU64::new(0),
+            undelivered: AtomicU64::new(0),
             messages: Mutex::new(BTreeMap::new()),
         }
     }
@@ -218,6 +222,11 @@ impl ActorMetrics {
         self.backpressure.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// A message was sent to an actor of this type that had stopped.
+    pub fn undelivered(&self) {
+        self.undelivered.fetch_add(1, Ordering::Relaxed);
+    }
+
     fn record(&self, message: &'static str, nanos: u64) {
         let mut messages = self.messages.lock().unwrap_or_else(|e| e.into_inner());
         messages.entry(message).or_default().record(nanos);
@@ -245,6 +254,7 @@ impl ActorMetrics {
             mailbox: self.queued.load(Ordering::Relaxed).max(0),
             mailbox_peak: self.peak.load(Ordering::Relaxed),
             backpressure: self.backpressure.load(Ordering::Relaxed),
+            undelivered: self.undelivered.load(Ordering::Relaxed),
             messages,
         }
     }
@@ -346,6 +356,8 @@ pub struct ActorSnapshot {
     /// Times backpressure acted: replies held back, requests refused, connections
     /// turned away.
     pub backpressure: u64,
+    /// Messages sent to an actor of the type that had stopped, and so dropped.
+    pub undelivered: u64,
     pub messages: Vec<MessageSnapshot>,
 }
 
@@ -385,8 +397,8 @@ impl MetricsSnapshot {
         );
         for a in &self.actors {
             out.push_str(&format!(
-                "{:<15} mailbox now {}, peak {}; held back {}; live {}\n",
-                a.actor, a.mailbox, a.mailbox_peak, a.backpressure, a.live
+                "{:<15} mailbox now {}, peak {}; held back {}; undelivered {}; live {}\n",
+                a.actor, a.mailbox, a.mailbox_peak, a.backpressure, a.undelivered, a.live
             ));
             for m in &a.messages {
                 out.push_str(&format!(
@@ -420,7 +432,8 @@ impl<A: Actor> Tracked<A> {
         Self { addr, metrics }
     }
 
-    /// Sends without waiting for the reply.
+    /// Sends without waiting for the reply. It cannot fail but for an actor that has
+    /// stopped, and that loss is counted (`undelivered`).
     pub fn do_send<M>(&self, msg: M)
     where
         M: Message + Send + 'static,
@@ -428,6 +441,9 @@ impl<A: Actor> Tracked<A> {
         A: Handler<M>,
         A::Context: ToEnvelope<A, M>,
     {
+        if !self.addr.connected() {
+            return self.metrics.undelivered();
+        }
         self.metrics.enqueued();
         self.addr.do_send(msg);
     }
@@ -496,6 +512,9 @@ where
 
     /// Sends without waiting for the reply.
     pub fn do_send(&self, msg: M) {
+        if !self.recipient.connected() {
+            return self.metrics.undelivered();
+        }
         self.metrics.enqueued();
         self.recipient.do_send(msg);
     }

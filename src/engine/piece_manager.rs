@@ -19,8 +19,9 @@
 //! streamed piece counts its window and block records, not its length). Data waiting for
 //! the disk and the hasher is bounded here: while it exceeds `max_pending_bytes` (whole
 //! pieces sent to hash and write, blocks of streamed pieces sent to write), the reply to
-//! `StoreBlock` is held back, and the Peer, which awaits that reply before reading its
-//! socket again, stops reading. A slow disk thus slows the sockets, and TCP slows the
+//! `StoreBlock` is held back. That reply is the Peer's credit coming back: a Peer with
+//! [`STORE_CREDIT`](super::peer::STORE_CREDIT) of blocks not yet answered stops reading
+//! its socket (and only that). A slow disk thus slows the sockets, and TCP slows the
 //! senders.
 
 use std::collections::{HashMap, HashSet, VecDeque};
