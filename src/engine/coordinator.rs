@@ -46,9 +46,9 @@ use crate::wire::Bitfield;
 use crate::{InfoHash, PeerId};
 
 /// Times a peer is certainly caught sending bad data before it is banned. One could be a
-/// flipped bit on an honest peer's disk; a second is not chance. A peer that fails a
-/// piece on parole (one it was trusted to send alone after it had failed) is banned at
-/// once.
+/// flipped bit on an honest peer's disk; a second is not chance. A peer caught with
+/// several bad blocks in one piece, or failing a piece on parole (one it was trusted to
+/// send alone after it had failed), is banned at once.
 const BAD_DATA_STRIKES_TO_BAN: u32 = 2;
 
 /// Incoming connections allowed in their handshake at once on the torrent's own listener
@@ -64,6 +64,14 @@ const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(30);
 /// [`ToPeer::Haves`] per peer per batch: a fast download costs each Peer's mailbox a
 /// message per interval, not one per piece.
 pub const HAVE_BATCH_INTERVAL: Duration = Duration::from_millis(100);
+
+/// A piece on parole is fetched from one peer alone (see `picker`), so it goes only to a
+/// peer that would fetch it within about this long at its rate...
+const PAROLE_SECONDS: f64 = 10.0;
+
+/// ...or whose rate is at least this share of the fastest peer's: a swarm of slow peers
+/// still gets its failed pieces fetched, by the fastest of them.
+const PAROLE_SHARE_OF_FASTEST: f64 = 0.5;
 
 /// Peers that left, remembered by key so blame that arrives late (smart ban judges a
 /// piece only once a good copy passes) still finds their address.
@@ -258,6 +266,8 @@ pub struct Coordinator {
     hash_failures: u64,
     /// Addresses of peers that left, newest last, at most [`DEPARTED_REMEMBERED`].
     departed: VecDeque<(PeerKey, SocketAddr)>,
+    /// The download rate of the fastest peer, as of the last 500 ms tick (for parole).
+    fastest_rate: f64,
     /// Connection attempts in flight.
     connecting: usize,
     /// Connections whose Peer actor was started and has not yet joined, with what they
@@ -428,6 +438,7 @@ impl Coordinator {
             book: AddressBook::new(),
             hash_failures: 0,
             departed: VecDeque::new(),
+            fastest_rate: 0.0,
             connecting: 0,
             joining: HashMap::new(),
             handshaking_in: 0,
@@ -1250,6 +1261,7 @@ impl Actor for Coordinator {
         ctx.run_interval(PEX_INTERVAL, |act, _| act.share_peers());
         ctx.run_interval(Duration::from_millis(500), |act, ctx| {
             let now = Instant::now();
+            act.fastest_rate = act.peers.values().map(|p| p.down_rate).fold(0.0, f64::max);
             let verified = act.progress().verified_bytes;
             act.rate_samples
                 .push_back((now, verified, act.payload_uploaded));
@@ -1479,7 +1491,10 @@ impl Handler<PickBlocks> for Coordinator {
             return MessageResult(out);
         }
         if let (Some(picker), Some(peer)) = (&mut self.picker, self.peers.get(&msg.key)) {
-            picker.pick(msg.key, &peer.pieces, msg.want, &mut out);
+            let piece_length = f64::from(self.layout.piece_length());
+            let parole_ok = peer.down_rate * PAROLE_SECONDS >= piece_length
+                || peer.down_rate >= PAROLE_SHARE_OF_FASTEST * self.fastest_rate;
+            picker.pick_as(msg.key, &peer.pieces, msg.want, parole_ok, &mut out);
         }
         MessageResult(out)
     }
@@ -1659,8 +1674,11 @@ impl Handler<BadData> for Coordinator {
         // (`PieceFailed` comes before this, so the failure counted is this one too.)
         let failures = self.picker.as_ref().map_or(0, |p| p.failures(msg.piece));
         let parole = msg.bad_blocks == 0 && failures >= 2;
+        // Smart ban found two or more of its blocks in one piece bad: a flipped bit
+        // spoils one block, not several.
+        let many = msg.bad_blocks >= 2;
         let mut strikes = self.book.strike(addr);
-        if parole {
+        if parole || many {
             while strikes < BAD_DATA_STRIKES_TO_BAN {
                 strikes = self.book.strike(addr);
             }

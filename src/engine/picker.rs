@@ -270,6 +270,20 @@ impl Picker {
         max: usize,
         out: &mut Vec<BlockRequest>,
     ) {
+        self.pick_as(peer, pieces, max, true, out);
+    }
+
+    /// As [`Picker::pick`], for a peer that may be given a piece on parole only if
+    /// `parole_ok`: the one peer that fetches such a piece holds it up for as long as it
+    /// takes, so the Coordinator offers them to its faster peers alone.
+    pub fn pick_as(
+        &mut self,
+        peer: PeerKey,
+        pieces: &Bitfield,
+        max: usize,
+        parole_ok: bool,
+        out: &mut Vec<BlockRequest>,
+    ) {
         let target = out.len() + max;
 
         // 1. Free blocks of pieces already in progress.
@@ -277,7 +291,12 @@ impl Picker {
             if out.len() >= target {
                 return;
             }
-            if partial.free == 0 || !pieces.has(index) || !partial.open_to(peer) {
+            let unowned_parole = partial.parole && partial.owner.is_none();
+            if partial.free == 0
+                || !pieces.has(index)
+                || !partial.open_to(peer)
+                || (unowned_parole && !parole_ok)
+            {
                 continue;
             }
             let leases = self.leases.entry(peer).or_default();
@@ -295,7 +314,7 @@ impl Picker {
         let cheapest = self.mode.cost(shortest);
         while out.len() < target && self.in_progress_bytes + cheapest <= self.max_in_progress_bytes
         {
-            let Some(piece) = self.rarest_missing(pieces) else {
+            let Some(piece) = self.rarest_missing(pieces, parole_ok) else {
                 break;
             };
             let len = self.cost(piece);
@@ -371,9 +390,9 @@ impl Picker {
                 .any(|i| self.states.get(i as usize) == Some(&PieceState::Missing))
     }
 
-    /// The rarest missing piece `pieces` contains, starting the scan at a random place so
-    /// equally rare pieces are chosen at random.
-    fn rarest_missing(&mut self, pieces: &Bitfield) -> Option<PieceIndex> {
+    /// The rarest missing piece `pieces` contains (one on parole only if `parole_ok`),
+    /// starting the scan at a random place so equally rare pieces are chosen at random.
+    fn rarest_missing(&mut self, pieces: &Bitfield, parole_ok: bool) -> Option<PieceIndex> {
         let n = self.states.len();
         if n == 0 {
             return None;
@@ -382,7 +401,10 @@ impl Picker {
         let mut best: Option<(u32, usize)> = None;
         for k in 0..n {
             let i = (start + k) % n;
-            if self.states[i] != PieceState::Missing || !pieces.has(i as u32) {
+            if self.states[i] != PieceState::Missing
+                || !pieces.has(i as u32)
+                || (!parole_ok && self.parole.contains_key(&(i as u32)))
+            {
                 continue;
             }
             let a = self.availability[i];
