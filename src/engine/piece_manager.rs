@@ -14,6 +14,11 @@
 //! and all of it is on disk, so a `have` is never announced (nor a resume file written)
 //! for data that is not there or not checked.
 //!
+//! On `DrainPieces` (a stop) it takes no more blocks, drops the pieces still missing
+//! some, and answers with its verified pieces once every complete piece is hashed and
+//! written (or failed), so the resume file saved next claims all of them and no write
+//! comes after the storage closes.
+//!
 //! Memory is bounded twice. Blocks of pieces still being assembled are bounded by the
 //! Coordinator's budget of pieces in progress (a piece is only requested once started; a
 //! streamed piece counts its window and block records, not its length). Data waiting for
@@ -33,8 +38,8 @@ use futures::FutureExt;
 use slog::{debug, warn, Logger};
 
 use super::messages::{
-    BadData, DigestBlocks, ForgetPiece, HashBlocks, HashPiece, HashStored, MarkDone, PieceFailed,
-    PieceVerified, StorageError, StorageFailed, StoreBlock, WriteBlock, WritePiece,
+    BadData, DigestBlocks, DrainPieces, ForgetPiece, HashBlocks, HashPiece, HashStored, MarkDone,
+    PieceFailed, PieceVerified, StorageError, StorageFailed, StoreBlock, WriteBlock, WritePiece,
 };
 use super::metrics::{ActorMetrics, LiveGuard, Tracked, TrackedRecipient};
 use super::smart_ban::SmartBan;
@@ -117,6 +122,10 @@ pub struct PieceManager {
     _live: LiveGuard,
     /// After a write failure nothing more is written: the torrent is stopping.
     broken: bool,
+    /// `DrainPieces` came: the torrent is stopping, and no block is taken any more.
+    draining: bool,
+    /// `DrainPieces` replies, sent once nothing taken is still on its way to the disk.
+    drained: Vec<oneshot::Sender<Bitfield>>,
     /// Who sent which block of pieces that failed, until a good copy names the liar.
     smart_ban: SmartBan,
     log: Logger,
@@ -166,6 +175,8 @@ impl PieceManager {
             next_attempt: 0,
             links,
             broken: false,
+            draining: false,
+            drained: Vec::new(),
             smart_ban: SmartBan::new(SMART_BAN_PIECES, SMART_BAN_RECORDS),
             _live: metrics.started(),
             metrics,
@@ -203,7 +214,10 @@ impl PieceManager {
                 return Outcome::Failed(senders, digests);
             }
             match writer.send(WritePiece { piece, blocks }).await {
-                Ok(Ok(())) => Outcome::Written(digests),
+                Ok(Ok(true)) => Outcome::Written(digests),
+                // The storage closed first (a stop that gave up waiting): not on disk,
+                // so not recorded.
+                Ok(Ok(false)) => Outcome::Refused,
                 Ok(Err(e)) => Outcome::WriteFailed(e),
                 Err(e) => Outcome::WriteFailed(StorageError {
                     path: String::new(),
@@ -245,8 +259,12 @@ impl PieceManager {
                 }
             }
             Outcome::WriteFailed(error) => self.write_failed(error),
+            Outcome::Refused => {
+                debug!(self.log, "piece refused by the closed storage"; "piece" => piece.get());
+            }
         }
         self.release_waiting();
+        self.check_drained();
     }
 
     /// A write (or a read back of a streamed piece) failed: the torrent is stopping, and
@@ -340,6 +358,7 @@ impl PieceManager {
                 }),
             }
             act.release_waiting();
+            act.check_drained();
         }));
         self.advance_streamed(piece, ctx);
     }
@@ -426,6 +445,7 @@ impl PieceManager {
                     act.links.failed.do_send(PieceFailed { piece });
                 }
             }
+            act.check_drained();
         }));
     }
 
@@ -460,6 +480,23 @@ impl PieceManager {
         );
     }
 
+    /// Answers `DrainPieces` once nothing taken is still on its way to the disk: no whole
+    /// piece in hash or write, no streamed block in write, no complete streamed piece
+    /// still hashing (the drain dropped the incomplete ones).
+    fn check_drained(&mut self) {
+        if !self.draining
+            || self.drained.is_empty()
+            || self.pending_bytes > 0
+            || !self.finishing.is_empty()
+            || !self.assembling.is_empty()
+        {
+            return;
+        }
+        for tx in self.drained.drain(..) {
+            let _ = tx.send(self.done.clone());
+        }
+    }
+
     /// Lets held `StoreBlock` replies go while there is room.
     fn release_waiting(&mut self) {
         while self.pending_bytes < self.max_pending_bytes {
@@ -479,6 +516,8 @@ enum Outcome {
     /// Failed its hash: each block's sender and digest.
     Failed(Vec<PeerKey>, Vec<[u8; 20]>),
     WriteFailed(StorageError),
+    /// Verified, but the storage was closed before it could be written.
+    Refused,
 }
 
 impl Actor for PieceManager {
@@ -490,6 +529,10 @@ impl Handler<StoreBlock> for PieceManager {
 
     fn handle(&mut self, msg: StoreBlock, ctx: &mut Context<Self>) -> Self::Result {
         let _timing = self.metrics.handling("StoreBlock");
+        // Stopping: the block is dropped, and its Peer is not held back.
+        if self.draining {
+            return Box::pin(async {});
+        }
         let piece = msg.piece;
         let wanted = !self.done.has(piece.get()) && !self.finishing.contains(&piece.get());
         if wanted && !self.broken && self.mode == PieceMode::Streamed {
@@ -507,6 +550,30 @@ impl Handler<StoreBlock> for PieceManager {
                 let _ = rx.await;
             })
         }
+    }
+}
+
+/// Step 2 of a stop (ARCHITECTURE.md, "Shutdown order").
+impl Handler<DrainPieces> for PieceManager {
+    type Result = ResponseFuture<Bitfield>;
+
+    fn handle(&mut self, _: DrainPieces, _: &mut Context<Self>) -> Self::Result {
+        let _timing = self.metrics.handling("DrainPieces");
+        self.draining = true;
+        // A piece still missing blocks is never finished, and nothing of it was recorded.
+        // A streamed piece whose blocks all came is complete: it is hashed to the end.
+        self.assembling
+            .retain(|_, a| matches!(a, Assembly::Streamed(s) if s.piece.all_received()));
+        // No block is kept from now on, so no Peer need wait for room.
+        for tx in self.waiting.drain(..) {
+            let _ = tx.send(());
+        }
+        let (tx, rx) = oneshot::channel();
+        self.drained.push(tx);
+        self.check_drained();
+        let pieces = self.done.num_pieces();
+        // Only a PieceManager that stopped drops the sender: nothing known, nothing claimed.
+        Box::pin(async move { rx.await.unwrap_or_else(|_| Bitfield::new(pieces)) })
     }
 }
 

@@ -4,7 +4,9 @@
 //! The FileWriter is the only code in the engine that writes the download: it creates
 //! the files at their final size, writes verified pieces at their offsets (`pwrite`, one
 //! call per file span), and writes the resume file atomically. It runs on one thread, so its operations are ordered: a resume file
-//! saved after a piece's write never claims a piece that is not on disk.
+//! saved after a piece's write never claims a piece that is not on disk. After
+//! `CloseStorage` it writes no piece or block (they are answered `false`) and opens no
+//! file until the next `OpenStorage`, so the sync at close covers everything written.
 //!
 //! The FileReader pool reads ranges (blocks for uploads, whole pieces for the start-up
 //! check) from read-only handles of its own, on its own threads, so reads never queue
@@ -270,15 +272,21 @@ impl FileWriter {
         }))
     }
 
-    /// The part file, created with its header if there is none yet.
+    /// The part file, created with its header if there is none yet. One whose header is
+    /// this torrent's is kept as it is: its slots hold verified bytes that a resume file
+    /// may claim, so only a new, foreign or damaged file is started afresh.
     fn parts_handle(&mut self) -> Result<&File, StorageError> {
         if self.parts.is_none() {
             let path = self.parts_path();
             let jail = self.jail()?;
             let create = || -> io::Result<File> {
                 let f = jail.open_file(&[&self.side.parts], Access::Create)?;
-                f.set_len(0)?;
-                f.write_all_at(&self.slots.header(), 0)?;
+                let mut header = [0u8; super::parts::HEADER_USED];
+                let n = read_or_zeros(&f, &mut header, 0)?;
+                if self.slots.check_header(&header[..n]).is_err() {
+                    f.set_len(0)?;
+                    f.write_all_at(&self.slots.header(), 0)?;
+                }
                 Ok(f)
             };
             self.parts = Some(create().map_err(|e| storage_error(&path, &e))?);
@@ -682,10 +690,15 @@ impl FileWriter {
 }
 
 impl Handler<WritePiece> for FileWriter {
-    type Result = Result<(), StorageError>;
+    type Result = Result<bool, StorageError>;
 
     fn handle(&mut self, msg: WritePiece, _: &mut SyncContext<Self>) -> Self::Result {
         let _timing = self.metrics.handling("WritePiece");
+        // Closed: the resume file may already be saved, and `--fsync` has run. A write
+        // now would reopen files behind both.
+        if self.closed {
+            return Ok(false);
+        }
         let length: usize = msg.blocks.iter().map(|b| b.len()).sum();
         if length != self.layout.piece_len(msg.piece) as usize {
             return Err(storage_error(
@@ -699,7 +712,7 @@ impl Handler<WritePiece> for FileWriter {
             self.write_range(msg.piece, offset, block)?;
             offset += block.len() as u32;
         }
-        Ok(())
+        Ok(true)
     }
 }
 
@@ -1458,7 +1471,12 @@ mod tests {
             parts_now == before.1,
             "the part file was written after CloseStorage"
         );
-        let _ = late; // OLDCODE
+        for refused in late {
+            assert!(
+                matches!(refused, Ok(false)),
+                "a piece after CloseStorage must be refused"
+            );
+        }
     }
 
     /// The part file a run wrote must survive a write that comes after the storage was
