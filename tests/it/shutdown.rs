@@ -36,11 +36,14 @@ const PIECE_EXP: u32 = 15;
 const FILES: usize = 24;
 
 /// No file ends on a piece boundary, so every pair of neighbours shares a piece: a
-/// selected file's first and last pieces each hold bytes of an unselected one.
-const FILE_LEN: u64 = 3 * (1 << PIECE_EXP) + 5_001;
+/// selected file's first and last pieces each hold bytes of an unselected one. About
+/// 20 MiB in all, 10 MiB (some 320 pieces) selected.
+const FILE_LEN: u64 = 26 * (1 << PIECE_EXP) + 5_001;
 
-/// What each write costs: complete pieces queue between the hash and the disk.
-const WRITE_DELAY_MS: &str = "15";
+/// What each piece write costs: a whole download takes about 3 s of writes, so most
+/// stops come mid-download, with up to 1 MiB (`--max-pending-mib`) of complete pieces
+/// queued between the hash and the disk.
+const WRITE_DELAY_MS: &str = "10";
 
 /// How long a stopped `get` may take to exit (it bounds its own stop to 15 s).
 const EXIT_LIMIT: Duration = Duration::from_secs(25);
@@ -223,7 +226,7 @@ fn sigterm_while_pieces_are_hashed_and_written_leaves_only_true_claims() {
             started.elapsed() < TEST_LIMIT,
             "the rounds overran {TEST_LIMIT:?}"
         );
-        let delay = Duration::from_millis(150 + rng.next() % 700);
+        let delay = Duration::from_millis(100 + rng.next() % 800);
         let mut cmd = get_command(&torrent, &out, &seeder, &selection);
         cmd.stderr(File::create(&stderr_path).unwrap());
         let mut child = ChildGuard::spawn(cmd, "torrent-actors get");
