@@ -597,3 +597,169 @@ impl Handler<MarkDone> for PieceManager {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::time::Duration;
+
+    use sha1::{Digest, Sha1};
+
+    use super::*;
+    use crate::engine::messages::{CloseStorage, OpenStorage};
+    use crate::engine::metrics::{ActorKind, ActorMetrics};
+    use crate::engine::selection::SelectedFiles;
+    use crate::InfoHash;
+
+    /// Two blocks a piece, four pieces, one file `t`.
+    const PIECE: usize = 2 * BLOCK_SIZE as usize;
+    const PIECES: usize = 4;
+
+    fn data() -> Vec<u8> {
+        (0..PIECE * PIECES).map(|i| (i * 7 % 251) as u8).collect()
+    }
+
+    fn info(data: &[u8]) -> Arc<Info> {
+        let hashes: Vec<u8> = data.chunks(PIECE).flat_map(Sha1::digest).collect();
+        let mut raw = format!(
+            "d6:lengthi{}e4:name1:t12:piece lengthi{PIECE}e6:pieces{}:",
+            data.len(),
+            hashes.len()
+        )
+        .into_bytes();
+        raw.extend_from_slice(&hashes);
+        raw.push(b'e');
+        Arc::new(Info::from_bytes(&raw).unwrap())
+    }
+
+    /// Takes the PieceManager's reports; only verified pieces are expected.
+    struct Reports;
+
+    impl Actor for Reports {
+        type Context = Context<Self>;
+    }
+
+    impl Handler<PieceVerified> for Reports {
+        type Result = ();
+        fn handle(&mut self, _: PieceVerified, _: &mut Context<Self>) {}
+    }
+
+    impl Handler<PieceFailed> for Reports {
+        type Result = ();
+        fn handle(&mut self, msg: PieceFailed, _: &mut Context<Self>) {
+            panic!("piece {} failed", msg.piece);
+        }
+    }
+
+    impl Handler<BadData> for Reports {
+        type Result = ();
+        fn handle(&mut self, _: BadData, _: &mut Context<Self>) {}
+    }
+
+    impl Handler<StorageFailed> for Reports {
+        type Result = ();
+        fn handle(&mut self, msg: StorageFailed, _: &mut Context<Self>) {
+            panic!("storage failed: {}", msg.error);
+        }
+    }
+
+    fn block(layout: &Layout, data: &[u8], piece: u32, b: u32) -> StoreBlock {
+        let start = piece as usize * PIECE + (b * BLOCK_SIZE) as usize;
+        StoreBlock {
+            from: PeerKey(1),
+            piece: layout.piece(piece).unwrap(),
+            offset: b * BLOCK_SIZE,
+            data: Bytes::copy_from_slice(&data[start..start + BLOCK_SIZE as usize]),
+        }
+    }
+
+    /// Runs: pieces 0 and 1 complete and piece 2 half there, on a slow disk; then
+    /// `DrainPieces`; then the rest of the blocks. Returns the drain's answer and the
+    /// file as it was when the answer came, and as it is at the end.
+    fn drain_run(root: &Path, mode: PieceMode) -> (Bitfield, Vec<u8>, Vec<u8>) {
+        let data = data();
+        let info = info(&data);
+        let root = root.to_path_buf();
+        actix::System::new().block_on(async move {
+            let m = |kind| Arc::new(ActorMetrics::detached(kind));
+            let layout = Arc::new(info.layout.clone());
+            let sel = SelectedFiles::new(&layout, None);
+            let hash = InfoHash([3; 20]);
+            let (r, l, s) = (root.clone(), layout.clone(), sel.clone());
+            let writer = SyncArbiter::start(1, move || {
+                FileWriter::new(
+                    r.clone(),
+                    l.clone(),
+                    hash,
+                    s.clone(),
+                    Duration::from_millis(100),
+                )
+            });
+            let (r, l) = (root.clone(), layout.clone());
+            let reader = SyncArbiter::start(1, move || {
+                FileReader::new(r.clone(), l.clone(), hash, sel.clone())
+            });
+            let hm = m(ActorKind::Hasher);
+            let hasher = SyncArbiter::start(1, move || Hasher::new(hm.clone()));
+            writer.send(OpenStorage).await.unwrap().unwrap();
+            let reports = Reports.start();
+            let pm_metrics = m(ActorKind::PieceManager);
+            let links = PieceManagerLinks {
+                verified: TrackedRecipient::new(reports.clone().recipient(), pm_metrics.clone()),
+                failed: TrackedRecipient::new(reports.clone().recipient(), pm_metrics.clone()),
+                bad_data: TrackedRecipient::new(reports.clone().recipient(), pm_metrics.clone()),
+                storage_failed: TrackedRecipient::new(reports.recipient(), pm_metrics.clone()),
+                metrics: pm_metrics,
+            };
+            let logger = Logger::root(slog::Discard, slog::o!());
+            let pm = PieceManager::new(
+                info.clone(),
+                Bitfield::new(PIECES as u32),
+                mode,
+                1 << 20,
+                Tracked::new(hasher, m(ActorKind::Hasher)),
+                Tracked::new(writer.clone(), m(ActorKind::FileWriter)),
+                Tracked::new(reader, m(ActorKind::FileReader)),
+                links,
+                logger,
+            )
+            .start();
+            for (piece, b) in [(0, 0), (0, 1), (1, 1), (1, 0), (2, 0)] {
+                pm.send(block(&layout, &data, piece, b)).await.unwrap();
+            }
+            let drained = pm.send(DrainPieces).await.unwrap();
+            let file = root.join("t");
+            let at_drain = std::fs::read(&file).unwrap();
+            for (piece, b) in [(2, 1), (3, 0), (3, 1)] {
+                pm.send(block(&layout, &data, piece, b)).await.unwrap();
+            }
+            // Anything the late blocks set off would be queued before this.
+            writer
+                .send(CloseStorage { sync: false })
+                .await
+                .unwrap()
+                .unwrap();
+            (drained, at_drain, std::fs::read(&file).unwrap())
+        })
+    }
+
+    #[test]
+    fn drain_answers_once_complete_pieces_are_written_and_takes_no_more_blocks() {
+        let data = data();
+        for mode in [PieceMode::Whole, PieceMode::Streamed] {
+            let tmp = tempfile::tempdir().unwrap();
+            let (drained, at_drain, at_end) = drain_run(tmp.path(), mode);
+            let claimed: Vec<u32> = drained.iter_set().collect();
+            assert_eq!(claimed, [0, 1], "{mode:?}");
+            assert!(
+                at_drain[..2 * PIECE] == data[..2 * PIECE],
+                "{mode:?}: the drain answered before pieces 0 and 1 were on disk"
+            );
+            // Piece 3 came whole after the drain: never written.
+            assert!(
+                at_end[3 * PIECE..].iter().all(|&b| b == 0),
+                "{mode:?}: a block taken after the drain was written"
+            );
+        }
+    }
+}
