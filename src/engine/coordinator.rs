@@ -549,7 +549,7 @@ impl Coordinator {
     /// A stop's last save failed: said in the log, as the run is ending anyway.
     fn log_save_failure(&self, res: Result<(), StorageError>) {
         if let Err(e) = res {
-            warn!(self.log, "could not close the files and save the resume file"; "error" => %e);
+            warn!(self.log, "could not save the resume file at the stop"; "error" => %e);
         }
     }
 
