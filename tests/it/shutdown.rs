@@ -8,6 +8,12 @@
 //! run resuming from the last. After every stop, each piece the resume file claims is read
 //! back from the files and the part file, laid out as the engine lays them out, and
 //! hashed against the torrent.
+//!
+//! On the code before the drain this test passed (three runs): while each Peer waited
+//! for every `StoreBlock` reply, the moment between a piece's hash and its `WritePiece`
+//! was too short for a signal to land in, and the process exited before a late write.
+//! The storage unit tests catch the late write itself; this one guards the whole stop,
+//! and the part file, as Peers stop waiting on the PieceManager.
 
 use std::fs::{self, File};
 use std::os::unix::fs::FileExt;
