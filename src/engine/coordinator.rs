@@ -73,6 +73,12 @@ const PAROLE_SECONDS: f64 = 10.0;
 /// still gets its failed pieces fetched, by the fastest of them.
 const PAROLE_SHARE_OF_FASTEST: f64 = 0.5;
 
+/// How long a stop waits for the PieceManager to hash and write the complete pieces it
+/// holds (`DrainPieces`). A stuck hasher or disk cannot hang the stop past it: the
+/// FileWriter is closed anyway, refuses every later write, and a piece not written is
+/// not recorded. Well inside the 15 s that `get` and `serve` give a whole stop.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Peers that left, remembered by key so blame that arrives late (smart ban judges a
 /// piece only once a good copy passes) still finds their address.
 const DEPARTED_REMEMBERED: usize = 1024;
@@ -500,13 +506,75 @@ impl Coordinator {
         if self.picker.is_none() {
             return;
         }
-        let data = ResumeData::new(self.info_hash, &self.layout, &self.have);
-        ctx.spawn(
-            self.writer
-                .send(SaveResume { data })
-                .into_actor(self)
-                .map(|_, _, _| ()),
+        // Drained first, so pieces already hashed are claimed and none is written behind
+        // the save; the files stay open for the `Shutdown` that follows.
+        ctx.wait(
+            self.drain_and_save(false)
+                .map(|res, act, _| act.log_save_failure(res)),
         );
+    }
+
+    /// Steps 2 to 4 of a stop (ARCHITECTURE.md, "Shutdown order"): drains the
+    /// PieceManager (at most [`DRAIN_TIMEOUT`]) and adds the pieces it verified to `have`,
+    /// closes the FileWriter if `close`, and saves the resume file. The answer to
+    /// `DrainPieces` carries the PieceManager's own record because `PieceVerified`s may
+    /// still sit in our mailbox. Callers run it under `ctx.wait`, so no piece is picked or
+    /// verified here meanwhile.
+    fn drain_and_save(
+        &mut self,
+        close: bool,
+    ) -> impl ActorFuture<Self, Output = Result<(), StorageError>> {
+        let drain = self.piece_manager.as_ref().map(|pm| pm.send(DrainPieces));
+        let drained = async move {
+            match drain {
+                Some(drain) => match tokio::time::timeout(DRAIN_TIMEOUT, drain).await {
+                    Ok(Ok(done)) => Ok(Some(done)),
+                    Ok(Err(_)) => Ok(None),
+                    Err(_) => Err(()),
+                },
+                None => Ok(None),
+            }
+        };
+        drained.into_actor(self).then(move |drained, act, _| {
+            match drained {
+                Ok(Some(done)) => {
+                    for piece in done.iter_set() {
+                        let _ = act.have.set(piece);
+                    }
+                }
+                Ok(None) => {}
+                Err(()) => warn!(act.log, "pieces still hashing or writing were not waited for";
+                                 "after" => ?DRAIN_TIMEOUT),
+            }
+            let data = ResumeData::new(act.info_hash, &act.layout, &act.have);
+            let writer = act.writer.clone();
+            let sync = act.config.sync_on_close;
+            let unavailable = |e: MailboxError| StorageError {
+                path: String::new(),
+                message: format!("file writer unavailable: {e}"),
+                disk_full: false,
+            };
+            async move {
+                if close {
+                    writer
+                        .send(CloseStorage { sync })
+                        .await
+                        .map_err(unavailable)??;
+                }
+                writer
+                    .send(SaveResume { data })
+                    .await
+                    .map_err(unavailable)?
+            }
+            .into_actor(act)
+        })
+    }
+
+    /// A stop's last save failed: said in the log, as the run is ending anyway.
+    fn log_save_failure(&self, res: Result<(), StorageError>) {
+        if let Err(e) = res {
+            warn!(self.log, "could not save the resume file at the stop"; "error" => %e);
+        }
     }
 
     // --- start-up ---------------------------------------------------------------------
@@ -1203,25 +1271,9 @@ impl Coordinator {
                 tracker.do_send(TrackerCompleted);
             }
         }
-        let data = ResumeData::new(self.info_hash, &self.layout, &self.have);
-        let writer = self.writer.clone();
-        let sync = self.config.sync_on_close;
-        let unavailable = |e: MailboxError| StorageError {
-            path: String::new(),
-            message: format!("file writer unavailable: {e}"),
-            disk_full: false,
-        };
-        let done = async move {
-            writer
-                .send(CloseStorage { sync })
-                .await
-                .map_err(unavailable)??;
-            writer
-                .send(SaveResume { data })
-                .await
-                .map_err(unavailable)?
-        };
-        ctx.wait(done.into_actor(self).map(|res, act, _| match res {
+        // Nothing wanted is left in the PieceManager now, so the drain only makes sure no
+        // block is taken and no write follows the close.
+        ctx.wait(self.drain_and_save(true).map(|res, act, _| match res {
             Ok(()) => act.events.do_send(TorrentEvent::Completed(act.progress())),
             Err(e) => {
                 let kind = if e.disk_full {
@@ -1872,7 +1924,11 @@ impl Handler<GetFileProgress> for Coordinator {
 impl Handler<Shutdown> for Coordinator {
     type Result = ResponseActFuture<Self, ()>;
 
-    fn handle(&mut self, _: Shutdown, _: &mut Context<Self>) -> Self::Result {
+    /// The stop, in order (ARCHITECTURE.md, "Shutdown order"): 1. refuse new peers and
+    /// disconnect the Peers; 2. drain the PieceManager; 3. close the FileWriter; 4. save
+    /// the resume file; 5. announce `stopped`, then reply. A complete torrent closed its
+    /// files and saved already (`complete`).
+    fn handle(&mut self, _: Shutdown, ctx: &mut Context<Self>) -> Self::Result {
         let _timing = self.metrics.handling_unqueued("Shutdown");
         self.stopping = true;
         for peer in self.peers.values() {
@@ -1880,15 +1936,19 @@ impl Handler<Shutdown> for Coordinator {
                 .do_send(ToPeer::Disconnect("shutting down".into()));
         }
         let trackers: Vec<Tracked<Tracker>> = self.trackers.drain().map(|(_, a)| a).collect();
-        let save = (self.picker.is_some() && self.phase != Phase::Complete)
-            .then(|| ResumeData::new(self.info_hash, &self.layout, &self.have));
-        let writer = self.writer.clone();
-        let sync = self.config.sync_on_close;
+        // Steps 2 to 4 hold the mailbox (nothing is verified or picked behind them); the
+        // trackers' `stopped` comes after, outside the wait, as a Tracker asks us for its
+        // totals.
+        let (saved_tx, saved) = futures::channel::oneshot::channel::<()>();
+        if self.picker.is_some() && self.phase != Phase::Complete {
+            ctx.wait(self.drain_and_save(true).map(move |res, act, _| {
+                act.log_save_failure(res);
+                let _ = saved_tx.send(());
+            }));
+        }
         let work = async move {
-            if let Some(data) = save {
-                let _ = writer.send(CloseStorage { sync }).await;
-                let _ = writer.send(SaveResume { data }).await;
-            }
+            // Sent, or dropped when there was nothing to save: either way the save is over.
+            let _ = saved.await;
             let stops = trackers.into_iter().map(|t| t.send(TrackerStop));
             // Each tracker bounds its own `stopped` announce; this bounds them all.
             let _ = tokio::time::timeout(Duration::from_secs(6), futures::future::join_all(stops))

@@ -274,8 +274,9 @@ pub struct HashOutcome {
 }
 
 /// PieceManager → FileWriter (SyncArbiter): write a verified piece across its files.
+/// Answers `false`, writing nothing and opening no file, once `CloseStorage` came.
 #[derive(Message)]
-#[rtype(result = "Result<(), StorageError>")]
+#[rtype(result = "Result<bool, StorageError>")]
 pub struct WritePiece {
     /// Which piece.
     pub piece: PieceIndex,
@@ -580,6 +581,13 @@ pub struct TrackerStop;
 // ---------------------------------------------------------------------------------------
 // PieceManager housekeeping (Coordinator → PieceManager)
 // ---------------------------------------------------------------------------------------
+
+/// Coordinator → PieceManager: the torrent is stopping; take no more blocks, drop pieces
+/// still missing blocks, and answer with the verified pieces once every complete piece is
+/// hashed and written (or has failed).
+#[derive(Message)]
+#[rtype(result = "Bitfield")]
+pub struct DrainPieces;
 
 /// Coordinator → PieceManager: a piece failed and will be fetched again; forget any
 /// blocks of it still being assembled (late endgame copies of the bad data).
@@ -926,8 +934,8 @@ pub enum Phase {
     Complete,
 }
 
-/// Face → Coordinator: stop the torrent cleanly. Replies once the resume file is saved,
-/// `stopped` announced (bounded in time) and files closed.
+/// Face → Coordinator: stop the torrent cleanly. Replies once the PieceManager is drained,
+/// the files closed and the resume file saved, then `stopped` announced (bounded in time).
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Shutdown;

@@ -14,6 +14,11 @@
 //! and all of it is on disk, so a `have` is never announced (nor a resume file written)
 //! for data that is not there or not checked.
 //!
+//! On `DrainPieces` (a stop) it takes no more blocks, drops the pieces still missing
+//! some, and answers with its verified pieces once every complete piece is hashed and
+//! written (or failed), so the resume file saved next claims all of them and no write
+//! comes after the storage closes.
+//!
 //! Memory is bounded twice. Blocks of pieces still being assembled are bounded by the
 //! Coordinator's budget of pieces in progress (a piece is only requested once started; a
 //! streamed piece counts its window and block records, not its length). Data waiting for
@@ -34,8 +39,8 @@ use futures::FutureExt;
 use slog::{debug, warn, Logger};
 
 use super::messages::{
-    BadData, DigestBlocks, ForgetPiece, HashBlocks, HashPiece, HashStored, MarkDone, PieceFailed,
-    PieceVerified, StorageError, StorageFailed, StoreBlock, WriteBlock, WritePiece,
+    BadData, DigestBlocks, DrainPieces, ForgetPiece, HashBlocks, HashPiece, HashStored, MarkDone,
+    PieceFailed, PieceVerified, StorageError, StorageFailed, StoreBlock, WriteBlock, WritePiece,
 };
 use super::metrics::{ActorMetrics, LiveGuard, Tracked, TrackedRecipient};
 use super::smart_ban::SmartBan;
@@ -118,6 +123,10 @@ pub struct PieceManager {
     _live: LiveGuard,
     /// After a write failure nothing more is written: the torrent is stopping.
     broken: bool,
+    /// `DrainPieces` came: the torrent is stopping, and no block is taken any more.
+    draining: bool,
+    /// `DrainPieces` replies, sent once nothing taken is still on its way to the disk.
+    drained: Vec<oneshot::Sender<Bitfield>>,
     /// Who sent which block of pieces that failed, until a good copy names the liar.
     smart_ban: SmartBan,
     log: Logger,
@@ -167,6 +176,8 @@ impl PieceManager {
             next_attempt: 0,
             links,
             broken: false,
+            draining: false,
+            drained: Vec::new(),
             smart_ban: SmartBan::new(SMART_BAN_PIECES, SMART_BAN_RECORDS),
             _live: metrics.started(),
             metrics,
@@ -204,7 +215,10 @@ impl PieceManager {
                 return Outcome::Failed(senders, digests);
             }
             match writer.send(WritePiece { piece, blocks }).await {
-                Ok(Ok(())) => Outcome::Written(digests),
+                Ok(Ok(true)) => Outcome::Written(digests),
+                // The storage closed first (a stop that gave up waiting): not on disk,
+                // so not recorded.
+                Ok(Ok(false)) => Outcome::Refused,
                 Ok(Err(e)) => Outcome::WriteFailed(e),
                 Err(e) => Outcome::WriteFailed(StorageError {
                     path: String::new(),
@@ -246,8 +260,12 @@ impl PieceManager {
                 }
             }
             Outcome::WriteFailed(error) => self.write_failed(error),
+            Outcome::Refused => {
+                debug!(self.log, "piece refused by the closed storage"; "piece" => piece.get());
+            }
         }
         self.release_waiting();
+        self.check_drained();
     }
 
     /// A write (or a read back of a streamed piece) failed: the torrent is stopping, and
@@ -341,6 +359,7 @@ impl PieceManager {
                 }),
             }
             act.release_waiting();
+            act.check_drained();
         }));
         self.advance_streamed(piece, ctx);
     }
@@ -427,6 +446,7 @@ impl PieceManager {
                     act.links.failed.do_send(PieceFailed { piece });
                 }
             }
+            act.check_drained();
         }));
     }
 
@@ -461,6 +481,23 @@ impl PieceManager {
         );
     }
 
+    /// Answers `DrainPieces` once nothing taken is still on its way to the disk: no whole
+    /// piece in hash or write, no streamed block in write, no complete streamed piece
+    /// still hashing (the drain dropped the incomplete ones).
+    fn check_drained(&mut self) {
+        if !self.draining
+            || self.drained.is_empty()
+            || self.pending_bytes > 0
+            || !self.finishing.is_empty()
+            || !self.assembling.is_empty()
+        {
+            return;
+        }
+        for tx in self.drained.drain(..) {
+            let _ = tx.send(self.done.clone());
+        }
+    }
+
     /// Lets held `StoreBlock` replies go while there is room.
     fn release_waiting(&mut self) {
         while self.pending_bytes < self.max_pending_bytes {
@@ -480,6 +517,8 @@ enum Outcome {
     /// Failed its hash: each block's sender and digest.
     Failed(Vec<PeerKey>, Vec<[u8; 20]>),
     WriteFailed(StorageError),
+    /// Verified, but the storage was closed before it could be written.
+    Refused,
 }
 
 impl Actor for PieceManager {
@@ -491,6 +530,10 @@ impl Handler<StoreBlock> for PieceManager {
 
     fn handle(&mut self, msg: StoreBlock, ctx: &mut Context<Self>) -> Self::Result {
         let _timing = self.metrics.handling("StoreBlock");
+        // Stopping: the block is dropped, and its Peer is not held back.
+        if self.draining {
+            return Box::pin(async {});
+        }
         let piece = msg.piece;
         let wanted = !self.done.has(piece.get()) && !self.finishing.contains(&piece.get());
         if wanted && !self.broken && self.mode == PieceMode::Streamed {
@@ -511,6 +554,30 @@ impl Handler<StoreBlock> for PieceManager {
     }
 }
 
+/// Step 2 of a stop (ARCHITECTURE.md, "Shutdown order").
+impl Handler<DrainPieces> for PieceManager {
+    type Result = ResponseFuture<Bitfield>;
+
+    fn handle(&mut self, _: DrainPieces, _: &mut Context<Self>) -> Self::Result {
+        let _timing = self.metrics.handling("DrainPieces");
+        self.draining = true;
+        // A piece still missing blocks is never finished, and nothing of it was recorded.
+        // A streamed piece whose blocks all came is complete: it is hashed to the end.
+        self.assembling
+            .retain(|_, a| matches!(a, Assembly::Streamed(s) if s.piece.all_received()));
+        // No block is kept from now on, so no Peer need wait for room.
+        for tx in self.waiting.drain(..) {
+            let _ = tx.send(());
+        }
+        let (tx, rx) = oneshot::channel();
+        self.drained.push(tx);
+        self.check_drained();
+        let pieces = self.done.num_pieces();
+        // Only a PieceManager that stopped drops the sender: nothing known, nothing claimed.
+        Box::pin(async move { rx.await.unwrap_or_else(|_| Bitfield::new(pieces)) })
+    }
+}
+
 impl Handler<ForgetPiece> for PieceManager {
     type Result = ();
 
@@ -528,6 +595,172 @@ impl Handler<MarkDone> for PieceManager {
         for p in msg.pieces {
             let _ = self.done.set(p.get());
             self.assembling.remove(&p.get());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::time::Duration;
+
+    use sha1::{Digest, Sha1};
+
+    use super::*;
+    use crate::engine::messages::{CloseStorage, OpenStorage};
+    use crate::engine::metrics::{ActorKind, ActorMetrics};
+    use crate::engine::selection::SelectedFiles;
+    use crate::InfoHash;
+
+    /// Two blocks a piece, four pieces, one file `t`.
+    const PIECE: usize = 2 * BLOCK_SIZE as usize;
+    const PIECES: usize = 4;
+
+    fn data() -> Vec<u8> {
+        (0..PIECE * PIECES).map(|i| (i * 7 % 251) as u8).collect()
+    }
+
+    fn info(data: &[u8]) -> Arc<Info> {
+        let hashes: Vec<u8> = data.chunks(PIECE).flat_map(Sha1::digest).collect();
+        let mut raw = format!(
+            "d6:lengthi{}e4:name1:t12:piece lengthi{PIECE}e6:pieces{}:",
+            data.len(),
+            hashes.len()
+        )
+        .into_bytes();
+        raw.extend_from_slice(&hashes);
+        raw.push(b'e');
+        Arc::new(Info::from_bytes(&raw).unwrap())
+    }
+
+    /// Takes the PieceManager's reports; only verified pieces are expected.
+    struct Reports;
+
+    impl Actor for Reports {
+        type Context = Context<Self>;
+    }
+
+    impl Handler<PieceVerified> for Reports {
+        type Result = ();
+        fn handle(&mut self, _: PieceVerified, _: &mut Context<Self>) {}
+    }
+
+    impl Handler<PieceFailed> for Reports {
+        type Result = ();
+        fn handle(&mut self, msg: PieceFailed, _: &mut Context<Self>) {
+            panic!("piece {} failed", msg.piece);
+        }
+    }
+
+    impl Handler<BadData> for Reports {
+        type Result = ();
+        fn handle(&mut self, _: BadData, _: &mut Context<Self>) {}
+    }
+
+    impl Handler<StorageFailed> for Reports {
+        type Result = ();
+        fn handle(&mut self, msg: StorageFailed, _: &mut Context<Self>) {
+            panic!("storage failed: {}", msg.error);
+        }
+    }
+
+    fn block(layout: &Layout, data: &[u8], piece: u32, b: u32) -> StoreBlock {
+        let start = piece as usize * PIECE + (b * BLOCK_SIZE) as usize;
+        StoreBlock {
+            from: PeerKey(1),
+            piece: layout.piece(piece).unwrap(),
+            offset: b * BLOCK_SIZE,
+            data: Bytes::copy_from_slice(&data[start..start + BLOCK_SIZE as usize]),
+        }
+    }
+
+    /// Runs: pieces 0 and 1 complete and piece 2 half there, on a slow disk; then
+    /// `DrainPieces`; then the rest of the blocks. Returns the drain's answer and the
+    /// file as it was when the answer came, and as it is at the end.
+    fn drain_run(root: &Path, mode: PieceMode) -> (Bitfield, Vec<u8>, Vec<u8>) {
+        let data = data();
+        let info = info(&data);
+        let root = root.to_path_buf();
+        actix::System::new().block_on(async move {
+            let m = |kind| Arc::new(ActorMetrics::detached(kind));
+            let layout = Arc::new(info.layout.clone());
+            let sel = SelectedFiles::new(&layout, None);
+            let hash = InfoHash([3; 20]);
+            let (r, l, s) = (root.clone(), layout.clone(), sel.clone());
+            let writer = SyncArbiter::start(1, move || {
+                FileWriter::new(
+                    r.clone(),
+                    l.clone(),
+                    hash,
+                    s.clone(),
+                    Duration::from_millis(100),
+                )
+            });
+            let (r, l) = (root.clone(), layout.clone());
+            let reader = SyncArbiter::start(1, move || {
+                FileReader::new(r.clone(), l.clone(), hash, sel.clone())
+            });
+            let hm = m(ActorKind::Hasher);
+            let hasher = SyncArbiter::start(1, move || Hasher::new(hm.clone()));
+            writer.send(OpenStorage).await.unwrap().unwrap();
+            let reports = Reports.start();
+            let pm_metrics = m(ActorKind::PieceManager);
+            let links = PieceManagerLinks {
+                verified: TrackedRecipient::new(reports.clone().recipient(), pm_metrics.clone()),
+                failed: TrackedRecipient::new(reports.clone().recipient(), pm_metrics.clone()),
+                bad_data: TrackedRecipient::new(reports.clone().recipient(), pm_metrics.clone()),
+                storage_failed: TrackedRecipient::new(reports.recipient(), pm_metrics.clone()),
+                metrics: pm_metrics,
+            };
+            let logger = Logger::root(slog::Discard, slog::o!());
+            let pm = PieceManager::new(
+                info.clone(),
+                Bitfield::new(PIECES as u32),
+                mode,
+                1 << 20,
+                Tracked::new(hasher, m(ActorKind::Hasher)),
+                Tracked::new(writer.clone(), m(ActorKind::FileWriter)),
+                Tracked::new(reader, m(ActorKind::FileReader)),
+                links,
+                logger,
+            )
+            .start();
+            for (piece, b) in [(0, 0), (0, 1), (1, 1), (1, 0), (2, 0)] {
+                pm.send(block(&layout, &data, piece, b)).await.unwrap();
+            }
+            let drained = pm.send(DrainPieces).await.unwrap();
+            let file = root.join("t");
+            let at_drain = std::fs::read(&file).unwrap();
+            for (piece, b) in [(2, 1), (3, 0), (3, 1)] {
+                pm.send(block(&layout, &data, piece, b)).await.unwrap();
+            }
+            // Anything the late blocks set off would be queued before this.
+            writer
+                .send(CloseStorage { sync: false })
+                .await
+                .unwrap()
+                .unwrap();
+            (drained, at_drain, std::fs::read(&file).unwrap())
+        })
+    }
+
+    #[test]
+    fn drain_answers_once_complete_pieces_are_written_and_takes_no_more_blocks() {
+        let data = data();
+        for mode in [PieceMode::Whole, PieceMode::Streamed] {
+            let tmp = tempfile::tempdir().unwrap();
+            let (drained, at_drain, at_end) = drain_run(tmp.path(), mode);
+            let claimed: Vec<u32> = drained.iter_set().collect();
+            assert_eq!(claimed, [0, 1], "{mode:?}");
+            assert!(
+                at_drain[..2 * PIECE] == data[..2 * PIECE],
+                "{mode:?}: the drain answered before pieces 0 and 1 were on disk"
+            );
+            // Piece 3 came whole after the drain: never written.
+            assert!(
+                at_end[3 * PIECE..].iter().all(|&b| b == 0),
+                "{mode:?}: a block taken after the drain was written"
+            );
         }
     }
 }

@@ -4,7 +4,9 @@
 //! The FileWriter is the only code in the engine that writes the download: it creates
 //! the files at their final size, writes verified pieces at their offsets (`pwrite`, one
 //! call per file span), and writes the resume file atomically. It runs on one thread, so its operations are ordered: a resume file
-//! saved after a piece's write never claims a piece that is not on disk.
+//! saved after a piece's write never claims a piece that is not on disk. After
+//! `CloseStorage` it writes no piece or block (they are answered `false`) and opens no
+//! file until the next `OpenStorage`, so the sync at close covers everything written.
 //!
 //! The FileReader pool reads ranges (blocks for uploads, whole pieces for the start-up
 //! check) from read-only handles of its own, on its own threads, so reads never queue
@@ -270,15 +272,21 @@ impl FileWriter {
         }))
     }
 
-    /// The part file, created with its header if there is none yet.
+    /// The part file, created with its header if there is none yet. One whose header is
+    /// this torrent's is kept as it is: its slots hold verified bytes that a resume file
+    /// may claim, so only a new, foreign or damaged file is started afresh.
     fn parts_handle(&mut self) -> Result<&File, StorageError> {
         if self.parts.is_none() {
             let path = self.parts_path();
             let jail = self.jail()?;
             let create = || -> io::Result<File> {
                 let f = jail.open_file(&[&self.side.parts], Access::Create)?;
-                f.set_len(0)?;
-                f.write_all_at(&self.slots.header(), 0)?;
+                let mut header = [0u8; super::parts::HEADER_USED];
+                let n = read_or_zeros(&f, &mut header, 0)?;
+                if self.slots.check_header(&header[..n]).is_err() {
+                    f.set_len(0)?;
+                    f.write_all_at(&self.slots.header(), 0)?;
+                }
                 Ok(f)
             };
             self.parts = Some(create().map_err(|e| storage_error(&path, &e))?);
@@ -682,10 +690,15 @@ impl FileWriter {
 }
 
 impl Handler<WritePiece> for FileWriter {
-    type Result = Result<(), StorageError>;
+    type Result = Result<bool, StorageError>;
 
     fn handle(&mut self, msg: WritePiece, _: &mut SyncContext<Self>) -> Self::Result {
         let _timing = self.metrics.handling("WritePiece");
+        // Closed: the resume file may already be saved, and `--fsync` has run. A write
+        // now would reopen files behind both.
+        if self.closed {
+            return Ok(false);
+        }
         let length: usize = msg.blocks.iter().map(|b| b.len()).sum();
         if length != self.layout.piece_len(msg.piece) as usize {
             return Err(storage_error(
@@ -699,7 +712,7 @@ impl Handler<WritePiece> for FileWriter {
             self.write_range(msg.piece, offset, block)?;
             offset += block.len() as u32;
         }
-        Ok(())
+        Ok(true)
     }
 }
 
@@ -1396,6 +1409,155 @@ mod tests {
             <[u8; 20]>::from(Sha1::digest(&whole))
         );
         assert_eq!(digests, vec![<[u8; 20]>::from(Sha1::digest(&whole))]);
+    }
+
+    /// Starts a FileWriter for `files` of [`layout`] under `root`.
+    fn start_writer(root: &Path, files: Option<&str>) -> Addr<FileWriter> {
+        let layout = layout();
+        let sel = selected(&layout, files);
+        let root = root.to_path_buf();
+        SyncArbiter::start(1, move || {
+            FileWriter::new(
+                root.clone(),
+                layout.clone(),
+                HASH,
+                sel.clone(),
+                Default::default(),
+            )
+        })
+    }
+
+    /// `piece` of [`data`] as a `WritePiece` in two blocks.
+    fn write_of(layout: &Layout, data: &[u8], n: u32) -> WritePiece {
+        let piece = layout.piece(n).unwrap();
+        let bytes = piece_bytes(layout, data, piece);
+        let blocks = bytes.chunks(10_000).map(Bytes::copy_from_slice).collect();
+        WritePiece { piece, blocks }
+    }
+
+    /// A piece still being hashed at shutdown reaches the writer after `CloseStorage`:
+    /// it must be refused, and neither reopen a file nor make the part file anew.
+    #[test]
+    fn write_piece_after_close_storage_is_refused_and_writes_nothing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().to_path_buf();
+        let l = layout();
+        let data = data(&l);
+        let parts = parts_path(&root, &l);
+        let a = root.join("t/a");
+        let (before, late) = actix::System::new().block_on(async move {
+            let writer = start_writer(&root, Some("0"));
+            writer.send(OpenStorage).await.unwrap().unwrap();
+            // Piece 2 is shared by a (selected) and b (not): it makes the part file.
+            writer.send(write_of(&l, &data, 2)).await.unwrap().unwrap();
+            writer
+                .send(CloseStorage { sync: true })
+                .await
+                .unwrap()
+                .unwrap();
+            let before = (fs::read(&a).unwrap(), fs::read(&parts).unwrap());
+            // Piece 1 lies in a alone; piece 4 in b and c, whose bytes go to the part file.
+            let mut late = Vec::new();
+            for n in [1, 4] {
+                late.push(writer.send(write_of(&l, &data, n)).await.unwrap());
+            }
+            (before, late)
+        });
+        let l = layout();
+        let a_now = fs::read(tmp.path().join("t/a")).unwrap();
+        assert!(a_now == before.0, "a file was written after CloseStorage");
+        let parts_now = fs::read(parts_path(tmp.path(), &l)).unwrap();
+        assert!(
+            parts_now == before.1,
+            "the part file was written after CloseStorage"
+        );
+        for refused in late {
+            assert!(
+                matches!(refused, Ok(false)),
+                "a piece after CloseStorage must be refused"
+            );
+        }
+    }
+
+    /// The part file a run wrote must survive a write that comes after the storage was
+    /// closed (refused) and one after it was opened again (kept, not made anew).
+    #[test]
+    fn part_file_is_not_truncated_by_writes_after_close_and_reopen() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().to_path_buf();
+        let l = layout();
+        let data = data(&l);
+        let expected = data.clone();
+        let read = actix::System::new().block_on(async move {
+            let writer = start_writer(&root, Some("0"));
+            writer.send(OpenStorage).await.unwrap().unwrap();
+            writer.send(write_of(&l, &data, 2)).await.unwrap().unwrap();
+            writer
+                .send(CloseStorage { sync: false })
+                .await
+                .unwrap()
+                .unwrap();
+            let _ = writer.send(write_of(&l, &data, 4)).await.unwrap();
+            writer.send(OpenStorage).await.unwrap().unwrap();
+            writer.send(write_of(&l, &data, 4)).await.unwrap().unwrap();
+            writer
+                .send(CloseStorage { sync: false })
+                .await
+                .unwrap()
+                .unwrap();
+            let sel = selected(&l, Some("0"));
+            let (r, l2) = (root.clone(), l.clone());
+            let reader = SyncArbiter::start(1, move || {
+                FileReader::new(r.clone(), l2.clone(), HASH, sel.clone())
+            });
+            let mut read = Vec::new();
+            for n in [2, 4] {
+                let piece = l.piece(n).unwrap();
+                let length = l.piece_len(piece);
+                let got = reader.send(ReadBlock {
+                    piece,
+                    offset: 0,
+                    length,
+                });
+                read.push(got.await.unwrap().unwrap().to_vec());
+            }
+            read
+        });
+        let l = layout();
+        for (got, n) in read.iter().zip([2, 4]) {
+            let piece = l.piece(n).unwrap();
+            assert!(
+                got == &piece_bytes(&l, &expected, piece),
+                "piece {n} does not read back as written"
+            );
+        }
+    }
+
+    /// Opening the part file for a write keeps what it holds when its header is ours.
+    #[test]
+    fn parts_handle_keeps_a_part_file_whose_header_is_ours() {
+        let tmp = tempfile::tempdir().unwrap();
+        let l = layout();
+        let slots = PartSlots::new(&l);
+        let mut file = vec![0u8; super::super::parts::HEADER_LEN as usize + 100];
+        file[..super::super::parts::HEADER_USED].copy_from_slice(&slots.header());
+        file[super::super::parts::HEADER_LEN as usize..].fill(0xAB);
+        fs::write(parts_path(tmp.path(), &l), &file).unwrap();
+        let mut writer = FileWriter::new(
+            tmp.path().to_path_buf(),
+            l.clone(),
+            HASH,
+            selected(&l, Some("0")),
+            Default::default(),
+        );
+        writer.jail = Some(Jail::create(tmp.path()).unwrap());
+        writer.parts_handle().unwrap();
+        let now = fs::read(parts_path(tmp.path(), &l)).unwrap();
+        assert!(
+            now == file,
+            "the part file was emptied ({} bytes)",
+            now.len()
+        );
     }
 
     #[test]

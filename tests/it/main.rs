@@ -19,6 +19,7 @@ mod metainfo;
 mod seeding;
 mod serve;
 mod serve_jail;
+mod shutdown;
 mod support;
 mod swarm;
 mod terminal_output;
