@@ -10,10 +10,11 @@
 //! Backpressure, by credit: each block read is handed to the PieceManager (`StoreBlock`),
 //! whose reply gives its bytes back as credit; the PieceManager holds replies while too
 //! much data waits for hash and write. A Peer holding [`STORE_CREDIT`] bytes or more not
-//! yet taken pauses its socket's read stream only ([`ReadGate`]): it keeps handling its
-//! mailbox, uploading, sending keep-alives and running its timers, and the requests it
-//! waits on are not timed out while it is the one not reading. No handler here waits on a
-//! reply.
+//! yet taken asks for no more blocks: the peer runs out of requests to answer, and the
+//! flow stops at its source. The socket is still read, so the peer's own requests,
+//! cancels, `have`s and keep-alives are heard, uploads go on, and the timers run. No
+//! handler here waits on a reply. (Pausing the socket's read half instead would stop
+//! uploads to that peer too: its requests would go unread.)
 //!
 //! Uploads: requests from a peer we have unchoked are checked (piece verified, block inside
 //! the piece, at most 16 KiB) and queued, at most [`UPLOAD_QUEUE_LIMIT`]; one window of at
@@ -24,19 +25,16 @@
 //! What it must not do: pick pieces (the Coordinator does), hold piece data (the
 //! PieceManager does), or touch the filesystem.
 
-use std::cell::{Cell, RefCell};
 use std::collections::{HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::rc::Rc;
 use std::sync::Arc;
-use std::task::{Poll, Waker};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use actix::io::{FramedWrite, WriteHandler};
 use actix::prelude::*;
 use bytes::Bytes;
-use futures::Stream;
 use slog::{debug, info, o, warn, Logger};
 use tokio::io::AsyncWrite;
 use tokio::net::tcp::OwnedWriteHalf;
@@ -101,9 +99,10 @@ pub const UPLOAD_QUEUE_LIMIT: usize = 500;
 pub const READ_WINDOW: u32 = 256 * 1024;
 
 /// Bytes of blocks a Peer may have handed to the PieceManager and not yet had taken
-/// (the PieceManager's `StoreBlock` reply gives them back); at this much the Peer stops
-/// reading its socket until some come back. Eight blocks: enough to keep reading while
-/// the PieceManager is merely busy, and 500 peers hold at most 64 MiB this way.
+/// (the PieceManager's `StoreBlock` reply gives them back); at this much the Peer asks
+/// for no more blocks until some come back. Eight blocks: enough not to starve the
+/// pipeline while the PieceManager is merely busy. (The blocks themselves are of pieces
+/// in progress, which the Coordinator's budget bounds.)
 pub const STORE_CREDIT: u64 = 8 * BLOCK_SIZE as u64;
 
 /// Bytes buffered for one peer's socket above which the actor pauses until they drain to
@@ -246,8 +245,8 @@ pub struct Peer {
     wake_missed: bool,
     /// Bytes of blocks handed to the PieceManager and not yet taken ([`STORE_CREDIT`]).
     unstored: u64,
-    /// The switch on the socket's read stream, closed while `unstored` is at the credit.
-    read_gate: Rc<ReadGate>,
+    /// Out of credit since the last block was taken: counted once in the metrics.
+    out_of_credit: bool,
     /// The peer's `reqq`, or the default.
     reqq: usize,
     /// Payload bytes received since the last once-a-second tick: the rate's input and
@@ -326,11 +325,7 @@ impl Peer {
         let codec = MessageCodec::for_piece_count(num_pieces);
         let (read, write) = stream.into_split();
         Peer::create(move |ctx| {
-            let gate = Rc::new(ReadGate::default());
-            ctx.add_stream(Gated {
-                inner: FramedRead::new(read, codec),
-                gate: gate.clone(),
-            });
+            ctx.add_stream(FramedRead::new(read, codec));
             let mut out = FramedWrite::new(PauseOnFullSocket(write), codec, ctx);
             out.set_buffer_capacity(WRITE_LOW_WATER, WRITE_HIGH_WATER);
             let now = Instant::now();
@@ -380,7 +375,7 @@ impl Peer {
                 picking: false,
                 wake_missed: false,
                 unstored: 0,
-                read_gate: gate,
+                out_of_credit: false,
                 reqq: DEFAULT_REQQ,
                 downloaded_window: 0,
                 rate: 0.0,
@@ -546,6 +541,13 @@ impl Peer {
             return;
         }
         if !self.joined || self.choked || !self.interested {
+            return;
+        }
+        if self.unstored >= STORE_CREDIT {
+            // Out of credit: asked again when the PieceManager takes a block.
+            if !std::mem::replace(&mut self.out_of_credit, true) {
+                self.metrics.held_back();
+            }
             return;
         }
         let target = self.queue_target();
@@ -769,8 +771,8 @@ impl Peer {
             data: block.data,
         };
         // The bytes are credit until the PieceManager has taken the block (and, with a
-        // download limit, until the limiter allows them); out of credit, the socket is
-        // not read until some comes back. The actor itself goes on.
+        // download limit, until the limiter allows them); out of credit, no more blocks
+        // are asked for until some comes back. The actor itself goes on.
         let stored = self.piece_manager.send(store);
         let limiter = self.limiter.clone();
         let accepted = async move {
@@ -786,10 +788,6 @@ impl Peer {
             res
         };
         self.unstored += len;
-        if self.unstored >= STORE_CREDIT && self.read_gate.is_open() {
-            self.metrics.held_back();
-            self.read_gate.close();
-        }
         ctx.spawn(accepted.into_actor(self).map(move |res, act, ctx| {
             act.unstored -= len;
             if res.is_err() {
@@ -797,12 +795,8 @@ impl Peer {
                 return;
             }
             act.received.push(request);
-            if act.unstored < STORE_CREDIT && !act.read_gate.is_open() {
-                // The wait was ours, not the peer's: its clocks start again now.
-                let now = Instant::now();
-                act.last_block = now;
-                act.last_received = now;
-                act.read_gate.open();
+            if act.unstored < STORE_CREDIT {
+                act.out_of_credit = false;
             }
             act.refill(ctx);
         }));
@@ -1086,16 +1080,13 @@ impl Peer {
         // Smooth over about two seconds so one burst does not swing the queue.
         self.rate = 0.5 * self.rate + 0.5 * self.downloaded_window as f64;
         self.report_stats();
-        // While the socket is not read for want of credit, silence is ours.
-        let reading = self.read_gate.is_open();
-        if reading
-            && !self.outstanding.is_empty()
+        if !self.outstanding.is_empty()
             && !self.choked
             && now.duration_since(self.last_block) > self.config.request_timeout
         {
             return self.close("no data for outstanding requests", ctx);
         }
-        if reading && now.duration_since(self.last_received) > self.config.idle_timeout {
+        if now.duration_since(self.last_received) > self.config.idle_timeout {
             return self.close("silent for too long", ctx);
         }
         if now.duration_since(self.last_sent) > self.config.keepalive {
@@ -1309,61 +1300,6 @@ impl Handler<ToPeer> for Peer {
             ToPeer::Disconnect(reason) => self.close(reason, ctx),
             ToPeer::Pex(peers) => self.send_pex(&peers),
         }
-    }
-}
-
-/// The switch on a Peer's read stream (see [`Gated`]). The Peer and its stream live on
-/// one thread, so plain cells do.
-#[derive(Default)]
-pub struct ReadGate {
-    /// Closed: the stream yields nothing. Starts open (`false` means open).
-    closed: Cell<bool>,
-    /// The task to wake when the gate opens.
-    waker: RefCell<Option<Waker>>,
-}
-
-impl ReadGate {
-    /// Whether the stream may be read.
-    pub fn is_open(&self) -> bool {
-        !self.closed.get()
-    }
-
-    /// Stops the stream at its next poll.
-    pub fn close(&self) {
-        self.closed.set(true);
-    }
-
-    /// Lets the stream go on, waking the actor's task that found it closed.
-    pub fn open(&self) {
-        self.closed.set(false);
-        if let Some(waker) = self.waker.borrow_mut().take() {
-            waker.wake();
-        }
-    }
-}
-
-/// A Peer's socket read stream behind its [`ReadGate`]: while the gate is closed the
-/// socket is not read, so the kernel's buffer fills and TCP slows the sender, while the
-/// actor polls its mailbox and timers as ever.
-pub struct Gated<S> {
-    /// The decoded messages of the socket.
-    inner: S,
-    /// Shared with the Peer.
-    gate: Rc<ReadGate>,
-}
-
-impl<S: Stream + Unpin> Stream for Gated<S> {
-    type Item = S::Item;
-
-    fn poll_next(
-        mut self: Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> Poll<Option<Self::Item>> {
-        if !self.gate.is_open() {
-            *self.gate.waker.borrow_mut() = Some(cx.waker().clone());
-            return Poll::Pending;
-        }
-        Pin::new(&mut self.inner).poll_next(cx)
     }
 }
 
