@@ -41,13 +41,12 @@ ok = r["outcome"] == "complete"
 parts = []
 for l in r["leechers"]:
     waste = l.get("waste_ratio")
-    if waste is None:
-        waste = l["received"] / r["size"]
-    if not l["completed"] or waste > limit:
+    if not l["completed"] or waste is None or waste > limit:
         ok = False
     done = "%.0fs" % l["completion_secs"] if l.get("completion_secs") is not None else "unfinished"
-    parts.append("L%d %s waste %.2f fails %d bans %d" % (
-        l["index"], done, waste, l["hash_failures"], l["banned"]))
+    shown = "n/a" if waste is None else "%.2f" % waste
+    parts.append("L%d %s waste %s (received %.2fx the torrent) fails %d bans %d" % (
+        l["index"], done, shown, l["received"] / r["size"], l["hash_failures"], l["banned"]))
 print("%s %s in %.0fs | %s" % ("PASS" if ok else "FAIL", r["outcome"], r["elapsed_secs"], "; ".join(parts)))
 EOF
 }

@@ -403,15 +403,18 @@ fn stress_figures(seed: u64, r: &Value) -> String {
     );
     for l in r["leechers"].as_array().into_iter().flatten() {
         let received = num(&l["received"]);
+        let completion = l["completion_secs"]
+            .as_f64()
+            .map_or_else(|| "never".to_string(), |t| format!("in {t:.1} s"));
+        let waste = l["waste_ratio"]
+            .as_f64()
+            .map_or_else(|| "n/a".to_string(), |w| format!("{w:.2}"));
         text.push_str(&format!(
-            "\n  leecher {}: completed {} in {} s, received {:.1} MiB ({:.2}x the torrent, \
-             waste ratio {}), uploaded {:.1} MiB, {} hash failures, {} banned",
+            "\n  leecher {}: completed {completion}, received {:.1} MiB ({:.2}x the \
+             torrent, waste ratio {waste}), uploaded {:.1} MiB, {} hash failures, {} banned",
             l["index"],
-            l["completed"],
-            l["completion_secs"],
             received as f64 / (1 << 20) as f64,
             received as f64 / size.max(1) as f64,
-            l["waste_ratio"],
             num(&l["uploaded"]) as f64 / (1 << 20) as f64,
             l["hash_failures"],
             l["banned"],
