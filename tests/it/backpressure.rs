@@ -363,6 +363,9 @@ fn a_slow_disk_holds_back_downloads_but_not_uploads_connections_or_timeouts() {
 /// lacks is held by the other alone, so each must upload its half while its own
 /// download of the other half is held back. Both must complete byte-identical in
 /// bounded time, with no timeout fired on either side.
+///
+/// On the code of issue 16 this passed: both completed in about 20 s (the disks alone
+/// need 10 s), the frozen Peers slowing each other's uploads without stalling them.
 #[test]
 fn two_engines_with_slow_disks_trade_their_halves_to_completion() {
     let started = Instant::now();
