@@ -13,8 +13,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use torrent_actors::swarm::report::{
-    human_bytes, judge_closes, profile_totals, LeecherReport, PeerReport, PeerTally, ProfileSample,
-    Report, StatsSummary,
+    human_bytes, judge_closes, profile_totals, waste_ratio, LeecherReport, PeerReport, PeerTally,
+    ProfileSample, Report, StatsSummary,
 };
 use torrent_actors::swarm::{
     check_file, honest_peers_cover, plot, Profile, ProfileCounts, Swarm, SwarmPlan, SwarmSpec,
@@ -599,6 +599,8 @@ fn leecher_report(l: &Leecher, plan: &SwarmPlan, file_name: &str) -> LeecherRepo
         banned: stats.banned,
         received: stats.received,
         uploaded: stats.uploaded,
+        verified_this_run: stats.verified_this_run,
+        waste_ratio: waste_ratio(stats.received, stats.verified_this_run),
         peak_rss_bytes: stats.peak_rss_bytes.max(l.peak_rss),
         max_open_files: stats.max_open_files.max(l.max_open_files),
         max_peers: stats.max_peers,

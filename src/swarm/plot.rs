@@ -217,6 +217,8 @@ mod tests {
             banned: 0,
             received: 0,
             uploaded: 0,
+            verified_this_run: 0,
+            waste_ratio: None,
             peak_rss_bytes: 0,
             max_open_files: 0,
             max_peers: 0,

@@ -210,6 +210,13 @@ pub struct LeecherReport {
     pub banned: u64,
     pub received: u64,
     pub uploaded: u64,
+    /// Bytes it verified in this run (pieces it already had are not counted).
+    #[serde(default)]
+    pub verified_this_run: u64,
+    /// Bytes received per byte verified in this run, see [`waste_ratio`]; `None` while
+    /// nothing was verified.
+    #[serde(default)]
+    pub waste_ratio: Option<f64>,
     /// The most over all records.
     pub peak_rss_bytes: u64,
     pub max_open_files: u64,
@@ -280,6 +287,8 @@ pub struct StatsSummary {
     pub banned: u64,
     pub received: u64,
     pub uploaded: u64,
+    /// Bytes verified by this run, from the last record.
+    pub verified_this_run: u64,
     pub peak_rss_bytes: u64,
     pub max_open_files: u64,
     pub max_peers: u64,
@@ -318,6 +327,7 @@ impl StatsSummary {
             s.banned = r.banned;
             s.received = r.received;
             s.uploaded = r.uploaded;
+            s.verified_this_run = r.downloaded_this_run;
             s.peak_rss_bytes = s
                 .peak_rss_bytes
                 .max(process.peak_rss_bytes)
@@ -330,6 +340,14 @@ impl StatsSummary {
         }
         s
     }
+}
+
+/// Bytes received per byte verified: 1.0 is a download without waste; what is above it
+/// was thrown away (blocks of pieces that failed their hash, endgame duplicates, blocks
+/// that came after their piece was done). `None` while nothing was verified, since any
+/// bytes received then are all waste and no ratio says how much.
+pub fn waste_ratio(received: u64, verified: u64) -> Option<f64> {
+    (verified > 0).then(|| received as f64 / verified as f64)
 }
 
 /// `1.5 GiB`, `12.0 MiB`, `300 B`.
@@ -432,6 +450,14 @@ impl Report {
                 human_bytes(l.received as f64),
                 human_bytes(l.uploaded as f64)
             );
+            let _ = writeln!(
+                s,
+                "  waste {}: {} received for {} verified",
+                l.waste_ratio
+                    .map_or_else(|| "n/a".to_string(), |r| format!("{r:.2}x")),
+                human_bytes(l.received as f64),
+                human_bytes(l.verified_this_run as f64)
+            );
             if let Some(actors) = l.actors.get("actors").and_then(|a| a.as_array()) {
                 for a in actors {
                     let field = |k: &str| a.get(k).cloned().unwrap_or_default();
@@ -523,6 +549,90 @@ mod tests {
             .map(|t| (t.dropped_by_leecher, t.closed_by_leecher))
             .collect();
         assert_eq!(got, vec![(1, 1), (0, 1), (1, 0)]);
+    }
+
+    #[test]
+    fn waste_ratio_is_bytes_received_per_byte_verified() {
+        assert_eq!(waste_ratio(100, 100), Some(1.0));
+        assert_eq!(waste_ratio(150, 100), Some(1.5));
+        // 562 MiB received for a 128 MiB torrent, as issue 16 measured.
+        let r = waste_ratio(562 << 20, 128 << 20).unwrap();
+        assert!((r - 4.390625).abs() < 1e-9, "{r}");
+        // Received less than verified cannot happen for one run, but the ratio still
+        // reads right rather than failing.
+        assert_eq!(waste_ratio(50, 100), Some(0.5));
+        assert_eq!(waste_ratio(0, 0), None);
+        assert_eq!(waste_ratio(4096, 0), None);
+    }
+
+    #[test]
+    fn the_last_record_gives_the_bytes_verified_this_run() {
+        let text = r#"{"t":1.0,"total_bytes":100,"verified_bytes":40,"downloaded_this_run":0,"received":16}
+{"t":2.0,"total_bytes":100,"verified_bytes":100,"downloaded_this_run":60,"received":90}"#;
+        let s = StatsSummary::from_lines(text);
+        assert_eq!((s.received, s.verified_this_run), (90, 60));
+        assert_eq!(waste_ratio(s.received, s.verified_this_run), Some(1.5));
+    }
+
+    #[test]
+    fn the_summary_prints_each_leechers_waste() {
+        let leecher = |index, received, verified| LeecherReport {
+            index,
+            port: 1,
+            pid: 2,
+            exit_code: Some(0),
+            killed: false,
+            completed: true,
+            completion_secs: Some(1.0),
+            exited_after_secs: Some(1.0),
+            average_rate: Some(1.0),
+            files: None,
+            files_right: true,
+            hash_failures: 0,
+            banned: 0,
+            received,
+            uploaded: 0,
+            verified_this_run: verified,
+            waste_ratio: waste_ratio(received, verified),
+            peak_rss_bytes: 0,
+            max_open_files: 0,
+            max_peers: 0,
+            throughput: Vec::new(),
+            actors: serde_json::Value::Null,
+            stats_file: String::new(),
+            log_file: String::new(),
+        };
+        let report = Report {
+            seed: 1,
+            size: 4 << 20,
+            piece_size: 1 << 20,
+            pieces: 4,
+            info_hash: String::new(),
+            torrent_file: String::new(),
+            dry_run: false,
+            duration_limit_secs: 1.0,
+            elapsed_secs: 1.0,
+            timed_out: false,
+            outcome: "complete".into(),
+            exit_code: 0,
+            profiles: Vec::new(),
+            peers: Vec::new(),
+            leechers: vec![leecher(0, 6 << 20, 4 << 20), leecher(1, 1 << 20, 0)],
+            profile_series: Vec::new(),
+        };
+        let text = report.summary();
+        assert!(
+            text.contains("waste 1.50x: 6.0 MiB received for 4.0 MiB verified"),
+            "{text}"
+        );
+        assert!(
+            text.contains("waste n/a: 1.0 MiB received for 0 B verified"),
+            "{text}"
+        );
+        let json = serde_json::to_value(&report).unwrap();
+        assert_eq!(json["leechers"][0]["waste_ratio"], 1.5);
+        assert_eq!(json["leechers"][0]["verified_this_run"], 4 << 20);
+        assert!(json["leechers"][1]["waste_ratio"].is_null());
     }
 
     #[test]

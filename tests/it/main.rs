@@ -1,5 +1,6 @@
 //! The one integration-test binary: each module tests one face of the crate from outside.
 
+mod backpressure;
 mod bencode;
 mod big_pieces;
 mod browser;
