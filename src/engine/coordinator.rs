@@ -1540,15 +1540,27 @@ impl Handler<PickBlocks> for Coordinator {
         self.apply_received(msg.key, &msg.received, &msg.released);
         let mut out = Vec::new();
         if self.stopping || self.phase != Phase::Downloading {
-            return MessageResult(out);
+            return MessageResult(Picked::default());
         }
         if let (Some(picker), Some(peer)) = (&mut self.picker, self.peers.get(&msg.key)) {
             let piece_length = f64::from(self.layout.piece_length());
             let parole_ok = peer.down_rate * PAROLE_SECONDS >= piece_length
                 || peer.down_rate >= PAROLE_SHARE_OF_FASTEST * self.fastest_rate;
             picker.pick_as(msg.key, &peer.pieces, msg.want, parole_ok, &mut out);
+            let mut attempts: Vec<(u32, u32)> = Vec::new();
+            for r in &out {
+                if attempts.last().is_none_or(|(p, _)| *p != r.piece) {
+                    if let Some(piece) = self.layout.piece(r.piece) {
+                        attempts.push((r.piece, picker.failures(piece)));
+                    }
+                }
+            }
+            return MessageResult(Picked {
+                blocks: out,
+                attempts,
+            });
         }
-        MessageResult(out)
+        MessageResult(Picked::default())
     }
 }
 

@@ -100,7 +100,7 @@ pub struct PeerHaves {
 /// the requests it gave up on (rejected, or choked away). The reply is the blocks to
 /// request next, at most `want`.
 #[derive(Message)]
-#[rtype(result = "Vec<BlockRequest>")]
+#[rtype(result = "Picked")]
 pub struct PickBlocks {
     /// Which peer.
     pub key: PeerKey,
@@ -110,6 +110,17 @@ pub struct PickBlocks {
     pub released: Vec<BlockRequest>,
     /// How many more requests the peer's pipeline can take.
     pub want: usize,
+}
+
+/// The Coordinator's answer to [`PickBlocks`].
+#[derive(Debug, Default)]
+pub struct Picked {
+    /// The blocks to request.
+    pub blocks: Vec<BlockRequest>,
+    /// For each piece among them, which attempt at the piece they belong to (how many
+    /// times it had failed its hash when they were picked); the Peer tags each block it
+    /// stores with it, so a late block of a failed attempt never joins the next one.
+    pub attempts: Vec<(u32, u32)>,
 }
 
 /// Peer → Coordinator: the peer choked us; its outstanding requests are void (BEP 3
@@ -246,6 +257,8 @@ pub struct StoreBlock {
     pub piece: PieceIndex,
     /// Offset inside the piece, already checked to be a block we requested.
     pub offset: u32,
+    /// The attempt at the piece it was requested for (see [`Picked::attempts`]).
+    pub attempt: u32,
     /// The data, shared with the socket buffer, never copied.
     pub data: Bytes,
 }

@@ -25,7 +25,7 @@
 //! What it must not do: pick pieces (the Coordinator does), hold piece data (the
 //! PieceManager does), or touch the filesystem.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -46,7 +46,7 @@ use super::limiter::RateLimiter;
 use super::messages::{
     DhtNodeSeen, Direction, Grant, PeerBitfield, PeerChokedUs, PeerHaves, PeerInterest, PeerJoined,
     PeerLeft, PeerListenPort, PeerMisbehaved, PeerSource, PeerStats, PeerUnchokedUs, PeersFound,
-    PickBlocks, ReadBlock, StoreBlock, ToPeer,
+    PickBlocks, Picked, ReadBlock, StoreBlock, ToPeer,
 };
 use super::metrics::{ActorMetrics, LiveGuard, Tracked, TrackedRecipient};
 use super::piece_manager::PieceManager;
@@ -213,6 +213,9 @@ pub struct Peer {
     interested: bool,
     /// Requests sent and not yet answered, oldest first.
     outstanding: Vec<BlockRequest>,
+    /// The attempt at each piece with requests outstanding (see `Picked::attempts`),
+    /// told to the PieceManager with each block.
+    attempts: HashMap<u32, u32>,
     /// Requests we cancelled or a choke voided, whose blocks may still be on the way:
     /// such a block is late, not unasked. At most `max_queue` kept, newest last.
     withdrawn: VecDeque<BlockRequest>,
@@ -360,6 +363,7 @@ impl Peer {
                 bad_requests: 0,
                 interested: false,
                 outstanding: Vec::new(),
+                attempts: HashMap::new(),
                 withdrawn: VecDeque::new(),
                 unrequested_blocks: 0,
                 chokes_this_second: 0,
@@ -570,10 +574,11 @@ impl Peer {
                 .into_actor(self)
                 .map(|reply, act, ctx| {
                     act.picking = false;
-                    let Ok(blocks) = reply else {
+                    let Ok(Picked { blocks, attempts }) = reply else {
                         act.close("coordinator gone", ctx);
                         return;
                     };
+                    act.attempts.extend(attempts);
                     if act.choked {
                         // Choked while asking: the blocks go straight back.
                         act.released.extend(blocks);
@@ -768,6 +773,7 @@ impl Peer {
             from: self.key,
             piece,
             offset: request.offset,
+            attempt: self.attempts.get(&request.piece).copied().unwrap_or(0),
             data: block.data,
         };
         // The bytes are credit until the PieceManager has taken the block (and, with a
@@ -1079,6 +1085,9 @@ impl Peer {
         self.chokes_this_second = 0;
         // Smooth over about two seconds so one burst does not swing the queue.
         self.rate = 0.5 * self.rate + 0.5 * self.downloaded_window as f64;
+        let outstanding = &self.outstanding;
+        self.attempts
+            .retain(|piece, _| outstanding.iter().any(|r| r.piece == *piece));
         self.report_stats();
         if !self.outstanding.is_empty()
             && !self.choked

@@ -123,6 +123,11 @@ pub struct PieceManager {
     _live: LiveGuard,
     /// After a write failure nothing more is written: the torrent is stopping.
     broken: bool,
+    /// How many times each piece failed its hash: the current attempt at it. A block
+    /// requested for an earlier attempt (it was on its way when the piece failed) is
+    /// dropped, so it never mixes into the next one: a piece fetched again from one
+    /// peer (parole) holds that peer's blocks alone.
+    failures: HashMap<u32, u32>,
     /// `DrainPieces` came: the torrent is stopping, and no block is taken any more.
     draining: bool,
     /// `DrainPieces` replies, sent once nothing taken is still on its way to the disk.
@@ -176,6 +181,7 @@ impl PieceManager {
             next_attempt: 0,
             links,
             broken: false,
+            failures: HashMap::new(),
             draining: false,
             drained: Vec::new(),
             smart_ban: SmartBan::new(SMART_BAN_PIECES, SMART_BAN_RECORDS),
@@ -250,6 +256,7 @@ impl PieceManager {
             }
             Outcome::Failed(senders, digests) => {
                 warn!(self.log, "piece failed its hash"; "piece" => piece.get());
+                *self.failures.entry(piece.get()).or_default() += 1;
                 self.links.failed.do_send(PieceFailed { piece });
                 if let Some(from) = self.smart_ban.failed(piece.get(), &senders, &digests) {
                     self.links.bad_data.do_send(BadData {
@@ -443,6 +450,7 @@ impl PieceManager {
                 Err(None) => {
                     act.assembling.remove(&piece.get());
                     warn!(act.log, "streamed piece could not be hashed"; "piece" => piece.get());
+                    *act.failures.entry(piece.get()).or_default() += 1;
                     act.links.failed.do_send(PieceFailed { piece });
                 }
             }
@@ -535,7 +543,10 @@ impl Handler<StoreBlock> for PieceManager {
             return Box::pin(async {});
         }
         let piece = msg.piece;
-        let wanted = !self.done.has(piece.get()) && !self.finishing.contains(&piece.get());
+        let current = self.failures.get(&piece.get()).copied().unwrap_or(0);
+        let wanted = !self.done.has(piece.get())
+            && !self.finishing.contains(&piece.get())
+            && msg.attempt >= current;
         if wanted && !self.broken && self.mode == PieceMode::Streamed {
             self.store_streamed(msg, ctx);
         } else if wanted && !self.broken {
@@ -670,6 +681,7 @@ mod tests {
             from: PeerKey(1),
             piece: layout.piece(piece).unwrap(),
             offset: b * BLOCK_SIZE,
+            attempt: 0,
             data: Bytes::copy_from_slice(&data[start..start + BLOCK_SIZE as usize]),
         }
     }
