@@ -314,7 +314,16 @@ impl Picker {
         let cheapest = self.mode.cost(shortest);
         while out.len() < target && self.in_progress_bytes + cheapest <= self.max_in_progress_bytes
         {
-            let Some(piece) = self.rarest_missing(pieces, parole_ok) else {
+            // A piece on parole first: until one passes, smart ban has nothing to judge
+            // the liars by, and every new piece they touch fails too.
+            let parole = self
+                .parole
+                .keys()
+                .filter(|&&i| parole_ok && pieces.has(i))
+                .filter(|&&i| self.states.get(i as usize) == Some(&PieceState::Missing))
+                .min()
+                .and_then(|&i| self.layout.piece(i));
+            let Some(piece) = parole.or_else(|| self.rarest_missing(pieces, parole_ok)) else {
                 break;
             };
             let len = self.cost(piece);
