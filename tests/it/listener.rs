@@ -2,7 +2,8 @@
 //! socket, raw TCP clients on loopback playing peers. Each client's handshake must reach
 //! the torrent it names (told apart by the peer id each Coordinator answers with), a
 //! stranger's must be closed unanswered, and the shared connection budget must hold over
-//! both torrents.
+//! both torrents. And through `serve`, a burst of peers at a torrent whose Coordinator is
+//! slowed on purpose: refused only by the caps, never for a busy mailbox.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -252,4 +253,159 @@ fn one_listener_routes_each_incoming_peer_to_its_torrent_and_closes_strangers() 
                 .expect("a clean stop");
         }
     });
+}
+
+/// Connects to `to`, sends a handshake for `info_hash` and returns the stream if the
+/// daemon answered, `None` if it closed the connection unanswered. Bounded in time.
+async fn knock(to: SocketAddr, info_hash: InfoHash, n: usize) -> Option<TcpStream> {
+    let mut id = *b"-qB4630-000000000000";
+    id[8..].copy_from_slice(format!("{n:012}").as_bytes());
+    let mut stream = tokio::time::timeout(WAIT, TcpStream::connect(to))
+        .await
+        .expect("connected within the limit")
+        .expect("the listener accepts");
+    let hello = Handshake::new(Reserved::none(), info_hash, PeerId(id)).encode();
+    if stream.write_all(&hello).await.is_err() {
+        return None;
+    }
+    let mut buf = [0u8; HANDSHAKE_LEN];
+    // Longer than the Listener's hand-off wait, so a hand-off that timed out shows as a
+    // close, not as a test timeout.
+    let read = tokio::time::timeout(Duration::from_secs(40), stream.read_exact(&mut buf))
+        .await
+        .expect("an answer or a close within the limit");
+    read.ok()?;
+    let answer = Handshake::parse(&buf).expect("a well-formed handshake");
+    assert_eq!(answer.info_hash, info_hash);
+    Some(stream)
+}
+
+/// `count` peers knocking, at most `at_once` in their handshake at a time (under the
+/// Listener's cap of 32, so that cap turns none away). Returns the streams let in and
+/// how many were closed unanswered.
+fn knock_many(
+    rt: &tokio::runtime::Runtime,
+    to: SocketAddr,
+    info_hash: InfoHash,
+    first: usize,
+    count: usize,
+    at_once: usize,
+) -> (Vec<TcpStream>, usize) {
+    rt.block_on(async {
+        let answers: Vec<Option<TcpStream>> = futures::stream::iter(first..first + count)
+            .map(|n| knock(to, info_hash, n))
+            .buffer_unordered(at_once)
+            .collect()
+            .await;
+        let refused = answers.iter().filter(|a| a.is_none()).count();
+        (answers.into_iter().flatten().collect(), refused)
+    })
+}
+
+/// The Coordinator's backpressure count (connections it refused, among others).
+fn coordinator_backpressure(daemon: &crate::support::Daemon, id: &str) -> u64 {
+    let metrics = daemon.get_json(&format!("/api/torrents/{id}/metrics"));
+    metrics["actors"]
+        .as_array()
+        .expect("an actor list")
+        .iter()
+        .find(|a| a["actor"] == "Coordinator")
+        .and_then(|a| a["backpressure"].as_u64())
+        .unwrap_or(0)
+}
+
+/// Issue 16, item 4: the shared Listener handed connections on with `try_send`, which
+/// refuses whenever the Coordinator's 16-slot mailbox is momentarily full, so a burst
+/// of peers at a busy torrent lost connections that no cap refused. Here `serve` runs
+/// with every Coordinator handler slowed (the `slow-coordinator` fault), and 200 peers
+/// knock, 24 in their handshake at a time: all must be let in (the caps leave room for
+/// 240). Then 60 more, one at a time: exactly the 40 the incoming share leaves room for
+/// are let in, the rest refused by that cap, logged with its reason and counted.
+#[test]
+fn a_burst_of_peers_at_a_busy_torrent_is_refused_only_by_the_caps() {
+    use crate::support::{make_torrent, read_metainfo, Daemon, DaemonOpts, Payload};
+    use torrent_actors::fault::FAULT_ENV;
+
+    let tmp = tempfile::tempdir().expect("temp folder");
+    let payload = Payload::single(&tmp.path().join("seed"), "burst.bin", 1 << 20);
+    let torrent = tmp.path().join("burst.torrent");
+    make_torrent(&payload.root(), &torrent, 15, &[]);
+    let info_hash = read_metainfo(&torrent).info_hash;
+    let id = info_hash.to_hex();
+    let daemon = Daemon::start(
+        &tmp.path().join("dl"),
+        &tmp.path().join("state"),
+        &DaemonOpts {
+            // 300 peers: 240 of them may dial us.
+            args: ["--max-peers", "300", "--max-connections", "400"]
+                .map(String::from)
+                .to_vec(),
+            env: vec![(FAULT_ENV.to_string(), "slow-coordinator".to_string())],
+            ..DaemonOpts::default()
+        },
+    );
+    let bytes = std::fs::read(&torrent).expect("reading the torrent");
+    let added = daemon.post(
+        "/api/torrents",
+        &serde_json::json!({ "torrent_base64": data_encoding::BASE64.encode(&bytes) }),
+    );
+    assert_eq!(added.status, 201, "{added:?}");
+    // Before its start-up check is done a torrent takes no peers.
+    let deadline = std::time::Instant::now() + WAIT;
+    while daemon.get_json(&format!("/api/torrents/{id}"))["state"] != "downloading" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the torrent is not downloading within {WAIT:?}:\n{}",
+            daemon.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let to = SocketAddr::from(([127, 0, 0, 1], daemon.peer_port));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+
+    let (mut kept, refused) = knock_many(&rt, to, info_hash, 0, 200, 24);
+    let log = daemon.log();
+    assert_eq!(
+        (kept.len(), refused),
+        (200, 0),
+        "peers refused with room under every cap; daemon log:\n{log}"
+    );
+    assert_eq!(coordinator_backpressure(&daemon, &id), 0);
+
+    // Wait for the 200 to be peers (a handshake answered is a Peer starting).
+    let deadline = std::time::Instant::now() + WAIT;
+    let connected = loop {
+        let peers = daemon.get_json(&format!("/api/torrents/{id}/peers"));
+        let n = peers.as_array().map_or(0, Vec::len);
+        if n >= 200 || std::time::Instant::now() >= deadline {
+            break n;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(connected, 200, "the peers let in are not all connected");
+
+    // Past the incoming share: one at a time, so each sees the last one counted.
+    let (more, refused) = knock_many(&rt, to, info_hash, 200, 60, 1);
+    let log = daemon.log();
+    assert_eq!(
+        (more.len(), refused),
+        (40, 20),
+        "the incoming share (240 of 300) did not hold exactly; daemon log:\n{log}"
+    );
+    kept.extend(more);
+    assert!(
+        log.contains("connection limit reached, refusing incoming connections"),
+        "the cap's refusals were not logged:\n{log}"
+    );
+    assert_eq!(coordinator_backpressure(&daemon, &id), 20);
+    // Nothing was turned away by the Listener itself: no mailbox, no time-out, no cap of
+    // its own (it logs every reason it has on one line).
+    assert!(
+        !log.contains("incoming connections turned away"),
+        "the Listener turned peers away:\n{log}"
+    );
+    drop(kept);
 }
