@@ -21,6 +21,7 @@ use torrent_actors::engine::messages::{
     GetFileProgress, GetPeerList, GetPieceMap, PeerInfo, Phase, Route, Shutdown, TorrentEvent,
     Unroute,
 };
+use torrent_actors::engine::metrics::{ActorKind, ActorMetrics};
 use torrent_actors::metainfo::Metainfo;
 use torrent_actors::wire::{Handshake, Reserved, HANDSHAKE_LEN};
 use torrent_actors::{InfoHash, PeerId};
@@ -166,6 +167,7 @@ fn one_listener_routes_each_incoming_peer_to_its_torrent_and_closes_strangers() 
                 .send(Route {
                     info_hash,
                     to: coordinator.clone().recipient(),
+                    metrics: std::sync::Arc::new(ActorMetrics::detached(ActorKind::Coordinator)),
                 })
                 .await
                 .expect("the listener answers");
@@ -408,4 +410,199 @@ fn a_burst_of_peers_at_a_busy_torrent_is_refused_only_by_the_caps() {
         "the Listener turned peers away:\n{log}"
     );
     drop(kept);
+}
+
+/// Waits (within the limit) for `metrics` to have counted `n` refusals, and checks it
+/// counted no more. The count follows the close the peer sees, by a little.
+async fn backpressure_reaches(metrics: &ActorMetrics, n: u64) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while metrics.snapshot().backpressure < n && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(metrics.snapshot().backpressure, n);
+}
+
+/// A stand-in for a Coordinator that takes no message for its first `frozen_for` (its
+/// mailbox fills up meanwhile) and then counts the incoming peers it is handed, and
+/// which of them were closed already.
+struct Stuck {
+    frozen_for: Duration,
+    taken: usize,
+    closed: usize,
+}
+
+impl Stuck {
+    fn new(frozen_for: Duration) -> Stuck {
+        Stuck {
+            frozen_for,
+            taken: 0,
+            closed: 0,
+        }
+    }
+}
+
+impl Actor for Stuck {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.wait(actix::clock::sleep(self.frozen_for).into_actor(self));
+    }
+}
+
+impl Handler<torrent_actors::engine::messages::IncomingPeer> for Stuck {
+    type Result = ();
+    fn handle(
+        &mut self,
+        peer: torrent_actors::engine::messages::IncomingPeer,
+        _: &mut Self::Context,
+    ) {
+        self.taken += 1;
+        // A socket shut down for writing refuses the write (rather than would-block).
+        if matches!(peer.stream.try_write(b"x"), Err(e) if e.kind() != std::io::ErrorKind::WouldBlock)
+        {
+            self.closed += 1;
+        }
+    }
+}
+
+/// Asks a [`Stuck`] how many peers it took, and how many of those were closed.
+#[derive(Message)]
+#[rtype(result = "(usize, usize)")]
+struct Taken;
+
+impl Handler<Taken> for Stuck {
+    type Result = MessageResult<Taken>;
+    fn handle(&mut self, _: Taken, _: &mut Self::Context) -> Self::Result {
+        MessageResult((self.taken, self.closed))
+    }
+}
+
+/// Stops a [`Stuck`].
+#[derive(Message)]
+#[rtype(result = "()")]
+struct StopNow;
+
+impl Handler<StopNow> for Stuck {
+    type Result = ();
+    fn handle(&mut self, _: StopNow, ctx: &mut Self::Context) {
+        ctx.stop();
+    }
+}
+
+/// A hand-off its Coordinator does not take within the Listener's limit is refused: the
+/// peer is closed unanswered and the torrent's metrics count it. The Coordinator, once
+/// it wakes, meets those sockets closed. While it holds the most such stalled hand-offs
+/// the Listener allows, more peers of the torrent are closed at once, and counted; once
+/// it caught up, peers reach it again.
+#[test]
+fn a_hand_off_not_taken_in_time_is_refused_counted_and_bounded() {
+    use torrent_actors::engine::listener::{HAND_OFF_TIMEOUT, MAX_STALLED_HAND_OFFS};
+    System::new().block_on(async move {
+        let (listener, shared) = Listener::bind(
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+            Duration::from_secs(5),
+            slog::Logger::root(slog::Discard, slog::o!()),
+        )
+        .await
+        .expect("the shared listener binds");
+        let stuck = Stuck::new(HAND_OFF_TIMEOUT + Duration::from_secs(6)).start();
+        let metrics = std::sync::Arc::new(ActorMetrics::detached(ActorKind::Coordinator));
+        let info_hash = InfoHash([0x42; 20]);
+        listener
+            .send(Route {
+                info_hash,
+                to: stuck.clone().recipient(),
+                metrics: metrics.clone(),
+            })
+            .await
+            .expect("the listener answers");
+
+        // As many peers as may stall: each is closed after the hand-off limit.
+        let peer_id = |n: usize| {
+            let mut id = *b"-qB4630-000000000000";
+            id[8..].copy_from_slice(format!("{n:012}").as_bytes());
+            PeerId(id)
+        };
+        let knocks: Vec<_> = (0..MAX_STALLED_HAND_OFFS)
+            .map(|n| handshake_with(shared, info_hash, peer_id(n)))
+            .collect();
+        let answers = futures::future::join_all(knocks).await;
+        let kept: Vec<TcpStream> = answers
+            .into_iter()
+            .map(|(stream, answer)| {
+                assert!(answer.is_none(), "a peer nobody took was answered");
+                stream
+            })
+            .collect();
+        let stalled = MAX_STALLED_HAND_OFFS as u64;
+        backpressure_reaches(&metrics, stalled).await;
+
+        // The Coordinator still sleeps on them: the next peer is closed at once.
+        let (_, answer) = handshake_with(shared, info_hash, peer_id(100)).await;
+        assert!(answer.is_none(), "a peer of a stuck torrent was answered");
+        backpressure_reaches(&metrics, stalled + 1).await;
+
+        // Awake, the stand-in gets the stalled ones, closed; then peers reach it again.
+        let (taken, closed) = tokio::time::timeout(WAIT, stuck.send(Taken))
+            .await
+            .expect("the stand-in wakes within the limit")
+            .expect("the stand-in answers");
+        assert_eq!(
+            (taken, closed),
+            (MAX_STALLED_HAND_OFFS, MAX_STALLED_HAND_OFFS)
+        );
+        drop(kept);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let (_, answer) = handshake_with(shared, info_hash, peer_id(101)).await;
+        assert!(answer.is_none(), "the stand-in answers no one");
+        let taken = stuck.send(Taken).await.expect("the stand-in answers");
+        assert_eq!(
+            taken.0,
+            MAX_STALLED_HAND_OFFS + 1,
+            "the peer did not reach it"
+        );
+        assert_eq!(metrics.snapshot().backpressure, stalled + 1);
+    });
+}
+
+/// A torrent whose Coordinator stopped without an `Unroute` costs the peer (closed,
+/// counted in its metrics) and its route: the next peer meets an unknown torrent.
+#[test]
+fn a_stopped_torrent_loses_its_route_and_its_peers_are_closed() {
+    System::new().block_on(async move {
+        let (listener, shared) = Listener::bind(
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+            Duration::from_secs(5),
+            slog::Logger::root(slog::Discard, slog::o!()),
+        )
+        .await
+        .expect("the shared listener binds");
+        let gone = Stuck::new(Duration::ZERO).start();
+        let metrics = std::sync::Arc::new(ActorMetrics::detached(ActorKind::Coordinator));
+        let info_hash = InfoHash([0x43; 20]);
+        listener
+            .send(Route {
+                info_hash,
+                to: gone.clone().recipient(),
+                metrics: metrics.clone(),
+            })
+            .await
+            .expect("the listener answers");
+        gone.send(StopNow).await.expect("the stand-in stops");
+        drop(gone);
+        // Let it finish stopping.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+
+        let (_, answer) = handshake_with(shared, info_hash, PeerId(*b"-qB4630-latecomer001")).await;
+        assert!(answer.is_none());
+        backpressure_reaches(&metrics, 1).await;
+        let (_, answer) = handshake_with(shared, info_hash, PeerId(*b"-qB4630-latecomer002")).await;
+        assert!(answer.is_none());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(
+            metrics.snapshot().backpressure,
+            1,
+            "the route of a stopped torrent was kept"
+        );
+    });
 }
