@@ -3,6 +3,7 @@
 mod bencode;
 mod big_pieces;
 mod browser;
+mod churn;
 mod cli;
 mod dht;
 mod engine;
