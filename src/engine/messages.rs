@@ -745,6 +745,8 @@ pub struct Route {
     pub info_hash: InfoHash,
     /// Where its incoming peers go.
     pub to: Recipient<IncomingPeer>,
+    /// That Coordinator's counters, where hand-offs that fail count as backpressure.
+    pub metrics: std::sync::Arc<super::metrics::ActorMetrics>,
 }
 
 /// Face → Listener: the torrent is gone; its incoming peers are closed from now on.
@@ -757,8 +759,9 @@ pub struct Unroute {
 
 /// Listener → Coordinator: a connection whose handshake named this torrent. Our answer
 /// is not sent yet: the Coordinator applies its limits first, then answers and starts a
-/// Peer, or drops the stream (which closes it). Sent with `try_send`, so a Coordinator
-/// whose mailbox is full costs the connection, never the Listener's time.
+/// Peer, or drops the stream (which closes it). Sent with `send` and a bounded wait (see
+/// `engine/listener.rs`), so a Coordinator momentarily behind on its mailbox delays the
+/// connection instead of costing it.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct IncomingPeer {

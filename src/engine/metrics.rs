@@ -154,11 +154,19 @@ impl MessageStats {
     }
 }
 
+/// How long every Coordinator handler takes at least under the `slow-coordinator` fault
+/// (debug builds only, see [`crate::fault`]): a Coordinator this slow is behind on its
+/// mailbox whenever a burst arrives, for tests of whoever waits on it.
+pub const SLOW_COORDINATOR: std::time::Duration = std::time::Duration::from_millis(10);
+
 /// The counters of one actor type. Shared by every actor of the type and by the handles
 /// that send to them.
 #[derive(Debug)]
 pub struct ActorMetrics {
     kind: ActorKind,
+    /// The `slow-coordinator` fault is on and these are a Coordinator's counters: every
+    /// handler timed here is held back by [`SLOW_COORDINATOR`]. Read once, at creation.
+    slow: bool,
     live: AtomicI64,
     queued: AtomicI64,
     peak: AtomicI64,
@@ -177,6 +185,7 @@ impl ActorMetrics {
     fn new(kind: ActorKind) -> Self {
         Self {
             kind,
+            slow: kind == ActorKind::Coordinator && crate::fault::injected("slow-coordinator"),
             live: AtomicI64::new(0),
             queued: AtomicI64::new(0),
             peak: AtomicI64::new(0),
@@ -209,6 +218,10 @@ impl ActorMetrics {
     /// Times the handling of something that did not come through the mailbox (a frame
     /// from the actor's socket, an accepted connection, a timer).
     pub fn handling_unqueued(self: &Arc<Self>, message: &'static str) -> HandleGuard {
+        if self.slow {
+            // A fault injected on purpose (debug builds only): see `SLOW_COORDINATOR`.
+            std::thread::sleep(SLOW_COORDINATOR);
+        }
         HandleGuard {
             metrics: self.clone(),
             message,

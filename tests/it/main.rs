@@ -4,6 +4,7 @@ mod backpressure;
 mod bencode;
 mod big_pieces;
 mod browser;
+mod churn;
 mod cli;
 mod dht;
 mod engine;

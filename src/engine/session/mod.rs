@@ -45,7 +45,7 @@ use super::messages::{
     Progress, Route, SetRates, SetTorrentRates, Shutdown, TorrentEvent, Unroute,
 };
 use super::metadata::{MagnetParams, MetadataFetcher};
-use super::metrics::{Metrics, MetricsSnapshot};
+use super::metrics::{ActorKind, Metrics, MetricsSnapshot};
 use super::selection::check_selection;
 use super::storage::SideFiles;
 use super::tracker::{TrackerState, TrackerStatus};
@@ -706,6 +706,7 @@ impl Session {
                 listener.do_send(Route {
                     info_hash: id,
                     to: coordinator.clone().recipient(),
+                    metrics: entry.metrics.of(ActorKind::Coordinator),
                 });
                 entry.run = Some(Run::Coordinator(coordinator));
             }

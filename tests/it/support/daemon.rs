@@ -39,6 +39,10 @@ pub struct DaemonOpts {
     pub api_key_file: Option<PathBuf>,
     /// `--max-torrent-mib`.
     pub max_torrent_mib: Option<u64>,
+    /// More arguments, after the others.
+    pub args: Vec<String>,
+    /// More environment variables (e.g. a fault to inject).
+    pub env: Vec<(String, String)>,
 }
 
 impl Default for DaemonOpts {
@@ -47,6 +51,8 @@ impl Default for DaemonOpts {
             listen: "127.0.0.1:0".into(),
             api_key_file: None,
             max_torrent_mib: None,
+            args: Vec::new(),
+            env: Vec::new(),
         }
     }
 }
@@ -69,6 +75,8 @@ pub fn serve_command(dir: &Path, state: &Path, opts: &DaemonOpts) -> Command {
     if let Some(mib) = opts.max_torrent_mib {
         cmd.args(["--max-torrent-mib", &mib.to_string()]);
     }
+    cmd.args(&opts.args);
+    cmd.envs(opts.env.iter().map(|(k, v)| (k, v)));
     cmd
 }
 
