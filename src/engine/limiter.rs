@@ -4,8 +4,8 @@
 //! Limits are shared by every peer of the torrent, and state is never shared between
 //! actors, so the buckets live here and Peers ask for bytes with [`Grant`]. The reply comes
 //! when the bucket allows it; a Peer awaits it before sending a block (uploads) or before
-//! reading its socket again (downloads), so a limit slows the sockets exactly as
-//! backpressure does. With no limit set and no global limiter, the Coordinator gives Peers
+//! asking for more blocks (downloads: the bytes of the requests it is about to send), so
+//! a limit slows the sockets as backpressure does, and no actor waits in a handler. With no limit set and no global limiter, the Coordinator gives Peers
 //! no limiter at all and nothing is asked.
 //!
 //! Limiters chain: a torrent's limiter made [`with_parent`](RateLimiter::with_parent)

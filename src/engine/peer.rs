@@ -568,31 +568,42 @@ impl Peer {
             released: std::mem::take(&mut self.released),
             want: room,
         };
-        ctx.spawn(
-            self.coordinator
-                .send(msg)
-                .into_actor(self)
-                .map(|reply, act, ctx| {
-                    act.picking = false;
-                    let Ok(Picked { blocks, attempts }) = reply else {
-                        act.close("coordinator gone", ctx);
-                        return;
-                    };
-                    act.attempts.extend(attempts);
-                    if act.choked {
-                        // Choked while asking: the blocks go straight back.
-                        act.released.extend(blocks);
-                        return;
-                    }
-                    for block in blocks {
-                        act.send(Message::Request(block));
-                        act.outstanding.push(block);
-                    }
-                    if std::mem::take(&mut act.wake_missed) {
-                        act.refill(ctx);
-                    }
-                }),
-        );
+        // With a download limit, the bytes are granted before they are asked for, so
+        // what arrives never outruns the limit (a grant for blocks the picker then does
+        // not give is spent all the same: the limit errs low).
+        let limiter = self.limiter.clone();
+        let coordinator = self.coordinator.clone();
+        let picked = async move {
+            if let Some(limiter) = limiter {
+                let _ = limiter
+                    .send(Grant {
+                        direction: Direction::Download,
+                        bytes: room as u64 * u64::from(BLOCK_SIZE),
+                    })
+                    .await;
+            }
+            coordinator.send(msg).await
+        };
+        ctx.spawn(picked.into_actor(self).map(|reply, act, ctx| {
+            act.picking = false;
+            let Ok(Picked { blocks, attempts }) = reply else {
+                act.close("coordinator gone", ctx);
+                return;
+            };
+            act.attempts.extend(attempts);
+            if act.choked {
+                // Choked while asking: the blocks go straight back.
+                act.released.extend(blocks);
+                return;
+            }
+            for block in blocks {
+                act.send(Message::Request(block));
+                act.outstanding.push(block);
+            }
+            if std::mem::take(&mut act.wake_missed) {
+                act.refill(ctx);
+            }
+        }));
     }
 
     /// The peer's extension handshake: its request queue, the ids of the extensions
@@ -776,23 +787,10 @@ impl Peer {
             attempt: self.attempts.get(&request.piece).copied().unwrap_or(0),
             data: block.data,
         };
-        // The bytes are credit until the PieceManager has taken the block (and, with a
-        // download limit, until the limiter allows them); out of credit, no more blocks
-        // are asked for until some comes back. The actor itself goes on.
-        let stored = self.piece_manager.send(store);
-        let limiter = self.limiter.clone();
-        let accepted = async move {
-            let res = stored.await;
-            if let Some(limiter) = limiter {
-                let _ = limiter
-                    .send(Grant {
-                        direction: Direction::Download,
-                        bytes: len,
-                    })
-                    .await;
-            }
-            res
-        };
+        // The bytes are credit until the PieceManager has taken the block; out of
+        // credit, no more blocks are asked for until some comes back. The actor itself
+        // goes on. (A download limit was paid before the blocks were asked for.)
+        let accepted = self.piece_manager.send(store);
         self.unstored += len;
         ctx.spawn(accepted.into_actor(self).map(move |res, act, ctx| {
             act.unstored -= len;

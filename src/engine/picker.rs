@@ -312,7 +312,20 @@ impl Picker {
             .map_or(0, |last| self.layout.piece_len(last))
             .min(self.layout.piece_length());
         let cheapest = self.mode.cost(shortest);
-        while out.len() < target && self.in_progress_bytes + cheapest <= self.max_in_progress_bytes
+        // While a piece on parole waits to start, a peer that may not take it leaves room
+        // in the budget for one: otherwise slow peers would take every slot freed.
+        let reserve = if !parole_ok
+            && self
+                .parole
+                .keys()
+                .any(|&i| self.states.get(i as usize) == Some(&PieceState::Missing))
+        {
+            self.mode.cost(self.layout.piece_length())
+        } else {
+            0
+        };
+        while out.len() < target
+            && self.in_progress_bytes + cheapest + reserve <= self.max_in_progress_bytes
         {
             // A piece on parole first: until one passes, smart ban has nothing to judge
             // the liars by, and every new piece they touch fails too.
@@ -327,7 +340,7 @@ impl Picker {
                 break;
             };
             let len = self.cost(piece);
-            if self.in_progress_bytes + len > self.max_in_progress_bytes {
+            if self.in_progress_bytes + len + reserve > self.max_in_progress_bytes {
                 break;
             }
             let mut partial = Partial {
