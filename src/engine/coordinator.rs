@@ -921,7 +921,12 @@ impl Coordinator {
     /// `max_peers`, the incoming share, our own handshake cap (`handshakes_full`, our
     /// listener only) and the shared budget. Refusals for want of room are counted.
     fn admit_incoming(&mut self, addr: SocketAddr, handshakes_full: bool) -> Option<Admitted> {
-        if self.stopping || self.piece_manager.is_none() || self.book.is_banned(&addr) {
+        if self.stopping || self.piece_manager.is_none() {
+            return None;
+        }
+        if self.book.is_banned(&addr) {
+            debug!(self.log, "incoming connection refused"; "addr" => %addr, "why" => "banned");
+            self.metrics.held_back();
             return None;
         }
         if self.peers.len() >= self.config.max_peers

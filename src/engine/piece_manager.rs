@@ -644,8 +644,12 @@ mod tests {
         Arc::new(Info::from_bytes(&raw).unwrap())
     }
 
-    /// Takes the PieceManager's reports; only verified pieces are expected.
-    struct Reports;
+    /// Takes the PieceManager's reports; with no log, only verified pieces are expected,
+    /// and with one, verified and failed pieces are written down there.
+    struct Reports(Option<ReportLog>);
+
+    /// (verified, piece) for each report, in order.
+    type ReportLog = Arc<std::sync::Mutex<Vec<(bool, u32)>>>;
 
     impl Actor for Reports {
         type Context = Context<Self>;
@@ -653,13 +657,20 @@ mod tests {
 
     impl Handler<PieceVerified> for Reports {
         type Result = ();
-        fn handle(&mut self, _: PieceVerified, _: &mut Context<Self>) {}
+        fn handle(&mut self, msg: PieceVerified, _: &mut Context<Self>) {
+            if let Some(log) = &self.0 {
+                log.lock().unwrap().push((true, msg.piece.get()));
+            }
+        }
     }
 
     impl Handler<PieceFailed> for Reports {
         type Result = ();
         fn handle(&mut self, msg: PieceFailed, _: &mut Context<Self>) {
-            panic!("piece {} failed", msg.piece);
+            match &self.0 {
+                Some(log) => log.lock().unwrap().push((false, msg.piece.get())),
+                None => panic!("piece {} failed", msg.piece),
+            }
         }
     }
 
@@ -686,6 +697,60 @@ mod tests {
         }
     }
 
+    /// Starts a PieceManager over a FileWriter (every write slowed by 100 ms), a
+    /// FileReader and a Hasher under `root`, reporting to `reports`.
+    async fn start_pieces(
+        root: &Path,
+        info: Arc<Info>,
+        mode: PieceMode,
+        reports: Addr<Reports>,
+    ) -> (Addr<PieceManager>, Addr<FileWriter>) {
+        let root = root.to_path_buf();
+        let m = |kind| Arc::new(ActorMetrics::detached(kind));
+        let layout = Arc::new(info.layout.clone());
+        let sel = SelectedFiles::new(&layout, None);
+        let hash = InfoHash([3; 20]);
+        let (r, l, s) = (root.clone(), layout.clone(), sel.clone());
+        let writer = SyncArbiter::start(1, move || {
+            FileWriter::new(
+                r.clone(),
+                l.clone(),
+                hash,
+                s.clone(),
+                Duration::from_millis(100),
+            )
+        });
+        let (r, l) = (root.clone(), layout.clone());
+        let reader = SyncArbiter::start(1, move || {
+            FileReader::new(r.clone(), l.clone(), hash, sel.clone())
+        });
+        let hm = m(ActorKind::Hasher);
+        let hasher = SyncArbiter::start(1, move || Hasher::new(hm.clone()));
+        writer.send(OpenStorage).await.unwrap().unwrap();
+        let pm_metrics = m(ActorKind::PieceManager);
+        let links = PieceManagerLinks {
+            verified: TrackedRecipient::new(reports.clone().recipient(), pm_metrics.clone()),
+            failed: TrackedRecipient::new(reports.clone().recipient(), pm_metrics.clone()),
+            bad_data: TrackedRecipient::new(reports.clone().recipient(), pm_metrics.clone()),
+            storage_failed: TrackedRecipient::new(reports.recipient(), pm_metrics.clone()),
+            metrics: pm_metrics,
+        };
+        let logger = Logger::root(slog::Discard, slog::o!());
+        let pm = PieceManager::new(
+            info.clone(),
+            Bitfield::new(PIECES as u32),
+            mode,
+            1 << 20,
+            Tracked::new(hasher, m(ActorKind::Hasher)),
+            Tracked::new(writer.clone(), m(ActorKind::FileWriter)),
+            Tracked::new(reader, m(ActorKind::FileReader)),
+            links,
+            logger,
+        )
+        .start();
+        (pm, writer)
+    }
+
     /// Runs: pieces 0 and 1 complete and piece 2 half there, on a slow disk; then
     /// `DrainPieces`; then the rest of the blocks. Returns the drain's answer and the
     /// file as it was when the answer came, and as it is at the end.
@@ -694,49 +759,8 @@ mod tests {
         let info = info(&data);
         let root = root.to_path_buf();
         actix::System::new().block_on(async move {
-            let m = |kind| Arc::new(ActorMetrics::detached(kind));
             let layout = Arc::new(info.layout.clone());
-            let sel = SelectedFiles::new(&layout, None);
-            let hash = InfoHash([3; 20]);
-            let (r, l, s) = (root.clone(), layout.clone(), sel.clone());
-            let writer = SyncArbiter::start(1, move || {
-                FileWriter::new(
-                    r.clone(),
-                    l.clone(),
-                    hash,
-                    s.clone(),
-                    Duration::from_millis(100),
-                )
-            });
-            let (r, l) = (root.clone(), layout.clone());
-            let reader = SyncArbiter::start(1, move || {
-                FileReader::new(r.clone(), l.clone(), hash, sel.clone())
-            });
-            let hm = m(ActorKind::Hasher);
-            let hasher = SyncArbiter::start(1, move || Hasher::new(hm.clone()));
-            writer.send(OpenStorage).await.unwrap().unwrap();
-            let reports = Reports.start();
-            let pm_metrics = m(ActorKind::PieceManager);
-            let links = PieceManagerLinks {
-                verified: TrackedRecipient::new(reports.clone().recipient(), pm_metrics.clone()),
-                failed: TrackedRecipient::new(reports.clone().recipient(), pm_metrics.clone()),
-                bad_data: TrackedRecipient::new(reports.clone().recipient(), pm_metrics.clone()),
-                storage_failed: TrackedRecipient::new(reports.recipient(), pm_metrics.clone()),
-                metrics: pm_metrics,
-            };
-            let logger = Logger::root(slog::Discard, slog::o!());
-            let pm = PieceManager::new(
-                info.clone(),
-                Bitfield::new(PIECES as u32),
-                mode,
-                1 << 20,
-                Tracked::new(hasher, m(ActorKind::Hasher)),
-                Tracked::new(writer.clone(), m(ActorKind::FileWriter)),
-                Tracked::new(reader, m(ActorKind::FileReader)),
-                links,
-                logger,
-            )
-            .start();
+            let (pm, writer) = start_pieces(&root, info, mode, Reports(None).start()).await;
             for (piece, b) in [(0, 0), (0, 1), (1, 1), (1, 0), (2, 0)] {
                 pm.send(block(&layout, &data, piece, b)).await.unwrap();
             }
@@ -754,6 +778,59 @@ mod tests {
                 .unwrap();
             (drained, at_drain, std::fs::read(&file).unwrap())
         })
+    }
+
+    /// A block requested for an attempt that failed, arriving after the failure, is
+    /// dropped: were it kept, the next attempt would hold its bad bytes and fail again,
+    /// and a piece fetched again from one peer would have two senders.
+    #[test]
+    fn a_late_block_of_a_failed_attempt_never_joins_the_next() {
+        let data = data();
+        for mode in [PieceMode::Whole, PieceMode::Streamed] {
+            let tmp = tempfile::tempdir().unwrap();
+            let info = info(&data);
+            let root = tmp.path().to_path_buf();
+            let d = data.clone();
+            let log = Arc::new(std::sync::Mutex::new(Vec::new()));
+            let reports = log.clone();
+            let seen = log.clone();
+            actix::System::new().block_on(async move {
+                let log = seen;
+                let layout = Arc::new(info.layout.clone());
+                let (pm, _writer) =
+                    start_pieces(&root, info, mode, Reports(Some(reports)).start()).await;
+                let bad = |mut b: StoreBlock| {
+                    b.data = Bytes::from(vec![0xee; BLOCK_SIZE as usize]);
+                    b
+                };
+                let wait_for = |n: usize| {
+                    let log = log.clone();
+                    async move {
+                        for _ in 0..500 {
+                            if log.lock().unwrap().len() >= n {
+                                return;
+                            }
+                            tokio::time::sleep(Duration::from_millis(10)).await;
+                        }
+                        panic!("no report in 5 s");
+                    }
+                };
+                // Attempt 0 of piece 0: a bad block 0 and a good block 1.
+                pm.send(bad(block(&layout, &d, 0, 0))).await.unwrap();
+                pm.send(block(&layout, &d, 0, 1)).await.unwrap();
+                wait_for(1).await;
+                // A late bad copy of block 0, asked for in attempt 0; then attempt 1.
+                pm.send(bad(block(&layout, &d, 0, 0))).await.unwrap();
+                for b in 0..2 {
+                    let mut good = block(&layout, &d, 0, b);
+                    good.attempt = 1;
+                    good.from = PeerKey(2);
+                    pm.send(good).await.unwrap();
+                }
+                wait_for(2).await;
+            });
+            assert_eq!(*log.lock().unwrap(), [(false, 0), (true, 0)], "{mode:?}");
+        }
     }
 
     #[test]
