@@ -14,7 +14,10 @@ pub fn stderr_logger(verbosity: u8) -> Logger {
         1 => Level::Info,
         _ => Level::Debug,
     };
-    let decorator = Printable(slog_term::TermDecorator::new().stderr().build());
+    // Each record is put together in a buffer and written whole, under stderr's lock:
+    // the face's own lines (`eprintln!`, the same lock) never tear a log line in two,
+    // nor it them. (A terminal decorator writes a record piece by piece.)
+    let decorator = Printable(slog_term::PlainSyncDecorator::new(std::io::stderr()));
     let drain = slog_term::CompactFormat::new(decorator).build().fuse();
     let drain = slog_async::Async::new(drain).chan_size(4096).build().fuse();
     Logger::root(drain.filter_level(level).fuse(), o!())
