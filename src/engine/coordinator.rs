@@ -240,6 +240,9 @@ struct PeerEntry {
     /// A `WakeUp` was sent and the Peer has not asked for blocks since: one is enough,
     /// however many releases happen meanwhile.
     wake_pending: bool,
+    /// Its last `PickBlocks` got fewer blocks than it asked for: woken when a piece is
+    /// verified (and its budget freed), once.
+    short: bool,
     /// Its slot in the shared connection budget, given back when the entry goes.
     _permit: Option<ConnectionPermit>,
     /// Its place in the per-IP count, given back when it leaves.
@@ -1454,6 +1457,7 @@ impl Handler<PeerJoined> for Coordinator {
                 up_rate: 0.0,
                 joined_at: Instant::now(),
                 wake_pending: false,
+                short: false,
                 _permit: permit,
                 slot,
             },
@@ -1552,6 +1556,10 @@ impl Handler<PickBlocks> for Coordinator {
             let parole_ok = peer.down_rate * PAROLE_SECONDS >= piece_length
                 || peer.down_rate >= PAROLE_SHARE_OF_FASTEST * self.fastest_rate;
             picker.pick_as(msg.key, &peer.pieces, msg.want, parole_ok, &mut out);
+            let short = out.len() < msg.want;
+            if let Some(peer) = self.peers.get_mut(&msg.key) {
+                peer.short = short;
+            }
             let mut attempts: Vec<(u32, u32)> = Vec::new();
             for r in &out {
                 if attempts.last().is_none_or(|(p, _)| *p != r.piece) {
@@ -1702,6 +1710,14 @@ impl Handler<PieceVerified> for Coordinator {
             self.announce_haves();
             self.complete(ctx);
         } else {
+            // The piece's budget is free again: peers whose last pick came up short
+            // (mostly for want of budget) may start a piece now, not at their next tick.
+            for peer in self.peers.values_mut() {
+                if std::mem::take(&mut peer.short) && peer.interested && !peer.wake_pending {
+                    peer.wake_pending = true;
+                    peer.actor.do_send(ToPeer::WakeUp);
+                }
+            }
             self.maybe_save_resume(false, ctx);
         }
     }
