@@ -279,7 +279,7 @@ pub struct EngineArgs {
     #[arg(long, default_value_t = 30, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
     pub request_timeout: u64,
     /// Memory for pieces requested but not yet verified, in MiB.
-    #[arg(long, default_value_t = 32, value_name = "MIB")]
+    #[arg(long, default_value_t = 12, value_name = "MIB")]
     pub max_in_progress_mib: u64,
     /// Memory for complete pieces waiting for their hash and write, in MiB.
     #[arg(long, default_value_t = 16, value_name = "MIB")]

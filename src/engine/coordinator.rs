@@ -174,7 +174,7 @@ impl EngineConfig {
             listen,
             max_peers: 50,
             max_connecting: 16,
-            max_in_progress_bytes: 32 << 20,
+            max_in_progress_bytes: 12 << 20,
             max_pending_bytes: 16 << 20,
             hashers: std::thread::available_parallelism().map_or(2, |n| n.get()),
             resume_every_pieces: 1024,
