@@ -11,7 +11,7 @@
 //! it sockets whose handshake it read, as [`IncomingPeer`]), after which a Peer owns each
 //! one; the FileWriter owns the disk and the PieceManager owns block data.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -60,10 +60,20 @@ pub const MAX_INCOMING_HANDSHAKES: usize = 32;
 /// How often, at most, refused incoming connections are logged.
 const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(30);
 
-/// Newly verified pieces are announced to the peers at most this often, one
-/// [`ToPeer::Haves`] per peer per batch: a fast download costs each Peer's mailbox a
+/// Newly verified pieces are announced to the peers we trade with at most this often,
+/// one [`ToPeer::Haves`] per peer per batch: a fast download costs each Peer's mailbox a
 /// message per interval, not one per piece.
 pub const HAVE_BATCH_INTERVAL: Duration = Duration::from_millis(100);
+
+/// ...and to quiet peers (neither side interested, nobody unchoked) this often: a
+/// thousand idle connections cost a thousand messages a second, not ten thousand, and
+/// a quiet peer still learns within a second what it may want from us. The quiet
+/// peers are served in [`QUIET_GROUPS`] turns spread over the interval, so their
+/// write buffers do not all fill in the same instant.
+pub const HAVE_QUIET_INTERVAL: Duration = Duration::from_secs(1);
+
+/// See [`HAVE_QUIET_INTERVAL`].
+const QUIET_GROUPS: u64 = 10;
 
 /// A piece on parole is fetched from one peer alone (see `picker`), so it goes only to a
 /// peer that would fetch it within about this long at its rate...
@@ -209,6 +219,15 @@ const DHT_LOOKUP_SHORT: Duration = Duration::from_secs(60);
 /// ...and this often otherwise (BEP 5 announces expire after about 30 minutes).
 const DHT_LOOKUP_LONG: Duration = Duration::from_secs(15 * 60);
 
+/// Which quiet peers a round of `announce_haves` includes besides those we trade with.
+#[derive(Clone, Copy)]
+enum Quiet {
+    None,
+    /// Those whose key falls in this group of [`QUIET_GROUPS`].
+    Group(u64),
+    All,
+}
+
 /// A connected peer, as the Coordinator sees it.
 struct PeerEntry {
     /// How to reach the actor.
@@ -241,8 +260,12 @@ struct PeerEntry {
     /// however many releases happen meanwhile.
     wake_pending: bool,
     /// Its last `PickBlocks` got fewer blocks than it asked for: woken when a piece is
-    /// verified (and its budget freed), once.
+    /// verified (and its budget freed), once. Such peers are also listed in
+    /// `Coordinator::short_peers`, so a verified piece costs no pass over every peer.
     short: bool,
+    /// How much of `Coordinator::verified_log` it has been told of (in its bitfield at
+    /// joining, or in `Haves` since).
+    heard: usize,
     /// Its slot in the shared connection budget, given back when the entry goes.
     _permit: Option<ConnectionPermit>,
     /// Its place in the per-IP count, given back when it leaves.
@@ -265,8 +288,17 @@ pub struct Coordinator {
     picker: Option<Picker>,
     /// Verified pieces, sent as our bitfield to new peers and saved in the resume file.
     have: Bitfield,
-    /// Verified pieces not yet announced to the peers; sent every [`HAVE_BATCH_INTERVAL`].
-    unannounced: Vec<PieceIndex>,
+    /// The pieces verified this run, in order (at most one entry per piece). Each peer
+    /// has heard a prefix of it (`PeerEntry::heard`); the rest goes out in batches, every
+    /// [`HAVE_BATCH_INTERVAL`] to peers we trade with and every [`HAVE_QUIET_INTERVAL`]
+    /// to quiet ones (see `announce_haves`).
+    verified_log: Vec<PieceIndex>,
+    /// A batch for the peers we trade with is due (its timer is set).
+    haves_due: bool,
+    /// Which group of quiet peers hears of new pieces next (see [`QUIET_GROUPS`]).
+    quiet_turn: u64,
+    /// Peers whose last pick came up short, to wake when a piece is verified.
+    short_peers: HashSet<PeerKey>,
     peers: HashMap<PeerKey, PeerEntry>,
     /// Addresses to dial (in order, with back-off for failed ones), bans, bad-data
     /// strikes and connections per IP, all bounded (see `address_book`).
@@ -434,7 +466,10 @@ impl Coordinator {
             pex,
             info_hash: params.metainfo.info_hash,
             have: Bitfield::new(layout.num_pieces()),
-            unannounced: Vec::new(),
+            verified_log: Vec::new(),
+            haves_due: false,
+            quiet_turn: 0,
+            short_peers: HashSet::new(),
             info,
             layout,
             root: params.download_dir,
@@ -1152,15 +1187,37 @@ impl Coordinator {
         }
     }
 
-    /// Announces the pieces verified since the last batch to every peer, as one message
-    /// each. A peer that joined meanwhile had them in its bitfield; its Peer skips them.
-    fn announce_haves(&mut self) {
-        if self.unannounced.is_empty() {
-            return;
-        }
-        let pieces: Arc<[PieceIndex]> = std::mem::take(&mut self.unannounced).into();
-        for peer in self.peers.values() {
-            peer.actor.do_send(ToPeer::Haves(pieces.clone()));
+    /// Tells peers of the pieces verified since they last heard, one `Haves` each: those
+    /// we trade with, the quiet ones of group `quiet` (see [`QUIET_GROUPS`]), or all of
+    /// them with [`Quiet::All`]. A seed hears nothing (it has every piece), and a Peer
+    /// skips pieces its remote already has. Peers that heard the same prefix share one
+    /// list.
+    fn announce_haves(&mut self, quiet: Quiet) {
+        let len = self.verified_log.len();
+        let mut lists: HashMap<usize, Arc<[PieceIndex]>> = HashMap::new();
+        for (key, peer) in &mut self.peers {
+            if peer.heard >= len {
+                continue;
+            }
+            let trading =
+                peer.interested || peer.peer_interested || peer.unchoked || !peer.peer_choking;
+            let due = match quiet {
+                Quiet::None => trading,
+                Quiet::Group(g) => trading || key.0 % QUIET_GROUPS == g,
+                Quiet::All => true,
+            };
+            if !due {
+                continue;
+            }
+            let from = peer.heard;
+            peer.heard = len;
+            if peer.pieces.all_set() {
+                continue;
+            }
+            let list = lists
+                .entry(from)
+                .or_insert_with(|| self.verified_log[from..].into());
+            peer.actor.do_send(ToPeer::Haves(list.clone()));
         }
     }
 
@@ -1319,6 +1376,10 @@ impl Actor for Coordinator {
         );
         ctx.run_interval(Duration::from_secs(10), |act, _| act.rechoke());
         ctx.run_interval(PEX_INTERVAL, |act, _| act.share_peers());
+        ctx.run_interval(HAVE_QUIET_INTERVAL / QUIET_GROUPS as u32, |act, _| {
+            act.quiet_turn = (act.quiet_turn + 1) % QUIET_GROUPS;
+            act.announce_haves(Quiet::Group(act.quiet_turn));
+        });
         ctx.run_interval(Duration::from_millis(500), |act, ctx| {
             let now = Instant::now();
             act.fastest_rate = act.peers.values().map(|p| p.down_rate).fold(0.0, f64::max);
@@ -1458,6 +1519,7 @@ impl Handler<PeerJoined> for Coordinator {
                 joined_at: Instant::now(),
                 wake_pending: false,
                 short: false,
+                heard: self.verified_log.len(),
                 _permit: permit,
                 slot,
             },
@@ -1558,6 +1620,9 @@ impl Handler<PickBlocks> for Coordinator {
             picker.pick_as(msg.key, &peer.pieces, msg.want, parole_ok, &mut out);
             let short = out.len() < msg.want;
             if let Some(peer) = self.peers.get_mut(&msg.key) {
+                if short {
+                    self.short_peers.insert(msg.key);
+                }
                 peer.short = short;
             }
             let mut attempts: Vec<(u32, u32)> = Vec::new();
@@ -1612,6 +1677,7 @@ impl Handler<PeerLeft> for Coordinator {
         if freed > 0 {
             self.wake_all(Some(msg.key));
         }
+        self.short_peers.remove(&msg.key);
         if let Some(peer) = self.peers.remove(&msg.key) {
             debug!(self.log, "peer left"; "addr" => %peer.addr, "reason" => &msg.reason);
             if self.departed.len() >= DEPARTED_REMEMBERED {
@@ -1701,21 +1767,27 @@ impl Handler<PieceVerified> for Coordinator {
         self.downloaded_this_run += u64::from(self.layout.piece_len(msg.piece));
         self.unsaved_pieces += 1;
         self.unsaved_since.get_or_insert_with(Instant::now);
-        if self.unannounced.is_empty() {
-            ctx.run_later(HAVE_BATCH_INTERVAL, |act, _| act.announce_haves());
+        self.verified_log.push(msg.piece);
+        if !self.haves_due {
+            self.haves_due = true;
+            ctx.run_later(HAVE_BATCH_INTERVAL, |act, _| {
+                act.haves_due = false;
+                act.announce_haves(Quiet::None);
+            });
         }
-        self.unannounced.push(msg.piece);
         let complete = picker.is_complete();
         if complete {
-            self.announce_haves();
+            self.announce_haves(Quiet::All);
             self.complete(ctx);
         } else {
             // The piece's budget is free again: peers whose last pick came up short
             // (mostly for want of budget) may start a piece now, not at their next tick.
-            for peer in self.peers.values_mut() {
-                if std::mem::take(&mut peer.short) && peer.interested && !peer.wake_pending {
-                    peer.wake_pending = true;
-                    peer.actor.do_send(ToPeer::WakeUp);
+            for key in std::mem::take(&mut self.short_peers) {
+                if let Some(peer) = self.peers.get_mut(&key) {
+                    if std::mem::take(&mut peer.short) && peer.interested && !peer.wake_pending {
+                        peer.wake_pending = true;
+                        peer.actor.do_send(ToPeer::WakeUp);
+                    }
                 }
             }
             self.maybe_save_resume(false, ctx);

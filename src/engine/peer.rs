@@ -1269,10 +1269,13 @@ impl Handler<ToPeer> for Peer {
             }
             ToPeer::Haves(pieces) => {
                 for piece in pieces.iter() {
-                    // Pieces verified before we joined were in our bitfield already.
+                    // Pieces verified before we joined were in our bitfield already, and
+                    // a peer that has the piece has no use for hearing of ours.
                     if !self.our_pieces.has(piece.get()) {
                         let _ = self.our_pieces.set(piece.get());
-                        self.send(Message::Have(piece.get()));
+                        if !self.peer_pieces.has(piece.get()) {
+                            self.send(Message::Have(piece.get()));
+                        }
                     }
                 }
             }

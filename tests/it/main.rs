@@ -11,6 +11,7 @@ mod engine;
 mod faults;
 mod files;
 mod harness;
+mod haves;
 mod hostile_files;
 mod hostile_peers;
 mod hostile_trackers;
