@@ -39,7 +39,7 @@ use super::tracker::{
     Tiers, Tracker, TrackerBoard, TrackerConfig, TrackerLinks, TrackerStatus, TrackerTimeouts,
 };
 use super::PeerKey;
-use crate::layout::{Layout, PieceIndex};
+use crate::layout::{Layout, PieceIndex, BLOCK_SIZE};
 use crate::magnet::FileSelection;
 use crate::metainfo::{Info, Metainfo};
 use crate::wire::Bitfield;
@@ -82,6 +82,28 @@ const PAROLE_SECONDS: f64 = 10.0;
 /// ...or whose rate is at least this share of the fastest peer's: a swarm of slow peers
 /// still gets its failed pieces fetched, by the fastest of them.
 const PAROLE_SHARE_OF_FASTEST: f64 = 0.5;
+
+/// With no piece verified for this long while downloading, the pieces in progress and
+/// who holds their blocks are logged (and again every that long).
+const STALL_REPORT_AFTER: Duration = Duration::from_secs(20);
+
+/// A peer is slow (see the picker's speed classes) when it would take longer than this
+/// over a piece at its rate...
+const SLOW_PIECE_SECONDS: f64 = 10.0;
+
+/// ...and sends at less than this share of the fastest peer's rate (in a swarm of slow
+/// peers, the fastest of them are not slow)...
+const SLOW_SHARE_OF_FASTEST: f64 = 0.25;
+
+/// ...after unchoking us at least this long ago (a rate needs time to show).
+const SLOW_GRACE: Duration = Duration::from_secs(3);
+
+/// A slow peer holds at most this many seconds of blocks at its rate (and at least
+/// [`SLOW_MIN_BLOCKS`]): the rest of its request queue would only wait on it.
+const SLOW_QUEUE_SECONDS: f64 = 4.0;
+
+/// See [`SLOW_QUEUE_SECONDS`].
+const SLOW_MIN_BLOCKS: usize = 2;
 
 /// How long a stop waits for the PieceManager to hash and write the complete pieces it
 /// holds (`DrainPieces`). A stuck hasher or disk cannot hang the stop past it: the
@@ -251,6 +273,10 @@ struct PeerEntry {
     unchoked: bool,
     /// It refuses to upload to us (true until its `unchoke`), for the face's peer list.
     peer_choking: bool,
+    /// When it last unchoked us, while it does.
+    unchoked_us_at: Option<Instant>,
+    /// Marked slow (see [`SLOW_PIECE_SECONDS`]), as the picker was told.
+    slow: bool,
     /// Bytes per second it sends us, and we send it, smoothed over a few seconds.
     down_rate: f64,
     up_rate: f64,
@@ -300,6 +326,9 @@ pub struct Coordinator {
     /// Peers whose last pick came up short, to wake when a piece is verified.
     short_peers: HashSet<PeerKey>,
     peers: HashMap<PeerKey, PeerEntry>,
+    /// The peer ids of `peers`, to refuse a second connection from one peer without a
+    /// pass over all of them.
+    peer_ids: HashSet<PeerId>,
     /// Addresses to dial (in order, with back-off for failed ones), bans, bad-data
     /// strikes and connections per IP, all bounded (see `address_book`).
     book: AddressBook,
@@ -307,6 +336,9 @@ pub struct Coordinator {
     hash_failures: u64,
     /// Addresses of peers that left, newest last, at most [`DEPARTED_REMEMBERED`].
     departed: VecDeque<(PeerKey, SocketAddr)>,
+    /// Pieces verified when the count last changed, and when: a stall is logged (see
+    /// `report_stall`).
+    stall_watch: Option<(u32, Instant)>,
     /// The download rate of the fastest peer, as of the last 500 ms tick (for parole).
     fastest_rate: f64,
     /// Connection attempts in flight.
@@ -479,10 +511,12 @@ impl Coordinator {
             phase: Phase::Checking,
             picker: None,
             peers: HashMap::new(),
+            peer_ids: HashSet::new(),
             book: AddressBook::new(),
             hash_failures: 0,
             departed: VecDeque::new(),
             fastest_rate: 0.0,
+            stall_watch: None,
             connecting: 0,
             joining: HashMap::new(),
             handshaking_in: 0,
@@ -1187,6 +1221,46 @@ impl Coordinator {
         }
     }
 
+    /// Logs what holds the download up when no piece was verified for
+    /// [`STALL_REPORT_AFTER`] (again every that long while it lasts).
+    fn report_stall(&mut self, now: Instant) {
+        let Some(picker) = &self.picker else { return };
+        if self.phase != Phase::Downloading || picker.is_complete() {
+            return;
+        }
+        let verified = self.have.count_ones();
+        match self.stall_watch {
+            Some((count, since)) if count == verified => {
+                if now.duration_since(since) >= STALL_REPORT_AFTER {
+                    warn!(self.log, "no piece verified lately";
+                          "seconds" => now.duration_since(since).as_secs(),
+                          "in progress" => picker.describe_in_progress(8));
+                    self.stall_watch = Some((count, now));
+                }
+            }
+            _ => self.stall_watch = Some((verified, now)),
+        }
+    }
+
+    /// Marks peers slow or fast for the picker (see [`SLOW_PIECE_SECONDS`]).
+    fn classify_peers(&mut self, now: Instant) {
+        let Some(picker) = &mut self.picker else {
+            return;
+        };
+        let piece_length = f64::from(self.layout.piece_length());
+        for (key, peer) in &mut self.peers {
+            let slow = peer
+                .unchoked_us_at
+                .is_some_and(|t| now.duration_since(t) >= SLOW_GRACE)
+                && peer.down_rate * SLOW_PIECE_SECONDS < piece_length
+                && peer.down_rate < SLOW_SHARE_OF_FASTEST * self.fastest_rate;
+            if slow != peer.slow {
+                peer.slow = slow;
+                picker.set_slow(*key, slow);
+            }
+        }
+    }
+
     /// Tells peers of the pieces verified since they last heard, one `Haves` each: those
     /// we trade with, the quiet ones of group `quiet` (see [`QUIET_GROUPS`]), or all of
     /// them with [`Quiet::All`]. A seed hears nothing (it has every piece), and a Peer
@@ -1383,6 +1457,8 @@ impl Actor for Coordinator {
         ctx.run_interval(Duration::from_millis(500), |act, ctx| {
             let now = Instant::now();
             act.fastest_rate = act.peers.values().map(|p| p.down_rate).fold(0.0, f64::max);
+            act.classify_peers(now);
+            act.report_stall(now);
             let verified = act.progress().verified_bytes;
             act.rate_samples
                 .push_back((now, verified, act.payload_uploaded));
@@ -1478,7 +1554,7 @@ impl Handler<PeerJoined> for Coordinator {
             // Our own address and port only: other peers may share our public IP.
             self.book.ban_endpoint(msg.addr);
             Some(JoinRefused::OurOwnId)
-        } else if self.peers.values().any(|p| p.peer_id == msg.peer_id) {
+        } else if self.peer_ids.contains(&msg.peer_id) {
             Some(JoinRefused::Duplicate)
         } else if self.peers.len() >= self.config.max_peers
             || (!msg.outgoing && self.incoming_peers() >= self.max_incoming_peers())
@@ -1501,6 +1577,7 @@ impl Handler<PeerJoined> for Coordinator {
         if msg.outgoing {
             self.book.connected(msg.addr);
         }
+        self.peer_ids.insert(msg.peer_id);
         self.peers.insert(
             msg.key,
             PeerEntry {
@@ -1514,6 +1591,8 @@ impl Handler<PeerJoined> for Coordinator {
                 peer_interested: false,
                 unchoked: false,
                 peer_choking: true,
+                unchoked_us_at: None,
+                slow: false,
                 down_rate: 0.0,
                 up_rate: 0.0,
                 joined_at: Instant::now(),
@@ -1617,8 +1696,16 @@ impl Handler<PickBlocks> for Coordinator {
             let piece_length = f64::from(self.layout.piece_length());
             let parole_ok = peer.down_rate * PAROLE_SECONDS >= piece_length
                 || peer.down_rate >= PAROLE_SHARE_OF_FASTEST * self.fastest_rate;
-            picker.pick_as(msg.key, &peer.pieces, msg.want, parole_ok, &mut out);
-            let short = out.len() < msg.want;
+            let want = if peer.slow {
+                let cap = ((peer.down_rate * SLOW_QUEUE_SECONDS / f64::from(BLOCK_SIZE)) as usize)
+                    .max(SLOW_MIN_BLOCKS);
+                msg.want.min(cap.saturating_sub(picker.leases_of(msg.key)))
+            } else {
+                msg.want
+            };
+            picker.pick_as(msg.key, &peer.pieces, want, parole_ok, &mut out);
+            // Held back by its cap, a slow peer is not short: it asks again at its tick.
+            let short = out.len() < want;
             if let Some(peer) = self.peers.get_mut(&msg.key) {
                 if short {
                     self.short_peers.insert(msg.key);
@@ -1649,6 +1736,7 @@ impl Handler<PeerChokedUs> for Coordinator {
         let _timing = self.metrics.handling("PeerChokedUs");
         if let Some(peer) = self.peers.get_mut(&msg.key) {
             peer.peer_choking = true;
+            peer.unchoked_us_at = None;
         }
         self.apply_received(msg.key, &msg.received, &msg.released);
     }
@@ -1660,6 +1748,9 @@ impl Handler<PeerUnchokedUs> for Coordinator {
     fn handle(&mut self, msg: PeerUnchokedUs, _: &mut Context<Self>) {
         let _timing = self.metrics.handling("PeerUnchokedUs");
         if let Some(peer) = self.peers.get_mut(&msg.key) {
+            if peer.peer_choking {
+                peer.unchoked_us_at = Some(Instant::now());
+            }
             peer.peer_choking = false;
         }
     }
@@ -1679,6 +1770,7 @@ impl Handler<PeerLeft> for Coordinator {
         }
         self.short_peers.remove(&msg.key);
         if let Some(peer) = self.peers.remove(&msg.key) {
+            self.peer_ids.remove(&peer.peer_id);
             debug!(self.log, "peer left"; "addr" => %peer.addr, "reason" => &msg.reason);
             if self.departed.len() >= DEPARTED_REMEMBERED {
                 self.departed.pop_front();

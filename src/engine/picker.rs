@@ -22,6 +22,16 @@
 //! is never delivered, and nobody else could give those blocks back). A piece is thus
 //! never stranded in progress by a peer that is gone.
 //!
+//! **Speed classes.** The Coordinator marks peers that would take long over a piece as
+//! slow ([`Picker::set_slow`]). A piece a slow peer starts is a slow piece; slow peers
+//! take blocks only of slow pieces and start new ones only while slow pieces cost at most
+//! [`SLOW_SHARE`] of the budget, so many slow peers share a few pieces among themselves
+//! (each finishes as fast as their sum allows) and the rest of the budget stays with the
+//! fast peers, whose pieces no slow peer holds up. A fast peer may take free blocks of
+//! any piece, and one with nothing else to do asks again for blocks that only slow peers
+//! hold (the first copy in wins, as in endgame): work stuck on slow peers is re-issued
+//! early, not only once every piece has started.
+//!
 //! **Parole.** A piece that failed its hash is fetched again from one peer only (its
 //! owner) for as long as that peer holds it: if it fails again, that peer alone sent it
 //! and is certainly to blame; if it passes, smart ban compares the blocks of the earlier
@@ -73,18 +83,35 @@ struct Partial {
     /// A piece on parole: the one peer its free blocks go to, once one took some.
     parole: bool,
     owner: Option<PeerKey>,
+    /// Started by a slow peer: open to slow peers (and fast ones), counted against
+    /// [`SLOW_SHARE`].
+    slow: bool,
 }
 
-impl Partial {
-    /// Whether `peer` may take this piece's free blocks: anyone, unless the piece is on
-    /// parole and another peer owns it.
-    fn open_to(&self, peer: PeerKey) -> bool {
-        !self.parole || self.owner.is_none_or(|o| o == peer)
+/// Whether `peer` may take the free blocks of piece `index`: anyone, unless the piece is
+/// on parole and another peer owns it and still holds a request for one of its blocks.
+/// An owner that holds none has stopped fetching the piece (choked, capped as slow, or
+/// no longer asking), and a piece it alone could finish would wait for it for good.
+fn open_to(
+    partial: &Partial,
+    index: u32,
+    peer: PeerKey,
+    leases: &HashMap<PeerKey, HashSet<BlockId>>,
+) -> bool {
+    match partial.owner {
+        Some(owner) if partial.parole && owner != peer => !leases
+            .get(&owner)
+            .is_some_and(|held| held.iter().any(|(p, _)| *p == index)),
+        _ => true,
     }
 }
 
 /// A block, by piece index and block index within the piece.
 type BlockId = (u32, u32);
+
+/// The share of the in-progress budget that slow pieces may take (see the module
+/// documentation); at least one piece always may.
+pub const SLOW_SHARE: f64 = 0.25;
 
 /// What became of a reported block.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -132,6 +159,8 @@ pub struct Picker {
     /// Pieces that failed their hash and are not yet verified (fetched from one peer),
     /// with how many times each failed.
     parole: HashMap<u32, u32>,
+    /// Peers the Coordinator marked slow.
+    slow_peers: HashSet<PeerKey>,
 }
 
 impl Picker {
@@ -174,6 +203,7 @@ impl Picker {
             rng: SmallRng::seed_from_u64(0x7a11_5eed ^ n as u64),
             leases: HashMap::new(),
             parole: HashMap::new(),
+            slow_peers: HashSet::new(),
             layout,
         }
     }
@@ -262,6 +292,15 @@ impl Picker {
             .any(|i| self.layout.piece(i).is_some_and(|p| self.wants(p)))
     }
 
+    /// Marks `peer` slow, or fast again (see the module documentation).
+    pub fn set_slow(&mut self, peer: PeerKey, slow: bool) {
+        if slow {
+            self.slow_peers.insert(peer);
+        } else {
+            self.slow_peers.remove(&peer);
+        }
+    }
+
     /// Up to `max` blocks to request from `peer`, which has `pieces`, appended to `out`.
     pub fn pick(
         &mut self,
@@ -285,23 +324,39 @@ impl Picker {
         out: &mut Vec<BlockRequest>,
     ) {
         let target = out.len() + max;
+        let slow = self.slow_peers.contains(&peer);
 
-        // 1. Free blocks of pieces already in progress.
+        // 1. Free blocks of pieces already in progress (of slow pieces only, for a slow
+        // peer).
+        let mut slow_bytes = 0;
         for (&index, partial) in self.partials.iter_mut() {
-            if out.len() >= target {
-                return;
+            if partial.slow {
+                let len = self
+                    .layout
+                    .piece(index)
+                    .map_or(0, |p| self.layout.piece_len(p));
+                slow_bytes += self.mode.cost(len);
             }
-            let unowned_parole = partial.parole && partial.owner.is_none();
+            if out.len() >= target {
+                continue;
+            }
+            let unowned_parole = partial.parole && partial.owner.is_none_or(|o| o != peer);
             if partial.free == 0
                 || !pieces.has(index)
-                || !partial.open_to(peer)
+                || !open_to(partial, index, peer, &self.leases)
                 || (unowned_parole && !parole_ok)
+                || (slow && !partial.slow && partial.owner != Some(peer))
             {
                 continue;
             }
             let leases = self.leases.entry(peer).or_default();
             take_free_blocks(&self.layout, index, partial, peer, target, leases, out);
         }
+        if out.len() >= target {
+            return;
+        }
+        let slow_limit = ((self.max_in_progress_bytes as f64 * SLOW_SHARE) as u64)
+            .max(self.mode.cost(self.layout.piece_length()));
 
         // 2. New pieces, rarest first. When not even the shortest piece fits the budget
         // the scan is skipped: with many peers most asks come while the budget is full,
@@ -340,7 +395,9 @@ impl Picker {
                 break;
             };
             let len = self.cost(piece);
-            if self.in_progress_bytes + len + reserve > self.max_in_progress_bytes {
+            if self.in_progress_bytes + len + reserve > self.max_in_progress_bytes
+                || (slow && slow_bytes + len > slow_limit)
+            {
                 break;
             }
             let mut partial = Partial {
@@ -349,7 +406,11 @@ impl Picker {
                 received: 0,
                 parole: self.parole.contains_key(&piece.get()),
                 owner: None,
+                slow,
             };
+            if slow {
+                slow_bytes += len;
+            }
             let leases = self.leases.entry(peer).or_default();
             take_free_blocks(
                 &self.layout,
@@ -364,7 +425,19 @@ impl Picker {
             self.states[piece.as_usize()] = PieceState::InProgress;
             self.in_progress_bytes += len;
         }
-        if out.len() >= target || self.has_free_or_missing(peer, pieces) {
+        if out.len() >= target {
+            return;
+        }
+
+        // 2b. A fast peer with nothing else to do: blocks that only slow peers hold, each
+        // asked of one more peer at most (see the module documentation).
+        if !slow && !self.slow_peers.is_empty() {
+            self.rescue_from_slow(peer, pieces, target, out);
+            if out.len() >= target {
+                return;
+            }
+        }
+        if self.has_free_or_missing(peer, pieces) {
             return;
         }
 
@@ -375,7 +448,7 @@ impl Picker {
         let all_started = !self.states.contains(&PieceState::Missing);
         let mut candidates: Vec<(usize, u32, u32)> = Vec::new();
         for (&index, partial) in &self.partials {
-            if !pieces.has(index) || !(all_started || partial.open_to(peer)) {
+            if !pieces.has(index) || !(all_started || open_to(partial, index, peer, &self.leases)) {
                 continue;
             }
             for (b, state) in partial.blocks.iter().enumerate() {
@@ -400,13 +473,51 @@ impl Picker {
         }
     }
 
+    /// Asks `peer` too for blocks, of pieces it has, that only one peer holds and that
+    /// one slow, until `out` holds `target`. Pieces nearest completion first.
+    fn rescue_from_slow(
+        &mut self,
+        peer: PeerKey,
+        pieces: &Bitfield,
+        target: usize,
+        out: &mut Vec<BlockRequest>,
+    ) {
+        let mut order: Vec<(u32, u32)> = self
+            .partials
+            .iter()
+            .filter(|(&i, p)| pieces.has(i) && open_to(p, i, peer, &self.leases))
+            .map(|(&i, p)| (u32::MAX - p.received, i))
+            .collect();
+        order.sort_unstable();
+        for (_, index) in order {
+            let Some(partial) = self.partials.get_mut(&index) else {
+                continue;
+            };
+            for (b, state) in partial.blocks.iter_mut().enumerate() {
+                if out.len() >= target {
+                    return;
+                }
+                if let BlockState::Requested(holders) = state {
+                    if holders.len() == 1 && self.slow_peers.contains(&holders[0]) {
+                        holders.push(peer);
+                        self.leases
+                            .entry(peer)
+                            .or_default()
+                            .insert((index, b as u32));
+                        out.push(block_request(&self.layout, index, b as u32));
+                    }
+                }
+            }
+        }
+    }
+
     /// Whether any block could be asked of `peer`, which has `pieces`, without duplicating
     /// a request: a free block in progress open to it, or a missing piece not started for
     /// lack of budget.
     fn has_free_or_missing(&self, peer: PeerKey, pieces: &Bitfield) -> bool {
         self.partials
             .iter()
-            .any(|(&i, p)| p.free > 0 && pieces.has(i) && p.open_to(peer))
+            .any(|(&i, p)| p.free > 0 && pieces.has(i) && open_to(p, i, peer, &self.leases))
             || pieces
                 .iter_set()
                 .any(|i| self.states.get(i as usize) == Some(&PieceState::Missing))
@@ -496,6 +607,7 @@ impl Picker {
     /// other holders in endgame), delivered to it or not, and a piece on parole it owned
     /// may go to another peer. Returns how many leases it held.
     pub fn peer_left(&mut self, peer: PeerKey) -> usize {
+        self.slow_peers.remove(&peer);
         // A piece on parole it owned is open again even where it holds no lease (every
         // block it was given is in, and the rest are free).
         for partial in self.partials.values_mut() {
@@ -584,6 +696,55 @@ impl Picker {
             .map(|p| self.cost(p))
             .sum();
         assert_eq!(cost, self.in_progress_bytes, "budget out of step");
+    }
+
+    /// Up to `max` pieces in progress, each with its blocks free, received and held (by
+    /// which peers, slow ones marked `s`), and parole: what a log line shows when the
+    /// download makes no progress.
+    pub fn describe_in_progress(&self, max: usize) -> String {
+        let mut out = String::new();
+        for index in self.in_progress_pieces().into_iter().take(max) {
+            let partial = &self.partials[&index];
+            let held: Vec<String> = partial
+                .blocks
+                .iter()
+                .filter_map(|b| match b {
+                    BlockState::Requested(h) => Some(
+                        h.iter()
+                            .map(|k| {
+                                let mark = if self.slow_peers.contains(k) { "s" } else { "" };
+                                format!("{}{mark}", k.0)
+                            })
+                            .collect::<Vec<_>>()
+                            .join("+"),
+                    ),
+                    _ => None,
+                })
+                .collect();
+            out.push_str(&format!(
+                "piece {index}: {} free, {} in, held by [{}]{}{}; ",
+                partial.free,
+                partial.received,
+                held.join(" "),
+                if partial.slow { ", slow" } else { "" },
+                if partial.parole { ", parole" } else { "" },
+            ));
+        }
+        let missing = self
+            .states
+            .iter()
+            .filter(|s| **s == PieceState::Missing)
+            .count();
+        let verifying = self
+            .states
+            .iter()
+            .filter(|s| **s == PieceState::Verifying)
+            .count();
+        out.push_str(&format!(
+            "{missing} missing, {verifying} verifying, {} of {} budget bytes used",
+            self.in_progress_bytes, self.max_in_progress_bytes
+        ));
+        out
     }
 
     /// Pieces with blocks requested or received and not all of them in yet, ascending.

@@ -403,7 +403,7 @@ proptest! {
         pieces in 1u32..10,
         piece_blocks in 1u32..5,
         peers in proptest::collection::vec(proptest::collection::vec(any::<bool>(), 10), 1..5),
-        script in proptest::collection::vec((0usize..5, 0u8..7, 1usize..8), 1..300),
+        script in proptest::collection::vec((0usize..5, 0u8..9, 1usize..8), 1..300),
     ) {
         let piece_len = u64::from(piece_blocks) * 16384;
         let l = layout(piece_len, u64::from(pieces) * piece_len);
@@ -466,6 +466,8 @@ proptest! {
                         }
                     }
                 }
+                // The Coordinator marks it slow, or fast again.
+                7 | 8 => p.set_slow(PeerKey(key), action == 7),
                 // It dies, with whatever reply was on its way lost; it comes back later
                 // under a new key.
                 _ => {
@@ -540,4 +542,124 @@ fn a_failed_piece_is_fetched_again_from_one_peer_until_it_leaves() {
     p.piece_verified(l.piece(0).unwrap());
     assert_eq!(p.on_parole(), 0);
     p.check_invariants();
+}
+
+#[test]
+fn a_parole_piece_whose_owner_stopped_asking_goes_to_the_next_peer() {
+    let l = layout(4 * 16384, 2 * 4 * 16384);
+    let mut p = picker(&l, 8 * 16384);
+    let both = full(2);
+    p.add_peer_pieces(&both);
+    p.add_peer_pieces(&both);
+    let first = pick(&mut p, P, &only(2, &[0]), 4);
+    for r in &first {
+        p.block_received(P, r);
+    }
+    p.piece_failed(l.piece(0).unwrap());
+    // Q takes two blocks of the failed piece, delivers them and asks for no more (it
+    // choked us, or no longer picks): it owns the piece but holds no request on it.
+    let q = pick(&mut p, Q, &only(2, &[0]), 2);
+    for r in &q {
+        p.block_received(Q, r);
+    }
+    // The other two blocks go to P rather than waiting on Q for ever.
+    let rest = pick(&mut p, P, &only(2, &[0]), 4);
+    assert_eq!(
+        rest.len(),
+        2,
+        "the piece waits on an owner that asks no more"
+    );
+    for r in &rest {
+        p.block_received(P, r);
+    }
+    p.piece_verified(l.piece(0).unwrap());
+    p.check_invariants();
+}
+
+/// Slow peer keys, apart from `P` and `Q`.
+const S1: PeerKey = PeerKey(11);
+const S2: PeerKey = PeerKey(12);
+const S3: PeerKey = PeerKey(13);
+
+#[test]
+fn slow_peers_share_a_few_pieces_and_leave_the_rest_of_the_budget_to_fast_ones() {
+    // Eight pieces of four blocks and a budget of eight pieces: slow pieces may take two.
+    let l = layout(4 * 16384, 16 * 4 * 16384);
+    let mut p = picker(&l, 8 * 4 * 16384);
+    for s in [S1, S2, S3] {
+        p.set_slow(s, true);
+    }
+    let mut slow_pieces = HashSet::new();
+    for s in [S1, S2, S3] {
+        for r in pick(&mut p, s, &full(16), 16) {
+            slow_pieces.insert(r.piece);
+        }
+    }
+    assert_eq!(slow_pieces.len(), 2, "slow peers started {slow_pieces:?}");
+    p.check_invariants();
+    // The fast peer starts pieces of its own with the rest of the budget, six of them
+    // (and, with nothing else to do, asks again for the slow peers' blocks).
+    let fast = pick(&mut p, P, &full(16), 100);
+    let fast_pieces: HashSet<u32> = fast.iter().map(|r| r.piece).collect();
+    assert_eq!(fast_pieces.difference(&slow_pieces).count(), 6);
+    p.check_invariants();
+}
+
+#[test]
+fn slow_peers_take_no_free_block_of_a_fast_peers_piece_but_fast_peers_take_theirs() {
+    let l = layout(4 * 16384, 2 * 4 * 16384);
+    let mut p = picker(&l, 2 * 4 * 16384);
+    p.set_slow(S1, true);
+    // P starts piece 0 and takes half of it; S1 starts piece 1 and takes half of it.
+    let a = pick(&mut p, P, &only(2, &[0]), 2);
+    assert!(a.iter().all(|r| r.piece == 0));
+    let s = pick(&mut p, S1, &full(2), 2);
+    assert!(s.iter().all(|r| r.piece == 1), "a slow peer took {s:?}");
+    // With the budget full, S1 gets nothing of piece 0's free half...
+    assert!(pick(&mut p, S1, &full(2), 4).iter().all(|r| r.piece == 1));
+    assert!(pick(&mut p, S1, &only(2, &[0]), 4).is_empty());
+    // ...while P may finish the slow piece's free blocks.
+    let b = pick(&mut p, P, &only(2, &[1]), 4);
+    assert!(b.iter().all(|r| r.piece == 1) && !b.is_empty());
+    p.check_invariants();
+}
+
+#[test]
+fn a_fast_peer_with_nothing_else_to_do_asks_again_for_blocks_only_slow_peers_hold() {
+    let l = layout(4 * 16384, 4 * 4 * 16384);
+    let mut p = picker(&l, 2 * 4 * 16384);
+    p.set_slow(S1, true);
+    p.set_slow(S2, true);
+    // S1 holds all of piece 0; the fast Q holds all of piece 1; the budget is full.
+    let slow = pick(&mut p, S1, &only(4, &[0]), 4);
+    assert_eq!(slow.len(), 4);
+    let q = pick(&mut p, Q, &only(4, &[1]), 4);
+    assert_eq!(q.len(), 4);
+    // P has both and piece 2, which the budget keeps it from starting (so this is no
+    // endgame): it is given S1's blocks, not Q's, and each only once.
+    let has = only(4, &[0, 1, 2]);
+    let rescue = pick(&mut p, P, &has, 16);
+    assert_eq!(rescue, slow);
+    assert!(pick(&mut p, P, &has, 16).is_empty());
+    // Another slow peer is no rescuer: with a piece it could start, it waits.
+    assert!(pick(&mut p, S2, &has, 16).is_empty());
+    // The first copy wins and the slow holder is told to cancel.
+    assert_eq!(
+        p.block_received(P, &slow[0]),
+        BlockOutcome::Accepted {
+            cancel: vec![S1],
+            piece_done: false
+        }
+    );
+    p.check_invariants();
+    // S1 leaves: P still holds the rest, and nothing is stranded.
+    p.peer_left(S1);
+    p.check_invariants();
+    for r in &slow[1..] {
+        assert!(matches!(
+            p.block_received(P, r),
+            BlockOutcome::Accepted { .. }
+        ));
+    }
+    assert_eq!(p.state(l.piece(0).unwrap()), PieceState::Verifying);
 }
