@@ -65,7 +65,8 @@ const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(30);
 /// message per interval, not one per piece.
 pub const HAVE_BATCH_INTERVAL: Duration = Duration::from_millis(100);
 
-/// ...and to quiet peers (neither side interested, nobody unchoked) this often: a
+/// ...and to quiet peers (neither side interested, nobody unchoked, no piece announced
+/// by the peer) this often: a
 /// thousand idle connections cost a thousand messages a second, not ten thousand, and
 /// a quiet peer still learns within a second what it may want from us. The quiet
 /// peers are served in [`QUIET_GROUPS`] turns spread over the interval, so their
@@ -82,6 +83,10 @@ const PAROLE_SECONDS: f64 = 10.0;
 /// ...or whose rate is at least this share of the fastest peer's: a swarm of slow peers
 /// still gets its failed pieces fetched, by the fastest of them.
 const PAROLE_SHARE_OF_FASTEST: f64 = 0.5;
+
+/// How long a stop waits for the Peers it disconnected to leave, so their last byte
+/// counts make the run's totals.
+const PEERS_LEAVE_WAIT: Duration = Duration::from_secs(1);
 
 /// With no piece verified for this long while downloading, the pieces in progress and
 /// who holds their blocks are logged (and again every that long).
@@ -387,6 +392,8 @@ pub struct Coordinator {
     /// (time, verified bytes, uploaded block bytes) samples for the rates.
     rate_samples: VecDeque<(Instant, u64, u64)>,
     stopping: bool,
+    /// During a stop, told when the last peer has left (its final byte counts are in).
+    peers_gone: Option<futures::channel::oneshot::Sender<()>>,
     /// The raw info dictionary, served to peers by `ut_metadata`.
     info_bytes: bytes::Bytes,
     /// The DHT, unless it is off or the torrent is private.
@@ -553,6 +560,7 @@ impl Coordinator {
             ),
             rate_samples: VecDeque::new(),
             stopping: false,
+            peers_gone: None,
             log,
         }
         .start()
@@ -1273,8 +1281,14 @@ impl Coordinator {
             if peer.heard >= len {
                 continue;
             }
-            let trading =
-                peer.interested || peer.peer_interested || peer.unchoked || !peer.peer_choking;
+            // Quiet: nothing asked either way, and no piece announced (an idle
+            // connection, or a peer that has not begun); a peer that has pieces is
+            // trading, or about to, and hears at once.
+            let trading = peer.interested
+                || peer.peer_interested
+                || peer.unchoked
+                || !peer.peer_choking
+                || peer.pieces.any();
             let due = match quiet {
                 Quiet::None => trading,
                 Quiet::Group(g) => trading || key.0 % QUIET_GROUPS == g,
@@ -1789,6 +1803,11 @@ impl Handler<PeerLeft> for Coordinator {
                 debug!(self.log, "peer may be dialed again"; "addr" => %listen, "retry" => ?retry);
             }
         }
+        if self.stopping && self.peers.is_empty() {
+            if let Some(tx) = self.peers_gone.take() {
+                let _ = tx.send(());
+            }
+        }
         self.dial(ctx);
     }
 }
@@ -2137,6 +2156,14 @@ impl Handler<Shutdown> for Coordinator {
         // trackers' `stopped` comes after, outside the wait, as a Tracker asks us for its
         // totals.
         let (saved_tx, saved) = futures::channel::oneshot::channel::<()>();
+        // The Peers' last byte counts come with their leaving: the final progress waits
+        // for them, a bounded while.
+        let (gone_tx, gone) = futures::channel::oneshot::channel::<()>();
+        if self.peers.is_empty() {
+            let _ = gone_tx.send(());
+        } else {
+            self.peers_gone = Some(gone_tx);
+        }
         if self.picker.is_some() && self.phase != Phase::Complete {
             ctx.wait(self.drain_and_save(true).map(move |res, act, _| {
                 act.log_save_failure(res);
@@ -2150,9 +2177,12 @@ impl Handler<Shutdown> for Coordinator {
             // Each tracker bounds its own `stopped` announce; this bounds them all.
             let _ = tokio::time::timeout(Duration::from_secs(6), futures::future::join_all(stops))
                 .await;
+            let _ = tokio::time::timeout(PEERS_LEAVE_WAIT, gone).await;
         };
         Box::pin(work.into_actor(self).map(|_, act, ctx| {
             debug!(act.log, "torrent stopped");
+            // The totals of the run, with every Peer's last report.
+            act.events.do_send(TorrentEvent::Progress(act.progress()));
             ctx.stop();
         }))
     }

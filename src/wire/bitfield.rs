@@ -116,6 +116,11 @@ impl Bitfield {
         Ok(())
     }
 
+    /// Whether any piece is set (stops at the first).
+    pub fn any(&self) -> bool {
+        self.bits.iter().any(|b| *b != 0)
+    }
+
     /// How many pieces are set.
     pub fn count_ones(&self) -> u32 {
         // Spare bits are always clear, so counting whole bytes is exact.
