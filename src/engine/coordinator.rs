@@ -2159,6 +2159,7 @@ impl Handler<Shutdown> for Coordinator {
         // The Peers' last byte counts come with their leaving: the final progress waits
         // for them, a bounded while.
         let (gone_tx, gone) = futures::channel::oneshot::channel::<()>();
+        let peers_at_stop = self.peers.len();
         if self.peers.is_empty() {
             let _ = gone_tx.send(());
         } else {
@@ -2179,10 +2180,13 @@ impl Handler<Shutdown> for Coordinator {
                 .await;
             let _ = tokio::time::timeout(PEERS_LEAVE_WAIT, gone).await;
         };
-        Box::pin(work.into_actor(self).map(|_, act, ctx| {
+        Box::pin(work.into_actor(self).map(move |_, act, ctx| {
             debug!(act.log, "torrent stopped");
-            // The totals of the run, with every Peer's last report.
-            act.events.do_send(TorrentEvent::Progress(act.progress()));
+            // The totals of the run, with every Peer's last report; its peer count is
+            // the one the stop found, as the Peers have just been let go.
+            let mut last = act.progress();
+            last.peers = last.peers.max(peers_at_stop);
+            act.events.do_send(TorrentEvent::Progress(last));
             ctx.stop();
         }))
     }
