@@ -109,21 +109,24 @@ impl Threads {
     /// counts into `metrics`.
     pub fn start(config: ThreadsConfig, metrics: &Metrics) -> Arc<Self> {
         let mut arbiters = Vec::new();
-        let mut start = |n: usize| -> Vec<ArbiterHandle> {
+        let mut start = |n: usize, kind: &'static str| -> Vec<ArbiterHandle> {
             (0..n)
-                .map(|_| {
+                .map(|i| {
                     let arbiter = Arbiter::new();
+                    arbiter.spawn_fn(move || name_this_thread(&format!("ta-{kind}-{i}")));
                     let handle = arbiter.handle();
                     arbiters.push(arbiter);
                     handle
                 })
                 .collect()
         };
-        let protocol = start(config.protocol);
-        let writing = start(config.writers.max(1));
-        let reading = start(config.readers.max(1));
+        let protocol = start(config.protocol, "proto");
+        let writing = start(config.writers.max(1), "write");
+        let reading = start(config.readers.max(1), "read");
         let hasher_metrics = metrics.of(ActorKind::Hasher);
+        // The factory runs once on each of the pool's threads.
         let hasher = SyncArbiter::start(config.hashers.max(1), move || {
+            name_this_thread("ta-hash");
             Hasher::new(hasher_metrics.clone())
         });
         Arc::new(Self {
@@ -199,6 +202,14 @@ impl std::fmt::Debug for Threads {
             .field("writing", &self.writing.len())
             .field("reading", &self.reading.len())
             .finish()
+    }
+}
+
+/// Names the calling thread (as `top -H` and `/proc/PID/task/*/comm` show it), so each
+/// thread's CPU can be told apart; a name the kernel refuses changes nothing else.
+fn name_this_thread(name: &str) {
+    if let Ok(name) = std::ffi::CString::new(name) {
+        let _ = rustix::thread::set_name(&name);
     }
 }
 
