@@ -5,7 +5,7 @@ RSS, and (with --restart) the start-up time with resume data present.
     python3 bench/many_torrents.py BINARY --torrents 200
     python3 bench/many_torrents.py BINARY --torrents 1000 --restart
 
-Each torrent is one 20,000-byte file (two 16 KiB pieces) whose data is in the download
+Each torrent is one file of --size bytes (default 20,000: two 16 KiB pieces) whose data is in the download
 folder before it is added, so it is checked and seeds. Idle CPU is read from
 /proc/PID/stat over 10 s with no peer connected. With --restart the daemon is stopped
 (SIGTERM: resume files and the session are saved) and started again on the same
@@ -26,8 +26,9 @@ def bencode(v):
         return b"d" + b"".join(bencode(k) + bencode(v[k]) for k in sorted(v)) + b"e"
     raise TypeError(v)
 
-def content(n):
-    return bytes(((i * 13 + n * 101) % 253) for i in range(20000))
+def content(n, size):
+    block = bytes(((i * 13 + n * 101) % 253) for i in range(min(size, 65536)))
+    return (block * (size // len(block) + 1))[:size]
 
 def torrent(name, data):
     pieces = b"".join(hashlib.sha1(data[i:i + 16384]).digest() for i in range(0, len(data), 16384))
@@ -96,10 +97,28 @@ class Serve:
         self.proc.send_signal(signal.SIGTERM)
         self.proc.wait(timeout=60)
 
+def per_thread(pid):
+    out = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            raw = open(f"/proc/{pid}/task/{tid}/stat").read()
+        except OSError:
+            continue
+        comm = raw[raw.index("(") + 1:raw.rindex(")")]
+        f = raw.rsplit(")", 1)[1].split()
+        out[(tid, comm)] = int(f[11]) + int(f[12])
+    return out
+
 def idle(serve, secs):
-    a, t0 = serve.stat(), time.monotonic()
+    a, ta, t0 = serve.stat(), per_thread(serve.proc.pid), time.monotonic()
     time.sleep(secs)
-    b, t1 = serve.stat(), time.monotonic()
+    b, tb, t1 = serve.stat(), per_thread(serve.proc.pid), time.monotonic()
+    busy = {}
+    for k, v in tb.items():
+        d = v - ta.get(k, 0)
+        if d:
+            busy[k[1]] = busy.get(k[1], 0) + d
+    print("  busy threads over the idle window (ticks of 1/%d s): %s" % (TICK, json.dumps(busy, sort_keys=True)))
     return 100.0 * (b - a) / TICK / (t1 - t0)
 
 def report(serve, what):
@@ -116,6 +135,8 @@ def main():
     ap.add_argument("--torrents", type=int, default=200)
     ap.add_argument("--restart", action="store_true")
     ap.add_argument("--threads", type=int)
+    ap.add_argument("--size", type=int, default=20000, help="bytes per torrent (16 KiB pieces)")
+    ap.add_argument("--settle", type=float, default=8.0, help="seconds to wait before measuring idle")
     a = ap.parse_args()
     extra = ["--threads", str(a.threads)] if a.threads else []
     tmp = tempfile.mkdtemp(prefix="ta-many-")
@@ -124,7 +145,7 @@ def main():
     bodies = []
     for n in range(a.torrents):
         name = f"seed-{n}.bin"
-        data = content(n)
+        data = content(n, a.size)
         open(os.path.join(dl, name), "wb").write(data)
         bodies.append({"torrent_base64": base64.b64encode(torrent(name, data)).decode()})
     s = Serve(a.binary, dl, state, extra)
@@ -133,7 +154,9 @@ def main():
         s.call("POST", "/api/torrents", b)
     s.wait_seeding(a.torrents, 600)
     print(f"{a.torrents} torrents added and seeding in {time.monotonic() - t0:.1f} s", flush=True)
-    time.sleep(2)
+    # The resume files of the pieces found on disk are saved within 5 s (resume_every):
+    # idle is measured after that.
+    time.sleep(a.settle)
     report(s, f"{a.torrents} seeding")
     if a.restart:
         s.stop()
@@ -142,7 +165,7 @@ def main():
         st = s.status()
         print(f"restart with resume data: all {a.torrents} seeding {took:.1f} s after launch; "
               f"RSS then {int(st['VmRSS'].split()[0]) / 1024:.1f} MiB (peak {int(st['VmHWM'].split()[0]) / 1024:.1f})", flush=True)
-        time.sleep(2)
+        time.sleep(a.settle)
         report(s, f"{a.torrents} seeding after restart")
     s.stop()
     subprocess.run(["rm", "-rf", tmp])
