@@ -631,7 +631,7 @@ impl Coordinator {
         }
     }
 
-    /// Keeps a few piece checks in flight on the FileReader pool, which reads and hashes
+    /// Keeps a few piece checks in flight on the FileReader, which reads and hashes
     /// each piece a window at a time: a torrent claiming huge pieces costs no more memory
     /// here than one with small ones.
     fn pump_checks(&mut self, ctx: &mut Context<Self>) {

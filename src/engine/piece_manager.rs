@@ -196,7 +196,7 @@ impl PieceManager {
     }
 
     /// Hash, then write, then report one complete piece. Runs concurrently with other
-    /// pieces; the hasher pool and the writer thread queue the work.
+    /// pieces; the hasher pool and the writer's mailbox queue the work.
     fn finish_piece(&mut self, piece: PieceIndex, assembly: WholePiece, ctx: &mut Context<Self>) {
         let len = u64::from(self.layout().piece_len(piece));
         self.pending_bytes += len;

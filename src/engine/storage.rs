@@ -1,15 +1,18 @@
-//! The FileWriter and the Hasher: the two SyncArbiter actors that do blocking work, so the
-//! network arbiter never waits on a disk or burns a core on SHA-1.
+//! The FileWriter, the FileReader and the Hasher: the actors that do blocking work, on
+//! threads of their own (`threads.rs`), so a protocol arbiter never waits on a disk or
+//! burns a core on SHA-1.
 //!
 //! The FileWriter is the only code in the engine that writes the download: it creates
 //! the files at their final size, writes verified pieces at their offsets (`pwrite`, one
-//! call per file span), and writes the resume file atomically. It runs on one thread, so its operations are ordered: a resume file
-//! saved after a piece's write never claims a piece that is not on disk. After
+//! call per file span), and writes the resume file atomically. There is one per torrent,
+//! on a writing arbiter it shares with other torrents' writers, and it handles one
+//! message at a time, in order, so its operations are ordered: a resume file saved after
+//! a piece's write never claims a piece that is not on disk. After
 //! `CloseStorage` it writes no piece or block (they are answered `false`) and opens no
 //! file until the next `OpenStorage`, so the sync at close covers everything written.
 //!
-//! The FileReader pool reads ranges (blocks for uploads, whole pieces for the start-up
-//! check) from read-only handles of its own, on its own threads, so reads never queue
+//! The FileReader reads ranges (blocks for uploads, whole pieces for the start-up
+//! check) from read-only handles of its own, on a reading arbiter, so reads never queue
 //! behind writes and never block the network arbiter.
 //!
 //! With a file selection, unselected files are never created. A wanted piece that also
@@ -59,7 +62,7 @@ use super::selection::SelectedFiles;
 use crate::layout::{Layout, PieceIndex, BLOCK_SIZE};
 use crate::InfoHash;
 
-/// Hashes pieces; runs as a SyncArbiter pool sized to the cores.
+/// Hashes pieces; runs as a SyncArbiter pool sized to the cores, one for the process.
 pub struct Hasher {
     metrics: Arc<ActorMetrics>,
     _live: LiveGuard,
@@ -114,7 +117,8 @@ impl Handler<HashBlocks> for Hasher {
     }
 }
 
-/// Owns the torrent's files on disk; runs on a SyncArbiter of one thread.
+/// Owns the torrent's files on disk; one per torrent, on a writing arbiter (its handlers
+/// block that thread, which runs only other torrents' writers).
 pub struct FileWriter {
     /// The download folder, as given: created at open, shown in messages.
     root: PathBuf,
@@ -777,8 +781,9 @@ impl Handler<CloseStorage> for FileWriter {
     }
 }
 
-/// Reads blocks for uploads; a SyncArbiter pool, each instance with its own read-only
-/// handles (opened on first use), so readers never wait for each other or the writer.
+/// Reads blocks for uploads and pieces for checks; one per torrent, on a reading arbiter,
+/// with its own read-only handles (opened on first use), so reads never wait for the
+/// writer.
 pub struct FileReader {
     /// The download folder, as given, for messages.
     root: PathBuf,
