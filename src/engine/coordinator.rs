@@ -382,7 +382,7 @@ impl Coordinator {
                 .with_metrics(writer_metrics)
         });
         let writer = Tracked::new(writer, metrics.of(ActorKind::FileWriter));
-        let hasher = Tracked::new(threads.hasher(), metrics.of(ActorKind::Hasher));
+        let hasher = threads.hasher();
         // With a global limiter the torrent always has its own, chained to it, so every
         // grant passes both and `SetTorrentRates` has somewhere to go.
         let limited = params.config.upload_limit > 0 || params.config.download_limit > 0;

@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex};
 use actix::prelude::*;
 use actix::{Arbiter, ArbiterHandle};
 
-use super::metrics::{ActorKind, Metrics};
+use super::metrics::{ActorKind, ActorMetrics, Metrics, Tracked};
 use super::storage::Hasher;
 
 /// The most writing arbiters, and the most reading ones: a disk gains little from more
@@ -85,6 +85,10 @@ pub struct Threads {
     reading: Vec<ArbiterHandle>,
     /// The Hasher pool every torrent sends its pieces to.
     hasher: Addr<Hasher>,
+    /// The pool's counters: senders count their messages in here too, so the mailbox
+    /// depth they show is the pool's (a torrent's own table has no Hasher row in a
+    /// process whose threads count elsewhere).
+    hasher_metrics: Arc<ActorMetrics>,
     /// Torrents placed so far, for the round robin of protocol and disk arbiters.
     next_torrent: AtomicUsize,
     /// Peers placed so far, for the round robin of protocol arbiters.
@@ -106,7 +110,7 @@ pub struct Placement {
 
 impl Threads {
     /// Starts the threads; must be called inside a running actix System. The Hasher pool
-    /// counts into `metrics`.
+    /// counts into `metrics` (`get`: its torrent's; `serve`: a table of the process).
     pub fn start(config: ThreadsConfig, metrics: &Metrics) -> Arc<Self> {
         let mut arbiters = Vec::new();
         let mut start = |n: usize, kind: &'static str| -> Vec<ArbiterHandle> {
@@ -124,16 +128,18 @@ impl Threads {
         let writing = start(config.writers.max(1), "write");
         let reading = start(config.readers.max(1), "read");
         let hasher_metrics = metrics.of(ActorKind::Hasher);
+        let pool_metrics = hasher_metrics.clone();
         // The factory runs once on each of the pool's threads.
         let hasher = SyncArbiter::start(config.hashers.max(1), move || {
             name_this_thread("ta-hash");
-            Hasher::new(hasher_metrics.clone())
+            Hasher::new(pool_metrics.clone())
         });
         Arc::new(Self {
             protocol,
             writing,
             reading,
             hasher,
+            hasher_metrics,
             next_torrent: AtomicUsize::new(0),
             next_peer: AtomicUsize::new(0),
             arbiters: Mutex::new(arbiters),
@@ -160,9 +166,9 @@ impl Threads {
         pick(&self.protocol, i).cloned()
     }
 
-    /// The shared Hasher pool.
-    pub fn hasher(&self) -> Addr<Hasher> {
-        self.hasher.clone()
+    /// The shared Hasher pool, counting into the pool's metrics.
+    pub fn hasher(&self) -> Tracked<Hasher> {
+        Tracked::new(self.hasher.clone(), self.hasher_metrics.clone())
     }
 
     /// How many protocol arbiters there are (0: torrents run where they are started).
@@ -270,6 +276,33 @@ mod tests {
             threads.join();
             // Joined: the threads are gone, so nothing more runs there.
             assert!(!a.writer.spawn(async {}) || !a.writer.alive());
+        });
+    }
+
+    #[test]
+    fn torrents_sharing_the_hasher_pool_leave_its_mailbox_empty() {
+        use crate::engine::messages::HashPiece;
+        use sha1::{Digest, Sha1};
+        actix::System::new().block_on(async {
+            let metrics = Metrics::new();
+            let threads = Threads::start(ThreadsConfig::private(2), &metrics);
+            let data = bytes::Bytes::from_static(b"a piece");
+            let expected = <[u8; 20]>::from(Sha1::digest(&data));
+            // Two torrents' handles on the one pool, as two Coordinators hold them.
+            for hasher in [threads.hasher(), threads.hasher()] {
+                let outcome = hasher
+                    .send(HashPiece {
+                        blocks: vec![data.clone()],
+                        expected,
+                        block_digests: false,
+                    })
+                    .await
+                    .expect("the pool answers");
+                assert!(outcome.ok);
+            }
+            let pool = metrics.of(ActorKind::Hasher).snapshot();
+            assert_eq!((pool.handled, pool.mailbox), (2, 0), "{pool:?}");
+            threads.join();
         });
     }
 
