@@ -157,16 +157,20 @@ fn get_downloads_the_same_files_with_one_and_with_two_protocol_threads() {
 }
 
 #[test]
-fn threads_zero_is_refused() {
-    let out = Command::new(env!("CARGO_BIN_EXE_torrent-actors"))
-        .env("TORRENT_ACTORS_DHT_BOOTSTRAP", "")
-        .args(["get", "--threads", "0", "x.torrent"])
-        .output()
-        .expect("runs");
-    assert!(!out.status.success());
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("--threads"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+fn threads_outside_1_to_256_are_refused_with_exit_2() {
+    for (command, n) in [("get", "0"), ("seed", "257"), ("serve", "0")] {
+        let out = Command::new(env!("CARGO_BIN_EXE_torrent-actors"))
+            .env("TORRENT_ACTORS_DHT_BOOTSTRAP", "")
+            .args([command, "--threads", n])
+            .args((command != "serve").then_some("x.torrent"))
+            .output()
+            .expect("runs");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{command} --threads {n}: {stderr}"
+        );
+        assert!(stderr.contains("--threads"), "{stderr}");
+    }
 }
