@@ -101,6 +101,10 @@ pub struct ServeCmd {
     /// The most peer connections across all torrents.
     #[arg(long, default_value_t = 200)]
     pub max_connections: usize,
+    /// Threads for peer connections and torrents' bookkeeping (default: one per core);
+    /// hashing and disk work have threads of their own, shared by every torrent.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub threads: Option<u16>,
     /// The largest .torrent file the API accepts, in MiB.
     #[arg(long, default_value_t = 16, value_name = "MIB", value_parser = clap::value_parser!(u64).range(1..=64))]
     pub max_torrent_mib: u64,
@@ -300,6 +304,10 @@ pub struct EngineArgs {
     /// (for testing).
     #[arg(long, hide = true, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=9))]
     pub debug_udp_tracker_attempts: Option<u32>,
+    /// Threads for peer connections and torrents' bookkeeping (default: one per core);
+    /// hashing and disk work have threads of their own, shared by every torrent.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub threads: Option<u16>,
     /// Do not exchange peers with peers (BEP 11 peer exchange); private torrents never do.
     #[arg(long)]
     pub no_pex: bool,

@@ -21,6 +21,7 @@ use torrent_actors::engine::messages::{
 use torrent_actors::engine::metadata::{MagnetParams, MetadataFetcher};
 use torrent_actors::engine::metrics::{Metrics, MetricsSnapshot};
 use torrent_actors::engine::selection::check_selection;
+use torrent_actors::engine::threads::{Threads, ThreadsConfig};
 use torrent_actors::engine::tracker::{
     status::next_announce_in, TrackerState, TrackerStatus, TrackerTimeouts,
 };
@@ -57,6 +58,8 @@ pub struct GetArgs {
     /// `--stats-file`: statistics as JSON lines.
     pub stats_file: Option<PathBuf>,
     pub pex: bool,
+    /// Protocol threads (`--threads`); 0 for one per core.
+    pub threads: usize,
     /// The DHT's bootstrap nodes and UDP port, unless `--no-dht`.
     pub dht: Option<(Bootstrap, u16)>,
     pub mode: Mode,
@@ -119,6 +122,7 @@ impl GetArgs {
             stats_every: engine.stats_every,
             stats_file: engine.stats_file,
             pex: !engine.no_pex,
+            threads: engine.threads.map_or(0, usize::from),
             dht: None,
             mode,
             selection: None,
@@ -219,7 +223,9 @@ pub fn run(args: GetArgs) -> Result<(), Failure> {
     let log = logging::stderr_logger(args.verbosity);
     let started = Instant::now();
 
-    let (outcome, name) = actix::System::new().block_on(download(source, &args, log));
+    let (outcome, name, threads) = actix::System::new().block_on(download(source, &args, log));
+    // Every actor is done; their threads end here, not at the process's exit.
+    threads.join();
     match outcome {
         Outcome::Completed(p) => {
             let secs = started.elapsed().as_secs_f64();
@@ -280,8 +286,14 @@ fn check_writable(dir: &Path) -> Result<(), Failure> {
     tempfile::tempfile_in(dir).map(drop).map_err(not_writable)
 }
 
-async fn download(source: Source, args: &GetArgs, log: slog::Logger) -> (Outcome, String) {
+async fn download(
+    source: Source,
+    args: &GetArgs,
+    log: slog::Logger,
+) -> (Outcome, String, Arc<Threads>) {
     let mut config = EngineConfig::new(our_peer_id(), args.listen);
+    let threads = Threads::start(ThreadsConfig::for_process(args.threads), &config.metrics);
+    config.threads = Some(threads.clone());
     config.max_peers = args.max_peers;
     config.upload_slots = args.upload_slots;
     config.upload_limit = args.upload_limit;
@@ -378,7 +390,7 @@ async fn download(source: Source, args: &GetArgs, log: slog::Logger) -> (Outcome
         eprintln!("actors:\n{}", metrics.snapshot().table());
     }
     System::current().stop();
-    (outcome, name)
+    (outcome, name, threads)
 }
 
 /// Starts the process's DHT node, if it is on. A node that cannot start (its port

@@ -166,6 +166,7 @@ fn serve_args(args: cli::ServeCmd) -> Result<serve::ServeArgs, Failure> {
         peer_listen: std::net::SocketAddr::new(args.bind, args.port),
         max_peers: args.max_peers,
         max_connections: args.max_connections,
+        threads: args.threads.map_or(0, usize::from),
         api_key,
         allowed_hosts: args.allow_host,
         max_torrent_bytes: (args.max_torrent_mib << 20) as usize,

@@ -35,6 +35,7 @@ use super::resume::{plan_start, FileRecord, ResumeData};
 use super::selection::{verified_bytes_per_file, SelectedFiles};
 use super::storage::{FileReader, FileWriter, Hasher};
 use super::streamed::PieceMode;
+use super::threads::{Threads, ThreadsConfig};
 use super::tracker::{
     Tiers, Tracker, TrackerBoard, TrackerConfig, TrackerLinks, TrackerStatus, TrackerTimeouts,
 };
@@ -153,7 +154,7 @@ pub struct EngineConfig {
     /// Budget of complete pieces waiting for hash and write (bounds memory when the disk
     /// is slow).
     pub max_pending_bytes: u64,
-    /// Hasher threads.
+    /// Hasher threads of a torrent started without shared `threads`.
     pub hashers: usize,
     /// Save the resume file after this many newly verified pieces...
     pub resume_every_pieces: u32,
@@ -181,8 +182,6 @@ pub struct EngineConfig {
     /// Peers we upload to at once (regular unchoke slots, plus one optimistic); 0 means
     /// every interested peer.
     pub upload_slots: usize,
-    /// Threads reading blocks for uploads.
-    pub readers: usize,
     /// Upload limit for this torrent in bytes per second; 0 for none.
     pub upload_limit: u64,
     /// Download limit for this torrent in bytes per second; 0 for none.
@@ -201,6 +200,10 @@ pub struct EngineConfig {
     /// A process-wide limiter every grant must also pass. With one, the torrent always
     /// has a limiter of its own (chained to it), so its rates can change at run time.
     pub global_limiter: Option<Addr<RateLimiter>>,
+    /// The process's threads, shared by every torrent (`engine::threads`). `None`: the
+    /// torrent starts private ones (a writer, a reader, `hashers` hashers) and runs its
+    /// Coordinator, PieceManager and Peers on the arbiter that starts it.
+    pub threads: Option<Arc<Threads>>,
 }
 
 impl EngineConfig {
@@ -225,7 +228,6 @@ impl EngineConfig {
             write_delay: Duration::ZERO,
             sync_on_close: false,
             upload_slots: 4,
-            readers: 2,
             upload_limit: 0,
             download_limit: 0,
             pex: true,
@@ -233,6 +235,7 @@ impl EngineConfig {
             shared_listener: None,
             budget: None,
             global_limiter: None,
+            threads: None,
         }
     }
 }
@@ -400,6 +403,9 @@ pub struct Coordinator {
     dht: Option<DhtLinks>,
     /// Peer exchange is on and the torrent is not private.
     pex: bool,
+    /// Where this torrent's actors and its Peers run (the process's threads, or private
+    /// ones that stop when this Coordinator is dropped).
+    threads: Arc<Threads>,
     log: Logger,
 }
 
@@ -422,8 +428,9 @@ pub struct TorrentParams {
 }
 
 impl Coordinator {
-    /// Starts a torrent's actors: the FileWriter and Hasher pools and the Coordinator,
-    /// which then checks existing data and starts everything else.
+    /// Starts a torrent's actors: its FileWriter and FileReader and the Coordinator (on
+    /// the arbiters `config.threads` places them on), which then checks existing data and
+    /// starts everything else.
     pub fn start(params: TorrentParams) -> Addr<Coordinator> {
         let info = Arc::new(params.metainfo.info.clone());
         let layout = Arc::new(info.layout.clone());
@@ -435,23 +442,18 @@ impl Coordinator {
         let writer_selected = selected.clone();
         let delay = params.config.write_delay;
         let metrics = params.config.metrics.clone();
+        // The process's threads, or private ones that go with this Coordinator.
+        let threads = params.config.threads.clone().unwrap_or_else(|| {
+            Threads::start(ThreadsConfig::private(params.config.hashers), &metrics)
+        });
+        let place = threads.place_torrent();
         let writer_metrics = metrics.of(ActorKind::FileWriter);
-        let writer = SyncArbiter::start(1, move || {
-            FileWriter::new(
-                root.clone(),
-                writer_layout.clone(),
-                info_hash,
-                writer_selected.clone(),
-                delay,
-            )
-            .with_metrics(writer_metrics.clone())
+        let writer = FileWriter::start_in_arbiter(&place.writer, move |_| {
+            FileWriter::new(root, writer_layout, info_hash, writer_selected, delay)
+                .with_metrics(writer_metrics)
         });
         let writer = Tracked::new(writer, metrics.of(ActorKind::FileWriter));
-        let hasher_metrics = metrics.of(ActorKind::Hasher);
-        let hasher = SyncArbiter::start(params.config.hashers.max(1), move || {
-            Hasher::new(hasher_metrics.clone())
-        });
-        let hasher = Tracked::new(hasher, metrics.of(ActorKind::Hasher));
+        let hasher = threads.hasher();
         // With a global limiter the torrent always has its own, chained to it, so every
         // grant passes both and `SetTorrentRates` has somewhere to go.
         let limited = params.config.upload_limit > 0 || params.config.download_limit > 0;
@@ -470,14 +472,9 @@ impl Coordinator {
         let reader_layout = layout.clone();
         let reader_selected = selected.clone();
         let reader_metrics = metrics.of(ActorKind::FileReader);
-        let reader = SyncArbiter::start(params.config.readers.max(1), move || {
-            FileReader::new(
-                reader_root.clone(),
-                reader_layout.clone(),
-                info_hash,
-                reader_selected.clone(),
-            )
-            .with_metrics(reader_metrics.clone())
+        let reader = FileReader::start_in_arbiter(&place.reader, move |_| {
+            FileReader::new(reader_root, reader_layout, info_hash, reader_selected)
+                .with_metrics(reader_metrics)
         });
         let reader = Tracked::new(reader, metrics.of(ActorKind::FileReader));
         let log = params
@@ -499,7 +496,7 @@ impl Coordinator {
             warn!(log, "too many trackers, only the first ones are used";
                   "used" => super::tracker::MAX_TRACKERS, "left out" => tiers.dropped());
         }
-        Coordinator {
+        let coordinator = Coordinator {
             info_bytes: bytes::Bytes::from(params.metainfo.info_bytes),
             dht,
             pex,
@@ -561,9 +558,13 @@ impl Coordinator {
             rate_samples: VecDeque::new(),
             stopping: false,
             peers_gone: None,
+            threads,
             log,
+        };
+        match place.coordinator {
+            Some(arbiter) => Coordinator::start_in_arbiter(&arbiter, move |_| coordinator),
+            None => coordinator.start(),
         }
-        .start()
     }
 
     fn fail(&mut self, error: StorageError, ctx: &mut Context<Self>) {
@@ -707,7 +708,7 @@ impl Coordinator {
         }
     }
 
-    /// Keeps a few piece checks in flight on the FileReader pool, which reads and hashes
+    /// Keeps a few piece checks in flight on the FileReader, which reads and hashes
     /// each piece a window at a time: a torrent claiming huge pieces costs no more memory
     /// here than one with small ones.
     fn pump_checks(&mut self, ctx: &mut Context<Self>) {
@@ -1159,26 +1160,55 @@ impl Coordinator {
         };
         self.next_key += 1;
         self.joining.insert(PeerKey(self.next_key), joining);
-        Peer::start(
-            stream,
-            handshake,
-            PeerParts {
-                key: PeerKey(self.next_key),
-                layout: self.layout.clone(),
-                config: self.config.peer,
-                coordinator: Tracked::new(ctx.address(), self.metrics.clone()),
-                piece_manager: pm,
-                reader: self.reader.clone(),
-                limiter: self.limiter.clone(),
-                metrics: self.config.metrics.of(ActorKind::Peer),
-                metadata: Some(self.info_bytes.clone()),
-                pex: self.pex,
-                listen_port: self.listen_addr.map(|a| a.port()),
-                dht: self.dht.as_ref().map(|d| (d.node_seen.clone(), d.port)),
-                outgoing,
-                log: self.log.clone(),
-            },
-        );
+        let parts = PeerParts {
+            key: PeerKey(self.next_key),
+            layout: self.layout.clone(),
+            config: self.config.peer,
+            coordinator: Tracked::new(ctx.address(), self.metrics.clone()),
+            piece_manager: pm,
+            reader: self.reader.clone(),
+            limiter: self.limiter.clone(),
+            metrics: self.config.metrics.of(ActorKind::Peer),
+            metadata: Some(self.info_bytes.clone()),
+            pex: self.pex,
+            listen_port: self.listen_addr.map(|a| a.port()),
+            dht: self.dht.as_ref().map(|d| (d.node_seen.clone(), d.port)),
+            outgoing,
+            log: self.log.clone(),
+        };
+        let Some(arbiter) = self.threads.place_peer() else {
+            Peer::start(stream, handshake, parts);
+            return;
+        };
+        // The socket moves to the Peer's arbiter and registers with its event loop there,
+        // so that thread alone polls it.
+        let key = parts.key;
+        let coordinator = parts.coordinator.clone();
+        let moved = stream.into_std().and_then(|std| {
+            let started = arbiter.spawn(async move {
+                match TcpStream::from_std(std) {
+                    Ok(stream) => {
+                        Peer::start(stream, handshake, parts);
+                    }
+                    Err(e) => coordinator.do_send(PeerLeft {
+                        key,
+                        received: Vec::new(),
+                        released: Vec::new(),
+                        reason: format!("socket could not move to its thread: {e}"),
+                    }),
+                }
+            });
+            started
+                .then_some(())
+                .ok_or_else(|| std::io::Error::other("the peer's thread has stopped"))
+        });
+        if let Err(e) = moved {
+            // As for a refused join: the permit is dropped, the slot goes back.
+            debug!(self.log, "peer not started"; "key" => key.0, "error" => %e);
+            if let Some(joining) = self.joining.remove(&key) {
+                self.book.release_slot(joining.slot);
+            }
+        }
     }
 
     fn update_interest(&mut self, key: PeerKey) {

@@ -27,6 +27,7 @@ pub mod session;
 pub mod smart_ban;
 pub mod storage;
 pub mod streamed;
+pub mod threads;
 pub mod tracker;
 
 /// Names one peer connection for the life of a torrent: its identity in the Coordinator's

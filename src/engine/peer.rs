@@ -18,7 +18,7 @@
 //!
 //! Uploads: requests from a peer we have unchoked are checked (piece verified, block inside
 //! the piece, at most 16 KiB) and queued, at most [`UPLOAD_QUEUE_LIMIT`]; one window of at
-//! most [`READ_WINDOW`] is read at a time on the FileReader pool, and the write buffer
+//! most [`READ_WINDOW`] is read at a time by the torrent's FileReader, and the write buffer
 //! pauses this actor above [`WRITE_HIGH_WATER`] until the socket drains (see
 //! [`PauseOnFullSocket`]). So a peer that requests a lot costs a bounded amount of memory.
 //!
@@ -298,7 +298,7 @@ pub struct PeerParts {
     pub coordinator: Tracked<Coordinator>,
     /// The torrent's PieceManager.
     pub piece_manager: Tracked<PieceManager>,
-    /// The torrent's FileReader pool, for uploads.
+    /// The torrent's FileReader, for uploads.
     pub reader: Tracked<FileReader>,
     /// The torrent's rate limits, if any are set.
     pub limiter: Option<Tracked<RateLimiter>>,

@@ -196,7 +196,7 @@ impl PieceManager {
     }
 
     /// Hash, then write, then report one complete piece. Runs concurrently with other
-    /// pieces; the hasher pool and the writer thread queue the work.
+    /// pieces; the hasher pool and the writer's mailbox queue the work.
     fn finish_piece(&mut self, piece: PieceIndex, assembly: WholePiece, ctx: &mut Context<Self>) {
         let len = u64::from(self.layout().piece_len(piece));
         self.pending_bytes += len;
@@ -711,7 +711,7 @@ mod tests {
         let sel = SelectedFiles::new(&layout, None);
         let hash = InfoHash([3; 20]);
         let (r, l, s) = (root.clone(), layout.clone(), sel.clone());
-        let writer = SyncArbiter::start(1, move || {
+        let writer = crate::engine::storage::start_here(move || {
             FileWriter::new(
                 r.clone(),
                 l.clone(),
@@ -721,7 +721,7 @@ mod tests {
             )
         });
         let (r, l) = (root.clone(), layout.clone());
-        let reader = SyncArbiter::start(1, move || {
+        let reader = crate::engine::storage::start_here(move || {
             FileReader::new(r.clone(), l.clone(), hash, sel.clone())
         });
         let hm = m(ActorKind::Hasher);

@@ -1,15 +1,18 @@
-//! The FileWriter and the Hasher: the two SyncArbiter actors that do blocking work, so the
-//! network arbiter never waits on a disk or burns a core on SHA-1.
+//! The FileWriter, the FileReader and the Hasher: the actors that do blocking work, on
+//! threads of their own (`threads.rs`), so a protocol arbiter never waits on a disk or
+//! burns a core on SHA-1.
 //!
 //! The FileWriter is the only code in the engine that writes the download: it creates
 //! the files at their final size, writes verified pieces at their offsets (`pwrite`, one
-//! call per file span), and writes the resume file atomically. It runs on one thread, so its operations are ordered: a resume file
-//! saved after a piece's write never claims a piece that is not on disk. After
+//! call per file span), and writes the resume file atomically. There is one per torrent,
+//! on a writing arbiter it shares with other torrents' writers, and it handles one
+//! message at a time, in order, so its operations are ordered: a resume file saved after
+//! a piece's write never claims a piece that is not on disk. After
 //! `CloseStorage` it writes no piece or block (they are answered `false`) and opens no
 //! file until the next `OpenStorage`, so the sync at close covers everything written.
 //!
-//! The FileReader pool reads ranges (blocks for uploads, whole pieces for the start-up
-//! check) from read-only handles of its own, on its own threads, so reads never queue
+//! The FileReader reads ranges (blocks for uploads, whole pieces for the start-up
+//! check) from read-only handles of its own, on a reading arbiter, so reads never queue
 //! behind writes and never block the network arbiter.
 //!
 //! With a file selection, unselected files are never created. A wanted piece that also
@@ -59,7 +62,7 @@ use super::selection::SelectedFiles;
 use crate::layout::{Layout, PieceIndex, BLOCK_SIZE};
 use crate::InfoHash;
 
-/// Hashes pieces; runs as a SyncArbiter pool sized to the cores.
+/// Hashes pieces; runs as a SyncArbiter pool sized to the cores, one for the process.
 pub struct Hasher {
     metrics: Arc<ActorMetrics>,
     _live: LiveGuard,
@@ -114,7 +117,8 @@ impl Handler<HashBlocks> for Hasher {
     }
 }
 
-/// Owns the torrent's files on disk; runs on a SyncArbiter of one thread.
+/// Owns the torrent's files on disk; one per torrent, on a writing arbiter (its handlers
+/// block that thread, which runs only other torrents' writers).
 pub struct FileWriter {
     /// The download folder, as given: created at open, shown in messages.
     root: PathBuf,
@@ -558,13 +562,13 @@ fn storage_error(path: &Path, e: &io::Error) -> StorageError {
 }
 
 impl Actor for FileWriter {
-    type Context = SyncContext<Self>;
+    type Context = Context<Self>;
 }
 
 impl Handler<OpenStorage> for FileWriter {
     type Result = Result<OpenReport, StorageError>;
 
-    fn handle(&mut self, _: OpenStorage, _: &mut SyncContext<Self>) -> Self::Result {
+    fn handle(&mut self, _: OpenStorage, _: &mut Context<Self>) -> Self::Result {
         let _timing = self.metrics.handling("OpenStorage");
         self.closed = false;
         self.reserve_held = false;
@@ -692,7 +696,7 @@ impl FileWriter {
 impl Handler<WritePiece> for FileWriter {
     type Result = Result<bool, StorageError>;
 
-    fn handle(&mut self, msg: WritePiece, _: &mut SyncContext<Self>) -> Self::Result {
+    fn handle(&mut self, msg: WritePiece, _: &mut Context<Self>) -> Self::Result {
         let _timing = self.metrics.handling("WritePiece");
         // Closed: the resume file may already be saved, and `--fsync` has run. A write
         // now would reopen files behind both.
@@ -721,7 +725,7 @@ impl Handler<WritePiece> for FileWriter {
 impl Handler<WriteBlock> for FileWriter {
     type Result = Result<bool, StorageError>;
 
-    fn handle(&mut self, msg: WriteBlock, _: &mut SyncContext<Self>) -> Self::Result {
+    fn handle(&mut self, msg: WriteBlock, _: &mut Context<Self>) -> Self::Result {
         let _timing = self.metrics.handling("WriteBlock");
         if self.closed {
             return Ok(false);
@@ -735,7 +739,7 @@ impl Handler<WriteBlock> for FileWriter {
 impl Handler<SaveResume> for FileWriter {
     type Result = Result<(), StorageError>;
 
-    fn handle(&mut self, msg: SaveResume, _: &mut SyncContext<Self>) -> Self::Result {
+    fn handle(&mut self, msg: SaveResume, _: &mut Context<Self>) -> Self::Result {
         let _timing = self.metrics.handling("SaveResume");
         let mut data = msg.data;
         data.files = self.file_records();
@@ -763,7 +767,7 @@ impl Handler<SaveResume> for FileWriter {
 impl Handler<CloseStorage> for FileWriter {
     type Result = Result<(), StorageError>;
 
-    fn handle(&mut self, msg: CloseStorage, _: &mut SyncContext<Self>) -> Self::Result {
+    fn handle(&mut self, msg: CloseStorage, _: &mut Context<Self>) -> Self::Result {
         let _timing = self.metrics.handling("CloseStorage");
         self.closed = true;
         if msg.sync {
@@ -777,8 +781,9 @@ impl Handler<CloseStorage> for FileWriter {
     }
 }
 
-/// Reads blocks for uploads; a SyncArbiter pool, each instance with its own read-only
-/// handles (opened on first use), so readers never wait for each other or the writer.
+/// Reads blocks for uploads and pieces for checks; one per torrent, on a reading arbiter,
+/// with its own read-only handles (opened on first use), so reads never wait for the
+/// writer.
 pub struct FileReader {
     /// The download folder, as given, for messages.
     root: PathBuf,
@@ -903,7 +908,7 @@ impl FileReader {
 }
 
 impl Actor for FileReader {
-    type Context = SyncContext<Self>;
+    type Context = Context<Self>;
 }
 
 impl FileReader {
@@ -949,7 +954,7 @@ impl FileReader {
 impl Handler<ReadBlock> for FileReader {
     type Result = Result<Bytes, StorageError>;
 
-    fn handle(&mut self, msg: ReadBlock, _: &mut SyncContext<Self>) -> Self::Result {
+    fn handle(&mut self, msg: ReadBlock, _: &mut Context<Self>) -> Self::Result {
         let _timing = self.metrics.handling("ReadBlock");
         let mut buf = vec![0u8; msg.length as usize];
         self.read_range(msg.piece, msg.offset, &mut buf)?;
@@ -964,7 +969,7 @@ pub const CHECK_WINDOW: u32 = 1 << 20;
 impl Handler<CheckPiece> for FileReader {
     type Result = Result<bool, StorageError>;
 
-    fn handle(&mut self, msg: CheckPiece, _: &mut SyncContext<Self>) -> Self::Result {
+    fn handle(&mut self, msg: CheckPiece, _: &mut Context<Self>) -> Self::Result {
         let _timing = self.metrics.handling("CheckPiece");
         let length = self.layout.piece_len(msg.piece);
         let mut sha = Sha1::new();
@@ -986,7 +991,7 @@ impl Handler<CheckPiece> for FileReader {
 impl Handler<HashStored> for FileReader {
     type Result = Result<Sha1, StorageError>;
 
-    fn handle(&mut self, msg: HashStored, _: &mut SyncContext<Self>) -> Self::Result {
+    fn handle(&mut self, msg: HashStored, _: &mut Context<Self>) -> Self::Result {
         let _timing = self.metrics.handling("HashStored");
         let mut state = msg.state;
         let mut window = vec![0u8; msg.length.min(CHECK_WINDOW) as usize];
@@ -1007,7 +1012,7 @@ impl Handler<HashStored> for FileReader {
 impl Handler<DigestBlocks> for FileReader {
     type Result = Result<Vec<[u8; 20]>, StorageError>;
 
-    fn handle(&mut self, msg: DigestBlocks, _: &mut SyncContext<Self>) -> Self::Result {
+    fn handle(&mut self, msg: DigestBlocks, _: &mut Context<Self>) -> Self::Result {
         let _timing = self.metrics.handling("DigestBlocks");
         let length = self.layout.piece_len(msg.piece);
         let mut digests = Vec::with_capacity(self.layout.num_blocks(msg.piece) as usize);
@@ -1059,6 +1064,16 @@ pub fn filesystem_capacity(dir: &Path) -> Option<u64> {
     let stats = rustix::fs::statvfs(existing).ok()?;
     let capacity = stats.f_blocks.checked_mul(stats.f_frsize)?;
     (capacity > 0).then_some(capacity)
+}
+
+/// Starts a FileWriter or FileReader on the current arbiter, for tests that need no
+/// thread of their own for it.
+#[cfg(test)]
+pub(crate) fn start_here<A>(make: impl FnOnce() -> A) -> Addr<A>
+where
+    A: Actor<Context = Context<A>>,
+{
+    make().start()
 }
 
 #[cfg(test)]
@@ -1117,13 +1132,12 @@ mod tests {
         let sel = selected(&layout, files);
         actix::System::new().block_on(async move {
             let (l, r, s) = (layout.clone(), root.clone(), sel.clone());
-            let writer = SyncArbiter::start(1, move || {
+            let writer = start_here(move || {
                 FileWriter::new(r.clone(), l.clone(), HASH, s.clone(), Default::default())
             });
             let (l, r) = (layout.clone(), root.clone());
-            let reader = SyncArbiter::start(1, move || {
-                FileReader::new(r.clone(), l.clone(), HASH, sel.clone())
-            });
+            let reader =
+                start_here(move || FileReader::new(r.clone(), l.clone(), HASH, sel.clone()));
             let report = writer.send(OpenStorage).await.unwrap().unwrap();
             for n in pieces {
                 let piece = layout.piece(n).unwrap();
@@ -1207,9 +1221,7 @@ mod tests {
         let outcome = actix::System::new().block_on(async move {
             let start = || {
                 let (l, r, s) = (layout.clone(), root.clone(), sel.clone());
-                SyncArbiter::start(1, move || {
-                    FileReader::new(r.clone(), l.clone(), HASH, s.clone())
-                })
+                start_here(move || FileReader::new(r.clone(), l.clone(), HASH, s.clone()))
             };
             let reader = start();
             let mut outcome = Vec::new();
@@ -1300,13 +1312,12 @@ mod tests {
             let sel = selected(&layout, files);
             let (read, refused) = actix::System::new().block_on(async move {
                 let (l, r, s) = (layout.clone(), root.clone(), sel.clone());
-                let writer = SyncArbiter::start(1, move || {
+                let writer = start_here(move || {
                     FileWriter::new(r.clone(), l.clone(), HASH, s.clone(), Default::default())
                 });
                 let (l, r) = (layout.clone(), root.clone());
-                let reader = SyncArbiter::start(1, move || {
-                    FileReader::new(r.clone(), l.clone(), HASH, sel.clone())
-                });
+                let reader =
+                    start_here(move || FileReader::new(r.clone(), l.clone(), HASH, sel.clone()));
                 writer.send(OpenStorage).await.unwrap().unwrap();
                 // Pieces 0 to 2 (2 is shared by a and b), in 5000-byte pieces of
                 // pieces, last first, so every offset and part-file slot is exercised.
@@ -1386,9 +1397,8 @@ mod tests {
         let layout_again = layout.clone();
         let (l, r) = (layout.clone(), root.clone());
         let (state, digests) = actix::System::new().block_on(async move {
-            let reader = SyncArbiter::start(1, move || {
-                FileReader::new(r.clone(), l.clone(), HASH, sel.clone())
-            });
+            let reader =
+                start_here(move || FileReader::new(r.clone(), l.clone(), HASH, sel.clone()));
             // The first 1000 bytes hashed in memory, the rest read back.
             let mut state = Sha1::new();
             state.update(&bytes[..1000]);
@@ -1416,7 +1426,7 @@ mod tests {
         let layout = layout();
         let sel = selected(&layout, files);
         let root = root.to_path_buf();
-        SyncArbiter::start(1, move || {
+        start_here(move || {
             FileWriter::new(
                 root.clone(),
                 layout.clone(),
@@ -1507,9 +1517,8 @@ mod tests {
                 .unwrap();
             let sel = selected(&l, Some("0"));
             let (r, l2) = (root.clone(), l.clone());
-            let reader = SyncArbiter::start(1, move || {
-                FileReader::new(r.clone(), l2.clone(), HASH, sel.clone())
-            });
+            let reader =
+                start_here(move || FileReader::new(r.clone(), l2.clone(), HASH, sel.clone()));
             let mut read = Vec::new();
             for n in [2, 4] {
                 let piece = l.piece(n).unwrap();

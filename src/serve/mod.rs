@@ -25,7 +25,9 @@ use torrent_actors::engine::connection::ConnectTimeouts;
 use torrent_actors::engine::coordinator::EngineConfig;
 use torrent_actors::engine::dht::Bootstrap;
 use torrent_actors::engine::listener::Listener;
+use torrent_actors::engine::metrics::Metrics;
 use torrent_actors::engine::session::{Session, SessionConfig, StopSession};
+use torrent_actors::engine::threads::{Threads, ThreadsConfig};
 
 use crate::{exit, logging, Failure};
 
@@ -41,6 +43,8 @@ pub struct ServeArgs {
     pub peer_listen: SocketAddr,
     pub max_peers: usize,
     pub max_connections: usize,
+    /// Protocol threads (`--threads`); 0 for one per core.
+    pub threads: usize,
     /// The key API clients must present, if any.
     pub api_key: Option<String>,
     /// Host names allowed besides the loopback ones.
@@ -110,10 +114,23 @@ pub fn run(args: ServeArgs) -> Result<(), Failure> {
         .canonicalize()
         .map_err(|e| not_writable("download folder", &args.dir, e))?;
     let log = logging::stderr_logger(args.verbosity);
-    actix::System::new().block_on(serve(args, root, log))
+    let system = actix::System::new();
+    // One set of threads for every torrent the daemon will run (its hashers count into
+    // a process-wide table: each torrent has its own).
+    let threads = system.block_on(async {
+        Threads::start(ThreadsConfig::for_process(args.threads), &Metrics::new())
+    });
+    let result = system.block_on(serve(args, root, threads.clone(), log));
+    threads.join();
+    result
 }
 
-async fn serve(args: ServeArgs, root: PathBuf, log: slog::Logger) -> Result<(), Failure> {
+async fn serve(
+    args: ServeArgs,
+    root: PathBuf,
+    threads: std::sync::Arc<Threads>,
+    log: slog::Logger,
+) -> Result<(), Failure> {
     let cannot_listen = |what: &str, addr: SocketAddr, e: std::io::Error| Failure {
         code: exit::CANNOT_LISTEN,
         error: anyhow::anyhow!("cannot listen for {what} on {addr}: {e}"),
@@ -124,6 +141,7 @@ async fn serve(args: ServeArgs, root: PathBuf, log: slog::Logger) -> Result<(), 
     let mut engine = EngineConfig::new(crate::get::our_peer_id(), args.peer_listen);
     engine.max_peers = args.max_peers;
     engine.connect = ConnectTimeouts::default();
+    engine.threads = Some(threads);
     let (listener, peer_addr) =
         Listener::bind(args.peer_listen, engine.connect.handshake, log.clone())
             .await

@@ -19,6 +19,7 @@ mod listener;
 mod magnet;
 mod metadata;
 mod metainfo;
+mod scale;
 mod seeding;
 mod serve;
 mod serve_jail;
