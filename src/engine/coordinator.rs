@@ -136,6 +136,8 @@ struct Joining {
     permit: Option<ConnectionPermit>,
     /// Its place in the per-IP count.
     slot: IpSlot,
+    /// We dialed it; an incoming one counts against the incoming share while it joins.
+    outgoing: bool,
 }
 
 /// Everything tunable about one torrent's engine.
@@ -1010,8 +1012,12 @@ impl Coordinator {
             self.metrics.held_back();
             return None;
         }
-        if self.peers.len() >= self.config.max_peers
-            || self.incoming_peers() >= self.max_incoming_peers()
+        // Connections admitted and not yet joined count too: with Peers on other
+        // threads, one admitted a moment ago may not have joined when the next knocks.
+        let pending_in =
+            self.handshaking_in + self.joining.values().filter(|j| !j.outgoing).count();
+        if self.peers.len() + pending_in >= self.config.max_peers
+            || self.incoming_peers() + pending_in >= self.max_incoming_peers()
             || handshakes_full
         {
             self.refused_incoming();
@@ -1056,6 +1062,7 @@ impl Coordinator {
             let joining = Joining {
                 permit: admitted.permit,
                 slot: admitted.slot,
+                outgoing: false,
             };
             match res {
                 Ok((stream, handshake)) => act.spawn_peer(stream, handshake, false, joining, ctx),
@@ -1131,7 +1138,17 @@ impl Coordinator {
                 act.connecting -= 1;
                 match res {
                     Ok((stream, handshake)) => {
-                        act.spawn_peer(stream, handshake, true, Joining { permit, slot }, ctx)
+                        act.spawn_peer(
+                            stream,
+                            handshake,
+                            true,
+                            Joining {
+                                permit,
+                                slot,
+                                outgoing: true,
+                            },
+                            ctx,
+                        )
                     }
                     Err(e) => {
                         // The permit goes back with the failed dial, and the slot.
@@ -1588,9 +1605,10 @@ impl Handler<PeerJoined> for Coordinator {
         let _timing = self.metrics.handling("PeerJoined");
         // Refused, the permit is dropped here and its slot is free again; the per-IP
         // place goes back by hand.
-        let Joining { permit, slot } = self.joining.remove(&msg.key).unwrap_or(Joining {
+        let Joining { permit, slot, .. } = self.joining.remove(&msg.key).unwrap_or(Joining {
             permit: None,
             slot: IpSlot::UNCOUNTED,
+            outgoing: msg.outgoing,
         });
         let refused = if self.stopping {
             Some(JoinRefused::Stopping)
