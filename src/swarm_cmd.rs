@@ -17,7 +17,8 @@ use torrent_actors::swarm::report::{
     ProfileSample, Report, StatsSummary,
 };
 use torrent_actors::swarm::{
-    check_file, honest_peers_cover, plot, Profile, ProfileCounts, Swarm, SwarmPlan, SwarmSpec,
+    check_file, honest_peers_cover, plot, LinkProfile, Links, Profile, ProfileCounts, Swarm,
+    SwarmPlan, SwarmSpec,
 };
 
 use crate::cli::{ProfileChoice, SwarmArgs};
@@ -140,6 +141,26 @@ impl Leecher {
     }
 }
 
+/// The links the arguments ask for: the flags for every peer, then `--link`s.
+fn links_of(args: &SwarmArgs) -> Result<Links, Failure> {
+    let all = LinkProfile {
+        latency: args.latency.unwrap_or_default(),
+        jitter: args.jitter.unwrap_or_default(),
+        rate: args.link_rate,
+        loss_ppm: args.loss.unwrap_or(0),
+    }
+    .validate("--latency/--jitter")
+    .map_err(|e| usage(e.to_string()))?;
+    let mut links = Links {
+        all,
+        per_profile: Vec::new(),
+    };
+    for text in &args.link {
+        links.add(text).map_err(|e| usage(format!("--link {e}")))?;
+    }
+    Ok(links)
+}
+
 /// Starts leecher `index`: this binary's `get`, listening on 127.0.0.1:`port`, told
 /// every swarm peer and the other leechers, writing its stats every second.
 fn start_leecher(
@@ -253,6 +274,7 @@ pub fn run(args: SwarmArgs) -> Result<(), Failure> {
     if args.size == 0 {
         return Err(usage("--size must be at least one byte".into()));
     }
+    let links = links_of(&args)?;
     let limit = raise_open_files_limit();
     let needed = u64::from(counts.total()) * (2 + u64::from(args.leechers)) + 256;
     if let Some(limit) = limit.filter(|&l| l < needed) {
@@ -287,6 +309,7 @@ pub fn run(args: SwarmArgs) -> Result<(), Failure> {
         total_length: args.size,
         piece_length,
         counts,
+        links,
     };
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let planning = Instant::now();
@@ -304,6 +327,9 @@ pub fn run(args: SwarmArgs) -> Result<(), Failure> {
         plan.info_hash.to_hex(),
         planning.elapsed().as_secs_f64()
     );
+    if !plan.spec.links.is_none() {
+        println!("links: {}", plan.spec.links.describe());
+    }
     println!("work folder: {}", work.display());
     if !honest_peers_cover(&plan.peers, plan.data.num_pieces()) {
         eprintln!(

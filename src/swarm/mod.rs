@@ -11,6 +11,7 @@
 //! Peers listen on 127.0.0.1 only.
 
 pub mod data;
+pub mod link;
 mod peer;
 pub mod plot;
 pub mod prng;
@@ -24,6 +25,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 pub use data::{check_file, FileCheck, SyntheticData};
+pub use link::{LinkError, LinkProfile, Links};
 pub use peer::{PeerCounters, RemoteClose};
 pub use profile::{honest_peers_cover, plan_peers, PeerPlan, Profile, ProfileCounts, MIX};
 
@@ -60,6 +62,8 @@ pub struct SwarmSpec {
     pub piece_length: u32,
     /// How many peers play each profile.
     pub counts: ProfileCounts,
+    /// The network link each peer's connections go through.
+    pub links: Links,
 }
 
 /// A swarm planned and its torrent made, before any socket is opened.
@@ -154,6 +158,7 @@ impl Swarm {
                     counters: counters.clone(),
                     cancel: cancel.clone(),
                     closes: closes_tx.clone(),
+                    link: plan.spec.links.of(p.profile),
                 };
                 runtime.spawn(peer::run(listener, task));
                 peers.push(RunningPeer {
