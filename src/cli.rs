@@ -192,9 +192,40 @@ pub struct SwarmArgs {
     /// `--leecher-arg=-v` or `--leecher-arg=--max-in-progress-mib=64`.
     #[arg(long, value_name = "ARG", allow_hyphen_values = true)]
     pub leecher_arg: Vec<String>,
+    /// One-way delay of every peer's link, each direction (e.g. 50ms): applied inside
+    /// the swarm's peers, since loopback has none. See also --jitter, --link-rate, --loss.
+    #[arg(long, value_name = "DURATION", value_parser = parse_link_duration)]
+    pub latency: Option<Duration>,
+    /// Each message's delay varies by up to this much either way (at most --latency).
+    #[arg(long, value_name = "DURATION", value_parser = parse_link_duration)]
+    pub jitter: Option<Duration>,
+    /// Every peer's link rate per connection and direction, e.g. 4MiB/s.
+    #[arg(long, value_name = "RATE", value_parser = parse_link_rate)]
+    pub link_rate: Option<u64>,
+    /// Share of TCP segments lost, e.g. 0.5%: each loss stalls the stream for one round
+    /// trip (TCP resends; no byte is dropped from the stream).
+    #[arg(long, value_name = "PERCENT", value_parser = parse_link_loss)]
+    pub loss: Option<u32>,
+    /// One profile's own link, over the flags above: PROFILE:KEY=VALUE,... with keys
+    /// latency, jitter, rate, loss (repeat for more profiles), e.g.
+    /// `--link slow:latency=150ms,rate=256KiB/s,loss=1%`.
+    #[arg(long, value_name = "PROFILE:LINK")]
+    pub link: Vec<String>,
     /// Threads serving the swarm's peers (the leechers are processes of their own).
     #[arg(long, default_value_t = 1, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=64))]
     pub swarm_threads: u64,
+}
+
+fn parse_link_duration(value: &str) -> Result<Duration, String> {
+    torrent_actors::swarm::link::parse_duration(value).map_err(|e| e.to_string())
+}
+
+fn parse_link_rate(value: &str) -> Result<u64, String> {
+    torrent_actors::swarm::link::parse_rate(value).map_err(|e| e.to_string())
+}
+
+fn parse_link_loss(value: &str) -> Result<u32, String> {
+    torrent_actors::swarm::link::parse_loss(value).map_err(|e| e.to_string())
 }
 
 /// `--profile`: the mix, or every peer playing one profile.

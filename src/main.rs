@@ -44,6 +44,8 @@ mod exit {
     pub const SWARM_WRONG_FILES: u8 = 9;
     /// `serve`: the HTTP or peer port could not be bound.
     pub const CANNOT_LISTEN: u8 = 10;
+    /// `swarm`: the system allows fewer open files than the swarm needs.
+    pub const SWARM_OPEN_FILES: u8 = 11;
     /// Stopped by Ctrl-C (the shell's convention for SIGINT).
     pub const INTERRUPTED: u8 = 130;
 }

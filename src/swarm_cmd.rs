@@ -17,7 +17,8 @@ use torrent_actors::swarm::report::{
     ProfileSample, Report, StatsSummary,
 };
 use torrent_actors::swarm::{
-    check_file, honest_peers_cover, plot, Profile, ProfileCounts, Swarm, SwarmPlan, SwarmSpec,
+    check_file, ensure_open_files, honest_peers_cover, open_files_needed, plot, LinkProfile, Links,
+    Profile, ProfileCounts, Swarm, SwarmPlan, SwarmSpec,
 };
 
 use crate::cli::{ProfileChoice, SwarmArgs};
@@ -70,13 +71,6 @@ fn counts_of(args: &SwarmArgs) -> ProfileCounts {
         ProfileChoice::Mix => ProfileCounts::mix(args.peers),
         ProfileChoice::Only(profile) => ProfileCounts::only(profile, args.peers),
     }
-}
-
-/// Raises this process's open-files limit to the hard limit: every peer holds a
-/// listener and a socket per leecher, far past the usual soft limit of 1024. The
-/// leechers inherit the raised limit.
-fn raise_open_files_limit() -> Option<u64> {
-    rlimit::increase_nofile_limit(u64::MAX).ok()
 }
 
 /// A port on 127.0.0.1 that was free a moment ago, for a leecher to listen on.
@@ -138,6 +132,26 @@ impl Leecher {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
+}
+
+/// The links the arguments ask for: the flags for every peer, then `--link`s.
+fn links_of(args: &SwarmArgs) -> Result<Links, Failure> {
+    let all = LinkProfile {
+        latency: args.latency.unwrap_or_default(),
+        jitter: args.jitter.unwrap_or_default(),
+        rate: args.link_rate,
+        loss_ppm: args.loss.unwrap_or(0),
+    }
+    .validate("--latency/--jitter")
+    .map_err(|e| usage(e.to_string()))?;
+    let mut links = Links {
+        all,
+        per_profile: Vec::new(),
+    };
+    for text in &args.link {
+        links.add(text).map_err(|e| usage(format!("--link {e}")))?;
+    }
+    Ok(links)
 }
 
 /// Starts leecher `index`: this binary's `get`, listening on 127.0.0.1:`port`, told
@@ -253,13 +267,15 @@ pub fn run(args: SwarmArgs) -> Result<(), Failure> {
     if args.size == 0 {
         return Err(usage("--size must be at least one byte".into()));
     }
-    let limit = raise_open_files_limit();
-    let needed = u64::from(counts.total()) * (2 + u64::from(args.leechers)) + 256;
-    if let Some(limit) = limit.filter(|&l| l < needed) {
-        eprintln!(
-            "warning: the open-files limit is {limit}, and this swarm may need {needed}; \
-             some peers may be refused"
-        );
+    let links = links_of(&args)?;
+    if !args.dry_run {
+        // Every peer holds a listener and a socket per leecher, far past the usual soft
+        // limit of 1024; the leechers inherit the raised limit.
+        let needed = open_files_needed(counts.total(), args.leechers);
+        ensure_open_files(needed).map_err(|e| Failure {
+            code: exit::SWARM_OPEN_FILES,
+            error: e.into(),
+        })?;
     }
 
     // The work folder: given, or a temporary one removed at the end.
@@ -287,6 +303,7 @@ pub fn run(args: SwarmArgs) -> Result<(), Failure> {
         total_length: args.size,
         piece_length,
         counts,
+        links,
     };
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let planning = Instant::now();
@@ -304,6 +321,9 @@ pub fn run(args: SwarmArgs) -> Result<(), Failure> {
         plan.info_hash.to_hex(),
         planning.elapsed().as_secs_f64()
     );
+    if !plan.spec.links.is_none() {
+        println!("links: {}", plan.spec.links.describe());
+    }
     println!("work folder: {}", work.display());
     if !honest_peers_cover(&plan.peers, plan.data.num_pieces()) {
         eprintln!(
@@ -319,6 +339,7 @@ pub fn run(args: SwarmArgs) -> Result<(), Failure> {
         pieces: plan.data.num_pieces(),
         info_hash: plan.info_hash.to_hex(),
         torrent_file: torrent_path.display().to_string(),
+        links: plan.spec.links.describe(),
         dry_run: args.dry_run,
         duration_limit_secs: args.duration_limit.as_secs_f64(),
         elapsed_secs: 0.0,

@@ -4,8 +4,9 @@
 //! `FramedWrite`), the choke and interest state of both sides, the requests it has sent and
 //! not had answered, and the keep-alive and timeout clocks. It turns wire messages into
 //! typed messages to the Coordinator and the PieceManager, and keeps its request pipeline
-//! full: the target depth follows the measured rate (about 1.5 s worth of blocks), with a
-//! floor, capped by the peer's advertised `reqq`.
+//! full: the target depth is sized from the measured round trip and grows as TCP's window
+//! does while the peer keeps up (see [`super::request_queue`]), with the rate measured once
+//! a second (about 1.5 s worth of blocks) as a floor, capped by the peer's `reqq`.
 //!
 //! Backpressure, by credit: each block read is handed to the PieceManager (`StoreBlock`),
 //! whose reply gives its bytes back as credit; the PieceManager holds replies while too
@@ -50,6 +51,7 @@ use super::messages::{
 };
 use super::metrics::{ActorMetrics, LiveGuard, Tracked, TrackedRecipient};
 use super::piece_manager::PieceManager;
+use super::request_queue::RequestQueue;
 use super::storage::FileReader;
 use super::PeerKey;
 use crate::layout::{Layout, PieceIndex, BLOCK_SIZE};
@@ -257,6 +259,8 @@ pub struct Peer {
     downloaded_window: u64,
     /// Bytes per second, smoothed.
     rate: f64,
+    /// The request queue's size, from the measured round trip and rate.
+    request_queue: RequestQueue,
     last_received: Instant,
     last_block: Instant,
     last_sent: Instant,
@@ -383,6 +387,11 @@ impl Peer {
                 reqq: DEFAULT_REQQ,
                 downloaded_window: 0,
                 rate: 0.0,
+                request_queue: RequestQueue::new(
+                    parts.config.min_queue,
+                    DEFAULT_REQQ.min(parts.config.max_queue),
+                    parts.config.queue_seconds,
+                ),
                 last_received: now,
                 last_block: now,
                 last_sent: now,
@@ -530,10 +539,7 @@ impl Peer {
 
     /// How many requests to keep outstanding now.
     fn queue_target(&self) -> usize {
-        let by_rate = (self.rate * self.config.queue_seconds / f64::from(BLOCK_SIZE)) as usize;
-        by_rate
-            .max(self.config.min_queue)
-            .min(self.reqq.min(self.config.max_queue))
+        self.request_queue.target(self.rate)
     }
 
     /// Asks the Coordinator for more blocks if the pipeline has room. Reports received
@@ -596,6 +602,7 @@ impl Peer {
                 act.released.extend(blocks);
                 return;
             }
+            act.request_queue.on_sent(&blocks, Instant::now());
             for block in blocks {
                 act.send(Message::Request(block));
                 act.outstanding.push(block);
@@ -616,6 +623,7 @@ impl Peer {
         };
         if let Some(reqq) = hs.reqq {
             self.reqq = (reqq as usize).clamp(1, self.config.max_queue);
+            self.request_queue.set_cap(self.reqq);
         }
         self.their_metadata_id = hs.id_of(ext::UT_METADATA);
         self.their_pex_id = hs.id_of(ext::UT_PEX).filter(|_| self.pex);
@@ -773,6 +781,7 @@ impl Peer {
             }
             return;
         };
+        let waiting = self.outstanding.len();
         self.outstanding.remove(pos);
         let Some(piece) = self.layout.piece(request.piece) else {
             return;
@@ -780,6 +789,8 @@ impl Peer {
         let len = block.data.len() as u64;
         self.downloaded_window += len;
         self.last_block = Instant::now();
+        self.request_queue
+            .on_block(request, len, waiting, self.last_block);
         let store = StoreBlock {
             from: self.key,
             piece,

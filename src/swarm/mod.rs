@@ -11,6 +11,7 @@
 //! Peers listen on 127.0.0.1 only.
 
 pub mod data;
+pub mod link;
 mod peer;
 pub mod plot;
 pub mod prng;
@@ -24,6 +25,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 pub use data::{check_file, FileCheck, SyntheticData};
+pub use link::{LinkError, LinkProfile, Links};
 pub use peer::{PeerCounters, RemoteClose};
 pub use profile::{honest_peers_cover, plan_peers, PeerPlan, Profile, ProfileCounts, MIX};
 
@@ -39,6 +41,15 @@ pub enum SwarmError {
     /// The peers' runtime could not start.
     #[error("cannot start the swarm's runtime: {0}")]
     Runtime(std::io::Error),
+    /// The system allows fewer open files than the swarm needs, even with the soft
+    /// limit raised to the hard one.
+    #[error("this swarm needs {needed} open files (a listener per peer and a socket per peer and leecher), and the system allows {allowed}; raise the hard limit (ulimit -Hn, or LimitNOFILE for a service) or use fewer peers")]
+    OpenFiles {
+        /// Descriptors the swarm's own process may hold.
+        needed: u64,
+        /// The limit after raising the soft limit as far as the hard one allows.
+        allowed: u64,
+    },
     /// A peer could not listen on 127.0.0.1 (out of descriptors, most likely).
     #[error("swarm peer {index} cannot listen on 127.0.0.1: {source}; raise the open-files limit or use fewer peers")]
     Listen {
@@ -47,6 +58,32 @@ pub enum SwarmError {
         /// What the system said.
         source: std::io::Error,
     },
+}
+
+/// Descriptors the swarm's process holds besides its peers' sockets: the runtime, the
+/// leechers' pipes and logs, the standard streams.
+const SPARE_FILES: u64 = 64;
+
+/// Descriptors a swarm of `peers` peers and `leechers` leechers holds in its own
+/// process: a listener per peer and a socket per peer and leecher.
+pub fn open_files_needed(peers: u32, leechers: u32) -> u64 {
+    u64::from(peers) * (1 + u64::from(leechers)) + SPARE_FILES
+}
+
+/// Raises this process's open-files soft limit up to the hard limit when `needed` is
+/// more than it allows, and says how many it allows; an error when even the hard limit
+/// is too low. The leechers, started later, inherit the raised limit.
+pub fn ensure_open_files(needed: u64) -> Result<u64, SwarmError> {
+    let (soft, hard) = rlimit::getrlimit(rlimit::Resource::NOFILE)
+        .map_err(|_| SwarmError::OpenFiles { needed, allowed: 0 })?;
+    if soft >= needed {
+        return Ok(soft);
+    }
+    let allowed = rlimit::increase_nofile_limit(hard.max(needed)).unwrap_or(soft);
+    if allowed < needed {
+        return Err(SwarmError::OpenFiles { needed, allowed });
+    }
+    Ok(allowed)
 }
 
 /// What a swarm is made of: the command line's choices.
@@ -60,6 +97,8 @@ pub struct SwarmSpec {
     pub piece_length: u32,
     /// How many peers play each profile.
     pub counts: ProfileCounts,
+    /// The network link each peer's connections go through.
+    pub links: Links,
 }
 
 /// A swarm planned and its torrent made, before any socket is opened.
@@ -154,6 +193,7 @@ impl Swarm {
                     counters: counters.clone(),
                     cancel: cancel.clone(),
                     closes: closes_tx.clone(),
+                    link: plan.spec.links.of(p.profile),
                 };
                 runtime.spawn(peer::run(listener, task));
                 peers.push(RunningPeer {

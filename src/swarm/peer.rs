@@ -19,6 +19,7 @@ use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 
 use super::data::SyntheticData;
+use super::link::{DelayLine, LinkProfile};
 use super::profile::{PeerPlan, Profile};
 use crate::wire::{Bitfield, Block, BlockRequest, Handshake, Message, MessageCodec, Reserved};
 use crate::wire::{BLOCK_SIZE, HANDSHAKE_LEN};
@@ -107,6 +108,8 @@ pub(crate) struct PeerTask {
     pub cancel: CancellationToken,
     /// Where connections the leecher closed are reported.
     pub closes: std::sync::mpsc::Sender<RemoteClose>,
+    /// The network link this peer's connections go through (none: plain loopback).
+    pub link: LinkProfile,
 }
 
 /// Accepts connections until the swarm stops, each served by its own task.
@@ -260,6 +263,25 @@ impl Bucket {
     }
 }
 
+/// A connection's two directions through its link: messages read wait in `inbound`
+/// until they would have arrived; bytes written wait in `outbound`, then move to `wire`,
+/// the socket's own buffer.
+struct Link {
+    inbound: DelayLine<Message>,
+    outbound: DelayLine<bytes::Bytes>,
+    wire: BytesMut,
+}
+
+/// What one message read counts for in the inbound line (leechers send small ones; a
+/// bitfield counts as its length).
+fn inbound_size(message: &Message) -> usize {
+    match message {
+        Message::Bitfield(b) => b.len() + 5,
+        Message::Piece(b) => b.data.len() + 13,
+        _ => 17,
+    }
+}
+
 /// What woke the connection's loop.
 enum Event {
     Shutdown,
@@ -343,19 +365,58 @@ impl<'a> Session<'a> {
             let _ = bitfield.set(piece);
         }
         self.send(&mut out, &Message::Bitfield(bitfield.to_payload()));
+        let link_profile = self.task.link;
+        let mut link = (!link_profile.is_none()).then(|| Link {
+            inbound: DelayLine::new(link_profile, self.task.plan.key ^ self.connection),
+            outbound: DelayLine::new(link_profile, !self.task.plan.key ^ self.connection),
+            wire: BytesMut::with_capacity(OUT_HIGH_WATER + 2 * BLOCK_SIZE as usize),
+        });
         loop {
-            self.fill(&mut out);
-            let wake = self.next_wake();
-            let writing = !out.is_empty();
+            let now = Instant::now();
+            let mut wake = self.next_wake();
+            if let Some(link) = &mut link {
+                while let Some(message) = link.inbound.pop_due(now) {
+                    self.on_message(message, &mut out);
+                }
+                if link.outbound.has_room(now) {
+                    self.fill(&mut out);
+                }
+                if !out.is_empty() {
+                    let len = out.len();
+                    link.outbound.push(out.split().freeze(), len, now);
+                }
+                while link.wire.len() < OUT_HIGH_WATER {
+                    let Some(bytes) = link.outbound.pop_due(now) else {
+                        break;
+                    };
+                    link.wire.extend_from_slice(&bytes);
+                }
+                let line_wake = [link.inbound.next_wake(now), link.outbound.next_wake(now)];
+                wake = line_wake.into_iter().flatten().fold(wake, Instant::min);
+            } else {
+                self.fill(&mut out);
+            }
+            let reading = link.as_ref().is_none_or(|l| l.inbound.has_room(now));
+            let buffer = match &mut link {
+                Some(link) => &mut link.wire,
+                None => &mut out,
+            };
+            let writing = !buffer.is_empty();
             let event = tokio::select! {
                 _ = self.task.cancel.cancelled() => Event::Shutdown,
-                message = reader.next() => Event::Received(message),
-                wrote = write.write_buf(&mut out), if writing => Event::Wrote(wrote),
+                message = reader.next(), if reading => Event::Received(message),
+                wrote = write.write_buf(buffer), if writing => Event::Wrote(wrote),
                 _ = tokio::time::sleep_until(wake) => Event::Timer,
             };
             match event {
                 Event::Shutdown => return End::Shutdown,
-                Event::Received(Some(Ok(message))) => self.on_message(message, &mut out),
+                Event::Received(Some(Ok(message))) => match &mut link {
+                    Some(link) => {
+                        let size = inbound_size(&message);
+                        link.inbound.push(message, size, Instant::now());
+                    }
+                    None => self.on_message(message, &mut out),
+                },
                 // The leecher closed, or broke the protocol: either way it is gone.
                 // Requests still queued mean it gave up waiting, or it completed with
                 // endgame duplicates left here; the face tells the two apart by when

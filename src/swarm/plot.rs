@@ -253,6 +253,7 @@ mod tests {
             pieces: 1,
             info_hash: String::new(),
             torrent_file: String::new(),
+            links: String::new(),
             dry_run: false,
             duration_limit_secs: 1.0,
             elapsed_secs: 1.0,

@@ -25,6 +25,9 @@ pub struct Report {
     pub info_hash: String,
     /// Where the `.torrent` was written.
     pub torrent_file: String,
+    /// The peers' links, as the summary describes them (empty: plain loopback).
+    #[serde(default)]
+    pub links: String,
     /// True for `--dry-run`: the plan only, nothing ran.
     pub dry_run: bool,
     /// The run's bound, and how long it took.
@@ -609,6 +612,7 @@ mod tests {
             pieces: 4,
             info_hash: String::new(),
             torrent_file: String::new(),
+            links: String::new(),
             dry_run: false,
             duration_limit_secs: 1.0,
             elapsed_secs: 1.0,

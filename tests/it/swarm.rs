@@ -513,3 +513,102 @@ fn a_seeded_stress_swarm_with_liars_and_four_mib_pieces_completes_without_waste(
             .join("\n")
     );
 }
+
+/// Peers behind a link with delay, jitter, a rate and loss still serve a leecher to
+/// the end; the report names the links. Bad link descriptions are usage errors.
+#[test]
+fn a_swarm_behind_a_slow_far_link_completes() {
+    let work = tempfile::tempdir().unwrap();
+    let report_path = work.path().join("report.json");
+    let mut cmd = swarm(work.path());
+    cmd.args([
+        "--fast",
+        "2",
+        "--slow",
+        "2",
+        "--size",
+        "4MiB",
+        "--piece-size",
+        "256KiB",
+    ])
+    .args([
+        "--latency",
+        "30ms",
+        "--jitter",
+        "5ms",
+        "--link-rate",
+        "8MiB/s",
+    ])
+    .args([
+        "--loss",
+        "0.5%",
+        "--link",
+        "slow:latency=80ms,rate=256KiB/s",
+    ])
+    .args(["--duration-limit", "90s"])
+    .arg("--report")
+    .arg(&report_path);
+    let out = run_with_timeout(cmd, Duration::from_secs(120));
+    assert_eq!(out.status.code(), Some(0), "{}", explain(&out, work.path()));
+    let r = read_report(&report_path);
+    assert_eq!(r["outcome"], "complete");
+    let links = r["links"].as_str().unwrap();
+    assert!(
+        links.contains("all: 30 ms one way, ±5 ms, 8.0 MiB/s, 0.5% loss")
+            && links.contains("slow: 80 ms one way, ±5 ms, 0.2 MiB/s, 0.5% loss"),
+        "{links}"
+    );
+
+    for bad in [
+        ["--latency", "5ms", "--jitter", "6ms"],
+        ["--link", "fast:speed=1", "--seed", "1"],
+        ["--link", "nobody:latency=5ms", "--seed", "1"],
+        ["--loss", "70%", "--seed", "1"],
+    ] {
+        let mut cmd = swarm(work.path());
+        cmd.args(["--fast", "1", "--size", "1MiB", "--dry-run"])
+            .args(bad);
+        let out = run_with_timeout(cmd, Duration::from_secs(30));
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{bad:?}: {}",
+            explain(&out, work.path())
+        );
+    }
+}
+
+/// A swarm the system's open-files limit cannot hold fails at once, with exit 11 and a
+/// message that says what to raise; a soft limit below the need is raised by the
+/// command itself.
+#[test]
+fn a_swarm_past_the_open_files_hard_limit_fails_with_exit_11_and_a_low_soft_limit_is_raised() {
+    let work = tempfile::tempdir().unwrap();
+    let exe = env!("CARGO_BIN_EXE_torrent-actors");
+    let run = |limits: &str, peers: &str| {
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c")
+            .arg(format!(
+                "{limits}; exec \"$0\" swarm --work-dir \"$1\" --fast {peers} --size 1MiB"
+            ))
+            .arg(exe)
+            .arg(work.path())
+            .env("TORRENT_ACTORS_DHT_BOOTSTRAP", "");
+        run_with_timeout(cmd, Duration::from_secs(60))
+    };
+    let out = run("ulimit -n 300 && ulimit -Hn 300", "500");
+    assert_eq!(
+        out.status.code(),
+        Some(11),
+        "{}",
+        explain(&out, work.path())
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("needs 1064 open files") && stderr.contains("allows 300"),
+        "{stderr}"
+    );
+    // A soft limit of 256 under a higher hard limit: 300 peers need 664, raised.
+    let out = run("ulimit -Hn 2048 && ulimit -Sn 256", "300");
+    assert_eq!(out.status.code(), Some(0), "{}", explain(&out, work.path()));
+}
