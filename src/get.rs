@@ -520,10 +520,24 @@ impl Stats {
 
     /// Writes whatever is due for `p`; `last` forces a JSON record.
     fn tick(&mut self, p: &Progress, bar: Option<&ProgressBar>, last: bool) {
+        self.tick_or_record(p, bar, last, false);
+    }
+
+    /// As `tick`, and with `record` a JSON record whether due or not (the moment of
+    /// completion, whose peers the final record, written after they left, no longer has).
+    fn tick_or_record(
+        &mut self,
+        p: &Progress,
+        bar: Option<&ProgressBar>,
+        last: bool,
+        record: bool,
+    ) {
         let due = |at: Option<Instant>, every: Duration| at.is_none_or(|t| t.elapsed() >= every);
         let line_due = self.every.is_some_and(|e| due(self.last_line, e)) && !last;
         let json_due = self.file.is_some()
-            && (last || due(self.last_json, self.every.unwrap_or(Duration::from_secs(1))));
+            && (last
+                || record
+                || due(self.last_json, self.every.unwrap_or(Duration::from_secs(1))));
         if !line_due && !json_due {
             return;
         }
@@ -759,6 +773,7 @@ impl Handler<TorrentEvent> for Face {
                 self.last = p;
             }
             TorrentEvent::Completed(p) => {
+                self.stats.tick_or_record(&p, None, false, true);
                 self.last = p.clone();
                 let seeding = matches!(self.mode, Mode::Seed | Mode::Download { seed: Some(_) });
                 if !seeding {
