@@ -1963,9 +1963,11 @@ impl Handler<PieceFailed> for Coordinator {
         if let Some(picker) = &mut self.picker {
             picker.piece_failed(msg.piece);
         }
-        if let Some(pm) = &self.piece_manager {
-            pm.do_send(ForgetPiece { piece: msg.piece });
-        }
+        // No `ForgetPiece`: the PieceManager dropped the failed attempt itself, and late
+        // blocks of it carry their attempt and are dropped. With Peers on other threads,
+        // a block of the next attempt can reach the PieceManager before a `ForgetPiece`
+        // would, which then wiped blocks the picker counted as received: the piece
+        // stayed `Verifying` for good (seen once in CI).
         self.wake_all(None);
     }
 }
