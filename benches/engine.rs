@@ -276,7 +276,7 @@ impl Download {
     }
 
     fn receive(&mut self, key: PeerKey, req: &BlockRequest) {
-        let outcome = self.picker.block_received(key, req);
+        let outcome = self.picker.block_received(key, req, 0);
         if let BlockOutcome::Accepted {
             piece_done: true, ..
         } = outcome
@@ -354,7 +354,7 @@ fn picker(c: &mut Criterion) {
                 assert_eq!(out.len(), BLOCKS_PER_PIECE as usize);
                 let start = Instant::now();
                 for req in &out {
-                    std::hint::black_box(download.picker.block_received(PeerKey(0), req));
+                    std::hint::black_box(download.picker.block_received(PeerKey(0), req, 0));
                 }
                 spent += start.elapsed();
                 if let Some(piece) = layout.piece(out[0].piece) {
@@ -376,7 +376,7 @@ fn picker(c: &mut Criterion) {
                 assert_eq!(out.len(), BLOCKS_PER_PIECE as usize);
                 let start = Instant::now();
                 for req in &out {
-                    download.picker.release(PeerKey(0), req);
+                    download.picker.release(PeerKey(0), req, 0);
                 }
                 spent += start.elapsed();
             }

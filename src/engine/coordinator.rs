@@ -1239,17 +1239,13 @@ impl Coordinator {
         }
     }
 
-    fn apply_received(
-        &mut self,
-        key: PeerKey,
-        received: &[crate::wire::BlockRequest],
-        released: &[crate::wire::BlockRequest],
-    ) {
+    fn apply_received(&mut self, key: PeerKey, received: &[Lease], released: &[Lease]) {
         let Some(picker) = &mut self.picker else {
             return;
         };
         for r in received {
-            if let BlockOutcome::Accepted { cancel, .. } = picker.block_received(key, r) {
+            let outcome = picker.block_received(key, &r.request, r.attempt);
+            if let BlockOutcome::Accepted { cancel, .. } = outcome {
                 for other in cancel {
                     if let Some(p) = self.peers.get(&other) {
                         p.actor.do_send(ToPeer::Cancel(*r));
@@ -1258,7 +1254,7 @@ impl Coordinator {
             }
         }
         for r in released {
-            picker.release(key, r);
+            picker.release(key, &r.request, r.attempt);
         }
         if !released.is_empty() {
             self.wake_all(Some(key));
@@ -1774,18 +1770,17 @@ impl Handler<PickBlocks> for Coordinator {
                 }
                 peer.short = short;
             }
-            let mut attempts: Vec<(u32, u32)> = Vec::new();
-            for r in &out {
-                if attempts.last().is_none_or(|(p, _)| *p != r.piece) {
-                    if let Some(piece) = self.layout.piece(r.piece) {
-                        attempts.push((r.piece, picker.failures(piece)));
-                    }
-                }
-            }
-            return MessageResult(Picked {
-                blocks: out,
-                attempts,
-            });
+            let blocks = out
+                .into_iter()
+                .filter_map(|request| {
+                    let piece = self.layout.piece(request.piece)?;
+                    Some(Lease {
+                        request,
+                        attempt: picker.failures(piece),
+                    })
+                })
+                .collect();
+            return MessageResult(Picked { blocks });
         }
         MessageResult(Picked::default())
     }
@@ -1963,11 +1958,8 @@ impl Handler<PieceFailed> for Coordinator {
         if let Some(picker) = &mut self.picker {
             picker.piece_failed(msg.piece);
         }
-        // No `ForgetPiece`: the PieceManager dropped the failed attempt itself, and late
-        // blocks of it carry their attempt and are dropped. With Peers on other threads,
-        // a block of the next attempt can reach the PieceManager before a `ForgetPiece`
-        // would, which then wiped blocks the picker counted as received: the piece
-        // stayed `Verifying` for good (seen once in CI).
+        // The PieceManager dropped the failed attempt itself; late blocks of it, and
+        // reports about them, carry their attempt and are dropped (see `Lease`).
         self.wake_all(None);
     }
 }

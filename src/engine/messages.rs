@@ -105,9 +105,9 @@ pub struct PickBlocks {
     /// Which peer.
     pub key: PeerKey,
     /// Blocks delivered and accepted by the PieceManager since the last `PickBlocks`.
-    pub received: Vec<BlockRequest>,
+    pub received: Vec<Lease>,
     /// Requests this peer will not deliver.
-    pub released: Vec<BlockRequest>,
+    pub released: Vec<Lease>,
     /// How many more requests the peer's pipeline can take.
     pub want: usize,
 }
@@ -116,11 +116,20 @@ pub struct PickBlocks {
 #[derive(Debug, Default)]
 pub struct Picked {
     /// The blocks to request.
-    pub blocks: Vec<BlockRequest>,
-    /// For each piece among them, which attempt at the piece they belong to (how many
-    /// times it had failed its hash when they were picked); the Peer tags each block it
-    /// stores with it, so a late block of a failed attempt never joins the next one.
-    pub attempts: Vec<(u32, u32)>,
+    pub blocks: Vec<Lease>,
+}
+
+/// A block handed to one peer for one attempt at its piece. The attempt is how many
+/// times the piece had failed its hash when the block was handed out. Every report
+/// about the block carries it (the store, the delivery, the release), so a late block
+/// of a failed attempt is neither kept for the next attempt nor counted for it, even
+/// when the same peer holds the same block again in the next attempt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Lease {
+    /// The block.
+    pub request: BlockRequest,
+    /// The attempt at its piece it was handed out for.
+    pub attempt: u32,
 }
 
 /// Peer → Coordinator: the peer choked us; its outstanding requests are void (BEP 3
@@ -131,9 +140,9 @@ pub struct PeerChokedUs {
     /// Which peer.
     pub key: PeerKey,
     /// Blocks received before the choke and not yet reported.
-    pub received: Vec<BlockRequest>,
+    pub received: Vec<Lease>,
     /// The requests that will not be answered.
-    pub released: Vec<BlockRequest>,
+    pub released: Vec<Lease>,
 }
 
 /// Peer → Coordinator: the peer unchoked us; only the face's peer list needs to know
@@ -154,9 +163,9 @@ pub struct PeerLeft {
     /// Which peer.
     pub key: PeerKey,
     /// Blocks received and not yet reported.
-    pub received: Vec<BlockRequest>,
+    pub received: Vec<Lease>,
     /// Requests still outstanding.
-    pub released: Vec<BlockRequest>,
+    pub released: Vec<Lease>,
     /// Why it closed, for the log.
     pub reason: String,
 }
@@ -211,7 +220,7 @@ pub enum ToPeer {
     /// bitfield at joining may hold some). One per batch interval, not one per piece.
     Haves(std::sync::Arc<[PieceIndex]>),
     /// Endgame: another peer delivered this block first; send `cancel`.
-    Cancel(BlockRequest),
+    Cancel(Lease),
     /// There are blocks to pick again (a piece failed, a peer left): ask for more.
     WakeUp,
     /// Stop uploading to this peer (send `choke`, drop its queued requests).
@@ -257,7 +266,7 @@ pub struct StoreBlock {
     pub piece: PieceIndex,
     /// Offset inside the piece, already checked to be a block we requested.
     pub offset: u32,
-    /// The attempt at the piece it was requested for (see [`Picked::attempts`]).
+    /// The attempt at the piece it was requested for (see [`Lease`]).
     pub attempt: u32,
     /// The data, shared with the socket buffer, never copied.
     pub data: Bytes,
@@ -601,15 +610,6 @@ pub struct TrackerStop;
 #[derive(Message)]
 #[rtype(result = "Bitfield")]
 pub struct DrainPieces;
-
-/// Coordinator → PieceManager: a piece failed and will be fetched again; forget any
-/// blocks of it still being assembled (late endgame copies of the bad data).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct ForgetPiece {
-    /// Which piece.
-    pub piece: PieceIndex,
-}
 
 /// Coordinator → PieceManager: pieces found good on disk at start (hash check), so their
 /// blocks are never assembled again.

@@ -26,7 +26,7 @@
 //! What it must not do: pick pieces (the Coordinator does), hold piece data (the
 //! PieceManager does), or touch the filesystem.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -45,9 +45,9 @@ use tokio_util::codec::FramedRead;
 use super::coordinator::Coordinator;
 use super::limiter::RateLimiter;
 use super::messages::{
-    DhtNodeSeen, Direction, Grant, PeerBitfield, PeerChokedUs, PeerHaves, PeerInterest, PeerJoined,
-    PeerLeft, PeerListenPort, PeerMisbehaved, PeerSource, PeerStats, PeerUnchokedUs, PeersFound,
-    PickBlocks, Picked, ReadBlock, StoreBlock, ToPeer,
+    DhtNodeSeen, Direction, Grant, Lease, PeerBitfield, PeerChokedUs, PeerHaves, PeerInterest,
+    PeerJoined, PeerLeft, PeerListenPort, PeerMisbehaved, PeerSource, PeerStats, PeerUnchokedUs,
+    PeersFound, PickBlocks, Picked, ReadBlock, StoreBlock, ToPeer,
 };
 use super::metrics::{ActorMetrics, LiveGuard, Tracked, TrackedRecipient};
 use super::piece_manager::PieceManager;
@@ -213,11 +213,9 @@ pub struct Peer {
     bad_requests: u32,
     /// We told the peer we are interested.
     interested: bool,
-    /// Requests sent and not yet answered, oldest first.
-    outstanding: Vec<BlockRequest>,
-    /// The attempt at each piece with requests outstanding (see `Picked::attempts`),
-    /// told to the PieceManager with each block.
-    attempts: HashMap<u32, u32>,
+    /// Requests sent and not yet answered, oldest first, each with the attempt at its
+    /// piece it was handed out for (told to the PieceManager with the block).
+    outstanding: Vec<Lease>,
     /// Requests we cancelled or a choke voided, whose blocks may still be on the way:
     /// such a block is late, not unasked. At most `max_queue` kept, newest last.
     withdrawn: VecDeque<BlockRequest>,
@@ -241,9 +239,9 @@ pub struct Peer {
     /// sends it, so even an actor that dies by panic says goodbye).
     left_sent: bool,
     /// Blocks received and accepted since the last report to the Coordinator.
-    received: Vec<BlockRequest>,
+    received: Vec<Lease>,
     /// Requests given up since the last report.
-    released: Vec<BlockRequest>,
+    released: Vec<Lease>,
     /// A `PickBlocks` is in flight; one at a time.
     picking: bool,
     /// A `WakeUp` came while picking: ask again once the reply is in.
@@ -367,7 +365,6 @@ impl Peer {
                 bad_requests: 0,
                 interested: false,
                 outstanding: Vec::new(),
-                attempts: HashMap::new(),
                 withdrawn: VecDeque::new(),
                 unrequested_blocks: 0,
                 chokes_this_second: 0,
@@ -592,20 +589,20 @@ impl Peer {
         };
         ctx.spawn(picked.into_actor(self).map(|reply, act, ctx| {
             act.picking = false;
-            let Ok(Picked { blocks, attempts }) = reply else {
+            let Ok(Picked { blocks }) = reply else {
                 act.close("coordinator gone", ctx);
                 return;
             };
-            act.attempts.extend(attempts);
             if act.choked {
                 // Choked while asking: the blocks go straight back.
                 act.released.extend(blocks);
                 return;
             }
-            act.request_queue.on_sent(&blocks, Instant::now());
-            for block in blocks {
-                act.send(Message::Request(block));
-                act.outstanding.push(block);
+            let now = Instant::now();
+            for lease in blocks {
+                act.request_queue.on_sent(&[lease.request], now);
+                act.send(Message::Request(lease.request));
+                act.outstanding.push(lease);
             }
             if std::mem::take(&mut act.wake_missed) {
                 act.refill(ctx);
@@ -757,15 +754,15 @@ impl Peer {
 
     fn on_block(&mut self, block: crate::wire::Block, ctx: &mut Context<Self>) {
         let request = block.request();
-        let Some(pos) = self.outstanding.iter().position(|r| *r == request) else {
+        let Some(pos) = self.outstanding.iter().position(|l| l.request == request) else {
             if let Some(asked) = self
                 .outstanding
                 .iter()
-                .find(|r| r.piece == request.piece && r.offset == request.offset)
+                .find(|l| l.request.piece == request.piece && l.request.offset == request.offset)
             {
                 let what = format!(
                     "block of {} bytes where {} were asked for",
-                    request.length, asked.length
+                    request.length, asked.request.length
                 );
                 return self.misbehaved(what, ctx);
             }
@@ -782,7 +779,7 @@ impl Peer {
             return;
         };
         let waiting = self.outstanding.len();
-        self.outstanding.remove(pos);
+        let lease = self.outstanding.remove(pos);
         let Some(piece) = self.layout.piece(request.piece) else {
             return;
         };
@@ -795,7 +792,7 @@ impl Peer {
             from: self.key,
             piece,
             offset: request.offset,
-            attempt: self.attempts.get(&request.piece).copied().unwrap_or(0),
+            attempt: lease.attempt,
             data: block.data,
         };
         // The bytes are credit until the PieceManager has taken the block; out of
@@ -809,7 +806,7 @@ impl Peer {
                 act.close("piece manager gone", ctx);
                 return;
             }
-            act.received.push(request);
+            act.received.push(lease);
             if act.unstored < STORE_CREDIT {
                 act.out_of_credit = false;
             }
@@ -831,7 +828,9 @@ impl Peer {
                     // with it, the peer rejects each one it will not serve.
                     let mut released = std::mem::take(&mut self.released);
                     if !self.fast {
-                        self.withdraw(self.outstanding.clone());
+                        let voided: Vec<BlockRequest> =
+                            self.outstanding.iter().map(|l| l.request).collect();
+                        self.withdraw(voided);
                         released.append(&mut self.outstanding);
                     } else {
                         // A fast peer should reject what it will not serve; if it stays
@@ -839,7 +838,7 @@ impl Peer {
                         ctx.run_later(Duration::from_secs(5), |act, ctx| {
                             if act.choked && !act.outstanding.is_empty() {
                                 let mut gone = std::mem::take(&mut act.outstanding);
-                                act.withdraw(gone.clone());
+                                act.withdraw(gone.iter().map(|l| l.request));
                                 act.released.append(&mut gone);
                                 act.coordinator.do_send(PeerChokedUs {
                                     key: act.key,
@@ -914,9 +913,9 @@ impl Peer {
             }
             Message::RejectRequest(request) => {
                 // The peer will not serve this one: hand it back to be picked again.
-                if let Some(pos) = self.outstanding.iter().position(|r| *r == request) {
-                    self.outstanding.remove(pos);
-                    self.released.push(request);
+                if let Some(pos) = self.outstanding.iter().position(|l| l.request == request) {
+                    let lease = self.outstanding.remove(pos);
+                    self.released.push(lease);
                     self.refill(ctx);
                 }
             }
@@ -1094,9 +1093,6 @@ impl Peer {
         self.chokes_this_second = 0;
         // Smooth over about two seconds so one burst does not swing the queue.
         self.rate = 0.5 * self.rate + 0.5 * self.downloaded_window as f64;
-        let outstanding = &self.outstanding;
-        self.attempts
-            .retain(|piece, _| outstanding.iter().any(|r| r.piece == *piece));
         self.report_stats();
         if !self.outstanding.is_empty()
             && !self.choked
@@ -1310,11 +1306,11 @@ impl Handler<ToPeer> for Peer {
                     self.send(Message::Unchoke);
                 }
             }
-            ToPeer::Cancel(request) => {
-                if let Some(pos) = self.outstanding.iter().position(|r| *r == request) {
+            ToPeer::Cancel(lease) => {
+                if let Some(pos) = self.outstanding.iter().position(|l| *l == lease) {
                     self.outstanding.remove(pos);
-                    self.withdraw([request]);
-                    self.send(Message::Cancel(request));
+                    self.withdraw([lease.request]);
+                    self.send(Message::Cancel(lease.request));
                 }
             }
             ToPeer::WakeUp => self.refill(ctx),

@@ -551,14 +551,25 @@ impl Picker {
         best.and_then(|(_, i)| self.layout.piece(i as u32))
     }
 
-    /// `peer` delivered the block `req`.
+    /// `peer` delivered the block `req`, handed to it for attempt `attempt` at the piece
+    /// (see [`Picker::failures`]).
     ///
-    /// Only a delivery by a current holder of the request counts. Peers report deliveries
-    /// in batches, so a report can come after its piece failed its hash and was started
-    /// again; that block went into the failed attempt, and counting it for the new one
-    /// would mark a block received that the PieceManager never gets: the piece would
-    /// wait for it forever.
-    pub fn block_received(&mut self, peer: PeerKey, req: &BlockRequest) -> BlockOutcome {
+    /// Only a delivery by a current holder of the request, for the attempt in progress,
+    /// counts. Peers report deliveries in batches, so a report can come after its piece
+    /// failed its hash and was started again, even from a peer that holds the same block
+    /// again in the new attempt. That copy went into the failed attempt (the
+    /// PieceManager drops it from the next), and counting it for the new one would mark
+    /// a block received that the PieceManager never gets: the piece would wait for it
+    /// forever.
+    pub fn block_received(
+        &mut self,
+        peer: PeerKey,
+        req: &BlockRequest,
+        attempt: u32,
+    ) -> BlockOutcome {
+        if attempt != self.attempt(req.piece) {
+            return BlockOutcome::Ignored;
+        }
         let Some(partial) = self.partials.get_mut(&req.piece) else {
             return BlockOutcome::Ignored;
         };
@@ -592,8 +603,13 @@ impl Picker {
         BlockOutcome::Accepted { cancel, piece_done }
     }
 
-    /// `peer` will not deliver `req` (it choked us, rejected it, timed out or left).
-    pub fn release(&mut self, peer: PeerKey, req: &BlockRequest) {
+    /// `peer` will not deliver `req`, handed to it for attempt `attempt` (it choked us,
+    /// rejected it, timed out or left). A request of an attempt that is over is no lease
+    /// any more, even where the peer holds the same block again in the new attempt.
+    pub fn release(&mut self, peer: PeerKey, req: &BlockRequest, attempt: u32) {
+        if attempt != self.attempt(req.piece) {
+            return;
+        }
         let Some(partial) = self.partials.get_mut(&req.piece) else {
             return;
         };
@@ -636,9 +652,14 @@ impl Picker {
         self.parole.len()
     }
 
-    /// How many times `piece` failed its hash since it was last verified.
+    /// How many times `piece` failed its hash since it was last verified: the attempt at
+    /// it in progress, which blocks handed out now belong to.
     pub fn failures(&self, piece: PieceIndex) -> u32 {
-        self.parole.get(&piece.get()).copied().unwrap_or(0)
+        self.attempt(piece.get())
+    }
+
+    fn attempt(&self, piece: u32) -> u32 {
+        self.parole.get(&piece).copied().unwrap_or(0)
     }
 
     /// Ends the piece's attempt in progress, if any: its outstanding requests are no

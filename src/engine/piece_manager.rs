@@ -39,8 +39,8 @@ use futures::FutureExt;
 use slog::{debug, warn, Logger};
 
 use super::messages::{
-    BadData, DigestBlocks, DrainPieces, ForgetPiece, HashBlocks, HashPiece, HashStored, MarkDone,
-    PieceFailed, PieceVerified, StorageError, StorageFailed, StoreBlock, WriteBlock, WritePiece,
+    BadData, DigestBlocks, DrainPieces, HashBlocks, HashPiece, HashStored, MarkDone, PieceFailed,
+    PieceVerified, StorageError, StorageFailed, StoreBlock, WriteBlock, WritePiece,
 };
 use super::metrics::{ActorMetrics, LiveGuard, Tracked, TrackedRecipient};
 use super::smart_ban::SmartBan;
@@ -586,15 +586,6 @@ impl Handler<DrainPieces> for PieceManager {
         let pieces = self.done.num_pieces();
         // Only a PieceManager that stopped drops the sender: nothing known, nothing claimed.
         Box::pin(async move { rx.await.unwrap_or_else(|_| Bitfield::new(pieces)) })
-    }
-}
-
-impl Handler<ForgetPiece> for PieceManager {
-    type Result = ();
-
-    fn handle(&mut self, msg: ForgetPiece, _: &mut Context<Self>) {
-        let _timing = self.metrics.handling("ForgetPiece");
-        self.assembling.remove(&msg.piece.get());
     }
 }
 

@@ -279,8 +279,10 @@ fn smart_ban_blames_the_liar_alone_in_pieces_it_shared_with_an_honest_peer() {
     // Pieces of 16 blocks, two fast scripted peers and no other source: the two share
     // pieces, so failed pieces have blocks from both and only smart ban can tell which
     // sender spoiled them. Whether a shared piece fails before the liar is banned for
-    // pieces it sent alone is up to timing, so the download is repeated (at most four
-    // times) until one was judged block by block; every run must ban the liar alone.
+    // pieces it sent alone is up to timing, so the download is repeated (at most eight
+    // times) until one was judged block by block; every run in which the liar's data
+    // reached a piece must ban the liar alone. (On a busy machine the honest peer can
+    // deliver all 8 MiB before the liar's first block lands: such a run proves nothing.)
     let tmp = tempfile::tempdir().expect("temp folder");
     let payload = Payload::single(&tmp.path().join("seed"), "file.bin", 8 * 1024 * 1024);
     let torrent = tmp.path().join("t.torrent");
@@ -291,7 +293,8 @@ fn smart_ban_blames_the_liar_alone_in_pieces_it_shared_with_an_honest_peer() {
         piece_len: 1 << 18,
     };
     let mut judged_by_block = false;
-    for run in 0..4 {
+    let mut liar_runs = 0;
+    for run in 0..8 {
         let honest = HostilePeer::start(served.clone(), Act::Honest);
         let liar = HostilePeer::start(served.clone(), Act::CorruptData);
         let out = tmp.path().join(format!("out{run}"));
@@ -309,6 +312,10 @@ fn smart_ban_blames_the_liar_alone_in_pieces_it_shared_with_an_honest_peer() {
         assert!(output.status.success(), "get failed:\n{stderr}");
         assert_same_files(&payload.dir, &out, &payload.files);
         let liar_lines = lines_about(&stderr, &liar.addr().to_string());
+        if !stderr.contains("piece failed its hash") {
+            continue;
+        }
+        liar_runs += 1;
         assert!(
             liar_lines
                 .iter()
@@ -336,7 +343,8 @@ fn smart_ban_blames_the_liar_alone_in_pieces_it_shared_with_an_honest_peer() {
     }
     assert!(
         judged_by_block,
-        "in four downloads no piece shared with the honest peer was judged block by block"
+        "in {liar_runs} downloads the liar took part in, no piece shared with the honest peer \
+         was judged block by block"
     );
 }
 

@@ -36,6 +36,18 @@ fn picker(l: &Arc<Layout>, budget: u64) -> Picker {
     Picker::new(l.clone(), &Bitfield::new(n), &full(n), budget)
 }
 
+/// `peer` delivered `r`, handed out in the attempt in progress at its piece.
+fn deliver(p: &mut Picker, peer: PeerKey, r: &BlockRequest) -> BlockOutcome {
+    let attempt = p.attempt(r.piece);
+    p.block_received(peer, r, attempt)
+}
+
+/// `peer` gives `r` back, handed out in the attempt in progress at its piece.
+fn give_back(p: &mut Picker, peer: PeerKey, r: &BlockRequest) {
+    let attempt = p.attempt(r.piece);
+    p.release(peer, r, attempt);
+}
+
 fn pick(p: &mut Picker, peer: PeerKey, has: &Bitfield, max: usize) -> Vec<BlockRequest> {
     let mut out = Vec::new();
     p.pick(peer, has, max, &mut out);
@@ -119,7 +131,7 @@ fn budget_stops_new_pieces_but_not_partial_ones() {
     );
     // One piece verified frees room for one more.
     for r in got.iter().filter(|r| r.piece == got[0].piece) {
-        p.block_received(P, r);
+        deliver(&mut p, P, r);
     }
     p.piece_verified(l.piece(got[0].piece).unwrap());
     assert_eq!(pick(&mut p, Q, &full(10), 100).len(), 2);
@@ -137,15 +149,15 @@ fn endgame_duplicates_requests_and_cancels_the_loser() {
     // But P is never asked twice for a block it already holds.
     assert!(pick(&mut p, P, &full(1), 10).is_empty());
     assert_eq!(
-        p.block_received(Q, &a[0]),
+        deliver(&mut p, Q, &a[0]),
         BlockOutcome::Accepted {
             cancel: vec![P],
             piece_done: false
         }
     );
-    assert_eq!(p.block_received(P, &a[0]), BlockOutcome::Ignored);
+    assert_eq!(deliver(&mut p, P, &a[0]), BlockOutcome::Ignored);
     assert_eq!(
-        p.block_received(P, &a[1]),
+        deliver(&mut p, P, &a[1]),
         BlockOutcome::Accepted {
             cancel: vec![Q],
             piece_done: true
@@ -167,10 +179,10 @@ fn released_blocks_go_to_the_next_peer() {
             .all(|r| a.contains(r)),
         "endgame only"
     );
-    p.release(P, &a[0]);
-    p.release(P, &a[1]);
-    p.release(Q, &a[0]);
-    p.release(Q, &a[1]);
+    give_back(&mut p, P, &a[0]);
+    give_back(&mut p, P, &a[1]);
+    give_back(&mut p, Q, &a[0]);
+    give_back(&mut p, Q, &a[1]);
     let c = pick(&mut p, PeerKey(3), &only_zero, 10);
     assert_eq!(c, a);
 }
@@ -180,12 +192,12 @@ fn failed_piece_is_fetched_again_and_verified_piece_is_done() {
     let l = layout(16 * 1024, 2 * 16 * 1024);
     let mut p = picker(&l, u64::MAX);
     let a = pick(&mut p, P, &only(2, &[0]), 1);
-    p.block_received(P, &a[0]);
+    deliver(&mut p, P, &a[0]);
     let zero = l.piece(0).unwrap();
     p.piece_failed(zero);
     assert_eq!(p.state(zero), PieceState::Missing);
     assert_eq!(pick(&mut p, Q, &only(2, &[0]), 1), a);
-    p.block_received(Q, &a[0]);
+    deliver(&mut p, Q, &a[0]);
     p.piece_verified(zero);
     assert_eq!(p.state(zero), PieceState::Have);
     assert_eq!(p.remaining_pieces(), 1);
@@ -238,7 +250,7 @@ proptest! {
         let mut accepted: HashSet<(u32, u32)> = HashSet::new();
         let mut done: HashMap<u32, u32> = HashMap::new();
         let deliver = |p: &mut Picker, peer: usize, r: BlockRequest, accepted: &mut HashSet<(u32, u32)>, done: &mut HashMap<u32, u32>| {
-            if let BlockOutcome::Accepted { piece_done, .. } = p.block_received(PeerKey(peer as u64), &r) {
+            if let BlockOutcome::Accepted { piece_done, .. } = p.block_received(PeerKey(peer as u64), &r, 0) {
                 assert!(accepted.insert((r.piece, r.offset)), "accepted twice: {r:?}");
                 *done.entry(r.piece).or_default() += 1;
                 if piece_done {
@@ -266,7 +278,7 @@ proptest! {
                 }
                 _ => {
                     for r in outstanding.remove(&peer).unwrap_or_default() {
-                        p.release(PeerKey(peer as u64), &r);
+                        p.release(PeerKey(peer as u64), &r, 0);
                     }
                 }
             }
@@ -274,7 +286,7 @@ proptest! {
         // Drain: the seed keeps picking and delivering until done, bounded in steps.
         for peer in 0..bitfields.len() {
             for r in outstanding.remove(&peer).unwrap_or_default() {
-                p.release(PeerKey(peer as u64), &r);
+                p.release(PeerKey(peer as u64), &r, 0);
             }
         }
         for _ in 0..10_000 {
@@ -304,23 +316,23 @@ fn a_delivery_reported_after_its_piece_failed_does_not_count_for_the_next_attemp
     assert_eq!(a.len(), 2);
     // P delivered both blocks; the PieceManager assembled and hashed the piece, which
     // failed, before P reported the second block.
-    p.block_received(P, &a[0]);
+    deliver(&mut p, P, &a[0]);
     p.piece_failed(zero);
     // The piece starts again with Q.
     let b = pick(&mut p, Q, &only(2, &[0]), 2);
     assert_eq!(b, a);
     // P's late report of the old attempt's block changes nothing...
-    assert_eq!(p.block_received(P, &a[1]), BlockOutcome::Ignored);
+    assert_eq!(p.block_received(P, &a[1], 0), BlockOutcome::Ignored);
     // ...so Q's deliveries complete the new attempt.
     assert!(matches!(
-        p.block_received(Q, &a[0]),
+        deliver(&mut p, Q, &a[0]),
         BlockOutcome::Accepted {
             piece_done: false,
             ..
         }
     ));
     assert!(matches!(
-        p.block_received(Q, &a[1]),
+        deliver(&mut p, Q, &a[1]),
         BlockOutcome::Accepted {
             piece_done: true,
             ..
@@ -328,7 +340,7 @@ fn a_delivery_reported_after_its_piece_failed_does_not_count_for_the_next_attemp
     ));
     // A late report for a block nobody is asked for now is ignored too.
     p.piece_failed(zero);
-    assert_eq!(p.block_received(Q, &a[0]), BlockOutcome::Ignored);
+    assert_eq!(deliver(&mut p, Q, &a[0]), BlockOutcome::Ignored);
     assert_eq!(p.state(zero), PieceState::Missing);
 }
 
@@ -384,10 +396,46 @@ fn a_streamed_block_costs_no_more_bookkeeping_than_the_budget_counts() {
     );
 }
 
-/// What the Coordinator does when a peer leaves; see `peers_dying_between_pick_and_delivery_strand_nothing`.
-fn peer_gone(p: &mut Picker, peer: PeerKey, delivered: Vec<BlockRequest>) {
-    for r in delivered {
-        p.release(peer, &r);
+/// A block handed out, with the attempt at its piece it was handed out for.
+type Leased = (BlockRequest, u32);
+
+/// The PieceManager, as the churn test below sees it: the blocks of each piece's
+/// current attempt, who sent each, and how many attempts failed (its own count, which
+/// runs ahead of the picker's until the picker hears of the failure).
+#[derive(Default)]
+struct ModelPieceManager {
+    blocks: HashMap<u32, HashMap<u32, u64>>,
+    failures: HashMap<u32, u32>,
+    done: HashSet<u32>,
+}
+
+impl ModelPieceManager {
+    /// Takes a block as `StoreBlock` does: dropped if its piece is done or the block is
+    /// of an attempt that failed. Returns the piece's blocks and senders once complete.
+    fn store(&mut self, (r, attempt): Leased, from: u64, num_blocks: usize) -> Option<Vec<u64>> {
+        let current = self.failures.get(&r.piece).copied().unwrap_or(0);
+        if self.done.contains(&r.piece) || attempt < current {
+            return None;
+        }
+        let piece = self.blocks.entry(r.piece).or_default();
+        piece.entry(r.offset / BLOCK_SIZE).or_insert(from);
+        if piece.len() < num_blocks {
+            return None;
+        }
+        self.blocks
+            .remove(&r.piece)
+            .map(|b| b.into_values().collect())
+    }
+}
+
+/// What the Coordinator does when a peer leaves: it reports what it received, gives
+/// back what it holds; see `peers_dying_between_pick_and_delivery_strand_nothing`.
+fn peer_gone(p: &mut Picker, peer: PeerKey, received: Vec<Leased>, outstanding: Vec<Leased>) {
+    for (r, attempt) in received {
+        p.block_received(peer, &r, attempt);
+    }
+    for (r, attempt) in outstanding {
+        p.release(peer, &r, attempt);
     }
     p.peer_left(peer);
 }
@@ -395,15 +443,19 @@ fn peer_gone(p: &mut Picker, peer: PeerKey, delivered: Vec<BlockRequest>) {
 proptest! {
     /// Peers die at random points, including between a pick and its delivery (the reply
     /// to a Peer that is gone is lost with the blocks in it), and pieces fail their hash
-    /// at random. Only what reached the peer is known to have been asked of it; the
-    /// picker must still free the rest. The bookkeeping holds after every step, no piece
-    /// is ever stranded, and the download completes.
+    /// at random. Blocks go to a model PieceManager as they arrive, and are reported to
+    /// the picker later, with the next pick or the goodbye, as Peers do; the
+    /// PieceManager's verdict on a piece reaches the picker at once, before those
+    /// reports. Only what reached the peer is known to have been asked of it; the
+    /// picker must still free the rest. The bookkeeping holds after every step, no
+    /// piece waits on a block the PieceManager does not hold, and the download
+    /// completes.
     #[test]
     fn peers_dying_between_pick_and_delivery_strand_nothing(
         pieces in 1u32..10,
         piece_blocks in 1u32..5,
         peers in proptest::collection::vec(proptest::collection::vec(any::<bool>(), 10), 1..5),
-        script in proptest::collection::vec((0usize..5, 0u8..9, 1usize..8), 1..300),
+        script in proptest::collection::vec((0usize..5, 0u8..10, 1usize..8), 1..300),
     ) {
         let piece_len = u64::from(piece_blocks) * 16384;
         let l = layout(piece_len, u64::from(pieces) * piece_len);
@@ -420,51 +472,66 @@ proptest! {
         for b in &bitfields {
             p.add_peer_pieces(b);
         }
-        let mut in_flight: HashMap<u64, Vec<BlockRequest>> = HashMap::new();
-        let mut outstanding: HashMap<u64, Vec<BlockRequest>> = HashMap::new();
-        // Blocks of each piece's current attempt received, by whom; and who sent what.
-        let mut got: HashMap<u32, Vec<u64>> = HashMap::new();
+        let lease = |p: &Picker, r: BlockRequest| (r, p.failures(l.piece(r.piece).unwrap()));
+        let mut in_flight: HashMap<u64, Vec<Leased>> = HashMap::new();
+        let mut outstanding: HashMap<u64, Vec<Leased>> = HashMap::new();
+        // Blocks sent to the PieceManager whose `StoreBlock` reply has not come back,
+        // and blocks whose reply came and that are not yet reported, per peer.
+        let mut storing: HashMap<u64, Vec<Leased>> = HashMap::new();
+        let mut unreported: HashMap<u64, Vec<Leased>> = HashMap::new();
+        let mut pm = ModelPieceManager::default();
+        // The PieceManager's verdict: a peer whose key is odd lies now and then.
+        let verdict = |p: &mut Picker, pm: &mut ModelPieceManager, piece: u32, senders: Vec<u64>, lie: bool| {
+            if lie && senders.iter().any(|s| s % 2 == 1) {
+                *pm.failures.entry(piece).or_default() += 1;
+                p.piece_failed(l.piece(piece).unwrap());
+            } else {
+                pm.done.insert(piece);
+                p.piece_verified(l.piece(piece).unwrap());
+            }
+        };
         for (who, action, k) in script {
             let slot = who % bitfields.len();
             let key = keys[slot];
             match action {
-                // Pick: the reply is on its way.
+                // Pick, reporting what was stored since the last one: the reply is on
+                // its way.
                 0 | 1 => {
+                    for (r, attempt) in unreported.remove(&key).unwrap_or_default() {
+                        if let BlockOutcome::Accepted { cancel, .. } = p.block_received(PeerKey(key), &r, attempt) {
+                            for c in cancel {
+                                for q in [outstanding.get_mut(&c.0), in_flight.get_mut(&c.0)].into_iter().flatten() {
+                                    q.retain(|x| *x != (r, attempt));
+                                }
+                            }
+                        }
+                    }
                     let mut out = Vec::new();
                     p.pick(PeerKey(key), &bitfields[slot], k, &mut out);
-                    in_flight.entry(key).or_default().extend(out);
+                    let leased: Vec<Leased> = out.into_iter().map(|r| lease(&p, r)).collect();
+                    in_flight.entry(key).or_default().extend(leased);
                 }
                 // The reply arrives.
                 2 => {
                     let arrived = in_flight.remove(&key).unwrap_or_default();
                     outstanding.entry(key).or_default().extend(arrived);
                 }
-                // Blocks arrive.
+                // Blocks arrive and go to the PieceManager.
                 3 | 4 => {
                     let q = outstanding.entry(key).or_default();
-                    for r in q.drain(..k.min(q.len())).collect::<Vec<_>>() {
-                        if let BlockOutcome::Accepted { cancel, piece_done } = p.block_received(PeerKey(key), &r) {
-                            for c in cancel {
-                                if let Some(q) = outstanding.get_mut(&c.0) {
-                                    q.retain(|x| *x != r);
-                                }
-                                if let Some(q) = in_flight.get_mut(&c.0) {
-                                    q.retain(|x| *x != r);
-                                }
-                            }
-                            got.entry(r.piece).or_default().push(key);
-                            if piece_done {
-                                let piece = l.piece(r.piece).unwrap();
-                                // A peer whose key is odd lies now and then.
-                                if k == 7 && got[&r.piece].iter().any(|s| s % 2 == 1) {
-                                    p.piece_failed(piece);
-                                } else {
-                                    p.piece_verified(piece);
-                                }
-                                got.remove(&r.piece);
-                            }
+                    for leased in q.drain(..k.min(q.len())).collect::<Vec<_>>() {
+                        let num_blocks = l.num_blocks(l.piece(leased.0.piece).unwrap()) as usize;
+                        if let Some(senders) = pm.store(leased, key, num_blocks) {
+                            verdict(&mut p, &mut pm, leased.0.piece, senders, k == 7);
                         }
+                        storing.entry(key).or_default().push(leased);
                     }
+                }
+                // The PieceManager's replies come back: the blocks are reported with the
+                // next pick.
+                9 => {
+                    let stored = storing.remove(&key).unwrap_or_default();
+                    unreported.entry(key).or_default().extend(stored);
                 }
                 // The Coordinator marks it slow, or fast again.
                 7 | 8 => p.set_slow(PeerKey(key), action == 7),
@@ -472,20 +539,30 @@ proptest! {
                 // under a new key.
                 _ => {
                     in_flight.remove(&key);
-                    let delivered = outstanding.remove(&key).unwrap_or_default();
-                    peer_gone(&mut p, PeerKey(key), delivered);
+                    storing.remove(&key);
+                    let received = unreported.remove(&key).unwrap_or_default();
+                    let held = outstanding.remove(&key).unwrap_or_default();
+                    peer_gone(&mut p, PeerKey(key), received, held);
                     keys[slot] = next_key;
                     next_key += 1;
                 }
             }
             p.check_invariants();
+            // A piece the picker counts complete is one the PieceManager completed, and
+            // its verdict came at once: none is left waiting for it.
+            for piece in l.pieces() {
+                prop_assert_ne!(p.state(piece), PieceState::Verifying,
+                    "piece {} waits for a verdict the PieceManager cannot give", piece.get());
+            }
         }
         // Everyone leaves; a seed joins and finishes the download, bounded in steps.
         for slot in 0..bitfields.len() {
             let key = keys[slot];
             in_flight.remove(&key);
-            let delivered = outstanding.remove(&key).unwrap_or_default();
-            peer_gone(&mut p, PeerKey(key), delivered);
+            storing.remove(&key);
+            let received = unreported.remove(&key).unwrap_or_default();
+            let held = outstanding.remove(&key).unwrap_or_default();
+            peer_gone(&mut p, PeerKey(key), received, held);
             p.remove_peer_pieces(&bitfields[slot]);
         }
         p.check_invariants();
@@ -500,9 +577,12 @@ proptest! {
             prop_assert!(!out.is_empty(), "stranded: {} pieces left, {:?} in progress",
                 p.remaining_pieces(), p.in_progress_pieces());
             for r in out {
-                if let BlockOutcome::Accepted { piece_done: true, .. } = p.block_received(seed, &r) {
-                    p.piece_verified(l.piece(r.piece).unwrap());
+                let leased = lease(&p, r);
+                let num_blocks = l.num_blocks(l.piece(r.piece).unwrap()) as usize;
+                if let Some(senders) = pm.store(leased, seed.0, num_blocks) {
+                    verdict(&mut p, &mut pm, r.piece, senders, false);
                 }
+                p.block_received(seed, &r, leased.1);
             }
             p.check_invariants();
         }
@@ -521,7 +601,7 @@ fn a_failed_piece_is_fetched_again_from_one_peer_until_it_leaves() {
     p.add_peer_pieces(&both);
     let first = pick(&mut p, P, &only(2, &[0]), 4);
     for r in &first {
-        p.block_received(P, r);
+        deliver(&mut p, P, r);
     }
     p.piece_failed(l.piece(0).unwrap());
     assert_eq!(p.on_parole(), 1);
@@ -537,7 +617,7 @@ fn a_failed_piece_is_fetched_again_from_one_peer_until_it_leaves() {
     assert_eq!(again.len(), 4);
     p.check_invariants();
     for r in &again {
-        p.block_received(P, r);
+        deliver(&mut p, P, r);
     }
     p.piece_verified(l.piece(0).unwrap());
     assert_eq!(p.on_parole(), 0);
@@ -553,14 +633,14 @@ fn a_parole_piece_whose_owner_stopped_asking_goes_to_the_next_peer() {
     p.add_peer_pieces(&both);
     let first = pick(&mut p, P, &only(2, &[0]), 4);
     for r in &first {
-        p.block_received(P, r);
+        deliver(&mut p, P, r);
     }
     p.piece_failed(l.piece(0).unwrap());
     // Q takes two blocks of the failed piece, delivers them and asks for no more (it
     // choked us, or no longer picks): it owns the piece but holds no request on it.
     let q = pick(&mut p, Q, &only(2, &[0]), 2);
     for r in &q {
-        p.block_received(Q, r);
+        deliver(&mut p, Q, r);
     }
     // The other two blocks go to P rather than waiting on Q for ever.
     let rest = pick(&mut p, P, &only(2, &[0]), 4);
@@ -570,7 +650,7 @@ fn a_parole_piece_whose_owner_stopped_asking_goes_to_the_next_peer() {
         "the piece waits on an owner that asks no more"
     );
     for r in &rest {
-        p.block_received(P, r);
+        deliver(&mut p, P, r);
     }
     p.piece_verified(l.piece(0).unwrap());
     p.check_invariants();
@@ -645,7 +725,7 @@ fn a_fast_peer_with_nothing_else_to_do_asks_again_for_blocks_only_slow_peers_hol
     assert!(pick(&mut p, S2, &has, 16).is_empty());
     // The first copy wins and the slow holder is told to cancel.
     assert_eq!(
-        p.block_received(P, &slow[0]),
+        deliver(&mut p, P, &slow[0]),
         BlockOutcome::Accepted {
             cancel: vec![S1],
             piece_done: false
@@ -657,9 +737,39 @@ fn a_fast_peer_with_nothing_else_to_do_asks_again_for_blocks_only_slow_peers_hol
     p.check_invariants();
     for r in &slow[1..] {
         assert!(matches!(
-            p.block_received(P, r),
+            deliver(&mut p, P, r),
             BlockOutcome::Accepted { .. }
         ));
     }
     assert_eq!(p.state(l.piece(0).unwrap()), PieceState::Verifying);
+}
+
+/// The same peer can be given a block again in the next attempt (a piece on parole goes
+/// to one peer, which may be the one that sent it before). Its late report of the old
+/// attempt's copy must not count for the new one: the PieceManager dropped that copy
+/// with the failed attempt, so the piece would wait for the block forever (seen in CI
+/// as a piece left `Verifying` after a hash failure).
+#[test]
+fn a_late_delivery_by_the_peer_that_holds_the_block_again_does_not_count_for_the_next_attempt() {
+    let l = layout(32 * 1024, 2 * 32 * 1024);
+    let mut p = picker(&l, u64::MAX);
+    let zero = l.piece(0).unwrap();
+    let a = pick(&mut p, P, &only(2, &[0]), 2);
+    assert_eq!(a.len(), 2);
+    // P delivered both blocks; the piece failed before P reported the second one.
+    deliver(&mut p, P, &a[0]);
+    p.piece_failed(zero);
+    // The piece starts again with P.
+    let b = pick(&mut p, P, &only(2, &[0]), 2);
+    assert_eq!(b, a);
+    // P's late report of the old attempt's copy changes nothing...
+    assert_eq!(p.block_received(P, &a[1], 0), BlockOutcome::Ignored);
+    // ...nor does a release of it: P still holds the block for the new attempt.
+    p.release(P, &a[1], 0);
+    assert_eq!(p.leases_of(P), 2);
+    assert!(matches!(
+        p.block_received(P, &a[1], 1),
+        BlockOutcome::Accepted { .. }
+    ));
+    p.check_invariants();
 }
