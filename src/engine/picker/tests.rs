@@ -307,20 +307,25 @@ proptest! {
     }
 }
 
-#[test]
-fn a_delivery_reported_after_its_piece_failed_does_not_count_for_the_next_attempt() {
+/// Piece 0 of two blocks, both handed to P in attempt 0. P delivered both; the
+/// PieceManager assembled and hashed the piece, which failed, before P reported the
+/// second block. Then `next` picks the piece for attempt 1.
+fn failed_with_a_report_still_to_come(next: PeerKey) -> (Picker, PieceIndex, Vec<BlockRequest>) {
     let l = layout(32 * 1024, 2 * 32 * 1024);
     let mut p = picker(&l, u64::MAX);
     let zero = l.piece(0).unwrap();
     let a = pick(&mut p, P, &only(2, &[0]), 2);
     assert_eq!(a.len(), 2);
-    // P delivered both blocks; the PieceManager assembled and hashed the piece, which
-    // failed, before P reported the second block.
     deliver(&mut p, P, &a[0]);
     p.piece_failed(zero);
+    assert_eq!(pick(&mut p, next, &only(2, &[0]), 2), a);
+    (p, zero, a)
+}
+
+#[test]
+fn a_delivery_reported_after_its_piece_failed_does_not_count_for_the_next_attempt() {
     // The piece starts again with Q.
-    let b = pick(&mut p, Q, &only(2, &[0]), 2);
-    assert_eq!(b, a);
+    let (mut p, zero, a) = failed_with_a_report_still_to_come(Q);
     // P's late report of the old attempt's block changes nothing...
     assert_eq!(p.block_received(P, &a[1], 0), BlockOutcome::Ignored);
     // ...so Q's deliveries complete the new attempt.
@@ -751,17 +756,8 @@ fn a_fast_peer_with_nothing_else_to_do_asks_again_for_blocks_only_slow_peers_hol
 /// as a piece left `Verifying` after a hash failure).
 #[test]
 fn a_late_delivery_by_the_peer_that_holds_the_block_again_does_not_count_for_the_next_attempt() {
-    let l = layout(32 * 1024, 2 * 32 * 1024);
-    let mut p = picker(&l, u64::MAX);
-    let zero = l.piece(0).unwrap();
-    let a = pick(&mut p, P, &only(2, &[0]), 2);
-    assert_eq!(a.len(), 2);
-    // P delivered both blocks; the piece failed before P reported the second one.
-    deliver(&mut p, P, &a[0]);
-    p.piece_failed(zero);
     // The piece starts again with P.
-    let b = pick(&mut p, P, &only(2, &[0]), 2);
-    assert_eq!(b, a);
+    let (mut p, _, a) = failed_with_a_report_still_to_come(P);
     // P's late report of the old attempt's copy changes nothing...
     assert_eq!(p.block_received(P, &a[1], 0), BlockOutcome::Ignored);
     // ...nor does a release of it: P still holds the block for the new attempt.
