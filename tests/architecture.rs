@@ -1,7 +1,9 @@
 //! ARCHITECTURE.md's roster checked against the code, so the map cannot drift from the
 //! territory: every message type the roster names exists, every actix message type in
-//! `src/` is named, every actor in `src/` has a row, and each row's "messages in" are
-//! exactly the messages its actor handles.
+//! `src/` is named, every actor in `src/` has a row, each row's "messages in" are exactly
+//! the messages its actor handles, and each of its "messages out" is named in the code of
+//! its actor's file (outside imports and comments: a weaker check, as a file may name a
+//! message it does not send, but one that catches a name the actor cannot send).
 //!
 //! The code is read as text (a declaration scan, not a Rust parser), which is enough for
 //! the forms this codebase uses: `#[derive(Message)]` on a struct or enum, `impl Message
@@ -35,6 +37,9 @@ struct Code {
     messages: BTreeMap<String, PathBuf>,
     /// Actor type → the message types it handles.
     actors: BTreeMap<String, BTreeSet<String>>,
+    /// Actor type → the code of the file declaring it, without imports, comments and
+    /// tests: where what it sends must be named.
+    actor_code: BTreeMap<String, String>,
 }
 
 fn root() -> PathBuf {
@@ -146,6 +151,37 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
+/// The lines of `text` that are code: no `use` declarations (however many lines each
+/// spans) and no comments.
+fn without_imports_and_comments(text: &str) -> String {
+    let mut code = String::new();
+    let mut in_use = false;
+    for line in text.lines() {
+        let trimmed = line.trim_start();
+        if trimmed.starts_with("use ") || trimmed.starts_with("pub use ") {
+            in_use = true;
+        }
+        if !in_use && !trimmed.starts_with("//") {
+            code.push_str(line);
+            code.push('\n');
+        }
+        if in_use && line.contains(';') {
+            in_use = false;
+        }
+    }
+    code
+}
+
+/// Whether `text` has `word` as a whole identifier.
+fn mentions(text: &str, word: &str) -> bool {
+    let is_ident = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    text.match_indices(word).any(|(at, _)| {
+        let before = text[..at].chars().next_back();
+        let after = text[at + word.len()..].chars().next();
+        !before.is_some_and(is_ident) && !after.is_some_and(is_ident)
+    })
+}
+
 /// The identifier at the start of `text`.
 fn ident(text: &str) -> &str {
     let end = text
@@ -251,6 +287,8 @@ fn scan(src: &Path) -> Code {
         for (at, _) in text.match_indices("impl Actor for ") {
             let actor = ident(&text[at + "impl Actor for ".len()..]);
             code.actors.entry(actor.to_string()).or_default();
+            code.actor_code
+                .insert(actor.to_string(), without_imports_and_comments(text));
         }
         for (at, _) in text.match_indices("impl Handler<") {
             let rest = &text[at + "impl Handler<".len()..];
@@ -289,6 +327,16 @@ fn disagreements(doc: &str, code: &Code) -> Vec<String> {
                     "the roster's {} row names `{name}`, which is no message type in src/",
                     row.actor
                 ));
+            }
+        }
+        if let Some(actor_code) = code.actor_code.get(&row.actor) {
+            for sent in &row.outgoing {
+                if !mentions(actor_code, sent) {
+                    problems.push(format!(
+                        "{}'s \"messages out\" names `{sent}`, which its file's code never mentions",
+                        row.actor
+                    ));
+                }
             }
         }
         match code.actors.get(&row.actor) {
@@ -385,6 +433,27 @@ fn a_message_left_out_of_the_roster_is_caught() {
         problems
             .iter()
             .any(|p| p.contains("PieceManager handles `StoreBlock`, missing")),
+        "{problems:?}"
+    );
+}
+
+#[test]
+fn a_message_an_actor_cannot_send_is_caught() {
+    let doc = architecture().replacen(
+        "| `TrackerStart`, `TrackerCompleted`, `TrackerStop` | `PeersFound`,",
+        "| `TrackerStart`, `TrackerCompleted`, `TrackerStop` | `StoreBlock`, `PeersFound`,",
+        1,
+    );
+    assert_ne!(
+        doc,
+        architecture(),
+        "the Tracker's row is where this test expects it"
+    );
+    let problems = disagreements(&doc, &code());
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.contains("Tracker's \"messages out\" names `StoreBlock`")),
         "{problems:?}"
     );
 }
