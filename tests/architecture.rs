@@ -469,3 +469,76 @@ fn a_blank_line_splitting_the_roster_is_caught() {
         "{problems:?}"
     );
 }
+
+/// The variants of every `enum` declared in `src/` (outside tests): the capitalised
+/// identifiers that start a line of its body at one level of indentation more than the
+/// `enum` line.
+fn enum_variants(src: &Path) -> BTreeMap<String, BTreeSet<String>> {
+    let mut files = Vec::new();
+    rust_files(src, &mut files);
+    let mut enums: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for path in files {
+        let text = std::fs::read_to_string(&path).expect("a source file is readable");
+        let text = without_tests(&text);
+        let lines: Vec<&str> = text.lines().collect();
+        for (n, line) in lines.iter().enumerate() {
+            let trimmed = line.trim_start();
+            let indent = line.len() - trimmed.len();
+            let Some(rest) = trimmed
+                .strip_prefix("pub enum ")
+                .or_else(|| trimmed.strip_prefix("pub(crate) enum "))
+                .or_else(|| trimmed.strip_prefix("enum "))
+            else {
+                continue;
+            };
+            let variants = enums.entry(ident(rest).to_string()).or_default();
+            let close = format!("{}}}", " ".repeat(indent));
+            for body in lines[n + 1..].iter().take_while(|l| !l.starts_with(&close)) {
+                let inner = body.trim_start();
+                if body.len() - inner.len() == indent + 4
+                    && inner.starts_with(|c: char| c.is_ascii_uppercase())
+                {
+                    variants.insert(ident(inner).to_string());
+                }
+            }
+        }
+    }
+    enums
+}
+
+#[test]
+fn the_map_and_the_docs_name_only_enum_variants_that_exist() {
+    let enums = enum_variants(&root().join("src"));
+    assert!(
+        enums.get("ToPeer").is_some_and(|v| v.contains("Haves")),
+        "the scan finds enum variants"
+    );
+    let mut pages = vec![root().join("ARCHITECTURE.md"), root().join("README.md")];
+    for entry in std::fs::read_dir(root().join("docs")).expect("docs/ is readable") {
+        let path = entry.expect("a directory entry").path();
+        if path.extension().is_some_and(|e| e == "md") {
+            pages.push(path);
+        }
+    }
+    let mut problems = Vec::new();
+    for page in &pages {
+        let text = std::fs::read_to_string(page).expect("a page is readable");
+        for span in text.split('`').skip(1).step_by(2) {
+            let Some((ty, rest)) = span.split_once("::") else {
+                continue;
+            };
+            // A capitalised name after `::` is a variant; a lower-case one is a function.
+            let variant = ident(rest);
+            if let Some(variants) = enums.get(ty) {
+                let is_variant = variant.starts_with(|c: char| c.is_ascii_uppercase());
+                if is_variant && !variants.contains(variant) {
+                    problems.push(format!(
+                        "{} names `{ty}::{variant}`, which is no variant of {ty}",
+                        page.strip_prefix(root()).unwrap_or(page).display()
+                    ));
+                }
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
