@@ -28,6 +28,9 @@ struct Row {
     outgoing: BTreeSet<String>,
     /// The row as written, for error messages.
     line: String,
+    /// Characters in the row outside its two message columns: the prose that must stay
+    /// short (the message columns are names only, as many as the actor has).
+    prose_chars: usize,
 }
 
 /// What the scan of `src/` found.
@@ -41,6 +44,10 @@ struct Code {
     /// tests: where what it sends must be named.
     actor_code: BTreeMap<String, String>,
 }
+
+/// The most characters a roster row may spend on what is not a message name: one row per
+/// actor is a summary, and the explanation belongs below the table or in docs/.
+const MAX_ROW_PROSE: usize = 300;
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -85,6 +92,9 @@ fn roster(doc: &str) -> Vec<Row> {
                 incoming: code_names(&row[in_col]),
                 outgoing: code_names(&row[out_col]),
                 line: line.to_string(),
+                prose_chars: line.chars().count()
+                    - row[in_col].chars().count()
+                    - row[out_col].chars().count(),
             }
         })
         .collect()
@@ -317,6 +327,12 @@ fn disagreements(doc: &str, code: &Code) -> Vec<String> {
     let mut named = BTreeSet::new();
     let mut listed_actors = BTreeSet::new();
     for row in &rows {
+        if row.prose_chars > MAX_ROW_PROSE {
+            problems.push(format!(
+                "{}'s row has {} characters besides its messages, more than {MAX_ROW_PROSE}",
+                row.actor, row.prose_chars
+            ));
+        }
         if !listed_actors.insert(row.actor.clone()) {
             problems.push(format!("{} has two rows", row.actor));
         }
@@ -541,4 +557,24 @@ fn the_map_and_the_docs_name_only_enum_variants_that_exist() {
         }
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+#[test]
+fn a_roster_row_grown_into_an_essay_is_caught() {
+    let essay = "a long explanation ".repeat(20);
+    let doc = architecture().replacen(
+        "| **Hasher** (pool, per process) | nothing |",
+        &format!("| **Hasher** (pool, per process) | {essay} |"),
+        1,
+    );
+    assert_ne!(
+        doc,
+        architecture(),
+        "the Hasher's row is where this test expects it"
+    );
+    let problems = disagreements(&doc, &code());
+    assert!(
+        problems.iter().any(|p| p.starts_with("Hasher's row has")),
+        "{problems:?}"
+    );
 }
