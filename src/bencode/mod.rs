@@ -8,7 +8,7 @@
 //! overflow and overflows the stack on deep nesting; `bt_bencode` is fast and borrows the
 //! raw `info` bytes, but needs a separate iterative guard in front of untrusted input, and
 //! that guard (depth, token count, integer range, length prefixes, offsets for every error)
-//! is already most of a decoder. ARCHITECTURE.md records the choice.
+//! is already most of a decoder. docs/hostile-input.md records the choice.
 
 mod decode;
 mod encode;
