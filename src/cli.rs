@@ -54,6 +54,10 @@ pub enum Command {
         /// The folder the torrent's file or folder is under.
         #[arg(short = 'd', long = "dir")]
         dir: PathBuf,
+        /// Download whatever of the torrent is missing under --dir, even all of it.
+        /// Without it, `seed` refuses a folder that holds none of the torrent's data.
+        #[arg(long)]
+        fetch_missing: bool,
         #[command(flatten)]
         engine: EngineArgs,
     },
@@ -272,9 +276,24 @@ pub fn parse_size(value: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("{value:?} is too large"))
 }
 
-/// `--files`: a BEP 53 style list of indices and inclusive ranges.
+/// `--files`: a BEP 53 style list of indices and inclusive ranges. The parser is the one
+/// a magnet link's `so=` uses, whose errors speak of `so`; here they are said again in
+/// the option's own words (clap names the option in front of them).
 fn parse_files(value: &str) -> Result<FileSelection, String> {
-    FileSelection::parse(value).map_err(|e| e.to_string())
+    use torrent_actors::magnet::MagnetError;
+    const EXAMPLE: &str = "give file indices as `info` lists them, e.g. 0,2,5-7";
+    FileSelection::parse(value).map_err(|e| match e {
+        MagnetError::BadFileIndex(item) => {
+            format!("{item:?} is not a file index or range; {EXAMPLE}")
+        }
+        MagnetError::FileIndexTooLarge(item) => {
+            format!("file index {item} is too large; {EXAMPLE}")
+        }
+        MagnetError::ReversedRange { first, last } => {
+            format!("the range {first}-{last} ends before it starts; write it as {last}-{first}")
+        }
+        other => format!("{other}; {EXAMPLE}"),
+    })
 }
 
 /// Options shared by the commands that run the engine.

@@ -21,6 +21,7 @@ use torrent_actors::engine::messages::{
 use torrent_actors::engine::metadata::{MagnetParams, MetadataFetcher};
 use torrent_actors::engine::metrics::{Metrics, MetricsSnapshot};
 use torrent_actors::engine::selection::check_selection;
+use torrent_actors::engine::storage::SideFiles;
 use torrent_actors::engine::threads::{Threads, ThreadsConfig};
 use torrent_actors::engine::tracker::{
     status::next_announce_in, TrackerState, TrackerStatus, TrackerTimeouts,
@@ -73,7 +74,11 @@ pub enum Mode {
     /// `get`: download, then seed if `seed` is given.
     Download { seed: Option<SeedLimits> },
     /// `seed`: check the data and serve it until stopped.
-    Seed,
+    Seed {
+        /// `--fetch-missing`: a folder holding none of the data is downloaded into rather
+        /// than refused.
+        fetch_missing: bool,
+    },
 }
 
 /// When `get --seed` stops seeding; with neither limit, it seeds until stopped.
@@ -152,6 +157,10 @@ enum Outcome {
     Failed(FailureKind, String),
     Interrupted,
     NoPeers,
+    /// `seed`: the check found no good piece under the folder (no `--fetch-missing`).
+    NothingToSeed,
+    /// `seed`: the torrent could not listen for peers, so nobody could reach the seeder.
+    NoPort,
 }
 
 /// What to download: a `.torrent` already read, or a magnet link whose metadata comes
@@ -205,7 +214,7 @@ impl Source {
 
 pub fn run(args: GetArgs) -> Result<(), Failure> {
     let source = Source::read(&args.torrent)?;
-    if matches!(source, Source::Magnet(_)) && matches!(args.mode, Mode::Seed) {
+    if matches!(source, Source::Magnet(_)) && matches!(args.mode, Mode::Seed { .. }) {
         return Err(Failure {
             code: exit::INVALID_TORRENT,
             error: anyhow::anyhow!(
@@ -219,7 +228,19 @@ pub fn run(args: GetArgs) -> Result<(), Failure> {
             error: anyhow::anyhow!("--files {selection}: {e}"),
         })?;
     }
+    check_listen(args.listen)?;
+    if let (
+        Mode::Seed {
+            fetch_missing: false,
+        },
+        Source::Torrent(metainfo),
+    ) = (args.mode, &source)
+    {
+        check_seed_data(&args.output, metainfo)?;
+    }
     check_writable(&args.output)?;
+    // Held until the process ends; the kernel lets it go however the process ends.
+    let _lock = lock_output(&args.output, &source)?;
     let log = logging::stderr_logger(args.verbosity);
     let started = Instant::now();
 
@@ -266,12 +287,137 @@ pub fn run(args: GetArgs) -> Result<(), Failure> {
             code: exit::INTERRUPTED,
             error: anyhow::anyhow!("interrupted; progress saved, run the same command to resume"),
         }),
+        Outcome::NothingToSeed => Err(Failure {
+            code: exit::NO_DATA,
+            error: anyhow::anyhow!(
+                "nothing to seed: no piece of {name} under {} is good; point --dir at the \
+                 folder that holds it, or add --fetch-missing to download it",
+                args.output.display()
+            ),
+        }),
+        Outcome::NoPort => Err(Failure {
+            code: exit::CANNOT_LISTEN,
+            error: anyhow::anyhow!(
+                "cannot listen for peers on {}, so no peer could reach this seeder; choose \
+                 another --port (0 picks a free one)",
+                args.listen
+            ),
+        }),
         Outcome::NoPeers => Err(Failure {
             code: exit::NO_PEERS,
             error: anyhow::anyhow!(
                 "no peer reachable for {} s; check the trackers, or add peers with --peer",
                 args.peer_timeout.as_secs()
             ),
+        }),
+    }
+}
+
+/// Fails early, with its own exit code, if the peer port cannot be listened on (in use, or
+/// an address this machine does not have): a `get` or `seed` that went on without it
+/// would announce a port nobody can reach. The socket is bound and let go at once; the
+/// torrent binds its own a moment later (both with `SO_REUSEADDR`, so the first one's
+/// closing does not hold the port), and should another program take the port in between
+/// it still runs, with outgoing connections only, as it logs.
+fn check_listen(addr: SocketAddr) -> Result<(), Failure> {
+    std::net::TcpListener::bind(addr)
+        .map(drop)
+        .map_err(|e| Failure {
+            code: exit::CANNOT_LISTEN,
+            error: anyhow::anyhow!(
+                "cannot listen for peers on {addr}: {e}; {}",
+                listen_advice(&e)
+            ),
+        })
+}
+
+/// The one thing to do about a port that cannot be bound.
+pub(crate) fn listen_advice(e: &std::io::Error) -> &'static str {
+    match e.kind() {
+        std::io::ErrorKind::AddrNotAvailable => {
+            "--bind takes an address of this machine (0.0.0.0 for all of them)"
+        }
+        std::io::ErrorKind::PermissionDenied => {
+            "ports below 1024 need privileges; choose another --port"
+        }
+        _ => "choose another --port (0 picks a free one)",
+    }
+}
+
+/// `seed` without `--fetch-missing`: refuses, before anything is created, a folder where
+/// none of the torrent's files exists (a mistyped `--dir` would otherwise become a full
+/// download). A folder with some of them goes on: the check then says how much is good.
+fn check_seed_data(dir: &Path, metainfo: &Metainfo) -> Result<(), Failure> {
+    let files = metainfo.info.layout.files();
+    let with_data: Vec<_> = files
+        .iter()
+        .filter(|f| !f.padding && f.length > 0)
+        .collect();
+    // Whatever is at a file's path counts, a link included: the engine refuses links with
+    // its own message, which says more than "no data" would.
+    let found = with_data
+        .iter()
+        .any(|f| std::fs::symlink_metadata(f.path.under(dir)).is_ok());
+    if with_data.is_empty() || found {
+        return Ok(());
+    }
+    let missing = match with_data.as_slice() {
+        [one] => format!("no {}", printable(&one.path.display())),
+        many => format!(
+            "none of the {} files of {}",
+            many.len(),
+            printable(&metainfo.info.name)
+        ),
+    };
+    Err(Failure {
+        code: exit::NO_DATA,
+        error: anyhow::anyhow!(
+            "nothing to seed: {missing} under {}; point --dir at the folder that holds it, \
+             or add --fetch-missing to download it",
+            dir.display()
+        ),
+    })
+}
+
+/// Takes the lock that keeps a second `get` or `seed` off the same torrent in the same
+/// folder: an exclusive advisory lock (`flock`) on a file beside the resume file, named
+/// like it, `.NAME.lock`; for a magnet link, whose name comes later with its metadata,
+/// `.INFOHASH.lock`. The kernel drops the lock when the process ends, however it ends,
+/// so a crash leaves no stale lock; the file itself stays, empty, as the resume file does.
+fn lock_output(dir: &Path, source: &Source) -> Result<std::fs::File, Failure> {
+    let name = match source {
+        Source::Torrent(m) => {
+            let resume = SideFiles::new(&m.info.layout, &m.info_hash).resume;
+            let base = resume.strip_suffix(".resume.json").unwrap_or(&resume);
+            format!("{base}.lock")
+        }
+        Source::Magnet(m) => format!(".{}.lock", m.info_hash.to_hex()),
+    };
+    let path = dir.join(name);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| Failure {
+            code: exit::OUTPUT_NOT_WRITABLE,
+            error: anyhow::anyhow!("cannot create the lock file {}: {e}", path.display()),
+        })?;
+    match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => Ok(file),
+        Err(e) if e == rustix::io::Errno::WOULDBLOCK => Err(Failure {
+            code: exit::ALREADY_RUNNING,
+            error: anyhow::anyhow!(
+                "another torrent-actors process is already working on {} in {} (it holds \
+                 {}); wait for it to end, or use another folder",
+                printable(&source.name()),
+                dir.display(),
+                path.display()
+            ),
+        }),
+        Err(e) => Err(Failure {
+            code: exit::OUTPUT_NOT_WRITABLE,
+            error: anyhow::anyhow!("cannot lock {}: {e}", path.display()),
         }),
     }
 }
@@ -323,7 +469,7 @@ async fn download(
         done_tx,
     )
     .start();
-    let seeding_only = matches!(args.mode, Mode::Seed);
+    let seeding_only = matches!(args.mode, Mode::Seed { .. });
     let dht = start_dht(args.dht.clone(), args.listen, &log);
     let torrent: Recipient<Shutdown> = match source {
         Source::Torrent(metainfo) => Coordinator::start(TorrentParams {
@@ -458,6 +604,9 @@ struct Face {
     seeding_since: Option<Instant>,
     /// The latest progress, for the final report.
     last: Progress,
+    /// Whether the first progress after the start-up check was judged (`seed` refuses a
+    /// folder with no good piece, and warns about one with some).
+    start_judged: bool,
     /// `--stats-every` and `--stats-file`.
     stats: Stats,
     /// Per tracker URL, what its last printed line said (state and message, not counts
@@ -653,6 +802,7 @@ impl Face {
             alone_since: None,
             seeding_since: None,
             last: Progress::default(),
+            start_judged: false,
             stats,
             tracker_lines: HashMap::new(),
             done: Some(done),
@@ -718,6 +868,37 @@ impl Face {
         }
     }
 
+    /// `seed`, once the check is over: refuses when no piece is good (unless
+    /// `--fetch-missing`), and says so when only some are, since the rest is then
+    /// downloaded before seeding begins. Returns the outcome that ends the run, if any.
+    fn judge_start(&mut self, p: &Progress) -> Option<Outcome> {
+        if self.start_judged || !matches!(p.phase, Phase::Downloading | Phase::Complete) {
+            return None;
+        }
+        self.start_judged = true;
+        let Mode::Seed { fetch_missing } = self.mode else {
+            return None;
+        };
+        if p.phase == Phase::Complete || p.total_bytes == 0 {
+            return None;
+        }
+        if p.verified_bytes == 0 && !fetch_missing {
+            return Some(Outcome::NothingToSeed);
+        }
+        let line = format!(
+            "warning: only {} of {}'s {} is here and good; downloading the rest from peers \
+             before seeding",
+            HumanBytes(p.verified_bytes),
+            self.name,
+            HumanBytes(p.total_bytes)
+        );
+        match &self.bar {
+            Some(bar) => bar.suspend(|| eprintln!("{line}")),
+            None => eprintln!("{line}"),
+        }
+        None
+    }
+
     /// Whether `get --seed` has seeded enough.
     fn seeding_limit_reached(&self, p: &Progress) -> bool {
         let Mode::Download { seed: Some(limits) } = self.mode else {
@@ -757,6 +938,9 @@ impl Handler<TorrentEvent> for Face {
     fn handle(&mut self, event: TorrentEvent, _: &mut Context<Self>) {
         match event {
             TorrentEvent::Progress(p) => {
+                if let Some(outcome) = self.judge_start(&p) {
+                    return self.finish(outcome);
+                }
                 self.show(&p);
                 self.stats.tick(&p, self.bar.as_ref(), false);
                 if matches!(p.phase, Phase::Downloading | Phase::Metadata) && p.peers == 0 {
@@ -773,9 +957,15 @@ impl Handler<TorrentEvent> for Face {
                 self.last = p;
             }
             TorrentEvent::Completed(p) => {
+                if let Some(outcome) = self.judge_start(&p) {
+                    return self.finish(outcome);
+                }
                 self.stats.tick_or_record(&p, None, false, true);
                 self.last = p.clone();
-                let seeding = matches!(self.mode, Mode::Seed | Mode::Download { seed: Some(_) });
+                let seeding = matches!(
+                    self.mode,
+                    Mode::Seed { .. } | Mode::Download { seed: Some(_) }
+                );
                 if !seeding {
                     // The last stats record is written from `last`: it must show the
                     // completion, not the progress half a second before it.
@@ -785,9 +975,11 @@ impl Handler<TorrentEvent> for Face {
                 if let Some(bar) = &self.bar {
                     bar.suspend(|| {});
                 }
-                let listen = p
-                    .listen
-                    .map_or_else(|| "no port".to_string(), |a| a.to_string());
+                // A seeder nobody can reach is no seeder. `check_listen` tried the port
+                // at start; this catches it taken in the moment since.
+                let Some(listen) = p.listen else {
+                    return self.finish(Outcome::NoPort);
+                };
                 println!("seeding {} on {listen}", self.name);
                 self.seeding_since = Some(Instant::now());
                 if self.seeding_limit_reached(&p) {

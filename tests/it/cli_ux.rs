@@ -1,0 +1,448 @@
+//! The command line as a user meets it: mistakes that fail fast with their own exit code
+//! and one line saying what to do, help with examples, and scriptable output. Every run
+//! is bounded in time and talks only to 127.0.0.1; no test measures speed.
+
+use std::fs::{self, File};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::support::{free_port, make_torrent, run_with_timeout, ChildGuard, Payload};
+
+/// The longest a run that should end by itself may take before the test calls it hung.
+const RUN_LIMIT: Duration = Duration::from_secs(60);
+
+/// How often the waits below look again.
+const POLL: Duration = Duration::from_millis(20);
+
+/// The binary under test, with DHT bootstrapping off so nothing leaves the machine.
+fn ours() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_torrent-actors"));
+    cmd.env("TORRENT_ACTORS_DHT_BOOTSTRAP", "");
+    cmd
+}
+
+/// Runs `args` to its end, within [`RUN_LIMIT`].
+fn run(args: &[&str]) -> Output {
+    let mut cmd = ours();
+    cmd.args(args);
+    run_with_timeout(cmd, RUN_LIMIT)
+}
+
+fn stderr_of(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn stdout_of(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Asserts the exit code and that stderr holds `needle`, showing both outputs otherwise.
+fn assert_fails(out: &Output, code: i32, needles: &[&str]) {
+    let stderr = stderr_of(out);
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "stdout:\n{}\nstderr:\n{stderr}",
+        stdout_of(out)
+    );
+    for needle in needles {
+        assert!(stderr.contains(needle), "{needle:?} not in:\n{stderr}");
+    }
+}
+
+/// A single-file torrent with no tracker, its payload, and a temporary folder holding both.
+struct Fixture {
+    tmp: tempfile::TempDir,
+    payload: Payload,
+    torrent: PathBuf,
+}
+
+impl Fixture {
+    /// `movie.bin` of 300,000 bytes in 32 KiB pieces (10 pieces).
+    fn new() -> Fixture {
+        let tmp = tempfile::tempdir().expect("temp folder");
+        let payload = Payload::single(&tmp.path().join("data"), "movie.bin", 300_000);
+        let torrent = tmp.path().join("movie.torrent");
+        make_torrent(&payload.root(), &torrent, 15, &[]);
+        Fixture {
+            tmp,
+            payload,
+            torrent,
+        }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.tmp.path().join(name)
+    }
+
+    fn torrent(&self) -> &str {
+        self.torrent.to_str().expect("a UTF-8 path")
+    }
+}
+
+fn s(path: &Path) -> &str {
+    path.to_str().expect("a UTF-8 path")
+}
+
+/// One of our processes in the background, its output going to files read while it runs.
+struct Background {
+    // Declared first so the process is gone before its folder is removed.
+    child: ChildGuard,
+    logs: tempfile::TempDir,
+}
+
+impl Background {
+    fn start(args: &[&str]) -> Background {
+        let logs = tempfile::tempdir().expect("a folder for the output");
+        let mut cmd = ours();
+        cmd.args(args)
+            .stdin(Stdio::null())
+            .stdout(File::create(logs.path().join("stdout")).expect("stdout file"))
+            .stderr(File::create(logs.path().join("stderr")).expect("stderr file"));
+        Background {
+            child: ChildGuard::spawn(cmd, "torrent-actors"),
+            logs,
+        }
+    }
+
+    fn output(&self) -> String {
+        let read = |n: &str| fs::read_to_string(self.logs.path().join(n)).unwrap_or_default();
+        format!("stdout:\n{}\nstderr:\n{}", read("stdout"), read("stderr"))
+    }
+
+    fn stderr(&self) -> String {
+        fs::read_to_string(self.logs.path().join("stderr")).unwrap_or_default()
+    }
+
+    /// Waits until `ready` holds, panicking with the output if the process ends first or
+    /// [`RUN_LIMIT`] passes.
+    fn wait_until(&mut self, what: &str, mut ready: impl FnMut(&Self) -> bool) {
+        let deadline = Instant::now() + RUN_LIMIT;
+        while !ready(self) {
+            if let Some(status) = self.child.try_status() {
+                panic!("ended ({status}) before {what}:\n{}", self.output());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {what} within {RUN_LIMIT:?}:\n{}",
+                self.output()
+            );
+            thread::sleep(POLL);
+        }
+    }
+}
+
+/// Whether another process holds an exclusive `flock` on `path`.
+fn locked_by_another(path: &Path) -> bool {
+    let Ok(file) = File::open(path) else {
+        return false;
+    };
+    let held = rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockShared);
+    held == Err(rustix::io::Errno::WOULDBLOCK)
+}
+
+// ---------------------------------------------------------------------------------------
+// Mistakes fail fast
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn get_on_a_port_in_use_exits_10_naming_the_port() {
+    let f = Fixture::new();
+    let taken = TcpListener::bind(("127.0.0.1", free_port())).expect("a port of our own");
+    let port = taken.local_addr().expect("its address").port().to_string();
+    let out_dir = f.path("out");
+    let out = run(&[
+        "get",
+        "--bind",
+        "127.0.0.1",
+        "--port",
+        &port,
+        "--no-dht",
+        "-o",
+        s(&out_dir),
+        f.torrent(),
+    ]);
+    assert_fails(
+        &out,
+        10,
+        &[
+            &format!("cannot listen for peers on 127.0.0.1:{port}"),
+            "choose another --port",
+        ],
+    );
+    assert_eq!(stderr_of(&out).lines().count(), 1, "{}", stderr_of(&out));
+    assert!(!out_dir.exists(), "get created its folder before failing");
+}
+
+#[test]
+fn seed_on_a_port_in_use_exits_10_and_never_says_it_is_seeding() {
+    let f = Fixture::new();
+    let taken = TcpListener::bind(("127.0.0.1", free_port())).expect("a port of our own");
+    let port = taken.local_addr().expect("its address").port().to_string();
+    let out = run(&[
+        "seed",
+        "--bind",
+        "127.0.0.1",
+        "--port",
+        &port,
+        "--no-dht",
+        "--dir",
+        s(&f.payload.dir),
+        f.torrent(),
+    ]);
+    assert_fails(
+        &out,
+        10,
+        &[&format!("cannot listen for peers on 127.0.0.1:{port}")],
+    );
+    assert!(!stdout_of(&out).contains("seeding"), "{}", stdout_of(&out));
+}
+
+#[test]
+fn get_on_an_address_this_machine_lacks_exits_10_pointing_at_bind() {
+    let f = Fixture::new();
+    // TEST-NET-1 (RFC 5737): never an address of this machine, and binding it sends
+    // nothing anywhere.
+    let out = run(&[
+        "get",
+        "--bind",
+        "192.0.2.1",
+        "--port",
+        "0",
+        "--no-dht",
+        "-o",
+        s(&f.path("out")),
+        f.torrent(),
+    ]);
+    assert_fails(
+        &out,
+        10,
+        &[
+            "cannot listen for peers on 192.0.2.1:0",
+            "--bind takes an address",
+        ],
+    );
+}
+
+#[test]
+fn seed_of_a_folder_with_none_of_the_data_exits_13_and_creates_nothing() {
+    let f = Fixture::new();
+    let missing = f.path("nonexistent");
+    let out = run(&[
+        "seed",
+        "--bind",
+        "127.0.0.1",
+        "--port",
+        "0",
+        "--no-dht",
+        "--dir",
+        s(&missing),
+        f.torrent(),
+    ]);
+    assert_fails(
+        &out,
+        13,
+        &["nothing to seed: no movie.bin under", "--fetch-missing"],
+    );
+    assert!(!missing.exists(), "seed created the folder it refused");
+}
+
+#[test]
+fn seed_of_a_file_with_no_good_piece_exits_13_after_the_check() {
+    let f = Fixture::new();
+    let wrong = f.path("wrong");
+    fs::create_dir_all(&wrong).expect("a folder");
+    fs::write(wrong.join("movie.bin"), vec![0u8; 300_000]).expect("a file of zeros");
+    let out = run(&[
+        "seed",
+        "--bind",
+        "127.0.0.1",
+        "--port",
+        "0",
+        "--no-dht",
+        "--dir",
+        s(&wrong),
+        f.torrent(),
+    ]);
+    assert_fails(
+        &out,
+        13,
+        &[
+            "nothing to seed: no piece of movie.bin under",
+            "--fetch-missing",
+        ],
+    );
+    assert!(!stdout_of(&out).contains("seeding"), "{}", stdout_of(&out));
+}
+
+#[test]
+fn seed_of_part_of_the_data_warns_how_much_is_good_and_goes_on() {
+    let f = Fixture::new();
+    let part = f.path("part");
+    fs::create_dir_all(&part).expect("a folder");
+    let data = fs::read(f.payload.dir.join("movie.bin")).expect("the payload");
+    // Three whole 32 KiB pieces and a little of the fourth.
+    fs::write(part.join("movie.bin"), &data[..100_000]).expect("part of the file");
+    let mut seed = Background::start(&[
+        "seed",
+        "--bind",
+        "127.0.0.1",
+        "--port",
+        "0",
+        "--no-dht",
+        "--peer-timeout",
+        "60",
+        "--dir",
+        s(&part),
+        f.torrent(),
+    ]);
+    seed.wait_until("the warning", |b| b.stderr().contains("warning: only"));
+    let stderr = seed.stderr();
+    assert!(
+        stderr.contains("warning: only 96.00 KiB of movie.bin's 292.97 KiB is here and good"),
+        "{stderr}"
+    );
+    assert!(seed.child.try_status().is_none(), "{}", seed.output());
+}
+
+#[test]
+fn seed_with_fetch_missing_takes_an_empty_folder_as_a_download() {
+    let f = Fixture::new();
+    let empty = f.path("empty");
+    // No peer: past the refusal, it gives up for want of peers (exit 7), not data.
+    let out = run(&[
+        "seed",
+        "--fetch-missing",
+        "--bind",
+        "127.0.0.1",
+        "--port",
+        "0",
+        "--no-dht",
+        "--peer-timeout",
+        "1",
+        "--dir",
+        s(&empty),
+        f.torrent(),
+    ]);
+    assert_fails(&out, 7, &["no peer reachable"]);
+}
+
+#[test]
+fn a_second_get_on_the_same_output_exits_12_and_a_killed_one_leaves_no_lock() {
+    let f = Fixture::new();
+    let out_dir = f.path("out");
+    let dead_peer = free_port().to_string();
+    let peer = format!("127.0.0.1:{dead_peer}");
+    // The first one waits for a peer that never answers.
+    let mut first = Background::start(&[
+        "get",
+        "--bind",
+        "127.0.0.1",
+        "--port",
+        "0",
+        "--no-dht",
+        "--peer",
+        &peer,
+        "--peer-timeout",
+        "60",
+        "-o",
+        s(&out_dir),
+        f.torrent(),
+    ]);
+    let lock = out_dir.join(".movie.bin.lock");
+    first.wait_until("the lock", |_| locked_by_another(&lock));
+
+    let second = run(&[
+        "get",
+        "--bind",
+        "127.0.0.1",
+        "--port",
+        "0",
+        "--no-dht",
+        "--peer-timeout",
+        "1",
+        "-o",
+        s(&out_dir),
+        f.torrent(),
+    ]);
+    assert_fails(
+        &second,
+        12,
+        &[
+            "another torrent-actors process is already working on movie.bin",
+            ".movie.bin.lock",
+        ],
+    );
+    // `seed` on the same folder is the same torrent's files: refused too.
+    let seed = run(&[
+        "seed",
+        "--fetch-missing",
+        "--bind",
+        "127.0.0.1",
+        "--port",
+        "0",
+        "--no-dht",
+        "--dir",
+        s(&out_dir),
+        f.torrent(),
+    ]);
+    assert_fails(&seed, 12, &["already working on movie.bin"]);
+    assert!(first.child.try_status().is_none(), "{}", first.output());
+
+    // A crash (SIGKILL) leaves the file but not the lock.
+    first.child.kill();
+    assert!(lock.exists());
+    let third = run(&[
+        "get",
+        "--bind",
+        "127.0.0.1",
+        "--port",
+        "0",
+        "--no-dht",
+        "--peer-timeout",
+        "1",
+        "-o",
+        s(&out_dir),
+        f.torrent(),
+    ]);
+    assert_fails(&third, 7, &["no peer reachable"]);
+}
+
+#[test]
+fn files_errors_speak_of_the_files_option_not_of_magnet_links() {
+    let f = Fixture::new();
+    for (value, needle) in [
+        (
+            "3-1",
+            "the range 3-1 ends before it starts; write it as 1-3",
+        ),
+        ("a", "\"a\" is not a file index or range"),
+        ("1,,2", "\"\" is not a file index or range"),
+        ("99999999999", "file index 99999999999 is too large"),
+    ] {
+        let out = run(&[
+            "get",
+            "--files",
+            value,
+            "-o",
+            s(&f.path("out")),
+            f.torrent(),
+        ]);
+        assert_fails(&out, 2, &["--files", needle]);
+        let stderr = stderr_of(&out);
+        assert!(!stderr.contains(" so"), "{value}: {stderr}");
+    }
+    // Past the last file: the torrent has one, index 0.
+    let out = run(&[
+        "get",
+        "--files",
+        "0,4",
+        "-o",
+        s(&f.path("out")),
+        f.torrent(),
+    ]);
+    assert_fails(&out, 2, &["--files"]);
+}
