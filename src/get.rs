@@ -170,13 +170,19 @@ enum Source {
     Magnet(Magnet),
 }
 
+/// The argument as a magnet link, if it looks like one (`magnet:` in any case); else it
+/// is the path of a `.torrent`.
+pub(crate) fn magnet_text(arg: &Path) -> Option<&str> {
+    arg.to_str().filter(|t| {
+        t.get(..7)
+            .is_some_and(|p| p.eq_ignore_ascii_case("magnet:"))
+    })
+}
+
 impl Source {
     /// Reads the argument: a magnet link if it looks like one, else a `.torrent` path.
     fn read(arg: &Path) -> Result<Source, Failure> {
-        if let Some(text) = arg.to_str().filter(|t| {
-            t.get(..7)
-                .is_some_and(|p| p.eq_ignore_ascii_case("magnet:"))
-        }) {
+        if let Some(text) = magnet_text(arg) {
             return Magnet::parse(text)
                 .map(Source::Magnet)
                 .map_err(|e| Failure {

@@ -104,9 +104,9 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
-        Command::Info { torrent } => info::run(&torrent),
+        Command::Info { json, torrent } => info::run(&torrent, json),
         Command::Get {
-            output,
+            dir,
             seed,
             seed_ratio,
             seed_time,
@@ -116,7 +116,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             let dht = dht_options(&engine);
             let mut args = get::GetArgs::new(
                 engine,
-                output,
+                dir,
                 get::Mode::Download {
                     seed: seed.then_some(get::SeedLimits {
                         ratio: seed_ratio,

@@ -446,3 +446,171 @@ fn files_errors_speak_of_the_files_option_not_of_magnet_links() {
     ]);
     assert_fails(&out, 2, &["--files"]);
 }
+
+// ---------------------------------------------------------------------------------------
+// Help and conventions
+// ---------------------------------------------------------------------------------------
+
+/// `--help` of `command` (none for the top level) on a terminal `columns` wide: clap
+/// takes the width from `COLUMNS` when stdout is not a terminal.
+fn help(command: Option<&str>, columns: u16) -> String {
+    let mut cmd = ours();
+    cmd.args(command)
+        .arg("--help")
+        .env("COLUMNS", columns.to_string());
+    let out = run_with_timeout(cmd, RUN_LIMIT);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    stdout_of(&out)
+}
+
+#[test]
+fn every_help_has_examples_and_wraps_to_the_terminal_width() {
+    for command in [
+        None,
+        Some("info"),
+        Some("get"),
+        Some("seed"),
+        Some("serve"),
+        Some("swarm"),
+    ] {
+        for columns in [60, 80] {
+            let text = help(command, columns);
+            let examples = text
+                .split_once("\nExamples:\n")
+                .unwrap_or_else(|| panic!("{command:?}: no examples:\n{text}"))
+                .1;
+            let shown = format!("  torrent-actors {}", command.unwrap_or(""));
+            assert!(
+                examples.lines().filter(|l| l.starts_with(&shown)).count() >= 1,
+                "{command:?}: no example of the command:\n{examples}"
+            );
+            // The usage line is the one clap never wraps.
+            for line in text.lines().filter(|l| !l.starts_with("Usage:")) {
+                assert!(
+                    line.chars().count() <= usize::from(columns),
+                    "{command:?} at {columns} columns: {line:?}"
+                );
+            }
+        }
+    }
+    // Wide enough, an example is one line.
+    let text = help(Some("get"), 100);
+    assert!(
+        text.contains("\n  torrent-actors get 'magnet:?xt=urn:btih:HASH&dn=NAME&tr=URL'\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("torrent-actors get --files 0,2-4 album.torrent"),
+        "{text}"
+    );
+    assert!(help(Some("seed"), 100).contains("seed --fetch-missing"));
+}
+
+#[test]
+fn the_download_folder_is_dir_everywhere_with_output_as_an_alias() {
+    for command in ["get", "seed", "serve"] {
+        // Words only: where clap wraps depends on the longest option of the command.
+        let text = help(Some(command), 100);
+        let words = text.split_whitespace().collect::<Vec<_>>().join(" ");
+        assert!(words.contains("-d, --dir <DIR>"), "{command}:\n{text}");
+        assert!(
+            words.contains("[aliases: -o, --output]"),
+            "{command}:\n{text}"
+        );
+    }
+    let f = Fixture::new();
+    // `seed` names the folder it refused, whichever spelling gave it.
+    for flag in ["-d", "--dir", "-o", "--output"] {
+        let missing = f.path(&format!("missing{flag}"));
+        let out = run(&["seed", "--port", "0", flag, s(&missing), f.torrent()]);
+        assert_fails(&out, 13, &[s(&missing)]);
+    }
+    // `get` writes where any spelling says (its lock file is the first thing there).
+    for flag in ["-d", "--dir", "-o", "--output"] {
+        let dir = f.path(&format!("out{flag}"));
+        let out = run(&[
+            "get",
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--no-dht",
+            "--peer-timeout",
+            "1",
+            flag,
+            s(&dir),
+            f.torrent(),
+        ]);
+        assert_fails(&out, 7, &["no peer reachable"]);
+        assert!(dir.join(".movie.bin.lock").exists(), "{flag}");
+    }
+}
+
+#[test]
+fn info_json_gives_scripts_the_same_facts_as_the_text() {
+    let f = Fixture::new();
+    let out = run(&["info", "--json", f.torrent()]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let m = crate::support::read_metainfo(&f.torrent);
+    assert_eq!(json["kind"], "torrent");
+    assert_eq!(json["name"], "movie.bin");
+    assert_eq!(json["info_hash"], m.info_hash.to_hex());
+    assert_eq!(json["total_size"], 300_000);
+    assert_eq!(json["piece_length"], 32_768);
+    assert_eq!(json["pieces"], 10);
+    assert_eq!(json["private"], false);
+    assert_eq!(json["trackers"], serde_json::json!([]));
+    assert_eq!(
+        json["files"],
+        serde_json::json!([{"index": 0, "path": "movie.bin", "length": 300_000, "padding": false}])
+    );
+    // The text says the same.
+    let text = stdout_of(&run(&["info", f.torrent()]));
+    assert!(
+        text.contains(&format!("info-hash:   {}", m.info_hash.to_hex())),
+        "{text}"
+    );
+}
+
+#[test]
+fn info_on_a_magnet_link_prints_what_the_link_says() {
+    let hash = "0123456789abcdef0123456789abcdef01234567";
+    let link = format!(
+        "magnet:?xt=urn:btih:{hash}&dn=My%20Show&tr=udp%3A%2F%2Ft.example%3A6969\
+         &tr=http://t2.example/announce&x.pe=127.0.0.1:6881&x.pe=peer.example:51413&so=0,2-4"
+    );
+    let out = run(&["info", &link]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let text = stdout_of(&out);
+    for needle in [
+        "name:        My Show",
+        &format!("info-hash:   {hash}"),
+        "  tier 1   udp://t.example:6969",
+        "  tier 2   http://t2.example/announce",
+        "  127.0.0.1:6881",
+        "  peer.example:51413",
+        "files:       only 0,2-4",
+    ] {
+        assert!(text.contains(needle), "{needle:?} not in:\n{text}");
+    }
+
+    let out = run(&["info", "--json", &link]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(
+        json,
+        serde_json::json!({
+            "kind": "magnet",
+            "name": "My Show",
+            "info_hash": hash,
+            "trackers": [["udp://t.example:6969"], ["http://t2.example/announce"]],
+            "peers": ["127.0.0.1:6881", "peer.example:51413"],
+            "select_only": "0,2-4",
+        })
+    );
+
+    // A link that is not one: exit 4, as for a broken .torrent.
+    let out = run(&["info", "magnet:?xt=urn:btih:nothex"]);
+    assert_fails(&out, 4, &["invalid magnet link"]);
+}
