@@ -32,6 +32,7 @@ use torrent_actors::procstats::{self, ProcStats};
 use torrent_actors::terminal::printable;
 use torrent_actors::PeerId;
 
+use crate::progress::{self, RateMeter, StartState};
 use crate::{exit, logging, Failure};
 
 /// What `get` or `seed` was asked to do, validated.
@@ -151,7 +152,8 @@ fn tracker_timeouts(engine: &crate::cli::EngineArgs) -> TrackerTimeouts {
 
 /// How the download ended.
 enum Outcome {
-    Completed(Progress),
+    /// The download completed; with the time spent fetching (after the start-up check).
+    Completed(Progress, Duration),
     /// Seeding ended: stopped by the user (`seed`) or a limit reached (`get --seed`).
     SeedingDone(Progress),
     Failed(FailureKind, String),
@@ -248,19 +250,15 @@ pub fn run(args: GetArgs) -> Result<(), Failure> {
     // Held until the process ends; the kernel lets it go however the process ends.
     let _lock = lock_output(&args.output, &source)?;
     let log = logging::stderr_logger(args.verbosity);
-    let started = Instant::now();
 
     let (outcome, name, threads) = actix::System::new().block_on(download(source, &args, log));
     // Every actor is done; their threads end here, not at the process's exit.
     threads.join();
     match outcome {
-        Outcome::Completed(p) => {
-            let secs = started.elapsed().as_secs_f64();
+        Outcome::Completed(p, fetching) => {
             println!(
-                "downloaded {name}: {} in {secs:.1} s ({}/s average, {} bytes fetched this run)",
-                HumanBytes(p.total_bytes),
-                HumanBytes((p.downloaded_this_run as f64 / secs.max(0.001)) as u64),
-                p.downloaded_this_run
+                "{}",
+                progress::summary(&name, p.total_bytes, p.downloaded_this_run, fetching)
             );
             Ok(())
         }
@@ -466,15 +464,19 @@ async fn download(
     let (done_tx, done_rx) = oneshot::channel();
     let stats = Stats::new(args, config.metrics.clone(), &log);
     let metrics = config.metrics.clone();
-    let face = Face::new(
+    let mut face = Face::new(
         source.name(),
         source.total_bytes(),
         args.peer_timeout,
         args.mode,
         stats,
         done_tx,
-    )
-    .start();
+    );
+    face.dir = args.output.clone();
+    if let Source::Torrent(metainfo) = &source {
+        face.learn_layout(metainfo);
+    }
+    let face = face.start();
     let seeding_only = matches!(args.mode, Mode::Seed { .. });
     let dht = start_dht(args.dht.clone(), args.listen, &log);
     let torrent: Recipient<Shutdown> = match source {
@@ -611,8 +613,22 @@ struct Face {
     /// The latest progress, for the final report.
     last: Progress,
     /// Whether the first progress after the start-up check was judged (`seed` refuses a
-    /// folder with no good piece, and warns about one with some).
+    /// folder with no good piece, and warns about one with some) and the start line said.
     start_judged: bool,
+    /// The download folder, where the resume file is looked for.
+    dir: PathBuf,
+    /// The piece length, once the torrent is known, for the start line's piece counts.
+    piece_length: Option<u64>,
+    /// Whether a resume file was there before the torrent started.
+    resume_existed: bool,
+    /// This run's download rate, from its own bytes only.
+    meter: RateMeter,
+    /// The last moment known to be before fetching began (the face's start, then each
+    /// progress of the metadata or checking phase), for the summary's average: at most
+    /// one progress interval early.
+    fetch_started: Instant,
+    /// Progress events shown, to turn the metadata spinner.
+    ticks: usize,
     /// `--stats-every` and `--stats-file`.
     stats: Stats,
     /// Per tracker URL, what its last printed line said (state and message, not counts
@@ -786,15 +802,14 @@ impl Face {
         done: oneshot::Sender<(Outcome, String)>,
     ) -> Self {
         // A bar on a terminal; plain lines every few seconds when stdout is a file or pipe.
+        // The whole line is drawn by `progress::fit`, to the terminal's width; the bar
+        // only redraws it in place and keeps other output above it.
         let bar = std::io::stdout().is_terminal().then(|| {
             let bar =
                 ProgressBar::with_draw_target(Some(total), indicatif::ProgressDrawTarget::stdout());
             bar.set_style(
-                ProgressStyle::with_template(
-                    "{msg:12} [{bar:30}] {percent:>3}% {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-                )
-                .unwrap_or_else(|_| ProgressStyle::default_bar())
-                .progress_chars("=> "),
+                ProgressStyle::with_template("{msg}")
+                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
             );
             bar
         });
@@ -809,6 +824,12 @@ impl Face {
             seeding_since: None,
             last: Progress::default(),
             start_judged: false,
+            dir: PathBuf::new(),
+            piece_length: None,
+            resume_existed: false,
+            meter: RateMeter::default(),
+            fetch_started: Instant::now(),
+            ticks: 0,
             stats,
             tracker_lines: HashMap::new(),
             done: Some(done),
@@ -824,33 +845,61 @@ impl Face {
         }
     }
 
+    /// What the torrent's layout tells the face: the piece length, for the start line,
+    /// and whether a resume file is already there (the start is then a resume).
+    fn learn_layout(&mut self, metainfo: &Metainfo) {
+        self.piece_length = Some(u64::from(metainfo.info.layout.piece_length()));
+        self.resume_existed = torrent_actors::engine::storage::resume_path(
+            &self.dir,
+            &metainfo.info.layout,
+            &metainfo.info_hash,
+        )
+        .exists();
+    }
+
     fn show(&mut self, p: &Progress) {
-        // The engine's total counts only wanted pieces (`get --files`).
-        if p.total_bytes != self.total {
+        // The engine's total counts only wanted pieces (`get --files`); while fetching
+        // metadata it is not known yet.
+        if p.phase != Phase::Metadata {
             self.total = p.total_bytes;
-            if let Some(bar) = &self.bar {
-                bar.set_length(p.total_bytes);
-            }
         }
-        let phase = match p.phase {
-            Phase::Metadata => format!("metadata, {} peers", p.peers),
-            Phase::Checking => format!("checking {}/{}", p.checked.0, p.checked.1),
-            Phase::Downloading if p.peers == 1 => "1 peer".to_string(),
-            Phase::Downloading => format!("{} peers", p.peers),
-            Phase::Complete => format!("seeding, {} up", HumanBytes(p.uploaded)),
+        let now = Instant::now();
+        if matches!(p.phase, Phase::Downloading | Phase::Complete) {
+            self.meter.push(now, p.downloaded_this_run);
+        }
+        self.ticks = self.ticks.wrapping_add(1);
+        let name = short_name(&self.name);
+        let parts = match p.phase {
+            Phase::Metadata => progress::metadata_parts(&name, self.ticks, p.peers),
+            Phase::Checking => progress::checking_parts(&name, p.checked.0, p.checked.1),
+            Phase::Downloading => progress::downloading_parts(
+                &name,
+                p.verified_bytes,
+                self.total,
+                self.meter.rate(),
+                p.upload_rate,
+                p.peers,
+            ),
+            Phase::Complete => {
+                progress::seeding_parts(&name, self.total, p.upload_rate, p.uploaded, p.peers)
+            }
         };
         if let Some(bar) = &self.bar {
-            bar.set_position(p.verified_bytes);
-            bar.set_message(phase);
+            // One column short of the width: a line that fills the last column makes
+            // some terminals wrap, and the redraw would then leave a stale line behind.
+            bar.set_message(progress::fit(&parts, terminal_width().saturating_sub(1)));
         } else if self.last_line.elapsed() >= Duration::from_secs(5) {
-            self.last_line = Instant::now();
-            let pct = p.verified_bytes as f64 * 100.0 / self.total.max(1) as f64;
-            println!(
-                "{pct:5.1}%  {} of {}  {}/s  {phase}",
-                HumanBytes(p.verified_bytes),
-                HumanBytes(self.total),
-                HumanBytes(p.rate as u64)
-            );
+            self.last_line = now;
+            let whole = progress::LineParts { bar: None, ..parts };
+            println!("{}", progress::fit(&whole, usize::MAX));
+        }
+    }
+
+    /// Prints a line on stdout above the bar (or as it is, off a terminal).
+    fn say(&self, line: &str) {
+        match &self.bar {
+            Some(bar) => bar.println(line),
+            None => println!("{line}"),
         }
     }
 
@@ -874,33 +923,48 @@ impl Face {
         }
     }
 
-    /// `seed`, once the check is over: refuses when no piece is good (unless
-    /// `--fetch-missing`), and says so when only some are, since the rest is then
-    /// downloaded before seeding begins. Returns the outcome that ends the run, if any.
+    /// Once the start-up check is over (the first progress after it, or the completion
+    /// if that comes first): says what the check found, and for `seed` refuses a folder
+    /// with no good piece (unless `--fetch-missing`) and warns about one with some, since
+    /// the rest is then downloaded before seeding begins. Returns the outcome that ends
+    /// the run, if any.
     fn judge_start(&mut self, p: &Progress) -> Option<Outcome> {
         if self.start_judged || !matches!(p.phase, Phase::Downloading | Phase::Complete) {
             return None;
         }
         self.start_judged = true;
-        let Mode::Seed { fetch_missing } = self.mode else {
-            return None;
+        // What was verified before this run fetched anything: by the first progress
+        // after the check some pieces may have come already, or (a small download) all.
+        let found = p.verified_bytes.saturating_sub(p.downloaded_this_run);
+        let total = p.total_bytes;
+        let state = StartState {
+            verified: found,
+            total,
+            piece_length: self.piece_length,
+            resumed: self.resume_existed,
         };
-        if p.phase == Phase::Complete || p.total_bytes == 0 {
-            return None;
-        }
-        if p.verified_bytes == 0 && !fetch_missing {
+        let refused = matches!(self.mode, Mode::Seed { fetch_missing }
+            if !fetch_missing && found == 0 && total > 0);
+        if refused {
             return Some(Outcome::NothingToSeed);
         }
-        let line = format!(
-            "warning: only {} of {}'s {} is here and good; downloading the rest from peers \
-             before seeding",
-            HumanBytes(p.verified_bytes),
-            self.name,
-            HumanBytes(p.total_bytes)
-        );
-        match &self.bar {
-            Some(bar) => bar.suspend(|| eprintln!("{line}")),
-            None => eprintln!("{line}"),
+        // A plain `get` of a complete download ends at once, and its summary says so.
+        let ends_now = found >= total && matches!(self.mode, Mode::Download { seed: None });
+        if let Some(line) = progress::start_line(&self.name, state).filter(|_| !ends_now) {
+            self.say(&line);
+        }
+        if matches!(self.mode, Mode::Seed { .. }) && found > 0 && found < total {
+            let line = format!(
+                "warning: only {} of {}'s {} is here and good; downloading the rest from \
+                 peers before seeding",
+                HumanBytes(found),
+                self.name,
+                HumanBytes(total)
+            );
+            match &self.bar {
+                Some(bar) => bar.suspend(|| eprintln!("{line}")),
+                None => eprintln!("{line}"),
+            }
         }
         None
     }
@@ -944,6 +1008,9 @@ impl Handler<TorrentEvent> for Face {
     fn handle(&mut self, event: TorrentEvent, _: &mut Context<Self>) {
         match event {
             TorrentEvent::Progress(p) => {
+                if matches!(p.phase, Phase::Metadata | Phase::Checking) {
+                    self.fetch_started = Instant::now();
+                }
                 if let Some(outcome) = self.judge_start(&p) {
                     return self.finish(outcome);
                 }
@@ -976,7 +1043,8 @@ impl Handler<TorrentEvent> for Face {
                     // The last stats record is written from `last`: it must show the
                     // completion, not the progress half a second before it.
                     self.last = p.clone();
-                    return self.finish(Outcome::Completed(p));
+                    let fetching = self.fetch_started.elapsed();
+                    return self.finish(Outcome::Completed(p, fetching));
                 }
                 if let Some(bar) = &self.bar {
                     bar.suspend(|| {});
@@ -999,8 +1067,14 @@ impl Handler<TorrentEvent> for Face {
                 name,
                 total_bytes,
                 torrent_file,
+                torrent,
                 ..
             } => {
+                // Verified against the info-hash already; read again here only for the
+                // piece length and the resume file's name.
+                if let Ok(metainfo) = Metainfo::from_bytes(&torrent) {
+                    self.learn_layout(&metainfo);
+                }
                 // The name is the torrent's, and the saved path is made from it.
                 let name = printable(&name).into_owned();
                 let saved = torrent_file
@@ -1022,6 +1096,27 @@ impl Handler<TorrentEvent> for Face {
             }
         }
     }
+}
+
+/// The terminal's width in columns, from stdout; 80 when it does not say.
+fn terminal_width() -> usize {
+    rustix::termios::tcgetwinsize(std::io::stdout())
+        .ok()
+        .map(|size| usize::from(size.ws_col))
+        .filter(|&cols| cols > 0)
+        .unwrap_or(80)
+}
+
+/// The torrent's name shortened for the bar, so the line fits a terminal: at most 24
+/// characters, the cut marked with an ellipsis.
+fn short_name(name: &str) -> String {
+    const MAX: usize = 24;
+    if name.chars().count() <= MAX {
+        return name.to_string();
+    }
+    let mut short: String = name.chars().take(MAX - 1).collect();
+    short.push('…');
+    short
 }
 
 /// What `get` says about a tracker: the gist (state and message, which must change for

@@ -6,6 +6,7 @@ mod cli;
 mod get;
 mod info;
 mod logging;
+mod progress;
 mod serve;
 mod swarm_cmd;
 

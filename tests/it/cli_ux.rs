@@ -614,3 +614,214 @@ fn info_on_a_magnet_link_prints_what_the_link_says() {
     let out = run(&["info", "magnet:?xt=urn:btih:nothex"]);
     assert_fails(&out, 4, &["invalid magnet link"]);
 }
+
+// ---------------------------------------------------------------------------------------
+// The progress line tells the truth
+// ---------------------------------------------------------------------------------------
+
+/// Runs our binary with `args` on a pseudo-terminal (util-linux `script`; the terminal
+/// is 80 columns when `script` itself has none), within [`RUN_LIMIT`]. Returns the exit
+/// code `script -e` passes on and everything the terminal received.
+fn on_a_terminal(args: &[&str]) -> (Option<i32>, String) {
+    let mut line = String::from(env!("CARGO_BIN_EXE_torrent-actors"));
+    for arg in args {
+        // Single quotes for the shell `script -c` runs; no argument here has one.
+        assert!(!arg.contains('\''), "{arg}");
+        line.push_str(&format!(" '{arg}'"));
+    }
+    let mut cmd = Command::new("script");
+    cmd.args(["-q", "-e", "-f", "-c", &line, "/dev/null"])
+        .env("TORRENT_ACTORS_DHT_BOOTSTRAP", "");
+    let out = run_with_timeout(cmd, RUN_LIMIT);
+    (out.status.code(), stdout_of(&out))
+}
+
+/// What an 80-column terminal showed, screen line by screen line: the text between
+/// carriage returns and newlines, with the line-clearing escape (`ESC [ 2 K`) taken out,
+/// cut where the terminal wraps (the progress bar pads a line it prints above itself to
+/// the full width, and lets the terminal wrap it).
+fn screen_lines(raw: &str) -> Vec<String> {
+    let mut lines = Vec::new();
+    for segment in raw.replace("\u{1b}[2K", "").split(['\r', '\n']) {
+        let chars: Vec<char> = segment.chars().collect();
+        for row in chars.chunks(80) {
+            let row: String = row.iter().collect::<String>().trim_end().to_string();
+            if !row.is_empty() {
+                lines.push(row);
+            }
+        }
+    }
+    lines
+}
+
+/// `movie.bin` under `dir` with only its first `pieces` 32 KiB pieces, as a download
+/// stopped part way leaves it.
+fn partial_copy(f: &Fixture, dir: &Path, pieces: usize) {
+    fs::create_dir_all(dir).expect("a folder");
+    let data = fs::read(f.payload.dir.join("movie.bin")).expect("the payload");
+    fs::write(dir.join("movie.bin"), &data[..pieces * 32_768]).expect("part of the file");
+}
+
+#[test]
+fn a_resumed_run_with_nothing_coming_in_shows_no_rate_and_no_eta() {
+    let f = Fixture::new();
+    let out_dir = f.path("out");
+    partial_copy(&f, &out_dir, 5);
+    let args = [
+        "get",
+        "--bind",
+        "127.0.0.1",
+        "--port",
+        "0",
+        "--no-dht",
+        "--peer-timeout",
+        "2",
+        "-d",
+        s(&out_dir),
+        f.torrent(),
+    ];
+    // First from the files alone, then (the first run saved it) from the resume file.
+    for (run, start) in [
+        ("first", "existing data: 5/10 pieces (160.00 KiB) good"),
+        ("second", "resuming: 5/10 pieces (160.00 KiB) verified"),
+    ] {
+        let (code, raw) = on_a_terminal(&args);
+        let lines = screen_lines(&raw);
+        assert_eq!(code, Some(7), "{run}: {lines:#?}");
+        assert!(
+            lines.iter().any(|l| l.starts_with(start)),
+            "{run}: {lines:#?}"
+        );
+        let bars: Vec<&String> = lines
+            .iter()
+            .filter(|l| l.starts_with("movie.bin ["))
+            .collect();
+        assert!(!bars.is_empty(), "{run}: no progress line in {lines:#?}");
+        for bar in bars {
+            // Half the file was there before: none of it is this run's download.
+            assert!(
+                bar.contains(" 54% 160/293 KiB ↓ 0 B/s eta --"),
+                "{run}: {bar:?}"
+            );
+            assert!(
+                bar.chars().count() < 80,
+                "{run}: wider than the terminal: {bar:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_complete_download_run_again_says_so_in_human_units() {
+    let f = Fixture::new();
+    let (code, raw) = on_a_terminal(&[
+        "get",
+        "--bind",
+        "127.0.0.1",
+        "--port",
+        "0",
+        "--no-dht",
+        "-d",
+        s(&f.payload.dir),
+        f.torrent(),
+    ]);
+    let lines = screen_lines(&raw);
+    assert_eq!(code, Some(0), "{lines:#?}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l == "movie.bin was already complete (292.97 KiB); 0 bytes fetched this run"),
+        "{lines:#?}"
+    );
+    assert!(!lines.iter().any(|l| l.contains("0.0 s")), "{lines:#?}");
+}
+
+#[test]
+fn a_download_on_a_terminal_fits_its_width_and_ends_with_a_human_summary() {
+    let f = Fixture::new();
+    let seeder = crate::support::LtSeeder::start(
+        &f.torrent,
+        &f.payload.dir,
+        crate::support::SeedOpts {
+            ready_without_announce: true,
+            ..Default::default()
+        },
+    );
+    let out_dir = f.path("out");
+    partial_copy(&f, &out_dir, 3);
+    let peer = seeder.addr().to_string();
+    let (code, raw) = on_a_terminal(&[
+        "get",
+        "--bind",
+        "127.0.0.1",
+        "--port",
+        "0",
+        "--no-dht",
+        "--peer",
+        &peer,
+        "-d",
+        s(&out_dir),
+        f.torrent(),
+    ]);
+    let lines = screen_lines(&raw);
+    assert_eq!(code, Some(0), "{lines:#?}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l == "existing data: 3/10 pieces (96.00 KiB) good"),
+        "{lines:#?}"
+    );
+    for line in lines.iter().filter(|l| l.starts_with("movie.bin [")) {
+        assert!(
+            line.chars().count() < 80,
+            "wider than the terminal: {line:?}"
+        );
+        assert!(line.contains(" eta "), "{line:?}");
+    }
+    // The summary counts this run's bytes only: the seven pieces fetched.
+    let fetched = 300_000 - 3 * 32_768;
+    // Printed after the bar is gone (a full-width line above it may run into it, as
+    // the terminal wraps that one).
+    let at = raw
+        .find("downloaded movie.bin: 292.97 KiB in ")
+        .unwrap_or_else(|| panic!("no summary in {raw:?}"));
+    let summary = raw[at..].split(['\r', '\n']).next().unwrap_or_default();
+    assert!(summary.contains("(196.97 KiB at "), "{summary:?}");
+    assert!(
+        summary.ends_with(&format!("average; {fetched} bytes fetched this run)")),
+        "{summary:?}"
+    );
+    crate::support::assert_same_files(&f.payload.dir, &out_dir, &f.payload.files);
+}
+
+#[test]
+fn off_a_terminal_the_periodic_line_carries_the_eta() {
+    let f = Fixture::new();
+    let out_dir = f.path("out");
+    partial_copy(&f, &out_dir, 5);
+    // Lines come every 5 s; no peer for 7 s ends the run after the first.
+    let out = run(&[
+        "get",
+        "--bind",
+        "127.0.0.1",
+        "--port",
+        "0",
+        "--no-dht",
+        "--peer-timeout",
+        "7",
+        "-d",
+        s(&out_dir),
+        f.torrent(),
+    ]);
+    assert_fails(&out, 7, &["no peer reachable"]);
+    let stdout = stdout_of(&out);
+    assert!(
+        stdout.contains("existing data: 5/10 pieces (160.00 KiB) good"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("movie.bin  54% 160/293 KiB ↓ 0 B/s eta -- ↑ 0 B/s 0 peers"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains('\r'), "{stdout:?}");
+}
