@@ -825,3 +825,47 @@ fn off_a_terminal_the_periodic_line_carries_the_eta() {
     );
     assert!(!stdout.contains('\r'), "{stdout:?}");
 }
+
+#[test]
+fn log_lines_are_whole_lines_with_their_level_and_no_indent() {
+    let f = Fixture::new();
+    let out_dir = f.path("out");
+    partial_copy(&f, &out_dir, 5);
+    let out = run(&[
+        "get",
+        "-v",
+        "--bind",
+        "127.0.0.1",
+        "--port",
+        "0",
+        "--no-dht",
+        "--peer-timeout",
+        "1",
+        "-d",
+        s(&out_dir),
+        f.torrent(),
+    ]);
+    assert_fails(&out, 7, &["no peer reachable"]);
+    let stderr = stderr_of(&out);
+    // The log comes before the table of actors `-v` prints at the end.
+    let logged: Vec<&str> = stderr
+        .lines()
+        .take_while(|l| *l != "actors:")
+        .filter(|l| !l.starts_with("error: "))
+        .collect();
+    assert!(logged.len() > 2, "{stderr}");
+    for line in logged {
+        assert!(
+            !line.starts_with(' '),
+            "an indented log line: {line:?}\n{stderr}"
+        );
+        assert!(
+            [" INFO ", " WARN ", " DEBG ", " ERRO ", " CRIT "]
+                .iter()
+                .any(|level| line.contains(level)),
+            "a log line without its level (a bare context line?): {line:?}\n{stderr}"
+        );
+    }
+    // The torrent's context key is on the lines it belongs to.
+    assert!(stderr.contains("torrent: "), "{stderr}");
+}
