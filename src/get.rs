@@ -383,26 +383,39 @@ fn check_seed_data(dir: &Path, metainfo: &Metainfo) -> Result<(), Failure> {
     })
 }
 
-/// Takes the lock that keeps a second `get` or `seed` off the same torrent in the same
+/// Takes the locks that keep a second `get` or `seed` off the same torrent in the same
 /// folder: an exclusive advisory lock (`flock`) on a file beside the resume file, named
-/// like it, `.NAME.lock`; for a magnet link, whose name comes later with its metadata,
-/// `.INFOHASH.lock`. The kernel drops the lock when the process ends, however it ends,
-/// so a crash leaves no stale lock; the file itself stays, empty, as the resume file does.
-fn lock_output(dir: &Path, source: &Source) -> Result<std::fs::File, Failure> {
-    let name = match source {
+/// like it, `.NAME.lock` (two torrents of one name would write the same files), and one
+/// on `.INFOHASH.lock` (the same torrent from a magnet link, whose name comes only with
+/// its metadata, which takes this one alone). The kernel drops a lock when the process
+/// ends, however it ends, so a crash leaves no stale lock; the files stay, empty, as the
+/// resume file does.
+fn lock_output(dir: &Path, source: &Source) -> Result<Vec<std::fs::File>, Failure> {
+    let by_hash = |hash: &torrent_actors::InfoHash| format!(".{}.lock", hash.to_hex());
+    let mut names = match source {
         Source::Torrent(m) => {
             let resume = SideFiles::new(&m.info.layout, &m.info_hash).resume;
             let base = resume.strip_suffix(".resume.json").unwrap_or(&resume);
-            format!("{base}.lock")
+            vec![format!("{base}.lock"), by_hash(&m.info_hash)]
         }
-        Source::Magnet(m) => format!(".{}.lock", m.info_hash.to_hex()),
+        Source::Magnet(m) => vec![by_hash(&m.info_hash)],
     };
-    let path = dir.join(name);
+    // A name too long for the side files gives the info-hash's name already; a second
+    // lock on the same file from this process would refuse this process.
+    names.dedup();
+    names
+        .iter()
+        .map(|name| lock_file(&dir.join(name), dir, source))
+        .collect()
+}
+
+/// Creates `path` if need be and locks it, or says who holds it.
+fn lock_file(path: &Path, dir: &Path, source: &Source) -> Result<std::fs::File, Failure> {
     let file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
-        .open(&path)
+        .open(path)
         .map_err(|e| Failure {
             code: exit::OUTPUT_NOT_WRITABLE,
             error: anyhow::anyhow!("cannot create the lock file {}: {e}", path.display()),

@@ -869,3 +869,72 @@ fn log_lines_are_whole_lines_with_their_level_and_no_indent() {
     // The torrent's context key is on the lines it belongs to.
     assert!(stderr.contains("torrent: "), "{stderr}");
 }
+
+#[test]
+fn a_magnet_link_and_its_torrent_file_exclude_each_other_in_one_folder() {
+    let f = Fixture::new();
+    let out_dir = f.path("out");
+    let hash = crate::support::read_metainfo(&f.torrent).info_hash.to_hex();
+    let magnet = format!("magnet:?xt=urn:btih:{hash}&dn=movie.bin");
+    let hash_lock = out_dir.join(format!(".{hash}.lock"));
+    // The magnet link first: it waits for metadata nobody has.
+    let mut first = Background::start(&[
+        "get",
+        "--bind",
+        "127.0.0.1",
+        "--port",
+        "0",
+        "--no-dht",
+        "--peer-timeout",
+        "60",
+        "-d",
+        s(&out_dir),
+        &magnet,
+    ]);
+    first.wait_until("the lock", |_| locked_by_another(&hash_lock));
+    let second = run(&[
+        "get",
+        "--bind",
+        "127.0.0.1",
+        "--port",
+        "0",
+        "--no-dht",
+        "--peer-timeout",
+        "1",
+        "-d",
+        s(&out_dir),
+        f.torrent(),
+    ]);
+    assert_fails(&second, 12, &[&format!(".{hash}.lock")]);
+    first.child.kill();
+
+    // The .torrent first: the magnet link is refused at once.
+    let mut first = Background::start(&[
+        "get",
+        "--bind",
+        "127.0.0.1",
+        "--port",
+        "0",
+        "--no-dht",
+        "--peer-timeout",
+        "60",
+        "-d",
+        s(&out_dir),
+        f.torrent(),
+    ]);
+    first.wait_until("the lock", |_| locked_by_another(&hash_lock));
+    let second = run(&[
+        "get",
+        "--bind",
+        "127.0.0.1",
+        "--port",
+        "0",
+        "--no-dht",
+        "--peer-timeout",
+        "1",
+        "-d",
+        s(&out_dir),
+        &magnet,
+    ]);
+    assert_fails(&second, 12, &["already working on movie.bin"]);
+}
