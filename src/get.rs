@@ -336,7 +336,7 @@ fn check_listen(addr: SocketAddr) -> Result<(), Failure> {
 }
 
 /// The one thing to do about a port that cannot be bound.
-pub(crate) fn listen_advice(e: &std::io::Error) -> &'static str {
+fn listen_advice(e: &std::io::Error) -> &'static str {
     match e.kind() {
         std::io::ErrorKind::AddrNotAvailable => {
             "--bind takes an address of this machine (0.0.0.0 for all of them)"
@@ -1120,16 +1120,10 @@ fn terminal_width() -> usize {
         .unwrap_or(80)
 }
 
-/// The torrent's name shortened for the bar, so the line fits a terminal: at most 24
-/// characters, the cut marked with an ellipsis.
+/// The torrent's name shortened for the line: at most 24 characters, so the rest has
+/// room on an ordinary terminal before the fitting has to cut it further.
 fn short_name(name: &str) -> String {
-    const MAX: usize = 24;
-    if name.chars().count() <= MAX {
-        return name.to_string();
-    }
-    let mut short: String = name.chars().take(MAX - 1).collect();
-    short.push('…');
-    short
+    progress::cut(name, 24)
 }
 
 /// What `get` says about a tracker: the gist (state and message, which must change for

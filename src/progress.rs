@@ -241,7 +241,7 @@ pub fn fit(parts: &LineParts, width: usize) -> String {
 }
 
 /// `text` cut to `max` characters, the cut marked with an ellipsis.
-fn cut(text: &str, max: usize) -> String {
+pub fn cut(text: &str, max: usize) -> String {
     if text.chars().count() <= max {
         return text.to_string();
     }
