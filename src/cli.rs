@@ -11,7 +11,7 @@ use torrent_actors::swarm::Profile;
 
 /// A BitTorrent client built as an actor system.
 #[derive(Debug, Parser)]
-#[command(name = "torrent-actors", version, about)]
+#[command(name = "torrent-actors", version, about, after_help = TOP_EXAMPLES)]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]
@@ -21,17 +21,31 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Describe a .torrent file: name, info-hash, sizes, pieces, files and trackers.
+    /// Describe a .torrent file (name, info-hash, sizes, pieces, files and trackers), or
+    /// what a magnet link says.
+    #[command(after_help = INFO_EXAMPLES)]
     Info {
-        /// The .torrent file to describe.
+        /// Print JSON, for scripts: the same facts, every string as the torrent has it.
+        #[arg(long)]
+        json: bool,
+        /// The .torrent file, or a magnet link (quote it: `&` is special to the shell).
+        #[arg(value_name = "TORRENT_OR_MAGNET")]
         torrent: PathBuf,
     },
     /// Download a torrent: find peers through its trackers, fetch and verify every piece,
     /// write the files, and exit once all of them are complete (or keep seeding).
+    #[command(after_help = GET_EXAMPLES)]
     Get {
         /// The folder the torrent's file or folder is written under.
-        #[arg(short = 'o', long = "output", default_value = ".")]
-        output: PathBuf,
+        #[arg(
+            short = 'd',
+            long = "dir",
+            visible_short_alias = 'o',
+            visible_alias = "output",
+            value_name = "DIR",
+            default_value = "."
+        )]
+        dir: PathBuf,
         /// Keep seeding after the download completes, until stopped or a limit is reached.
         #[arg(long)]
         seed: bool,
@@ -50,21 +64,79 @@ pub enum Command {
         engine: EngineArgs,
     },
     /// Seed a torrent from data already on disk: check it, then serve it until stopped.
+    #[command(after_help = SEED_EXAMPLES)]
     Seed {
         /// The folder the torrent's file or folder is under.
-        #[arg(short = 'd', long = "dir")]
+        #[arg(
+            short = 'd',
+            long = "dir",
+            visible_short_alias = 'o',
+            visible_alias = "output",
+            value_name = "DIR"
+        )]
         dir: PathBuf,
+        /// Download whatever of the torrent is missing under --dir, even all of it.
+        /// Without it, `seed` refuses a folder that holds none of the torrent's data.
+        #[arg(long)]
+        fetch_missing: bool,
         #[command(flatten)]
         engine: EngineArgs,
     },
     /// Build a swarm of peers on loopback, each playing a behaviour profile and serving
     /// synthetic data, run real `get` leechers against it, and report how they did.
+    #[command(after_help = SWARM_EXAMPLES)]
     Swarm(SwarmArgs),
     /// Run as a daemon over many torrents, with a JSON API and a web page at
     /// http://127.0.0.1:9091/. The torrents, their folders and settings are kept in the
     /// state folder, so a restart brings them all back.
+    #[command(after_help = SERVE_EXAMPLES)]
     Serve(ServeCmd),
 }
+
+// The examples under each subcommand's help. `DIR` is the one name of the download
+// folder everywhere (`-d`/`--dir`; `-o`/`--output` are the same option).
+
+const TOP_EXAMPLES: &str = "\
+Examples:
+  torrent-actors info movie.torrent
+  torrent-actors get -d ~/Downloads movie.torrent
+  torrent-actors seed -d ~/Downloads movie.torrent
+  torrent-actors serve -d ~/Downloads
+
+Each command has examples of its own: torrent-actors get --help";
+
+const INFO_EXAMPLES: &str = "\
+Examples:
+  torrent-actors info album.torrent
+  torrent-actors info --json album.torrent | jq '.files[].path'
+  torrent-actors info 'magnet:?xt=urn:btih:HASH&dn=NAME&tr=URL'";
+
+const GET_EXAMPLES: &str = "\
+Examples:
+  torrent-actors get -d ~/Downloads movie.torrent
+  torrent-actors get 'magnet:?xt=urn:btih:HASH&dn=NAME&tr=URL'
+  torrent-actors info album.torrent     # lists the file indices
+  torrent-actors get --files 0,2-4 album.torrent
+  torrent-actors get --seed --seed-ratio 2 movie.torrent
+  torrent-actors get --port 0 --peer 10.0.0.2:6881 movie.torrent";
+
+const SEED_EXAMPLES: &str = "\
+Examples:
+  torrent-actors seed -d ~/Downloads movie.torrent
+  torrent-actors seed --port 51413 --upload-limit 500 movie.torrent
+  torrent-actors seed --fetch-missing -d /srv/data movie.torrent";
+
+const SWARM_EXAMPLES: &str = "\
+Examples:
+  torrent-actors swarm --peers 200 --size 256MiB --plot out.svg
+  torrent-actors swarm --fast 4 --slow 20 --liar 2 --leechers 2
+  torrent-actors swarm --fast 4 --latency 50ms --link-rate 4MiB/s";
+
+const SERVE_EXAMPLES: &str = "\
+Examples:
+  torrent-actors serve -d ~/Downloads   # then open http://127.0.0.1:9091/
+  torrent-actors serve -d /srv/torrents --port 51413
+  torrent-actors serve --listen 0.0.0.0:9091 --api-key-file ~/.ta-key";
 
 /// `serve`'s options, as typed; `main` checks them further.
 #[derive(Debug, Args)]
@@ -74,7 +146,14 @@ pub struct ServeCmd {
     #[arg(long, default_value = "127.0.0.1:9091", value_name = "IP:PORT")]
     pub listen: SocketAddr,
     /// The download root: every torrent goes in it (or a sub-folder the API names).
-    #[arg(long, default_value = ".", value_name = "DIR")]
+    #[arg(
+        short = 'd',
+        long = "dir",
+        visible_short_alias = 'o',
+        visible_alias = "output",
+        default_value = ".",
+        value_name = "DIR"
+    )]
     pub dir: PathBuf,
     /// Where the list of torrents and their .torrent files are kept (default:
     /// $XDG_STATE_HOME/torrent-actors/serve, or ~/.local/state/torrent-actors/serve).
@@ -272,9 +351,24 @@ pub fn parse_size(value: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("{value:?} is too large"))
 }
 
-/// `--files`: a BEP 53 style list of indices and inclusive ranges.
+/// `--files`: a BEP 53 style list of indices and inclusive ranges. The parser is the one
+/// a magnet link's `so=` uses, whose errors speak of `so`; here they are said again in
+/// the option's own words (clap names the option in front of them).
 fn parse_files(value: &str) -> Result<FileSelection, String> {
-    FileSelection::parse(value).map_err(|e| e.to_string())
+    use torrent_actors::magnet::MagnetError;
+    const EXAMPLE: &str = "give file indices as `info` lists them, e.g. 0,2,5-7";
+    FileSelection::parse(value).map_err(|e| match e {
+        MagnetError::BadFileIndex(item) => {
+            format!("{item:?} is not a file index or range; {EXAMPLE}")
+        }
+        MagnetError::FileIndexTooLarge(item) => {
+            format!("file index {item} is too large; {EXAMPLE}")
+        }
+        MagnetError::ReversedRange { first, last } => {
+            format!("the range {first}-{last} ends before it starts; write it as {last}-{first}")
+        }
+        other => format!("{other}; {EXAMPLE}"),
+    })
 }
 
 /// Options shared by the commands that run the engine.

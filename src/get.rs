@@ -21,6 +21,7 @@ use torrent_actors::engine::messages::{
 use torrent_actors::engine::metadata::{MagnetParams, MetadataFetcher};
 use torrent_actors::engine::metrics::{Metrics, MetricsSnapshot};
 use torrent_actors::engine::selection::check_selection;
+use torrent_actors::engine::storage::SideFiles;
 use torrent_actors::engine::threads::{Threads, ThreadsConfig};
 use torrent_actors::engine::tracker::{
     status::next_announce_in, TrackerState, TrackerStatus, TrackerTimeouts,
@@ -31,6 +32,7 @@ use torrent_actors::procstats::{self, ProcStats};
 use torrent_actors::terminal::printable;
 use torrent_actors::PeerId;
 
+use crate::progress::{self, RateMeter, StartState};
 use crate::{exit, logging, Failure};
 
 /// What `get` or `seed` was asked to do, validated.
@@ -73,7 +75,11 @@ pub enum Mode {
     /// `get`: download, then seed if `seed` is given.
     Download { seed: Option<SeedLimits> },
     /// `seed`: check the data and serve it until stopped.
-    Seed,
+    Seed {
+        /// `--fetch-missing`: a folder holding none of the data is downloaded into rather
+        /// than refused.
+        fetch_missing: bool,
+    },
 }
 
 /// When `get --seed` stops seeding; with neither limit, it seeds until stopped.
@@ -146,12 +152,17 @@ fn tracker_timeouts(engine: &crate::cli::EngineArgs) -> TrackerTimeouts {
 
 /// How the download ended.
 enum Outcome {
-    Completed(Progress),
+    /// The download completed; with the time spent fetching (after the start-up check).
+    Completed(Progress, Duration),
     /// Seeding ended: stopped by the user (`seed`) or a limit reached (`get --seed`).
     SeedingDone(Progress),
     Failed(FailureKind, String),
     Interrupted,
     NoPeers,
+    /// `seed`: the check found no good piece under the folder (no `--fetch-missing`).
+    NothingToSeed,
+    /// `seed`: the torrent could not listen for peers, so nobody could reach the seeder.
+    NoPort,
 }
 
 /// What to download: a `.torrent` already read, or a magnet link whose metadata comes
@@ -161,13 +172,19 @@ enum Source {
     Magnet(Magnet),
 }
 
+/// The argument as a magnet link, if it looks like one (`magnet:` in any case); else it
+/// is the path of a `.torrent`.
+pub(crate) fn magnet_text(arg: &Path) -> Option<&str> {
+    arg.to_str().filter(|t| {
+        t.get(..7)
+            .is_some_and(|p| p.eq_ignore_ascii_case("magnet:"))
+    })
+}
+
 impl Source {
     /// Reads the argument: a magnet link if it looks like one, else a `.torrent` path.
     fn read(arg: &Path) -> Result<Source, Failure> {
-        if let Some(text) = arg.to_str().filter(|t| {
-            t.get(..7)
-                .is_some_and(|p| p.eq_ignore_ascii_case("magnet:"))
-        }) {
+        if let Some(text) = magnet_text(arg) {
             return Magnet::parse(text)
                 .map(Source::Magnet)
                 .map_err(|e| Failure {
@@ -205,7 +222,7 @@ impl Source {
 
 pub fn run(args: GetArgs) -> Result<(), Failure> {
     let source = Source::read(&args.torrent)?;
-    if matches!(source, Source::Magnet(_)) && matches!(args.mode, Mode::Seed) {
+    if matches!(source, Source::Magnet(_)) && matches!(args.mode, Mode::Seed { .. }) {
         return Err(Failure {
             code: exit::INVALID_TORRENT,
             error: anyhow::anyhow!(
@@ -219,21 +236,29 @@ pub fn run(args: GetArgs) -> Result<(), Failure> {
             error: anyhow::anyhow!("--files {selection}: {e}"),
         })?;
     }
+    check_listen(args.listen)?;
+    if let (
+        Mode::Seed {
+            fetch_missing: false,
+        },
+        Source::Torrent(metainfo),
+    ) = (args.mode, &source)
+    {
+        check_seed_data(&args.output, metainfo)?;
+    }
     check_writable(&args.output)?;
+    // Held until the process ends; the kernel lets it go however the process ends.
+    let _lock = lock_output(&args.output, &source)?;
     let log = logging::stderr_logger(args.verbosity);
-    let started = Instant::now();
 
     let (outcome, name, threads) = actix::System::new().block_on(download(source, &args, log));
     // Every actor is done; their threads end here, not at the process's exit.
     threads.join();
     match outcome {
-        Outcome::Completed(p) => {
-            let secs = started.elapsed().as_secs_f64();
+        Outcome::Completed(p, fetching) => {
             println!(
-                "downloaded {name}: {} in {secs:.1} s ({}/s average, {} bytes fetched this run)",
-                HumanBytes(p.total_bytes),
-                HumanBytes((p.downloaded_this_run as f64 / secs.max(0.001)) as u64),
-                p.downloaded_this_run
+                "{}",
+                progress::summary(&name, p.total_bytes, p.downloaded_this_run, fetching)
             );
             Ok(())
         }
@@ -266,12 +291,150 @@ pub fn run(args: GetArgs) -> Result<(), Failure> {
             code: exit::INTERRUPTED,
             error: anyhow::anyhow!("interrupted; progress saved, run the same command to resume"),
         }),
+        Outcome::NothingToSeed => Err(Failure {
+            code: exit::NO_DATA,
+            error: anyhow::anyhow!(
+                "nothing to seed: no piece of {name} under {} is good; point --dir at the \
+                 folder that holds it, or add --fetch-missing to download it",
+                args.output.display()
+            ),
+        }),
+        Outcome::NoPort => Err(Failure {
+            code: exit::CANNOT_LISTEN,
+            error: anyhow::anyhow!(
+                "cannot listen for peers on {}, so no peer could reach this seeder; choose \
+                 another --port (0 picks a free one)",
+                args.listen
+            ),
+        }),
         Outcome::NoPeers => Err(Failure {
             code: exit::NO_PEERS,
             error: anyhow::anyhow!(
                 "no peer reachable for {} s; check the trackers, or add peers with --peer",
                 args.peer_timeout.as_secs()
             ),
+        }),
+    }
+}
+
+/// Fails early, with its own exit code, if the peer port cannot be listened on (in use, or
+/// an address this machine does not have): a `get` or `seed` that went on without it
+/// would announce a port nobody can reach. The socket is bound and let go at once; the
+/// torrent binds its own a moment later (both with `SO_REUSEADDR`, so the first one's
+/// closing does not hold the port), and should another program take the port in between
+/// it still runs, with outgoing connections only, as it logs.
+fn check_listen(addr: SocketAddr) -> Result<(), Failure> {
+    std::net::TcpListener::bind(addr)
+        .map(drop)
+        .map_err(|e| Failure {
+            code: exit::CANNOT_LISTEN,
+            error: anyhow::anyhow!(
+                "cannot listen for peers on {addr}: {e}; {}",
+                listen_advice(&e)
+            ),
+        })
+}
+
+/// The one thing to do about a port that cannot be bound.
+fn listen_advice(e: &std::io::Error) -> &'static str {
+    match e.kind() {
+        std::io::ErrorKind::AddrNotAvailable => {
+            "--bind takes an address of this machine (0.0.0.0 for all of them)"
+        }
+        std::io::ErrorKind::PermissionDenied => {
+            "ports below 1024 need privileges; choose another --port"
+        }
+        _ => "choose another --port (0 picks a free one)",
+    }
+}
+
+/// `seed` without `--fetch-missing`: refuses, before anything is created, a folder where
+/// none of the torrent's files exists (a mistyped `--dir` would otherwise become a full
+/// download). A folder with some of them goes on: the check then says how much is good.
+fn check_seed_data(dir: &Path, metainfo: &Metainfo) -> Result<(), Failure> {
+    let files = metainfo.info.layout.files();
+    let with_data: Vec<_> = files
+        .iter()
+        .filter(|f| !f.padding && f.length > 0)
+        .collect();
+    // Whatever is at a file's path counts, a link included: the engine refuses links with
+    // its own message, which says more than "no data" would.
+    let found = with_data
+        .iter()
+        .any(|f| std::fs::symlink_metadata(f.path.under(dir)).is_ok());
+    if with_data.is_empty() || found {
+        return Ok(());
+    }
+    let missing = match with_data.as_slice() {
+        [one] => format!("no {}", printable(&one.path.display())),
+        many => format!(
+            "none of the {} files of {}",
+            many.len(),
+            printable(&metainfo.info.name)
+        ),
+    };
+    Err(Failure {
+        code: exit::NO_DATA,
+        error: anyhow::anyhow!(
+            "nothing to seed: {missing} under {}; point --dir at the folder that holds it, \
+             or add --fetch-missing to download it",
+            dir.display()
+        ),
+    })
+}
+
+/// Takes the locks that keep a second `get` or `seed` off the same torrent in the same
+/// folder: an exclusive advisory lock (`flock`) on a file beside the resume file, named
+/// like it, `.NAME.lock` (two torrents of one name would write the same files), and one
+/// on `.INFOHASH.lock` (the same torrent from a magnet link, whose name comes only with
+/// its metadata, which takes this one alone). The kernel drops a lock when the process
+/// ends, however it ends, so a crash leaves no stale lock; the files stay, empty, as the
+/// resume file does.
+fn lock_output(dir: &Path, source: &Source) -> Result<Vec<std::fs::File>, Failure> {
+    let by_hash = |hash: &torrent_actors::InfoHash| format!(".{}.lock", hash.to_hex());
+    let mut names = match source {
+        Source::Torrent(m) => {
+            let resume = SideFiles::new(&m.info.layout, &m.info_hash).resume;
+            let base = resume.strip_suffix(".resume.json").unwrap_or(&resume);
+            vec![format!("{base}.lock"), by_hash(&m.info_hash)]
+        }
+        Source::Magnet(m) => vec![by_hash(&m.info_hash)],
+    };
+    // A name too long for the side files gives the info-hash's name already; a second
+    // lock on the same file from this process would refuse this process.
+    names.dedup();
+    names
+        .iter()
+        .map(|name| lock_file(&dir.join(name), dir, source))
+        .collect()
+}
+
+/// Creates `path` if need be and locks it, or says who holds it.
+fn lock_file(path: &Path, dir: &Path, source: &Source) -> Result<std::fs::File, Failure> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(|e| Failure {
+            code: exit::OUTPUT_NOT_WRITABLE,
+            error: anyhow::anyhow!("cannot create the lock file {}: {e}", path.display()),
+        })?;
+    match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => Ok(file),
+        Err(e) if e == rustix::io::Errno::WOULDBLOCK => Err(Failure {
+            code: exit::ALREADY_RUNNING,
+            error: anyhow::anyhow!(
+                "another torrent-actors process is already working on {} in {} (it holds \
+                 {}); wait for it to end, or use another folder",
+                printable(&source.name()),
+                dir.display(),
+                path.display()
+            ),
+        }),
+        Err(e) => Err(Failure {
+            code: exit::OUTPUT_NOT_WRITABLE,
+            error: anyhow::anyhow!("cannot lock {}: {e}", path.display()),
         }),
     }
 }
@@ -314,16 +477,20 @@ async fn download(
     let (done_tx, done_rx) = oneshot::channel();
     let stats = Stats::new(args, config.metrics.clone(), &log);
     let metrics = config.metrics.clone();
-    let face = Face::new(
+    let mut face = Face::new(
         source.name(),
         source.total_bytes(),
         args.peer_timeout,
         args.mode,
         stats,
         done_tx,
-    )
-    .start();
-    let seeding_only = matches!(args.mode, Mode::Seed);
+    );
+    face.dir = args.output.clone();
+    if let Source::Torrent(metainfo) = &source {
+        face.learn_layout(metainfo);
+    }
+    let face = face.start();
+    let seeding_only = matches!(args.mode, Mode::Seed { .. });
     let dht = start_dht(args.dht.clone(), args.listen, &log);
     let torrent: Recipient<Shutdown> = match source {
         Source::Torrent(metainfo) => Coordinator::start(TorrentParams {
@@ -458,6 +625,23 @@ struct Face {
     seeding_since: Option<Instant>,
     /// The latest progress, for the final report.
     last: Progress,
+    /// Whether the first progress after the start-up check was judged (`seed` refuses a
+    /// folder with no good piece, and warns about one with some) and the start line said.
+    start_judged: bool,
+    /// The download folder, where the resume file is looked for.
+    dir: PathBuf,
+    /// The piece length, once the torrent is known, for the start line's piece counts.
+    piece_length: Option<u64>,
+    /// Whether a resume file was there before the torrent started.
+    resume_existed: bool,
+    /// This run's download rate, from its own bytes only.
+    meter: RateMeter,
+    /// The last moment known to be before fetching began (the face's start, then each
+    /// progress of the metadata or checking phase), for the summary's average: at most
+    /// one progress interval early.
+    fetch_started: Instant,
+    /// Progress events shown, to turn the metadata spinner.
+    ticks: usize,
     /// `--stats-every` and `--stats-file`.
     stats: Stats,
     /// Per tracker URL, what its last printed line said (state and message, not counts
@@ -631,15 +815,14 @@ impl Face {
         done: oneshot::Sender<(Outcome, String)>,
     ) -> Self {
         // A bar on a terminal; plain lines every few seconds when stdout is a file or pipe.
+        // The whole line is drawn by `progress::fit`, to the terminal's width; the bar
+        // only redraws it in place and keeps other output above it.
         let bar = std::io::stdout().is_terminal().then(|| {
             let bar =
                 ProgressBar::with_draw_target(Some(total), indicatif::ProgressDrawTarget::stdout());
             bar.set_style(
-                ProgressStyle::with_template(
-                    "{msg:12} [{bar:30}] {percent:>3}% {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-                )
-                .unwrap_or_else(|_| ProgressStyle::default_bar())
-                .progress_chars("=> "),
+                ProgressStyle::with_template("{msg}")
+                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
             );
             bar
         });
@@ -653,6 +836,13 @@ impl Face {
             alone_since: None,
             seeding_since: None,
             last: Progress::default(),
+            start_judged: false,
+            dir: PathBuf::new(),
+            piece_length: None,
+            resume_existed: false,
+            meter: RateMeter::default(),
+            fetch_started: Instant::now(),
+            ticks: 0,
             stats,
             tracker_lines: HashMap::new(),
             done: Some(done),
@@ -668,33 +858,61 @@ impl Face {
         }
     }
 
+    /// What the torrent's layout tells the face: the piece length, for the start line,
+    /// and whether a resume file is already there (the start is then a resume).
+    fn learn_layout(&mut self, metainfo: &Metainfo) {
+        self.piece_length = Some(u64::from(metainfo.info.layout.piece_length()));
+        self.resume_existed = torrent_actors::engine::storage::resume_path(
+            &self.dir,
+            &metainfo.info.layout,
+            &metainfo.info_hash,
+        )
+        .exists();
+    }
+
     fn show(&mut self, p: &Progress) {
-        // The engine's total counts only wanted pieces (`get --files`).
-        if p.total_bytes != self.total {
+        // The engine's total counts only wanted pieces (`get --files`); while fetching
+        // metadata it is not known yet.
+        if p.phase != Phase::Metadata {
             self.total = p.total_bytes;
-            if let Some(bar) = &self.bar {
-                bar.set_length(p.total_bytes);
-            }
         }
-        let phase = match p.phase {
-            Phase::Metadata => format!("metadata, {} peers", p.peers),
-            Phase::Checking => format!("checking {}/{}", p.checked.0, p.checked.1),
-            Phase::Downloading if p.peers == 1 => "1 peer".to_string(),
-            Phase::Downloading => format!("{} peers", p.peers),
-            Phase::Complete => format!("seeding, {} up", HumanBytes(p.uploaded)),
+        let now = Instant::now();
+        if matches!(p.phase, Phase::Downloading | Phase::Complete) {
+            self.meter.push(now, p.downloaded_this_run);
+        }
+        self.ticks = self.ticks.wrapping_add(1);
+        let name = short_name(&self.name);
+        let parts = match p.phase {
+            Phase::Metadata => progress::metadata_parts(&name, self.ticks, p.peers),
+            Phase::Checking => progress::checking_parts(&name, p.checked.0, p.checked.1),
+            Phase::Downloading => progress::downloading_parts(
+                &name,
+                p.verified_bytes,
+                self.total,
+                self.meter.rate(),
+                p.upload_rate,
+                p.peers,
+            ),
+            Phase::Complete => {
+                progress::seeding_parts(&name, self.total, p.upload_rate, p.uploaded, p.peers)
+            }
         };
         if let Some(bar) = &self.bar {
-            bar.set_position(p.verified_bytes);
-            bar.set_message(phase);
+            // One column short of the width: a line that fills the last column makes
+            // some terminals wrap, and the redraw would then leave a stale line behind.
+            bar.set_message(progress::fit(&parts, terminal_width().saturating_sub(1)));
         } else if self.last_line.elapsed() >= Duration::from_secs(5) {
-            self.last_line = Instant::now();
-            let pct = p.verified_bytes as f64 * 100.0 / self.total.max(1) as f64;
-            println!(
-                "{pct:5.1}%  {} of {}  {}/s  {phase}",
-                HumanBytes(p.verified_bytes),
-                HumanBytes(self.total),
-                HumanBytes(p.rate as u64)
-            );
+            self.last_line = now;
+            let whole = progress::LineParts { bar: None, ..parts };
+            println!("{}", progress::fit(&whole, usize::MAX));
+        }
+    }
+
+    /// Prints a line on stdout above the bar (or as it is, off a terminal).
+    fn say(&self, line: &str) {
+        match &self.bar {
+            Some(bar) => bar.println(line),
+            None => println!("{line}"),
         }
     }
 
@@ -716,6 +934,52 @@ impl Face {
             Some(bar) => bar.suspend(|| eprintln!("{line}")),
             None => eprintln!("{line}"),
         }
+    }
+
+    /// Once the start-up check is over (the first progress after it, or the completion
+    /// if that comes first): says what the check found, and for `seed` refuses a folder
+    /// with no good piece (unless `--fetch-missing`) and warns about one with some, since
+    /// the rest is then downloaded before seeding begins. Returns the outcome that ends
+    /// the run, if any.
+    fn judge_start(&mut self, p: &Progress) -> Option<Outcome> {
+        if self.start_judged || !matches!(p.phase, Phase::Downloading | Phase::Complete) {
+            return None;
+        }
+        self.start_judged = true;
+        // What was verified before this run fetched anything: by the first progress
+        // after the check some pieces may have come already, or (a small download) all.
+        let found = p.verified_bytes.saturating_sub(p.downloaded_this_run);
+        let total = p.total_bytes;
+        let state = StartState {
+            verified: found,
+            total,
+            piece_length: self.piece_length,
+            resumed: self.resume_existed,
+        };
+        let refused = matches!(self.mode, Mode::Seed { fetch_missing }
+            if !fetch_missing && found == 0 && total > 0);
+        if refused {
+            return Some(Outcome::NothingToSeed);
+        }
+        // A plain `get` of a complete download ends at once, and its summary says so.
+        let ends_now = found >= total && matches!(self.mode, Mode::Download { seed: None });
+        if let Some(line) = progress::start_line(&self.name, state).filter(|_| !ends_now) {
+            self.say(&line);
+        }
+        if matches!(self.mode, Mode::Seed { .. }) && found > 0 && found < total {
+            let line = format!(
+                "warning: only {} of {}'s {} is here and good; downloading the rest from \
+                 peers before seeding",
+                HumanBytes(found),
+                self.name,
+                HumanBytes(total)
+            );
+            match &self.bar {
+                Some(bar) => bar.suspend(|| eprintln!("{line}")),
+                None => eprintln!("{line}"),
+            }
+        }
+        None
     }
 
     /// Whether `get --seed` has seeded enough.
@@ -757,6 +1021,12 @@ impl Handler<TorrentEvent> for Face {
     fn handle(&mut self, event: TorrentEvent, _: &mut Context<Self>) {
         match event {
             TorrentEvent::Progress(p) => {
+                if matches!(p.phase, Phase::Metadata | Phase::Checking) {
+                    self.fetch_started = Instant::now();
+                }
+                if let Some(outcome) = self.judge_start(&p) {
+                    return self.finish(outcome);
+                }
                 self.show(&p);
                 self.stats.tick(&p, self.bar.as_ref(), false);
                 if matches!(p.phase, Phase::Downloading | Phase::Metadata) && p.peers == 0 {
@@ -773,21 +1043,30 @@ impl Handler<TorrentEvent> for Face {
                 self.last = p;
             }
             TorrentEvent::Completed(p) => {
+                if let Some(outcome) = self.judge_start(&p) {
+                    return self.finish(outcome);
+                }
                 self.stats.tick_or_record(&p, None, false, true);
                 self.last = p.clone();
-                let seeding = matches!(self.mode, Mode::Seed | Mode::Download { seed: Some(_) });
+                let seeding = matches!(
+                    self.mode,
+                    Mode::Seed { .. } | Mode::Download { seed: Some(_) }
+                );
                 if !seeding {
                     // The last stats record is written from `last`: it must show the
                     // completion, not the progress half a second before it.
                     self.last = p.clone();
-                    return self.finish(Outcome::Completed(p));
+                    let fetching = self.fetch_started.elapsed();
+                    return self.finish(Outcome::Completed(p, fetching));
                 }
                 if let Some(bar) = &self.bar {
                     bar.suspend(|| {});
                 }
-                let listen = p
-                    .listen
-                    .map_or_else(|| "no port".to_string(), |a| a.to_string());
+                // A seeder nobody can reach is no seeder. `check_listen` tried the port
+                // at start; this catches it taken in the moment since.
+                let Some(listen) = p.listen else {
+                    return self.finish(Outcome::NoPort);
+                };
                 println!("seeding {} on {listen}", self.name);
                 self.seeding_since = Some(Instant::now());
                 if self.seeding_limit_reached(&p) {
@@ -801,8 +1080,14 @@ impl Handler<TorrentEvent> for Face {
                 name,
                 total_bytes,
                 torrent_file,
+                torrent,
                 ..
             } => {
+                // Verified against the info-hash already; read again here only for the
+                // piece length and the resume file's name.
+                if let Ok(metainfo) = Metainfo::from_bytes(&torrent) {
+                    self.learn_layout(&metainfo);
+                }
                 // The name is the torrent's, and the saved path is made from it.
                 let name = printable(&name).into_owned();
                 let saved = torrent_file
@@ -824,6 +1109,21 @@ impl Handler<TorrentEvent> for Face {
             }
         }
     }
+}
+
+/// The terminal's width in columns, from stdout; 80 when it does not say.
+fn terminal_width() -> usize {
+    rustix::termios::tcgetwinsize(std::io::stdout())
+        .ok()
+        .map(|size| usize::from(size.ws_col))
+        .filter(|&cols| cols > 0)
+        .unwrap_or(80)
+}
+
+/// The torrent's name shortened for the line: at most 24 characters, so the rest has
+/// room on an ordinary terminal before the fitting has to cut it further.
+fn short_name(name: &str) -> String {
+    progress::cut(name, 24)
 }
 
 /// What `get` says about a tracker: the gist (state and message, which must change for

@@ -1,38 +1,203 @@
-//! `torrent-actors info`: what a user wants to know about a `.torrent`, on stdout.
+//! `torrent-actors info`: what a user wants to know about a `.torrent`, or what a magnet
+//! link says, on stdout; as aligned text for people or, with `--json`, as one JSON
+//! object for scripts.
 
 use std::fmt::Write as _;
 use std::path::Path;
 use std::time::{Duration, UNIX_EPOCH};
 
 use indicatif::HumanBytes;
+use serde_json::{json, Value};
+use torrent_actors::magnet::Magnet;
 use torrent_actors::metainfo::Metainfo;
 // Every text from the torrent goes through the shared rule, so a hostile name or comment
 // cannot send escape sequences to the user's terminal.
-use torrent_actors::terminal::printable;
+use torrent_actors::terminal::{is_unsafe, printable};
 
 use crate::{exit, Failure};
 
-pub fn run(path: &Path) -> Result<(), Failure> {
-    let bytes = crate::read_torrent_file(path)?;
+pub fn run(arg: &Path, as_json: bool) -> Result<(), Failure> {
+    if let Some(link) = crate::get::magnet_text(arg) {
+        let magnet = Magnet::parse(link).map_err(|e| Failure {
+            code: exit::INVALID_TORRENT,
+            error: anyhow::anyhow!("invalid magnet link: {e}"),
+        })?;
+        if as_json {
+            println!("{}", terminal_safe_json(&magnet_json(&magnet)));
+        } else {
+            print!("{}", describe_magnet(&magnet));
+        }
+        return Ok(());
+    }
+    let bytes = crate::read_torrent_file(arg)?;
     let metainfo = Metainfo::from_bytes(&bytes).map_err(|e| Failure {
         code: exit::INVALID_TORRENT,
-        error: anyhow::anyhow!("invalid torrent {}: {e}", path.display()),
+        error: anyhow::anyhow!("invalid torrent {}: {e}", arg.display()),
     })?;
-    print!("{}", describe(&metainfo));
+    if as_json {
+        println!("{}", terminal_safe_json(&torrent_json(&metainfo)));
+    } else {
+        print!("{}", describe(&metainfo));
+    }
     Ok(())
+}
+
+/// `value` as pretty JSON in which every character the terminal rule calls unsafe is
+/// written as a `\uXXXX` escape. serde_json already escapes C0 controls; the C1 controls,
+/// DEL and the bidirectional marks would otherwise go out raw, and a script's output is
+/// often read on a terminal too. The escapes decode to the same strings, so a script
+/// reads exactly what the torrent says.
+fn terminal_safe_json(value: &Value) -> String {
+    let text = serde_json::to_string_pretty(value).unwrap_or_default();
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        // Outside strings JSON has only ASCII punctuation, digits, letters and the
+        // whitespace serde writes between tokens, which must stay as it is.
+        if is_unsafe(c) && !matches!(c, '\n' | ' ') {
+            // Every unsafe character is in the Basic Multilingual Plane, so one escape.
+            let _ = write!(out, "\\u{:04x}", u32::from(c));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The facts of `describe`, as JSON. Sizes are in bytes, the creation date in seconds
+/// since the Unix epoch and as RFC 3339, trackers as tiers, files by the index
+/// `get --files` takes.
+fn torrent_json(m: &Metainfo) -> Value {
+    let layout = &m.info.layout;
+    let files: Vec<Value> = layout
+        .files()
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            json!({
+                "index": i,
+                "path": f.path.display(),
+                "length": f.length,
+                "padding": f.padding,
+            })
+        })
+        .collect();
+    json!({
+        "kind": "torrent",
+        "name": m.info.name,
+        "info_hash": m.info_hash.to_hex(),
+        "total_size": layout.total_length(),
+        "piece_length": layout.piece_length(),
+        "pieces": layout.num_pieces(),
+        "private": m.info.private,
+        "hybrid": m.info.hybrid,
+        "creation_date": m.creation_date,
+        "created": m.creation_date.and_then(rfc3339),
+        "created_by": m.created_by,
+        "comment": m.comment,
+        "trackers": m.trackers,
+        "web_seeds": m.web_seeds,
+        "files": files,
+    })
+}
+
+/// What a magnet link says, as JSON: each tracker in a tier of its own, as the download
+/// will use them; `select_only` is the `so=` list of file indices, or null for every
+/// file.
+fn magnet_json(m: &Magnet) -> Value {
+    let trackers: Vec<Vec<&String>> = m.trackers.iter().map(|t| vec![t]).collect();
+    json!({
+        "kind": "magnet",
+        "name": m.display_name,
+        "info_hash": m.info_hash.to_hex(),
+        "trackers": trackers,
+        "peers": peer_list(m),
+        "select_only": m.select_only.as_ref().map(ToString::to_string),
+    })
+}
+
+/// A magnet's `x.pe` peers: addresses, then host names with their ports.
+fn peer_list(m: &Magnet) -> Vec<String> {
+    m.peers
+        .iter()
+        .map(ToString::to_string)
+        .chain(
+            m.peer_hosts
+                .iter()
+                .map(|(host, port)| format!("{host}:{port}")),
+        )
+        .collect()
+}
+
+/// A creation date as RFC 3339, if it is one a clock can show.
+fn rfc3339(date: i64) -> Option<String> {
+    u64::try_from(date)
+        .ok()
+        .and_then(|secs| UNIX_EPOCH.checked_add(Duration::from_secs(secs)))
+        .map(|t| humantime::format_rfc3339_seconds(t).to_string())
+}
+
+/// One `label: value` line, the value aligned after the label.
+fn line(out: &mut String, label: &str, value: &dyn std::fmt::Display) {
+    let shown = format!("{:<12} {value}", format!("{label}:"));
+    let _ = writeln!(out, "{}", shown.trim_end());
+}
+
+/// Trackers by tier, numbered from 1 as people count.
+fn tracker_lines(out: &mut String, tiers: &[Vec<String>]) {
+    if tiers.is_empty() {
+        line(out, "trackers", &"none");
+        return;
+    }
+    line(out, "trackers", &"");
+    for (i, tier) in tiers.iter().enumerate() {
+        for url in tier {
+            let _ = writeln!(out, "  tier {:<3} {}", i + 1, printable(url));
+        }
+    }
+}
+
+/// What a magnet link says, in the layout of [`describe`]; sizes and files come with
+/// the metadata, which only peers have.
+fn describe_magnet(m: &Magnet) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "a magnet link: sizes and files come from peers once `get` fetches the metadata"
+    );
+    match &m.display_name {
+        Some(name) => line(&mut out, "name", &printable(name)),
+        None => line(&mut out, "name", &"(none given)"),
+    }
+    line(&mut out, "info-hash", &m.info_hash);
+    let tiers: Vec<Vec<String>> = m.trackers.iter().map(|t| vec![t.clone()]).collect();
+    tracker_lines(&mut out, &tiers);
+    let peers = peer_list(m);
+    if peers.is_empty() {
+        line(&mut out, "peers", &"none");
+    } else {
+        line(&mut out, "peers", &"");
+        for peer in peers {
+            let _ = writeln!(out, "  {}", printable(&peer));
+        }
+    }
+    if let Some(selection) = &m.select_only {
+        line(
+            &mut out,
+            "files",
+            &format!("only {selection} (by the index get --files takes)"),
+        );
+    }
+    out
 }
 
 /// The report, one `label: value` per line, files and trackers indented below.
 fn describe(m: &Metainfo) -> String {
     let layout = &m.info.layout;
     let mut out = String::new();
-    let mut line = |label: &str, value: &dyn std::fmt::Display| {
-        let shown = format!("{:<12} {value}", format!("{label}:"));
-        let _ = writeln!(out, "{}", shown.trim_end());
-    };
-    line("name", &printable(&m.info.name));
-    line("info-hash", &m.info_hash);
+    line(&mut out, "name", &printable(&m.info.name));
+    line(&mut out, "info-hash", &m.info_hash);
     line(
+        &mut out,
         "total size",
         &format!(
             "{} ({} bytes)",
@@ -41,6 +206,7 @@ fn describe(m: &Metainfo) -> String {
         ),
     );
     line(
+        &mut out,
         "pieces",
         &format!(
             "{} of {} ({} bytes)",
@@ -49,34 +215,25 @@ fn describe(m: &Metainfo) -> String {
             layout.piece_length()
         ),
     );
-    line("private", &if m.info.private { "yes" } else { "no" });
+    line(
+        &mut out,
+        "private",
+        &if m.info.private { "yes" } else { "no" },
+    );
     if m.info.hybrid {
-        line("format", &"hybrid v1+v2 (used as v1)");
+        line(&mut out, "format", &"hybrid v1+v2 (used as v1)");
     }
     if let Some(date) = m.creation_date {
-        let shown = u64::try_from(date)
-            .ok()
-            .and_then(|secs| UNIX_EPOCH.checked_add(Duration::from_secs(secs)))
-            .map(|t| humantime::format_rfc3339_seconds(t).to_string())
-            .unwrap_or_else(|| date.to_string());
-        line("created", &shown);
+        let shown = rfc3339(date).unwrap_or_else(|| date.to_string());
+        line(&mut out, "created", &shown);
     }
     if let Some(by) = &m.created_by {
-        line("created by", &printable(by));
+        line(&mut out, "created by", &printable(by));
     }
     if let Some(comment) = &m.comment {
-        line("comment", &printable(comment));
+        line(&mut out, "comment", &printable(comment));
     }
-    if m.trackers.is_empty() {
-        line("trackers", &"none");
-    } else {
-        line("trackers", &"");
-        for (i, tier) in m.trackers.iter().enumerate() {
-            for url in tier {
-                let _ = writeln!(out, "  tier {:<3} {}", i + 1, printable(url));
-            }
-        }
-    }
+    tracker_lines(&mut out, &m.trackers);
     for seed in &m.web_seeds {
         let _ = writeln!(out, "{:<12} {}", "web seed:", printable(seed));
     }
@@ -103,4 +260,19 @@ fn describe(m: &Metainfo) -> String {
         );
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_escapes_what_a_terminal_would_act_on_and_still_decodes_to_the_same_text() {
+        let name = "evil\u{1b}[2J\u{9b}31m\u{202E}gpj.exe\u{7f}\u{2028}naïve";
+        let text = terminal_safe_json(&json!({ "name": name, "n": [1, 2] }));
+        assert!(!text.chars().any(|c| is_unsafe(c) && c != '\n'), "{text:?}");
+        let back: Value = serde_json::from_str(&text).expect("valid JSON");
+        assert_eq!(back["name"], name);
+        assert_eq!(back["n"], json!([1, 2]));
+    }
 }

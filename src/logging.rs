@@ -17,8 +17,11 @@ pub fn stderr_logger(verbosity: u8) -> Logger {
     // Each record is put together in a buffer and written whole, under stderr's lock:
     // the face's own lines (`eprintln!`, the same lock) never tear a log line in two,
     // nor it them. (A terminal decorator writes a record piece by piece.)
+    // The full format: each record one line, its context keys (the torrent, the peer)
+    // at its end; the compact one writes them as header lines of their own and indents
+    // the records under them, which reads as stray lines among the face's output.
     let decorator = Printable(slog_term::PlainSyncDecorator::new(std::io::stderr()));
-    let drain = slog_term::CompactFormat::new(decorator).build().fuse();
+    let drain = slog_term::FullFormat::new(decorator).build().fuse();
     let drain = slog_async::Async::new(drain).chan_size(4096).build().fuse();
     Logger::root(drain.filter_level(level).fuse(), o!())
 }
@@ -151,7 +154,7 @@ mod tests {
     fn log_lines_carry_no_control_or_reordering_characters_from_strangers() {
         let out = Captured::default();
         let decorator = Printable(slog_term::PlainSyncDecorator::new(out.clone()));
-        let drain = Mutex::new(slog_term::CompactFormat::new(decorator).build()).fuse();
+        let drain = Mutex::new(slog_term::FullFormat::new(decorator).build()).fuse();
         let log = Logger::root(drain, o!("peer" => "evil\u{1b}]0;title\u{7}"));
         slog::warn!(log, "file \u{1b}[2J\u{9b}31m\u{202E}gpj.exe"; "client" => "x\u{7f}\u{2066}", "note" => "two\nlines");
         let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();

@@ -6,6 +6,7 @@ mod cli;
 mod get;
 mod info;
 mod logging;
+mod progress;
 mod serve;
 mod swarm_cmd;
 
@@ -42,10 +43,16 @@ mod exit {
     pub const SWARM_INCOMPLETE: u8 = 8;
     /// `swarm`: a leecher completed with wrong data in its file.
     pub const SWARM_WRONG_FILES: u8 = 9;
-    /// `serve`: the HTTP or peer port could not be bound.
+    /// The peer port (`get`, `seed`, `serve`) or the HTTP port (`serve`) could not be
+    /// bound: in use, or an address this machine does not have.
     pub const CANNOT_LISTEN: u8 = 10;
     /// `swarm`: the system allows fewer open files than the swarm needs.
     pub const SWARM_OPEN_FILES: u8 = 11;
+    /// `get` or `seed`: another process is already downloading or seeding the same
+    /// torrent into the same folder (it holds the lock file beside the resume file).
+    pub const ALREADY_RUNNING: u8 = 12;
+    /// `seed`: none of the torrent's data is in the folder (and no `--fetch-missing`).
+    pub const NO_DATA: u8 = 13;
     /// Stopped by Ctrl-C (the shell's convention for SIGINT).
     pub const INTERRUPTED: u8 = 130;
 }
@@ -98,9 +105,9 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
-        Command::Info { torrent } => info::run(&torrent),
+        Command::Info { json, torrent } => info::run(&torrent, json),
         Command::Get {
-            output,
+            dir,
             seed,
             seed_ratio,
             seed_time,
@@ -110,7 +117,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             let dht = dht_options(&engine);
             let mut args = get::GetArgs::new(
                 engine,
-                output,
+                dir,
                 get::Mode::Download {
                     seed: seed.then_some(get::SeedLimits {
                         ratio: seed_ratio,
@@ -121,9 +128,14 @@ fn run(cli: Cli) -> Result<(), Failure> {
             args.selection = files;
             get::run(args.with_dht(dht)?)
         }
-        Command::Seed { dir, engine } => {
+        Command::Seed {
+            dir,
+            fetch_missing,
+            engine,
+        } => {
             let dht = dht_options(&engine);
-            get::run(get::GetArgs::new(engine, dir, get::Mode::Seed).with_dht(dht)?)
+            let mode = get::Mode::Seed { fetch_missing };
+            get::run(get::GetArgs::new(engine, dir, mode).with_dht(dht)?)
         }
         Command::Swarm(args) => swarm_cmd::run(args),
         Command::Serve(args) => serve::run(serve_args(args)?),

@@ -73,11 +73,36 @@ fn counts_of(args: &SwarmArgs) -> ProfileCounts {
     }
 }
 
-/// A port on 127.0.0.1 that was free a moment ago, for a leecher to listen on.
-fn free_port() -> std::io::Result<u16> {
-    Ok(TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?
-        .local_addr()?
-        .port())
+/// `n` distinct ports on 127.0.0.1 that were free a moment ago, for the leechers to
+/// listen on. They are taken below the kernel's ephemeral range: the ports it hands out
+/// for port 0 are also the source ports of outgoing connections, hundreds of which the
+/// leechers started first open before the last one binds its port, and a `get` that
+/// cannot listen ends at start (exit 10).
+fn free_ports(n: u32) -> std::io::Result<Vec<u16>> {
+    let below = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768)
+        .clamp(2048, u16::MAX);
+    let mut ports = Vec::new();
+    for _ in 0..(200 * n.max(1)) {
+        if ports.len() == n as usize {
+            break;
+        }
+        let candidate = 1024 + rand::random::<u16>() % (below - 1024);
+        if !ports.contains(&candidate)
+            && TcpListener::bind((Ipv4Addr::LOCALHOST, candidate)).is_ok()
+        {
+            ports.push(candidate);
+        }
+    }
+    if ports.len() < n as usize {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::AddrInUse,
+            format!("no {n} free ports below {below}"),
+        ));
+    }
+    Ok(ports)
 }
 
 /// A leecher process and what is known of it.
@@ -383,13 +408,10 @@ pub fn run(args: SwarmArgs) -> Result<(), Failure> {
         error: anyhow::anyhow!("{e}"),
     })?;
     let addrs: Vec<SocketAddr> = swarm.peers().iter().map(|p| p.addr).collect();
-    let ports: Vec<u16> = (0..args.leechers)
-        .map(|_| free_port())
-        .collect::<Result<_, _>>()
-        .map_err(|e| Failure {
-            code: exit::OUTPUT_NOT_WRITABLE,
-            error: anyhow::anyhow!("cannot find a free port on 127.0.0.1: {e}"),
-        })?;
+    let ports = free_ports(args.leechers).map_err(|e| Failure {
+        code: exit::OUTPUT_NOT_WRITABLE,
+        error: anyhow::anyhow!("cannot find a free port on 127.0.0.1: {e}"),
+    })?;
     let mut leechers = Vec::new();
     for (i, &port) in ports.iter().enumerate() {
         let mut peers = addrs.clone();

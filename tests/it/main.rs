@@ -6,6 +6,7 @@ mod big_pieces;
 mod browser;
 mod churn;
 mod cli;
+mod cli_ux;
 mod dht;
 mod engine;
 mod faults;
