@@ -207,7 +207,7 @@ pub struct SwarmArgs {
     /// How many peers (with --profile). Replaced by the per-profile counts if any is given.
     #[arg(long, default_value_t = 100, value_name = "N")]
     pub peers: u32,
-    /// What the peers do: mix (the proportions documented in ARCHITECTURE.md), or one of
+    /// What the peers do: mix (the proportions documented in docs/swarm.md), or one of
     /// fast, slow, flaky, liar, silent, partial, choker for all of them.
     #[arg(long, default_value = "mix", value_parser = parse_profile)]
     pub profile: ProfileChoice,
