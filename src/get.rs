@@ -892,6 +892,7 @@ impl Face {
                 self.meter.rate(),
                 p.upload_rate,
                 p.peers,
+                p.seeds,
             ),
             Phase::Complete => {
                 progress::seeding_parts(&name, self.total, p.upload_rate, p.uploaded, p.peers)

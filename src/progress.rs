@@ -265,7 +265,7 @@ fn draw_bar(filled: f64, width: usize) -> String {
 }
 
 /// The parts of the line while downloading: percent, sizes, this run's rate and the ETA
-/// stay; the upload rate and the peers go first.
+/// stay; the upload rate and the peers (how many of them seeds) go first.
 pub fn downloading_parts(
     name: &str,
     verified: u64,
@@ -273,6 +273,7 @@ pub fn downloading_parts(
     down: f64,
     up: f64,
     peers: usize,
+    seeds: usize,
 ) -> LineParts {
     let fraction = verified as f64 / total.max(1) as f64;
     LineParts {
@@ -285,7 +286,7 @@ pub fn downloading_parts(
             compact_rate(down),
             eta(total.saturating_sub(verified), down)
         ),
-        extras: vec![format!("↑ {}", compact_rate(up)), peers_text(peers)],
+        extras: vec![format!("↑ {}", compact_rate(up)), swarm_text(peers, seeds)],
     }
 }
 
@@ -329,6 +330,15 @@ pub fn metadata_parts(name: &str, tick: usize, peers: usize) -> LineParts {
 
 fn peers_text(peers: usize) -> String {
     format!("{peers} peer{}", if peers == 1 { "" } else { "s" })
+}
+
+/// The peers, and how many of them are seeds, once there are any.
+fn swarm_text(peers: usize, seeds: usize) -> String {
+    if peers == 0 {
+        return peers_text(0);
+    }
+    let s = if seeds == 1 { "" } else { "s" };
+    format!("{} ({seeds} seed{s})", peers_text(peers))
 }
 
 #[cfg(test)]
@@ -431,22 +441,22 @@ mod tests {
 
     #[test]
     fn the_downloading_line_has_everything_on_a_wide_terminal() {
-        let parts = downloading_parts("movie.bin", 160 << 10, 300_000, 0.0, 0.0, 0);
+        let parts = downloading_parts("movie.bin", 160 << 10, 300_000, 0.0, 0.0, 0, 0);
         assert_eq!(
             fit(&parts, 120),
             "movie.bin [==========>         ]  54% 160/293 KiB ↓ 0 B/s eta -- ↑ 0 B/s 0 peers"
         );
-        let parts = downloading_parts("m", 29_150_000, 64 << 20, 2.9 * 1048576.0, 1024.0, 1);
+        let parts = downloading_parts("m", 29_150_000, 64 << 20, 2.9 * 1048576.0, 1024.0, 1, 1);
         assert_eq!(
             fit(&parts, 120),
-            "m [========>           ]  43% 27.8/64.0 MiB ↓ 2.90 MiB/s eta 13s ↑ 1.00 KiB/s 1 peer"
+            "m [========>           ]  43% 27.8/64.0 MiB ↓ 2.90 MiB/s eta 13s ↑ 1.00 KiB/s 1 peer (1 seed)"
         );
     }
 
     #[test]
     fn a_narrow_terminal_loses_the_extras_and_the_name_before_the_eta() {
         let name = "A Rather Long Torrent Name (2026) [1080p]";
-        let parts = downloading_parts(name, 29_150_000, 64 << 20, 2.9 * 1048576.0, 1024.0, 12);
+        let parts = downloading_parts(name, 29_150_000, 64 << 20, 2.9 * 1048576.0, 1024.0, 12, 3);
         for width in [20, 40, 60, 80, 100] {
             let line = fit(&parts, width);
             assert!(line.chars().count() <= width, "{width}: {line:?}");

@@ -1404,6 +1404,7 @@ impl Coordinator {
                 self.check_total,
             ),
             peers: self.peers.len(),
+            seeds: self.peers.values().filter(|p| p.pieces.all_set()).count(),
             rate,
             upload_rate,
             downloaded_this_run: self.downloaded_this_run,

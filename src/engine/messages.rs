@@ -917,6 +917,8 @@ pub struct Progress {
     pub checked: (usize, usize),
     /// Connected peers.
     pub peers: usize,
+    /// Connected peers that have every piece.
+    pub seeds: usize,
     /// Verified bytes per second over the last few seconds.
     pub rate: f64,
     /// Block bytes per second uploaded over the last few seconds.
