@@ -15,6 +15,7 @@ use indicatif::{HumanBytes, ProgressBar, ProgressStyle};
 use torrent_actors::engine::connection::ConnectTimeouts;
 use torrent_actors::engine::coordinator::{Coordinator, EngineConfig, TorrentParams};
 use torrent_actors::engine::dht::{Bootstrap, BootstrapSource, Dht, DhtConfig};
+use torrent_actors::engine::jail::{Access, Jail};
 use torrent_actors::engine::messages::{
     DhtLinks, FailureKind, Phase, Progress, Shutdown, TorrentEvent,
 };
@@ -383,14 +384,36 @@ fn check_seed_data(dir: &Path, metainfo: &Metainfo) -> Result<(), Failure> {
     })
 }
 
-/// Takes the locks that keep a second `get` or `seed` off the same torrent in the same
-/// folder: an exclusive advisory lock (`flock`) on a file beside the resume file, named
-/// like it, `.NAME.lock` (two torrents of one name would write the same files), and one
-/// on `.INFOHASH.lock` (the same torrent from a magnet link, whose name comes only with
-/// its metadata, which takes this one alone). The kernel drops a lock when the process
-/// ends, however it ends, so a crash leaves no stale lock; the files stay, empty, as the
-/// resume file does.
-fn lock_output(dir: &Path, source: &Source) -> Result<Vec<std::fs::File>, Failure> {
+/// The locks that keep a second `get` or `seed` off the same torrent in the same folder,
+/// held for the run: exclusive advisory locks (`flock`) on files beside the resume
+/// file. The kernel drops a lock when the process ends, however it ends, so a crash
+/// leaves no stale lock (only an empty file, which the next run takes); a run that ends
+/// normally also removes its files, so the folder holds the download and its resume
+/// file, nothing more.
+struct OutputLock {
+    jail: Jail,
+    /// Each lock file's name in the folder, and the open file that holds its lock.
+    held: Vec<(String, std::fs::File)>,
+}
+
+impl Drop for OutputLock {
+    /// The names go while the locks are still held (the files close after this body):
+    /// a process that opens a name meanwhile finds it gone after locking, and starts over.
+    fn drop(&mut self) {
+        for (name, _) in &self.held {
+            let _ = self.jail.remove_file(&[name]);
+        }
+    }
+}
+
+/// How many times a lock file that vanished while being locked is opened again.
+const LOCK_ATTEMPTS: usize = 3;
+
+/// Takes the locks: `.NAME.lock`, named like the resume file (two torrents of one name
+/// would write the same files), and `.INFOHASH.lock` (the same torrent from a magnet
+/// link, whose name comes only with its metadata, takes this one alone). Opened beneath
+/// the folder's handle, never through a link, like every file of the download.
+fn lock_output(dir: &Path, source: &Source) -> Result<OutputLock, Failure> {
     let by_hash = |hash: &torrent_actors::InfoHash| format!(".{}.lock", hash.to_hex());
     let mut names = match source {
         Source::Torrent(m) => {
@@ -403,40 +426,63 @@ fn lock_output(dir: &Path, source: &Source) -> Result<Vec<std::fs::File>, Failur
     // A name too long for the side files gives the info-hash's name already; a second
     // lock on the same file from this process would refuse this process.
     names.dedup();
-    names
-        .iter()
-        .map(|name| lock_file(&dir.join(name), dir, source))
-        .collect()
+    let jail = Jail::open(dir).map_err(|e| Failure {
+        code: exit::OUTPUT_NOT_WRITABLE,
+        error: anyhow::anyhow!("cannot open the folder {}: {e}", dir.display()),
+    })?;
+    let mut lock = OutputLock {
+        jail,
+        held: Vec::new(),
+    };
+    for name in names {
+        let file = lock_file(&lock.jail, &name, dir, source)?;
+        lock.held.push((name, file));
+    }
+    Ok(lock)
 }
 
-/// Creates `path` if need be and locks it, or says who holds it.
-fn lock_file(path: &Path, dir: &Path, source: &Source) -> Result<std::fs::File, Failure> {
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(path)
-        .map_err(|e| Failure {
-            code: exit::OUTPUT_NOT_WRITABLE,
-            error: anyhow::anyhow!("cannot create the lock file {}: {e}", path.display()),
-        })?;
-    match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
-        Ok(()) => Ok(file),
-        Err(e) if e == rustix::io::Errno::WOULDBLOCK => Err(Failure {
-            code: exit::ALREADY_RUNNING,
-            error: anyhow::anyhow!(
-                "another torrent-actors process is already working on {} in {} (it holds \
-                 {}); wait for it to end, or use another folder",
-                printable(&source.name()),
-                dir.display(),
-                path.display()
-            ),
-        }),
-        Err(e) => Err(Failure {
-            code: exit::OUTPUT_NOT_WRITABLE,
-            error: anyhow::anyhow!("cannot lock {}: {e}", path.display()),
-        }),
+/// Creates the file `name` in the folder if need be and locks it, or says who holds it.
+/// A process that ended meanwhile may have removed the name after this one opened it:
+/// the lock is good only on the file the name still names.
+fn lock_file(
+    jail: &Jail,
+    name: &str,
+    dir: &Path,
+    source: &Source,
+) -> Result<std::fs::File, Failure> {
+    use std::os::unix::fs::MetadataExt;
+    let path = dir.join(name);
+    let failed = |what: &str, e: &dyn std::fmt::Display| Failure {
+        code: exit::OUTPUT_NOT_WRITABLE,
+        error: anyhow::anyhow!("cannot {what} the lock file {}: {e}", path.display()),
+    };
+    for _ in 0..LOCK_ATTEMPTS {
+        let file = jail
+            .open_file(&[name], Access::Create)
+            .map_err(|e| failed("create", &e))?;
+        match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => {}
+            Err(e) if e == rustix::io::Errno::WOULDBLOCK => {
+                return Err(Failure {
+                    code: exit::ALREADY_RUNNING,
+                    error: anyhow::anyhow!(
+                        "another torrent-actors process is already working on {} in {} (it \
+                         holds {}); wait for it to end, or use another folder",
+                        printable(&source.name()),
+                        dir.display(),
+                        path.display()
+                    ),
+                })
+            }
+            Err(e) => return Err(failed("lock", &e)),
+        }
+        let locked = file.metadata().map_err(|e| failed("read", &e))?;
+        let named = jail.metadata(&[name]).map_err(|e| failed("read", &e))?;
+        if named.is_some_and(|m| m.ino() == locked.ino() && m.dev() == locked.dev()) {
+            return Ok(file);
+        }
     }
+    Err(failed("keep", &"it was removed each time it was locked"))
 }
 
 /// Fails early, with its own exit code, if files cannot be created in the output folder.

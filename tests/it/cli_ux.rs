@@ -409,6 +409,14 @@ fn a_second_get_on_the_same_output_exits_12_and_a_killed_one_leaves_no_lock() {
         f.torrent(),
     ]);
     assert_fails(&third, 7, &["no peer reachable"]);
+    // A run that ends normally takes its lock files with it.
+    assert!(!lock.exists(), "the lock file outlived its run");
+    let left: Vec<String> = std::fs::read_dir(&out_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".lock"))
+        .collect();
+    assert!(left.is_empty(), "lock files left: {left:?}");
 }
 
 #[test]
@@ -525,7 +533,7 @@ fn the_download_folder_is_dir_everywhere_with_output_as_an_alias() {
         let out = run(&["seed", "--port", "0", flag, s(&missing), f.torrent()]);
         assert_fails(&out, 13, &[s(&missing)]);
     }
-    // `get` writes where any spelling says (its lock file is the first thing there).
+    // `get` writes where any spelling says (its resume file is saved there at the end).
     for flag in ["-d", "--dir", "-o", "--output"] {
         let dir = f.path(&format!("out{flag}"));
         let out = run(&[
@@ -542,7 +550,7 @@ fn the_download_folder_is_dir_everywhere_with_output_as_an_alias() {
             f.torrent(),
         ]);
         assert_fails(&out, 7, &["no peer reachable"]);
-        assert!(dir.join(".movie.bin.lock").exists(), "{flag}");
+        assert!(dir.join(".movie.bin.resume.json").exists(), "{flag}");
     }
 }
 
