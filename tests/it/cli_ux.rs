@@ -31,6 +31,14 @@ fn run(args: &[&str]) -> Output {
     run_with_timeout(cmd, RUN_LIMIT)
 }
 
+/// `command` on loopback, on a free port, without the DHT, then `rest`: how most runs
+/// here start.
+fn on_loopback<'a>(command: &'a str, rest: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![command, "--bind", "127.0.0.1", "--port", "0", "--no-dht"];
+    args.extend_from_slice(rest);
+    args
+}
+
 fn stderr_of(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
@@ -231,17 +239,7 @@ fn get_on_an_address_this_machine_lacks_exits_10_pointing_at_bind() {
 fn seed_of_a_folder_with_none_of_the_data_exits_13_and_creates_nothing() {
     let f = Fixture::new();
     let missing = f.path("nonexistent");
-    let out = run(&[
-        "seed",
-        "--bind",
-        "127.0.0.1",
-        "--port",
-        "0",
-        "--no-dht",
-        "--dir",
-        s(&missing),
-        f.torrent(),
-    ]);
+    let out = run(&on_loopback("seed", &["--dir", s(&missing), f.torrent()]));
     assert_fails(
         &out,
         13,
@@ -256,17 +254,7 @@ fn seed_of_a_file_with_no_good_piece_exits_13_after_the_check() {
     let wrong = f.path("wrong");
     fs::create_dir_all(&wrong).expect("a folder");
     fs::write(wrong.join("movie.bin"), vec![0u8; 300_000]).expect("a file of zeros");
-    let out = run(&[
-        "seed",
-        "--bind",
-        "127.0.0.1",
-        "--port",
-        "0",
-        "--no-dht",
-        "--dir",
-        s(&wrong),
-        f.torrent(),
-    ]);
+    let out = run(&on_loopback("seed", &["--dir", s(&wrong), f.torrent()]));
     assert_fails(
         &out,
         13,
@@ -286,19 +274,10 @@ fn seed_of_part_of_the_data_warns_how_much_is_good_and_goes_on() {
     let data = fs::read(f.payload.dir.join("movie.bin")).expect("the payload");
     // Three whole 32 KiB pieces and a little of the fourth.
     fs::write(part.join("movie.bin"), &data[..100_000]).expect("part of the file");
-    let mut seed = Background::start(&[
+    let mut seed = Background::start(&on_loopback(
         "seed",
-        "--bind",
-        "127.0.0.1",
-        "--port",
-        "0",
-        "--no-dht",
-        "--peer-timeout",
-        "60",
-        "--dir",
-        s(&part),
-        f.torrent(),
-    ]);
+        &["--peer-timeout", "60", "--dir", s(&part), f.torrent()],
+    ));
     seed.wait_until("the warning", |b| b.stderr().contains("warning: only"));
     let stderr = seed.stderr();
     assert!(
@@ -337,37 +316,25 @@ fn a_second_get_on_the_same_output_exits_12_and_a_killed_one_leaves_no_lock() {
     let dead_peer = free_port().to_string();
     let peer = format!("127.0.0.1:{dead_peer}");
     // The first one waits for a peer that never answers.
-    let mut first = Background::start(&[
+    let mut first = Background::start(&on_loopback(
         "get",
-        "--bind",
-        "127.0.0.1",
-        "--port",
-        "0",
-        "--no-dht",
-        "--peer",
-        &peer,
-        "--peer-timeout",
-        "60",
-        "-o",
-        s(&out_dir),
-        f.torrent(),
-    ]);
+        &[
+            "--peer",
+            &peer,
+            "--peer-timeout",
+            "60",
+            "-o",
+            s(&out_dir),
+            f.torrent(),
+        ],
+    ));
     let lock = out_dir.join(".movie.bin.lock");
     first.wait_until("the lock", |_| locked_by_another(&lock));
 
-    let second = run(&[
+    let second = run(&on_loopback(
         "get",
-        "--bind",
-        "127.0.0.1",
-        "--port",
-        "0",
-        "--no-dht",
-        "--peer-timeout",
-        "1",
-        "-o",
-        s(&out_dir),
-        f.torrent(),
-    ]);
+        &["--peer-timeout", "1", "-o", s(&out_dir), f.torrent()],
+    ));
     assert_fails(
         &second,
         12,
@@ -395,19 +362,10 @@ fn a_second_get_on_the_same_output_exits_12_and_a_killed_one_leaves_no_lock() {
     // A crash (SIGKILL) leaves the file but not the lock.
     first.child.kill();
     assert!(lock.exists());
-    let third = run(&[
+    let third = run(&on_loopback(
         "get",
-        "--bind",
-        "127.0.0.1",
-        "--port",
-        "0",
-        "--no-dht",
-        "--peer-timeout",
-        "1",
-        "-o",
-        s(&out_dir),
-        f.torrent(),
-    ]);
+        &["--peer-timeout", "1", "-o", s(&out_dir), f.torrent()],
+    ));
     assert_fails(&third, 7, &["no peer reachable"]);
     // A run that ends normally takes its lock files with it.
     assert!(!lock.exists(), "the lock file outlived its run");
@@ -536,19 +494,10 @@ fn the_download_folder_is_dir_everywhere_with_output_as_an_alias() {
     // `get` writes where any spelling says (its resume file is saved there at the end).
     for flag in ["-d", "--dir", "-o", "--output"] {
         let dir = f.path(&format!("out{flag}"));
-        let out = run(&[
+        let out = run(&on_loopback(
             "get",
-            "--bind",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--no-dht",
-            "--peer-timeout",
-            "1",
-            flag,
-            s(&dir),
-            f.torrent(),
-        ]);
+            &["--peer-timeout", "1", flag, s(&dir), f.torrent()],
+        ));
         assert_fails(&out, 7, &["no peer reachable"]);
         assert!(dir.join(".movie.bin.resume.json").exists(), "{flag}");
     }
@@ -816,19 +765,10 @@ fn off_a_terminal_the_periodic_line_carries_the_eta() {
     let out_dir = f.path("out");
     partial_copy(&f, &out_dir, 5);
     // Lines come every 5 s; no peer for 7 s ends the run after the first.
-    let out = run(&[
+    let out = run(&on_loopback(
         "get",
-        "--bind",
-        "127.0.0.1",
-        "--port",
-        "0",
-        "--no-dht",
-        "--peer-timeout",
-        "7",
-        "-d",
-        s(&out_dir),
-        f.torrent(),
-    ]);
+        &["--peer-timeout", "7", "-d", s(&out_dir), f.torrent()],
+    ));
     assert_fails(&out, 7, &["no peer reachable"]);
     let stdout = stdout_of(&out);
     assert!(
@@ -894,63 +834,27 @@ fn a_magnet_link_and_its_torrent_file_exclude_each_other_in_one_folder() {
     let magnet = format!("magnet:?xt=urn:btih:{hash}&dn=movie.bin");
     let hash_lock = out_dir.join(format!(".{hash}.lock"));
     // The magnet link first: it waits for metadata nobody has.
-    let mut first = Background::start(&[
+    let mut first = Background::start(&on_loopback(
         "get",
-        "--bind",
-        "127.0.0.1",
-        "--port",
-        "0",
-        "--no-dht",
-        "--peer-timeout",
-        "60",
-        "-d",
-        s(&out_dir),
-        &magnet,
-    ]);
+        &["--peer-timeout", "60", "-d", s(&out_dir), &magnet],
+    ));
     first.wait_until("the lock", |_| locked_by_another(&hash_lock));
-    let second = run(&[
+    let second = run(&on_loopback(
         "get",
-        "--bind",
-        "127.0.0.1",
-        "--port",
-        "0",
-        "--no-dht",
-        "--peer-timeout",
-        "1",
-        "-d",
-        s(&out_dir),
-        f.torrent(),
-    ]);
+        &["--peer-timeout", "1", "-d", s(&out_dir), f.torrent()],
+    ));
     assert_fails(&second, 12, &[&format!(".{hash}.lock")]);
     first.child.kill();
 
     // The .torrent first: the magnet link is refused at once.
-    let mut first = Background::start(&[
+    let mut first = Background::start(&on_loopback(
         "get",
-        "--bind",
-        "127.0.0.1",
-        "--port",
-        "0",
-        "--no-dht",
-        "--peer-timeout",
-        "60",
-        "-d",
-        s(&out_dir),
-        f.torrent(),
-    ]);
+        &["--peer-timeout", "60", "-d", s(&out_dir), f.torrent()],
+    ));
     first.wait_until("the lock", |_| locked_by_another(&hash_lock));
-    let second = run(&[
+    let second = run(&on_loopback(
         "get",
-        "--bind",
-        "127.0.0.1",
-        "--port",
-        "0",
-        "--no-dht",
-        "--peer-timeout",
-        "1",
-        "-d",
-        s(&out_dir),
-        &magnet,
-    ]);
+        &["--peer-timeout", "1", "-d", s(&out_dir), &magnet],
+    ));
     assert_fails(&second, 12, &["already working on movie.bin"]);
 }
