@@ -635,6 +635,76 @@ fn wait_for_log_line(daemon: &Daemon, parts: &[&str]) -> String {
     );
 }
 
+/// The torrent's trackers as the API lists them.
+fn trackers_of(daemon: &Daemon, id: &str) -> Vec<Value> {
+    let reply = daemon.get_json(&format!("/api/torrents/{id}/trackers"));
+    reply.as_array().cloned().unwrap_or_default()
+}
+
+#[test]
+fn a_paused_torrent_shows_its_trackers_idle_and_its_verified_progress_after_a_restart() {
+    let tmp = temp_dir();
+    let payload = Payload::single(&tmp.path().join("seed"), "half.bin", 2 * 1024 * 1024);
+    let swarm = Swarm::start(
+        payload,
+        15,
+        SeedOpts {
+            upload_limit: Some(256 * 1024),
+            ..SeedOpts::default()
+        },
+    );
+    let dl = tmp.path().join("dl");
+    let state = tmp.path().join("state");
+    let id = swarm.id();
+    let tracker_url = swarm.tracker.http_url();
+
+    let mut first = Daemon::start(&dl, &state, &DaemonOpts::default());
+    // Added paused: its tracker is listed (tiers count from 1, as `info` does), idle.
+    let added = first.post(
+        "/api/torrents",
+        &json!({"torrent_base64": swarm.base64(), "paused": true}),
+    );
+    assert_eq!(added.status, 201, "{added:?}");
+    let rows = trackers_of(&first, &id);
+    assert_eq!(rows.len(), 1, "{rows:#?}");
+    assert_eq!(rows[0]["url"], tracker_url.as_str(), "{rows:#?}");
+    assert_eq!(rows[0]["tier"], 1, "{rows:#?}");
+    assert_eq!(rows[0]["state"], "idle", "{rows:#?}");
+
+    let resumed = first.post(&format!("/api/torrents/{id}/resume"), &json!({}));
+    assert_eq!(resumed.status, 200, "{resumed:?}");
+    let midway = wait_for_torrent(
+        &first,
+        &id,
+        DOWNLOAD_LIMIT,
+        "some verified progress",
+        |t| t["progress"].as_f64().is_some_and(|p| p > 0.1),
+        |_| {},
+    );
+    let paused = first.post(&format!("/api/torrents/{id}/pause"), &json!({}));
+    assert_eq!(paused.status, 200, "{paused:?}");
+    let verified = paused.json()["verified_bytes"].as_u64().unwrap();
+    assert!(verified > 0, "{midway:#}");
+    // Paused: nothing announces, so no tracker says it works nor when it announces next.
+    for row in trackers_of(&first, &id) {
+        assert_eq!(row["state"], "idle", "{row:#}");
+        assert!(row["next_announce_secs"].is_null(), "{row:#}");
+        assert_eq!(row["tier"], 1, "{row:#}");
+    }
+    let status = first.stop();
+    assert!(status.success(), "{status}\n{}", tail(&first));
+    drop(first);
+
+    // After a restart the paused torrent shows what its resume file says is verified.
+    let second = Daemon::start(&dl, &state, &DaemonOpts::default());
+    let after = second.get_json(&format!("/api/torrents/{id}"));
+    assert_eq!(after["state"], "paused", "{after:#}");
+    assert_eq!(after["verified_bytes"], verified, "{after:#}");
+    let rows = trackers_of(&second, &id);
+    assert_eq!(rows.len(), 1, "{rows:#?}");
+    assert_eq!(rows[0]["state"], "idle", "{rows:#?}");
+}
+
 #[test]
 fn serve_logs_each_torrent_event_and_keeps_a_magnets_metadata_in_the_state_folder() {
     let tmp = temp_dir();

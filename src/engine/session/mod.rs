@@ -1088,9 +1088,13 @@ impl Entry {
         }
     }
 
+    /// The torrent's trackers. While it runs, as its tracker actors last said; while it
+    /// does not, every tracker of the torrent (one never started since the daemon did has
+    /// no status yet), idle, with what its last run learnt.
     fn tracker_rows(&self) -> Vec<TrackerInfo> {
         let now = Instant::now();
-        self.trackers
+        let mut rows: Vec<TrackerInfo> = self
+            .trackers
             .values()
             .map(|s| {
                 let (state, error) = match &s.state {
@@ -1102,7 +1106,8 @@ impl Entry {
                 };
                 TrackerInfo {
                     url: s.url.clone(),
-                    tier: s.tier,
+                    // Counted from 1 on the page, as `info` does.
+                    tier: s.tier + 1,
                     state,
                     last_error: error.or_else(|| s.last_error.clone()),
                     peers: s.peers,
@@ -1112,7 +1117,82 @@ impl Entry {
                         .map(|d| d.as_secs()),
                 }
             })
-            .collect()
+            .collect();
+        if self.run.is_none() {
+            for row in &mut rows {
+                if row.state != "unusable" {
+                    row.state = "idle";
+                }
+                row.next_announce_secs = None;
+            }
+            let tiers = match &self.source {
+                Source::Torrent(m) => m.trackers.clone(),
+                // A magnet's trackers become one tier each (as its `.torrent` says).
+                Source::Magnet(m) => m.trackers.iter().map(|t| vec![t.clone()]).collect(),
+            };
+            for (tier, urls) in tiers.iter().enumerate() {
+                for url in urls {
+                    if !rows.iter().any(|r| &r.url == url) {
+                        rows.push(TrackerInfo {
+                            url: url.clone(),
+                            tier: tier + 1,
+                            state: "idle",
+                            last_error: None,
+                            peers: None,
+                            seeders: None,
+                            leechers: None,
+                            next_announce_secs: None,
+                        });
+                    }
+                }
+            }
+            rows.sort_by_key(|r| r.tier);
+        }
+        rows
+    }
+
+    /// What a torrent that is not started has verified, from its resume file: its
+    /// progress, file progress and piece map show that, not nothing. Display only: the
+    /// start-up check of the next run decides what is trusted.
+    fn load_resume(&mut self, root: &Path) {
+        let Source::Torrent(m) = &self.source else {
+            return;
+        };
+        let m = m.clone();
+        let layout = &m.info.layout;
+        let resume = SideFiles::new(layout, &self.id).resume;
+        let bound = super::resume::json_size_bound(layout);
+        let bytes = torrent_folder(root, &self.dir, false).and_then(|jail| {
+            use std::io::Read;
+            let file = jail.open_file(&[resume], super::jail::Access::Read)?;
+            let mut bytes = Vec::new();
+            file.take(bound).read_to_end(&mut bytes)?;
+            Ok(bytes)
+        });
+        let Ok(bytes) = bytes else {
+            return;
+        };
+        let Ok(data) = super::resume::ResumeData::parse(&bytes, self.id, layout) else {
+            return;
+        };
+        let have = data.verified_bitfield();
+        let selection = selection_of(&self.selection);
+        let wanted =
+            super::selection::SelectedFiles::new(layout, selection.as_ref()).wanted_pieces(layout);
+        self.last.verified_bytes = layout
+            .pieces()
+            .filter(|p| wanted.has(p.get()) && have.has(p.get()))
+            .map(|p| u64::from(layout.piece_len(p)))
+            .sum();
+        let per_file = super::selection::verified_bytes_per_file(layout, &have);
+        for file in &mut self.files {
+            file.verified_bytes = per_file.get(file.index).copied().unwrap_or(0);
+        }
+        self.pieces = Some(PieceMap {
+            pieces: layout.num_pieces() as usize,
+            have: have.as_bytes().to_vec(),
+            downloading: Vec::new(),
+        });
     }
 
     fn empty_pieces(&self) -> PieceMap {
@@ -1144,6 +1224,12 @@ impl Actor for Session {
             .filter(|e| !(e.paused || e.awaiting_files && matches!(e.source, Source::Torrent(_))))
             .map(|e| e.id)
             .collect();
+        let root = self.config.download_root.clone();
+        for entry in self.torrents.values_mut() {
+            if !ids.contains(&entry.id) {
+                entry.load_resume(&root);
+            }
+        }
         for id in ids {
             self.start_run(id, ctx);
         }
