@@ -732,6 +732,7 @@ fn serve_logs_each_torrent_event_and_keeps_a_magnets_metadata_in_the_state_folde
     // At the default verbosity, one line per event, each naming the torrent.
     for event in ["torrent added", "metadata received", "torrent completed"] {
         let line = wait_for_log_line(&daemon, &[event, "three", short]);
+        eprintln!("{line}");
         assert!(!line.starts_with(' '), "{line:?}");
     }
 
