@@ -156,6 +156,8 @@ async fn serve(
         max_connections: args.max_connections,
         dht,
         log: log.clone(),
+        // Torrents' events are worth a line even when the rest shows only warnings.
+        events: logging::stderr_logger(args.verbosity.max(1)),
     })
     .map_err(|e| Failure {
         code: exit::OUTPUT_NOT_WRITABLE,

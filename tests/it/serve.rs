@@ -563,11 +563,11 @@ fn magnet_added_with_choose_files_downloads_only_the_files_chosen_later() {
 
     assert_only_the_outer_files(&swarm, &dl);
 
-    // The metadata was saved beside the download as `three.torrent`; deleting the
-    // torrent with its data takes that too, and leaves the download root empty.
+    // The metadata is kept in the state folder, not beside the download; deleting the
+    // torrent with its data leaves the download root empty.
     assert!(
-        dl.join("three.torrent").is_file(),
-        "no three.torrent in {}",
+        !dl.join("three.torrent").exists(),
+        "three.torrent saved in {}",
         dl.display()
     );
     let removed = daemon.delete(&format!("/api/torrents/{id}?delete_data=true"));
@@ -617,6 +617,157 @@ fn a_magnets_so_selection_is_honoured_once_the_files_are_known() {
         .collect();
     assert_eq!(selected, [true, false, true], "{files:#}");
     assert_only_the_outer_files(&swarm, &dl);
+}
+
+/// Waits until the daemon's log has a line holding every one of `parts`, and returns it.
+fn wait_for_log_line(daemon: &Daemon, parts: &[&str]) -> String {
+    let deadline = Instant::now() + CHANGE_LIMIT;
+    while Instant::now() < deadline {
+        let log = daemon.log();
+        if let Some(line) = log.lines().find(|l| parts.iter().all(|p| l.contains(p))) {
+            return line.to_string();
+        }
+        thread::sleep(POLL);
+    }
+    panic!(
+        "no log line with all of {parts:?} within {CHANGE_LIMIT:?}; log:\n{}",
+        tail(daemon)
+    );
+}
+
+/// The torrent's trackers as the API lists them.
+fn trackers_of(daemon: &Daemon, id: &str) -> Vec<Value> {
+    let reply = daemon.get_json(&format!("/api/torrents/{id}/trackers"));
+    reply.as_array().cloned().unwrap_or_default()
+}
+
+#[test]
+fn a_paused_torrent_shows_its_trackers_idle_and_its_verified_progress_after_a_restart() {
+    let tmp = temp_dir();
+    let payload = Payload::single(&tmp.path().join("seed"), "half.bin", 2 * 1024 * 1024);
+    let swarm = Swarm::start(
+        payload,
+        15,
+        SeedOpts {
+            upload_limit: Some(256 * 1024),
+            ..SeedOpts::default()
+        },
+    );
+    let dl = tmp.path().join("dl");
+    let state = tmp.path().join("state");
+    let id = swarm.id();
+    let tracker_url = swarm.tracker.http_url();
+
+    let mut first = Daemon::start(&dl, &state, &DaemonOpts::default());
+    // Added paused: its tracker is listed (tiers count from 1, as `info` does), idle.
+    let added = first.post(
+        "/api/torrents",
+        &json!({"torrent_base64": swarm.base64(), "paused": true}),
+    );
+    assert_eq!(added.status, 201, "{added:?}");
+    let rows = trackers_of(&first, &id);
+    assert_eq!(rows.len(), 1, "{rows:#?}");
+    assert_eq!(rows[0]["url"], tracker_url.as_str(), "{rows:#?}");
+    assert_eq!(rows[0]["tier"], 1, "{rows:#?}");
+    assert_eq!(rows[0]["state"], "idle", "{rows:#?}");
+
+    let resumed = first.post(&format!("/api/torrents/{id}/resume"), &json!({}));
+    assert_eq!(resumed.status, 200, "{resumed:?}");
+    let midway = wait_for_torrent(
+        &first,
+        &id,
+        DOWNLOAD_LIMIT,
+        "some verified progress",
+        |t| t["progress"].as_f64().is_some_and(|p| p > 0.1),
+        |_| {},
+    );
+    let paused = first.post(&format!("/api/torrents/{id}/pause"), &json!({}));
+    assert_eq!(paused.status, 200, "{paused:?}");
+    let verified = paused.json()["verified_bytes"].as_u64().unwrap();
+    assert!(verified > 0, "{midway:#}");
+    // Paused: nothing announces, so no tracker says it works nor when it announces next.
+    for row in trackers_of(&first, &id) {
+        assert_eq!(row["state"], "idle", "{row:#}");
+        assert!(row["next_announce_secs"].is_null(), "{row:#}");
+        assert_eq!(row["tier"], 1, "{row:#}");
+    }
+    let status = first.stop();
+    assert!(status.success(), "{status}\n{}", tail(&first));
+    drop(first);
+
+    // After a restart the paused torrent shows what its resume file says is verified.
+    let second = Daemon::start(&dl, &state, &DaemonOpts::default());
+    let after = second.get_json(&format!("/api/torrents/{id}"));
+    assert_eq!(after["state"], "paused", "{after:#}");
+    assert_eq!(after["verified_bytes"], verified, "{after:#}");
+    let rows = trackers_of(&second, &id);
+    assert_eq!(rows.len(), 1, "{rows:#?}");
+    assert_eq!(rows[0]["state"], "idle", "{rows:#?}");
+}
+
+#[test]
+fn serve_logs_each_torrent_event_and_keeps_a_magnets_metadata_in_the_state_folder() {
+    let tmp = temp_dir();
+    let (swarm, link) = three_file_swarm(tmp.path(), None);
+    let dl = tmp.path().join("dl");
+    let state = tmp.path().join("state");
+    let quiet = DaemonOpts {
+        quiet: true,
+        ..DaemonOpts::default()
+    };
+    let daemon = Daemon::start(&dl, &state, &quiet);
+    let id = swarm.id();
+    let short = &id[..8];
+
+    let added = daemon.post("/api/torrents", &json!({ "magnet": link }));
+    assert_eq!(added.status, 201, "{added:?}");
+    wait_for_torrent(
+        &daemon,
+        &id,
+        DOWNLOAD_LIMIT,
+        "completion",
+        is_complete,
+        |_| {},
+    );
+    // At the default verbosity, one line per event, each naming the torrent.
+    for event in ["torrent added", "metadata received", "torrent completed"] {
+        let line = wait_for_log_line(&daemon, &[event, "three", short]);
+        eprintln!("{line}");
+        assert!(!line.starts_with(' '), "{line:?}");
+    }
+
+    // A second add of the same torrent is refused, naming it.
+    let again = daemon.post("/api/torrents", &json!({ "magnet": link }));
+    assert_eq!(again.status, 409, "{again:?}");
+    let message = again.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        message.contains("three") && !message.contains(&id),
+        "the conflict should name the torrent, not its info-hash: {message:?}"
+    );
+
+    // The metadata is kept in the state folder only, not beside the download.
+    let stray: Vec<String> = fs::read_dir(&dl)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".torrent"))
+        .collect();
+    assert!(
+        stray.is_empty(),
+        "metadata saved in the download folder: {stray:?}"
+    );
+    let kept = state.join("torrents").join(format!("{id}.torrent"));
+    assert!(kept.is_file(), "{} is not kept", kept.display());
+
+    let paused = daemon.post(&format!("/api/torrents/{id}/pause"), &json!({}));
+    assert_eq!(paused.status, 200, "{paused:?}");
+    wait_for_log_line(&daemon, &["torrent paused", "three", short]);
+    let removed = daemon.delete(&format!("/api/torrents/{id}"));
+    assert!(removed.status < 300, "{removed:?}");
+    wait_for_log_line(&daemon, &["torrent removed", "three", short]);
 }
 
 // ---------------------------------------------------------------------------------------

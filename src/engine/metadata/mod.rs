@@ -65,7 +65,8 @@ const DHT_RETRY: Duration = Duration::from_secs(15);
 pub struct MagnetParams {
     /// The parsed link.
     pub magnet: Magnet,
-    /// The folder the torrent's name goes under; the `.torrent` is saved there too.
+    /// The folder the torrent's name goes under; with `hand_over`, the `.torrent` is
+    /// saved there too.
     pub download_dir: PathBuf,
     /// Tunables, shared with the Coordinator that takes over.
     pub config: EngineConfig,
@@ -424,13 +425,18 @@ impl MetadataFetcher {
         let dir = params.download_dir.clone();
         let file_name = torrent_file_name(&name, &self.info_hash);
         let saved_bytes = torrent.clone();
+        // A daemon keeps the metadata in its own state folder: nothing beside the download.
+        let keep_beside = params.hand_over;
         let save = async move {
+            if !keep_beside {
+                return Ok(None);
+            }
             let path = dir.join(&file_name);
             let write = tokio::task::spawn_blocking(move || {
                 save_atomically(&dir, &file_name, &saved_bytes)
             });
             match write.await {
-                Ok(Ok(())) => Ok(path),
+                Ok(Ok(())) => Ok(Some(path)),
                 Ok(Err(e)) => Err(e.to_string()),
                 Err(e) => Err(e.to_string()),
             }
@@ -446,7 +452,7 @@ impl MetadataFetcher {
             .into_actor(self)
             .map(move |saved, act, ctx| {
                 let torrent_file = match saved {
-                    Ok(path) => Some(path),
+                    Ok(path) => path,
                     Err(e) => {
                         warn!(act.log, "cannot save the .torrent"; "error" => e);
                         None

@@ -98,6 +98,10 @@ pub struct SessionConfig {
     pub max_connections: usize,
     pub dht: Option<DhtLinks>,
     pub log: Logger,
+    /// Where each torrent's events (added, metadata, completed, failed, paused, resumed,
+    /// removed) are logged, one line each: a daemon shows these at its default verbosity,
+    /// when `log` shows only warnings.
+    pub events: Logger,
 }
 
 /// Where a torrent's metadata comes from.
@@ -483,6 +487,16 @@ fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
+}
+
+/// Logs one event of a torrent, naming it by its name and a short info-hash.
+fn log_event(events: &Logger, what: &str, entry: &Entry) {
+    info!(events, "{}", what; "info_hash" => short_hash(&entry.id), "torrent" => &entry.name);
+}
+
+/// The first 8 hex digits of an info-hash: enough to tell torrents of one name apart.
+fn short_hash(id: &InfoHash) -> String {
+    id.to_hex()[..8].to_string()
 }
 
 fn selection_of(indices: &Option<Vec<u32>>) -> Option<FileSelection> {
@@ -893,6 +907,7 @@ impl Session {
             return;
         };
         entry.name = metainfo.info.name.clone();
+        log_event(&self.config.events, "metadata received", entry);
         // A magnet's BEP 53 `so=`, now that the files can be counted, unless files were
         // chosen already (or are to be chosen).
         if let Source::Magnet(magnet) = &entry.source {
@@ -1073,9 +1088,13 @@ impl Entry {
         }
     }
 
+    /// The torrent's trackers. While it runs, as its tracker actors last said; while it
+    /// does not, every tracker of the torrent (one never started since the daemon did has
+    /// no status yet), idle, with what its last run learnt.
     fn tracker_rows(&self) -> Vec<TrackerInfo> {
         let now = Instant::now();
-        self.trackers
+        let mut rows: Vec<TrackerInfo> = self
+            .trackers
             .values()
             .map(|s| {
                 let (state, error) = match &s.state {
@@ -1087,7 +1106,8 @@ impl Entry {
                 };
                 TrackerInfo {
                     url: s.url.clone(),
-                    tier: s.tier,
+                    // Counted from 1 on the page, as `info` does.
+                    tier: s.tier + 1,
                     state,
                     last_error: error.or_else(|| s.last_error.clone()),
                     peers: s.peers,
@@ -1097,7 +1117,82 @@ impl Entry {
                         .map(|d| d.as_secs()),
                 }
             })
-            .collect()
+            .collect();
+        if self.run.is_none() {
+            for row in &mut rows {
+                if row.state != "unusable" {
+                    row.state = "idle";
+                }
+                row.next_announce_secs = None;
+            }
+            let tiers = match &self.source {
+                Source::Torrent(m) => m.trackers.clone(),
+                // A magnet's trackers become one tier each (as its `.torrent` says).
+                Source::Magnet(m) => m.trackers.iter().map(|t| vec![t.clone()]).collect(),
+            };
+            for (tier, urls) in tiers.iter().enumerate() {
+                for url in urls {
+                    if !rows.iter().any(|r| &r.url == url) {
+                        rows.push(TrackerInfo {
+                            url: url.clone(),
+                            tier: tier + 1,
+                            state: "idle",
+                            last_error: None,
+                            peers: None,
+                            seeders: None,
+                            leechers: None,
+                            next_announce_secs: None,
+                        });
+                    }
+                }
+            }
+            rows.sort_by_key(|r| r.tier);
+        }
+        rows
+    }
+
+    /// What a torrent that is not started has verified, from its resume file: its
+    /// progress, file progress and piece map show that, not nothing. Display only: the
+    /// start-up check of the next run decides what is trusted.
+    fn load_resume(&mut self, root: &Path) {
+        let Source::Torrent(m) = &self.source else {
+            return;
+        };
+        let m = m.clone();
+        let layout = &m.info.layout;
+        let resume = SideFiles::new(layout, &self.id).resume;
+        let bound = super::resume::json_size_bound(layout);
+        let bytes = torrent_folder(root, &self.dir, false).and_then(|jail| {
+            use std::io::Read;
+            let file = jail.open_file(&[resume], super::jail::Access::Read)?;
+            let mut bytes = Vec::new();
+            file.take(bound).read_to_end(&mut bytes)?;
+            Ok(bytes)
+        });
+        let Ok(bytes) = bytes else {
+            return;
+        };
+        let Ok(data) = super::resume::ResumeData::parse(&bytes, self.id, layout) else {
+            return;
+        };
+        let have = data.verified_bitfield();
+        let selection = selection_of(&self.selection);
+        let wanted =
+            super::selection::SelectedFiles::new(layout, selection.as_ref()).wanted_pieces(layout);
+        self.last.verified_bytes = layout
+            .pieces()
+            .filter(|p| wanted.has(p.get()) && have.has(p.get()))
+            .map(|p| u64::from(layout.piece_len(p)))
+            .sum();
+        let per_file = super::selection::verified_bytes_per_file(layout, &have);
+        for file in &mut self.files {
+            file.verified_bytes = per_file.get(file.index).copied().unwrap_or(0);
+        }
+        self.pieces = Some(PieceMap {
+            pieces: layout.num_pieces() as usize,
+            have: have.as_bytes().to_vec(),
+            downloading: Vec::new(),
+        });
     }
 
     fn empty_pieces(&self) -> PieceMap {
@@ -1129,6 +1224,12 @@ impl Actor for Session {
             .filter(|e| !(e.paused || e.awaiting_files && matches!(e.source, Source::Torrent(_))))
             .map(|e| e.id)
             .collect();
+        let root = self.config.download_root.clone();
+        for entry in self.torrents.values_mut() {
+            if !ids.contains(&entry.id) {
+                entry.load_resume(&root);
+            }
+        }
         for id in ids {
             self.start_run(id, ctx);
         }
@@ -1149,9 +1250,20 @@ impl Handler<FromTorrent> for Session {
             return;
         }
         match msg.event {
-            TorrentEvent::Progress(p) | TorrentEvent::Completed(p) => entry.last = p,
+            TorrentEvent::Progress(p) => entry.last = p,
+            TorrentEvent::Completed(p) => {
+                // A torrent complete when it starts says so too, but fetched nothing.
+                let what = if p.downloaded_this_run > 0 {
+                    "torrent completed"
+                } else {
+                    "torrent complete, seeding"
+                };
+                entry.last = p;
+                log_event(&self.config.events, what, entry);
+            }
             TorrentEvent::Failed(_, message) => {
-                warn!(self.log, "torrent failed"; "torrent" => &entry.name, "error" => &message);
+                warn!(self.config.events, "torrent failed"; "error" => &message,
+                      "info_hash" => short_hash(&entry.id), "torrent" => &entry.name);
                 entry.error = Some(message);
                 let stop = self.stop_run(msg.id);
                 ctx.spawn(
@@ -1203,10 +1315,10 @@ impl Handler<AddTorrent> for Session {
                 Some(link),
             ),
         };
-        if self.torrents.contains_key(&id) {
+        if let Some(existing) = self.torrents.get(&id) {
             return Err(SessionError::Conflict(format!(
-                "torrent {} is already added",
-                id.to_hex()
+                "{} is already added",
+                existing.name
             )));
         }
         check_labels(&msg.labels)?;
@@ -1228,7 +1340,15 @@ impl Handler<AddTorrent> for Session {
             });
         }
         let start = !entry.paused;
-        info!(self.log, "torrent added"; "torrent" => &entry.name, "info_hash" => id.to_hex());
+        log_event(
+            &self.config.events,
+            if entry.paused {
+                "torrent added, paused"
+            } else {
+                "torrent added"
+            },
+            &entry,
+        );
         self.torrents.insert(id, entry);
         self.save();
         if start {
@@ -1286,7 +1406,9 @@ impl Handler<Pause> for Session {
         self.save();
         self.stop_then(id, move |act, _| {
             act.save();
-            Ok(act.entry(&id)?.summary())
+            let entry = act.entry(&id)?;
+            log_event(&act.config.events, "torrent paused", entry);
+            Ok(entry.summary())
         })
     }
 }
@@ -1305,7 +1427,9 @@ impl Handler<Resume> for Session {
         }
         self.save();
         self.start_run(msg.id, ctx);
-        Ok(self.entry(&msg.id)?.summary())
+        let entry = self.entry(&msg.id)?;
+        log_event(&self.config.events, "torrent resumed", entry);
+        Ok(entry.summary())
     }
 }
 
@@ -1368,16 +1492,20 @@ impl Handler<Remove> for Session {
                     let root = act.config.download_root.clone();
                     let dir = entry.dir.clone();
                     let layout = m.info.layout.clone();
-                    // A magnet's metadata was saved beside the download: the engine's file too.
-                    let saved = entry.magnet_link.as_ref().map(|_| {
-                        crate::engine::metadata::torrent_file_name(&m.info.name, &id)
-                    });
                     let log = act.log.clone();
                     // Deleting many files is blocking work: off the Session's thread.
-                    std::thread::spawn(move || delete_data(&root, &dir, &layout, &id, saved, &log));
+                    std::thread::spawn(move || delete_data(&root, &dir, &layout, &id, &log));
                 }
             }
-            info!(act.log, "torrent removed"; "torrent" => &entry.name, "data_deleted" => msg.delete_data);
+            log_event(
+                &act.config.events,
+                if msg.delete_data {
+                    "torrent removed, its data deleted"
+                } else {
+                    "torrent removed"
+                },
+                &entry,
+            );
             act.save();
             Ok(())
         }))
@@ -1411,14 +1539,7 @@ fn torrent_folder(root: &Path, dir: &str, create: bool) -> std::io::Result<Jail>
 /// magnet link, and the folders that held them once empty; never the folder itself.
 /// Every name is deleted beneath the folder's handle: a link on the way is refused, a
 /// link in a file's place is removed itself, never what it points to.
-fn delete_data(
-    root: &Path,
-    dir: &str,
-    layout: &Layout,
-    info_hash: &InfoHash,
-    saved_torrent: Option<String>,
-    log: &Logger,
-) {
+fn delete_data(root: &Path, dir: &str, layout: &Layout, info_hash: &InfoHash, log: &Logger) {
     let jail = match torrent_folder(root, dir, false) {
         Ok(jail) => jail,
         Err(e) => {
@@ -1433,7 +1554,6 @@ fn delete_data(
         .filter(|f| !f.padding)
         .map(|f| f.path.components().to_vec())
         .collect();
-    paths.extend(saved_torrent.map(|name| vec![name]));
     paths.extend([side.reserve, side.resume, side.parts].map(|name| vec![name]));
     for path in &paths {
         if let Err(e) = jail.remove_file(path) {

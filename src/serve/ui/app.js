@@ -1013,14 +1013,23 @@ function renderPieces(d) {
   ctx.fill(paths.busy);
 }
 
-/** A "nice" axis step (1, 2, 5 × a power of 1024 or 10) so that max / step ≈ 4. */
+/**
+ * A round axis step, 1, 2 or 5 × 10^n in the unit the ticks are shown in (B, KiB, MiB…),
+ * so that max / step ≈ 4. Past 500 of a unit the step is 1 of the next (1 MiB, not
+ * 1000 KiB, whose multiples would read 1.95 MiB, 2.93 MiB).
+ */
 function niceRateStep(max) {
   const rough = Math.max(max, 1) / 4;
   const unit = Math.pow(1024, Math.max(0, Math.floor(Math.log(rough) / Math.log(1024))));
   const m = rough / unit;
-  const steps = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000];
-  const s = steps.find((x) => x >= m) || 1000;
-  return s * unit;
+  const steps = [1, 2, 5, 10, 20, 50, 100, 200, 500];
+  const s = steps.find((x) => x >= m);
+  return s ? s * unit : 1024 * unit;
+}
+
+/** A tick's label: a round value without trailing zeros ("2 MiB/s", not "2.00 MiB/s"). */
+function formatTick(v) {
+  return formatRate(v).replace(/\.0+ /, ' ');
 }
 
 /** Draws the last 10 minutes of rate samples: area for download, line for upload. */
@@ -1052,7 +1061,7 @@ function renderSpeed(d) {
   for (let v = 0; v <= top + step / 2; v += step) {
     const y = Math.round(Y(v)) + 0.5;
     ctx.beginPath(); ctx.moveTo(pad.l, y); ctx.lineTo(pad.l + pw, y); ctx.stroke();
-    ctx.fillText(formatRate(v), pad.l - 6, y);
+    ctx.fillText(formatTick(v), pad.l - 6, y);
   }
   ctx.textAlign = 'center';
   ctx.textBaseline = 'top';

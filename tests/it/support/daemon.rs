@@ -43,6 +43,8 @@ pub struct DaemonOpts {
     pub args: Vec<String>,
     /// More environment variables (e.g. a fault to inject).
     pub env: Vec<(String, String)>,
+    /// Run at the default verbosity (no `-v`), to see what a user sees.
+    pub quiet: bool,
 }
 
 impl Default for DaemonOpts {
@@ -53,6 +55,7 @@ impl Default for DaemonOpts {
             max_torrent_mib: None,
             args: Vec::new(),
             env: Vec::new(),
+            quiet: false,
         }
     }
 }
@@ -64,7 +67,8 @@ pub fn serve_command(dir: &Path, state: &Path, opts: &DaemonOpts) -> Command {
     cmd.env("TORRENT_ACTORS_DHT_BOOTSTRAP", "")
         .env_remove("TORRENT_ACTORS_API_KEY")
         .args(["serve", "--listen", &opts.listen])
-        .args(["--port", "0", "--bind", "127.0.0.1", "--no-dht", "-v"])
+        .args(["--port", "0", "--bind", "127.0.0.1", "--no-dht"])
+        .args((!opts.quiet).then_some("-v"))
         .arg("--dir")
         .arg(dir)
         .arg("--state")
