@@ -142,10 +142,14 @@ async fn serve(
     engine.max_peers = args.max_peers;
     engine.connect = ConnectTimeouts::default();
     engine.threads = Some(threads);
-    let (listener, peer_addr) =
-        Listener::bind(args.peer_listen, engine.connect.handshake, log.clone())
-            .await
-            .map_err(|e| cannot_listen("peers", args.peer_listen, e))?;
+    let (listener, peer_addr) = Listener::bind(
+        args.peer_listen,
+        engine.connect.handshake,
+        engine.encryption,
+        log.clone(),
+    )
+    .await
+    .map_err(|e| cannot_listen("peers", args.peer_listen, e))?;
     let dht = crate::get::start_dht(args.dht.clone(), peer_addr, &log);
     let session = Session::start(SessionConfig {
         engine,
