@@ -7,6 +7,7 @@ mod browser;
 mod churn;
 mod cli;
 mod dht;
+mod encryption;
 mod engine;
 mod faults;
 mod files;
