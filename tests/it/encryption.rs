@@ -621,3 +621,81 @@ fn hostile_encrypted_peers_that_dial_us_are_dropped_with_a_reason_and_an_honest_
     }
     drop(hostile);
 }
+
+#[test]
+fn one_shared_listener_finds_each_encrypted_peers_torrent_by_its_skey() {
+    use actix::prelude::*;
+    use torrent_actors::engine::budget::ConnectionBudget;
+    use torrent_actors::engine::connection::{self, ConnectError, ConnectTimeouts};
+    use torrent_actors::engine::listener::Listener;
+    use torrent_actors::engine::messages::Route;
+    use torrent_actors::engine::metrics::{ActorKind, ActorMetrics};
+    use torrent_actors::wire::mse::Encryption;
+    use torrent_actors::wire::Reserved;
+    use torrent_actors::PeerId;
+
+    use crate::listener::{peers_until, start_torrent, torrent};
+
+    let tmp = tempfile::tempdir().expect("temp folder");
+    let dir = tmp.path().to_path_buf();
+    System::new().block_on(async move {
+        let (listener, shared) = Listener::bind(
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+            Duration::from_secs(5),
+            Encryption::Require,
+            slog::Logger::root(slog::Discard, slog::o!()),
+        )
+        .await
+        .expect("the shared listener binds");
+        let budget = ConnectionBudget::new(8);
+        let (alpha, beta) = (torrent("alpha.bin"), torrent("beta.bin"));
+        let (alpha_hash, beta_hash) = (alpha.info_hash, beta.info_hash);
+        let alpha_id = PeerId(*b"-TA0001-alphaalphaal");
+        let beta_id = PeerId(*b"-TA0001-betabetabeta");
+        let a = start_torrent(alpha, alpha_id, shared, &budget, &dir).await;
+        let b = start_torrent(beta, beta_id, shared, &budget, &dir).await;
+        for (info_hash, coordinator) in [(alpha_hash, &a), (beta_hash, &b)] {
+            listener
+                .send(Route {
+                    info_hash,
+                    to: coordinator.clone().recipient(),
+                    metrics: Arc::new(ActorMetrics::detached(ActorKind::Coordinator)),
+                })
+                .await
+                .expect("the listener answers");
+        }
+        let dial = |info_hash, encryption| {
+            connection::connect(
+                shared,
+                info_hash,
+                PeerId(*b"-qB4630-encryptedpe1"),
+                Reserved::none(),
+                ConnectTimeouts::default(),
+                encryption,
+            )
+        };
+        // Each encrypted peer reaches its own torrent, answered in RC4.
+        let mut held = Vec::new();
+        for (info_hash, id, coordinator) in [(alpha_hash, alpha_id, &a), (beta_hash, beta_id, &b)] {
+            let (stream, answer) = dial(info_hash, Encryption::Require)
+                .await
+                .expect("the encrypted handshake completes");
+            assert!(stream.is_encrypted());
+            assert_eq!((answer.info_hash, answer.peer_id), (info_hash, id));
+            let peers = peers_until(coordinator, |p| !p.is_empty()).await;
+            assert_eq!(peers.len(), 1, "{peers:?}");
+            held.push(stream);
+        }
+        // A torrent nobody routed: the encrypted handshake ends at the SKEY.
+        let stranger = dial(InfoHash([0x5a; 20]), Encryption::Require).await;
+        assert!(
+            matches!(stranger, Err(ConnectError::Io(_))),
+            "a stranger was answered: {:?}",
+            stranger.map(|(_, h)| h)
+        );
+        // Encryption is required: a plaintext handshake is closed unanswered.
+        let plain = dial(alpha_hash, Encryption::Off).await;
+        assert!(plain.is_err(), "a plaintext peer was answered");
+        drop(held);
+    });
+}

@@ -32,7 +32,7 @@ const WAIT: Duration = Duration::from_secs(20);
 
 /// A torrent of one 20 000-byte file: two pieces whose hashes nothing matches, so the
 /// start-up check finds nothing and the torrent goes straight to downloading.
-fn torrent(name: &str) -> Metainfo {
+pub(crate) fn torrent(name: &str) -> Metainfo {
     let bytes = BValue::dict([(
         "info",
         BValue::dict([
@@ -64,7 +64,7 @@ impl Handler<TorrentEvent> for Phases {
 
 /// Starts a Coordinator taking its peers from the shared listener at `shared`, and waits
 /// until its start-up check is done (before that it takes no peers).
-async fn start_torrent(
+pub(crate) async fn start_torrent(
     metainfo: Metainfo,
     peer_id: PeerId,
     shared: SocketAddr,
@@ -123,7 +123,7 @@ async fn handshake_with(
 }
 
 /// Asks `coordinator` for its peers until `done` holds for them, within the limit.
-async fn peers_until(
+pub(crate) async fn peers_until(
     coordinator: &Addr<Coordinator>,
     done: impl Fn(&[PeerInfo]) -> bool,
 ) -> Vec<PeerInfo> {
