@@ -162,6 +162,16 @@ pub struct PeerWriteHalf {
     sending: Sending,
 }
 
+impl PeerWriteHalf {
+    /// Whether encrypted bytes wait for the socket. A write reports its bytes taken once
+    /// they are encrypted (RC4 cannot take them back), so they may still sit here: a
+    /// writer that does not flush after writing (actix's and tokio-util's framed writers
+    /// do) must flush while this holds.
+    pub fn has_pending(&self) -> bool {
+        self.sending.pending_written < self.sending.pending.len()
+    }
+}
+
 /// Reads from `early`, else from `socket`, decrypting.
 fn poll_read_via<R: AsyncRead + Unpin>(
     socket: &mut R,

@@ -626,8 +626,10 @@ pub struct Receiver<'t> {
     keys: KeyPair,
     /// The torrents it may be for.
     skeys: &'t SkeyTable,
-    /// The methods we select from, RC4 first.
+    /// The methods we select from.
     accepted: u32,
+    /// Select plaintext when the peer provides it too (RC4 otherwise comes first).
+    plaintext_first: bool,
     /// Our PadB and PadD, drawn at the start.
     pad_b: Vec<u8>,
     pad_d: Vec<u8>,
@@ -644,12 +646,31 @@ impl<'t> Receiver<'t> {
             keys: KeyPair::new(rng),
             skeys,
             accepted,
+            plaintext_first: false,
             pad_b: random_pad(rng),
             pad_d: vec![0u8; rng.random_range(0..=MAX_PAD)],
             state: ReceiverState::AwaitKey,
             buf: Vec::new(),
             out: Vec::new(),
         }
+    }
+
+    /// Selects plaintext over RC4 when the peer provides both, as libtorrent does by
+    /// default: the handshake stays hidden and neither side pays for the cipher.
+    pub fn preferring_plaintext(mut self) -> Self {
+        self.plaintext_first = true;
+        self
+    }
+
+    /// The method to select from the peer's `provided`, if any.
+    fn select(&self, provided: u32) -> Option<u32> {
+        let common = provided & self.accepted;
+        let order = if self.plaintext_first {
+            [CRYPTO_PLAINTEXT, CRYPTO_RC4]
+        } else {
+            [CRYPTO_RC4, CRYPTO_PLAINTEXT]
+        };
+        order.into_iter().find(|m| common & m != 0)
     }
 
     /// Advances as far as the buffered bytes allow.
@@ -737,16 +758,10 @@ impl<'t> Receiver<'t> {
                         return Err(MseError::BadVerification);
                     }
                     let provided = be32(&head[8..]);
-                    let method = if provided & self.accepted & CRYPTO_RC4 != 0 {
-                        CRYPTO_RC4
-                    } else if provided & self.accepted & CRYPTO_PLAINTEXT != 0 {
-                        CRYPTO_PLAINTEXT
-                    } else {
-                        return Err(MseError::NoCommonMethod {
-                            provided,
-                            accepted: self.accepted,
-                        });
-                    };
+                    let method = self.select(provided).ok_or(MseError::NoCommonMethod {
+                        provided,
+                        accepted: self.accepted,
+                    })?;
                     let len = be16(&head[12..]);
                     if len > MAX_PAD {
                         return Err(MseError::PaddingTooLong { len });

@@ -699,3 +699,40 @@ fn one_shared_listener_finds_each_encrypted_peers_torrent_by_its_skey() {
         drop(held);
     });
 }
+
+/// `swarm` with leechers given `--encryption MODE`: its simulated peers take encrypted
+/// handshakes too (selecting plaintext when offered, RC4 when required), and every byte
+/// is checked by the leechers' piece hashes.
+#[test]
+fn swarm_peers_serve_leechers_that_prefer_or_require_encryption() {
+    for mode in ["prefer", "require"] {
+        let work = tempfile::tempdir().expect("temp folder");
+        let report = work.path().join("report.json");
+        let mut cmd = ours();
+        cmd.arg("swarm")
+            .arg("--work-dir")
+            .arg(work.path())
+            .args(["--fast", "4", "--slow", "4", "--leechers", "2"])
+            .args(["--size", "8MiB", "--piece-size", "256KiB"])
+            .args(["--duration-limit", "60s"])
+            .arg(format!("--leecher-arg=--encryption={mode}"))
+            .arg("--report")
+            .arg(&report);
+        let out = run_until(cmd, Duration::from_secs(120))
+            .unwrap_or_else(|o| panic!("swarm overran:\n{}", String::from_utf8_lossy(&o.stderr)));
+        assert!(
+            out.status.success(),
+            "swarm with --encryption={mode} failed ({}):\n{}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let r: serde_json::Value =
+            serde_json::from_slice(&fs::read(&report).expect("the report")).expect("JSON");
+        // Each connection a leecher made was served: none was an encrypted attempt the
+        // peers refused (which would show as closed by the peer).
+        for p in r["profiles"].as_array().expect("profiles") {
+            assert_eq!(p["closed_by_peer"].as_u64(), Some(0), "{mode}: {p}");
+        }
+    }
+}

@@ -384,3 +384,19 @@ fn encryption_modes_parse_and_print() {
     assert!("maybe".parse::<Encryption>().is_err());
     assert_eq!(Encryption::default(), Encryption::Prefer);
 }
+
+#[test]
+fn a_receiver_preferring_plaintext_picks_it_only_when_offered() {
+    let table = SkeyTable::single(TORRENT);
+    let both = CRYPTO_RC4 | CRYPTO_PLAINTEXT;
+    for (provide, want) in [(both, CRYPTO_PLAINTEXT), (CRYPTO_RC4, CRYPTO_RC4)] {
+        let mut a = Initiator::new(TORRENT, provide, b"", &mut rng(36));
+        let mut b = Receiver::new(&table, both, &mut rng(37)).preferring_plaintext();
+        let (a_end, b_end) = pump(&mut a, &mut b, 4096);
+        assert_eq!((a_end.unwrap().method, b_end.unwrap().method), (want, want));
+    }
+    // RC4 first otherwise.
+    let mut a = Initiator::new(TORRENT, both, b"", &mut rng(38));
+    let mut b = Receiver::new(&table, both, &mut rng(39));
+    assert_eq!(pump(&mut a, &mut b, 4096).1.unwrap().method, CRYPTO_RC4);
+}
