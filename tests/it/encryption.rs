@@ -25,8 +25,8 @@ use torrent_actors::wire::mse::{CRYPTO_RC4, DH_KEY_LEN, PRIME};
 use torrent_actors::InfoHash;
 
 use crate::support::{
-    assert_same_files, make_torrent, peer_flags, read_metainfo, run_until, ChildGuard, LeechOpts,
-    LtLeecher, LtSeeder, Payload, SeedOpts, LT_RC4_ENCRYPTED,
+    assert_same_files, free_port, make_torrent, peer_flags, read_metainfo, run_until, ChildGuard,
+    LeechOpts, LtLeecher, LtSeeder, Payload, SeedOpts, LT_RC4_ENCRYPTED,
 };
 
 /// How long any one download may take; loopback transfers of these sizes take seconds.
@@ -109,6 +109,12 @@ struct OurSeed {
 impl OurSeed {
     /// Starts `seed -vv` with `extra` flags and waits for its `seeding NAME on ADDR` line.
     fn start(f: &Fixture, extra: &[&str]) -> OurSeed {
+        OurSeed::start_torrent(f, &f.torrent, extra)
+    }
+
+    /// [`OurSeed::start`] with another copy of the fixture's torrent (e.g. one that
+    /// announces to a tracker).
+    fn start_torrent(f: &Fixture, torrent: &Path, extra: &[&str]) -> OurSeed {
         let logs = tempfile::Builder::new()
             .prefix("ta-encryption-")
             .tempdir()
@@ -126,7 +132,7 @@ impl OurSeed {
         ])
         .arg(&f.payload.dir)
         .args(extra)
-        .arg(&f.torrent)
+        .arg(torrent)
         .stdin(Stdio::null())
         .stdout(File::create(logs.path().join("stdout")).expect("seed stdout file"))
         .stderr(File::create(logs.path().join("stderr")).expect("seed stderr file"));
@@ -735,4 +741,134 @@ fn swarm_peers_serve_leechers_that_prefer_or_require_encryption() {
             assert_eq!(p["closed_by_peer"].as_u64(), Some(0), "{mode}: {p}");
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// Transmission 3.00, a second implementation
+// ---------------------------------------------------------------------------------------
+
+/// `transmission-cli -er` (encryption required) on 127.0.0.1 with its own config folder:
+/// no DHT, local discovery, peer exchange, port mapping or uTP, so it meets only the peers
+/// a test makes dial it, over TCP. It runs until killed (by its PID, when dropped).
+struct Transmission {
+    // Held for its drop, which kills the process by PID; declared first so the process
+    // is gone before its folder is removed.
+    _child: ChildGuard,
+    port: u16,
+    dir: TempDir,
+}
+
+impl Transmission {
+    /// Downloads (or, with the data already in `data_dir`, seeds) `torrent` into
+    /// `data_dir`.
+    fn start(torrent: &Path, data_dir: &Path) -> Transmission {
+        let dir = tempfile::Builder::new()
+            .prefix("transmission-")
+            .tempdir()
+            .expect("temp folder for transmission");
+        let config = dir.path().join("config");
+        fs::create_dir_all(&config).expect("transmission config folder");
+        let port = free_port();
+        let settings = serde_json::json!({
+            "bind-address-ipv4": "127.0.0.1",
+            "bind-address-ipv6": "::1",
+            "dht-enabled": false,
+            "lpd-enabled": false,
+            "pex-enabled": false,
+            "utp-enabled": false,
+            "port-forwarding-enabled": false,
+            "peer-port": port,
+            "encryption": 2,
+            "rpc-enabled": false,
+            "speed-limit-up-enabled": false,
+            "speed-limit-down-enabled": false,
+        });
+        fs::write(config.join("settings.json"), settings.to_string()).expect("settings.json");
+        let mut cmd = Command::new("transmission-cli");
+        cmd.arg("-er")
+            .arg("-M")
+            .arg("-g")
+            .arg(&config)
+            .arg("-w")
+            .arg(data_dir)
+            .args(["-p", &port.to_string()])
+            .arg(torrent)
+            .stdin(Stdio::null())
+            .stdout(File::create(dir.path().join("out.log")).expect("transmission log"))
+            .stderr(File::create(dir.path().join("err.log")).expect("transmission log"));
+        Transmission {
+            _child: ChildGuard::spawn(cmd, "transmission-cli"),
+            port,
+            dir,
+        }
+    }
+
+    fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    fn log(&self) -> String {
+        let read = |name| fs::read_to_string(self.dir.path().join(name)).unwrap_or_default();
+        // Its progress line is rewritten with carriage returns; keep the last few lines.
+        let out = read("out.log").replace('\r', "\n");
+        let tail: Vec<&str> = out.lines().rev().take(20).collect();
+        format!(
+            "{}\n{}",
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n"),
+            read("err.log")
+        )
+    }
+}
+
+#[test]
+fn transmission_requiring_encryption_downloads_from_our_seed() {
+    // Transmission 3.00 does not dial loopback addresses it hears of (given our seed by a
+    // tracker, it dialed nothing), so our seed dials it; it takes incoming loopback
+    // connections.
+    let f = Fixture::new(2 * 1024 * 1024 + 11);
+    let out = f.out("transmission");
+    fs::create_dir_all(&out).expect("output folder");
+    let transmission = Transmission::start(&f.torrent, &out);
+    let peer = transmission.addr().to_string();
+    let seed = OurSeed::start(&f, &["--encryption", "require", "--peer", &peer]);
+    let file = out.join("file.bin");
+    let original = fs::read(f.payload.dir.join("file.bin")).expect("the payload");
+    let deadline = Instant::now() + DOWNLOAD_LIMIT;
+    // Transmission writes `file.bin.part` and renames it once complete.
+    while !fs::read(&file).is_ok_and(|got| got == original) {
+        assert!(
+            Instant::now() < deadline,
+            "transmission did not complete within {DOWNLOAD_LIMIT:?}:\n{}\n--- our seed:\n{}",
+            transmission.log(),
+            seed.stderr()
+        );
+        thread::sleep(Duration::from_millis(200));
+    }
+    f.assert_downloaded(&out);
+    assert!(!seed.stderr().contains("panicked"), "{}", seed.stderr());
+}
+
+#[test]
+fn get_requiring_encryption_downloads_from_transmission_requiring_it_too() {
+    let f = Fixture::new(2 * 1024 * 1024 + 13);
+    // Transmission seeds from the payload's own folder once it has checked it.
+    let transmission = Transmission::start(&f.torrent, &f.payload.dir);
+    let out = f.out("ours");
+    let (code, stderr) = run(
+        get(
+            &f,
+            &out,
+            &[transmission.addr()],
+            &["--encryption", "require", "--peer-timeout", "60"],
+        ),
+        DOWNLOAD_LIMIT,
+    );
+    assert_eq!(
+        code,
+        Some(0),
+        "get failed:\n{stderr}\n--- transmission:\n{}",
+        transmission.log()
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    f.assert_downloaded(&out);
 }
