@@ -174,12 +174,12 @@ async fn serve(stream: TcpStream, task: &PeerTask, connection: u64) -> End {
         return stay_silent(stream, &task.cancel).await;
     }
     // Plaintext or encrypted, as a leecher dials: with both offered, plaintext is
-    // selected (libtorrent's default), so only a leecher requiring RC4 gets it.
+    // selected, so only a leecher requiring RC4 gets it.
     let skeys = SkeyTable::single(task.shared.info_hash);
     let read = tokio::select! {
         _ = task.cancel.cancelled() => return End::Shutdown,
-        read = connection::read_incoming_handshake_selecting(
-            stream, &skeys, Encryption::Prefer, true, HANDSHAKE_TIMEOUT,
+        read = connection::read_incoming_handshake(
+            stream, &skeys, Encryption::Prefer, HANDSHAKE_TIMEOUT,
         ) => read,
     };
     let mut stream = match read {

@@ -126,7 +126,8 @@ impl Encryption {
         }
     }
 
-    /// The methods we select from an incoming `crypto_provide`, RC4 first.
+    /// The methods we select from an incoming `crypto_provide` (with both offered, the
+    /// engine selects plaintext: see `Receiver::preferring_plaintext`).
     pub fn accepted_methods(self) -> u32 {
         match self {
             Encryption::Prefer => CRYPTO_RC4 | CRYPTO_PLAINTEXT,
