@@ -872,3 +872,89 @@ fn get_requiring_encryption_downloads_from_transmission_requiring_it_too() {
     assert!(!stderr.contains("panicked"), "{stderr}");
     f.assert_downloaded(&out);
 }
+
+// ---------------------------------------------------------------------------------------
+// `serve`: two torrents on one listener
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn libtorrent_leechers_forcing_rc4_download_two_torrents_from_one_serve_listener() {
+    use crate::support::{Daemon, DaemonOpts};
+
+    let tmp = tempfile::tempdir().expect("temp folder");
+    let dl = tmp.path().join("dl");
+    // Both payloads already in the download root: `serve` checks them and seeds.
+    let payloads = [
+        Payload::single(&dl, "alpha.bin", 1024 * 1024 + 1),
+        Payload::single(&dl, "beta.bin", 1536 * 1024 + 7),
+    ];
+    let torrents: Vec<PathBuf> = payloads
+        .iter()
+        .map(|p| {
+            let t = tmp.path().join(format!("{}.torrent", p.name));
+            make_torrent(&p.root(), &t, 16, &[]);
+            t
+        })
+        .collect();
+    let daemon = Daemon::start(
+        &dl,
+        &tmp.path().join("state"),
+        &DaemonOpts {
+            args: vec!["--encryption".into(), "require".into()],
+            ..DaemonOpts::default()
+        },
+    );
+    let mut ids = Vec::new();
+    for t in &torrents {
+        let bytes = fs::read(t).expect("the torrent");
+        let added = daemon.post(
+            "/api/torrents",
+            &serde_json::json!({"torrent_base64": data_encoding::BASE64.encode(&bytes)}),
+        );
+        assert_eq!(added.status, 201, "{added:?}");
+        ids.push(read_metainfo(t).info_hash.to_hex());
+    }
+    let deadline = Instant::now() + READY_LIMIT;
+    loop {
+        let list = daemon.get_json("/api/torrents");
+        let seeding = ids.iter().all(|id| {
+            list.as_array().into_iter().flatten().any(|t| {
+                t["id"] == id.as_str()
+                    && t["state"] == "seeding"
+                    && t["progress"].as_f64() == Some(1.0)
+            })
+        });
+        if seeding {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "serve did not seed both torrents: {list}\n{}",
+            daemon.log()
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+    let listener = SocketAddr::from(([127, 0, 0, 1], daemon.peer_port));
+    let outs: Vec<PathBuf> = ["a", "b"].iter().map(|n| tmp.path().join(n)).collect();
+    let leechers: Vec<LtLeecher> = torrents
+        .iter()
+        .zip(&outs)
+        .map(|(t, out)| {
+            LtLeecher::spawn(
+                t,
+                out,
+                &LeechOpts {
+                    peers: vec![listener],
+                    encryption_forced: true,
+                    ..LeechOpts::new(DOWNLOAD_LIMIT)
+                },
+            )
+        })
+        .collect();
+    for ((leecher, payload), out) in leechers.into_iter().zip(&payloads).zip(&outs) {
+        let outcome = leecher.wait();
+        outcome.assert_finished();
+        assert_same_files(&payload.dir, out, &payload.files);
+    }
+    assert!(!daemon.log().contains("panicked"), "{}", daemon.log());
+}
