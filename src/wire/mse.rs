@@ -162,8 +162,8 @@ impl fmt::Display for Encryption {
     }
 }
 
-/// Why an encrypted handshake failed. Every variant but none is the peer's doing: the
-/// connection should be closed.
+/// Why an encrypted handshake failed. Each variant but [`MseError::Finished`] is the
+/// peer's doing (or names a torrent we do not serve): the connection should be closed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MseError {
     /// The peer's public key is not a usable number: 0, 1, p - 1 or not below p.
