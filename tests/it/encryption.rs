@@ -187,6 +187,9 @@ fn get_downloads_from_a_libtorrent_seeder_that_forces_rc4() {
         SeedOpts {
             ready_without_announce: true,
             encryption_forced: true,
+            // Some three seconds a download, so the seeder's flags line (written when its
+            // upload total moves) finds the connection still open.
+            upload_limit: Some(1024 * 1024),
             ..SeedOpts::default()
         },
     );
@@ -531,9 +534,9 @@ const ALL_BREAKS: [Break; 4] = [
 #[test]
 fn hostile_encrypted_peers_we_dial_are_dropped_with_a_reason_and_the_honest_one_serves() {
     let f = Fixture::new(1024 * 1024 + 3);
-    // Slow enough (some five seconds) that the stalled peer's 3 s handshake timeout
+    // Slow enough (some seven seconds) that the stalled peer's 3 s handshake timeout
     // passes during the download.
-    let seed = OurSeed::start(&f, &["--encryption", "require", "--upload-limit", "200"]);
+    let seed = OurSeed::start(&f, &["--encryption", "require", "--upload-limit", "150"]);
     let hostile: Vec<HostileMse> = ALL_BREAKS
         .iter()
         .map(|how| HostileMse::receiver(*how, f.info_hash()))
