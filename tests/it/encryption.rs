@@ -883,17 +883,26 @@ fn get_requiring_encryption_downloads_from_transmission_requiring_it_too() {
 // About one run in five under load (run beside the hostile and swarm tests), one of the
 // two libtorrent leechers stalls for good on its one connection to `serve`: choked at 0 %
 // (its flags 0x82433: RC4, we are a seed, it is interested, we choke it) or at 95 % with
-// nothing more coming. The same test with encryption off and plaintext leechers
-// (`two_torrents_from_one_serve_listener(false)`) stalls the same way, so this is not the
-// encryption; left for the engine's owner. Run it with `--ignored`.
+// nothing more coming. The same test with both sides' defaults stalls the same way, and
+// so it did with the binary from before the encryption (commit 04dfbe5, one run in seven
+// beside `hostile_peers`: a leecher at 0 % with its one peer for 90 s), so this is not
+// the encryption; left for the engine's owner. Run them with `--ignored`.
 #[test]
 #[ignore = "a serve transfer stalls about one run in five under load, plaintext too"]
 fn libtorrent_leechers_forcing_rc4_download_two_torrents_from_one_serve_listener() {
     two_torrents_from_one_serve_listener(true);
 }
 
+/// The same with libtorrent's and our defaults (an obfuscated handshake, plaintext after
+/// it), to tell an engine stall from an encryption one.
+#[test]
+#[ignore = "a serve transfer stalls about one run in five under load, plaintext too"]
+fn libtorrent_leechers_download_two_torrents_from_one_serve_listener_by_default() {
+    two_torrents_from_one_serve_listener(false);
+}
+
 /// libtorrent leechers (forcing RC4 if `forced`) download two torrents at once from one
-/// `serve` listener (requiring encryption if `forced`, with it off otherwise).
+/// `serve` listener (requiring encryption if `forced`, with its defaults otherwise).
 fn two_torrents_from_one_serve_listener(forced: bool) {
     use crate::support::{Daemon, DaemonOpts};
 
@@ -916,11 +925,11 @@ fn two_torrents_from_one_serve_listener(forced: bool) {
         &dl,
         &tmp.path().join("state"),
         &DaemonOpts {
-            args: vec![
-                "--encryption".into(),
-                if forced { "require" } else { "off" }.into(),
-                "-v".into(),
-            ],
+            args: if forced {
+                vec!["--encryption".into(), "require".into(), "-v".into()]
+            } else {
+                vec!["-v".into()]
+            },
             ..DaemonOpts::default()
         },
     );
