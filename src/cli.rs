@@ -180,6 +180,11 @@ pub struct ServeCmd {
     /// The most peer connections across all torrents.
     #[arg(long, default_value_t = 200)]
     pub max_connections: usize,
+    /// Message stream encryption: `prefer` dials encrypted, falls back to plaintext, and
+    /// accepts both; `require` dials and accepts encrypted (RC4) connections only; `off`
+    /// dials plaintext and refuses encrypted ones.
+    #[arg(long, default_value = "prefer", value_name = "prefer|require|off")]
+    pub encryption: torrent_actors::wire::mse::Encryption,
     /// Threads for peer connections and torrents' bookkeeping (default: one per core);
     /// hashing and disk work have threads of their own, shared by every torrent.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
@@ -399,6 +404,11 @@ pub struct EngineArgs {
     /// Give up after this many seconds with no peer connected while downloading.
     #[arg(long, default_value_t = 120, value_name = "SECONDS")]
     pub peer_timeout: u64,
+    /// Message stream encryption: `prefer` dials encrypted, falls back to plaintext, and
+    /// accepts both; `require` dials and accepts encrypted (RC4) connections only; `off`
+    /// dials plaintext and refuses encrypted ones.
+    #[arg(long, default_value = "prefer", value_name = "prefer|require|off")]
+    pub encryption: torrent_actors::wire::mse::Encryption,
     /// Give up on a peer that does not complete its TCP connection, or then its
     /// handshake, within this many seconds each.
     #[arg(long, default_value_t = 10, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]

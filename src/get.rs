@@ -49,6 +49,8 @@ pub struct GetArgs {
     pub peer_timeout: Duration,
     pub request_timeout: Duration,
     pub handshake_timeout: Duration,
+    /// `--encryption`.
+    pub encryption: torrent_actors::wire::mse::Encryption,
     pub max_in_progress_bytes: u64,
     pub max_pending_bytes: u64,
     pub write_delay: Duration,
@@ -120,6 +122,7 @@ impl GetArgs {
             peer_timeout: Duration::from_secs(engine.peer_timeout),
             request_timeout: Duration::from_secs(engine.request_timeout),
             handshake_timeout: Duration::from_secs(engine.handshake_timeout),
+            encryption: engine.encryption,
             max_in_progress_bytes: engine.max_in_progress_mib << 20,
             max_pending_bytes: engine.max_pending_mib << 20,
             write_delay: Duration::from_millis(engine.debug_write_delay_ms),
@@ -519,6 +522,7 @@ async fn download(
         connect: args.handshake_timeout,
         handshake: args.handshake_timeout,
     };
+    config.encryption = args.encryption;
 
     let (done_tx, done_rx) = oneshot::channel();
     let stats = Stats::new(args, config.metrics.clone(), &log);

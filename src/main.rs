@@ -180,6 +180,7 @@ fn serve_args(args: cli::ServeCmd) -> Result<serve::ServeArgs, Failure> {
         peer_listen: std::net::SocketAddr::new(args.bind, args.port),
         max_peers: args.max_peers,
         max_connections: args.max_connections,
+        encryption: args.encryption,
         threads: args.threads.map_or(0, usize::from),
         api_key,
         allowed_hosts: args.allow_host,

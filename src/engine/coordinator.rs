@@ -39,10 +39,12 @@ use super::threads::{Threads, ThreadsConfig};
 use super::tracker::{
     Tiers, Tracker, TrackerBoard, TrackerConfig, TrackerLinks, TrackerStatus, TrackerTimeouts,
 };
+use super::transport::PeerStream;
 use super::PeerKey;
 use crate::layout::{Layout, PieceIndex, BLOCK_SIZE};
 use crate::magnet::FileSelection;
 use crate::metainfo::{Info, Metainfo};
+use crate::wire::mse::Encryption;
 use crate::wire::Bitfield;
 use crate::{InfoHash, PeerId};
 
@@ -166,6 +168,8 @@ pub struct EngineConfig {
     pub peer: PeerConfig,
     /// Connection set-up limits.
     pub connect: ConnectTimeouts,
+    /// Message stream encryption of outgoing and incoming connections.
+    pub encryption: Encryption,
     /// Peers to dial from the start, besides the trackers': the user's (`--peer`; in
     /// `serve`, a magnet's `x.pe` too), banned by address and port only and never
     /// dropped from the address book.
@@ -223,6 +227,7 @@ impl EngineConfig {
             resume_every: Duration::from_secs(5),
             peer: PeerConfig::default(),
             connect: ConnectTimeouts::default(),
+            encryption: Encryption::default(),
             initial_peers: Vec::new(),
             learned_peers: Vec::new(),
             min_announce_interval: Duration::from_secs(30),
@@ -1052,7 +1057,7 @@ impl Coordinator {
         addr: SocketAddr,
         admitted: Admitted,
         handshake: impl std::future::Future<
-                Output = Result<(TcpStream, crate::wire::Handshake), connection::ConnectError>,
+                Output = Result<(PeerStream, crate::wire::Handshake), connection::ConnectError>,
             > + 'static,
         ctx: &mut Context<Self>,
     ) {
@@ -1133,6 +1138,7 @@ impl Coordinator {
                 self.config.peer_id,
                 connection::our_reserved(self.dht.is_some()),
                 self.config.connect,
+                self.config.encryption,
             );
             ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
                 act.connecting -= 1;
@@ -1165,7 +1171,7 @@ impl Coordinator {
 
     fn spawn_peer(
         &mut self,
-        stream: TcpStream,
+        stream: PeerStream,
         handshake: crate::wire::Handshake,
         outgoing: bool,
         joining: Joining,
@@ -1201,9 +1207,9 @@ impl Coordinator {
         // so that thread alone polls it.
         let key = parts.key;
         let coordinator = parts.coordinator.clone();
-        let moved = stream.into_std().and_then(|std| {
+        let moved = stream.detach().and_then(|detached| {
             let started = arbiter.spawn(async move {
-                match TcpStream::from_std(std) {
+                match detached.attach() {
                     Ok(stream) => {
                         Peer::start(stream, handshake, parts);
                     }
@@ -1549,10 +1555,11 @@ impl StreamHandler<std::io::Result<(TcpStream, SocketAddr)>> for Coordinator {
         let info_hash = self.info_hash;
         let fut = connection::accept(
             stream,
-            move |h| *h == info_hash,
+            info_hash,
             self.config.peer_id,
             connection::our_reserved(self.dht.is_some()),
             self.config.connect.handshake,
+            self.config.encryption,
         );
         self.finish_incoming(addr, admitted, fut, ctx);
     }

@@ -2,7 +2,9 @@
 //! routing each incoming connection to its torrent by the info-hash of its handshake.
 //!
 //! It accepts sockets as an actor stream, reads the peer's handshake (bounded in time, at
-//! most [`MAX_HANDSHAKES_IN_FLIGHT`] at once; more sockets are closed at once), looks the
+//! most [`MAX_HANDSHAKES_IN_FLIGHT`] at once; more sockets are closed at once), plaintext
+//! or encrypted as its [`Encryption`] allows (an encrypted one names its torrent by the
+//! SKEY hash, looked up in an [`SkeyTable`] of the routed torrents), looks the
 //! info-hash up in its routes and hands the socket, with our answer still unsent, to that
 //! torrent's Coordinator as an [`IncomingPeer`]. The Coordinator applies its own limits,
 //! answers the handshake and starts the Peer. An unknown info-hash closes the socket
@@ -33,6 +35,8 @@ use tokio::net::TcpStream;
 use super::connection::{self, TcpListenerStream};
 use super::messages::{IncomingPeer, Route, Unroute};
 use super::metrics::ActorMetrics;
+use super::transport::PeerStream;
+use crate::wire::mse::{Encryption, SkeyTable};
 use crate::InfoHash;
 
 /// Incoming connections in their handshake or waiting for their Coordinator to take them,
@@ -107,6 +111,12 @@ pub struct Listener {
     routes: HashMap<InfoHash, RouteTo>,
     /// How long a peer has to send its handshake.
     handshake_timeout: Duration,
+    /// Which incoming handshakes are taken: plaintext, encrypted or both.
+    encryption: Encryption,
+    /// The routed torrents by their SKEY hash, for encrypted handshakes. Shared with the
+    /// handshakes in flight, which keep the table they started with; a change of routes
+    /// copies it (rare next to handshakes).
+    skeys: Arc<SkeyTable>,
     /// Connections whose handshake is being read or whose hand-off is not yet taken.
     in_flight: usize,
     /// Connections turned away since the last log line about it, by reason (in the order
@@ -122,17 +132,20 @@ impl Listener {
     pub async fn bind(
         addr: SocketAddr,
         handshake_timeout: Duration,
+        encryption: Encryption,
         log: Logger,
     ) -> std::io::Result<(Addr<Listener>, SocketAddr)> {
         let socket = connection::listen(addr).await?;
         let local = socket.local_addr()?;
         let log = log.new(o!("listener" => local.to_string()));
-        info!(log, "listening for every torrent");
+        info!(log, "listening for every torrent"; "encryption" => %encryption);
         let listener = Listener::create(move |ctx| {
             ctx.add_stream(TcpListenerStream(socket));
             Listener {
                 routes: HashMap::new(),
                 handshake_timeout,
+                encryption,
+                skeys: Arc::new(SkeyTable::default()),
                 in_flight: 0,
                 turned_away: [0; TurnedAway::ALL.len()],
                 turned_away_logged: None,
@@ -172,7 +185,7 @@ impl Listener {
     /// hand-off failed.
     fn hand_off(
         &mut self,
-        stream: TcpStream,
+        stream: PeerStream,
         addr: SocketAddr,
         handshake: crate::wire::Handshake,
         ctx: &mut Context<Self>,
@@ -196,6 +209,7 @@ impl Listener {
         // one (out of descriptors) such a connection closes only once the Coordinator
         // gets to it.
         let spare = stream
+            .tcp()
             .as_fd()
             .try_clone_to_owned()
             .ok()
@@ -228,6 +242,7 @@ impl Listener {
                     // torrent was routed to a new Coordinator meanwhile.
                     if act.routes.get(&info_hash).is_some_and(|r| r.to == to) {
                         act.routes.remove(&info_hash);
+                        Arc::make_mut(&mut act.skeys).remove(&info_hash);
                     }
                     metrics.held_back();
                     act.turned_away(TurnedAway::TorrentStopped);
@@ -273,7 +288,7 @@ impl Actor for Listener {
 
 impl StreamHandler<std::io::Result<(TcpStream, SocketAddr)>> for Listener {
     fn handle(&mut self, item: std::io::Result<(TcpStream, SocketAddr)>, ctx: &mut Context<Self>) {
-        let (mut stream, addr) = match item {
+        let (stream, addr) = match item {
             Ok(accepted) => accepted,
             Err(e) => {
                 // Out of descriptors, mostly; the next accept may work.
@@ -286,10 +301,10 @@ impl StreamHandler<std::io::Result<(TcpStream, SocketAddr)>> for Listener {
             return self.turned_away(TurnedAway::TooManyHandshakes);
         }
         self.in_flight += 1;
-        let timeout = self.handshake_timeout;
+        let (timeout, encryption, skeys) =
+            (self.handshake_timeout, self.encryption, self.skeys.clone());
         let read = async move {
-            let handshake = connection::read_incoming_handshake(&mut stream, timeout).await;
-            handshake.map(|h| (stream, h))
+            connection::read_incoming_handshake(stream, &skeys, encryption, timeout).await
         };
         ctx.spawn(read.into_actor(self).map(move |res, act, ctx| match res {
             Ok((stream, handshake)) => act.hand_off(stream, addr, handshake, ctx),
@@ -314,6 +329,7 @@ impl Handler<Route> for Listener {
             metrics: msg.metrics,
             stalled: 0,
         };
+        Arc::make_mut(&mut self.skeys).insert(msg.info_hash);
         self.routes.insert(msg.info_hash, route);
     }
 }
@@ -322,6 +338,7 @@ impl Handler<Unroute> for Listener {
     type Result = ();
 
     fn handle(&mut self, msg: Unroute, _: &mut Context<Self>) {
+        Arc::make_mut(&mut self.skeys).remove(&msg.info_hash);
         self.routes.remove(&msg.info_hash);
     }
 }

@@ -765,8 +765,9 @@ pub struct Unroute {
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct IncomingPeer {
-    /// The socket, with the peer's handshake read from it and nothing written.
-    pub stream: tokio::net::TcpStream,
+    /// The connection, with the peer's handshake read from it and our answer not yet
+    /// written (an encrypted handshake is already done).
+    pub stream: super::transport::PeerStream,
     /// The peer's address.
     pub addr: SocketAddr,
     /// The handshake it sent.

@@ -33,13 +33,12 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
+use super::transport::{PeerStream, PeerWriteHalf};
 use actix::io::{FramedWrite, WriteHandler};
 use actix::prelude::*;
 use bytes::Bytes;
 use slog::{debug, info, o, warn, Logger};
 use tokio::io::AsyncWrite;
-use tokio::net::tcp::OwnedWriteHalf;
-use tokio::net::TcpStream;
 use tokio_util::codec::FramedRead;
 
 use super::coordinator::Coordinator;
@@ -322,7 +321,7 @@ pub struct PeerParts {
 
 impl Peer {
     /// Starts the actor on an open, handshaken connection.
-    pub fn start(stream: TcpStream, handshake: Handshake, parts: PeerParts) -> Addr<Peer> {
+    pub fn start(stream: PeerStream, handshake: Handshake, parts: PeerParts) -> Addr<Peer> {
         let addr = stream
             .peer_addr()
             .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
@@ -1327,11 +1326,11 @@ impl Handler<ToPeer> for Peer {
 /// they return `Pending`, so without this adapter the buffer would grow without bound
 /// when a peer reads slowly. The inner `poll_write` has registered the waker before
 /// `Pending`, so the writer is woken when the socket drains.
-pub struct PauseOnFullSocket(OwnedWriteHalf);
+pub struct PauseOnFullSocket(PeerWriteHalf);
 
 impl PauseOnFullSocket {
     /// Wraps a socket's write half.
-    pub fn new(write: OwnedWriteHalf) -> Self {
+    pub fn new(write: PeerWriteHalf) -> Self {
         PauseOnFullSocket(write)
     }
 }

@@ -43,6 +43,8 @@ pub struct ServeArgs {
     pub peer_listen: SocketAddr,
     pub max_peers: usize,
     pub max_connections: usize,
+    /// `--encryption`, for every torrent and the shared listener.
+    pub encryption: torrent_actors::wire::mse::Encryption,
     /// Protocol threads (`--threads`); 0 for one per core.
     pub threads: usize,
     /// The key API clients must present, if any.
@@ -141,11 +143,16 @@ async fn serve(
     let mut engine = EngineConfig::new(crate::get::our_peer_id(), args.peer_listen);
     engine.max_peers = args.max_peers;
     engine.connect = ConnectTimeouts::default();
+    engine.encryption = args.encryption;
     engine.threads = Some(threads);
-    let (listener, peer_addr) =
-        Listener::bind(args.peer_listen, engine.connect.handshake, log.clone())
-            .await
-            .map_err(|e| cannot_listen("peers", args.peer_listen, e))?;
+    let (listener, peer_addr) = Listener::bind(
+        args.peer_listen,
+        engine.connect.handshake,
+        engine.encryption,
+        log.clone(),
+    )
+    .await
+    .map_err(|e| cannot_listen("peers", args.peer_listen, e))?;
     let dht = crate::get::start_dht(args.dht.clone(), peer_addr, &log);
     let session = Session::start(SessionConfig {
         engine,

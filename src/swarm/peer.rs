@@ -21,8 +21,11 @@ use tokio_util::sync::CancellationToken;
 use super::data::SyntheticData;
 use super::link::{DelayLine, LinkProfile};
 use super::profile::{PeerPlan, Profile};
+use crate::engine::connection::{self, ConnectError};
+use crate::engine::transport::PeerStream;
+use crate::wire::mse::{Encryption, SkeyTable};
+use crate::wire::BLOCK_SIZE;
 use crate::wire::{Bitfield, Block, BlockRequest, Handshake, Message, MessageCodec, Reserved};
-use crate::wire::{BLOCK_SIZE, HANDSHAKE_LEN};
 use crate::InfoHash;
 
 /// Connections one peer takes at once; the leechers need one each, so more is a leecher
@@ -165,27 +168,27 @@ pub(crate) async fn run(listener: TcpListener, task: PeerTask) {
     }
 }
 
-async fn serve(mut stream: TcpStream, task: &PeerTask, connection: u64) -> End {
+async fn serve(stream: TcpStream, task: &PeerTask, connection: u64) -> End {
     let _ = stream.set_nodelay(true);
     if task.plan.profile == Profile::Silent {
         return stay_silent(stream, &task.cancel).await;
     }
-    let mut theirs = [0u8; HANDSHAKE_LEN];
+    // Plaintext or encrypted, as a leecher dials: with both offered, plaintext is
+    // selected, so only a leecher requiring RC4 gets it.
+    let skeys = SkeyTable::single(task.shared.info_hash);
     let read = tokio::select! {
         _ = task.cancel.cancelled() => return End::Shutdown,
-        read = tokio::time::timeout(HANDSHAKE_TIMEOUT, stream.read_exact(&mut theirs)) => read,
+        read = connection::read_incoming_handshake(
+            stream, &skeys, Encryption::Prefer, HANDSHAKE_TIMEOUT,
+        ) => read,
     };
-    match read {
-        Ok(Ok(_)) => {}
-        Ok(Err(_)) => return End::Remote { waiting: true },
-        Err(_) => return End::Ours,
-    }
-    match Handshake::parse(&theirs) {
-        Ok(h) if h.info_hash == task.shared.info_hash => {}
+    let mut stream = match read {
+        Ok((stream, theirs)) if theirs.info_hash == task.shared.info_hash => stream,
+        Err(ConnectError::Io(_)) => return End::Remote { waiting: true },
         _ => return End::Ours,
-    }
+    };
     let ours = Handshake::new(Reserved::none(), task.shared.info_hash, task.plan.peer_id);
-    if stream.write_all(&ours.encode()).await.is_err() {
+    if stream.write_all(&ours.encode()).await.is_err() || stream.flush().await.is_err() {
         return End::Remote { waiting: true };
     }
     task.counters.handshakes.fetch_add(1, Ordering::Relaxed);
@@ -198,14 +201,14 @@ async fn serve(mut stream: TcpStream, task: &PeerTask, connection: u64) -> End {
 /// An idle peer, after its handshake, has nothing to offer: it never unchokes, reads and
 /// drops whatever comes, and sends a keep-alive every 30 s so the leecher holds the
 /// connection.
-async fn stay_idle(mut stream: TcpStream, cancel: &CancellationToken) -> End {
+async fn stay_idle(mut stream: PeerStream, cancel: &CancellationToken) -> End {
     let mut sink = [0u8; 1024];
     let mut keepalive = tokio::time::interval(KEEPALIVE);
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return End::Shutdown,
             _ = keepalive.tick() => {
-                if stream.write_all(&[0, 0, 0, 0]).await.is_err() {
+                if stream.write_all(&[0, 0, 0, 0]).await.is_err() || stream.flush().await.is_err() {
                     return End::Remote { waiting: false };
                 }
             }
@@ -355,7 +358,7 @@ impl<'a> Session<'a> {
         }
     }
 
-    async fn run(mut self, stream: TcpStream) -> End {
+    async fn run(mut self, stream: PeerStream) -> End {
         let num_pieces = self.task.shared.data.num_pieces();
         let (read, mut write) = stream.into_split();
         let mut reader = FramedRead::new(read, MessageCodec::for_piece_count(num_pieces));
@@ -402,10 +405,18 @@ impl<'a> Session<'a> {
                 None => &mut out,
             };
             let writing = !buffer.is_empty();
+            // Encrypted bytes the socket did not take yet go out before more is written.
+            let flushing = !writing && write.has_pending();
             let event = tokio::select! {
                 _ = self.task.cancel.cancelled() => Event::Shutdown,
                 message = reader.next(), if reading => Event::Received(message),
-                wrote = write.write_buf(buffer), if writing => Event::Wrote(wrote),
+                wrote = async {
+                    if writing {
+                        write.write_buf(buffer).await
+                    } else {
+                        write.flush().await.map(|()| 1)
+                    }
+                }, if writing || flushing => Event::Wrote(wrote),
                 _ = tokio::time::sleep_until(wake) => Event::Timer,
             };
             match event {

@@ -15,6 +15,7 @@ pub mod ext;
 pub mod fast;
 mod handshake;
 mod message;
+pub mod mse;
 
 pub use bitfield::{Bitfield, BitfieldError};
 pub use codec::{MessageCodec, DEFAULT_MAX_MESSAGE_LEN, MIN_MAX_MESSAGE_LEN};

@@ -23,6 +23,7 @@ use torrent_actors::engine::messages::{
 };
 use torrent_actors::engine::metrics::{ActorKind, ActorMetrics};
 use torrent_actors::metainfo::Metainfo;
+use torrent_actors::wire::mse::Encryption;
 use torrent_actors::wire::{Handshake, Reserved, HANDSHAKE_LEN};
 use torrent_actors::{InfoHash, PeerId};
 
@@ -31,7 +32,7 @@ const WAIT: Duration = Duration::from_secs(20);
 
 /// A torrent of one 20 000-byte file: two pieces whose hashes nothing matches, so the
 /// start-up check finds nothing and the torrent goes straight to downloading.
-fn torrent(name: &str) -> Metainfo {
+pub(crate) fn torrent(name: &str) -> Metainfo {
     let bytes = BValue::dict([(
         "info",
         BValue::dict([
@@ -63,7 +64,7 @@ impl Handler<TorrentEvent> for Phases {
 
 /// Starts a Coordinator taking its peers from the shared listener at `shared`, and waits
 /// until its start-up check is done (before that it takes no peers).
-async fn start_torrent(
+pub(crate) async fn start_torrent(
     metainfo: Metainfo,
     peer_id: PeerId,
     shared: SocketAddr,
@@ -122,7 +123,7 @@ async fn handshake_with(
 }
 
 /// Asks `coordinator` for its peers until `done` holds for them, within the limit.
-async fn peers_until(
+pub(crate) async fn peers_until(
     coordinator: &Addr<Coordinator>,
     done: impl Fn(&[PeerInfo]) -> bool,
 ) -> Vec<PeerInfo> {
@@ -150,6 +151,7 @@ fn one_listener_routes_each_incoming_peer_to_its_torrent_and_closes_strangers() 
         let (listener, shared) = Listener::bind(
             SocketAddr::from(([127, 0, 0, 1], 0)),
             Duration::from_secs(5),
+            Encryption::default(),
             slog::Logger::root(slog::Discard, slog::o!()),
         )
         .await
@@ -458,7 +460,7 @@ impl Handler<torrent_actors::engine::messages::IncomingPeer> for Stuck {
     ) {
         self.taken += 1;
         // A socket shut down for writing refuses the write (rather than would-block).
-        if matches!(peer.stream.try_write(b"x"), Err(e) if e.kind() != std::io::ErrorKind::WouldBlock)
+        if matches!(peer.stream.tcp().try_write(b"x"), Err(e) if e.kind() != std::io::ErrorKind::WouldBlock)
         {
             self.closed += 1;
         }
@@ -501,6 +503,7 @@ fn a_hand_off_not_taken_in_time_is_refused_counted_and_bounded() {
         let (listener, shared) = Listener::bind(
             SocketAddr::from(([127, 0, 0, 1], 0)),
             Duration::from_secs(5),
+            Encryption::default(),
             slog::Logger::root(slog::Discard, slog::o!()),
         )
         .await
@@ -573,6 +576,7 @@ fn a_stopped_torrent_loses_its_route_and_its_peers_are_closed() {
         let (listener, shared) = Listener::bind(
             SocketAddr::from(([127, 0, 0, 1], 0)),
             Duration::from_secs(5),
+            Encryption::default(),
             slog::Logger::root(slog::Discard, slog::o!()),
         )
         .await

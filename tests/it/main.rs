@@ -8,6 +8,7 @@ mod churn;
 mod cli;
 mod cli_ux;
 mod dht;
+mod encryption;
 mod engine;
 mod faults;
 mod files;

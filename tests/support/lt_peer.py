@@ -123,7 +123,27 @@ def dht_settings(bootstrap):
     }
 
 
-def make_session(port, dht_bootstrap=None):
+def encryption_settings(forced):
+    """Message stream encryption: libtorrent's defaults (both allowed), or RC4 forced
+    both ways, so a plaintext peer cannot connect at all."""
+    if not forced:
+        return {}
+    return {
+        "out_enc_policy": int(lt.enc_policy.pe_forced),
+        "in_enc_policy": int(lt.enc_policy.pe_forced),
+        "allowed_enc_level": int(lt.enc_level.pe_rc4),
+        "prefer_rc4": True,
+    }
+
+
+def log_peer_flags(h):
+    """One line per connected peer with its flags (0x80000: RC4; 0x100000: obfuscated
+    handshake, plaintext after it), for tests that check what a connection really was."""
+    for p in h.get_peer_info():
+        log("peer %s:%d flags %#x" % (p.ip[0], p.ip[1], p.flags))
+
+
+def make_session(port, dht_bootstrap=None, encryption_forced=False):
     settings = {
         "listen_interfaces": "127.0.0.1:%d" % port,
         # Nothing may look beyond loopback: no DHT, no local discovery, no port mapping.
@@ -157,6 +177,7 @@ def make_session(port, dht_bootstrap=None):
         | lt.alert.category_t.peer_notification,
         "user_agent": "lt_peer/%s" % lt.__version__,
     }
+    settings.update(encryption_settings(encryption_forced))
     if dht_bootstrap is not None:
         settings.update(dht_settings(dht_bootstrap))
         settings["alert_mask"] |= lt.alert.category_t.dht_notification
@@ -260,7 +281,7 @@ def cmd_seed(a):
     ti = lt.torrent_info(a.torrent)
     refuse_non_loopback(ti)
     dht_bootstrap = None if a.dht_bootstrap is None else parse_dht_bootstrap(a.dht_bootstrap)
-    ses = make_session(a.port, dht_bootstrap)
+    ses = make_session(a.port, dht_bootstrap, a.encryption_forced)
     h = add_torrent(ses, ti, a.data, a.seed_mode)
     if a.upload_limit:
         limit_loopback_uploads(ses, h, a.upload_limit)
@@ -318,6 +339,8 @@ def cmd_seed(a):
         if st.total_payload_upload != last_uploaded and now - last_upload_line >= 1:
             last_uploaded, last_upload_line = st.total_payload_upload, now
             log("uploaded %d payload bytes" % last_uploaded)
+            if a.encryption_forced:
+                log_peer_flags(h)
         if connect_to and (last_connect is None or now - last_connect > 2):
             last_connect = now
             connected = {(p.ip[0], p.ip[1]) for p in h.get_peer_info()}
@@ -361,7 +384,7 @@ def add_magnet(ses, uri, save_path):
 def cmd_leech(a):
     peers = [parse_peer(p) for p in a.peer]
     os.makedirs(a.out, exist_ok=True)
-    ses = make_session(a.port)
+    ses = make_session(a.port, encryption_forced=a.encryption_forced)
     if a.magnet:
         h = add_magnet(ses, a.magnet, a.out)
     else:
@@ -400,6 +423,8 @@ def cmd_leech(a):
             if now - last_progress >= 1:
                 last_progress = now
                 log("progress %.1f%% peers %d" % (st.progress * 100, st.num_peers))
+                if a.encryption_forced:
+                    log_peer_flags(h)
             ses.wait_for_alert(50)
     elapsed = time.monotonic() - t0
     st = h.status()
@@ -437,6 +462,8 @@ def main():
                       help="keep a connection to this peer (loopback only)")
     seed.add_argument("--dht-bootstrap", default=None, metavar="HOST:PORT[,HOST:PORT]",
                       help="run the DHT on 127.0.0.1 from these loopback nodes (may be empty)")
+    seed.add_argument("--encryption-forced", action="store_true",
+                      help="RC4 message stream encryption on every connection, both ways")
     leech = sub.add_parser("leech")
     what = leech.add_mutually_exclusive_group(required=True)
     what.add_argument("--torrent")
@@ -445,6 +472,8 @@ def main():
     leech.add_argument("--port", type=int, required=True)
     leech.add_argument("--timeout", type=float, required=True, metavar="S")
     leech.add_argument("--peer", action="append", default=[], metavar="HOST:PORT")
+    leech.add_argument("--encryption-forced", action="store_true",
+                       help="RC4 message stream encryption on every connection, both ways")
     a = p.parse_args()
     if a.cmd == "seed":
         cmd_seed(a)

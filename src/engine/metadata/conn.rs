@@ -14,11 +14,11 @@ use crate::engine::metrics::{ActorMetrics, LiveGuard, Tracked};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use crate::engine::transport::PeerStream;
 use actix::io::{FramedWrite, WriteHandler};
 use actix::prelude::*;
 use bytes::Bytes;
 use slog::{debug, o, Logger};
-use tokio::net::TcpStream;
 use tokio_util::codec::FramedRead;
 
 use super::MetadataFetcher;
@@ -64,7 +64,7 @@ impl MetadataPeer {
     /// protocol is closed at once: it cannot send metadata.
     pub fn start(
         key: PeerKey,
-        stream: TcpStream,
+        stream: PeerStream,
         handshake: Handshake,
         fetcher: Tracked<MetadataFetcher>,
         pex: bool,

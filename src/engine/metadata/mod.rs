@@ -226,7 +226,15 @@ impl MetadataFetcher {
             };
             self.connecting += 1;
             let reserved = connection::our_reserved(self.params().dht.is_some());
-            let fut = connection::connect(addr, self.info_hash, peer_id, reserved, timeouts);
+            let encryption = self.params().config.encryption;
+            let fut = connection::connect(
+                addr,
+                self.info_hash,
+                peer_id,
+                reserved,
+                timeouts,
+                encryption,
+            );
             ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
                 act.connecting -= 1;
                 match res {

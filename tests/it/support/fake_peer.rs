@@ -58,11 +58,18 @@ impl FakeMetadataPeer {
                 while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
                     match listener.accept() {
                         Ok((stream, _)) => {
-                            connections.fetch_add(1, Ordering::Relaxed);
-                            let (lies, stop) = (lies.clone(), stop.clone());
+                            let (lies, stop, connections) =
+                                (lies.clone(), stop.clone(), connections.clone());
                             let metadata = metadata.clone();
                             thread::spawn(move || {
-                                let _ = serve_lies(stream, info_hash, &metadata, &lies, &stop);
+                                let _ = serve_lies(
+                                    stream,
+                                    info_hash,
+                                    &metadata,
+                                    &lies,
+                                    &connections,
+                                    &stop,
+                                );
                             });
                         }
                         Err(_) => thread::sleep(POLL),
@@ -84,7 +91,7 @@ impl FakeMetadataPeer {
         self.addr
     }
 
-    /// Connections accepted so far.
+    /// Connections that opened with a plaintext handshake so far.
     pub fn connections(&self) -> usize {
         self.connections.load(Ordering::Relaxed)
     }
@@ -136,12 +143,19 @@ fn serve_lies(
     info_hash: InfoHash,
     metadata: &[u8],
     lies: &AtomicUsize,
+    connections: &AtomicUsize,
     stop: &AtomicBool,
 ) -> std::io::Result<()> {
     let size = metadata.len();
     stream.set_read_timeout(Some(Duration::from_millis(500)))?;
     let mut theirs = [0u8; HANDSHAKE_LEN];
     stream.read_exact(&mut theirs)?;
+    // It speaks no encryption: a client's encrypted attempt (before its plaintext
+    // fall-back) is not a connection to count.
+    if Handshake::parse(&theirs).is_err() {
+        return Ok(());
+    }
+    connections.fetch_add(1, Ordering::Relaxed);
     let mut reserved = Reserved::none();
     reserved.set_extension_protocol(true);
     stream.write_all(

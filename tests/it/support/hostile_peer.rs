@@ -68,6 +68,9 @@ pub enum Act {
 /// What the peer did, for the test to check the script ran.
 #[derive(Debug, Default)]
 pub struct Counters {
+    /// Connections that opened with a plaintext handshake (or any, for `Silent`). The
+    /// peer speaks no encryption: a client's encrypted attempt before its plaintext
+    /// fall-back is not counted.
     pub connections: AtomicU64,
     pub requests: AtomicU64,
     pub blocks_sent: AtomicU64,
@@ -131,7 +134,6 @@ impl HostilePeer {
                 while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
                     match listener.accept() {
                         Ok((stream, _)) => {
-                            counters.connections.fetch_add(1, Ordering::Relaxed);
                             let (counters, stop, served) =
                                 (counters.clone(), stop.clone(), served.clone());
                             thread::spawn(move || {
@@ -291,6 +293,7 @@ impl Session {
         self.stream
             .set_write_timeout(Some(Duration::from_secs(30)))?;
         if self.act == Act::Silent {
+            self.counters.connections.fetch_add(1, Ordering::Relaxed);
             self.misbehaved();
             self.idle(Duration::from_secs(300));
             return Ok(());
@@ -298,6 +301,7 @@ impl Session {
         let mut theirs = [0u8; HANDSHAKE_LEN];
         self.read_exact(&mut theirs)?;
         let theirs = Handshake::parse(&theirs).map_err(|_| ErrorKind::InvalidData)?;
+        self.counters.connections.fetch_add(1, Ordering::Relaxed);
         if theirs.info_hash != self.served.info_hash {
             return Ok(());
         }

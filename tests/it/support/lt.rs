@@ -47,6 +47,9 @@ pub struct SeedOpts {
     /// it every two seconds. The seeder is then ready once its DHT runs, without waiting
     /// for a tracker. `None` keeps the DHT off.
     pub dht_bootstrap: Option<Vec<SocketAddr>>,
+    /// RC4 message stream encryption forced on every connection, both ways; the seeder
+    /// then logs each peer's flags once a second ([`peer_flags`]).
+    pub encryption_forced: bool,
 }
 
 impl Default for SeedOpts {
@@ -60,6 +63,7 @@ impl Default for SeedOpts {
             port: None,
             connect: Vec::new(),
             dht_bootstrap: None,
+            encryption_forced: false,
         }
     }
 }
@@ -125,6 +129,9 @@ impl LtSeeder {
             }
             if opts.ready_without_announce {
                 cmd.arg("--ready-without-announce");
+            }
+            if opts.encryption_forced {
+                cmd.arg("--encryption-forced");
             }
             for peer in &opts.connect {
                 cmd.args(["--connect", &peer.to_string()]);
@@ -222,6 +229,9 @@ pub struct LeechOpts {
     /// Fetch this magnet link instead of reading the torrent file (its metadata then
     /// comes from peers).
     pub magnet: Option<String>,
+    /// RC4 message stream encryption forced on every connection, both ways; the leecher
+    /// then logs each peer's flags once a second ([`peer_flags`]).
+    pub encryption_forced: bool,
 }
 
 impl LeechOpts {
@@ -232,6 +242,7 @@ impl LeechOpts {
             peers: Vec::new(),
             port: None,
             magnet: None,
+            encryption_forced: false,
         }
     }
 }
@@ -305,6 +316,9 @@ impl LtLeecher {
             .stderr(stderr);
         for peer in &opts.peers {
             cmd.args(["--peer", &peer.to_string()]);
+        }
+        if opts.encryption_forced {
+            cmd.arg("--encryption-forced");
         }
         LtLeecher {
             child: ChildGuard::spawn(cmd, "libtorrent leecher"),
@@ -384,6 +398,23 @@ impl LtLeecher {
     pub fn log(&self) -> String {
         read_log(&self.dir.path().join("leecher.log"))
     }
+}
+
+/// libtorrent's `peer_info` flag of an RC4-encrypted connection.
+pub const LT_RC4_ENCRYPTED: u64 = 0x80000;
+
+/// Every `(peer, flags)` a libtorrent log with encryption forced reported.
+pub fn peer_flags(log: &str) -> Vec<(String, u64)> {
+    log.lines()
+        .filter_map(|l| {
+            let rest = l.split("] peer ").nth(1)?;
+            let (peer, flags) = rest.split_once(" flags 0x")?;
+            Some((
+                peer.to_string(),
+                u64::from_str_radix(flags.trim(), 16).ok()?,
+            ))
+        })
+        .collect()
 }
 
 fn read_log(path: &Path) -> String {
