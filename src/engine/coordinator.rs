@@ -48,10 +48,9 @@ use crate::wire::mse::Encryption;
 use crate::wire::Bitfield;
 use crate::{InfoHash, PeerId};
 
-/// Times a peer is certainly caught sending bad data before it is banned. One could be a
-/// flipped bit on an honest peer's disk; a second is not chance. A peer caught with
-/// several bad blocks in one piece, or failing a piece on parole (one it was trusted to
-/// send alone after it had failed), is banned at once.
+/// Times the sole sender of a piece's first attempt may be caught before it is banned:
+/// it may be the only peer that has the piece, and one bad piece could be a flipped bit
+/// on its disk; a second is not chance. Every other certain blame bans at once.
 const BAD_DATA_STRIKES_TO_BAN: u32 = 2;
 
 /// Incoming connections allowed in their handshake at once on the torrent's own listener
@@ -1976,8 +1975,14 @@ impl Handler<BadData> for Coordinator {
     type Result = ();
 
     /// Blame is certain here (see [`BadData`]), so no honest peer that merely shared a
-    /// failed piece is ever struck; a peer struck [`BAD_DATA_STRIKES_TO_BAN`] times is
-    /// banned (see `address_book` for by what) and dropped, with every connection the ban covers.
+    /// failed piece is ever blamed. Smart ban's verdict (a block that differs from the
+    /// copy that passed) bans at once (see `address_book` for by what) and drops the
+    /// peer, with every connection the ban covers; so does failing a piece on parole.
+    /// Forgiving one smart-ban verdict, for a flipped bit on an honest disk, let each
+    /// liar spoil pieces until a second one: with 4 MiB pieces every verdict waits for a
+    /// refetch to pass, and stress-swarm leechers threw away up to 22 pieces (88 MiB of
+    /// 128) to five liars. Only the sole sender of a piece's first attempt is forgiven
+    /// once ([`BAD_DATA_STRIKES_TO_BAN`]): it may be the only peer that has the piece.
     fn handle(&mut self, msg: BadData, _: &mut Context<Self>) {
         let _timing = self.metrics.handling("BadData");
         let addr = match self.peers.get(&msg.from) {
@@ -1987,22 +1992,14 @@ impl Handler<BadData> for Coordinator {
                 None => return,
             },
         };
-        // It sent alone every block of a piece that had failed before (a piece on
-        // parole, see `picker`): a second chance was its, and it is banned at once.
-        // (`PieceFailed` comes before this, so the failure counted is this one too.)
+        // (`PieceFailed` comes before this, so the failures counted include this one.)
         let failures = self.picker.as_ref().map_or(0, |p| p.failures(msg.piece));
         let parole = msg.bad_blocks == 0 && failures >= 2;
-        // Smart ban found two or more of its blocks in one piece bad: a flipped bit
-        // spoils one block, not several.
-        let many = msg.bad_blocks >= 2;
-        let mut strikes = self.book.strike(addr);
-        if parole || many {
-            while strikes < BAD_DATA_STRIKES_TO_BAN {
-                strikes = self.book.strike(addr);
-            }
-        }
+        let by_smart_ban = msg.bad_blocks > 0;
+        let strikes = self.book.strike(addr);
         warn!(self.log, "peer sent data that failed its hash"; "addr" => %addr, "piece" => msg.piece.get(), "bad_blocks" => msg.bad_blocks, "failed on parole" => parole, "strikes" => strikes);
-        if strikes >= BAD_DATA_STRIKES_TO_BAN && !self.book.is_banned(&addr) {
+        let ban = by_smart_ban || parole || strikes >= BAD_DATA_STRIKES_TO_BAN;
+        if ban && !self.book.is_banned(&addr) {
             let listen = self.peers.get(&msg.from).and_then(|p| p.listen);
             self.ban(addr, listen, "sent bad data");
             warn!(self.log, "peer banned for sending bad data"; "addr" => %addr);

@@ -186,6 +186,15 @@ fn smart_ban_names_the_sender_of_one_bad_block_in_a_huge_shared_piece() {
             .any(|l| l.contains("failed its hash") && l.contains("bad_blocks: 1")),
         "the liar was not named by its one bad block:\n{stderr}"
     );
+    // A smart-ban verdict is certain, and there is another peer to fetch from: banned at
+    // once, not forgiven as a flipped bit (which let liars spoil pieces until a second
+    // verdict).
+    assert!(
+        liar_lines
+            .iter()
+            .any(|l| l.contains("peer banned for sending bad data")),
+        "the liar was not banned at its first verdict:\n{stderr}"
+    );
     assert_streamed(&stderr);
     let honest_lines = about(honest.addr().to_string());
     assert!(

@@ -218,7 +218,7 @@ fn run_and_check(profiles: &[String], want: [(&str, u64); 8]) {
         banned += b;
     }
     // The liars lied, the leechers noticed, and blamed someone: a spoiled piece whose
-    // every block came from one liar names it at once, and two strikes ban it.
+    // every block came from one liar names it at once, a smart-ban verdict bans it.
     let spoiled = num(&profile("liar")["spoiled_blocks"]);
     if liars == 0 {
         assert_eq!((spoiled, hash_failures), (0, 0), "no liar, no bad data");
