@@ -1266,6 +1266,22 @@ impl Coordinator {
         }
     }
 
+    /// Counts a tick off the picker's suspicions and wakes the peers trusted again for
+    /// want of a verdict: their last pick may have come up empty.
+    fn clear_suspects(&mut self) {
+        let Some(picker) = &mut self.picker else {
+            return;
+        };
+        for key in picker.suspicion_tick() {
+            if let Some(p) = self.peers.get_mut(&key) {
+                if p.interested && !p.wake_pending {
+                    p.wake_pending = true;
+                    p.actor.do_send(ToPeer::WakeUp);
+                }
+            }
+        }
+    }
+
     /// Tells every interested peer (but `except`) that blocks may be available again,
     /// unless it was told already and has not asked since.
     fn wake_all(&mut self, except: Option<PeerKey>) {
@@ -1290,6 +1306,7 @@ impl Coordinator {
                 if now.duration_since(since) >= STALL_REPORT_AFTER {
                     warn!(self.log, "no piece verified lately";
                           "seconds" => now.duration_since(since).as_secs(),
+                          "suspects" => picker.suspects(),
                           "in progress" => picker.describe_in_progress(8));
                     self.stall_watch = Some((count, now));
                 }
@@ -1521,6 +1538,7 @@ impl Actor for Coordinator {
             let now = Instant::now();
             act.fastest_rate = act.peers.values().map(|p| p.down_rate).fold(0.0, f64::max);
             act.classify_peers(now);
+            act.clear_suspects();
             act.report_stall(now);
             let verified = act.progress().verified_bytes;
             act.rate_samples
@@ -1964,6 +1982,10 @@ impl Handler<PieceFailed> for Coordinator {
         self.hash_failures += 1;
         if let Some(picker) = &mut self.picker {
             picker.piece_failed(msg.piece);
+            // Suspects until the piece passes: they fetch only pieces on parole.
+            for key in msg.senders.iter().filter(|k| self.peers.contains_key(k)) {
+                picker.suspect(*key, msg.piece);
+            }
         }
         // The PieceManager dropped the failed attempt itself; late blocks of it, and
         // reports about them, carry their attempt and are dropped (see `Lease`).

@@ -372,6 +372,9 @@ pub struct PieceVerified {
 pub struct PieceFailed {
     /// Which piece.
     pub piece: PieceIndex,
+    /// Who sent its blocks, each once (at most one per block): the picker's suspects
+    /// until the piece passes.
+    pub senders: Vec<PeerKey>,
 }
 
 /// PieceManager → Coordinator: a peer certainly sent data that failed its hash, either as

@@ -37,6 +37,14 @@
 //! and is certainly to blame; if it passes, smart ban compares the blocks of the earlier
 //! failures with it. Once every wanted piece has started, endgame may duplicate its
 //! blocks too, so a slow owner cannot hold the last pieces hostage.
+//!
+//! **Suspects.** Every peer that sent a block of a failed piece is a suspect
+//! ([`Picker::suspect`]) until that piece passes (then smart ban has judged it: a liar is
+//! banned, an honest sender cleared), it leaves, or [`SUSPICION_TICKS`] pass without a
+//! verdict. A suspect takes blocks of pieces on parole only, never of a piece shared with
+//! others: a liar would spoil every piece it touched until its verdict, and with large
+//! pieces a verdict waits for a whole refetch. If it fetches a parole piece alone, that
+//! piece's own outcome judges it.
 
 use std::collections::{HashMap, HashSet};
 
@@ -109,6 +117,24 @@ fn open_to(
 /// A block, by piece index and block index within the piece.
 type BlockId = (u32, u32);
 
+/// How many of the Coordinator's ticks ([`Picker::suspicion_tick`], every 500 ms) a peer
+/// stays a suspect without a verdict: enough for a parole piece to be fetched again, and
+/// a bound on how long a download whose every peer is suspect (the failed piece's only
+/// holders gone, say) waits before trusting them again.
+pub const SUSPICION_TICKS: u32 = 40;
+
+/// Failed pieces remembered per suspect; a suspect of more is cleared by any of them.
+const MAX_SUSPECT_PIECES: usize = 16;
+
+/// Why a peer is a suspect, and for how long yet.
+#[derive(Debug, Clone)]
+struct Suspicion {
+    /// Failed pieces it sent blocks of, not yet verified.
+    pieces: Vec<u32>,
+    /// Ticks until it is trusted again without a verdict.
+    ticks_left: u32,
+}
+
 /// The share of the in-progress budget that slow pieces may take (see the module
 /// documentation); at least one piece always may.
 pub const SLOW_SHARE: f64 = 0.25;
@@ -161,6 +187,9 @@ pub struct Picker {
     parole: HashMap<u32, u32>,
     /// Peers the Coordinator marked slow.
     slow_peers: HashSet<PeerKey>,
+    /// Peers that sent blocks of a failed piece, until its verdict (see the module
+    /// documentation); at most the connected peers, as a peer that leaves is dropped.
+    suspects: HashMap<PeerKey, Suspicion>,
 }
 
 impl Picker {
@@ -204,6 +233,7 @@ impl Picker {
             leases: HashMap::new(),
             parole: HashMap::new(),
             slow_peers: HashSet::new(),
+            suspects: HashMap::new(),
             layout,
         }
     }
@@ -325,6 +355,7 @@ impl Picker {
     ) {
         let target = out.len() + max;
         let slow = self.slow_peers.contains(&peer);
+        let suspect = self.suspects.contains_key(&peer);
 
         // 1. Free blocks of pieces already in progress (of slow pieces only, for a slow
         // peer).
@@ -346,6 +377,7 @@ impl Picker {
                 || !open_to(partial, index, peer, &self.leases)
                 || (unowned_parole && !parole_ok)
                 || (slow && !partial.slow && partial.owner != Some(peer))
+                || (suspect && !partial.parole)
             {
                 continue;
             }
@@ -391,8 +423,13 @@ impl Picker {
                 .filter(|&&i| self.states.get(i as usize) == Some(&PieceState::Missing))
                 .min()
                 .and_then(|&i| self.layout.piece(i));
-            let Some(piece) = parole.or_else(|| self.rarest_missing(pieces, parole_ok)) else {
-                break;
+            let piece = match parole {
+                Some(piece) => piece,
+                None if suspect => break,
+                None => match self.rarest_missing(pieces, parole_ok) {
+                    Some(piece) => piece,
+                    None => break,
+                },
             };
             let len = self.cost(piece);
             if self.in_progress_bytes + len + reserve > self.max_in_progress_bytes
@@ -425,7 +462,8 @@ impl Picker {
             self.states[piece.as_usize()] = PieceState::InProgress;
             self.in_progress_bytes += len;
         }
-        if out.len() >= target {
+        // A suspect neither rescues nor duplicates: both mix its blocks into shared pieces.
+        if out.len() >= target || suspect {
             return;
         }
 
@@ -624,6 +662,7 @@ impl Picker {
     /// may go to another peer. Returns how many leases it held.
     pub fn peer_left(&mut self, peer: PeerKey) -> usize {
         self.slow_peers.remove(&peer);
+        self.suspects.remove(&peer);
         // A piece on parole it owned is open again even where it holds no lease (every
         // block it was given is in, and the rest are free).
         for partial in self.partials.values_mut() {
@@ -789,6 +828,49 @@ impl Picker {
             self.end_attempt(piece.get());
             self.parole.remove(&piece.get());
         }
+        // Its verdict is in (smart ban judges its earlier senders now).
+        self.suspects.retain(|_, s| {
+            s.pieces.retain(|&p| p != piece.get());
+            !s.pieces.is_empty()
+        });
+    }
+
+    /// `peer` sent blocks of `piece`, which failed its hash: it takes blocks of pieces on
+    /// parole only until that piece passes, it leaves or [`SUSPICION_TICKS`] pass (see the
+    /// module documentation). The Coordinator names only connected peers.
+    pub fn suspect(&mut self, peer: PeerKey, piece: PieceIndex) {
+        let s = self.suspects.entry(peer).or_insert(Suspicion {
+            pieces: Vec::new(),
+            ticks_left: SUSPICION_TICKS,
+        });
+        s.ticks_left = SUSPICION_TICKS;
+        if !s.pieces.contains(&piece.get()) && s.pieces.len() < MAX_SUSPECT_PIECES {
+            s.pieces.push(piece.get());
+        }
+    }
+
+    /// Counts one tick (500 ms) off every suspicion; returns the peers trusted again
+    /// for want of a verdict, which may pick as before.
+    pub fn suspicion_tick(&mut self) -> Vec<PeerKey> {
+        let mut cleared = Vec::new();
+        self.suspects.retain(|&k, s| {
+            s.ticks_left = s.ticks_left.saturating_sub(1);
+            if s.ticks_left == 0 {
+                cleared.push(k);
+            }
+            s.ticks_left > 0
+        });
+        cleared
+    }
+
+    /// Whether `peer` is a suspect.
+    pub fn is_suspect(&self, peer: PeerKey) -> bool {
+        self.suspects.contains_key(&peer)
+    }
+
+    /// How many peers are suspects.
+    pub fn suspects(&self) -> usize {
+        self.suspects.len()
     }
 
     /// The piece failed its hash: every block must be fetched again, from one peer (see

@@ -257,7 +257,13 @@ impl PieceManager {
             Outcome::Failed(senders, digests) => {
                 warn!(self.log, "piece failed its hash"; "piece" => piece.get());
                 *self.failures.entry(piece.get()).or_default() += 1;
-                self.links.failed.do_send(PieceFailed { piece });
+                let mut distinct = senders.clone();
+                distinct.sort_unstable();
+                distinct.dedup();
+                self.links.failed.do_send(PieceFailed {
+                    piece,
+                    senders: distinct,
+                });
                 if let Some(from) = self.smart_ban.failed(piece.get(), &senders, &digests) {
                     self.links.bad_data.do_send(BadData {
                         from,
@@ -451,7 +457,10 @@ impl PieceManager {
                     act.assembling.remove(&piece.get());
                     warn!(act.log, "streamed piece could not be hashed"; "piece" => piece.get());
                     *act.failures.entry(piece.get()).or_default() += 1;
-                    act.links.failed.do_send(PieceFailed { piece });
+                    act.links.failed.do_send(PieceFailed {
+                        piece,
+                        senders: Vec::new(),
+                    });
                 }
             }
             act.check_drained();

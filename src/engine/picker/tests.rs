@@ -486,10 +486,15 @@ proptest! {
         let mut unreported: HashMap<u64, Vec<Leased>> = HashMap::new();
         let mut pm = ModelPieceManager::default();
         // The PieceManager's verdict: a peer whose key is odd lies now and then.
+        // Its senders become suspects (the Coordinator names only those still connected;
+        // here all of them, a departed key only lapses).
         let verdict = |p: &mut Picker, pm: &mut ModelPieceManager, piece: u32, senders: Vec<u64>, lie: bool| {
             if lie && senders.iter().any(|s| s % 2 == 1) {
                 *pm.failures.entry(piece).or_default() += 1;
                 p.piece_failed(l.piece(piece).unwrap());
+                for s in senders {
+                    p.suspect(PeerKey(s), l.piece(piece).unwrap());
+                }
             } else {
                 pm.done.insert(piece);
                 p.piece_verified(l.piece(piece).unwrap());
@@ -552,6 +557,8 @@ proptest! {
                     next_key += 1;
                 }
             }
+            // The Coordinator's tick.
+            let _ = p.suspicion_tick();
             p.check_invariants();
             // A piece the picker counts complete is one the PieceManager completed, and
             // its verdict came at once: none is left waiting for it.
@@ -768,4 +775,126 @@ fn a_late_delivery_by_the_peer_that_holds_the_block_again_does_not_count_for_the
         BlockOutcome::Accepted { .. }
     ));
     p.check_invariants();
+}
+
+/// A third peer key, apart from `P` and `Q`.
+const R: PeerKey = PeerKey(3);
+
+/// Pieces 0 and 1 in progress shared by `P` and `Q`; piece 0 fails with both among its
+/// senders, and both are suspects of it.
+fn shared_piece_failed() -> (Arc<Layout>, Picker) {
+    let l = layout(4 * 16384, 4 * 4 * 16384);
+    let mut p = picker(&l, 16 * 16384);
+    for _ in 0..3 {
+        p.add_peer_pieces(&full(4));
+    }
+    let a = pick(&mut p, P, &only(4, &[0]), 2);
+    let b = pick(&mut p, Q, &only(4, &[0]), 2);
+    for r in &a {
+        deliver(&mut p, P, r);
+    }
+    for r in &b {
+        deliver(&mut p, Q, r);
+    }
+    p.piece_failed(l.piece(0).unwrap());
+    p.suspect(P, l.piece(0).unwrap());
+    p.suspect(Q, l.piece(0).unwrap());
+    (l, p)
+}
+
+#[test]
+fn suspects_take_only_pieces_on_parole_until_the_failed_piece_passes() {
+    let (l, mut p) = shared_piece_failed();
+    assert_eq!(p.suspects(), 2);
+    // A trusted peer starts piece 1: no suspect may mix its blocks into it.
+    let trusted = pick(&mut p, R, &only(4, &[1]), 2);
+    assert_eq!(trusted.len(), 2);
+    assert!(pick(&mut p, Q, &only(4, &[1, 2, 3]), 8).is_empty());
+    // A suspect may fetch the failed piece alone; the other suspect gets nothing.
+    let parole = pick(&mut p, P, &full(4), 8);
+    assert!(!parole.is_empty() && parole.iter().all(|r| r.piece == 0));
+    assert!(pick(&mut p, Q, &full(4), 8).is_empty());
+    // Neither duplicates the trusted peer's blocks in endgame.
+    assert!(pick(&mut p, Q, &only(4, &[1]), 8).is_empty());
+    for r in &parole {
+        deliver(&mut p, P, r);
+    }
+    p.piece_verified(l.piece(0).unwrap());
+    // The verdict is in: both pick as before.
+    assert_eq!(p.suspects(), 0);
+    assert!(!pick(&mut p, Q, &full(4), 8).is_empty());
+    p.check_invariants();
+}
+
+#[test]
+fn a_suspect_is_trusted_again_when_it_leaves_or_after_its_ticks() {
+    let (_, mut p) = shared_piece_failed();
+    p.peer_left(P);
+    assert!(!p.is_suspect(P));
+    for _ in 1..SUSPICION_TICKS {
+        assert!(p.suspicion_tick().is_empty());
+    }
+    assert!(p.is_suspect(Q));
+    assert_eq!(p.suspicion_tick(), vec![Q]);
+    assert_eq!(p.suspects(), 0);
+    assert!(!pick(&mut p, Q, &only(4, &[1, 2, 3]), 8).is_empty());
+}
+
+#[test]
+fn a_download_whose_every_peer_is_suspect_still_completes() {
+    // The failed piece's only holder left: the one peer left is a suspect that cannot
+    // fetch the failed piece, so it could fetch nothing; its suspicion lapses after its
+    // ticks rather than stalling the download. A trusted peer with piece 0 comes later.
+    let l = layout(4 * 16384, 4 * 4 * 16384);
+    let mut p = picker(&l, 8 * 16384);
+    let all = full(4);
+    let rest = only(4, &[1, 2, 3]);
+    p.add_peer_pieces(&all);
+    p.add_peer_pieces(&rest);
+    for r in pick(&mut p, P, &only(4, &[0]), 4) {
+        deliver(&mut p, P, &r);
+    }
+    p.piece_failed(l.piece(0).unwrap());
+    p.suspect(P, l.piece(0).unwrap());
+    p.suspect(Q, l.piece(0).unwrap());
+    p.peer_left(P);
+    p.remove_peer_pieces(&all);
+    let r_joins = 2 * SUSPICION_TICKS;
+    for step in 0..4 * SUSPICION_TICKS {
+        if p.is_complete() {
+            break;
+        }
+        if step == r_joins {
+            assert_eq!(
+                p.remaining_pieces(),
+                1,
+                "the suspect fetched nothing once trusted"
+            );
+            p.add_peer_pieces(&all);
+        }
+        let _ = p.suspicion_tick();
+        for (peer, has) in [(Q, &rest), (R, &all)] {
+            if peer == R && step < r_joins {
+                continue;
+            }
+            let picked = pick(&mut p, peer, has, 8);
+            if peer == Q && step + 1 < SUSPICION_TICKS {
+                assert!(picked.is_empty(), "a suspect took a shared piece");
+            }
+            for r in picked {
+                if let BlockOutcome::Accepted {
+                    piece_done: true, ..
+                } = deliver(&mut p, peer, &r)
+                {
+                    p.piece_verified(l.piece(r.piece).unwrap());
+                }
+            }
+        }
+        p.check_invariants();
+    }
+    assert!(
+        p.is_complete(),
+        "stalled: {} pieces left",
+        p.remaining_pieces()
+    );
 }
