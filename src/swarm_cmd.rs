@@ -315,7 +315,8 @@ pub fn run(args: SwarmArgs) -> Result<(), Failure> {
                 .prefix("torrent-actors-swarm-")
                 .tempdir()
                 .map_err(|e| not_writable(&std::env::temp_dir(), e))?;
-            if args.keep {
+            // A dry run's torrent is what it was asked for: its folder is kept.
+            if args.keep || args.dry_run {
                 temp.keep()
             } else {
                 temp.path().to_path_buf()
@@ -349,7 +350,16 @@ pub fn run(args: SwarmArgs) -> Result<(), Failure> {
     if !plan.spec.links.is_none() {
         println!("links: {}", plan.spec.links.describe());
     }
-    println!("work folder: {}", work.display());
+    let kept = args.work_dir.is_some() || args.keep || args.dry_run;
+    println!(
+        "work folder: {}{}",
+        work.display(),
+        if kept {
+            ""
+        } else {
+            " (removed at the end; --keep keeps it)"
+        }
+    );
     if !honest_peers_cover(&plan.peers, plan.data.num_pieces()) {
         eprintln!(
             "warning: no honest peer (neither liar nor silent) holds every piece; the \

@@ -629,3 +629,47 @@ fn a_swarm_past_the_open_files_hard_limit_fails_with_exit_11_and_a_low_soft_limi
     let out = run("ulimit -Hn 2048 && ulimit -Sn 256", "300");
     assert_eq!(out.status.code(), Some(0), "{}", explain(&out, work.path()));
 }
+
+#[test]
+fn a_dry_run_keeps_the_temporary_folder_it_names_and_a_run_says_it_removes_it() {
+    // TMPDIR points at a folder of the test's own, so the kept folder is found and
+    // removed with it.
+    let tmp = tempfile::tempdir().unwrap();
+    let run = |extra: &[&str]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_torrent-actors"));
+        cmd.arg("swarm")
+            .args(["--fast", "1", "--size", "1MiB", "--piece-size", "256KiB"])
+            .args(extra)
+            .env("TMPDIR", tmp.path())
+            .env("TORRENT_ACTORS_DHT_BOOTSTRAP", "");
+        let out = run_with_timeout(cmd, Duration::from_secs(60));
+        assert!(out.status.success(), "{out:?}");
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("work folder: "))
+            .unwrap_or_else(|| panic!("no work folder named:\n{stdout}"))
+            .to_owned()
+    };
+    let planned = run(&["--dry-run"]);
+    let folder = Path::new(&planned);
+    assert!(folder.starts_with(tmp.path()), "{planned}");
+    let torrents = std::fs::read_dir(folder)
+        .unwrap_or_else(|e| panic!("the dry run's folder {planned} is gone: {e}"))
+        .filter(|e| {
+            e.as_ref()
+                .is_ok_and(|e| e.path().extension().is_some_and(|x| x == "torrent"))
+        })
+        .count();
+    assert_eq!(torrents, 1, "the dry run's torrent is not in {planned}");
+    let ran = run(&[]);
+    assert!(
+        ran.ends_with("(removed at the end; --keep keeps it)"),
+        "{ran}"
+    );
+    let ran_folder = ran.split(" (").next().unwrap();
+    assert!(
+        !Path::new(ran_folder).exists(),
+        "{ran_folder} was not removed"
+    );
+}
