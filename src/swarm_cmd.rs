@@ -30,6 +30,14 @@ const TICK: Duration = Duration::from_millis(200);
 /// How often a progress line is printed.
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 
+/// For this long from the start, the profiles' bytes are sampled every [`TICK`]; once a
+/// second after that.
+const FINE_SAMPLES_FOR: Duration = Duration::from_secs(10);
+
+/// How often the leechers write a stats record (and a stats line to their log): their
+/// progress comes every 500 ms, so a short run still has points to draw.
+const LEECHER_STATS_EVERY: &str = "500ms";
+
 /// How long a killed leecher may take to be reaped.
 const REAP_LIMIT: Duration = Duration::from_secs(5);
 
@@ -180,7 +188,7 @@ fn links_of(args: &SwarmArgs) -> Result<Links, Failure> {
 }
 
 /// Starts leecher `index`: this binary's `get`, listening on 127.0.0.1:`port`, told
-/// every swarm peer and the other leechers, writing its stats every second.
+/// every swarm peer and the other leechers, writing its stats every 500 ms.
 fn start_leecher(
     index: u32,
     port: u16,
@@ -204,7 +212,13 @@ fn start_leecher(
     cmd.arg("get")
         .arg("-o")
         .arg(&dir)
-        .args(["--bind", "127.0.0.1", "--no-dht", "--stats-every", "1s"])
+        .args([
+            "--bind",
+            "127.0.0.1",
+            "--no-dht",
+            "--stats-every",
+            LEECHER_STATS_EVERY,
+        ])
         .arg("--port")
         .arg(port.to_string())
         .arg("--max-peers")
@@ -467,7 +481,7 @@ pub fn run(args: SwarmArgs) -> Result<(), Failure> {
             })
             .collect(),
     };
-    let mut next_sample = started + Duration::from_secs(1);
+    let mut next_sample = started + TICK;
     let mut next_progress = started + PROGRESS_EVERY;
     let mut timed_out = false;
     let mut stopped_by_signal = false;
@@ -481,7 +495,12 @@ pub fn run(args: SwarmArgs) -> Result<(), Failure> {
         }
         if now >= next_sample {
             report.profile_series.push(sample(now));
-            next_sample += Duration::from_secs(1);
+            // Every tick for the first seconds, so a short run still draws its curves.
+            next_sample = if now.duration_since(started) < FINE_SAMPLES_FOR {
+                now + TICK
+            } else {
+                next_sample.max(now) + Duration::from_secs(1)
+            };
         }
         if now >= next_progress {
             next_progress += PROGRESS_EVERY;

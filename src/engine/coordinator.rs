@@ -1432,7 +1432,9 @@ impl Coordinator {
             downloaded_this_run: self.downloaded_this_run,
             uploaded: self.payload_uploaded,
             listen: self.listen_addr,
-            received: self.payload_downloaded,
+            // Peers report their bytes once a second, so the sum lags; what was
+            // verified this run was certainly received, and the figure is never less.
+            received: self.payload_downloaded.max(self.downloaded_this_run),
             hash_failures: self.hash_failures,
             banned: self.book.banned_count(),
         }

@@ -934,7 +934,8 @@ pub struct Progress {
     /// Where we accept peers, once listening.
     pub listen: Option<SocketAddr>,
     /// Block bytes received this run, wasted ones included (failed pieces, endgame
-    /// duplicates).
+    /// duplicates), as the Peers last reported them (once a second each), and never
+    /// less than `downloaded_this_run`.
     pub received: u64,
     /// Pieces that failed their hash this run.
     pub hash_failures: u64,

@@ -15,6 +15,9 @@ pub struct PlotError(String);
 
 const MIB: f64 = 1024.0 * 1024.0;
 
+/// The shortest time axis drawn, in seconds.
+const MIN_SECONDS: f64 = 0.1;
+
 /// A curve: (seconds, MiB/s) points.
 type Curve = Vec<(f64, f64)>;
 
@@ -48,13 +51,29 @@ fn rates(points: &[(f64, f64)]) -> Vec<(f64, f64)> {
 
 /// The SVG text of the report's plot.
 pub fn svg(report: &Report) -> Result<String, PlotError> {
-    let leechers: Vec<(String, Vec<(f64, f64)>)> = report
+    // Each leecher's verified rate and, dashed, the rate at which bytes came in (wasted
+    // ones included): before its first piece passes a leecher already receives.
+    let curve = |l: &super::report::LeecherReport, received: bool| {
+        let mut cumulative = vec![(0.0, 0.0)];
+        cumulative.extend(l.throughput.iter().map(|s| {
+            let bytes = if received {
+                s.received
+            } else {
+                s.verified_bytes
+            };
+            (s.t, bytes as f64)
+        }));
+        rates(&cumulative)
+    };
+    let leechers: Vec<(String, Curve, Curve)> = report
         .leechers
         .iter()
         .map(|l| {
-            let mut cumulative = vec![(0.0, 0.0)];
-            cumulative.extend(l.throughput.iter().map(|s| (s.t, s.verified_bytes as f64)));
-            (format!("leecher {}", l.index), rates(&cumulative))
+            (
+                format!("leecher {}", l.index),
+                curve(l, false),
+                curve(l, true),
+            )
         })
         .collect();
     // Stacked: each profile's curve is the sum of its rate and the rates of the profiles
@@ -89,14 +108,15 @@ pub fn svg(report: &Report) -> Result<String, PlotError> {
         stacked.push((slot, profile, summed));
     }
 
+    // The time axis fits the run, however short (a run of 0.3 s is drawn over 0.3 s).
     let t_max = leechers
         .iter()
-        .flat_map(|(_, pts)| pts.iter().map(|p| p.0))
+        .flat_map(|(_, v, r)| v.iter().chain(r).map(|p| p.0))
         .chain(report.profile_series.iter().map(|s| s.t))
-        .fold(1.0f64, f64::max);
+        .fold(MIN_SECONDS, f64::max);
     let top_max = leechers
         .iter()
-        .flat_map(|(_, pts)| pts.iter().map(|p| p.1))
+        .flat_map(|(_, v, r)| v.iter().chain(r).map(|p| p.1))
         .fold(1.0f64, f64::max)
         * 1.1;
     let bottom_max = below.iter().map(|p| p.1).fold(1.0f64, f64::max) * 1.1;
@@ -111,7 +131,7 @@ pub fn svg(report: &Report) -> Result<String, PlotError> {
         let mut chart = ChartBuilder::on(&top)
             .caption(
                 format!(
-                    "leechers' download rate (verified), {} peers, seed {}",
+                    "leechers' download rate (verified; dashed: received), {} peers, seed {}",
                     report.peers.len(),
                     report.seed
                 ),
@@ -128,16 +148,30 @@ pub fn svg(report: &Report) -> Result<String, PlotError> {
             .y_desc("MiB/s")
             .draw()
             .map_err(e)?;
-        for (i, (label, points)) in leechers.iter().enumerate() {
+        for (i, (label, verified, received)) in leechers.iter().enumerate() {
             let colour = LEECHER_COLOURS[i % LEECHER_COLOURS.len()];
             chart
                 .draw_series(LineSeries::new(
-                    points.iter().copied(),
+                    verified.iter().copied(),
                     colour.stroke_width(2),
                 ))
                 .map_err(e)?
                 .label(label.as_str())
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], colour));
+            chart
+                .draw_series(DashedLineSeries::new(
+                    received.iter().copied(),
+                    6,
+                    4,
+                    colour.stroke_width(1),
+                ))
+                .map_err(e)?;
+            // A line needs two points: a run short enough to have fewer shows its points.
+            if verified.len() < 3 {
+                chart
+                    .draw_series(verified.iter().map(|&p| Circle::new(p, 3, colour.filled())))
+                    .map_err(e)?;
+            }
         }
         chart
             .configure_series_labels()
@@ -274,6 +308,51 @@ mod tests {
         for text in ["leecher 0", "fast", "by profile", "MiB/s"] {
             assert!(svg.contains(text), "{text} missing");
         }
+    }
+
+    #[test]
+    fn a_run_of_a_third_of_a_second_is_drawn_over_its_own_time_with_its_points() {
+        let mut r = report();
+        let l = &mut r.leechers[0];
+        // One record at completion: the curve is a single point.
+        l.throughput.truncate(1);
+        l.throughput[0].t = 0.3;
+        l.throughput[0].received = 6 << 20;
+        for (i, s) in r.profile_series.iter_mut().enumerate() {
+            s.t = 0.1 * (i + 1) as f64;
+        }
+        let svg = svg(&r).unwrap();
+        assert!(svg.contains("<circle"), "the single point is not drawn");
+        // The axis ends near 0.3 s, not at a whole second: some of its labels are
+        // fractions of a second (the rate axis counts in whole MiB/s here).
+        let labels: Vec<f64> = svg.lines().filter_map(|l| l.trim().parse().ok()).collect();
+        assert!(
+            labels.iter().any(|&x| x > 0.0 && x < 0.35)
+                && !labels.iter().any(|&x| x > 0.35 && x <= 1.0),
+            "the time axis does not fit the run: {labels:?}"
+        );
+    }
+
+    #[test]
+    fn received_is_drawn_dashed_beside_verified() {
+        let mut r = report();
+        // Bytes come in before the first piece is verified.
+        for s in &mut r.leechers[0].throughput {
+            s.received = s.verified_bytes + (3 << 20);
+        }
+        let svg = svg(&r).unwrap();
+        assert!(svg.contains("dashed: received"), "the caption does not say");
+        // The dashes are short lines of their own: many more than the one verified line
+        // and the legend's path.
+        let mut solid = report();
+        solid.leechers[0].throughput.clear();
+        let without = svg_of_lines(&super::svg(&solid).unwrap());
+        assert!(svg_of_lines(&svg) >= without + 4, "no dashed line drawn");
+    }
+
+    /// Lines and polylines in an SVG text.
+    fn svg_of_lines(svg: &str) -> usize {
+        svg.matches("<polyline").count() + svg.matches("<line").count()
     }
 
     #[test]

@@ -673,3 +673,29 @@ fn a_dry_run_keeps_the_temporary_folder_it_names_and_a_run_says_it_removes_it() 
         "{ran_folder} was not removed"
     );
 }
+
+#[test]
+fn every_stats_record_counts_at_least_the_verified_bytes_as_received() {
+    // A run of well under a second: its records are the moment of completion and the
+    // end. Peers report their bytes once a second, so the received figure lagged far
+    // behind the verified one (2.5 MiB received against 64 MiB verified).
+    let work = tempfile::tempdir().unwrap();
+    let report_path = work.path().join("report.json");
+    let mut cmd = swarm(work.path());
+    cmd.args(["--fast", "4", "--size", "64MiB", "--seed", "3"])
+        .arg("--report")
+        .arg(&report_path);
+    let out = run_with_timeout(cmd, Duration::from_secs(120));
+    assert!(out.status.success(), "{}", explain(&out, work.path()));
+    let r = read_report(&report_path);
+    for l in r["leechers"].as_array().unwrap() {
+        let samples = l["throughput"].as_array().unwrap();
+        assert!(!samples.is_empty(), "no stats record: {l}");
+        for s in samples {
+            assert!(
+                num(&s["received"]) >= num(&s["verified_bytes"]),
+                "a record counts fewer bytes received than verified: {s}"
+            );
+        }
+    }
+}
