@@ -20,7 +20,7 @@ use torrent_actors::engine::messages::{
     DhtLinks, FailureKind, Phase, Progress, Shutdown, TorrentEvent,
 };
 use torrent_actors::engine::metadata::{MagnetParams, MetadataFetcher};
-use torrent_actors::engine::metrics::{Metrics, MetricsSnapshot};
+use torrent_actors::engine::metrics::Metrics;
 use torrent_actors::engine::selection::check_selection;
 use torrent_actors::engine::storage::SideFiles;
 use torrent_actors::engine::threads::{Threads, ThreadsConfig};
@@ -29,7 +29,8 @@ use torrent_actors::engine::tracker::{
 };
 use torrent_actors::magnet::{FileSelection, Magnet};
 use torrent_actors::metainfo::Metainfo;
-use torrent_actors::procstats::{self, ProcStats};
+use torrent_actors::procstats;
+use torrent_actors::stats::StatsRecord;
 use torrent_actors::terminal::printable;
 use torrent_actors::PeerId;
 
@@ -711,27 +712,6 @@ struct Stats {
     last_json: Option<Instant>,
 }
 
-/// One JSON line of `--stats-file`.
-#[derive(serde::Serialize)]
-struct StatsRecord<'a> {
-    /// Seconds since the start.
-    t: f64,
-    phase: &'static str,
-    total_bytes: u64,
-    verified_bytes: u64,
-    downloaded_this_run: u64,
-    received: u64,
-    uploaded: u64,
-    peers: usize,
-    hash_failures: u64,
-    banned: usize,
-    rate: f64,
-    process: Option<ProcStats>,
-    actors: &'a MetricsSnapshot,
-    /// The last record of the run.
-    last: bool,
-}
-
 impl Stats {
     fn new(args: &GetArgs, metrics: Arc<Metrics>, log: &slog::Logger) -> Self {
         let file = args.stats_file.as_ref().and_then(|path| {
@@ -812,20 +792,15 @@ impl Stats {
             self.last_json = Some(Instant::now());
             let record = StatsRecord {
                 t: self.started.elapsed().as_secs_f64(),
-                phase: match p.phase {
-                    Phase::Metadata => "metadata",
-                    Phase::Checking => "checking",
-                    Phase::Downloading => "downloading",
-                    Phase::Complete => "complete",
-                },
+                phase: p.phase.into(),
                 total_bytes: p.total_bytes,
                 verified_bytes: p.verified_bytes,
                 downloaded_this_run: p.downloaded_this_run,
                 received: p.received,
                 uploaded: p.uploaded,
-                peers: p.peers,
+                peers: p.peers as u64,
                 hash_failures: p.hash_failures,
-                banned: p.banned,
+                banned: p.banned as u64,
                 rate: p.rate,
                 process,
                 actors: &snapshot,

@@ -12,6 +12,7 @@ pub mod layout;
 pub mod magnet;
 pub mod metainfo;
 pub mod procstats;
+pub mod stats;
 pub mod swarm;
 pub mod terminal;
 pub mod tracker;

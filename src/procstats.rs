@@ -2,7 +2,7 @@
 //! lines, reports and the swarm command. Elsewhere every figure reads as absent.
 
 /// Memory and file use of a process at one moment.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ProcStats {
     /// Resident memory now, in bytes.
     pub rss_bytes: u64,

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::data::FileCheck;
 use super::peer::{PeerCounters, RemoteClose};
 use super::profile::Profile;
+use crate::stats::{RecordPhase, StatsRecord};
 
 /// The whole report of one `torrent-actors swarm` run.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -247,36 +248,6 @@ pub struct LeecherSample {
     pub open_files: u64,
 }
 
-/// A `--stats-file` line as `get` writes it; fields it may lack read as zero, so a
-/// record from an older or newer `get` still reads.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default)]
-pub struct StatsLine {
-    pub t: f64,
-    pub phase: String,
-    pub total_bytes: u64,
-    pub verified_bytes: u64,
-    pub downloaded_this_run: u64,
-    pub received: u64,
-    pub uploaded: u64,
-    pub peers: u64,
-    pub hash_failures: u64,
-    pub banned: u64,
-    pub rate: f64,
-    pub process: Option<ProcessLine>,
-    pub actors: serde_json::Value,
-    pub last: bool,
-}
-
-/// The `process` part of a stats line.
-#[derive(Debug, Clone, Copy, Default, Deserialize)]
-#[serde(default)]
-pub struct ProcessLine {
-    pub rss_bytes: u64,
-    pub peak_rss_bytes: u64,
-    pub open_files: u64,
-}
-
 /// What a leecher's stats file says, summed up.
 #[derive(Debug, Clone, Default)]
 pub struct StatsSummary {
@@ -305,7 +276,7 @@ impl StatsSummary {
     pub fn from_lines(text: &str) -> Self {
         let mut s = StatsSummary::default();
         for line in text.lines().filter(|l| !l.trim().is_empty()) {
-            let Ok(r) = serde_json::from_str::<StatsLine>(line) else {
+            let Ok(r) = serde_json::from_str::<StatsRecord>(line) else {
                 s.unreadable_lines += 1;
                 continue;
             };
@@ -320,8 +291,8 @@ impl StatsSummary {
                 rss_bytes: process.rss_bytes,
                 open_files: process.open_files,
             });
-            let done =
-                r.phase == "complete" || (r.total_bytes > 0 && r.verified_bytes == r.total_bytes);
+            let done = r.phase == RecordPhase::Complete
+                || (r.total_bytes > 0 && r.verified_bytes == r.total_bytes);
             if done && s.completed_at.is_none() {
                 s.completed_at = Some(r.t);
             }
@@ -489,18 +460,76 @@ impl Report {
 mod tests {
     use super::*;
 
+    /// A record as `get` writes it.
+    fn record(
+        t: f64,
+        phase: RecordPhase,
+        verified: u64,
+        this_run: u64,
+        received: u64,
+    ) -> StatsRecord {
+        StatsRecord {
+            t,
+            phase,
+            total_bytes: 100,
+            verified_bytes: verified,
+            downloaded_this_run: this_run,
+            received,
+            uploaded: 0,
+            peers: 3,
+            hash_failures: 0,
+            banned: 0,
+            rate: 0.0,
+            process: None,
+            actors: serde_json::Value::Null,
+            last: false,
+        }
+    }
+
+    fn lines(records: &[StatsRecord]) -> String {
+        records
+            .iter()
+            .map(|r| serde_json::to_string(r).unwrap() + "\n")
+            .collect()
+    }
+
     #[test]
     fn stats_lines_are_summed_up_and_bad_lines_counted() {
-        let text = r#"{"t":1.0,"phase":"downloading","total_bytes":100,"verified_bytes":10,"peers":3,"process":{"rss_bytes":5,"peak_rss_bytes":7,"open_files":9},"actors":{"actors":[]}}
-{"t":2.0,"phase":"complete","total_bytes":100,"verified_bytes":100,"peers":2,"hash_failures":2,"banned":1,"process":{"rss_bytes":6,"peak_rss_bytes":8,"open_files":4},"last":true}
-{"t":3.0,"pha"#;
-        let s = StatsSummary::from_lines(text);
+        let mut first = record(1.0, RecordPhase::Downloading, 10, 10, 10);
+        first.process = Some(crate::procstats::ProcStats {
+            rss_bytes: 5,
+            peak_rss_bytes: 7,
+            open_files: 9,
+        });
+        first.actors = serde_json::json!({ "actors": [] });
+        let mut second = record(2.0, RecordPhase::Complete, 100, 100, 100);
+        second.peers = 2;
+        (second.hash_failures, second.banned) = (2, 1);
+        second.process = Some(crate::procstats::ProcStats {
+            rss_bytes: 6,
+            peak_rss_bytes: 8,
+            open_files: 4,
+        });
+        second.last = true;
+        let text = lines(&[first, second]) + r#"{"t":3.0,"pha"#;
+        let s = StatsSummary::from_lines(&text);
         assert_eq!(s.samples.len(), 2);
         assert_eq!(s.completed_at, Some(2.0));
         assert_eq!((s.hash_failures, s.banned), (2, 1));
         assert_eq!((s.peak_rss_bytes, s.max_open_files, s.max_peers), (8, 9, 3));
         assert_eq!(s.unreadable_lines, 1);
         assert!(s.actors.get("actors").is_some());
+    }
+
+    #[test]
+    fn a_record_missing_a_field_is_unreadable_not_zeros() {
+        // A writer and reader that drift apart: the reader once took a missing field as
+        // zero, and a renamed counter read as nothing received.
+        let mut value =
+            serde_json::to_value(record(1.0, RecordPhase::Complete, 100, 100, 90)).unwrap();
+        value.as_object_mut().unwrap().remove("received");
+        let s = StatsSummary::from_lines(&value.to_string());
+        assert_eq!((s.samples.len(), s.unreadable_lines), (0, 1));
     }
 
     #[test]
@@ -570,9 +599,11 @@ mod tests {
 
     #[test]
     fn the_last_record_gives_the_bytes_verified_this_run() {
-        let text = r#"{"t":1.0,"total_bytes":100,"verified_bytes":40,"downloaded_this_run":0,"received":16}
-{"t":2.0,"total_bytes":100,"verified_bytes":100,"downloaded_this_run":60,"received":90}"#;
-        let s = StatsSummary::from_lines(text);
+        let text = lines(&[
+            record(1.0, RecordPhase::Downloading, 40, 0, 16),
+            record(2.0, RecordPhase::Complete, 100, 60, 90),
+        ]);
+        let s = StatsSummary::from_lines(&text);
         assert_eq!((s.received, s.verified_this_run), (90, 60));
         assert_eq!(waste_ratio(s.received, s.verified_this_run), Some(1.5));
     }
