@@ -627,7 +627,7 @@ pub(crate) fn start_dht(
     // The routing table is kept between runs only on the real DHT: a run told where to
     // bootstrap (a test, a private network) must not wander off to saved public nodes.
     if bootstrap.source() == BootstrapSource::PublicRouters {
-        config.state_file = dht_state_file();
+        config.state_file = client_state_dir().map(|d| d.join("dht-nodes.json"));
     }
     slog::info!(log, "dht"; "bootstrap" => %bootstrap.source(), "nodes" => bootstrap.nodes().join(","));
     match Dht::start_with_port(config, log.clone()) {
@@ -639,12 +639,14 @@ pub(crate) fn start_dht(
     }
 }
 
-/// `$XDG_STATE_HOME/torrent-actors/dht-nodes.json`, or under `~/.local/state`.
-fn dht_state_file() -> Option<PathBuf> {
+/// This client's state folder: `$XDG_STATE_HOME/torrent-actors`, or
+/// `~/.local/state/torrent-actors`; `None` with neither variable set. The DHT's node file
+/// and `serve`'s state live under it.
+pub(crate) fn client_state_dir() -> Option<PathBuf> {
     let base = std::env::var_os("XDG_STATE_HOME")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".local/state")))?;
-    Some(base.join("torrent-actors").join("dht-nodes.json"))
+    Some(base.join("torrent-actors"))
 }
 
 /// An Azureus-style peer id: client tag and version, then random bytes.

@@ -168,10 +168,12 @@ fn serve_args(args: cli::ServeCmd) -> Result<serve::ServeArgs, Failure> {
     };
     let state = match args.state {
         Some(state) => state,
-        None => default_state_dir().ok_or_else(|| Failure {
-            code: exit::USAGE,
-            error: anyhow::anyhow!("no --state given and no HOME to put it under"),
-        })?,
+        None => get::client_state_dir()
+            .map(|d| d.join("serve"))
+            .ok_or_else(|| Failure {
+                code: exit::USAGE,
+                error: anyhow::anyhow!("no --state given and no HOME to put it under"),
+            })?,
     };
     Ok(serve::ServeArgs {
         listen: args.listen,
@@ -188,12 +190,4 @@ fn serve_args(args: cli::ServeCmd) -> Result<serve::ServeArgs, Failure> {
         dht,
         verbosity: args.verbose,
     })
-}
-
-/// `$XDG_STATE_HOME/torrent-actors/serve`, or under `~/.local/state`.
-fn default_state_dir() -> Option<std::path::PathBuf> {
-    let base = std::env::var_os("XDG_STATE_HOME")
-        .map(std::path::PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".local/state")))?;
-    Some(base.join("torrent-actors").join("serve"))
 }
