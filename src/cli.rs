@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use torrent_actors::magnet::FileSelection;
+#[cfg(feature = "swarm")]
 use torrent_actors::swarm::Profile;
 
 /// A BitTorrent client built as an actor system.
@@ -84,6 +85,7 @@ pub enum Command {
     },
     /// Build a swarm of peers on loopback, each playing a behaviour profile and serving
     /// synthetic data, run real `get` leechers against it, and report how they did.
+    #[cfg(feature = "swarm")]
     #[command(after_help = SWARM_EXAMPLES)]
     Swarm(SwarmArgs),
     /// Run as a daemon over many torrents, with a JSON API and a web page at
@@ -126,6 +128,7 @@ Examples:
   torrent-actors seed --port 51413 --upload-limit 500 movie.torrent
   torrent-actors seed --fetch-missing -d /srv/data movie.torrent";
 
+#[cfg(feature = "swarm")]
 const SWARM_EXAMPLES: &str = "\
 Examples:
   torrent-actors swarm --peers 200 --size 256MiB --plot out.svg
@@ -206,6 +209,7 @@ pub struct ServeCmd {
     pub verbose: u8,
 }
 
+#[cfg(feature = "swarm")]
 /// `swarm`'s options, as typed; `swarm_cmd` checks them further.
 #[derive(Debug, Args)]
 pub struct SwarmArgs {
@@ -300,18 +304,22 @@ pub struct SwarmArgs {
     pub swarm_threads: u64,
 }
 
+#[cfg(feature = "swarm")]
 fn parse_link_duration(value: &str) -> Result<Duration, String> {
     torrent_actors::swarm::link::parse_duration(value).map_err(|e| e.to_string())
 }
 
+#[cfg(feature = "swarm")]
 fn parse_link_rate(value: &str) -> Result<u64, String> {
     torrent_actors::swarm::link::parse_rate(value).map_err(|e| e.to_string())
 }
 
+#[cfg(feature = "swarm")]
 fn parse_link_loss(value: &str) -> Result<u32, String> {
     torrent_actors::swarm::link::parse_loss(value).map_err(|e| e.to_string())
 }
 
+#[cfg(feature = "swarm")]
 /// `--profile`: the mix, or every peer playing one profile.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProfileChoice {
@@ -319,6 +327,7 @@ pub enum ProfileChoice {
     Only(Profile),
 }
 
+#[cfg(feature = "swarm")]
 fn parse_profile(value: &str) -> Result<ProfileChoice, String> {
     if value == "mix" {
         return Ok(ProfileChoice::Mix);
@@ -328,6 +337,7 @@ fn parse_profile(value: &str) -> Result<ProfileChoice, String> {
     })
 }
 
+#[cfg(feature = "swarm")]
 /// A size: bytes, or a whole number with a KiB, MiB, GiB or TiB suffix (K, M, G, T and
 /// KB, MB, GB, TB are read as the same binary units).
 pub fn parse_size(value: &str) -> Result<u64, String> {
@@ -498,6 +508,7 @@ fn peer_address(text: &str) -> Result<SocketAddr, String> {
 mod tests {
     use super::peer_address;
 
+    #[cfg(feature = "swarm")]
     #[test]
     fn sizes_take_binary_suffixes() {
         use super::parse_size;

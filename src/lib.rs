@@ -13,6 +13,9 @@ pub mod magnet;
 pub mod metainfo;
 pub mod procstats;
 pub mod stats;
+/// The loopback swarm bench behind `torrent-actors swarm` (the `swarm` feature, on by
+/// default): the engine builds without it and its plotting dependency.
+#[cfg(feature = "swarm")]
 pub mod swarm;
 pub mod terminal;
 pub mod tracker;

@@ -8,6 +8,7 @@ mod info;
 mod logging;
 mod progress;
 mod serve;
+#[cfg(feature = "swarm")]
 mod swarm_cmd;
 
 use std::io::Read;
@@ -40,13 +41,16 @@ mod exit {
     /// No peer could be reached within the time limit.
     pub const NO_PEERS: u8 = 7;
     /// `swarm`: a leecher did not complete (it failed, or the duration limit came first).
+    #[cfg(feature = "swarm")]
     pub const SWARM_INCOMPLETE: u8 = 8;
     /// `swarm`: a leecher completed with wrong data in its file.
+    #[cfg(feature = "swarm")]
     pub const SWARM_WRONG_FILES: u8 = 9;
     /// The peer port (`get`, `seed`, `serve`) or the HTTP port (`serve`) could not be
     /// bound: in use, or an address this machine does not have.
     pub const CANNOT_LISTEN: u8 = 10;
     /// `swarm`: the system allows fewer open files than the swarm needs.
+    #[cfg(feature = "swarm")]
     pub const SWARM_OPEN_FILES: u8 = 11;
     /// `get` or `seed`: another process is already downloading or seeding the same
     /// torrent into the same folder (it holds the lock file beside the resume file).
@@ -137,6 +141,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             let mode = get::Mode::Seed { fetch_missing };
             get::run(get::GetArgs::new(engine, dir, mode).with_dht(dht)?)
         }
+        #[cfg(feature = "swarm")]
         Command::Swarm(args) => swarm_cmd::run(args),
         Command::Serve(args) => serve::run(serve_args(args)?),
     }
