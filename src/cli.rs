@@ -167,6 +167,11 @@ pub struct ServeCmd {
     /// TORRENT_ACTORS_API_KEY environment variable, if set.
     #[arg(long, value_name = "FILE")]
     pub api_key_file: Option<PathBuf>,
+    /// Let `GET /metrics` (the Prometheus text format) from a loopback address in without
+    /// the API key, for a scraper on this machine. Other paths, and other addresses,
+    /// still need the key.
+    #[arg(long)]
+    pub metrics_without_key: bool,
     /// A host name the page may be reached by besides localhost, 127.0.0.1 and [::1]
     /// (requests naming any other host are refused); may be repeated.
     #[arg(long, value_name = "NAME")]

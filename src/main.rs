@@ -190,6 +190,7 @@ fn serve_args(args: cli::ServeCmd) -> Result<serve::ServeArgs, Failure> {
         encryption: args.encryption,
         threads: args.threads.map_or(0, usize::from),
         api_key,
+        metrics_without_key: args.metrics_without_key,
         allowed_hosts: args.allow_host,
         max_torrent_bytes: (args.max_torrent_mib << 20) as usize,
         dht,

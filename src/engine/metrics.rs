@@ -108,6 +108,23 @@ fn bucket_end(i: usize) -> u64 {
     u64::try_from(u128::from(5 + sub) << (e - 2)).unwrap_or(u64::MAX)
 }
 
+/// The upper bounds, in ns, of the coarse handling-time histogram a monitoring system
+/// reads (`serve`'s `/metrics`): powers of four from 1 µs to about 4 s, then everything.
+pub const HANDLING_BOUNDS_NS: [u64; 12] = [
+    1_000,
+    4_000,
+    16_000,
+    64_000,
+    256_000,
+    1_024_000,
+    4_096_000,
+    16_384_000,
+    65_536_000,
+    262_144_000,
+    1_048_576_000,
+    4_194_304_000,
+];
+
 /// Counts for one message type at one actor type.
 #[derive(Debug, Clone)]
 struct MessageStats {
@@ -134,6 +151,27 @@ impl MessageStats {
         self.total_nanos = self.total_nanos.saturating_add(nanos);
         self.max_nanos = self.max_nanos.max(nanos);
         self.buckets[bucket_of(nanos).min(BUCKETS - 1)] += 1;
+    }
+
+    /// Adds this message type's times to `coarse`, one count per bound of
+    /// [`HANDLING_BOUNDS_NS`] and one past the last: each fine bucket counts at the first
+    /// bound its whole range fits under, so a count is never placed below its time (a
+    /// fine bucket that straddles a bound is counted above it, by at most a quarter).
+    fn add_coarse(&self, coarse: &mut [u64]) {
+        for (i, &n) in self.buckets.iter().enumerate() {
+            if n == 0 {
+                continue;
+            }
+            // Times in bucket i are below its end: at most end - 1.
+            let top = bucket_end(i).saturating_sub(1);
+            let j = HANDLING_BOUNDS_NS
+                .iter()
+                .position(|&b| top <= b)
+                .unwrap_or(HANDLING_BOUNDS_NS.len());
+            if let Some(c) = coarse.get_mut(j) {
+                *c += n;
+            }
+        }
     }
 
     /// The end, in ns, of the bucket holding the `q` quantile (no more than the largest
@@ -248,6 +286,10 @@ impl ActorMetrics {
     /// The counters now.
     pub fn snapshot(&self) -> ActorSnapshot {
         let messages = self.messages.lock().unwrap_or_else(|e| e.into_inner());
+        let mut handling_histogram = vec![0; HANDLING_BOUNDS_NS.len() + 1];
+        for s in messages.values() {
+            s.add_coarse(&mut handling_histogram);
+        }
         let messages: Vec<MessageSnapshot> = messages
             .iter()
             .map(|(name, s)| MessageSnapshot {
@@ -269,6 +311,7 @@ impl ActorMetrics {
             backpressure: self.backpressure.load(Ordering::Relaxed),
             undelivered: self.undelivered.load(Ordering::Relaxed),
             messages,
+            handling_histogram,
         }
     }
 }
@@ -372,6 +415,10 @@ pub struct ActorSnapshot {
     /// Messages sent to an actor of the type that had stopped, and so dropped.
     pub undelivered: u64,
     pub messages: Vec<MessageSnapshot>,
+    /// Handling times of every message type together, counted per bound of
+    /// [`HANDLING_BOUNDS_NS`] and past the last (not cumulative); for `/metrics` only.
+    #[serde(skip)]
+    pub handling_histogram: Vec<u64>,
 }
 
 /// Every actor type's counts at one moment.
@@ -547,6 +594,30 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_coarse_histogram_never_counts_a_time_below_its_bound() {
+        let mut s = MessageStats::default();
+        for nanos in [0, 999, 1_000, 1_001, 3_999, 70_000, 5_000_000_000] {
+            s.record(nanos);
+        }
+        let mut coarse = vec![0; HANDLING_BOUNDS_NS.len() + 1];
+        s.add_coarse(&mut coarse);
+        assert_eq!(coarse.iter().sum::<u64>(), 7);
+        // Cumulative counts at each bound never exceed the times truly at or below it.
+        let times = [0u64, 999, 1_000, 1_001, 3_999, 70_000, 5_000_000_000];
+        let mut cumulative = 0;
+        for (j, &bound) in HANDLING_BOUNDS_NS.iter().enumerate() {
+            cumulative += coarse[j];
+            let truly = times.iter().filter(|&&t| t <= bound).count() as u64;
+            assert!(cumulative <= truly, "bound {bound}: {cumulative} > {truly}");
+        }
+        assert_eq!(
+            coarse[HANDLING_BOUNDS_NS.len()],
+            1,
+            "5 s is past the last bound"
+        );
+    }
 
     #[test]
     fn quantiles_come_from_the_buckets() {

@@ -571,6 +571,16 @@ async fn history(state: State, id: web::Path<String>) -> ApiResult<HttpResponse>
     Ok(HttpResponse::Ok().json(state.session.send(session::GetHistory { id }).await??))
 }
 
+/// `GET /metrics` (outside `/api`, where scrapers look): every torrent and its actors'
+/// counters in the Prometheus text format.
+pub async fn prometheus(state: State) -> ApiResult<HttpResponse> {
+    let overview = state.session.send(session::GetOverview {}).await?;
+    let metrics = state.session.send(session::GetAllMetrics {}).await?;
+    Ok(HttpResponse::Ok()
+        .content_type(super::prometheus::CONTENT_TYPE)
+        .body(super::prometheus::render(&overview.torrents, &metrics)))
+}
+
 async fn all_metrics(state: State) -> ApiResult<HttpResponse> {
     Ok(HttpResponse::Ok().json(state.session.send(session::GetAllMetrics {}).await?))
 }

@@ -10,6 +10,7 @@
 //! - `ui.rs`: the embedded page.
 
 mod api;
+mod prometheus;
 mod security;
 mod sse;
 mod ui;
@@ -51,6 +52,8 @@ pub struct ServeArgs {
     pub api_key: Option<String>,
     /// Host names allowed besides the loopback ones.
     pub allowed_hosts: Vec<String>,
+    /// `--metrics-without-key`: `GET /metrics` from a loopback address needs no key.
+    pub metrics_without_key: bool,
     pub max_torrent_bytes: usize,
     pub dht: Option<(Bootstrap, u16)>,
     pub verbosity: u8,
@@ -175,6 +178,7 @@ async fn serve(
         security::HostAllowlist::new(args.listen.ip(), &args.allowed_hosts),
         security::random_hex(16),
         args.api_key.clone(),
+        args.metrics_without_key,
     );
     let state = web::Data::new(api::ApiState {
         session: session.clone(),
@@ -194,6 +198,7 @@ async fn serve(
             .configure(|cfg| api::extractor_config(cfg, json_limit))
             .wrap(middleware::from_fn(security::guard))
             .configure(api::routes)
+            .route("/metrics", web::get().to(api::prometheus))
             .configure(ui::routes)
             .default_service(web::to(|| async {
                 Err::<actix_web::HttpResponse, _>(api::ApiError::not_found("no such page"))

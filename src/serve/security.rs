@@ -254,6 +254,9 @@ pub struct Guard {
     pub token: String,
     /// The key clients must present, if authentication is on.
     pub api_key: Option<String>,
+    /// `GET /metrics` from a loopback address needs no key (`--metrics-without-key`):
+    /// a scraper on the same machine, where the key would sit in its configuration.
+    metrics_without_key: bool,
     logins: Mutex<HashMap<String, Instant>>,
     lockout: Mutex<Lockout>,
 }
@@ -267,14 +270,29 @@ enum Auth {
 }
 
 impl Guard {
-    pub fn new(hosts: HostAllowlist, token: String, api_key: Option<String>) -> Arc<Self> {
+    /// A guard for `hosts`, with this run's `token`, the `api_key` if any, and whether
+    /// loopback scrapers may read `/metrics` without it.
+    pub fn new(
+        hosts: HostAllowlist,
+        token: String,
+        api_key: Option<String>,
+        metrics_without_key: bool,
+    ) -> Arc<Self> {
         Arc::new(Self {
             hosts,
             token,
             api_key,
+            metrics_without_key,
             logins: Mutex::new(HashMap::new()),
             lockout: Mutex::new(Lockout::default()),
         })
+    }
+
+    /// Whether a request for `raw_path` from `ip` may skip authentication: a public
+    /// path, or `/metrics` from loopback when the operator allowed it.
+    pub fn skips_auth(&self, raw_path: &str, ip: IpAddr) -> bool {
+        is_public(raw_path)
+            || (self.metrics_without_key && raw_path == "/metrics" && ip.is_loopback())
     }
 
     pub fn auth_required(&self) -> bool {
@@ -462,7 +480,7 @@ fn check(guard: &Guard, req: &ServiceRequest) -> Result<(), ApiError> {
             )));
         }
     }
-    if !is_public(path) {
+    if !guard.skips_auth(path, peer_ip(req.peer_addr())) {
         let ip = peer_ip(req.peer_addr());
         let bearer = bearer_of(req.headers().get(header::AUTHORIZATION));
         let cookie = req.cookie(SESSION_COOKIE);
@@ -538,6 +556,32 @@ fn add_headers(headers: &mut actix_web::http::header::HeaderMap) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_metrics_from_loopback_skips_the_key_and_only_when_allowed() {
+        let guard = |open| {
+            Guard::new(
+                HostAllowlist::new(IpAddr::V4(Ipv4Addr::LOCALHOST), &[]),
+                "t".into(),
+                Some("k".repeat(16)),
+                open,
+            )
+        };
+        let (open, closed) = (guard(true), guard(false));
+        let lo: IpAddr = "127.0.0.1".parse().unwrap();
+        let v6: IpAddr = "::1".parse().unwrap();
+        let lan: IpAddr = "192.168.1.9".parse().unwrap();
+        assert!(open.skips_auth("/metrics", lo) && open.skips_auth("/metrics", v6));
+        assert!(!open.skips_auth("/metrics", lan), "another machine");
+        assert!(!open.skips_auth("/%6detrics", lo), "another spelling");
+        assert!(!open.skips_auth("/metrics/", lo) && !open.skips_auth("/api/metrics", lo));
+        assert!(!open.skips_auth("/api/torrents", lo));
+        assert!(!closed.skips_auth("/metrics", lo), "not allowed");
+        assert!(
+            closed.skips_auth("/api/login", lan),
+            "public paths stay public"
+        );
+    }
 
     #[test]
     fn only_the_exact_login_path_skips_the_token() {

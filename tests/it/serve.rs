@@ -1452,3 +1452,162 @@ fn serve_downloads_64_mib_pieces_without_holding_one_in_memory() {
         "the daemon peaked at {peak} KiB, as much as a whole 64 MiB piece"
     );
 }
+
+/// What the Prometheus project's own parser (Debian's python3-prometheus-client) reads
+/// from a `/metrics` text: per sample, its name, labels and value.
+fn prometheus_samples(text: &str) -> Vec<Value> {
+    let script = r#"
+import json, sys
+from prometheus_client.parser import text_string_to_metric_families
+out = []
+for family in text_string_to_metric_families(sys.stdin.read()):
+    for s in family.samples:
+        out.append({"family": family.name, "type": family.type, "name": s.name, "labels": s.labels, "value": s.value})
+print(json.dumps(out))
+"#;
+    let mut child = Command::new("/usr/bin/python3")
+        .args(["-c", script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 for the Prometheus parser");
+    {
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "the Prometheus parser refused the text:\n{}\n{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice::<Value>(&out.stdout)
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+#[test]
+fn serve_metrics_are_prometheus_text_that_a_real_parser_reads() {
+    let tmp = temp_dir();
+    // A name with a double quote: a stranger's text, escaped in its label.
+    let payload = Payload::single(&tmp.path().join("seed"), "film \"cut\".bin", 1 << 20);
+    let swarm = Swarm::start(payload, 15, SeedOpts::default());
+    let key = "correct-horse-battery-staple-42";
+    let key_file = tmp.path().join("key");
+    fs::write(&key_file, format!("{key}\n")).unwrap();
+    let opts = DaemonOpts {
+        api_key_file: Some(key_file),
+        args: vec!["--metrics-without-key".into()],
+        ..DaemonOpts::default()
+    };
+    let daemon = Daemon::start_with_key(
+        &tmp.path().join("dl"),
+        &tmp.path().join("state"),
+        &opts,
+        Some(key),
+    );
+    let id = swarm.id();
+    let added = daemon.post("/api/torrents", &json!({"torrent_base64": swarm.base64()}));
+    assert_eq!(added.status, 201, "{added:?}");
+    wait_for_torrent(
+        &daemon,
+        &id,
+        DOWNLOAD_LIMIT,
+        "completion",
+        is_complete,
+        |_| {},
+    );
+
+    // Loopback, no key: allowed for /metrics alone.
+    let reply = http(daemon.port, "GET", "/metrics", &[], None);
+    assert_eq!(reply.status, 200, "{reply:?}");
+    assert!(
+        reply
+            .header("content-type")
+            .is_some_and(|t| t.starts_with("text/plain; version=0.0.4")),
+        "{reply:?}"
+    );
+    assert_eq!(
+        http(daemon.port, "GET", "/api/torrents", &[], None).status,
+        401,
+        "the flag opened more than /metrics"
+    );
+    let text = String::from_utf8_lossy(&reply.body).into_owned();
+    let samples = prometheus_samples(&text);
+    let find = |name: &str, extra: &[(&str, &str)]| -> Vec<&Value> {
+        samples
+            .iter()
+            .filter(|s| {
+                s["name"] == name
+                    && s["labels"]["torrent"] == id.as_str()
+                    && extra.iter().all(|(k, v)| s["labels"][*k] == *v)
+            })
+            .collect()
+    };
+    let info = find("torrent_actors_torrent_info", &[]);
+    assert_eq!(info.len(), 1, "{text}");
+    assert_eq!(info[0]["labels"]["name"], "film \"cut\".bin");
+    let verified = find("torrent_actors_torrent_verified_bytes", &[]);
+    assert_eq!(verified[0]["value"], json!(f64::from(1u32 << 20)), "{text}");
+    assert_eq!(
+        find("torrent_actors_torrent_state", &[])[0]["labels"]["state"],
+        "seeding"
+    );
+    // The Peers' handling-time histogram: cumulative buckets ending in the count.
+    let buckets = find(
+        "torrent_actors_actor_handling_seconds_bucket",
+        &[("actor", "Peer")],
+    );
+    let count = find(
+        "torrent_actors_actor_handling_seconds_count",
+        &[("actor", "Peer")],
+    );
+    assert!(buckets.len() > 2 && count.len() == 1, "{text}");
+    let values: Vec<f64> = buckets
+        .iter()
+        .map(|b| b["value"].as_f64().unwrap())
+        .collect();
+    assert!(
+        values.windows(2).all(|w| w[0] <= w[1]),
+        "buckets not cumulative: {values:?}"
+    );
+    assert_eq!(values.last().copied(), count[0]["value"].as_f64());
+    assert!(
+        values.last().copied().unwrap_or(0.0) > 0.0,
+        "no Peer message counted"
+    );
+    let handled = find(
+        "torrent_actors_actor_messages_handled_total",
+        &[("actor", "Coordinator")],
+    );
+    assert!(handled[0]["value"].as_f64().unwrap() > 0.0, "{text}");
+
+    // Without the flag, /metrics wants the key like the API.
+    let closed = Daemon::start_with_key(
+        &tmp.path().join("dl2"),
+        &tmp.path().join("state2"),
+        &DaemonOpts {
+            args: Vec::new(),
+            ..opts.clone()
+        },
+        Some(key),
+    );
+    assert_eq!(http(closed.port, "GET", "/metrics", &[], None).status, 401);
+    let auth = format!("Bearer {key}");
+    let reply = http(
+        closed.port,
+        "GET",
+        "/metrics",
+        &[("Authorization", &auth)],
+        None,
+    );
+    assert_eq!(reply.status, 200, "{reply:?}");
+}
