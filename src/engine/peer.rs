@@ -1016,8 +1016,19 @@ impl Peer {
                         .into_actor(self)
                         .map(move |_, act, ctx| {
                             act.granting = false;
-                            if !act.choking {
+                            // A block of an allowed-fast piece goes out while we choke
+                            // too: it was asked for while choked. Any other block that a
+                            // choke overtook is rejected, never dropped in silence: a
+                            // fast peer waits for an answer to every request (BEP 6), and
+                            // libtorrent waited for good on one dropped block.
+                            if !act.choking || act.allowed_fast.contains(&block.piece) {
                                 act.send_block(block);
+                            } else {
+                                act.reject(BlockRequest {
+                                    piece: block.piece,
+                                    offset: block.offset,
+                                    length: block.data.len() as u32,
+                                });
                             }
                             act.pump_uploads(ctx);
                         }),
@@ -1287,6 +1298,7 @@ impl Handler<ToPeer> for Peer {
             }
             ToPeer::Choke => {
                 if !self.choking {
+                    debug!(self.log, "choking"; "queued" => self.upload_queue.len());
                     self.choking = true;
                     self.send(Message::Choke);
                     let queue = std::mem::take(&mut self.upload_queue);
@@ -1301,6 +1313,7 @@ impl Handler<ToPeer> for Peer {
             }
             ToPeer::Unchoke => {
                 if self.choking {
+                    debug!(self.log, "unchoking"; "queued" => self.upload_queue.len());
                     self.choking = false;
                     self.send(Message::Unchoke);
                 }
