@@ -43,6 +43,17 @@ enum Behaviour {
     /// Right answers, a 64 KiB write at a time with a pause between (so a peer beside
     /// it gets work too).
     Slow,
+    /// 503 with `Retry-After: 0` for everything.
+    Busy,
+    /// A 302 to the same path on another server.
+    RedirectTo(SocketAddr),
+    /// A 302 to itself, for ever.
+    RedirectLoop,
+    /// The right range, then as much garbage again, with no `Content-Length`: the body
+    /// ends when the connection closes.
+    Overlong,
+    /// A 206 whose `Content-Range` starts one byte later than asked.
+    WrongRange,
 }
 
 /// What a test server did, shared with its threads.
@@ -149,6 +160,28 @@ fn serve_one(
         .filter(|c| !c.is_empty() && *c != "." && *c != "..")
         .collect();
     let flaky_turn = n % 4;
+    let reply = |out: &mut TcpStream, head: String| out.write_all(head.as_bytes());
+    match behaviour {
+        Behaviour::Busy => {
+            return reply(
+                &mut out,
+                "HTTP/1.1 503 Service Unavailable\r\nRetry-After: 0\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".into(),
+            )
+        }
+        Behaviour::RedirectTo(to) => {
+            return reply(
+                &mut out,
+                format!("HTTP/1.1 302 Found\r\nLocation: http://{to}{raw_path}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"),
+            )
+        }
+        Behaviour::RedirectLoop => {
+            return reply(
+                &mut out,
+                format!("HTTP/1.1 302 Found\r\nLocation: {raw_path}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"),
+            )
+        }
+        _ => {}
+    }
     if behaviour == Behaviour::NotFound {
         return out.write_all(
             b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
@@ -183,11 +216,21 @@ fn serve_one(
             body[i] ^= 0x5a;
         }
     }
-    let head = format!(
-        "HTTP/1.1 206 Partial Content\r\nContent-Range: bytes {start}-{end}/{}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        data.len(),
-        body.len()
-    );
+    let shown_start = start + usize::from(behaviour == Behaviour::WrongRange);
+    let head = if behaviour == Behaviour::Overlong {
+        let garbage = vec![0xee; body.len()];
+        body.extend(garbage);
+        format!(
+            "HTTP/1.1 206 Partial Content\r\nContent-Range: bytes {start}-{end}/{}\r\nConnection: close\r\n\r\n",
+            data.len()
+        )
+    } else {
+        format!(
+            "HTTP/1.1 206 Partial Content\r\nContent-Range: bytes {shown_start}-{end}/{}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            data.len(),
+            body.len()
+        )
+    };
     out.write_all(head.as_bytes())?;
     if behaviour == Behaviour::Flaky && flaky_turn == 1 {
         let half = &body[..body.len() / 2];
@@ -505,4 +548,142 @@ fn serve_lists_web_seeds_with_the_reason_one_was_given_up() {
     let good_row = list.iter().find(|r| r["url"] == seeds[1].as_str()).unwrap();
     assert!(good_row["downloaded"].as_u64().unwrap_or(0) > 0, "{list:?}");
     assert_same_files(&payload.dir, &dir.path().join("dl"), &payload.files);
+}
+
+#[test]
+fn web_seed_follows_a_redirect_to_another_loopback_server() {
+    let dir = tmp("ta-ws-redirect-");
+    let payload = Payload::single(&dir.path().join("src"), "f.bin", 1024 * 1024 + 5);
+    let target = WebServer::start(&payload.dir, Behaviour::Good);
+    let redirecting = WebServer::start(&payload.dir, Behaviour::RedirectTo(target.addr));
+    let torrent = dir.path().join("t.torrent");
+    make_web_seed_torrent(&payload.root(), &torrent, 16, &[redirecting.url("f.bin")]);
+    let out = dir.path().join("out");
+    let o = get(&torrent, &out, &[]);
+    assert_downloaded(&o, &payload, &out);
+    assert!(target.body_bytes() >= payload.total_len());
+}
+
+#[test]
+fn web_seed_redirecting_for_ever_is_given_up_with_the_reason() {
+    let dir = tmp("ta-ws-loop-");
+    let payload = Payload::single(&dir.path().join("src"), "f.bin", 1024 * 1024);
+    let looping = WebServer::start(&payload.dir, Behaviour::RedirectLoop);
+    let torrent = dir.path().join("t.torrent");
+    make_web_seed_torrent(&payload.root(), &torrent, 16, &[looping.url("f.bin")]);
+    let o = get(&torrent, &dir.path().join("out"), &["--peer-timeout", "3"]);
+    assert!(!o.status.success(), "{}", text(&o));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        stderr.contains("web seed given up") && stderr.contains("more than 5 redirects"),
+        "{}",
+        text(&o)
+    );
+    // Five redirects followed, the sixth refused, for each run in flight (three).
+    assert!(
+        looping.requests() <= 3 * 6,
+        "{} requests",
+        looping.requests()
+    );
+}
+
+#[test]
+fn an_overlong_body_is_read_only_as_far_as_the_range_asked() {
+    let dir = tmp("ta-ws-overlong-");
+    let payload = Payload::single(&dir.path().join("src"), "f.bin", 3 * 1024 * 1024);
+    let server = WebServer::start(&payload.dir, Behaviour::Overlong);
+    let torrent = dir.path().join("t.torrent");
+    make_web_seed_torrent(&payload.root(), &torrent, 17, &[server.url("f.bin")]);
+    let out = dir.path().join("out");
+    let o = get(&torrent, &out, &[]);
+    assert_downloaded(&o, &payload, &out);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(!stderr.contains("failed its hash"), "{}", text(&o));
+}
+
+#[test]
+fn web_seed_answering_another_range_than_asked_is_given_up() {
+    let dir = tmp("ta-ws-wrongrange-");
+    let payload = Payload::single(&dir.path().join("src"), "f.bin", 3 * 1024 * 1024);
+    let wrong = WebServer::start(&payload.dir, Behaviour::WrongRange);
+    let good = WebServer::start(&payload.dir, Behaviour::Slow);
+    let torrent = dir.path().join("t.torrent");
+    make_web_seed_torrent(
+        &payload.root(),
+        &torrent,
+        17,
+        &[wrong.url("f.bin"), good.url("f.bin")],
+    );
+    let out = dir.path().join("out");
+    let o = get(&torrent, &out, &[]);
+    assert_downloaded(&o, &payload, &out);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        stderr.contains("web seed given up") && stderr.contains("answered range"),
+        "{}",
+        text(&o)
+    );
+}
+
+/// A server that is always busy is retried, a bounded number of times, then given up
+/// with the reason; in-process, so the back-off can be made short.
+#[test]
+fn an_always_busy_web_seed_is_given_up_after_its_retries() {
+    use actix::Actor;
+    use torrent_actors::engine::coordinator::{Coordinator, EngineConfig, TorrentParams};
+    use torrent_actors::engine::messages::{GetWebSeedList, Shutdown, TorrentEvent};
+    use torrent_actors::PeerId;
+
+    struct Quiet;
+    impl actix::Actor for Quiet {
+        type Context = actix::Context<Self>;
+    }
+    impl actix::Handler<TorrentEvent> for Quiet {
+        type Result = ();
+        fn handle(&mut self, _: TorrentEvent, _: &mut actix::Context<Self>) {}
+    }
+
+    let dir = tmp("ta-ws-busy-");
+    let payload = Payload::single(&dir.path().join("src"), "f.bin", 1024 * 1024);
+    let busy = WebServer::start(&payload.dir, Behaviour::Busy);
+    let torrent = dir.path().join("t.torrent");
+    make_web_seed_torrent(&payload.root(), &torrent, 16, &[busy.url("f.bin")]);
+    let metainfo = read_metainfo(&torrent);
+    let out = dir.path().join("out");
+    let reason = actix::System::new().block_on(async move {
+        let mut config = EngineConfig::new(
+            PeerId(*b"-TA0001-webseed-busy"),
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+        );
+        config.web_seed.backoff = Duration::from_millis(10);
+        config.web_seed.max_backoff = Duration::from_millis(50);
+        config.web_seed.max_failures = 3;
+        let torrent = Coordinator::start(TorrentParams {
+            metainfo,
+            download_dir: out,
+            config,
+            selection: None,
+            dht: None,
+            events: Quiet.start().recipient(),
+            log: slog::Logger::root(slog::Discard, slog::o!()),
+        });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let reason = loop {
+            let list = torrent.send(GetWebSeedList).await.expect("an answer");
+            if let Some(reason) = list.first().and_then(|w| w.reason.clone()) {
+                assert_eq!(list[0].state, "stopped");
+                break reason;
+            }
+            assert!(Instant::now() < deadline, "still not given up: {list:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        torrent.send(Shutdown).await.expect("a clean stop");
+        reason
+    });
+    assert!(
+        reason.contains("gave up after 4 failures in a row") && reason.contains("busy (503)"),
+        "{reason}"
+    );
+    // Each failure is one bad spell: at most the runs in flight each time.
+    assert!(busy.requests() <= 4 * 3, "{} requests", busy.requests());
 }
