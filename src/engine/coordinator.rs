@@ -40,7 +40,7 @@ use super::tracker::{
     Tiers, Tracker, TrackerBoard, TrackerConfig, TrackerLinks, TrackerStatus, TrackerTimeouts,
 };
 use super::transport::PeerStream;
-use super::webseed::{StopWebSeed, WebSeed, WebSeedConfig, WebSeedParts, WebSeedStatus};
+use super::webseed::{ToWebSeed, WebSeed, WebSeedConfig, WebSeedParts, WebSeedStatus};
 use super::PeerKey;
 use crate::layout::{Layout, PieceIndex, BLOCK_SIZE};
 use crate::magnet::FileSelection;
@@ -327,6 +327,9 @@ struct WebSeedEntry {
     cursor: u32,
     /// Times its data certainly failed a hash (see [`BAD_DATA_STRIKES_TO_BAN`]).
     strikes: u32,
+    /// Its last pick got fewer blocks than it asked for: woken once when a piece is
+    /// verified or fails, as short peers are.
+    short: bool,
     /// What the source list shows.
     status: WebSeedStatus,
 }
@@ -980,6 +983,7 @@ impl Coordinator {
                     actor: Some(actor),
                     cursor: 0,
                     strikes: 0,
+                    short: false,
                     status: WebSeedStatus {
                         url: url.as_str().to_string(),
                         state: "active",
@@ -1000,13 +1004,21 @@ impl Coordinator {
             .count()
     }
 
+    /// Wakes the web seeds whose last pick came up short, once each.
+    fn wake_web_seeds(&mut self) {
+        for entry in self.web_seeds.values_mut() {
+            if let Some(actor) = entry.actor.as_ref().filter(|_| entry.short) {
+                entry.short = false;
+                actor.do_send(ToWebSeed::WakeUp);
+            }
+        }
+    }
+
     /// Stops every web seed still running, for `reason`.
     fn stop_web_seeds(&mut self, reason: &str) {
         for entry in self.web_seeds.values_mut() {
             if let Some(actor) = entry.actor.take() {
-                actor.do_send(StopWebSeed {
-                    reason: reason.to_string(),
-                });
+                actor.do_send(ToWebSeed::Stop(reason.to_string()));
             }
         }
     }
@@ -1030,6 +1042,7 @@ impl Coordinator {
         }
         let mut out = Vec::new();
         picker.pick_run(msg.key, &all, entry.cursor, msg.want, &mut out);
+        entry.short = out.len() < msg.want;
         if let Some(last) = out.iter().map(|r| r.piece).max() {
             entry.cursor = last + 1;
         }
@@ -1071,7 +1084,7 @@ impl Coordinator {
                 warn!(self.log, "web seed dropped"; "url" => &entry.status.url, "reason" => &reason);
                 entry.status.state = "stopped";
                 entry.status.reason = Some(reason.clone());
-                actor.do_send(StopWebSeed { reason });
+                actor.do_send(ToWebSeed::Stop(reason));
             }
         }
     }
@@ -2123,6 +2136,7 @@ impl Handler<PieceVerified> for Coordinator {
         } else {
             // The piece's budget is free again: peers whose last pick came up short
             // (mostly for want of budget) may start a piece now, not at their next tick.
+            self.wake_web_seeds();
             for key in std::mem::take(&mut self.short_peers) {
                 if let Some(peer) = self.peers.get_mut(&key) {
                     if std::mem::take(&mut peer.short) && peer.interested && !peer.wake_pending {
@@ -2148,6 +2162,7 @@ impl Handler<PieceFailed> for Coordinator {
         // The PieceManager dropped the failed attempt itself; late blocks of it, and
         // reports about them, carry their attempt and are dropped (see `Lease`).
         self.wake_all(None);
+        self.wake_web_seeds();
     }
 }
 

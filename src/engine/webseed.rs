@@ -43,9 +43,10 @@ use crate::layout::{Layout, BLOCK_SIZE};
 use crate::metainfo::WebSeedUrl;
 use crate::tracker::http::{check_redirect, check_redirect_url, RedirectError};
 
-/// How long an idle web seed waits before asking for work again: the Coordinator does
-/// not wake web seeds (they are not peers), so one with nothing to do polls, cheaply.
-const IDLE_POLL: Duration = Duration::from_millis(300);
+/// How long a web seed whose pick came up empty waits before asking again, unless woken
+/// sooner ([`ToWebSeed::WakeUp`], when a piece is verified or fails): the backstop for
+/// work freed otherwise (a peer leaving, a release).
+const IDLE_POLL: Duration = Duration::from_millis(500);
 
 /// Tunables of a web seed; the defaults suit a mirror on the Internet.
 #[derive(Debug, Clone, Copy)]
@@ -164,13 +165,16 @@ impl WebSeedFetchError {
     }
 }
 
-/// Coordinator → WebSeed: stop and give every lease back (the torrent is complete or
-/// stopping, or the web seed sent data that failed its hash).
-#[derive(Message)]
+/// Coordinator → WebSeed: everything the Coordinator tells a web seed.
+#[derive(Message, Debug, Clone)]
 #[rtype(result = "()")]
-pub struct StopWebSeed {
-    /// Why, for the log and the source list.
-    pub reason: String,
+pub enum ToWebSeed {
+    /// Its last pick came up short and a piece was verified or failed since: the budget
+    /// or the pieces to fetch may have room now, so ask again (one pending at a time).
+    WakeUp,
+    /// Stop and give every lease back (the torrent is complete or stopping, or the web
+    /// seed sent data that failed its hash), for this reason.
+    Stop(String),
 }
 
 /// Where a web seed stands, as the Coordinator's source list shows it.
@@ -450,15 +454,20 @@ impl Actor for WebSeed {
     }
 }
 
-impl Handler<StopWebSeed> for WebSeed {
+impl Handler<ToWebSeed> for WebSeed {
     type Result = ();
 
-    fn handle(&mut self, msg: StopWebSeed, ctx: &mut Context<Self>) {
-        if self.reason.is_none() {
-            info!(self.log, "web seed stopped"; "reason" => &msg.reason);
-            self.reason = Some(msg.reason);
+    fn handle(&mut self, msg: ToWebSeed, ctx: &mut Context<Self>) {
+        match msg {
+            ToWebSeed::WakeUp => self.ask(ctx),
+            ToWebSeed::Stop(reason) => {
+                if self.reason.is_none() {
+                    info!(self.log, "web seed stopped"; "reason" => &reason);
+                    self.reason = Some(reason);
+                }
+                ctx.stop();
+            }
         }
-        ctx.stop();
     }
 }
 
