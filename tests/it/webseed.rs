@@ -61,6 +61,9 @@ enum Behaviour {
 struct Counters {
     requests: AtomicU64,
     body_bytes: AtomicU64,
+    /// Requests being answered now, and the most at once.
+    active: AtomicU64,
+    max_active: AtomicU64,
 }
 
 /// A test HTTP server serving the files under `root`.
@@ -89,7 +92,10 @@ impl WebServer {
                         let n = c.requests.fetch_add(1, Ordering::Relaxed);
                         let (root, c) = (root.clone(), c.clone());
                         thread::spawn(move || {
+                            let now = c.active.fetch_add(1, Ordering::SeqCst) + 1;
+                            c.max_active.fetch_max(now, Ordering::SeqCst);
                             let _ = serve_one(stream, &root, behaviour, n, &c);
+                            c.active.fetch_sub(1, Ordering::SeqCst);
                         });
                     }
                     Err(_) => thread::sleep(Duration::from_millis(5)),
@@ -114,6 +120,11 @@ impl WebServer {
 
     fn body_bytes(&self) -> u64 {
         self.counters.body_bytes.load(Ordering::Relaxed)
+    }
+
+    /// The most requests it was answering at once.
+    fn max_active(&self) -> u64 {
+        self.counters.max_active.load(Ordering::SeqCst)
     }
 }
 
@@ -331,6 +342,12 @@ fn web_seed_only_single_file_download_is_byte_identical() {
     let o = get(&torrent, &out, &[]);
     assert_downloaded(&o, &payload, &out);
     assert!(server.body_bytes() >= payload.total_len());
+    // At most three runs in flight (`WebSeedConfig::max_runs`), one request each.
+    assert!(
+        (1..=3).contains(&server.max_active()),
+        "{} requests at once",
+        server.max_active()
+    );
 }
 
 #[test]
