@@ -704,3 +704,39 @@ fn an_always_busy_web_seed_is_given_up_after_its_retries() {
     // Each failure is one bad spell: at most the runs in flight each time.
     assert!(busy.requests() <= 4 * 3, "{} requests", busy.requests());
 }
+
+#[test]
+fn info_shows_web_seeds_and_the_ignored_ones_with_the_reason() {
+    let dir = tmp("ta-ws-info-");
+    let payload = Payload::single(&dir.path().join("src"), "f.bin", 100_000);
+    let torrent = dir.path().join("t.torrent");
+    let mut cmd = Command::new("mktorrent");
+    cmd.args([
+        "--no-date",
+        "--piece-length=15",
+        "-w",
+        "http://127.0.0.1:1/f.bin",
+    ])
+    .args(["-w", "ftp://127.0.0.1/f.bin", "--output"])
+    .arg(&torrent)
+    .arg(payload.root());
+    assert!(run_until(cmd, Duration::from_secs(60))
+        .unwrap()
+        .status
+        .success());
+    let mut info = Command::new(env!("CARGO_BIN_EXE_torrent-actors"));
+    info.arg("info").arg(&torrent);
+    let o = run_until(info, Duration::from_secs(30)).expect("info finishes");
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        stdout.contains("web seed:    http://127.0.0.1:1/f.bin\n"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(
+            "web seed:    ftp://127.0.0.1/f.bin (ignored: web seed scheme \"ftp\" is not supported (only http and https are))"
+        ),
+        "{stdout}"
+    );
+}
