@@ -237,6 +237,15 @@ fn describe(m: &Metainfo) -> String {
     for seed in &m.web_seeds {
         let _ = writeln!(out, "{:<12} {}", "web seed:", printable(seed));
     }
+    for refused in &m.web_seeds_refused {
+        let _ = writeln!(
+            out,
+            "{:<12} {} (ignored: {})",
+            "web seed:",
+            printable(&refused.entry),
+            printable(&refused.reason.to_string())
+        );
+    }
     // The index in brackets is the one `get --files` and a magnet's `so=` (BEP 53) take:
     // every entry of the torrent's file list in order, counted from 0, BEP 47 padding
     // files included, as libtorrent counts them, so a magnet link made with libtorrent's

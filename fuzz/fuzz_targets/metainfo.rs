@@ -8,7 +8,9 @@ use std::path::{Component, Path};
 
 use libfuzzer_sys::fuzz_target;
 use torrent_actors::bencode::decode;
-use torrent_actors::metainfo::{Info, Metainfo, MAX_COMPONENT_BYTES};
+use torrent_actors::metainfo::{
+    Info, Metainfo, MAX_COMPONENT_BYTES, MAX_WEB_SEEDS, MAX_WEB_SEED_URL_BYTES,
+};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(m) = Metainfo::from_bytes(data) else {
@@ -72,6 +74,21 @@ fuzz_target!(|data: &[u8]| {
         covered += u64::from(len);
     }
     assert_eq!(covered, layout.total_length());
+
+    // Web seeds: few, short, http or https with a host, and each file's URL built from
+    // them stays on that host (BEP 19).
+    assert!(m.web_seeds.len() <= MAX_WEB_SEEDS);
+    assert!(m.web_seeds_refused.len() <= MAX_WEB_SEEDS * 2 + 1);
+    let multi_file = m.info.is_multi_file();
+    for seed in &m.web_seeds {
+        assert!(seed.len() <= MAX_WEB_SEED_URL_BYTES);
+        assert!(matches!(seed.url().scheme(), "http" | "https"));
+        for file in layout.files() {
+            let url = seed.file_url(file, multi_file);
+            assert_eq!(url.host_str(), seed.url().host_str());
+            assert_eq!(url.scheme(), seed.url().scheme());
+        }
+    }
 
     // The `info` served to peers parses to the same thing.
     assert_eq!(

@@ -40,10 +40,11 @@ use super::tracker::{
     Tiers, Tracker, TrackerBoard, TrackerConfig, TrackerLinks, TrackerStatus, TrackerTimeouts,
 };
 use super::transport::PeerStream;
+use super::webseed::{ToWebSeed, WebSeed, WebSeedConfig, WebSeedParts, WebSeedStatus};
 use super::PeerKey;
 use crate::layout::{Layout, PieceIndex, BLOCK_SIZE};
 use crate::magnet::FileSelection;
-use crate::metainfo::{Info, Metainfo};
+use crate::metainfo::{Info, Metainfo, WebSeedUrl};
 use crate::wire::mse::Encryption;
 use crate::wire::Bitfield;
 use crate::{InfoHash, PeerId};
@@ -209,6 +210,8 @@ pub struct EngineConfig {
     /// torrent starts private ones (a writer, a reader, `hashers` hashers) and runs its
     /// Coordinator, PieceManager and Peers on the arbiter that starts it.
     pub threads: Option<Arc<Threads>>,
+    /// Limits of each web seed (BEP 19): requests in flight, retries, time limits.
+    pub web_seed: WebSeedConfig,
 }
 
 impl EngineConfig {
@@ -242,6 +245,7 @@ impl EngineConfig {
             budget: None,
             global_limiter: None,
             threads: None,
+            web_seed: WebSeedConfig::default(),
         }
     }
 }
@@ -312,6 +316,23 @@ struct PeerEntry {
     slot: IpSlot,
 }
 
+/// A web seed (BEP 19), as the Coordinator sees it: a source with every piece that asks
+/// for work with `PickBlocks` under its own key, as a Peer does.
+struct WebSeedEntry {
+    /// How to stop it; `None` once it has stopped.
+    actor: Option<Addr<WebSeed>>,
+    /// The first piece its next run starts looking from: where its last one ended, so
+    /// its runs follow each other.
+    cursor: u32,
+    /// Times its data certainly failed a hash (see [`BAD_DATA_STRIKES_TO_BAN`]).
+    strikes: u32,
+    /// Its last pick got fewer blocks than it asked for: woken once when a piece is
+    /// verified or fails, as short peers are.
+    short: bool,
+    /// What the source list shows.
+    status: WebSeedStatus,
+}
+
 /// See the module documentation.
 pub struct Coordinator {
     info_hash: InfoHash,
@@ -339,6 +360,10 @@ pub struct Coordinator {
     quiet_turn: u64,
     /// Peers whose last pick came up short, to wake when a piece is verified.
     short_peers: HashSet<PeerKey>,
+    /// The torrent's web seed URLs, started once the data is checked.
+    web_seed_urls: Vec<WebSeedUrl>,
+    /// The web seeds started, by key (the same key space as peers'; never in `peers`).
+    web_seeds: HashMap<PeerKey, WebSeedEntry>,
     peers: HashMap<PeerKey, PeerEntry>,
     /// The peer ids of `peers`, to refuse a second connection from one peer without a
     /// pass over all of them.
@@ -498,6 +523,10 @@ impl Coordinator {
                 "private torrent: trackers only, no DHT or peer exchange"
             );
         }
+        for refused in &params.metainfo.web_seeds_refused {
+            warn!(log, "web seed ignored"; "entry" => crate::terminal::printable(&refused.entry).into_owned(),
+                  "reason" => %refused.reason);
+        }
         if tiers.dropped() > 0 {
             warn!(log, "too many trackers, only the first ones are used";
                   "used" => super::tracker::MAX_TRACKERS, "left out" => tiers.dropped());
@@ -512,6 +541,8 @@ impl Coordinator {
             haves_due: false,
             quiet_turn: 0,
             short_peers: HashSet::new(),
+            web_seed_urls: params.metainfo.web_seeds.clone(),
+            web_seeds: HashMap::new(),
             info,
             layout,
             root: params.download_dir,
@@ -814,6 +845,9 @@ impl Coordinator {
             act.start_trackers(ctx);
             act.lookup_dht(ctx);
             act.dial(ctx);
+            if !complete_at_start {
+                act.start_web_seeds(ctx);
+            }
             if complete_at_start {
                 // Nothing was downloaded, so no `completed` announce: the trackers' first
                 // announce already says `left=0`.
@@ -914,6 +948,142 @@ impl Coordinator {
                         self.start_tracker(&next, port, key, ctx);
                     }
                 }
+            }
+        }
+    }
+
+    /// Starts a WebSeed actor per web seed URL, on the Peers' arbiters.
+    fn start_web_seeds(&mut self, ctx: &mut Context<Self>) {
+        let Some(pm) = self.piece_manager.clone() else {
+            return;
+        };
+        let me = Tracked::new(ctx.address(), self.metrics.clone());
+        let multi_file = self.info.is_multi_file();
+        for url in self.web_seed_urls.clone() {
+            self.next_key += 1;
+            let key = PeerKey(self.next_key);
+            info!(self.log, "using web seed"; "url" => url.as_str(), "key" => key.0);
+            let parts = WebSeedParts {
+                key,
+                url: url.clone(),
+                layout: self.layout.clone(),
+                multi_file,
+                config: self.config.web_seed,
+                pick: me.recipient(),
+                stats: me.recipient(),
+                left: me.recipient(),
+                piece_manager: pm.clone(),
+                log: self.log.clone(),
+            };
+            let actor = WebSeed::spawn(parts);
+            self.web_seeds.insert(
+                key,
+                WebSeedEntry {
+                    actor: Some(actor),
+                    cursor: 0,
+                    strikes: 0,
+                    short: false,
+                    status: WebSeedStatus {
+                        url: url.as_str().to_string(),
+                        state: "active",
+                        reason: None,
+                        downloaded: 0,
+                    },
+                },
+            );
+        }
+    }
+
+    /// Web seeds still running: sources as good as a connected seed, for the progress
+    /// line and `get`'s no-peers clock.
+    fn active_web_seeds(&self) -> usize {
+        self.web_seeds
+            .values()
+            .filter(|w| w.actor.is_some())
+            .count()
+    }
+
+    /// Wakes the web seeds whose last pick came up short, once each.
+    fn wake_web_seeds(&mut self) {
+        for entry in self.web_seeds.values_mut() {
+            if let Some(actor) = entry.actor.as_ref().filter(|_| entry.short) {
+                entry.short = false;
+                actor.do_send(ToWebSeed::WakeUp);
+            }
+        }
+    }
+
+    /// Stops every web seed still running, for `reason`.
+    fn stop_web_seeds(&mut self, reason: &str) {
+        for entry in self.web_seeds.values_mut() {
+            if let Some(actor) = entry.actor.take() {
+                actor.do_send(ToWebSeed::Stop(reason.to_string()));
+            }
+        }
+    }
+
+    /// A web seed's `PickBlocks`: whole pieces in a run from where its last one ended.
+    fn pick_for_web_seed(&mut self, msg: PickBlocks) -> Picked {
+        self.apply_received(msg.key, &msg.received, &msg.released);
+        if self.stopping || self.phase != Phase::Downloading || msg.want == 0 {
+            return Picked::default();
+        }
+        let (Some(picker), Some(entry)) = (&mut self.picker, self.web_seeds.get_mut(&msg.key))
+        else {
+            return Picked::default();
+        };
+        if entry.actor.is_none() {
+            return Picked::default();
+        }
+        let mut all = Bitfield::new(self.layout.num_pieces());
+        for i in 0..self.layout.num_pieces() {
+            let _ = all.set(i);
+        }
+        let mut out = Vec::new();
+        picker.pick_run(msg.key, &all, entry.cursor, msg.want, &mut out);
+        entry.short = out.len() < msg.want;
+        if let Some(last) = out.iter().map(|r| r.piece).max() {
+            entry.cursor = last + 1;
+        }
+        let blocks = out
+            .into_iter()
+            .filter_map(|request| {
+                let piece = self.layout.piece(request.piece)?;
+                Some(Lease {
+                    request,
+                    attempt: picker.failures(piece),
+                })
+            })
+            .collect();
+        Picked { blocks }
+    }
+
+    /// Data from web seed `key` failed its hash: struck as a peer would be, and stopped
+    /// at [`BAD_DATA_STRIKES_TO_BAN`] (at once for a piece on parole or several bad
+    /// blocks), so a lying server cannot keep poisoning pieces.
+    fn web_seed_bad_data(&mut self, msg: &BadData) {
+        let failures = self.picker.as_ref().map_or(0, |p| p.failures(msg.piece));
+        let Some(entry) = self.web_seeds.get_mut(&msg.from) else {
+            return;
+        };
+        if entry.actor.is_none() {
+            // Dropped already: the rest of what it had sent is failing now.
+            debug!(self.log, "dropped web seed's data failed its hash"; "url" => &entry.status.url, "piece" => msg.piece.get());
+            return;
+        }
+        entry.strikes += 1;
+        if (msg.bad_blocks == 0 && failures >= 2) || msg.bad_blocks >= 2 {
+            entry.strikes = entry.strikes.max(BAD_DATA_STRIKES_TO_BAN);
+        }
+        warn!(self.log, "web seed sent data that failed its hash"; "url" => &entry.status.url,
+              "piece" => msg.piece.get(), "bad_blocks" => msg.bad_blocks, "strikes" => entry.strikes);
+        if entry.strikes >= BAD_DATA_STRIKES_TO_BAN {
+            if let Some(actor) = entry.actor.take() {
+                let reason = format!("sent data that failed its hash ({} strikes)", entry.strikes);
+                warn!(self.log, "web seed dropped"; "url" => &entry.status.url, "reason" => &reason);
+                entry.status.state = "stopped";
+                entry.status.reason = Some(reason.clone());
+                actor.do_send(ToWebSeed::Stop(reason));
             }
         }
     }
@@ -1425,8 +1595,9 @@ impl Coordinator {
                 self.check_total - self.check_queue.len() - self.checks_in_flight,
                 self.check_total,
             ),
-            peers: self.peers.len(),
-            seeds: self.peers.values().filter(|p| p.pieces.all_set()).count(),
+            peers: self.peers.len() + self.active_web_seeds(),
+            seeds: self.peers.values().filter(|p| p.pieces.all_set()).count()
+                + self.active_web_seeds(),
             rate,
             upload_rate,
             downloaded_this_run: self.downloaded_this_run,
@@ -1476,6 +1647,10 @@ impl Coordinator {
     fn complete(&mut self, ctx: &mut Context<Self>) {
         self.phase = Phase::Complete;
         info!(self.log, "download complete");
+        for entry in self.web_seeds.values() {
+            info!(self.log, "web seed"; "url" => &entry.status.url, "downloaded" => entry.status.downloaded);
+        }
+        self.stop_web_seeds("download complete");
         for peer in self.peers.values_mut() {
             if peer.pieces.all_set() {
                 // Two seeds have nothing to give each other.
@@ -1769,6 +1944,9 @@ impl Handler<PickBlocks> for Coordinator {
 
     fn handle(&mut self, msg: PickBlocks, _: &mut Context<Self>) -> Self::Result {
         let _timing = self.metrics.handling("PickBlocks");
+        if self.web_seeds.contains_key(&msg.key) {
+            return MessageResult(self.pick_for_web_seed(msg));
+        }
         if let Some(peer) = self.peers.get_mut(&msg.key) {
             peer.wake_pending = false;
         }
@@ -1846,6 +2024,17 @@ impl Handler<PeerLeft> for Coordinator {
     fn handle(&mut self, msg: PeerLeft, ctx: &mut Context<Self>) {
         let _timing = self.metrics.handling("PeerLeft");
         self.apply_received(msg.key, &msg.received, &msg.released);
+        if let Some(entry) = self.web_seeds.get_mut(&msg.key) {
+            entry.actor = None;
+            if entry.status.reason.is_none() {
+                entry.status.state = "stopped";
+                entry.status.reason = Some(msg.reason.clone());
+                // A web seed given up while the download goes on is the user's concern.
+                if self.phase == Phase::Downloading && !self.stopping {
+                    warn!(self.log, "web seed given up"; "url" => &entry.status.url, "reason" => &msg.reason);
+                }
+            }
+        }
         // Every block it still holds goes back, including those of a pick reply that
         // never reached it (see `Picker::peer_left`).
         let freed = self.picker.as_mut().map_or(0, |p| p.peer_left(msg.key));
@@ -1907,6 +2096,9 @@ impl Handler<PeerStats> for Coordinator {
         let _timing = self.metrics.handling("PeerStats");
         self.payload_downloaded += msg.downloaded;
         self.payload_uploaded += msg.uploaded;
+        if let Some(entry) = self.web_seeds.get_mut(&msg.key) {
+            entry.status.downloaded += msg.downloaded;
+        }
         if let Some(peer) = self.peers.get_mut(&msg.key) {
             // Reports come once a second while bytes move; smoothing keeps one burst from
             // deciding a slot.
@@ -1963,6 +2155,7 @@ impl Handler<PieceVerified> for Coordinator {
         } else {
             // The piece's budget is free again: peers whose last pick came up short
             // (mostly for want of budget) may start a piece now, not at their next tick.
+            self.wake_web_seeds();
             for key in std::mem::take(&mut self.short_peers) {
                 if let Some(peer) = self.peers.get_mut(&key) {
                     if std::mem::take(&mut peer.short) && peer.interested && !peer.wake_pending {
@@ -1992,6 +2185,7 @@ impl Handler<PieceFailed> for Coordinator {
         // The PieceManager dropped the failed attempt itself; late blocks of it, and
         // reports about them, carry their attempt and are dropped (see `Lease`).
         self.wake_all(None);
+        self.wake_web_seeds();
     }
 }
 
@@ -2009,6 +2203,9 @@ impl Handler<BadData> for Coordinator {
     /// once ([`BAD_DATA_STRIKES_TO_BAN`]): it may be the only peer that has the piece.
     fn handle(&mut self, msg: BadData, _: &mut Context<Self>) {
         let _timing = self.metrics.handling("BadData");
+        if self.web_seeds.contains_key(&msg.from) {
+            return self.web_seed_bad_data(&msg);
+        }
         let addr = match self.peers.get(&msg.from) {
             Some(peer) => peer.addr,
             None => match self.departed.iter().rev().find(|(k, _)| *k == msg.from) {
@@ -2168,6 +2365,21 @@ impl Handler<GetPeerList> for Coordinator {
     }
 }
 
+impl Handler<GetWebSeedList> for Coordinator {
+    type Result = MessageResult<GetWebSeedList>;
+
+    fn handle(&mut self, _: GetWebSeedList, _: &mut Context<Self>) -> Self::Result {
+        let _timing = self.metrics.handling("GetWebSeedList");
+        let mut list: Vec<(PeerKey, WebSeedStatus)> = self
+            .web_seeds
+            .iter()
+            .map(|(k, w)| (*k, w.status.clone()))
+            .collect();
+        list.sort_by_key(|(k, _)| *k);
+        MessageResult(list.into_iter().map(|(_, s)| s).collect())
+    }
+}
+
 impl Handler<GetPieceMap> for Coordinator {
     type Result = MessageResult<GetPieceMap>;
 
@@ -2222,6 +2434,7 @@ impl Handler<Shutdown> for Coordinator {
             peer.actor
                 .do_send(ToPeer::Disconnect("shutting down".into()));
         }
+        self.stop_web_seeds("shutting down");
         let trackers: Vec<Tracked<Tracker>> = self.trackers.drain().map(|(_, a)| a).collect();
         // Steps 2 to 4 hold the mailbox (nothing is verified or picked behind them); the
         // trackers' `stopped` comes after, outside the wait, as a Tracker asks us for its

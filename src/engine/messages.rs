@@ -823,6 +823,12 @@ pub struct PeerInfo {
     pub peer_interested: bool,
 }
 
+/// Face → Coordinator: the torrent's web seeds (BEP 19) and where each stands, for a
+/// source list.
+#[derive(Message)]
+#[rtype(result = "Vec<super::webseed::WebSeedStatus>")]
+pub struct GetWebSeedList;
+
 /// Face → Coordinator: which pieces we have and which are being fetched, for a piece map.
 #[derive(Message)]
 #[rtype(result = "PieceMap")]
@@ -919,9 +925,9 @@ pub struct Progress {
     pub verified_bytes: u64,
     /// Pieces checked so far at start, and how many to check.
     pub checked: (usize, usize),
-    /// Connected peers.
+    /// Connected peers, and web seeds in use.
     pub peers: usize,
-    /// Connected peers that have every piece.
+    /// Connected peers that have every piece, and web seeds in use.
     pub seeds: usize,
     /// Verified bytes per second over the last few seconds.
     pub rate: f64,

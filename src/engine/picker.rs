@@ -511,6 +511,67 @@ impl Picker {
         }
     }
 
+    /// Up to `max` blocks for a source that has every piece and is fastest over long
+    /// stretches of bytes (a web seed): whole missing pieces, one after another from the
+    /// first missing piece at or after `from`, so one range request fetches them all. At
+    /// least one piece when any can start, however large. With no piece to start (none
+    /// left, or no budget), what [`Picker::pick_as`] would give it instead: free blocks
+    /// of pieces in progress, then endgame.
+    pub fn pick_run(
+        &mut self,
+        peer: PeerKey,
+        pieces: &Bitfield,
+        from: u32,
+        max: usize,
+        out: &mut Vec<BlockRequest>,
+    ) {
+        let n = self.states.len();
+        let target = out.len() + max;
+        let missing = |states: &[PieceState], i: usize| states.get(i) == Some(&PieceState::Missing);
+        let start = (0..n)
+            .map(|k| (from as usize + k) % n)
+            .find(|&i| missing(&self.states, i));
+        if let Some(mut i) = start {
+            while i < n && missing(&self.states, i) && out.len() < target {
+                let Some(piece) = self.layout.piece(i as u32) else {
+                    break;
+                };
+                let blocks = self.layout.num_blocks(piece) as usize;
+                let cost = self.cost(piece);
+                if (!out.is_empty() && out.len() + blocks > target)
+                    || self.in_progress_bytes + cost > self.max_in_progress_bytes
+                {
+                    break;
+                }
+                let mut partial = Partial {
+                    blocks: vec![BlockState::Free; blocks],
+                    free: blocks as u32,
+                    received: 0,
+                    parole: self.parole.contains_key(&piece.get()),
+                    owner: None,
+                    slow: false,
+                };
+                let leases = self.leases.entry(peer).or_default();
+                take_free_blocks(
+                    &self.layout,
+                    piece.get(),
+                    &mut partial,
+                    peer,
+                    usize::MAX,
+                    leases,
+                    out,
+                );
+                self.partials.insert(piece.get(), partial);
+                self.states[i] = PieceState::InProgress;
+                self.in_progress_bytes += cost;
+                i += 1;
+            }
+        }
+        if out.len() < target && start.is_none_or(|_| out.is_empty()) {
+            self.pick_as(peer, pieces, target - out.len(), true, out);
+        }
+    }
+
     /// Asks `peer` too for blocks, of pieces it has, that only one peer holds and that
     /// one slow, until `out` holds `target`. Pieces nearest completion first.
     fn rescue_from_slow(

@@ -6,8 +6,12 @@
 //! never over a re-encoding. Nothing here reads files or talks to the network.
 
 pub(crate) mod path;
+pub mod webseed;
 
 pub use path::{dedupe, is_plain_name, PathError, SafePath, MAX_COMPONENT_BYTES, MAX_PATH_BYTES};
+pub use webseed::{
+    RefusedWebSeed, WebSeedError, WebSeedUrl, MAX_WEB_SEEDS, MAX_WEB_SEED_URL_BYTES,
+};
 
 use sha1::{Digest, Sha1};
 
@@ -99,8 +103,11 @@ pub struct Metainfo {
     pub info: Info,
     /// Tracker URLs in tiers (BEP 12): `announce-list` if it has any, else `announce`.
     pub trackers: Vec<Vec<String>>,
-    /// Web seed URLs (BEP 19 `url-list`), kept for display.
-    pub web_seeds: Vec<String>,
+    /// Web seed URLs (BEP 19 `url-list`), checked: http or https, at most
+    /// [`MAX_WEB_SEEDS`], each once.
+    pub web_seeds: Vec<WebSeedUrl>,
+    /// `url-list` entries that were not usable, and why (a bad entry costs only itself).
+    pub web_seeds_refused: Vec<RefusedWebSeed>,
     /// Free text from the creator.
     pub comment: Option<String>,
     /// The program that made the torrent.
@@ -133,6 +140,15 @@ impl Info {
     pub fn from_bytes(raw: &[u8]) -> Result<Self, MetainfoError> {
         let value = bencode::decode(raw)?;
         Self::from_value(&value)
+    }
+
+    /// A multi-file torrent (`files`), whose files sit under a folder of its name, even
+    /// when it lists one file; a single-file torrent's one path is its name alone.
+    pub fn is_multi_file(&self) -> bool {
+        self.layout
+            .files()
+            .first()
+            .is_some_and(|f| f.path.components().len() > 1)
     }
 
     /// The expected SHA-1 of a piece.
@@ -298,12 +314,14 @@ impl Metainfo {
         let info = Info::from_value(info_value)?;
         let info_bytes = info_value.raw().to_vec();
         let info_hash = InfoHash(Sha1::digest(&info_bytes).into());
+        let (web_seeds, web_seeds_refused) = webseed::web_seeds(dict.get(b"url-list"));
 
         Ok(Self {
             info_hash,
             info,
             trackers: tracker_tiers(dict),
-            web_seeds: web_seeds(dict),
+            web_seeds,
+            web_seeds_refused,
             comment: lenient_str(dict, "comment.utf-8").or_else(|| lenient_str(dict, "comment")),
             created_by: lenient_str(dict, "created by"),
             creation_date: dict.get(b"creation date").and_then(Value::as_int),
@@ -344,20 +362,6 @@ fn tracker_tiers(dict: &Dict<'_>) -> Vec<Vec<String>> {
         }
     }
     tiers
-}
-
-fn web_seeds(dict: &Dict<'_>) -> Vec<String> {
-    match dict.get(b"url-list") {
-        Some(v) if v.as_str().is_some() => v.as_str().map(str::to_string).into_iter().collect(),
-        Some(v) => v
-            .as_list()
-            .unwrap_or_default()
-            .iter()
-            .filter_map(Value::as_str)
-            .map(str::to_string)
-            .collect(),
-        None => Vec::new(),
-    }
 }
 
 fn wrong_type(field: &'static str, expected: &'static str, found: &Value<'_>) -> MetainfoError {

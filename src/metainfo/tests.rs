@@ -377,3 +377,113 @@ fn padding_files_with_the_same_path_are_not_renamed() {
         ]
     );
 }
+
+/// A torrent around `info` whose top level also holds `url-list`.
+fn with_url_list(info: BValue, list: BValue) -> Metainfo {
+    let bytes = BValue::dict([("info", info), ("url-list", list)]).encode();
+    Metainfo::from_bytes(&bytes).unwrap()
+}
+
+#[test]
+fn url_list_as_a_single_string_or_a_list_gives_checked_web_seeds() {
+    let one = with_url_list(single(16, 32, 2), s("http://127.0.0.1:8000/file.bin"));
+    assert_eq!(one.web_seeds.len(), 1);
+    assert_eq!(one.web_seeds[0].as_str(), "http://127.0.0.1:8000/file.bin");
+    let two = with_url_list(
+        single(16, 32, 2),
+        BValue::List(vec![
+            s("https://mirror.example/a/"),
+            s("http://127.0.0.1/b"),
+        ]),
+    );
+    assert_eq!(two.web_seeds.len(), 2);
+    assert!(two.web_seeds_refused.is_empty());
+}
+
+#[test]
+fn hostile_url_list_entries_are_refused_one_by_one_and_the_torrent_still_loads() {
+    let long = format!("http://127.0.0.1/{}", "a".repeat(MAX_WEB_SEED_URL_BYTES));
+    let list = BValue::List(vec![
+        s("ftp://127.0.0.1/file.bin"),
+        s("file:///etc/passwd"),
+        s("javascript:alert(1)"),
+        s("not a url"),
+        s("http://"),
+        BValue::Int(7),
+        BValue::Bytes(vec![0xff, 0xfe, b'h']),
+        s(&long),
+        s("http://127.0.0.1/good"),
+        s("http://127.0.0.1/good"),
+        s(""),
+    ]);
+    let m = with_url_list(single(16, 32, 2), list);
+    assert_eq!(m.web_seeds.len(), 1);
+    assert_eq!(m.web_seeds[0].as_str(), "http://127.0.0.1/good");
+    let reasons: Vec<WebSeedError> = m
+        .web_seeds_refused
+        .iter()
+        .map(|r| r.reason.clone())
+        .collect();
+    assert_eq!(reasons[0], WebSeedError::Scheme("ftp".into()));
+    assert_eq!(reasons[1], WebSeedError::Scheme("file".into()));
+    assert_eq!(reasons[2], WebSeedError::Scheme("javascript".into()));
+    assert!(matches!(reasons[3], WebSeedError::NotAUrl(_)));
+    assert!(matches!(
+        reasons[4],
+        WebSeedError::NotAUrl(_) | WebSeedError::NoHost
+    ));
+    assert_eq!(reasons[5], WebSeedError::NotText);
+    assert!(matches!(reasons[6], WebSeedError::NotAUrl(_)));
+    assert!(matches!(reasons[7], WebSeedError::TooLong { .. }));
+    assert_eq!(reasons[8], WebSeedError::Duplicate);
+    assert_eq!(reasons.len(), 9, "the empty entry is skipped silently");
+    // The refused entry is kept cut to the limit, never whole.
+    assert!(m.web_seeds_refused[7].entry.len() <= MAX_WEB_SEED_URL_BYTES);
+}
+
+#[test]
+fn url_list_of_the_wrong_type_is_refused_without_refusing_the_torrent() {
+    let m = with_url_list(single(16, 32, 2), BValue::Int(3));
+    assert!(m.web_seeds.is_empty());
+    assert_eq!(m.web_seeds_refused[0].reason, WebSeedError::NotText);
+}
+
+#[test]
+fn a_huge_url_list_keeps_the_first_web_seeds_and_sums_up_the_rest() {
+    let list: Vec<BValue> = (0..100_000)
+        .map(|i| s(&format!("http://127.0.0.1/{i}")))
+        .collect();
+    let m = with_url_list(single(16, 32, 2), BValue::List(list));
+    assert_eq!(m.web_seeds.len(), MAX_WEB_SEEDS);
+    assert!(m.web_seeds_refused.len() <= MAX_WEB_SEEDS + 1);
+    assert!(m.web_seeds_refused.iter().all(|r| r.reason
+        == WebSeedError::TooMany {
+            limit: MAX_WEB_SEEDS
+        }));
+}
+
+#[test]
+fn web_seed_file_urls_follow_bep_19_and_escape_each_component() {
+    let seed = WebSeedUrl::parse("http://127.0.0.1:8000/pub").unwrap();
+    let folder = WebSeedUrl::parse("http://127.0.0.1:8000/pub/").unwrap();
+    let one = parse(single(16, 32, 2)).unwrap();
+    let f = &one.info.layout.files()[0];
+    assert_eq!(
+        seed.file_url(f, false).as_str(),
+        "http://127.0.0.1:8000/pub"
+    );
+    assert_eq!(
+        folder.file_url(f, false).as_str(),
+        "http://127.0.0.1:8000/pub/file.bin"
+    );
+    let m = parse(multi(
+        vec![file(16, &["disc 1", "a?b#c%.flac"]), file(16, &["b"])],
+        16,
+        2,
+    ))
+    .unwrap();
+    let f = &m.info.layout.files()[0];
+    let want = "http://127.0.0.1:8000/pub/album/disc%201/a%3Fb%23c%25.flac";
+    assert_eq!(seed.file_url(f, true).as_str(), want);
+    assert_eq!(folder.file_url(f, true).as_str(), want);
+}

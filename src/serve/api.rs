@@ -179,6 +179,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route("/torrents/{id}/peers", web::get().to(peers))
             .route("/torrents/{id}/pieces", web::get().to(pieces))
             .route("/torrents/{id}/trackers", web::get().to(trackers))
+            .route("/torrents/{id}/webseeds", web::get().to(web_seeds))
             .route("/torrents/{id}/metrics", web::get().to(metrics))
             .route("/torrents/{id}/history", web::get().to(history))
             .route(
@@ -554,6 +555,11 @@ async fn pieces(state: State, id: web::Path<String>) -> ApiResult<HttpResponse> 
 async fn trackers(state: State, id: web::Path<String>) -> ApiResult<HttpResponse> {
     let id = parse_id(&id)?;
     Ok(HttpResponse::Ok().json(state.session.send(session::GetTrackerList { id }).await??))
+}
+
+async fn web_seeds(state: State, id: web::Path<String>) -> ApiResult<HttpResponse> {
+    let id = parse_id(&id)?;
+    Ok(HttpResponse::Ok().json(state.session.send(session::GetWebSeeds { id }).await??))
 }
 
 async fn metrics(state: State, id: web::Path<String>) -> ApiResult<HttpResponse> {

@@ -479,6 +479,19 @@ valid_seeds = {
     }),
     "valid_renamed": torrent(multi(
         [f(10000, "CON"), f(10000, "same"), f(10000, "same"), f(10000, "same", "x")])),
+    # Web seeds (BEP 19): hostile `url-list` entries are refused one by one, and the
+    # torrent still loads, so these are valid seeds that carry hostile parts.
+    "valid_url_list_string": enc({"url-list": "http://127.0.0.1:8000/", "info": single()}),
+    "valid_url_list_hostile": enc({
+        "url-list": ["ftp://127.0.0.1/x", "file:///etc/passwd", "javascript:alert(1)",
+                     "http://", 7, {"a": 1}, Raw(b"3:\xff\xfeh"),
+                     "http://127.0.0.1/" + "a" * 4096, "http://127.0.0.1/ok",
+                     "http://127.0.0.1/ok", ""],
+        "info": multi(VALID_FILES),
+    }),
+    "valid_url_list_not_a_list": enc({"url-list": 42, "info": single()}),
+    "valid_url_list_huge": enc({
+        "url-list": ["http://127.0.0.1/%d" % i for i in range(200)], "info": single()}),
     "valid_unsorted": torrent(Pairs(("pieces", hashes(1)), ("name", "u"),
                                     ("piece length", 16384), ("length", 5))),
 }

@@ -41,14 +41,15 @@ use super::jail::Jail;
 use super::limiter::RateLimiter;
 use super::listener::Listener;
 use super::messages::{
-    DhtLinks, FileProgress, GetFileProgress, GetPeerList, GetPieceMap, PeerInfo, Phase, PieceMap,
-    Progress, Route, SetRates, SetTorrentRates, Shutdown, TorrentEvent, Unroute,
+    DhtLinks, FileProgress, GetFileProgress, GetPeerList, GetPieceMap, GetWebSeedList, PeerInfo,
+    Phase, PieceMap, Progress, Route, SetRates, SetTorrentRates, Shutdown, TorrentEvent, Unroute,
 };
 use super::metadata::{MagnetParams, MetadataFetcher};
 use super::metrics::{ActorKind, Metrics, MetricsSnapshot};
 use super::selection::check_selection;
 use super::storage::SideFiles;
 use super::tracker::{TrackerState, TrackerStatus};
+use super::webseed::WebSeedStatus;
 use crate::layout::Layout;
 use crate::magnet::{FileSelection, Magnet};
 use crate::metainfo::Metainfo;
@@ -400,6 +401,8 @@ face_message!(/// Face → Session: a torrent's piece map.
     GetPieces { id: InfoHash } -> "Result<PieceMap, SessionError>");
 face_message!(/// Face → Session: a torrent's trackers.
     GetTrackerList { id: InfoHash } -> "Result<Vec<TrackerInfo>, SessionError>");
+face_message!(/// Face → Session: a torrent's web seeds (BEP 19), beside its trackers.
+    GetWebSeeds { id: InfoHash } -> "Result<Vec<WebSeedStatus>, SessionError>");
 face_message!(/// Face → Session: a torrent's actor metrics.
     GetTorrentMetrics { id: InfoHash } -> "Result<MetricsSnapshot, SessionError>");
 face_message!(/// Face → Session: every torrent's actor metrics.
@@ -1689,6 +1692,35 @@ impl Handler<GetPeers> for Session {
             Ok(ask_tree(coordinator?, GetPeerList)
                 .await
                 .unwrap_or_default())
+        })
+    }
+}
+
+impl Handler<GetWebSeeds> for Session {
+    type Result = ResponseFuture<Result<Vec<WebSeedStatus>, SessionError>>;
+
+    /// While the torrent runs, as its Coordinator says; otherwise its web seeds, idle.
+    fn handle(&mut self, msg: GetWebSeeds, _: &mut Context<Self>) -> Self::Result {
+        let coordinator = self.coordinator(&msg.id);
+        let idle: Vec<WebSeedStatus> = match self.entry(&msg.id).map(|e| &e.source) {
+            Ok(Source::Torrent(m)) => m
+                .web_seeds
+                .iter()
+                .map(|url| WebSeedStatus {
+                    url: url.as_str().to_string(),
+                    state: "idle",
+                    reason: None,
+                    downloaded: 0,
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        Box::pin(async move {
+            let running = match coordinator? {
+                Some(c) => ask_tree(Some(c), GetWebSeedList).await,
+                None => None,
+            };
+            Ok(running.unwrap_or(idle))
         })
     }
 }
