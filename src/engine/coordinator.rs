@@ -1058,9 +1058,10 @@ impl Coordinator {
         Picked { blocks }
     }
 
-    /// Data from web seed `key` failed its hash: struck as a peer would be, and stopped
-    /// at [`BAD_DATA_STRIKES_TO_BAN`] (at once for a piece on parole or several bad
-    /// blocks), so a lying server cannot keep poisoning pieces.
+    /// Data from web seed `key` failed its hash: judged as a peer would be, stopped at
+    /// once for a smart-ban verdict or a piece on parole, and otherwise (the sole sender
+    /// of a first attempt) at [`BAD_DATA_STRIKES_TO_BAN`], so a lying server cannot keep
+    /// poisoning pieces.
     fn web_seed_bad_data(&mut self, msg: &BadData) {
         let failures = self.picker.as_ref().map_or(0, |p| p.failures(msg.piece));
         let Some(entry) = self.web_seeds.get_mut(&msg.from) else {
@@ -1072,7 +1073,7 @@ impl Coordinator {
             return;
         }
         entry.strikes += 1;
-        if (msg.bad_blocks == 0 && failures >= 2) || msg.bad_blocks >= 2 {
+        if (msg.bad_blocks == 0 && failures >= 2) || msg.bad_blocks >= 1 {
             entry.strikes = entry.strikes.max(BAD_DATA_STRIKES_TO_BAN);
         }
         warn!(self.log, "web seed sent data that failed its hash"; "url" => &entry.status.url,
