@@ -181,6 +181,7 @@ fn serve_args(args: cli::ServeCmd) -> Result<serve::ServeArgs, Failure> {
         max_peers: args.max_peers,
         max_connections: args.max_connections,
         encryption: args.encryption,
+        utp: args.utp,
         threads: args.threads.map_or(0, usize::from),
         api_key,
         allowed_hosts: args.allow_host,

@@ -31,6 +31,7 @@ pub mod streamed;
 pub mod threads;
 pub mod tracker;
 pub mod transport;
+pub mod utp;
 
 /// Names one peer connection for the life of a torrent: its identity in the Coordinator's
 /// tables and in every message about that peer. Never reused within a run.

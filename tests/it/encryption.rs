@@ -648,10 +648,11 @@ fn one_shared_listener_finds_each_encrypted_peers_torrent_by_its_skey() {
     let tmp = tempfile::tempdir().expect("temp folder");
     let dir = tmp.path().to_path_buf();
     System::new().block_on(async move {
-        let (listener, shared) = Listener::bind(
+        let (listener, shared, _) = Listener::bind(
             SocketAddr::from(([127, 0, 0, 1], 0)),
             Duration::from_secs(5),
             Encryption::Require,
+            torrent_actors::engine::utp::UtpMode::Off,
             slog::Logger::root(slog::Discard, slog::o!()),
         )
         .await
@@ -681,6 +682,7 @@ fn one_shared_listener_finds_each_encrypted_peers_torrent_by_its_skey() {
                 Reserved::none(),
                 ConnectTimeouts::default(),
                 encryption,
+                connection::Carriers::tcp_only(),
             )
         };
         // Each encrypted peer reaches its own torrent, answered in RC4.
