@@ -31,4 +31,5 @@ mod swarm;
 mod terminal_output;
 mod tracker;
 mod tracker_actor;
+mod utp;
 mod wire;
