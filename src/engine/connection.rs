@@ -443,3 +443,96 @@ pub async fn listen_all(
     let utp = Utp::bind(udp_addr).await.map(Some);
     (Ok(tcp), utp)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A TCP-only peer on loopback that answers one BitTorrent handshake per connection.
+    async fn tcp_only_peer(info_hash: InfoHash) -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut tcp, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut theirs = [0u8; HANDSHAKE_LEN];
+                    if tcp.read_exact(&mut theirs).await.is_ok() {
+                        let ours = Handshake::new(Reserved::none(), info_hash, PeerId([7; 20]));
+                        let _ = tcp.write_all(&ours.encode()).await;
+                        // Held open until the dialer is done with it.
+                        let _ = tcp.read(&mut theirs).await;
+                    }
+                });
+            }
+        });
+        addr
+    }
+
+    fn quick() -> ConnectTimeouts {
+        ConnectTimeouts {
+            connect: Duration::from_millis(600),
+            handshake: Duration::from_secs(5),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_peer_without_utp_is_reached_over_tcp_and_remembered() {
+        let info_hash = InfoHash([9; 20]);
+        let peer = tcp_only_peer(info_hash).await;
+        let utp = Utp::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let carriers = Carriers {
+            mode: UtpMode::On,
+            utp: Some(utp.clone()),
+        };
+        let dial = || {
+            connect(
+                peer,
+                info_hash,
+                PeerId([1; 20]),
+                Reserved::none(),
+                quick(),
+                Encryption::Off,
+                carriers.clone(),
+            )
+        };
+        let (stream, theirs) = dial().await.expect("reached over TCP");
+        assert!(!stream.is_utp());
+        assert_eq!(theirs.info_hash, info_hash);
+        assert!(utp.known_without(&peer), "the uTP failure is remembered");
+        // The next dial goes straight to TCP: no uTP wait.
+        let started = std::time::Instant::now();
+        let (stream, _) = dial().await.expect("reached over TCP again");
+        assert!(!stream.is_utp());
+        assert!(started.elapsed() < Duration::from_millis(600));
+    }
+
+    #[tokio::test]
+    async fn utp_only_never_dials_tcp() {
+        let info_hash = InfoHash([9; 20]);
+        let peer = tcp_only_peer(info_hash).await;
+        let utp = Utp::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let only = |utp: Option<Utp>| Carriers {
+            mode: UtpMode::Only,
+            utp,
+        };
+        let dial = |carriers| {
+            connect(
+                peer,
+                info_hash,
+                PeerId([1; 20]),
+                Reserved::none(),
+                quick(),
+                Encryption::Off,
+                carriers,
+            )
+        };
+        assert!(matches!(
+            dial(only(Some(utp))).await,
+            Err(ConnectError::Utp(UtpError::Timeout(_)))
+        ));
+        assert!(matches!(
+            dial(only(None)).await,
+            Err(ConnectError::NoTransport)
+        ));
+    }
+}
