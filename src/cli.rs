@@ -203,7 +203,8 @@ pub struct ServeCmd {
     /// DHT bootstrap nodes (HOST:PORT,...); as for `get`.
     #[arg(long, value_name = "HOST:PORT,...")]
     pub dht_bootstrap: Option<String>,
-    /// The DHT's UDP port (default: the same number as --port).
+    /// The DHT's UDP port (default: the number after --port, which uTP takes on UDP; the
+    /// same number as --port with --utp off).
     #[arg(long, value_name = "PORT")]
     pub dht_port: Option<u16>,
     /// More log output on stderr (-v information, -vv debugging).
@@ -463,7 +464,8 @@ pub struct EngineArgs {
     /// environment variable is used (set and empty means none), else the public routers.
     #[arg(long, value_name = "HOST:PORT,...")]
     pub dht_bootstrap: Option<String>,
-    /// The DHT's UDP port (default: the same number as --port).
+    /// The DHT's UDP port (default: the number after --port, which uTP takes on UDP; the
+    /// same number as --port with --utp off).
     #[arg(long, value_name = "PORT")]
     pub dht_port: Option<u16>,
     /// Print a line of statistics (progress, memory, files, and every actor type's

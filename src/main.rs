@@ -17,6 +17,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use cli::{Cli, Command};
+use torrent_actors::engine::utp::default_dht_port;
 
 /// A failure with the exit code that tells scripts which kind it was.
 struct Failure {
@@ -147,7 +148,9 @@ fn dht_options(engine: &cli::EngineArgs) -> Option<(Option<String>, u16)> {
     (!engine.no_dht).then(|| {
         (
             engine.dht_bootstrap.clone(),
-            engine.dht_port.unwrap_or(engine.port),
+            engine
+                .dht_port
+                .unwrap_or(default_dht_port(engine.port, engine.utp)),
         )
     })
 }
@@ -164,7 +167,11 @@ fn serve_args(args: cli::ServeCmd) -> Result<serve::ServeArgs, Failure> {
                     code: exit::USAGE,
                     error: anyhow::anyhow!("{e}"),
                 })?;
-        Some((bootstrap, args.dht_port.unwrap_or(args.port)))
+        Some((
+            bootstrap,
+            args.dht_port
+                .unwrap_or(default_dht_port(args.port, args.utp)),
+        ))
     };
     let state = match args.state {
         Some(state) => state,

@@ -109,6 +109,18 @@ impl fmt::Display for UtpMode {
     }
 }
 
+/// The DHT's UDP port when none is given: the peer port's number, unless uTP takes that
+/// number on UDP (`mode` not `off`); then the next one (the one before, for 65535). The
+/// DHT and uTP cannot share a socket here (each crate reads its own), and peers learn the
+/// DHT's port from the BEP 5 `port` message, not from the peer port. Port 0 stays 0 (any
+/// free port).
+pub fn default_dht_port(peer_port: u16, mode: UtpMode) -> u16 {
+    if peer_port == 0 || !mode.uses_utp() {
+        return peer_port;
+    }
+    peer_port.checked_add(1).unwrap_or(peer_port - 1)
+}
+
 /// Why the uTP socket could not be bound or a uTP dial failed.
 #[derive(Debug, thiserror::Error)]
 pub enum UtpError {
@@ -261,6 +273,15 @@ mod tests {
 
     fn loopback() -> SocketAddr {
         "127.0.0.1:0".parse().unwrap()
+    }
+
+    #[test]
+    fn the_dht_port_moves_off_the_utp_port() {
+        assert_eq!(default_dht_port(6881, UtpMode::On), 6882);
+        assert_eq!(default_dht_port(6881, UtpMode::Only), 6882);
+        assert_eq!(default_dht_port(6881, UtpMode::Off), 6881);
+        assert_eq!(default_dht_port(65535, UtpMode::On), 65534);
+        assert_eq!(default_dht_port(0, UtpMode::On), 0);
     }
 
     #[test]
