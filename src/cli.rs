@@ -193,6 +193,11 @@ pub struct ServeCmd {
     /// dials plaintext and refuses encrypted ones.
     #[arg(long, default_value = "prefer", value_name = "prefer|require|off")]
     pub encryption: torrent_actors::wire::mse::Encryption,
+    /// uTP (BEP 29), on the UDP port of the same number as the TCP one: `on` listens on
+    /// both and dials uTP first, TCP when the peer does not answer uTP; `off` is TCP
+    /// only; `only` is uTP only.
+    #[arg(long, default_value = "on", value_name = "on|off|only")]
+    pub utp: torrent_actors::engine::utp::UtpMode,
     /// Threads for peer connections and torrents' bookkeeping (default: one per core);
     /// hashing and disk work have threads of their own, shared by every torrent.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
@@ -206,7 +211,8 @@ pub struct ServeCmd {
     /// DHT bootstrap nodes (HOST:PORT,...); as for `get`.
     #[arg(long, value_name = "HOST:PORT,...")]
     pub dht_bootstrap: Option<String>,
-    /// The DHT's UDP port (default: the same number as --port).
+    /// The DHT's UDP port (default: the number after --port, which uTP takes on UDP; the
+    /// same number as --port with --utp off).
     #[arg(long, value_name = "PORT")]
     pub dht_port: Option<u16>,
     /// More log output on stderr (-v information, -vv debugging).
@@ -424,6 +430,11 @@ pub struct EngineArgs {
     /// dials plaintext and refuses encrypted ones.
     #[arg(long, default_value = "prefer", value_name = "prefer|require|off")]
     pub encryption: torrent_actors::wire::mse::Encryption,
+    /// uTP (BEP 29), on the UDP port of the same number as the TCP one: `on` listens on
+    /// both and dials uTP first, TCP when the peer does not answer uTP; `off` is TCP
+    /// only; `only` is uTP only.
+    #[arg(long, default_value = "on", value_name = "on|off|only")]
+    pub utp: torrent_actors::engine::utp::UtpMode,
     /// Give up on a peer that does not complete its TCP connection, or then its
     /// handshake, within this many seconds each.
     #[arg(long, default_value_t = 10, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
@@ -468,7 +479,8 @@ pub struct EngineArgs {
     /// environment variable is used (set and empty means none), else the public routers.
     #[arg(long, value_name = "HOST:PORT,...")]
     pub dht_bootstrap: Option<String>,
-    /// The DHT's UDP port (default: the same number as --port).
+    /// The DHT's UDP port (default: the number after --port, which uTP takes on UDP; the
+    /// same number as --port with --utp off).
     #[arg(long, value_name = "PORT")]
     pub dht_port: Option<u16>,
     /// Print a line of statistics (progress, memory, files, and every actor type's

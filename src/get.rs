@@ -52,6 +52,8 @@ pub struct GetArgs {
     pub handshake_timeout: Duration,
     /// `--encryption`.
     pub encryption: torrent_actors::wire::mse::Encryption,
+    /// `--utp`.
+    pub utp: torrent_actors::engine::utp::UtpMode,
     pub max_in_progress_bytes: u64,
     pub max_pending_bytes: u64,
     pub write_delay: Duration,
@@ -124,6 +126,7 @@ impl GetArgs {
             request_timeout: Duration::from_secs(engine.request_timeout),
             handshake_timeout: Duration::from_secs(engine.handshake_timeout),
             encryption: engine.encryption,
+            utp: engine.utp,
             max_in_progress_bytes: engine.max_in_progress_mib << 20,
             max_pending_bytes: engine.max_pending_mib << 20,
             write_delay: Duration::from_millis(engine.debug_write_delay_ms),
@@ -524,6 +527,7 @@ async fn download(
         handshake: args.handshake_timeout,
     };
     config.encryption = args.encryption;
+    config.utp = args.utp;
 
     let (done_tx, done_rx) = oneshot::channel();
     let stats = Stats::new(args, config.metrics.clone(), &log);

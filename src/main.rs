@@ -18,6 +18,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use cli::{Cli, Command};
+use torrent_actors::engine::utp::default_dht_port;
 
 /// A failure with the exit code that tells scripts which kind it was.
 struct Failure {
@@ -152,7 +153,9 @@ fn dht_options(engine: &cli::EngineArgs) -> Option<(Option<String>, u16)> {
     (!engine.no_dht).then(|| {
         (
             engine.dht_bootstrap.clone(),
-            engine.dht_port.unwrap_or(engine.port),
+            engine
+                .dht_port
+                .unwrap_or(default_dht_port(engine.port, engine.utp)),
         )
     })
 }
@@ -169,7 +172,11 @@ fn serve_args(args: cli::ServeCmd) -> Result<serve::ServeArgs, Failure> {
                     code: exit::USAGE,
                     error: anyhow::anyhow!("{e}"),
                 })?;
-        Some((bootstrap, args.dht_port.unwrap_or(args.port)))
+        Some((
+            bootstrap,
+            args.dht_port
+                .unwrap_or(default_dht_port(args.port, args.utp)),
+        ))
     };
     let state = match args.state {
         Some(state) => state,
@@ -188,6 +195,7 @@ fn serve_args(args: cli::ServeCmd) -> Result<serve::ServeArgs, Failure> {
         max_peers: args.max_peers,
         max_connections: args.max_connections,
         encryption: args.encryption,
+        utp: args.utp,
         threads: args.threads.map_or(0, usize::from),
         api_key,
         metrics_without_key: args.metrics_without_key,

@@ -10,6 +10,15 @@
 //! apart by their first 20 bytes (a plaintext handshake starts with 19 and
 //! "BitTorrent protocol", an encrypted one with a random public key). The encrypted
 //! handshake itself is the pure `wire::mse`, driven here.
+//!
+//! The carrier follows [`UtpMode`]: with `on`, a dial tries uTP first, as libtorrent does,
+//! and TCP when the peer does not answer uTP within [`UTP_CONNECT_TIMEOUT`] (such a peer
+//! is remembered by the [`Utp`] handle and dialed over TCP at once after). We know of no
+//! peer in advance whether it speaks uTP (peer exchange's flags are not kept), so every
+//! peer is tried over uTP first until it fails once. A connection that uTP established
+//! is never redialed over TCP: one connection per peer. `only` never touches TCP, `off`
+//! never uTP. Incoming connections of either carrier go through the same handshake
+//! reading, encryption detection and admission.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -17,7 +26,8 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use super::transport::PeerStream;
+use super::transport::{Carrier, PeerStream};
+use super::utp::{Utp, UtpError, UtpMode, UTP_CONNECT_TIMEOUT};
 use crate::wire::mse::{self, Encryption, Established, MseError, MseHandshake, SkeyTable};
 use crate::wire::{Handshake, Reserved, HANDSHAKE_LEN, PROTOCOL_STRING};
 use crate::{InfoHash, PeerId};
@@ -65,6 +75,39 @@ pub enum ConnectError {
     /// Something other than a plaintext handshake came while encryption is off.
     #[error("not a plaintext handshake, and encryption is off")]
     EncryptedRefused,
+    /// The uTP connection could not be opened.
+    #[error("uTP: {0}")]
+    Utp(#[from] UtpError),
+    /// No carrier is allowed to reach the peer: `--utp only` without a uTP socket.
+    #[error("no usable transport (uTP only, and no uTP socket)")]
+    NoTransport,
+}
+
+/// How a connection may be carried, for dialing: the mode and, unless it is `off` or the
+/// UDP socket could not be bound, the uTP socket.
+#[derive(Debug, Clone, Default)]
+pub struct Carriers {
+    /// `--utp`.
+    pub mode: UtpMode,
+    /// The uTP socket to dial from; `None`: TCP only.
+    pub utp: Option<Utp>,
+}
+
+impl Carriers {
+    /// TCP only.
+    pub fn tcp_only() -> Self {
+        Carriers {
+            mode: UtpMode::Off,
+            utp: None,
+        }
+    }
+}
+
+/// Which carrier one attempt uses.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Over {
+    Tcp,
+    Utp,
 }
 
 /// The reserved bits we send: the extension protocol (BEP 10: metadata, peer exchange,
@@ -78,10 +121,9 @@ pub fn our_reserved(dht: bool) -> Reserved {
     r
 }
 
-/// Dials `addr` and exchanges handshakes for `info_hash`, encrypted as `encryption` says.
-/// With `prefer`, a peer that refuses the encrypted handshake (closes the connection or
-/// answers something else) is dialed again at once in plaintext; one that stays silent
-/// is not, as it would stay silent in plaintext too and cost a second timeout.
+/// Dials `addr` and exchanges handshakes for `info_hash`, encrypted as `encryption`
+/// says, over the carriers `carriers` allows (uTP first; see the module documentation).
+#[allow(clippy::too_many_arguments)]
 pub async fn connect(
     addr: SocketAddr,
     info_hash: InfoHash,
@@ -89,13 +131,48 @@ pub async fn connect(
     reserved: Reserved,
     timeouts: ConnectTimeouts,
     encryption: Encryption,
+    carriers: Carriers,
 ) -> Result<(PeerStream, Handshake), ConnectError> {
     let ours = Handshake::new(reserved, info_hash, our_id);
+    let utp = carriers.utp.as_ref().filter(|_| carriers.mode.uses_utp());
+    if let Some(utp) = utp {
+        let tcp_after = carriers.mode.uses_tcp();
+        if !(tcp_after && utp.known_without(&addr)) {
+            match connect_over(Over::Utp, Some(utp), addr, &ours, timeouts, encryption).await {
+                Err(ConnectError::Utp(e)) if tcp_after => {
+                    // The peer does not answer uTP (or our socket is full): TCP it is,
+                    // now and for the next dials.
+                    if matches!(e, UtpError::Timeout(_)) {
+                        utp.remember_without(addr);
+                    }
+                }
+                done => return done,
+            }
+        }
+    } else if !carriers.mode.uses_tcp() {
+        return Err(ConnectError::NoTransport);
+    }
+    connect_over(Over::Tcp, None, addr, &ours, timeouts, encryption).await
+}
+
+/// Dials `addr` over one carrier and exchanges handshakes. With `prefer`, a peer that
+/// refuses the encrypted handshake (closes the connection or answers something else) is
+/// dialed again at once in plaintext; one that stays silent is not, as it would stay
+/// silent in plaintext too and cost a second timeout.
+async fn connect_over(
+    over: Over,
+    utp: Option<&Utp>,
+    addr: SocketAddr,
+    ours: &Handshake,
+    timeouts: ConnectTimeouts,
+    encryption: Encryption,
+) -> Result<(PeerStream, Handshake), ConnectError> {
+    let info_hash = ours.info_hash;
     if encryption.dials_encrypted() {
-        let tcp = dial(addr, timeouts).await?;
+        let carrier = dial(over, utp, addr, timeouts).await?;
         let mut past_encryption = false;
         let attempt = tokio::time::timeout(timeouts.handshake, async {
-            let mut stream = initiate_encrypted(tcp, &ours, encryption).await?;
+            let mut stream = initiate_encrypted(carrier, ours, encryption).await?;
             past_encryption = true;
             let theirs = read_handshake(&mut stream).await?;
             Ok::<_, ConnectError>((stream, theirs))
@@ -113,23 +190,38 @@ pub async fn connect(
         // The peer does not speak the encrypted handshake (most such peers close the
         // connection on our public key): try again in plaintext.
     }
-    let mut tcp = dial(addr, timeouts).await?;
+    let mut carrier = dial(over, utp, addr, timeouts).await?;
     let theirs = tokio::time::timeout(timeouts.handshake, async {
-        tcp.write_all(&ours.encode()).await?;
-        read_handshake(&mut tcp).await
+        carrier.write_all(&ours.encode()).await?;
+        read_handshake(&mut carrier).await
     })
     .await
     .map_err(|_| ConnectError::Timeout("waiting for the handshake"))??;
-    checked(PeerStream::plain(tcp), theirs, info_hash)
+    checked(PeerStream::plain(carrier), theirs, info_hash)
 }
 
-/// A TCP connection to `addr` within the connect timeout.
-async fn dial(addr: SocketAddr, timeouts: ConnectTimeouts) -> Result<TcpStream, ConnectError> {
-    let stream = tokio::time::timeout(timeouts.connect, TcpStream::connect(addr))
-        .await
-        .map_err(|_| ConnectError::Timeout("connecting"))??;
-    stream.set_nodelay(true)?;
-    Ok(stream)
+/// A connection to `addr` over `over` within the connect timeout (for uTP, within
+/// [`UTP_CONNECT_TIMEOUT`] too).
+async fn dial(
+    over: Over,
+    utp: Option<&Utp>,
+    addr: SocketAddr,
+    timeouts: ConnectTimeouts,
+) -> Result<Carrier, ConnectError> {
+    match (over, utp) {
+        (Over::Utp, Some(utp)) => {
+            let wait = timeouts.connect.min(UTP_CONNECT_TIMEOUT);
+            Ok(Carrier::from(utp.connect(addr, wait).await?))
+        }
+        (Over::Utp, None) => Err(ConnectError::NoTransport),
+        (Over::Tcp, _) => {
+            let stream = tokio::time::timeout(timeouts.connect, TcpStream::connect(addr))
+                .await
+                .map_err(|_| ConnectError::Timeout("connecting"))??;
+            stream.set_nodelay(true)?;
+            Ok(Carrier::Tcp(stream))
+        }
+    }
 }
 
 /// The peer's handshake `theirs` if it is for `info_hash`.
@@ -144,10 +236,10 @@ fn checked(
     Ok((stream, theirs))
 }
 
-/// Runs the initiator's side of the encrypted handshake on `tcp`, with our BitTorrent
+/// Runs the initiator's side of the encrypted handshake on `carrier`, with our BitTorrent
 /// handshake `ours` as its initial payload.
 async fn initiate_encrypted(
-    mut tcp: TcpStream,
+    mut carrier: Carrier,
     ours: &Handshake,
     encryption: Encryption,
 ) -> Result<PeerStream, ConnectError> {
@@ -157,8 +249,12 @@ async fn initiate_encrypted(
         &ours.encode(),
         &mut rand::rng(),
     );
-    let done = drive_encrypted(&mut tcp, &mut initiator, &[]).await?;
-    Ok(PeerStream::after_handshake(tcp, done.cipher, done.received))
+    let done = drive_encrypted(&mut carrier, &mut initiator, &[]).await?;
+    Ok(PeerStream::after_handshake(
+        carrier,
+        done.cipher,
+        done.received,
+    ))
 }
 
 /// Runs an encrypted handshake over `io` until it is done: sends what it asks, feeds it
@@ -197,7 +293,7 @@ pub async fn drive_encrypted<S: AsyncRead + AsyncWrite + Unpin>(
 /// answers with ours. The composition of [`read_incoming_handshake`] and
 /// [`answer_handshake`], for a listener that serves one torrent.
 pub async fn accept(
-    stream: TcpStream,
+    stream: Carrier,
     info_hash: InfoHash,
     our_id: PeerId,
     reserved: Reserved,
@@ -213,7 +309,8 @@ pub async fn accept(
     Ok((stream, theirs))
 }
 
-/// The first half of accepting: sets `TCP_NODELAY` and reads the peer's handshake within
+/// The first half of accepting, over either carrier: sets `TCP_NODELAY` on TCP and reads
+/// the peer's handshake within
 /// `timeout`. A plaintext handshake is read as it is; an encrypted one is answered as
 /// far as the encryption needs (our public key, then our verification and choice), for a
 /// torrent of `skeys`, and the BitTorrent handshake read from inside it. Our BitTorrent
@@ -221,12 +318,13 @@ pub async fn accept(
 /// [`Listener`](super::listener::Listener) routing by info-hash) can still close the
 /// socket without answering it.
 pub async fn read_incoming_handshake(
-    mut tcp: TcpStream,
+    carrier: impl Into<Carrier>,
     skeys: &SkeyTable,
     encryption: Encryption,
     timeout: Duration,
 ) -> Result<(PeerStream, Handshake), ConnectError> {
-    tcp.set_nodelay(true)?;
+    let mut tcp = carrier.into();
+    tcp.set_nodelay()?;
     let read = async move {
         let mut first = [0u8; 1 + PROTOCOL_STRING.len()];
         tcp.read_exact(&mut first).await?;
@@ -294,17 +392,147 @@ pub async fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr).await
 }
 
+/// An accepted connection, TCP or uTP, with the peer's address: the item of both
+/// listeners' streams, so one handler takes both.
+pub type Accepted = std::io::Result<(Carrier, SocketAddr)>;
+
 /// Accepted connections as a `Stream`, so a listener can be an actor stream
 /// (`ctx.add_stream`) of the Coordinator or of the shared [`Listener`](super::listener::Listener).
+/// The uTP socket's are [`Utp::incoming`].
 pub struct TcpListenerStream(pub TcpListener);
 
 impl futures::Stream for TcpListenerStream {
-    type Item = std::io::Result<(TcpStream, SocketAddr)>;
+    type Item = Accepted;
 
     fn poll_next(
         self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Self::Item>> {
-        self.0.poll_accept(cx).map(Some)
+        self.0
+            .poll_accept(cx)
+            .map(|r| Some(r.map(|(tcp, addr)| (Carrier::Tcp(tcp), addr))))
+    }
+}
+
+/// The listening sockets `mode` asks for: TCP at `addr` unless `only`, and uTP unless
+/// `off`, on the TCP socket's port (the one chosen, when `addr` asks for port 0). A
+/// uTP socket that cannot be bound beside TCP is an error in the result, not a failure:
+/// TCP works without it.
+pub async fn listen_all(
+    addr: SocketAddr,
+    mode: UtpMode,
+) -> (
+    std::io::Result<Option<TcpListener>>,
+    Result<Option<Utp>, UtpError>,
+) {
+    let tcp = if mode.uses_tcp() {
+        match listen(addr).await {
+            Ok(tcp) => Some(tcp),
+            Err(e) => return (Err(e), Ok(None)),
+        }
+    } else {
+        None
+    };
+    if !mode.uses_utp() {
+        return (Ok(tcp), Ok(None));
+    }
+    let udp_addr = tcp
+        .as_ref()
+        .and_then(|t| t.local_addr().ok())
+        .unwrap_or(addr);
+    let utp = Utp::bind(udp_addr).await.map(Some);
+    (Ok(tcp), utp)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A TCP-only peer on loopback that answers one BitTorrent handshake per connection.
+    async fn tcp_only_peer(info_hash: InfoHash) -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut tcp, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut theirs = [0u8; HANDSHAKE_LEN];
+                    if tcp.read_exact(&mut theirs).await.is_ok() {
+                        let ours = Handshake::new(Reserved::none(), info_hash, PeerId([7; 20]));
+                        let _ = tcp.write_all(&ours.encode()).await;
+                        // Held open until the dialer is done with it.
+                        let _ = tcp.read(&mut theirs).await;
+                    }
+                });
+            }
+        });
+        addr
+    }
+
+    fn quick() -> ConnectTimeouts {
+        ConnectTimeouts {
+            connect: Duration::from_millis(600),
+            handshake: Duration::from_secs(5),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_peer_without_utp_is_reached_over_tcp_and_remembered() {
+        let info_hash = InfoHash([9; 20]);
+        let peer = tcp_only_peer(info_hash).await;
+        let utp = Utp::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let carriers = Carriers {
+            mode: UtpMode::On,
+            utp: Some(utp.clone()),
+        };
+        let dial = || {
+            connect(
+                peer,
+                info_hash,
+                PeerId([1; 20]),
+                Reserved::none(),
+                quick(),
+                Encryption::Off,
+                carriers.clone(),
+            )
+        };
+        let (stream, theirs) = dial().await.expect("reached over TCP");
+        assert!(!stream.is_utp());
+        assert_eq!(theirs.info_hash, info_hash);
+        assert!(utp.known_without(&peer), "the uTP failure is remembered");
+        // The next dial goes straight to TCP: no uTP wait.
+        let started = std::time::Instant::now();
+        let (stream, _) = dial().await.expect("reached over TCP again");
+        assert!(!stream.is_utp());
+        assert!(started.elapsed() < Duration::from_millis(600));
+    }
+
+    #[tokio::test]
+    async fn utp_only_never_dials_tcp() {
+        let info_hash = InfoHash([9; 20]);
+        let peer = tcp_only_peer(info_hash).await;
+        let utp = Utp::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let only = |utp: Option<Utp>| Carriers {
+            mode: UtpMode::Only,
+            utp,
+        };
+        let dial = |carriers| {
+            connect(
+                peer,
+                info_hash,
+                PeerId([1; 20]),
+                Reserved::none(),
+                quick(),
+                Encryption::Off,
+                carriers,
+            )
+        };
+        assert!(matches!(
+            dial(only(Some(utp))).await,
+            Err(ConnectError::Utp(UtpError::Timeout(_)))
+        ));
+        assert!(matches!(
+            dial(only(None)).await,
+            Err(ConnectError::NoTransport)
+        ));
     }
 }

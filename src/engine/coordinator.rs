@@ -19,12 +19,11 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use slog::{debug, info, o, warn, Logger};
-use tokio::net::{TcpListener, TcpStream};
 
 use super::address_book::{AddressBook, IpSlot, RETRY_BASE};
 use super::budget::{ConnectionBudget, ConnectionPermit};
 use super::choker::{Choker, ChokerConfig, PeerStats as ChokerInput};
-use super::connection::{self, ConnectTimeouts, TcpListenerStream};
+use super::connection::{self, Accepted, Carriers, ConnectTimeouts, TcpListenerStream};
 use super::limiter::RateLimiter;
 use super::messages::*;
 use super::metrics::{ActorKind, ActorMetrics, LiveGuard, Metrics, Tracked, TrackedRecipient};
@@ -40,6 +39,7 @@ use super::tracker::{
     Tiers, Tracker, TrackerBoard, TrackerConfig, TrackerLinks, TrackerStatus, TrackerTimeouts,
 };
 use super::transport::PeerStream;
+use super::utp::{Utp, UtpMode};
 use super::webseed::{ToWebSeed, WebSeed, WebSeedConfig, WebSeedParts, WebSeedStatus};
 use super::PeerKey;
 use crate::layout::{Layout, PieceIndex, BLOCK_SIZE};
@@ -170,6 +170,11 @@ pub struct EngineConfig {
     pub connect: ConnectTimeouts,
     /// Message stream encryption of outgoing and incoming connections.
     pub encryption: Encryption,
+    /// Which carriers connections use, TCP and/or uTP (`--utp`).
+    pub utp: UtpMode,
+    /// With a shared listener, the process's uTP socket (bound beside it), to dial from.
+    /// `None`: the Coordinator binds its own beside its TCP listener, if `utp` asks.
+    pub shared_utp: Option<Utp>,
     /// Peers to dial from the start, besides the trackers': the user's (`--peer`; in
     /// `serve`, a magnet's `x.pe` too), banned by address and port only and never
     /// dropped from the address book.
@@ -230,6 +235,8 @@ impl EngineConfig {
             peer: PeerConfig::default(),
             connect: ConnectTimeouts::default(),
             encryption: Encryption::default(),
+            utp: UtpMode::default(),
+            shared_utp: None,
             initial_peers: Vec::new(),
             learned_peers: Vec::new(),
             min_announce_interval: Duration::from_secs(30),
@@ -395,6 +402,8 @@ pub struct Coordinator {
     next_key: u64,
     /// The address we listen on, never dialed (trackers list us to ourselves).
     listen_addr: Option<SocketAddr>,
+    /// How we dial: `--utp` and the uTP socket, once bound (or the shared one).
+    carriers: Carriers,
     hasher: Tracked<Hasher>,
     writer: Tracked<FileWriter>,
     reader: Tracked<FileReader>,
@@ -565,6 +574,7 @@ impl Coordinator {
             refusal_logged: None,
             next_key: 0,
             listen_addr: None,
+            carriers: Carriers::tcp_only(),
             hasher,
             writer,
             reader,
@@ -864,32 +874,45 @@ impl Coordinator {
         ctx: &mut Context<Self>,
         then: impl FnOnce(&mut Self, &mut Context<Self>) + 'static,
     ) {
+        self.carriers = Carriers {
+            mode: self.config.utp,
+            utp: self.config.shared_utp.clone(),
+        };
         if let Some(shared) = self.config.shared_listener {
             self.listen_addr = Some(shared);
             self.book.set_own(shared);
             info!(self.log, "taking peers from the shared listener"; "addr" => %shared);
             return then(self, ctx);
         }
-        let listen = self.config.listen;
-        let bind = async move { connection::listen(listen).await };
-        ctx.wait(bind.into_actor(self).map(
-            move |res: std::io::Result<TcpListener>, act, ctx| {
-                match res {
-                    Ok(listener) => {
-                        act.listen_addr = listener.local_addr().ok();
-                        if let Some(own) = act.listen_addr {
-                            act.book.set_own(own);
-                        }
-                        info!(act.log, "listening"; "addr" => ?act.listen_addr);
-                        ctx.add_stream(TcpListenerStream(listener));
-                    }
-                    Err(e) => {
-                        warn!(act.log, "cannot listen, outgoing connections only"; "error" => %e)
-                    }
+        let (listen, mode) = (self.config.listen, self.config.utp);
+        let bind = async move { connection::listen_all(listen, mode).await };
+        ctx.wait(bind.into_actor(self).map(move |(tcp, utp), act, ctx| {
+            match tcp {
+                Ok(Some(listener)) => {
+                    act.listen_addr = listener.local_addr().ok();
+                    ctx.add_stream(TcpListenerStream(listener));
                 }
-                then(act, ctx);
-            },
-        ));
+                Ok(None) => {}
+                Err(e) => {
+                    warn!(act.log, "cannot listen, outgoing connections only"; "error" => %e)
+                }
+            }
+            match utp {
+                Ok(Some(utp)) => {
+                    act.listen_addr.get_or_insert(utp.local_addr());
+                    ctx.add_stream(utp.incoming());
+                    act.carriers.utp = Some(utp);
+                }
+                Ok(None) => {}
+                Err(e) => warn!(act.log, "cannot listen for uTP, TCP only"; "error" => %e),
+            }
+            if let Some(own) = act.listen_addr {
+                act.book.set_own(own);
+            }
+            info!(act.log, "listening"; "addr" => ?act.listen_addr, "utp" => %act.config.utp,
+                "utp socket" => act.carriers.utp.is_some());
+            then(act, ctx);
+        }));
     }
 
     fn start_trackers(&mut self, ctx: &mut Context<Self>) {
@@ -1309,6 +1332,7 @@ impl Coordinator {
                 connection::our_reserved(self.dht.is_some()),
                 self.config.connect,
                 self.config.encryption,
+                self.carriers.clone(),
             );
             ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
                 act.connecting -= 1;
@@ -1737,8 +1761,8 @@ impl Actor for Coordinator {
     }
 }
 
-impl StreamHandler<std::io::Result<(TcpStream, SocketAddr)>> for Coordinator {
-    fn handle(&mut self, item: std::io::Result<(TcpStream, SocketAddr)>, ctx: &mut Context<Self>) {
+impl StreamHandler<Accepted> for Coordinator {
+    fn handle(&mut self, item: Accepted, ctx: &mut Context<Self>) {
         let _timing = self.metrics.handling_unqueued("accepted connection");
         let Ok((stream, addr)) = item else { return };
         // Refused, the stream is dropped here, which closes it at once: a flood costs no

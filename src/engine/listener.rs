@@ -28,16 +28,15 @@ use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix::prelude::*;
-use slog::{debug, info, o, Logger};
-use tokio::net::TcpStream;
-
-use super::connection::{self, TcpListenerStream};
+use super::connection::{self, Accepted, TcpListenerStream};
 use super::messages::{IncomingPeer, Route, Unroute};
 use super::metrics::ActorMetrics;
 use super::transport::PeerStream;
+use super::utp::{Utp, UtpMode};
 use crate::wire::mse::{Encryption, SkeyTable};
 use crate::InfoHash;
+use actix::prelude::*;
+use slog::{debug, info, o, Logger};
 
 /// Incoming connections in their handshake or waiting for their Coordinator to take them,
 /// over all torrents; more are closed at once, so a flood of connections that never
@@ -127,20 +126,44 @@ pub struct Listener {
 }
 
 impl Listener {
-    /// Binds `addr` and starts the Listener on the current arbiter. Returns its address
-    /// and the bound socket address (the port chosen when `addr` asked for port 0).
+    /// Binds `addr` (TCP, and uTP on the same port, as `utp` asks) and starts the
+    /// Listener on the current arbiter. Returns its address, the bound socket address
+    /// (the port chosen when `addr` asked for port 0) and the uTP socket, for the
+    /// torrents to dial from. A uTP socket that cannot be bound beside TCP is logged and
+    /// left out, unless `utp` is `only`.
     pub async fn bind(
         addr: SocketAddr,
         handshake_timeout: Duration,
         encryption: Encryption,
+        utp: UtpMode,
         log: Logger,
-    ) -> std::io::Result<(Addr<Listener>, SocketAddr)> {
-        let socket = connection::listen(addr).await?;
-        let local = socket.local_addr()?;
+    ) -> std::io::Result<(Addr<Listener>, SocketAddr, Option<Utp>)> {
+        let (tcp, utp_socket) = connection::listen_all(addr, utp).await;
+        let tcp = tcp?;
+        let utp_socket = match utp_socket {
+            Ok(socket) => socket,
+            Err(e) if utp == UtpMode::Only => return Err(std::io::Error::other(e)),
+            Err(e) => {
+                slog::warn!(log, "cannot listen for uTP, TCP only"; "error" => %e);
+                None
+            }
+        };
+        let local = match (&tcp, &utp_socket) {
+            (Some(tcp), _) => tcp.local_addr()?,
+            (None, Some(utp)) => utp.local_addr(),
+            (None, None) => return Err(std::io::Error::other("no listening socket")),
+        };
         let log = log.new(o!("listener" => local.to_string()));
-        info!(log, "listening for every torrent"; "encryption" => %encryption);
+        info!(log, "listening for every torrent"; "encryption" => %encryption, "utp" => %utp,
+            "utp socket" => utp_socket.is_some());
+        let incoming_utp = utp_socket.as_ref().map(Utp::incoming);
         let listener = Listener::create(move |ctx| {
-            ctx.add_stream(TcpListenerStream(socket));
+            if let Some(tcp) = tcp {
+                ctx.add_stream(TcpListenerStream(tcp));
+            }
+            if let Some(incoming) = incoming_utp {
+                ctx.add_stream(incoming);
+            }
             Listener {
                 routes: HashMap::new(),
                 handshake_timeout,
@@ -152,7 +175,7 @@ impl Listener {
                 log,
             }
         });
-        Ok((listener, local))
+        Ok((listener, local, utp_socket))
     }
 
     /// Counts a connection closed without reaching a torrent, and says so in the log, with
@@ -206,13 +229,11 @@ impl Listener {
         let (to, metrics) = (route.to.clone(), route.metrics.clone());
         // A second descriptor of the socket, to close the connection if the hand-off
         // times out while the socket itself sits in the Coordinator's mailbox. Without
-        // one (out of descriptors) such a connection closes only once the Coordinator
-        // gets to it.
+        // one (out of descriptors, or a uTP connection, which has no descriptor of its
+        // own) such a connection closes only once the Coordinator gets to it.
         let spare = stream
             .tcp()
-            .as_fd()
-            .try_clone_to_owned()
-            .ok()
+            .and_then(|tcp| tcp.as_fd().try_clone_to_owned().ok())
             .map(std::net::TcpStream::from);
         let peer = IncomingPeer {
             stream,
@@ -286,8 +307,8 @@ impl Actor for Listener {
     type Context = Context<Self>;
 }
 
-impl StreamHandler<std::io::Result<(TcpStream, SocketAddr)>> for Listener {
-    fn handle(&mut self, item: std::io::Result<(TcpStream, SocketAddr)>, ctx: &mut Context<Self>) {
+impl StreamHandler<Accepted> for Listener {
+    fn handle(&mut self, item: Accepted, ctx: &mut Context<Self>) {
         let (stream, addr) = match item {
             Ok(accepted) => accepted,
             Err(e) => {

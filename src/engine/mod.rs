@@ -31,6 +31,7 @@ pub mod streamed;
 pub mod threads;
 pub mod tracker;
 pub mod transport;
+pub mod utp;
 pub mod webseed;
 
 /// Names one peer connection for the life of a torrent: its identity in the Coordinator's

@@ -1,15 +1,18 @@
 //! The transport seam: [`PeerStream`], the one byte stream a Peer and its codec see,
 //! whatever carries it.
 //!
-//! Today a connection is TCP, plaintext or RC4 after a message stream encryption
-//! handshake (`wire::mse`). The stream hides both: it reads first the payload bytes the
-//! handshake already took off the socket, then the socket, decrypting; it encrypts what it
-//! writes. With the ciphers `None` it adds nothing but a branch to a plain TCP socket.
-//! Another carrier (uTP) would become a second variant of the socket here, with its own
-//! halves, and nothing above this module would change.
+//! A connection is carried by TCP or by uTP (BEP 29, over the UDP socket of
+//! [`super::utp`]): the [`Carrier`]. Over either it is plaintext or RC4 after a message
+//! stream encryption handshake (`wire::mse`). The stream hides all of it: it reads first
+//! the payload bytes the handshake already took off the carrier, then the carrier,
+//! decrypting; it encrypts what it writes. With the ciphers `None` it adds nothing but a
+//! branch to the carrier. Nothing above this module changes per carrier.
 //!
 //! It owns the cipher state of a connection; nothing else reads or writes it. It runs no
-//! handshake: `connection` does, and builds the stream from the outcome.
+//! handshake: `connection` does, and builds the stream from the outcome. A uTP carrier's
+//! protocol state (sequence numbers, windows, retransmission) lives in the uTP crate's
+//! task for the connection, on the thread that owns the UDP socket; the stream holds only
+//! the crate's user-side buffers, so it moves between threads as it is.
 
 use std::io;
 use std::net::SocketAddr;
@@ -20,7 +23,63 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 
+use librqbit_utp::{UtpStream, UtpStreamReadHalf, UtpStreamWriteHalf};
+
 use crate::wire::mse::{Keystream, Rc4Pair};
+
+/// What carries a connection's bytes.
+#[derive(Debug)]
+pub enum Carrier {
+    /// A TCP socket.
+    Tcp(TcpStream),
+    /// A uTP connection over the shared UDP socket.
+    Utp(UtpOver),
+}
+
+/// A uTP connection: the crate's stream, which has no `Debug` of its own.
+pub struct UtpOver(pub UtpStream);
+
+impl std::fmt::Debug for UtpOver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "UtpStream({})", self.0.remote_addr())
+    }
+}
+
+impl From<TcpStream> for Carrier {
+    fn from(tcp: TcpStream) -> Self {
+        Carrier::Tcp(tcp)
+    }
+}
+
+impl From<UtpStream> for Carrier {
+    fn from(utp: UtpStream) -> Self {
+        Carrier::Utp(UtpOver(utp))
+    }
+}
+
+impl Carrier {
+    /// The peer's address: the TCP peer, or the UDP address of the uTP peer.
+    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
+        match self {
+            Carrier::Tcp(tcp) => tcp.peer_addr(),
+            Carrier::Utp(utp) => Ok(utp.0.remote_addr()),
+        }
+    }
+
+    /// Whether uTP carries it.
+    pub fn is_utp(&self) -> bool {
+        matches!(self, Carrier::Utp(_))
+    }
+
+    /// Sets `TCP_NODELAY` on a TCP carrier (uTP sends at once: the crate's Nagle is off,
+    /// see `utp::socket_opts`).
+    pub fn set_nodelay(&self) -> io::Result<()> {
+        match self {
+            Carrier::Tcp(tcp) => tcp.set_nodelay(true),
+            Carrier::Utp(_) => Ok(()),
+        }
+    }
+}
 
 /// Most plaintext bytes encrypted ahead of the socket per write: one block message. The
 /// socket may take fewer; the rest waits in [`Sending::pending`] until it drains.
@@ -52,16 +111,16 @@ struct Sending {
 /// A peer connection's byte stream. See the module documentation.
 #[derive(Debug)]
 pub struct PeerStream {
-    tcp: TcpStream,
+    carrier: Carrier,
     receiving: Receiving,
     sending: Sending,
 }
 
 impl PeerStream {
-    /// A plaintext TCP connection.
-    pub fn plain(tcp: TcpStream) -> Self {
+    /// A plaintext connection.
+    pub fn plain(carrier: impl Into<Carrier>) -> Self {
         PeerStream {
-            tcp,
+            carrier: carrier.into(),
             receiving: Receiving::default(),
             sending: Sending::default(),
         }
@@ -69,13 +128,17 @@ impl PeerStream {
 
     /// A connection after an encrypted handshake: `early` bytes already received (and
     /// decrypted), then the socket under `cipher` (`None` when plaintext was selected).
-    pub fn after_handshake(tcp: TcpStream, cipher: Option<Rc4Pair>, early: Vec<u8>) -> Self {
+    pub fn after_handshake(
+        carrier: impl Into<Carrier>,
+        cipher: Option<Rc4Pair>,
+        early: Vec<u8>,
+    ) -> Self {
         let (encrypt, decrypt) = match cipher {
             Some(pair) => (Some(pair.encrypt), Some(pair.decrypt)),
             None => (None, None),
         };
         PeerStream {
-            tcp,
+            carrier: carrier.into(),
             receiving: Receiving {
                 early,
                 early_read: 0,
@@ -96,43 +159,73 @@ impl PeerStream {
 
     /// The peer's address.
     pub fn peer_addr(&self) -> io::Result<SocketAddr> {
-        self.tcp.peer_addr()
+        self.carrier.peer_addr()
     }
 
-    /// The socket underneath, for its descriptor or options.
-    pub fn tcp(&self) -> &TcpStream {
-        &self.tcp
+    /// Whether uTP carries it.
+    pub fn is_utp(&self) -> bool {
+        self.carrier.is_utp()
+    }
+
+    /// The TCP socket underneath, for its descriptor or options; `None` over uTP.
+    pub fn tcp(&self) -> Option<&TcpStream> {
+        match &self.carrier {
+            Carrier::Tcp(tcp) => Some(tcp),
+            Carrier::Utp(_) => None,
+        }
     }
 
     /// Splits into a read half and a write half, each with its own cipher.
     pub fn into_split(self) -> (PeerReadHalf, PeerWriteHalf) {
-        let (read, write) = self.tcp.into_split();
+        let (read, write) = match self.carrier {
+            Carrier::Tcp(tcp) => {
+                let (read, write) = tcp.into_split();
+                (ReadCarrier::Tcp(read), WriteCarrier::Tcp(write))
+            }
+            Carrier::Utp(utp) => {
+                let (read, write) = utp.0.split();
+                (ReadCarrier::Utp(read), WriteCarrier::Utp(write))
+            }
+        };
         (
             PeerReadHalf {
-                tcp: read,
+                carrier: read,
                 receiving: self.receiving,
             },
             PeerWriteHalf {
-                tcp: write,
+                carrier: write,
                 sending: self.sending,
             },
         )
     }
 
-    /// Takes the stream off this thread's event loop, to move it to another arbiter.
+    /// Takes the stream off this thread's event loop, to move it to another arbiter. A
+    /// uTP stream is registered with no event loop (its protocol task stays with the UDP
+    /// socket's thread) and moves as it is.
     pub fn detach(self) -> io::Result<DetachedStream> {
+        let carrier = match self.carrier {
+            Carrier::Tcp(tcp) => Detached::Tcp(tcp.into_std()?),
+            Carrier::Utp(utp) => Detached::Utp(utp),
+        };
         Ok(DetachedStream {
-            tcp: self.tcp.into_std()?,
+            carrier,
             receiving: self.receiving,
             sending: self.sending,
         })
     }
 }
 
+/// A carrier between two threads.
+#[derive(Debug)]
+enum Detached {
+    Tcp(std::net::TcpStream),
+    Utp(UtpOver),
+}
+
 /// A [`PeerStream`] between two threads: the socket deregistered, the ciphers kept.
 #[derive(Debug)]
 pub struct DetachedStream {
-    tcp: std::net::TcpStream,
+    carrier: Detached,
     receiving: Receiving,
     sending: Sending,
 }
@@ -140,26 +233,52 @@ pub struct DetachedStream {
 impl DetachedStream {
     /// Registers the socket with the current thread's event loop.
     pub fn attach(self) -> io::Result<PeerStream> {
+        let carrier = match self.carrier {
+            Detached::Tcp(tcp) => Carrier::Tcp(TcpStream::from_std(tcp)?),
+            Detached::Utp(utp) => Carrier::Utp(utp),
+        };
         Ok(PeerStream {
-            tcp: TcpStream::from_std(self.tcp)?,
+            carrier,
             receiving: self.receiving,
             sending: self.sending,
         })
     }
 }
 
+/// The reading half of a carrier.
+enum ReadCarrier {
+    Tcp(OwnedReadHalf),
+    Utp(UtpStreamReadHalf),
+}
+
+/// The writing half of a carrier.
+enum WriteCarrier {
+    Tcp(OwnedWriteHalf),
+    Utp(UtpStreamWriteHalf),
+}
+
 /// The read half of a [`PeerStream`].
-#[derive(Debug)]
 pub struct PeerReadHalf {
-    tcp: OwnedReadHalf,
+    carrier: ReadCarrier,
     receiving: Receiving,
 }
 
 /// The write half of a [`PeerStream`].
-#[derive(Debug)]
 pub struct PeerWriteHalf {
-    tcp: OwnedWriteHalf,
+    carrier: WriteCarrier,
     sending: Sending,
+}
+
+impl std::fmt::Debug for PeerReadHalf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PeerReadHalf").finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for PeerWriteHalf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PeerWriteHalf").finish_non_exhaustive()
+    }
 }
 
 impl PeerWriteHalf {
@@ -267,6 +386,91 @@ fn poll_shutdown_via<W: AsyncWrite + Unpin>(
     }
 }
 
+impl AsyncRead for Carrier {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Carrier::Tcp(tcp) => Pin::new(tcp).poll_read(cx, buf),
+            Carrier::Utp(utp) => Pin::new(&mut utp.0).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Carrier {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Carrier::Tcp(tcp) => Pin::new(tcp).poll_write(cx, buf),
+            Carrier::Utp(utp) => Pin::new(&mut utp.0).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Carrier::Tcp(tcp) => Pin::new(tcp).poll_flush(cx),
+            // See `WriteCarrier`'s flush.
+            Carrier::Utp(_) => Poll::Ready(Ok(())),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Carrier::Tcp(tcp) => Pin::new(tcp).poll_shutdown(cx),
+            Carrier::Utp(utp) => Pin::new(&mut utp.0).poll_shutdown(cx),
+        }
+    }
+}
+
+impl AsyncRead for ReadCarrier {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            ReadCarrier::Tcp(tcp) => Pin::new(tcp).poll_read(cx, buf),
+            ReadCarrier::Utp(utp) => Pin::new(utp).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for WriteCarrier {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            WriteCarrier::Tcp(tcp) => Pin::new(tcp).poll_write(cx, buf),
+            WriteCarrier::Utp(utp) => Pin::new(utp).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            WriteCarrier::Tcp(tcp) => Pin::new(tcp).poll_flush(cx),
+            // The crate's flush waits until the peer acknowledged every byte written: a
+            // writer that flushes after each batch (actix's framed writer does) would
+            // send one window per round trip. What is written is sent anyway; a closing
+            // Peer drops the stream, and the crate's task sends what is left.
+            WriteCarrier::Utp(_) => Poll::Ready(Ok(())),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            WriteCarrier::Tcp(tcp) => Pin::new(tcp).poll_shutdown(cx),
+            WriteCarrier::Utp(utp) => Pin::new(utp).poll_shutdown(cx),
+        }
+    }
+}
+
 impl AsyncRead for PeerStream {
     fn poll_read(
         self: Pin<&mut Self>,
@@ -274,7 +478,7 @@ impl AsyncRead for PeerStream {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        poll_read_via(&mut this.tcp, &mut this.receiving, cx, buf)
+        poll_read_via(&mut this.carrier, &mut this.receiving, cx, buf)
     }
 }
 
@@ -285,17 +489,17 @@ impl AsyncWrite for PeerStream {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        poll_write_via(&mut this.tcp, &mut this.sending, cx, buf)
+        poll_write_via(&mut this.carrier, &mut this.sending, cx, buf)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        poll_flush_via(&mut this.tcp, &mut this.sending, cx)
+        poll_flush_via(&mut this.carrier, &mut this.sending, cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        poll_shutdown_via(&mut this.tcp, &mut this.sending, cx)
+        poll_shutdown_via(&mut this.carrier, &mut this.sending, cx)
     }
 }
 
@@ -306,7 +510,7 @@ impl AsyncRead for PeerReadHalf {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        poll_read_via(&mut this.tcp, &mut this.receiving, cx, buf)
+        poll_read_via(&mut this.carrier, &mut this.receiving, cx, buf)
     }
 }
 
@@ -317,17 +521,17 @@ impl AsyncWrite for PeerWriteHalf {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        poll_write_via(&mut this.tcp, &mut this.sending, cx, buf)
+        poll_write_via(&mut this.carrier, &mut this.sending, cx, buf)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        poll_flush_via(&mut this.tcp, &mut this.sending, cx)
+        poll_flush_via(&mut this.carrier, &mut this.sending, cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        poll_shutdown_via(&mut this.tcp, &mut this.sending, cx)
+        poll_shutdown_via(&mut this.carrier, &mut this.sending, cx)
     }
 }
 

@@ -46,6 +46,8 @@ pub struct ServeArgs {
     pub max_connections: usize,
     /// `--encryption`, for every torrent and the shared listener.
     pub encryption: torrent_actors::wire::mse::Encryption,
+    /// `--utp`, for every torrent and the shared listener.
+    pub utp: torrent_actors::engine::utp::UtpMode,
     /// Protocol threads (`--threads`); 0 for one per core.
     pub threads: usize,
     /// The key API clients must present, if any.
@@ -148,14 +150,17 @@ async fn serve(
     engine.connect = ConnectTimeouts::default();
     engine.encryption = args.encryption;
     engine.threads = Some(threads);
-    let (listener, peer_addr) = Listener::bind(
+    engine.utp = args.utp;
+    let (listener, peer_addr, utp) = Listener::bind(
         args.peer_listen,
         engine.connect.handshake,
         engine.encryption,
+        engine.utp,
         log.clone(),
     )
     .await
     .map_err(|e| cannot_listen("peers", args.peer_listen, e))?;
+    engine.shared_utp = utp;
     let dht = crate::get::start_dht(args.dht.clone(), peer_addr, &log);
     let session = Session::start(SessionConfig {
         engine,

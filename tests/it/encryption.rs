@@ -30,20 +30,20 @@ use crate::support::{
 };
 
 /// How long any one download may take; loopback transfers of these sizes take seconds.
-const DOWNLOAD_LIMIT: Duration = Duration::from_secs(90);
+pub(crate) const DOWNLOAD_LIMIT: Duration = Duration::from_secs(90);
 
 /// How long our seed may take to check its data and start listening.
-const READY_LIMIT: Duration = Duration::from_secs(60);
+pub(crate) const READY_LIMIT: Duration = Duration::from_secs(60);
 
 /// A payload and its torrent in a fresh folder.
-struct Fixture {
-    tmp: TempDir,
-    payload: Payload,
-    torrent: PathBuf,
+pub(crate) struct Fixture {
+    pub(crate) tmp: TempDir,
+    pub(crate) payload: Payload,
+    pub(crate) torrent: PathBuf,
 }
 
 impl Fixture {
-    fn new(len: u64) -> Fixture {
+    pub(crate) fn new(len: u64) -> Fixture {
         let tmp = tempfile::tempdir().expect("temp folder for an encryption test");
         let payload = Payload::single(&tmp.path().join("data"), "file.bin", len);
         let torrent = tmp.path().join("t.torrent");
@@ -55,28 +55,28 @@ impl Fixture {
         }
     }
 
-    fn out(&self, name: &str) -> PathBuf {
+    pub(crate) fn out(&self, name: &str) -> PathBuf {
         self.tmp.path().join(name)
     }
 
-    fn info_hash(&self) -> InfoHash {
+    pub(crate) fn info_hash(&self) -> InfoHash {
         read_metainfo(&self.torrent).info_hash
     }
 
-    fn assert_downloaded(&self, out: &Path) {
+    pub(crate) fn assert_downloaded(&self, out: &Path) {
         assert_same_files(&self.payload.dir, out, &self.payload.files);
     }
 }
 
 /// The binary under test, with DHT bootstrapping off so nothing leaves the machine.
-fn ours() -> Command {
+pub(crate) fn ours() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_torrent-actors"));
     cmd.env("TORRENT_ACTORS_DHT_BOOTSTRAP", "");
     cmd
 }
 
 /// `get -vv` on 127.0.0.1 from `peers` only, with `extra` flags.
-fn get(f: &Fixture, out: &Path, peers: &[SocketAddr], extra: &[&str]) -> Command {
+pub(crate) fn get(f: &Fixture, out: &Path, peers: &[SocketAddr], extra: &[&str]) -> Command {
     let mut cmd = ours();
     cmd.args([
         "get",
@@ -99,16 +99,16 @@ fn get(f: &Fixture, out: &Path, peers: &[SocketAddr], extra: &[&str]) -> Command
 }
 
 /// Our `seed` with its output in files read while it runs.
-struct OurSeed {
+pub(crate) struct OurSeed {
     // Declared first so the process is gone before its folder is removed.
     child: ChildGuard,
     logs: TempDir,
-    addr: SocketAddr,
+    pub(crate) addr: SocketAddr,
 }
 
 impl OurSeed {
     /// Starts `seed -vv` with `extra` flags and waits for its `seeding NAME on ADDR` line.
-    fn start(f: &Fixture, extra: &[&str]) -> OurSeed {
+    pub(crate) fn start(f: &Fixture, extra: &[&str]) -> OurSeed {
         OurSeed::start_torrent(f, &f.torrent, extra)
     }
 
@@ -157,7 +157,11 @@ impl OurSeed {
         OurSeed { child, logs, addr }
     }
 
-    fn stderr(&self) -> String {
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.pid()
+    }
+
+    pub(crate) fn stderr(&self) -> String {
         fs::read_to_string(self.logs.path().join("stderr")).unwrap_or_default()
     }
 }
@@ -169,7 +173,7 @@ impl Drop for OurSeed {
 }
 
 /// Runs `cmd` and returns (exit code, stderr), panicking if it overran.
-fn run(cmd: Command, limit: Duration) -> (Option<i32>, String) {
+pub(crate) fn run(cmd: Command, limit: Duration) -> (Option<i32>, String) {
     let output = run_until(cmd, limit)
         .unwrap_or_else(|o| panic!("overran {limit:?}:\n{}", String::from_utf8_lossy(&o.stderr)));
     (
@@ -648,10 +652,11 @@ fn one_shared_listener_finds_each_encrypted_peers_torrent_by_its_skey() {
     let tmp = tempfile::tempdir().expect("temp folder");
     let dir = tmp.path().to_path_buf();
     System::new().block_on(async move {
-        let (listener, shared) = Listener::bind(
+        let (listener, shared, _) = Listener::bind(
             SocketAddr::from(([127, 0, 0, 1], 0)),
             Duration::from_secs(5),
             Encryption::Require,
+            torrent_actors::engine::utp::UtpMode::Off,
             slog::Logger::root(slog::Discard, slog::o!()),
         )
         .await
@@ -681,6 +686,7 @@ fn one_shared_listener_finds_each_encrypted_peers_torrent_by_its_skey() {
                 Reserved::none(),
                 ConnectTimeouts::default(),
                 encryption,
+                connection::Carriers::tcp_only(),
             )
         };
         // Each encrypted peer reaches its own torrent, answered in RC4.

@@ -148,10 +148,11 @@ fn one_listener_routes_each_incoming_peer_to_its_torrent_and_closes_strangers() 
     let tmp = tempfile::tempdir().expect("temp folder");
     let dir = tmp.path().to_path_buf();
     System::new().block_on(async move {
-        let (listener, shared) = Listener::bind(
+        let (listener, shared, _) = Listener::bind(
             SocketAddr::from(([127, 0, 0, 1], 0)),
             Duration::from_secs(5),
             Encryption::default(),
+            torrent_actors::engine::utp::UtpMode::Off,
             slog::Logger::root(slog::Discard, slog::o!()),
         )
         .await
@@ -460,7 +461,7 @@ impl Handler<torrent_actors::engine::messages::IncomingPeer> for Stuck {
     ) {
         self.taken += 1;
         // A socket shut down for writing refuses the write (rather than would-block).
-        if matches!(peer.stream.tcp().try_write(b"x"), Err(e) if e.kind() != std::io::ErrorKind::WouldBlock)
+        if matches!(peer.stream.tcp().expect("a TCP peer").try_write(b"x"), Err(e) if e.kind() != std::io::ErrorKind::WouldBlock)
         {
             self.closed += 1;
         }
@@ -500,10 +501,11 @@ impl Handler<StopNow> for Stuck {
 fn a_hand_off_not_taken_in_time_is_refused_counted_and_bounded() {
     use torrent_actors::engine::listener::{HAND_OFF_TIMEOUT, MAX_STALLED_HAND_OFFS};
     System::new().block_on(async move {
-        let (listener, shared) = Listener::bind(
+        let (listener, shared, _) = Listener::bind(
             SocketAddr::from(([127, 0, 0, 1], 0)),
             Duration::from_secs(5),
             Encryption::default(),
+            torrent_actors::engine::utp::UtpMode::Off,
             slog::Logger::root(slog::Discard, slog::o!()),
         )
         .await
@@ -573,10 +575,11 @@ fn a_hand_off_not_taken_in_time_is_refused_counted_and_bounded() {
 #[test]
 fn a_stopped_torrent_loses_its_route_and_its_peers_are_closed() {
     System::new().block_on(async move {
-        let (listener, shared) = Listener::bind(
+        let (listener, shared, _) = Listener::bind(
             SocketAddr::from(([127, 0, 0, 1], 0)),
             Duration::from_secs(5),
             Encryption::default(),
+            torrent_actors::engine::utp::UtpMode::Off,
             slog::Logger::root(slog::Discard, slog::o!()),
         )
         .await

@@ -31,5 +31,6 @@ mod swarm;
 mod terminal_output;
 mod tracker;
 mod tracker_actor;
+mod utp;
 mod webseed;
 mod wire;

@@ -7,8 +7,14 @@ import python3-libtorrent.
                    [--upload-limit BYTES_PER_S] [--stop-after-upload BYTES]
                    [--seed-mode] [--ready-without-announce] [--max-lifetime S]
                    [--connect HOST:PORT]... [--dht-bootstrap HOST:PORT[,HOST:PORT...]]
+                   [--encryption-forced] [--transport tcp|utp|both]
   lt_peer.py leech (--torrent T | --magnet URI) --out DIR --port P --timeout S
-                   [--peer HOST:PORT]...
+                   [--peer HOST:PORT]... [--encryption-forced] [--transport tcp|utp|both]
+
+--transport picks the carriers, both ways: TCP only (the default), uTP only (BEP 29,
+on the UDP port of the same number), or both (libtorrent's own default, uTP dialed
+first). With uTP in play, or encryption forced, each peer's flags are logged once a
+second (0x20000: uTP; 0x80000: RC4).
 
 The seeder checks its data (or trusts it with --seed-mode), waits until its listen socket
 is up and a tracker has answered, then writes FILE (JSON) and seeds until it is killed,
@@ -136,14 +142,26 @@ def encryption_settings(forced):
     }
 
 
+def transport_settings(transport):
+    """Which carriers libtorrent uses: "tcp" (the tests' default, so the engine under test
+    sees plain BitTorrent connections), "utp" (uTP only, both ways) or "both"."""
+    return {
+        "enable_incoming_utp": transport != "tcp",
+        "enable_outgoing_utp": transport != "tcp",
+        "enable_incoming_tcp": transport != "utp",
+        "enable_outgoing_tcp": transport != "utp",
+    }
+
+
 def log_peer_flags(h):
-    """One line per connected peer with its flags (0x80000: RC4; 0x100000: obfuscated
-    handshake, plaintext after it), for tests that check what a connection really was."""
+    """One line per connected peer with its flags (0x20000: uTP; 0x80000: RC4; 0x100000:
+    obfuscated handshake, plaintext after it), for tests that check what a connection
+    really was."""
     for p in h.get_peer_info():
         log("peer %s:%d flags %#x" % (p.ip[0], p.ip[1], p.flags))
 
 
-def make_session(port, dht_bootstrap=None, encryption_forced=False):
+def make_session(port, dht_bootstrap=None, encryption_forced=False, transport="tcp"):
     settings = {
         "listen_interfaces": "127.0.0.1:%d" % port,
         # Nothing may look beyond loopback: no DHT, no local discovery, no port mapping.
@@ -178,6 +196,7 @@ def make_session(port, dht_bootstrap=None, encryption_forced=False):
         "user_agent": "lt_peer/%s" % lt.__version__,
     }
     settings.update(encryption_settings(encryption_forced))
+    settings.update(transport_settings(transport))
     if dht_bootstrap is not None:
         settings.update(dht_settings(dht_bootstrap))
         settings["alert_mask"] |= lt.alert.category_t.dht_notification
@@ -227,7 +246,7 @@ class Events:
     def drain(self, ses):
         for al in ses.pop_alerts():
             if isinstance(al, lt.listen_succeeded_alert):
-                if al.socket_type == lt.socket_type_t.tcp:
+                if al.socket_type in (lt.socket_type_t.tcp, lt.socket_type_t.utp):
                     self.listening = True
                     log("listening:", al.message())
             elif isinstance(al, lt.listen_failed_alert):
@@ -281,7 +300,7 @@ def cmd_seed(a):
     ti = lt.torrent_info(a.torrent)
     refuse_non_loopback(ti)
     dht_bootstrap = None if a.dht_bootstrap is None else parse_dht_bootstrap(a.dht_bootstrap)
-    ses = make_session(a.port, dht_bootstrap, a.encryption_forced)
+    ses = make_session(a.port, dht_bootstrap, a.encryption_forced, a.transport)
     h = add_torrent(ses, ti, a.data, a.seed_mode)
     if a.upload_limit:
         limit_loopback_uploads(ses, h, a.upload_limit)
@@ -339,7 +358,7 @@ def cmd_seed(a):
         if st.total_payload_upload != last_uploaded and now - last_upload_line >= 1:
             last_uploaded, last_upload_line = st.total_payload_upload, now
             log("uploaded %d payload bytes" % last_uploaded)
-            if a.encryption_forced:
+            if a.encryption_forced or a.transport != "tcp":
                 log_peer_flags(h)
         if connect_to and (last_connect is None or now - last_connect > 2):
             last_connect = now
@@ -384,7 +403,7 @@ def add_magnet(ses, uri, save_path):
 def cmd_leech(a):
     peers = [parse_peer(p) for p in a.peer]
     os.makedirs(a.out, exist_ok=True)
-    ses = make_session(a.port, encryption_forced=a.encryption_forced)
+    ses = make_session(a.port, encryption_forced=a.encryption_forced, transport=a.transport)
     if a.magnet:
         h = add_magnet(ses, a.magnet, a.out)
     else:
@@ -423,7 +442,7 @@ def cmd_leech(a):
             if now - last_progress >= 1:
                 last_progress = now
                 log("progress %.1f%% peers %d" % (st.progress * 100, st.num_peers))
-                if a.encryption_forced:
+                if a.encryption_forced or a.transport != "tcp":
                     log_peer_flags(h)
             ses.wait_for_alert(50)
     elapsed = time.monotonic() - t0
@@ -464,6 +483,8 @@ def main():
                       help="run the DHT on 127.0.0.1 from these loopback nodes (may be empty)")
     seed.add_argument("--encryption-forced", action="store_true",
                       help="RC4 message stream encryption on every connection, both ways")
+    seed.add_argument("--transport", choices=["tcp", "utp", "both"], default="tcp",
+                      help="the carriers used, both ways")
     leech = sub.add_parser("leech")
     what = leech.add_mutually_exclusive_group(required=True)
     what.add_argument("--torrent")
@@ -474,6 +495,8 @@ def main():
     leech.add_argument("--peer", action="append", default=[], metavar="HOST:PORT")
     leech.add_argument("--encryption-forced", action="store_true",
                        help="RC4 message stream encryption on every connection, both ways")
+    leech.add_argument("--transport", choices=["tcp", "utp", "both"], default="tcp",
+                       help="the carriers used, both ways")
     a = p.parse_args()
     if a.cmd == "seed":
         cmd_seed(a)

@@ -227,6 +227,11 @@ impl MetadataFetcher {
             self.connecting += 1;
             let reserved = connection::our_reserved(self.params().dht.is_some());
             let encryption = self.params().config.encryption;
+            // The shared uTP socket in `serve`; `get` binds none before the metadata.
+            let carriers = connection::Carriers {
+                mode: self.params().config.utp,
+                utp: self.params().config.shared_utp.clone(),
+            };
             let fut = connection::connect(
                 addr,
                 self.info_hash,
@@ -234,6 +239,7 @@ impl MetadataFetcher {
                 reserved,
                 timeouts,
                 encryption,
+                carriers,
             );
             ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
                 act.connecting -= 1;

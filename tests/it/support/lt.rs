@@ -50,6 +50,31 @@ pub struct SeedOpts {
     /// RC4 message stream encryption forced on every connection, both ways; the seeder
     /// then logs each peer's flags once a second ([`peer_flags`]).
     pub encryption_forced: bool,
+    /// The carriers it uses, both ways; with uTP in play it logs each peer's flags once
+    /// a second ([`peer_flags`]).
+    pub transport: LtTransport,
+}
+
+/// Which carriers a libtorrent peer uses (`lt_peer.py --transport`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum LtTransport {
+    /// TCP only: the tests' default.
+    #[default]
+    Tcp,
+    /// uTP only, on the UDP port of the same number.
+    Utp,
+    /// Both, uTP dialed first (libtorrent's own default).
+    Both,
+}
+
+impl LtTransport {
+    fn arg(self) -> &'static str {
+        match self {
+            LtTransport::Tcp => "tcp",
+            LtTransport::Utp => "utp",
+            LtTransport::Both => "both",
+        }
+    }
 }
 
 impl Default for SeedOpts {
@@ -64,6 +89,7 @@ impl Default for SeedOpts {
             connect: Vec::new(),
             dht_bootstrap: None,
             encryption_forced: false,
+            transport: LtTransport::Tcp,
         }
     }
 }
@@ -133,6 +159,7 @@ impl LtSeeder {
             if opts.encryption_forced {
                 cmd.arg("--encryption-forced");
             }
+            cmd.args(["--transport", opts.transport.arg()]);
             for peer in &opts.connect {
                 cmd.args(["--connect", &peer.to_string()]);
             }
@@ -232,6 +259,8 @@ pub struct LeechOpts {
     /// RC4 message stream encryption forced on every connection, both ways; the leecher
     /// then logs each peer's flags once a second ([`peer_flags`]).
     pub encryption_forced: bool,
+    /// The carriers it uses, both ways.
+    pub transport: LtTransport,
 }
 
 impl LeechOpts {
@@ -243,6 +272,7 @@ impl LeechOpts {
             port: None,
             magnet: None,
             encryption_forced: false,
+            transport: LtTransport::Tcp,
         }
     }
 }
@@ -320,6 +350,7 @@ impl LtLeecher {
         if opts.encryption_forced {
             cmd.arg("--encryption-forced");
         }
+        cmd.args(["--transport", opts.transport.arg()]);
         LtLeecher {
             child: ChildGuard::spawn(cmd, "libtorrent leecher"),
             port,
@@ -402,6 +433,9 @@ impl LtLeecher {
 
 /// libtorrent's `peer_info` flag of an RC4-encrypted connection.
 pub const LT_RC4_ENCRYPTED: u64 = 0x80000;
+
+/// libtorrent's `peer_info::utp_socket` flag: the connection is carried by uTP.
+pub const LT_UTP_SOCKET: u64 = 0x20000;
 
 /// Every `(peer, flags)` a libtorrent log with encryption forced reported.
 pub fn peer_flags(log: &str) -> Vec<(String, u64)> {

@@ -35,7 +35,10 @@ pub use self::{
     fake_peer::{ext_handshake_of, FakeMetadataPeer},
     files::assert_same_files,
     hostile_peer::{Act, HostilePeer, Served},
-    lt::{peer_flags, LeechOpts, LeechOutcome, LtLeecher, LtSeeder, SeedOpts, LT_RC4_ENCRYPTED},
+    lt::{
+        peer_flags, LeechOpts, LeechOutcome, LtLeecher, LtSeeder, LtTransport, SeedOpts,
+        LT_RC4_ENCRYPTED, LT_UTP_SOCKET,
+    },
     payload::Payload,
     process::{free_port, run_until, run_with_timeout, ChildGuard},
     torrent::{make_private_torrent, make_torrent, read_metainfo, with_announce},
