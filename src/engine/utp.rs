@@ -2,10 +2,10 @@
 //! over one UDP socket on the same port number as the TCP listener.
 //!
 //! The protocol is the `librqbit-utp` crate's (pinned in Cargo.toml): we parse no uTP
-//! packet ourselves. It was chosen on 2026-12-04 over `utp-rs`, the other candidate,
-//! because it is maintained (the uTP of a BitTorrent client in daily use), runs on tokio
-//! as we do, has bounded buffers and a bound on live connections, and interoperates
-//! with libtorrent; `utp-rs` is still alpha. Its congestion control is CUBIC, as TCP's:
+//! packet ourselves. It was chosen over `utp-rs`, the other candidate (which implements
+//! LEDBAT but is still alpha), because it is maintained (the uTP of a BitTorrent client
+//! in daily use), runs on tokio as we do, has bounded buffers and a bound on live
+//! connections, and interoperates with libtorrent 2.0 (tests/it/utp.rs). Its congestion control is CUBIC, as TCP's:
 //! it does **not** yield to other traffic as LEDBAT (BEP 29's 100 ms target delay)
 //! would, so a uTP transfer here competes with TCP as another TCP flow would. README
 //! says so.
