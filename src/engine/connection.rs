@@ -12,8 +12,10 @@
 //! handshake itself is the pure `wire::mse`, driven here.
 //!
 //! The carrier follows [`UtpMode`]: with `on`, a dial tries uTP first, as libtorrent does,
-//! and TCP when the peer does not answer uTP within [`UTP_CONNECT_TIMEOUT`] (such a peer
-//! is remembered by the [`Utp`] handle and dialed over TCP at once after). We know of no
+//! and TCP beside it once uTP has had [`UTP_HEAD_START`] to answer; the first to complete
+//! its handshakes is the connection (a peer that lost to TCP, or never answered uTP within
+//! [`UTP_CONNECT_TIMEOUT`], is remembered by the [`Utp`] handle and dialed over TCP alone
+//! after). We know of no
 //! peer in advance whether it speaks uTP (peer exchange's flags are not kept), so every
 //! peer is tried over uTP first until it fails once. A connection that uTP established
 //! is never redialed over TCP: one connection per peer. `only` never touches TCP, `off`
@@ -28,6 +30,9 @@ use tokio::net::{TcpListener, TcpStream};
 
 use super::transport::{Carrier, PeerStream};
 use super::utp::{Utp, UtpError, UtpMode, UTP_CONNECT_TIMEOUT};
+
+/// How long a dial gives uTP alone before TCP is tried beside it (see [`race`]).
+pub const UTP_HEAD_START: Duration = Duration::from_millis(500);
 use crate::wire::mse::{self, Encryption, Established, MseError, MseHandshake, SkeyTable};
 use crate::wire::{Handshake, Reserved, HANDSHAKE_LEN, PROTOCOL_STRING};
 use crate::{InfoHash, PeerId};
@@ -135,24 +140,64 @@ pub async fn connect(
 ) -> Result<(PeerStream, Handshake), ConnectError> {
     let ours = Handshake::new(reserved, info_hash, our_id);
     let utp = carriers.utp.as_ref().filter(|_| carriers.mode.uses_utp());
-    if let Some(utp) = utp {
-        let tcp_after = carriers.mode.uses_tcp();
-        if !(tcp_after && utp.known_without(&addr)) {
-            match connect_over(Over::Utp, Some(utp), addr, &ours, timeouts, encryption).await {
-                Err(ConnectError::Utp(e)) if tcp_after => {
-                    // The peer does not answer uTP (or our socket is full): TCP it is,
-                    // now and for the next dials.
-                    if matches!(e, UtpError::Timeout(_)) {
+    let tcp_too = carriers.mode.uses_tcp();
+    match utp {
+        Some(utp) if !tcp_too => {
+            connect_over(Over::Utp, Some(utp), addr, &ours, timeouts, encryption).await
+        }
+        Some(utp) if !utp.known_without(&addr) => {
+            race(utp, addr, &ours, timeouts, encryption).await
+        }
+        None if !tcp_too => Err(ConnectError::NoTransport),
+        _ => connect_over(Over::Tcp, None, addr, &ours, timeouts, encryption).await,
+    }
+}
+
+/// uTP first, TCP beside it once uTP has had [`UTP_HEAD_START`] to answer: whichever
+/// completes its handshakes first is the connection (the other attempt is dropped, and
+/// closes). A peer that answers uTP does so within a round trip, so it is reached over
+/// uTP; one that does not costs the head start, not the whole uTP timeout, and is
+/// remembered as one to dial over TCP alone next time.
+async fn race(
+    utp: &Utp,
+    addr: SocketAddr,
+    ours: &Handshake,
+    timeouts: ConnectTimeouts,
+    encryption: Encryption,
+) -> Result<(PeerStream, Handshake), ConnectError> {
+    let over_utp = connect_over(Over::Utp, Some(utp), addr, ours, timeouts, encryption);
+    let over_tcp = async {
+        tokio::time::sleep(UTP_HEAD_START).await;
+        connect_over(Over::Tcp, None, addr, ours, timeouts, encryption).await
+    };
+    tokio::pin!(over_utp, over_tcp);
+    let (mut utp_failed, mut tcp_failed) = (None, None);
+    loop {
+        tokio::select! {
+            done = &mut over_utp, if utp_failed.is_none() => match done {
+                Ok(connection) => return Ok(connection),
+                Err(e) => {
+                    if matches!(e, ConnectError::Utp(UtpError::Timeout(_))) {
                         utp.remember_without(addr);
                     }
+                    utp_failed = Some(e);
                 }
-                done => return done,
+            },
+            done = &mut over_tcp, if tcp_failed.is_none() => match done {
+                Ok(connection) => {
+                    // uTP had its head start and more, and TCP came first.
+                    utp.remember_without(addr);
+                    return Ok(connection);
+                }
+                Err(e) => tcp_failed = Some(e),
+            },
+        }
+        if utp_failed.is_some() {
+            if let Some(tcp) = tcp_failed.take() {
+                return Err(tcp);
             }
         }
-    } else if !carriers.mode.uses_tcp() {
-        return Err(ConnectError::NoTransport);
     }
-    connect_over(Over::Tcp, None, addr, &ours, timeouts, encryption).await
 }
 
 /// Dials `addr` over one carrier and exchanges handshakes. With `prefer`, a peer that

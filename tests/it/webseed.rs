@@ -363,22 +363,42 @@ fn web_seed_only_multi_file_download_is_byte_identical() {
     assert_downloaded(&o, &payload, &out);
 }
 
-#[test]
-fn flaky_web_seed_beside_a_good_one_still_completes() {
-    let dir = tmp("ta-ws-flaky-");
-    let payload = Payload::single(&dir.path().join("src"), "f.bin", 6 * 1024 * 1024);
-    let flaky = WebServer::start(&payload.dir, Behaviour::Flaky);
+/// A web seed behaving as `bad` listed before a good (slowed) one, serving a file of
+/// `size` bytes in pieces of `2^piece_exp`: `get` (with `extra`) must still download it
+/// byte-identical. Returns the bad server, to count its requests, and `get`'s output.
+fn beside_a_good_seed(
+    prefix: &str,
+    size: u64,
+    piece_exp: u32,
+    bad: Behaviour,
+    extra: &[&str],
+) -> (WebServer, Output) {
+    let dir = tmp(prefix);
+    let payload = Payload::single(&dir.path().join("src"), "f.bin", size);
+    let bad = WebServer::start(&payload.dir, bad);
     let good = WebServer::start(&payload.dir, Behaviour::Slow);
     let torrent = dir.path().join("t.torrent");
     make_web_seed_torrent(
         &payload.root(),
         &torrent,
-        17,
-        &[flaky.url("f.bin"), good.url("f.bin")],
+        piece_exp,
+        &[bad.url("f.bin"), good.url("f.bin")],
     );
     let out = dir.path().join("out");
-    let o = get(&torrent, &out, &["-v"]);
+    let o = get(&torrent, &out, extra);
     assert_downloaded(&o, &payload, &out);
+    (bad, o)
+}
+
+#[test]
+fn flaky_web_seed_beside_a_good_one_still_completes() {
+    let (flaky, o) = beside_a_good_seed(
+        "ta-ws-flaky-",
+        6 * 1024 * 1024,
+        17,
+        Behaviour::Flaky,
+        &["-v"],
+    );
     assert!(
         flaky.requests() >= 3,
         "the flaky seed was asked {} times",
@@ -394,20 +414,7 @@ fn flaky_web_seed_beside_a_good_one_still_completes() {
 
 #[test]
 fn lying_web_seed_is_dropped_with_its_reason_and_the_download_completes() {
-    let dir = tmp("ta-ws-liar-");
-    let payload = Payload::single(&dir.path().join("src"), "f.bin", 4 * 1024 * 1024);
-    let liar = WebServer::start(&payload.dir, Behaviour::Lies);
-    let good = WebServer::start(&payload.dir, Behaviour::Slow);
-    let torrent = dir.path().join("t.torrent");
-    make_web_seed_torrent(
-        &payload.root(),
-        &torrent,
-        17,
-        &[liar.url("f.bin"), good.url("f.bin")],
-    );
-    let out = dir.path().join("out");
-    let o = get(&torrent, &out, &[]);
-    assert_downloaded(&o, &payload, &out);
+    let (liar, o) = beside_a_good_seed("ta-ws-liar-", 4 * 1024 * 1024, 17, Behaviour::Lies, &[]);
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(
         stderr.contains("web seed dropped") && stderr.contains("failed its hash"),
@@ -419,20 +426,7 @@ fn lying_web_seed_is_dropped_with_its_reason_and_the_download_completes() {
 
 #[test]
 fn web_seed_answering_404_is_given_up_with_the_reason() {
-    let dir = tmp("ta-ws-404-");
-    let payload = Payload::single(&dir.path().join("src"), "f.bin", 1024 * 1024);
-    let missing = WebServer::start(&payload.dir, Behaviour::NotFound);
-    let good = WebServer::start(&payload.dir, Behaviour::Slow);
-    let torrent = dir.path().join("t.torrent");
-    make_web_seed_torrent(
-        &payload.root(),
-        &torrent,
-        16,
-        &[missing.url("f.bin"), good.url("f.bin")],
-    );
-    let out = dir.path().join("out");
-    let o = get(&torrent, &out, &[]);
-    assert_downloaded(&o, &payload, &out);
+    let (_, o) = beside_a_good_seed("ta-ws-404-", 1024 * 1024, 16, Behaviour::NotFound, &[]);
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(
         stderr.contains("web seed given up") && stderr.contains("not found (404)"),
@@ -620,20 +614,13 @@ fn an_overlong_body_is_read_only_as_far_as_the_range_asked() {
 
 #[test]
 fn web_seed_answering_another_range_than_asked_is_given_up() {
-    let dir = tmp("ta-ws-wrongrange-");
-    let payload = Payload::single(&dir.path().join("src"), "f.bin", 3 * 1024 * 1024);
-    let wrong = WebServer::start(&payload.dir, Behaviour::WrongRange);
-    let good = WebServer::start(&payload.dir, Behaviour::Slow);
-    let torrent = dir.path().join("t.torrent");
-    make_web_seed_torrent(
-        &payload.root(),
-        &torrent,
+    let (_, o) = beside_a_good_seed(
+        "ta-ws-wrongrange-",
+        3 * 1024 * 1024,
         17,
-        &[wrong.url("f.bin"), good.url("f.bin")],
+        Behaviour::WrongRange,
+        &[],
     );
-    let out = dir.path().join("out");
-    let o = get(&torrent, &out, &[]);
-    assert_downloaded(&o, &payload, &out);
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(
         stderr.contains("web seed given up") && stderr.contains("answered range"),
