@@ -310,6 +310,11 @@ pub struct SwarmArgs {
     /// `--link slow:latency=150ms,rate=256KiB/s,loss=1%`.
     #[arg(long, value_name = "PROFILE:LINK")]
     pub link: Vec<String>,
+    /// The peers accept uTP too (BEP 29), on their TCP port number, as most public
+    /// clients do; leechers then dial them over uTP first (add
+    /// `--leecher-arg=--utp=off` to keep the leechers on TCP).
+    #[arg(long)]
+    pub utp: bool,
     /// Threads serving the swarm's peers (the leechers are processes of their own).
     #[arg(long, default_value_t = 1, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=64))]
     pub swarm_threads: u64,

@@ -310,7 +310,7 @@ pub fn run(args: SwarmArgs) -> Result<(), Failure> {
     if !args.dry_run {
         // Every peer holds a listener and a socket per leecher, far past the usual soft
         // limit of 1024; the leechers inherit the raised limit.
-        let needed = open_files_needed(counts.total(), args.leechers);
+        let needed = open_files_needed(counts.total(), args.leechers, args.utp);
         ensure_open_files(needed).map_err(|e| Failure {
             code: exit::SWARM_OPEN_FILES,
             error: e.into(),
@@ -344,6 +344,7 @@ pub fn run(args: SwarmArgs) -> Result<(), Failure> {
         piece_length,
         counts,
         links,
+        utp: args.utp,
     };
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let planning = Instant::now();

@@ -29,6 +29,7 @@ pub use link::{LinkError, LinkProfile, Links};
 pub use peer::{PeerCounters, RemoteClose};
 pub use profile::{honest_peers_cover, plan_peers, PeerPlan, Profile, ProfileCounts, MIX};
 
+use crate::engine::utp::Utp;
 use crate::metainfo::{Metainfo, MetainfoError};
 use crate::InfoHash;
 
@@ -65,9 +66,11 @@ pub enum SwarmError {
 const SPARE_FILES: u64 = 64;
 
 /// Descriptors a swarm of `peers` peers and `leechers` leechers holds in its own
-/// process: a listener per peer and a socket per peer and leecher.
-pub fn open_files_needed(peers: u32, leechers: u32) -> u64 {
-    u64::from(peers) * (1 + u64::from(leechers)) + SPARE_FILES
+/// process: a listener per peer (two with uTP: TCP and UDP) and a TCP socket per peer and
+/// leecher (uTP connections share the UDP socket).
+pub fn open_files_needed(peers: u32, leechers: u32, utp: bool) -> u64 {
+    let listeners = 1 + u64::from(utp);
+    u64::from(peers) * (listeners + u64::from(leechers)) + SPARE_FILES
 }
 
 /// Raises this process's open-files soft limit up to the hard limit when `needed` is
@@ -99,6 +102,9 @@ pub struct SwarmSpec {
     pub counts: ProfileCounts,
     /// The network link each peer's connections go through.
     pub links: Links,
+    /// Whether the peers also accept uTP (BEP 29), on their TCP port number, as most
+    /// clients on the public network do. Without it they speak TCP only.
+    pub utp: bool,
 }
 
 /// A swarm planned and its torrent made, before any socket is opened.
@@ -186,6 +192,12 @@ impl Swarm {
                 std_listener.set_nonblocking(true).map_err(listen)?;
                 let addr = std_listener.local_addr().map_err(listen)?;
                 let listener = tokio::net::TcpListener::from_std(std_listener).map_err(listen)?;
+                let utp = if plan.spec.utp {
+                    let bound = runtime.block_on(Utp::bind(addr));
+                    Some(bound.map_err(|e| listen(std::io::Error::other(e)))?)
+                } else {
+                    None
+                };
                 let counters = Arc::new(PeerCounters::default());
                 let task = peer::PeerTask {
                     plan: Arc::new(p.clone()),
@@ -195,7 +207,7 @@ impl Swarm {
                     closes: closes_tx.clone(),
                     link: plan.spec.links.of(p.profile),
                 };
-                runtime.spawn(peer::run(listener, task));
+                runtime.spawn(peer::run(listener, utp, task));
                 peers.push(RunningPeer {
                     addr,
                     profile: p.profile,

@@ -13,7 +13,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use futures::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::time::Instant;
 use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
@@ -22,7 +22,8 @@ use super::data::SyntheticData;
 use super::link::{DelayLine, LinkProfile};
 use super::profile::{PeerPlan, Profile};
 use crate::engine::connection::{self, ConnectError};
-use crate::engine::transport::PeerStream;
+use crate::engine::transport::{Carrier, PeerStream};
+use crate::engine::utp::Utp;
 use crate::wire::mse::{Encryption, SkeyTable};
 use crate::wire::BLOCK_SIZE;
 use crate::wire::{Bitfield, Block, BlockRequest, Handshake, Message, MessageCodec, Reserved};
@@ -57,8 +58,10 @@ pub(crate) struct SwarmShared {
 /// What one peer did, counted by the peer.
 #[derive(Debug, Default)]
 pub struct PeerCounters {
-    /// TCP connections accepted.
+    /// Connections accepted, over either carrier.
     pub connections: AtomicU64,
+    /// Of those, the ones uTP carried.
+    pub utp_connections: AtomicU64,
     /// Connections that got past the handshake.
     pub handshakes: AtomicU64,
     /// Block bytes sent (spoiled ones included).
@@ -115,22 +118,41 @@ pub(crate) struct PeerTask {
     pub link: LinkProfile,
 }
 
-/// Accepts connections until the swarm stops, each served by its own task.
-pub(crate) async fn run(listener: TcpListener, task: PeerTask) {
+/// Accepts connections, over TCP and (when the swarm's peers speak it) uTP, until the
+/// swarm stops, each served by its own task.
+pub(crate) async fn run(listener: TcpListener, utp: Option<Utp>, task: PeerTask) {
     let mut connection: u64 = 0;
+    // Without uTP this stream never yields, and only TCP is accepted.
+    let mut over_utp = match &utp {
+        Some(utp) => utp.incoming().boxed(),
+        None => futures::stream::pending().boxed(),
+    };
     loop {
-        let accepted = tokio::select! {
+        let accepted: std::io::Result<Carrier> = tokio::select! {
             _ = task.cancel.cancelled() => return,
-            accepted = listener.accept() => accepted,
+            accepted = listener.accept() => accepted.map(|(tcp, _)| Carrier::from(tcp)),
+            accepted = over_utp.next() => match accepted {
+                Some(accepted) => accepted.map(|(carrier, _)| carrier),
+                // The uTP socket's task is gone: TCP alone from now on.
+                None => {
+                    over_utp = futures::stream::pending().boxed();
+                    continue;
+                }
+            },
         };
         let stream = match accepted {
-            Ok((stream, _)) => stream,
+            Ok(stream) => stream,
             Err(_) => {
                 // Out of descriptors, most likely: wait for some to close.
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
         };
+        if stream.is_utp() {
+            task.counters
+                .utp_connections
+                .fetch_add(1, Ordering::Relaxed);
+        }
         let c = &task.counters;
         c.connections.fetch_add(1, Ordering::Relaxed);
         let elapsed = task.shared.started.elapsed();
@@ -168,8 +190,8 @@ pub(crate) async fn run(listener: TcpListener, task: PeerTask) {
     }
 }
 
-async fn serve(stream: TcpStream, task: &PeerTask, connection: u64) -> End {
-    let _ = stream.set_nodelay(true);
+async fn serve(stream: Carrier, task: &PeerTask, connection: u64) -> End {
+    let _ = stream.set_nodelay();
     if task.plan.profile == Profile::Silent {
         return stay_silent(stream, &task.cancel).await;
     }
@@ -222,7 +244,7 @@ async fn stay_idle(mut stream: PeerStream, cancel: &CancellationToken) -> End {
 
 /// A silent peer reads whatever comes and never answers, until the leecher gives up
 /// waiting for its handshake.
-async fn stay_silent(mut stream: TcpStream, cancel: &CancellationToken) -> End {
+async fn stay_silent(mut stream: Carrier, cancel: &CancellationToken) -> End {
     let mut sink = [0u8; 1024];
     loop {
         tokio::select! {

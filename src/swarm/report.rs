@@ -54,6 +54,9 @@ pub struct Report {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PeerTally {
     pub connections: u64,
+    /// Of the connections, those uTP carried.
+    #[serde(default)]
+    pub utp_connections: u64,
     pub handshakes: u64,
     pub bytes_served: u64,
     pub blocks_served: u64,
@@ -72,6 +75,7 @@ impl PeerTally {
         let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
         Self {
             connections: get(&c.connections),
+            utp_connections: get(&c.utp_connections),
             handshakes: get(&c.handshakes),
             bytes_served: get(&c.bytes_served),
             blocks_served: get(&c.blocks_served),
@@ -86,6 +90,7 @@ impl PeerTally {
 
     fn add(&mut self, o: &PeerTally) {
         self.connections += o.connections;
+        self.utp_connections += o.utp_connections;
         self.handshakes += o.handshakes;
         self.bytes_served += o.bytes_served;
         self.blocks_served += o.blocks_served;
@@ -390,6 +395,12 @@ impl Report {
             "(dropped: connections a leecher closed while it waited on the peer, its timeouts \
              and bans; left: closed by a leecher done with the peer; closed: by the peer)"
         );
+        let (utp, all) = self.profiles.iter().fold((0, 0), |(u, a), p| {
+            (u + p.tally.utp_connections, a + p.tally.connections)
+        });
+        if utp > 0 {
+            let _ = writeln!(s, "(uTP carried {utp} of the {all} connections)");
+        }
         for l in &self.leechers {
             let _ = writeln!(s);
             let state = match (l.completed, l.killed, l.completion_secs) {

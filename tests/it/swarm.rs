@@ -166,6 +166,13 @@ fn run_and_check(profiles: &[String], want: [(&str, u64); 8]) {
         }
     }
     assert_eq!(num(&profile("silent")["bytes_served"]), 0);
+    for p in profiles {
+        assert_eq!(
+            num(&p["utp_connections"]),
+            0,
+            "no peer speaks uTP without --utp: {p}"
+        );
+    }
     assert!(
         num(&profile("silent")["connections"]) > 0,
         "the leechers dial silent peers too"
@@ -708,4 +715,49 @@ fn every_stats_record_counts_at_least_the_verified_bytes_as_received() {
             );
         }
     }
+}
+
+/// `swarm --utp`: the peers accept uTP beside TCP, the leechers (with their default
+/// `--utp on`) reach them over it, and the download completes through every profile's
+/// behaviour, a liar's included, carried by uTP.
+#[test]
+fn a_swarm_whose_peers_speak_utp_is_downloaded_over_utp() {
+    let work = tempfile::tempdir().unwrap();
+    let report_path = work.path().join("report.json");
+    let mut cmd = swarm(work.path());
+    cmd.args([
+        "--utp", "--fast", "3", "--slow", "2", "--liar", "1", "--choker", "1",
+    ])
+    .args(["--size", "16MiB", "--piece-size", "256KiB"])
+    .args(["--seed", "5", "--leechers", "2"])
+    .args(["--duration-limit", "120s"])
+    .arg("--report")
+    .arg(&report_path);
+    let out = run_with_timeout(cmd, Duration::from_secs(180));
+    assert!(out.status.success(), "{}", explain(&out, work.path()));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("uTP carried"),
+        "the summary says what uTP carried:\n{stdout}"
+    );
+
+    let r = read_report(&report_path);
+    assert_eq!(r["outcome"], "complete");
+    let peers = r["peers"].as_array().unwrap();
+    for p in peers.iter().filter(|p| p["profile"] == "fast") {
+        assert!(
+            num(&p["utp_connections"]) > 0,
+            "every fast peer was reached over uTP: {p}"
+        );
+        assert!(num(&p["bytes_served"]) > 0, "and served over it: {p}");
+    }
+    let (utp, all) = peers.iter().fold((0, 0), |(u, a), p| {
+        (u + num(&p["utp_connections"]), a + num(&p["connections"]))
+    });
+    assert!(utp > 0 && utp <= all, "{utp} of {all} connections over uTP");
+    let liar = peers.iter().find(|p| p["profile"] == "liar").unwrap();
+    assert!(
+        num(&liar["utp_connections"]) > 0,
+        "the liar was reached over uTP too: {liar}"
+    );
 }
