@@ -757,9 +757,10 @@ fn swarm_peers_serve_leechers_that_prefer_or_require_encryption() {
 // ---------------------------------------------------------------------------------------
 
 /// `transmission-cli -er` (encryption required) on 127.0.0.1 with its own config folder:
-/// no DHT, local discovery, peer exchange, port mapping or uTP, so it meets only the peers
-/// a test makes dial it, over TCP. It runs until killed (by its PID, when dropped).
-struct Transmission {
+/// no DHT, local discovery, peer exchange or port mapping, so it meets only the peers a
+/// test makes dial it; over TCP, and over uTP too (its libutp) when started with it. It
+/// runs until killed (by its PID, when dropped).
+pub(crate) struct Transmission {
     // Held for its drop, which kills the process by PID; declared first so the process
     // is gone before its folder is removed.
     _child: ChildGuard,
@@ -769,8 +770,13 @@ struct Transmission {
 
 impl Transmission {
     /// Downloads (or, with the data already in `data_dir`, seeds) `torrent` into
-    /// `data_dir`.
+    /// `data_dir`, over TCP only.
     fn start(torrent: &Path, data_dir: &Path) -> Transmission {
+        Transmission::start_with(torrent, data_dir, false)
+    }
+
+    /// [`Transmission::start`], with uTP enabled beside TCP if `utp`.
+    pub(crate) fn start_with(torrent: &Path, data_dir: &Path, utp: bool) -> Transmission {
         let dir = tempfile::Builder::new()
             .prefix("transmission-")
             .tempdir()
@@ -784,7 +790,7 @@ impl Transmission {
             "dht-enabled": false,
             "lpd-enabled": false,
             "pex-enabled": false,
-            "utp-enabled": false,
+            "utp-enabled": utp,
             "port-forwarding-enabled": false,
             "peer-port": port,
             "encryption": 2,
@@ -812,11 +818,11 @@ impl Transmission {
         }
     }
 
-    fn addr(&self) -> SocketAddr {
+    pub(crate) fn addr(&self) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], self.port))
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         let read = |name| fs::read_to_string(self.dir.path().join(name)).unwrap_or_default();
         // Its progress line is rewritten with carriage returns; keep the last few lines.
         let out = read("out.log").replace('\r', "\n");

@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::encryption::{get, run, Fixture, OurSeed, DOWNLOAD_LIMIT, READY_LIMIT};
+use crate::encryption::{get, run, Fixture, OurSeed, Transmission, DOWNLOAD_LIMIT, READY_LIMIT};
 use crate::support::{
     assert_same_files, make_torrent, peer_flags, read_metainfo, LeechOpts, LtLeecher, LtSeeder,
     LtTransport, Payload, SeedOpts, LT_RC4_ENCRYPTED, LT_UTP_SOCKET,
@@ -338,4 +338,72 @@ fn connection_requests_that_stall_and_garbage_datagrams_cost_bounded_memory_and_
         after < before + 64 * 1024,
         "the seed grew from {before} KiB to {after} KiB under the flood"
     );
+}
+
+// ---------------------------------------------------------------------------------------
+// Transmission 3.00 over uTP (its libutp), a second implementation
+// ---------------------------------------------------------------------------------------
+
+/// `get --utp only` never dials TCP, so its completing proves uTP carried every byte;
+/// Transmission requires encryption too, so the uTP connection is RC4 inside.
+#[test]
+fn get_over_utp_only_downloads_from_transmission_with_utp_and_encryption_required() {
+    let f = Fixture::new(2 * 1024 * 1024 + 17);
+    // Transmission seeds from the payload's own folder once it has checked it.
+    let transmission = Transmission::start_with(&f.torrent, &f.payload.dir, true);
+    let out = f.out("ours");
+    let (code, stderr) = run(
+        get(
+            &f,
+            &out,
+            &[transmission.addr()],
+            &[
+                "--utp",
+                "only",
+                "--encryption",
+                "require",
+                "--peer-timeout",
+                "60",
+            ],
+        ),
+        DOWNLOAD_LIMIT,
+    );
+    assert_eq!(
+        code,
+        Some(0),
+        "get failed:\n{stderr}\n--- transmission:\n{}",
+        transmission.log()
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    f.assert_downloaded(&out);
+}
+
+/// Our `seed --utp only` dials Transmission (which does not dial loopback peers it hears
+/// of) over uTP alone, encrypted, and Transmission downloads the file from it.
+#[test]
+fn transmission_downloads_from_our_seed_over_utp_only() {
+    let f = Fixture::new(2 * 1024 * 1024 + 19);
+    let out = f.out("transmission");
+    fs::create_dir_all(&out).expect("output folder");
+    let transmission = Transmission::start_with(&f.torrent, &out, true);
+    let peer = transmission.addr().to_string();
+    let seed = OurSeed::start(
+        &f,
+        &["--utp", "only", "--encryption", "require", "--peer", &peer],
+    );
+    let file = out.join("file.bin");
+    let original = fs::read(f.payload.dir.join("file.bin")).expect("the payload");
+    let deadline = Instant::now() + DOWNLOAD_LIMIT;
+    // Transmission writes `file.bin.part` and renames it once complete.
+    while !fs::read(&file).is_ok_and(|got| got == original) {
+        assert!(
+            Instant::now() < deadline,
+            "transmission did not complete within {DOWNLOAD_LIMIT:?}:\n{}\n--- our seed:\n{}",
+            transmission.log(),
+            seed.stderr()
+        );
+        thread::sleep(Duration::from_millis(200));
+    }
+    f.assert_downloaded(&out);
+    assert!(!seed.stderr().contains("panicked"), "{}", seed.stderr());
 }
