@@ -26,7 +26,7 @@ use torrent_actors::InfoHash;
 
 use crate::support::{
     assert_same_files, free_port, make_torrent, peer_flags, read_metainfo, run_until, ChildGuard,
-    LeechOpts, LtLeecher, LtSeeder, Payload, SeedOpts, LT_RC4_ENCRYPTED,
+    LeechOpts, LtLeecher, LtSeeder, LtTransport, Payload, SeedOpts, LT_RC4_ENCRYPTED,
 };
 
 /// How long any one download may take; loopback transfers of these sizes take seconds.
@@ -900,19 +900,22 @@ fn get_requiring_encryption_downloads_from_transmission_requiring_it_too() {
 // block, and rejects any other that a choke overtook.
 #[test]
 fn libtorrent_leechers_forcing_rc4_download_two_torrents_from_one_serve_listener() {
-    two_torrents_from_one_serve_listener(true);
+    two_torrents_from_one_serve_listener(true, LtTransport::Tcp);
 }
 
 /// The same with libtorrent's and our defaults (an obfuscated handshake, plaintext after
 /// it), to tell an engine stall from an encryption one.
 #[test]
 fn libtorrent_leechers_download_two_torrents_from_one_serve_listener_by_default() {
-    two_torrents_from_one_serve_listener(false);
+    two_torrents_from_one_serve_listener(false, LtTransport::Tcp);
 }
 
 /// libtorrent leechers (forcing RC4 if `forced`) download two torrents at once from one
 /// `serve` listener (requiring encryption if `forced`, with its defaults otherwise).
-fn two_torrents_from_one_serve_listener(forced: bool) {
+/// Two libtorrent leechers, forcing RC4 if `forced` and over `transport`, download one
+/// torrent each at once from one `serve` listener; with uTP, libtorrent's connection
+/// alert proves each connection was uTP.
+pub(crate) fn two_torrents_from_one_serve_listener(forced: bool, transport: LtTransport) {
     use crate::support::{Daemon, DaemonOpts};
 
     let tmp = tempfile::tempdir().expect("temp folder");
@@ -984,6 +987,7 @@ fn two_torrents_from_one_serve_listener(forced: bool) {
                 let opts = LeechOpts {
                     peers: vec![listener],
                     encryption_forced: forced,
+                    transport,
                     ..LeechOpts::new(DOWNLOAD_LIMIT)
                 };
                 LtLeecher::run(&t, &out, &opts)
@@ -1001,6 +1005,18 @@ fn two_torrents_from_one_serve_listener(forced: bool) {
             daemon.log()
         );
         assert_same_files(&payload.dir, out, &payload.files);
+        if transport == LtTransport::Utp {
+            // Too fast for the once-a-second flags line: libtorrent's connection alert
+            // names the socket type.
+            assert!(
+                outcome
+                    .log
+                    .lines()
+                    .any(|l| l.contains("outgoing connection to peer (uTP)")),
+                "libtorrent did not report a uTP connection:\n{}",
+                outcome.log
+            );
+        }
     }
     assert!(!daemon.log().contains("panicked"), "{}", daemon.log());
 }

@@ -1,22 +1,26 @@
 //! uTP (BEP 29) against peers nobody on the project wrote, all on 127.0.0.1: libtorrent
 //! seeders that speak only uTP (and force RC4 over it) serve `get` byte-identical files,
 //! libtorrent's own peer flags proving the connection was uTP; a uTP-only libtorrent
-//! leecher downloads from our `seed` and from `serve`; `--utp off` never reaches a
+//! leecher downloads from our `seed`, and two of them (plaintext, then RC4) one torrent
+//! each from one `serve` listener; Transmission 3.00's libutp downloads from our `seed
+//! --utp only` and serves `get --utp only`, both with encryption required; `--utp off`
+//! never reaches a
 //! uTP-only seeder and `--utp only` never a TCP-only one; a mixed swarm uses both. And
 //! what a stranger can do to our UDP port: stall connections after the uTP handshake, or
 //! send garbage and connection requests by the thousand, without a panic, without
 //! memory growing, and with an honest leecher still served.
 
 use std::fs;
-use std::net::{SocketAddr, UdpSocket};
-use std::path::PathBuf;
+use std::net::UdpSocket;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::encryption::{get, run, Fixture, OurSeed, Transmission, DOWNLOAD_LIMIT, READY_LIMIT};
+use crate::encryption::{
+    get, run, two_torrents_from_one_serve_listener, Fixture, OurSeed, Transmission, DOWNLOAD_LIMIT,
+};
 use crate::support::{
-    assert_same_files, make_torrent, peer_flags, read_metainfo, LeechOpts, LtLeecher, LtSeeder,
-    LtTransport, Payload, SeedOpts, LT_RC4_ENCRYPTED, LT_UTP_SOCKET,
+    peer_flags, LeechOpts, LtLeecher, LtSeeder, LtTransport, SeedOpts, LT_RC4_ENCRYPTED,
+    LT_UTP_SOCKET,
 };
 
 /// A libtorrent seeder with `transport`, RC4 forced if `rc4`, slowed so that its
@@ -111,76 +115,16 @@ fn a_utp_only_libtorrent_leecher_downloads_from_our_seed_encrypted_or_not() {
     assert!(!seed.stderr().contains("panicked"), "{}", seed.stderr());
 }
 
+/// `serve`'s one UDP socket finds each uTP leecher's torrent among two, in plaintext and
+/// with RC4 forced.
 #[test]
-fn a_utp_only_libtorrent_leecher_downloads_from_serve() {
-    use crate::support::{Daemon, DaemonOpts};
+fn utp_only_libtorrent_leechers_download_two_torrents_from_one_serve_listener() {
+    two_torrents_from_one_serve_listener(false, LtTransport::Utp);
+}
 
-    let tmp = tempfile::tempdir().expect("temp folder");
-    let dl = tmp.path().join("dl");
-    let payload = Payload::single(&dl, "alpha.bin", 2 * 1024 * 1024 + 1);
-    let torrent = tmp.path().join("alpha.torrent");
-    make_torrent(&payload.root(), &torrent, 16, &[]);
-    let daemon = Daemon::start(
-        &dl,
-        &tmp.path().join("state"),
-        &DaemonOpts {
-            args: vec!["-v".into()],
-            ..DaemonOpts::default()
-        },
-    );
-    let bytes = fs::read(&torrent).expect("the torrent");
-    let added = daemon.post(
-        "/api/torrents",
-        &serde_json::json!({"torrent_base64": data_encoding::BASE64.encode(&bytes)}),
-    );
-    assert_eq!(added.status, 201, "{added:?}");
-    let id = read_metainfo(&torrent).info_hash.to_hex();
-    let deadline = Instant::now() + READY_LIMIT;
-    loop {
-        let list = daemon.get_json("/api/torrents");
-        let seeding = list.as_array().into_iter().flatten().any(|t| {
-            t["id"] == id.as_str() && t["state"] == "seeding" && t["progress"].as_f64() == Some(1.0)
-        });
-        if seeding {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "serve did not seed: {list}\n{}",
-            daemon.log()
-        );
-        thread::sleep(Duration::from_millis(100));
-    }
-    let out: PathBuf = tmp.path().join("out");
-    let outcome = LtLeecher::run(
-        &torrent,
-        &out,
-        &LeechOpts {
-            peers: vec![SocketAddr::from(([127, 0, 0, 1], daemon.peer_port))],
-            transport: LtTransport::Utp,
-            ..LeechOpts::new(DOWNLOAD_LIMIT)
-        },
-    );
-    assert!(
-        outcome.finished,
-        "the uTP leecher did not finish ({}) after {:?}:\n{}\n--- serve:\n{}",
-        outcome.status,
-        outcome.elapsed,
-        outcome.log,
-        daemon.log()
-    );
-    assert_same_files(&payload.dir, &out, &payload.files);
-    // Too fast for the once-a-second flags line: libtorrent's connection alert names the
-    // socket type.
-    assert!(
-        outcome
-            .log
-            .lines()
-            .any(|l| l.contains("outgoing connection to peer (uTP)")),
-        "libtorrent did not report a uTP connection:\n{}",
-        outcome.log
-    );
-    assert!(!daemon.log().contains("panicked"), "{}", daemon.log());
+#[test]
+fn utp_only_libtorrent_leechers_forcing_rc4_download_two_torrents_from_one_serve_listener() {
+    two_torrents_from_one_serve_listener(true, LtTransport::Utp);
 }
 
 #[test]
