@@ -65,6 +65,33 @@ fn get_downloads_from_a_utp_only_libtorrent_seeder() {
     assert_every_connection(&seeder.log(), LT_UTP_SOCKET, "uTP");
 }
 
+/// A magnet link's metadata comes over uTP too: `get --utp only` fetches it from a
+/// uTP-only seeder (on a uTP socket of its own, as its listener's is bound only once the
+/// metadata is in), then the data.
+#[test]
+fn get_utp_only_starts_from_a_magnet_link_of_a_utp_only_seeder() {
+    let f = Fixture::new(1024 * 1024 + 77);
+    let seeder = lt_seeder(&f, LtTransport::Utp, false);
+    let out = f.out("magnet");
+    let magnet = format!("magnet:?xt=urn:btih:{}", f.info_hash().to_hex());
+    let mut cmd = crate::encryption::ours();
+    cmd.args(["get", "-vv", "--no-dht", "--no-pex", "--bind", "127.0.0.1"])
+        .args(["--port", "0", "--utp", "only", "-o"])
+        .arg(&out)
+        .arg("--peer")
+        .arg(seeder.addr().to_string())
+        .arg(&magnet);
+    let (code, stderr) = run(cmd, DOWNLOAD_LIMIT);
+    assert_eq!(
+        code,
+        Some(0),
+        "get --utp only from a magnet failed:\n{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    f.assert_downloaded(&out);
+    assert_every_connection(&seeder.log(), LT_UTP_SOCKET, "uTP");
+}
+
 #[test]
 fn get_downloads_from_a_libtorrent_seeder_forcing_utp_and_rc4() {
     let f = Fixture::new(3 * 1024 * 1024 + 17);

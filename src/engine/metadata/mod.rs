@@ -124,6 +124,11 @@ pub struct MetadataFetcher {
     handing_over: bool,
     stopping: bool,
     last_dht: Option<Instant>,
+    /// The uTP socket dials go out from: `serve`'s shared one, or (in `get`, whose own
+    /// uTP socket is bound beside its TCP listener only once the metadata is in) one
+    /// bound here on a free port for the fetch, and dropped with this actor. Dials only:
+    /// nobody learns this port, so no connection comes in on it.
+    utp: Option<super::utp::Utp>,
     log: Logger,
 }
 
@@ -178,6 +183,7 @@ impl MetadataFetcher {
             handing_over: false,
             stopping: false,
             last_dht: None,
+            utp: None,
             log,
         }
     }
@@ -200,6 +206,27 @@ impl MetadataFetcher {
         }
         self.book.take_found(&addrs, &PeerSource::Magnet);
         self.dial(ctx);
+    }
+
+    /// Takes `serve`'s shared uTP socket or, when uTP is on and there is none, binds one
+    /// for the fetch's dials (on the listening IP, any free port); then dials. Without a
+    /// socket (binding failed) the dials go over TCP, or fail with `--utp only`.
+    fn bind_utp_then_dial(&mut self, ctx: &mut Context<Self>) {
+        let config = &self.params().config;
+        let (shared, mode, ip) = (config.shared_utp.clone(), config.utp, config.listen.ip());
+        self.utp = shared;
+        if self.utp.is_some() || !mode.uses_utp() {
+            return self.dial(ctx);
+        }
+        let addr = SocketAddr::new(ip, 0);
+        let bind = async move { super::utp::Utp::bind(addr).await };
+        ctx.wait(bind.into_actor(self).map(|bound, act, ctx| {
+            match bound {
+                Ok(utp) => act.utp = Some(utp),
+                Err(e) => warn!(act.log, "no uTP socket for the metadata's dials"; "error" => %e),
+            }
+            act.dial(ctx);
+        }));
     }
 
     fn dial(&mut self, ctx: &mut Context<Self>) {
@@ -227,10 +254,9 @@ impl MetadataFetcher {
             self.connecting += 1;
             let reserved = connection::our_reserved(self.params().dht.is_some());
             let encryption = self.params().config.encryption;
-            // The shared uTP socket in `serve`; `get` binds none before the metadata.
             let carriers = connection::Carriers {
                 mode: self.params().config.utp,
-                utp: self.params().config.shared_utp.clone(),
+                utp: self.utp.clone(),
             };
             let fut = connection::connect(
                 addr,
@@ -616,7 +642,7 @@ impl Actor for MetadataFetcher {
         }
         self.start_trackers(ctx);
         self.lookup_dht(ctx);
-        self.dial(ctx);
+        self.bind_utp_then_dial(ctx);
         ctx.run_interval(Duration::from_secs(1), |act, ctx| {
             if !act.fetching() {
                 return;
