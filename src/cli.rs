@@ -65,7 +65,11 @@ pub enum Command {
         engine: EngineArgs,
     },
     /// Seed a torrent from data already on disk: check it, then serve it until stopped.
-    #[command(after_help = SEED_EXAMPLES)]
+    // A magnet link has no data to check, so `seed` names its argument for what it takes.
+    #[command(
+        after_help = SEED_EXAMPLES,
+        mut_arg("torrent", |a| a.value_name("TORRENT").help("The .torrent file"))
+    )]
     Seed {
         /// The folder the torrent's file or folder is under.
         #[arg(

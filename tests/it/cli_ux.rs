@@ -459,6 +459,26 @@ fn every_help_has_examples_and_wraps_to_the_terminal_width() {
             }
         }
     }
+    // Each command names its argument for what it takes: `seed` has no use for a magnet.
+    let usage = |command| {
+        let text = help(Some(command), 100);
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("Usage:"))
+            .unwrap_or_default();
+        line.to_string()
+    };
+    assert!(
+        usage("get").ends_with(" <TORRENT_OR_MAGNET>"),
+        "{}",
+        usage("get")
+    );
+    assert!(
+        usage("info").ends_with(" <TORRENT_OR_MAGNET>"),
+        "{}",
+        usage("info")
+    );
+    assert!(usage("seed").ends_with(" <TORRENT>"), "{}", usage("seed"));
     // Wide enough, an example is one line.
     let text = help(Some("get"), 100);
     assert!(
