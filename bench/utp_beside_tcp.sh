@@ -14,8 +14,8 @@ trap 'ip netns del "$ns"' EXIT
 run() { ip netns exec "$ns" "$@"; }
 ip -n "$ns" link set lo mtu 1500 up
 run tc qdisc add dev lo root handle 1: htb default 20 r2q 1000
-run tc class add dev lo parent 1: classid 1:10 htb rate 1gbit
-run tc class add dev lo parent 1: classid 1:20 htb rate 10gbit
+run tc class add dev lo parent 1: classid 1:10 htb rate 1gbit quantum 60000
+run tc class add dev lo parent 1: classid 1:20 htb rate 10gbit quantum 60000
 run tc qdisc add dev lo parent 1:10 handle 10: tbf rate 40mbit burst 16kb latency 500ms
 # IPv4 total length (the 16 bits at offset 2) of 1024 and more, in power-of-two ranges
 # (TCP's segments come as larger packets, offloaded, and tbf cuts them up).
