@@ -52,11 +52,12 @@ def start_lt_seeder(torrent, data, transport, work):
     return p, port
 
 
-def start_our_seed(binary, torrent, data, work):
-    out = open(os.path.join(work, "seed.out"), "w+")
+def start_our_seed(binary, torrent, data, work, extra=()):
+    """Our `seed` (with `extra` options) and its port, once it says it is seeding."""
+    out = open(os.path.join(work, "seed%s.out" % "".join(extra)), "w+")
     p = subprocess.Popen([binary, "seed", "--no-dht", "--bind", "127.0.0.1", "--port", "0",
-                          "--dir", data, torrent], stdout=out, stderr=subprocess.DEVNULL,
-                         env=ENV)
+                          *extra, "--dir", data, torrent], stdout=out,
+                         stderr=subprocess.STDOUT, env=ENV)
     deadline = time.time() + 120
     while time.time() < deadline:
         out.seek(0)
@@ -64,7 +65,22 @@ def start_our_seed(binary, torrent, data, work):
             if line.startswith("seeding ") and " on " in line:
                 return p, int(line.rsplit(":", 1)[1])
         time.sleep(0.1)
-    sys.exit("our seed did not start")
+    out.seek(0)
+    sys.exit("our seed did not start: %r" % out.read()[-500:])
+
+
+def make_payload(work, size_mib, piece_exp):
+    """SIZE_MIB random bytes in work/data/payload.bin and their torrent."""
+    data = os.path.join(work, "data")
+    os.makedirs(data)
+    payload = os.path.join(data, "payload.bin")
+    with open(payload, "wb") as f:
+        for _ in range(size_mib):
+            f.write(os.urandom(1 << 20))
+    torrent = os.path.join(work, "t.torrent")
+    subprocess.run(["mktorrent", "-l", str(piece_exp), "-o", torrent, payload], check=True,
+                   stdout=subprocess.DEVNULL)
+    return data, torrent
 
 
 def stop(p):
@@ -90,15 +106,7 @@ def main():
     a = ap.parse_args()
     binary = os.path.abspath(a.binary)
     work = tempfile.mkdtemp(prefix="utp-bench-")
-    data = os.path.join(work, "data")
-    os.makedirs(data)
-    payload = os.path.join(data, "payload.bin")
-    with open(payload, "wb") as f:
-        for _ in range(a.size_mib):
-            f.write(os.urandom(1 << 20))
-    torrent = os.path.join(work, "t.torrent")
-    subprocess.run(["mktorrent", "-l", "20", "-o", torrent, payload], check=True,
-                   stdout=subprocess.DEVNULL)
+    data, torrent = make_payload(work, a.size_mib, 20)
     results = []
 
     def record(name, rc, secs, cpu):

@@ -15,7 +15,7 @@ beside a bulk TCP flow (a plain socket sending zeros through the same bottleneck
 A sender that yields takes far longer beside TCP than alone, and leaves TCP near its
 rate alone; one that competes as TCP does takes about twice as long and halves TCP.
 
-  bench/utp_beside_tcp.sh target/release/torrent-actors [--size-mib 24] [--runs 1]
+  bench/utp_beside_tcp.sh target/release/torrent-actors [--size-mib 96] [--runs 1]
 
 Nothing here leaves the namespace: every address is its own 127.0.0.1.
 """
@@ -28,7 +28,8 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from utp_bench import ENV, LT_PEER, PY, free_port, start_lt_seeder, stop  # noqa: E402
+from utp_bench import (LT_PEER, PY, free_port, make_payload, start_lt_seeder,  # noqa: E402
+                       start_our_seed, stop)
 
 # The bulk TCP flow: a sender thread and a receiver that notes (time, bytes) every 100 ms
 # into a file, until killed or DURATION passes.
@@ -56,22 +57,6 @@ with open(out, "w") as f:
 """
 
 
-def start_our_seed(binary, torrent, data, work, utp):
-    out = open(os.path.join(work, "seed-%s.out" % utp), "w+")
-    p = subprocess.Popen([binary, "seed", "--no-dht", "--bind", "127.0.0.1", "--port", "0",
-                          "--utp", utp, "--dir", data, torrent], stdout=out,
-                         stderr=subprocess.STDOUT, env=ENV)
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        out.seek(0)
-        for line in out.read().splitlines():
-            if line.startswith("seeding ") and " on " in line:
-                return p, int(line.rsplit(":", 1)[1])
-        time.sleep(0.1)
-    out.seek(0)
-    sys.exit("our seed did not start: %r" % out.read()[-500:])
-
-
 def leech(torrent, out, transport, port, limit):
     t0 = time.time()
     r = subprocess.run([PY, LT_PEER, "leech", "--torrent", torrent, "--out", out, "--port",
@@ -95,29 +80,24 @@ def bulk_rate(samples, t0, t1):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("binary")
-    ap.add_argument("--size-mib", type=int, default=24)
+    ap.add_argument("--size-mib", type=int, default=96)
     ap.add_argument("--runs", type=int, default=1)
     a = ap.parse_args()
     binary = os.path.abspath(a.binary)
     work = tempfile.mkdtemp(prefix="utp-beside-tcp-")
-    data = os.path.join(work, "data")
-    os.makedirs(data)
-    with open(os.path.join(data, "payload.bin"), "wb") as f:
-        for _ in range(a.size_mib):
-            f.write(os.urandom(1 << 20))
-    torrent = os.path.join(work, "t.torrent")
-    subprocess.run(["mktorrent", "-l", "18", "-o", torrent, os.path.join(data, "payload.bin")],
-                   check=True, stdout=subprocess.DEVNULL)
+    data, torrent = make_payload(work, a.size_mib, 18)
     limit = 300
     senders = {}
     results = []
     try:
-        senders["ours over uTP"] = start_our_seed(binary, torrent, data, work, "only")
+        senders["ours over uTP"] = start_our_seed(binary, torrent, data, work,
+                                                  ("--utp", "only"))
         # A second folder for the second seed (one process per folder), the same bytes.
         data2 = os.path.join(work, "data2")
         os.makedirs(data2)
         os.link(os.path.join(data, "payload.bin"), os.path.join(data2, "payload.bin"))
-        senders["ours over TCP"] = start_our_seed(binary, torrent, data2, work, "off")
+        senders["ours over TCP"] = start_our_seed(binary, torrent, data2, work,
+                                                  ("--utp", "off"))
         senders["lt over uTP"] = start_lt_seeder(torrent, data, "utp", work)
         transport = {"ours over uTP": "utp", "ours over TCP": "tcp", "lt over uTP": "utp"}
         # The bulk flow alone, for its rate without company.

@@ -760,7 +760,7 @@ fn swarm_peers_serve_leechers_that_prefer_or_require_encryption() {
 /// no DHT, local discovery, peer exchange or port mapping, so it meets only the peers a
 /// test makes dial it; over TCP, and over uTP too (its libutp) when started with it. It
 /// runs until killed (by its PID, when dropped).
-pub(crate) struct Transmission {
+struct Transmission {
     // Held for its drop, which kills the process by PID; declared first so the process
     // is gone before its folder is removed.
     _child: ChildGuard,
@@ -770,13 +770,8 @@ pub(crate) struct Transmission {
 
 impl Transmission {
     /// Downloads (or, with the data already in `data_dir`, seeds) `torrent` into
-    /// `data_dir`, over TCP only.
-    fn start(torrent: &Path, data_dir: &Path) -> Transmission {
-        Transmission::start_with(torrent, data_dir, false)
-    }
-
-    /// [`Transmission::start`], with uTP enabled beside TCP if `utp`.
-    pub(crate) fn start_with(torrent: &Path, data_dir: &Path, utp: bool) -> Transmission {
+    /// `data_dir`, over TCP, and over uTP too if `utp`.
+    fn start_with(torrent: &Path, data_dir: &Path, utp: bool) -> Transmission {
         let dir = tempfile::Builder::new()
             .prefix("transmission-")
             .tempdir()
@@ -818,11 +813,11 @@ impl Transmission {
         }
     }
 
-    pub(crate) fn addr(&self) -> SocketAddr {
+    fn addr(&self) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], self.port))
     }
 
-    pub(crate) fn log(&self) -> String {
+    fn log(&self) -> String {
         let read = |name| fs::read_to_string(self.dir.path().join(name)).unwrap_or_default();
         // Its progress line is rewritten with carriage returns; keep the last few lines.
         let out = read("out.log").replace('\r', "\n");
@@ -837,15 +832,28 @@ impl Transmission {
 
 #[test]
 fn transmission_requiring_encryption_downloads_from_our_seed() {
+    transmission_downloads_from_our_seed(2 * 1024 * 1024 + 11, false, &["--encryption", "require"]);
+}
+
+#[test]
+fn get_requiring_encryption_downloads_from_transmission_requiring_it_too() {
+    get_downloads_from_transmission(2 * 1024 * 1024 + 13, false, &["--encryption", "require"]);
+}
+
+/// Transmission (encryption required; uTP beside TCP if `utp`) downloads a file of `len`
+/// bytes from our `seed` started with `seed_args`.
+pub(crate) fn transmission_downloads_from_our_seed(len: u64, utp: bool, seed_args: &[&str]) {
     // Transmission 3.00 does not dial loopback addresses it hears of (given our seed by a
     // tracker, it dialed nothing), so our seed dials it; it takes incoming loopback
     // connections.
-    let f = Fixture::new(2 * 1024 * 1024 + 11);
+    let f = Fixture::new(len);
     let out = f.out("transmission");
     fs::create_dir_all(&out).expect("output folder");
-    let transmission = Transmission::start(&f.torrent, &out);
+    let transmission = Transmission::start_with(&f.torrent, &out, utp);
     let peer = transmission.addr().to_string();
-    let seed = OurSeed::start(&f, &["--encryption", "require", "--peer", &peer]);
+    let mut args = seed_args.to_vec();
+    args.extend(["--peer", &peer]);
+    let seed = OurSeed::start(&f, &args);
     let file = out.join("file.bin");
     let original = fs::read(f.payload.dir.join("file.bin")).expect("the payload");
     let deadline = Instant::now() + DOWNLOAD_LIMIT;
@@ -863,21 +871,16 @@ fn transmission_requiring_encryption_downloads_from_our_seed() {
     assert!(!seed.stderr().contains("panicked"), "{}", seed.stderr());
 }
 
-#[test]
-fn get_requiring_encryption_downloads_from_transmission_requiring_it_too() {
-    let f = Fixture::new(2 * 1024 * 1024 + 13);
+/// Our `get` with `get_args` downloads a file of `len` bytes from Transmission
+/// (encryption required; uTP beside TCP if `utp`).
+pub(crate) fn get_downloads_from_transmission(len: u64, utp: bool, get_args: &[&str]) {
+    let f = Fixture::new(len);
     // Transmission seeds from the payload's own folder once it has checked it.
-    let transmission = Transmission::start(&f.torrent, &f.payload.dir);
+    let transmission = Transmission::start_with(&f.torrent, &f.payload.dir, utp);
     let out = f.out("ours");
-    let (code, stderr) = run(
-        get(
-            &f,
-            &out,
-            &[transmission.addr()],
-            &["--encryption", "require", "--peer-timeout", "60"],
-        ),
-        DOWNLOAD_LIMIT,
-    );
+    let mut args = get_args.to_vec();
+    args.extend(["--peer-timeout", "60"]);
+    let (code, stderr) = run(get(&f, &out, &[transmission.addr()], &args), DOWNLOAD_LIMIT);
     assert_eq!(
         code,
         Some(0),

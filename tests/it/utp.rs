@@ -13,10 +13,11 @@
 use std::fs;
 use std::net::UdpSocket;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::encryption::{
-    get, run, two_torrents_from_one_serve_listener, Fixture, OurSeed, Transmission, DOWNLOAD_LIMIT,
+    get, get_downloads_from_transmission, run, transmission_downloads_from_our_seed,
+    two_torrents_from_one_serve_listener, Fixture, OurSeed, DOWNLOAD_LIMIT,
 };
 use crate::support::{
     peer_flags, LeechOpts, LtLeecher, LtSeeder, LtTransport, SeedOpts, LT_RC4_ENCRYPTED,
@@ -319,62 +320,20 @@ fn connection_requests_that_stall_and_garbage_datagrams_cost_bounded_memory_and_
 /// Transmission requires encryption too, so the uTP connection is RC4 inside.
 #[test]
 fn get_over_utp_only_downloads_from_transmission_with_utp_and_encryption_required() {
-    let f = Fixture::new(2 * 1024 * 1024 + 17);
-    // Transmission seeds from the payload's own folder once it has checked it.
-    let transmission = Transmission::start_with(&f.torrent, &f.payload.dir, true);
-    let out = f.out("ours");
-    let (code, stderr) = run(
-        get(
-            &f,
-            &out,
-            &[transmission.addr()],
-            &[
-                "--utp",
-                "only",
-                "--encryption",
-                "require",
-                "--peer-timeout",
-                "60",
-            ],
-        ),
-        DOWNLOAD_LIMIT,
+    get_downloads_from_transmission(
+        2 * 1024 * 1024 + 17,
+        true,
+        &["--utp", "only", "--encryption", "require"],
     );
-    assert_eq!(
-        code,
-        Some(0),
-        "get failed:\n{stderr}\n--- transmission:\n{}",
-        transmission.log()
-    );
-    assert!(!stderr.contains("panicked"), "{stderr}");
-    f.assert_downloaded(&out);
 }
 
 /// Our `seed --utp only` dials Transmission (which does not dial loopback peers it hears
 /// of) over uTP alone, encrypted, and Transmission downloads the file from it.
 #[test]
 fn transmission_downloads_from_our_seed_over_utp_only() {
-    let f = Fixture::new(2 * 1024 * 1024 + 19);
-    let out = f.out("transmission");
-    fs::create_dir_all(&out).expect("output folder");
-    let transmission = Transmission::start_with(&f.torrent, &out, true);
-    let peer = transmission.addr().to_string();
-    let seed = OurSeed::start(
-        &f,
-        &["--utp", "only", "--encryption", "require", "--peer", &peer],
+    transmission_downloads_from_our_seed(
+        2 * 1024 * 1024 + 19,
+        true,
+        &["--utp", "only", "--encryption", "require"],
     );
-    let file = out.join("file.bin");
-    let original = fs::read(f.payload.dir.join("file.bin")).expect("the payload");
-    let deadline = Instant::now() + DOWNLOAD_LIMIT;
-    // Transmission writes `file.bin.part` and renames it once complete.
-    while !fs::read(&file).is_ok_and(|got| got == original) {
-        assert!(
-            Instant::now() < deadline,
-            "transmission did not complete within {DOWNLOAD_LIMIT:?}:\n{}\n--- our seed:\n{}",
-            transmission.log(),
-            seed.stderr()
-        );
-        thread::sleep(Duration::from_millis(200));
-    }
-    f.assert_downloaded(&out);
-    assert!(!seed.stderr().contains("panicked"), "{}", seed.stderr());
 }
