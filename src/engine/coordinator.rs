@@ -2300,13 +2300,7 @@ impl Handler<TrackerReport> for Coordinator {
 
     fn handle(&mut self, msg: TrackerReport, ctx: &mut Context<Self>) {
         let _timing = self.metrics.handling_unqueued("TrackerReport");
-        match &msg.outcome {
-            Ok(summary) => {
-                debug!(self.log, "tracker answered"; "url" => &msg.url, "peers" => summary.peers)
-            }
-            // The face shows the failure (once, not at every retry); the log keeps each.
-            Err(e) => info!(self.log, "tracker failed"; "url" => &msg.url, "error" => e),
-        }
+        msg.log(&self.log);
         let change = self.tracker_board.reported(&msg, Instant::now());
         self.tracker_changed(change);
         if let Some(next) = self.tiers.on_result(&msg.url, msg.outcome.is_ok()) {

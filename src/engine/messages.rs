@@ -557,6 +557,19 @@ pub struct TrackerReport {
     pub next_announce: Option<Duration>,
 }
 
+impl TrackerReport {
+    /// Logs the outcome as the tracker's owner sees it: an answer at debug level, a
+    /// failure at info (the face shows it once, not at every retry; the log keeps each).
+    pub fn log(&self, log: &slog::Logger) {
+        match &self.outcome {
+            Ok(summary) => {
+                slog::debug!(log, "tracker answered"; "url" => &self.url, "peers" => summary.peers)
+            }
+            Err(e) => slog::info!(log, "tracker failed"; "url" => &self.url, "error" => e),
+        }
+    }
+}
+
 /// Tracker → Coordinator: an announce began, so the tracker's status reads "updating"
 /// until its `TrackerReport`.
 #[derive(Message, Debug, Clone)]

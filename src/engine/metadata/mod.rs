@@ -807,13 +807,7 @@ impl Handler<TrackerReport> for MetadataFetcher {
 
     fn handle(&mut self, msg: TrackerReport, _: &mut Context<Self>) {
         let _timing = self.metrics.handling_unqueued("TrackerReport");
-        match &msg.outcome {
-            Ok(summary) => {
-                debug!(self.log, "tracker answered"; "url" => &msg.url, "peers" => summary.peers)
-            }
-            // The face shows the failure (once, not at every retry); the log keeps each.
-            Err(e) => info!(self.log, "tracker failed"; "url" => &msg.url, "error" => e),
-        }
+        msg.log(&self.log);
         let change = self.tracker_board.reported(&msg, Instant::now());
         self.tracker_changed(change);
     }
