@@ -21,6 +21,7 @@ pub mod peer;
 pub mod picker;
 pub mod piece_manager;
 pub mod ratelimit;
+pub mod redirect;
 pub mod request_queue;
 pub mod resume;
 pub mod selection;

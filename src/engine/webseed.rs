@@ -24,7 +24,6 @@
 //! PieceManager hashes, the Coordinator strikes).
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -38,10 +37,12 @@ use super::messages::{Lease, PeerLeft, PeerStats, PickBlocks, StoreBlock};
 use super::metrics::{Tracked, TrackedRecipient};
 use super::peer::STORE_CREDIT;
 use super::piece_manager::PieceManager;
+use super::redirect::{pinned_hop, HopError};
+use super::tracker::error_chain;
 use super::PeerKey;
 use crate::layout::{Layout, BLOCK_SIZE};
 use crate::metainfo::WebSeedUrl;
-use crate::tracker::http::{check_redirect, check_redirect_url, RedirectError};
+use crate::tracker::http::RedirectError;
 
 /// How long a web seed whose pick came up empty waits before asking again, unless woken
 /// sooner ([`ToWebSeed::WakeUp`], when a piece is verified or fails): the backstop for
@@ -580,7 +581,7 @@ impl Run {
                 let chunk = tokio::time::timeout(self.config.io_timeout, response.chunk())
                     .await
                     .map_err(|_| WebSeedFetchError::TimedOut(self.config.io_timeout))?
-                    .map_err(|e| WebSeedFetchError::Connection(error_text(&e)))?;
+                    .map_err(|e| WebSeedFetchError::Connection(error_chain(&e)))?;
                 let Some(chunk) = chunk else {
                     return Err(WebSeedFetchError::ShortRead {
                         got,
@@ -675,7 +676,7 @@ impl Run {
             let response = tokio::time::timeout(self.config.io_timeout, send)
                 .await
                 .map_err(|_| WebSeedFetchError::TimedOut(self.config.io_timeout))?
-                .map_err(|e| WebSeedFetchError::Connection(error_text(&e)))?;
+                .map_err(|e| WebSeedFetchError::Connection(error_chain(&e)))?;
             let status = response.status().as_u16();
             let shown = current.as_str().to_string();
             match status {
@@ -709,31 +710,27 @@ impl Run {
                     if !matches!(target.scheme(), "http" | "https") {
                         return Err(RedirectError::BadLocation.into());
                     }
-                    check_redirect_url(&current, &target, hops, self.config.max_redirects)?;
-                    let from = response
-                        .remote_addr()
-                        .map_or(IpAddr::from([192, 0, 2, 1]), |a| a.ip());
-                    let addrs = resolve(&target).await?;
-                    let ips: Vec<IpAddr> = addrs.iter().map(SocketAddr::ip).collect();
-                    check_redirect(
-                        &current,
-                        from,
-                        &target,
-                        &ips,
-                        hops,
-                        self.config.max_redirects,
-                    )?;
                     // Pinned to the addresses checked, as the trackers' redirects are.
-                    let mut builder = reqwest::Client::builder()
+                    let builder = reqwest::Client::builder()
                         .connect_timeout(self.config.io_timeout)
                         .read_timeout(self.config.io_timeout)
                         .redirect(reqwest::redirect::Policy::none());
-                    if let Some(url::Host::Domain(name)) = target.host() {
-                        builder = builder.resolve_to_addrs(name, &addrs);
-                    }
-                    client = builder
-                        .build()
-                        .map_err(|e| WebSeedFetchError::Connection(error_text(&e)))?;
+                    client = pinned_hop(
+                        &current,
+                        response.remote_addr(),
+                        &target,
+                        hops,
+                        self.config.max_redirects,
+                        builder,
+                    )
+                    .await
+                    .map_err(|e| match e {
+                        HopError::Redirect(e) => WebSeedFetchError::Redirect(e),
+                        HopError::Resolve { host, reason } => {
+                            WebSeedFetchError::Connection(format!("{host}: {reason}"))
+                        }
+                        HopError::Client(text) => WebSeedFetchError::Connection(text),
+                    })?;
                     current = target;
                 }
                 404 | 410 => return Err(WebSeedFetchError::NotFound { url: shown, status }),
@@ -809,32 +806,6 @@ fn file_parts(layout: &Layout, start: u64, len: u64) -> Vec<FilePart> {
         }
     }
     out
-}
-
-/// The addresses of `url`'s host: the literal itself, or what the resolver says.
-async fn resolve(url: &Url) -> Result<Vec<SocketAddr>, WebSeedFetchError> {
-    let port = url.port_or_known_default().unwrap_or(80);
-    match url.host() {
-        Some(url::Host::Ipv4(ip)) => Ok(vec![SocketAddr::from((ip, port))]),
-        Some(url::Host::Ipv6(ip)) => Ok(vec![SocketAddr::from((ip, port))]),
-        Some(url::Host::Domain(name)) => tokio::net::lookup_host((name, port))
-            .await
-            .map(Iterator::collect)
-            .map_err(|e| WebSeedFetchError::Connection(format!("{name}: {e}"))),
-        None => Err(RedirectError::BadLocation.into()),
-    }
-}
-
-/// A client error's text with its causes, without the URL (shown separately).
-fn error_text(error: &reqwest::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]

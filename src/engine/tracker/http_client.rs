@@ -7,17 +7,16 @@
 //! Redirects are followed here, by hand, rather than by reqwest's policy: the rule
 //! ([`http::check_redirect`]) needs the addresses the target's name resolves to, which a
 //! redirect policy (a synchronous callback) cannot look up without blocking the thread.
-//! Each target is resolved once, checked, and then connected to through a client pinned
-//! to exactly the checked addresses, so a name that answers differently the second time
-//! (DNS rebinding) cannot slip past the check.
+//! Each hop is [`pinned_hop`]'s: the target resolved once, checked, and connected to
+//! through a client pinned to exactly the checked addresses, as web seeds' are.
 
-use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use reqwest::redirect::Policy;
 use url::Url;
 
 use super::{error_chain, AnnounceError, TrackerConfig, TrackerError};
+use crate::engine::redirect::{pinned_hop, HopError};
 use crate::tracker::http::{self, HttpError, RedirectError};
 use crate::tracker::{AnnounceRequest, AnnounceResponse};
 
@@ -80,26 +79,20 @@ impl HttpTransport {
                 let target = current
                     .join(location)
                     .map_err(|_| AnnounceError::Redirect(RedirectError::BadLocation))?;
-                http::check_redirect_url(&current, &target, hops, self.max_redirects)
-                    .map_err(AnnounceError::Redirect)?;
-                // The reply's own address, or the strictest assumption (an Internet
-                // host) if the connection did not say.
-                let from_addr = response
-                    .remote_addr()
-                    .map_or(IpAddr::from([192, 0, 2, 1]), |a| a.ip());
-                let addrs = resolve(&target).await?;
-                let ips: Vec<IpAddr> = addrs.iter().map(SocketAddr::ip).collect();
-                http::check_redirect(&current, from_addr, &target, &ips, hops, self.max_redirects)
-                    .map_err(AnnounceError::Redirect)?;
-                // A client for this hop alone, its target's name pinned to the checked
-                // addresses. Redirects are rare, so building one costs little.
-                let mut builder = client_builder(self.timeout);
-                if let Some(url::Host::Domain(name)) = target.host() {
-                    builder = builder.resolve_to_addrs(name, &addrs);
-                }
-                let client = builder
-                    .build()
-                    .map_err(|e| AnnounceError::Request(error_chain(&e)))?;
+                let client = pinned_hop(
+                    &current,
+                    response.remote_addr(),
+                    &target,
+                    hops,
+                    self.max_redirects,
+                    client_builder(self.timeout),
+                )
+                .await
+                .map_err(|e| match e {
+                    HopError::Redirect(e) => AnnounceError::Redirect(e),
+                    HopError::Resolve { host, reason } => AnnounceError::Resolve { host, reason },
+                    HopError::Client(text) => AnnounceError::Request(text),
+                })?;
                 response = client
                     .get(target.clone())
                     .send()
@@ -178,23 +171,6 @@ fn redirect_location(response: &reqwest::Response) -> Option<&str> {
         .then(|| response.headers().get(reqwest::header::LOCATION))
         .flatten()
         .and_then(|value| value.to_str().ok())
-}
-
-/// The addresses of `url`'s host: the literal itself, or what the system resolver says.
-async fn resolve(url: &Url) -> Result<Vec<SocketAddr>, AnnounceError> {
-    let port = url.port_or_known_default().unwrap_or(80);
-    match url.host() {
-        Some(url::Host::Ipv4(ip)) => Ok(vec![SocketAddr::from((ip, port))]),
-        Some(url::Host::Ipv6(ip)) => Ok(vec![SocketAddr::from((ip, port))]),
-        Some(url::Host::Domain(name)) => tokio::net::lookup_host((name, port))
-            .await
-            .map(Iterator::collect)
-            .map_err(|e| AnnounceError::Resolve {
-                host: name.to_string(),
-                reason: e.to_string(),
-            }),
-        None => Err(AnnounceError::Redirect(RedirectError::BadLocation)),
-    }
 }
 
 /// Why a body could not be read whole.

@@ -247,7 +247,7 @@ pub(crate) enum AnnounceError {
 
 /// An error and its sources as one line, since many library errors keep the useful
 /// part (connection refused, timed out) in their source.
-fn error_chain(error: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {
