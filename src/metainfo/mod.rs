@@ -5,6 +5,7 @@
 //! The info-hash is SHA-1 over the original bytes of the `info` dictionary, as decoded,
 //! never over a re-encoding. Nothing here reads files or talks to the network.
 
+pub mod merkle;
 pub(crate) mod path;
 pub mod webseed;
 
