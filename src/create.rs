@@ -17,9 +17,11 @@
 //!   no order; the two differ only where a name holds a byte below `/` (`sub.txt`
 //!   comes before `sub/k` here, after it in a v2 tree). libtorrent's v1 follows the
 //!   order the folder lists its entries in, which no other tool can reproduce.
-//! - A hybrid aligns every file to a piece with a padding file after it (`attr` `p`,
-//!   path `.pad/<length>`), except after an empty file, a file that already ends on a
-//!   piece boundary, and the last file. A v1-only torrent has no padding files.
+//! - A hybrid of a folder aligns every file to a piece with a padding file after it
+//!   (`attr` `p`, path `.pad/<length>`), the last file included, except after an empty
+//!   file or one that already ends on a piece boundary; its v1 pieces then match its v2
+//!   pieces one for one. A hybrid of one file has no `files` list and so no padding, and
+//!   a v1-only torrent has none.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -418,7 +420,7 @@ pub fn create(
         entries.push((path, file.length, false));
         owner.push(Some(i));
         let tail = file.length % piece_size;
-        if padded && tail != 0 && i + 1 < source.files.len() {
+        if padded && tail != 0 && !source.single_file {
             let pad = piece_size - tail;
             let path = SafePath::new(&[".pad".to_string(), pad.to_string()]).map_err(|reason| {
                 CreateError::BadName {
