@@ -762,3 +762,137 @@ pub fn write_new(path: &Path, bytes: &[u8]) -> Result<(), CreateError> {
     })?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options(format: Format, piece_size: u64) -> CreateOptions {
+        CreateOptions {
+            format,
+            piece_size: Some(piece_size),
+            trackers: Vec::new(),
+            web_seeds: Vec::new(),
+            private: false,
+            comment: None,
+            created_by: None,
+            creation_date: None,
+            threads: 2,
+        }
+    }
+
+    #[test]
+    fn scan_sorts_by_components_and_create_v1_by_whole_path() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("t");
+        std::fs::create_dir_all(root.join("sub")).unwrap();
+        std::fs::write(root.join("sub/k"), b"k").unwrap();
+        std::fs::write(root.join("sub.txt"), b"txt").unwrap();
+        let source = scan(&root).unwrap();
+        let order: Vec<_> = source
+            .files
+            .iter()
+            .map(|f| f.components.join("/"))
+            .collect();
+        assert_eq!(order, ["sub/k", "sub.txt"]);
+        let made = create(&source, &options(Format::V1, 16384), &|_| {}).unwrap();
+        let meta = crate::metainfo::Metainfo::from_bytes(&made.torrent).unwrap();
+        let listed: Vec<_> = meta
+            .info
+            .layout
+            .files()
+            .iter()
+            .map(|f| f.path.display())
+            .collect();
+        assert_eq!(listed, ["t/sub.txt", "t/sub/k"]);
+    }
+
+    #[test]
+    fn hybrid_pieces_align_to_files_and_v1_hashes_cover_the_padding() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("t");
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::write(root.join("a"), vec![7u8; 20_000]).unwrap();
+        std::fs::write(root.join("b"), vec![9u8; 100]).unwrap();
+        let source = scan(&root).unwrap();
+        let made = create(&source, &options(Format::Hybrid, 16384), &|_| {}).unwrap();
+        let meta = crate::metainfo::Metainfo::from_bytes(&made.torrent).unwrap();
+        let layout = &meta.info.layout;
+        // a (2 pieces), its padding, b (1 piece), its padding.
+        assert_eq!(layout.num_pieces(), 3);
+        assert_eq!(layout.files()[2].offset, 2 * 16384);
+        let mut second = vec![7u8; 20_000 - 16384];
+        second.resize(16384, 0);
+        let piece = layout.piece(1).unwrap();
+        assert_eq!(
+            meta.info.piece_hash(piece),
+            &<[u8; 20]>::from(Sha1::digest(&second))
+        );
+        assert_eq!(made.info_hash_v1, Some(meta.info_hash));
+    }
+
+    #[test]
+    fn progress_counts_every_byte_once() {
+        let tmp = tempfile::tempdir().unwrap();
+        let file = tmp.path().join("f");
+        std::fs::write(&file, vec![1u8; 300_000]).unwrap();
+        let source = scan(&file).unwrap();
+        assert!(source.single_file);
+        let done = std::sync::atomic::AtomicU64::new(0);
+        create(&source, &options(Format::V2, 32768), &|n| {
+            done.fetch_add(n, Ordering::Relaxed);
+        })
+        .unwrap();
+        assert_eq!(done.into_inner(), 300_000);
+    }
+
+    #[test]
+    fn default_piece_size_keeps_pieces_few_and_within_bounds() {
+        assert_eq!(default_piece_size(1), MIN_PIECE_SIZE);
+        assert_eq!(default_piece_size(1 << 30), 1 << 20);
+        assert_eq!(default_piece_size(u64::MAX), 16 << 20);
+        for total in [0, 1, 1 << 20, 5 << 30, 1 << 40] {
+            assert!(check_piece_size(default_piece_size(total)).is_ok());
+        }
+    }
+
+    #[test]
+    fn piece_size_must_be_a_power_of_two_in_range() {
+        for bad in [0, 1, 8192, 3 << 14, 128 << 20] {
+            assert!(matches!(
+                check_piece_size(bad),
+                Err(CreateError::BadPieceSize(b)) if b == bad
+            ));
+        }
+        assert_eq!(check_piece_size(64 << 20).unwrap(), 64 << 20);
+    }
+
+    #[test]
+    fn bad_tracker_and_web_seed_urls_are_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let file = tmp.path().join("f");
+        std::fs::write(&file, b"x").unwrap();
+        let source = scan(&file).unwrap();
+        let mut o = options(Format::V1, 16384);
+        o.trackers = vec!["file:///etc/passwd".into()];
+        assert!(matches!(
+            create(&source, &o, &|_| {}),
+            Err(CreateError::BadTracker(_))
+        ));
+        o.trackers.clear();
+        o.web_seeds = vec!["ftp://mirror.example/".into()];
+        assert!(matches!(
+            create(&source, &o, &|_| {}),
+            Err(CreateError::BadWebSeed { .. })
+        ));
+    }
+
+    #[test]
+    fn a_name_a_downloader_would_rename_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("t");
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::write(root.join("back\\slash"), b"x").unwrap();
+        assert!(matches!(scan(&root), Err(CreateError::BadName { .. })));
+    }
+}

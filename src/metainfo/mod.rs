@@ -7,6 +7,7 @@
 
 pub mod merkle;
 pub(crate) mod path;
+pub mod v2;
 pub mod webseed;
 
 pub use path::{dedupe, is_plain_name, PathError, SafePath, MAX_COMPONENT_BYTES, MAX_PATH_BYTES};

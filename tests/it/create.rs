@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use torrent_actors::metainfo::v2::V2Info;
 use torrent_actors::metainfo::Metainfo;
 
 use crate::support::{
@@ -162,7 +163,56 @@ fn v2_matches_libtorrent_file_tree_and_piece_layers() {
             top_level_raw(&l, "piece layers"),
             "{name} v2: piece layers differ"
         );
+        // libtorrent's torrent passes our v2 checks: every layer hashes to its root.
+        let theirs = V2Info::from_torrent(&fs::read(&l).unwrap())
+            .unwrap_or_else(|e| panic!("{name}: libtorrent's v2 torrent refused: {e}"));
+        assert!(theirs.files.iter().any(|f| !f.piece_layer.is_empty()));
     }
+}
+
+#[test]
+fn info_shows_a_hybrids_v2_hash_and_reports_a_piece_layer_that_does_not_hash_to_its_root() {
+    let tmp = tempfile::tempdir().unwrap();
+    let source = album(tmp.path(), 16 * KIB);
+    let torrent = tmp.path().join("album.torrent");
+    let made = our_create_ok(&["--piece-size", "16KiB", s(&source), "-o", s(&torrent)]);
+    let made = String::from_utf8_lossy(&made.stdout).to_string();
+    let v2_hash = made
+        .lines()
+        .find_map(|l| l.strip_prefix("info-hash v2: "))
+        .unwrap_or_else(|| panic!("no v2 hash in {made}"))
+        .to_string();
+    let info = |t: &Path| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_torrent-actors"));
+        cmd.env("TORRENT_ACTORS_DHT_BOOTSTRAP", "")
+            .arg("info")
+            .arg(t);
+        run_until(cmd, Duration::from_secs(30)).expect("info ends")
+    };
+    let out = info(&torrent);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    assert!(text.contains(&format!("v2 hash:     {v2_hash}")), "{text}");
+    assert!(
+        text.contains("with a piece layer checked against its root"),
+        "{text}"
+    );
+
+    // `piece layers` sorts last, so the byte before the two closing `e`s is the last
+    // layer's last byte; the info dictionary, and so the v1 torrent, is untouched.
+    let mut bytes = fs::read(&torrent).unwrap();
+    let at = bytes.len() - 3;
+    bytes[at] ^= 0xff;
+    let broken = tmp.path().join("broken.torrent");
+    fs::write(&broken, bytes).unwrap();
+    let out = info(&broken);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "the v1 part still works");
+    assert!(
+        text.contains("v2 part:     broken, ignored: piece layer of")
+            && text.contains("do not add up"),
+        "{text}"
+    );
 }
 
 #[test]
