@@ -138,7 +138,8 @@ pub enum CreateError {
     /// Every file is empty, or the sizes do not fit a torrent.
     #[error("{0}")]
     Layout(#[from] LayoutError),
-    /// A file shrank (or vanished) between the scan and its hashing.
+    /// A file shrank, vanished, or became a symlink, FIFO or device between the scan
+    /// and its hashing.
     #[error("{0} changed while it was being hashed; try again once it is still")]
     FileChanged(PathBuf),
     /// The output file already exists.
@@ -603,11 +604,7 @@ fn hash_one(
         };
         let file = &source.files[index];
         if open.as_ref().is_none_or(|(i, _)| *i != index) {
-            let f = File::open(&file.disk_path).map_err(|source| CreateError::Unreadable {
-                path: file.disk_path.clone(),
-                source,
-            })?;
-            *open = Some((index, f));
+            *open = Some((index, open_scanned(file)?));
         }
         if let Some((_, f)) = open.as_ref() {
             f.read_exact_at(out, span.file_offset)
@@ -636,6 +633,32 @@ fn hash_one(
             merkle::leaf_hashes(&buf[file_bytes])
         },
     })
+}
+
+/// Opens a file [`scan`] found, refusing what took its place since: the last name
+/// swapped for a symlink (`O_NOFOLLOW`), or for a FIFO or device (`O_NONBLOCK` keeps
+/// the open from waiting on a FIFO; the file must still be a regular file once open).
+fn open_scanned(file: &SourceFile) -> Result<File, CreateError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let flags = rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK;
+    let unreadable = |source| CreateError::Unreadable {
+        path: file.disk_path.clone(),
+        source,
+    };
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(flags.bits() as i32)
+        .open(&file.disk_path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(code) if code == rustix::io::Errno::LOOP.raw_os_error() => {
+                CreateError::FileChanged(file.disk_path.clone())
+            }
+            _ => unreadable(e),
+        })?;
+    if !f.metadata().map_err(unreadable)?.is_file() {
+        return Err(CreateError::FileChanged(file.disk_path.clone()));
+    }
+    Ok(f)
 }
 
 /// The info dictionary and the `piece layers` dictionary.
@@ -750,7 +773,13 @@ pub fn write_new(path: &Path, bytes: &[u8]) -> Result<(), CreateError> {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
-    let mut tmp = tempfile::NamedTempFile::new_in(folder).map_err(output)?;
+    // Made as any new file is (0666 less the umask), not with a temporary file's 0600:
+    // a torrent is meant to be handed on.
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".torrent-actors-create-")
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666))
+        .tempfile_in(folder)
+        .map_err(output)?;
     tmp.write_all(bytes).map_err(output)?;
     tmp.as_file().sync_all().map_err(output)?;
     tmp.persist_noclobber(path).map_err(|e| {
@@ -884,6 +913,35 @@ mod tests {
         assert!(matches!(
             create(&source, &o, &|_| {}),
             Err(CreateError::BadWebSeed { .. })
+        ));
+    }
+
+    #[test]
+    fn a_file_swapped_for_a_symlink_after_the_scan_is_not_followed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("t");
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::write(root.join("a"), b"harmless").unwrap();
+        std::fs::write(tmp.path().join("secret"), b"do not share").unwrap();
+        let source = scan(&root).unwrap();
+        std::fs::remove_file(root.join("a")).unwrap();
+        std::os::unix::fs::symlink(tmp.path().join("secret"), root.join("a")).unwrap();
+        assert!(matches!(
+            create(&source, &options(Format::V1, 16384), &|_| {}),
+            Err(CreateError::FileChanged(_))
+        ));
+    }
+
+    #[test]
+    fn a_file_shrinking_after_the_scan_is_reported() {
+        let tmp = tempfile::tempdir().unwrap();
+        let file = tmp.path().join("f");
+        std::fs::write(&file, vec![1u8; 50_000]).unwrap();
+        let source = scan(&file).unwrap();
+        std::fs::write(&file, vec![1u8; 10]).unwrap();
+        assert!(matches!(
+            create(&source, &options(Format::Hybrid, 16384), &|_| {}),
+            Err(CreateError::FileChanged(_))
         ));
     }
 

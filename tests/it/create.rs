@@ -237,6 +237,12 @@ fn trackers_web_seeds_and_comment_land_outside_the_info_dictionary() {
         &dressed,
     );
     assert_eq!(info_bytes(&plain), info_bytes(&dressed));
+    // Written as any new file is (0666 less the umask), not 0600 like a temporary file.
+    use std::os::unix::fs::PermissionsExt;
+    let reference = tmp.path().join("reference");
+    fs::write(&reference, b"").unwrap();
+    let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&plain), mode(&reference));
     let meta = read(&dressed);
     assert_eq!(
         meta.all_trackers().collect::<Vec<_>>(),
