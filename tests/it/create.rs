@@ -9,17 +9,20 @@
 //! installs both).
 
 use std::fs;
+use std::net::SocketAddr;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::Duration;
+use std::process::{Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
 
 use torrent_actors::metainfo::v2::V2Info;
 use torrent_actors::metainfo::Metainfo;
 
 use crate::support::{
     assert_same_files, info_bytes, lt_create, mktorrent_create, our_create, our_create_ok,
-    run_until, top_level_raw, write_pattern, LtKind, LtSeeder, SeedOpts,
+    run_until, top_level_raw, write_pattern, ChildGuard, LeechOpts, LtKind, LtLeecher, LtSeeder,
+    SeedOpts,
 };
 
 const KIB: usize = 1024;
@@ -318,6 +321,84 @@ fn our_v1_torrent_seeded_by_libtorrent_downloads_with_get() {
 #[test]
 fn our_hybrid_torrent_seeded_by_libtorrent_downloads_with_get() {
     lt_seeds_our_torrent_to_get("--hybrid");
+}
+
+/// Our `seed` serves a torrent we made from the folder we made it of, and a libtorrent
+/// leecher downloads it all.
+fn libtorrent_leeches_our_torrent_from_our_seed(format_flag: &str) {
+    let tmp = tempfile::tempdir().unwrap();
+    let seed_dir = tmp.path().join("seed");
+    let source = album(&seed_dir, 32 * KIB);
+    let torrent = tmp.path().join("album.torrent");
+    ours(&[format_flag, "--piece-size", "32KiB"], &source, &torrent);
+    let stdout_path = tmp.path().join("seed.out");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_torrent-actors"));
+    cmd.env("TORRENT_ACTORS_DHT_BOOTSTRAP", "")
+        .args([
+            "seed",
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--no-dht",
+            "-d",
+        ])
+        .arg(&seed_dir)
+        .arg(&torrent)
+        .stdin(Stdio::null())
+        .stdout(fs::File::create(&stdout_path).unwrap())
+        .stderr(fs::File::create(tmp.path().join("seed.err")).unwrap());
+    let _seed = ChildGuard::spawn(cmd, "torrent-actors seed");
+    let report = || {
+        format!(
+            "{}{}",
+            fs::read_to_string(&stdout_path).unwrap_or_default(),
+            fs::read_to_string(tmp.path().join("seed.err")).unwrap_or_default()
+        )
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let addr: SocketAddr = loop {
+        let out = fs::read_to_string(&stdout_path).unwrap_or_default();
+        if let Some(addr) = out.lines().find_map(|l| {
+            let (_, addr) = l.strip_prefix("seeding ")?.rsplit_once(" on ")?;
+            addr.trim().parse().ok()
+        }) {
+            break addr;
+        }
+        assert!(Instant::now() < deadline, "never seeding:\n{}", report());
+        thread::sleep(Duration::from_millis(50));
+    };
+    let out = tmp.path().join("leech");
+    let outcome = LtLeecher::run(
+        &torrent,
+        &out,
+        &LeechOpts {
+            peers: vec![addr],
+            ..LeechOpts::new(Duration::from_secs(90))
+        },
+    );
+    if !outcome.finished {
+        panic!("{outcome:?}\nour seed:\n{}", report());
+    }
+    let files: Vec<(PathBuf, u64)> = read(&torrent)
+        .info
+        .layout
+        .files()
+        .iter()
+        .filter(|f| !f.padding)
+        .map(|f| (PathBuf::from(f.path.display()), f.length))
+        .collect();
+    assert_same_files(&seed_dir, &out, &files);
+}
+
+#[test]
+fn libtorrent_leeches_our_v1_torrent_from_our_seed() {
+    libtorrent_leeches_our_torrent_from_our_seed("--v1");
+}
+
+#[test]
+fn libtorrent_leeches_our_hybrid_torrent_from_our_seed() {
+    libtorrent_leeches_our_torrent_from_our_seed("--hybrid");
 }
 
 #[test]
