@@ -35,9 +35,11 @@ pub fn run(arg: &Path, as_json: bool) -> Result<(), Failure> {
         code: exit::INVALID_TORRENT,
         error: anyhow::anyhow!("invalid torrent {}: {e}", arg.display()),
     })?;
-    // A hybrid's v2 part is checked and shown, not used: a broken one is reported, and
-    // the torrent still works as v1.
-    let v2 = metainfo.info.hybrid.then(|| V2Info::from_torrent(&bytes));
+    // A hybrid's v2 part is checked (on its own, and against the v1 part) and shown, not
+    // used: a broken one is reported, and the torrent still works as v1.
+    let v2 = metainfo.info.hybrid.then(|| {
+        V2Info::from_torrent(&bytes).and_then(|v2| v2.check_hybrid(&metainfo.info).map(|()| v2))
+    });
     if as_json {
         let mut value = torrent_json(&metainfo);
         value["v2"] = v2_json(v2.as_ref());

@@ -13,7 +13,7 @@
 use sha2::{Digest, Sha256};
 
 use super::merkle::{self, Hash256, MerkleError};
-use super::{PathError, SafePath};
+use super::{Info, PathError, SafePath};
 use crate::bencode::{self, DecodeError, Dict, Value};
 
 /// The deepest a file tree may nest folders: far beyond real torrents, and a bound on
@@ -76,6 +76,9 @@ pub enum V2Error {
     /// A piece layer whose length is not a whole number of hashes.
     #[error("piece layer of {0:?} is not a multiple of 32 bytes")]
     LayerNotMultipleOf32(String),
+    /// A hybrid whose v1 `files` and v2 `file tree` describe different data.
+    #[error("the v1 and v2 parts of this hybrid disagree: {0}")]
+    HybridMismatch(String),
     /// A piece layer of the wrong size, or one that does not hash up to its root.
     #[error("piece layer of {path:?}: {reason}")]
     BadPieceLayer {
@@ -153,6 +156,45 @@ impl V2Info {
             file.piece_layer = layer;
         }
         Ok(v2)
+    }
+
+    /// Checks that a hybrid's v1 view describes the same data as this v2 view: the same
+    /// piece length, the same files (padding aside) in the same order with the same
+    /// paths and lengths, and every non-empty file starting on a piece boundary, so that
+    /// each piece holds the same bytes in both. The hashes themselves can only be
+    /// compared against the data.
+    pub fn check_hybrid(&self, info: &Info) -> Result<(), V2Error> {
+        let mismatch = |what: String| Err(V2Error::HybridMismatch(what));
+        let layout = &info.layout;
+        if u64::from(layout.piece_length()) != self.piece_length {
+            return mismatch(format!(
+                "piece length {} against {}",
+                layout.piece_length(),
+                self.piece_length
+            ));
+        }
+        // A multi-file torrent's v1 paths start with its folder, which v2 leaves out.
+        let skip = usize::from(info.is_multi_file());
+        let v1: Vec<_> = layout.files().iter().filter(|f| !f.padding).collect();
+        if v1.len() != self.files.len() {
+            return mismatch(format!("{} files against {}", v1.len(), self.files.len()));
+        }
+        for (one, two) in v1.iter().zip(&self.files) {
+            let one_path = one.path.components().get(skip..).unwrap_or_default();
+            if one_path != two.path.components() || one.length != two.length {
+                return mismatch(format!(
+                    "{} ({} bytes) against {} ({} bytes)",
+                    one_path.join("/"),
+                    one.length,
+                    two.path.display(),
+                    two.length
+                ));
+            }
+            if one.length > 0 && one.offset % self.piece_length != 0 {
+                return mismatch(format!("{} does not start a piece", two.path.display()));
+            }
+        }
+        Ok(())
     }
 
     /// Parses and checks the v2 part of raw `info` bytes (as fetched by a magnet): the
@@ -393,6 +435,69 @@ mod tests {
                 "{bad:?} as a file"
             );
         }
+    }
+
+    /// A hybrid made by `create`, as bytes, from files of these lengths.
+    fn hybrid(lengths: &[usize]) -> Vec<u8> {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("t");
+        std::fs::create_dir_all(&root).unwrap();
+        for (i, len) in lengths.iter().enumerate() {
+            std::fs::write(root.join(format!("f{i}")), vec![i as u8; *len]).unwrap();
+        }
+        let source = crate::create::scan(&root).unwrap();
+        let options = crate::create::CreateOptions {
+            format: crate::create::Format::Hybrid,
+            piece_size: Some(PIECE),
+            trackers: Vec::new(),
+            web_seeds: Vec::new(),
+            private: false,
+            comment: None,
+            created_by: None,
+            creation_date: None,
+            threads: 1,
+        };
+        crate::create::create(&source, &options, &|_| {})
+            .unwrap()
+            .torrent
+    }
+
+    #[test]
+    fn a_hybrid_whose_views_agree_passes() {
+        let bytes = hybrid(&[100, 3 * PIECE as usize + 5, 0, 7]);
+        let meta = super::super::Metainfo::from_bytes(&bytes).unwrap();
+        let v2 = V2Info::from_torrent(&bytes).unwrap();
+        assert_eq!(v2.check_hybrid(&meta.info), Ok(()));
+    }
+
+    #[test]
+    fn a_hybrid_whose_v2_tree_lists_another_length_is_refused() {
+        let bytes = hybrid(&[100, 3 * PIECE as usize + 5]);
+        let top = bencode::decode(&bytes).unwrap().to_owned_value();
+        let BValue::Dict(mut top) = top else {
+            panic!("a torrent is a dictionary")
+        };
+        // The v2 tree says f0 has 99 bytes; the v1 list still says 100.
+        let Some(BValue::Dict(info)) = top.get_mut(&b"info"[..]) else {
+            panic!("no info")
+        };
+        let Some(BValue::Dict(tree)) = info.get_mut(&b"file tree"[..]) else {
+            panic!("no file tree")
+        };
+        let Some(BValue::Dict(f0)) = tree.get_mut(&b"f0"[..]) else {
+            panic!("no f0")
+        };
+        let Some(BValue::Dict(leaf)) = f0.get_mut(&b""[..]) else {
+            panic!("no leaf")
+        };
+        leaf.insert(b"length".to_vec(), BValue::Int(99));
+        let bytes = BValue::Dict(top).encode();
+        let meta = super::super::Metainfo::from_bytes(&bytes).unwrap();
+        let v2 = V2Info::from_torrent(&bytes).unwrap();
+        assert!(matches!(
+            v2.check_hybrid(&meta.info),
+            Err(V2Error::HybridMismatch(_))
+        ));
     }
 
     #[test]
