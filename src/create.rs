@@ -22,6 +22,8 @@
 //!   file or one that already ends on a piece boundary; its v1 pieces then match its v2
 //!   pieces one for one. A hybrid of one file has no `files` list and so no padding, and
 //!   a v1-only torrent has none.
+//! - v2 and hybrid mark a file its owner may execute with `attr` `x` (in the file tree,
+//!   and in a hybrid's v1 part too); v1 does not, as mktorrent does not.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -183,6 +185,9 @@ pub struct SourceFile {
     pub disk_path: PathBuf,
     /// Its size at the scan; hashing reads exactly this many bytes.
     pub length: u64,
+    /// Its owner may execute it (`S_IXUSR`): a v2 or hybrid torrent marks it with
+    /// `attr` `x`, as libtorrent does, so that downloaders can restore the bit.
+    pub executable: bool,
 }
 
 /// What [`scan`] found: the torrent's name and its files in torrent order.
@@ -229,6 +234,7 @@ pub fn scan(path: &Path) -> Result<Source, CreateError> {
                 components: vec![name.clone()],
                 disk_path: root,
                 length: meta.len(),
+                executable: is_executable(&meta),
             }],
             name,
         });
@@ -277,6 +283,7 @@ pub fn scan(path: &Path) -> Result<Source, CreateError> {
                     components,
                     disk_path,
                     length: meta.len(),
+                    executable: is_executable(&meta),
                 });
             } else {
                 return Err(CreateError::NotARegularFile(entry_path));
@@ -293,6 +300,11 @@ pub fn scan(path: &Path) -> Result<Source, CreateError> {
         single_file: false,
         files,
     })
+}
+
+fn is_executable(meta: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    meta.permissions().mode() & 0o100 != 0
 }
 
 fn utf8(name: &std::ffi::OsStr, path: &Path) -> Result<String, CreateError> {
@@ -685,16 +697,17 @@ fn info_dict(
                 b"length".to_vec(),
                 BValue::Int(source.files[0].length as i64),
             );
+            if format == Format::Hybrid && source.files[0].executable {
+                info.insert(b"attr".to_vec(), BValue::string("x"));
+            }
         } else {
             let files = layout
                 .files()
                 .iter()
                 .zip(owner)
                 .map(|(entry, owner)| {
-                    let components = match owner {
-                        Some(i) => &source.files[*i].components,
-                        None => entry.path.components(),
-                    };
+                    let file = (*owner).map(|i| &source.files[i]);
+                    let components = file.map_or(entry.path.components(), |f| &f.components);
                     let path = components.iter().map(|c| BValue::string(c)).collect();
                     let mut d = vec![
                         ("length", BValue::Int(entry.length as i64)),
@@ -702,6 +715,8 @@ fn info_dict(
                     ];
                     if entry.padding {
                         d.push(("attr", BValue::string("p")));
+                    } else if format == Format::Hybrid && file.is_some_and(|f| f.executable) {
+                        d.push(("attr", BValue::string("x")));
                     }
                     BValue::dict(d)
                 })
@@ -726,6 +741,9 @@ fn info_dict(
                     .collect()
             };
             let mut node = vec![("length", BValue::Int(file.length as i64))];
+            if file.executable {
+                node.push(("attr", BValue::string("x")));
+            }
             if let Some(root) = merkle::file_root(&leaves) {
                 node.push(("pieces root", BValue::Bytes(root.to_vec())));
                 let layer = merkle::piece_layer(&leaves, piece_size)

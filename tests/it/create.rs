@@ -44,13 +44,23 @@ fn album(parent: &Path, piece: usize) -> PathBuf {
     write_pattern(&root.join("sub/zero"), 0, 8);
     write_pattern(&root.join("sub.txt"), 3, 9);
     write_pattern(&root.join("zz_last"), 12_345, 10);
+    // Executable by its owner: libtorrent's v2 and hybrid mark it `attr` `x`.
+    write_pattern(&root.join("sub/run.sh"), 40, 12);
+    make_executable(&root.join("sub/run.sh"));
     root
 }
 
-/// One file ending in the middle of a block, over several pieces.
+fn make_executable(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o750)).unwrap();
+}
+
+/// One file ending in the middle of a block, over several pieces; executable, so that
+/// a single file's `attr` is compared too.
 fn song(parent: &Path, piece: usize) -> PathBuf {
     let path = parent.join("song.bin");
     write_pattern(&path, 3 * piece + 12_345, 11);
+    make_executable(&path);
     path
 }
 
