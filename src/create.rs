@@ -426,6 +426,8 @@ pub fn create(
     let mut entries = Vec::new();
     let mut owner: Vec<Option<usize>> = Vec::new();
     for (i, file) in source.files.iter().enumerate() {
+        // Checked again here: a library caller may build a `Source` without `scan`.
+        check_name(&file.components, &file.disk_path)?;
         let path = SafePath::new(&file.components).map_err(|reason| CreateError::BadName {
             path: file.disk_path.clone(),
             reason,
@@ -448,8 +450,8 @@ pub fn create(
     let layout = Layout::new(piece_size, entries)?;
     let pieces = hash_pieces(source, &layout, &owner, format, options.threads, progress)?;
 
-    let info = info_dict(source, &layout, &owner, &pieces, format, options.private)?;
-    let info_bytes = info.0.encode();
+    let (info, layers) = info_dict(source, &layout, &owner, &pieces, format, options.private)?;
+    let info_bytes = info.encode();
     let mut top = BTreeMap::new();
     if let Some(first) = trackers.first() {
         top.insert(b"announce".to_vec(), BValue::string(first));
@@ -477,10 +479,10 @@ pub fn create(
     if let Some(date) = options.creation_date {
         top.insert(b"creation date".to_vec(), BValue::Int(date));
     }
-    if !info.1.is_empty() {
-        top.insert(b"piece layers".to_vec(), BValue::Dict(info.1));
+    if !layers.is_empty() {
+        top.insert(b"piece layers".to_vec(), BValue::Dict(layers));
     }
-    top.insert(b"info".to_vec(), info.0);
+    top.insert(b"info".to_vec(), info);
     let torrent = BValue::Dict(top).encode();
 
     Ok(Created {
