@@ -30,7 +30,7 @@ use std::fs::File;
 use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use sha1::{Digest, Sha1};
 use sha2::Sha256;
@@ -548,7 +548,8 @@ fn hash_pieces(
     }
     .clamp(1, MAX_THREADS)
     .min(layout.num_pieces() as usize);
-    let next = AtomicU32::new(0);
+    // 64 bits, so that threads counting past the last piece can never wrap back to 0.
+    let next = AtomicU64::new(0);
     let failed = AtomicBool::new(false);
     let results: Vec<Result<Vec<(u32, PieceHashes)>, CreateError>> = std::thread::scope(|s| {
         let workers: Vec<_> = (0..threads)
@@ -559,7 +560,10 @@ fn hash_pieces(
                     let mut open: Option<(usize, File)> = None;
                     while !failed.load(Ordering::Relaxed) {
                         let n = next.fetch_add(1, Ordering::Relaxed);
-                        let Some(piece) = layout.piece(n) else { break };
+                        let Some(piece) = u32::try_from(n).ok().and_then(|n| layout.piece(n))
+                        else {
+                            break;
+                        };
                         let len = layout.piece_len(piece) as usize;
                         let result = hash_one(
                             source,
@@ -573,7 +577,7 @@ fn hash_pieces(
                         match result {
                             Ok(h) => {
                                 progress(len as u64);
-                                done.push((n, h));
+                                done.push((piece.get(), h));
                             }
                             Err(e) => {
                                 failed.store(true, Ordering::Relaxed);
