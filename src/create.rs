@@ -74,7 +74,8 @@ pub enum Format {
 #[derive(Debug, thiserror::Error)]
 pub enum CreateError {
     /// The path (or something under it) could not be read.
-    #[error("cannot read {path}: {source}")]
+    // The io error is the source, which `{:#}` prints after the colon.
+    #[error("cannot read {path}")]
     Unreadable {
         /// What could not be read.
         path: PathBuf,
@@ -148,7 +149,7 @@ pub enum CreateError {
     #[error("{0} already exists; remove it or choose another name")]
     OutputExists(PathBuf),
     /// The output file could not be written.
-    #[error("cannot write {path}: {source}")]
+    #[error("cannot write {path}")]
     Output {
         /// The output path.
         path: PathBuf,

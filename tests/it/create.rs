@@ -510,3 +510,17 @@ fn existing_output_is_not_replaced() {
     assert_eq!(result.status.code(), Some(5));
     assert_eq!(fs::read(&out).unwrap(), b"precious");
 }
+
+#[test]
+fn missing_input_exits_3_and_an_unwritable_output_exits_5_each_said_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let missing = tmp.path().join("missing");
+    let result = our_create(&[s(&missing), "-o", s(&tmp.path().join("x.torrent"))]);
+    assert_eq!(result.status.code(), Some(3));
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert_eq!(stderr.matches("No such file").count(), 1, "{stderr}");
+    let source = song(tmp.path(), 16 * KIB);
+    let out = tmp.path().join("no-such-folder/x.torrent");
+    let result = our_create(&[s(&source), "-o", s(&out)]);
+    assert_eq!(result.status.code(), Some(5), "{result:?}");
+}
