@@ -97,6 +97,51 @@ pub enum Command {
     /// state folder, so a restart brings them all back.
     #[command(after_help = SERVE_EXAMPLES)]
     Serve(ServeCmd),
+    /// Make a .torrent from a file or folder: hybrid (v1 and v2 at once) unless --v1 or
+    /// --v2 says otherwise.
+    #[command(after_help = CREATE_EXAMPLES)]
+    Create(CreateCmd),
+}
+
+/// `create`'s options.
+#[derive(Debug, Args)]
+pub struct CreateCmd {
+    /// A v1-only torrent (BEP 3): read by every client, but no v2 swarm.
+    #[arg(long, conflicts_with_all = ["v2", "hybrid"])]
+    pub v1: bool,
+    /// A v2-only torrent (BEP 52): SHA-256 trees; clients without v2 cannot read it.
+    #[arg(long, conflicts_with = "hybrid")]
+    pub v2: bool,
+    /// A hybrid torrent, both v1 and v2 (the default): padding files align each file to
+    /// a piece.
+    #[arg(long)]
+    pub hybrid: bool,
+    /// Bytes per piece: a power of two from 16KiB to 64MiB (default: the smallest that
+    /// makes at most 2,000 pieces, up to 16MiB).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub piece_size: Option<u64>,
+    /// A tracker URL (http, https or udp); may be repeated, each its own tier.
+    #[arg(short = 't', long = "tracker", value_name = "URL")]
+    pub trackers: Vec<String>,
+    /// A web seed URL (BEP 19, http or https); may be repeated.
+    #[arg(short = 'w', long = "web-seed", value_name = "URL")]
+    pub web_seeds: Vec<String>,
+    /// Mark the torrent private (BEP 27): trackers only, no DHT or peer exchange.
+    #[arg(long)]
+    pub private: bool,
+    /// A comment stored in the torrent.
+    #[arg(long, value_name = "TEXT")]
+    pub comment: Option<String>,
+    /// Leave out the creation date, so the same files make the same .torrent bytes.
+    #[arg(long)]
+    pub no_date: bool,
+    /// The file or folder to share. Symlinks to files inside it are followed; a symlink
+    /// out of it, or to a folder, is refused.
+    #[arg(value_name = "PATH")]
+    pub path: PathBuf,
+    /// The .torrent file to write; it must not exist yet.
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    pub output: PathBuf,
 }
 
 // The examples under each subcommand's help. `DIR` is the one name of the download
@@ -110,6 +155,12 @@ Examples:
   torrent-actors serve -d ~/Downloads
 
 Each command has examples of its own: torrent-actors get --help";
+
+const CREATE_EXAMPLES: &str = "\
+Examples:
+  torrent-actors create -t udp://tracker.example:6969/announce ~/album -o album.torrent
+  torrent-actors create --v1 --piece-size 1MiB big.iso -o big.torrent
+  torrent-actors create -w https://mirror.example/pub/ --private photos -o photos.torrent";
 
 const INFO_EXAMPLES: &str = "\
 Examples:

@@ -9,6 +9,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use indicatif::HumanBytes;
 use serde_json::{json, Value};
 use torrent_actors::magnet::Magnet;
+use torrent_actors::metainfo::v2::{V2Error, V2Info};
 use torrent_actors::metainfo::Metainfo;
 // Every text from the torrent goes through the shared rule, so a hostile name or comment
 // cannot send escape sequences to the user's terminal.
@@ -34,12 +35,72 @@ pub fn run(arg: &Path, as_json: bool) -> Result<(), Failure> {
         code: exit::INVALID_TORRENT,
         error: anyhow::anyhow!("invalid torrent {}: {e}", arg.display()),
     })?;
+    // A hybrid's v2 part is checked (on its own, and against the v1 part) and shown, not
+    // used: a broken one is reported, and the torrent still works as v1.
+    let v2 = metainfo.info.hybrid.then(|| {
+        V2Info::from_torrent(&bytes).and_then(|v2| v2.check_hybrid(&metainfo.info).map(|()| v2))
+    });
     if as_json {
-        println!("{}", terminal_safe_json(&torrent_json(&metainfo)));
+        let mut value = torrent_json(&metainfo);
+        value["v2"] = v2_json(v2.as_ref());
+        println!("{}", terminal_safe_json(&value));
     } else {
-        print!("{}", describe(&metainfo));
+        print!("{}", describe(&metainfo, &describe_v2(v2.as_ref())));
     }
     Ok(())
+}
+
+/// A hybrid's v2 part as JSON: null for a v1 torrent, `{"error": ...}` if it is broken,
+/// else the v2 info-hash, and each file's path, length and pieces root in file-tree order.
+fn v2_json(v2: Option<&Result<V2Info, V2Error>>) -> Value {
+    match v2 {
+        None => Value::Null,
+        Some(Err(e)) => json!({ "error": e.to_string() }),
+        Some(Ok(v2)) => json!({
+            "info_hash": hex(&v2.info_hash),
+            "files": v2.files.iter().map(|f| json!({
+                "path": f.path.display(),
+                "length": f.length,
+                "pieces_root": f.pieces_root.map(|r| hex(&r)),
+                "piece_layer": f.piece_layer.len(),
+            })).collect::<Vec<_>>(),
+        }),
+    }
+}
+
+/// The v2 lines of the text report: the v2 info-hash and how many files carry a checked
+/// piece layer, or why the v2 part is broken.
+fn describe_v2(v2: Option<&Result<V2Info, V2Error>>) -> String {
+    let mut out = String::new();
+    match v2 {
+        None => {}
+        Some(Err(e)) => line(
+            &mut out,
+            "v2 part",
+            &format!("broken, ignored: {}", printable(&e.to_string())),
+        ),
+        Some(Ok(v2)) => {
+            line(&mut out, "v2 hash", &hex(&v2.info_hash));
+            let layered = v2
+                .files
+                .iter()
+                .filter(|f| !f.piece_layer.is_empty())
+                .count();
+            line(
+                &mut out,
+                "v2 files",
+                &format!(
+                    "{} in the file tree, {layered} with a piece layer checked against its root",
+                    v2.files.len()
+                ),
+            );
+        }
+    }
+    out
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// `value` as pretty JSON in which every character the terminal rule calls unsafe is
@@ -190,8 +251,9 @@ fn describe_magnet(m: &Magnet) -> String {
     out
 }
 
-/// The report, one `label: value` per line, files and trackers indented below.
-fn describe(m: &Metainfo) -> String {
+/// The report, one `label: value` per line, files and trackers indented below;
+/// `v2_lines` (a hybrid's v2 part, from [`describe_v2`]) follow its format line.
+fn describe(m: &Metainfo, v2_lines: &str) -> String {
     let layout = &m.info.layout;
     let mut out = String::new();
     line(&mut out, "name", &printable(&m.info.name));
@@ -222,6 +284,7 @@ fn describe(m: &Metainfo) -> String {
     );
     if m.info.hybrid {
         line(&mut out, "format", &"hybrid v1+v2 (used as v1)");
+        out.push_str(v2_lines);
     }
     if let Some(date) = m.creation_date {
         let shown = rfc3339(date).unwrap_or_else(|| date.to_string());

@@ -2,9 +2,11 @@
 //!
 //! Two layers. The protocol modules (`bencode`, `metainfo`, `layout`, `wire`, `tracker`,
 //! `magnet`, `ids`) are pure: plain functions and types over bytes, with no actors, sockets
-//! or filesystem access. `engine` is the actix actor system built on them.
+//! or filesystem access. `engine` is the actix actor system built on them. `create` reads
+//! files from disk to make a `.torrent`, outside both.
 
 pub mod bencode;
+pub mod create;
 pub mod engine;
 pub mod fault;
 pub mod ids;

@@ -1,8 +1,9 @@
 //! The `torrent-actors` binary: `main` is the only place that prints a fatal error; the
-//! face modules (`info`, `get`, `swarm_cmd`) turn failures into the exit codes listed in README.md.
+//! face modules (`info`, `get`, `swarm_cmd`, `create_cmd`) turn failures into the exit codes listed in README.md.
 //! The binary alone uses `anyhow`; the library returns typed errors.
 
 mod cli;
+mod create_cmd;
 mod get;
 mod info;
 mod logging;
@@ -145,6 +146,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         #[cfg(feature = "swarm")]
         Command::Swarm(args) => swarm_cmd::run(args),
         Command::Serve(args) => serve::run(serve_args(args)?),
+        Command::Create(cmd) => create_cmd::run(cmd),
     }
 }
 

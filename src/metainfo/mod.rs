@@ -5,7 +5,9 @@
 //! The info-hash is SHA-1 over the original bytes of the `info` dictionary, as decoded,
 //! never over a re-encoding. Nothing here reads files or talks to the network.
 
+pub mod merkle;
 pub(crate) mod path;
+pub mod v2;
 pub mod webseed;
 
 pub use path::{dedupe, is_plain_name, PathError, SafePath, MAX_COMPONENT_BYTES, MAX_PATH_BYTES};

@@ -7,6 +7,7 @@ mod browser;
 mod churn;
 mod cli;
 mod cli_ux;
+mod create;
 mod dht;
 mod encryption;
 mod engine;

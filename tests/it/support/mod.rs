@@ -12,6 +12,7 @@
 // test module only ever uses some of it.
 #![allow(dead_code)]
 
+mod create;
 mod daemon;
 mod disk;
 mod fake_peer;
@@ -28,6 +29,10 @@ mod webdriver;
 // module would otherwise warn.
 #[allow(unused_imports)]
 pub use self::{
+    create::{
+        info_bytes, lt_create, mktorrent_create, our_create, our_create_ok, pattern, top_level_raw,
+        write_pattern, LtKind,
+    },
     daemon::{
         http, parse_serving_line, read_events, serve_command, Daemon, DaemonOpts, Event, Reply,
     },
