@@ -46,7 +46,7 @@ pub fn run(cmd: CreateCmd) -> Result<(), Failure> {
     let made = made.map_err(failure)?;
     create::write_new(&cmd.output, &made.torrent).map_err(failure)?;
 
-    println!(
+    outln!(
         "created {}: {} in {} file{}, {} pieces of {}",
         cmd.output.display(),
         HumanBytes(total),
@@ -56,10 +56,10 @@ pub fn run(cmd: CreateCmd) -> Result<(), Failure> {
         HumanBytes(made.piece_size),
     );
     if let Some(v1) = made.info_hash_v1 {
-        println!("info-hash v1: {v1}");
+        outln!("info-hash v1: {v1}");
     }
     if let Some(v2) = made.info_hash_v2 {
-        println!("info-hash v2: {}", hex(&v2));
+        outln!("info-hash v2: {}", hex(&v2));
     }
     Ok(())
 }

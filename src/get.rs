@@ -264,14 +264,14 @@ pub fn run(args: GetArgs) -> Result<(), Failure> {
     threads.join();
     match outcome {
         Outcome::Completed(p, fetching) => {
-            println!(
+            outln!(
                 "{}",
                 progress::summary(&name, p.total_bytes, p.downloaded_this_run, fetching)
             );
             Ok(())
         }
         Outcome::SeedingDone(p) => {
-            println!(
+            outln!(
                 "stopped seeding {name}: uploaded {} (ratio {:.2})",
                 HumanBytes(p.uploaded),
                 p.uploaded as f64 / p.total_bytes.max(1) as f64
@@ -936,7 +936,7 @@ impl Face {
         } else if self.last_line.elapsed() >= Duration::from_secs(5) {
             self.last_line = now;
             let whole = progress::LineParts { bar: None, ..parts };
-            println!("{}", progress::fit(&whole, usize::MAX));
+            outln!("{}", progress::fit(&whole, usize::MAX));
         }
     }
 
@@ -944,7 +944,7 @@ impl Face {
     fn say(&self, line: &str) {
         match &self.bar {
             Some(bar) => bar.println(line),
-            None => println!("{line}"),
+            None => outln!("{line}"),
         }
     }
 
@@ -1099,7 +1099,7 @@ impl Handler<TorrentEvent> for Face {
                 let Some(listen) = p.listen else {
                     return self.finish(Outcome::NoPort);
                 };
-                println!("seeding {} on {listen}", self.name);
+                outln!("seeding {} on {listen}", self.name);
                 self.seeding_since = Some(Instant::now());
                 if self.seeding_limit_reached(&p) {
                     self.finish(Outcome::SeedingDone(p.clone()));
@@ -1134,7 +1134,7 @@ impl Handler<TorrentEvent> for Face {
                         bar.set_length(total_bytes);
                         bar.println(line);
                     }
-                    None => println!("{line}"),
+                    None => outln!("{line}"),
                 }
                 self.name = name;
                 self.total = total_bytes;

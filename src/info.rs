@@ -24,9 +24,9 @@ pub fn run(arg: &Path, as_json: bool) -> Result<(), Failure> {
             error: anyhow::anyhow!("invalid magnet link: {e}"),
         })?;
         if as_json {
-            println!("{}", terminal_safe_json(&magnet_json(&magnet)));
+            outln!("{}", terminal_safe_json(&magnet_json(&magnet)));
         } else {
-            print!("{}", describe_magnet(&magnet));
+            out!("{}", describe_magnet(&magnet));
         }
         return Ok(());
     }
@@ -43,9 +43,9 @@ pub fn run(arg: &Path, as_json: bool) -> Result<(), Failure> {
     if as_json {
         let mut value = torrent_json(&metainfo);
         value["v2"] = v2_json(v2.as_ref());
-        println!("{}", terminal_safe_json(&value));
+        outln!("{}", terminal_safe_json(&value));
     } else {
-        print!("{}", describe(&metainfo, &describe_v2(v2.as_ref())));
+        out!("{}", describe(&metainfo, &describe_v2(v2.as_ref())));
     }
     Ok(())
 }

@@ -2,6 +2,30 @@
 //! face modules (`info`, `get`, `swarm_cmd`, `create_cmd`) turn failures into the exit codes listed in README.md.
 //! The binary alone uses `anyhow`; the library returns typed errors.
 
+/// `print!` for the faces' standard output, without its panic when a write fails: a
+/// reader that closed the pipe early (`info ... | head`) wanted no more, so the rest is
+/// dropped and the command goes on (a download keeps downloading) or ends as it would.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = std::io::stdout().lock().write_fmt(format_args!($($arg)*));
+    }};
+}
+
+/// `println!`, as [`out!`] is `print!`.
+macro_rules! outln {
+    () => {
+        outln!("")
+    };
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let mut stdout = std::io::stdout().lock();
+        let _ = stdout
+            .write_fmt(format_args!($($arg)*))
+            .and_then(|()| stdout.write_all(b"\n"));
+    }};
+}
+
 mod cli;
 mod create_cmd;
 mod get;

@@ -351,7 +351,7 @@ pub fn run(args: SwarmArgs) -> Result<(), Failure> {
     let plan = SwarmPlan::new(spec, threads).map_err(|e| usage(e.to_string()))?;
     let torrent_path = work.join(format!("{}.torrent", plan.data.file_name()));
     std::fs::write(&torrent_path, &plan.torrent).map_err(|e| not_writable(&torrent_path, e))?;
-    println!(
+    outln!(
         "swarm: {} peers ({}), {} in {} pieces of {}, seed {}, info-hash {}; hashed in {:.1} s",
         counts.total(),
         counts.describe(),
@@ -363,10 +363,10 @@ pub fn run(args: SwarmArgs) -> Result<(), Failure> {
         planning.elapsed().as_secs_f64()
     );
     if !plan.spec.links.is_none() {
-        println!("links: {}", plan.spec.links.describe());
+        outln!("links: {}", plan.spec.links.describe());
     }
     let kept = args.work_dir.is_some() || args.keep || args.dry_run;
-    println!(
+    outln!(
         "work folder: {}{}",
         work.display(),
         if kept {
@@ -423,7 +423,7 @@ pub fn run(args: SwarmArgs) -> Result<(), Failure> {
         report.peers = peer_reports(&[], &[]);
         report.profiles = profile_totals(&report.peers);
         write_report(&args, &report, false)?;
-        print!("{}", report.summary());
+        out!("{}", report.summary());
         return Ok(());
     }
 
@@ -577,8 +577,8 @@ pub fn run(args: SwarmArgs) -> Result<(), Failure> {
     } else {
         ("complete".into(), 0)
     };
-    println!();
-    print!("{}", report.summary());
+    outln!();
+    out!("{}", report.summary());
     write_report(&args, &report, true)?;
     match report.exit_code {
         0 => Ok(()),
@@ -599,12 +599,12 @@ fn write_report(args: &SwarmArgs, report: &Report, with_plot: bool) -> Result<()
     if let Some(path) = &args.report {
         let json = serde_json::to_vec_pretty(report).map_err(|e| not_writable(path, e))?;
         std::fs::write(path, json).map_err(|e| not_writable(path, e))?;
-        println!("report written to {}", path.display());
+        outln!("report written to {}", path.display());
     }
     if let (Some(path), true) = (&args.plot, with_plot) {
         let svg = plot::svg(report).map_err(|e| not_writable(path, e))?;
         std::fs::write(path, svg).map_err(|e| not_writable(path, e))?;
-        println!("plot written to {}", path.display());
+        outln!("plot written to {}", path.display());
     }
     Ok(())
 }
@@ -640,7 +640,7 @@ fn print_progress(elapsed: Duration, leechers: &[Leecher], served: Option<&Profi
             human_bytes(s.bytes.values().sum::<u64>() as f64)
         ));
     }
-    println!("{line}");
+    outln!("{line}");
 }
 
 /// One leecher's part of the report: its stats file read and its file checked.

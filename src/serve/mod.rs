@@ -223,7 +223,7 @@ async fn serve(
         SocketAddr::V4(a) => format!("http://{a}/"),
         SocketAddr::V6(a) => format!("http://[{}]:{}/", a.ip(), a.port()),
     };
-    println!("serving {url} (peers on port {})", peer_addr.port());
+    outln!("serving {url} (peers on port {})", peer_addr.port());
     use std::io::Write;
     let _ = std::io::stdout().flush();
     info!(log, "serving"; "url" => &url, "peers" => %peer_addr);

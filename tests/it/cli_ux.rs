@@ -878,3 +878,51 @@ fn a_magnet_link_and_its_torrent_file_exclude_each_other_in_one_folder() {
     ));
     assert_fails(&second, 12, &["already working on movie.bin"]);
 }
+
+/// `info` piped into a reader that stops early (`| head -1`): the rest of its output has
+/// nowhere to go, which ends the command quietly, never in a panic.
+#[test]
+fn info_into_a_pipe_closed_early_ends_without_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("many");
+    fs::create_dir_all(&data).unwrap();
+    // Far more text than a pipe holds (64 KiB), so `info` is still writing when the
+    // reader goes.
+    for i in 0..3000 {
+        fs::write(
+            data.join(format!("file-with-a-longish-name-{i:05}.txt")),
+            [b'x'],
+        )
+        .unwrap();
+    }
+    let torrent = dir.path().join("many.torrent");
+    make_torrent(&data, &torrent, 15, &[]);
+    for json in [false, true] {
+        let mut cmd = ours();
+        cmd.arg("info");
+        if json {
+            cmd.arg("--json");
+        }
+        let mut child = cmd
+            .arg(&torrent)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut first = [0u8; 16];
+        std::io::Read::read_exact(child.stdout.as_mut().unwrap(), &mut first).unwrap();
+        drop(child.stdout.take());
+        let deadline = Instant::now() + RUN_LIMIT;
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(Instant::now() < deadline, "info did not end");
+            thread::sleep(POLL);
+        };
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+        assert!(!stderr.contains("panicked"), "json {json}: {stderr}");
+        assert_ne!(status.code(), Some(101), "json {json}: {stderr}");
+    }
+}
