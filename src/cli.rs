@@ -408,7 +408,6 @@ fn parse_profile(value: &str) -> Result<ProfileChoice, String> {
     })
 }
 
-#[cfg(feature = "swarm")]
 /// A size: bytes, or a whole number with a KiB, MiB, GiB or TiB suffix (K, M, G, T and
 /// KB, MB, GB, TB are read as the same binary units).
 pub fn parse_size(value: &str) -> Result<u64, String> {
