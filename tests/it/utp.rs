@@ -5,7 +5,8 @@
 //! each from one `serve` listener; Transmission 3.00's libutp downloads from our `seed
 //! --utp only` and serves `get --utp only`, both with encryption required; `--utp off`
 //! never reaches a
-//! uTP-only seeder and `--utp only` never a TCP-only one; a mixed swarm uses both. And
+//! uTP-only seeder and `--utp only` never a TCP-only one; a mixed swarm (TCP and uTP,
+//! plaintext and RC4) uses all four kinds. And
 //! what a stranger can do to our UDP port: stall connections after the uTP handshake, or
 //! send garbage and connection requests by the thousand, without a panic, without
 //! memory growing, and with an honest leecher still served.
@@ -207,26 +208,37 @@ fn utp_off_never_reaches_a_utp_only_seeder_and_utp_only_never_a_tcp_only_one() {
     );
 }
 
+/// Four libtorrent seeders, each capped so the download needs them all: TCP and uTP,
+/// each plaintext and with RC4 forced. `get`, with its defaults, uses every one, and
+/// each seeder's flags prove what its connections were.
 #[test]
-fn a_mixed_swarm_of_tcp_only_and_utp_only_seeders_serves_get_over_both() {
+fn a_mixed_swarm_of_tcp_utp_plaintext_and_encrypted_seeders_serves_get_over_all() {
     let f = Fixture::new(4 * 1024 * 1024 + 99);
-    // Each seeder capped, so the download needs both.
-    let tcp = lt_seeder(&f, LtTransport::Tcp, false);
-    let utp = lt_seeder(&f, LtTransport::Utp, false);
+    let seeders = [
+        ("TCP", lt_seeder(&f, LtTransport::Tcp, false), 0),
+        (
+            "TCP with RC4",
+            lt_seeder(&f, LtTransport::Tcp, true),
+            LT_RC4_ENCRYPTED,
+        ),
+        ("uTP", lt_seeder(&f, LtTransport::Utp, false), LT_UTP_SOCKET),
+        (
+            "uTP with RC4",
+            lt_seeder(&f, LtTransport::Utp, true),
+            LT_UTP_SOCKET | LT_RC4_ENCRYPTED,
+        ),
+    ];
     let out = f.out("mixed");
-    let (code, stderr) = run(
-        get(&f, &out, &[tcp.addr(), utp.addr()], &[]),
-        DOWNLOAD_LIMIT,
-    );
+    let addrs: Vec<_> = seeders.iter().map(|(_, s, _)| s.addr()).collect();
+    let (code, stderr) = run(get(&f, &out, &addrs, &[]), DOWNLOAD_LIMIT);
     assert_eq!(code, Some(0), "{stderr}");
     f.assert_downloaded(&out);
-    assert!(
-        tcp.uploaded() > 0 && utp.uploaded() > 0,
-        "not both seeders served: TCP {} bytes, uTP {} bytes",
-        tcp.uploaded(),
-        utp.uploaded()
-    );
-    assert_every_connection(&utp.log(), LT_UTP_SOCKET, "uTP");
+    for (what, seeder, bits) in &seeders {
+        assert!(seeder.uploaded() > 0, "the {what} seeder served nothing");
+        if *bits != 0 {
+            assert_every_connection(&seeder.log(), *bits, what);
+        }
+    }
 }
 
 /// A uTP connection request (ST_SYN, version 1) with connection id `id`.
