@@ -4,6 +4,7 @@
 
 mod cli;
 mod get;
+mod get_stream;
 mod info;
 mod logging;
 mod progress;
@@ -116,6 +117,9 @@ fn run(cli: Cli) -> Result<(), Failure> {
             seed_ratio,
             seed_time,
             files,
+            sequential,
+            stream,
+            listen,
             engine,
         } => {
             let dht = dht_options(&engine);
@@ -130,6 +134,8 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 },
             );
             args.selection = files;
+            args.sequential = sequential;
+            args.stream = stream.then_some(listen);
             get::run(args.with_dht(dht)?)
         }
         Command::Seed {

@@ -12,9 +12,9 @@
 
 mod api;
 mod prometheus;
-mod security;
+pub(crate) mod security;
 mod sse;
-mod stream;
+pub(crate) mod stream;
 mod ui;
 
 use std::net::SocketAddr;

@@ -15,7 +15,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use futures::StreamExt;
 use serde::Deserialize;
 use torrent_actors::engine::session;
-use torrent_actors::engine::stream::{StreamError, StreamReader, DEFAULT_WAIT};
+use torrent_actors::engine::stream::{StreamError, StreamReader, StreamSource, DEFAULT_WAIT};
 
 use super::api::{parse_id, ApiError, ApiState};
 
@@ -157,7 +157,19 @@ pub async fn stream(
         .session
         .send(session::OpenStream { id, file })
         .await??;
-    let length = opened.length;
+    respond(&req, opened.source, file, &opened.path, opened.length).await
+}
+
+/// The answer to a stream request for `file` (at `path` in its torrent, `length`
+/// bytes) of the torrent `source` reads: the range asked for, or the whole file, or why
+/// not. Shared by `serve` and `get --stream`.
+pub async fn respond(
+    req: &HttpRequest,
+    source: StreamSource,
+    file: usize,
+    path: &str,
+    length: u64,
+) -> Result<HttpResponse, ApiError> {
     let range = req
         .headers()
         .get(header::RANGE)
@@ -188,14 +200,14 @@ pub async fn stream(
         None => HttpResponse::Ok(),
     };
     res.insert_header((header::ACCEPT_RANGES, "bytes"))
-        .insert_header((header::CONTENT_TYPE, content_type(&opened.path)))
+        .insert_header((header::CONTENT_TYPE, content_type(path)))
         .insert_header((header::CACHE_CONTROL, "no-store"));
     if req.method() == Method::HEAD || start == end {
         // The length without the bytes: HTTP sends no body for HEAD.
         let nothing = futures::stream::empty::<Result<bytes::Bytes, StreamError>>();
         return Ok(res.body(SizedStream::new(end - start, nothing)));
     }
-    let reader = StreamReader::new(opened.source, file, DEFAULT_WAIT).map_err(stream_error)?;
+    let reader = StreamReader::new(source, file, DEFAULT_WAIT).map_err(stream_error)?;
     // The first bytes are read before the answer starts, so a file that cannot be
     // streamed gets an error status rather than a cut-off body.
     let first = reader.read_at(start, end).await.map_err(stream_error)?;

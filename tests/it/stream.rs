@@ -355,3 +355,66 @@ fn the_stream_route_refuses_hostile_ranges_indices_and_links() {
         "{expired:?}"
     );
 }
+
+#[test]
+fn get_stream_prints_each_files_url_and_serves_ranges_while_it_downloads_in_order() {
+    use std::io::{BufRead, BufReader};
+    let tmp = temp_dir();
+    let len = 3 * 1024 * 1024 + 77;
+    let payload = Payload::single(&tmp.path().join("seed"), "movie.mkv", len);
+    let data = fs::read(payload.dir.join("movie.mkv")).unwrap();
+    let swarm = swarm(&payload, 15, 384 * 1024);
+    let out = tmp.path().join("dl");
+    fs::create_dir_all(&out).unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_torrent-actors"));
+    cmd.env("TORRENT_ACTORS_DHT_BOOTSTRAP", "")
+        .args(["get", "--port", "0", "--no-dht", "--sequential", "--stream"])
+        .args(["--listen", "127.0.0.1:0", "-o"])
+        .arg(&out)
+        .arg(&swarm.torrent)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null());
+    let mut child = crate::support::ChildGuard::spawn(cmd, "get --stream");
+    let stdout = child.take_stdout().expect("piped stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let url = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = rx
+            .recv_timeout(left)
+            .expect("get --stream printed no stream URL within 30 s");
+        if let Some(rest) = line.strip_prefix("stream 0 movie.mkv: ") {
+            break rest.to_string();
+        }
+    };
+    assert!(url.starts_with("http://127.0.0.1:"), "{url}");
+    assert!(url.ends_with("/0/file.mkv"), "{url}");
+    // The end first, as a player looking for an index does; then a few places.
+    for (start, end) in [(len - 5000, len), (1_000_000, 1_100_000), (0, 1000)] {
+        let (status, head, body) = curl_range(&url, Some((start, end - 1)), tmp.path());
+        assert_eq!(status, 206, "{head}");
+        assert!(head.contains("content-type: video/x-matroska"), "{head}");
+        assert!(
+            body == data[start as usize..end as usize],
+            "bytes {start}..{end} differ"
+        );
+    }
+    // A wrong secret finds nothing.
+    let (base, tail) = url.rsplit_once("/0/").unwrap();
+    let (host, _) = base.rsplit_once('/').unwrap();
+    let (status, _, _) = curl_range(&format!("{host}/0000/0/{tail}"), None, tmp.path());
+    assert_eq!(status, 404);
+    // The download completes (in order) and `get` ends by itself.
+    let status = child
+        .wait_timeout(Duration::from_secs(120))
+        .expect("get --stream did not finish the download within 120 s");
+    assert!(status.success(), "{status:?}");
+    assert!(fs::read(out.join("movie.mkv")).unwrap() == data);
+}
