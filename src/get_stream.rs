@@ -65,13 +65,15 @@ async fn stream(
         .map_err(Into::into)
 }
 
+/// One file's stream: its index, its path in the torrent and its URL.
+pub type FileUrl = (usize, String, String);
+
 /// Serves the files of the torrent `source` reads on `socket`; returns the server's
-/// handle (to stop it) and, per file that is not padding, its index, its path in the
-/// torrent and its URL.
+/// handle (to stop it) and the URL of each file that is not padding.
 pub fn start(
     socket: std::net::TcpListener,
     source: StreamSource,
-) -> std::io::Result<(ServerHandle, Vec<(usize, String, String)>)> {
+) -> std::io::Result<(ServerHandle, Vec<FileUrl>)> {
     let addr = socket.local_addr()?;
     let secret = crate::serve::security::random_hex(16);
     let layout: Arc<Layout> = source.layout.clone();
