@@ -2483,6 +2483,12 @@ impl Handler<GetPieceMap> for Coordinator {
                 .picker
                 .as_ref()
                 .map_or_else(Vec::new, Picker::in_progress_pieces),
+            streams: {
+                let mut windows: Vec<(StreamId, (u32, u32))> =
+                    self.streams.iter().map(|(&k, &w)| (k, w)).collect();
+                windows.sort_unstable();
+                windows.into_iter().map(|(_, (a, b))| [a, b]).collect()
+            },
         })
     }
 }

@@ -876,6 +876,9 @@ pub struct PieceMap {
     /// Pieces with blocks requested or received and not yet complete, ascending; empty
     /// until the start-up check is done.
     pub downloading: Vec<u32>,
+    /// Each open stream's read position and the last piece of its read-ahead window
+    /// (both piece indices), so a piece map can show where players read.
+    pub streams: Vec<[u32; 2]>,
 }
 
 /// Face → Coordinator: each file's verified bytes, for a file list.

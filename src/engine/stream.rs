@@ -45,8 +45,11 @@ pub const MAX_WINDOW_PIECES: u32 = 32;
 /// Most bytes one read returns: the memory a read in flight costs.
 pub const MAX_READ: u32 = 256 * 1024;
 
-/// How long a read waits for its piece by default before giving up.
-pub const DEFAULT_WAIT: Duration = Duration::from_secs(60);
+/// How long a read waits for its piece by default before giving up. It also bounds how
+/// long a stream whose player went away keeps its window: an HTTP server notices a
+/// closed connection only when it writes, and a waiting read writes nothing. A player
+/// whose read failed asks again with a range, as players do after a stall.
+pub const DEFAULT_WAIT: Duration = Duration::from_secs(20);
 
 /// Why a stream read failed.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -179,6 +182,17 @@ impl StreamReader {
     /// The bytes at `pos`, up to `end` (exclusive) and at most one piece or
     /// [`MAX_READ`]; empty at or past `end`. Waits for the piece if it is not verified.
     pub async fn read_at(&self, pos: u64, end: u64) -> Result<Bytes, StreamError> {
+        self.read_within(pos, end, self.wait).await
+    }
+
+    /// As [`StreamReader::read_at`], waiting at most `wait` for the piece (zero: only
+    /// if it is verified already; the window is registered all the same).
+    pub async fn read_within(
+        &self,
+        pos: u64,
+        end: u64,
+        wait: Duration,
+    ) -> Result<Bytes, StreamError> {
         let length = self.len();
         if pos > length || end > length {
             return Err(StreamError::OutOfRange {
@@ -193,20 +207,16 @@ impl StreamReader {
         let msg = StreamRead {
             stream: self.id,
             plan,
-            wait: self.wait,
+            wait,
         };
         // The Coordinator bounds the wait; the margin covers the read from disk.
-        match tokio::time::timeout(
-            self.wait + Duration::from_secs(30),
-            self.source.read.send(msg),
-        )
-        .await
+        match tokio::time::timeout(wait + Duration::from_secs(30), self.source.read.send(msg)).await
         {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Err(StreamError::Stopped),
             Err(_) => Err(StreamError::TimedOut {
                 piece: plan.piece,
-                wait: self.wait,
+                wait,
             }),
         }
     }

@@ -558,6 +558,8 @@ pub struct PieceMapJson {
     pub pieces: usize,
     pub have: String,
     pub downloading: Vec<u32>,
+    /// Each open stream's position and the last piece of its window.
+    pub streams: Vec<[u32; 2]>,
 }
 
 impl From<&torrent_actors::engine::messages::PieceMap> for PieceMapJson {
@@ -566,6 +568,7 @@ impl From<&torrent_actors::engine::messages::PieceMap> for PieceMapJson {
             pieces: map.pieces,
             have: data_encoding::BASE64.encode(&map.have),
             downloading: map.downloading.clone(),
+            streams: map.streams.clone(),
         }
     }
 }

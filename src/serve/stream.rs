@@ -208,11 +208,19 @@ pub async fn respond(
         return Ok(res.body(SizedStream::new(end - start, nothing)));
     }
     let reader = StreamReader::new(source, file, DEFAULT_WAIT).map_err(stream_error)?;
-    // The first bytes are read before the answer starts, so a file that cannot be
-    // streamed gets an error status rather than a cut-off body.
-    let first = reader.read_at(start, end).await.map_err(stream_error)?;
+    // A first read that does not wait: a file that cannot be streamed (not selected,
+    // the torrent stopping) gets an error status rather than a cut-off body. A piece not
+    // there yet is waited for in the body, not before the answer: the HTTP server
+    // notices a player that gave up only while it sends a body, and the stream's
+    // window must go with the player.
+    let first = match reader.read_within(start, end, Duration::ZERO).await {
+        Ok(bytes) => bytes,
+        Err(StreamError::TimedOut { .. }) => bytes::Bytes::new(),
+        Err(e) => return Err(stream_error(e)),
+    };
     let next = start + first.len() as u64;
     let body = futures::stream::once(async move { Ok::<_, StreamError>(first) })
+        .filter(|b| futures::future::ready(b.as_ref().map_or(true, |b| !b.is_empty())))
         .chain(reader.into_stream(next, end));
     Ok(res.body(SizedStream::new(end - start, body)))
 }

@@ -12,6 +12,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
+use torrent_actors::engine::stream::DEFAULT_WAIT;
 
 use crate::support::{
     http, make_torrent, run_with_timeout, with_announce, Daemon, DaemonOpts, LtSeeder, Payload,
@@ -287,6 +288,51 @@ fn the_stream_route_refuses_hostile_ranges_indices_and_links() {
             "{range}"
         );
     }
+    // A read that waits (no seeder: it cannot be served) shows its window in the piece
+    // map. The player giving up releases the window once the read's wait ends (the
+    // server cannot tell a silent closed connection before it writes).
+    let waiting = {
+        let url = format!("http://127.0.0.1:{}{path}", daemon.port);
+        let bearer = bearer.clone();
+        thread::spawn(move || {
+            let mut cmd = Command::new("curl");
+            cmd.args([
+                "-s",
+                "-o",
+                "/dev/null",
+                "--max-time",
+                "4",
+                "-r",
+                "200000-200099",
+            ])
+            .args(["-H", &format!("Authorization: {bearer}")])
+            .arg(url);
+            run_with_timeout(cmd, Duration::from_secs(20))
+        })
+    };
+    let streams =
+        |daemon: &Daemon| daemon.get_json(&format!("/api/torrents/{id}/pieces"))["streams"].clone();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while streams(&daemon).as_array().is_none_or(|s| s.is_empty()) {
+        assert!(
+            Instant::now() < deadline,
+            "the waiting read's window never showed"
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+    // 200000 is in piece 6 of 32 KiB pieces; the window runs to the file's last piece.
+    assert_eq!(streams(&daemon), json!([[6, 9]]));
+    waiting.join().unwrap();
+    let deadline = Instant::now() + DEFAULT_WAIT + Duration::from_secs(15);
+    while streams(&daemon) != json!([]) {
+        assert!(
+            Instant::now() < deadline,
+            "a closed stream kept its window: {}",
+            streams(&daemon)
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+
     // HEAD needs no data: the length, the type by extension, ranges accepted.
     let reply = http(daemon.port, "HEAD", &path, &auth, None);
     assert_eq!(reply.status, 200, "{reply:?}");

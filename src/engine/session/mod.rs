@@ -1209,6 +1209,7 @@ impl Entry {
             pieces: layout.num_pieces() as usize,
             have: have.as_bytes().to_vec(),
             downloading: Vec::new(),
+            streams: Vec::new(),
         });
     }
 
@@ -1222,6 +1223,7 @@ impl Entry {
                 pieces,
                 have: vec![0; pieces.div_ceil(8)],
                 downloading: Vec::new(),
+                streams: Vec::new(),
             }
         })
     }

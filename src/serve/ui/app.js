@@ -1035,6 +1035,22 @@ function renderPieces(d) {
   ctx.fill(paths.have);
   ctx.fillStyle = cssVar('--downloading');
   ctx.fill(paths.busy);
+
+  // Each open stream: its read-ahead window outlined, its read position filled.
+  const streams = (map && map.streams) || [];
+  setText($('#pieces-streams'), streams.length);
+  ctx.strokeStyle = cssVar('--stream');
+  ctx.fillStyle = cssVar('--stream');
+  ctx.lineWidth = Math.max(1, Math.floor(cell / 6));
+  for (const [pos, last] of streams) {
+    if (!(pos >= 0 && pos < n)) continue;
+    const end = Math.min(n - 1, Math.max(pos, last));
+    for (let c = cellOf(pos); c <= cellOf(end); c++) {
+      ctx.strokeRect((c % cols) * cell + 0.5, Math.floor(c / cols) * cell + 0.5, cell - gap - 1, cell - gap - 1);
+    }
+    const p = cellOf(pos);
+    ctx.fillRect((p % cols) * cell, Math.floor(p / cols) * cell, cell - gap, cell - gap);
+  }
 }
 
 /**
