@@ -167,6 +167,20 @@ fn range_reads_at_random_offsets_during_a_rate_limited_download_return_the_right
     assert_eq!(status, 200, "{head}");
     assert!(head.contains(&format!("content-length: {len}")), "{head}");
     assert!(body == data, "the whole file differs from the seeder's");
+    // Every stream ended with its answer, so none keeps a window.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let map = daemon.get_json(&format!("/api/torrents/{}/pieces", swarm.id));
+        if map["streams"] == json!([]) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "finished streams kept their windows: {}",
+            map["streams"]
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// Makes a 20 s test video (MPEG-4 in MP4, its index at the end as ffmpeg writes it by
