@@ -478,3 +478,46 @@ fn get_stream_prints_each_files_url_and_serves_ranges_while_it_downloads_in_orde
     assert!(status.success(), "{status:?}");
     assert!(fs::read(out.join("movie.mkv")).unwrap() == data);
 }
+
+#[test]
+fn a_file_left_out_of_the_download_is_refused_not_waited_for() {
+    let tmp = temp_dir();
+    let payload = Payload::multi(&tmp.path().join("seed"), "album", 32 * 1024);
+    let torrent = tmp.path().join("album.torrent");
+    let hash = make_torrent(&payload.root(), &torrent, 15, &[]);
+    let id = hash.to_hex();
+    let daemon = Daemon::start(
+        &tmp.path().join("dl"),
+        &tmp.path().join("state"),
+        &DaemonOpts::default(),
+    );
+    let b64 = data_encoding::BASE64.encode(&fs::read(&torrent).unwrap());
+    // Only file 1 (one byte, in piece 0); file 9, the last, shares no piece with it.
+    let added = daemon.post(
+        "/api/torrents",
+        &json!({ "torrent_base64": b64, "files": [1] }),
+    );
+    assert_eq!(added.status, 201, "{added:?}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while daemon.get_json(&format!("/api/torrents/{id}"))["state"] != "downloading" {
+        assert!(
+            Instant::now() < deadline,
+            "the torrent never started downloading"
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+    let len = payload.files[9].1;
+    let range = format!("bytes={}-{}", len - 10, len - 1);
+    let reply = http(
+        daemon.port,
+        "GET",
+        &format!("/api/torrents/{id}/files/9/stream"),
+        &[("Range", range.as_str())],
+        None,
+    );
+    assert_eq!(reply.status, 409, "{reply:?}");
+    assert!(
+        String::from_utf8_lossy(&reply.body).contains("not selected"),
+        "{reply:?}"
+    );
+}
