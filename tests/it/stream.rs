@@ -305,38 +305,46 @@ fn the_stream_route_refuses_hostile_ranges_indices_and_links() {
     // A read that waits (no seeder: it cannot be served) shows its window in the piece
     // map. The player giving up releases the window once the read's wait ends (the
     // server cannot tell a silent closed connection before it writes).
-    let waiting = {
-        let url = format!("http://127.0.0.1:{}{path}", daemon.port);
-        let bearer = bearer.clone();
-        thread::spawn(move || {
-            let mut cmd = Command::new("curl");
-            cmd.args([
-                "-s",
-                "-o",
-                "/dev/null",
-                "--max-time",
-                "4",
-                "-r",
-                "200000-200099",
-            ])
-            .args(["-H", &format!("Authorization: {bearer}")])
-            .arg(url);
-            run_with_timeout(cmd, Duration::from_secs(20))
+    // Two players at once, each with its own window.
+    let waiting: Vec<_> = ["40000-40099", "200000-200099"]
+        .into_iter()
+        .map(|range| {
+            let url = format!("http://127.0.0.1:{}{path}", daemon.port);
+            let bearer = bearer.clone();
+            thread::spawn(move || {
+                let mut cmd = Command::new("curl");
+                cmd.args(["-s", "-o", "/dev/null", "--max-time", "4", "-r", range])
+                    .args(["-H", &format!("Authorization: {bearer}")])
+                    .arg(url);
+                run_with_timeout(cmd, Duration::from_secs(20))
+            })
         })
-    };
+        .collect();
     let streams =
         |daemon: &Daemon| daemon.get_json(&format!("/api/torrents/{id}/pieces"))["streams"].clone();
+    let windows = |daemon: &Daemon| {
+        let mut w: Vec<String> = streams(daemon)
+            .as_array()
+            .map(|a| a.iter().map(|x| x.to_string()).collect())
+            .unwrap_or_default();
+        w.sort();
+        w
+    };
     let deadline = Instant::now() + Duration::from_secs(10);
-    while streams(&daemon).as_array().is_none_or(|s| s.is_empty()) {
+    while windows(&daemon).len() < 2 {
         assert!(
             Instant::now() < deadline,
-            "the waiting read's window never showed"
+            "the waiting reads' windows never showed: {}",
+            streams(&daemon)
         );
         thread::sleep(Duration::from_millis(100));
     }
-    // 200000 is in piece 6 of 32 KiB pieces; the window runs to the file's last piece.
-    assert_eq!(streams(&daemon), json!([[6, 9]]));
-    waiting.join().unwrap();
+    // Bytes 40000 and 200000 are in pieces 1 and 6 of 32 KiB pieces; each window runs
+    // to the file's last piece (9), 8 MiB being more than the file.
+    assert_eq!(windows(&daemon), vec!["[1,9]", "[6,9]"]);
+    for w in waiting {
+        w.join().unwrap();
+    }
     let deadline = Instant::now() + DEFAULT_WAIT + Duration::from_secs(15);
     while streams(&daemon) != json!([]) {
         assert!(
