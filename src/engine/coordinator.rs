@@ -1052,7 +1052,9 @@ impl Coordinator {
         }
         let all = Bitfield::full(self.layout.num_pieces());
         let mut out = Vec::new();
-        picker.pick_run(msg.key, &all, entry.cursor, msg.want, &mut out);
+        // A stream's window first: a web seed fetches runs, and a window is one.
+        let from = picker.first_critical_missing().unwrap_or(entry.cursor);
+        picker.pick_run(msg.key, &all, from, msg.want, &mut out);
         entry.short = out.len() < msg.want;
         if let Some(last) = out.iter().map(|r| r.piece).max() {
             entry.cursor = last + 1;

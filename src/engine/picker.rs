@@ -304,6 +304,15 @@ impl Picker {
         }
     }
 
+    /// The most urgent time-critical piece not yet started: where a source that fetches
+    /// runs of pieces (a web seed, [`Picker::pick_run`]) should start.
+    pub fn first_critical_missing(&self) -> Option<u32> {
+        self.critical
+            .iter()
+            .copied()
+            .find(|&i| self.states.get(i as usize) == Some(&PieceState::Missing))
+    }
+
     /// The time-critical pieces, most urgent first, and how many of them are urgent.
     pub fn time_critical(&self) -> (&[u32], usize) {
         (&self.critical, self.urgent)

@@ -1063,3 +1063,25 @@ fn sequential_mode_starts_the_heads_then_ascends() {
     assert_eq!(order, vec![1, 4]);
     p.check_invariants();
 }
+
+#[test]
+fn a_run_for_a_web_seed_starts_at_the_most_urgent_missing_time_critical_piece() {
+    let l = layout(16 * 1024, 16 * 16 * 1024);
+    let mut p = picker(&l, u64::MAX);
+    assert_eq!(p.first_critical_missing(), None);
+    p.set_time_critical(&[9, 10, 11], 1);
+    // Piece 9 is taken by a peer; the run starts at 10.
+    let _ = pick(&mut p, Q, &only(16, &[9]), 1);
+    assert_eq!(p.first_critical_missing(), Some(10));
+    let mut out = Vec::new();
+    p.pick_run(
+        P,
+        &full(16),
+        p.first_critical_missing().unwrap(),
+        3,
+        &mut out,
+    );
+    let order: Vec<u32> = out.iter().map(|r| r.piece).collect();
+    assert_eq!(order, vec![10, 11, 12]);
+    p.check_invariants();
+}
