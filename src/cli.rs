@@ -61,6 +61,23 @@ pub enum Command {
         /// in a hidden part file beside the resume file.
         #[arg(long, value_name = "LIST", value_parser = parse_files)]
         files: Option<FileSelection>,
+        /// Download pieces in order, each file's first and last piece first (where media
+        /// players look for an index), rather than rarest first. A .torrent file only.
+        #[arg(long)]
+        sequential: bool,
+        /// Serve each file over HTTP while it downloads and print its URL, for a media
+        /// player (mpv, VLC) to open and seek in. A .torrent file only.
+        #[arg(long)]
+        stream: bool,
+        /// With --stream: where to serve the files (0 as the port picks a free one).
+        /// Anyone who can reach it and knows a printed URL can read the files.
+        #[arg(
+            long,
+            value_name = "ADDR",
+            requires = "stream",
+            default_value = "127.0.0.1:0"
+        )]
+        listen: SocketAddr,
         #[command(flatten)]
         engine: EngineArgs,
     },

@@ -17,12 +17,13 @@ use torrent_actors::engine::coordinator::{Coordinator, EngineConfig, TorrentPara
 use torrent_actors::engine::dht::{Bootstrap, BootstrapSource, Dht, DhtConfig};
 use torrent_actors::engine::jail::{Access, Jail};
 use torrent_actors::engine::messages::{
-    DhtLinks, FailureKind, Phase, Progress, Shutdown, TorrentEvent,
+    DhtLinks, FailureKind, Phase, Progress, SetSequential, Shutdown, TorrentEvent,
 };
 use torrent_actors::engine::metadata::{MagnetParams, MetadataFetcher};
 use torrent_actors::engine::metrics::Metrics;
 use torrent_actors::engine::selection::check_selection;
 use torrent_actors::engine::storage::SideFiles;
+use torrent_actors::engine::stream::StreamSource;
 use torrent_actors::engine::threads::{Threads, ThreadsConfig};
 use torrent_actors::engine::tracker::{
     status::next_announce_in, TrackerState, TrackerStatus, TrackerTimeouts,
@@ -73,6 +74,10 @@ pub struct GetArgs {
     pub mode: Mode,
     /// `get --files`: only these files (BEP 53 indices); `None` for every file.
     pub selection: Option<FileSelection>,
+    /// `get --sequential`: pieces in file order, each file's ends first.
+    pub sequential: bool,
+    /// `get --stream --listen ADDR`: serve the files over HTTP there while downloading.
+    pub stream: Option<SocketAddr>,
 }
 
 /// Whether the run ends at completion, seeds for a while after it, or only seeds.
@@ -140,6 +145,8 @@ impl GetArgs {
             dht: None,
             mode,
             selection: None,
+            sequential: false,
+            stream: None,
         }
     }
 }
@@ -244,7 +251,24 @@ pub fn run(args: GetArgs) -> Result<(), Failure> {
             error: anyhow::anyhow!("--files {selection}: {e}"),
         })?;
     }
+    if (args.sequential || args.stream.is_some()) && matches!(source, Source::Magnet(_)) {
+        return Err(Failure {
+            code: exit::USAGE,
+            error: anyhow::anyhow!(
+                "--stream and --sequential need a .torrent file; fetch the magnet's first \
+                 (`get` writes NAME.torrent) and run again with it"
+            ),
+        });
+    }
     check_listen(args.listen)?;
+    // The stream server's socket now, so a port in use ends the run before it starts.
+    let stream_socket = match args.stream {
+        Some(addr) => Some(std::net::TcpListener::bind(addr).map_err(|e| Failure {
+            code: exit::CANNOT_LISTEN,
+            error: anyhow::anyhow!("cannot listen for --stream on {addr}: {e}"),
+        })?),
+        None => None,
+    };
     if let (
         Mode::Seed {
             fetch_missing: false,
@@ -259,7 +283,8 @@ pub fn run(args: GetArgs) -> Result<(), Failure> {
     let _lock = lock_output(&args.output, &source)?;
     let log = logging::stderr_logger(args.verbosity);
 
-    let (outcome, name, threads) = actix::System::new().block_on(download(source, &args, log));
+    let (outcome, name, threads) =
+        actix::System::new().block_on(download(source, &args, log, stream_socket));
     // Every actor is done; their threads end here, not at the process's exit.
     threads.join();
     match outcome {
@@ -506,6 +531,7 @@ async fn download(
     source: Source,
     args: &GetArgs,
     log: slog::Logger,
+    stream_socket: Option<std::net::TcpListener>,
 ) -> (Outcome, String, Arc<Threads>) {
     let mut config = EngineConfig::new(our_peer_id(), args.listen);
     let threads = Threads::start(ThreadsConfig::for_process(args.threads), &config.metrics);
@@ -547,17 +573,40 @@ async fn download(
     let face = face.start();
     let seeding_only = matches!(args.mode, Mode::Seed { .. });
     let dht = start_dht(args.dht.clone(), args.listen, &log);
+    let mut stream_server = None;
     let torrent: Recipient<Shutdown> = match source {
-        Source::Torrent(metainfo) => Coordinator::start(TorrentParams {
-            selection: args.selection.clone(),
-            dht: dht.clone(),
-            metainfo,
-            download_dir: args.output.clone(),
-            config,
-            events: face.clone().recipient(),
-            log,
-        })
-        .recipient(),
+        Source::Torrent(metainfo) => {
+            let layout = Arc::new(metainfo.info.layout.clone());
+            let coordinator = Coordinator::start(TorrentParams {
+                selection: args.selection.clone(),
+                dht: dht.clone(),
+                metainfo,
+                download_dir: args.output.clone(),
+                config,
+                events: face.clone().recipient(),
+                log: log.clone(),
+            });
+            if args.sequential {
+                coordinator.do_send(SetSequential { on: true });
+            }
+            if let Some(socket) = stream_socket {
+                let source = StreamSource {
+                    read: coordinator.clone().recipient(),
+                    close: coordinator.clone().recipient(),
+                    layout,
+                };
+                match crate::get_stream::start(socket, source) {
+                    Ok((handle, urls)) => {
+                        for (index, path, url) in urls {
+                            outln!("stream {index} {}: {url}", printable(&path));
+                        }
+                        stream_server = Some(handle);
+                    }
+                    Err(e) => slog::warn!(log, "cannot serve the streams"; "error" => %e),
+                }
+            }
+            coordinator.recipient()
+        }
         Source::Magnet(magnet) => MetadataFetcher::start(MagnetParams {
             magnet,
             download_dir: args.output.clone(),
@@ -604,6 +653,10 @@ async fn download(
         other => other,
     };
     // Whatever happened, stop cleanly: resume file, `stopped` announces, files closed.
+    // Streams first, so no read waits on a torrent that is stopping.
+    if let Some(server) = stream_server {
+        let _ = tokio::time::timeout(Duration::from_secs(3), server.stop(false)).await;
+    }
     let _ = tokio::time::timeout(Duration::from_secs(15), torrent.send(Shutdown)).await;
     let (last_tx, last_rx) = oneshot::channel();
     face.do_send(FinalStats(last_tx));

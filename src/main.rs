@@ -29,6 +29,7 @@ macro_rules! outln {
 mod cli;
 mod create_cmd;
 mod get;
+mod get_stream;
 mod info;
 mod logging;
 mod progress;
@@ -142,6 +143,9 @@ fn run(cli: Cli) -> Result<(), Failure> {
             seed_ratio,
             seed_time,
             files,
+            sequential,
+            stream,
+            listen,
             engine,
         } => {
             let dht = dht_options(&engine);
@@ -156,6 +160,8 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 },
             );
             args.selection = files;
+            args.sequential = sequential;
+            args.stream = stream.then_some(listen);
             get::run(args.with_dht(dht)?)
         }
         Command::Seed {

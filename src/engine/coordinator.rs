@@ -33,6 +33,7 @@ use super::piece_manager::{PieceManager, PieceManagerLinks};
 use super::resume::{plan_start, FileRecord, ResumeData};
 use super::selection::{verified_bytes_per_file, SelectedFiles};
 use super::storage::{FileReader, FileWriter, Hasher};
+use super::stream::{critical_order, StreamError, StreamId, MAX_STREAMS};
 use super::streamed::PieceMode;
 use super::threads::{Threads, ThreadsConfig};
 use super::tracker::{
@@ -446,6 +447,15 @@ pub struct Coordinator {
     /// Where this torrent's actors and its Peers run (the process's threads, or private
     /// ones that stop when this Coordinator is dropped).
     threads: Arc<Threads>,
+    /// Open streams' windows: each stream's position piece and last window piece, at
+    /// most [`MAX_STREAMS`]; the picker's time-critical pieces are made from them.
+    streams: HashMap<StreamId, (u32, u32)>,
+    /// Stream reads waiting for a piece to be verified, by piece: one per stream at
+    /// most, each woken when its piece is verified or dropped when its stream closes.
+    stream_waiters: HashMap<u32, Vec<(StreamId, futures::channel::oneshot::Sender<()>)>>,
+    /// New pieces start in file order (`SetSequential`), applied to the picker when it
+    /// is made.
+    sequential: bool,
     log: Logger,
 }
 
@@ -606,6 +616,9 @@ impl Coordinator {
             stopping: false,
             peers_gone: None,
             threads,
+            streams: HashMap::new(),
+            stream_waiters: HashMap::new(),
+            sequential: false,
             log,
         };
         match place.coordinator {
@@ -839,6 +852,8 @@ impl Coordinator {
         self.piece_manager = Some(pm);
         let complete_at_start = picker.is_complete();
         self.picker = Some(picker);
+        self.apply_sequential();
+        self.wake_stream_readers();
         self.phase = if complete_at_start {
             Phase::Complete
         } else {
@@ -1060,7 +1075,9 @@ impl Coordinator {
         }
         let all = Bitfield::full(self.layout.num_pieces());
         let mut out = Vec::new();
-        picker.pick_run(msg.key, &all, entry.cursor, msg.want, &mut out);
+        // A stream's window first: a web seed fetches runs, and a window is one.
+        let from = picker.first_critical_missing().unwrap_or(entry.cursor);
+        picker.pick_run(msg.key, &all, from, msg.want, &mut out);
         entry.short = out.len() < msg.want;
         if let Some(last) = out.iter().map(|r| r.piece).max() {
             entry.cursor = last + 1;
@@ -1658,6 +1675,89 @@ impl Coordinator {
         }
     }
 
+    /// Gives the picker the streams' time-critical pieces (see `engine::stream`), and
+    /// wakes idle peers when the list changed so they pick them now.
+    fn update_critical(&mut self) {
+        for waiters in self.stream_waiters.values_mut() {
+            waiters.retain(|(_, tx)| !tx.is_canceled());
+        }
+        self.stream_waiters.retain(|_, w| !w.is_empty());
+        let mut waiting: Vec<(StreamId, u32)> = self
+            .stream_waiters
+            .iter()
+            .flat_map(|(&piece, w)| w.iter().map(move |(id, _)| (*id, piece)))
+            .collect();
+        waiting.sort_unstable();
+        let waiting: Vec<u32> = waiting.into_iter().map(|(_, p)| p).collect();
+        let mut windows: Vec<(StreamId, (u32, u32))> =
+            self.streams.iter().map(|(&k, &w)| (k, w)).collect();
+        windows.sort_unstable();
+        let windows: Vec<(u32, u32)> = windows.into_iter().map(|(_, w)| w).collect();
+        let (order, urgent) = critical_order(&waiting, &windows);
+        let Some(picker) = &mut self.picker else {
+            return;
+        };
+        if picker.time_critical() == (&order[..], urgent.min(order.len())) {
+            return;
+        }
+        picker.set_time_critical(&order, urgent);
+        if !order.is_empty() {
+            self.wake_short_peers();
+        }
+    }
+
+    /// Peers whose last pick came up short (mostly for want of budget or of anything to
+    /// ask) may pick again now rather than at their next tick.
+    fn wake_short_peers(&mut self) {
+        for key in std::mem::take(&mut self.short_peers) {
+            if let Some(peer) = self.peers.get_mut(&key) {
+                if std::mem::take(&mut peer.short) && peer.interested && !peer.wake_pending {
+                    peer.wake_pending = true;
+                    peer.actor.do_send(ToPeer::WakeUp);
+                }
+            }
+        }
+    }
+
+    /// Wakes the stream reads whose piece is verified now.
+    fn wake_stream_readers(&mut self) {
+        let have = &self.have;
+        let ready: Vec<u32> = self
+            .stream_waiters
+            .keys()
+            .copied()
+            .filter(|&p| have.has(p))
+            .collect();
+        for piece in &ready {
+            for (_, tx) in self.stream_waiters.remove(piece).unwrap_or_default() {
+                let _ = tx.send(());
+            }
+        }
+        if !ready.is_empty() {
+            self.update_critical();
+        }
+    }
+
+    /// Tells the picker whether to start pieces in order; in order, each selected
+    /// file's first and last piece go first.
+    fn apply_sequential(&mut self) {
+        let Some(picker) = &mut self.picker else {
+            return;
+        };
+        let mut heads = Vec::new();
+        if self.sequential {
+            for (index, file) in self.layout.files().iter().enumerate() {
+                let pieces = self.layout.file_pieces(index);
+                if file.padding || !self.selected.is_selected(index) || pieces.is_empty() {
+                    continue;
+                }
+                heads.push(pieces.start);
+                heads.push(pieces.end - 1);
+            }
+        }
+        picker.set_sequential(self.sequential, heads);
+    }
+
     fn complete(&mut self, ctx: &mut Context<Self>) {
         self.phase = Phase::Complete;
         info!(self.log, "download complete");
@@ -2170,6 +2270,9 @@ impl Handler<PieceVerified> for Coordinator {
             });
         }
         let complete = picker.is_complete();
+        if self.stream_waiters.contains_key(&msg.piece.get()) {
+            self.wake_stream_readers();
+        }
         if complete {
             self.announce_haves(Quiet::All);
             self.complete(ctx);
@@ -2177,14 +2280,7 @@ impl Handler<PieceVerified> for Coordinator {
             // The piece's budget is free again: peers whose last pick came up short
             // (mostly for want of budget) may start a piece now, not at their next tick.
             self.wake_web_seeds();
-            for key in std::mem::take(&mut self.short_peers) {
-                if let Some(peer) = self.peers.get_mut(&key) {
-                    if std::mem::take(&mut peer.short) && peer.interested && !peer.wake_pending {
-                        peer.wake_pending = true;
-                        peer.actor.do_send(ToPeer::WakeUp);
-                    }
-                }
-            }
+            self.wake_short_peers();
             self.maybe_save_resume(false, ctx);
         }
     }
@@ -2407,6 +2503,12 @@ impl Handler<GetPieceMap> for Coordinator {
                 .picker
                 .as_ref()
                 .map_or_else(Vec::new, Picker::in_progress_pieces),
+            streams: {
+                let mut windows: Vec<(StreamId, (u32, u32))> =
+                    self.streams.iter().map(|(&k, &w)| (k, w)).collect();
+                windows.sort_unstable();
+                windows.into_iter().map(|(_, (a, b))| [a, b]).collect()
+            },
         })
     }
 }
@@ -2435,6 +2537,94 @@ impl Handler<GetFileProgress> for Coordinator {
     }
 }
 
+impl Handler<StreamRead> for Coordinator {
+    type Result = ResponseFuture<Result<bytes::Bytes, StreamError>>;
+
+    fn handle(&mut self, msg: StreamRead, _: &mut Context<Self>) -> Self::Result {
+        let _timing = self.metrics.handling_unqueued("StreamRead");
+        let plan = msg.plan;
+        let fail = |e| -> Self::Result { Box::pin(futures::future::ready(Err(e))) };
+        if self.stopping {
+            return fail(StreamError::Stopped);
+        }
+        let Some(piece) = self.layout.piece(plan.piece) else {
+            return fail(StreamError::Stopped);
+        };
+        if !self.streams.contains_key(&msg.stream) && self.streams.len() >= MAX_STREAMS {
+            return fail(StreamError::TooManyStreams(MAX_STREAMS));
+        }
+        self.streams
+            .insert(msg.stream, (plan.piece, plan.window_end.max(plan.piece)));
+        // A stream has one read at a time: an earlier one still listed was given up.
+        for waiters in self.stream_waiters.values_mut() {
+            waiters.retain(|(id, _)| *id != msg.stream);
+        }
+        let reader = self.reader.clone();
+        let read = ReadBlock {
+            piece,
+            offset: plan.offset,
+            length: plan.length,
+        };
+        let read = async move {
+            match reader.send(read).await {
+                Ok(result) => result.map_err(StreamError::Storage),
+                Err(_) => Err(StreamError::Stopped),
+            }
+        };
+        if self.have.has(plan.piece) {
+            self.update_critical();
+            return Box::pin(read);
+        }
+        if self
+            .picker
+            .as_ref()
+            .is_some_and(|p| p.state(piece) == super::picker::PieceState::Skipped)
+        {
+            return fail(StreamError::NotSelected);
+        }
+        let (tx, rx) = futures::channel::oneshot::channel();
+        self.stream_waiters
+            .entry(plan.piece)
+            .or_default()
+            .push((msg.stream, tx));
+        self.update_critical();
+        let wait = msg.wait;
+        Box::pin(async move {
+            match tokio::time::timeout(wait, rx).await {
+                Ok(Ok(())) => read.await,
+                Ok(Err(_)) => Err(StreamError::Stopped),
+                Err(_) => Err(StreamError::TimedOut {
+                    piece: plan.piece,
+                    wait,
+                }),
+            }
+        })
+    }
+}
+
+impl Handler<StreamClosed> for Coordinator {
+    type Result = ();
+
+    fn handle(&mut self, msg: StreamClosed, _: &mut Context<Self>) {
+        let _timing = self.metrics.handling("StreamClosed");
+        self.streams.remove(&msg.stream);
+        for waiters in self.stream_waiters.values_mut() {
+            waiters.retain(|(id, _)| *id != msg.stream);
+        }
+        self.update_critical();
+    }
+}
+
+impl Handler<SetSequential> for Coordinator {
+    type Result = ();
+
+    fn handle(&mut self, msg: SetSequential, _: &mut Context<Self>) {
+        let _timing = self.metrics.handling("SetSequential");
+        self.sequential = msg.on;
+        self.apply_sequential();
+    }
+}
+
 impl Handler<Shutdown> for Coordinator {
     type Result = ResponseActFuture<Self, ()>;
 
@@ -2445,6 +2635,8 @@ impl Handler<Shutdown> for Coordinator {
     fn handle(&mut self, _: Shutdown, ctx: &mut Context<Self>) -> Self::Result {
         let _timing = self.metrics.handling_unqueued("Shutdown");
         self.stopping = true;
+        // Waiting stream reads end now (as `Stopped`), not at their time limit.
+        self.stream_waiters.clear();
         for peer in self.peers.values() {
             peer.actor
                 .do_send(ToPeer::Disconnect("shutting down".into()));

@@ -413,6 +413,38 @@ pub struct StorageError {
     pub disk_full: bool,
 }
 
+/// Stream reader → Coordinator: the bytes `plan` names, once their piece is verified
+/// (waiting up to `wait` for it, the piece and the window after it made time-critical
+/// meanwhile); also moves the stream's window to `plan`'s.
+#[derive(Message)]
+#[rtype(result = "Result<Bytes, super::stream::StreamError>")]
+pub struct StreamRead {
+    /// The stream reading, whose window this read moves.
+    pub stream: super::stream::StreamId,
+    /// Which bytes, and the window after them.
+    pub plan: super::stream::ReadPlan,
+    /// How long to wait for a piece not yet verified.
+    pub wait: std::time::Duration,
+}
+
+/// Stream reader → Coordinator: the stream is closed; its window is no longer
+/// time-critical and its waiting read, if any, is dropped.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct StreamClosed {
+    /// The stream that closed.
+    pub stream: super::stream::StreamId,
+}
+
+/// Face → Coordinator: start new pieces in file order (each file's first and last
+/// piece first, where players look for an index) instead of rarest first, or back.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SetSequential {
+    /// In order if true.
+    pub on: bool,
+}
+
 // ---------------------------------------------------------------------------------------
 // Coordinator, Peer ↔ Dht
 // ---------------------------------------------------------------------------------------
@@ -857,6 +889,9 @@ pub struct PieceMap {
     /// Pieces with blocks requested or received and not yet complete, ascending; empty
     /// until the start-up check is done.
     pub downloading: Vec<u32>,
+    /// Each open stream's read position and the last piece of its read-ahead window
+    /// (both piece indices), so a piece map can show where players read.
+    pub streams: Vec<[u32; 2]>,
 }
 
 /// Face → Coordinator: each file's verified bytes, for a file list.

@@ -28,6 +28,7 @@ pub mod selection;
 pub mod session;
 pub mod smart_ban;
 pub mod storage;
+pub mod stream;
 pub mod streamed;
 pub mod threads;
 pub mod tracker;

@@ -45,6 +45,20 @@
 //! others: a liar would spoil every piece it touched until its verdict, and with large
 //! pieces a verdict waits for a whole refetch. If it fetches a parole piece alone, that
 //! piece's own outcome judges it.
+//!
+//! **Time-critical pieces.** A stream reader (a media player seeking through a file)
+//! needs some pieces by a deadline: the pieces under its read position and a read-ahead
+//! window after it. The Coordinator hands them over as one list, most urgent first
+//! ([`Picker::set_time_critical`]); the first `urgent` of them are pieces a reader is
+//! blocked on now. Before anything else, a fast peer (never a slow peer or a suspect)
+//! takes free blocks of time-critical pieces in that order and starts missing ones, even
+//! past the budget by up to [`CRITICAL_OVERSHOOT`] pieces; then it is asked again for
+//! blocks of urgent pieces that only one other peer holds, as in endgame, so one slow
+//! holder does not keep a player waiting. A list is capped at [`MAX_CRITICAL`] pieces.
+//!
+//! **Sequential mode.** With [`Picker::set_sequential`], new pieces start in the order
+//! given first (the first and last piece of each file, where players look for an
+//! index), then in ascending order instead of rarest first.
 
 use std::collections::{HashMap, HashSet};
 
@@ -139,6 +153,19 @@ struct Suspicion {
 /// documentation); at least one piece always may.
 pub const SLOW_SHARE: f64 = 0.25;
 
+/// Most time-critical pieces the picker keeps; a longer list is cut (the Coordinator caps
+/// each stream's window well below it).
+pub const MAX_CRITICAL: usize = 512;
+
+/// How many pieces beyond the in-progress budget time-critical pieces may start: a
+/// reader waiting for a piece is not kept waiting because other pieces fill the budget,
+/// and memory still stays bounded.
+pub const CRITICAL_OVERSHOOT: u64 = 4;
+
+/// How many peers may hold a request for a block of an urgent piece at once, before
+/// endgame (which may ask every peer).
+const URGENT_HOLDERS: usize = 2;
+
 /// What became of a reported block.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BlockOutcome {
@@ -190,6 +217,20 @@ pub struct Picker {
     /// Peers that sent blocks of a failed piece, until its verdict (see the module
     /// documentation); at most the connected peers, as a peer that leaves is dropped.
     suspects: HashMap<PeerKey, Suspicion>,
+    /// Pieces stream readers need soon, most urgent first, at most [`MAX_CRITICAL`]: the
+    /// union of the readers' windows, set by the Coordinator.
+    critical: Vec<u32>,
+    /// How many of `critical`, from the front, a reader is blocked on now: these are
+    /// also asked of a second peer (see the module documentation).
+    urgent: usize,
+    /// New pieces start in order rather than rarest first.
+    sequential: bool,
+    /// In sequential mode, pieces to start before the ascending walk (each file's first
+    /// and last piece).
+    heads: Vec<u32>,
+    /// Where the ascending walk resumes: no piece below it is `Missing`, unless a piece
+    /// failed since (which moves it back).
+    seq_cursor: u32,
 }
 
 impl Picker {
@@ -234,8 +275,173 @@ impl Picker {
             parole: HashMap::new(),
             slow_peers: HashSet::new(),
             suspects: HashMap::new(),
+            critical: Vec::new(),
+            urgent: 0,
+            sequential: false,
+            heads: Vec::new(),
+            seq_cursor: 0,
             layout,
         }
+    }
+
+    /// Sets the time-critical pieces, most urgent first, replacing the last list; the
+    /// first `urgent` of them a reader is blocked on now. Pieces out of range are
+    /// dropped, repeats kept once, and the list cut at [`MAX_CRITICAL`].
+    pub fn set_time_critical(&mut self, pieces: &[u32], urgent: usize) {
+        self.critical.clear();
+        self.urgent = 0;
+        let mut seen = HashSet::new();
+        for (k, &piece) in pieces.iter().enumerate() {
+            if self.critical.len() >= MAX_CRITICAL {
+                break;
+            }
+            if (piece as usize) < self.states.len() && seen.insert(piece) {
+                self.critical.push(piece);
+                if k < urgent {
+                    self.urgent += 1;
+                }
+            }
+        }
+    }
+
+    /// The most urgent time-critical piece not yet started: where a source that fetches
+    /// runs of pieces (a web seed, [`Picker::pick_run`]) should start.
+    pub fn first_critical_missing(&self) -> Option<u32> {
+        self.critical
+            .iter()
+            .copied()
+            .find(|&i| self.states.get(i as usize) == Some(&PieceState::Missing))
+    }
+
+    /// The time-critical pieces, most urgent first, and how many of them are urgent.
+    pub fn time_critical(&self) -> (&[u32], usize) {
+        (&self.critical, self.urgent)
+    }
+
+    /// Starts new pieces in order (`heads` first, then ascending) if `on`, rarest first
+    /// if not. Heads out of range are dropped.
+    pub fn set_sequential(&mut self, on: bool, heads: Vec<u32>) {
+        self.sequential = on;
+        let n = self.states.len();
+        self.heads = heads.into_iter().filter(|&h| (h as usize) < n).collect();
+        self.seq_cursor = 0;
+    }
+
+    /// Whether new pieces start in order.
+    pub fn is_sequential(&self) -> bool {
+        self.sequential
+    }
+
+    /// Blocks of time-critical pieces for a fast, trusted `peer` (see the module
+    /// documentation): free blocks in order of urgency, missing pieces started, then
+    /// blocks of urgent pieces asked of one more peer.
+    fn pick_critical(
+        &mut self,
+        peer: PeerKey,
+        pieces: &Bitfield,
+        target: usize,
+        parole_ok: bool,
+        out: &mut Vec<BlockRequest>,
+    ) {
+        let overshoot = CRITICAL_OVERSHOOT * self.mode.cost(self.layout.piece_length());
+        for k in 0..self.critical.len() {
+            if out.len() >= target {
+                return;
+            }
+            let index = self.critical[k];
+            if !pieces.has(index) || (!parole_ok && self.parole.contains_key(&index)) {
+                continue;
+            }
+            let Some(piece) = self.layout.piece(index) else {
+                continue;
+            };
+            match self.states[index as usize] {
+                PieceState::InProgress => {
+                    let Some(partial) = self.partials.get_mut(&index) else {
+                        continue;
+                    };
+                    if partial.free == 0 || !open_to(partial, index, peer, &self.leases) {
+                        continue;
+                    }
+                    let leases = self.leases.entry(peer).or_default();
+                    take_free_blocks(&self.layout, index, partial, peer, target, leases, out);
+                }
+                PieceState::Missing => {
+                    let cost = self.cost(piece);
+                    if self.in_progress_bytes + cost
+                        > self.max_in_progress_bytes.saturating_add(overshoot)
+                    {
+                        continue;
+                    }
+                    let blocks = self.layout.num_blocks(piece);
+                    let mut partial = Partial {
+                        blocks: vec![BlockState::Free; blocks as usize],
+                        free: blocks,
+                        received: 0,
+                        parole: self.parole.contains_key(&index),
+                        owner: None,
+                        slow: false,
+                    };
+                    let leases = self.leases.entry(peer).or_default();
+                    take_free_blocks(&self.layout, index, &mut partial, peer, target, leases, out);
+                    self.partials.insert(index, partial);
+                    self.states[index as usize] = PieceState::InProgress;
+                    self.in_progress_bytes += cost;
+                }
+                _ => {}
+            }
+        }
+        for k in 0..self.urgent {
+            let index = self.critical[k];
+            if !pieces.has(index) {
+                continue;
+            }
+            let Some(partial) = self.partials.get_mut(&index) else {
+                continue;
+            };
+            if partial.parole {
+                continue;
+            }
+            for (b, state) in partial.blocks.iter_mut().enumerate() {
+                if out.len() >= target {
+                    return;
+                }
+                if let BlockState::Requested(holders) = state {
+                    if holders.len() < URGENT_HOLDERS && !holders.contains(&peer) {
+                        holders.push(peer);
+                        self.leases
+                            .entry(peer)
+                            .or_default()
+                            .insert((index, b as u32));
+                        out.push(block_request(&self.layout, index, b as u32));
+                    }
+                }
+            }
+        }
+    }
+
+    /// The next piece to start in sequential mode that `pieces` contains: a head first,
+    /// then the lowest missing piece (one on parole only if `parole_ok`).
+    fn next_in_order(&mut self, pieces: &Bitfield, parole_ok: bool) -> Option<PieceIndex> {
+        let usable = |states: &[PieceState], parole: &HashMap<u32, u32>, i: u32| {
+            states.get(i as usize) == Some(&PieceState::Missing)
+                && pieces.has(i)
+                && (parole_ok || !parole.contains_key(&i))
+        };
+        if let Some(&head) = self
+            .heads
+            .iter()
+            .find(|&&h| usable(&self.states, &self.parole, h))
+        {
+            return self.layout.piece(head);
+        }
+        let n = self.states.len() as u32;
+        while self.seq_cursor < n && self.states[self.seq_cursor as usize] != PieceState::Missing {
+            self.seq_cursor += 1;
+        }
+        (self.seq_cursor..n)
+            .find(|&i| usable(&self.states, &self.parole, i))
+            .and_then(|i| self.layout.piece(i))
     }
 
     /// The same picker for pieces assembled the `mode` way. Streamed pieces cost their
@@ -357,6 +563,14 @@ impl Picker {
         let slow = self.slow_peers.contains(&peer);
         let suspect = self.suspects.contains_key(&peer);
 
+        // 0. Time-critical pieces, for a fast and trusted peer.
+        if !slow && !suspect && !self.critical.is_empty() {
+            self.pick_critical(peer, pieces, target, parole_ok, out);
+            if out.len() >= target {
+                return;
+            }
+        }
+
         // 1. Free blocks of pieces already in progress (of slow pieces only, for a slow
         // peer).
         let mut slow_bytes = 0;
@@ -426,6 +640,10 @@ impl Picker {
             let piece = match parole {
                 Some(piece) => piece,
                 None if suspect => break,
+                None if self.sequential => match self.next_in_order(pieces, parole_ok) {
+                    Some(piece) => piece,
+                    None => break,
+                },
                 None => match self.rarest_missing(pieces, parole_ok) {
                     Some(piece) => piece,
                     None => break,
@@ -944,6 +1162,7 @@ impl Picker {
             self.in_progress_bytes -= cost;
             self.end_attempt(piece.get());
             *self.parole.entry(piece.get()).or_default() += 1;
+            self.seq_cursor = self.seq_cursor.min(piece.get());
         }
     }
 }

@@ -76,6 +76,18 @@ impl ApiError {
     fn unavailable(m: impl Into<String>) -> Self {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", m)
     }
+    pub fn service_unavailable(m: impl Into<String>) -> Self {
+        Self::unavailable(m)
+    }
+    pub fn conflict(m: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, "conflict", m)
+    }
+    pub fn gateway_timeout(m: impl Into<String>) -> Self {
+        Self::new(StatusCode::GATEWAY_TIMEOUT, "timeout", m)
+    }
+    pub fn internal(m: impl Into<String>) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", m)
+    }
 }
 
 impl std::fmt::Display for ApiError {
@@ -176,6 +188,18 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route("/torrents/{id}/limits", web::put().to(set_limits))
             .route("/torrents/{id}/files", web::get().to(files))
             .route("/torrents/{id}/files", web::put().to(set_files))
+            .route(
+                "/torrents/{id}/files/{n}/stream",
+                web::get().to(super::stream::stream),
+            )
+            .route(
+                "/torrents/{id}/files/{n}/stream",
+                web::head().to(super::stream::stream),
+            )
+            .route(
+                "/torrents/{id}/files/{n}/link",
+                web::get().to(super::stream::link),
+            )
             .route("/torrents/{id}/peers", web::get().to(peers))
             .route("/torrents/{id}/pieces", web::get().to(pieces))
             .route("/torrents/{id}/trackers", web::get().to(trackers))
@@ -534,6 +558,8 @@ pub struct PieceMapJson {
     pub pieces: usize,
     pub have: String,
     pub downloading: Vec<u32>,
+    /// Each open stream's position and the last piece of its window.
+    pub streams: Vec<[u32; 2]>,
 }
 
 impl From<&torrent_actors::engine::messages::PieceMap> for PieceMapJson {
@@ -542,6 +568,7 @@ impl From<&torrent_actors::engine::messages::PieceMap> for PieceMapJson {
             pieces: map.pieces,
             have: data_encoding::BASE64.encode(&map.have),
             downloading: map.downloading.clone(),
+            streams: map.streams.clone(),
         }
     }
 }

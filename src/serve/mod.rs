@@ -7,12 +7,14 @@
 //!   headers every answer carries;
 //! - `api.rs`: the JSON routes, each a thin translation to one Session message;
 //! - `sse.rs`: live updates as server-sent events;
+//! - `stream.rs`: a file as a seekable HTTP resource for media players, and its signed link;
 //! - `ui.rs`: the embedded page.
 
 mod api;
 mod prometheus;
-mod security;
+pub(crate) mod security;
 mod sse;
+pub(crate) mod stream;
 mod ui;
 
 use std::net::SocketAddr;

@@ -27,6 +27,7 @@ mod seeding;
 mod serve;
 mod serve_jail;
 mod shutdown;
+mod stream;
 mod support;
 mod swarm;
 mod terminal_output;

@@ -229,6 +229,39 @@ proptest! {
         peers in proptest::collection::vec(proptest::collection::vec(any::<bool>(), 12), 1..4),
         script in proptest::collection::vec((0usize..4, 0u8..4, 1usize..6), 1..200),
     ) {
+        run_swarm(pieces, piece_blocks, tail, peers, script, None)?;
+    }
+
+    /// The same swarm with time-critical pieces (changed as it runs, as readers seek)
+    /// and sequential mode: it still completes, no block is accepted twice, and the
+    /// bookkeeping holds.
+    #[test]
+    fn random_swarm_with_streams_always_completes(
+        pieces in 1u32..12,
+        piece_blocks in 1u32..4,
+        tail in 1u32..16384,
+        peers in proptest::collection::vec(proptest::collection::vec(any::<bool>(), 12), 1..4),
+        script in proptest::collection::vec((0usize..4, 0u8..5, 1usize..6), 1..200),
+        critical in proptest::collection::vec(0u32..14, 0..6),
+        urgent in 0usize..4,
+        sequential in any::<bool>(),
+    ) {
+        run_swarm(pieces, piece_blocks, tail, peers, script, Some((critical, urgent, sequential)))?;
+    }
+}
+
+/// The body of the random swarm properties; `streams` sets time-critical pieces (moved
+/// along by the script's fifth action) and sequential mode.
+#[allow(clippy::type_complexity)]
+fn run_swarm(
+    pieces: u32,
+    piece_blocks: u32,
+    tail: u32,
+    peers: Vec<Vec<bool>>,
+    script: Vec<(usize, u8, usize)>,
+    streams: Option<(Vec<u32>, usize, bool)>,
+) -> Result<(), TestCaseError> {
+    {
         let piece_len = u64::from(piece_blocks) * 16384;
         let total = (u64::from(pieces) - 1) * piece_len + u64::from(tail);
         let l = layout(piece_len, total);
@@ -246,12 +279,25 @@ proptest! {
         for b in &bitfields {
             p.add_peer_pieces(b);
         }
+        if let Some((critical, urgent, sequential)) = &streams {
+            p.set_time_critical(critical, *urgent);
+            p.set_sequential(*sequential, vec![n - 1, 0]);
+        }
         let mut outstanding: HashMap<usize, Vec<BlockRequest>> = HashMap::new();
         let mut accepted: HashSet<(u32, u32)> = HashSet::new();
         let mut done: HashMap<u32, u32> = HashMap::new();
-        let deliver = |p: &mut Picker, peer: usize, r: BlockRequest, accepted: &mut HashSet<(u32, u32)>, done: &mut HashMap<u32, u32>| {
-            if let BlockOutcome::Accepted { piece_done, .. } = p.block_received(PeerKey(peer as u64), &r, 0) {
-                assert!(accepted.insert((r.piece, r.offset)), "accepted twice: {r:?}");
+        let deliver = |p: &mut Picker,
+                       peer: usize,
+                       r: BlockRequest,
+                       accepted: &mut HashSet<(u32, u32)>,
+                       done: &mut HashMap<u32, u32>| {
+            if let BlockOutcome::Accepted { piece_done, .. } =
+                p.block_received(PeerKey(peer as u64), &r, 0)
+            {
+                assert!(
+                    accepted.insert((r.piece, r.offset)),
+                    "accepted twice: {r:?}"
+                );
                 *done.entry(r.piece).or_default() += 1;
                 if piece_done {
                     p.piece_verified(l.piece(r.piece).unwrap());
@@ -266,9 +312,18 @@ proptest! {
                     p.pick(PeerKey(peer as u64), &bitfields[peer], k, &mut out);
                     for r in &out {
                         prop_assert!(bitfields[peer].has(r.piece));
-                        prop_assert!(l.is_valid_block(l.piece(r.piece).unwrap(), r.offset, r.length));
+                        prop_assert!(l.is_valid_block(
+                            l.piece(r.piece).unwrap(),
+                            r.offset,
+                            r.length
+                        ));
                     }
                     outstanding.entry(peer).or_default().extend(out);
+                }
+                4 => {
+                    // A reader seeks: the window moves by `k` pieces.
+                    let window: Vec<u32> = (0..3).map(|i| (k as u32 + i) % n).collect();
+                    p.set_time_critical(&window, 1);
                 }
                 2 => {
                     let q = outstanding.entry(peer).or_default();
@@ -295,7 +350,11 @@ proptest! {
             }
             let mut out = Vec::new();
             p.pick(PeerKey(0), &bitfields[0], 8, &mut out);
-            prop_assert!(!out.is_empty(), "stalled with {} pieces left", p.remaining_pieces());
+            prop_assert!(
+                !out.is_empty(),
+                "stalled with {} pieces left",
+                p.remaining_pieces()
+            );
             for r in out {
                 deliver(&mut p, 0, r, &mut accepted, &mut done);
             }
@@ -304,7 +363,9 @@ proptest! {
         prop_assert_eq!(p.in_progress_bytes(), 0);
         let blocks: u32 = l.pieces().map(|pc| l.num_blocks(pc)).sum();
         prop_assert_eq!(accepted.len() as u32, blocks);
+        p.check_invariants();
     }
+    Ok(())
 }
 
 /// Piece 0 of two blocks, both handed to P in attempt 0. P delivered both; the
@@ -897,4 +958,130 @@ fn a_download_whose_every_peer_is_suspect_still_completes() {
         "stalled: {} pieces left",
         p.remaining_pieces()
     );
+}
+
+#[test]
+fn time_critical_pieces_go_first_in_their_order_over_rarer_ones() {
+    let l = layout(32 * 1024, 10 * 32 * 1024);
+    let mut p = picker(&l, u64::MAX);
+    // Piece 3 is the rarest; without a stream it would go first.
+    for _ in 0..3 {
+        p.add_peer_pieces(&only(10, &[0, 1, 2, 4, 5, 6, 7, 8, 9]));
+    }
+    p.set_time_critical(&[7, 6], 0);
+    let out = pick(&mut p, P, &full(10), 4);
+    let order: Vec<u32> = out.iter().map(|r| r.piece).collect();
+    assert_eq!(order, vec![7, 7, 6, 6]);
+    p.check_invariants();
+}
+
+#[test]
+fn a_time_critical_piece_starts_past_a_full_budget_but_only_within_the_overshoot() {
+    let piece = 32 * 1024;
+    let l = layout(piece, 20 * piece);
+    let mut p = picker(&l, 2 * piece);
+    // The budget (two pieces) is full.
+    let out = pick(&mut p, Q, &full(20), 4);
+    assert_eq!(out.len(), 4);
+    assert!(pick(&mut p, Q, &full(20), 2).is_empty());
+    let window: Vec<u32> = (10..20).collect();
+    p.set_time_critical(&window, 0);
+    let out = pick(&mut p, P, &full(20), 40);
+    let started: HashSet<u32> = out.iter().map(|r| r.piece).collect();
+    assert_eq!(started.len() as u64, CRITICAL_OVERSHOOT);
+    assert!(started.iter().all(|i| (10..14).contains(i)), "{started:?}");
+    p.check_invariants();
+}
+
+#[test]
+fn urgent_blocks_are_asked_of_a_second_peer_but_not_a_third() {
+    let l = layout(32 * 1024, 4 * 32 * 1024);
+    let mut p = picker(&l, u64::MAX);
+    p.set_time_critical(&[2], 1);
+    let first = pick(&mut p, P, &full(4), 2);
+    assert!(first.iter().all(|r| r.piece == 2));
+    // Q is asked for the same two blocks, before any other piece.
+    let second = pick(&mut p, Q, &full(4), 2);
+    assert_eq!(second, first);
+    // A third peer gets other pieces.
+    let third = pick(&mut p, PeerKey(3), &full(4), 2);
+    assert!(third.iter().all(|r| r.piece != 2), "{third:?}");
+    // The first copy in wins; the other holder is told to cancel.
+    assert_eq!(
+        deliver(&mut p, Q, &first[0]),
+        BlockOutcome::Accepted {
+            cancel: vec![P],
+            piece_done: false
+        }
+    );
+    p.check_invariants();
+}
+
+#[test]
+fn slow_peers_and_suspects_are_not_given_time_critical_pieces_first() {
+    let piece = 32 * 1024;
+    let l = layout(piece, 8 * piece);
+    let mut p = picker(&l, 2 * piece);
+    let r = PeerKey(3);
+    // R fills the budget; only a time-critical piece may start now.
+    assert_eq!(pick(&mut p, r, &only(8, &[0, 1]), 4).len(), 4);
+    p.set_slow(Q, true);
+    p.suspect(PeerKey(4), l.piece(7).unwrap());
+    p.set_time_critical(&[5], 1);
+    assert!(pick(&mut p, Q, &full(8), 2).is_empty());
+    assert!(pick(&mut p, PeerKey(4), &full(8), 2).is_empty());
+    let fast = pick(&mut p, P, &full(8), 2);
+    assert_eq!(fast.iter().map(|r| r.piece).collect::<Vec<_>>(), vec![5, 5]);
+    p.check_invariants();
+}
+
+#[test]
+fn a_new_list_replaces_the_last_so_a_closed_stream_releases_its_pieces() {
+    let l = layout(32 * 1024, 8 * 32 * 1024);
+    let mut p = picker(&l, u64::MAX);
+    p.set_time_critical(&[5, 6, 5, 99], 3);
+    assert_eq!(p.time_critical(), (&[5u32, 6][..], 2));
+    p.set_time_critical(&[], 0);
+    assert_eq!(p.time_critical(), (&[][..], 0));
+    let many: Vec<u32> = (0..10_000).map(|i| i % 8).collect();
+    p.set_time_critical(&many, 10_000);
+    assert!(p.time_critical().0.len() <= MAX_CRITICAL);
+}
+
+#[test]
+fn sequential_mode_starts_the_heads_then_ascends() {
+    let l = layout(16 * 1024, 8 * 16 * 1024);
+    let mut p = picker(&l, u64::MAX);
+    p.set_sequential(true, vec![0, 7, 100]);
+    let out = pick(&mut p, P, &full(8), 5);
+    let order: Vec<u32> = out.iter().map(|r| r.piece).collect();
+    assert_eq!(order, vec![0, 7, 1, 2, 3]);
+    // A piece that fails is started again before later ones.
+    p.piece_failed(l.piece(1).unwrap());
+    let out = pick(&mut p, P, &full(8), 2);
+    let order: Vec<u32> = out.iter().map(|r| r.piece).collect();
+    assert_eq!(order, vec![1, 4]);
+    p.check_invariants();
+}
+
+#[test]
+fn a_run_for_a_web_seed_starts_at_the_most_urgent_missing_time_critical_piece() {
+    let l = layout(16 * 1024, 16 * 16 * 1024);
+    let mut p = picker(&l, u64::MAX);
+    assert_eq!(p.first_critical_missing(), None);
+    p.set_time_critical(&[9, 10, 11], 1);
+    // Piece 9 is taken by a peer; the run starts at 10.
+    let _ = pick(&mut p, Q, &only(16, &[9]), 1);
+    assert_eq!(p.first_critical_missing(), Some(10));
+    let mut out = Vec::new();
+    p.pick_run(
+        P,
+        &full(16),
+        p.first_critical_missing().unwrap(),
+        3,
+        &mut out,
+    );
+    let order: Vec<u32> = out.iter().map(|r| r.piece).collect();
+    assert_eq!(order, vec![10, 11, 12]);
+    p.check_invariants();
 }

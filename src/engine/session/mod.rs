@@ -417,6 +417,20 @@ face_message!(/// Face → Session: the daemon-wide limits, bytes per second, 0 
     SetSettings { upload_limit: u64, download_limit: u64 } -> "Settings");
 face_message!(/// Face → Session: stop every torrent and save the state; replies when done.
     StopSession {} -> "()");
+face_message!(/// Face → Session: where to read file `file` of a running torrent from, for a
+    /// stream (`engine::stream`).
+    OpenStream { id: InfoHash, file: usize } -> "Result<OpenedStream, SessionError>");
+
+/// The answer to [`OpenStream`]: the source a `StreamReader` reads through, and the
+/// file's path in the torrent (for its media type).
+pub struct OpenedStream {
+    /// The running torrent's Coordinator, as the reader sees it.
+    pub source: super::stream::StreamSource,
+    /// The file's path inside the torrent, components joined with `/`.
+    pub path: String,
+    /// The file's length in bytes.
+    pub length: u64,
+}
 
 /// EventTap → Session: an event of one torrent's tree.
 #[derive(Message)]
@@ -1195,6 +1209,7 @@ impl Entry {
             pieces: layout.num_pieces() as usize,
             have: have.as_bytes().to_vec(),
             downloading: Vec::new(),
+            streams: Vec::new(),
         });
     }
 
@@ -1208,6 +1223,7 @@ impl Entry {
                 pieces,
                 have: vec![0; pieces.div_ceil(8)],
                 downloading: Vec::new(),
+                streams: Vec::new(),
             }
         })
     }
@@ -1605,6 +1621,40 @@ impl Handler<SetLimits> for Session {
         }
         self.save();
         Ok(self.entry(&msg.id)?.summary())
+    }
+}
+
+impl Handler<OpenStream> for Session {
+    type Result = Result<OpenedStream, SessionError>;
+
+    fn handle(&mut self, msg: OpenStream, _: &mut Context<Self>) -> Self::Result {
+        let entry = self.entry(&msg.id)?;
+        let Source::Torrent(m) = &entry.source else {
+            return Err(SessionError::Conflict(
+                "the torrent's metadata is not in yet".into(),
+            ));
+        };
+        let layout = &m.info.layout;
+        let file = layout
+            .files()
+            .get(msg.file)
+            .filter(|f| !f.padding)
+            .ok_or_else(|| SessionError::NotFound(format!("file {} of {}", msg.file, msg.id)))?;
+        let (path, length) = (file.path.display(), file.length);
+        let Some(coordinator) = self.coordinator(&msg.id)? else {
+            return Err(SessionError::Conflict(
+                "the torrent is not running; resume it to stream".into(),
+            ));
+        };
+        Ok(OpenedStream {
+            source: super::stream::StreamSource {
+                read: coordinator.clone().recipient(),
+                close: coordinator.recipient(),
+                layout: Arc::new(layout.clone()),
+            },
+            path,
+            length,
+        })
     }
 }
 

@@ -799,7 +799,18 @@ function renderFiles(d) {
         h('td', { class: 'path', text: f.path }),
         h('td', { class: 'num', text: formatBytes(f.length) }),
         h('td', { class: 'col-progress' }, h('span', { class: 'bar' }, h('span', { class: 'bar-fill' })),
-          h('span', { class: 'file-progress' })));
+          h('span', { class: 'file-progress' })),
+        h('td', { class: 'stream' },
+          h('a', {
+            class: 'open-stream', target: '_blank', rel: 'noopener',
+            href: `/api/torrents/${enc(d.id)}/files/${f.index}/stream`,
+            title: 'Play in the browser while it downloads', text: 'open stream',
+          }),
+          ' ',
+          h('button', {
+            type: 'button', class: 'link copy-stream', title: 'Copy a signed link for mpv or VLC (valid a day)',
+            text: 'copy link', onclick: () => copyStreamLink(d, f.index),
+          })));
     }));
   }
   const rows = tbody.children;
@@ -813,6 +824,19 @@ function renderFiles(d) {
     setText($('.file-progress', tr), formatProgress(p));
     tr.classList.toggle('unselected', !f.selected);
   });
+}
+
+/** Copies a signed link to file `index`'s stream, which a media player can open without the key. */
+async function copyStreamLink(d, index) {
+  const link = await tryApi('GET', `/api/torrents/${enc(d.id)}/files/${index}/link`);
+  if (!link) return;
+  const url = new URL(link.url, window.location.href).href;
+  try {
+    await navigator.clipboard.writeText(url);
+    toast('Stream link copied: open it in mpv or VLC.');
+  } catch (_) {
+    window.prompt('Stream link for mpv or VLC:', url);
+  }
 }
 
 function setAllFiles(d, on) {
@@ -1011,6 +1035,22 @@ function renderPieces(d) {
   ctx.fill(paths.have);
   ctx.fillStyle = cssVar('--downloading');
   ctx.fill(paths.busy);
+
+  // Each open stream: its read-ahead window outlined, its read position filled.
+  const streams = (map && map.streams) || [];
+  setText($('#pieces-streams'), streams.length);
+  ctx.strokeStyle = cssVar('--stream');
+  ctx.fillStyle = cssVar('--stream');
+  ctx.lineWidth = Math.max(1, Math.floor(cell / 6));
+  for (const [pos, last] of streams) {
+    if (!(pos >= 0 && pos < n)) continue;
+    const end = Math.min(n - 1, Math.max(pos, last));
+    for (let c = cellOf(pos); c <= cellOf(end); c++) {
+      ctx.strokeRect((c % cols) * cell + 0.5, Math.floor(c / cols) * cell + 0.5, cell - gap - 1, cell - gap - 1);
+    }
+    const p = cellOf(pos);
+    ctx.fillRect((p % cols) * cell, Math.floor(p / cols) * cell, cell - gap, cell - gap);
+  }
 }
 
 /**
