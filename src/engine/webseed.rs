@@ -24,6 +24,7 @@
 //! PieceManager hashes, the Coordinator strikes).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -231,8 +232,12 @@ pub struct WebSeed {
     received: Vec<Lease>,
     /// Leases given up (a failed run's rest), not yet reported.
     released: Vec<Lease>,
-    /// Block bytes taken since the last `PeerStats`.
-    unreported_bytes: u64,
+    /// Block bytes the PieceManager took, counted by the runs as each store is answered:
+    /// shared with them, so bytes of a run still in flight when the web seed stops (the
+    /// torrent completing, say) are reported too.
+    stored_bytes: Arc<AtomicU64>,
+    /// The part of `stored_bytes` already sent in a `PeerStats`.
+    reported_bytes: u64,
     /// Retryable failures in a row; the runs that fail while a back-off is on count as
     /// one with it, so runs in flight together do not use up the retries at once.
     failures: u32,
@@ -264,7 +269,8 @@ impl WebSeed {
             next_run: 0,
             received: Vec::new(),
             released: Vec::new(),
-            unreported_bytes: 0,
+            stored_bytes: Arc::default(),
+            reported_bytes: 0,
             failures: 0,
             paused: false,
             reason: None,
@@ -330,6 +336,7 @@ impl WebSeed {
             key: self.parts.key,
             piece_manager: self.parts.piece_manager.clone(),
             config: self.parts.config,
+            stored_bytes: self.stored_bytes.clone(),
         };
         ctx.spawn(
             run.fetch(leases)
@@ -338,18 +345,24 @@ impl WebSeed {
         );
     }
 
+    /// Sends the Coordinator the bytes stored since the last report, if any.
+    fn report_downloaded(&mut self) {
+        let stored = self.stored_bytes.load(Ordering::Relaxed);
+        if stored > self.reported_bytes {
+            self.parts.stats.do_send(PeerStats {
+                key: self.parts.key,
+                downloaded: stored - self.reported_bytes,
+                uploaded: 0,
+            });
+            self.reported_bytes = stored;
+        }
+    }
+
     fn run_done(&mut self, id: u64, outcome: RunOutcome, ctx: &mut Context<Self>) {
         let Some(leases) = self.runs.remove(&id) else {
             return;
         };
-        self.unreported_bytes += outcome.bytes;
-        if self.unreported_bytes > 0 {
-            self.parts.stats.do_send(PeerStats {
-                key: self.parts.key,
-                downloaded: std::mem::take(&mut self.unreported_bytes),
-                uploaded: 0,
-            });
-        }
+        self.report_downloaded();
         let stored = outcome.stored;
         self.released
             .extend(leases.iter().filter(|l| !stored.contains(l)).copied());
@@ -438,13 +451,7 @@ impl Actor for WebSeed {
         for (_, leases) in self.runs.drain() {
             released.extend(leases);
         }
-        if self.unreported_bytes > 0 {
-            self.parts.stats.do_send(PeerStats {
-                key: self.parts.key,
-                downloaded: std::mem::take(&mut self.unreported_bytes),
-                uploaded: 0,
-            });
-        }
+        self.report_downloaded();
         self.parts.left.do_send(PeerLeft {
             key: self.parts.key,
             received: std::mem::take(&mut self.received),
@@ -474,10 +481,9 @@ impl Handler<ToWebSeed> for WebSeed {
 
 /// What one run achieved.
 struct RunOutcome {
-    /// The leases whose blocks the PieceManager took.
+    /// The leases whose blocks the PieceManager took (their bytes are in the web seed's
+    /// `stored_bytes`).
     stored: Vec<Lease>,
-    /// Their bytes.
-    bytes: u64,
     /// Why it ended early, if it did.
     error: Option<WebSeedFetchError>,
 }
@@ -491,6 +497,8 @@ struct Run {
     key: PeerKey,
     piece_manager: Tracked<PieceManager>,
     config: WebSeedConfig,
+    /// The web seed's count of stored bytes, added to as each store is answered.
+    stored_bytes: Arc<AtomicU64>,
 }
 
 /// A block being filled, and the blocks of a run still to come, in torrent order.
@@ -533,7 +541,6 @@ impl Run {
         leases.sort_by_key(|l| (l.request.piece, l.request.offset));
         let mut outcome = RunOutcome {
             stored: Vec::new(),
-            bytes: 0,
             error: None,
         };
         for stretch in stretches(&self.layout, leases) {
@@ -600,7 +607,7 @@ impl Run {
         while let Some(res) = stores.next().await {
             let (lease, bytes) = res?;
             outcome.stored.push(lease);
-            outcome.bytes += bytes;
+            self.stored_bytes.fetch_add(bytes, Ordering::Relaxed);
         }
         Ok(())
     }
@@ -622,7 +629,7 @@ impl Run {
                 let (lease, bytes) = res?;
                 *in_store -= bytes;
                 outcome.stored.push(lease);
-                outcome.bytes += bytes;
+                self.stored_bytes.fetch_add(bytes, Ordering::Relaxed);
             }
             let Some(piece) = self.layout.piece(lease.request.piece) else {
                 continue;

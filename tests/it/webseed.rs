@@ -544,20 +544,25 @@ fn serve_lists_web_seeds_with_the_reason_one_was_given_up() {
                     .as_str()
                     .is_some_and(|t| t.contains("not found (404)"))
         });
+        // The good seed's bytes are counted as the PieceManager takes them and reported
+        // when its run ends (or it stops): they may show a moment after the completion,
+        // but they must show.
+        let good_counted = rows
+            .iter()
+            .any(|r| r["url"] == seeds[1].as_str() && r["downloaded"].as_u64().unwrap_or(0) > 0);
         let torrent = daemon.get_json(&format!("/api/torrents/{id}"));
-        if given_up && torrent["progress"].as_f64() == Some(1.0) {
+        if given_up && good_counted && torrent["progress"].as_f64() == Some(1.0) {
             break rows;
         }
         assert!(
             Instant::now() < deadline,
-            "no given-up row, or no completion: {list}\n{torrent}\n{}",
+            "no given-up row, no bytes counted for the good seed, or no completion: \
+             {list}\n{torrent}\n{}",
             daemon.log()
         );
         thread::sleep(Duration::from_millis(200));
     };
     assert_eq!(list.len(), 2, "{list:?}");
-    let good_row = list.iter().find(|r| r["url"] == seeds[1].as_str()).unwrap();
-    assert!(good_row["downloaded"].as_u64().unwrap_or(0) > 0, "{list:?}");
     assert_same_files(&payload.dir, &dir.path().join("dl"), &payload.files);
 }
 
