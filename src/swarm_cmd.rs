@@ -18,7 +18,7 @@ use torrent_actors::swarm::report::{
 };
 use torrent_actors::swarm::{
     check_file, ensure_open_files, honest_peers_cover, open_files_needed, plot, LinkProfile, Links,
-    Profile, ProfileCounts, Swarm, SwarmPlan, SwarmSpec,
+    Profile, ProfileCounts, RemoteClose, Swarm, SwarmPlan, SwarmSpec,
 };
 
 use crate::cli::{ProfileChoice, SwarmArgs};
@@ -287,8 +287,71 @@ fn watch_signals() -> Arc<AtomicBool> {
     flag
 }
 
+/// `swarm`: plan the swarm, start its peers and leechers, watch them to the end, then
+/// report. Each step is a function below, in the order they run.
 pub fn run(args: SwarmArgs) -> Result<(), Failure> {
-    let counts = counts_of(&args);
+    let (spec, kept) = check_args(&args)?;
+    // Kept alive to the end: dropping it removes a temporary work folder.
+    let (work, _temp) = work_folder(&args)?;
+    let (plan, torrent_path) = plan_swarm(&args, spec, &work, kept)?;
+    let mut report = new_report(&args, &plan, &torrent_path);
+    if args.dry_run {
+        report.peers = peer_reports(&plan, &[], &[]);
+        report.profiles = profile_totals(&report.peers);
+        write_report(&args, &report, false)?;
+        out!("{}", report.summary());
+        return Ok(());
+    }
+
+    let interrupted = watch_signals();
+    let swarm = Swarm::start(&plan, args.swarm_threads as usize).map_err(|e| Failure {
+        code: exit::OUTPUT_NOT_WRITABLE,
+        error: anyhow::anyhow!("{e}"),
+    })?;
+    let addrs: Vec<SocketAddr> = swarm.peers().iter().map(|p| p.addr).collect();
+    let mut leechers = start_leechers(&args, &addrs, &torrent_path, &work)?;
+    let started = Instant::now();
+    let watched = watch(
+        &args,
+        &swarm,
+        &mut leechers,
+        &interrupted,
+        started,
+        &mut report,
+    );
+    if leechers.iter().any(|l| l.killed) {
+        // The peers notice a killed leecher's connections closing on their own thread;
+        // a moment lets them count those closes before they are stopped.
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    report
+        .profile_series
+        .push(sample(&swarm, started, Instant::now()));
+    let mut tallies: Vec<PeerTally> = swarm
+        .peers()
+        .iter()
+        .map(|p| PeerTally::of(&p.counters))
+        .collect();
+    let mut closes = watched.closes;
+    closes.extend(swarm.take_closes());
+    let addr_texts: Vec<String> = addrs.iter().map(|a| a.to_string()).collect();
+    swarm.stop();
+    let exits: Vec<Instant> = leechers
+        .iter()
+        .filter_map(|l| l.exited.map(|(at, _)| at))
+        .collect();
+    judge_closes(&mut tallies, &closes, &exits);
+    report.elapsed_secs = started.elapsed().as_secs_f64();
+    report.timed_out = watched.timed_out;
+    report.peers = peer_reports(&plan, &addr_texts, &tallies);
+    report.profiles = profile_totals(&report.peers);
+    report.leechers = check_leechers(&leechers, &plan);
+    finish(&args, report, watched.stopped_by_signal)
+}
+
+/// The arguments checked: the swarm to plan, and whether its work folder is kept.
+fn check_args(args: &SwarmArgs) -> Result<(SwarmSpec, bool), Failure> {
+    let counts = counts_of(args);
     if counts.total() == 0 {
         return Err(usage(
             "the swarm has no peers: give --peers or a profile count".into(),
@@ -306,7 +369,7 @@ pub fn run(args: SwarmArgs) -> Result<(), Failure> {
     if args.size == 0 {
         return Err(usage("--size must be at least one byte".into()));
     }
-    let links = links_of(&args)?;
+    let links = links_of(args)?;
     if !args.dry_run {
         // Every peer holds a listener and a socket per leecher, far past the usual soft
         // limit of 1024; the leechers inherit the raised limit.
@@ -316,28 +379,6 @@ pub fn run(args: SwarmArgs) -> Result<(), Failure> {
             error: e.into(),
         })?;
     }
-
-    // The work folder: given, or a temporary one removed at the end.
-    let temp;
-    let work: PathBuf = match &args.work_dir {
-        Some(dir) => {
-            std::fs::create_dir_all(dir).map_err(|e| not_writable(dir, e))?;
-            dir.clone()
-        }
-        None => {
-            temp = tempfile::Builder::new()
-                .prefix("torrent-actors-swarm-")
-                .tempdir()
-                .map_err(|e| not_writable(&std::env::temp_dir(), e))?;
-            // A dry run's torrent is what it was asked for: its folder is kept.
-            if args.keep || args.dry_run {
-                temp.keep()
-            } else {
-                temp.path().to_path_buf()
-            }
-        }
-    };
-
     let spec = SwarmSpec {
         seed: args.seed,
         total_length: args.size,
@@ -346,6 +387,38 @@ pub fn run(args: SwarmArgs) -> Result<(), Failure> {
         links,
         utp: args.utp,
     };
+    let kept = args.work_dir.is_some() || args.keep || args.dry_run;
+    Ok((spec, kept))
+}
+
+/// The work folder: given, or a temporary one, removed at the end unless kept (the
+/// second value; dropping it removes the folder).
+fn work_folder(args: &SwarmArgs) -> Result<(PathBuf, Option<tempfile::TempDir>), Failure> {
+    if let Some(dir) = &args.work_dir {
+        std::fs::create_dir_all(dir).map_err(|e| not_writable(dir, e))?;
+        return Ok((dir.clone(), None));
+    }
+    let temp = tempfile::Builder::new()
+        .prefix("torrent-actors-swarm-")
+        .tempdir()
+        .map_err(|e| not_writable(&std::env::temp_dir(), e))?;
+    // A dry run's torrent is what it was asked for: its folder is kept.
+    if args.keep || args.dry_run {
+        Ok((temp.keep(), None))
+    } else {
+        Ok((temp.path().to_path_buf(), Some(temp)))
+    }
+}
+
+/// Plans the swarm (its data, torrent and peers), writes the torrent into `work` and
+/// says what was planned.
+fn plan_swarm(
+    args: &SwarmArgs,
+    spec: SwarmSpec,
+    work: &Path,
+    kept: bool,
+) -> Result<(SwarmPlan, PathBuf), Failure> {
+    let (counts, piece_length) = (spec.counts, spec.piece_length);
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let planning = Instant::now();
     let plan = SwarmPlan::new(spec, threads).map_err(|e| usage(e.to_string()))?;
@@ -365,7 +438,6 @@ pub fn run(args: SwarmArgs) -> Result<(), Failure> {
     if !plan.spec.links.is_none() {
         outln!("links: {}", plan.spec.links.describe());
     }
-    let kept = args.work_dir.is_some() || args.keep || args.dry_run;
     outln!(
         "work folder: {}{}",
         work.display(),
@@ -381,11 +453,15 @@ pub fn run(args: SwarmArgs) -> Result<(), Failure> {
              leechers cannot complete"
         );
     }
+    Ok((plan, torrent_path))
+}
 
-    let mut report = Report {
+/// The report of a planned swarm, before anything has run.
+fn new_report(args: &SwarmArgs, plan: &SwarmPlan, torrent_path: &Path) -> Report {
+    Report {
         seed: args.seed,
         size: plan.data.total_length(),
-        piece_size: piece_length,
+        piece_size: plan.spec.piece_length,
         pieces: plan.data.num_pieces(),
         info_hash: plan.info_hash.to_hex(),
         torrent_file: torrent_path.display().to_string(),
@@ -400,46 +476,43 @@ pub fn run(args: SwarmArgs) -> Result<(), Failure> {
         peers: Vec::new(),
         leechers: Vec::new(),
         profile_series: Vec::new(),
-    };
-    let peer_reports = |addrs: &[String], tallies: &[PeerTally]| -> Vec<PeerReport> {
-        plan.peers
-            .iter()
-            .enumerate()
-            .map(|(i, p)| PeerReport {
-                index: p.index,
-                addr: addrs.get(i).cloned().unwrap_or_default(),
-                profile: p.profile,
-                rate: p.rate,
-                pieces_at_start: p.pieces_at_start(plan.data.num_pieces()),
-                lie_permille: p.lie_permille,
-                flaky_up_secs: p.flaky.map(|f| f.up.as_secs_f64()),
-                flaky_down_secs: p.flaky.map(|f| f.down.as_secs_f64()),
-                tally: tallies.get(i).copied().unwrap_or_default(),
-            })
-            .collect()
-    };
-
-    if args.dry_run {
-        report.peers = peer_reports(&[], &[]);
-        report.profiles = profile_totals(&report.peers);
-        write_report(&args, &report, false)?;
-        out!("{}", report.summary());
-        return Ok(());
     }
+}
 
-    let interrupted = watch_signals();
-    let swarm = Swarm::start(&plan, args.swarm_threads as usize).map_err(|e| Failure {
-        code: exit::OUTPUT_NOT_WRITABLE,
-        error: anyhow::anyhow!("{e}"),
-    })?;
-    let addrs: Vec<SocketAddr> = swarm.peers().iter().map(|p| p.addr).collect();
+/// Each planned peer as reported: its plan, its address (if started) and its tally.
+fn peer_reports(plan: &SwarmPlan, addrs: &[String], tallies: &[PeerTally]) -> Vec<PeerReport> {
+    plan.peers
+        .iter()
+        .enumerate()
+        .map(|(i, p)| PeerReport {
+            index: p.index,
+            addr: addrs.get(i).cloned().unwrap_or_default(),
+            profile: p.profile,
+            rate: p.rate,
+            pieces_at_start: p.pieces_at_start(plan.data.num_pieces()),
+            lie_permille: p.lie_permille,
+            flaky_up_secs: p.flaky.map(|f| f.up.as_secs_f64()),
+            flaky_down_secs: p.flaky.map(|f| f.down.as_secs_f64()),
+            tally: tallies.get(i).copied().unwrap_or_default(),
+        })
+        .collect()
+}
+
+/// Starts the leechers, each told of every swarm peer and of the other leechers; on a
+/// failure the ones started are killed.
+fn start_leechers(
+    args: &SwarmArgs,
+    addrs: &[SocketAddr],
+    torrent_path: &Path,
+    work: &Path,
+) -> Result<Vec<Leecher>, Failure> {
     let ports = free_ports(args.leechers).map_err(|e| Failure {
         code: exit::OUTPUT_NOT_WRITABLE,
         error: anyhow::anyhow!("cannot find a free port on 127.0.0.1: {e}"),
     })?;
     let mut leechers = Vec::new();
     for (i, &port) in ports.iter().enumerate() {
-        let mut peers = addrs.clone();
+        let mut peers = addrs.to_vec();
         peers.extend(
             ports
                 .iter()
@@ -450,8 +523,8 @@ pub fn run(args: SwarmArgs) -> Result<(), Failure> {
             i as u32,
             port,
             &peers,
-            &torrent_path,
-            &work,
+            torrent_path,
+            work,
             &args.leecher_arg,
         ) {
             Ok(l) => leechers.push(l),
@@ -463,11 +536,12 @@ pub fn run(args: SwarmArgs) -> Result<(), Failure> {
             }
         }
     }
-    let started = Instant::now();
-    let deadline = started + args.duration_limit;
+    Ok(leechers)
+}
 
-    // Watch: sample the peers' counters every second, note exits, print progress.
-    let sample = |at: Instant| ProfileSample {
+/// What the swarm's peers had served by `at`, per profile.
+fn sample(swarm: &Swarm, started: Instant, at: Instant) -> ProfileSample {
+    ProfileSample {
         t: at.duration_since(started).as_secs_f64(),
         bytes: Profile::ALL
             .into_iter()
@@ -481,21 +555,46 @@ pub fn run(args: SwarmArgs) -> Result<(), Failure> {
                 (profile.name().to_string(), bytes)
             })
             .collect(),
-    };
+    }
+}
+
+/// How the watch ended.
+struct Watched {
+    /// Connections the peers saw closed, for `judge_closes`.
+    closes: Vec<RemoteClose>,
+    /// The duration limit came first.
+    timed_out: bool,
+    /// Ctrl-C or SIGTERM came first.
+    stopped_by_signal: bool,
+}
+
+/// Watches until every leecher has exited (or the limit or a signal kills them):
+/// samples the peers' counters into `report`, notes exits, prints progress.
+fn watch(
+    args: &SwarmArgs,
+    swarm: &Swarm,
+    leechers: &mut [Leecher],
+    interrupted: &AtomicBool,
+    started: Instant,
+    report: &mut Report,
+) -> Watched {
+    let deadline = started + args.duration_limit;
     let mut next_sample = started + TICK;
     let mut next_progress = started + PROGRESS_EVERY;
-    let mut timed_out = false;
-    let mut stopped_by_signal = false;
-    let mut closes = Vec::new();
+    let mut watched = Watched {
+        closes: Vec::new(),
+        timed_out: false,
+        stopped_by_signal: false,
+    };
     while leechers.iter().any(Leecher::running) {
         std::thread::sleep(TICK);
-        closes.extend(swarm.take_closes());
+        watched.closes.extend(swarm.take_closes());
         let now = Instant::now();
-        for l in &mut leechers {
+        for l in leechers.iter_mut() {
             l.poll();
         }
         if now >= next_sample {
-            report.profile_series.push(sample(now));
+            report.profile_series.push(sample(swarm, started, now));
             // Every tick for the first seconds, so a short run still draws its curves.
             next_sample = if now.duration_since(started) < FINE_SAMPLES_FOR {
                 now + TICK
@@ -507,53 +606,33 @@ pub fn run(args: SwarmArgs) -> Result<(), Failure> {
             next_progress += PROGRESS_EVERY;
             print_progress(
                 now.duration_since(started),
-                &leechers,
+                leechers,
                 report.profile_series.last(),
             );
         }
         if interrupted.load(Ordering::Relaxed) {
-            stopped_by_signal = true;
+            watched.stopped_by_signal = true;
         } else if now >= deadline {
-            timed_out = true;
+            watched.timed_out = true;
         }
-        if timed_out || stopped_by_signal {
-            for l in &mut leechers {
+        if watched.timed_out || watched.stopped_by_signal {
+            for l in leechers.iter_mut() {
                 l.kill();
             }
             break;
         }
     }
-    if leechers.iter().any(|l| l.killed) {
-        // The peers notice a killed leecher's connections closing on their own thread;
-        // a moment lets them count those closes before they are stopped.
-        std::thread::sleep(Duration::from_millis(500));
-    }
-    report.profile_series.push(sample(Instant::now()));
-    let mut tallies: Vec<PeerTally> = swarm
-        .peers()
-        .iter()
-        .map(|p| PeerTally::of(&p.counters))
-        .collect();
-    closes.extend(swarm.take_closes());
-    let addr_texts: Vec<String> = addrs.iter().map(|a| a.to_string()).collect();
-    swarm.stop();
-    let exits: Vec<Instant> = leechers
-        .iter()
-        .filter_map(|l| l.exited.map(|(at, _)| at))
-        .collect();
-    judge_closes(&mut tallies, &closes, &exits);
-    report.elapsed_secs = started.elapsed().as_secs_f64();
-    report.timed_out = timed_out;
-    report.peers = peer_reports(&addr_texts, &tallies);
-    report.profiles = profile_totals(&report.peers);
+    watched
+}
 
-    // The leechers' own account, and the check of their files, a thread per leecher.
+/// The leechers' own account, and the check of their files, a thread per leecher.
+fn check_leechers(leechers: &[Leecher], plan: &SwarmPlan) -> Vec<LeecherReport> {
     let file_name = plan.data.file_name();
-    report.leechers = std::thread::scope(|scope| {
+    std::thread::scope(|scope| {
         let checks: Vec<_> = leechers
             .iter()
             .map(|l| {
-                let (plan, file_name) = (&plan, &file_name);
+                let file_name = &file_name;
                 scope.spawn(move || leecher_report(l, plan, file_name))
             })
             .collect();
@@ -561,8 +640,11 @@ pub fn run(args: SwarmArgs) -> Result<(), Failure> {
             .into_iter()
             .map(|c| c.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
             .collect()
-    });
+    })
+}
 
+/// The outcome and exit code from the report, printed and written.
+fn finish(args: &SwarmArgs, mut report: Report, stopped_by_signal: bool) -> Result<(), Failure> {
     let wrong = report
         .leechers
         .iter()
@@ -579,7 +661,7 @@ pub fn run(args: SwarmArgs) -> Result<(), Failure> {
     };
     outln!();
     out!("{}", report.summary());
-    write_report(&args, &report, true)?;
+    write_report(args, &report, true)?;
     match report.exit_code {
         0 => Ok(()),
         code => Err(Failure {
@@ -587,7 +669,8 @@ pub fn run(args: SwarmArgs) -> Result<(), Failure> {
             error: anyhow::anyhow!(match code {
                 exit::SWARM_WRONG_FILES => "a leecher finished with wrong data in its file",
                 exit::INTERRUPTED => "interrupted",
-                _ if timed_out => "the duration limit was reached before every leecher completed",
+                _ if report.timed_out =>
+                    "the duration limit was reached before every leecher completed",
                 _ => "a leecher did not complete",
             }),
         }),

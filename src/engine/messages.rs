@@ -714,6 +714,18 @@ pub struct CloseStorage {
     pub sync: bool,
 }
 
+/// Session → FileWriter: delete what a stopped torrent left in its folder, beneath the
+/// folder's handle. The reply lists what could not be deleted, each with its reason.
+#[derive(Message)]
+#[rtype(result = "Vec<String>")]
+pub enum DeleteFiles {
+    /// The resume file only, so the next start checks every piece on disk (a recheck).
+    Resume,
+    /// Every file of the torrent, its resume, reserve and part files, and the folders
+    /// they leave empty; never the torrent's folder itself (a removal with its data).
+    Everything,
+}
+
 // ---------------------------------------------------------------------------------------
 // Peer → FileReader
 // ---------------------------------------------------------------------------------------

@@ -52,8 +52,9 @@ use sha1::{Digest, Sha1};
 
 use super::jail::{check_name, Access, Jail};
 use super::messages::{
-    CheckPiece, CloseStorage, DigestBlocks, HashBlocks, HashOutcome, HashPiece, HashStored,
-    OpenReport, OpenStorage, ReadBlock, SaveResume, StorageError, WriteBlock, WritePiece,
+    CheckPiece, CloseStorage, DeleteFiles, DigestBlocks, HashBlocks, HashOutcome, HashPiece,
+    HashStored, OpenReport, OpenStorage, ReadBlock, SaveResume, StorageError, WriteBlock,
+    WritePiece,
 };
 use super::metrics::{ActorKind, ActorMetrics, LiveGuard};
 use super::parts::PartSlots;
@@ -190,6 +191,53 @@ impl FileWriter {
             metrics: Arc::new(ActorMetrics::detached(ActorKind::FileWriter)),
             _live: None,
         }
+    }
+
+    /// A writer that only deletes, for a stopped torrent's folder `jail` (opened by the
+    /// caller through no link): see [`DeleteFiles`].
+    pub fn for_deletion(jail: Jail, layout: Arc<Layout>, info_hash: InfoHash) -> Self {
+        let selected = SelectedFiles::new(&layout, None);
+        let mut writer = Self::new(
+            jail.root().to_path_buf(),
+            layout,
+            info_hash,
+            selected,
+            std::time::Duration::ZERO,
+        );
+        writer.jail = Some(jail);
+        writer
+    }
+
+    /// Deletes the torrent's files and side files, then the folders they leave empty,
+    /// deepest first. Returns what could not be deleted. A link in a file's place is
+    /// removed itself, never what it points to; a link on the way is refused.
+    fn delete_everything(&self, jail: &Jail) -> Vec<String> {
+        let mut paths: Vec<Vec<String>> = self
+            .layout
+            .files()
+            .iter()
+            .filter(|f| !f.padding)
+            .map(|f| f.path.components().to_vec())
+            .collect();
+        let side = &self.side;
+        paths.extend([&side.reserve, &side.resume, &side.parts].map(|name| vec![name.clone()]));
+        let mut failed = Vec::new();
+        for path in &paths {
+            if let Err(e) = jail.remove_file(path) {
+                failed.push(format!("{}: {e}", jail.display(path).display()));
+            }
+        }
+        let mut dirs: Vec<&[String]> = paths
+            .iter()
+            .flat_map(|p| (1..p.len()).map(move |n| &p[..n]))
+            .collect();
+        dirs.sort_by_key(|d| std::cmp::Reverse(d.len()));
+        dirs.dedup();
+        for dir in dirs {
+            // A folder still holding something (the user's own files) stays.
+            let _ = jail.remove_empty_dir(dir);
+        }
+        failed
     }
 
     /// Whether file `file`'s bytes go to the file itself rather than the part file.
@@ -778,6 +826,33 @@ impl Handler<CloseStorage> for FileWriter {
         }
         self.parts = None;
         Ok(())
+    }
+}
+
+impl Handler<DeleteFiles> for FileWriter {
+    type Result = Vec<String>;
+
+    fn handle(&mut self, msg: DeleteFiles, _: &mut Context<Self>) -> Self::Result {
+        let _timing = self.metrics.handling("DeleteFiles");
+        // Nothing of the torrent may be open while its files go.
+        for f in &mut self.files {
+            *f = None;
+        }
+        self.parts = None;
+        let jail = match self.jail() {
+            Ok(jail) => jail.clone(),
+            Err(e) => return vec![e.to_string()],
+        };
+        match msg {
+            DeleteFiles::Resume => match jail.remove_file(&[&self.side.resume]) {
+                Ok(_) => Vec::new(),
+                Err(e) => vec![format!(
+                    "{}: {e}",
+                    jail.display(&[&self.side.resume]).display()
+                )],
+            },
+            DeleteFiles::Everything => self.delete_everything(&jail),
+        }
     }
 }
 

@@ -431,11 +431,33 @@ fn serve_downloads_a_torrent_added_through_the_api_and_reports_on_it() {
     assert_eq!(detail["upload_limit"], 100_000);
     assert_eq!(detail["download_limit"], 200_000);
 
+    // A recheck drops the resume file (through a FileWriter) and checks the data again.
+    let rechecked = daemon.post(&format!("/api/torrents/{id}/recheck"), &json!({}));
+    assert_eq!(rechecked.status, 200, "{rechecked:?}");
+    wait_for_torrent(
+        &daemon,
+        &id,
+        CHANGE_LIMIT,
+        "seeding after a recheck",
+        is_complete,
+        |_| {},
+    );
+
     let removed = daemon.delete(&format!("/api/torrents/{id}?delete_data=true"));
     assert_eq!(removed.status, 204, "{removed:?}");
     let file = dl.join("film.bin");
     let deadline = Instant::now() + CHANGE_LIMIT;
-    while file.exists() {
+    // The data and the side files (resume, reserve) all go.
+    let torrent_files_left = || {
+        std::fs::read_dir(&dl)
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| e.file_name().to_string_lossy().contains("film"))
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    while file.exists() || torrent_files_left() > 0 {
         assert!(
             Instant::now() < deadline,
             "{} was not deleted",

@@ -41,13 +41,14 @@ use super::jail::Jail;
 use super::limiter::RateLimiter;
 use super::listener::Listener;
 use super::messages::{
-    DhtLinks, FileProgress, GetFileProgress, GetPeerList, GetPieceMap, GetWebSeedList, PeerInfo,
-    Phase, PieceMap, Progress, Route, SetRates, SetTorrentRates, Shutdown, TorrentEvent, Unroute,
+    DeleteFiles, DhtLinks, FileProgress, GetFileProgress, GetPeerList, GetPieceMap, GetWebSeedList,
+    PeerInfo, Phase, PieceMap, Progress, Route, SetRates, SetTorrentRates, Shutdown, TorrentEvent,
+    Unroute,
 };
 use super::metadata::{MagnetParams, MetadataFetcher};
 use super::metrics::{ActorKind, Metrics, MetricsSnapshot};
 use super::selection::check_selection;
-use super::storage::SideFiles;
+use super::storage::{FileWriter, SideFiles};
 use super::tracker::{TrackerState, TrackerStatus};
 use super::webseed::WebSeedStatus;
 use crate::layout::Layout;
@@ -1470,13 +1471,36 @@ impl Handler<Recheck> for Session {
             Ok(v) => v,
             Err(e) => return Box::pin(actix::fut::ready(Err(e))),
         };
-        let root = self.config.download_root.clone();
-        self.stop_then(id, move |act, ctx| {
-            // Without a resume file the start-up check hashes every piece on disk.
-            let resume = SideFiles::new(&metainfo.info.layout, &id).resume;
-            if let Ok(jail) = torrent_folder(&root, &dir, false) {
-                let _ = jail.remove_file(&[resume]);
-            }
+        let stopped = self.stop_run(id);
+        let layout = Arc::new(metainfo.info.layout.clone());
+        Box::pin(
+            stopped
+                .into_actor(self)
+                .then(move |views, act, _| {
+                    act.stopped(id, views);
+                    // Without a resume file the start-up check hashes every piece on disk.
+                    act.delete_files(id, &dir, layout, DeleteFiles::Resume)
+                        .into_actor(act)
+                })
+                .map(move |failed, act, ctx| act.rechecked(id, &metainfo, &failed, ctx)),
+        )
+    }
+}
+
+impl Session {
+    /// The rest of a recheck, once the old tree is stopped and its resume file deleted.
+    fn rechecked(
+        &mut self,
+        id: InfoHash,
+        metainfo: &Metainfo,
+        failed: &[String],
+        ctx: &mut Context<Self>,
+    ) -> Result<TorrentSummary, SessionError> {
+        for failure in failed {
+            warn!(self.log, "cannot delete the resume file"; "error" => %failure);
+        }
+        let act = self;
+        {
             let entry = act.entry_mut(&id)?;
             entry.last.verified_bytes = 0;
             entry.error = None;
@@ -1486,8 +1510,45 @@ impl Handler<Recheck> for Session {
             if !entry.paused && !entry.awaiting_files {
                 act.start_run(id, ctx);
             }
-            Ok(act.entry(&id)?.summary())
-        })
+        }
+        Ok(act.entry(&id)?.summary())
+    }
+
+    /// Deletes through a FileWriter (the one owner of a torrent's files) started for the
+    /// purpose on a writing thread, so no file is deleted by a path or on the Session's
+    /// thread. `dir` is the torrent's folder, reached from the root through no link.
+    /// Resolves to what could not be deleted.
+    fn delete_files(
+        &self,
+        id: InfoHash,
+        dir: &str,
+        layout: Arc<Layout>,
+        what: DeleteFiles,
+    ) -> impl Future<Output = Vec<String>> + 'static {
+        let root = self.config.download_root.clone();
+        let folder = torrent_folder(&root, dir, false);
+        let display = root.join(dir);
+        let arbiter = self
+            .config
+            .engine
+            .threads
+            .as_ref()
+            .map_or_else(Arbiter::current, |t| t.place_torrent().writer);
+        async move {
+            let jail = match folder {
+                Ok(jail) => jail,
+                // Nothing was ever written: nothing to delete.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Vec::new(),
+                Err(e) => return vec![format!("{}: {e}", display.display())],
+            };
+            let writer = FileWriter::start_in_arbiter(&arbiter, move |_| {
+                FileWriter::for_deletion(jail, layout, id)
+            });
+            writer
+                .send(what)
+                .await
+                .unwrap_or_else(|e| vec![format!("{}: {e}", display.display())])
+        }
     }
 }
 
@@ -1500,7 +1561,7 @@ impl Handler<Remove> for Session {
             return Box::pin(actix::fut::ready(Err(e)));
         }
         let stopped = self.stop_run(id);
-        Box::pin(stopped.into_actor(self).map(move |_, act, _| {
+        Box::pin(stopped.into_actor(self).map(move |_, act, ctx| {
             let entry = act
                 .torrents
                 .remove(&id)
@@ -1508,12 +1569,17 @@ impl Handler<Remove> for Session {
             let _ = std::fs::remove_file(act.state.torrent_file(&id.to_hex()));
             if msg.delete_data {
                 if let Source::Torrent(m) = &entry.source {
-                    let root = act.config.download_root.clone();
-                    let dir = entry.dir.clone();
-                    let layout = m.info.layout.clone();
+                    let layout = Arc::new(m.info.layout.clone());
                     let log = act.log.clone();
-                    // Deleting many files is blocking work: off the Session's thread.
-                    std::thread::spawn(move || delete_data(&root, &dir, &layout, &id, &log));
+                    let deleted = act.delete_files(id, &entry.dir, layout, DeleteFiles::Everything);
+                    ctx.spawn(
+                        async move {
+                            for failure in deleted.await {
+                                warn!(log, "cannot delete"; "error" => %failure);
+                            }
+                        }
+                        .into_actor(act),
+                    );
                 }
             }
             log_event(
@@ -1552,46 +1618,6 @@ fn torrent_folder(root: &Path, dir: &str, create: bool) -> std::io::Result<Jail>
         Jail::open(root)?
     };
     jail.subdir(&names, create)
-}
-
-/// Deletes a torrent's files, its resume and part files, the `.torrent` saved for a
-/// magnet link, and the folders that held them once empty; never the folder itself.
-/// Every name is deleted beneath the folder's handle: a link on the way is refused, a
-/// link in a file's place is removed itself, never what it points to.
-fn delete_data(root: &Path, dir: &str, layout: &Layout, info_hash: &InfoHash, log: &Logger) {
-    let jail = match torrent_folder(root, dir, false) {
-        Ok(jail) => jail,
-        Err(e) => {
-            warn!(log, "cannot delete"; "path" => %root.join(dir).display(), "error" => %e);
-            return;
-        }
-    };
-    let side = SideFiles::new(layout, info_hash);
-    let mut paths: Vec<Vec<String>> = layout
-        .files()
-        .iter()
-        .filter(|f| !f.padding)
-        .map(|f| f.path.components().to_vec())
-        .collect();
-    paths.extend([side.reserve, side.resume, side.parts].map(|name| vec![name]));
-    for path in &paths {
-        if let Err(e) = jail.remove_file(path) {
-            warn!(log, "cannot delete"; "path" => %jail.display(path).display(), "error" => %e);
-        }
-    }
-    // Empty folders the torrent made, deepest first.
-    let mut dirs: Vec<&[String]> = paths
-        .iter()
-        .flat_map(|p| (1..p.len()).map(move |n| &p[..n]))
-        .collect();
-    dirs.sort_by_key(|d| std::cmp::Reverse(d.len()));
-    dirs.dedup();
-    let mut seen = std::collections::HashSet::new();
-    for dir in dirs {
-        if seen.insert(dir) {
-            let _ = jail.remove_empty_dir(dir);
-        }
-    }
 }
 
 impl Handler<SetLabels> for Session {
