@@ -213,7 +213,7 @@ impl Source {
 /// regular file inside the folder (their target's bytes go in under the link's name, as
 /// libtorrent and mktorrent do); a symlink leading out of the folder or to a folder is
 /// refused. The walk uses its own stack, so depth costs no recursion; path length is
-/// bounded by the torrent path check.
+/// bounded by the torrent path check. Its length is that walk and the symlink checks.
 pub fn scan(path: &Path) -> Result<Source, CreateError> {
     let unreadable = |p: &Path| {
         let p = p.to_path_buf();
@@ -397,7 +397,8 @@ struct PieceHashes {
 }
 
 /// Hashes `source` and encodes the torrent. `progress` is called from the hashing
-/// threads with the bytes of each piece done.
+/// threads with the bytes of each piece done. Kept whole: the thread pool's scope holds
+/// the work queue, the readers and the ordered results together.
 pub fn create(
     source: &Source,
     options: &CreateOptions,
@@ -680,7 +681,8 @@ fn open_scanned(file: &SourceFile) -> Result<File, CreateError> {
     Ok(f)
 }
 
-/// The info dictionary and the `piece layers` dictionary.
+/// The info dictionary and the `piece layers` dictionary: one function so the keys are
+/// written in the order libtorrent writes them, which the info-hash depends on.
 fn info_dict(
     source: &Source,
     layout: &Layout,

@@ -198,7 +198,8 @@ enum OpenBody<'a> {
     },
 }
 
-/// Decodes one value from the start of `input` under `limits`.
+/// Decodes one value from the start of `input` under `limits`. One loop over an explicit
+/// stack, so depth costs no recursion; it is long because each byte class is an arm of it.
 pub fn decode_prefix_with(input: &[u8], limits: Limits) -> Result<(Value<'_>, usize), DecodeError> {
     let mut stack: Vec<Open<'_>> = Vec::new();
     let mut tokens: usize = 0;

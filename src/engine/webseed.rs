@@ -662,7 +662,8 @@ impl Run {
 
     /// Sends `GET url` for `len` bytes from `offset` (of a file of `file_len` bytes),
     /// following allowed redirects, and returns the response once its status and range
-    /// are right. Only the headers are read here.
+    /// are right. Only the headers are read here. Long because each way a server can
+    /// answer (redirect, 503 with `Retry-After`, a status, a wrong range) is one arm.
     async fn get_range(
         &self,
         url: Url,

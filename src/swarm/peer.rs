@@ -380,6 +380,8 @@ impl<'a> Session<'a> {
         }
     }
 
+    /// The simulated peer's life: one `select!` over its socket, its clocks and its
+    /// plan (flaky drops, lies), kept in one place so the profile's behaviour reads whole.
     async fn run(mut self, stream: PeerStream) -> End {
         let num_pieces = self.task.shared.data.num_pieces();
         let (read, mut write) = stream.into_split();

@@ -49,10 +49,20 @@ fn rates(points: &[(f64, f64)]) -> Vec<(f64, f64)> {
         .collect()
 }
 
-/// The SVG text of the report's plot.
-pub fn svg(report: &Report) -> Result<String, PlotError> {
-    // Each leecher's verified rate and, dashed, the rate at which bytes came in (wasted
-    // ones included): before its first piece passes a leecher already receives.
+/// Each leecher's label, verified rate and received rate.
+type LeecherCurves = Vec<(String, Curve, Curve)>;
+
+/// Each present profile's colour slot, the profile, and its stacked curve.
+type StackedCurves = Vec<(usize, Profile, Curve)>;
+
+/// A drawing failure, as the plot's error.
+fn drawing<E: std::error::Error + Send + Sync>(e: DrawingAreaErrorKind<E>) -> PlotError {
+    PlotError(e.to_string())
+}
+
+/// Each leecher's verified rate and, dashed, the rate at which bytes came in (wasted
+/// ones included): before its first piece passes a leecher already receives.
+fn leecher_curves(report: &Report) -> LeecherCurves {
     let curve = |l: &super::report::LeecherReport, received: bool| {
         let mut cumulative = vec![(0.0, 0.0)];
         cumulative.extend(l.throughput.iter().map(|s| {
@@ -65,7 +75,7 @@ pub fn svg(report: &Report) -> Result<String, PlotError> {
         }));
         rates(&cumulative)
     };
-    let leechers: Vec<(String, Curve, Curve)> = report
+    report
         .leechers
         .iter()
         .map(|l| {
@@ -75,22 +85,21 @@ pub fn svg(report: &Report) -> Result<String, PlotError> {
                 curve(l, true),
             )
         })
-        .collect();
-    // Stacked: each profile's curve is the sum of its rate and the rates of the profiles
-    // before it, drawn from the top down so each area covers the ones above it.
-    let present: Vec<(usize, Profile)> = Profile::ALL
-        .into_iter()
-        .enumerate()
-        .filter(|(_, p)| {
-            report
-                .profiles
-                .iter()
-                .any(|r| r.profile == *p && r.peers > 0)
-        })
-        .collect();
-    let mut stacked: Vec<(usize, Profile, Curve)> = Vec::new();
-    let mut below: Vec<(f64, f64)> = Vec::new();
-    for &(slot, profile) in &present {
+        .collect()
+}
+
+/// Stacked: each profile's curve is the sum of its rate and the rates of the profiles
+/// before it, drawn from the top down so each area covers the ones above it.
+fn stacked_profiles(report: &Report) -> StackedCurves {
+    let present = Profile::ALL.into_iter().enumerate().filter(|(_, p)| {
+        report
+            .profiles
+            .iter()
+            .any(|r| r.profile == *p && r.peers > 0)
+    });
+    let mut stacked: StackedCurves = Vec::new();
+    let mut below: Curve = Vec::new();
+    for (slot, profile) in present {
         let mut cumulative = vec![(0.0, 0.0)];
         cumulative.extend(report.profile_series.iter().map(|s| {
             (
@@ -98,8 +107,7 @@ pub fn svg(report: &Report) -> Result<String, PlotError> {
                 s.bytes.get(profile.name()).copied().unwrap_or(0) as f64,
             )
         }));
-        let own = rates(&cumulative);
-        let summed: Vec<(f64, f64)> = own
+        let summed: Curve = rates(&cumulative)
             .iter()
             .enumerate()
             .map(|(i, &(t, r))| (t, r + below.get(i).map_or(0.0, |b| b.1)))
@@ -107,116 +115,135 @@ pub fn svg(report: &Report) -> Result<String, PlotError> {
         below = summed.clone();
         stacked.push((slot, profile, summed));
     }
+    stacked
+}
 
+/// The SVG text of the report's plot.
+pub fn svg(report: &Report) -> Result<String, PlotError> {
+    let leechers = leecher_curves(report);
+    let stacked = stacked_profiles(report);
     // The time axis fits the run, however short (a run of 0.3 s is drawn over 0.3 s).
     let t_max = leechers
         .iter()
         .flat_map(|(_, v, r)| v.iter().chain(r).map(|p| p.0))
         .chain(report.profile_series.iter().map(|s| s.t))
         .fold(MIN_SECONDS, f64::max);
-    let top_max = leechers
+    let mut text = String::new();
+    {
+        let root = SVGBackend::with_string(&mut text, (1000, 760)).into_drawing_area();
+        root.fill(&WHITE).map_err(drawing)?;
+        let (top, bottom) = root.split_vertically(380);
+        draw_leechers(&top, report, &leechers, t_max)?;
+        draw_profiles(&bottom, &stacked, t_max)?;
+        root.present().map_err(drawing)?;
+    }
+    Ok(text)
+}
+
+/// The upper panel: one line per leecher.
+fn draw_leechers(
+    area: &DrawingArea<SVGBackend<'_>, plotters::coord::Shift>,
+    report: &Report,
+    leechers: &LeecherCurves,
+    t_max: f64,
+) -> Result<(), PlotError> {
+    let y_max = leechers
         .iter()
         .flat_map(|(_, v, r)| v.iter().chain(r).map(|p| p.1))
         .fold(1.0f64, f64::max)
         * 1.1;
-    let bottom_max = below.iter().map(|p| p.1).fold(1.0f64, f64::max) * 1.1;
-
-    let mut text = String::new();
-    {
-        let root = SVGBackend::with_string(&mut text, (1000, 760)).into_drawing_area();
-        let e = |e: DrawingAreaErrorKind<_>| PlotError(e.to_string());
-        root.fill(&WHITE).map_err(e)?;
-        let (top, bottom) = root.split_vertically(380);
-
-        let mut chart = ChartBuilder::on(&top)
-            .caption(
-                format!(
-                    "leechers' download rate (verified; dashed: received), {} peers, seed {}",
-                    report.peers.len(),
-                    report.seed
-                ),
-                ("sans-serif", 18),
-            )
-            .margin(12)
-            .x_label_area_size(32)
-            .y_label_area_size(56)
-            .build_cartesian_2d(0.0..t_max, 0.0..top_max)
-            .map_err(e)?;
+    let mut chart = ChartBuilder::on(area)
+        .caption(
+            format!(
+                "leechers' download rate (verified; dashed: received), {} peers, seed {}",
+                report.peers.len(),
+                report.seed
+            ),
+            ("sans-serif", 18),
+        )
+        .margin(12)
+        .x_label_area_size(32)
+        .y_label_area_size(56)
+        .build_cartesian_2d(0.0..t_max, 0.0..y_max)
+        .map_err(drawing)?;
+    chart
+        .configure_mesh()
+        .x_desc("seconds")
+        .y_desc("MiB/s")
+        .draw()
+        .map_err(drawing)?;
+    for (i, (label, verified, received)) in leechers.iter().enumerate() {
+        let colour = LEECHER_COLOURS[i % LEECHER_COLOURS.len()];
         chart
-            .configure_mesh()
-            .x_desc("seconds")
-            .y_desc("MiB/s")
-            .draw()
-            .map_err(e)?;
-        for (i, (label, verified, received)) in leechers.iter().enumerate() {
-            let colour = LEECHER_COLOURS[i % LEECHER_COLOURS.len()];
+            .draw_series(LineSeries::new(
+                verified.iter().copied(),
+                colour.stroke_width(2),
+            ))
+            .map_err(drawing)?
+            .label(label.as_str())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], colour));
+        chart
+            .draw_series(DashedLineSeries::new(
+                received.iter().copied(),
+                6,
+                4,
+                colour.stroke_width(1),
+            ))
+            .map_err(drawing)?;
+        // A line needs two points: a run short enough to have fewer shows its points.
+        if verified.len() < 3 {
             chart
-                .draw_series(LineSeries::new(
-                    verified.iter().copied(),
-                    colour.stroke_width(2),
-                ))
-                .map_err(e)?
-                .label(label.as_str())
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], colour));
-            chart
-                .draw_series(DashedLineSeries::new(
-                    received.iter().copied(),
-                    6,
-                    4,
-                    colour.stroke_width(1),
-                ))
-                .map_err(e)?;
-            // A line needs two points: a run short enough to have fewer shows its points.
-            if verified.len() < 3 {
-                chart
-                    .draw_series(verified.iter().map(|&p| Circle::new(p, 3, colour.filled())))
-                    .map_err(e)?;
-            }
+                .draw_series(verified.iter().map(|&p| Circle::new(p, 3, colour.filled())))
+                .map_err(drawing)?;
         }
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .draw()
-            .map_err(e)?;
-
-        let mut chart = ChartBuilder::on(&bottom)
-            .caption(
-                "bytes served per second, by profile (stacked)",
-                ("sans-serif", 18),
-            )
-            .margin(12)
-            .x_label_area_size(32)
-            .y_label_area_size(56)
-            .build_cartesian_2d(0.0..t_max, 0.0..bottom_max)
-            .map_err(e)?;
-        chart
-            .configure_mesh()
-            .x_desc("seconds")
-            .y_desc("MiB/s")
-            .draw()
-            .map_err(e)?;
-        for (slot, profile, points) in stacked.iter().rev() {
-            let colour = PROFILE_COLOURS[*slot];
-            chart
-                .draw_series(
-                    AreaSeries::new(points.iter().copied(), 0.0, colour).border_style(colour),
-                )
-                .map_err(e)?
-                .label(profile.name())
-                .legend(move |(x, y)| {
-                    Rectangle::new([(x, y - 5), (x + 14, y + 5)], colour.filled())
-                });
-        }
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .draw()
-            .map_err(e)?;
-        root.present().map_err(e)?;
     }
-    Ok(text)
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(drawing)
+}
+
+/// The lower panel: bytes served per second by profile, stacked.
+fn draw_profiles(
+    area: &DrawingArea<SVGBackend<'_>, plotters::coord::Shift>,
+    stacked: &StackedCurves,
+    t_max: f64,
+) -> Result<(), PlotError> {
+    let y_max = stacked.last().map_or(1.0f64, |(_, _, top)| {
+        top.iter().map(|p| p.1).fold(1.0, f64::max)
+    }) * 1.1;
+    let mut chart = ChartBuilder::on(area)
+        .caption(
+            "bytes served per second, by profile (stacked)",
+            ("sans-serif", 18),
+        )
+        .margin(12)
+        .x_label_area_size(32)
+        .y_label_area_size(56)
+        .build_cartesian_2d(0.0..t_max, 0.0..y_max)
+        .map_err(drawing)?;
+    chart
+        .configure_mesh()
+        .x_desc("seconds")
+        .y_desc("MiB/s")
+        .draw()
+        .map_err(drawing)?;
+    for (slot, profile, points) in stacked.iter().rev() {
+        let colour = PROFILE_COLOURS[*slot];
+        chart
+            .draw_series(AreaSeries::new(points.iter().copied(), 0.0, colour).border_style(colour))
+            .map_err(drawing)?
+            .label(profile.name())
+            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 14, y + 5)], colour.filled()));
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(drawing)
 }
 
 #[cfg(test)]

@@ -403,60 +403,7 @@ impl Report {
         }
         for l in &self.leechers {
             let _ = writeln!(s);
-            let state = match (l.completed, l.killed, l.completion_secs) {
-                (true, _, Some(t)) => format!(
-                    "complete in {t:.1} s ({}/s)",
-                    human_bytes(l.average_rate.unwrap_or(0.0))
-                ),
-                (true, _, None) => "complete".to_string(),
-                (false, true, _) if self.timed_out => "killed at the duration limit".to_string(),
-                (false, true, _) => "killed when the run was stopped".to_string(),
-                (false, false, _) => format!(
-                    "did not complete (exit {})",
-                    l.exit_code
-                        .map_or_else(|| "by signal".to_string(), |c| c.to_string())
-                ),
-            };
-            let files = match &l.files {
-                Some(_) if l.files_right => "files right".to_string(),
-                Some(f) => format!("FILES WRONG: {} bad pieces", f.bad_count),
-                None => "files not checked".to_string(),
-            };
-            let _ = writeln!(s, "leecher {} (pid {}): {state}, {files}", l.index, l.pid);
-            let _ = writeln!(
-                s,
-                "  peak RSS {}, at most {} open files and {} peers, {} hash failures, {} banned, \
-                 {} received, {} uploaded",
-                human_bytes(l.peak_rss_bytes as f64),
-                l.max_open_files,
-                l.max_peers,
-                l.hash_failures,
-                l.banned,
-                human_bytes(l.received as f64),
-                human_bytes(l.uploaded as f64)
-            );
-            let _ = writeln!(
-                s,
-                "  waste {}: {} received for {} verified",
-                l.waste_ratio
-                    .map_or_else(|| "n/a".to_string(), |r| format!("{r:.2}x")),
-                human_bytes(l.received as f64),
-                human_bytes(l.verified_this_run as f64)
-            );
-            if let Some(actors) = l.actors.get("actors").and_then(|a| a.as_array()) {
-                for a in actors {
-                    let field = |k: &str| a.get(k).cloned().unwrap_or_default();
-                    let _ = writeln!(
-                        s,
-                        "  {:<16} handled {:>9} busy {:>9} ms mailbox peak {:>5} held back {}",
-                        field("actor").as_str().unwrap_or("?"),
-                        field("handled"),
-                        format!("{:.0}", field("busy_ms").as_f64().unwrap_or(0.0)),
-                        field("mailbox_peak"),
-                        field("backpressure")
-                    );
-                }
-            }
+            self.leecher_summary(&mut s, l);
         }
         let _ = writeln!(
             s,
@@ -464,6 +411,66 @@ impl Report {
             self.outcome, self.elapsed_secs, self.exit_code
         );
         s
+    }
+}
+
+impl Report {
+    /// One leecher's lines of the summary: its outcome, its counts, its actors.
+    fn leecher_summary(&self, s: &mut String, l: &LeecherReport) {
+        let state = match (l.completed, l.killed, l.completion_secs) {
+            (true, _, Some(t)) => format!(
+                "complete in {t:.1} s ({}/s)",
+                human_bytes(l.average_rate.unwrap_or(0.0))
+            ),
+            (true, _, None) => "complete".to_string(),
+            (false, true, _) if self.timed_out => "killed at the duration limit".to_string(),
+            (false, true, _) => "killed when the run was stopped".to_string(),
+            (false, false, _) => format!(
+                "did not complete (exit {})",
+                l.exit_code
+                    .map_or_else(|| "by signal".to_string(), |c| c.to_string())
+            ),
+        };
+        let files = match &l.files {
+            Some(_) if l.files_right => "files right".to_string(),
+            Some(f) => format!("FILES WRONG: {} bad pieces", f.bad_count),
+            None => "files not checked".to_string(),
+        };
+        let _ = writeln!(s, "leecher {} (pid {}): {state}, {files}", l.index, l.pid);
+        let _ = writeln!(
+            s,
+            "  peak RSS {}, at most {} open files and {} peers, {} hash failures, {} banned, \
+             {} received, {} uploaded",
+            human_bytes(l.peak_rss_bytes as f64),
+            l.max_open_files,
+            l.max_peers,
+            l.hash_failures,
+            l.banned,
+            human_bytes(l.received as f64),
+            human_bytes(l.uploaded as f64)
+        );
+        let _ = writeln!(
+            s,
+            "  waste {}: {} received for {} verified",
+            l.waste_ratio
+                .map_or_else(|| "n/a".to_string(), |r| format!("{r:.2}x")),
+            human_bytes(l.received as f64),
+            human_bytes(l.verified_this_run as f64)
+        );
+        if let Some(actors) = l.actors.get("actors").and_then(|a| a.as_array()) {
+            for a in actors {
+                let field = |k: &str| a.get(k).cloned().unwrap_or_default();
+                let _ = writeln!(
+                    s,
+                    "  {:<16} handled {:>9} busy {:>9} ms mailbox peak {:>5} held back {}",
+                    field("actor").as_str().unwrap_or("?"),
+                    field("handled"),
+                    format!("{:.0}", field("busy_ms").as_f64().unwrap_or(0.0)),
+                    field("mailbox_peak"),
+                    field("backpressure")
+                );
+            }
+        }
     }
 }
 

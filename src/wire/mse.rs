@@ -447,7 +447,8 @@ impl Initiator {
         }
     }
 
-    /// Advances as far as the buffered bytes allow.
+    /// Advances as far as the buffered bytes allow. One function on purpose: each arm is
+    /// one state of BEP 8's handshake, and read in order they are the protocol.
     fn step(&mut self) -> Result<Option<Established>, MseError> {
         loop {
             match std::mem::replace(&mut self.state, InitiatorState::Over) {
@@ -674,7 +675,8 @@ impl<'t> Receiver<'t> {
         order.into_iter().find(|m| common & m != 0)
     }
 
-    /// Advances as far as the buffered bytes allow.
+    /// Advances as far as the buffered bytes allow. One function on purpose: each arm is
+    /// one state of BEP 8's handshake, and read in order they are the protocol.
     fn step(&mut self) -> Result<Option<Established>, MseError> {
         loop {
             match std::mem::replace(&mut self.state, ReceiverState::Over) {
