@@ -76,7 +76,7 @@ impl Default for ChokerConfig {
 
 /// What the choker needs to know about one connected peer.
 #[derive(Debug, Clone, PartialEq)]
-pub struct PeerStats {
+pub struct ChokeCandidate {
     /// Which peer this is; the decision names peers by it.
     pub key: PeerKey,
     /// The peer told us it wants our data; only interested peers are unchoked.
@@ -160,10 +160,15 @@ impl Choker {
     /// Decides who is unchoked from `now` on. `peers` lists every connected peer (a peer
     /// missing from it is taken to have left); if a key appears twice only the first entry
     /// counts. `seeding` says we have every piece we want.
-    pub fn rechoke(&mut self, peers: &[PeerStats], seeding: bool, now: Instant) -> RechokeDecision {
+    pub fn rechoke(
+        &mut self,
+        peers: &[ChokeCandidate],
+        seeding: bool,
+        now: Instant,
+    ) -> RechokeDecision {
         let mut seen = HashSet::with_capacity(peers.len());
-        let peers: Vec<&PeerStats> = peers.iter().filter(|p| seen.insert(p.key)).collect();
-        let candidates: Vec<&PeerStats> = peers
+        let peers: Vec<&ChokeCandidate> = peers.iter().filter(|p| seen.insert(p.key)).collect();
+        let candidates: Vec<&ChokeCandidate> = peers
             .iter()
             .copied()
             .filter(|p| p.interested && !p.is_seed)
@@ -208,7 +213,7 @@ impl Choker {
     }
 
     /// Tit-for-tat: the fastest uploaders to us, plus the optimistic peer.
-    fn downloading_round(&mut self, candidates: &[&PeerStats], now: Instant) -> Vec<PeerKey> {
+    fn downloading_round(&mut self, candidates: &[&ChokeCandidate], now: Instant) -> Vec<PeerKey> {
         let slots = self.config.upload_slots;
         if slots == 0 {
             self.optimistic = None;
@@ -244,10 +249,10 @@ impl Choker {
     /// is drawn again only when nobody else is eligible, so the slot really rotates.
     fn draw_optimistic(
         &mut self,
-        pool: &[&PeerStats],
+        pool: &[&ChokeCandidate],
         previous: Option<PeerKey>,
     ) -> Option<PeerKey> {
-        let others: Vec<&PeerStats> = pool
+        let others: Vec<&ChokeCandidate> = pool
             .iter()
             .copied()
             .filter(|p| Some(p.key) != previous)
@@ -273,7 +278,7 @@ impl Choker {
     }
 
     /// Round-robin turns while seeding.
-    fn seeding_round(&mut self, candidates: &[&PeerStats], now: Instant) -> Vec<PeerKey> {
+    fn seeding_round(&mut self, candidates: &[&ChokeCandidate], now: Instant) -> Vec<PeerKey> {
         let slots = self.config.upload_slots;
         if slots == 0 {
             return candidates.iter().map(|p| p.key).collect();
@@ -352,7 +357,7 @@ fn clean_rate(rate: f64) -> f64 {
 }
 
 /// Tickets a peer holds in the optimistic draw.
-fn optimistic_weight(peer: &PeerStats) -> u64 {
+fn optimistic_weight(peer: &ChokeCandidate) -> u64 {
     if peer.connected_for < NEW_PEER_AGE {
         NEW_PEER_WEIGHT
     } else {
@@ -368,8 +373,8 @@ mod tests {
     const SECOND: Duration = Duration::from_secs(1);
 
     /// An interested leecher connected long ago that sends us `rate` bytes per second.
-    fn peer(key: u64, rate: f64) -> PeerStats {
-        PeerStats {
+    fn peer(key: u64, rate: f64) -> ChokeCandidate {
+        ChokeCandidate {
             key: PeerKey(key),
             interested: true,
             download_rate: rate,
@@ -380,7 +385,7 @@ mod tests {
     }
 
     /// Records a decision in the peers' state, as the Coordinator would after sending it.
-    fn apply(peers: &mut [PeerStats], decision: &RechokeDecision) {
+    fn apply(peers: &mut [ChokeCandidate], decision: &RechokeDecision) {
         for p in peers {
             p.currently_unchoked = decision.unchoked.contains(&p.key);
         }
@@ -396,7 +401,7 @@ mod tests {
     }
 
     /// Four fast uploaders (1 to 4) and four that send nothing (5 to 8).
-    fn four_fast_four_idle() -> Vec<PeerStats> {
+    fn four_fast_four_idle() -> Vec<ChokeCandidate> {
         (1..=8)
             .map(|k| peer(k, if k <= 4 { 1000.0 * k as f64 } else { 0.0 }))
             .collect()
@@ -406,7 +411,7 @@ mod tests {
     fn the_fastest_uploaders_win_the_regular_slots() {
         let t0 = Instant::now();
         let mut choker = Choker::new(ChokerConfig::default(), 1);
-        let peers: Vec<PeerStats> = (1..=7).map(|k| peer(k, 100.0 * k as f64)).collect();
+        let peers: Vec<ChokeCandidate> = (1..=7).map(|k| peer(k, 100.0 * k as f64)).collect();
         let decision = choker.rechoke(&peers, false, t0);
         assert_eq!(
             decision.unchoked.get(..4),
@@ -584,7 +589,7 @@ mod tests {
             ..ChokerConfig::default()
         };
         let mut choker = Choker::new(config, 11);
-        let mut peers: Vec<PeerStats> = (1..=6).map(|k| peer(k, 100.0)).collect();
+        let mut peers: Vec<ChokeCandidate> = (1..=6).map(|k| peer(k, 100.0)).collect();
         peers[4].currently_unchoked = true;
         peers[5].currently_unchoked = true;
         let decision = choker.rechoke(&peers, false, t0);
@@ -631,7 +636,7 @@ mod tests {
             upload_slots: 0,
             ..ChokerConfig::default()
         };
-        let mut peers: Vec<PeerStats> = (1..=50).map(|k| peer(k, k as f64)).collect();
+        let mut peers: Vec<ChokeCandidate> = (1..=50).map(|k| peer(k, k as f64)).collect();
         peers[9].interested = false;
         for seeding in [false, true] {
             let mut choker = Choker::new(config.clone(), 19);
@@ -650,7 +655,7 @@ mod tests {
             ..ChokerConfig::default()
         };
         let mut choker = Choker::new(config, 23);
-        let mut peers: Vec<PeerStats> = (1..=10).map(|k| peer(k, 0.0)).collect();
+        let mut peers: Vec<ChokeCandidate> = (1..=10).map(|k| peer(k, 0.0)).collect();
         let mut served = HashSet::new();
         // Ten peers, three slots, 30 s turns, a rechoke every 10 s: four turns, 12 rounds.
         for round in 0..12 {
@@ -671,7 +676,7 @@ mod tests {
             ..ChokerConfig::default()
         };
         let mut choker = Choker::new(config, 29);
-        let mut peers: Vec<PeerStats> = (1..=5).map(|k| peer(k, 0.0)).collect();
+        let mut peers: Vec<ChokeCandidate> = (1..=5).map(|k| peer(k, 0.0)).collect();
         let first = choker.rechoke(&peers, true, t0);
         apply(&mut peers, &first);
         for second in 1..30 {
@@ -727,7 +732,7 @@ mod tests {
         ]
     }
 
-    fn arbitrary_peer(key: u64) -> impl Strategy<Value = PeerStats> {
+    fn arbitrary_peer(key: u64) -> impl Strategy<Value = ChokeCandidate> {
         (
             any::<bool>(),
             arbitrary_rate(),
@@ -736,7 +741,7 @@ mod tests {
             any::<bool>(),
         )
             .prop_map(
-                move |(interested, rate, secs, is_seed, unchoked)| PeerStats {
+                move |(interested, rate, secs, is_seed, unchoked)| ChokeCandidate {
                     key: PeerKey(key),
                     interested: interested || is_seed,
                     download_rate: rate,
@@ -747,7 +752,7 @@ mod tests {
             )
     }
 
-    fn arbitrary_swarm() -> impl Strategy<Value = Vec<PeerStats>> {
+    fn arbitrary_swarm() -> impl Strategy<Value = Vec<ChokeCandidate>> {
         (0u64..30).prop_flat_map(|n| (0..n).map(arbitrary_peer).collect::<Vec<_>>())
     }
 
@@ -773,7 +778,7 @@ mod tests {
                 }
                 let decision = choker.rechoke(&peers, seeding, now);
 
-                let candidates: Vec<&PeerStats> =
+                let candidates: Vec<&ChokeCandidate> =
                     peers.iter().filter(|p| p.interested && !p.is_seed).collect();
                 let unchoked: HashSet<PeerKey> = decision.unchoked.iter().copied().collect();
                 prop_assert_eq!(unchoked.len(), decision.unchoked.len(), "listed twice");
@@ -822,10 +827,10 @@ mod tests {
             let config = ChokerConfig { upload_slots: slots, ..ChokerConfig::default() };
             let turn_rounds = 3; // 30 s turns, a rechoke every 10 s.
             let mut choker = Choker::new(config, seed);
-            let mut peers: Vec<PeerStats> = joined_secs
+            let mut peers: Vec<ChokeCandidate> = joined_secs
                 .iter()
                 .zip(1..)
-                .map(|(&secs, key)| PeerStats {
+                .map(|(&secs, key)| ChokeCandidate {
                     connected_for: Duration::from_secs(secs),
                     ..peer(key, 0.0)
                 })

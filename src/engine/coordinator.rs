@@ -22,7 +22,7 @@ use slog::{debug, info, o, warn, Logger};
 
 use super::address_book::{AddressBook, IpSlot, RETRY_BASE};
 use super::budget::{ConnectionBudget, ConnectionPermit};
-use super::choker::{Choker, ChokerConfig, PeerStats as ChokerInput};
+use super::choker::{ChokeCandidate, Choker, ChokerConfig};
 use super::connection::{self, Accepted, Carriers, ConnectTimeouts, TcpListenerStream};
 use super::limiter::RateLimiter;
 use super::messages::*;
@@ -465,7 +465,7 @@ pub struct TorrentParams {
     pub metainfo: Metainfo,
     /// The folder the torrent's name goes under.
     pub download_dir: PathBuf,
-    /// Tunables.
+    /// The engine's settings (peers, budgets, ports, threads), shared by its actors.
     pub config: EngineConfig,
     /// The files to download (BEP 53 indices); `None` means every file.
     pub selection: Option<FileSelection>,
@@ -1646,10 +1646,10 @@ impl Coordinator {
     /// slot while downloading, turns for every interested peer while seeding.
     fn rechoke(&mut self) {
         let now = Instant::now();
-        let stats: Vec<ChokerInput> = self
+        let stats: Vec<ChokeCandidate> = self
             .peers
             .iter()
-            .map(|(key, p)| ChokerInput {
+            .map(|(key, p)| ChokeCandidate {
                 key: *key,
                 interested: p.peer_interested,
                 download_rate: p.down_rate,

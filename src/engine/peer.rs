@@ -289,11 +289,11 @@ pub struct Peer {
 
 /// What a Peer needs besides its socket.
 pub struct PeerParts {
-    /// Its key.
+    /// Who this peer is to the Coordinator: every message it sends names it.
     pub key: PeerKey,
     /// The torrent's layout, to range-check what the peer says.
     pub layout: Arc<Layout>,
-    /// Tunables.
+    /// Limits and timeouts: the request pipeline's bounds, request and idle timeouts, keep-alive.
     pub config: PeerConfig,
     /// The torrent's Coordinator.
     pub coordinator: Tracked<Coordinator>,

@@ -202,7 +202,7 @@ pub struct WebSeedParts {
     pub layout: Arc<Layout>,
     /// The torrent has a `files` list (BEP 19 builds file URLs differently then).
     pub multi_file: bool,
-    /// Tunables.
+    /// Its limits: runs in flight, run size, retries and back-off.
     pub config: WebSeedConfig,
     /// The Coordinator, asked for work.
     pub pick: TrackedRecipient<PickBlocks>,

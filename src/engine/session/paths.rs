@@ -9,7 +9,7 @@ use std::path::{Component, Path, PathBuf};
 
 /// Why a path was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum PathError {
+pub enum FolderError {
     /// The path leaves the download root, by `..`, an absolute path elsewhere, or a link.
     #[error("{0:?} is outside the download root")]
     Escapes(String),
@@ -32,9 +32,9 @@ const MAX_PATH_BYTES: usize = 1024;
 ///
 /// Only plain names are allowed: no `..`, no root, no `.` tricks; and where the folder
 /// already exists, resolving its links must leave it inside `root`.
-pub fn sub_folder(root: &Path, rel: &str) -> Result<String, PathError> {
+pub fn sub_folder(root: &Path, rel: &str) -> Result<String, FolderError> {
     if rel.len() > MAX_PATH_BYTES || rel.contains('\0') {
-        return Err(PathError::Unusable(rel.to_string()));
+        return Err(FolderError::Unusable(rel.to_string()));
     }
     let mut parts = Vec::new();
     for component in Path::new(rel).components() {
@@ -42,12 +42,12 @@ pub fn sub_folder(root: &Path, rel: &str) -> Result<String, PathError> {
             Component::Normal(name) => {
                 let name = name
                     .to_str()
-                    .ok_or_else(|| PathError::Unusable(rel.to_string()))?;
+                    .ok_or_else(|| FolderError::Unusable(rel.to_string()))?;
                 parts.push(name.to_string());
             }
             Component::CurDir => {}
             Component::ParentDir | Component::RootDir | Component::Prefix(_) => {
-                return Err(PathError::Escapes(rel.to_string()))
+                return Err(FolderError::Escapes(rel.to_string()))
             }
         }
     }
@@ -57,7 +57,9 @@ pub fn sub_folder(root: &Path, rel: &str) -> Result<String, PathError> {
     for part in &parts {
         probe.push(part);
         match probe.canonicalize() {
-            Ok(real) if !real.starts_with(root) => return Err(PathError::Escapes(rel.to_string())),
+            Ok(real) if !real.starts_with(root) => {
+                return Err(FolderError::Escapes(rel.to_string()))
+            }
             Ok(_) => {}
             Err(_) => break,
         }
@@ -67,9 +69,9 @@ pub fn sub_folder(root: &Path, rel: &str) -> Result<String, PathError> {
 
 /// A file on the server named by a caller: absolute, or relative to the root. It must
 /// exist and, with every link resolved, lie inside `root` (itself canonical).
-pub fn existing_file(root: &Path, given: &str) -> Result<PathBuf, PathError> {
+pub fn existing_file(root: &Path, given: &str) -> Result<PathBuf, FolderError> {
     if given.is_empty() || given.len() > MAX_PATH_BYTES || given.contains('\0') {
-        return Err(PathError::Unusable(given.to_string()));
+        return Err(FolderError::Unusable(given.to_string()));
     }
     let path = Path::new(given);
     let joined = if path.is_absolute() {
@@ -79,13 +81,13 @@ pub fn existing_file(root: &Path, given: &str) -> Result<PathBuf, PathError> {
     };
     let real = joined
         .canonicalize()
-        .map_err(|_| PathError::Missing(given.to_string()))?;
+        .map_err(|_| FolderError::Missing(given.to_string()))?;
     if !real.starts_with(root) {
-        return Err(PathError::Escapes(given.to_string()));
+        return Err(FolderError::Escapes(given.to_string()));
     }
     // Only a regular file: opening a FIFO or a device would block or never end.
     if !std::fs::metadata(&real).is_ok_and(|m| m.is_file()) {
-        return Err(PathError::NotAFile(given.to_string()));
+        return Err(FolderError::NotAFile(given.to_string()));
     }
     Ok(real)
 }
@@ -113,17 +115,17 @@ mod tests {
         let (_d, root) = root();
         for bad in ["..", "a/../../b", "/etc", "a/..", "/"] {
             assert!(
-                matches!(sub_folder(&root, bad), Err(PathError::Escapes(_))),
+                matches!(sub_folder(&root, bad), Err(FolderError::Escapes(_))),
                 "{bad}"
             );
         }
         assert!(matches!(
             sub_folder(&root, "a\0b"),
-            Err(PathError::Unusable(_))
+            Err(FolderError::Unusable(_))
         ));
         assert!(matches!(
             sub_folder(&root, &"a/".repeat(600)),
-            Err(PathError::Unusable(_))
+            Err(FolderError::Unusable(_))
         ));
     }
 
@@ -134,12 +136,12 @@ mod tests {
         std::os::unix::fs::symlink(outside.path(), root.join("out")).unwrap();
         assert!(matches!(
             sub_folder(&root, "out/films"),
-            Err(PathError::Escapes(_))
+            Err(FolderError::Escapes(_))
         ));
         std::fs::write(outside.path().join("x.torrent"), b"d").unwrap();
         assert!(matches!(
             existing_file(&root, "out/x.torrent"),
-            Err(PathError::Escapes(_))
+            Err(FolderError::Escapes(_))
         ));
     }
 
@@ -155,15 +157,15 @@ mod tests {
         assert!(existing_file(&root, &absolute).is_ok());
         assert!(matches!(
             existing_file(&root, "/etc/passwd"),
-            Err(PathError::Escapes(_))
+            Err(FolderError::Escapes(_))
         ));
         assert!(matches!(
             existing_file(&root, "../a.torrent"),
-            Err(PathError::Missing(_)) | Err(PathError::Escapes(_))
+            Err(FolderError::Missing(_)) | Err(FolderError::Escapes(_))
         ));
         assert!(matches!(
             existing_file(&root, "nope.torrent"),
-            Err(PathError::Missing(_))
+            Err(FolderError::Missing(_))
         ));
         // A FIFO would block the reader forever; a folder is no file either.
         let fifo = root.join("pipe.torrent");
@@ -171,12 +173,12 @@ mod tests {
         assert!(made.is_ok_and(|s| s.success()), "mkfifo");
         assert!(matches!(
             existing_file(&root, "pipe.torrent"),
-            Err(PathError::NotAFile(_))
+            Err(FolderError::NotAFile(_))
         ));
         std::fs::create_dir(root.join("dir.torrent")).unwrap();
         assert!(matches!(
             existing_file(&root, "dir.torrent"),
-            Err(PathError::NotAFile(_))
+            Err(FolderError::NotAFile(_))
         ));
     }
 }

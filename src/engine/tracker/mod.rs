@@ -291,7 +291,7 @@ fn transport_for(config: &TrackerConfig) -> Result<Transport, TrackerError> {
 
 /// Where the actor is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Phase {
+enum AnnouncePhase {
     /// Built, waiting for `TrackerStart`.
     Dormant,
     /// Announcing.
@@ -329,7 +329,7 @@ pub struct Tracker {
     /// The client for this URL.
     transport: Transport,
     /// Dormant, running or stopping.
-    phase: Phase,
+    phase: AnnouncePhase,
     /// The event the next announce must carry: `started` until the tracker accepted it,
     /// `completed` once the download finished and until the tracker accepted that.
     owed_event: Option<Event>,
@@ -364,7 +364,7 @@ impl Tracker {
             transport,
             config,
             links,
-            phase: Phase::Dormant,
+            phase: AnnouncePhase::Dormant,
             owed_event: None,
             started_accepted: false,
             completed_requested: false,
@@ -567,11 +567,11 @@ impl Handler<TrackerStart> for Tracker {
 
     fn handle(&mut self, _: TrackerStart, ctx: &mut Self::Context) {
         let _timing = self.config.metrics.handling("TrackerStart");
-        if self.phase != Phase::Dormant {
+        if self.phase != AnnouncePhase::Dormant {
             debug!(self.log, "already started; TrackerStart ignored");
             return;
         }
-        self.phase = Phase::Running;
+        self.phase = AnnouncePhase::Running;
         self.owed_event = Some(Event::Started);
         self.announce_now(ctx);
     }
@@ -582,7 +582,7 @@ impl Handler<TrackerCompleted> for Tracker {
 
     fn handle(&mut self, _: TrackerCompleted, ctx: &mut Self::Context) {
         let _timing = self.config.metrics.handling("TrackerCompleted");
-        if self.phase != Phase::Running || self.completed_requested {
+        if self.phase != AnnouncePhase::Running || self.completed_requested {
             debug!(self.log, "TrackerCompleted ignored"; "phase" => ?self.phase);
             return;
         }
@@ -601,11 +601,11 @@ impl Handler<TrackerStop> for Tracker {
 
     fn handle(&mut self, _: TrackerStop, ctx: &mut Self::Context) -> Self::Result {
         let _timing = self.config.metrics.handling("TrackerStop");
-        if self.phase == Phase::Stopping {
+        if self.phase == AnnouncePhase::Stopping {
             // The first TrackerStop is already seeing the actor out.
             return Box::pin(fut::ready(()));
         }
-        self.phase = Phase::Stopping;
+        self.phase = AnnouncePhase::Stopping;
         if let Some(timer) = self.timer.take() {
             ctx.cancel_future(timer);
         }
