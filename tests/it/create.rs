@@ -21,8 +21,8 @@ use torrent_actors::metainfo::Metainfo;
 
 use crate::support::{
     assert_same_files, info_bytes, lt_create, mktorrent_create, our_create, our_create_ok,
-    run_until, top_level_raw, write_pattern, ChildGuard, LeechOpts, LtKind, LtLeecher, LtSeeder,
-    SeedOpts,
+    run_until, run_within, top_level_raw, write_pattern, ChildGuard, LeechOpts, LtKind, LtLeecher,
+    LtSeeder, SeedOpts,
 };
 
 const KIB: usize = 1024;
@@ -298,12 +298,7 @@ fn lt_seeds_our_torrent_to_get(format_flag: &str) {
         .arg(&out)
         .arg(&torrent);
     let limit = Duration::from_secs(120);
-    let output = run_until(get, limit).unwrap_or_else(|o| {
-        panic!(
-            "get overran {limit:?}:\n{}",
-            String::from_utf8_lossy(&o.stderr)
-        )
-    });
+    let output = run_within(get, limit);
     assert!(
         output.status.success(),
         "get failed ({}):\n{}{}\nseeder:\n{}",

@@ -25,8 +25,8 @@ use torrent_actors::wire::mse::{CRYPTO_RC4, DH_KEY_LEN, PRIME};
 use torrent_actors::InfoHash;
 
 use crate::support::{
-    assert_same_files, free_port, make_torrent, peer_flags, read_metainfo, run_until, ChildGuard,
-    LeechOpts, LtLeecher, LtSeeder, LtTransport, Payload, SeedOpts, LT_RC4_ENCRYPTED,
+    assert_same_files, free_port, make_torrent, peer_flags, read_metainfo, run_until, run_within,
+    ChildGuard, LeechOpts, LtLeecher, LtSeeder, LtTransport, Payload, SeedOpts, LT_RC4_ENCRYPTED,
 };
 
 /// How long any one download may take; loopback transfers of these sizes take seconds.
@@ -174,8 +174,7 @@ impl Drop for OurSeed {
 
 /// Runs `cmd` and returns (exit code, stderr), panicking if it overran.
 pub(crate) fn run(cmd: Command, limit: Duration) -> (Option<i32>, String) {
-    let output = run_until(cmd, limit)
-        .unwrap_or_else(|o| panic!("overran {limit:?}:\n{}", String::from_utf8_lossy(&o.stderr)));
+    let output = run_within(cmd, limit);
     (
         output.status.code(),
         String::from_utf8_lossy(&output.stderr).into_owned(),

@@ -8,8 +8,8 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use crate::support::{
-    assert_same_files, free_port, make_torrent, read_metainfo, run_until, with_announce,
-    ChildGuard, LtSeeder, Payload, SeedOpts, Tracker,
+    assert_same_files, fetched, free_port, make_torrent, read_metainfo, run_ok, run_until,
+    with_announce, ChildGuard, LtSeeder, Payload, SeedOpts, Tracker,
 };
 
 const GET_LIMIT: Duration = Duration::from_secs(120);
@@ -56,37 +56,7 @@ fn get_command_with_timeout(
 }
 
 fn run_get(torrent: &Path, out: &Path, seeders: &[&LtSeeder]) -> Output {
-    let output = run_until(get_command(torrent, out, seeders), GET_LIMIT).unwrap_or_else(|o| {
-        panic!(
-            "get overran {GET_LIMIT:?}:\n{}",
-            String::from_utf8_lossy(&o.stderr)
-        )
-    });
-    assert!(
-        output.status.success(),
-        "get failed ({}):\n{}{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output
-}
-
-/// The byte count from the summary line's "N bytes fetched this run".
-fn fetched(output: &Output) -> u64 {
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    stdout
-        .lines()
-        .filter_map(|l| {
-            l.split(" bytes fetched this run")
-                .next()?
-                .rsplit(' ')
-                .next()?
-                .parse()
-                .ok()
-        })
-        .next_back()
-        .unwrap_or_else(|| panic!("no summary line in:\n{stdout}"))
+    run_ok(get_command(torrent, out, seeders), GET_LIMIT)
 }
 
 /// Verified pieces recorded in the resume file under `out`, if there is one yet.

@@ -21,8 +21,8 @@ use torrent_actors::engine::storage::resume_path;
 use torrent_actors::metainfo::Metainfo;
 
 use crate::support::{
-    assert_same_files, make_torrent, read_metainfo, run_until, ChildGuard, LtSeeder, Payload,
-    SeedOpts, TinyDisk,
+    assert_same_files, fetched, make_torrent, read_metainfo, run_within, ChildGuard, LtSeeder,
+    Payload, SeedOpts, TinyDisk,
 };
 
 const GET_LIMIT: Duration = Duration::from_secs(120);
@@ -63,12 +63,7 @@ fn get_command(torrent: &Path, out: &Path, seeders: &[&LtSeeder], as_user: Optio
 }
 
 fn run(cmd: Command) -> Output {
-    run_until(cmd, GET_LIMIT).unwrap_or_else(|o| {
-        panic!(
-            "get overran {GET_LIMIT:?}:\n{}",
-            String::from_utf8_lossy(&o.stderr)
-        )
-    })
+    run_within(cmd, GET_LIMIT)
 }
 
 fn stderr(output: &Output) -> String {
@@ -84,23 +79,6 @@ fn assert_exit(output: &Output, code: i32) {
         String::from_utf8_lossy(&output.stdout),
         stderr(output)
     );
-}
-
-/// The byte count from the summary line's "N bytes fetched this run".
-fn fetched(output: &Output) -> u64 {
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    stdout
-        .lines()
-        .filter_map(|l| {
-            l.split(" bytes fetched this run")
-                .next()?
-                .rsplit(' ')
-                .next()?
-                .parse()
-                .ok()
-        })
-        .next_back()
-        .unwrap_or_else(|| panic!("no summary line in:\n{stdout}"))
 }
 
 // --- the test's own view of the data: hashing pieces, reading the resume file -------------

@@ -15,8 +15,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::support::{
-    assert_same_files, make_torrent, read_metainfo, run_until, ChildGuard, LeechOpts, LtLeecher,
-    LtSeeder, Payload, SeedOpts,
+    assert_same_files, fetched, make_torrent, read_metainfo, run_ok, ChildGuard, LeechOpts,
+    LtLeecher, LtSeeder, Payload, SeedOpts,
 };
 
 const GET_LIMIT: Duration = Duration::from_secs(120);
@@ -78,37 +78,7 @@ fn get_command(f: &Fixture, peer: SocketAddr, extra: &[&str]) -> Command {
 }
 
 fn run_get(f: &Fixture, peer: SocketAddr, extra: &[&str]) -> Output {
-    let output = run_until(get_command(f, peer, extra), GET_LIMIT).unwrap_or_else(|o| {
-        panic!(
-            "get overran {GET_LIMIT:?}:\n{}",
-            String::from_utf8_lossy(&o.stderr)
-        )
-    });
-    assert!(
-        output.status.success(),
-        "get failed ({}):\n{}{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output
-}
-
-/// The byte count from the summary line's "N bytes fetched this run".
-fn fetched(output: &Output) -> u64 {
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    stdout
-        .lines()
-        .filter_map(|l| {
-            l.split(" bytes fetched this run")
-                .next()?
-                .rsplit(' ')
-                .next()?
-                .parse()
-                .ok()
-        })
-        .next_back()
-        .unwrap_or_else(|| panic!("no summary line in:\n{stdout}"))
+    run_ok(get_command(f, peer, extra), GET_LIMIT)
 }
 
 /// Bytes of the pieces holding any byte of the `selected` files.

@@ -21,7 +21,7 @@ use torrent_actors::metainfo::Metainfo;
 use torrent_actors::InfoHash;
 
 use crate::metainfo::corpus;
-use crate::support::{read_metainfo, run_until, FakeMetadataPeer, LtSeeder, SeedOpts};
+use crate::support::{read_metainfo, run_until, run_within, FakeMetadataPeer, LtSeeder, SeedOpts};
 
 /// The longest one `get` may run before the test counts it as hung.
 const GET_LIMIT: Duration = Duration::from_secs(120);
@@ -44,12 +44,7 @@ fn get_command(source: &str, out: &Path, extra: &[&str]) -> Command {
 }
 
 fn run(cmd: Command) -> Output {
-    run_until(cmd, GET_LIMIT).unwrap_or_else(|o| {
-        panic!(
-            "get overran {GET_LIMIT:?}:\n{}",
-            String::from_utf8_lossy(&o.stderr)
-        )
-    })
+    run_within(cmd, GET_LIMIT)
 }
 
 /// `cmd` run under `/usr/bin/time -v`: its output and its peak resident set in KiB.

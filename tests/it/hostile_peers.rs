@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::support::{
-    assert_same_files, free_port, make_torrent, read_metainfo, run_until, Act, HostilePeer,
-    LtSeeder, Payload, SeedOpts, Served,
+    assert_same_files, free_port, make_torrent, read_metainfo, run_until, run_within, Act,
+    HostilePeer, LtSeeder, Payload, SeedOpts, Served,
 };
 
 const GET_LIMIT: Duration = Duration::from_secs(120);
@@ -96,12 +96,7 @@ impl Swarm {
     /// Runs `cmd` and checks the download completed, byte-identical, without a panic
     /// nobody asked for. Returns stderr.
     fn complete(&self, cmd: Command, panic_expected: bool) -> String {
-        let output: Output = run_until(cmd, GET_LIMIT).unwrap_or_else(|o| {
-            panic!(
-                "get overran {GET_LIMIT:?}:\n{}",
-                String::from_utf8_lossy(&o.stderr)
-            )
-        });
+        let output: Output = run_within(cmd, GET_LIMIT);
         let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
         assert!(
             output.status.success(),

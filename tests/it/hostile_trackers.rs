@@ -27,8 +27,8 @@ use torrent_actors::tracker::{encode_compact_peers, AddressFamily};
 use torrent_actors::PeerId;
 
 use crate::support::{
-    assert_same_files, make_torrent, read_metainfo, run_until, with_announce, ChildGuard, LtSeeder,
-    Payload, SeedOpts, Tracker,
+    assert_same_files, make_torrent, read_metainfo, run_within, with_announce, ChildGuard,
+    LtSeeder, Payload, SeedOpts, Tracker,
 };
 
 /// The longest `get` may run before the test counts it as hung.
@@ -382,12 +382,7 @@ fn get_completes_past_a_list_of_broken_trackers_and_says_how_each_failed() {
         .arg("-o")
         .arg(&out)
         .arg(&torrent);
-    let output = run_until(cmd, GET_LIMIT).unwrap_or_else(|o| {
-        panic!(
-            "get overran {GET_LIMIT:?}:\n{}",
-            String::from_utf8_lossy(&o.stderr)
-        )
-    });
+    let output = run_within(cmd, GET_LIMIT);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         output.status.success(),
@@ -547,12 +542,7 @@ fn magnet_with_broken_trackers_fetches_from_its_peer_and_names_each_tracker_once
         .arg("-o")
         .arg(&out)
         .arg(&magnet);
-    let output = run_until(cmd, GET_LIMIT).unwrap_or_else(|o| {
-        panic!(
-            "get overran {GET_LIMIT:?}:\n{}",
-            String::from_utf8_lossy(&o.stderr)
-        )
-    });
+    let output = run_within(cmd, GET_LIMIT);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "get failed:\n{stderr}");
     assert_same_files(&payload.dir, &out, &payload.files);
@@ -814,12 +804,7 @@ fn get_until_no_peers(tmp: &Path, trackers: &[String]) -> String {
         .arg("-o")
         .arg(tmp.join("out"))
         .arg(&torrent);
-    let output = run_until(cmd, GET_LIMIT).unwrap_or_else(|o| {
-        panic!(
-            "get overran {GET_LIMIT:?}:\n{}",
-            String::from_utf8_lossy(&o.stderr)
-        )
-    });
+    let output = run_within(cmd, GET_LIMIT);
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
     assert_eq!(
         output.status.code(),

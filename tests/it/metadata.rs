@@ -10,8 +10,8 @@ use std::time::Duration;
 use torrent_actors::InfoHash;
 
 use crate::support::{
-    assert_same_files, make_torrent, read_metainfo, run_until, with_announce, FakeMetadataPeer,
-    LtSeeder, Payload, SeedOpts, Tracker,
+    assert_same_files, make_torrent, read_metainfo, run_ok, run_until, with_announce,
+    FakeMetadataPeer, LtSeeder, Payload, SeedOpts, Tracker,
 };
 
 const GET_LIMIT: Duration = Duration::from_secs(150);
@@ -53,20 +53,7 @@ fn get_magnet(magnet: &str, out: &Path, extra: &[&str]) -> Output {
         .arg(out)
         .args(extra)
         .arg(magnet);
-    let output = run_until(cmd, GET_LIMIT).unwrap_or_else(|o| {
-        panic!(
-            "get overran {GET_LIMIT:?}:\n{}",
-            String::from_utf8_lossy(&o.stderr)
-        )
-    });
-    assert!(
-        output.status.success(),
-        "get failed ({}):\n{}{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output
+    run_ok(cmd, GET_LIMIT)
 }
 
 /// The `.torrent` saved beside the download has the same info-hash as the link.

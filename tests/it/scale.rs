@@ -13,7 +13,7 @@ use sha1::{Digest, Sha1};
 use torrent_actors::bencode::BValue;
 
 use crate::support::{
-    assert_same_files, make_torrent, run_until, Daemon, DaemonOpts, LtSeeder, Payload, SeedOpts,
+    assert_same_files, make_torrent, run_within, Daemon, DaemonOpts, LtSeeder, Payload, SeedOpts,
 };
 
 const GET_LIMIT: Duration = Duration::from_secs(120);
@@ -127,8 +127,7 @@ fn get_with_threads(threads: u32, torrent: &Path, out: &Path, seeders: &[&LtSeed
         cmd.arg("--peer").arg(s.addr().to_string());
     }
     cmd.arg(torrent);
-    let output = run_until(cmd, GET_LIMIT)
-        .unwrap_or_else(|o| panic!("get overran:\n{}", String::from_utf8_lossy(&o.stderr)));
+    let output = run_within(cmd, GET_LIMIT);
     assert!(
         output.status.success(),
         "get --threads {threads} failed ({}):\n{}",

@@ -21,8 +21,8 @@ use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
 use crate::support::{
-    assert_same_files, free_port, read_metainfo, run_until, ChildGuard, Daemon, DaemonOpts,
-    LtSeeder, Payload, SeedOpts,
+    assert_same_files, free_port, read_metainfo, run_until, run_within, ChildGuard, Daemon,
+    DaemonOpts, LtSeeder, Payload, SeedOpts,
 };
 
 /// How long any one download may take; these are a few MiB over loopback.
@@ -300,7 +300,7 @@ fn get(torrent: &Path, out: &Path, extra: &[&str]) -> Output {
         .arg(out)
         .args(extra)
         .arg(torrent);
-    run_until(cmd, DOWNLOAD_LIMIT).unwrap_or_else(|o| panic!("get overran:\n{}", text(&o)))
+    run_within(cmd, DOWNLOAD_LIMIT)
 }
 
 fn text(o: &Output) -> String {

@@ -173,6 +173,50 @@ pub fn run_until(mut cmd: Command, timeout: Duration) -> Result<Output, Output> 
     }
 }
 
+/// Runs `cmd` for at most `limit`; a run that overruns fails the test with its stderr.
+pub fn run_within(cmd: Command, limit: Duration) -> Output {
+    let what = cmd.get_args().next().map_or_else(
+        || cmd.get_program().to_string_lossy().into_owned(),
+        |first| first.to_string_lossy().into_owned(),
+    );
+    run_until(cmd, limit).unwrap_or_else(|o| {
+        panic!(
+            "{what} overran {limit:?}:\n{}",
+            String::from_utf8_lossy(&o.stderr)
+        )
+    })
+}
+
+/// As [`run_within`], and a run that does not exit 0 fails the test with its output.
+pub fn run_ok(cmd: Command, limit: Duration) -> Output {
+    let output = run_within(cmd, limit);
+    assert!(
+        output.status.success(),
+        "exited {}:\n{}{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+/// The byte count of `get`'s summary line, "N bytes fetched this run".
+pub fn fetched(output: &Output) -> u64 {
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    stdout
+        .lines()
+        .filter_map(|l| {
+            l.split(" bytes fetched this run")
+                .next()?
+                .rsplit(' ')
+                .next()?
+                .parse()
+                .ok()
+        })
+        .next_back()
+        .unwrap_or_else(|| panic!("no summary line in:\n{stdout}"))
+}
+
 /// Runs `cmd` like [`run_until`] and panics, with everything the child printed, if it
 /// overran `timeout`. The exit status is the caller's to judge.
 pub fn run_with_timeout(cmd: Command, timeout: Duration) -> Output {
