@@ -27,12 +27,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use torrent_actors::wire::{Handshake, Reserved, HANDSHAKE_LEN};
-use torrent_actors::{InfoHash, PeerId};
+use torrent_actors::PeerId;
 
-use crate::support::{
-    assert_same_files, free_port, make_torrent, read_metainfo, run_until, LtSeeder, Payload,
-    SeedOpts,
-};
+use crate::support::{assert_same_files, free_port, run_until, SeededSwarm, Served};
 
 /// 32 MiB in 4 MiB pieces: eight pieces, of which the budget below holds two at a time.
 const LEN: u64 = 32 * 1024 * 1024;
@@ -108,44 +105,8 @@ struct FlakyPeer {
     threads: Vec<thread::JoinHandle<()>>,
 }
 
-/// The torrent as a [`FlakyPeer`] serves it.
-#[derive(Clone)]
-struct Content {
-    info_hash: InfoHash,
-    bytes: Arc<Vec<u8>>,
-    piece_len: u64,
-}
-
-impl Content {
-    fn pieces(&self) -> usize {
-        (self.bytes.len() as u64).div_ceil(self.piece_len) as usize
-    }
-
-    /// The bits of every piece, spare bits clear.
-    fn full_bitfield(&self) -> Vec<u8> {
-        let n = self.pieces();
-        let mut bits = vec![0xffu8; n.div_ceil(8)];
-        if n % 8 != 0 {
-            if let Some(last) = bits.last_mut() {
-                *last = 0xffu8 << (8 - n % 8);
-            }
-        }
-        bits
-    }
-
-    /// A block's bytes, if it lies inside the torrent and its piece.
-    fn block(&self, piece: u32, offset: u32, length: u32) -> Option<&[u8]> {
-        if u64::from(offset) + u64::from(length) > self.piece_len || length > 1 << 17 {
-            return None;
-        }
-        let start = u64::from(piece) * self.piece_len + u64::from(offset);
-        let end = start + u64::from(length);
-        (end <= self.bytes.len() as u64).then(|| &self.bytes[start as usize..end as usize])
-    }
-}
-
 impl FlakyPeer {
-    fn start(content: Content, flake: Flake, downloader: SocketAddr, pace: Pace) -> Self {
+    fn start(content: Served, flake: Flake, downloader: SocketAddr, pace: Pace) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").expect("binding the flaky peer");
         listener
             .set_nonblocking(true)
@@ -221,7 +182,7 @@ impl Drop for FlakyPeer {
 /// One connection of a [`FlakyPeer`].
 struct Session<'a> {
     stream: TcpStream,
-    content: &'a Content,
+    content: &'a Served,
     flake: Flake,
     /// The longest delay before the close.
     jitter: Duration,
@@ -232,7 +193,7 @@ struct Session<'a> {
 impl<'a> Session<'a> {
     fn new(
         stream: TcpStream,
-        content: &'a Content,
+        content: &'a Served,
         flake: Flake,
         jitter: Duration,
         counters: &'a Counters,
@@ -375,48 +336,13 @@ impl<'a> Session<'a> {
 
 /// A 32 MiB torrent in 4 MiB pieces, its content, and an honest libtorrent seeder of it
 /// capped at `seed_rate` bytes a second.
-struct Swarm {
-    _tmp: tempfile::TempDir,
-    payload: Payload,
-    torrent: std::path::PathBuf,
-    out: std::path::PathBuf,
-    content: Content,
-    seeder: LtSeeder,
-}
-
-fn swarm(seed_rate: u64) -> Swarm {
-    let tmp = tempfile::tempdir().expect("temp folder");
-    let payload = Payload::single(&tmp.path().join("seed"), "churn.bin", LEN);
-    let torrent = tmp.path().join("churn.torrent");
-    make_torrent(&payload.root(), &torrent, PIECE_EXP, &[]);
-    let bytes = std::fs::read(payload.dir.join("churn.bin")).expect("reading the payload");
-    let content = Content {
-        info_hash: read_metainfo(&torrent).info_hash,
-        bytes: Arc::new(bytes),
-        piece_len: 1 << PIECE_EXP,
-    };
-    let seeder = LtSeeder::start(
-        &torrent,
-        &payload.dir,
-        SeedOpts {
-            ready_without_announce: true,
-            upload_limit: Some(seed_rate),
-            ..SeedOpts::default()
-        },
-    );
-    Swarm {
-        out: tmp.path().join("out"),
-        _tmp: tmp,
-        payload,
-        torrent,
-        content,
-        seeder,
-    }
+fn swarm(seed_rate: u64) -> SeededSwarm {
+    SeededSwarm::start("churn.bin", LEN, PIECE_EXP, seed_rate)
 }
 
 /// `get` on `swarm`'s torrent listening on `port`, dialing the seeder and `peers`, with
 /// the in-progress budget of two pieces.
-fn get(swarm: &Swarm, port: u16, peers: &[SocketAddr]) -> Command {
+fn get(swarm: &SeededSwarm, port: u16, peers: &[SocketAddr]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_torrent-actors"));
     cmd.env("TORRENT_ACTORS_DHT_BOOTSTRAP", "")
         .args(["get", "-v", "--no-dht", "--bind", "127.0.0.1"])
@@ -449,7 +375,7 @@ fn download_through_churn(
     let downloader = SocketAddr::from(([127, 0, 0, 1], port));
     let peers: Vec<FlakyPeer> = flakes
         .iter()
-        .map(|f| FlakyPeer::start(swarm.content.clone(), *f, downloader, pace))
+        .map(|f| FlakyPeer::start(swarm.served.clone(), *f, downloader, pace))
         .collect();
     let addrs: Vec<SocketAddr> = peers.iter().map(|p| p.addr).collect();
     let counters: Vec<Arc<Counters>> = peers.iter().map(|p| p.counters.clone()).collect();

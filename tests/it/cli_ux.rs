@@ -292,20 +292,17 @@ fn seed_with_fetch_missing_takes_an_empty_folder_as_a_download() {
     let f = Fixture::new();
     let empty = f.path("empty");
     // No peer: past the refusal, it gives up for want of peers (exit 7), not data.
-    let out = run(&[
+    let out = run(&on_loopback(
         "seed",
-        "--fetch-missing",
-        "--bind",
-        "127.0.0.1",
-        "--port",
-        "0",
-        "--no-dht",
-        "--peer-timeout",
-        "1",
-        "--dir",
-        s(&empty),
-        f.torrent(),
-    ]);
+        &[
+            "--fetch-missing",
+            "--peer-timeout",
+            "1",
+            "--dir",
+            s(&empty),
+            f.torrent(),
+        ],
+    ));
     assert_fails(&out, 7, &["no peer reachable"]);
 }
 
@@ -344,18 +341,10 @@ fn a_second_get_on_the_same_output_exits_12_and_a_killed_one_leaves_no_lock() {
         ],
     );
     // `seed` on the same folder is the same torrent's files: refused too.
-    let seed = run(&[
+    let seed = run(&on_loopback(
         "seed",
-        "--fetch-missing",
-        "--bind",
-        "127.0.0.1",
-        "--port",
-        "0",
-        "--no-dht",
-        "--dir",
-        s(&out_dir),
-        f.torrent(),
-    ]);
+        &["--fetch-missing", "--dir", s(&out_dir), f.torrent()],
+    ));
     assert_fails(&seed, 12, &["already working on movie.bin"]);
     assert!(first.child.try_status().is_none(), "{}", first.output());
 
@@ -644,19 +633,10 @@ fn a_resumed_run_with_nothing_coming_in_shows_no_rate_and_no_eta() {
     let f = Fixture::new();
     let out_dir = f.path("out");
     partial_copy(&f, &out_dir, 5);
-    let args = [
+    let args = on_loopback(
         "get",
-        "--bind",
-        "127.0.0.1",
-        "--port",
-        "0",
-        "--no-dht",
-        "--peer-timeout",
-        "2",
-        "-d",
-        s(&out_dir),
-        f.torrent(),
-    ];
+        &["--peer-timeout", "2", "-d", s(&out_dir), f.torrent()],
+    );
     // First from the files alone, then (the first run saved it) from the resume file.
     for (run, start) in [
         ("first", "existing data: 5/10 pieces (160.00 KiB) good"),
@@ -692,17 +672,7 @@ fn a_resumed_run_with_nothing_coming_in_shows_no_rate_and_no_eta() {
 #[test]
 fn a_complete_download_run_again_says_so_in_human_units() {
     let f = Fixture::new();
-    let (code, raw) = on_a_terminal(&[
-        "get",
-        "--bind",
-        "127.0.0.1",
-        "--port",
-        "0",
-        "--no-dht",
-        "-d",
-        s(&f.payload.dir),
-        f.torrent(),
-    ]);
+    let (code, raw) = on_a_terminal(&on_loopback("get", &["-d", s(&f.payload.dir), f.torrent()]));
     let lines = screen_lines(&raw);
     assert_eq!(code, Some(0), "{lines:#?}");
     assert!(
@@ -728,19 +698,10 @@ fn a_download_on_a_terminal_fits_its_width_and_ends_with_a_human_summary() {
     let out_dir = f.path("out");
     partial_copy(&f, &out_dir, 3);
     let peer = seeder.addr().to_string();
-    let (code, raw) = on_a_terminal(&[
+    let (code, raw) = on_a_terminal(&on_loopback(
         "get",
-        "--bind",
-        "127.0.0.1",
-        "--port",
-        "0",
-        "--no-dht",
-        "--peer",
-        &peer,
-        "-d",
-        s(&out_dir),
-        f.torrent(),
-    ]);
+        &["--peer", &peer, "-d", s(&out_dir), f.torrent()],
+    ));
     let lines = screen_lines(&raw);
     assert_eq!(code, Some(0), "{lines:#?}");
     assert!(
@@ -807,20 +768,10 @@ fn log_lines_are_whole_lines_with_their_level_and_no_indent() {
     let f = Fixture::new();
     let out_dir = f.path("out");
     partial_copy(&f, &out_dir, 5);
-    let out = run(&[
+    let out = run(&on_loopback(
         "get",
-        "-v",
-        "--bind",
-        "127.0.0.1",
-        "--port",
-        "0",
-        "--no-dht",
-        "--peer-timeout",
-        "1",
-        "-d",
-        s(&out_dir),
-        f.torrent(),
-    ]);
+        &["-v", "--peer-timeout", "1", "-d", s(&out_dir), f.torrent()],
+    ));
     assert_fails(&out, 7, &["no peer reachable"]);
     let stderr = stderr_of(&out);
     // The log comes before the table of actors `-v` prints at the end.

@@ -4,7 +4,6 @@
 //! download completes byte-identical, nothing panics by accident, and the log shows the
 //! engine dealt with the peer the way it should (banned it, timed it out, or ignored it).
 
-use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -12,7 +11,7 @@ use std::time::Duration;
 
 use crate::support::{
     assert_same_files, free_port, make_torrent, read_metainfo, run_until, run_within, Act,
-    HostilePeer, LtSeeder, Payload, SeedOpts, Served,
+    HostilePeer, Payload, SeededSwarm, Served,
 };
 
 const GET_LIMIT: Duration = Duration::from_secs(120);
@@ -21,45 +20,21 @@ const GET_LIMIT: Duration = Duration::from_secs(120);
 const LEN: u64 = 3 * 1024 * 1024 + 5000;
 const PIECE_EXP: u32 = 15;
 
-struct Swarm {
-    _tmp: tempfile::TempDir,
-    payload: Payload,
-    torrent: PathBuf,
-    out: PathBuf,
-    served: Served,
-    seeder: LtSeeder,
+/// The shared seeded swarm, with this file's way of running `get` against it.
+struct Swarm(SeededSwarm);
+
+impl std::ops::Deref for Swarm {
+    type Target = SeededSwarm;
+
+    fn deref(&self) -> &SeededSwarm {
+        &self.0
+    }
 }
 
-/// A payload, its torrent and an honest libtorrent seeder capped at `seed_rate` bytes
-/// a second, so the scripted peers are part of the download rather than bystanders.
+/// A payload of `LEN` bytes, its torrent and an honest libtorrent seeder capped at
+/// `seed_rate` bytes a second.
 fn swarm(seed_rate: u64) -> Swarm {
-    let tmp = tempfile::tempdir().expect("temp folder");
-    let payload = Payload::single(&tmp.path().join("seed"), "file.bin", LEN);
-    let torrent = tmp.path().join("t.torrent");
-    make_torrent(&payload.root(), &torrent, PIECE_EXP, &[]);
-    let content = std::fs::read(payload.dir.join("file.bin")).expect("reading the payload");
-    let served = Served {
-        info_hash: read_metainfo(&torrent).info_hash,
-        content: Arc::new(content),
-        piece_len: 1 << PIECE_EXP,
-    };
-    let seeder = LtSeeder::start(
-        &torrent,
-        &payload.dir,
-        SeedOpts {
-            ready_without_announce: true,
-            upload_limit: Some(seed_rate),
-            ..SeedOpts::default()
-        },
-    );
-    Swarm {
-        out: tmp.path().join("out"),
-        _tmp: tmp,
-        payload,
-        torrent,
-        served,
-        seeder,
-    }
+    Swarm(SeededSwarm::start("file.bin", LEN, PIECE_EXP, seed_rate))
 }
 
 impl Swarm {
@@ -407,7 +382,7 @@ fn a_flood_of_haves_is_coalesced_and_the_flooding_peers_are_banned() {
     let floods: Vec<HostilePeer> = (0..HAVE_FLOODERS)
         .map(|_| HostilePeer::start(s.served.clone(), Act::HaveFlood))
         .collect();
-    let stats = s._tmp.path().join("stats.jsonl");
+    let stats = s.tmp.path().join("stats.jsonl");
     let mut cmd = s.get(&floods.iter().collect::<Vec<_>>(), &[]);
     cmd.arg("--stats-file").arg(&stats);
     let stderr = s.complete(cmd, false);
@@ -551,7 +526,7 @@ fn a_thousand_silent_or_slow_connections_are_capped_and_the_download_completes()
     use crate::support::ChildGuard;
     let s = swarm(1024 * 1024);
     let port = free_port();
-    let log = s._tmp.path().join("get.log");
+    let log = s.tmp.path().join("get.log");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_torrent-actors"));
     cmd.env("TORRENT_ACTORS_DHT_BOOTSTRAP", "")
         .args(["get", "-v", "--no-dht", "--max-peers", "50", "--port"])

@@ -159,39 +159,28 @@ fn utp_only_libtorrent_leechers_forcing_rc4_download_two_torrents_from_one_serve
 #[test]
 fn utp_off_never_reaches_a_utp_only_seeder_and_utp_only_never_a_tcp_only_one() {
     let f = Fixture::new(256 * 1024);
-    let utp_only = lt_seeder(&f, LtTransport::Utp, false);
-    let (code, stderr) = run(
-        get(
-            &f,
-            &f.out("off"),
-            &[utp_only.addr()],
-            &["--utp", "off", "--peer-timeout", "4"],
-        ),
-        DOWNLOAD_LIMIT,
-    );
-    assert_eq!(
-        code,
-        Some(7),
-        "get --utp off reached a uTP-only seeder:\n{stderr}"
-    );
-    drop(utp_only);
-    let tcp_only = lt_seeder(&f, LtTransport::Tcp, false);
-    let (code, stderr) = run(
-        get(
-            &f,
-            &f.out("only"),
-            &[tcp_only.addr()],
-            &["--utp", "only", "--peer-timeout", "4"],
-        ),
-        DOWNLOAD_LIMIT,
-    );
-    assert_eq!(
-        code,
-        Some(7),
-        "get --utp only reached a TCP-only seeder:\n{stderr}"
-    );
+    // (our --utp, the seeder's only transport): each pair has no carrier in common.
+    for (ours, theirs, name) in [
+        ("off", LtTransport::Utp, "a uTP-only"),
+        ("only", LtTransport::Tcp, "a TCP-only"),
+    ] {
+        let seeder = lt_seeder(&f, theirs, false);
+        let (code, stderr) = run(
+            get(
+                &f,
+                &f.out(ours),
+                &[seeder.addr()],
+                &["--utp", ours, "--peer-timeout", "4"],
+            ),
+            DOWNLOAD_LIMIT,
+        );
+        assert_eq!(
+            code,
+            Some(7),
+            "get --utp {ours} reached {name} seeder:\n{stderr}"
+        );
+    }
     // And a seeder speaking both is reached over uTP alone.
-    drop(tcp_only);
     let both = lt_seeder(&f, LtTransport::Both, false);
     let out = f.out("only-both");
     let (code, stderr) = run(

@@ -13,7 +13,11 @@ use std::time::{Duration, Instant};
 use torrent_actors::wire::{Handshake, Reserved, HANDSHAKE_LEN};
 use torrent_actors::{InfoHash, PeerId};
 
+use super::lt::{LtSeeder, SeedOpts};
+use super::payload::Payload;
 use super::process::POLL;
+use super::torrent::{make_torrent, read_metainfo};
+use std::path::PathBuf;
 
 /// The one way the peer misbehaves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,22 +101,86 @@ pub struct Served {
 }
 
 impl Served {
-    fn num_pieces(&self) -> u32 {
+    pub fn num_pieces(&self) -> u32 {
         (self.content.len() as u64).div_ceil(self.piece_len) as u32
+    }
+
+    /// The bits of every piece, spare bits clear.
+    pub fn full_bitfield(&self) -> Vec<u8> {
+        let n = self.num_pieces() as usize;
+        let mut bits = vec![0xffu8; n.div_ceil(8)];
+        if n % 8 != 0 {
+            if let Some(last) = bits.last_mut() {
+                *last = 0xffu8 << (8 - n % 8);
+            }
+        }
+        bits
     }
 
     fn bitfield_len(&self) -> usize {
         (self.num_pieces() as usize).div_ceil(8)
     }
 
-    /// The bytes of a block, if it lies inside the torrent.
-    fn block(&self, piece: u32, offset: u32, length: u32) -> Option<&[u8]> {
+    /// The bytes of a block, if it lies inside the torrent and its piece and is at most
+    /// 128 KiB (what a peer may ask).
+    pub fn block(&self, piece: u32, offset: u32, length: u32) -> Option<&[u8]> {
         let start = u64::from(piece) * self.piece_len + u64::from(offset);
         let end = start + u64::from(length);
-        if offset as u64 + u64::from(length) > self.piece_len || end > self.content.len() as u64 {
+        if offset as u64 + u64::from(length) > self.piece_len
+            || end > self.content.len() as u64
+            || length > 1 << 17
+        {
             return None;
         }
         Some(&self.content[start as usize..end as usize])
+    }
+}
+
+/// A one-file torrent, its content as scripted peers serve it, and an honest libtorrent
+/// seeder of it capped at a rate, so the scripted peers are part of the download rather
+/// than bystanders.
+pub struct SeededSwarm {
+    /// The folder everything is in, removed on drop.
+    pub tmp: tempfile::TempDir,
+    pub payload: Payload,
+    pub torrent: PathBuf,
+    /// Where the download under test goes.
+    pub out: PathBuf,
+    pub served: Served,
+    pub seeder: LtSeeder,
+}
+
+impl SeededSwarm {
+    /// `len` bytes named `name` in pieces of `2^piece_exp`, seeded at `seed_rate` bytes a
+    /// second.
+    pub fn start(name: &str, len: u64, piece_exp: u32, seed_rate: u64) -> SeededSwarm {
+        let tmp = tempfile::tempdir().expect("temp folder");
+        let payload = Payload::single(&tmp.path().join("seed"), name, len);
+        let torrent = tmp.path().join("t.torrent");
+        make_torrent(&payload.root(), &torrent, piece_exp, &[]);
+        let content = std::fs::read(payload.dir.join(name)).expect("reading the payload");
+        let served = Served {
+            info_hash: read_metainfo(&torrent).info_hash,
+            content: Arc::new(content),
+            piece_len: 1 << piece_exp,
+        };
+        let seeder = LtSeeder::start(
+            &torrent,
+            &payload.dir,
+            SeedOpts {
+                ready_without_announce: true,
+                upload_limit: Some(seed_rate),
+                ..SeedOpts::default()
+            },
+        );
+        SeededSwarm {
+            out: tmp.path().join("out"),
+            tmp,
+            payload,
+            torrent,
+            served,
+            seeder,
+        }
     }
 }
 

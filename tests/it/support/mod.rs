@@ -39,7 +39,7 @@ pub use self::{
     disk::TinyDisk,
     fake_peer::{ext_handshake_of, FakeMetadataPeer},
     files::assert_same_files,
-    hostile_peer::{Act, HostilePeer, Served},
+    hostile_peer::{Act, HostilePeer, SeededSwarm, Served},
     lt::{
         peer_flags, LeechOpts, LeechOutcome, LtLeecher, LtSeeder, LtTransport, SeedOpts,
         LT_RC4_ENCRYPTED, LT_UTP_SOCKET,
