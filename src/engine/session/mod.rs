@@ -365,62 +365,159 @@ pub struct AddTorrent {
     pub labels: Vec<String>,
 }
 
-/// Declares a Face → Session message (a query or a command): its fields, its reply type,
-/// and `#[derive(Message)]`, so the whole vocabulary below reads as one list.
-macro_rules! face_message {
-    ($(#[$doc:meta])* $name:ident { $($field:ident : $ty:ty),* } -> $res:literal) => {
-        $(#[$doc])*
-        #[derive(Message)]
-        #[rtype(result = $res)]
-        pub struct $name { $(pub $field: $ty),* }
-    };
+/// HTTP API → Session: every torrent's row and the total rates.
+#[derive(Message)]
+#[rtype(result = "Overview")]
+pub struct GetOverview {}
+
+/// HTTP API → Session: one torrent in full.
+#[derive(Message)]
+#[rtype(result = "Result<TorrentDetail, SessionError>")]
+pub struct GetTorrent {
+    pub id: InfoHash,
 }
 
-face_message!(/// Face → Session: every torrent's row and the total rates.
-    GetOverview {} -> "Overview");
-face_message!(/// Face → Session: one torrent in full.
-    GetTorrent { id: InfoHash } -> "Result<TorrentDetail, SessionError>");
-face_message!(/// Face → Session: stop a torrent, keeping it.
-    Pause { id: InfoHash } -> "Result<TorrentSummary, SessionError>");
-face_message!(/// Face → Session: start a paused torrent (or one waiting for its files).
-    Resume { id: InfoHash } -> "Result<TorrentSummary, SessionError>");
-face_message!(/// Face → Session: forget the resume data and hash everything on disk again.
-    Recheck { id: InfoHash } -> "Result<TorrentSummary, SessionError>");
-face_message!(/// Face → Session: drop a torrent, and its files if asked.
-    Remove { id: InfoHash, delete_data: bool } -> "Result<(), SessionError>");
-face_message!(/// Face → Session: replace a torrent's labels.
-    SetLabels { id: InfoHash, labels: Vec<String> } -> "Result<TorrentSummary, SessionError>");
-face_message!(/// Face → Session: a torrent's limits in bytes per second, 0 for none.
-    SetLimits { id: InfoHash, upload: u64, download: u64 } -> "Result<TorrentSummary, SessionError>");
-face_message!(/// Face → Session: a torrent's files and their progress.
-    GetFiles { id: InfoHash } -> "Result<Vec<FileProgress>, SessionError>");
-face_message!(/// Face → Session: choose which files to download.
-    SetFiles { id: InfoHash, selected: Vec<u32> } -> "Result<Vec<FileProgress>, SessionError>");
-face_message!(/// Face → Session: a torrent's connected peers.
-    GetPeers { id: InfoHash } -> "Result<Vec<PeerInfo>, SessionError>");
-face_message!(/// Face → Session: a torrent's piece map.
-    GetPieces { id: InfoHash } -> "Result<PieceMap, SessionError>");
-face_message!(/// Face → Session: a torrent's trackers.
-    GetTrackerList { id: InfoHash } -> "Result<Vec<TrackerInfo>, SessionError>");
-face_message!(/// Face → Session: a torrent's web seeds (BEP 19), beside its trackers.
-    GetWebSeeds { id: InfoHash } -> "Result<Vec<WebSeedStatus>, SessionError>");
-face_message!(/// Face → Session: a torrent's actor metrics.
-    GetTorrentMetrics { id: InfoHash } -> "Result<MetricsSnapshot, SessionError>");
-face_message!(/// Face → Session: every torrent's actor metrics.
-    GetAllMetrics {} -> "Vec<TorrentMetrics>");
-face_message!(/// Face → Session: a torrent's rates over the last ten minutes.
-    GetHistory { id: InfoHash } -> "Result<Vec<RateSample>, SessionError>");
-face_message!(/// Face → Session: the detail view's data in one answer.
-    GetDetailBundle { id: InfoHash } -> "Result<DetailBundle, SessionError>");
-face_message!(/// Face → Session: the daemon-wide settings.
-    GetSettings {} -> "Settings");
-face_message!(/// Face → Session: the daemon-wide limits, bytes per second, 0 for none.
-    SetSettings { upload_limit: u64, download_limit: u64 } -> "Settings");
-face_message!(/// Face → Session: stop every torrent and save the state; replies when done.
-    StopSession {} -> "()");
-face_message!(/// Face → Session: where to read file `file` of a running torrent from, for a
-    /// stream (`engine::stream`).
-    OpenStream { id: InfoHash, file: usize } -> "Result<OpenedStream, SessionError>");
+/// HTTP API → Session: stop a torrent, keeping it.
+#[derive(Message)]
+#[rtype(result = "Result<TorrentSummary, SessionError>")]
+pub struct Pause {
+    pub id: InfoHash,
+}
+
+/// HTTP API → Session: start a paused torrent (or one waiting for its files).
+#[derive(Message)]
+#[rtype(result = "Result<TorrentSummary, SessionError>")]
+pub struct Resume {
+    pub id: InfoHash,
+}
+
+/// HTTP API → Session: forget the resume data and hash everything on disk again.
+#[derive(Message)]
+#[rtype(result = "Result<TorrentSummary, SessionError>")]
+pub struct Recheck {
+    pub id: InfoHash,
+}
+
+/// HTTP API → Session: drop a torrent, and its files if asked.
+#[derive(Message)]
+#[rtype(result = "Result<(), SessionError>")]
+pub struct Remove {
+    pub id: InfoHash,
+    pub delete_data: bool,
+}
+
+/// HTTP API → Session: replace a torrent's labels.
+#[derive(Message)]
+#[rtype(result = "Result<TorrentSummary, SessionError>")]
+pub struct SetLabels {
+    pub id: InfoHash,
+    pub labels: Vec<String>,
+}
+
+/// HTTP API → Session: a torrent's limits in bytes per second, 0 for none.
+#[derive(Message)]
+#[rtype(result = "Result<TorrentSummary, SessionError>")]
+pub struct SetLimits {
+    pub id: InfoHash,
+    pub upload: u64,
+    pub download: u64,
+}
+
+/// HTTP API → Session: a torrent's files and their progress.
+#[derive(Message)]
+#[rtype(result = "Result<Vec<FileProgress>, SessionError>")]
+pub struct GetFiles {
+    pub id: InfoHash,
+}
+
+/// HTTP API → Session: choose which files to download.
+#[derive(Message)]
+#[rtype(result = "Result<Vec<FileProgress>, SessionError>")]
+pub struct SetFiles {
+    pub id: InfoHash,
+    pub selected: Vec<u32>,
+}
+
+/// HTTP API → Session: a torrent's connected peers.
+#[derive(Message)]
+#[rtype(result = "Result<Vec<PeerInfo>, SessionError>")]
+pub struct GetPeers {
+    pub id: InfoHash,
+}
+
+/// HTTP API → Session: a torrent's piece map.
+#[derive(Message)]
+#[rtype(result = "Result<PieceMap, SessionError>")]
+pub struct GetPieces {
+    pub id: InfoHash,
+}
+
+/// HTTP API → Session: a torrent's trackers.
+#[derive(Message)]
+#[rtype(result = "Result<Vec<TrackerInfo>, SessionError>")]
+pub struct GetTrackerList {
+    pub id: InfoHash,
+}
+
+/// HTTP API → Session: a torrent's web seeds (BEP 19), beside its trackers.
+#[derive(Message)]
+#[rtype(result = "Result<Vec<WebSeedStatus>, SessionError>")]
+pub struct GetWebSeeds {
+    pub id: InfoHash,
+}
+
+/// HTTP API → Session: a torrent's actor metrics.
+#[derive(Message)]
+#[rtype(result = "Result<MetricsSnapshot, SessionError>")]
+pub struct GetTorrentMetrics {
+    pub id: InfoHash,
+}
+
+/// HTTP API → Session: every torrent's actor metrics.
+#[derive(Message)]
+#[rtype(result = "Vec<TorrentMetrics>")]
+pub struct GetAllMetrics {}
+
+/// HTTP API → Session: a torrent's rates over the last ten minutes.
+#[derive(Message)]
+#[rtype(result = "Result<Vec<RateSample>, SessionError>")]
+pub struct GetHistory {
+    pub id: InfoHash,
+}
+
+/// HTTP API → Session: the detail view's data in one answer.
+#[derive(Message)]
+#[rtype(result = "Result<DetailBundle, SessionError>")]
+pub struct GetDetailBundle {
+    pub id: InfoHash,
+}
+
+/// HTTP API → Session: the daemon-wide settings.
+#[derive(Message)]
+#[rtype(result = "Settings")]
+pub struct GetSettings {}
+
+/// HTTP API → Session: the daemon-wide limits, bytes per second, 0 for none.
+#[derive(Message)]
+#[rtype(result = "Settings")]
+pub struct SetSettings {
+    pub upload_limit: u64,
+    pub download_limit: u64,
+}
+
+/// HTTP API → Session: stop every torrent and save the state; replies when done.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct StopSession {}
+
+/// HTTP API → Session: where to read file `file` of a running torrent from, for a
+/// stream (`engine::stream`).
+#[derive(Message)]
+#[rtype(result = "Result<OpenedStream, SessionError>")]
+pub struct OpenStream {
+    pub id: InfoHash,
+    pub file: usize,
+}
 
 /// The answer to [`OpenStream`]: the source a `StreamReader` reads through, and the
 /// file's path in the torrent (for its media type).
