@@ -153,11 +153,13 @@ pub async fn connect(
     }
 }
 
-/// uTP first, TCP beside it once uTP has had [`UTP_HEAD_START`] to answer: whichever
-/// completes its handshakes first is the connection (the other attempt is dropped, and
-/// closes). A peer that answers uTP does so within a round trip, so it is reached over
-/// uTP; one that does not costs the head start, not the whole uTP timeout, and is
-/// remembered as one to dial over TCP alone next time.
+/// Both carriers, one after the other: the first at once, the second once the first has
+/// had [`UTP_HEAD_START`] to answer, or as soon as the first fails. Whichever completes
+/// its handshakes first is the connection (the other attempt is dropped, and closes).
+/// Which goes first is the `Utp` handle's call ([`Utp::dial_utp_first`]): uTP, unless
+/// recent uTP-first dials found few peers speaking it. A peer that answers uTP does so
+/// within a round trip, so uTP first reaches it over uTP; one that does not costs the
+/// head start, not the whole uTP timeout, and is remembered as one to dial over TCP alone.
 async fn race(
     utp: &Utp,
     addr: SocketAddr,
@@ -165,37 +167,64 @@ async fn race(
     timeouts: ConnectTimeouts,
     encryption: Encryption,
 ) -> Result<(PeerStream, Handshake), ConnectError> {
-    let over_utp = connect_over(Over::Utp, Some(utp), addr, ours, timeouts, encryption);
-    let over_tcp = async {
-        tokio::time::sleep(UTP_HEAD_START).await;
-        connect_over(Over::Tcp, None, addr, ours, timeouts, encryption).await
+    let utp_first = utp.dial_utp_first();
+    let (first, second) = if utp_first {
+        (Over::Utp, Over::Tcp)
+    } else {
+        (Over::Tcp, Over::Utp)
     };
-    tokio::pin!(over_utp, over_tcp);
-    let (mut utp_failed, mut tcp_failed) = (None, None);
+    let carrier = |over: Over| if over == Over::Utp { Some(utp) } else { None };
+    let leading = connect_over(first, carrier(first), addr, ours, timeouts, encryption);
+    let (first_failed_tx, first_failed_rx) = tokio::sync::oneshot::channel::<()>();
+    let trailing = async {
+        // The head start ends early if the first attempt fails.
+        let _ = tokio::time::timeout(UTP_HEAD_START, first_failed_rx).await;
+        connect_over(second, carrier(second), addr, ours, timeouts, encryption).await
+    };
+    tokio::pin!(leading, trailing);
+    let mut first_failed_tx = Some(first_failed_tx);
+    let (mut leading_failed, mut trailing_failed) = (None, None);
     loop {
         tokio::select! {
-            done = &mut over_utp, if utp_failed.is_none() => match done {
-                Ok(connection) => return Ok(connection),
+            done = &mut leading, if leading_failed.is_none() => match done {
+                Ok(connection) => {
+                    if utp_first {
+                        utp.record_utp_first(true);
+                    }
+                    return Ok(connection);
+                }
                 Err(e) => {
                     if matches!(e, ConnectError::Utp(UtpError::Timeout(_))) {
                         utp.remember_without(addr);
                     }
-                    utp_failed = Some(e);
+                    if let Some(tx) = first_failed_tx.take() {
+                        let _ = tx.send(());
+                    }
+                    leading_failed = Some(e);
                 }
             },
-            done = &mut over_tcp, if tcp_failed.is_none() => match done {
+            done = &mut trailing, if trailing_failed.is_none() => match done {
                 Ok(connection) => {
-                    // uTP had its head start and more, and TCP came first.
-                    utp.remember_without(addr);
+                    if utp_first {
+                        // uTP had its head start and more, and TCP came first.
+                        utp.remember_without(addr);
+                        utp.record_utp_first(false);
+                    }
                     return Ok(connection);
                 }
-                Err(e) => tcp_failed = Some(e),
+                Err(e) => {
+                    if matches!(e, ConnectError::Utp(UtpError::Timeout(_))) {
+                        utp.remember_without(addr);
+                    }
+                    trailing_failed = Some(e);
+                }
             },
         }
-        if utp_failed.is_some() {
-            if let Some(tcp) = tcp_failed.take() {
-                return Err(tcp);
-            }
+        if let (Some(_), Some(_)) = (&leading_failed, &trailing_failed) {
+            // TCP's reason is the one to report: uTP's is most often a timeout.
+            let (l, t) = (leading_failed.take(), trailing_failed.take());
+            let tcp = if utp_first { t } else { l };
+            return Err(tcp.unwrap_or(ConnectError::NoTransport));
         }
     }
 }
@@ -518,6 +547,49 @@ mod tests {
             connect: Duration::from_millis(600),
             handshake: Duration::from_secs(5),
         }
+    }
+
+    /// The risk: uTP first holds each dial to a peer without uTP for the head start, so
+    /// 2,000 such peers in 16 dial slots took half a minute to reach. Once uTP-first dials
+    /// keep failing, dials go TCP first (seen here as a TCP win that does not mark the
+    /// peer as one without uTP, which only a uTP-first dial does).
+    #[tokio::test]
+    async fn dials_go_tcp_first_once_utp_first_dials_keep_finding_no_utp() {
+        let info_hash = InfoHash([5; 20]);
+        let utp = Utp::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let carriers = Carriers {
+            mode: UtpMode::On,
+            utp: Some(utp.clone()),
+        };
+        let dial = |peer: SocketAddr| {
+            connect(
+                peer,
+                info_hash,
+                PeerId([1; 20]),
+                Reserved::none(),
+                quick(),
+                Encryption::Off,
+                carriers.clone(),
+            )
+        };
+        let mut peers = Vec::new();
+        for _ in 0..16 {
+            peers.push(tcp_only_peer(info_hash).await);
+        }
+        let dials = futures::future::join_all(peers.iter().map(|&p| dial(p))).await;
+        for (peer, dialed) in peers.iter().zip(dials) {
+            assert!(!dialed.expect("reached over TCP").0.is_utp());
+            assert!(utp.known_without(peer), "a uTP-first dial: {peer}");
+        }
+        // The first TCP-first decision is a uTP probe; the one after it is not.
+        assert!(utp.dial_utp_first());
+        let fresh = tcp_only_peer(info_hash).await;
+        let (stream, _) = dial(fresh).await.expect("reached over TCP");
+        assert!(!stream.is_utp());
+        assert!(
+            !utp.known_without(&fresh),
+            "the dial went uTP first: the head start was spent again"
+        );
     }
 
     #[tokio::test]
