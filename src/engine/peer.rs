@@ -936,6 +936,11 @@ impl Peer {
                     });
                 }
             }
+            // BEP 52: this peer serves no tree nodes yet, and says so; it asks for none, so
+            // any `hashes` answers nothing it asked and breaks the protocol.
+            Message::HashRequest(request) => self.send(Message::HashReject(request)),
+            Message::Hashes(_) => self.misbehaved("hashes for a range never asked for".into(), ctx),
+            Message::HashReject(_) => {}
             Message::Unknown { id, .. } => {
                 if crate::fault::injected("peer-panic-on-unknown-message") {
                     panic!("fault injected: peer actor panics on unknown message {id}");
