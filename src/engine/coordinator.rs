@@ -778,7 +778,7 @@ impl Coordinator {
             };
             self.checks_in_flight += 1;
             let reader = self.reader.clone();
-            let expected = *self.info.piece_hash(piece);
+            let expected = self.info.piece_check(piece);
             let check = async move {
                 let ok = reader
                     .send(CheckPiece { piece, expected })

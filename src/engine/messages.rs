@@ -279,8 +279,8 @@ pub struct StoreBlock {
 pub struct HashPiece {
     /// The blocks in order; their concatenation is the piece.
     pub blocks: Vec<Bytes>,
-    /// The SHA-1 from the metainfo.
-    pub expected: [u8; 20],
+    /// The hash from the metainfo (SHA-1, or a v2 piece's Merkle node).
+    pub expected: crate::metainfo::PieceCheck,
     /// Hash each block too even if the piece passes (smart ban wants the good blocks of
     /// a piece that failed before). A failed piece's blocks are always hashed.
     pub block_digests: bool,
@@ -741,8 +741,8 @@ pub struct ReadBlock {
 pub struct CheckPiece {
     /// Which piece.
     pub piece: PieceIndex,
-    /// The SHA-1 from the metainfo.
-    pub expected: [u8; 20],
+    /// The hash from the metainfo (SHA-1, or a v2 piece's Merkle node).
+    pub expected: crate::metainfo::PieceCheck,
 }
 
 // ---------------------------------------------------------------------------------------

@@ -39,8 +39,8 @@ use futures::FutureExt;
 use slog::{debug, warn, Logger};
 
 use super::messages::{
-    BadData, DigestBlocks, DrainPieces, HashBlocks, HashPiece, HashStored, MarkDone, PieceFailed,
-    PieceVerified, StorageError, StorageFailed, StoreBlock, WriteBlock, WritePiece,
+    BadData, CheckPiece, DigestBlocks, DrainPieces, HashBlocks, HashPiece, HashStored, MarkDone,
+    PieceFailed, PieceVerified, StorageError, StorageFailed, StoreBlock, WriteBlock, WritePiece,
 };
 use super::metrics::{ActorMetrics, LiveGuard, Tracked, TrackedRecipient};
 use super::smart_ban::SmartBan;
@@ -48,7 +48,7 @@ use super::storage::{FileReader, FileWriter, Hasher};
 use super::streamed::{HashStep, PieceMode, StreamedPiece, HASH_WINDOW_BLOCKS};
 use super::PeerKey;
 use crate::layout::{Layout, PieceIndex, BLOCK_SIZE};
-use crate::metainfo::Info;
+use crate::metainfo::{Info, PieceCheck};
 use crate::wire::Bitfield;
 
 /// A piece being put together from blocks.
@@ -203,7 +203,7 @@ impl PieceManager {
         self.finishing.insert(piece.get());
         let blocks: Vec<Bytes> = assembly.blocks.into_iter().flatten().collect();
         let senders: Vec<PeerKey> = assembly.senders.into_iter().flatten().collect();
-        let expected = *self.info.piece_hash(piece);
+        let expected = self.info.piece_check(piece);
         let hasher = self.hasher.clone();
         let writer = self.writer.clone();
         let block_digests = self.smart_ban.remembers(piece.get());
@@ -472,11 +472,29 @@ impl PieceManager {
     fn finish_streamed(&mut self, piece: PieceIndex, done: StreamedPiece, ctx: &mut Context<Self>) {
         self.finishing.insert(piece.get());
         let (digest, senders) = done.finish();
-        let ok = digest == *self.info.piece_hash(piece);
-        let want_digests = !ok || self.smart_ban.remembers(piece.get());
+        let check = self.info.piece_check(piece);
+        // A v2 piece's running SHA-1 means nothing: its Merkle check reads it back from
+        // disk, a window at a time, as the start-up check does.
+        let sha_ok = match check {
+            PieceCheck::Sha1(expected) => Some(digest == expected),
+            PieceCheck::Merkle(_) => None,
+        };
+        let remembered = self.smart_ban.remembers(piece.get());
         let reader = self.reader.clone();
         let work = async move {
-            let digests = if want_digests {
+            let ok = match sha_ok {
+                Some(ok) => ok,
+                None => matches!(
+                    reader
+                        .send(CheckPiece {
+                            piece,
+                            expected: check
+                        })
+                        .await,
+                    Ok(Ok(true))
+                ),
+            };
+            let digests = if !ok || remembered {
                 // Without them smart ban learns nothing from this piece; the verdict on
                 // the piece itself stands.
                 match reader.send(DigestBlocks { piece }).await {

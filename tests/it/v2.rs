@@ -1,0 +1,123 @@
+//! BitTorrent v2-only torrents (BEP 52) downloaded by `get`: made by libtorrent 2.0's
+//! `create_torrent` (v2_only) or by our `create --v2`, seeded by libtorrent on
+//! 127.0.0.1, every piece checked by its SHA-256 Merkle node, and the files compared byte
+//! for byte with the seeder's.
+//!
+//! Needs `/usr/bin/python3` with `python3-libtorrent` (`.ci/run` installs it).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use torrent_actors::metainfo::Metainfo;
+
+use crate::support::{
+    assert_same_files, lt_create, our_create_ok, run_until, write_pattern, LtKind, LtSeeder,
+    SeedOpts,
+};
+
+const KIB: usize = 1024;
+
+/// Files that move piece, block and file boundaries: a file of several pieces with a
+/// tail mid-block, an empty one, one shorter than a block, one of exactly a piece, and a
+/// nested one; v2 pieces start each file afresh.
+fn folder(parent: &Path, piece: usize) -> PathBuf {
+    let root = parent.join("v2album");
+    write_pattern(&root.join("big.bin"), 4 * piece + 5000, 1);
+    write_pattern(&root.join("empty"), 0, 2);
+    write_pattern(&root.join("small.txt"), 100, 3);
+    write_pattern(&root.join("exact.bin"), piece, 4);
+    write_pattern(&root.join("sub/deep/tail.bin"), piece + 16 * KIB + 7, 5);
+    root
+}
+
+/// Seeds `torrent` from `seed_dir` with libtorrent, downloads it with `get`, and
+/// compares every file.
+fn lt_seeds_v2_to_get(torrent: &Path, seed_dir: &Path, tmp: &Path) {
+    let meta = Metainfo::from_bytes(&std::fs::read(torrent).unwrap()).expect("v2 torrent reads");
+    assert!(meta.info.v2_only, "the torrent is v2-only");
+    let seeder = LtSeeder::start(
+        torrent,
+        seed_dir,
+        SeedOpts {
+            ready_without_announce: true,
+            ..SeedOpts::default()
+        },
+    );
+    let out = tmp.join("out");
+    let mut get = Command::new(env!("CARGO_BIN_EXE_torrent-actors"));
+    get.env("TORRENT_ACTORS_DHT_BOOTSTRAP", "")
+        .args(["get", "--bind", "127.0.0.1", "--port", "0", "--no-dht"])
+        .args(["--peer-timeout", "60", "--peer"])
+        .arg(seeder.addr().to_string())
+        .arg("-o")
+        .arg(&out)
+        .arg(torrent);
+    let limit = Duration::from_secs(120);
+    let output = run_until(get, limit).unwrap_or_else(|o| {
+        panic!(
+            "get overran {limit:?}:\n{}\nseeder:\n{}",
+            String::from_utf8_lossy(&o.stderr),
+            seeder.log()
+        )
+    });
+    assert!(
+        output.status.success(),
+        "get failed ({}):\n{}{}\nseeder:\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr),
+        seeder.log()
+    );
+    let files: Vec<(PathBuf, u64)> = meta
+        .info
+        .layout
+        .files()
+        .iter()
+        .filter(|f| !f.padding)
+        .map(|f| (PathBuf::from(f.path.display()), f.length))
+        .collect();
+    assert_same_files(seed_dir, &out, &files);
+    // Virtual padding is never stored.
+    assert!(!out.join(".pad").exists());
+}
+
+#[test]
+fn v2_only_single_file_from_libtorrent_downloads_byte_identical() {
+    let tmp = tempfile::tempdir().unwrap();
+    let seed_dir = tmp.path().join("seed");
+    let file = seed_dir.join("single.bin");
+    write_pattern(&file, 5 * 32 * KIB + 1234, 7);
+    let torrent = tmp.path().join("single.torrent");
+    lt_create(LtKind::V2, &file, &torrent, 32 * 1024, false);
+    lt_seeds_v2_to_get(&torrent, &seed_dir, tmp.path());
+}
+
+#[test]
+fn v2_only_multi_file_from_libtorrent_downloads_byte_identical() {
+    let tmp = tempfile::tempdir().unwrap();
+    let seed_dir = tmp.path().join("seed");
+    let source = folder(&seed_dir, 32 * KIB);
+    let torrent = tmp.path().join("multi.torrent");
+    lt_create(LtKind::V2, &source, &torrent, 32 * 1024, false);
+    lt_seeds_v2_to_get(&torrent, &seed_dir, tmp.path());
+}
+
+#[test]
+fn our_v2_torrent_seeded_by_libtorrent_downloads_with_get() {
+    let tmp = tempfile::tempdir().unwrap();
+    let seed_dir = tmp.path().join("seed");
+    let source = folder(&seed_dir, 64 * KIB);
+    let torrent = tmp.path().join("ours.torrent");
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    our_create_ok(&[
+        "--v2",
+        "--piece-size",
+        "64KiB",
+        "--no-date",
+        &s(&source),
+        "-o",
+        &s(&torrent),
+    ]);
+    lt_seeds_v2_to_get(&torrent, &seed_dir, tmp.path());
+}
