@@ -316,7 +316,6 @@ impl Info {
         let single = v2.files.len() == 1 && v2.files[0].path.components().len() == 1;
         let mut entries = Vec::with_capacity(v2.files.len() * 2);
         let mut pads = 0usize;
-        let last = v2.files.len().saturating_sub(1);
         for (i, file) in v2.files.iter().enumerate() {
             let path = if single {
                 file.path.clone()
@@ -327,8 +326,10 @@ impl Info {
                     .map_err(|reason| MetainfoError::BadPath { index: i, reason })?
             };
             entries.push((path, file.length, false));
+            // The last file is padded too, as libtorrent lays v2 torrents out: its peers
+            // ask for the last piece's blocks as if it were whole.
             let tail = file.length % piece_length;
-            if i < last && tail != 0 {
+            if tail != 0 {
                 pads += 1;
                 let pad = SafePath::new(&[".pad".to_string(), pads.to_string()])
                     .map_err(|reason| MetainfoError::BadPath { index: i, reason })?;

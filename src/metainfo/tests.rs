@@ -594,8 +594,11 @@ fn v2_only_torrent_lays_files_on_piece_boundaries_and_checks_pieces_by_merkle() 
 fn v2_only_single_file_is_stored_under_its_name() {
     let (meta, datas, _tmp) = made_v2(&[("song.bin", 70_000, 9)], 16 * 1024);
     let files = meta.info.layout.files();
-    assert_eq!(files.len(), 1);
+    // The file, then virtual padding to the piece boundary, as libtorrent lays it out.
+    assert_eq!(files.len(), 2);
     assert_eq!(files[0].path.display(), "song.bin");
+    assert!(files[1].padding);
+    assert_eq!(meta.info.layout.total_length(), 5 * 16 * 1024);
     assert!(!meta.info.is_multi_file());
     let data = stream(&meta, &datas);
     for p in meta.info.layout.pieces() {

@@ -33,7 +33,7 @@ fn folder(parent: &Path, piece: usize) -> PathBuf {
 
 /// Seeds `torrent` from `seed_dir` with libtorrent, downloads it with `get`, and
 /// compares every file.
-fn lt_seeds_v2_to_get(torrent: &Path, seed_dir: &Path, tmp: &Path) {
+fn lt_seeds_v2_to_get(torrent: &Path, seed_dir: &Path, tmp: &Path) -> PathBuf {
     let meta = Metainfo::from_bytes(&std::fs::read(torrent).unwrap()).expect("v2 torrent reads");
     assert!(meta.info.v2_only, "the torrent is v2-only");
     let seeder = LtSeeder::start(
@@ -80,6 +80,31 @@ fn lt_seeds_v2_to_get(torrent: &Path, seed_dir: &Path, tmp: &Path) {
     assert_same_files(seed_dir, &out, &files);
     // Virtual padding is never stored.
     assert!(!out.join(".pad").exists());
+    out
+}
+
+/// A second `get` into the same folder, with no peer at all, finds every piece there
+/// (its resume file, or the Merkle check of the data on disk) and finishes.
+fn get_again_finds_everything(torrent: &Path, out: &Path) {
+    let mut get = Command::new(env!("CARGO_BIN_EXE_torrent-actors"));
+    get.env("TORRENT_ACTORS_DHT_BOOTSTRAP", "")
+        .args(["get", "--bind", "127.0.0.1", "--port", "0", "--no-dht"])
+        .arg("-o")
+        .arg(out)
+        .arg(torrent);
+    let output = run_until(get, Duration::from_secs(60)).unwrap_or_else(|o| {
+        panic!(
+            "second get overran:\n{}",
+            String::from_utf8_lossy(&o.stderr)
+        )
+    });
+    assert!(
+        output.status.success(),
+        "second get failed ({}):\n{}{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
 
 #[test]
@@ -90,7 +115,7 @@ fn v2_only_single_file_from_libtorrent_downloads_byte_identical() {
     write_pattern(&file, 5 * 32 * KIB + 1234, 7);
     let torrent = tmp.path().join("single.torrent");
     lt_create(LtKind::V2, &file, &torrent, 32 * 1024, false);
-    lt_seeds_v2_to_get(&torrent, &seed_dir, tmp.path());
+    let _ = lt_seeds_v2_to_get(&torrent, &seed_dir, tmp.path());
 }
 
 #[test]
@@ -100,7 +125,8 @@ fn v2_only_multi_file_from_libtorrent_downloads_byte_identical() {
     let source = folder(&seed_dir, 32 * KIB);
     let torrent = tmp.path().join("multi.torrent");
     lt_create(LtKind::V2, &source, &torrent, 32 * 1024, false);
-    lt_seeds_v2_to_get(&torrent, &seed_dir, tmp.path());
+    let out = lt_seeds_v2_to_get(&torrent, &seed_dir, tmp.path());
+    get_again_finds_everything(&torrent, &out);
 }
 
 #[test]
@@ -119,5 +145,5 @@ fn our_v2_torrent_seeded_by_libtorrent_downloads_with_get() {
         "-o",
         &s(&torrent),
     ]);
-    lt_seeds_v2_to_get(&torrent, &seed_dir, tmp.path());
+    let _ = lt_seeds_v2_to_get(&torrent, &seed_dir, tmp.path());
 }
