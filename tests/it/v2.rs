@@ -34,6 +34,16 @@ fn folder(parent: &Path, piece: usize) -> PathBuf {
 /// Seeds `torrent` from `seed_dir` with libtorrent, downloads it with `get`, and
 /// compares every file.
 fn lt_seeds_v2_to_get(torrent: &Path, seed_dir: &Path, tmp: &Path) -> PathBuf {
+    lt_seeds_v2_to_get_with(torrent, seed_dir, tmp, &[]).0
+}
+
+/// As [`lt_seeds_v2_to_get`], with more arguments for `get`; returns its stderr too.
+fn lt_seeds_v2_to_get_with(
+    torrent: &Path,
+    seed_dir: &Path,
+    tmp: &Path,
+    extra: &[&str],
+) -> (PathBuf, String) {
     let meta = Metainfo::from_bytes(&std::fs::read(torrent).unwrap()).expect("v2 torrent reads");
     assert!(meta.info.v2_only, "the torrent is v2-only");
     let seeder = LtSeeder::start(
@@ -50,6 +60,7 @@ fn lt_seeds_v2_to_get(torrent: &Path, seed_dir: &Path, tmp: &Path) -> PathBuf {
         .args(["get", "--bind", "127.0.0.1", "--port", "0", "--no-dht"])
         .args(["--peer-timeout", "60", "--peer"])
         .arg(seeder.addr().to_string())
+        .args(extra)
         .arg("-o")
         .arg(&out)
         .arg(torrent);
@@ -80,7 +91,7 @@ fn lt_seeds_v2_to_get(torrent: &Path, seed_dir: &Path, tmp: &Path) -> PathBuf {
     assert_same_files(seed_dir, &out, &files);
     // Virtual padding is never stored.
     assert!(!out.join(".pad").exists());
-    out
+    (out, String::from_utf8_lossy(&output.stderr).into_owned())
 }
 
 /// A second `get` into the same folder, with no peer at all, finds every piece there
@@ -146,4 +157,38 @@ fn our_v2_torrent_seeded_by_libtorrent_downloads_with_get() {
         &s(&torrent),
     ]);
     let _ = lt_seeds_v2_to_get(&torrent, &seed_dir, tmp.path());
+}
+
+#[test]
+fn v2_pieces_over_the_memory_budget_are_streamed_and_checked_by_reading_them_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let seed_dir = tmp.path().join("seed");
+    let file = seed_dir.join("huge.bin");
+    // Two and a half 8 MiB pieces under a 4 MiB budget: streamed to disk.
+    write_pattern(&file, 5 * 4 * 1024 * KIB + 777, 11);
+    let torrent = tmp.path().join("huge.torrent");
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    our_create_ok(&[
+        "--v2",
+        "--piece-size",
+        "8MiB",
+        "--no-date",
+        &s(&file),
+        "-o",
+        &s(&torrent),
+    ]);
+    let (_, stderr) = lt_seeds_v2_to_get_with(
+        &torrent,
+        &seed_dir,
+        tmp.path(),
+        &["-v", "--max-in-progress-mib", "4"],
+    );
+    assert!(
+        stderr.contains("WriteBlock") && !stderr.contains("WritePiece"),
+        "the pieces were not streamed:\n{stderr}"
+    );
+    assert!(
+        stderr.contains("CheckPiece"),
+        "no streamed v2 piece was checked by reading it back:\n{stderr}"
+    );
 }
