@@ -100,7 +100,16 @@ impl Handler<HashPiece> for Hasher {
                 .map(|b| <[u8; 20]>::from(Sha1::digest(b)))
                 .collect()
         });
-        MessageResult(HashOutcome { ok, block_digests })
+        let leaf_hashes = if ok {
+            None
+        } else {
+            msg.expected.leaf_hashes(&msg.blocks)
+        };
+        MessageResult(HashOutcome {
+            ok,
+            block_digests,
+            leaf_hashes,
+        })
     }
 }
 

@@ -166,6 +166,47 @@ pub struct MerklePiece {
     /// The piece's bytes that belong to the file; the rest is virtual padding, outside
     /// the tree.
     pub data_len: u32,
+    /// The file's `pieces root`: which tree a hash request for the piece's leaves names.
+    pub file_root: Hash256,
+    /// The piece's index within its file: its leaves start at `file_piece * width`.
+    pub file_piece: u32,
+}
+
+impl MerklePiece {
+    /// The BEP 52 hash request for this piece's leaves (base layer 0), which the answer
+    /// must hash up to [`MerklePiece::node`]; `None` for a piece of one leaf, whose
+    /// node is its only leaf.
+    pub fn leaf_request(&self) -> Option<crate::wire::HashRequest> {
+        (self.width >= 2).then(|| crate::wire::HashRequest {
+            pieces_root: self.file_root,
+            base_layer: 0,
+            index: self.file_piece.saturating_mul(self.width),
+            length: self.width,
+            proof_layers: 0,
+        })
+    }
+
+    /// Which blocks of a failed piece were bad: `ours` are the leaf hashes of the blocks
+    /// we got, `theirs` the leaves a peer sent. `None` if `theirs` does not hash up to
+    /// the piece's node (the peer lied or answered something else), so a made-up answer
+    /// can blame nobody.
+    pub fn bad_blocks(&self, ours: &[Hash256], theirs: &[Hash256]) -> Option<Vec<usize>> {
+        let width = self.width as usize;
+        if theirs.len() != width || ours.len() > width {
+            return None;
+        }
+        if merkle::root_of_layer(theirs, 0, width) != self.node {
+            return None;
+        }
+        Some(
+            ours.iter()
+                .zip(theirs)
+                .enumerate()
+                .filter(|(_, (a, b))| a != b)
+                .map(|(i, _)| i)
+                .collect(),
+        )
+    }
 }
 
 /// The check a piece's data must pass, handed to whoever hashes it.
@@ -192,6 +233,25 @@ impl PieceCheck {
                 leaves: Vec::new(),
             },
         }
+    }
+
+    /// The leaf hashes of a v2 piece's file bytes given as blocks of 16 KiB (padding
+    /// left out); `None` for a v1 check.
+    pub fn leaf_hashes(&self, blocks: &[bytes::Bytes]) -> Option<Vec<Hash256>> {
+        let PieceCheck::Merkle(piece) = self else {
+            return None;
+        };
+        let mut left = piece.data_len as usize;
+        let mut leaves = Vec::new();
+        for block in blocks {
+            if left == 0 {
+                break;
+            }
+            let n = block.len().min(left);
+            leaves.push(merkle::leaf_hash(&block[..n]));
+            left -= n;
+        }
+        Some(leaves)
     }
 
     /// Whether `data`, the whole piece, passes.
@@ -353,6 +413,8 @@ impl Info {
                         node: root_hash,
                         width: width as u32,
                         data_len,
+                        file_root: root_hash,
+                        file_piece: 0,
                     }
                 } else {
                     let node = *file
@@ -363,6 +425,8 @@ impl Info {
                         node,
                         width: per_piece as u32,
                         data_len,
+                        file_root: root_hash,
+                        file_piece: k as u32,
                     }
                 });
             }

@@ -640,3 +640,28 @@ fn v2_only_torrent_whose_piece_layer_does_not_hash_to_its_root_is_refused() {
         Err(MetainfoError::V2(v2::V2Error::BadPieceLayer { .. }))
     ));
 }
+
+#[test]
+fn leaves_from_a_peer_name_the_bad_block_only_if_they_hash_to_the_piece() {
+    let piece = 64 * 1024;
+    let (meta, datas, _tmp) = made_v2(&[("x", 3 * piece as usize, 1)], piece);
+    let p = meta.info.layout.piece(1).unwrap();
+    let PieceCheck::Merkle(m) = meta.info.piece_check(p) else {
+        panic!("a v2 piece");
+    };
+    let request = m.leaf_request().unwrap();
+    assert_eq!(
+        (request.base_layer, request.index, request.length),
+        (0, 4, 4)
+    );
+    let start = piece as usize;
+    let good = merkle::leaf_hashes(&datas[0][start..start + piece as usize]);
+    let mut ours = good.clone();
+    ours[2] = [9; 32];
+    assert_eq!(m.bad_blocks(&ours, &good), Some(vec![2]));
+    // A made-up answer that would blame block 0 hashes to nothing we trust.
+    let mut lie = ours.clone();
+    lie[0] = [1; 32];
+    assert_eq!(m.bad_blocks(&ours, &lie), None);
+    assert_eq!(m.bad_blocks(&ours, &good[..3]), None);
+}

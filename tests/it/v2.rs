@@ -12,8 +12,8 @@ use std::time::Duration;
 use torrent_actors::metainfo::Metainfo;
 
 use crate::support::{
-    assert_same_files, lt_create, our_create_ok, run_until, write_pattern, LtKind, LtSeeder,
-    SeedOpts,
+    assert_same_files, lt_create, our_create_ok, run_until, write_pattern, Act, HostilePeer,
+    LtKind, LtSeeder, SeedOpts, Served,
 };
 
 const KIB: usize = 1024;
@@ -190,5 +190,107 @@ fn v2_pieces_over_the_memory_budget_are_streamed_and_checked_by_reading_them_bac
     assert!(
         stderr.contains("CheckPiece"),
         "no streamed v2 piece was checked by reading it back:\n{stderr}"
+    );
+}
+
+#[test]
+fn a_failed_v2_piece_is_blamed_on_the_exact_block_by_leaf_hashes_from_an_honest_peer() {
+    const PIECES: usize = 1024;
+    let tmp = tempfile::tempdir().unwrap();
+    let seed_dir = tmp.path().join("seed");
+    let file = seed_dir.join("blame.bin");
+    // Whole pieces only (no padding), so the scripted liar serves the file as it is.
+    let piece = 64 * KIB;
+    // Large enough that the download outlasts the seeder's joining: the liar's bad
+    // block comes early, and a peer that joins later with the piece is asked too.
+    write_pattern(&file, PIECES * piece, 13);
+    let torrent = tmp.path().join("blame.torrent");
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    our_create_ok(&[
+        "--v2",
+        "--piece-size",
+        "64KiB",
+        "--no-date",
+        &s(&file),
+        "-o",
+        &s(&torrent),
+    ]);
+    let meta = Metainfo::from_bytes(&std::fs::read(&torrent).unwrap()).unwrap();
+    // Flips one block, the eleventh it sends.
+    let liar = HostilePeer::start(
+        Served {
+            info_hash: meta.info_hash,
+            content: std::sync::Arc::new(std::fs::read(&file).unwrap()),
+            piece_len: piece as u64,
+        },
+        Act::CorruptOneBlock,
+    );
+    // An honest libtorrent seeder answers the hash request for the failed piece's
+    // leaves.
+    let seeder = LtSeeder::start(
+        &torrent,
+        &seed_dir,
+        SeedOpts {
+            ready_without_announce: true,
+            ..SeedOpts::default()
+        },
+    );
+    let out = tmp.path().join("out");
+    let mut get = Command::new(env!("CARGO_BIN_EXE_torrent-actors"));
+    get.env("TORRENT_ACTORS_DHT_BOOTSTRAP", "")
+        .args([
+            "get",
+            "-v",
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--no-dht",
+        ])
+        .args(["--peer-timeout", "60", "--peer"])
+        .arg(seeder.addr().to_string())
+        .arg("--peer")
+        .arg(liar.addr().to_string())
+        .arg("-o")
+        .arg(&out)
+        .arg(&torrent);
+    let output = run_until(get, Duration::from_secs(120)).expect("get ends in time");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "get failed:\n{stderr}\nseeder:\n{}",
+        seeder.log()
+    );
+    assert_eq!(
+        liar.counters()
+            .misbehaviours
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1,
+        "the bad block was not sent"
+    );
+    let blamed: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("bad blocks blamed by the merkle tree"))
+        .collect();
+    assert_eq!(blamed.len(), 1, "{stderr}");
+    assert!(blamed[0].contains("bad_blocks: 1"), "{}", blamed[0]);
+    let liar_addr = liar.addr().to_string();
+    assert!(
+        stderr.lines().any(
+            |l| l.contains("misbehaved, banned") && l.contains(&liar_addr)
+                || l.contains("failed its hash") && l.contains(&liar_addr)
+        ),
+        "the liar {liar_addr} was not struck:\n{stderr}"
+    );
+    assert!(
+        !stderr
+            .lines()
+            .any(|l| l.contains("banned") && l.contains(&seeder.addr().to_string())),
+        "the honest seeder was banned:\n{stderr}"
+    );
+    assert_same_files(
+        &seed_dir,
+        &out,
+        &[(PathBuf::from("blame.bin"), (PIECES * piece) as u64)],
     );
 }
