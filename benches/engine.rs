@@ -103,7 +103,7 @@ fn hash_through_pool(
             // PieceManager's send does.
             pending.push(pool.send(HashPiece {
                 blocks: blocks.to_vec(),
-                expected,
+                expected: torrent_actors::metainfo::PieceCheck::Sha1(expected),
                 block_digests: false,
             }));
         }

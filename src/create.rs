@@ -881,8 +881,8 @@ mod tests {
         second.resize(16384, 0);
         let piece = layout.piece(1).unwrap();
         assert_eq!(
-            meta.info.piece_hash(piece),
-            &<[u8; 20]>::from(Sha1::digest(&second))
+            meta.info.piece_check(piece),
+            crate::metainfo::PieceCheck::Sha1(Sha1::digest(&second).into())
         );
         assert_eq!(made.info_hash_v1, Some(meta.info_hash));
     }

@@ -37,9 +37,14 @@ pub fn run(arg: &Path, as_json: bool) -> Result<(), Failure> {
     })?;
     // A hybrid's v2 part is checked (on its own, and against the v1 part) and shown, not
     // used: a broken one is reported, and the torrent still works as v1.
-    let v2 = metainfo.info.hybrid.then(|| {
-        V2Info::from_torrent(&bytes).and_then(|v2| v2.check_hybrid(&metainfo.info).map(|()| v2))
-    });
+    let v2 = if metainfo.info.v2_only {
+        // Already checked whole by `Metainfo::from_bytes`.
+        Some(V2Info::from_torrent(&bytes))
+    } else {
+        metainfo.info.hybrid.then(|| {
+            V2Info::from_torrent(&bytes).and_then(|v2| v2.check_hybrid(&metainfo.info).map(|()| v2))
+        })
+    };
     if as_json {
         let mut value = torrent_json(&metainfo);
         value["v2"] = v2_json(v2.as_ref());
@@ -284,6 +289,13 @@ fn describe(m: &Metainfo, v2_lines: &str) -> String {
     );
     if m.info.hybrid {
         line(&mut out, "format", &"hybrid v1+v2 (used as v1)");
+        out.push_str(v2_lines);
+    } else if m.info.v2_only {
+        line(
+            &mut out,
+            "format",
+            &"v2 only (info-hash is the v2 hash's first 20 bytes)",
+        );
         out.push_str(v2_lines);
     }
     if let Some(date) = m.creation_date {

@@ -368,6 +368,10 @@ pub struct Coordinator {
     quiet_turn: u64,
     /// Peers whose last pick came up short, to wake when a piece is verified.
     short_peers: HashSet<PeerKey>,
+    /// Failed v2 pieces whose leaves fewer than [`LEAF_HASH_ASKS`] peers were asked
+    /// for, and how many were: a peer joining with the piece is asked too. At most
+    /// [`LEAF_HASH_PENDING`], the oldest dropped.
+    leaf_asks: VecDeque<(WantLeafHashes, usize)>,
     /// The torrent's web seed URLs, started once the data is checked.
     web_seed_urls: Vec<WebSeedUrl>,
     /// The web seeds started, by key (the same key space as peers'; never in `peers`).
@@ -560,6 +564,7 @@ impl Coordinator {
             haves_due: false,
             quiet_turn: 0,
             short_peers: HashSet::new(),
+            leaf_asks: VecDeque::new(),
             web_seed_urls: params.metainfo.web_seeds.clone(),
             web_seeds: HashMap::new(),
             info,
@@ -778,7 +783,7 @@ impl Coordinator {
             };
             self.checks_in_flight += 1;
             let reader = self.reader.clone();
-            let expected = *self.info.piece_hash(piece);
+            let expected = self.info.piece_check(piece);
             let check = async move {
                 let ok = reader
                     .send(CheckPiece { piece, expected })
@@ -838,6 +843,7 @@ impl Coordinator {
                 failed: me.recipient(),
                 bad_data: me.recipient(),
                 storage_failed: me.recipient(),
+                want_hashes: me.recipient(),
                 metrics: pm_metrics.clone(),
             },
             self.log.new(o!("actor" => "piece-manager")),
@@ -2008,6 +2014,10 @@ impl Handler<PeerBitfield> for Coordinator {
             picker.add_peer_pieces(&msg.pieces);
         }
         peer.pieces = msg.pieces;
+        self.ask_pending_leaves(msg.key);
+        let Some(peer) = self.peers.get(&msg.key) else {
+            return;
+        };
         if self.phase == Phase::Complete && peer.pieces.all_set() {
             peer.actor
                 .do_send(ToPeer::Disconnect("both seeding".into()));
@@ -2305,6 +2315,62 @@ impl Handler<PieceFailed> for Coordinator {
         self.wake_web_seeds();
     }
 }
+
+impl Handler<WantLeafHashes> for Coordinator {
+    type Result = ();
+
+    /// A v2 piece failed: its leaves are asked of a few peers that have it; the first
+    /// answer that hashes to the piece's node names the bad blocks (see the PieceManager).
+    fn handle(&mut self, msg: WantLeafHashes, _: &mut Context<Self>) {
+        let _timing = self.metrics.handling("WantLeafHashes");
+        let asked: Vec<_> = self
+            .peers
+            .values()
+            .filter(|p| p.pieces.has(msg.piece.get()))
+            .take(LEAF_HASH_ASKS)
+            .collect();
+        debug!(self.log, "asking peers for a failed v2 piece's leaves"; "piece" => msg.piece.get(), "peers" => asked.len());
+        for peer in &asked {
+            peer.actor.do_send(ToPeer::AskHashes {
+                piece: msg.piece,
+                request: msg.request,
+            });
+        }
+        if asked.len() < LEAF_HASH_ASKS {
+            if self.leaf_asks.len() >= LEAF_HASH_PENDING {
+                self.leaf_asks.pop_front();
+            }
+            let count = asked.len();
+            self.leaf_asks.push_back((msg, count));
+        }
+    }
+}
+
+impl Coordinator {
+    /// A peer's pieces are known: ask it for the leaves of failed v2 pieces it has that
+    /// too few peers were asked about.
+    fn ask_pending_leaves(&mut self, key: PeerKey) {
+        let Some(peer) = self.peers.get(&key) else {
+            return;
+        };
+        for (want, asked) in &mut self.leaf_asks {
+            if peer.pieces.has(want.piece.get()) {
+                *asked += 1;
+                peer.actor.do_send(ToPeer::AskHashes {
+                    piece: want.piece,
+                    request: want.request,
+                });
+            }
+        }
+        self.leaf_asks.retain(|(_, asked)| *asked < LEAF_HASH_ASKS);
+    }
+}
+
+/// Failed v2 pieces the Coordinator keeps asking joining peers about, at most.
+const LEAF_HASH_PENDING: usize = 64;
+
+/// How many peers that have a failed v2 piece are asked for its leaves.
+const LEAF_HASH_ASKS: usize = 3;
 
 impl Handler<BadData> for Coordinator {
     type Result = ();

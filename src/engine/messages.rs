@@ -232,6 +232,14 @@ pub enum ToPeer {
     /// Peer exchange: the addresses of the torrent's connected peers that accept
     /// connections. The Peer tells its peer what changed since its last `ut_pex`.
     Pex(std::sync::Arc<Vec<SocketAddr>>),
+    /// Send this BEP 52 hash request for a failed v2 piece's leaves, and pass the answer
+    /// to the PieceManager.
+    AskHashes {
+        /// The failed piece.
+        piece: PieceIndex,
+        /// The request to send.
+        request: crate::wire::HashRequest,
+    },
 }
 
 impl ToPeer {
@@ -246,6 +254,7 @@ impl ToPeer {
             ToPeer::Unchoke => "ToPeer::Unchoke",
             ToPeer::Disconnect(_) => "ToPeer::Disconnect",
             ToPeer::Pex(_) => "ToPeer::Pex",
+            ToPeer::AskHashes { .. } => "ToPeer::AskHashes",
         }
     }
 }
@@ -279,8 +288,8 @@ pub struct StoreBlock {
 pub struct HashPiece {
     /// The blocks in order; their concatenation is the piece.
     pub blocks: Vec<Bytes>,
-    /// The SHA-1 from the metainfo.
-    pub expected: [u8; 20],
+    /// The hash from the metainfo (SHA-1, or a v2 piece's Merkle node).
+    pub expected: crate::metainfo::PieceCheck,
     /// Hash each block too even if the piece passes (smart ban wants the good blocks of
     /// a piece that failed before). A failed piece's blocks are always hashed.
     pub block_digests: bool,
@@ -293,6 +302,31 @@ pub struct HashOutcome {
     pub ok: bool,
     /// The SHA-1 of each block, when the piece failed or they were asked for.
     pub block_digests: Option<Vec<[u8; 20]>>,
+    /// A failed v2 piece's leaf hashes (SHA-256 of each block of file bytes), to compare
+    /// with the leaves a peer sends for it.
+    pub leaf_hashes: Option<Vec<[u8; 32]>>,
+}
+
+/// PieceManager → Coordinator: a v2 piece failed; ask peers that have it for its leaf
+/// hashes (BEP 52 `hash request`), so its bad blocks are known exactly.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct WantLeafHashes {
+    /// The failed piece.
+    pub piece: PieceIndex,
+    /// The request for its leaves.
+    pub request: crate::wire::HashRequest,
+}
+
+/// Peer → PieceManager: a peer answered our hash request for a failed v2 piece's leaves;
+/// unchecked, the PieceManager checks them against the piece's node.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct LeafHashes {
+    /// The piece asked about.
+    pub piece: PieceIndex,
+    /// The leaves the peer sent, `width` of them.
+    pub leaves: Vec<[u8; 32]>,
 }
 
 /// PieceManager → FileWriter (SyncArbiter): write a verified piece across its files.
@@ -753,8 +787,8 @@ pub struct ReadBlock {
 pub struct CheckPiece {
     /// Which piece.
     pub piece: PieceIndex,
-    /// The SHA-1 from the metainfo.
-    pub expected: [u8; 20],
+    /// The hash from the metainfo (SHA-1, or a v2 piece's Merkle node).
+    pub expected: crate::metainfo::PieceCheck,
 }
 
 // ---------------------------------------------------------------------------------------

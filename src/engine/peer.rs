@@ -44,9 +44,9 @@ use tokio_util::codec::FramedRead;
 use super::coordinator::Coordinator;
 use super::limiter::RateLimiter;
 use super::messages::{
-    DhtNodeSeen, Direction, Grant, Lease, PeerBitfield, PeerChokedUs, PeerHaves, PeerInterest,
-    PeerJoined, PeerLeft, PeerListenPort, PeerMisbehaved, PeerSource, PeerStats, PeerUnchokedUs,
-    PeersFound, PickBlocks, Picked, ReadBlock, StoreBlock, ToPeer,
+    DhtNodeSeen, Direction, Grant, LeafHashes, Lease, PeerBitfield, PeerChokedUs, PeerHaves,
+    PeerInterest, PeerJoined, PeerLeft, PeerListenPort, PeerMisbehaved, PeerSource, PeerStats,
+    PeerUnchokedUs, PeersFound, PickBlocks, Picked, ReadBlock, StoreBlock, ToPeer,
 };
 use super::metrics::{ActorMetrics, LiveGuard, Tracked, TrackedRecipient};
 use super::piece_manager::PieceManager;
@@ -93,6 +93,10 @@ impl Default for PeerConfig {
 const DEFAULT_REQQ: usize = 250;
 
 /// Requests from one peer queued for upload; more are dropped. Sent as our `reqq`.
+/// BEP 52 hash requests a Peer keeps track of at once (one per failed v2 piece asked
+/// about); the oldest is forgotten past it, and its late answer then bans the peer.
+const MAX_ASKED_HASHES: usize = 16;
+
 pub const UPLOAD_QUEUE_LIMIT: usize = 500;
 
 /// How much of a piece is read at once for one peer's uploads: the following requests of
@@ -175,6 +179,9 @@ pub struct Peer {
     piece_manager: Tracked<PieceManager>,
     reader: Tracked<FileReader>,
     limiter: Option<Tracked<RateLimiter>>,
+    /// BEP 52 hash requests we sent and the failed piece each is for, oldest first, at
+    /// most [`MAX_ASKED_HASHES`]: a `hashes` answering none of them is a protocol error.
+    asked_hashes: Vec<(crate::wire::HashRequest, PieceIndex)>,
     /// The counters of all Peers (see `engine::metrics`), and this one's place in them.
     metrics: Arc<ActorMetrics>,
     _live: LiveGuard,
@@ -345,6 +352,7 @@ impl Peer {
                 piece_manager: parts.piece_manager,
                 reader: parts.reader,
                 limiter: parts.limiter,
+                asked_hashes: Vec::new(),
                 _live: parts.metrics.started(),
                 metrics: parts.metrics,
                 out: Some(out),
@@ -936,6 +944,27 @@ impl Peer {
                     });
                 }
             }
+            // BEP 52: this peer serves no tree nodes yet, and says so. It asks for the
+            // leaves of failed v2 pieces only; a `hashes` answering nothing it asked
+            // breaks the protocol.
+            Message::HashRequest(request) => self.send(Message::HashReject(request)),
+            Message::Hashes(hashes) => {
+                match self
+                    .asked_hashes
+                    .iter()
+                    .position(|(r, _)| *r == hashes.request)
+                {
+                    Some(at) => {
+                        let (_, piece) = self.asked_hashes.remove(at);
+                        self.piece_manager.do_send(LeafHashes {
+                            piece,
+                            leaves: hashes.base().to_vec(),
+                        });
+                    }
+                    None => self.misbehaved("hashes for a range never asked for".into(), ctx),
+                }
+            }
+            Message::HashReject(request) => self.asked_hashes.retain(|(r, _)| *r != request),
             Message::Unknown { id, .. } => {
                 if crate::fault::injected("peer-panic-on-unknown-message") {
                     panic!("fault injected: peer actor panics on unknown message {id}");
@@ -1328,6 +1357,13 @@ impl Handler<ToPeer> for Peer {
             ToPeer::WakeUp => self.refill(ctx),
             ToPeer::Disconnect(reason) => self.close(reason, ctx),
             ToPeer::Pex(peers) => self.send_pex(&peers),
+            ToPeer::AskHashes { piece, request } => {
+                if self.asked_hashes.len() >= MAX_ASKED_HASHES {
+                    self.asked_hashes.remove(0);
+                }
+                self.asked_hashes.push((request, piece));
+                self.send(Message::HashRequest(request));
+            }
         }
     }
 }

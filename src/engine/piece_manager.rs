@@ -39,8 +39,9 @@ use futures::FutureExt;
 use slog::{debug, warn, Logger};
 
 use super::messages::{
-    BadData, DigestBlocks, DrainPieces, HashBlocks, HashPiece, HashStored, MarkDone, PieceFailed,
-    PieceVerified, StorageError, StorageFailed, StoreBlock, WriteBlock, WritePiece,
+    BadData, CheckPiece, DigestBlocks, DrainPieces, HashBlocks, HashPiece, HashStored, LeafHashes,
+    MarkDone, PieceFailed, PieceVerified, StorageError, StorageFailed, StoreBlock, WantLeafHashes,
+    WriteBlock, WritePiece,
 };
 use super::metrics::{ActorMetrics, LiveGuard, Tracked, TrackedRecipient};
 use super::smart_ban::SmartBan;
@@ -48,7 +49,7 @@ use super::storage::{FileReader, FileWriter, Hasher};
 use super::streamed::{HashStep, PieceMode, StreamedPiece, HASH_WINDOW_BLOCKS};
 use super::PeerKey;
 use crate::layout::{Layout, PieceIndex, BLOCK_SIZE};
-use crate::metainfo::Info;
+use crate::metainfo::{Info, PieceCheck};
 use crate::wire::Bitfield;
 
 /// A piece being put together from blocks.
@@ -88,6 +89,8 @@ pub struct PieceManagerLinks {
     pub bad_data: TrackedRecipient<BadData>,
     /// Told of write failures.
     pub storage_failed: TrackedRecipient<StorageFailed>,
+    /// Asked to fetch a failed v2 piece's leaf hashes from peers.
+    pub want_hashes: TrackedRecipient<WantLeafHashes>,
     /// Where the PieceManager's own counters go (the engine's metrics).
     pub metrics: Arc<ActorMetrics>,
 }
@@ -134,7 +137,23 @@ pub struct PieceManager {
     drained: Vec<oneshot::Sender<Bitfield>>,
     /// Who sent which block of pieces that failed, until a good copy names the liar.
     smart_ban: SmartBan,
+    /// Failed v2 pieces whose leaves were asked of peers: our leaf hashes and each
+    /// block's sender, until a peer's leaves (checked against the piece's node) name the
+    /// bad blocks. At most [`MERKLE_BLAME_PIECES`].
+    merkle_blame: HashMap<u32, MerkleBlame>,
     log: Logger,
+}
+
+/// Failed v2 pieces waiting for their leaves at most; one leaf hash and one key per
+/// block each (a 16 MiB piece: 1024 of each).
+const MERKLE_BLAME_PIECES: usize = 64;
+
+/// A failed v2 piece waiting for a peer's leaves.
+struct MerkleBlame {
+    /// The leaf hash of each block of file bytes we got.
+    leaves: Vec<[u8; 32]>,
+    /// Who sent each of those blocks.
+    senders: Vec<PeerKey>,
 }
 
 /// Failed pieces remembered for smart ban at most; one digest and key per block each.
@@ -185,6 +204,7 @@ impl PieceManager {
             draining: false,
             drained: Vec::new(),
             smart_ban: SmartBan::new(SMART_BAN_PIECES, SMART_BAN_RECORDS),
+            merkle_blame: HashMap::new(),
             _live: metrics.started(),
             metrics,
             log,
@@ -203,7 +223,7 @@ impl PieceManager {
         self.finishing.insert(piece.get());
         let blocks: Vec<Bytes> = assembly.blocks.into_iter().flatten().collect();
         let senders: Vec<PeerKey> = assembly.senders.into_iter().flatten().collect();
-        let expected = *self.info.piece_hash(piece);
+        let expected = self.info.piece_check(piece);
         let hasher = self.hasher.clone();
         let writer = self.writer.clone();
         let block_digests = self.smart_ban.remembers(piece.get());
@@ -218,7 +238,7 @@ impl PieceManager {
                 .unwrap_or_default();
             let digests = hashed.block_digests.unwrap_or_default();
             if !hashed.ok {
-                return Outcome::Failed(senders, digests);
+                return Outcome::Failed(senders, digests, hashed.leaf_hashes);
             }
             match writer.send(WritePiece { piece, blocks }).await {
                 Ok(Ok(true)) => Outcome::Written(digests),
@@ -254,8 +274,11 @@ impl PieceManager {
                     });
                 }
             }
-            Outcome::Failed(senders, digests) => {
+            Outcome::Failed(senders, digests, leaves) => {
                 warn!(self.log, "piece failed its hash"; "piece" => piece.get());
+                if let Some(leaves) = leaves {
+                    self.ask_for_leaves(piece, leaves, &senders);
+                }
                 *self.failures.entry(piece.get()).or_default() += 1;
                 let mut distinct = senders.clone();
                 distinct.sort_unstable();
@@ -279,6 +302,28 @@ impl PieceManager {
         }
         self.release_waiting();
         self.check_drained();
+    }
+
+    /// A v2 piece failed: remember our leaves and their senders, and have the
+    /// Coordinator ask peers for the piece's true leaves.
+    fn ask_for_leaves(&mut self, piece: PieceIndex, leaves: Vec<[u8; 32]>, senders: &[PeerKey]) {
+        let PieceCheck::Merkle(merkle) = self.info.piece_check(piece) else {
+            return;
+        };
+        let Some(request) = merkle.leaf_request() else {
+            return;
+        };
+        if self.merkle_blame.len() >= MERKLE_BLAME_PIECES
+            && !self.merkle_blame.contains_key(&piece.get())
+        {
+            return;
+        }
+        let senders = senders.iter().copied().take(leaves.len()).collect();
+        self.merkle_blame
+            .insert(piece.get(), MerkleBlame { leaves, senders });
+        self.links
+            .want_hashes
+            .do_send(WantLeafHashes { piece, request });
     }
 
     /// A write (or a read back of a streamed piece) failed: the torrent is stopping, and
@@ -472,11 +517,29 @@ impl PieceManager {
     fn finish_streamed(&mut self, piece: PieceIndex, done: StreamedPiece, ctx: &mut Context<Self>) {
         self.finishing.insert(piece.get());
         let (digest, senders) = done.finish();
-        let ok = digest == *self.info.piece_hash(piece);
-        let want_digests = !ok || self.smart_ban.remembers(piece.get());
+        let check = self.info.piece_check(piece);
+        // A v2 piece's running SHA-1 means nothing: its Merkle check reads it back from
+        // disk, a window at a time, as the start-up check does.
+        let sha_ok = match check {
+            PieceCheck::Sha1(expected) => Some(digest == expected),
+            PieceCheck::Merkle(_) => None,
+        };
+        let remembered = self.smart_ban.remembers(piece.get());
         let reader = self.reader.clone();
         let work = async move {
-            let digests = if want_digests {
+            let ok = match sha_ok {
+                Some(ok) => ok,
+                None => matches!(
+                    reader
+                        .send(CheckPiece {
+                            piece,
+                            expected: check
+                        })
+                        .await,
+                    Ok(Ok(true))
+                ),
+            };
+            let digests = if !ok || remembered {
                 // Without them smart ban learns nothing from this piece; the verdict on
                 // the piece itself stands.
                 match reader.send(DigestBlocks { piece }).await {
@@ -489,7 +552,7 @@ impl PieceManager {
             if ok {
                 Outcome::Written(digests)
             } else {
-                Outcome::Failed(senders, digests)
+                Outcome::Failed(senders, digests, None)
             }
         };
         ctx.spawn(
@@ -531,8 +594,9 @@ impl PieceManager {
 enum Outcome {
     /// Verified and on disk; the block digests if smart ban asked for them.
     Written(Vec<[u8; 20]>),
-    /// Failed its hash: each block's sender and digest.
-    Failed(Vec<PeerKey>, Vec<[u8; 20]>),
+    /// Failed its hash: each block's sender and digest, and for a v2 piece held whole
+    /// the leaf hash of each block of file bytes.
+    Failed(Vec<PeerKey>, Vec<[u8; 20]>, Option<Vec<[u8; 32]>>),
     WriteFailed(StorageError),
     /// Verified, but the storage was closed before it could be written.
     Refused,
@@ -595,6 +659,45 @@ impl Handler<DrainPieces> for PieceManager {
         let pieces = self.done.num_pieces();
         // Only a PieceManager that stopped drops the sender: nothing known, nothing claimed.
         Box::pin(async move { rx.await.unwrap_or_else(|_| Bitfield::new(pieces)) })
+    }
+}
+
+impl Handler<LeafHashes> for PieceManager {
+    type Result = ();
+
+    /// A peer's leaves for a failed v2 piece: checked against the piece's node, then
+    /// each of our blocks whose leaf differs names its sender, who is blamed for exactly
+    /// those blocks. Leaves that do not hash to the node blame nobody (another peer's
+    /// answer may still come).
+    fn handle(&mut self, msg: LeafHashes, _: &mut Context<Self>) {
+        let _timing = self.metrics.handling("LeafHashes");
+        let PieceCheck::Merkle(merkle) = self.info.piece_check(msg.piece) else {
+            return;
+        };
+        let Some(blame) = self.merkle_blame.get(&msg.piece.get()) else {
+            return;
+        };
+        let Some(bad) = merkle.bad_blocks(&blame.leaves, &msg.leaves) else {
+            debug!(self.log, "leaf hashes do not hash to the piece's node"; "piece" => msg.piece.get());
+            return;
+        };
+        let Some(blame) = self.merkle_blame.remove(&msg.piece.get()) else {
+            return;
+        };
+        let mut by_sender: HashMap<PeerKey, u32> = HashMap::new();
+        for b in &bad {
+            if let Some(from) = blame.senders.get(*b) {
+                *by_sender.entry(*from).or_default() += 1;
+            }
+        }
+        for (from, bad_blocks) in by_sender {
+            warn!(self.log, "bad blocks blamed by the merkle tree"; "piece" => msg.piece.get(), "from" => from.0, "bad_blocks" => bad_blocks);
+            self.links.bad_data.do_send(BadData {
+                from,
+                piece: msg.piece,
+                bad_blocks,
+            });
+        }
     }
 }
 
@@ -679,6 +782,11 @@ mod tests {
         fn handle(&mut self, _: BadData, _: &mut Context<Self>) {}
     }
 
+    impl Handler<WantLeafHashes> for Reports {
+        type Result = ();
+        fn handle(&mut self, _: WantLeafHashes, _: &mut Context<Self>) {}
+    }
+
     impl Handler<StorageFailed> for Reports {
         type Result = ();
         fn handle(&mut self, msg: StorageFailed, _: &mut Context<Self>) {
@@ -732,7 +840,8 @@ mod tests {
             verified: TrackedRecipient::new(reports.clone().recipient(), pm_metrics.clone()),
             failed: TrackedRecipient::new(reports.clone().recipient(), pm_metrics.clone()),
             bad_data: TrackedRecipient::new(reports.clone().recipient(), pm_metrics.clone()),
-            storage_failed: TrackedRecipient::new(reports.recipient(), pm_metrics.clone()),
+            storage_failed: TrackedRecipient::new(reports.clone().recipient(), pm_metrics.clone()),
+            want_hashes: TrackedRecipient::new(reports.recipient(), pm_metrics.clone()),
             metrics: pm_metrics,
         };
         let logger = Logger::root(slog::Discard, slog::o!());

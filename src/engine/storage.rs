@@ -88,11 +88,11 @@ impl Handler<HashPiece> for Hasher {
 
     fn handle(&mut self, msg: HashPiece, _: &mut SyncContext<Self>) -> Self::Result {
         let _timing = self.metrics.handling("HashPiece");
-        let mut sha = Sha1::new();
+        let mut check = msg.expected.verifier();
         for block in &msg.blocks {
-            sha.update(block);
+            check.update(block);
         }
-        let ok = <[u8; 20]>::from(sha.finalize()) == msg.expected;
+        let ok = check.finish();
         // Block digests cost a second pass over the data, paid only on failure or when
         // smart ban asks; a failed piece is rare.
         let block_digests = (!ok || msg.block_digests).then(|| {
@@ -101,7 +101,16 @@ impl Handler<HashPiece> for Hasher {
                 .map(|b| <[u8; 20]>::from(Sha1::digest(b)))
                 .collect()
         });
-        MessageResult(HashOutcome { ok, block_digests })
+        let leaf_hashes = if ok {
+            None
+        } else {
+            msg.expected.leaf_hashes(&msg.blocks)
+        };
+        MessageResult(HashOutcome {
+            ok,
+            block_digests,
+            leaf_hashes,
+        })
     }
 }
 
@@ -1089,7 +1098,7 @@ impl Handler<CheckPiece> for FileReader {
     fn handle(&mut self, msg: CheckPiece, _: &mut Context<Self>) -> Self::Result {
         let _timing = self.metrics.handling("CheckPiece");
         let length = self.layout.piece_len(msg.piece);
-        let mut sha = Sha1::new();
+        let mut check = msg.expected.verifier();
         let mut window = vec![0u8; length.min(CHECK_WINDOW) as usize];
         let mut offset = 0;
         while offset < length {
@@ -1097,10 +1106,10 @@ impl Handler<CheckPiece> for FileReader {
             let buf = &mut window[..n];
             buf.fill(0);
             self.read_range(msg.piece, offset, buf)?;
-            sha.update(&*buf);
+            check.update(buf);
             offset += n as u32;
         }
-        Ok(<[u8; 20]>::from(sha.finalize()) == msg.expected)
+        Ok(check.finish())
     }
 }
 
@@ -1378,6 +1387,7 @@ mod tests {
             let reader = start();
             let mut outcome = Vec::new();
             for (piece, expected) in layout.pieces().zip(expected) {
+                let expected = crate::metainfo::PieceCheck::Sha1(expected);
                 let ok = reader.send(CheckPiece { piece, expected }).await.unwrap();
                 outcome.push(ok.ok());
             }
@@ -1387,7 +1397,7 @@ mod tests {
             let missing = start()
                 .send(CheckPiece {
                     piece,
-                    expected: [0; 20],
+                    expected: crate::metainfo::PieceCheck::Sha1([0; 20]),
                 })
                 .await
                 .unwrap();

@@ -287,7 +287,7 @@ mod tests {
             let metrics = Metrics::new();
             let threads = Threads::start(ThreadsConfig::private(2), &metrics);
             let data = bytes::Bytes::from_static(b"a piece");
-            let expected = <[u8; 20]>::from(Sha1::digest(&data));
+            let expected = crate::metainfo::PieceCheck::Sha1(Sha1::digest(&data).into());
             // Two torrents' handles on the one pool, as two Coordinators hold them.
             for hasher in [threads.hasher(), threads.hasher()] {
                 let outcome = hasher

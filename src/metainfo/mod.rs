@@ -20,6 +20,8 @@ use sha1::{Digest, Sha1};
 use crate::bencode::{self, DecodeError, Dict, Value};
 use crate::layout::{Layout, LayoutError, PieceIndex};
 use crate::InfoHash;
+use merkle::Hash256;
+use v2::{V2Error, V2Info};
 
 /// Why a `.torrent` (or an `info` dictionary fetched from peers) was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -45,11 +47,15 @@ pub enum MetainfoError {
         /// Where the value starts in the input.
         offset: usize,
     },
-    /// A BitTorrent v2 torrent with no v1 part.
+    /// A BitTorrent v2 torrent with no v1 part, given as bare `info` bytes (a magnet's
+    /// metadata): its piece layers live outside `info` and are not fetched yet.
     #[error(
-        "this is a BitTorrent v2-only torrent, which is not supported (v1 and hybrid torrents are)"
+        "this is a BitTorrent v2-only torrent from a magnet link, which is not supported yet (its piece layers are not fetched from peers); use its .torrent file"
     )]
     V2Only,
+    /// The v2 part of a v2-only torrent is broken.
+    #[error("{0}")]
+    V2(#[from] V2Error),
     /// `pieces` is not a whole number of 20-byte hashes.
     #[error("pieces field is {0} bytes, not a multiple of 20")]
     PiecesNotMultipleOf20(usize),
@@ -130,10 +136,202 @@ pub struct Info {
     pub private: bool,
     /// Also carries a v2 part (BEP 52); used as v1.
     pub hybrid: bool,
+    /// BitTorrent v2 only (BEP 52): pieces are checked by Merkle tree, files start on
+    /// piece boundaries with virtual padding between them that is never stored.
+    pub v2_only: bool,
     /// Pieces and files.
     pub layout: Layout,
-    /// One SHA-1 per piece, as many as the layout has pieces.
-    piece_hashes: Vec<[u8; 20]>,
+    /// How each piece is checked, one entry per piece of the layout.
+    hashes: PieceHashes,
+}
+
+/// How the pieces of a torrent are checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum PieceHashes {
+    /// One SHA-1 per piece (v1 and hybrid torrents).
+    V1(Vec<[u8; 20]>),
+    /// One Merkle node per piece (v2-only torrents).
+    V2(Vec<MerklePiece>),
+}
+
+/// What a v2 piece's data must hash to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MerklePiece {
+    /// The node over the piece: its entry in the file's piece layer, or the file's
+    /// `pieces root` for a file of one piece.
+    pub node: Hash256,
+    /// How many leaves the node spans (missing ones are zero hashes): a piece's worth,
+    /// or for a one-piece file the next power of two above its block count.
+    pub width: u32,
+    /// The piece's bytes that belong to the file; the rest is virtual padding, outside
+    /// the tree.
+    pub data_len: u32,
+    /// The file's `pieces root`: which tree a hash request for the piece's leaves names.
+    pub file_root: Hash256,
+    /// The piece's index within its file: its leaves start at `file_piece * width`.
+    pub file_piece: u32,
+}
+
+impl MerklePiece {
+    /// The BEP 52 hash request for this piece's leaves (base layer 0), which the answer
+    /// must hash up to [`MerklePiece::node`]; `None` for a piece of one leaf, whose
+    /// node is its only leaf.
+    pub fn leaf_request(&self) -> Option<crate::wire::HashRequest> {
+        (self.width >= 2).then(|| crate::wire::HashRequest {
+            pieces_root: self.file_root,
+            base_layer: 0,
+            index: self.file_piece.saturating_mul(self.width),
+            length: self.width,
+            proof_layers: 0,
+        })
+    }
+
+    /// Which blocks of a failed piece were bad: `ours` are the leaf hashes of the blocks
+    /// we got, `theirs` the leaves a peer sent. `None` if `theirs` does not hash up to
+    /// the piece's node (the peer lied or answered something else), so a made-up answer
+    /// can blame nobody.
+    pub fn bad_blocks(&self, ours: &[Hash256], theirs: &[Hash256]) -> Option<Vec<usize>> {
+        let width = self.width as usize;
+        if theirs.len() != width || ours.len() > width {
+            return None;
+        }
+        if merkle::root_of_layer(theirs, 0, width) != self.node {
+            return None;
+        }
+        Some(
+            ours.iter()
+                .zip(theirs)
+                .enumerate()
+                .filter(|(_, (a, b))| a != b)
+                .map(|(i, _)| i)
+                .collect(),
+        )
+    }
+}
+
+/// The check a piece's data must pass, handed to whoever hashes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PieceCheck {
+    /// SHA-1 of the whole piece.
+    Sha1([u8; 20]),
+    /// SHA-256 Merkle root of the piece's file bytes.
+    Merkle(MerklePiece),
+}
+
+impl PieceCheck {
+    /// A hasher that takes the piece's bytes in order, in any chunks.
+    pub fn verifier(&self) -> PieceVerifier {
+        match self {
+            PieceCheck::Sha1(expected) => PieceVerifier::Sha1 {
+                sha: Sha1::new(),
+                expected: *expected,
+            },
+            PieceCheck::Merkle(piece) => PieceVerifier::Merkle {
+                piece: *piece,
+                seen: 0,
+                partial: Vec::new(),
+                leaves: Vec::new(),
+            },
+        }
+    }
+
+    /// The leaf hashes of a v2 piece's file bytes given as blocks of 16 KiB (padding
+    /// left out); `None` for a v1 check.
+    pub fn leaf_hashes(&self, blocks: &[bytes::Bytes]) -> Option<Vec<Hash256>> {
+        let PieceCheck::Merkle(piece) = self else {
+            return None;
+        };
+        let mut left = piece.data_len as usize;
+        let mut leaves = Vec::new();
+        for block in blocks {
+            if left == 0 {
+                break;
+            }
+            let n = block.len().min(left);
+            leaves.push(merkle::leaf_hash(&block[..n]));
+            left -= n;
+        }
+        Some(leaves)
+    }
+
+    /// Whether `data`, the whole piece, passes.
+    pub fn matches(&self, data: &[u8]) -> bool {
+        let mut v = self.verifier();
+        v.update(data);
+        v.finish()
+    }
+}
+
+/// A piece check in progress: see [`PieceCheck::verifier`].
+#[derive(Debug, Clone)]
+pub enum PieceVerifier {
+    /// v1: a running SHA-1.
+    Sha1 {
+        /// The state so far.
+        sha: Sha1,
+        /// What it must end as.
+        expected: [u8; 20],
+    },
+    /// v2: leaf hashes of the file bytes, 16 KiB at a time.
+    Merkle {
+        /// What the leaves must hash to.
+        piece: MerklePiece,
+        /// Bytes taken so far (padding included).
+        seen: u64,
+        /// File bytes of the current leaf not yet hashed (under 16 KiB).
+        partial: Vec<u8>,
+        /// Leaf hashes so far.
+        leaves: Vec<Hash256>,
+    },
+}
+
+impl PieceVerifier {
+    /// Takes the next bytes of the piece.
+    pub fn update(&mut self, mut data: &[u8]) {
+        match self {
+            PieceVerifier::Sha1 { sha, .. } => sha.update(data),
+            PieceVerifier::Merkle {
+                piece,
+                seen,
+                partial,
+                leaves,
+            } => {
+                // Bytes past the file's end are virtual padding, outside the tree.
+                let room = u64::from(piece.data_len).saturating_sub(*seen);
+                let take = data.len().min(usize::try_from(room).unwrap_or(usize::MAX));
+                *seen = seen.saturating_add(data.len() as u64);
+                data = &data[..take];
+                while !data.is_empty() {
+                    let n = (merkle::LEAF_SIZE - partial.len()).min(data.len());
+                    partial.extend_from_slice(&data[..n]);
+                    data = &data[n..];
+                    if partial.len() == merkle::LEAF_SIZE {
+                        leaves.push(merkle::leaf_hash(partial));
+                        partial.clear();
+                    }
+                }
+            }
+        }
+    }
+
+    /// Whether the bytes taken pass the check.
+    pub fn finish(self) -> bool {
+        match self {
+            PieceVerifier::Sha1 { sha, expected } => <[u8; 20]>::from(sha.finalize()) == expected,
+            PieceVerifier::Merkle {
+                piece,
+                partial,
+                mut leaves,
+                ..
+            } => {
+                if !partial.is_empty() {
+                    leaves.push(merkle::leaf_hash(&partial));
+                }
+                let width = piece.width as usize;
+                leaves.len() <= width && merkle::root_of_layer(&leaves, 0, width) == piece.node
+            }
+        }
+    }
 }
 
 impl Info {
@@ -153,9 +351,100 @@ impl Info {
             .is_some_and(|f| f.path.components().len() > 1)
     }
 
-    /// The expected SHA-1 of a piece.
-    pub fn piece_hash(&self, piece: PieceIndex) -> &[u8; 20] {
-        &self.piece_hashes[piece.as_usize()]
+    /// The check a piece's data must pass.
+    pub fn piece_check(&self, piece: PieceIndex) -> PieceCheck {
+        match &self.hashes {
+            PieceHashes::V1(h) => PieceCheck::Sha1(h[piece.as_usize()]),
+            PieceHashes::V2(h) => PieceCheck::Merkle(h[piece.as_usize()]),
+        }
+    }
+
+    /// A v2-only torrent's `info`, from its checked v2 part (whose piece layers came
+    /// with the `.torrent`): the files laid out each from a piece boundary, with virtual
+    /// padding between them, and one Merkle node per piece.
+    fn from_v2(info: &Dict<'_>, v2: &V2Info) -> Result<Self, MetainfoError> {
+        let name = utf8_field(info, "name.utf-8")?
+            .or(utf8_field(info, "name")?)
+            .ok_or(MetainfoError::MissingField("name"))?;
+        let root = SafePath::new(&[name.as_str()]).map_err(|reason| MetainfoError::BadName {
+            name: name.clone(),
+            reason,
+        })?;
+        let piece_length = v2.piece_length;
+        // One file at the top of the tree is a single-file torrent, stored as its own
+        // name; otherwise the files go under the torrent's folder.
+        let single = v2.files.len() == 1 && v2.files[0].path.components().len() == 1;
+        let mut entries = Vec::with_capacity(v2.files.len() * 2);
+        let mut pads = 0usize;
+        for (i, file) in v2.files.iter().enumerate() {
+            let path = if single {
+                file.path.clone()
+            } else {
+                let mut full = root.components().to_vec();
+                full.extend(file.path.components().iter().cloned());
+                SafePath::new(&full)
+                    .map_err(|reason| MetainfoError::BadPath { index: i, reason })?
+            };
+            entries.push((path, file.length, false));
+            // The last file is padded too, as libtorrent lays v2 torrents out: its peers
+            // ask for the last piece's blocks as if it were whole.
+            let tail = file.length % piece_length;
+            if tail != 0 {
+                pads += 1;
+                let pad = SafePath::new(&[".pad".to_string(), pads.to_string()])
+                    .map_err(|reason| MetainfoError::BadPath { index: i, reason })?;
+                entries.push((pad, piece_length - tail, true));
+            }
+        }
+        let layout = Layout::new(piece_length, entries)?;
+        let mut pieces = Vec::with_capacity(layout.num_pieces() as usize);
+        let per_piece = merkle::leaves_per_piece(piece_length).map_err(V2Error::PieceLength)?;
+        for file in &v2.files {
+            let Some(root_hash) = file.pieces_root else {
+                continue;
+            };
+            let count = file.length.div_ceil(piece_length);
+            for k in 0..count {
+                let data_len = (file.length - k * piece_length).min(piece_length) as u32;
+                pieces.push(if count == 1 {
+                    let width = merkle::node_width(file.length, piece_length)
+                        .map_err(V2Error::PieceLength)?;
+                    MerklePiece {
+                        node: root_hash,
+                        width: width as u32,
+                        data_len,
+                        file_root: root_hash,
+                        file_piece: 0,
+                    }
+                } else {
+                    let node = *file
+                        .piece_layer
+                        .get(k as usize)
+                        .ok_or_else(|| V2Error::MissingPieceLayer(file.path.display()))?;
+                    MerklePiece {
+                        node,
+                        width: per_piece as u32,
+                        data_len,
+                        file_root: root_hash,
+                        file_piece: k as u32,
+                    }
+                });
+            }
+        }
+        if pieces.len() != layout.num_pieces() as usize {
+            return Err(MetainfoError::PieceCountMismatch {
+                expected: layout.num_pieces(),
+                found: pieces.len(),
+            });
+        }
+        Ok(Self {
+            name,
+            private: opt_int(info, "private")?.is_some_and(|p| p == 1),
+            hybrid: false,
+            v2_only: true,
+            layout,
+            hashes: PieceHashes::V2(pieces),
+        })
     }
 
     fn from_value(value: &Value<'_>) -> Result<Self, MetainfoError> {
@@ -212,8 +501,9 @@ impl Info {
             name,
             private: opt_int(info, "private")?.is_some_and(|p| p == 1),
             hybrid,
+            v2_only: false,
             layout,
-            piece_hashes,
+            hashes: PieceHashes::V1(piece_hashes),
         })
     }
 }
@@ -313,9 +603,18 @@ impl Metainfo {
         let info_value = dict
             .get(b"info")
             .ok_or(MetainfoError::MissingField("info"))?;
-        let info = Info::from_value(info_value)?;
         let info_bytes = info_value.raw().to_vec();
-        let info_hash = InfoHash(Sha1::digest(&info_bytes).into());
+        let (info, info_hash) = match Info::from_value(info_value) {
+            Err(MetainfoError::V2Only) => {
+                let v2 = V2Info::from_torrent(bytes)?;
+                let dict = info_value
+                    .as_dict()
+                    .ok_or(MetainfoError::NotADictionary("info"))?;
+                let info = Info::from_v2(dict, &v2)?;
+                (info, truncated_v2_hash(&v2.info_hash))
+            }
+            other => (other?, InfoHash(Sha1::digest(&info_bytes).into())),
+        };
         let (web_seeds, web_seeds_refused) = webseed::web_seeds(dict.get(b"url-list"));
 
         Ok(Self {
@@ -335,6 +634,13 @@ impl Metainfo {
     pub fn all_trackers(&self) -> impl Iterator<Item = &str> {
         self.trackers.iter().flatten().map(String::as_str)
     }
+}
+
+/// The v2 info-hash as the wire and trackers carry it: its first 20 bytes (BEP 52).
+pub fn truncated_v2_hash(hash: &Hash256) -> InfoHash {
+    let mut out = [0u8; 20];
+    out.copy_from_slice(&hash[..20]);
+    InfoHash(out)
 }
 
 /// BEP 12: `announce-list` replaces `announce` when it has any usable URL. Entries that are

@@ -73,7 +73,7 @@ fn single_file_torrent_is_parsed() {
     assert_eq!(m.trackers, [["http://127.0.0.1:6969/announce"]]);
     assert!(!m.info.private);
     let last = m.info.layout.piece(2).unwrap();
-    assert_eq!(m.info.piece_hash(last)[0], 40);
+    assert!(matches!(m.info.piece_check(last), PieceCheck::Sha1(h) if h[0] == 40));
 }
 
 #[test]
@@ -165,14 +165,23 @@ fn private_flag_is_read() {
 }
 
 #[test]
-fn v2_only_is_refused_and_hybrid_is_read_as_v1() {
+fn v2_only_info_alone_is_refused_and_hybrid_is_read_as_v1() {
     let v2 = BValue::dict([
         ("name", s("x")),
         ("piece length", BValue::Int(16384)),
         ("meta version", BValue::Int(2)),
         ("file tree", BValue::dict([("x", BValue::dict::<&str>([]))])),
     ]);
-    assert_eq!(parse(v2), Err(MetainfoError::V2Only));
+    // No file in the tree: the v2 part itself is refused.
+    assert_eq!(
+        parse(v2.clone()),
+        Err(MetainfoError::V2(v2::V2Error::EmptyTree))
+    );
+    // Bare info bytes (a magnet's metadata) cannot carry piece layers.
+    assert_eq!(
+        Info::from_bytes(&v2.encode()).map(|_| ()),
+        Err(MetainfoError::V2Only)
+    );
     let hybrid = with(single(16384, 1, 1), "meta version", BValue::Int(2));
     let m = parse(with(hybrid, "file tree", BValue::dict::<&str>([]))).unwrap();
     assert!(m.info.hybrid);
@@ -486,4 +495,173 @@ fn web_seed_file_urls_follow_bep_19_and_escape_each_component() {
     let want = "http://127.0.0.1:8000/pub/album/disc%201/a%3Fb%23c%25.flac";
     assert_eq!(seed.file_url(f, true).as_str(), want);
     assert_eq!(folder.file_url(f, true).as_str(), want);
+}
+
+/// A v2-only torrent made by `create` from `files` (name, length, seed byte) with
+/// `piece` bytes per piece, and the files' bytes.
+fn made_v2(files: &[(&str, usize, u8)], piece: u64) -> (Metainfo, Vec<Vec<u8>>, tempfile::TempDir) {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("t");
+    std::fs::create_dir_all(&root).unwrap();
+    let mut datas = Vec::new();
+    for (name, len, seed) in files {
+        let data: Vec<u8> = (0..*len)
+            .map(|i| (i as u8).wrapping_mul(13).wrapping_add(*seed))
+            .collect();
+        std::fs::write(root.join(name), &data).unwrap();
+        datas.push(data);
+    }
+    let source = if files.len() == 1 {
+        crate::create::scan(&root.join(files[0].0)).unwrap()
+    } else {
+        crate::create::scan(&root).unwrap()
+    };
+    let options = crate::create::CreateOptions {
+        format: crate::create::Format::V2,
+        piece_size: Some(piece),
+        trackers: Vec::new(),
+        web_seeds: Vec::new(),
+        private: false,
+        comment: None,
+        created_by: None,
+        creation_date: None,
+        threads: 1,
+    };
+    let made = crate::create::create(&source, &options, &|_| {}).unwrap();
+    let meta = Metainfo::from_bytes(&made.torrent).unwrap();
+    assert_eq!(
+        meta.info_hash.0[..],
+        made.info_hash_v2.unwrap()[..20],
+        "the wire info-hash is the v2 hash truncated"
+    );
+    (meta, datas, tmp)
+}
+
+/// The torrent's byte stream: each file, then zeros up to the next piece boundary.
+fn stream(meta: &Metainfo, datas: &[Vec<u8>]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut real = datas.iter();
+    for f in meta.info.layout.files() {
+        if f.padding {
+            out.resize(out.len() + f.length as usize, 0);
+        } else {
+            out.extend_from_slice(real.next().unwrap());
+        }
+    }
+    out
+}
+
+#[test]
+fn v2_only_torrent_lays_files_on_piece_boundaries_and_checks_pieces_by_merkle() {
+    let piece = 32 * 1024;
+    // A file of several pieces with a tail, one shorter than a block, one of exactly a
+    // piece, one of one piece and a half-block.
+    let files = [
+        ("a", 3 * 32 * 1024 + 5000, 1u8),
+        ("b", 100, 2),
+        ("c", 32 * 1024, 3),
+        ("d", 16 * 1024 + 10, 4),
+    ];
+    let (meta, datas, _tmp) = made_v2(&files, piece);
+    assert!(meta.info.v2_only && !meta.info.hybrid);
+    let layout = &meta.info.layout;
+    let real: Vec<_> = layout.files().iter().filter(|f| !f.padding).collect();
+    assert_eq!(real.len(), 4);
+    for f in &real {
+        assert_eq!(f.offset % piece, 0, "{} starts a piece", f.path.display());
+        assert_eq!(f.path.components()[0], "t");
+    }
+    assert_eq!(layout.num_pieces(), 4 + 1 + 1 + 1);
+    let data = stream(&meta, &datas);
+    for p in layout.pieces() {
+        let start = layout.piece_offset(p) as usize;
+        let bytes = &data[start..start + layout.piece_len(p) as usize];
+        let check = meta.info.piece_check(p);
+        assert!(check.matches(bytes), "piece {p} passes");
+        // Fed in odd chunks, the same.
+        let mut v = check.verifier();
+        for chunk in bytes.chunks(7000) {
+            v.update(chunk);
+        }
+        assert!(v.finish(), "piece {p} in chunks");
+        let mut bad = bytes.to_vec();
+        bad[0] ^= 1;
+        assert!(!check.matches(&bad), "piece {p} with a flipped byte fails");
+    }
+}
+
+#[test]
+fn v2_only_single_file_is_stored_under_its_name() {
+    let (meta, datas, _tmp) = made_v2(&[("song.bin", 70_000, 9)], 16 * 1024);
+    let files = meta.info.layout.files();
+    // The file, then virtual padding to the piece boundary, as libtorrent lays it out.
+    assert_eq!(files.len(), 2);
+    assert_eq!(files[0].path.display(), "song.bin");
+    assert!(files[1].padding);
+    assert_eq!(meta.info.layout.total_length(), 5 * 16 * 1024);
+    assert!(!meta.info.is_multi_file());
+    let data = stream(&meta, &datas);
+    for p in meta.info.layout.pieces() {
+        let start = meta.info.layout.piece_offset(p) as usize;
+        let end = start + meta.info.layout.piece_len(p) as usize;
+        assert!(meta.info.piece_check(p).matches(&data[start..end]));
+    }
+}
+
+#[test]
+fn v2_only_torrent_whose_piece_layer_does_not_hash_to_its_root_is_refused() {
+    // Build the torrent with one byte of the piece layer changed.
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("x");
+    std::fs::write(&root, vec![5u8; 100_000]).unwrap();
+    let options = crate::create::CreateOptions {
+        format: crate::create::Format::V2,
+        piece_size: Some(16 * 1024),
+        trackers: Vec::new(),
+        web_seeds: Vec::new(),
+        private: false,
+        comment: None,
+        created_by: None,
+        creation_date: None,
+        threads: 1,
+    };
+    let made =
+        crate::create::create(&crate::create::scan(&root).unwrap(), &options, &|_| {}).unwrap();
+    let mut bytes = made.torrent.clone();
+    let at = bytes
+        .windows(12)
+        .position(|w| w == b"piece layers")
+        .unwrap();
+    // Past the key, the dictionary's first key (a root, 32 bytes), then the layer.
+    let layer_start = at + 12 + 1 + 3 + 32 + 4;
+    bytes[layer_start + 40] ^= 0xFF;
+    assert!(matches!(
+        Metainfo::from_bytes(&bytes),
+        Err(MetainfoError::V2(v2::V2Error::BadPieceLayer { .. }))
+    ));
+}
+
+#[test]
+fn leaves_from_a_peer_name_the_bad_block_only_if_they_hash_to_the_piece() {
+    let piece = 64 * 1024;
+    let (meta, datas, _tmp) = made_v2(&[("x", 3 * piece as usize, 1)], piece);
+    let p = meta.info.layout.piece(1).unwrap();
+    let PieceCheck::Merkle(m) = meta.info.piece_check(p) else {
+        panic!("a v2 piece");
+    };
+    let request = m.leaf_request().unwrap();
+    assert_eq!(
+        (request.base_layer, request.index, request.length),
+        (0, 4, 4)
+    );
+    let start = piece as usize;
+    let good = merkle::leaf_hashes(&datas[0][start..start + piece as usize]);
+    let mut ours = good.clone();
+    ours[2] = [9; 32];
+    assert_eq!(m.bad_blocks(&ours, &good), Some(vec![2]));
+    // A made-up answer that would blame block 0 hashes to nothing we trust.
+    let mut lie = ours.clone();
+    lie[0] = [1; 32];
+    assert_eq!(m.bad_blocks(&ours, &lie), None);
+    assert_eq!(m.bad_blocks(&ours, &good[..3]), None);
 }

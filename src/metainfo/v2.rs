@@ -7,8 +7,10 @@
 //! than a piece has a piece layer of the right size that hashes up to its root. Nothing
 //! here reads files or talks to the network.
 //!
-//! The engine does not use this yet: hybrids download as v1 and v2-only torrents are
-//! refused by [`super::Info`]. `info` shows what it finds.
+//! A v2-only `.torrent` downloads through it: [`super::Metainfo`] lays its files out on
+//! piece boundaries and checks each piece by its Merkle node. Hybrids still download as
+//! v1, and a v2-only `info` fetched by magnet is refused (no piece layers). `info` shows
+//! what it finds.
 
 use sha2::{Digest, Sha256};
 

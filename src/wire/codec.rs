@@ -578,7 +578,36 @@ mod tests {
                     data: Bytes::from(data)
                 })),
             (any::<u8>(), bytes(64)).prop_map(|(id, payload)| Message::Extended { id, payload }),
+            arb_hash_request().prop_map(Message::HashRequest),
+            arb_hash_request().prop_map(Message::HashReject),
+            (arb_hash_request(), 0u32..4).prop_flat_map(|(request, extra)| {
+                let n = (request.length + extra.min(request.proof_layers)) as usize;
+                proptest::collection::vec(any::<[u8; 32]>(), n..=n).prop_map(move |hashes| {
+                    Message::Hashes(crate::wire::Hashes { request, hashes })
+                })
+            }),
         ]
+    }
+
+    /// Any hash range the decoder accepts (kept short so `hashes` stay small).
+    fn arb_hash_request() -> impl Strategy<Value = crate::wire::HashRequest> {
+        (
+            any::<[u8; 32]>(),
+            0..=crate::wire::MAX_BASE_LAYER,
+            0u32..1000,
+            0u32..4,
+            0..=crate::wire::MAX_PROOF_LAYERS,
+        )
+            .prop_map(|(pieces_root, base_layer, slot, log_len, proof_layers)| {
+                let length = 1 << log_len;
+                crate::wire::HashRequest {
+                    pieces_root,
+                    base_layer,
+                    index: slot * length,
+                    length,
+                    proof_layers,
+                }
+            })
     }
 
     proptest! {

@@ -7,6 +7,7 @@
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
+use super::hashes::{self, HashRequest, Hashes, HASH_HEADER_LEN};
 use super::{WireError, BLOCK_SIZE};
 
 /// The message id byte of each message this crate understands.
@@ -43,6 +44,12 @@ pub mod message_id {
     pub const ALLOWED_FAST: u8 = 0x11;
     /// `extended` (BEP 10).
     pub const EXTENDED: u8 = 20;
+    /// `hash request` (BEP 52).
+    pub const HASH_REQUEST: u8 = 21;
+    /// `hashes` (BEP 52).
+    pub const HASHES: u8 = 22;
+    /// `hash reject` (BEP 52).
+    pub const HASH_REJECT: u8 = 23;
 }
 
 use message_id as id;
@@ -128,6 +135,12 @@ pub enum Message {
         /// The extension's payload, usually bencoded, left to the extension to parse.
         payload: Bytes,
     },
+    /// The sender asks for a range of nodes of a file's Merkle tree (BEP 52).
+    HashRequest(HashRequest),
+    /// The sender delivers a range of tree nodes and their proof (BEP 52).
+    Hashes(Hashes),
+    /// The sender will not answer this hash request (BEP 52).
+    HashReject(HashRequest),
     /// A message id this crate does not know. Its payload was skipped; it is reported so the
     /// engine can log it, and newer extensions do not break the connection.
     Unknown {
@@ -157,6 +170,9 @@ impl Message {
             Message::RejectRequest(_) => "reject-request",
             Message::AllowedFast(_) => "allowed-fast",
             Message::Extended { .. } => "extended",
+            Message::HashRequest(_) => "hash-request",
+            Message::Hashes(_) => "hashes",
+            Message::HashReject(_) => "hash-reject",
             Message::Unknown { .. } => "unknown",
         }
     }
@@ -181,6 +197,9 @@ impl Message {
             Message::RejectRequest(_) => id::REJECT_REQUEST,
             Message::AllowedFast(_) => id::ALLOWED_FAST,
             Message::Extended { .. } => id::EXTENDED,
+            Message::HashRequest(_) => id::HASH_REQUEST,
+            Message::Hashes(_) => id::HASHES,
+            Message::HashReject(_) => id::HASH_REJECT,
             Message::Unknown { id } => *id,
         })
     }
@@ -202,6 +221,12 @@ impl Message {
             Message::Bitfield(bits) => bits.len(),
             Message::Piece(block) => block.data.len().saturating_add(8),
             Message::Extended { payload, .. } => payload.len().saturating_add(1),
+            Message::HashRequest(_) | Message::HashReject(_) => HASH_HEADER_LEN,
+            Message::Hashes(h) => h
+                .hashes
+                .len()
+                .saturating_mul(32)
+                .saturating_add(HASH_HEADER_LEN),
         }
     }
 
@@ -243,6 +268,13 @@ impl Message {
             Message::Extended { id, payload } => {
                 dst.put_u8(*id);
                 dst.put_slice(payload);
+            }
+            Message::HashRequest(r) | Message::HashReject(r) => r.put(dst),
+            Message::Hashes(h) => {
+                h.request.put(dst);
+                for node in &h.hashes {
+                    dst.put_slice(node);
+                }
             }
             Message::KeepAlive
             | Message::Choke
@@ -298,6 +330,9 @@ impl Message {
                     payload: frame.freeze(),
                 }
             }
+            id::HASH_REQUEST => Message::HashRequest(hashes::decode_request(msg_id, len, frame)?),
+            id::HASH_REJECT => Message::HashReject(hashes::decode_request(msg_id, len, frame)?),
+            id::HASHES => Message::Hashes(hashes::decode_hashes(msg_id, len, frame)?),
             unknown => Message::Unknown { id: unknown },
         };
         Ok(message)

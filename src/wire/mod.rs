@@ -1,6 +1,6 @@
 //! The peer wire protocol: the handshake, the length-prefixed messages of BEP 3 with the
 //! fast extension (BEP 6) and the extension protocol envelope (BEP 10), and the bitfield
-//! a peer uses to say which pieces it has.
+//! a peer uses to say which pieces it has, and the v2 hash messages (BEP 52).
 //!
 //! This module owns the byte format only. It turns bytes into typed values and back, and
 //! it bounds every length a peer can claim so that hostile input costs at most one bounded
@@ -14,12 +14,16 @@ mod codec;
 pub mod ext;
 pub mod fast;
 mod handshake;
+mod hashes;
 mod message;
 pub mod mse;
 
 pub use bitfield::{Bitfield, BitfieldError};
 pub use codec::{MessageCodec, DEFAULT_MAX_MESSAGE_LEN, MIN_MAX_MESSAGE_LEN};
 pub use handshake::{Handshake, HandshakeCodec, Reserved, HANDSHAKE_LEN, PROTOCOL_STRING};
+pub use hashes::{
+    HashRequest, Hashes, HASH_HEADER_LEN, MAX_BASE_LAYER, MAX_HASH_COUNT, MAX_PROOF_LAYERS,
+};
 pub use message::{message_id, Block, BlockRequest, Message};
 
 /// The largest block a peer may request or send (16 KiB): every current client requests
@@ -105,6 +109,66 @@ pub enum WireError {
     /// An extended (BEP 10) message had no extension id byte after its message id.
     #[error("extended message has no extension id byte")]
     ExtendedMissingId,
+
+    /// A hash request, hashes or hash reject asked for no nodes, more than
+    /// [`MAX_HASH_COUNT`], or a count that is not a power of two.
+    #[error("message id {id} names {length} hashes, which must be a power of two from 1 to 8192")]
+    HashLengthOutOfRange {
+        /// The message id.
+        id: u8,
+        /// The length field the peer sent.
+        length: u32,
+    },
+
+    /// A hash range whose first index is not a multiple of its length.
+    #[error(
+        "message id {id} names hashes from index {index}, not a multiple of its length {length}"
+    )]
+    HashIndexNotAligned {
+        /// The message id.
+        id: u8,
+        /// The index field the peer sent.
+        index: u32,
+        /// The length field the peer sent.
+        length: u32,
+    },
+
+    /// A hash range on a layer above any tree's root.
+    #[error("message id {id} names base layer {base_layer}, above the highest possible ({MAX_BASE_LAYER})")]
+    HashBaseLayerTooHigh {
+        /// The message id.
+        id: u8,
+        /// The base layer field the peer sent.
+        base_layer: u32,
+    },
+
+    /// A hash range asking for more proof layers than any tree has.
+    #[error("message id {id} names {proof_layers} proof layers, more than the {MAX_PROOF_LAYERS} any tree has")]
+    HashProofLayersTooMany {
+        /// The message id.
+        id: u8,
+        /// The proof layers field the peer sent.
+        proof_layers: u32,
+    },
+
+    /// A hashes message whose nodes are not a whole number of 32-byte hashes.
+    #[error("hashes message carries {bytes} bytes of nodes, not a multiple of 32")]
+    HashesNotMultipleOf32 {
+        /// The bytes after the header.
+        bytes: usize,
+    },
+
+    /// A hashes message with fewer nodes than its range or more than the range and one
+    /// uncle per proof layer.
+    #[error("hashes message carries {count} nodes for a range of {length} with {proof_layers} proof layers")]
+    HashesCountOutOfRange {
+        /// Nodes carried.
+        count: usize,
+        /// The range's length.
+        length: u32,
+        /// The proof layers asked for.
+        proof_layers: u32,
+    },
 
     /// The stream ended in the middle of a message.
     #[error("stream ended with {buffered} bytes of a {needed}-byte frame")]

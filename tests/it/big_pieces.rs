@@ -11,7 +11,6 @@ use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sha1::{Digest, Sha1};
 use torrent_actors::engine::storage::resume_path;
 use torrent_actors::metainfo::Metainfo;
 
@@ -212,7 +211,7 @@ fn piece_ok(meta: &Metainfo, out: &Path, n: u32) -> bool {
     let path = layout.files()[0].path.under(out);
     let read =
         fs::File::open(path).and_then(|f| f.read_exact_at(&mut buf, layout.piece_offset(piece)));
-    read.is_ok() && <[u8; 20]>::from(Sha1::digest(&buf)) == *meta.info.piece_hash(piece)
+    read.is_ok() && meta.info.piece_check(piece).matches(&buf)
 }
 
 /// Whether piece `n` has any byte that is not zero on disk (a file made at its size is

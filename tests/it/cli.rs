@@ -223,20 +223,19 @@ fn hybrid_torrents_from_libtorrent_are_read_as_v1_with_padding_files() {
 }
 
 #[test]
-fn v2_only_torrent_from_libtorrent_is_refused_with_a_clear_reason() {
+fn v2_only_torrent_from_libtorrent_is_read_and_shows_its_v2_hash() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = multi_payload(tmp.path(), 16 * 1024);
     let torrent = tmp.path().join("v2.torrent");
     libtorrent_create("v2", &dir, &torrent, 16 * 1024);
     let out = bin().arg("info").arg(&torrent).output().unwrap();
-    assert_eq!(out.status.code(), Some(4));
-    assert!(out.stdout.is_empty());
-    let stderr = String::from_utf8(out.stderr).unwrap();
-    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
-        stderr.contains("v2-only torrent, which is not supported"),
-        "{stderr}"
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
     );
+    assert!(stdout.contains("v2 hash"), "{stdout}");
 }
 
 #[test]

@@ -407,6 +407,11 @@ fn libtorrent_leeches_our_hybrid_torrent_from_our_seed() {
 }
 
 #[test]
+fn libtorrent_leeches_our_v2_torrent_from_our_seed() {
+    libtorrent_leeches_our_torrent_from_our_seed("--v2");
+}
+
+#[test]
 fn symlink_out_of_the_folder_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let source = album(tmp.path(), 16 * KIB);

@@ -101,7 +101,8 @@ fn piece_ok(meta: &Metainfo, out: &Path, n: u32) -> bool {
         }
         sha.update(&buf);
     }
-    <[u8; 20]>::from(sha.finalize()) == *meta.info.piece_hash(piece)
+    torrent_actors::metainfo::PieceCheck::Sha1(sha.finalize().into())
+        == meta.info.piece_check(piece)
 }
 
 /// Every piece whose bytes under `out` are right.

@@ -124,6 +124,8 @@ fn peers_that_break_the_framing_or_lie_about_pieces_are_banned_and_the_download_
         (Act::BitfieldWrongLength, "bitfield"),
         (Act::BitfieldSpareBits, "bitfield"),
         (Act::HavePastEnd, "past the end"),
+        (Act::UnaskedHashes, "hashes for a range never asked for"),
+        (Act::HashRequestOfThree, "must be a power of two"),
     ];
     let peers: Vec<HostilePeer> = cases
         .iter()

@@ -34,5 +34,6 @@ mod terminal_output;
 mod tracker;
 mod tracker_actor;
 mod utp;
+mod v2;
 mod webseed;
 mod wire;

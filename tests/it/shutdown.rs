@@ -22,7 +22,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use sha1::{Digest, Sha1};
 use torrent_actors::engine::resume::ResumeData;
 use torrent_actors::engine::storage::SideFiles;
 use torrent_actors::layout::Layout;
@@ -169,7 +168,7 @@ fn check_claims(out: &Path, meta: &Metainfo) -> Result<u32, String> {
                 },
             }
         }
-        if <[u8; 20]>::from(Sha1::digest(&bytes)) != *meta.info.piece_hash(piece) {
+        if !meta.info.piece_check(piece).matches(&bytes) {
             bad.push(piece.get().to_string());
         }
     }

@@ -67,6 +67,11 @@ pub enum Act {
     /// An empty bitfield, then `have` for every piece over and over, as fast as the
     /// socket takes them.
     HaveFlood,
+    /// A well-formed BEP 52 `hashes` message (two leaves of a made-up file) that nobody
+    /// asked for.
+    UnaskedHashes,
+    /// A BEP 52 `hash request` for 3 nodes, which is not a power of two.
+    HashRequestOfThree,
 }
 
 /// What the peer did, for the test to check the script ran.
@@ -419,6 +424,24 @@ impl Session {
                 let bits = vec![0xffu8; self.served.bitfield_len()];
                 self.misbehaved();
                 self.send(5, &bits)?;
+                return self.drain();
+            }
+            Act::UnaskedHashes | Act::HashRequestOfThree => {
+                self.send(5, &self.full_bitfield())?;
+                self.misbehaved();
+                // pieces root, base layer 0, index 0, length, proof layers 0.
+                let length: u32 = if self.act == Act::UnaskedHashes { 2 } else { 3 };
+                let mut body = vec![7u8; 32];
+                for field in [0u32, 0, length, 0] {
+                    body.extend_from_slice(&field.to_be_bytes());
+                }
+                let id = if self.act == Act::UnaskedHashes {
+                    body.extend_from_slice(&[1u8; 64]);
+                    22
+                } else {
+                    21
+                };
+                self.send(id, &body)?;
                 return self.drain();
             }
             Act::HavePastEnd => {
