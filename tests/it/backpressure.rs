@@ -274,14 +274,7 @@ fn a_slow_disk_holds_back_downloads_but_not_uploads_connections_or_timeouts() {
     let f = Fixture::new();
     let ours_dir = f.half_copy("ours", HALF);
     let lt_dir = f.half_copy("lt-leecher", 0);
-    let seeder = LtSeeder::start(
-        &f.torrent,
-        &f.payload.dir,
-        SeedOpts {
-            ready_without_announce: true,
-            ..SeedOpts::default()
-        },
-    );
+    let seeder = LtSeeder::start(&f.torrent, &f.payload.dir, SeedOpts::direct());
     let our_port = free_port();
     let lt_port = free_port();
     let mut ours = Ours::start(

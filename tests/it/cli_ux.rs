@@ -690,10 +690,7 @@ fn a_download_on_a_terminal_fits_its_width_and_ends_with_a_human_summary() {
     let seeder = crate::support::LtSeeder::start(
         &f.torrent,
         &f.payload.dir,
-        crate::support::SeedOpts {
-            ready_without_announce: true,
-            ..Default::default()
-        },
+        crate::support::SeedOpts::direct(),
     );
     let out_dir = f.path("out");
     partial_copy(&f, &out_dir, 3);

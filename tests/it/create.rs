@@ -280,14 +280,7 @@ fn lt_seeds_our_torrent_to_get(format_flag: &str) {
     let source = album(&seed_dir, 32 * KIB);
     let torrent = tmp.path().join("album.torrent");
     ours(&[format_flag, "--piece-size", "32KiB"], &source, &torrent);
-    let seeder = LtSeeder::start(
-        &torrent,
-        &seed_dir,
-        SeedOpts {
-            ready_without_announce: true,
-            ..SeedOpts::default()
-        },
-    );
+    let seeder = LtSeeder::start(&torrent, &seed_dir, SeedOpts::direct());
     let out = tmp.path().join("out");
     let mut get = Command::new(env!("CARGO_BIN_EXE_torrent-actors"));
     get.env("TORRENT_ACTORS_DHT_BOOTSTRAP", "")

@@ -97,14 +97,7 @@ fn wanted_bytes(torrent: &Path, selected: &[usize]) -> u64 {
 }
 
 fn seeder(f: &Fixture) -> LtSeeder {
-    LtSeeder::start(
-        &f.torrent,
-        &f.payload.dir,
-        SeedOpts {
-            ready_without_announce: true,
-            ..SeedOpts::default()
-        },
-    )
+    LtSeeder::start(&f.torrent, &f.payload.dir, SeedOpts::direct())
 }
 
 fn selected_files(f: &Fixture) -> Vec<(PathBuf, u64)> {

@@ -261,14 +261,7 @@ fn seed_where_libtorrent_looks(
         fs::create_dir_all(path.parent().expect("a parent")).expect("seed folders");
         fs::write(&path, file_bytes(n, *len)).expect("seed data");
     }
-    LtSeeder::start(
-        torrent,
-        seed,
-        SeedOpts {
-            ready_without_announce: true,
-            ..SeedOpts::default()
-        },
-    )
+    LtSeeder::start(torrent, seed, SeedOpts::direct())
 }
 
 #[test]

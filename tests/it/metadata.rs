@@ -92,14 +92,7 @@ fn magnet_with_a_tracker_fetches_multi_piece_metadata_and_downloads() {
 #[test]
 fn magnet_with_only_a_peer_address_downloads_a_multi_file_torrent() {
     let f = fixture(true, 0);
-    let seeder = LtSeeder::start(
-        &f.torrent,
-        &f.payload.dir,
-        SeedOpts {
-            ready_without_announce: true,
-            ..SeedOpts::default()
-        },
-    );
+    let seeder = LtSeeder::start(&f.torrent, &f.payload.dir, SeedOpts::direct());
     // No tracker, no DHT: the link's x.pe is the only source.
     let magnet = format!(
         "magnet:?xt=urn:btih:{}&x.pe={}",
@@ -275,14 +268,7 @@ fn magnet_with_no_tracker_finds_libtorrent_seeders_through_the_dht() {
 #[test]
 fn magnet_so_downloads_only_the_files_it_selects() {
     let f = fixture(true, 0);
-    let seeder = LtSeeder::start(
-        &f.torrent,
-        &f.payload.dir,
-        SeedOpts {
-            ready_without_announce: true,
-            ..SeedOpts::default()
-        },
-    );
+    let seeder = LtSeeder::start(&f.torrent, &f.payload.dir, SeedOpts::direct());
     // Files 1 and 3, by the order `info` lists (the torrent's own order).
     let chosen = [1usize, 3];
     let magnet = format!(

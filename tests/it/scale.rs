@@ -142,10 +142,7 @@ fn get_downloads_the_same_files_with_one_and_with_two_protocol_threads() {
     let payload = Payload::multi(&tmp.path().join("seed"), "album", 1 << 15);
     let torrent = tmp.path().join("t.torrent");
     make_torrent(&payload.root(), &torrent, 15, &[]);
-    let opts = || SeedOpts {
-        ready_without_announce: true,
-        ..SeedOpts::default()
-    };
+    let opts = || SeedOpts::direct();
     let a = LtSeeder::start(&torrent, &payload.dir, opts());
     let b = LtSeeder::start(&torrent, &payload.dir, opts());
     for threads in [1, 2] {

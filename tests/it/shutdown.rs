@@ -211,14 +211,7 @@ fn sigterm_while_pieces_are_hashed_and_written_leaves_only_true_claims() {
     let torrent = tmp.path().join("t.torrent");
     make_torrent(&payload.root(), &torrent, PIECE_EXP, &[]);
     let meta = read_metainfo(&torrent);
-    let seeder = LtSeeder::start(
-        &torrent,
-        &payload.dir,
-        SeedOpts {
-            ready_without_announce: true,
-            ..SeedOpts::default()
-        },
-    );
+    let seeder = LtSeeder::start(&torrent, &payload.dir, SeedOpts::direct());
     let selection: Vec<String> = (0..FILES).step_by(2).map(|i| i.to_string()).collect();
     let selection = selection.join(",");
     let selected: Vec<(PathBuf, u64)> = payload.files.iter().step_by(2).cloned().collect();

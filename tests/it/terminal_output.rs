@@ -122,10 +122,7 @@ fn a_hostile_torrent_name_reaches_no_terminal_from_get_or_seed() {
     let seeder = LtSeeder::start(
         &torrent,
         &libtorrent_copy(&torrent, &payload, &tmp.path().join("lt-data")),
-        SeedOpts {
-            ready_without_announce: true,
-            ..SeedOpts::default()
-        },
+        SeedOpts::direct(),
     );
 
     // From the .torrent: the name is shown escaped, so the user still sees it.

@@ -46,14 +46,7 @@ fn lt_seeds_v2_to_get_with(
 ) -> (PathBuf, String) {
     let meta = Metainfo::from_bytes(&std::fs::read(torrent).unwrap()).expect("v2 torrent reads");
     assert!(meta.info.v2_only, "the torrent is v2-only");
-    let seeder = LtSeeder::start(
-        torrent,
-        seed_dir,
-        SeedOpts {
-            ready_without_announce: true,
-            ..SeedOpts::default()
-        },
-    );
+    let seeder = LtSeeder::start(torrent, seed_dir, SeedOpts::direct());
     let out = tmp.join("out");
     let mut get = Command::new(env!("CARGO_BIN_EXE_torrent-actors"));
     get.env("TORRENT_ACTORS_DHT_BOOTSTRAP", "")
@@ -227,14 +220,7 @@ fn a_failed_v2_piece_is_blamed_on_the_exact_block_by_leaf_hashes_from_an_honest_
     );
     // An honest libtorrent seeder answers the hash request for the failed piece's
     // leaves.
-    let seeder = LtSeeder::start(
-        &torrent,
-        &seed_dir,
-        SeedOpts {
-            ready_without_announce: true,
-            ..SeedOpts::default()
-        },
-    );
+    let seeder = LtSeeder::start(&torrent, &seed_dir, SeedOpts::direct());
     let out = tmp.path().join("out");
     let mut get = Command::new(env!("CARGO_BIN_EXE_torrent-actors"));
     get.env("TORRENT_ACTORS_DHT_BOOTSTRAP", "")

@@ -55,6 +55,17 @@ pub struct SeedOpts {
     pub transport: LtTransport,
 }
 
+impl SeedOpts {
+    /// Ready without a tracker: for peers that dial the seeder directly. The tests' most
+    /// common seeder.
+    pub fn direct() -> SeedOpts {
+        SeedOpts {
+            ready_without_announce: true,
+            ..SeedOpts::default()
+        }
+    }
+}
+
 /// Which carriers a libtorrent peer uses (`lt_peer.py --transport`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum LtTransport {
