@@ -30,7 +30,7 @@ use super::metrics::{ActorKind, ActorMetrics, LiveGuard, Metrics, Tracked, Track
 use super::peer::{Peer, PeerConfig, PeerParts};
 use super::picker::{BlockOutcome, Picker};
 use super::piece_manager::{PieceManager, PieceManagerLinks};
-use super::resume::{plan_start, FileRecord, ResumeData};
+use super::resume::{plan_start, FileRecord, ResumeData, ResumeSchedule, StartupCheck};
 use super::selection::{verified_bytes_per_file, SelectedFiles};
 use super::storage::{FileReader, FileWriter, Hasher};
 use super::stream::{critical_order, StreamError, StreamId, MAX_STREAMS};
@@ -54,6 +54,9 @@ use crate::{InfoHash, PeerId};
 /// it may be the only peer that has the piece, and one bad piece could be a flipped bit
 /// on its disk; a second is not chance. Every other certain blame bans at once.
 const BAD_DATA_STRIKES_TO_BAN: u32 = 2;
+
+/// Pieces of the start-up check hashed at once (by the FileReader, a window at a time).
+const STARTUP_CHECKS_IN_FLIGHT: usize = 4;
 
 /// Incoming connections allowed in their handshake at once on the torrent's own listener
 /// (the shared `Listener` has a cap of its own); more are closed at once, so
@@ -423,14 +426,10 @@ pub struct Coordinator {
     /// Every tracker's status as last reported, for the face.
     tracker_board: TrackerBoard,
     events: Recipient<TorrentEvent>,
-    /// Start-up check: pieces left to check, and in flight.
-    check_queue: VecDeque<PieceIndex>,
-    check_total: usize,
-    checks_in_flight: usize,
-    check_found: Vec<PieceIndex>,
-    /// Newly verified pieces since the last resume save, and when the first came.
-    unsaved_pieces: u32,
-    unsaved_since: Option<Instant>,
+    /// The start-up check of data on disk, until the picker exists.
+    check: StartupCheck,
+    /// When the resume file is next saved.
+    resume_schedule: ResumeSchedule,
     downloaded_this_run: u64,
     /// Block bytes received and sent this run, for announces and the share ratio.
     payload_downloaded: u64,
@@ -554,6 +553,10 @@ impl Coordinator {
             warn!(log, "too many trackers, only the first ones are used";
                   "used" => super::tracker::MAX_TRACKERS, "left out" => tiers.dropped());
         }
+        let resume_schedule = ResumeSchedule::new(
+            params.config.resume_every_pieces,
+            params.config.resume_every,
+        );
         let coordinator = Coordinator {
             info_bytes: bytes::Bytes::from(params.metainfo.info_bytes),
             dht,
@@ -601,12 +604,8 @@ impl Coordinator {
             tiers,
             tracker_board,
             events: params.events,
-            check_queue: VecDeque::new(),
-            check_total: 0,
-            checks_in_flight: 0,
-            check_found: Vec::new(),
-            unsaved_pieces: 0,
-            unsaved_since: None,
+            check: StartupCheck::default(),
+            resume_schedule,
             downloaded_this_run: 0,
             payload_downloaded: 0,
             payload_uploaded: 0,
@@ -746,8 +745,7 @@ impl Coordinator {
         );
         info!(self.log, "start plan"; "trusted" => plan.trusted.count_ones(), "to check" => plan.check.len());
         self.have = plan.trusted;
-        self.check_total = plan.check.len();
-        self.check_queue = plan.check.into();
+        self.check = StartupCheck::new(plan.check);
         self.pump_checks(ctx);
     }
 
@@ -777,11 +775,7 @@ impl Coordinator {
     /// each piece a window at a time: a torrent claiming huge pieces costs no more memory
     /// here than one with small ones.
     fn pump_checks(&mut self, ctx: &mut Context<Self>) {
-        while self.checks_in_flight < 4 {
-            let Some(piece) = self.check_queue.pop_front() else {
-                break;
-            };
-            self.checks_in_flight += 1;
+        while let Some(piece) = self.check.next(STARTUP_CHECKS_IN_FLIGHT) {
             let reader = self.reader.clone();
             let expected = self.info.piece_check(piece);
             let check = async move {
@@ -793,23 +787,20 @@ impl Coordinator {
                 Some(ok)
             };
             ctx.spawn(check.into_actor(self).map(move |ok, act, ctx| {
-                act.checks_in_flight -= 1;
-                if ok == Some(true) {
-                    act.check_found.push(piece);
-                }
+                act.check.checked(piece, ok == Some(true));
                 act.pump_checks(ctx);
             }));
         }
-        if self.checks_in_flight == 0 && self.check_queue.is_empty() && self.picker.is_none() {
+        if self.check.is_done() && self.picker.is_none() {
             self.finish_start(ctx);
         }
     }
 
     fn finish_start(&mut self, ctx: &mut Context<Self>) {
-        for p in &self.check_found {
+        let found = self.check.take_found();
+        for p in &found {
             let _ = self.have.set(p.get());
         }
-        let found = std::mem::take(&mut self.check_found);
         // Only the pieces of selected files; the rest stay `Skipped`. Pieces verified in an
         // earlier run stay `Have` whatever the selection, and are seeded.
         let wanted = self.selected.wanted_pieces(&self.layout);
@@ -853,7 +844,7 @@ impl Coordinator {
         if !found.is_empty() {
             pm.do_send(MarkDone { pieces: found });
             // Verified by the check: record it so a crash now does not cost a re-check.
-            self.unsaved_pieces = self.config.resume_every_pieces;
+            self.resume_schedule.make_due();
         }
         self.piece_manager = Some(pm);
         let complete_at_start = picker.is_complete();
@@ -1584,18 +1575,9 @@ impl Coordinator {
     // --- pieces, resume, completion -----------------------------------------------------
 
     fn maybe_save_resume(&mut self, force: bool, ctx: &mut Context<Self>) {
-        if self.unsaved_pieces == 0 && !force {
+        if !self.resume_schedule.take_due(Instant::now(), force) {
             return;
         }
-        let due = self.unsaved_pieces >= self.config.resume_every_pieces
-            || self
-                .unsaved_since
-                .is_some_and(|t| t.elapsed() >= self.config.resume_every);
-        if !due && !force {
-            return;
-        }
-        self.unsaved_pieces = 0;
-        self.unsaved_since = None;
         let data = ResumeData::new(self.info_hash, &self.layout, &self.have);
         ctx.spawn(
             self.writer
@@ -1628,10 +1610,7 @@ impl Coordinator {
             phase: self.phase,
             total_bytes: total,
             verified_bytes: total - remaining,
-            checked: (
-                self.check_total - self.check_queue.len() - self.checks_in_flight,
-                self.check_total,
-            ),
+            checked: self.check.progress(),
             peers: self.peers.len() + self.active_web_seeds(),
             seeds: self.peers.values().filter(|p| p.pieces.all_set()).count()
                 + self.active_web_seeds(),
@@ -2269,8 +2248,7 @@ impl Handler<PieceVerified> for Coordinator {
         picker.piece_verified(msg.piece);
         let _ = self.have.set(msg.piece.get());
         self.downloaded_this_run += u64::from(self.layout.piece_len(msg.piece));
-        self.unsaved_pieces += 1;
-        self.unsaved_since.get_or_insert_with(Instant::now);
+        self.resume_schedule.piece_verified(Instant::now());
         self.verified_log.push(msg.piece);
         if !self.haves_due {
             self.haves_due = true;

@@ -13,6 +13,9 @@
 //! whole, with a warning, and every piece is checked: the checksum is what keeps the
 //! per-file trust above from ever being extended to a record we did not write.
 
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
 use serde::{Deserialize, Serialize};
 use sha1::{Digest, Sha1};
 
@@ -240,8 +243,120 @@ pub fn plan_start(
     StartPlan { trusted, check }
 }
 
+/// The start-up check as it runs: the pieces the plan left to hash, how many are being
+/// hashed, and which passed. The Coordinator owns it until the picker exists.
+#[derive(Debug, Default)]
+pub struct StartupCheck {
+    /// Pieces not yet sent to be hashed, in order.
+    queue: VecDeque<PieceIndex>,
+    /// Pieces the plan asked to check.
+    total: usize,
+    /// Pieces sent and not yet answered.
+    in_flight: usize,
+    /// Pieces that passed.
+    found: Vec<PieceIndex>,
+}
+
+impl StartupCheck {
+    /// A check of `pieces`.
+    pub fn new(pieces: Vec<PieceIndex>) -> Self {
+        Self {
+            total: pieces.len(),
+            queue: pieces.into(),
+            ..Self::default()
+        }
+    }
+
+    /// The next piece to hash, while fewer than `max_in_flight` are out.
+    pub fn next(&mut self, max_in_flight: usize) -> Option<PieceIndex> {
+        if self.in_flight >= max_in_flight {
+            return None;
+        }
+        let piece = self.queue.pop_front()?;
+        self.in_flight += 1;
+        Some(piece)
+    }
+
+    /// A piece's check came back: `good` if it passed.
+    pub fn checked(&mut self, piece: PieceIndex, good: bool) {
+        self.in_flight = self.in_flight.saturating_sub(1);
+        if good {
+            self.found.push(piece);
+        }
+    }
+
+    /// Every piece has been answered.
+    pub fn is_done(&self) -> bool {
+        self.in_flight == 0 && self.queue.is_empty()
+    }
+
+    /// Pieces answered, of all to check.
+    pub fn progress(&self) -> (usize, usize) {
+        (self.total - self.queue.len() - self.in_flight, self.total)
+    }
+
+    /// The pieces that passed, taken out.
+    pub fn take_found(&mut self) -> Vec<PieceIndex> {
+        std::mem::take(&mut self.found)
+    }
+}
+
+/// When the resume file is next due: after `every_pieces` newly verified pieces, or
+/// `every` after the first piece not yet recorded, whichever comes first. Saving each
+/// piece would stall the FileWriter; saving rarely would cost re-checks after a crash.
+#[derive(Debug)]
+pub struct ResumeSchedule {
+    /// Pieces verified since the last save.
+    unsaved: u32,
+    /// When the oldest of them was verified.
+    since: Option<Instant>,
+    every_pieces: u32,
+    every: Duration,
+}
+
+impl ResumeSchedule {
+    pub fn new(every_pieces: u32, every: Duration) -> Self {
+        Self {
+            unsaved: 0,
+            since: None,
+            every_pieces,
+            every,
+        }
+    }
+
+    /// A piece was verified at `now`.
+    pub fn piece_verified(&mut self, now: Instant) {
+        self.unsaved = self.unsaved.saturating_add(1);
+        self.since.get_or_insert(now);
+    }
+
+    /// Makes the next save due at once (pieces found by the start-up check).
+    pub fn make_due(&mut self) {
+        self.unsaved = self.unsaved.max(self.every_pieces.max(1));
+    }
+
+    /// Whether to save now (always with `force`, unless nothing changed); a yes resets
+    /// the schedule.
+    pub fn take_due(&mut self, now: Instant, force: bool) -> bool {
+        if self.unsaved == 0 && !force {
+            return false;
+        }
+        let due = self.unsaved >= self.every_pieces
+            || self
+                .since
+                .is_some_and(|t| now.saturating_duration_since(t) >= self.every);
+        if !due && !force {
+            return false;
+        }
+        self.unsaved = 0;
+        self.since = None;
+        true
+    }
+}
+
 #[cfg(test)]
 mod tests {
+
     use super::*;
     use crate::metainfo::SafePath;
 
@@ -495,5 +610,49 @@ mod tests {
         let len = d.to_json().len() as u64;
         let bound = json_size_bound(&l);
         assert!(len <= bound, "{len} bytes over the bound of {bound}");
+    }
+
+    #[test]
+    fn a_startup_check_keeps_its_in_flight_bound_and_counts_what_passed() {
+        let pieces: Vec<PieceIndex> = (0..5).map(|n| layout().piece(n).unwrap()).collect();
+        let mut check = StartupCheck::new(pieces.clone());
+        let first: Vec<_> = std::iter::from_fn(|| check.next(2)).collect();
+        assert_eq!(first, &pieces[..2]);
+        assert_eq!(check.progress(), (0, 5));
+        check.checked(first[0], true);
+        check.checked(first[1], false);
+        assert_eq!(check.progress(), (2, 5));
+        while let Some(p) = check.next(2) {
+            check.checked(p, p.get() % 2 == 0);
+        }
+        assert!(check.is_done());
+        assert_eq!(check.progress(), (5, 5));
+        let found: Vec<u32> = check.take_found().iter().map(|p| p.get()).collect();
+        assert_eq!(found, [0, 2, 4]);
+    }
+
+    #[test]
+    fn the_resume_file_is_due_after_enough_pieces_or_enough_time_and_at_once_when_forced() {
+        let t0 = Instant::now();
+        let mut s = ResumeSchedule::new(3, Duration::from_secs(5));
+        assert!(!s.take_due(t0, false), "nothing to save");
+        assert!(
+            s.take_due(t0, true),
+            "forced saves go out even with nothing new"
+        );
+        s.piece_verified(t0);
+        s.piece_verified(t0);
+        assert!(!s.take_due(t0 + Duration::from_secs(1), false));
+        assert!(
+            s.take_due(t0 + Duration::from_secs(5), false),
+            "due by time"
+        );
+        for _ in 0..3 {
+            s.piece_verified(t0);
+        }
+        assert!(s.take_due(t0, false), "due by count");
+        s.make_due();
+        assert!(s.take_due(t0, false));
+        assert!(!s.take_due(t0, false));
     }
 }
