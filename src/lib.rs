@@ -9,6 +9,7 @@ pub mod bencode;
 pub mod create;
 pub mod engine;
 pub mod fault;
+pub mod http_stream;
 pub mod ids;
 pub mod layout;
 pub mod magnet;

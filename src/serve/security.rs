@@ -40,10 +40,10 @@ use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::Method;
 use actix_web::middleware::Next;
 use actix_web::web;
-use hmac::{Hmac, KeyInit, Mac};
 use sha1::{Digest, Sha1};
-use sha2::Sha256;
+
 use subtle::ConstantTimeEq;
+use torrent_actors::http_stream::{check_link, sign_link, MAX_LINK_TTL};
 
 use super::api::ApiError;
 
@@ -105,106 +105,6 @@ pub fn host_name(value: &str) -> Option<String> {
 
 fn is_port(text: &str) -> bool {
     !text.is_empty() && text.len() <= 5 && text.bytes().all(|b| b.is_ascii_digit())
-}
-
-/// The longest a signed link may live.
-pub const MAX_LINK_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
-
-/// Longest query string a signed link is looked for in.
-const MAX_LINK_QUERY: usize = 256;
-
-/// Why a signed link does not open its route.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum LinkError {
-    /// `expires` or `sig` is missing, repeated or not well formed.
-    #[error("a stream link needs one expires (Unix seconds) and one sig (64 hex digits)")]
-    Malformed,
-    /// `expires` is in the past.
-    #[error("the stream link has expired; ask for a new one")]
-    Expired,
-    /// `expires` is further ahead than any link this daemon makes.
-    #[error("the stream link's expiry is too far ahead")]
-    TooFarAhead,
-    /// The signature is not this daemon's for this path and expiry.
-    #[error("the stream link's signature is wrong")]
-    Forged,
-}
-
-/// Whether `raw_path` is a file's stream route, the only one a link opens:
-/// `/api/torrents/{40 hex}/files/{decimal}/stream`, spelled exactly.
-pub fn is_stream_path(raw_path: &str) -> bool {
-    let parts: Vec<&str> = raw_path.split('/').collect();
-    matches!(
-        parts.as_slice(),
-        ["", "api", "torrents", id, "files", n, "stream"]
-            if id.len() == 40
-                && id.bytes().all(|b| b.is_ascii_hexdigit())
-                && !n.is_empty()
-                && n.len() <= 10
-                && n.bytes().all(|b| b.is_ascii_digit())
-    )
-}
-
-/// The signature of a link to `raw_path` valid until `expires`, as hex.
-pub fn sign_link(key: &[u8], raw_path: &str, expires: u64) -> String {
-    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key).expect("HMAC takes any key");
-    mac.update(raw_path.as_bytes());
-    mac.update(b"\n");
-    mac.update(expires.to_string().as_bytes());
-    mac.finalize()
-        .into_bytes()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
-/// Checks a signed link: `Ok(None)` when `query` carries no `sig` (not a link),
-/// `Ok(Some(()))` when it is a valid link to `raw_path` at `now` (Unix seconds).
-pub fn check_link(
-    key: &[u8],
-    raw_path: &str,
-    query: &str,
-    now: u64,
-) -> Result<Option<()>, LinkError> {
-    if !query.split('&').any(|kv| kv.starts_with("sig=")) {
-        return Ok(None);
-    }
-    if query.len() > MAX_LINK_QUERY || !is_stream_path(raw_path) {
-        return Err(LinkError::Malformed);
-    }
-    let (mut expires, mut sig) = (None, None);
-    for kv in query.split('&') {
-        let (k, v) = kv.split_once('=').ok_or(LinkError::Malformed)?;
-        let slot = match k {
-            "expires" => &mut expires,
-            "sig" => &mut sig,
-            _ => return Err(LinkError::Malformed),
-        };
-        if slot.replace(v).is_some() {
-            return Err(LinkError::Malformed);
-        }
-    }
-    let (Some(expires), Some(sig)) = (expires, sig) else {
-        return Err(LinkError::Malformed);
-    };
-    if expires.is_empty() || expires.len() > 20 || !expires.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(LinkError::Malformed);
-    }
-    let expires: u64 = expires.parse().map_err(|_| LinkError::Malformed)?;
-    if sig.len() != 64 || !sig.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(LinkError::Malformed);
-    }
-    let ours = sign_link(key, raw_path, expires);
-    if !bool::from(ours.as_bytes().ct_eq(sig.to_ascii_lowercase().as_bytes())) {
-        return Err(LinkError::Forged);
-    }
-    if expires <= now {
-        return Err(LinkError::Expired);
-    }
-    if expires - now > MAX_LINK_TTL.as_secs() {
-        return Err(LinkError::TooFarAhead);
-    }
-    Ok(Some(()))
 }
 
 /// Seconds since the Unix epoch.
@@ -694,6 +594,7 @@ fn add_headers(headers: &mut actix_web::http::header::HeaderMap) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use torrent_actors::http_stream::LinkError;
 
     #[test]
     fn only_metrics_from_loopback_skips_the_key_and_only_when_allowed() {
@@ -876,62 +777,6 @@ mod tests {
     }
 
     const PATH: &str = "/api/torrents/0123456789abcdef0123456789abcdef01234567/files/2/stream";
-
-    #[test]
-    fn a_signed_link_opens_its_own_stream_path_until_it_expires() {
-        let key = [7u8; 32];
-        let sig = sign_link(&key, PATH, 1000);
-        let query = format!("expires=1000&sig={sig}");
-        assert_eq!(check_link(&key, PATH, &query, 999), Ok(Some(())));
-        assert_eq!(
-            check_link(&key, PATH, &query, 1000),
-            Err(LinkError::Expired)
-        );
-        // Another file, another torrent, another key, another expiry: forged.
-        let other = PATH.replace("/2/", "/3/");
-        assert_eq!(
-            check_link(&key, &other, &query, 999),
-            Err(LinkError::Forged)
-        );
-        assert_eq!(
-            check_link(&[8u8; 32], PATH, &query, 999),
-            Err(LinkError::Forged)
-        );
-        let later = format!("expires=2000&sig={sig}");
-        assert_eq!(check_link(&key, PATH, &later, 999), Err(LinkError::Forged));
-        // Not a link at all: the usual authentication applies.
-        assert_eq!(check_link(&key, PATH, "", 999), Ok(None));
-    }
-
-    #[test]
-    fn a_link_to_any_other_route_or_with_a_bent_query_is_refused() {
-        let key = [7u8; 32];
-        let sig = sign_link(&key, "/api/torrents", 1000);
-        assert_eq!(
-            check_link(&key, "/api/torrents", &format!("expires=1000&sig={sig}"), 1),
-            Err(LinkError::Malformed)
-        );
-        let sig = sign_link(&key, PATH, 1000);
-        for query in [
-            format!("sig={sig}"),
-            format!("expires=1000&sig={sig}&sig={sig}"),
-            format!("expires=1000&expires=1000&sig={sig}"),
-            format!("expires=1e3&sig={sig}"),
-            format!("expires=99999999999999999999999&sig={sig}"),
-            format!("expires=1000&sig={}", &sig[..63]),
-            format!("expires=1000&sig={sig}&x=1"),
-            format!("expires=1000&sig={sig}{}", "0".repeat(300)),
-        ] {
-            assert_eq!(
-                check_link(&key, PATH, &query, 1),
-                Err(LinkError::Malformed),
-                "{query}"
-            );
-        }
-        assert!(!is_stream_path(&PATH.replace("/2/", "/02x/")));
-        assert!(!is_stream_path(&PATH.replace("stream", "stream/")));
-        assert!(!is_stream_path("/api/torrents/abc/files/2/stream"));
-    }
 
     #[test]
     fn a_link_expiring_too_far_ahead_is_refused_and_made_links_are_capped() {

@@ -351,7 +351,10 @@ fn idle_peers_are_held_by_the_leecher_and_serve_nothing() {
     let work = tempfile::tempdir().unwrap();
     let report_path = work.path().join("report.json");
     let mut cmd = swarm(work.path());
+    // The fast peers' links are capped (two at 4 MiB/s: about 2 s for 8 MiB), so the
+    // download outlasts the dialing of every idle peer; uncapped, it could finish first.
     cmd.args(["--fast", "2", "--idle", "30"])
+        .args(["--link", "fast:rate=4MiB/s"])
         .args(["--size", "8MiB", "--piece-size", "256KiB"])
         .args(["--duration-limit", "60s"])
         .arg("--report")
