@@ -281,6 +281,215 @@ pub fn chrome_json<'a>(events: impl Iterator<Item = &'a TraceEvent>, dropped: u6
     json!({"traceEvents": meta, "otherData": {"dropped": dropped}})
 }
 
+/// The largest trace file [`parse_trace`] reads (a file from elsewhere is untrusted).
+pub const MAX_TRACE_FILE: usize = 256 * 1024 * 1024;
+
+/// The most events [`parse_trace`] takes from one file.
+pub const MAX_TRACE_EVENTS: usize = 4_000_000;
+
+/// Why a trace file was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum TraceFileError {
+    #[error("trace file is {0} bytes, over the limit of {MAX_TRACE_FILE}")]
+    TooLarge(usize),
+    #[error("trace file is not JSON: {0}")]
+    NotJson(#[from] serde_json::Error),
+    #[error("trace file has no traceEvents array")]
+    NoEvents,
+    #[error("trace file has over {MAX_TRACE_EVENTS} events")]
+    TooManyEvents,
+}
+
+/// One handling slice read back from a file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SliceRecord {
+    /// "Actor instance", as the file's thread names give it (or "pid/tid").
+    pub thread: String,
+    pub name: String,
+    pub ts_us: u64,
+    pub dur_us: u64,
+}
+
+/// One block-chain step read back from a file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlowRecord {
+    pub block: u64,
+    pub hop: Hop,
+    pub thread: String,
+    pub ts_us: u64,
+}
+
+/// What a trace file holds, as [`summarise`] needs it.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ParsedTrace {
+    pub slices: Vec<SliceRecord>,
+    pub flows: Vec<FlowRecord>,
+}
+
+/// Reads Chrome trace-event JSON as [`chrome_json`] writes it. Unknown events and fields
+/// are skipped; bad sizes are typed errors; nothing panics.
+pub fn parse_trace(bytes: &[u8]) -> Result<ParsedTrace, TraceFileError> {
+    if bytes.len() > MAX_TRACE_FILE {
+        return Err(TraceFileError::TooLarge(bytes.len()));
+    }
+    let v: Value = serde_json::from_slice(bytes)?;
+    let events = v
+        .get("traceEvents")
+        .and_then(Value::as_array)
+        .ok_or(TraceFileError::NoEvents)?;
+    if events.len() > MAX_TRACE_EVENTS {
+        return Err(TraceFileError::TooManyEvents);
+    }
+    let key = |e: &Value| {
+        (
+            e.get("pid").and_then(Value::as_u64).unwrap_or(0),
+            e.get("tid").and_then(Value::as_u64).unwrap_or(0),
+        )
+    };
+    let mut names = std::collections::HashMap::new();
+    for e in events {
+        if e.get("ph").and_then(Value::as_str) == Some("M")
+            && e.get("name").and_then(Value::as_str) == Some("thread_name")
+        {
+            if let Some(n) = e.pointer("/args/name").and_then(Value::as_str) {
+                names.insert(key(e), n.to_string());
+            }
+        }
+    }
+    let thread_of = |e: &Value| {
+        let k = key(e);
+        names
+            .get(&k)
+            .cloned()
+            .unwrap_or_else(|| format!("{}/{}", k.0, k.1))
+    };
+    let mut out = ParsedTrace::default();
+    for e in events {
+        let ts_us = e.get("ts").and_then(Value::as_u64).unwrap_or(0);
+        match e.get("ph").and_then(Value::as_str) {
+            Some("X") if e.get("cat").and_then(Value::as_str) == Some("handle") => {
+                out.slices.push(SliceRecord {
+                    thread: thread_of(e),
+                    name: e
+                        .get("name")
+                        .and_then(Value::as_str)
+                        .unwrap_or("?")
+                        .to_string(),
+                    ts_us,
+                    dur_us: e.get("dur").and_then(Value::as_u64).unwrap_or(0),
+                })
+            }
+            Some("s" | "t" | "f") => {
+                let hop = e
+                    .pointer("/args/hop")
+                    .and_then(Value::as_str)
+                    .and_then(Hop::from_name);
+                let block = e.get("id").and_then(Value::as_u64);
+                if let (Some(hop), Some(block)) = (hop, block) {
+                    out.flows.push(FlowRecord {
+                        block,
+                        hop,
+                        thread: thread_of(e),
+                        ts_us,
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
+/// Percentiles of one hop's latency (from the previous hop), in µs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HopLatency {
+    /// The hop reached, e.g. "received → stored".
+    pub hop: String,
+    pub count: usize,
+    pub p50_us: u64,
+    pub p99_us: u64,
+    pub max_us: u64,
+}
+
+/// A summary of a trace: per-hop latency of the block chain and the busiest instances.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TraceSummary {
+    pub hops: Vec<HopLatency>,
+    /// (thread, total handling µs, handled), busiest first, at most 10.
+    pub busiest: Vec<(String, u64, u64)>,
+    /// Blocks whose chain had every hop in time order.
+    pub complete_chains: usize,
+    pub blocks: usize,
+}
+
+fn percentile(sorted: &[u64], q: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let i = ((sorted.len() - 1) as f64 * q).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+/// Each block's hops, first time seen per hop.
+pub fn chains(t: &ParsedTrace) -> std::collections::BTreeMap<u64, [Option<u64>; 5]> {
+    let mut by_block: std::collections::BTreeMap<u64, [Option<u64>; 5]> = Default::default();
+    for f in &t.flows {
+        let slot = &mut by_block.entry(f.block).or_default()[f.hop as usize];
+        *slot = Some(slot.map_or(f.ts_us, |t| t.min(f.ts_us)));
+    }
+    by_block
+}
+
+/// Summarises a parsed trace.
+pub fn summarise(t: &ParsedTrace) -> TraceSummary {
+    let by_block = chains(t);
+    let mut gaps: Vec<Vec<u64>> = vec![Vec::new(); 4];
+    let mut complete = 0;
+    for hops in by_block.values() {
+        for i in 0..4 {
+            if let (Some(a), Some(b)) = (hops[i], hops[i + 1]) {
+                gaps[i].push(b.saturating_sub(a));
+            }
+        }
+        let all: Option<Vec<u64>> = hops.iter().copied().collect();
+        if all.is_some_and(|v| v.windows(2).all(|w| w[0] <= w[1])) {
+            complete += 1;
+        }
+    }
+    let hops = gaps
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut g)| {
+            g.sort_unstable();
+            HopLatency {
+                hop: format!("{} → {}", Hop::ALL[i].name(), Hop::ALL[i + 1].name()),
+                count: g.len(),
+                p50_us: percentile(&g, 0.5),
+                p99_us: percentile(&g, 0.99),
+                max_us: g.last().copied().unwrap_or(0),
+            }
+        })
+        .collect();
+    let mut load: std::collections::HashMap<&str, (u64, u64)> = Default::default();
+    for s in &t.slices {
+        let e = load.entry(&s.thread).or_default();
+        e.0 = e.0.saturating_add(s.dur_us);
+        e.1 += 1;
+    }
+    let mut busiest: Vec<(String, u64, u64)> = load
+        .into_iter()
+        .map(|(k, (d, n))| (k.to_string(), d, n))
+        .collect();
+    busiest.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    busiest.truncate(10);
+    TraceSummary {
+        hops,
+        busiest,
+        complete_chains: complete,
+        blocks: by_block.len(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -340,5 +549,46 @@ mod tests {
         assert!(evs
             .iter()
             .any(|e| e["ph"] == "M" && e["args"]["name"] == "Peer 5"));
+    }
+    #[test]
+    fn a_written_trace_reads_back_and_summarises_its_hops() {
+        let t = Tracer::new(1000, 1);
+        let b = block_id(2, 16384);
+        for hop in Hop::ALL {
+            t.flow("Peer", 1, b, hop);
+        }
+        t.handled("PieceManager", 0, "StoreBlock", Instant::now());
+        let bytes = serde_json::to_vec(&t.to_json()).expect("json");
+        let p = parse_trace(&bytes).expect("parses");
+        assert_eq!(p.flows.len(), 5);
+        assert_eq!(p.slices.len(), 1);
+        assert_eq!(p.slices[0].thread, "PieceManager 0");
+        let s = summarise(&p);
+        assert_eq!((s.blocks, s.complete_chains), (1, 1));
+        assert_eq!(s.hops.len(), 4);
+        assert_eq!(s.hops[0].hop, "received → stored");
+        assert_eq!(s.busiest[0].0, "PieceManager 0");
+    }
+
+    #[test]
+    fn hostile_trace_files_are_typed_errors_not_panics() {
+        assert!(matches!(parse_trace(b"{"), Err(TraceFileError::NotJson(_))));
+        assert!(matches!(parse_trace(b"[]"), Err(TraceFileError::NoEvents)));
+        assert!(matches!(
+            parse_trace(br#"{"traceEvents": 5}"#),
+            Err(TraceFileError::NoEvents)
+        ));
+        let odd = br#"{"traceEvents": [{"ph": "s", "id": -1, "args": {"hop": 3}},
+            {"ph": "X", "cat": "handle", "ts": "x"}, 7, null,
+            {"ph": "t", "id": 1, "args": {"hop": "stored"}, "ts": 1e300}]}"#;
+        let p = parse_trace(odd).expect("odd but valid");
+        assert_eq!(p.slices.len(), 1);
+        assert_eq!(p.flows.len(), 1);
+        let _ = summarise(&p);
+        let big = vec![b' '; MAX_TRACE_FILE + 1];
+        assert!(matches!(
+            parse_trace(&big),
+            Err(TraceFileError::TooLarge(_))
+        ));
     }
 }
