@@ -22,6 +22,15 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Summarise a message trace written by `get --trace`: per-hop latency of the block
+    /// chain and the busiest actor instances; `--svg` draws one block's timeline.
+    Trace {
+        /// The trace file (Chrome trace-event JSON).
+        file: PathBuf,
+        /// Also write an SVG timeline of one traced block here.
+        #[arg(long, value_name = "OUT")]
+        svg: Option<PathBuf>,
+    },
     /// Describe a .torrent file (name, info-hash, sizes, pieces, files and trackers), or
     /// what a magnet link says.
     #[command(after_help = INFO_EXAMPLES)]

@@ -36,6 +36,7 @@ mod progress;
 mod serve;
 #[cfg(feature = "swarm")]
 mod swarm_cmd;
+mod trace_cmd;
 
 use std::io::Read;
 use std::path::Path;
@@ -177,6 +178,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Swarm(args) => swarm_cmd::run(args),
         Command::Serve(args) => serve::run(serve_args(args)?),
         Command::Create(cmd) => create_cmd::run(cmd),
+        Command::Trace { file, svg } => trace_cmd::run(&file, svg.as_deref()),
     }
 }
 
