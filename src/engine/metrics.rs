@@ -358,6 +358,14 @@ impl Drop for HandleGuard {
     fn drop(&mut self) {
         let nanos = u64::try_from(self.start.elapsed().as_nanos()).unwrap_or(u64::MAX);
         self.metrics.record(self.message, nanos);
+        if let Some(tracer) = super::trace::global() {
+            tracer.handled(
+                self.metrics.kind.name(),
+                super::trace::thread_instance(),
+                self.message,
+                self.start,
+            );
+        }
     }
 }
 

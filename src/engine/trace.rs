@@ -220,6 +220,32 @@ impl Tracer {
     }
 }
 
+/// The process's recorder, set once by [`install`]; none means tracing is off, and every
+/// hook costs one atomic load.
+static TRACER: std::sync::OnceLock<Tracer> = std::sync::OnceLock::new();
+
+/// Turns tracing on for this process (`get --trace`); false if it was on already.
+pub fn install(limit: usize, sample: u64) -> bool {
+    TRACER.set(Tracer::new(limit, sample)).is_ok()
+}
+
+/// The recorder, when tracing is on.
+pub fn global() -> Option<&'static Tracer> {
+    TRACER.get()
+}
+
+/// A small number for the thread running now. It stands for the actor instance until
+/// actors pass their own ids: each Hasher and FileWriter of a sync pool has its own
+/// thread; actors of one arbiter share one.
+pub fn thread_instance() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    thread_local! {
+        static ID: u64 = NEXT.fetch_add(1, Ordering::Relaxed);
+    }
+    ID.with(|id| *id)
+}
+
 /// Chrome trace-event JSON of `events`: a pid per actor type and a tid per instance
 /// (named by metadata events), "X" events for handling, and "s"/"t"/"f" flow events
 /// with the block's id for a block's chain.
