@@ -611,6 +611,10 @@ impl Handler<StoreBlock> for PieceManager {
 
     fn handle(&mut self, msg: StoreBlock, ctx: &mut Context<Self>) -> Self::Result {
         let _timing = self.metrics.handling_of::<StoreBlock>();
+        if let Some(tracer) = super::trace::global() {
+            let block = super::trace::block_id(msg.piece.get(), msg.offset);
+            tracer.flow("PieceManager", 0, block, super::trace::Hop::Stored);
+        }
         // Stopping: the block is dropped, and its Peer is not held back.
         if self.draining {
             return Box::pin(async {});

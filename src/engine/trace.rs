@@ -275,12 +275,7 @@ pub fn chrome_json<'a>(events: impl Iterator<Item = &'a TraceEvent>, dropped: u6
                     Hop::Verified => "f",
                     _ => "t",
                 };
-                // A tiny slice for the flow arrow to bind to, then the flow step.
-                out.push(json!({
-                    "name": hop.name(), "cat": "block", "ph": "X", "pid": pid,
-                    "tid": e.instance, "ts": e.ts_us, "dur": 0,
-                    "args": {"block": block},
-                }));
+                // One output event per recorded event, so the file keeps the limit.
                 let mut f = json!({
                     "name": "block", "cat": "block", "ph": ph, "id": block, "pid": pid,
                     "tid": e.instance, "ts": e.ts_us, "args": {"hop": hop.name()},
