@@ -22,6 +22,15 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Summarise a message trace written by `get --trace`: per-hop latency of the block
+    /// chain and the busiest actor instances; `--svg` draws one block's timeline.
+    Trace {
+        /// The trace file (Chrome trace-event JSON).
+        file: PathBuf,
+        /// Also write an SVG timeline of one traced block here.
+        #[arg(long, value_name = "OUT")]
+        svg: Option<PathBuf>,
+    },
     /// Describe a .torrent file (name, info-hash, sizes, pieces, files and trackers), or
     /// what a magnet link says.
     #[command(after_help = INFO_EXAMPLES)]
@@ -78,6 +87,16 @@ pub enum Command {
             default_value = "127.0.0.1:0"
         )]
         listen: SocketAddr,
+        /// Record a message trace (which actor handled what, when, and sampled blocks'
+        /// chains) and write it here at exit, as Chrome trace-event JSON (Perfetto).
+        #[arg(long, value_name = "FILE")]
+        trace: Option<PathBuf>,
+        /// At most this many trace events are kept (the oldest go first).
+        #[arg(long, value_name = "N", default_value_t = torrent_actors::engine::trace::DEFAULT_TRACE_LIMIT)]
+        trace_limit: usize,
+        /// Trace every Nth block's chain (handling is always traced).
+        #[arg(long, value_name = "N", default_value_t = 1)]
+        trace_sample: u64,
         #[command(flatten)]
         engine: EngineArgs,
     },

@@ -36,6 +36,7 @@ mod progress;
 mod serve;
 #[cfg(feature = "swarm")]
 mod swarm_cmd;
+mod trace_cmd;
 
 use std::io::Read;
 use std::path::Path;
@@ -146,8 +147,14 @@ fn run(cli: Cli) -> Result<(), Failure> {
             sequential,
             stream,
             listen,
+            trace,
+            trace_limit,
+            trace_sample,
             engine,
         } => {
+            if trace.is_some() {
+                torrent_actors::engine::trace::install(trace_limit, trace_sample);
+            }
             let dht = dht_options(&engine);
             let mut args = get::GetArgs::new(
                 engine,
@@ -162,7 +169,15 @@ fn run(cli: Cli) -> Result<(), Failure> {
             args.selection = files;
             args.sequential = sequential;
             args.stream = stream.then_some(listen);
-            get::run(args.with_dht(dht)?)
+            let result = get::run(args.with_dht(dht)?);
+            if let (Some(path), Some(tracer)) = (trace, torrent_actors::engine::trace::global()) {
+                let json = tracer.to_json().to_string();
+                std::fs::write(&path, json).map_err(|e| Failure {
+                    code: exit::OUTPUT_NOT_WRITABLE,
+                    error: anyhow::anyhow!("{}: {e}", path.display()),
+                })?;
+            }
+            result
         }
         Command::Seed {
             dir,
@@ -177,6 +192,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Swarm(args) => swarm_cmd::run(args),
         Command::Serve(args) => serve::run(serve_args(args)?),
         Command::Create(cmd) => create_cmd::run(cmd),
+        Command::Trace { file, svg } => trace_cmd::run(&file, svg.as_deref()),
     }
 }
 

@@ -1899,7 +1899,7 @@ impl Handler<PeerJoined> for Coordinator {
     type Result = Result<Bitfield, JoinRefused>;
 
     fn handle(&mut self, msg: PeerJoined, _: &mut Context<Self>) -> Self::Result {
-        let _timing = self.metrics.handling("PeerJoined");
+        let _timing = self.metrics.handling_of::<PeerJoined>();
         // Refused, the permit is dropped here and its slot is free again; the per-IP
         // place goes back by hand.
         let Joining { permit, slot, .. } = self.joining.remove(&msg.key).unwrap_or(Joining {
@@ -1970,7 +1970,7 @@ impl Handler<PeerListenPort> for Coordinator {
     type Result = ();
 
     fn handle(&mut self, msg: PeerListenPort, _: &mut Context<Self>) {
-        let _timing = self.metrics.handling("PeerListenPort");
+        let _timing = self.metrics.handling_of::<PeerListenPort>();
         if let Some(peer) = self.peers.get_mut(&msg.key).filter(|p| !p.outgoing) {
             let listen = SocketAddr::new(peer.addr.ip(), msg.port);
             peer.listen = Some(listen);
@@ -1984,7 +1984,7 @@ impl Handler<PeerBitfield> for Coordinator {
     type Result = ();
 
     fn handle(&mut self, msg: PeerBitfield, _: &mut Context<Self>) {
-        let _timing = self.metrics.handling("PeerBitfield");
+        let _timing = self.metrics.handling_of::<PeerBitfield>();
         let Some(peer) = self.peers.get_mut(&msg.key) else {
             return;
         };
@@ -2013,7 +2013,7 @@ impl Handler<PeerHaves> for Coordinator {
     /// piece at most once per connection, so a peer can make us do at most its piece
     /// count of this work, in at most one message per batch interval.
     fn handle(&mut self, msg: PeerHaves, _: &mut Context<Self>) {
-        let _timing = self.metrics.handling("PeerHaves");
+        let _timing = self.metrics.handling_of::<PeerHaves>();
         let Some(peer) = self.peers.get_mut(&msg.key) else {
             return;
         };
@@ -2061,7 +2061,7 @@ impl Handler<PickBlocks> for Coordinator {
     type Result = MessageResult<PickBlocks>;
 
     fn handle(&mut self, msg: PickBlocks, _: &mut Context<Self>) -> Self::Result {
-        let _timing = self.metrics.handling("PickBlocks");
+        let _timing = self.metrics.handling_of::<PickBlocks>();
         if self.web_seeds.contains_key(&msg.key) {
             return MessageResult(self.pick_for_web_seed(msg));
         }
@@ -2105,7 +2105,7 @@ impl Handler<PeerChokedUs> for Coordinator {
     type Result = ();
 
     fn handle(&mut self, msg: PeerChokedUs, _: &mut Context<Self>) {
-        let _timing = self.metrics.handling("PeerChokedUs");
+        let _timing = self.metrics.handling_of::<PeerChokedUs>();
         if let Some(peer) = self.peers.get_mut(&msg.key) {
             peer.peer_choking = true;
             peer.unchoked_us_at = None;
@@ -2118,7 +2118,7 @@ impl Handler<PeerUnchokedUs> for Coordinator {
     type Result = ();
 
     fn handle(&mut self, msg: PeerUnchokedUs, _: &mut Context<Self>) {
-        let _timing = self.metrics.handling("PeerUnchokedUs");
+        let _timing = self.metrics.handling_of::<PeerUnchokedUs>();
         if let Some(peer) = self.peers.get_mut(&msg.key) {
             if peer.peer_choking {
                 peer.unchoked_us_at = Some(Instant::now());
@@ -2132,7 +2132,7 @@ impl Handler<PeerLeft> for Coordinator {
     type Result = ();
 
     fn handle(&mut self, msg: PeerLeft, ctx: &mut Context<Self>) {
-        let _timing = self.metrics.handling("PeerLeft");
+        let _timing = self.metrics.handling_of::<PeerLeft>();
         self.apply_received(msg.key, &msg.received, &msg.released);
         if let Some(entry) = self.web_seeds.get_mut(&msg.key) {
             entry.actor = None;
@@ -2185,7 +2185,7 @@ impl Handler<PeerInterest> for Coordinator {
     type Result = ();
 
     fn handle(&mut self, msg: PeerInterest, _: &mut Context<Self>) {
-        let _timing = self.metrics.handling("PeerInterest");
+        let _timing = self.metrics.handling_of::<PeerInterest>();
         let Some(peer) = self.peers.get_mut(&msg.key) else {
             return;
         };
@@ -2203,7 +2203,7 @@ impl Handler<PeerStats> for Coordinator {
     type Result = ();
 
     fn handle(&mut self, msg: PeerStats, _: &mut Context<Self>) {
-        let _timing = self.metrics.handling("PeerStats");
+        let _timing = self.metrics.handling_of::<PeerStats>();
         self.payload_downloaded += msg.downloaded;
         self.payload_uploaded += msg.uploaded;
         if let Some(entry) = self.web_seeds.get_mut(&msg.key) {
@@ -2222,7 +2222,7 @@ impl Handler<PeerMisbehaved> for Coordinator {
     type Result = ();
 
     fn handle(&mut self, msg: PeerMisbehaved, _: &mut Context<Self>) {
-        let _timing = self.metrics.handling("PeerMisbehaved");
+        let _timing = self.metrics.handling_of::<PeerMisbehaved>();
         if let Some(peer) = self.peers.get(&msg.key) {
             // Banned by IP, so it cannot come back from another port; loopback and the
             // user's peers by address and port (see `address_book`).
@@ -2238,7 +2238,7 @@ impl Handler<PieceVerified> for Coordinator {
     type Result = ();
 
     fn handle(&mut self, msg: PieceVerified, ctx: &mut Context<Self>) {
-        let _timing = self.metrics.handling("PieceVerified");
+        let _timing = self.metrics.handling_of::<PieceVerified>();
         let Some(picker) = &mut self.picker else {
             return;
         };
@@ -2278,7 +2278,7 @@ impl Handler<PieceFailed> for Coordinator {
     type Result = ();
 
     fn handle(&mut self, msg: PieceFailed, _: &mut Context<Self>) {
-        let _timing = self.metrics.handling("PieceFailed");
+        let _timing = self.metrics.handling_of::<PieceFailed>();
         self.hash_failures += 1;
         if let Some(picker) = &mut self.picker {
             picker.piece_failed(msg.piece);
@@ -2300,7 +2300,7 @@ impl Handler<WantLeafHashes> for Coordinator {
     /// A v2 piece failed: its leaves are asked of a few peers that have it; the first
     /// answer that hashes to the piece's node names the bad blocks (see the PieceManager).
     fn handle(&mut self, msg: WantLeafHashes, _: &mut Context<Self>) {
-        let _timing = self.metrics.handling("WantLeafHashes");
+        let _timing = self.metrics.handling_of::<WantLeafHashes>();
         let asked: Vec<_> = self
             .peers
             .values()
@@ -2363,7 +2363,7 @@ impl Handler<BadData> for Coordinator {
     /// 128) to five liars. Only the sole sender of a piece's first attempt is forgiven
     /// once ([`BAD_DATA_STRIKES_TO_BAN`]): it may be the only peer that has the piece.
     fn handle(&mut self, msg: BadData, _: &mut Context<Self>) {
-        let _timing = self.metrics.handling("BadData");
+        let _timing = self.metrics.handling_of::<BadData>();
         if self.web_seeds.contains_key(&msg.from) {
             return self.web_seed_bad_data(&msg);
         }
@@ -2393,7 +2393,7 @@ impl Handler<StorageFailed> for Coordinator {
     type Result = ();
 
     fn handle(&mut self, msg: StorageFailed, ctx: &mut Context<Self>) {
-        let _timing = self.metrics.handling("StorageFailed");
+        let _timing = self.metrics.handling_of::<StorageFailed>();
         if !self.stopping {
             self.fail(msg.error, ctx);
         }
@@ -2524,7 +2524,7 @@ impl Handler<GetWebSeedList> for Coordinator {
     type Result = MessageResult<GetWebSeedList>;
 
     fn handle(&mut self, _: GetWebSeedList, _: &mut Context<Self>) -> Self::Result {
-        let _timing = self.metrics.handling("GetWebSeedList");
+        let _timing = self.metrics.handling_of::<GetWebSeedList>();
         let mut list: Vec<(PeerKey, WebSeedStatus)> = self
             .web_seeds
             .iter()
@@ -2650,7 +2650,7 @@ impl Handler<StreamClosed> for Coordinator {
     type Result = ();
 
     fn handle(&mut self, msg: StreamClosed, _: &mut Context<Self>) {
-        let _timing = self.metrics.handling("StreamClosed");
+        let _timing = self.metrics.handling_of::<StreamClosed>();
         self.streams.remove(&msg.stream);
         for waiters in self.stream_waiters.values_mut() {
             waiters.retain(|(id, _)| *id != msg.stream);
@@ -2663,7 +2663,7 @@ impl Handler<SetSequential> for Coordinator {
     type Result = ();
 
     fn handle(&mut self, msg: SetSequential, _: &mut Context<Self>) {
-        let _timing = self.metrics.handling("SetSequential");
+        let _timing = self.metrics.handling_of::<SetSequential>();
         self.sequential = msg.on;
         self.apply_sequential();
     }

@@ -69,7 +69,7 @@ impl Handler<Grant> for RateLimiter {
     type Result = ResponseFuture<()>;
 
     fn handle(&mut self, msg: Grant, _: &mut Context<Self>) -> Self::Result {
-        let _timing = self.metrics.handling("Grant");
+        let _timing = self.metrics.handling_of::<Grant>();
         let bucket = match msg.direction {
             Direction::Upload => &mut self.upload,
             Direction::Download => &mut self.download,
@@ -93,7 +93,7 @@ impl Handler<SetRates> for RateLimiter {
     type Result = ();
 
     fn handle(&mut self, msg: SetRates, _: &mut Context<Self>) {
-        let _timing = self.metrics.handling("SetRates");
+        let _timing = self.metrics.handling_of::<SetRates>();
         let now = Instant::now();
         for (bucket, rate) in [
             (&mut self.upload, msg.upload),

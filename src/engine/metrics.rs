@@ -253,6 +253,12 @@ impl ActorMetrics {
         self.handling_unqueued(message)
     }
 
+    /// [`ActorMetrics::handling`] for message type `M`, named by [`message_name`]: the
+    /// handler's own type gives the name, so no name is typed by hand.
+    pub fn handling_of<M: ?Sized>(self: &Arc<Self>) -> HandleGuard {
+        self.handling(message_name::<M>())
+    }
+
     /// Times the handling of something that did not come through the mailbox (a frame
     /// from the actor's socket, an accepted connection, a timer).
     pub fn handling_unqueued(self: &Arc<Self>, message: &'static str) -> HandleGuard {
@@ -326,6 +332,20 @@ impl Drop for LiveGuard {
     }
 }
 
+/// The name reports give message type `M`: the last path segment of its type name,
+/// generic arguments left off (`engine::messages::PieceVerified` gives `PieceVerified`).
+/// The result is a slice of the compiler's `'static` type name, so nothing is allocated;
+/// the scan is a few dozen bytes.
+pub fn message_name<M: ?Sized>() -> &'static str {
+    trim_type_name(std::any::type_name::<M>())
+}
+
+/// The last path segment of a type name, generic arguments left off.
+fn trim_type_name(full: &'static str) -> &'static str {
+    let base = full.split('<').next().unwrap_or(full);
+    base.rsplit("::").next().unwrap_or(base)
+}
+
 /// Times one handler; records on drop. It holds its own reference to the counters, so
 /// the handler may borrow its actor mutably meanwhile.
 pub struct HandleGuard {
@@ -338,6 +358,14 @@ impl Drop for HandleGuard {
     fn drop(&mut self) {
         let nanos = u64::try_from(self.start.elapsed().as_nanos()).unwrap_or(u64::MAX);
         self.metrics.record(self.message, nanos);
+        if let Some(tracer) = super::trace::global() {
+            tracer.handled(
+                self.metrics.kind.name(),
+                super::trace::thread_instance(),
+                self.message,
+                self.start,
+            );
+        }
     }
 }
 
@@ -668,6 +696,20 @@ mod tests {
     }
 
     #[test]
+    fn a_message_is_named_by_the_last_segment_of_its_type() {
+        struct Outer<T>(T);
+        assert_eq!(message_name::<Metrics>(), "Metrics");
+        assert_eq!(message_name::<Outer<Vec<u8>>>(), "Outer");
+        assert_eq!(message_name::<u32>(), "u32");
+        assert_eq!(
+            message_name::<crate::engine::messages::PieceVerified>(),
+            "PieceVerified"
+        );
+        assert_eq!(trim_type_name("a::b<c::D>"), "b");
+        assert_eq!(trim_type_name(""), "");
+    }
+
+    #[test]
     fn live_actors_are_counted_while_their_guard_lives() {
         let m = Metrics::new();
         let hasher = m.of(ActorKind::Hasher);
@@ -691,7 +733,7 @@ mod tests {
         impl Handler<Ping> for Echo {
             type Result = u32;
             fn handle(&mut self, msg: Ping, _: &mut Context<Self>) -> u32 {
-                let _g = self.0.handling("Ping");
+                let _g = self.0.handling_of::<Ping>();
                 msg.0
             }
         }

@@ -31,6 +31,7 @@ pub mod storage;
 pub mod stream;
 pub mod streamed;
 pub mod threads;
+pub mod trace;
 pub mod tracker;
 pub mod transport;
 pub mod utp;

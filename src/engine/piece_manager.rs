@@ -610,7 +610,11 @@ impl Handler<StoreBlock> for PieceManager {
     type Result = ResponseFuture<()>;
 
     fn handle(&mut self, msg: StoreBlock, ctx: &mut Context<Self>) -> Self::Result {
-        let _timing = self.metrics.handling("StoreBlock");
+        let _timing = self.metrics.handling_of::<StoreBlock>();
+        if let Some(tracer) = super::trace::global() {
+            let block = super::trace::block_id(msg.piece.get(), msg.offset);
+            tracer.flow("PieceManager", 0, block, super::trace::Hop::Stored);
+        }
         // Stopping: the block is dropped, and its Peer is not held back.
         if self.draining {
             return Box::pin(async {});
@@ -643,7 +647,7 @@ impl Handler<DrainPieces> for PieceManager {
     type Result = ResponseFuture<Bitfield>;
 
     fn handle(&mut self, _: DrainPieces, _: &mut Context<Self>) -> Self::Result {
-        let _timing = self.metrics.handling("DrainPieces");
+        let _timing = self.metrics.handling_of::<DrainPieces>();
         self.draining = true;
         // A piece still missing blocks is never finished, and nothing of it was recorded.
         // A streamed piece whose blocks all came is complete: it is hashed to the end.
@@ -670,7 +674,7 @@ impl Handler<LeafHashes> for PieceManager {
     /// those blocks. Leaves that do not hash to the node blame nobody (another peer's
     /// answer may still come).
     fn handle(&mut self, msg: LeafHashes, _: &mut Context<Self>) {
-        let _timing = self.metrics.handling("LeafHashes");
+        let _timing = self.metrics.handling_of::<LeafHashes>();
         let PieceCheck::Merkle(merkle) = self.info.piece_check(msg.piece) else {
             return;
         };
@@ -705,7 +709,7 @@ impl Handler<MarkDone> for PieceManager {
     type Result = ();
 
     fn handle(&mut self, msg: MarkDone, _: &mut Context<Self>) {
-        let _timing = self.metrics.handling("MarkDone");
+        let _timing = self.metrics.handling_of::<MarkDone>();
         for p in msg.pieces {
             let _ = self.done.set(p.get());
             self.assembling.remove(&p.get());

@@ -87,7 +87,7 @@ impl Handler<HashPiece> for Hasher {
     type Result = MessageResult<HashPiece>;
 
     fn handle(&mut self, msg: HashPiece, _: &mut SyncContext<Self>) -> Self::Result {
-        let _timing = self.metrics.handling("HashPiece");
+        let _timing = self.metrics.handling_of::<HashPiece>();
         let mut check = msg.expected.verifier();
         for block in &msg.blocks {
             check.update(block);
@@ -118,7 +118,7 @@ impl Handler<HashBlocks> for Hasher {
     type Result = MessageResult<HashBlocks>;
 
     fn handle(&mut self, msg: HashBlocks, _: &mut SyncContext<Self>) -> Self::Result {
-        let _timing = self.metrics.handling("HashBlocks");
+        let _timing = self.metrics.handling_of::<HashBlocks>();
         let mut state = msg.state;
         for block in &msg.blocks {
             state.update(block);
@@ -626,7 +626,7 @@ impl Handler<OpenStorage> for FileWriter {
     type Result = Result<OpenReport, StorageError>;
 
     fn handle(&mut self, _: OpenStorage, _: &mut Context<Self>) -> Self::Result {
-        let _timing = self.metrics.handling("OpenStorage");
+        let _timing = self.metrics.handling_of::<OpenStorage>();
         self.closed = false;
         self.reserve_held = false;
         self.check_capacity()?;
@@ -799,7 +799,7 @@ impl Handler<WritePiece> for FileWriter {
     type Result = Result<bool, StorageError>;
 
     fn handle(&mut self, msg: WritePiece, _: &mut Context<Self>) -> Self::Result {
-        let _timing = self.metrics.handling("WritePiece");
+        let _timing = self.metrics.handling_of::<WritePiece>();
         // Closed: the resume file may already be saved, and `--fsync` has run. A write
         // now would reopen files behind both.
         if self.closed {
@@ -825,7 +825,7 @@ impl Handler<WriteBlock> for FileWriter {
     type Result = Result<bool, StorageError>;
 
     fn handle(&mut self, msg: WriteBlock, _: &mut Context<Self>) -> Self::Result {
-        let _timing = self.metrics.handling("WriteBlock");
+        let _timing = self.metrics.handling_of::<WriteBlock>();
         if self.closed {
             return Ok(false);
         }
@@ -839,7 +839,7 @@ impl Handler<SaveResume> for FileWriter {
     type Result = Result<(), StorageError>;
 
     fn handle(&mut self, msg: SaveResume, _: &mut Context<Self>) -> Self::Result {
-        let _timing = self.metrics.handling("SaveResume");
+        let _timing = self.metrics.handling_of::<SaveResume>();
         let mut data = msg.data;
         data.files = self.file_records();
         data.parts = self.parts_record();
@@ -867,7 +867,7 @@ impl Handler<CloseStorage> for FileWriter {
     type Result = Result<(), StorageError>;
 
     fn handle(&mut self, msg: CloseStorage, _: &mut Context<Self>) -> Self::Result {
-        let _timing = self.metrics.handling("CloseStorage");
+        let _timing = self.metrics.handling_of::<CloseStorage>();
         self.closed = true;
         if msg.sync {
             self.sync_dirty()?;
@@ -884,7 +884,7 @@ impl Handler<DeleteFiles> for FileWriter {
     type Result = Vec<String>;
 
     fn handle(&mut self, msg: DeleteFiles, _: &mut Context<Self>) -> Self::Result {
-        let _timing = self.metrics.handling("DeleteFiles");
+        let _timing = self.metrics.handling_of::<DeleteFiles>();
         // Nothing of the torrent may be open while its files go.
         for f in &mut self.files {
             *f = None;
@@ -1081,7 +1081,7 @@ impl Handler<ReadBlock> for FileReader {
     type Result = Result<Bytes, StorageError>;
 
     fn handle(&mut self, msg: ReadBlock, _: &mut Context<Self>) -> Self::Result {
-        let _timing = self.metrics.handling("ReadBlock");
+        let _timing = self.metrics.handling_of::<ReadBlock>();
         let mut buf = vec![0u8; msg.length as usize];
         self.read_range(msg.piece, msg.offset, &mut buf)?;
         Ok(Bytes::from(buf))
@@ -1096,7 +1096,7 @@ impl Handler<CheckPiece> for FileReader {
     type Result = Result<bool, StorageError>;
 
     fn handle(&mut self, msg: CheckPiece, _: &mut Context<Self>) -> Self::Result {
-        let _timing = self.metrics.handling("CheckPiece");
+        let _timing = self.metrics.handling_of::<CheckPiece>();
         let length = self.layout.piece_len(msg.piece);
         let mut check = msg.expected.verifier();
         let mut window = vec![0u8; length.min(CHECK_WINDOW) as usize];
@@ -1118,7 +1118,7 @@ impl Handler<HashStored> for FileReader {
     type Result = Result<Sha1, StorageError>;
 
     fn handle(&mut self, msg: HashStored, _: &mut Context<Self>) -> Self::Result {
-        let _timing = self.metrics.handling("HashStored");
+        let _timing = self.metrics.handling_of::<HashStored>();
         let mut state = msg.state;
         let mut window = vec![0u8; msg.length.min(CHECK_WINDOW) as usize];
         let mut done = 0;
@@ -1139,7 +1139,7 @@ impl Handler<DigestBlocks> for FileReader {
     type Result = Result<Vec<[u8; 20]>, StorageError>;
 
     fn handle(&mut self, msg: DigestBlocks, _: &mut Context<Self>) -> Self::Result {
-        let _timing = self.metrics.handling("DigestBlocks");
+        let _timing = self.metrics.handling_of::<DigestBlocks>();
         let length = self.layout.piece_len(msg.piece);
         let mut digests = Vec::with_capacity(self.layout.num_blocks(msg.piece) as usize);
         // A whole number of blocks, so no block straddles two reads.

@@ -31,6 +31,7 @@ mod stream;
 mod support;
 mod swarm;
 mod terminal_output;
+mod trace;
 mod tracker;
 mod tracker_actor;
 mod utp;

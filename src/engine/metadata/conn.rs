@@ -245,7 +245,7 @@ impl Handler<ToMetadataPeer> for MetadataPeer {
     type Result = ();
 
     fn handle(&mut self, msg: ToMetadataPeer, ctx: &mut Context<Self>) {
-        let _timing = self.metrics.handling("ToMetadataPeer");
+        let _timing = self.metrics.handling_of::<ToMetadataPeer>();
         match msg {
             ToMetadataPeer::Request(piece) => {
                 if let Some(id) = self.their_metadata_id {

@@ -679,7 +679,7 @@ impl Handler<MetadataPeerReady> for MetadataFetcher {
     type Result = ();
 
     fn handle(&mut self, msg: MetadataPeerReady, _: &mut Context<Self>) {
-        let _timing = self.metrics.handling("MetadataPeerReady");
+        let _timing = self.metrics.handling_of::<MetadataPeerReady>();
         let Some(conn) = self.conns.get_mut(&msg.key) else {
             return;
         };
@@ -707,7 +707,7 @@ impl Handler<MetadataFromPeer> for MetadataFetcher {
     type Result = ();
 
     fn handle(&mut self, msg: MetadataFromPeer, ctx: &mut Context<Self>) {
-        let _timing = self.metrics.handling("MetadataFromPeer");
+        let _timing = self.metrics.handling_of::<MetadataFromPeer>();
         if !self.fetching() {
             return;
         }
@@ -770,7 +770,7 @@ impl Handler<MetadataPeerLeft> for MetadataFetcher {
     type Result = ();
 
     fn handle(&mut self, msg: MetadataPeerLeft, ctx: &mut Context<Self>) {
-        let _timing = self.metrics.handling("MetadataPeerLeft");
+        let _timing = self.metrics.handling_of::<MetadataPeerLeft>();
         let Some(conn) = self.conns.remove(&msg.key) else {
             return;
         };

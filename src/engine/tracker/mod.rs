@@ -566,7 +566,7 @@ impl Handler<TrackerStart> for Tracker {
     type Result = ();
 
     fn handle(&mut self, _: TrackerStart, ctx: &mut Self::Context) {
-        let _timing = self.config.metrics.handling("TrackerStart");
+        let _timing = self.config.metrics.handling_of::<TrackerStart>();
         if self.phase != AnnouncePhase::Dormant {
             debug!(self.log, "already started; TrackerStart ignored");
             return;
@@ -581,7 +581,7 @@ impl Handler<TrackerCompleted> for Tracker {
     type Result = ();
 
     fn handle(&mut self, _: TrackerCompleted, ctx: &mut Self::Context) {
-        let _timing = self.config.metrics.handling("TrackerCompleted");
+        let _timing = self.config.metrics.handling_of::<TrackerCompleted>();
         if self.phase != AnnouncePhase::Running || self.completed_requested {
             debug!(self.log, "TrackerCompleted ignored"; "phase" => ?self.phase);
             return;
@@ -600,7 +600,7 @@ impl Handler<TrackerStop> for Tracker {
     type Result = ResponseActFuture<Self, ()>;
 
     fn handle(&mut self, _: TrackerStop, ctx: &mut Self::Context) -> Self::Result {
-        let _timing = self.config.metrics.handling("TrackerStop");
+        let _timing = self.config.metrics.handling_of::<TrackerStop>();
         if self.phase == AnnouncePhase::Stopping {
             // The first TrackerStop is already seeing the actor out.
             return Box::pin(fut::ready(()));
