@@ -101,6 +101,7 @@ pub fn start(
             .route("/{secret}/{n}/{name}", web::get().to(stream))
             .route("/{secret}/{n}/{name}", web::head().to(stream))
     })
+    .on_connect(crate::serve::stream::remember_socket)
     .workers(1)
     .max_connections(64)
     .disable_signals()

@@ -45,10 +45,10 @@ pub const MAX_WINDOW_PIECES: u32 = 32;
 /// Most bytes one read returns: the memory a read in flight costs.
 pub const MAX_READ: u32 = 256 * 1024;
 
-/// How long a read waits for its piece by default before giving up. It also bounds how
-/// long a stream whose player went away keeps its window: an HTTP server notices a
-/// closed connection only when it writes, and a waiting read writes nothing. A player
-/// whose read failed asks again with a range, as players do after a stall.
+/// How long a read waits for its piece by default before giving up. A player whose read
+/// failed asks again with a range, as players do after a stall. It is also the longest a
+/// stream whose player went away keeps its window where the server cannot watch the
+/// connection (`serve` and `get --stream` watch theirs and end the read at once).
 pub const DEFAULT_WAIT: Duration = Duration::from_secs(20);
 
 /// Why a stream read failed.

@@ -211,6 +211,7 @@ async fn serve(
                 Err::<actix_web::HttpResponse, _>(api::ApiError::not_found("no such page"))
             }))
     })
+    .on_connect(stream::remember_socket)
     .workers(2)
     .max_connections(256)
     .client_request_timeout(Duration::from_secs(10))

@@ -7,9 +7,15 @@
 //! The `Range` header is parsed here, once, into a typed range or a typed error; the
 //! file index is checked by the Session. Nothing here knows about pieces.
 
+use std::any::Any;
+use std::os::fd::{AsFd, OwnedFd};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use actix_web::body::SizedStream;
+use actix_web::dev::Extensions;
 use actix_web::http::{header, Method, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
 use futures::StreamExt;
@@ -110,9 +116,9 @@ pub async fn respond(
     let reader = StreamReader::new(source, file, DEFAULT_WAIT).map_err(stream_error)?;
     // A first read that does not wait: a file that cannot be streamed (not selected,
     // the torrent stopping) gets an error status rather than a cut-off body. A piece not
-    // there yet is waited for in the body, not before the answer: the HTTP server
-    // notices a player that gave up only while it sends a body, and the stream's
-    // window must go with the player.
+    // there yet is waited for in the body, not before the answer: the body watches the
+    // connection while it waits (`until_client_leaves`), and the stream's window must
+    // go with the player.
     let first = match reader.read_within(start, end, Duration::ZERO).await {
         Ok(bytes) => bytes,
         Err(StreamError::TimedOut { .. }) => bytes::Bytes::new(),
@@ -122,7 +128,89 @@ pub async fn respond(
     let body = futures::stream::once(async move { Ok::<_, StreamError>(first) })
         .filter(|b| futures::future::ready(b.as_ref().map_or(true, |b| !b.is_empty())))
         .chain(reader.into_stream(next, end));
-    Ok(res.body(SizedStream::new(end - start, body)))
+    let client = req.conn_data::<ClientSocket>().cloned();
+    Ok(res.body(SizedStream::new(
+        end - start,
+        until_client_leaves(body, client),
+    )))
+}
+
+/// How often a body waiting for a piece looks whether its client is still there.
+const CLIENT_CHECK: Duration = Duration::from_millis(250);
+
+/// A second handle on an HTTP connection's socket, kept in the connection's data
+/// (`HttpServer::on_connect` with [`remember_socket`]), so that a stream's body can tell
+/// that its player went away while it waits for a piece. The HTTP server itself notices
+/// a closed connection only when a write fails, and a waiting body writes nothing: the
+/// stream's window would stay in the picker until the read's own wait ends.
+#[derive(Clone)]
+pub struct ClientSocket(Arc<OwnedFd>);
+
+/// The `on_connect` callback that keeps a [`ClientSocket`] for plain TCP connections.
+/// Without one (a socket that cannot be duplicated) a stream falls back to the read's
+/// own bounded wait.
+pub fn remember_socket(connection: &dyn Any, data: &mut Extensions) {
+    if let Some(tcp) = connection.downcast_ref::<actix_web::rt::net::TcpStream>() {
+        if let Ok(fd) = tcp.as_fd().try_clone_to_owned() {
+            data.insert(ClientSocket(Arc::new(fd)));
+        }
+    }
+}
+
+impl ClientSocket {
+    /// Whether the client closed the connection or reset it. Bytes waiting to be read (a
+    /// pipelined request) mean it is still there; so does a socket with nothing to say.
+    /// A client that half-closes its side and still reads is taken for gone: players do
+    /// not do that.
+    pub fn is_gone(&self) -> bool {
+        let mut byte = [0u8; 1];
+        let flags = rustix::net::RecvFlags::PEEK | rustix::net::RecvFlags::DONTWAIT;
+        match rustix::net::recv(&*self.0, &mut byte[..], flags) {
+            Ok((0, _)) => true,
+            Ok(_) => false,
+            Err(e) => e != rustix::io::Errno::AGAIN && e != rustix::io::Errno::INTR,
+        }
+    }
+}
+
+/// Why a stream's body ended early.
+#[derive(Debug, thiserror::Error)]
+enum BodyError {
+    #[error(transparent)]
+    Read(#[from] StreamError),
+    #[error("the client closed the connection")]
+    ClientGone,
+}
+
+/// `body`, ended with an error as soon as `client` is seen gone while the body waits
+/// (looked at every [`CLIENT_CHECK`]); the HTTP server then drops the body, and with it
+/// the stream's reader, whose drop tells the Coordinator to forget its window.
+fn until_client_leaves(
+    body: impl futures::Stream<Item = Result<bytes::Bytes, StreamError>> + 'static,
+    client: Option<ClientSocket>,
+) -> impl futures::Stream<Item = Result<bytes::Bytes, BodyError>> {
+    let mut body: Pin<Box<_>> = Box::pin(body);
+    let mut checks = tokio::time::interval(CLIENT_CHECK);
+    checks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut ended = false;
+    futures::stream::poll_fn(move |cx| {
+        if ended {
+            return Poll::Ready(None);
+        }
+        if let Poll::Ready(item) = body.as_mut().poll_next(cx) {
+            return Poll::Ready(item.map(|r| r.map_err(BodyError::from)));
+        }
+        let Some(client) = &client else {
+            return Poll::Pending;
+        };
+        while checks.poll_tick(cx).is_ready() {
+            if client.is_gone() {
+                ended = true;
+                return Poll::Ready(Some(Err(BodyError::ClientGone)));
+            }
+        }
+        Poll::Pending
+    })
 }
 
 #[derive(Deserialize)]
