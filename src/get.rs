@@ -17,7 +17,7 @@ use torrent_actors::engine::coordinator::{Coordinator, EngineConfig, TorrentPara
 use torrent_actors::engine::dht::{Bootstrap, BootstrapSource, Dht, DhtConfig};
 use torrent_actors::engine::jail::{Access, Jail};
 use torrent_actors::engine::messages::{
-    DhtLinks, FailureKind, Phase, Progress, SetSequential, Shutdown, TorrentEvent,
+    DhtLinks, FailureKind, Phase, Progress, Shutdown, TorrentEvent,
 };
 use torrent_actors::engine::metadata::{MagnetParams, MetadataFetcher};
 use torrent_actors::engine::metrics::Metrics;
@@ -250,15 +250,6 @@ pub fn run(args: GetArgs) -> Result<(), Failure> {
             code: exit::USAGE,
             error: anyhow::anyhow!("--files {selection}: {e}"),
         })?;
-    }
-    if (args.sequential || args.stream.is_some()) && matches!(source, Source::Magnet(_)) {
-        return Err(Failure {
-            code: exit::USAGE,
-            error: anyhow::anyhow!(
-                "--stream and --sequential need a .torrent file; fetch the magnet's first \
-                 (`get` writes NAME.torrent) and run again with it"
-            ),
-        });
     }
     check_listen(args.listen)?;
     // The stream server's socket now, so a port in use ends the run before it starts.
@@ -554,6 +545,7 @@ async fn download(
     };
     config.encryption = args.encryption;
     config.utp = args.utp;
+    config.sequential = args.sequential;
 
     let (done_tx, done_rx) = oneshot::channel();
     let stats = Stats::new(args, config.metrics.clone(), &log);
@@ -567,13 +559,13 @@ async fn download(
         done_tx,
     );
     face.dir = args.output.clone();
+    face.stream_socket = stream_socket;
     if let Source::Torrent(metainfo) = &source {
         face.learn_layout(metainfo);
     }
     let face = face.start();
     let seeding_only = matches!(args.mode, Mode::Seed { .. });
     let dht = start_dht(args.dht.clone(), args.listen, &log);
-    let mut stream_server = None;
     let torrent: Recipient<Shutdown> = match source {
         Source::Torrent(metainfo) => {
             let layout = Arc::new(metainfo.info.layout.clone());
@@ -586,25 +578,14 @@ async fn download(
                 events: face.clone().recipient(),
                 log: log.clone(),
             });
-            if args.sequential {
-                coordinator.do_send(SetSequential { on: true });
-            }
-            if let Some(socket) = stream_socket {
-                let source = StreamSource {
+            // As a magnet's fetcher says once it has started the Coordinator.
+            face.do_send(TorrentEvent::Running {
+                source: StreamSource {
                     read: coordinator.clone().recipient(),
                     close: coordinator.clone().recipient(),
                     layout,
-                };
-                match crate::get_stream::start(socket, source) {
-                    Ok((handle, urls)) => {
-                        for (index, path, url) in urls {
-                            outln!("stream {index} {}: {url}", printable(&path));
-                        }
-                        stream_server = Some(handle);
-                    }
-                    Err(e) => slog::warn!(log, "cannot serve the streams"; "error" => %e),
-                }
-            }
+                },
+            });
             coordinator.recipient()
         }
         Source::Magnet(magnet) => MetadataFetcher::start(MagnetParams {
@@ -654,9 +635,7 @@ async fn download(
     };
     // Whatever happened, stop cleanly: resume file, `stopped` announces, files closed.
     // Streams first, so no read waits on a torrent that is stopping.
-    if let Some(server) = stream_server {
-        let _ = tokio::time::timeout(Duration::from_secs(3), server.stop(false)).await;
-    }
+    let _ = tokio::time::timeout(Duration::from_secs(4), face.send(StopStreams)).await;
     let _ = tokio::time::timeout(Duration::from_secs(15), torrent.send(Shutdown)).await;
     let (last_tx, last_rx) = oneshot::channel();
     face.do_send(FinalStats(last_tx));
@@ -757,6 +736,11 @@ struct Face {
     /// Per tracker URL, what its last printed line said (state and message, not counts
     /// or times), so a tracker that keeps failing the same way is shown once.
     tracker_lines: HashMap<String, String>,
+    /// `--stream`: the socket to serve the files on, bound at start, until the
+    /// Coordinator runs (at once for a `.torrent`, after the metadata for a magnet).
+    stream_socket: Option<std::net::TcpListener>,
+    /// The stream server, once started; stopped before the torrent is.
+    stream_server: Option<actix_web::dev::ServerHandle>,
     done: Option<oneshot::Sender<(Outcome, String)>>,
 }
 
@@ -879,6 +863,25 @@ impl Stats {
 #[rtype(result = "()")]
 struct FinalStats(oneshot::Sender<()>);
 
+/// Stop serving streams (at the end of the run, before the torrent stops, so no read
+/// waits on a torrent that is stopping).
+#[derive(Message)]
+#[rtype(result = "()")]
+struct StopStreams;
+
+impl Handler<StopStreams> for Face {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, _: StopStreams, _: &mut Context<Self>) -> Self::Result {
+        let server = self.stream_server.take();
+        Box::pin(async move {
+            if let Some(server) = server {
+                server.stop(false).await;
+            }
+        })
+    }
+}
+
 impl Handler<FinalStats> for Face {
     type Result = ();
 
@@ -929,7 +932,34 @@ impl Face {
             ticks: 0,
             stats,
             tracker_lines: HashMap::new(),
+            stream_socket: None,
+            stream_server: None,
             done: Some(done),
+        }
+    }
+
+    /// With `--stream`, serve the files of the torrent `source` reads and print their
+    /// URLs.
+    fn serve_streams(&mut self, source: StreamSource) {
+        let Some(socket) = self.stream_socket.take() else {
+            return;
+        };
+        match crate::get_stream::start(socket, source) {
+            Ok((handle, urls)) => {
+                let lines: Vec<String> = urls
+                    .into_iter()
+                    .map(|(index, path, url)| format!("stream {index} {}: {url}", printable(&path)))
+                    .collect();
+                for line in lines {
+                    match &self.bar {
+                        Some(bar) => bar.println(line),
+                        None => outln!("{line}"),
+                    }
+                }
+                self.stream_server = Some(handle);
+            }
+            // The socket is bound already; the download goes on without streams.
+            Err(e) => eprintln!("warning: cannot serve the streams: {e}"),
         }
     }
 
@@ -1161,6 +1191,7 @@ impl Handler<TorrentEvent> for Face {
             }
             TorrentEvent::Failed(kind, message) => self.finish(Outcome::Failed(kind, message)),
             TorrentEvent::Tracker(status) => self.show_tracker(&status),
+            TorrentEvent::Running { source } => self.serve_streams(source),
             TorrentEvent::MetadataReceived {
                 name,
                 total_bytes,

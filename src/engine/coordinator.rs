@@ -221,6 +221,9 @@ pub struct EngineConfig {
     pub threads: Option<Arc<Threads>>,
     /// Limits of each web seed (BEP 19): requests in flight, retries, time limits.
     pub web_seed: WebSeedConfig,
+    /// Start new pieces in file order from the start (`get --sequential`); a running
+    /// torrent changes it with `SetSequential`.
+    pub sequential: bool,
 }
 
 impl EngineConfig {
@@ -257,6 +260,7 @@ impl EngineConfig {
             global_limiter: None,
             threads: None,
             web_seed: WebSeedConfig::default(),
+            sequential: false,
         }
     }
 }
@@ -539,6 +543,7 @@ impl Coordinator {
         let private = params.metainfo.info.private;
         let dht = params.dht.filter(|_| !private);
         let pex = params.config.pex && !private;
+        let sequential = params.config.sequential;
         if private {
             info!(
                 log,
@@ -622,7 +627,7 @@ impl Coordinator {
             threads,
             streams: HashMap::new(),
             stream_waiters: HashMap::new(),
-            sequential: false,
+            sequential,
             log,
         };
         match place.coordinator {

@@ -994,6 +994,12 @@ pub enum TorrentEvent {
     /// A tracker's status changed: an announce began or ended, or its URL proved
     /// unusable. Sent on every change, so a face decides what is worth showing.
     Tracker(TrackerStatus),
+    /// The Coordinator a magnet's fetcher started (`hand_over: true`) is running; its
+    /// files can be streamed through `source`. Sent once, after `MetadataReceived`.
+    Running {
+        /// The new Coordinator's stream recipients and layout.
+        source: crate::engine::stream::StreamSource,
+    },
 }
 
 /// Classes of fatal failure, so the face can choose an exit code.

@@ -101,6 +101,14 @@ pub struct StreamSource {
     pub layout: Arc<Layout>,
 }
 
+impl std::fmt::Debug for StreamSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamSource")
+            .field("files", &self.layout.files().len())
+            .finish_non_exhaustive()
+    }
+}
+
 /// One piece-aligned read: `length` bytes at `offset` in `piece`, with the window of
 /// pieces to make time-critical after it. Pure, so the maths is tested alone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

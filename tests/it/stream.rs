@@ -34,6 +34,8 @@ fn temp_dir() -> tempfile::TempDir {
 struct Swarm {
     torrent: PathBuf,
     id: String,
+    /// A magnet link to the torrent, naming the tracker.
+    magnet: String,
     _tracker: Tracker,
     _seeder: LtSeeder,
 }
@@ -59,6 +61,11 @@ fn swarm(payload: &Payload, piece_exp: u32, upload_limit: u64) -> Swarm {
     Swarm {
         torrent,
         id: hash.to_hex(),
+        magnet: format!(
+            "magnet:?xt=urn:btih:{}&tr={}",
+            hash.to_hex(),
+            tracker.http_url().replace(':', "%3A").replace('/', "%2F")
+        ),
         _tracker: tracker,
         _seeder: seeder,
     }
@@ -429,6 +436,18 @@ fn the_stream_route_refuses_hostile_ranges_indices_and_links() {
 
 #[test]
 fn get_stream_prints_each_files_url_and_serves_ranges_while_it_downloads_in_order() {
+    get_stream_serves_ranges(false);
+}
+
+#[test]
+fn get_stream_of_a_magnet_link_serves_ranges_once_the_metadata_arrives() {
+    get_stream_serves_ranges(true);
+}
+
+/// `get --sequential --stream` of a rate-limited libtorrent seeder's torrent, named by
+/// its `.torrent` file or (`magnet`) by a magnet link: the stream URL is printed, range
+/// reads return the right bytes, and the download completes.
+fn get_stream_serves_ranges(magnet: bool) {
     use std::io::{BufRead, BufReader};
     let tmp = temp_dir();
     let len = 3 * 1024 * 1024 + 77;
@@ -441,9 +460,13 @@ fn get_stream_prints_each_files_url_and_serves_ranges_while_it_downloads_in_orde
     cmd.env("TORRENT_ACTORS_DHT_BOOTSTRAP", "")
         .args(["get", "--port", "0", "--no-dht", "--sequential", "--stream"])
         .args(["--listen", "127.0.0.1:0", "-o"])
-        .arg(&out)
-        .arg(&swarm.torrent)
-        .stdin(std::process::Stdio::null())
+        .arg(&out);
+    if magnet {
+        cmd.arg(&swarm.magnet);
+    } else {
+        cmd.arg(&swarm.torrent);
+    }
+    cmd.stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null());
     let mut child = crate::support::ChildGuard::spawn(cmd, "get --stream");

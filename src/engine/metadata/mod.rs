@@ -44,6 +44,7 @@ use super::address_book::{AddressBook, IpSlot, RETRY_BASE};
 use super::connection;
 use super::coordinator::{Coordinator, EngineConfig, TorrentParams};
 use super::messages::*;
+use super::stream::StreamSource;
 use super::tracker::{Tiers, Tracker, TrackerBoard, TrackerConfig, TrackerLinks, TrackerStatus};
 use super::PeerKey;
 use crate::bencode::BValue;
@@ -522,7 +523,9 @@ impl MetadataFetcher {
                 let mut config = params.config;
                 config.learned_peers = peers;
                 let selection = params.selection.or(params.magnet.select_only.clone());
-                act.coordinator = Some(Coordinator::start(TorrentParams {
+                let layout = Arc::new(metainfo.info.layout.clone());
+                let events = params.events.clone();
+                let coordinator = Coordinator::start(TorrentParams {
                     metainfo,
                     download_dir: params.download_dir,
                     config,
@@ -530,7 +533,15 @@ impl MetadataFetcher {
                     dht: params.dht,
                     events: params.events,
                     log: params.log,
-                }));
+                });
+                events.do_send(TorrentEvent::Running {
+                    source: StreamSource {
+                        read: coordinator.clone().recipient(),
+                        close: coordinator.clone().recipient(),
+                        layout,
+                    },
+                });
+                act.coordinator = Some(coordinator);
                 act.handing_over = false;
             }),
         );

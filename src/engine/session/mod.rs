@@ -1395,7 +1395,8 @@ impl Handler<FromTorrent> for Session {
             } => self.on_metadata(msg.id, torrent, metainfo, ctx),
             // Only a fetcher that starts the Coordinator itself leaves the metadata out;
             // the Session never starts one so.
-            TorrentEvent::MetadataReceived { metainfo: None, .. } => {}
+            TorrentEvent::MetadataReceived { metainfo: None, .. }
+            | TorrentEvent::Running { .. } => {}
             TorrentEvent::Tracker(status) => {
                 entry.trackers.insert(status.url.clone(), status);
             }
