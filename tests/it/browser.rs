@@ -25,7 +25,7 @@ const DOWNLOAD_LIMIT: Duration = Duration::from_secs(120);
 
 /// How long the page may take to show the outcome of a click, the server's one-second
 /// pushes included.
-const UI_LIMIT: Duration = Duration::from_secs(30);
+pub(crate) const UI_LIMIT: Duration = Duration::from_secs(30);
 
 /// Pieces of 32 KiB, mktorrent's smallest: a payload of under a megabyte still has a
 /// map of a couple of dozen pieces.
@@ -37,7 +37,7 @@ fn in_ci() -> bool {
 }
 
 /// The browser, or `None` with a note when it is missing outside CI.
-fn browser_tools(test: &str) -> Option<BrowserTools> {
+pub(crate) fn browser_tools(test: &str) -> Option<BrowserTools> {
     match BrowserTools::find() {
         Ok(tools) => Some(tools),
         Err(why) => {
@@ -67,7 +67,7 @@ fn artifacts_dir() -> PathBuf {
 }
 
 /// Saves a screenshot as `serve-ui-{name}.png` and says where.
-fn screenshot(browser: &Browser, name: &str) {
+pub(crate) fn screenshot(browser: &Browser, name: &str) {
     let path = artifacts_dir().join(format!("serve-ui-{name}.png"));
     browser.screenshot(&path);
     eprintln!("screenshot: {}", path.display());
@@ -124,7 +124,7 @@ fn row(browser: &Browser, id: &str) -> Value {
 }
 
 /// Waits until the list row of `id` satisfies `done`, and returns it.
-fn wait_for_row(
+pub(crate) fn wait_for_row(
     browser: &Browser,
     id: &str,
     what: &str,
@@ -137,12 +137,12 @@ fn wait_for_row(
     })
 }
 
-fn is_complete(row: &Value) -> bool {
+pub(crate) fn is_complete(row: &Value) -> bool {
     row["state"] == "seeding" && row["progress"] == "100%"
 }
 
 /// Opens one tab of the detail view.
-fn open_tab(browser: &Browser, tab: &str) {
+pub(crate) fn open_tab(browser: &Browser, tab: &str) {
     browser.click_css(&format!("#detail [data-tab=\"{tab}\"]"), UI_LIMIT);
     browser.wait_for(&format!("#detail [data-panel=\"{tab}\"]"), UI_LIMIT);
 }

@@ -4,6 +4,7 @@ mod backpressure;
 mod bencode;
 mod big_pieces;
 mod browser;
+mod browser_stream;
 mod churn;
 mod cli;
 mod cli_ux;
