@@ -71,13 +71,18 @@ pub enum Command {
         #[arg(long, value_name = "LIST", value_parser = parse_files)]
         files: Option<FileSelection>,
         /// Download pieces in order, each file's first and last piece first (where media
-        /// players look for an index), rather than rarest first. A .torrent file only.
+        /// players look for an index), rather than rarest first.
         #[arg(long)]
         sequential: bool,
         /// Serve each file over HTTP while it downloads and print its URL, for a media
-        /// player (mpv, VLC) to open and seek in. A .torrent file only.
+        /// player (mpv, VLC) to open and seek in (for a magnet link, once its metadata
+        /// has arrived).
         #[arg(long)]
         stream: bool,
+        /// With --stream, for benchmarks only: a read waits for its piece without making
+        /// it time-critical, so the pieces come as the picker would fetch them anyway.
+        #[arg(long, requires = "stream", hide = true)]
+        no_stream_deadlines: bool,
         /// With --stream: where to serve the files (0 as the port picks a free one).
         /// Anyone who can reach it and knows a printed URL can read the files.
         #[arg(

@@ -78,6 +78,9 @@ pub struct GetArgs {
     pub sequential: bool,
     /// `get --stream --listen ADDR`: serve the files over HTTP there while downloading.
     pub stream: Option<SocketAddr>,
+    /// Whether a stream's reads make their pieces time-critical (off only to measure
+    /// what that is worth: `--no-stream-deadlines`).
+    pub stream_deadlines: bool,
 }
 
 /// Whether the run ends at completion, seeds for a while after it, or only seeds.
@@ -147,6 +150,7 @@ impl GetArgs {
             selection: None,
             sequential: false,
             stream: None,
+            stream_deadlines: true,
         }
     }
 }
@@ -546,6 +550,7 @@ async fn download(
     config.encryption = args.encryption;
     config.utp = args.utp;
     config.sequential = args.sequential;
+    config.stream_deadlines = args.stream_deadlines;
 
     let (done_tx, done_rx) = oneshot::channel();
     let stats = Stats::new(args, config.metrics.clone(), &log);

@@ -146,6 +146,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             files,
             sequential,
             stream,
+            no_stream_deadlines,
             listen,
             trace,
             trace_limit,
@@ -169,6 +170,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             args.selection = files;
             args.sequential = sequential;
             args.stream = stream.then_some(listen);
+            args.stream_deadlines = !no_stream_deadlines;
             let result = get::run(args.with_dht(dht)?);
             if let (Some(path), Some(tracer)) = (trace, torrent_actors::engine::trace::global()) {
                 let json = tracer.to_json().to_string();

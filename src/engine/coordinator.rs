@@ -224,6 +224,9 @@ pub struct EngineConfig {
     /// Start new pieces in file order from the start (`get --sequential`); a running
     /// torrent changes it with `SetSequential`.
     pub sequential: bool,
+    /// Whether streams' reads and windows become time-critical pieces in the picker.
+    /// Off only to measure what deadlines are worth (`get --no-stream-deadlines`).
+    pub stream_deadlines: bool,
 }
 
 impl EngineConfig {
@@ -261,6 +264,7 @@ impl EngineConfig {
             threads: None,
             web_seed: WebSeedConfig::default(),
             sequential: false,
+            stream_deadlines: true,
         }
     }
 }
@@ -1683,7 +1687,11 @@ impl Coordinator {
             self.streams.iter().map(|(&k, &w)| (k, w)).collect();
         windows.sort_unstable();
         let windows: Vec<(u32, u32)> = windows.into_iter().map(|(_, w)| w).collect();
-        let (order, urgent) = critical_order(&waiting, &windows);
+        let (order, urgent) = if self.config.stream_deadlines {
+            critical_order(&waiting, &windows)
+        } else {
+            (Vec::new(), 0)
+        };
         let Some(picker) = &mut self.picker else {
             return;
         };
