@@ -33,7 +33,7 @@ use super::piece_manager::{PieceManager, PieceManagerLinks};
 use super::resume::{plan_start, FileRecord, ResumeData, ResumeSchedule, StartupCheck};
 use super::selection::{verified_bytes_per_file, SelectedFiles};
 use super::storage::{FileReader, FileWriter, Hasher};
-use super::stream::{critical_order, StreamError, StreamId, MAX_STREAMS};
+use super::stream::{critical_order, StreamError, StreamId, MAX_STREAMS, STALL_AFTER};
 use super::streamed::PieceMode;
 use super::threads::{Threads, ThreadsConfig};
 use super::tracker::{
@@ -353,6 +353,16 @@ struct WebSeedEntry {
 }
 
 /// See the module documentation.
+/// A stream read waiting for its piece to be verified.
+struct StreamWaiter {
+    /// The reading stream.
+    stream: StreamId,
+    /// Since when it waits: past [`STALL_AFTER`] its piece's blocks go to more peers.
+    since: Instant,
+    /// Fired when the piece is verified.
+    wake: futures::channel::oneshot::Sender<()>,
+}
+
 pub struct Coordinator {
     info_hash: InfoHash,
     info: Arc<Info>,
@@ -463,7 +473,7 @@ pub struct Coordinator {
     streams: HashMap<StreamId, (u32, u32)>,
     /// Stream reads waiting for a piece to be verified, by piece: one per stream at
     /// most, each woken when its piece is verified or dropped when its stream closes.
-    stream_waiters: HashMap<u32, Vec<(StreamId, futures::channel::oneshot::Sender<()>)>>,
+    stream_waiters: HashMap<u32, Vec<StreamWaiter>>,
     /// New pieces start in file order (`SetSequential`), applied to the picker when it
     /// is made.
     sequential: bool,
@@ -1673,13 +1683,13 @@ impl Coordinator {
     /// wakes idle peers when the list changed so they pick them now.
     fn update_critical(&mut self) {
         for waiters in self.stream_waiters.values_mut() {
-            waiters.retain(|(_, tx)| !tx.is_canceled());
+            waiters.retain(|w| !w.wake.is_canceled());
         }
         self.stream_waiters.retain(|_, w| !w.is_empty());
         let mut waiting: Vec<(StreamId, u32)> = self
             .stream_waiters
             .iter()
-            .flat_map(|(&piece, w)| w.iter().map(move |(id, _)| (*id, piece)))
+            .flat_map(|(&piece, w)| w.iter().map(move |w| (w.stream, piece)))
             .collect();
         waiting.sort_unstable();
         let waiting: Vec<u32> = waiting.into_iter().map(|(_, p)| p).collect();
@@ -1687,18 +1697,31 @@ impl Coordinator {
             self.streams.iter().map(|(&k, &w)| (k, w)).collect();
         windows.sort_unstable();
         let windows: Vec<(u32, u32)> = windows.into_iter().map(|(_, w)| w).collect();
+        // Pieces a read has waited on past STALL_AFTER: short of the read's deadline,
+        // their blocks are asked of more peers, as endgame does.
+        let mut stalled: Vec<u32> = self
+            .stream_waiters
+            .iter()
+            .filter(|(_, w)| w.iter().any(|w| w.since.elapsed() >= STALL_AFTER))
+            .map(|(&piece, _)| piece)
+            .collect();
+        stalled.sort_unstable();
         let (order, urgent) = if self.config.stream_deadlines {
             critical_order(&waiting, &windows)
         } else {
+            stalled.clear();
             (Vec::new(), 0)
         };
         let Some(picker) = &mut self.picker else {
             return;
         };
-        if picker.time_critical() == (&order[..], urgent.min(order.len())) {
+        if picker.time_critical() == (&order[..], urgent.min(order.len()))
+            && picker.stalled() == &stalled[..]
+        {
             return;
         }
         picker.set_time_critical(&order, urgent);
+        picker.set_stalled(&stalled);
         if !order.is_empty() {
             self.wake_short_peers();
         }
@@ -1727,8 +1750,8 @@ impl Coordinator {
             .filter(|&p| have.has(p))
             .collect();
         for piece in &ready {
-            for (_, tx) in self.stream_waiters.remove(piece).unwrap_or_default() {
-                let _ = tx.send(());
+            for waiter in self.stream_waiters.remove(piece).unwrap_or_default() {
+                let _ = waiter.wake.send(());
             }
         }
         if !ready.is_empty() {
@@ -1829,6 +1852,10 @@ impl Actor for Coordinator {
             act.classify_peers(now);
             act.clear_suspects();
             act.report_stall(now);
+            if !act.stream_waiters.is_empty() {
+                // A read waiting past STALL_AFTER widens its piece's requests.
+                act.update_critical();
+            }
             let verified = act.progress().verified_bytes;
             act.rate_samples
                 .push_back((now, verified, act.payload_uploaded));
@@ -2614,7 +2641,7 @@ impl Handler<StreamRead> for Coordinator {
             .insert(msg.stream, (plan.piece, plan.window_end.max(plan.piece)));
         // A stream has one read at a time: an earlier one still listed was given up.
         for waiters in self.stream_waiters.values_mut() {
-            waiters.retain(|(id, _)| *id != msg.stream);
+            waiters.retain(|w| w.stream != msg.stream);
         }
         let reader = self.reader.clone();
         let read = ReadBlock {
@@ -2643,7 +2670,11 @@ impl Handler<StreamRead> for Coordinator {
         self.stream_waiters
             .entry(plan.piece)
             .or_default()
-            .push((msg.stream, tx));
+            .push(StreamWaiter {
+                stream: msg.stream,
+                since: Instant::now(),
+                wake: tx,
+            });
         self.update_critical();
         let wait = msg.wait;
         Box::pin(async move {
@@ -2666,7 +2697,7 @@ impl Handler<StreamClosed> for Coordinator {
         let _timing = self.metrics.handling_of::<StreamClosed>();
         self.streams.remove(&msg.stream);
         for waiters in self.stream_waiters.values_mut() {
-            waiters.retain(|(id, _)| *id != msg.stream);
+            waiters.retain(|w| w.stream != msg.stream);
         }
         self.update_critical();
     }

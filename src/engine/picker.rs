@@ -166,6 +166,9 @@ pub const CRITICAL_OVERSHOOT: u64 = 4;
 /// endgame (which may ask every peer).
 const URGENT_HOLDERS: usize = 2;
 
+/// The same for an urgent piece a reader has waited on too long ([`Picker::set_stalled`]).
+const STALLED_HOLDERS: usize = 4;
+
 /// What became of a reported block.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BlockOutcome {
@@ -223,6 +226,9 @@ pub struct Picker {
     /// How many of `critical`, from the front, a reader is blocked on now: these are
     /// also asked of a second peer (see the module documentation).
     urgent: usize,
+    /// Urgent pieces a reader has waited on too long, sorted: asked of up to
+    /// [`STALLED_HOLDERS`] peers.
+    stalled: Vec<u32>,
     /// New pieces start in order rather than rarest first.
     sequential: bool,
     /// In sequential mode, pieces to start before the ascending walk (each file's first
@@ -277,6 +283,7 @@ impl Picker {
             suspects: HashMap::new(),
             critical: Vec::new(),
             urgent: 0,
+            stalled: Vec::new(),
             sequential: false,
             heads: Vec::new(),
             seq_cursor: 0,
@@ -316,6 +323,21 @@ impl Picker {
     /// The time-critical pieces, most urgent first, and how many of them are urgent.
     pub fn time_critical(&self) -> (&[u32], usize) {
         (&self.critical, self.urgent)
+    }
+
+    /// Marks urgent pieces a reader has waited on too long (the Coordinator times the
+    /// waits): their blocks may be asked of [`STALLED_HOLDERS`] peers rather than
+    /// [`URGENT_HOLDERS`]. Replaces the last list; at most [`MAX_CRITICAL`] are kept, and
+    /// only urgent pieces are widened.
+    pub fn set_stalled(&mut self, pieces: &[u32]) {
+        self.stalled = pieces.iter().copied().take(MAX_CRITICAL).collect();
+        self.stalled.sort_unstable();
+        self.stalled.dedup();
+    }
+
+    /// The pieces [`Picker::set_stalled`] marked, sorted.
+    pub fn stalled(&self) -> &[u32] {
+        &self.stalled
     }
 
     /// Starts new pieces in order (`heads` first, then ascending) if `on`, rarest first
@@ -402,12 +424,17 @@ impl Picker {
             if partial.parole {
                 continue;
             }
+            let most_holders = if self.stalled.binary_search(&index).is_ok() {
+                STALLED_HOLDERS
+            } else {
+                URGENT_HOLDERS
+            };
             for (b, state) in partial.blocks.iter_mut().enumerate() {
                 if out.len() >= target {
                     return;
                 }
                 if let BlockState::Requested(holders) = state {
-                    if holders.len() < URGENT_HOLDERS && !holders.contains(&peer) {
+                    if holders.len() < most_holders && !holders.contains(&peer) {
                         holders.push(peer);
                         self.leases
                             .entry(peer)

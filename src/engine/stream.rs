@@ -51,6 +51,11 @@ pub const MAX_READ: u32 = 256 * 1024;
 /// connection (`serve` and `get --stream` watch theirs and end the read at once).
 pub const DEFAULT_WAIT: Duration = Duration::from_secs(20);
 
+/// How long a read may wait for its piece before the piece counts as stalled: its
+/// blocks are then asked of up to four fast peers at once rather than two, so one slow
+/// or silent holder cannot hold the player until the peer's 30 s request timeout.
+pub const STALL_AFTER: Duration = Duration::from_secs(2);
+
 /// Why a stream read failed.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StreamError {

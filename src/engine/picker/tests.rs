@@ -1018,6 +1018,28 @@ fn urgent_blocks_are_asked_of_a_second_peer_but_not_a_third() {
 }
 
 #[test]
+fn a_stalled_urgent_piece_is_asked_of_up_to_four_peers() {
+    let l = layout(32 * 1024, 4 * 32 * 1024);
+    let mut p = picker(&l, u64::MAX);
+    p.set_time_critical(&[2], 1);
+    p.set_stalled(&[2, 2]);
+    assert_eq!(p.stalled(), &[2]);
+    let first = pick(&mut p, P, &full(4), 2);
+    assert!(first.iter().all(|r| r.piece == 2), "{first:?}");
+    for k in 1..4u64 {
+        let more = pick(&mut p, PeerKey(10 + k), &full(4), 2);
+        assert_eq!(more, first, "holder {}", k + 1);
+    }
+    // A fifth peer gets other blocks.
+    let fifth = pick(&mut p, PeerKey(20), &full(4), 2);
+    assert!(fifth.iter().all(|r| r.piece != 2), "{fifth:?}");
+    // Once the wait is over, the limit is two again for new holders.
+    p.set_stalled(&[]);
+    assert!(p.stalled().is_empty());
+    p.check_invariants();
+}
+
+#[test]
 fn slow_peers_and_suspects_are_not_given_time_critical_pieces_first() {
     let piece = 32 * 1024;
     let l = layout(piece, 8 * piece);
