@@ -255,7 +255,13 @@ pub fn run(args: GetArgs) -> Result<(), Failure> {
             error: anyhow::anyhow!("--files {selection}: {e}"),
         })?;
     }
-    check_listen(args.listen)?;
+    // Bound now and kept: the Coordinator takes this very socket, so a port in use ends
+    // the run before it starts and no other process can take it in between.
+    let peer_socket = bind_peer_port(args.listen)?;
+    if torrent_actors::fault::injected("pause-after-port-check") {
+        eprintln!("fault: pause-after-port-check");
+        std::thread::sleep(Duration::from_secs(3));
+    }
     // The stream server's socket now, so a port in use ends the run before it starts.
     let stream_socket = match args.stream {
         Some(addr) => Some(std::net::TcpListener::bind(addr).map_err(|e| Failure {
@@ -279,7 +285,7 @@ pub fn run(args: GetArgs) -> Result<(), Failure> {
     let log = logging::stderr_logger(args.verbosity);
 
     let (outcome, name, threads) =
-        actix::System::new().block_on(download(source, &args, log, stream_socket));
+        actix::System::new().block_on(download(source, &args, log, peer_socket, stream_socket));
     // Every actor is done; their threads end here, not at the process's exit.
     threads.join();
     match outcome {
@@ -345,22 +351,19 @@ pub fn run(args: GetArgs) -> Result<(), Failure> {
     }
 }
 
-/// Fails early, with its own exit code, if the peer port cannot be listened on (in use, or
-/// an address this machine does not have): a `get` or `seed` that went on without it
-/// would announce a port nobody can reach. The socket is bound and let go at once; the
-/// torrent binds its own a moment later (both with `SO_REUSEADDR`, so the first one's
-/// closing does not hold the port), and should another program take the port in between
-/// it still runs, with outgoing connections only, as it logs.
-fn check_listen(addr: SocketAddr) -> Result<(), Failure> {
-    std::net::TcpListener::bind(addr)
-        .map(drop)
-        .map_err(|e| Failure {
-            code: exit::CANNOT_LISTEN,
-            error: anyhow::anyhow!(
-                "cannot listen for peers on {addr}: {e}; {}",
-                listen_advice(&e)
-            ),
-        })
+/// The peer port's listening socket, or a failure with its own exit code if it cannot be
+/// listened on (in use, or an address this machine does not have): a `get` or `seed`
+/// that went on without it would announce a port nobody can reach. The torrent's
+/// Coordinator takes this socket (`EngineConfig::bound_listener`); uTP binds the same
+/// port beside it.
+fn bind_peer_port(addr: SocketAddr) -> Result<std::net::TcpListener, Failure> {
+    std::net::TcpListener::bind(addr).map_err(|e| Failure {
+        code: exit::CANNOT_LISTEN,
+        error: anyhow::anyhow!(
+            "cannot listen for peers on {addr}: {e}; {}",
+            listen_advice(&e)
+        ),
+    })
 }
 
 /// The one thing to do about a port that cannot be bound.
@@ -526,6 +529,7 @@ async fn download(
     source: Source,
     args: &GetArgs,
     log: slog::Logger,
+    peer_socket: std::net::TcpListener,
     stream_socket: Option<std::net::TcpListener>,
 ) -> (Outcome, String, Arc<Threads>) {
     let mut config = EngineConfig::new(our_peer_id(), args.listen);
@@ -551,6 +555,11 @@ async fn download(
     config.utp = args.utp;
     config.sequential = args.sequential;
     config.stream_deadlines = args.stream_deadlines;
+    // With uTP only, the TCP socket was the port check alone, and is let go here.
+    config.bound_listener = args
+        .utp
+        .uses_tcp()
+        .then(|| torrent_actors::engine::connection::BoundListener::new(peer_socket));
 
     let (done_tx, done_rx) = oneshot::channel();
     let stats = Stats::new(args, config.metrics.clone(), &log);
@@ -1182,8 +1191,9 @@ impl Handler<TorrentEvent> for Face {
                 if let Some(bar) = &self.bar {
                     bar.suspend(|| {});
                 }
-                // A seeder nobody can reach is no seeder. `check_listen` tried the port
-                // at start; this catches it taken in the moment since.
+                // A seeder nobody can reach is no seeder. The port was bound at start
+                // and handed to the Coordinator; this is the last guard (uTP only, whose
+                // UDP socket is bound by the Coordinator itself).
                 let Some(listen) = p.listen else {
                     return self.finish(Outcome::NoPort);
                 };

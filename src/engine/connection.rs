@@ -466,6 +466,25 @@ pub async fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr).await
 }
 
+/// A TCP socket the caller bound and listens on already (`get` and `seed` bind theirs
+/// before anything starts, so a port in use ends the run at once, and no other process
+/// can take the port before the Coordinator does). The first [`listen_all`] given it
+/// takes it; clones share it.
+#[derive(Debug, Clone)]
+pub struct BoundListener(std::sync::Arc<std::sync::Mutex<Option<std::net::TcpListener>>>);
+
+impl BoundListener {
+    /// Wraps a listening socket.
+    pub fn new(listener: std::net::TcpListener) -> Self {
+        Self(std::sync::Arc::new(std::sync::Mutex::new(Some(listener))))
+    }
+
+    /// The socket, once.
+    pub fn take(&self) -> Option<std::net::TcpListener> {
+        self.0.lock().ok()?.take()
+    }
+}
+
 /// An accepted connection, TCP or uTP, with the peer's address: the item of both
 /// listeners' streams, so one handler takes both.
 pub type Accepted = std::io::Result<(Carrier, SocketAddr)>;
@@ -495,12 +514,19 @@ impl futures::Stream for TcpListenerStream {
 pub async fn listen_all(
     addr: SocketAddr,
     mode: UtpMode,
+    bound: Option<&BoundListener>,
 ) -> (
     std::io::Result<Option<TcpListener>>,
     Result<Option<Utp>, UtpError>,
 ) {
     let tcp = if mode.uses_tcp() {
-        match listen(addr).await {
+        let tcp = match bound.and_then(BoundListener::take) {
+            Some(tcp) => tcp
+                .set_nonblocking(true)
+                .and_then(|()| TcpListener::from_std(tcp)),
+            None => listen(addr).await,
+        };
+        match tcp {
             Ok(tcp) => Some(tcp),
             Err(e) => return (Err(e), Ok(None)),
         }

@@ -224,6 +224,8 @@ pub struct EngineConfig {
     /// Start new pieces in file order from the start (`get --sequential`); a running
     /// torrent changes it with `SetSequential`.
     pub sequential: bool,
+    /// A listening socket bound by the caller, taken instead of binding `listen`.
+    pub bound_listener: Option<connection::BoundListener>,
     /// Whether streams' reads and windows become time-critical pieces in the picker.
     /// Off only to measure what deadlines are worth (`get --no-stream-deadlines`).
     pub stream_deadlines: bool,
@@ -265,6 +267,7 @@ impl EngineConfig {
             web_seed: WebSeedConfig::default(),
             sequential: false,
             stream_deadlines: true,
+            bound_listener: None,
         }
     }
 }
@@ -916,7 +919,8 @@ impl Coordinator {
             return then(self, ctx);
         }
         let (listen, mode) = (self.config.listen, self.config.utp);
-        let bind = async move { connection::listen_all(listen, mode).await };
+        let bound = self.config.bound_listener.clone();
+        let bind = async move { connection::listen_all(listen, mode, bound.as_ref()).await };
         ctx.wait(bind.into_actor(self).map(move |(tcp, utp), act, ctx| {
             match tcp {
                 Ok(Some(listener)) => {

@@ -138,7 +138,7 @@ impl Listener {
         utp: UtpMode,
         log: Logger,
     ) -> std::io::Result<(Addr<Listener>, SocketAddr, Option<Utp>)> {
-        let (tcp, utp_socket) = connection::listen_all(addr, utp).await;
+        let (tcp, utp_socket) = connection::listen_all(addr, utp, None).await;
         let tcp = tcp?;
         let utp_socket = match utp_socket {
             Ok(socket) => socket,

@@ -104,9 +104,14 @@ struct Background {
 
 impl Background {
     fn start(args: &[&str]) -> Background {
+        Background::start_with_env(args, &[])
+    }
+
+    fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Background {
         let logs = tempfile::tempdir().expect("a folder for the output");
         let mut cmd = ours();
-        cmd.args(args)
+        cmd.envs(env.iter().copied())
+            .args(args)
             .stdin(Stdio::null())
             .stdout(File::create(logs.path().join("stdout")).expect("stdout file"))
             .stderr(File::create(logs.path().join("stderr")).expect("stderr file"));
@@ -207,6 +212,44 @@ fn seed_on_a_port_in_use_exits_10_and_never_says_it_is_seeding() {
         &[&format!("cannot listen for peers on 127.0.0.1:{port}")],
     );
     assert!(!stdout_of(&out).contains("seeding"), "{}", stdout_of(&out));
+}
+
+#[test]
+fn seed_holds_its_port_from_the_check_on_so_no_other_program_can_take_it() {
+    let f = Fixture::new();
+    let port = free_port().to_string();
+    // The fault point pauses for 3 s after the port check, before any actor starts:
+    // the window in which another program could once take the port.
+    let mut seed = Background::start_with_env(
+        &[
+            "seed",
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            &port,
+            "--no-dht",
+            "--peer-timeout",
+            "60",
+            "--dir",
+            s(&f.payload.dir),
+            f.torrent(),
+        ],
+        &[(torrent_actors::fault::FAULT_ENV, "pause-after-port-check")],
+    );
+    seed.wait_until("the pause after the port check", |b| {
+        b.stderr().contains("fault: pause-after-port-check")
+    });
+    let other = TcpListener::bind(format!("127.0.0.1:{port}"));
+    assert!(
+        other.is_err(),
+        "another program took port {port} between the check and the start"
+    );
+    seed.wait_until("seeding", |b| {
+        fs::read_to_string(b.logs.path().join("stdout"))
+            .unwrap_or_default()
+            .contains(&format!("on 127.0.0.1:{port}"))
+    });
+    assert!(seed.child.try_status().is_none(), "{}", seed.output());
 }
 
 #[test]
