@@ -425,17 +425,7 @@ fn web_page_logs_in_with_the_api_key_and_then_loads_the_list() {
         .tempdir()
         .expect("temp folder for the login test");
     let key = "a-key-long-enough-for-the-daemon";
-    let key_file = tmp.path().join("key");
-    fs::write(&key_file, key).expect("writing the key file");
-    let daemon = Daemon::start_with_key(
-        &tmp.path().join("dl"),
-        &tmp.path().join("state"),
-        &DaemonOpts {
-            api_key_file: Some(key_file),
-            ..DaemonOpts::default()
-        },
-        Some(key),
-    );
+    let daemon = Daemon::start_keyed(tmp.path(), key, DaemonOpts::default());
     // One paused torrent, added with the key, for the list to show once logged in.
     let hash = "0123456789abcdef0123456789abcdef01234567";
     let reply = daemon.post(

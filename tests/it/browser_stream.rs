@@ -4,7 +4,6 @@
 //! stream while its read waits and stops counting it as soon as the reader goes.
 
 use std::fs;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -26,13 +25,6 @@ return (async () => {
   return {status: r.status, bytes: Array.from(new Uint8Array(await r.arrayBuffer()))};
 })();
 "#;
-
-fn add(daemon: &Daemon, torrent: &Path) -> String {
-    let b64 = data_encoding::BASE64.encode(&fs::read(torrent).expect("reading the .torrent"));
-    let added = daemon.post("/api/torrents", &json!({ "torrent_base64": b64 }));
-    assert_eq!(added.status, 201, "{added:?}");
-    added.json()["id"].as_str().expect("an id").to_string()
-}
 
 /// Opens the detail view of torrent `id` on its files tab, and waits for file 0's row.
 fn open_files(browser: &Browser, id: &str) {
@@ -69,19 +61,9 @@ fn web_page_stream_controls_open_copy_and_show_each_streams_window() {
     make_torrent(&film.root(), &film_torrent, 15, &[]);
 
     let key = "a-key-long-enough-for-the-daemon";
-    let key_file = tmp.path().join("key");
-    fs::write(&key_file, key).unwrap();
-    let daemon = Daemon::start_with_key(
-        &tmp.path().join("dl"),
-        &tmp.path().join("state"),
-        &DaemonOpts {
-            api_key_file: Some(key_file),
-            ..DaemonOpts::default()
-        },
-        Some(key),
-    );
-    let clip_id = add(&daemon, &clip_torrent);
-    let film_id = add(&daemon, &film_torrent);
+    let daemon = Daemon::start_keyed(tmp.path(), key, DaemonOpts::default());
+    let clip_id = daemon.add_torrent_file(&clip_torrent);
+    let film_id = daemon.add_torrent_file(&film_torrent);
 
     let browser = Browser::start(&tools, 1280, 900);
     browser.goto(&format!("{}/", daemon.base()));

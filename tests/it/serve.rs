@@ -1038,18 +1038,7 @@ fn serve_on_a_wildcard_address_without_a_key_refuses_to_start() {
 fn serve_with_an_api_key_wants_it_and_locks_out_guessers() {
     let tmp = temp_dir();
     let key = "correct-horse-battery-staple-42";
-    let key_file = tmp.path().join("key");
-    fs::write(&key_file, format!("{key}\n")).unwrap();
-    let opts = DaemonOpts {
-        api_key_file: Some(key_file),
-        ..DaemonOpts::default()
-    };
-    let daemon = Daemon::start_with_key(
-        &tmp.path().join("dl"),
-        &tmp.path().join("state"),
-        &opts,
-        Some(key),
-    );
+    let daemon = Daemon::start_keyed(tmp.path(), key, DaemonOpts::default());
     let port = daemon.port;
     let token = daemon.token.clone();
 
@@ -1194,18 +1183,7 @@ fn serve_with_an_api_key_wants_it_and_locks_out_guessers() {
 fn the_page_logs_in_without_the_token_but_only_same_origin_and_as_json() {
     let tmp = temp_dir();
     let key = "correct-horse-battery-staple-42";
-    let key_file = tmp.path().join("key");
-    fs::write(&key_file, format!("{key}\n")).unwrap();
-    let opts = DaemonOpts {
-        api_key_file: Some(key_file),
-        ..DaemonOpts::default()
-    };
-    let daemon = Daemon::start_with_key(
-        &tmp.path().join("dl"),
-        &tmp.path().join("state"),
-        &opts,
-        Some(key),
-    );
+    let daemon = Daemon::start_keyed(tmp.path(), key, DaemonOpts::default());
     let port = daemon.port;
     let token = daemon.token.clone();
     let origin = format!("http://127.0.0.1:{port}");
@@ -1523,19 +1501,11 @@ fn serve_metrics_are_prometheus_text_that_a_real_parser_reads() {
     let payload = Payload::single(&tmp.path().join("seed"), "film \"cut\".bin", 1 << 20);
     let swarm = Swarm::start(payload, 15, SeedOpts::default());
     let key = "correct-horse-battery-staple-42";
-    let key_file = tmp.path().join("key");
-    fs::write(&key_file, format!("{key}\n")).unwrap();
     let opts = DaemonOpts {
-        api_key_file: Some(key_file),
         args: vec!["--metrics-without-key".into()],
         ..DaemonOpts::default()
     };
-    let daemon = Daemon::start_with_key(
-        &tmp.path().join("dl"),
-        &tmp.path().join("state"),
-        &opts,
-        Some(key),
-    );
+    let daemon = Daemon::start_keyed(tmp.path(), key, opts.clone());
     let id = swarm.id();
     let added = daemon.post("/api/torrents", &json!({"torrent_base64": swarm.base64()}));
     assert_eq!(added.status, 201, "{added:?}");
@@ -1613,14 +1583,13 @@ fn serve_metrics_are_prometheus_text_that_a_real_parser_reads() {
     assert!(handled[0]["value"].as_f64().unwrap() > 0.0, "{text}");
 
     // Without the flag, /metrics wants the key like the API.
-    let closed = Daemon::start_with_key(
-        &tmp.path().join("dl2"),
-        &tmp.path().join("state2"),
-        &DaemonOpts {
+    let closed = Daemon::start_keyed(
+        &tmp.path().join("second"),
+        key,
+        DaemonOpts {
             args: Vec::new(),
-            ..opts.clone()
+            ..opts
         },
-        Some(key),
     );
     assert_eq!(http(closed.port, "GET", "/metrics", &[], None).status, 401);
     let auth = format!("Bearer {key}");

@@ -71,12 +71,6 @@ fn swarm(payload: &Payload, piece_exp: u32, upload_limit: u64) -> Swarm {
     }
 }
 
-fn add(daemon: &Daemon, torrent: &Path) {
-    let b64 = data_encoding::BASE64.encode(&fs::read(torrent).expect("reading the .torrent"));
-    let added = daemon.post("/api/torrents", &json!({ "torrent_base64": b64 }));
-    assert_eq!(added.status, 201, "{added:?}");
-}
-
 /// A small deterministic generator, so a failure names offsets that can be replayed.
 struct Lcg(u64);
 
@@ -135,7 +129,7 @@ fn range_reads_at_random_offsets_during_a_rate_limited_download_return_the_right
         &tmp.path().join("state"),
         &DaemonOpts::default(),
     );
-    add(&daemon, &swarm.torrent);
+    daemon.add_torrent_file(&swarm.torrent);
     let url = format!(
         "http://127.0.0.1:{}/api/torrents/{}/files/0/stream",
         daemon.port, swarm.id
@@ -219,18 +213,8 @@ fn ffprobe_reads_a_video_over_a_signed_stream_link_while_it_downloads() {
     // Slow enough that the index at the end would come last without streaming.
     let swarm = swarm(&payload, 15, 128 * 1024);
     let key = "stream-test-key-0123456789";
-    let key_file = tmp.path().join("key");
-    fs::write(&key_file, key).unwrap();
-    let daemon = Daemon::start_with_key(
-        &tmp.path().join("dl"),
-        &tmp.path().join("state"),
-        &DaemonOpts {
-            api_key_file: Some(key_file),
-            ..DaemonOpts::default()
-        },
-        Some(key),
-    );
-    add(&daemon, &swarm.torrent);
+    let daemon = Daemon::start_keyed(tmp.path(), key, DaemonOpts::default());
+    daemon.add_torrent_file(&swarm.torrent);
     let link = daemon.get_json(&format!("/api/torrents/{}/files/0/link", swarm.id));
     let url = format!(
         "http://127.0.0.1:{}{}",
@@ -269,19 +253,9 @@ fn the_stream_route_refuses_hostile_ranges_indices_and_links() {
     let hash = make_torrent(&payload.root(), &tmp.path().join("t.torrent"), 15, &[]);
     let id = hash.to_hex();
     let key = "stream-test-key-0123456789";
-    let key_file = tmp.path().join("key");
-    fs::write(&key_file, key).unwrap();
-    let daemon = Daemon::start_with_key(
-        &tmp.path().join("dl"),
-        &tmp.path().join("state"),
-        &DaemonOpts {
-            api_key_file: Some(key_file),
-            ..DaemonOpts::default()
-        },
-        Some(key),
-    );
+    let daemon = Daemon::start_keyed(tmp.path(), key, DaemonOpts::default());
     // No seeder: nothing is verified, so only answers that need no data come back.
-    add(&daemon, &tmp.path().join("t.torrent"));
+    daemon.add_torrent_file(&tmp.path().join("t.torrent"));
     let path = format!("/api/torrents/{id}/files/0/stream");
     let bearer = format!("Bearer {key}");
     let auth = [("Authorization", bearer.as_str())];

@@ -108,6 +108,20 @@ impl Daemon {
         Daemon::start_with_key(dir, state, opts, None)
     }
 
+    /// A daemon that wants `key`: the key written to `root/key` (with a newline, as an
+    /// editor leaves it), the downloads in `root/dl`, the state in `root/state`, the key
+    /// sent with every request.
+    pub fn start_keyed(root: &Path, key: &str, opts: DaemonOpts) -> Daemon {
+        fs::create_dir_all(root).expect("making the daemon's folder");
+        let key_file = root.join("key");
+        fs::write(&key_file, format!("{key}\n")).expect("writing the key file");
+        let opts = DaemonOpts {
+            api_key_file: Some(key_file),
+            ..opts
+        };
+        Daemon::start_with_key(&root.join("dl"), &root.join("state"), &opts, Some(key))
+    }
+
     /// [`Daemon::start`], sending `bearer` with every request (the token too needs it).
     pub fn start_with_key(
         dir: &Path,
@@ -252,6 +266,18 @@ impl Daemon {
 
     pub fn delete(&self, path: &str) -> Reply {
         self.request("DELETE", path, None)
+    }
+
+    /// Adds the `.torrent` at `torrent`, which must answer 201; its id.
+    pub fn add_torrent_file(&self, torrent: &Path) -> String {
+        let bytes = fs::read(torrent).expect("reading the .torrent");
+        let b64 = data_encoding::BASE64.encode(&bytes);
+        let added = self.post(
+            "/api/torrents",
+            &serde_json::json!({ "torrent_base64": b64 }),
+        );
+        assert_eq!(added.status, 201, "{added:?}");
+        added.json()["id"].as_str().expect("an id").to_string()
     }
 
     /// `GET path`, which must answer 200, as JSON.
