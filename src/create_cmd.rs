@@ -1,4 +1,4 @@
-//! `torrent-actors create`: the command-line face of `torrent_actors::create`. It scans
+//! `torrent-actors create`: the command-line front end of `torrent_actors::create`. It scans
 //! the path, draws a progress bar on stderr (when it is a terminal) while the library
 //! hashes, writes the `.torrent` and prints what it made. No hashing logic lives here.
 

@@ -1,4 +1,4 @@
-//! `torrent-actors get` and `seed`: the command-line face of the engine. It validates the
+//! `torrent-actors get` and `seed`: the command-line front end of the engine. It validates the
 //! inputs, starts one torrent, shows progress, decides when seeding is over, and turns the
 //! engine's events into an exit code. No download logic lives here.
 
@@ -564,7 +564,7 @@ async fn download(
     let (done_tx, done_rx) = oneshot::channel();
     let stats = Stats::new(args, config.metrics.clone(), &log);
     let metrics = config.metrics.clone();
-    let mut face = Face::new(
+    let mut console = Console::new(
         source.name(),
         source.total_bytes(),
         args.peer_timeout,
@@ -572,12 +572,12 @@ async fn download(
         stats,
         done_tx,
     );
-    face.dir = args.output.clone();
-    face.stream_socket = stream_socket;
+    console.dir = args.output.clone();
+    console.stream_socket = stream_socket;
     if let Source::Torrent(metainfo) = &source {
-        face.learn_layout(metainfo);
+        console.learn_layout(metainfo);
     }
-    let face = face.start();
+    let console = console.start();
     let seeding_only = matches!(args.mode, Mode::Seed { .. });
     let dht = start_dht(args.dht.clone(), args.listen, &log);
     let torrent: Recipient<Shutdown> = match source {
@@ -589,11 +589,11 @@ async fn download(
                 metainfo,
                 download_dir: args.output.clone(),
                 config,
-                events: face.clone().recipient(),
+                events: console.clone().recipient(),
                 log: log.clone(),
             });
             // As a magnet's fetcher says once it has started the Coordinator.
-            face.do_send(TorrentEvent::Running {
+            console.do_send(TorrentEvent::Running {
                 source: StreamSource {
                     read: coordinator.clone().recipient(),
                     close: coordinator.clone().recipient(),
@@ -610,7 +610,7 @@ async fn download(
             dht,
             pex: args.pex,
             hand_over: true,
-            events: face.clone().recipient(),
+            events: console.clone().recipient(),
             log,
         })
         .recipient(),
@@ -636,9 +636,9 @@ async fn download(
     // stopping a download is an interruption.
     let outcome = match outcome {
         Outcome::Interrupted => {
-            face.do_send(Report(stats_tx));
-            let (last, face_name) = stats_rx.await.unwrap_or_default();
-            name = face_name;
+            console.do_send(Report(stats_tx));
+            let (last, console_name) = stats_rx.await.unwrap_or_default();
+            name = console_name;
             if seeding_only || last.phase == Phase::Complete {
                 Outcome::SeedingDone(last)
             } else {
@@ -649,10 +649,10 @@ async fn download(
     };
     // Whatever happened, stop cleanly: resume file, `stopped` announces, files closed.
     // Streams first, so no read waits on a torrent that is stopping.
-    let _ = tokio::time::timeout(Duration::from_secs(4), face.send(StopStreams)).await;
+    let _ = tokio::time::timeout(Duration::from_secs(4), console.send(StopStreams)).await;
     let _ = tokio::time::timeout(Duration::from_secs(15), torrent.send(Shutdown)).await;
     let (last_tx, last_rx) = oneshot::channel();
-    face.do_send(FinalStats(last_tx));
+    console.do_send(FinalStats(last_tx));
     let _ = tokio::time::timeout(Duration::from_secs(2), last_rx).await;
     if args.verbosity >= 1 {
         eprintln!("actors:\n{}", metrics.snapshot().table());
@@ -715,7 +715,7 @@ pub(crate) fn our_peer_id() -> PeerId {
 }
 
 /// Receives the torrent's events, shows them, and decides when the run is over.
-struct Face {
+struct Console {
     name: String,
     total: u64,
     bar: Option<ProgressBar>,
@@ -739,7 +739,7 @@ struct Face {
     resume_existed: bool,
     /// This run's download rate, from its own bytes only.
     meter: RateMeter,
-    /// The last moment known to be before fetching began (the face's start, then each
+    /// The last moment known to be before fetching began (the Console's start, then each
     /// progress of the metadata or checking phase), for the summary's average: at most
     /// one progress interval early.
     fetch_started: Instant,
@@ -872,7 +872,7 @@ impl Stats {
     }
 }
 
-/// get → Face: write the last statistics record, then reply.
+/// get → Console: write the last statistics record, then reply.
 #[derive(Message)]
 #[rtype(result = "()")]
 struct FinalStats(oneshot::Sender<()>);
@@ -883,7 +883,7 @@ struct FinalStats(oneshot::Sender<()>);
 #[rtype(result = "()")]
 struct StopStreams;
 
-impl Handler<StopStreams> for Face {
+impl Handler<StopStreams> for Console {
     type Result = ResponseFuture<()>;
 
     fn handle(&mut self, _: StopStreams, _: &mut Context<Self>) -> Self::Result {
@@ -896,7 +896,7 @@ impl Handler<StopStreams> for Face {
     }
 }
 
-impl Handler<FinalStats> for Face {
+impl Handler<FinalStats> for Console {
     type Result = ();
 
     fn handle(&mut self, msg: FinalStats, _: &mut Context<Self>) {
@@ -906,7 +906,7 @@ impl Handler<FinalStats> for Face {
     }
 }
 
-impl Face {
+impl Console {
     fn new(
         name: String,
         total: u64,
@@ -986,7 +986,7 @@ impl Face {
         }
     }
 
-    /// What the torrent's layout tells the face: the piece length, for the start line,
+    /// What the torrent's layout tells the Console: the piece length, for the start line,
     /// and whether a resume file is already there (the start is then a resume).
     fn learn_layout(&mut self, metainfo: &Metainfo) {
         self.piece_length = Some(u64::from(metainfo.info.layout.piece_length()));
@@ -1127,12 +1127,12 @@ impl Face {
     }
 }
 
-/// get → Face: the latest progress and the torrent's name, for the final report.
+/// get → Console: the latest progress and the torrent's name, for the final report.
 #[derive(Message)]
 #[rtype(result = "()")]
 struct Report(oneshot::Sender<(Progress, String)>);
 
-impl Handler<Report> for Face {
+impl Handler<Report> for Console {
     type Result = ();
 
     fn handle(&mut self, msg: Report, _: &mut Context<Self>) {
@@ -1140,11 +1140,11 @@ impl Handler<Report> for Face {
     }
 }
 
-impl Actor for Face {
+impl Actor for Console {
     type Context = Context<Self>;
 }
 
-impl Handler<TorrentEvent> for Face {
+impl Handler<TorrentEvent> for Console {
     type Result = ();
 
     fn handle(&mut self, event: TorrentEvent, _: &mut Context<Self>) {

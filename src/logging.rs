@@ -15,11 +15,11 @@ pub fn stderr_logger(verbosity: u8) -> Logger {
         _ => Level::Debug,
     };
     // Each record is put together in a buffer and written whole, under stderr's lock:
-    // the face's own lines (`eprintln!`, the same lock) never tear a log line in two,
+    // the front end's own lines (`eprintln!`, the same lock) never tear a log line in two,
     // nor it them. (A terminal decorator writes a record piece by piece.)
     // The full format: each record one line, its context keys (the torrent, the peer)
     // at its end; the compact one writes them as header lines of their own and indents
-    // the records under them, which reads as stray lines among the face's output.
+    // the records under them, which reads as stray lines among the front end's output.
     let decorator = Printable(slog_term::PlainSyncDecorator::new(std::io::stderr()));
     let drain = slog_term::FullFormat::new(decorator).build().fuse();
     let drain = slog_async::Async::new(drain).chan_size(4096).build().fuse();

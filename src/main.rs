@@ -1,8 +1,8 @@
 //! The `torrent-actors` binary: `main` is the only place that prints a fatal error; the
-//! face modules (`info`, `get`, `swarm_cmd`, `create_cmd`) turn failures into the exit codes listed in README.md.
+//! front end modules (`info`, `get`, `swarm_cmd`, `create_cmd`) turn failures into the exit codes listed in README.md.
 //! The binary alone uses `anyhow`; the library returns typed errors.
 
-/// `print!` for the faces' standard output, without its panic when a write fails: a
+/// `print!` for the front ends' standard output, without its panic when a write fails: a
 /// reader that closed the pipe early (`info ... | head`) wanted no more, so the rest is
 /// dropped and the command goes on (a download keeps downloading) or ends as it would.
 macro_rules! out {

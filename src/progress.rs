@@ -1,7 +1,7 @@
 //! What `get` and `seed` say about a run: the download rate and ETA of this run's bytes
 //! only (what was on disk before is no download), the line said once the start-up check
 //! is over, the progress text and the summary. Pure: no terminal and no clock of its own;
-//! the face passes times in and prints what comes out.
+//! the front end passes times in and prints what comes out.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};

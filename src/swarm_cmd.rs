@@ -1,4 +1,4 @@
-//! `torrent-actors swarm`: the command-line face of the loopback swarm. It plans the
+//! `torrent-actors swarm`: the command-line front end of the loopback swarm. It plans the
 //! swarm and writes its torrent, starts the swarm's peers in this process, runs the
 //! leechers as `get` child processes of this same binary, watches them within the
 //! duration limit, checks their files, and writes the report, the plot and the exit

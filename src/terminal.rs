@@ -1,4 +1,4 @@
-//! What may reach a terminal: the one rule, used by every face before it prints text
+//! What may reach a terminal: the one rule, used by every front end before it prints text
 //! that came from a stranger (a torrent's name, comment and file names, a tracker's
 //! messages, a peer's client name, an error quoting any of them, a log line).
 //!

@@ -203,7 +203,7 @@ pub struct EngineConfig {
     pub download_limit: u64,
     /// Peer exchange (BEP 11) with peers that offer it; never on private torrents.
     pub pex: bool,
-    /// The counters of this torrent's actors; a face keeps a clone to show them.
+    /// The counters of this torrent's actors; a front end keeps a clone to show them.
     pub metrics: Arc<Metrics>,
     /// A process-wide [`Listener`](super::listener::Listener) bound here takes this
     /// torrent's incoming peers: the Coordinator binds nothing, announces this port and
@@ -311,7 +311,7 @@ struct PeerEntry {
     peer_interested: bool,
     /// We upload to it.
     unchoked: bool,
-    /// It refuses to upload to us (true until its `unchoke`), for the face's peer list.
+    /// It refuses to upload to us (true until its `unchoke`), for the front end's peer list.
     peer_choking: bool,
     /// When it last unchoked us, while it does.
     unchoked_us_at: Option<Instant>,
@@ -444,7 +444,7 @@ pub struct Coordinator {
     _live: LiveGuard,
     trackers: HashMap<String, Tracked<Tracker>>,
     tiers: Tiers,
-    /// Every tracker's status as last reported, for the face.
+    /// Every tracker's status as last reported, for the front end.
     tracker_board: TrackerBoard,
     events: Recipient<TorrentEvent>,
     /// The start-up check of data on disk, until the picker exists.
@@ -1138,7 +1138,7 @@ impl Coordinator {
         }
     }
 
-    /// Tells the face about a tracker whose status changed, unless the torrent is
+    /// Tells the front end about a tracker whose status changed, unless the torrent is
     /// stopping (the `stopped` announces are nobody's concern by then).
     fn tracker_changed(&self, change: Option<TrackerStatus>) {
         if let Some(status) = change.filter(|_| !self.stopping) {

@@ -321,7 +321,7 @@ pub struct DhtStatus {
     pub lookups: usize,
 }
 
-/// Face → Dht: save the routing table, then stop. The reply comes once the file is
+/// Session or `get` → Dht: save the routing table, then stop. The reply comes once the file is
 /// written (or the save failed and was logged).
 #[derive(Message)]
 #[rtype(result = "()")]

@@ -145,7 +145,7 @@ pub struct PeerChokedUs {
     pub released: Vec<Lease>,
 }
 
-/// Peer → Coordinator: the peer unchoked us; only the face's peer list needs to know
+/// Peer → Coordinator: the peer unchoked us; only the front end's peer list needs to know
 /// (picking is driven by the Peer's own `PickBlocks`). Sent once per unchoke, which a
 /// peer does at most a few times a minute.
 #[derive(Message)]
@@ -470,7 +470,7 @@ pub struct StreamClosed {
     pub stream: super::stream::StreamId,
 }
 
-/// Face → Coordinator: start new pieces in file order (each file's first and last
+/// Session → Coordinator: start new pieces in file order (each file's first and last
 /// piece first, where players look for an index) instead of rarest first, or back.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -625,7 +625,7 @@ pub struct TrackerReport {
 
 impl TrackerReport {
     /// Logs the outcome as the tracker's owner sees it: an answer at debug level, a
-    /// failure at info (the face shows it once, not at every retry; the log keeps each).
+    /// failure at info (the front end shows it once, not at every retry; the log keeps each).
     pub fn log(&self, log: &slog::Logger) {
         match &self.outcome {
             Ok(summary) => {
@@ -645,8 +645,8 @@ pub struct TrackerAnnouncing {
     pub url: String,
 }
 
-/// Face → Coordinator (or MetadataFetcher): the status of every tracker of the torrent,
-/// in tier order, for a face that shows a tracker list.
+/// Session → Coordinator (or MetadataFetcher): the status of every tracker of the torrent,
+/// in tier order, for a front end that shows a tracker list.
 #[derive(Message)]
 #[rtype(result = "Vec<TrackerStatus>")]
 pub struct GetTrackers;
@@ -815,7 +815,7 @@ pub struct Grant {
     pub bytes: u64,
 }
 
-/// Face → RateLimiter, or Coordinator → its RateLimiter: new limits in bytes per second
+/// Session → RateLimiter, or Coordinator → its RateLimiter: new limits in bytes per second
 /// (0 for none), from now on. Grants already handed out keep their delays.
 #[derive(Message, Debug, Clone, Copy)]
 #[rtype(result = "()")]
@@ -830,7 +830,7 @@ pub struct SetRates {
 // Listener ↔ Coordinator (one listening socket for many torrents)
 // ---------------------------------------------------------------------------------------
 
-/// Face → Listener: hand incoming peers whose handshake names `info_hash` to `to` (a
+/// Session → Listener: hand incoming peers whose handshake names `info_hash` to `to` (a
 /// Coordinator). Replaces an earlier route for the same info-hash.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -843,7 +843,7 @@ pub struct Route {
     pub metrics: std::sync::Arc<super::metrics::ActorMetrics>,
 }
 
-/// Face → Listener: the torrent is gone; its incoming peers are closed from now on.
+/// Session → Listener: the torrent is gone; its incoming peers are closed from now on.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Unroute {
@@ -869,10 +869,10 @@ pub struct IncomingPeer {
 }
 
 // ---------------------------------------------------------------------------------------
-// Face → Coordinator queries and controls (the `serve` daemon's pages)
+// Session → Coordinator queries and controls (the `serve` daemon's pages)
 // ---------------------------------------------------------------------------------------
 
-/// Face → Coordinator: change the torrent's own rate limits (bytes per second, 0 for
+/// Session → Coordinator: change the torrent's own rate limits (bytes per second, 0 for
 /// none). Forwarded to its RateLimiter as [`SetRates`]; a torrent started with no limiter
 /// (no limits and no global limiter) logs the request and ignores it.
 #[derive(Message, Debug, Clone, Copy)]
@@ -884,7 +884,7 @@ pub struct SetTorrentRates {
     pub download: u64,
 }
 
-/// Face → Coordinator: the connected peers, for a peer table.
+/// Session → Coordinator: the connected peers, for a peer table.
 #[derive(Message)]
 #[rtype(result = "Vec<PeerInfo>")]
 pub struct GetPeerList;
@@ -914,13 +914,13 @@ pub struct PeerInfo {
     pub peer_interested: bool,
 }
 
-/// Face → Coordinator: the torrent's web seeds (BEP 19) and where each stands, for a
+/// Session → Coordinator: the torrent's web seeds (BEP 19) and where each stands, for a
 /// source list.
 #[derive(Message)]
 #[rtype(result = "Vec<super::webseed::WebSeedStatus>")]
 pub struct GetWebSeedList;
 
-/// Face → Coordinator: which pieces we have and which are being fetched, for a piece map.
+/// Session → Coordinator: which pieces we have and which are being fetched, for a piece map.
 #[derive(Message)]
 #[rtype(result = "PieceMap")]
 pub struct GetPieceMap;
@@ -940,7 +940,7 @@ pub struct PieceMap {
     pub streams: Vec<[u32; 2]>,
 }
 
-/// Face → Coordinator: each file's verified bytes, for a file list.
+/// Session → Coordinator: each file's verified bytes, for a file list.
 #[derive(Message)]
 #[rtype(result = "Vec<FileProgress>")]
 pub struct GetFileProgress;
@@ -961,10 +961,10 @@ pub struct FileProgress {
 }
 
 // ---------------------------------------------------------------------------------------
-// Torrent ↔ face (the command line, later the daemon)
+// Torrent → front end (`get`'s Console, the daemon's EventTap)
 // ---------------------------------------------------------------------------------------
 
-/// What a torrent tells the face (the command line, later the daemon).
+/// What a torrent tells its front end (`get`'s Console, the daemon's EventTap).
 #[derive(Message, Debug, Clone)]
 #[rtype(result = "()")]
 pub enum TorrentEvent {
@@ -986,13 +986,13 @@ pub enum TorrentEvent {
         torrent_file: Option<std::path::PathBuf>,
         /// The complete `.torrent` file, as saved (or as it would have been).
         torrent: Bytes,
-        /// The same, parsed, when the fetcher hands the torrent to the face
-        /// (`hand_over: false`) instead of starting the Coordinator itself, so the face
+        /// The same, parsed, when the fetcher hands the torrent to the front end
+        /// (`hand_over: false`) instead of starting the Coordinator itself, so the front end
         /// does not parse it again.
         metainfo: Option<std::sync::Arc<crate::metainfo::Metainfo>>,
     },
     /// A tracker's status changed: an announce began or ended, or its URL proved
-    /// unusable. Sent on every change, so a face decides what is worth showing.
+    /// unusable. Sent on every change, so a front end decides what is worth showing.
     Tracker(TrackerStatus),
     /// The Coordinator a magnet's fetcher started (`hand_over: true`) is running; its
     /// files can be streamed through `source`. Sent once, after `MetadataReceived`.
@@ -1002,7 +1002,7 @@ pub enum TorrentEvent {
     },
 }
 
-/// Classes of fatal failure, so the face can choose an exit code.
+/// Classes of fatal failure, so the front end can choose an exit code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FailureKind {
     /// The disk is full.
@@ -1063,7 +1063,7 @@ pub enum Phase {
     Complete,
 }
 
-/// Face → Coordinator: stop the torrent cleanly. Replies once the PieceManager is drained,
+/// `get` or Session → Coordinator: stop the torrent cleanly. Replies once the PieceManager is drained,
 /// the files closed and the resume file saved, then `stopped` announced (bounded in time).
 #[derive(Message)]
 #[rtype(result = "()")]

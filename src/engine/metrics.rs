@@ -22,7 +22,7 @@
 //! messages; they are timed with [`ActorMetrics::handling_unqueued`]. So are the few
 //! messages that come from outside the engine's own handles, at most about once a
 //! minute each: peer lists (from trackers, the DHT and peer exchange), tracker reports
-//! and announce statistics, `Shutdown` and `GetTrackers` from the face. Their counts and
+//! and announce statistics, `Shutdown` and `GetTrackers` from the front end. Their counts and
 //! times are kept; they are left out of the depth.
 //!
 //! Everything is atomics and one short-held mutex per actor type; the cost per message

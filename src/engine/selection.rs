@@ -1,4 +1,4 @@
-//! Which files of a torrent to download, and so which pieces are wanted. Pure: the face
+//! Which files of a torrent to download, and so which pieces are wanted. Pure: the front end
 //! checks a user's selection against the torrent with [`check_selection`], the Coordinator
 //! turns it into the picker's wanted pieces, and the FileWriter and FileReader ask
 //! [`SelectedFiles::is_selected`] where a file's bytes go.

@@ -1,5 +1,5 @@
 //! `torrent-actors serve`: the engine as a daemon over many torrents, with a JSON API
-//! and a web page. This module is the HTTP face: it checks its arguments, starts the
+//! and a web page. This module is the HTTP front end: it checks its arguments, starts the
 //! shared parts (peer listener, DHT) and the Session, and serves HTTP in front of it.
 //! Downloads are the Session's business; nothing here knows about pieces or peers.
 //!

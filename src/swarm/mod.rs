@@ -6,7 +6,7 @@
 //! the content (`data.rs`: synthetic bytes, the `.torrent`, the check of a leecher's
 //! file), the running peers (`peer.rs`: tokio tasks on a runtime of their own, apart
 //! from any engine), and the report and its plot (`report.rs`, `plot.rs`). What does not:
-//! the leechers, which are `get` processes started by the command-line face, and any
+//! the leechers, which are `get` processes started by the command-line front end, and any
 //! engine code; nothing here is an actor, and the engine does not know this module.
 //! Peers listen on 127.0.0.1 only.
 
@@ -146,7 +146,7 @@ impl SwarmPlan {
     }
 }
 
-/// One peer of a running swarm, as the face sees it.
+/// One peer of a running swarm, as the front end sees it.
 pub struct RunningPeer {
     pub addr: SocketAddr,
     pub profile: Profile,

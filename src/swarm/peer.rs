@@ -2,7 +2,7 @@
 //! speaking the wire protocol through the crate's codec and acting out the peer's plan.
 //!
 //! The peers are not actors and hold nothing of the engine; they are the world the
-//! engine is tested against. Each counts what it did in its own atomics, which the face
+//! engine is tested against. Each counts what it did in its own atomics, which the front end
 //! reads once a second: the only state shared across threads, and only ever added to.
 
 use std::collections::VecDeque;
@@ -82,7 +82,7 @@ pub struct PeerCounters {
     pub open: AtomicI64,
 }
 
-/// A connection the leecher closed, told to the face so it can judge, once it knows when
+/// A connection the leecher closed, told to the front end so it can judge, once it knows when
 /// each leecher ended, whether the leecher dropped the peer or was leaving.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RemoteClose {
@@ -178,7 +178,7 @@ pub(crate) async fn run(listener: TcpListener, utp: Option<Utp>, task: PeerTask)
                 }
                 End::Remote { waiting } => {
                     c.closed_by_leecher.fetch_add(1, Ordering::Relaxed);
-                    // The face may have stopped listening at the very end; nothing to do.
+                    // The front end may have stopped listening at the very end; nothing to do.
                     let _ = task.closes.send(RemoteClose {
                         peer: task.plan.index,
                         at: std::time::Instant::now(),
@@ -454,7 +454,7 @@ impl<'a> Session<'a> {
                 },
                 // The leecher closed, or broke the protocol: either way it is gone.
                 // Requests still queued mean it gave up waiting, or it completed with
-                // endgame duplicates left here; the face tells the two apart by when
+                // endgame duplicates left here; the front end tells the two apart by when
                 // the leechers ended.
                 Event::Received(_) | Event::Wrote(Err(_)) | Event::Wrote(Ok(0)) => {
                     return End::Remote {

@@ -104,7 +104,7 @@ impl PeerTally {
 
 /// How long before a leecher's exit its connections may close as part of its leaving:
 /// its shutdown disconnects every peer, then it writes its last stats and exits, and the
-/// face notices the exit within a fifth of a second.
+/// front end notices the exit within a fifth of a second.
 pub const LEAVING_WINDOW: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Splits each peer's connections closed by a leecher into drops (the leecher gave up

@@ -652,7 +652,7 @@ fn a_torrent_listing_thousands_of_trackers_costs_a_bounded_number_of_sockets() {
     );
 }
 
-/// Collects the `TorrentEvent::Tracker` a torrent sends its face.
+/// Collects the `TorrentEvent::Tracker` a torrent sends its front end.
 struct TrackerEvents(futures::channel::mpsc::UnboundedSender<TrackerStatus>);
 
 impl actix::Actor for TrackerEvents {
@@ -707,7 +707,7 @@ fn the_coordinator_reports_each_tracker_change_and_answers_for_all_of_them() {
     let dir = tmp.path().to_path_buf();
     actix::System::new().block_on(async move {
         let (tx, mut events) = futures::channel::mpsc::unbounded();
-        let face = TrackerEvents(tx).start();
+        let sink = TrackerEvents(tx).start();
         let config = EngineConfig::new(
             PeerId(*b"-TA0001-coordinator-"),
             SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -718,7 +718,7 @@ fn the_coordinator_reports_each_tracker_change_and_answers_for_all_of_them() {
             config,
             selection: None,
             dht: None,
-            events: face.recipient(),
+            events: sink.recipient(),
             log: slog::Logger::root(slog::Discard, slog::o!()),
         });
         // Each announce is seen to begin, then to fail; nothing else is said.
@@ -731,7 +731,7 @@ fn the_coordinator_reports_each_tracker_change_and_answers_for_all_of_them() {
             let status = tokio::time::timeout(Duration::from_secs(20), events.next())
                 .await
                 .expect("tracker events within 20 s")
-                .expect("the face is alive");
+                .expect("the event sink is alive");
             seen.push((status.url, status.state));
         }
         for url in [&refusing.url, &garbled.url] {

@@ -1,4 +1,4 @@
-//! The one integration-test binary: each module tests one face of the crate from outside.
+//! The one integration-test binary: each module tests one part of the crate from outside.
 
 mod backpressure;
 mod bencode;

@@ -16,7 +16,7 @@
 //!    its trackers and connections, sends `TorrentEvent::MetadataReceived` (with the
 //!    `.torrent` bytes) and starts the Coordinator with every address it learned, exactly
 //!    as `get file.torrent` would have. `Shutdown` sent to the fetcher is forwarded to the
-//!    Coordinator, so the face holds one address for the whole life of a magnet download.
+//!    Coordinator, so the front end holds one address for the whole life of a magnet download.
 //!    With `hand_over: false` (the `serve` daemon, which starts torrents itself) it stops
 //!    after the event instead.
 //!
@@ -117,7 +117,7 @@ pub struct MetadataFetcher {
     assembler: Option<MetadataAssembler>,
     trackers: Vec<Tracked<Tracker>>,
     tiers: Tiers,
-    /// The link's trackers as last reported, for the face, until the Coordinator (with
+    /// The link's trackers as last reported, for the front end, until the Coordinator (with
     /// a board of its own) takes over.
     tracker_board: TrackerBoard,
     /// The torrent's Coordinator, once the metadata is in.
@@ -362,7 +362,7 @@ impl MetadataFetcher {
         }
     }
 
-    /// Tells the face about a tracker whose status changed, while fetching; once the
+    /// Tells the front end about a tracker whose status changed, while fetching; once the
     /// Coordinator takes over, its own trackers are the ones to show.
     fn tracker_changed(&self, change: Option<TrackerStatus>) {
         if let (Some(status), Some(params), true) = (change, &self.params, self.fetching()) {
@@ -637,7 +637,7 @@ impl Actor for MetadataFetcher {
         for addr in self.params().config.initial_peers.clone() {
             let _ = self.book.allow(addr);
         }
-        // `x.pe` host names are resolved here, off the face, without blocking the arbiter.
+        // `x.pe` host names are resolved here, off the front end, without blocking the arbiter.
         let hosts = self.params().magnet.peer_hosts.clone();
         for (host, port) in hosts {
             let lookup = async move {

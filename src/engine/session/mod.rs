@@ -16,7 +16,7 @@
 //! Pausing stops a tree (its resume file saved) and resuming starts a new one; so do a
 //! recheck (the resume file deleted first) and a new file selection. Every tree's events
 //! come through an [`EventTap`] stamped with the tree's generation, so a late event from a
-//! tree that was replaced is dropped. Faces (the HTTP API) talk to the Session only
+//! tree that was replaced is dropped. Front ends (the HTTP API) talk to the Session only
 //! through the messages in this module, and no download logic lives in them.
 
 pub mod paths;
@@ -196,7 +196,7 @@ pub struct Session {
 }
 
 // ---------------------------------------------------------------------------------------
-// What faces see
+// What front ends see
 // ---------------------------------------------------------------------------------------
 
 /// A torrent's row in a list.
@@ -350,7 +350,7 @@ pub enum AddSource {
     },
 }
 
-/// Face → Session: add a torrent. Its fields are validated by the face (the folder is
+/// HTTP API → Session: add a torrent. Its fields are validated by the front end (the folder is
 /// inside the root); the Session checks what only it knows (duplicates, file indices).
 #[derive(Message)]
 #[rtype(result = "Result<TorrentSummary, SessionError>")]
