@@ -241,6 +241,34 @@ impl Source {
 
 pub fn run(args: GetArgs) -> Result<(), Failure> {
     let source = Source::read(&args.torrent)?;
+    let Prepared {
+        peer_socket,
+        stream_socket,
+        lock: _lock,
+    } = prepare(&args, &source)?;
+    let log = logging::stderr_logger(args.verbosity);
+    let (outcome, name, threads) =
+        actix::System::new().block_on(download(source, &args, log, peer_socket, stream_socket));
+    // Every actor is done; their threads end here, not at the process's exit.
+    threads.join();
+    conclude(outcome, &name, &args)
+}
+
+/// What the checks before the start hold for the run: the sockets bound (so a port in
+/// use ends the run before it starts) and the output folder's lock.
+struct Prepared {
+    /// The peer port, taken by the Coordinator.
+    peer_socket: std::net::TcpListener,
+    /// `--stream`'s port, taken by the stream server.
+    stream_socket: Option<std::net::TcpListener>,
+    /// Held until the process ends; the kernel lets it go however the process ends.
+    lock: OutputLock,
+}
+
+/// Every mistake that can be found before the engine starts, each failing with its own
+/// exit code: a magnet to seed, a bad `--files`, ports in use, `seed` of a folder
+/// without the data, an unwritable folder, another run on the same files.
+fn prepare(args: &GetArgs, source: &Source) -> Result<Prepared, Failure> {
     if matches!(source, Source::Magnet(_)) && matches!(args.mode, Mode::Seed { .. }) {
         return Err(Failure {
             code: exit::INVALID_TORRENT,
@@ -249,20 +277,19 @@ pub fn run(args: GetArgs) -> Result<(), Failure> {
             ),
         });
     }
-    if let (Some(selection), Source::Torrent(metainfo)) = (&args.selection, &source) {
+    if let (Some(selection), Source::Torrent(metainfo)) = (&args.selection, source) {
         check_selection(&metainfo.info.layout, selection).map_err(|e| Failure {
             code: exit::USAGE,
             error: anyhow::anyhow!("--files {selection}: {e}"),
         })?;
     }
-    // Bound now and kept: the Coordinator takes this very socket, so a port in use ends
-    // the run before it starts and no other process can take it in between.
+    // Bound now and kept: the Coordinator takes this very socket, so no other process
+    // can take the port in between.
     let peer_socket = bind_peer_port(args.listen)?;
     if torrent_actors::fault::injected("pause-after-port-check") {
         eprintln!("fault: pause-after-port-check");
         std::thread::sleep(Duration::from_secs(3));
     }
-    // The stream server's socket now, so a port in use ends the run before it starts.
     let stream_socket = match args.stream {
         Some(addr) => Some(std::net::TcpListener::bind(addr).map_err(|e| Failure {
             code: exit::CANNOT_LISTEN,
@@ -275,24 +302,28 @@ pub fn run(args: GetArgs) -> Result<(), Failure> {
             fetch_missing: false,
         },
         Source::Torrent(metainfo),
-    ) = (args.mode, &source)
+    ) = (args.mode, source)
     {
         check_seed_data(&args.output, metainfo)?;
     }
     check_writable(&args.output)?;
-    // Held until the process ends; the kernel lets it go however the process ends.
-    let _lock = lock_output(&args.output, &source)?;
-    let log = logging::stderr_logger(args.verbosity);
+    let lock = lock_output(&args.output, source)?;
+    Ok(Prepared {
+        peer_socket,
+        stream_socket,
+        lock,
+    })
+}
 
-    let (outcome, name, threads) =
-        actix::System::new().block_on(download(source, &args, log, peer_socket, stream_socket));
-    // Every actor is done; their threads end here, not at the process's exit.
-    threads.join();
+/// The run's last word: the summary line, or the failure with its exit code and one
+/// piece of advice.
+fn conclude(outcome: Outcome, name: &str, args: &GetArgs) -> Result<(), Failure> {
+    let fail = |code, error| Err(Failure { code, error });
     match outcome {
         Outcome::Completed(p, fetching) => {
             outln!(
                 "{}",
-                progress::summary(&name, p.total_bytes, p.downloaded_this_run, fetching)
+                progress::summary(name, p.total_bytes, p.downloaded_this_run, fetching)
             );
             Ok(())
         }
@@ -304,50 +335,46 @@ pub fn run(args: GetArgs) -> Result<(), Failure> {
             );
             Ok(())
         }
-        Outcome::Failed(kind, message) => Err(match kind {
-            FailureKind::DiskFull => Failure {
-                code: exit::DISK_FULL,
-                error: anyhow::anyhow!(
-                    "{message}; what was verified is kept, free some space and run the same \
-                     command to continue"
-                ),
-            },
-            FailureKind::Storage => Failure {
-                code: exit::OUTPUT_NOT_WRITABLE,
-                error: anyhow::anyhow!("{message}"),
-            },
-            FailureKind::InvalidTorrent => Failure {
-                code: exit::INVALID_TORRENT,
-                error: anyhow::anyhow!("{message}"),
-            },
-        }),
-        Outcome::Interrupted => Err(Failure {
-            code: exit::INTERRUPTED,
-            error: anyhow::anyhow!("interrupted; progress saved, run the same command to resume"),
-        }),
-        Outcome::NothingToSeed => Err(Failure {
-            code: exit::NO_DATA,
-            error: anyhow::anyhow!(
+        Outcome::Failed(FailureKind::DiskFull, message) => fail(
+            exit::DISK_FULL,
+            anyhow::anyhow!(
+                "{message}; what was verified is kept, free some space and run the same \
+                 command to continue"
+            ),
+        ),
+        Outcome::Failed(FailureKind::Storage, message) => {
+            fail(exit::OUTPUT_NOT_WRITABLE, anyhow::anyhow!("{message}"))
+        }
+        Outcome::Failed(FailureKind::InvalidTorrent, message) => {
+            fail(exit::INVALID_TORRENT, anyhow::anyhow!("{message}"))
+        }
+        Outcome::Interrupted => fail(
+            exit::INTERRUPTED,
+            anyhow::anyhow!("interrupted; progress saved, run the same command to resume"),
+        ),
+        Outcome::NothingToSeed => fail(
+            exit::NO_DATA,
+            anyhow::anyhow!(
                 "nothing to seed: no piece of {name} under {} is good; point --dir at the \
                  folder that holds it, or add --fetch-missing to download it",
                 args.output.display()
             ),
-        }),
-        Outcome::NoPort => Err(Failure {
-            code: exit::CANNOT_LISTEN,
-            error: anyhow::anyhow!(
+        ),
+        Outcome::NoPort => fail(
+            exit::CANNOT_LISTEN,
+            anyhow::anyhow!(
                 "cannot listen for peers on {}, so no peer could reach this seeder; choose \
                  another --port (0 picks a free one)",
                 args.listen
             ),
-        }),
-        Outcome::NoPeers => Err(Failure {
-            code: exit::NO_PEERS,
-            error: anyhow::anyhow!(
+        ),
+        Outcome::NoPeers => fail(
+            exit::NO_PEERS,
+            anyhow::anyhow!(
                 "no peer reachable for {} s; check the trackers, or add peers with --peer",
                 args.peer_timeout.as_secs()
             ),
-        }),
+        ),
     }
 }
 
@@ -532,9 +559,45 @@ async fn download(
     peer_socket: std::net::TcpListener,
     stream_socket: Option<std::net::TcpListener>,
 ) -> (Outcome, String, Arc<Threads>) {
-    let mut config = EngineConfig::new(our_peer_id(), args.listen);
+    let mut config = engine_config(args, peer_socket);
     let threads = Threads::start(ThreadsConfig::for_process(args.threads), &config.metrics);
     config.threads = Some(threads.clone());
+    let (done_tx, done_rx) = oneshot::channel();
+    let stats = Stats::new(args, config.metrics.clone(), &log);
+    let metrics = config.metrics.clone();
+    let mut console = Console::new(
+        source.name(),
+        source.total_bytes(),
+        args.peer_timeout,
+        args.mode,
+        stats,
+        done_tx,
+    );
+    console.dir = args.output.clone();
+    console.stream_socket = stream_socket;
+    if let Source::Torrent(metainfo) = &source {
+        console.learn_layout(metainfo);
+    }
+    let console = console.start();
+    let torrent = start_torrent(source, args, config, &console, log);
+    let (outcome, name) = wait_for_end(done_rx, &console, args.mode).await;
+    // Whatever happened, stop cleanly: resume file, `stopped` announces, files closed.
+    // Streams first, so no read waits on a torrent that is stopping.
+    let _ = tokio::time::timeout(Duration::from_secs(4), console.send(StopStreams)).await;
+    let _ = tokio::time::timeout(Duration::from_secs(15), torrent.send(Shutdown)).await;
+    let (last_tx, last_rx) = oneshot::channel();
+    console.do_send(FinalStats(last_tx));
+    let _ = tokio::time::timeout(Duration::from_secs(2), last_rx).await;
+    if args.verbosity >= 1 {
+        eprintln!("actors:\n{}", metrics.snapshot().table());
+    }
+    System::current().stop();
+    (outcome, name, threads)
+}
+
+/// The engine's settings from the command line's, with the peer port bound already.
+fn engine_config(args: &GetArgs, peer_socket: std::net::TcpListener) -> EngineConfig {
+    let mut config = EngineConfig::new(our_peer_id(), args.listen);
     config.max_peers = args.max_peers;
     config.upload_slots = args.upload_slots;
     config.upload_limit = args.upload_limit;
@@ -560,37 +623,31 @@ async fn download(
         .utp
         .uses_tcp()
         .then(|| torrent_actors::engine::connection::BoundListener::new(peer_socket));
+    config
+}
 
-    let (done_tx, done_rx) = oneshot::channel();
-    let stats = Stats::new(args, config.metrics.clone(), &log);
-    let metrics = config.metrics.clone();
-    let mut console = Console::new(
-        source.name(),
-        source.total_bytes(),
-        args.peer_timeout,
-        args.mode,
-        stats,
-        done_tx,
-    );
-    console.dir = args.output.clone();
-    console.stream_socket = stream_socket;
-    if let Source::Torrent(metainfo) = &source {
-        console.learn_layout(metainfo);
-    }
-    let console = console.start();
-    let seeding_only = matches!(args.mode, Mode::Seed { .. });
+/// Starts the torrent's tree (a `.torrent`'s Coordinator, or a magnet's
+/// MetadataFetcher, which starts the Coordinator once the metadata is in), reporting to
+/// `console`; returns where `Shutdown` goes.
+fn start_torrent(
+    source: Source,
+    args: &GetArgs,
+    config: EngineConfig,
+    console: &Addr<Console>,
+    log: slog::Logger,
+) -> Recipient<Shutdown> {
     let dht = start_dht(args.dht.clone(), args.listen, &log);
-    let torrent: Recipient<Shutdown> = match source {
+    match source {
         Source::Torrent(metainfo) => {
             let layout = Arc::new(metainfo.info.layout.clone());
             let coordinator = Coordinator::start(TorrentParams {
                 selection: args.selection.clone(),
-                dht: dht.clone(),
+                dht,
                 metainfo,
                 download_dir: args.output.clone(),
                 config,
                 events: console.clone().recipient(),
-                log: log.clone(),
+                log,
             });
             // As a magnet's fetcher says once it has started the Coordinator.
             console.do_send(TorrentEvent::Running {
@@ -614,8 +671,17 @@ async fn download(
             log,
         })
         .recipient(),
-    };
+    }
+}
 
+/// Waits for the Console's outcome, Ctrl-C or SIGTERM; the outcome and the torrent's
+/// name. Stopping a seeder (`seed`, or a `get --seed` whose download is complete) is how
+/// it normally ends; stopping a download is an interruption.
+async fn wait_for_end(
+    done: oneshot::Receiver<(Outcome, String)>,
+    console: &Addr<Console>,
+    mode: Mode,
+) -> (Outcome, String) {
     let terminate = async {
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
             Ok(mut sig) => {
@@ -624,41 +690,22 @@ async fn download(
             Err(_) => futures::future::pending::<()>().await,
         }
     };
-    let (stats_tx, stats_rx) = oneshot::channel();
-    let outcome = tokio::select! {
-        outcome = done_rx => outcome.unwrap_or((Outcome::Interrupted, String::new())),
+    let (outcome, name) = tokio::select! {
+        outcome = done => outcome.unwrap_or((Outcome::Interrupted, String::new())),
         _ = tokio::signal::ctrl_c() => (Outcome::Interrupted, String::new()),
         _ = terminate => (Outcome::Interrupted, String::new()),
     };
-    let (outcome, mut name) = outcome;
-    // Stopping a seeder is how it normally ends.
-    // A `get --seed` whose download is complete ends normally when stopped, like `seed`;
-    // stopping a download is an interruption.
-    let outcome = match outcome {
-        Outcome::Interrupted => {
-            console.do_send(Report(stats_tx));
-            let (last, console_name) = stats_rx.await.unwrap_or_default();
-            name = console_name;
-            if seeding_only || last.phase == Phase::Complete {
-                Outcome::SeedingDone(last)
-            } else {
-                Outcome::Interrupted
-            }
-        }
-        other => other,
-    };
-    // Whatever happened, stop cleanly: resume file, `stopped` announces, files closed.
-    // Streams first, so no read waits on a torrent that is stopping.
-    let _ = tokio::time::timeout(Duration::from_secs(4), console.send(StopStreams)).await;
-    let _ = tokio::time::timeout(Duration::from_secs(15), torrent.send(Shutdown)).await;
-    let (last_tx, last_rx) = oneshot::channel();
-    console.do_send(FinalStats(last_tx));
-    let _ = tokio::time::timeout(Duration::from_secs(2), last_rx).await;
-    if args.verbosity >= 1 {
-        eprintln!("actors:\n{}", metrics.snapshot().table());
+    if !matches!(outcome, Outcome::Interrupted) {
+        return (outcome, name);
     }
-    System::current().stop();
-    (outcome, name, threads)
+    let (stats_tx, stats_rx) = oneshot::channel();
+    console.do_send(Report(stats_tx));
+    let (last, name) = stats_rx.await.unwrap_or_default();
+    if matches!(mode, Mode::Seed { .. }) || last.phase == Phase::Complete {
+        (Outcome::SeedingDone(last), name)
+    } else {
+        (Outcome::Interrupted, name)
+    }
 }
 
 /// Starts the process's DHT node, if it is on. A node that cannot start (its port
@@ -1149,61 +1196,8 @@ impl Handler<TorrentEvent> for Console {
 
     fn handle(&mut self, event: TorrentEvent, _: &mut Context<Self>) {
         match event {
-            TorrentEvent::Progress(p) => {
-                if matches!(p.phase, Phase::Metadata | Phase::Checking) {
-                    self.fetch_started = Instant::now();
-                }
-                if let Some(outcome) = self.judge_start(&p) {
-                    return self.finish(outcome);
-                }
-                self.show(&p);
-                self.stats.tick(&p, self.bar.as_ref(), false);
-                if matches!(p.phase, Phase::Downloading | Phase::Metadata) && p.peers == 0 {
-                    let since = *self.alone_since.get_or_insert_with(Instant::now);
-                    if since.elapsed() >= self.peer_timeout {
-                        self.finish(Outcome::NoPeers);
-                    }
-                } else {
-                    self.alone_since = None;
-                }
-                if p.phase == Phase::Complete && self.seeding_limit_reached(&p) {
-                    self.finish(Outcome::SeedingDone(p.clone()));
-                }
-                self.last = p;
-            }
-            TorrentEvent::Completed(p) => {
-                if let Some(outcome) = self.judge_start(&p) {
-                    return self.finish(outcome);
-                }
-                self.stats.tick_or_record(&p, None, false, true);
-                self.last = p.clone();
-                let seeding = matches!(
-                    self.mode,
-                    Mode::Seed { .. } | Mode::Download { seed: Some(_) }
-                );
-                if !seeding {
-                    // The last stats record is written from `last`: it must show the
-                    // completion, not the progress half a second before it.
-                    self.last = p.clone();
-                    let fetching = self.fetch_started.elapsed();
-                    return self.finish(Outcome::Completed(p, fetching));
-                }
-                if let Some(bar) = &self.bar {
-                    bar.suspend(|| {});
-                }
-                // A seeder nobody can reach is no seeder. The port was bound at start
-                // and handed to the Coordinator; this is the last guard (uTP only, whose
-                // UDP socket is bound by the Coordinator itself).
-                let Some(listen) = p.listen else {
-                    return self.finish(Outcome::NoPort);
-                };
-                outln!("seeding {} on {listen}", self.name);
-                self.seeding_since = Some(Instant::now());
-                if self.seeding_limit_reached(&p) {
-                    self.finish(Outcome::SeedingDone(p.clone()));
-                }
-                self.last = p;
-            }
+            TorrentEvent::Progress(p) => self.on_progress(p),
+            TorrentEvent::Completed(p) => self.on_completed(p),
             TorrentEvent::Failed(kind, message) => self.finish(Outcome::Failed(kind, message)),
             TorrentEvent::Tracker(status) => self.show_tracker(&status),
             TorrentEvent::Running { source } => self.serve_streams(source),
@@ -1213,32 +1207,101 @@ impl Handler<TorrentEvent> for Console {
                 torrent_file,
                 torrent,
                 ..
-            } => {
-                // Verified against the info-hash already; read again here only for the
-                // piece length and the resume file's name.
-                if let Ok(metainfo) = Metainfo::from_bytes(&torrent) {
-                    self.learn_layout(&metainfo);
-                }
-                // The name is the torrent's, and the saved path is made from it.
-                let name = printable(&name).into_owned();
-                let saved = torrent_file
-                    .map(|p| format!("; saved {}", printable(&p.display().to_string())))
-                    .unwrap_or_default();
-                let line = format!(
-                    "metadata received: {name}, {}{saved}",
-                    HumanBytes(total_bytes)
-                );
-                match &self.bar {
-                    Some(bar) => {
-                        bar.set_length(total_bytes);
-                        bar.println(line);
-                    }
-                    None => outln!("{line}"),
-                }
-                self.name = name;
-                self.total = total_bytes;
-            }
+            } => self.on_metadata(&name, total_bytes, torrent_file, &torrent),
         }
+    }
+}
+
+impl Console {
+    /// Periodic progress: the line, the stats, the no-peers clock, the seeding limits.
+    fn on_progress(&mut self, p: Progress) {
+        if matches!(p.phase, Phase::Metadata | Phase::Checking) {
+            self.fetch_started = Instant::now();
+        }
+        if let Some(outcome) = self.judge_start(&p) {
+            return self.finish(outcome);
+        }
+        self.show(&p);
+        self.stats.tick(&p, self.bar.as_ref(), false);
+        if matches!(p.phase, Phase::Downloading | Phase::Metadata) && p.peers == 0 {
+            let since = *self.alone_since.get_or_insert_with(Instant::now);
+            if since.elapsed() >= self.peer_timeout {
+                self.finish(Outcome::NoPeers);
+            }
+        } else {
+            self.alone_since = None;
+        }
+        if p.phase == Phase::Complete && self.seeding_limit_reached(&p) {
+            self.finish(Outcome::SeedingDone(p.clone()));
+        }
+        self.last = p;
+    }
+
+    /// Every wanted piece is in: the run ends, or seeding begins.
+    fn on_completed(&mut self, p: Progress) {
+        if let Some(outcome) = self.judge_start(&p) {
+            return self.finish(outcome);
+        }
+        self.stats.tick_or_record(&p, None, false, true);
+        // The last stats record is written from `last`: it must show the completion, not
+        // the progress half a second before it.
+        self.last = p.clone();
+        let seeding = matches!(
+            self.mode,
+            Mode::Seed { .. } | Mode::Download { seed: Some(_) }
+        );
+        if !seeding {
+            let fetching = self.fetch_started.elapsed();
+            return self.finish(Outcome::Completed(p, fetching));
+        }
+        if let Some(bar) = &self.bar {
+            bar.suspend(|| {});
+        }
+        // A seeder nobody can reach is no seeder. The port was bound at start and handed
+        // to the Coordinator; this is the last guard (uTP only, whose UDP socket is bound
+        // by the Coordinator itself).
+        let Some(listen) = p.listen else {
+            return self.finish(Outcome::NoPort);
+        };
+        outln!("seeding {} on {listen}", self.name);
+        self.seeding_since = Some(Instant::now());
+        if self.seeding_limit_reached(&p) {
+            self.finish(Outcome::SeedingDone(p.clone()));
+        }
+        self.last = p;
+    }
+
+    /// A magnet's metadata is in: the name, the size and where the `.torrent` went.
+    fn on_metadata(
+        &mut self,
+        name: &str,
+        total_bytes: u64,
+        torrent_file: Option<PathBuf>,
+        torrent: &[u8],
+    ) {
+        // Verified against the info-hash already; read again here only for the piece
+        // length and the resume file's name.
+        if let Ok(metainfo) = Metainfo::from_bytes(torrent) {
+            self.learn_layout(&metainfo);
+        }
+        // The name is the torrent's, and the saved path is made from it.
+        let name = printable(name).into_owned();
+        let saved = torrent_file
+            .map(|p| format!("; saved {}", printable(&p.display().to_string())))
+            .unwrap_or_default();
+        let line = format!(
+            "metadata received: {name}, {}{saved}",
+            HumanBytes(total_bytes)
+        );
+        match &self.bar {
+            Some(bar) => {
+                bar.set_length(total_bytes);
+                bar.println(line);
+            }
+            None => outln!("{line}"),
+        }
+        self.name = name;
+        self.total = total_bytes;
     }
 }
 
