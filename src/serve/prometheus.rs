@@ -8,7 +8,7 @@
 
 use std::fmt::Write;
 
-use torrent_actors::engine::metrics::HANDLING_BOUNDS_NS;
+use torrent_actors::engine::metrics::{ActorSnapshot, HANDLING_BOUNDS_NS};
 use torrent_actors::engine::session::{TorrentMetrics, TorrentSummary};
 
 /// The content type of the text format.
@@ -60,6 +60,107 @@ fn number(v: f64) -> String {
     }
 }
 
+/// The per-torrent families after `torrent_actors_torrent_info` and `_state`: name,
+/// type, help and the value.
+type TorrentFamily = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&TorrentSummary) -> f64,
+);
+
+const TORRENT_FAMILIES: &[TorrentFamily] = &[
+    (
+        "torrent_actors_torrent_total_bytes",
+        "gauge",
+        "Bytes of the torrent's wanted files.",
+        |s| s.total_bytes as f64,
+    ),
+    (
+        "torrent_actors_torrent_verified_bytes",
+        "gauge",
+        "Wanted bytes verified and on disk.",
+        |s| s.verified_bytes as f64,
+    ),
+    (
+        "torrent_actors_torrent_download_rate_bytes",
+        "gauge",
+        "Download rate, bytes per second.",
+        |s| s.download_rate,
+    ),
+    (
+        "torrent_actors_torrent_upload_rate_bytes",
+        "gauge",
+        "Upload rate, bytes per second.",
+        |s| s.upload_rate,
+    ),
+    (
+        "torrent_actors_torrent_downloaded_bytes_total",
+        "counter",
+        "Payload bytes downloaded.",
+        |s| s.downloaded as f64,
+    ),
+    (
+        "torrent_actors_torrent_uploaded_bytes_total",
+        "counter",
+        "Payload bytes uploaded.",
+        |s| s.uploaded as f64,
+    ),
+    (
+        "torrent_actors_torrent_peers",
+        "gauge",
+        "Peers connected.",
+        |s| s.peers as f64,
+    ),
+];
+
+/// The per-actor-type families but the histogram: name, type, help and the value.
+type ActorFamily = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&ActorSnapshot) -> f64,
+);
+
+const ACTOR_FAMILIES: &[ActorFamily] = &[
+    (
+        "torrent_actors_actor_live",
+        "gauge",
+        "Actors of the type alive now.",
+        |a| a.live as f64,
+    ),
+    (
+        "torrent_actors_actor_messages_handled_total",
+        "counter",
+        "Messages handled by actors of the type.",
+        |a| a.handled as f64,
+    ),
+    (
+        "torrent_actors_actor_mailbox",
+        "gauge",
+        "Messages waiting in the type's mailboxes.",
+        |a| a.mailbox as f64,
+    ),
+    (
+        "torrent_actors_actor_mailbox_peak",
+        "gauge",
+        "The most messages ever waiting in the type's mailboxes.",
+        |a| a.mailbox_peak as f64,
+    ),
+    (
+        "torrent_actors_actor_backpressure_total",
+        "counter",
+        "Times backpressure acted: replies held back, requests refused, connections turned away.",
+        |a| a.backpressure as f64,
+    ),
+    (
+        "torrent_actors_actor_undelivered_total",
+        "counter",
+        "Messages sent to an actor of the type that had stopped.",
+        |a| a.undelivered as f64,
+    ),
+];
+
 /// The whole `/metrics` answer.
 pub fn render(torrents: &[TorrentSummary], metrics: &[TorrentMetrics]) -> String {
     let mut out = String::new();
@@ -80,134 +181,41 @@ pub fn render(torrents: &[TorrentSummary], metrics: &[TorrentMetrics]) -> String
         torrents,
         |s| (format!("{},state=\"{}\"", t(s), escape(s.state)), 1.0),
     );
-    family(
-        &mut out,
-        "torrent_actors_torrent_total_bytes",
-        "gauge",
-        "Bytes of the torrent's wanted files.",
-        torrents,
-        |s| (t(s), s.total_bytes as f64),
-    );
-    family(
-        &mut out,
-        "torrent_actors_torrent_verified_bytes",
-        "gauge",
-        "Wanted bytes verified and on disk.",
-        torrents,
-        |s| (t(s), s.verified_bytes as f64),
-    );
-    family(
-        &mut out,
-        "torrent_actors_torrent_download_rate_bytes",
-        "gauge",
-        "Download rate, bytes per second.",
-        torrents,
-        |s| (t(s), s.download_rate),
-    );
-    family(
-        &mut out,
-        "torrent_actors_torrent_upload_rate_bytes",
-        "gauge",
-        "Upload rate, bytes per second.",
-        torrents,
-        |s| (t(s), s.upload_rate),
-    );
-    family(
-        &mut out,
-        "torrent_actors_torrent_downloaded_bytes_total",
-        "counter",
-        "Payload bytes downloaded.",
-        torrents,
-        |s| (t(s), s.downloaded as f64),
-    );
-    family(
-        &mut out,
-        "torrent_actors_torrent_uploaded_bytes_total",
-        "counter",
-        "Payload bytes uploaded.",
-        torrents,
-        |s| (t(s), s.uploaded as f64),
-    );
-    family(
-        &mut out,
-        "torrent_actors_torrent_peers",
-        "gauge",
-        "Peers connected.",
-        torrents,
-        |s| (t(s), s.peers as f64),
-    );
-
-    let actors: Vec<(String, &torrent_actors::engine::metrics::ActorSnapshot)> = metrics
+    for (name, kind, help, value) in TORRENT_FAMILIES {
+        family(&mut out, name, kind, help, torrents, |s| (t(s), value(s)));
+    }
+    let actors: Vec<(String, &ActorSnapshot)> = metrics
         .iter()
         .flat_map(|m| {
             m.metrics.actors.iter().map(move |a| {
-                (
-                    format!(
-                        "torrent=\"{}\",actor=\"{}\"",
-                        escape(&m.id),
-                        escape(a.actor)
-                    ),
-                    a,
-                )
+                let labels = format!(
+                    "torrent=\"{}\",actor=\"{}\"",
+                    escape(&m.id),
+                    escape(a.actor)
+                );
+                (labels, a)
             })
         })
         .collect();
-    family(
-        &mut out,
-        "torrent_actors_actor_live",
-        "gauge",
-        "Actors of the type alive now.",
-        &actors,
-        |(l, a)| (l.clone(), a.live as f64),
-    );
-    family(
-        &mut out,
-        "torrent_actors_actor_messages_handled_total",
-        "counter",
-        "Messages handled by actors of the type.",
-        &actors,
-        |(l, a)| (l.clone(), a.handled as f64),
-    );
-    family(
-        &mut out,
-        "torrent_actors_actor_mailbox",
-        "gauge",
-        "Messages waiting in the type's mailboxes.",
-        &actors,
-        |(l, a)| (l.clone(), a.mailbox as f64),
-    );
-    family(
-        &mut out,
-        "torrent_actors_actor_mailbox_peak",
-        "gauge",
-        "The most messages ever waiting in the type's mailboxes.",
-        &actors,
-        |(l, a)| (l.clone(), a.mailbox_peak as f64),
-    );
-    family(
-        &mut out,
-        "torrent_actors_actor_backpressure_total",
-        "counter",
-        "Times backpressure acted: replies held back, requests refused, connections turned away.",
-        &actors,
-        |(l, a)| (l.clone(), a.backpressure as f64),
-    );
-    family(
-        &mut out,
-        "torrent_actors_actor_undelivered_total",
-        "counter",
-        "Messages sent to an actor of the type that had stopped.",
-        &actors,
-        |(l, a)| (l.clone(), a.undelivered as f64),
-    );
+    for (name, kind, help, value) in ACTOR_FAMILIES {
+        family(&mut out, name, kind, help, &actors, |(l, a)| {
+            (l.clone(), value(a))
+        });
+    }
+    handling_histogram(&mut out, &actors);
+    out
+}
 
+/// `torrent_actors_actor_handling_seconds`: time spent handling a message, per actor
+/// type, as a histogram over [`HANDLING_BOUNDS_NS`].
+fn handling_histogram(out: &mut String, actors: &[(String, &ActorSnapshot)]) {
     let name = "torrent_actors_actor_handling_seconds";
     let _ = writeln!(
         out,
         "# HELP {name} Time spent handling a message, per actor type."
     );
     let _ = writeln!(out, "# TYPE {name} histogram");
-    for (labels, a) in &actors {
+    for (labels, a) in actors {
         let mut cumulative = 0u64;
         for (i, bound) in HANDLING_BOUNDS_NS.iter().enumerate() {
             cumulative += a.handling_histogram.get(i).copied().unwrap_or(0);
@@ -218,7 +226,6 @@ pub fn render(torrents: &[TorrentSummary], metrics: &[TorrentMetrics]) -> String
         let _ = writeln!(out, "{name}_sum{{{labels}}} {}", number(a.busy_ms / 1e3));
         let _ = writeln!(out, "{name}_count{{{labels}}} {}", a.handled);
     }
-    out
 }
 
 #[cfg(test)]
