@@ -21,7 +21,7 @@ use actix::prelude::*;
 
 pub use super::messages::SetRates;
 use super::messages::{Direction, Grant};
-use super::metrics::{ActorKind, ActorMetrics, LiveGuard};
+use super::metrics::{ActorKind, ActorMetrics, OwnMetrics};
 use super::ratelimit::{default_burst, TokenBucket};
 
 /// See the module documentation.
@@ -30,8 +30,7 @@ pub struct RateLimiter {
     download: TokenBucket,
     /// The global limiter every grant of ours must also pass, if any.
     parent: Option<Addr<RateLimiter>>,
-    metrics: Arc<ActorMetrics>,
-    _live: Option<LiveGuard>,
+    metrics: OwnMetrics,
 }
 
 impl RateLimiter {
@@ -41,8 +40,7 @@ impl RateLimiter {
             upload: TokenBucket::with_rate(upload),
             download: TokenBucket::with_rate(download),
             parent: None,
-            metrics: Arc::new(ActorMetrics::detached(ActorKind::RateLimiter)),
-            _live: None,
+            metrics: OwnMetrics::detached(ActorKind::RateLimiter),
         }
     }
 
@@ -55,8 +53,7 @@ impl RateLimiter {
 
     /// Counts this limiter and its messages into `metrics`.
     pub fn with_metrics(mut self, metrics: Arc<ActorMetrics>) -> Self {
-        self._live = Some(metrics.started());
-        self.metrics = metrics;
+        self.metrics.attach(metrics);
         self
     }
 }

@@ -326,6 +326,39 @@ impl ActorMetrics {
 #[derive(Debug)]
 pub struct LiveGuard(Arc<ActorMetrics>);
 
+/// The counters of an actor built before it is known where it counts (the file actors
+/// and the RateLimiter are made, then given their torrent's metrics): detached until
+/// [`OwnMetrics::attach`], which also counts the actor as live until it is dropped.
+/// Derefs to the metrics, so handlers write `self.metrics.handling_of::<M>()`.
+pub struct OwnMetrics {
+    metrics: Arc<ActorMetrics>,
+    _live: Option<LiveGuard>,
+}
+
+impl OwnMetrics {
+    /// Counters that nobody reads, for an actor of `kind` not attached yet.
+    pub fn detached(kind: ActorKind) -> Self {
+        Self {
+            metrics: Arc::new(ActorMetrics::detached(kind)),
+            _live: None,
+        }
+    }
+
+    /// Counts into `metrics` from now on, this actor among the live ones.
+    pub fn attach(&mut self, metrics: Arc<ActorMetrics>) {
+        self._live = Some(metrics.started());
+        self.metrics = metrics;
+    }
+}
+
+impl std::ops::Deref for OwnMetrics {
+    type Target = Arc<ActorMetrics>;
+
+    fn deref(&self) -> &Arc<ActorMetrics> {
+        &self.metrics
+    }
+}
+
 impl Drop for LiveGuard {
     fn drop(&mut self) {
         self.0.live.fetch_sub(1, Ordering::Relaxed);

@@ -56,7 +56,7 @@ use super::messages::{
     HashStored, OpenReport, OpenStorage, ReadBlock, SaveResume, StorageError, WriteBlock,
     WritePiece,
 };
-use super::metrics::{ActorKind, ActorMetrics, LiveGuard};
+use super::metrics::{ActorKind, ActorMetrics, LiveGuard, OwnMetrics};
 use super::parts::PartSlots;
 use super::resume::{json_size_bound, FileRecord};
 use super::selection::SelectedFiles;
@@ -161,15 +161,13 @@ pub struct FileWriter {
     /// `CloseStorage` came: the next save is the last, and takes the reserve away.
     closed: bool,
     /// The FileWriter's counters (detached until [`FileWriter::with_metrics`]).
-    metrics: Arc<ActorMetrics>,
-    _live: Option<LiveGuard>,
+    metrics: OwnMetrics,
 }
 
 impl FileWriter {
     /// Counts this writer and its messages into `metrics`.
     pub fn with_metrics(mut self, metrics: Arc<ActorMetrics>) -> Self {
-        self._live = Some(metrics.started());
-        self.metrics = metrics;
+        self.metrics.attach(metrics);
         self
     }
 
@@ -197,8 +195,7 @@ impl FileWriter {
             write_delay,
             reserve_held: false,
             closed: false,
-            metrics: Arc::new(ActorMetrics::detached(ActorKind::FileWriter)),
-            _live: None,
+            metrics: OwnMetrics::detached(ActorKind::FileWriter),
         }
     }
 
@@ -932,15 +929,13 @@ pub struct FileReader {
     /// The part file, opened on first use.
     parts: Option<File>,
     /// The FileReaders' counters (detached until [`FileReader::with_metrics`]).
-    metrics: Arc<ActorMetrics>,
-    _live: Option<LiveGuard>,
+    metrics: OwnMetrics,
 }
 
 impl FileReader {
     /// Counts this reader and its messages into `metrics`.
     pub fn with_metrics(mut self, metrics: Arc<ActorMetrics>) -> Self {
-        self._live = Some(metrics.started());
-        self.metrics = metrics;
+        self.metrics.attach(metrics);
         self
     }
 
@@ -962,8 +957,7 @@ impl FileReader {
             selected,
             in_parts: vec![false; n],
             parts: None,
-            metrics: Arc::new(ActorMetrics::detached(ActorKind::FileReader)),
-            _live: None,
+            metrics: OwnMetrics::detached(ActorKind::FileReader),
         }
     }
 
