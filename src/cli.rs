@@ -92,16 +92,8 @@ pub enum Command {
             default_value = "127.0.0.1:0"
         )]
         listen: SocketAddr,
-        /// Record a message trace (which actor handled what, when, and sampled blocks'
-        /// chains) and write it here at exit, as Chrome trace-event JSON (Perfetto).
-        #[arg(long, value_name = "FILE")]
-        trace: Option<PathBuf>,
-        /// At most this many trace events are kept (the oldest go first).
-        #[arg(long, value_name = "N", default_value_t = torrent_actors::engine::trace::DEFAULT_TRACE_LIMIT)]
-        trace_limit: usize,
-        /// Trace every Nth block's chain (handling is always traced).
-        #[arg(long, value_name = "N", default_value_t = 1)]
-        trace_sample: u64,
+        #[command(flatten)]
+        trace: TraceArgs,
         #[command(flatten)]
         engine: EngineArgs,
     },
@@ -125,6 +117,8 @@ pub enum Command {
         /// Without it, `seed` refuses a folder that holds none of the torrent's data.
         #[arg(long)]
         fetch_missing: bool,
+        #[command(flatten)]
+        trace: TraceArgs,
         #[command(flatten)]
         engine: EngineArgs,
     },
@@ -383,6 +377,10 @@ pub struct SwarmArgs {
     /// Keep the temporary folder.
     #[arg(long)]
     pub keep: bool,
+    /// Record each leecher's message trace into this folder, as
+    /// `leecher-N.trace.json` (each leecher's `get --trace`).
+    #[arg(long, value_name = "DIR")]
+    pub trace: Option<PathBuf>,
     /// An extra argument for every leecher's `get` (repeat for more), e.g.
     /// `--leecher-arg=-v` or `--leecher-arg=--max-in-progress-mib=64`.
     #[arg(long, value_name = "ARG", allow_hyphen_values = true)]
@@ -495,6 +493,21 @@ fn parse_files(value: &str) -> Result<FileSelection, String> {
         }
         other => format!("{other}; {EXAMPLE}"),
     })
+}
+
+/// `--trace` and its bounds, for `get` and `seed`.
+#[derive(Args, Debug, Clone)]
+pub struct TraceArgs {
+    /// Record a message trace (which actor handled what, when, and sampled blocks'
+    /// chains) and write it here at exit, as Chrome trace-event JSON (Perfetto).
+    #[arg(long, value_name = "FILE")]
+    pub trace: Option<PathBuf>,
+    /// At most this many trace events are kept (the oldest go first).
+    #[arg(long, value_name = "N", default_value_t = torrent_actors::engine::trace::DEFAULT_TRACE_LIMIT)]
+    pub trace_limit: usize,
+    /// Trace every Nth block's chain (handling is always traced).
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub trace_sample: u64,
 }
 
 /// Options shared by the commands that run the engine.

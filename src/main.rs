@@ -149,13 +149,8 @@ fn run(cli: Cli) -> Result<(), Failure> {
             no_stream_deadlines,
             listen,
             trace,
-            trace_limit,
-            trace_sample,
             engine,
-        } => {
-            if trace.is_some() {
-                torrent_actors::engine::trace::install(trace_limit, trace_sample);
-            }
+        } => traced(&trace, || {
             let dht = dht_options(&engine);
             let mut args = get::GetArgs::new(
                 engine,
@@ -171,31 +166,42 @@ fn run(cli: Cli) -> Result<(), Failure> {
             args.sequential = sequential;
             args.stream = stream.then_some(listen);
             args.stream_deadlines = !no_stream_deadlines;
-            let result = get::run(args.with_dht(dht)?);
-            if let (Some(path), Some(tracer)) = (trace, torrent_actors::engine::trace::global()) {
-                let json = tracer.to_json().to_string();
-                std::fs::write(&path, json).map_err(|e| Failure {
-                    code: exit::OUTPUT_NOT_WRITABLE,
-                    error: anyhow::anyhow!("{}: {e}", path.display()),
-                })?;
-            }
-            result
-        }
+            get::run(args.with_dht(dht)?)
+        }),
         Command::Seed {
             dir,
             fetch_missing,
+            trace,
             engine,
-        } => {
+        } => traced(&trace, || {
             let dht = dht_options(&engine);
             let mode = get::Mode::Seed { fetch_missing };
             get::run(get::GetArgs::new(engine, dir, mode).with_dht(dht)?)
-        }
+        }),
         #[cfg(feature = "swarm")]
         Command::Swarm(args) => swarm_cmd::run(args),
         Command::Serve(args) => serve::run(serve_args(args)?),
         Command::Create(cmd) => create_cmd::run(cmd),
         Command::Trace { file, svg } => trace_cmd::run(&file, svg.as_deref()),
     }
+}
+
+/// Runs `run` with the message trace recording when `--trace` asks for it, and writes
+/// the trace at the end, whatever the run's outcome (an interrupted run's trace is the
+/// one worth reading). A trace that cannot be written fails a run that succeeded.
+fn traced(args: &cli::TraceArgs, run: impl FnOnce() -> Result<(), Failure>) -> Result<(), Failure> {
+    if args.trace.is_some() {
+        torrent_actors::engine::trace::install(args.trace_limit, args.trace_sample);
+    }
+    let result = run();
+    if let (Some(path), Some(tracer)) = (&args.trace, torrent_actors::engine::trace::global()) {
+        let json = tracer.to_json().to_string();
+        std::fs::write(path, json).map_err(|e| Failure {
+            code: exit::OUTPUT_NOT_WRITABLE,
+            error: anyhow::anyhow!("{}: {e}", path.display()),
+        })?;
+    }
+    result
 }
 
 /// The DHT's bootstrap option and UDP port, or `None` with `--no-dht`.

@@ -510,6 +510,18 @@ fn start_leechers(
         code: exit::OUTPUT_NOT_WRITABLE,
         error: anyhow::anyhow!("cannot find a free port on 127.0.0.1: {e}"),
     })?;
+    // Each leecher writes its own trace there; the folder is made now, so a bad one
+    // fails before anything runs.
+    let trace_dir = match &args.trace {
+        Some(dir) => {
+            std::fs::create_dir_all(dir).map_err(|e| not_writable(dir, e))?;
+            Some(dir.to_str().ok_or_else(|| Failure {
+                code: exit::USAGE,
+                error: anyhow::anyhow!("--trace: the folder's name must be UTF-8"),
+            })?)
+        }
+        None => None,
+    };
     let mut leechers = Vec::new();
     for (i, &port) in ports.iter().enumerate() {
         let mut peers = addrs.to_vec();
@@ -519,14 +531,12 @@ fn start_leechers(
                 .filter(|&&p| p != port)
                 .map(|&p| SocketAddr::from((Ipv4Addr::LOCALHOST, p))),
         );
-        match start_leecher(
-            i as u32,
-            port,
-            &peers,
-            torrent_path,
-            work,
-            &args.leecher_arg,
-        ) {
+        let mut extra = args.leecher_arg.clone();
+        if let Some(dir) = trace_dir {
+            extra.push("--trace".into());
+            extra.push(format!("{dir}/leecher-{i}.trace.json"));
+        }
+        match start_leecher(i as u32, port, &peers, torrent_path, work, &extra) {
             Ok(l) => leechers.push(l),
             Err(e) => {
                 for l in &mut leechers {

@@ -33,6 +33,7 @@ mod support;
 mod swarm;
 mod terminal_output;
 mod trace;
+mod trace_seed_swarm;
 mod tracker;
 mod tracker_actor;
 mod utp;
