@@ -2291,6 +2291,16 @@ impl Handler<PieceVerified> for Coordinator {
         }
         picker.piece_verified(msg.piece);
         let _ = self.have.set(msg.piece.get());
+        if let Some(tracer) = super::trace::global() {
+            let blocks = self.layout.num_blocks(msg.piece);
+            tracer.piece_flow(
+                "Coordinator",
+                0,
+                msg.piece.get(),
+                blocks,
+                super::trace::Hop::Verified,
+            );
+        }
         self.downloaded_this_run += u64::from(self.layout.piece_len(msg.piece));
         self.resume_schedule.piece_verified(Instant::now());
         self.verified_log.push(msg.piece);

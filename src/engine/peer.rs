@@ -760,6 +760,10 @@ impl Peer {
     }
 
     fn on_block(&mut self, block: crate::wire::Block, ctx: &mut Context<Self>) {
+        if let Some(tracer) = super::trace::global() {
+            let id = super::trace::block_id(block.piece, block.offset);
+            tracer.flow("Peer", self.key.0, id, super::trace::Hop::Received);
+        }
         let request = block.request();
         let Some(pos) = self.outstanding.iter().position(|l| l.request == request) else {
             if let Some(asked) = self

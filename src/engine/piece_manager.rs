@@ -240,8 +240,13 @@ impl PieceManager {
             if !hashed.ok {
                 return Outcome::Failed(senders, digests, hashed.leaf_hashes);
             }
+            let count = blocks.len() as u32;
+            trace_piece(piece, count, super::trace::Hop::Hashed);
             match writer.send(WritePiece { piece, blocks }).await {
-                Ok(Ok(true)) => Outcome::Written(digests),
+                Ok(Ok(true)) => {
+                    trace_piece(piece, count, super::trace::Hop::Written);
+                    Outcome::Written(digests)
+                }
                 // The storage closed first (a stop that gave up waiting): not on disk,
                 // so not recorded.
                 Ok(Ok(false)) => Outcome::Refused,
@@ -604,6 +609,14 @@ enum Outcome {
 
 impl Actor for PieceManager {
     type Context = Context<Self>;
+}
+
+/// Records, when tracing, that every block of `piece` passed `hop` (at the PieceManager,
+/// which awaits the hash and the write).
+fn trace_piece(piece: PieceIndex, blocks: u32, hop: super::trace::Hop) {
+    if let Some(tracer) = super::trace::global() {
+        tracer.piece_flow("PieceManager", 0, piece.get(), blocks, hop);
+    }
 }
 
 impl Handler<StoreBlock> for PieceManager {

@@ -211,6 +211,22 @@ impl Tracer {
         });
     }
 
+    /// Every block of a piece of `blocks` blocks passed `hop` now (those sampled): the
+    /// hops that happen to a whole piece (hashed, written, verified).
+    pub fn piece_flow(
+        &self,
+        actor: &'static str,
+        instance: u64,
+        piece: u32,
+        blocks: u32,
+        hop: Hop,
+    ) {
+        for b in 0..blocks {
+            let offset = b.saturating_mul(crate::layout::BLOCK_SIZE);
+            self.flow(actor, instance, block_id(piece, offset), hop);
+        }
+    }
+
     /// The trace as Chrome trace-event JSON.
     pub fn to_json(&self) -> Value {
         match self.ring.lock() {

@@ -75,3 +75,78 @@ fn get_writes_a_bounded_chrome_trace_that_trace_summarises() {
         assert!(text.contains(hop), "no {hop} in {text}");
     }
 }
+
+/// Each block's hops in the trace file: block id → (hop name → first time seen).
+fn block_chains(
+    events: &[serde_json::Value],
+) -> std::collections::BTreeMap<u64, std::collections::HashMap<String, u64>> {
+    let mut chains: std::collections::BTreeMap<u64, std::collections::HashMap<String, u64>> =
+        Default::default();
+    for e in events.iter().filter(|e| e["cat"] == "block") {
+        let (Some(id), Some(hop), Some(ts)) = (
+            e["id"].as_u64(),
+            e["args"]["hop"].as_str(),
+            e["ts"].as_u64(),
+        ) else {
+            panic!("a block event without id, hop or time: {e}");
+        };
+        let at = chains
+            .entry(id)
+            .or_default()
+            .entry(hop.into())
+            .or_insert(ts);
+        *at = (*at).min(ts);
+    }
+    chains
+}
+
+#[test]
+fn every_sampled_blocks_chain_is_complete_and_in_order() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    // 33 pieces of 32 KiB, the last of 7 bytes: 65 blocks of at most 16 KiB.
+    let payload = Payload::single(&tmp.path().join("seed"), "file.bin", 1024 * 1024 + 7);
+    let torrent = tmp.path().join("t.torrent");
+    make_torrent(&payload.root(), &torrent, 15, &[]);
+    let seeder = LtSeeder::start(
+        &torrent,
+        &payload.dir,
+        SeedOpts {
+            ready_without_announce: true,
+            ..SeedOpts::default()
+        },
+    );
+    let hops = ["received", "stored", "hashed", "written", "verified"];
+    for (sample, want) in [(1u64, 65usize), (4, 1)] {
+        let file = tmp.path().join(format!("sample-{sample}.json"));
+        let out = tmp.path().join(format!("out-{sample}"));
+        let every = sample.to_string();
+        get_traced(&torrent, &out, &seeder, &file, &["--trace-sample", &every]);
+        let v: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&file).expect("trace written")).expect("json");
+        let chains = block_chains(v["traceEvents"].as_array().expect("traceEvents"));
+        assert!(
+            chains.len() >= want && chains.len() <= 65,
+            "sample {sample}: {} blocks traced",
+            chains.len()
+        );
+        if sample == 1 {
+            assert_eq!(chains.len(), 65, "every block traced");
+        } else {
+            assert!(chains.len() < 65, "sampling traced every block");
+        }
+        for (id, chain) in &chains {
+            let times: Vec<u64> = hops
+                .iter()
+                .map(|h| {
+                    *chain.get(*h).unwrap_or_else(|| {
+                        panic!("block {id:#x} (sample {sample}) has no {h} hop: {chain:?}")
+                    })
+                })
+                .collect();
+            assert!(
+                times.windows(2).all(|w| w[0] <= w[1]),
+                "block {id:#x}'s hops out of order: {chain:?}"
+            );
+        }
+    }
+}
