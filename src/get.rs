@@ -579,6 +579,7 @@ async fn download(
             let layout = Arc::new(metainfo.info.layout.clone());
             let coordinator = Coordinator::start(TorrentParams {
                 selection: args.selection.clone(),
+                high_priority: Vec::new(),
                 dht: dht.clone(),
                 metainfo,
                 download_dir: args.output.clone(),

@@ -520,6 +520,9 @@ async fn files(state: State, id: web::Path<String>) -> ApiResult<HttpResponse> {
 #[serde(deny_unknown_fields)]
 struct FilesBody {
     selected: Vec<u32>,
+    /// High-priority files (among the selected); the selected rest are normal.
+    #[serde(default)]
+    high: Vec<u32>,
 }
 
 async fn set_files(
@@ -528,7 +531,12 @@ async fn set_files(
     body: web::Json<FilesBody>,
 ) -> ApiResult<HttpResponse> {
     let id = parse_id(&id)?;
-    let selected = body.into_inner().selected;
+    let FilesBody { selected, high } = body.into_inner();
+    if high.len() > MAX_FILE_INDICES {
+        return Err(ApiError::bad_request(format!(
+            "high: at most {MAX_FILE_INDICES} indices"
+        )));
+    }
     if selected.len() > MAX_FILE_INDICES {
         return Err(ApiError::bad_request(format!(
             "selected: at most {MAX_FILE_INDICES} indices"
@@ -542,7 +550,7 @@ async fn set_files(
     Ok(HttpResponse::Ok().json(
         state
             .session
-            .send(session::SetFiles { id, selected })
+            .send(session::SetFiles { id, selected, high })
             .await??,
     ))
 }
@@ -557,6 +565,8 @@ async fn peers(state: State, id: web::Path<String>) -> ApiResult<HttpResponse> {
 pub struct PieceMapJson {
     pub pieces: usize,
     pub have: String,
+    /// Pieces of files to download, base64 like `have`.
+    pub wanted: String,
     pub downloading: Vec<u32>,
     /// Each open stream's position and the last piece of its window.
     pub streams: Vec<[u32; 2]>,
@@ -567,6 +577,7 @@ impl From<&torrent_actors::engine::messages::PieceMap> for PieceMapJson {
         PieceMapJson {
             pieces: map.pieces,
             have: data_encoding::BASE64.encode(&map.have),
+            wanted: data_encoding::BASE64.encode(&map.wanted),
             downloading: map.downloading.clone(),
             streams: map.streams.clone(),
         }

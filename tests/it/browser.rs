@@ -306,8 +306,8 @@ fn web_page_adds_torrents_chooses_files_and_shows_the_download() {
         started.elapsed()
     );
 
-    // The piece map: the pieces of the two chosen files are in, those only the middle
-    // file needs are not.
+    // The piece map: the pieces of the two chosen files are in; those only the middle
+    // file needs are not wanted, and nothing is missing.
     open_tab(&browser, "pieces");
     let total: u64 = three.total_len();
     let have = pieces_touching(&[(0, 300_001), (500_004, total)], total);
@@ -315,8 +315,9 @@ fn web_page_adds_torrents_chooses_files_and_shows_the_download() {
     browser.wait_until("the piece counts", UI_LIMIT, |b| {
         (text_of(b, "#pieces-have") == have.to_string()).then_some(())
     });
+    assert_eq!(text_of(&browser, "#pieces-missing"), "0");
     assert_eq!(
-        text_of(&browser, "#pieces-missing"),
+        text_of(&browser, "#pieces-unwanted"),
         (count - have).to_string()
     );
     let canvas = wait_for_painted_canvas(&browser, "#pieces-canvas");

@@ -47,7 +47,7 @@ use super::messages::{
 };
 use super::metadata::{MagnetParams, MetadataFetcher};
 use super::metrics::{ActorKind, Metrics, MetricsSnapshot};
-use super::selection::check_selection;
+use super::selection::{check_selection, FilePriority};
 use super::storage::{FileWriter, SideFiles};
 use super::tracker::{TrackerState, TrackerStatus};
 use super::webseed::WebSeedStatus;
@@ -153,6 +153,8 @@ struct Entry {
     awaiting_files: bool,
     /// The files to download, sorted and unique; `None` for every file.
     selection: Option<Vec<u32>>,
+    /// Files whose pieces start first, sorted and unique (selected ones count).
+    high: Vec<u32>,
     labels: Vec<String>,
     /// This torrent's limits in bytes per second, 0 for none.
     upload_limit: u64,
@@ -430,12 +432,14 @@ pub struct GetFiles {
     pub id: InfoHash,
 }
 
-/// HTTP API → Session: choose which files to download.
+/// HTTP API → Session: choose which files to download, and which of them first.
 #[derive(Message)]
 #[rtype(result = "Result<Vec<FileProgress>, SessionError>")]
 pub struct SetFiles {
     pub id: InfoHash,
     pub selected: Vec<u32>,
+    /// Files whose pieces start before the others' (only selected ones count).
+    pub high: Vec<u32>,
 }
 
 /// HTTP API → Session: a torrent's connected peers.
@@ -709,6 +713,7 @@ impl Session {
         entry.paused = t.paused;
         entry.awaiting_files = t.awaiting_files;
         entry.selection = t.selection.clone();
+        entry.high = t.high_priority.clone();
         entry.labels = t.labels.clone();
         entry.upload_limit = t.upload_limit;
         entry.download_limit = t.download_limit;
@@ -734,6 +739,7 @@ impl Session {
                     paused: e.paused,
                     awaiting_files: e.awaiting_files,
                     selection: e.selection.clone(),
+                    high_priority: e.high.clone(),
                     labels: e.labels.clone(),
                     upload_limit: e.upload_limit,
                     download_limit: e.download_limit,
@@ -828,6 +834,7 @@ impl Session {
                     download_dir,
                     config,
                     selection: selection_of(&entry.selection),
+                    high_priority: entry.high.clone(),
                     dht,
                     events,
                     log,
@@ -1067,6 +1074,7 @@ impl Entry {
             paused: false,
             awaiting_files: false,
             selection: None,
+            high: Vec::new(),
             labels: Vec::new(),
             upload_limit: 0,
             download_limit: 0,
@@ -1113,6 +1121,10 @@ impl Entry {
                 path: f.path.components().join("/"),
                 length: f.length,
                 selected: selection.as_ref().is_none_or(|s| s.contains(index as u32)),
+                priority: FilePriority::of(
+                    selection.as_ref().is_none_or(|s| s.contains(index as u32)),
+                    self.high.binary_search(&(index as u32)).is_ok(),
+                ),
                 verified_bytes: 0,
             })
             .collect()
@@ -1306,13 +1318,16 @@ impl Entry {
         self.pieces = Some(PieceMap {
             pieces: layout.num_pieces() as usize,
             have: have.as_bytes().to_vec(),
+            wanted: wanted.as_bytes().to_vec(),
             downloading: Vec::new(),
             streams: Vec::new(),
         });
     }
 
+    /// The last piece map known (an empty one before any), its wanted pieces those of the
+    /// files chosen now: a choice made while stopped shows at once.
     fn empty_pieces(&self) -> PieceMap {
-        self.pieces.clone().unwrap_or_else(|| {
+        let mut map = self.pieces.clone().unwrap_or_else(|| {
             let pieces = match &self.source {
                 Source::Torrent(m) => m.info.layout.num_pieces() as usize,
                 Source::Magnet(_) => 0,
@@ -1320,10 +1335,22 @@ impl Entry {
             PieceMap {
                 pieces,
                 have: vec![0; pieces.div_ceil(8)],
+                wanted: Vec::new(),
                 downloading: Vec::new(),
                 streams: Vec::new(),
             }
-        })
+        });
+        map.wanted = match &self.source {
+            Source::Torrent(m) => {
+                let layout = &m.info.layout;
+                super::selection::SelectedFiles::new(layout, selection_of(&self.selection).as_ref())
+                    .wanted_pieces(layout)
+                    .as_bytes()
+                    .to_vec()
+            }
+            Source::Magnet(_) => Vec::new(),
+        };
+        map
     }
 }
 
@@ -1816,13 +1843,22 @@ impl Handler<SetFiles> for Session {
                     selected.dedup();
                     check_selection(&m.info.layout, &selection_from(&selected))
                         .map_err(|e| SessionError::BadRequest(format!("files: {e}")))?;
-                    Ok((m.clone(), selected))
+                    // High among the selected only: a skipped file is not fetched at all.
+                    let mut high: Vec<u32> = msg
+                        .high
+                        .iter()
+                        .copied()
+                        .filter(|i| selected.binary_search(i).is_ok())
+                        .collect();
+                    high.sort_unstable();
+                    high.dedup();
+                    Ok((m.clone(), selected, high))
                 }
                 Source::Magnet(_) => Err(SessionError::Conflict(
                     "no metadata yet: the files are not known".into(),
                 )),
             });
-        let (metainfo, selected) = match checked {
+        let (metainfo, selected, high) = match checked {
             Ok(v) => v,
             Err(e) => return Box::pin(actix::fut::ready(Err(e))),
         };
@@ -1839,6 +1875,7 @@ impl Handler<SetFiles> for Session {
                 .filter(|(_, f)| !f.padding)
                 .all(|(i, _)| u32::try_from(i).is_ok_and(|i| selected.binary_search(&i).is_ok()));
             entry.selection = (!every).then_some(selected);
+            entry.high = high;
             entry.last.total_bytes = entry.wanted_bytes_of(&metainfo);
             entry.files = entry.files_at_rest(&metainfo.info.layout);
             if entry.awaiting_files {

@@ -49,6 +49,9 @@ pub struct SavedTorrent {
     pub awaiting_files: bool,
     /// Selected file indices; `None` for every file.
     pub selection: Option<Vec<u32>>,
+    /// High-priority file indices, sorted (absent in older state files).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub high_priority: Vec<u32>,
     pub labels: Vec<String>,
     pub upload_limit: u64,
     pub download_limit: u64,
@@ -147,6 +150,7 @@ pub(crate) fn sample_torrent() -> SavedTorrent {
         paused: true,
         awaiting_files: false,
         selection: Some(vec![0, 2]),
+        high_priority: vec![2],
         labels: vec!["x".into()],
         upload_limit: 5,
         download_limit: 6,

@@ -758,8 +758,11 @@ async function loadFiles(d) {
   if (state.detail !== d || !files) return;
   if (d.filesDirty && d.files && d.files.length === files.length) {
     // Keep the user's unsaved choice; only take the progress.
-    const sel = new Map(d.files.map((f) => [f.index, f.selected]));
-    d.files = files.map((f) => Object.assign({}, f, { selected: sel.has(f.index) ? sel.get(f.index) : f.selected }));
+    const sel = new Map(d.files.map((f) => [f.index, f]));
+    d.files = files.map((f) => {
+      const mine = sel.get(f.index);
+      return Object.assign({}, f, mine ? { selected: mine.selected, priority: mine.priority } : {});
+    });
   } else {
     d.files = files;
     d.filesDirty = false;
@@ -790,13 +793,30 @@ function renderFiles(d) {
       const box = h('input', { type: 'checkbox', 'aria-label': `Download ${f.path}`, dataset: { index: f.index } });
       box.addEventListener('change', () => {
         const file = d.files.find((x) => x.index === f.index);
-        if (file) file.selected = box.checked;
+        if (file) {
+          file.selected = box.checked;
+          file.priority = box.checked ? (file.priority === 'high' ? 'high' : 'normal') : 'skip';
+        }
+        d.filesDirty = true;
+        renderFiles(d);
+      });
+      const prio = h('select', { class: 'priority', 'aria-label': `Priority of ${f.path}` },
+        h('option', { value: 'skip', text: 'Skip' }),
+        h('option', { value: 'normal', text: 'Normal' }),
+        h('option', { value: 'high', text: 'High' }));
+      prio.addEventListener('change', () => {
+        const file = d.files.find((x) => x.index === f.index);
+        if (file) {
+          file.priority = prio.value;
+          file.selected = prio.value !== 'skip';
+        }
         d.filesDirty = true;
         renderFiles(d);
       });
       return h('tr', { dataset: { index: f.index } },
         h('td', { class: 'check' }, box),
         h('td', { class: 'path', text: f.path }),
+        h('td', { class: 'prio' }, prio),
         h('td', { class: 'num', text: formatBytes(f.length) }),
         h('td', { class: 'col-progress' }, h('span', { class: 'bar' }, h('span', { class: 'bar-fill' })),
           h('span', { class: 'file-progress' })),
@@ -819,6 +839,10 @@ function renderFiles(d) {
     if (!tr) return;
     const box = $('input', tr);
     if (box.checked !== f.selected) box.checked = f.selected;
+    const prio = $('select.priority', tr);
+    const want = filePriority(f);
+    if (prio.value !== want) prio.value = want;
+    tr.dataset.priority = want;
     const p = f.length ? f.verified_bytes / f.length : 1;
     $('.bar-fill', tr).style.width = `${Math.min(1, p) * 100}%`;
     setText($('.file-progress', tr), formatProgress(p));
@@ -839,17 +863,27 @@ async function copyStreamLink(d, index) {
   }
 }
 
+/** A file's priority: skip, normal or high (older daemons say only `selected`). */
+function filePriority(f) {
+  if (!f.selected) return 'skip';
+  return f.priority === 'high' ? 'high' : 'normal';
+}
+
 function setAllFiles(d, on) {
   if (!d.files) return;
-  for (const f of d.files) f.selected = on;
+  for (const f of d.files) {
+    f.selected = on;
+    f.priority = on ? (f.priority === 'high' ? 'high' : 'normal') : 'skip';
+  }
   d.filesDirty = true;
   renderFiles(d);
 }
 
 async function applyFiles(d, thenResume) {
   const selected = (d.files || []).filter((f) => f.selected).map((f) => f.index);
+  const high = (d.files || []).filter((f) => filePriority(f) === 'high').map((f) => f.index);
   if (thenResume && !selected.length) { toast('Select at least one file.', 'error'); return; }
-  const res = await tryApi('PUT', `/api/torrents/${enc(d.id)}/files`, { selected });
+  const res = await tryApi('PUT', `/api/torrents/${enc(d.id)}/files`, { selected, high });
   if (!res || state.detail !== d) return;
   d.files = res;
   d.filesDirty = false;
@@ -858,7 +892,7 @@ async function applyFiles(d, thenResume) {
     if (t && state.detail === d) d.torrent = Object.assign({}, d.torrent, t);
     if (t) toast('Download started.');
   } else {
-    toast('File selection saved.');
+    toast('File priorities saved.');
   }
   renderDetail();
 }
@@ -978,6 +1012,9 @@ function renderPieces(d) {
   const canvas = $('#pieces-canvas');
   const n = map ? map.pieces || 0 : 0;
   const bytes = decodeBitfield(map ? map.have : '');
+  // Pieces only in skipped files: not wanted. Without the field every piece is wanted.
+  const wantedBytes = decodeBitfield(map && map.wanted ? map.wanted : '');
+  const wanted = (i) => wantedBytes.length === 0 || hasPiece(wantedBytes, i);
 
   const width = Math.max(100, Math.floor(canvas.parentElement.clientWidth));
   const maxHeight = 320;
@@ -988,15 +1025,19 @@ function renderPieces(d) {
   const rows = Math.max(1, Math.ceil(cells / cols));
   const cellOf = (i) => Math.floor((i * cells) / n); // piece → cell, same mapping everywhere
 
-  // Count per cell: pieces, pieces we have, and whether one is being downloaded.
+  // Count per cell: pieces, pieces we have, pieces not wanted, and whether one is
+  // being downloaded.
   const total = new Uint32Array(cells);
   const got = new Uint32Array(cells);
+  const skip = new Uint32Array(cells);
   const busy = new Uint8Array(cells);
   let have = 0;
+  let unwanted = 0;
   for (let i = 0; i < n; i++) {
     const c = cellOf(i);
     total[c]++;
     if (hasPiece(bytes, i)) { got[c]++; have++; }
+    else if (!wanted(i)) { skip[c]++; unwanted++; }
   }
   let dl = 0;
   for (const i of new Set(map ? map.downloading || [] : [])) {
@@ -1004,20 +1045,22 @@ function renderPieces(d) {
   }
   setText($('#pieces-have'), have);
   setText($('#pieces-downloading'), dl);
-  setText($('#pieces-missing'), Math.max(0, n - have - dl));
+  setText($('#pieces-missing'), Math.max(0, n - have - dl - unwanted));
+  setText($('#pieces-unwanted'), unwanted);
   const per = cells ? n / cells : 1;
   setText($('#pieces-note'), n === 0 ? 'no metadata yet' : per > 1 ? `1 cell ≈ ${per.toFixed(1)} pieces` : `${n} pieces`);
 
   const { ctx } = prepareCanvas(canvas, rows * cell);
   const gap = cell >= 6 ? 1 : 0;
   const SHADES = 8;
-  const paths = { missing: new Path2D(), have: new Path2D(), busy: new Path2D(), shade: [] };
+  const paths = { missing: new Path2D(), have: new Path2D(), busy: new Path2D(), unwanted: new Path2D(), shade: [] };
   for (let k = 0; k < SHADES; k++) paths.shade.push(new Path2D());
   for (let c = 0; c < cells; c++) {
     const x = (c % cols) * cell;
     const y = Math.floor(c / cols) * cell;
-    const frac = total[c] ? got[c] / total[c] : 0;
+    const frac = total[c] > skip[c] ? got[c] / (total[c] - skip[c]) : 0;
     if (busy[c]) paths.busy.rect(x, y, cell - gap, cell - gap);
+    else if (total[c] > 0 && skip[c] === total[c]) paths.unwanted.rect(x, y, cell - gap, cell - gap);
     else if (frac >= 1) paths.have.rect(x, y, cell - gap, cell - gap);
     else {
       paths.missing.rect(x, y, cell - gap, cell - gap);
@@ -1026,6 +1069,8 @@ function renderPieces(d) {
   }
   ctx.fillStyle = cssVar('--missing');
   ctx.fill(paths.missing);
+  ctx.fillStyle = cssVar('--unwanted');
+  ctx.fill(paths.unwanted);
   ctx.fillStyle = cssVar('--have');
   paths.shade.forEach((path, k) => {
     ctx.globalAlpha = 0.25 + (0.7 * (k + 0.5)) / SHADES;
