@@ -186,6 +186,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route("/torrents/{id}/recheck", web::post().to(recheck))
             .route("/torrents/{id}/labels", web::put().to(set_labels))
             .route("/torrents/{id}/limits", web::put().to(set_limits))
+            .route("/torrents/{id}/seeding", web::put().to(set_seeding))
             .route("/torrents/{id}/files", web::get().to(files))
             .route("/torrents/{id}/files", web::put().to(set_files))
             .route(
@@ -483,6 +484,53 @@ async fn set_labels(
         state
             .session
             .send(session::SetLabels { id, labels })
+            .await??,
+    ))
+}
+
+/// A torrent's own seeding goal; both `null` (or absent) return it to the default.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SeedingBody {
+    #[serde(default)]
+    seed_ratio: Option<f64>,
+    #[serde(default)]
+    seed_time_secs: Option<u64>,
+    /// `true`: use the daemon's default goal (the other fields must be absent).
+    #[serde(default)]
+    default: bool,
+}
+
+async fn set_seeding(
+    state: State,
+    id: web::Path<String>,
+    body: web::Json<SeedingBody>,
+) -> ApiResult<HttpResponse> {
+    let id = parse_id(&id)?;
+    let body = body.into_inner();
+    let goal = if body.default {
+        if body.seed_ratio.is_some() || body.seed_time_secs.is_some() {
+            return Err(ApiError::bad_request(
+                "default: no seed_ratio or seed_time_secs beside it",
+            ));
+        }
+        None
+    } else {
+        if body
+            .seed_ratio
+            .is_some_and(|r| !(r.is_finite() && r >= 0.0))
+        {
+            return Err(ApiError::bad_request("seed_ratio: a number of at least 0"));
+        }
+        Some(session::SeedGoal {
+            ratio: body.seed_ratio,
+            time_secs: body.seed_time_secs,
+        })
+    };
+    Ok(HttpResponse::Ok().json(
+        state
+            .session
+            .send(session::SetSeedGoal { id, goal })
             .await??,
     ))
 }

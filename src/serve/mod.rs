@@ -61,6 +61,8 @@ pub struct ServeArgs {
     pub max_torrent_bytes: usize,
     pub dht: Option<(Bootstrap, u16)>,
     pub verbosity: u8,
+    /// `--seed-ratio` and `--seed-time`: when complete torrents stop seeding by default.
+    pub seed_goal: torrent_actors::engine::session::SeedGoal,
 }
 
 /// Shortest API key accepted: a guessable key would make the lock-out the only defence.
@@ -175,6 +177,7 @@ async fn serve(
         log: log.clone(),
         // Torrents' events are worth a line even when the rest shows only warnings.
         events: logging::stderr_logger(args.verbosity.max(1)),
+        seed_goal: args.seed_goal,
     })
     .map_err(|e| Failure {
         code: exit::OUTPUT_NOT_WRITABLE,

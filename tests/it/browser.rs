@@ -278,6 +278,14 @@ fn web_page_adds_torrents_chooses_files_and_shows_the_download() {
     );
     let summary = text_of(&browser, "#files-summary");
     assert!(summary.starts_with("2 of 3 selected"), "{summary}");
+    // Unticked is skipped; the last file is made high priority through its menu.
+    let priorities = browser.execute(
+        "const s = document.querySelector('#files-table tbody tr[data-index=\"2\"] select.priority');
+         s.value = 'high'; s.dispatchEvent(new Event('change'));
+         return Array.from(document.querySelectorAll('#files-table tbody select.priority')).map((x) => x.value);",
+        &[],
+    );
+    assert_eq!(priorities, json!(["normal", "skip", "high"]));
     screenshot(&browser, "files-choice");
     browser.click_css("#files-start", UI_LIMIT);
 
@@ -304,6 +312,22 @@ fn web_page_adds_torrents_chooses_files_and_shows_the_download() {
     eprintln!(
         "the magnet torrent completed after {:?}: {done}",
         started.elapsed()
+    );
+    // The detail view shows the list's columns, not only the name.
+    browser.wait_until("the detail's state column", UI_LIMIT, |b| {
+        (text_of(b, "#detail-columns dd[data-col=\"state\"]") == "Seeding").then_some(())
+    });
+    let columns = browser.execute(
+        "return Array.from(document.querySelectorAll('#detail-columns dt')).map((x) => x.textContent);",
+        &[],
+    );
+    assert_eq!(
+        columns,
+        json!(["Size", "Progress", "State", "Down", "Up", "Peers", "Ratio", "ETA", "Labels"])
+    );
+    assert_eq!(
+        text_of(&browser, "#detail-columns dd[data-col=\"labels\"]"),
+        "browser"
     );
 
     // The piece map: the pieces of the two chosen files are in; those only the middle

@@ -722,6 +722,83 @@ fn a_high_priority_file_completes_before_a_normal_one() {
 }
 
 #[test]
+fn a_torrent_that_meets_its_seeding_goal_stops_seeding() {
+    let tmp = temp_dir();
+    let payload = Payload::single(&tmp.path().join("seed"), "goal.bin", 300_007);
+    let swarm = Swarm::start(payload, 15, SeedOpts::default());
+    let dl = tmp.path().join("dl");
+    // A daemon-wide default: stop after an hour of seeding.
+    let daemon = Daemon::start(
+        &dl,
+        &tmp.path().join("state"),
+        &DaemonOpts {
+            args: vec!["--seed-time".into(), "1h".into()],
+            ..DaemonOpts::default()
+        },
+    );
+    let id = swarm.id();
+    let added = daemon.post(
+        "/api/torrents",
+        &json!({"torrent_base64": swarm.base64(), "paused": true}),
+    );
+    assert_eq!(added.status, 201, "{added:?}");
+    let added = added.json();
+    assert_eq!(added["seed_time_secs"], 3600, "{added}");
+    assert_eq!(added["seed_ratio"], Value::Null, "{added}");
+
+    // Its own goal: one second of seeding.
+    let set = daemon.put(
+        &format!("/api/torrents/{id}/seeding"),
+        &json!({"seed_time_secs": 1}),
+    );
+    assert_eq!(set.status, 200, "{set:?}");
+    assert_eq!(set.json()["seed_time_secs"], 1);
+    let bad = daemon.put(
+        &format!("/api/torrents/{id}/seeding"),
+        &json!({"seed_ratio": -1.0}),
+    );
+    assert_eq!(bad.status, 400, "{bad:?}");
+    let resumed = daemon.request("POST", &format!("/api/torrents/{id}/resume"), None);
+    assert_eq!(resumed.status, 200, "{resumed:?}");
+
+    let finished = wait_for_torrent(
+        &daemon,
+        &id,
+        DOWNLOAD_LIMIT,
+        "finished after meeting its goal",
+        |t| t["state"] == "finished",
+        |_| {},
+    );
+    assert_eq!(finished["progress"], 1.0, "{finished}");
+    assert_same_files(&swarm.payload.dir, &dl, &swarm.payload.files);
+    wait_for_log_line(&daemon, &["seeding goal reached", "goal.bin"]);
+    // No peers while finished: the tree is stopped.
+    assert_eq!(
+        daemon.get_json(&format!("/api/torrents/{id}/peers")),
+        json!([])
+    );
+
+    // Resumed, it seeds on past the goal.
+    let resumed = daemon.request("POST", &format!("/api/torrents/{id}/resume"), None);
+    assert_eq!(resumed.status, 200, "{resumed:?}");
+    wait_for_torrent(
+        &daemon,
+        &id,
+        CHANGE_LIMIT,
+        "seeding again",
+        is_complete,
+        |_| {},
+    );
+    // Back to the default goal.
+    let back = daemon.put(
+        &format!("/api/torrents/{id}/seeding"),
+        &json!({"default": true}),
+    );
+    assert_eq!(back.status, 200, "{back:?}");
+    assert_eq!(back.json()["seed_time_secs"], 3600);
+}
+
+#[test]
 fn a_magnets_so_selection_is_honoured_once_the_files_are_known() {
     let tmp = temp_dir();
     let so = FileSelection::new([0..=0, 2..=2]).unwrap();

@@ -100,10 +100,28 @@ pub struct SessionConfig {
     pub max_connections: usize,
     pub dht: Option<DhtLinks>,
     pub log: Logger,
+    /// The seeding goal of torrents without one of their own.
+    pub seed_goal: SeedGoal,
     /// Where each torrent's events (added, metadata, completed, failed, paused, resumed,
     /// removed) are logged, one line each: a daemon shows these at its default verbosity,
     /// when `log` shows only warnings.
     pub events: Logger,
+}
+
+/// When a complete torrent stops seeding: once it uploaded `ratio` times its size, or
+/// seeded `time_secs` (this run), whichever comes first; never with neither.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, serde::Deserialize)]
+pub struct SeedGoal {
+    pub ratio: Option<f64>,
+    pub time_secs: Option<u64>,
+}
+
+impl SeedGoal {
+    /// Whether a torrent at `ratio` that has seeded `seeded` has met the goal.
+    pub fn reached(&self, ratio: f64, seeded: Duration) -> bool {
+        self.ratio.is_some_and(|r| ratio >= r)
+            || self.time_secs.is_some_and(|t| seeded.as_secs() >= t)
+    }
 }
 
 /// Where a torrent's metadata comes from.
@@ -155,6 +173,17 @@ struct Entry {
     selection: Option<Vec<u32>>,
     /// Files whose pieces start first, sorted and unique (selected ones count).
     high: Vec<u32>,
+    /// Its own seeding goal, if set.
+    own_goal: Option<SeedGoal>,
+    /// The goal in force: its own or the daemon's.
+    goal: SeedGoal,
+    /// It met its goal and stopped seeding; `Resume` seeds on, the goal then ignored
+    /// until it is set again.
+    finished: bool,
+    /// Resumed after meeting its goal: seeds until paused.
+    goal_waived: bool,
+    /// When this run found it complete.
+    seeding_since: Option<Instant>,
     labels: Vec<String>,
     /// This torrent's limits in bytes per second, 0 for none.
     upload_limit: u64,
@@ -224,6 +253,11 @@ pub struct TorrentSummary {
     pub added_at: u64,
     pub upload_limit: u64,
     pub download_limit: u64,
+    /// The seeding goal in force: a ratio, a time in seconds, either or neither.
+    pub seed_ratio: Option<f64>,
+    pub seed_time_secs: Option<u64>,
+    /// Seconds seeded in this run.
+    pub seeding_secs: u64,
 }
 
 /// One torrent in full.
@@ -430,6 +464,14 @@ pub struct SetLimits {
 #[rtype(result = "Result<Vec<FileProgress>, SessionError>")]
 pub struct GetFiles {
     pub id: InfoHash,
+}
+
+/// HTTP API → Session: a torrent's own seeding goal (`None`: the daemon's default).
+#[derive(Message)]
+#[rtype(result = "Result<TorrentSummary, SessionError>")]
+pub struct SetSeedGoal {
+    pub id: InfoHash,
+    pub goal: Option<SeedGoal>,
 }
 
 /// HTTP API → Session: choose which files to download, and which of them first.
@@ -646,7 +688,8 @@ impl Session {
         let mut torrents = BTreeMap::new();
         for t in &saved.torrents {
             match Self::restore(&state, t, &log) {
-                Ok(entry) => {
+                Ok(mut entry) => {
+                    entry.goal = entry.own_goal.unwrap_or(config.seed_goal);
                     torrents.insert(entry.id, entry);
                 }
                 Err(e) => {
@@ -714,6 +757,8 @@ impl Session {
         entry.awaiting_files = t.awaiting_files;
         entry.selection = t.selection.clone();
         entry.high = t.high_priority.clone();
+        entry.own_goal = t.seed_goal;
+        entry.finished = t.finished;
         entry.labels = t.labels.clone();
         entry.upload_limit = t.upload_limit;
         entry.download_limit = t.download_limit;
@@ -740,6 +785,8 @@ impl Session {
                     awaiting_files: e.awaiting_files,
                     selection: e.selection.clone(),
                     high_priority: e.high.clone(),
+                    seed_goal: e.own_goal,
+                    finished: e.finished,
                     labels: e.labels.clone(),
                     upload_limit: e.upload_limit,
                     download_limit: e.download_limit,
@@ -987,6 +1034,44 @@ impl Session {
         }
     }
 
+    /// Stops every seeding torrent that met its goal, with a log line.
+    fn check_seed_goals(&mut self, ctx: &mut Context<Self>) {
+        let mut done = Vec::new();
+        for entry in self.torrents.values_mut() {
+            let seeding = entry.run.is_some()
+                && !entry.stopping
+                && entry.last.phase == Phase::Complete
+                && entry.error.is_none();
+            if !seeding {
+                entry.seeding_since = None;
+                continue;
+            }
+            let since = *entry.seeding_since.get_or_insert_with(Instant::now);
+            let ratio = entry.summary().ratio;
+            if !entry.goal_waived && entry.goal.reached(ratio, since.elapsed()) {
+                done.push(entry.id);
+            }
+        }
+        for id in done {
+            if let Ok(entry) = self.entry_mut(&id) {
+                entry.finished = true;
+                let summary = entry.summary();
+                info!(self.config.events, "seeding goal reached, stopped seeding";
+                      "info_hash" => short_hash(&id), "torrent" => &summary.name,
+                      "ratio" => format!("{:.2}", summary.ratio),
+                      "seeded_secs" => summary.seeding_secs);
+            }
+            self.save();
+            ctx.spawn(
+                self.stop_then(id, |act, _| {
+                    act.save();
+                    Ok(())
+                })
+                .map(|_: Result<(), SessionError>, _, _| ()),
+            );
+        }
+    }
+
     fn overview(&self) -> Overview {
         let torrents: Vec<TorrentSummary> =
             self.torrents.values().map(|e| self.summary(e)).collect();
@@ -1075,6 +1160,11 @@ impl Entry {
             awaiting_files: false,
             selection: None,
             high: Vec::new(),
+            own_goal: None,
+            goal: SeedGoal::default(),
+            finished: false,
+            goal_waived: false,
+            seeding_since: None,
             labels: Vec::new(),
             upload_limit: 0,
             download_limit: 0,
@@ -1140,6 +1230,8 @@ impl Entry {
             "awaiting_files"
         } else if self.paused {
             "paused"
+        } else if self.finished && self.run.is_none() {
+            "finished"
         } else {
             match (&self.run, self.last.phase) {
                 (Some(Run::Fetcher(_)), _) | (_, Phase::Metadata) => "metadata",
@@ -1192,6 +1284,9 @@ impl Entry {
             added_at: self.added_at,
             upload_limit: self.upload_limit,
             download_limit: self.download_limit,
+            seed_ratio: self.goal.ratio,
+            seed_time_secs: self.goal.time_secs,
+            seeding_secs: self.seeding_since.map_or(0, |t| t.elapsed().as_secs()),
         }
     }
 
@@ -1365,7 +1460,11 @@ impl Actor for Session {
             .values()
             // A torrent awaiting a file choice runs only while its metadata is still
             // to come (the fetcher parks it once the metadata is in).
-            .filter(|e| !(e.paused || e.awaiting_files && matches!(e.source, Source::Torrent(_))))
+            .filter(|e| {
+                !(e.paused
+                    || e.finished
+                    || e.awaiting_files && matches!(e.source, Source::Torrent(_)))
+            })
             .map(|e| e.id)
             .collect();
         let root = self.config.download_root.clone();
@@ -1377,7 +1476,10 @@ impl Actor for Session {
         for id in ids {
             self.start_run(id, ctx);
         }
-        ctx.run_interval(Duration::from_secs(1), |act, _| act.tick());
+        ctx.run_interval(Duration::from_secs(1), |act, ctx| {
+            act.tick();
+            act.check_seed_goals(ctx);
+        });
         // The totals move while torrents run; keep them on disk now and then.
         ctx.run_interval(Duration::from_secs(30), |act, _| act.save());
     }
@@ -1467,6 +1569,7 @@ impl Handler<AddTorrent> for Session {
         }
         check_labels(&msg.labels)?;
         let mut entry = Entry::new(id, name, source, msg.dir);
+        entry.goal = self.config.seed_goal;
         entry.magnet_link = magnet_link;
         entry.paused = msg.paused;
         entry.awaiting_files = msg.choose_files && matches!(entry.source, Source::Magnet(_));
@@ -1565,6 +1668,11 @@ impl Handler<Resume> for Session {
         let entry = self.entry_mut(&msg.id)?;
         entry.paused = false;
         entry.error = None;
+        if entry.finished {
+            // Seeding on past the goal, as asked.
+            entry.finished = false;
+            entry.goal_waived = true;
+        }
         let metadata_in = matches!(entry.source, Source::Torrent(_));
         if metadata_in {
             entry.awaiting_files = false;
@@ -1769,6 +1877,29 @@ impl Handler<SetLimits> for Session {
                 download: msg.download,
             });
         }
+        self.save();
+        Ok(self.entry(&msg.id)?.summary())
+    }
+}
+
+impl Handler<SetSeedGoal> for Session {
+    type Result = Result<TorrentSummary, SessionError>;
+
+    /// A new goal is judged afresh: a torrent resumed past its old goal stops at the new
+    /// one. A finished torrent stays stopped until resumed.
+    fn handle(&mut self, msg: SetSeedGoal, _: &mut Context<Self>) -> Self::Result {
+        if let Some(r) = msg.goal.and_then(|g| g.ratio) {
+            if !(r.is_finite() && r >= 0.0) {
+                return Err(SessionError::BadRequest(
+                    "seed_ratio: a number of at least 0".into(),
+                ));
+            }
+        }
+        let default = self.config.seed_goal;
+        let entry = self.entry_mut(&msg.id)?;
+        entry.own_goal = msg.goal;
+        entry.goal = msg.goal.unwrap_or(default);
+        entry.goal_waived = false;
         self.save();
         Ok(self.entry(&msg.id)?.summary())
     }

@@ -112,6 +112,7 @@ const STATE_NAMES = {
   downloading: 'Downloading',
   seeding: 'Seeding',
   paused: 'Paused',
+  finished: 'Finished',
   error: 'Error',
 };
 const stateName = (s) => STATE_NAMES[s] || String(s);
@@ -408,7 +409,7 @@ function renderList() {
   renderSortHeaders();
 }
 
-const CHIP_STATES = ['', 'downloading', 'seeding', 'paused', 'checking', 'metadata', 'awaiting_files', 'error'];
+const CHIP_STATES = ['', 'downloading', 'seeding', 'paused', 'finished', 'checking', 'metadata', 'awaiting_files', 'error'];
 
 function renderChips() {
   const box = $('#state-chips');
@@ -612,6 +613,26 @@ function selectTab(tab) {
   if (d) renderDetail();
 }
 
+/** The list's columns (all but the name, which is the title) under the detail's title. */
+function renderDetailColumns(t) {
+  const dl = $('#detail-columns');
+  const cols = t ? [
+    ['Size', t.total_bytes ? formatBytes(t.total_bytes) : '–'],
+    ['Progress', formatProgress(t.progress)],
+    ['State', stateName(t.state)],
+    ['Down', formatRate(t.download_rate)],
+    ['Up', formatRate(t.upload_rate)],
+    ['Peers', String(t.peers)],
+    ['Ratio', formatRatio(t.ratio)],
+    ['ETA', t.state === 'downloading' ? formatDuration(t.eta_secs) : '–'],
+    ['Labels', (t.labels || []).join(', ') || '–'],
+  ] : [];
+  if (dl.childElementCount !== cols.length) {
+    dl.replaceChildren(...cols.map(([k]) => h('div', {}, h('dt', { text: k }), h('dd', { dataset: { col: k.toLowerCase() } }))));
+  }
+  $$('dd', dl).forEach((dd, i) => setText(dd, cols[i][1]));
+}
+
 /** Header and action buttons always; only the visible tab's body. */
 function renderDetail() {
   const d = state.detail;
@@ -622,9 +643,10 @@ function renderDetail() {
   setText(st, t ? stateName(t.state) : '…');
   st.dataset.state = t ? t.state : '';
   setText($('#detail-progress'), t ? `${formatProgress(t.progress)} · ↓ ${formatRate(t.download_rate)} · ↑ ${formatRate(t.upload_rate)}` : '');
+  renderDetailColumns(t);
   const s = t ? t.state : '';
   $('#pause-button').disabled = !t || s === 'paused';
-  $('#resume-button').disabled = !t || !['paused', 'error', 'awaiting_files'].includes(s);
+  $('#resume-button').disabled = !t || !['paused', 'finished', 'error', 'awaiting_files'].includes(s);
   $('#recheck-button').disabled = !t || s === 'metadata' || s === 'awaiting_files' || s === 'checking';
   $('#remove-button').disabled = !t;
   switch (d.tab) {
@@ -669,6 +691,7 @@ function overviewFields(t) {
     ['Downloaded', formatBytes(t.downloaded)],
     ['Uploaded', formatBytes(t.uploaded)],
     ['Ratio', formatRatio(t.ratio)],
+    ['Seeding goal', seedGoalText(t)],
     ['Download rate', formatRate(t.download_rate)],
     ['Upload rate', formatRate(t.upload_rate)],
     ['ETA', t.state === 'seeding' ? '–' : formatDuration(t.eta_secs)],
@@ -717,6 +740,13 @@ function renderOverview(d) {
     chips.replaceChildren(...items);
   }
 
+  const ratio = $('#goal-ratio');
+  const mins = $('#goal-minutes');
+  if (!d.goalDirty && document.activeElement !== ratio && document.activeElement !== mins) {
+    ratio.value = t.seed_ratio === null || t.seed_ratio === undefined ? '' : String(t.seed_ratio);
+    mins.value = t.seed_time_secs === null || t.seed_time_secs === undefined ? '' : String(Math.round(t.seed_time_secs / 60));
+  }
+
   const down = $('#limit-down');
   const up = $('#limit-up');
   if (!d.limitsDirty && document.activeElement !== down && document.activeElement !== up) {
@@ -733,6 +763,31 @@ async function saveLabels(d, labels) {
     renderDetail();
   }
   return res;
+}
+
+/** The seeding goal in force, in words. */
+function seedGoalText(t) {
+  const parts = [];
+  if (t.seed_ratio !== null && t.seed_ratio !== undefined) parts.push(`ratio ${formatRatio(t.seed_ratio)}`);
+  if (t.seed_time_secs !== null && t.seed_time_secs !== undefined) parts.push(`${formatDuration(t.seed_time_secs)} of seeding`);
+  const goal = parts.length ? parts.join(' or ') : 'none (seeds until paused)';
+  return t.state === 'finished' ? `${goal}: reached, stopped seeding` : goal;
+}
+
+async function saveSeeding(d, useDefault) {
+  const ratio = $('#goal-ratio').value.trim();
+  const mins = $('#goal-minutes').value.trim();
+  const body = useDefault ? { default: true } : {
+    seed_ratio: ratio === '' ? null : Math.max(0, Number(ratio) || 0),
+    seed_time_secs: mins === '' ? null : Math.max(0, Math.floor(Number(mins) || 0)) * 60,
+  };
+  const res = await tryApi('PUT', `/api/torrents/${enc(d.id)}/seeding`, body);
+  if (res && state.detail === d) {
+    d.goalDirty = false;
+    d.torrent = Object.assign({}, d.torrent, res);
+    toast('Seeding goal saved.');
+    renderDetail();
+  }
 }
 
 async function saveLimits(d) {
@@ -1603,6 +1658,9 @@ function wireEvents() {
     saveLabels(d, [...(d.torrent.labels || []), ...add]).then((res) => { if (res) input.value = ''; });
   });
   $('#limits-form').addEventListener('submit', (e) => { e.preventDefault(); if (state.detail) saveLimits(state.detail); });
+  $('#goal-form').addEventListener('submit', (e) => { e.preventDefault(); if (state.detail) saveSeeding(state.detail, false); });
+  $('#goal-default').addEventListener('click', () => state.detail && saveSeeding(state.detail, true));
+  for (const el of [$('#goal-ratio'), $('#goal-minutes')]) el.addEventListener('input', () => { if (state.detail) state.detail.goalDirty = true; });
   for (const sel of ['#limit-down', '#limit-up']) {
     $(sel).addEventListener('input', () => { if (state.detail) state.detail.limitsDirty = true; });
   }
