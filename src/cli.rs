@@ -279,6 +279,10 @@ pub struct ServeCmd {
     /// The most peer connections across all torrents.
     #[arg(long, default_value_t = 200)]
     pub max_connections: usize,
+    /// At most this many torrents download at once; the others wait, queued, and start
+    /// in the order they were added as slots free up (0: no limit).
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub max_active_downloads: usize,
     /// Torrents stop seeding once they uploaded this many times their size (a default;
     /// each torrent can have its own in the API and the page).
     #[arg(long, value_name = "RATIO", value_parser = parse_ratio)]

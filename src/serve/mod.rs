@@ -63,6 +63,8 @@ pub struct ServeArgs {
     pub verbosity: u8,
     /// `--seed-ratio` and `--seed-time`: when complete torrents stop seeding by default.
     pub seed_goal: torrent_actors::engine::session::SeedGoal,
+    /// `--max-active-downloads`; 0 for no limit.
+    pub max_active_downloads: usize,
 }
 
 /// Shortest API key accepted: a guessable key would make the lock-out the only defence.
@@ -178,6 +180,7 @@ async fn serve(
         // Torrents' events are worth a line even when the rest shows only warnings.
         events: logging::stderr_logger(args.verbosity.max(1)),
         seed_goal: args.seed_goal,
+        max_active_downloads: args.max_active_downloads,
     })
     .map_err(|e| Failure {
         code: exit::OUTPUT_NOT_WRITABLE,

@@ -799,6 +799,69 @@ fn a_torrent_that_meets_its_seeding_goal_stops_seeding() {
 }
 
 #[test]
+fn with_one_download_slot_the_second_torrent_waits_queued_then_completes() {
+    let tmp = temp_dir();
+    // The first download is slow, so the second is seen waiting.
+    let first = Swarm::start(
+        Payload::single(&tmp.path().join("seed1"), "first.bin", 1_000_003),
+        15,
+        SeedOpts {
+            upload_limit: Some(200 * 1024),
+            ..SeedOpts::default()
+        },
+    );
+    let second = Swarm::start(
+        Payload::single(&tmp.path().join("seed2"), "second.bin", 300_007),
+        15,
+        SeedOpts::default(),
+    );
+    let dl = tmp.path().join("dl");
+    let daemon = Daemon::start(
+        &dl,
+        &tmp.path().join("state"),
+        &DaemonOpts {
+            args: vec!["--max-active-downloads".into(), "1".into()],
+            ..DaemonOpts::default()
+        },
+    );
+    let a = daemon.post("/api/torrents", &json!({"torrent_base64": first.base64()}));
+    assert_eq!(a.status, 201, "{a:?}");
+    let b = daemon.post("/api/torrents", &json!({"torrent_base64": second.base64()}));
+    assert_eq!(b.status, 201, "{b:?}");
+    assert_eq!(b.json()["state"], "queued", "{b:?}");
+    // While the first is not complete, the second stays queued.
+    let first_done = wait_for_torrent(
+        &daemon,
+        &first.id(),
+        DOWNLOAD_LIMIT,
+        "the first completing",
+        is_complete,
+        |_| {
+            let t = daemon.get_json(&format!("/api/torrents/{}", second.id()));
+            let first_now = daemon.get_json(&format!("/api/torrents/{}", first.id()));
+            if !is_complete(&first_now) {
+                assert!(
+                    t["state"] == "queued" || first_now["progress"].as_f64() == Some(1.0),
+                    "the second left the queue early: {t}"
+                );
+            }
+        },
+    );
+    assert!(is_complete(&first_done));
+    // Then it starts by itself and completes.
+    wait_for_torrent(
+        &daemon,
+        &second.id(),
+        DOWNLOAD_LIMIT,
+        "the queued one completing",
+        is_complete,
+        |_| {},
+    );
+    assert_same_files(&second.payload.dir, &dl, &second.payload.files);
+    wait_for_log_line(&daemon, &["torrent queued", "second.bin"]);
+}
+
+#[test]
 fn a_magnets_so_selection_is_honoured_once_the_files_are_known() {
     let tmp = temp_dir();
     let so = FileSelection::new([0..=0, 2..=2]).unwrap();

@@ -102,6 +102,9 @@ pub struct SessionConfig {
     pub log: Logger,
     /// The seeding goal of torrents without one of their own.
     pub seed_goal: SeedGoal,
+    /// Most torrents downloading (or checking, or fetching metadata) at once; 0 for no
+    /// limit. The others wait `queued` and start in the order they were added.
+    pub max_active_downloads: usize,
     /// Where each torrent's events (added, metadata, completed, failed, paused, resumed,
     /// removed) are logged, one line each: a daemon shows these at its default verbosity,
     /// when `log` shows only warnings.
@@ -184,6 +187,8 @@ struct Entry {
     goal_waived: bool,
     /// When this run found it complete.
     seeding_since: Option<Instant>,
+    /// Waiting for a download slot (`max_active_downloads`).
+    queued: bool,
     labels: Vec<String>,
     /// This torrent's limits in bytes per second, 0 for none.
     upload_limit: u64,
@@ -833,12 +838,25 @@ impl Session {
         let dht = self.config.dht.clone();
         let listener = self.config.listener.clone();
         let log = self.log.clone();
+        let active = self.active_downloads();
+        let limit = self.config.max_active_downloads;
         let Some(entry) = self.torrents.get_mut(&id) else {
             return;
         };
         if entry.run.is_some() || entry.stopping {
             return;
         }
+        // A torrent known complete only seeds: it takes no download slot.
+        let complete =
+            entry.last.total_bytes > 0 && entry.last.verified_bytes >= entry.last.total_bytes;
+        if limit > 0 && !complete && active >= limit {
+            if !entry.queued {
+                entry.queued = true;
+                log_event(&self.config.events, "torrent queued", entry);
+            }
+            return;
+        }
+        entry.queued = false;
         // The torrent's folder is reached from the root through no link (one swapped in
         // since the torrent was added would otherwise take every file elsewhere).
         if let Err(e) = torrent_folder(&root, &entry.dir, true) {
@@ -1034,6 +1052,42 @@ impl Session {
         }
     }
 
+    /// Torrents running and not complete: those holding a download slot.
+    fn active_downloads(&self) -> usize {
+        self.torrents
+            .values()
+            .filter(|e| e.run.is_some() && e.last.phase != Phase::Complete)
+            .count()
+    }
+
+    /// Starts queued torrents, oldest first, while download slots are free.
+    fn start_queued(&mut self, ctx: &mut Context<Self>) {
+        let limit = self.config.max_active_downloads;
+        if limit == 0 {
+            return;
+        }
+        let mut waiting: Vec<(u64, InfoHash)> = self
+            .torrents
+            .values()
+            .filter(|e| {
+                e.queued
+                    && e.run.is_none()
+                    && !e.stopping
+                    && !e.paused
+                    && !e.finished
+                    && e.error.is_none()
+            })
+            .map(|e| (e.added_at, e.id))
+            .collect();
+        waiting.sort_unstable();
+        for (_, id) in waiting {
+            if self.active_downloads() >= limit {
+                break;
+            }
+            self.start_run(id, ctx);
+        }
+    }
+
     /// Stops every seeding torrent that met its goal, with a log line.
     fn check_seed_goals(&mut self, ctx: &mut Context<Self>) {
         let mut done = Vec::new();
@@ -1165,6 +1219,7 @@ impl Entry {
             finished: false,
             goal_waived: false,
             seeding_since: None,
+            queued: false,
             labels: Vec::new(),
             upload_limit: 0,
             download_limit: 0,
@@ -1232,6 +1287,8 @@ impl Entry {
             "paused"
         } else if self.finished && self.run.is_none() {
             "finished"
+        } else if self.queued && self.run.is_none() {
+            "queued"
         } else {
             match (&self.run, self.last.phase) {
                 (Some(Run::Fetcher(_)), _) | (_, Phase::Metadata) => "metadata",
@@ -1479,6 +1536,7 @@ impl Actor for Session {
         ctx.run_interval(Duration::from_secs(1), |act, ctx| {
             act.tick();
             act.check_seed_goals(ctx);
+            act.start_queued(ctx);
         });
         // The totals move while torrents run; keep them on disk now and then.
         ctx.run_interval(Duration::from_secs(30), |act, _| act.save());
@@ -1649,6 +1707,7 @@ impl Handler<Pause> for Session {
         }
         if let Ok(entry) = self.entry_mut(&id) {
             entry.paused = true;
+            entry.queued = false;
         }
         self.save();
         self.stop_then(id, move |act, _| {

@@ -113,6 +113,7 @@ const STATE_NAMES = {
   seeding: 'Seeding',
   paused: 'Paused',
   finished: 'Finished',
+  queued: 'Queued',
   error: 'Error',
 };
 const stateName = (s) => STATE_NAMES[s] || String(s);
@@ -409,7 +410,7 @@ function renderList() {
   renderSortHeaders();
 }
 
-const CHIP_STATES = ['', 'downloading', 'seeding', 'paused', 'finished', 'checking', 'metadata', 'awaiting_files', 'error'];
+const CHIP_STATES = ['', 'downloading', 'seeding', 'paused', 'queued', 'finished', 'checking', 'metadata', 'awaiting_files', 'error'];
 
 function renderChips() {
   const box = $('#state-chips');
