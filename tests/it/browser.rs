@@ -408,6 +408,30 @@ fn web_page_adds_torrents_chooses_files_and_shows_the_download() {
         "return document.querySelector('#detail').hidden;",
         &[],
     );
+
+    // Bulk actions: both torrents ticked, paused together, resumed together.
+    for id in [&three_id, &notes_id] {
+        browser.click_css(
+            &format!("#torrent-rows tr[data-id=\"{id}\"] input.row-pick"),
+            UI_LIMIT,
+        );
+    }
+    browser.wait_until("the bulk bar with two torrents", UI_LIMIT, |b| {
+        (text_of(b, "#bulk-count") == "2 selected").then_some(())
+    });
+    screenshot(&browser, "bulk");
+    browser.click_css("#bulk-pause", UI_LIMIT);
+    for id in [&three_id, &notes_id] {
+        wait_for_row(&browser, id, "paused in bulk", UI_LIMIT, |r| {
+            r["state"] == "paused"
+        });
+    }
+    browser.click_css("#bulk-resume", UI_LIMIT);
+    for id in [&three_id, &notes_id] {
+        wait_for_row(&browser, id, "resumed in bulk", UI_LIMIT, is_complete);
+    }
+    browser.click_css("#bulk-clear", UI_LIMIT);
+
     browser.click_css(
         &format!("#torrent-rows tr[data-id=\"{three_id}\"]"),
         UI_LIMIT,

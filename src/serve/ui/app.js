@@ -129,6 +129,7 @@ const state = {
   token: '',
   torrents: [],                 // last [TorrentSummary] from the SSE list stream
   rows: new Map(),              // id → <tr> of the list
+  picked: new Set(),            // ids ticked for a bulk action
   sort: { key: 'added', dir: 'desc' },
   peerSort: { key: 'addr', dir: 'asc' },
   filter: { text: '', state: '', label: '' },
@@ -336,7 +337,14 @@ function matchesFilter(t) {
 /** Creates one list row; its cells are filled by updateRow(). */
 function createRow(id) {
   const bar = h('span', { class: 'bar-fill' });
+  const pick = h('input', { type: 'checkbox', class: 'row-pick', 'aria-label': 'Select for a bulk action' });
+  pick.addEventListener('click', (e) => e.stopPropagation());
+  pick.addEventListener('change', () => {
+    if (pick.checked) state.picked.add(id); else state.picked.delete(id);
+    renderBulkBar();
+  });
   const tr = h('tr', { dataset: { id }, tabindex: '0', 'aria-label': 'Open details' },
+    h('td', { class: 'check' }, pick),
     h('td', { class: 'col-name', 'data-label': 'Name' }, h('span', { class: 'name' }), h('span', { class: 'row-error' })),
     h('td', { class: 'num size', 'data-label': 'Size' }),
     h('td', { class: 'col-progress', 'data-label': 'Progress' },
@@ -353,6 +361,39 @@ function createRow(id) {
   tr.addEventListener('click', open);
   tr.addEventListener('keydown', (e) => { if (e.key === 'Enter' || e.key === ' ') { e.preventDefault(); open(); } });
   return tr;
+}
+
+/** The bulk bar: shown while torrents are picked, with their count. */
+function renderBulkBar() {
+  for (const id of Array.from(state.picked)) if (!state.rows.has(id)) state.picked.delete(id);
+  const n = state.picked.size;
+  $('#bulk-bar').hidden = n === 0;
+  setText($('#bulk-count'), `${n} selected`);
+  for (const [id, tr] of state.rows) {
+    const box = $('.row-pick', tr);
+    if (box && box.checked !== state.picked.has(id)) box.checked = state.picked.has(id);
+  }
+  const shown = Array.from(state.rows.values()).filter((tr) => tr.parentNode);
+  const all = $('#pick-all');
+  all.checked = shown.length > 0 && shown.every((tr) => state.picked.has(tr.dataset.id));
+}
+
+/** Pause, resume or remove every picked torrent, one request each. */
+async function bulkAction(what) {
+  const ids = Array.from(state.picked);
+  if (!ids.length) return;
+  if (what === 'remove' && !window.confirm(`Remove ${ids.length} torrent(s)? Their files stay on disk.`)) return;
+  let ok = 0;
+  for (const id of ids) {
+    const res = what === 'remove'
+      ? await tryApi('DELETE', `/api/torrents/${enc(id)}`)
+      : await tryApi('POST', `/api/torrents/${enc(id)}/${what}`);
+    if (res !== undefined) ok++;
+  }
+  if (what === 'remove') state.picked.clear();
+  const verb = { pause: 'Paused', resume: 'Resumed', remove: 'Removed' }[what];
+  toast(`${verb} ${ok} of ${ids.length}.`);
+  renderBulkBar();
 }
 
 function updateRow(tr, t) {
@@ -388,7 +429,7 @@ function renderList() {
   const visible = state.torrents.filter(matchesFilter).sort(compareTorrents);
   for (const t of state.torrents) seen.add(t.id);
   for (const [id, tr] of state.rows) {
-    if (!seen.has(id)) { tr.remove(); state.rows.delete(id); }
+    if (!seen.has(id)) { tr.remove(); state.rows.delete(id); state.picked.delete(id); }
   }
   const visibleIds = new Set(visible.map((t) => t.id));
   for (const [id, tr] of state.rows) {
@@ -1650,6 +1691,17 @@ function wireEvents() {
   $('#resume-button').addEventListener('click', () => torrentAction('resume'));
   $('#recheck-button').addEventListener('click', () => torrentAction('recheck'));
   $('#remove-button').addEventListener('click', openRemoveDialog);
+  $('#bulk-pause').addEventListener('click', () => bulkAction('pause'));
+  $('#bulk-resume').addEventListener('click', () => bulkAction('resume'));
+  $('#bulk-remove').addEventListener('click', () => bulkAction('remove'));
+  $('#bulk-clear').addEventListener('click', () => { state.picked.clear(); renderBulkBar(); });
+  $('#pick-all').addEventListener('change', (e) => {
+    for (const tr of state.rows.values()) {
+      if (!tr.parentNode) continue;
+      if (e.target.checked) state.picked.add(tr.dataset.id); else state.picked.delete(tr.dataset.id);
+    }
+    renderBulkBar();
+  });
   $('#labels-form').addEventListener('submit', (e) => {
     e.preventDefault();
     const d = state.detail;
