@@ -278,6 +278,17 @@ pub struct ServeCmd {
     /// The most peer connections across all torrents.
     #[arg(long, default_value_t = 200)]
     pub max_connections: usize,
+    /// At most this many torrents download at once; the others wait, queued, and start
+    /// in the order they were added as slots free up (0: no limit).
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub max_active_downloads: usize,
+    /// Torrents stop seeding once they uploaded this many times their size (a default;
+    /// each torrent can have its own in the API and the page).
+    #[arg(long, value_name = "RATIO", value_parser = parse_ratio)]
+    pub seed_ratio: Option<f64>,
+    /// Torrents stop seeding after seeding this long (e.g. 90s, 30m, 2h; a default).
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub seed_time: Option<Duration>,
     /// Message stream encryption: `prefer` dials encrypted, falls back to plaintext, and
     /// accepts both; `require` dials and accepts encrypted (RC4) connections only; `off`
     /// dials plaintext and refuses encrypted ones.
@@ -632,6 +643,16 @@ fn peer_address(text: &str) -> Result<SocketAddr, String> {
         .map_err(|e| format!("cannot resolve {host:?}: {e}"))?
         .next()
         .ok_or_else(|| format!("{host:?} has no address"))
+}
+
+/// A seeding ratio: a finite number of at least 0.
+fn parse_ratio(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(r) if r.is_finite() && r >= 0.0 => Ok(r),
+        _ => Err(format!(
+            "{text:?} is not a ratio (a number of at least 0, e.g. 1.5)"
+        )),
+    }
 }
 
 #[cfg(test)]

@@ -642,6 +642,7 @@ fn start_torrent(
             let layout = Arc::new(metainfo.info.layout.clone());
             let coordinator = Coordinator::start(TorrentParams {
                 selection: args.selection.clone(),
+                high_priority: Vec::new(),
                 dht,
                 metainfo,
                 download_dir: args.output.clone(),

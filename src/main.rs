@@ -259,5 +259,10 @@ fn serve_args(args: cli::ServeCmd) -> Result<serve::ServeArgs, Failure> {
         max_torrent_bytes: (args.max_torrent_mib << 20) as usize,
         dht,
         verbosity: args.verbose,
+        max_active_downloads: args.max_active_downloads,
+        seed_goal: torrent_actors::engine::session::SeedGoal {
+            ratio: args.seed_ratio,
+            time_secs: args.seed_time.map(|t| t.as_secs()),
+        },
     })
 }

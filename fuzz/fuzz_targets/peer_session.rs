@@ -259,6 +259,7 @@ fn start_engine() -> Engine {
                     download_dir,
                     config,
                     selection: None,
+                    high_priority: Vec::new(),
                     dht: Some(DhtLinks {
                         lookup: dht.clone().recipient(),
                         node_seen: dht.recipient(),

@@ -31,7 +31,7 @@ use super::peer::{Peer, PeerConfig, PeerParts};
 use super::picker::{BlockOutcome, Picker};
 use super::piece_manager::{PieceManager, PieceManagerLinks};
 use super::resume::{plan_start, FileRecord, ResumeData, ResumeSchedule, StartupCheck};
-use super::selection::{verified_bytes_per_file, SelectedFiles};
+use super::selection::{verified_bytes_per_file, FilePriority, SelectedFiles};
 use super::storage::{FileReader, FileWriter, Hasher};
 use super::stream::{critical_order, StreamError, StreamId, MAX_STREAMS, STALL_AFTER};
 use super::streamed::PieceMode;
@@ -374,6 +374,8 @@ pub struct Coordinator {
     config: EngineConfig,
     /// The files to download; the picker wants only their pieces.
     selected: SelectedFiles,
+    /// Files (indices) whose pieces start first, sorted.
+    high_files: Vec<u32>,
     /// Bytes of the wanted pieces: the total that progress and `left` count against.
     wanted_bytes: u64,
     phase: Phase,
@@ -493,6 +495,8 @@ pub struct TorrentParams {
     pub config: EngineConfig,
     /// The files to download (BEP 53 indices); `None` means every file.
     pub selection: Option<FileSelection>,
+    /// Files (indices) whose pieces start before the others'; only selected ones count.
+    pub high_priority: Vec<u32>,
     /// The DHT to find peers through; `None` when it is off or the torrent is private.
     pub dht: Option<DhtLinks>,
     /// Where events go.
@@ -597,6 +601,12 @@ impl Coordinator {
             root: params.download_dir,
             config: params.config,
             selected,
+            high_files: {
+                let mut high = params.high_priority;
+                high.sort_unstable();
+                high.dedup();
+                high
+            },
             wanted_bytes,
             phase: Phase::Checking,
             picker: None,
@@ -839,7 +849,8 @@ impl Coordinator {
             &wanted,
             self.config.max_in_progress_bytes,
         )
-        .with_mode(mode);
+        .with_mode(mode)
+        .with_high_priority(self.selected.pieces_of(&self.layout, &self.high_files));
         info!(self.log, "data checked"; "verified pieces" => self.have.count_ones(), "remaining" => picker.remaining_pieces());
         let me = Tracked::new(ctx.address(), self.metrics.clone());
         let pm_metrics = self.config.metrics.of(ActorKind::PieceManager);
@@ -2597,6 +2608,11 @@ impl Handler<GetPieceMap> for Coordinator {
         MessageResult(PieceMap {
             pieces: self.layout.num_pieces() as usize,
             have: self.have.as_bytes().to_vec(),
+            wanted: self
+                .selected
+                .wanted_pieces(&self.layout)
+                .as_bytes()
+                .to_vec(),
             downloading: self
                 .picker
                 .as_ref()
@@ -2628,6 +2644,10 @@ impl Handler<GetFileProgress> for Coordinator {
                 path: file.path.display(),
                 length: file.length,
                 selected: self.selected.is_selected(index),
+                priority: FilePriority::of(
+                    self.selected.is_selected(index),
+                    self.high_files.contains(&(index as u32)),
+                ),
                 verified_bytes,
             })
             .collect();

@@ -932,6 +932,9 @@ pub struct PieceMap {
     pub pieces: usize,
     /// Verified pieces as bitfield bytes, BEP 3 order (piece 0 is the high bit of byte 0).
     pub have: Vec<u8>,
+    /// Pieces holding a byte of a file to download, in the same bit order: a piece
+    /// neither had nor wanted is "not wanted" (only in skipped files), not missing.
+    pub wanted: Vec<u8>,
     /// Pieces with blocks requested or received and not yet complete, ascending; empty
     /// until the start-up check is done.
     pub downloading: Vec<u32>,
@@ -956,6 +959,8 @@ pub struct FileProgress {
     pub length: u64,
     /// It is downloaded (padding files never are).
     pub selected: bool,
+    /// Skip (not selected), normal or high (its pieces start first).
+    pub priority: super::selection::FilePriority,
     /// Its bytes inside verified pieces.
     pub verified_bytes: u64,
 }

@@ -56,6 +56,11 @@
 //! blocks of urgent pieces that only one other peer holds, as in endgame, so one slow
 //! holder does not keep a player waiting. A list is capped at [`MAX_CRITICAL`] pieces.
 //!
+//! **File priorities.** With [`Picker::with_high_priority`], new pieces of high-priority
+//! files start before any other (rarest first among them, or in order in sequential
+//! mode); pieces in progress are still finished first. Once every high-priority piece
+//! is in, the picker forgets the set.
+//!
 //! **Sequential mode.** With [`Picker::set_sequential`], new pieces start in the order
 //! given first (the first and last piece of each file, where players look for an
 //! index), then in ascending order instead of rarest first.
@@ -234,6 +239,10 @@ pub struct Picker {
     /// In sequential mode, pieces to start before the ascending walk (each file's first
     /// and last piece).
     heads: Vec<u32>,
+    /// Pieces of high-priority files, while any of them is not yet `Have`.
+    high: Option<Bitfield>,
+    /// High-priority pieces not yet `Have`.
+    high_left: u32,
     /// Where the ascending walk resumes: no piece below it is `Missing`, unless a piece
     /// failed since (which moves it back).
     seq_cursor: u32,
@@ -287,8 +296,30 @@ impl Picker {
             sequential: false,
             heads: Vec::new(),
             seq_cursor: 0,
+            high: None,
+            high_left: 0,
             layout,
         }
+    }
+
+    /// The same picker starting the pieces set in `high` (those of high-priority files)
+    /// before any other new piece. Pieces not wanted or already had are ignored.
+    pub fn with_high_priority(mut self, high: Bitfield) -> Self {
+        self.high_left = self
+            .states
+            .iter()
+            .enumerate()
+            .filter(|&(i, s)| {
+                *s != PieceState::Have && *s != PieceState::Skipped && high.has(i as u32)
+            })
+            .count() as u32;
+        self.high = (self.high_left > 0).then_some(high);
+        self
+    }
+
+    /// Whether `piece` belongs to a high-priority file not yet complete.
+    fn is_high(&self, piece: u32) -> bool {
+        self.high.as_ref().is_some_and(|h| h.has(piece))
     }
 
     /// Sets the time-critical pieces, most urgent first, replacing the last list; the
@@ -455,6 +486,13 @@ impl Picker {
                 && pieces.has(i)
                 && (parole_ok || !parole.contains_key(&i))
         };
+        if let Some(high) = &self.high {
+            if let Some(i) = (0..self.states.len() as u32)
+                .find(|&i| high.has(i) && usable(&self.states, &self.parole, i))
+            {
+                return self.layout.piece(i);
+            }
+        }
         if let Some(&head) = self
             .heads
             .iter()
@@ -875,7 +913,8 @@ impl Picker {
             return None;
         }
         let start = self.rng.random_range(0..n);
-        let mut best: Option<(u32, usize)> = None;
+        // Ranked by (not high priority, availability): any high-priority piece first.
+        let mut best: Option<((bool, u32), usize)> = None;
         for k in 0..n {
             let i = (start + k) % n;
             if self.states[i] != PieceState::Missing
@@ -884,11 +923,14 @@ impl Picker {
             {
                 continue;
             }
-            let a = self.availability[i];
-            if best.is_none_or(|(b, _)| a < b) {
-                best = Some((a, i));
-                if a <= 1 {
-                    break; // Nothing is rarer than a piece only this peer has.
+            let high = self.is_high(i as u32);
+            let rank = (!high, self.availability[i]);
+            if best.is_none_or(|(b, _)| rank < b) {
+                best = Some((rank, i));
+                // Nothing is rarer than a piece only this peer has, and nothing comes
+                // before a high-priority piece (or any piece, with none left).
+                if rank.1 <= 1 && (high || self.high.is_none()) {
+                    break;
                 }
             }
         }
@@ -1130,6 +1172,12 @@ impl Picker {
             *state = PieceState::Have;
             self.in_progress_bytes -= cost;
             self.remaining_pieces -= 1;
+            if self.is_high(piece.get()) {
+                self.high_left = self.high_left.saturating_sub(1);
+                if self.high_left == 0 {
+                    self.high = None;
+                }
+            }
             self.remaining_bytes -= u64::from(self.layout.piece_len(piece));
             self.end_attempt(piece.get());
             self.parole.remove(&piece.get());

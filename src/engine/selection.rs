@@ -39,6 +39,29 @@ pub fn check_selection(layout: &Layout, selection: &FileSelection) -> Result<(),
     }
 }
 
+/// How much a file is wanted: not at all, as any other, or before the others.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FilePriority {
+    /// Not downloaded.
+    Skip,
+    #[default]
+    Normal,
+    /// Its pieces start before those of normal files.
+    High,
+}
+
+impl FilePriority {
+    /// The priority of a file that is `selected` or not and named high or not.
+    pub fn of(selected: bool, high: bool) -> Self {
+        match (selected, high) {
+            (false, _) => Self::Skip,
+            (true, false) => Self::Normal,
+            (true, true) => Self::High,
+        }
+    }
+}
+
 /// Per file of a torrent: whether it is downloaded. Padding files never are.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SelectedFiles {
@@ -88,6 +111,20 @@ impl SelectedFiles {
             }
         }
         wanted
+    }
+
+    /// The pieces holding any byte of the selected files among `files` (indices; others
+    /// ignored): the pieces of high-priority files.
+    pub fn pieces_of(&self, layout: &Layout, files: &[u32]) -> Bitfield {
+        let mut pieces = Bitfield::new(layout.num_pieces());
+        for &i in files {
+            if self.is_selected(i as usize) {
+                for piece in layout.file_pieces(i as usize) {
+                    let _ = pieces.set(piece);
+                }
+            }
+        }
+        pieces
     }
 
     /// Bytes of the wanted pieces: what progress and the trackers' `left` count.

@@ -186,6 +186,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route("/torrents/{id}/recheck", web::post().to(recheck))
             .route("/torrents/{id}/labels", web::put().to(set_labels))
             .route("/torrents/{id}/limits", web::put().to(set_limits))
+            .route("/torrents/{id}/seeding", web::put().to(set_seeding))
             .route("/torrents/{id}/files", web::get().to(files))
             .route("/torrents/{id}/files", web::put().to(set_files))
             .route(
@@ -487,6 +488,53 @@ async fn set_labels(
     ))
 }
 
+/// A torrent's own seeding goal; both `null` (or absent) return it to the default.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SeedingBody {
+    #[serde(default)]
+    seed_ratio: Option<f64>,
+    #[serde(default)]
+    seed_time_secs: Option<u64>,
+    /// `true`: use the daemon's default goal (the other fields must be absent).
+    #[serde(default)]
+    default: bool,
+}
+
+async fn set_seeding(
+    state: State,
+    id: web::Path<String>,
+    body: web::Json<SeedingBody>,
+) -> ApiResult<HttpResponse> {
+    let id = parse_id(&id)?;
+    let body = body.into_inner();
+    let goal = if body.default {
+        if body.seed_ratio.is_some() || body.seed_time_secs.is_some() {
+            return Err(ApiError::bad_request(
+                "default: no seed_ratio or seed_time_secs beside it",
+            ));
+        }
+        None
+    } else {
+        if body
+            .seed_ratio
+            .is_some_and(|r| !(r.is_finite() && r >= 0.0))
+        {
+            return Err(ApiError::bad_request("seed_ratio: a number of at least 0"));
+        }
+        Some(session::SeedGoal {
+            ratio: body.seed_ratio,
+            time_secs: body.seed_time_secs,
+        })
+    };
+    Ok(HttpResponse::Ok().json(
+        state
+            .session
+            .send(session::SetSeedGoal { id, goal })
+            .await??,
+    ))
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct LimitsBody {
@@ -520,6 +568,9 @@ async fn files(state: State, id: web::Path<String>) -> ApiResult<HttpResponse> {
 #[serde(deny_unknown_fields)]
 struct FilesBody {
     selected: Vec<u32>,
+    /// High-priority files (among the selected); the selected rest are normal.
+    #[serde(default)]
+    high: Vec<u32>,
 }
 
 async fn set_files(
@@ -528,7 +579,12 @@ async fn set_files(
     body: web::Json<FilesBody>,
 ) -> ApiResult<HttpResponse> {
     let id = parse_id(&id)?;
-    let selected = body.into_inner().selected;
+    let FilesBody { selected, high } = body.into_inner();
+    if high.len() > MAX_FILE_INDICES {
+        return Err(ApiError::bad_request(format!(
+            "high: at most {MAX_FILE_INDICES} indices"
+        )));
+    }
     if selected.len() > MAX_FILE_INDICES {
         return Err(ApiError::bad_request(format!(
             "selected: at most {MAX_FILE_INDICES} indices"
@@ -542,7 +598,7 @@ async fn set_files(
     Ok(HttpResponse::Ok().json(
         state
             .session
-            .send(session::SetFiles { id, selected })
+            .send(session::SetFiles { id, selected, high })
             .await??,
     ))
 }
@@ -557,6 +613,8 @@ async fn peers(state: State, id: web::Path<String>) -> ApiResult<HttpResponse> {
 pub struct PieceMapJson {
     pub pieces: usize,
     pub have: String,
+    /// Pieces of files to download, base64 like `have`.
+    pub wanted: String,
     pub downloading: Vec<u32>,
     /// Each open stream's position and the last piece of its window.
     pub streams: Vec<[u32; 2]>,
@@ -567,6 +625,7 @@ impl From<&torrent_actors::engine::messages::PieceMap> for PieceMapJson {
         PieceMapJson {
             pieces: map.pieces,
             have: data_encoding::BASE64.encode(&map.have),
+            wanted: data_encoding::BASE64.encode(&map.wanted),
             downloading: map.downloading.clone(),
             streams: map.streams.clone(),
         }

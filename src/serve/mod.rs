@@ -61,6 +61,10 @@ pub struct ServeArgs {
     pub max_torrent_bytes: usize,
     pub dht: Option<(Bootstrap, u16)>,
     pub verbosity: u8,
+    /// `--seed-ratio` and `--seed-time`: when complete torrents stop seeding by default.
+    pub seed_goal: torrent_actors::engine::session::SeedGoal,
+    /// `--max-active-downloads`; 0 for no limit.
+    pub max_active_downloads: usize,
 }
 
 /// Shortest API key accepted: a guessable key would make the lock-out the only defence.
@@ -175,6 +179,8 @@ async fn serve(
         log: log.clone(),
         // Torrents' events are worth a line even when the rest shows only warnings.
         events: logging::stderr_logger(args.verbosity.max(1)),
+        seed_goal: args.seed_goal,
+        max_active_downloads: args.max_active_downloads,
     })
     .map_err(|e| Failure {
         code: exit::OUTPUT_NOT_WRITABLE,

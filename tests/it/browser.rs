@@ -278,6 +278,14 @@ fn web_page_adds_torrents_chooses_files_and_shows_the_download() {
     );
     let summary = text_of(&browser, "#files-summary");
     assert!(summary.starts_with("2 of 3 selected"), "{summary}");
+    // Unticked is skipped; the last file is made high priority through its menu.
+    let priorities = browser.execute(
+        "const s = document.querySelector('#files-table tbody tr[data-index=\"2\"] select.priority');
+         s.value = 'high'; s.dispatchEvent(new Event('change'));
+         return Array.from(document.querySelectorAll('#files-table tbody select.priority')).map((x) => x.value);",
+        &[],
+    );
+    assert_eq!(priorities, json!(["normal", "skip", "high"]));
     screenshot(&browser, "files-choice");
     browser.click_css("#files-start", UI_LIMIT);
 
@@ -305,9 +313,25 @@ fn web_page_adds_torrents_chooses_files_and_shows_the_download() {
         "the magnet torrent completed after {:?}: {done}",
         started.elapsed()
     );
+    // The detail view shows the list's columns, not only the name.
+    browser.wait_until("the detail's state column", UI_LIMIT, |b| {
+        (text_of(b, "#detail-columns dd[data-col=\"state\"]") == "Seeding").then_some(())
+    });
+    let columns = browser.execute(
+        "return Array.from(document.querySelectorAll('#detail-columns dt')).map((x) => x.textContent);",
+        &[],
+    );
+    assert_eq!(
+        columns,
+        json!(["Size", "Progress", "State", "Down", "Up", "Peers", "Ratio", "ETA", "Labels"])
+    );
+    assert_eq!(
+        text_of(&browser, "#detail-columns dd[data-col=\"labels\"]"),
+        "browser"
+    );
 
-    // The piece map: the pieces of the two chosen files are in, those only the middle
-    // file needs are not.
+    // The piece map: the pieces of the two chosen files are in; those only the middle
+    // file needs are not wanted, and nothing is missing.
     open_tab(&browser, "pieces");
     let total: u64 = three.total_len();
     let have = pieces_touching(&[(0, 300_001), (500_004, total)], total);
@@ -315,8 +339,9 @@ fn web_page_adds_torrents_chooses_files_and_shows_the_download() {
     browser.wait_until("the piece counts", UI_LIMIT, |b| {
         (text_of(b, "#pieces-have") == have.to_string()).then_some(())
     });
+    assert_eq!(text_of(&browser, "#pieces-missing"), "0");
     assert_eq!(
-        text_of(&browser, "#pieces-missing"),
+        text_of(&browser, "#pieces-unwanted"),
         (count - have).to_string()
     );
     let canvas = wait_for_painted_canvas(&browser, "#pieces-canvas");
@@ -383,6 +408,30 @@ fn web_page_adds_torrents_chooses_files_and_shows_the_download() {
         "return document.querySelector('#detail').hidden;",
         &[],
     );
+
+    // Bulk actions: both torrents ticked, paused together, resumed together.
+    for id in [&three_id, &notes_id] {
+        browser.click_css(
+            &format!("#torrent-rows tr[data-id=\"{id}\"] input.row-pick"),
+            UI_LIMIT,
+        );
+    }
+    browser.wait_until("the bulk bar with two torrents", UI_LIMIT, |b| {
+        (text_of(b, "#bulk-count") == "2 selected").then_some(())
+    });
+    screenshot(&browser, "bulk");
+    browser.click_css("#bulk-pause", UI_LIMIT);
+    for id in [&three_id, &notes_id] {
+        wait_for_row(&browser, id, "paused in bulk", UI_LIMIT, |r| {
+            r["state"] == "paused"
+        });
+    }
+    browser.click_css("#bulk-resume", UI_LIMIT);
+    for id in [&three_id, &notes_id] {
+        wait_for_row(&browser, id, "resumed in bulk", UI_LIMIT, is_complete);
+    }
+    browser.click_css("#bulk-clear", UI_LIMIT);
+
     browser.click_css(
         &format!("#torrent-rows tr[data-id=\"{three_id}\"]"),
         UI_LIMIT,

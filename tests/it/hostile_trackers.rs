@@ -717,6 +717,7 @@ fn the_coordinator_reports_each_tracker_change_and_answers_for_all_of_them() {
             download_dir: dir,
             config,
             selection: None,
+            high_priority: Vec::new(),
             dht: None,
             events: sink.recipient(),
             log: slog::Logger::root(slog::Discard, slog::o!()),

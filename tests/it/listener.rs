@@ -80,6 +80,7 @@ pub(crate) async fn start_torrent(
         download_dir: dir.to_path_buf(),
         config,
         selection: None,
+        high_priority: Vec::new(),
         dht: None,
         events: Phases(tx).start().recipient(),
         log: slog::Logger::root(slog::Discard, slog::o!()),

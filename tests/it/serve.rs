@@ -585,6 +585,29 @@ fn magnet_added_with_choose_files_downloads_only_the_files_chosen_later() {
 
     assert_only_the_outer_files(&swarm, &dl);
 
+    // The piece map tells the pieces only the skipped file holds (not wanted) from
+    // missing ones: every piece is had or not wanted.
+    let map = daemon.get_json(&format!("/api/torrents/{id}/pieces"));
+    let pieces = map["pieces"].as_u64().unwrap() as usize;
+    let bits = |field: &str| {
+        let bytes = data_encoding::BASE64
+            .decode(map[field].as_str().unwrap().as_bytes())
+            .unwrap();
+        (0..pieces)
+            .map(|i| bytes.get(i / 8).is_some_and(|b| b & (0x80 >> (i % 8)) != 0))
+            .collect::<Vec<bool>>()
+    };
+    let (have, wanted) = (bits("have"), bits("wanted"));
+    let not_wanted = wanted.iter().filter(|w| !**w).count() as u64;
+    let wanted_bytes = wanted_piece_bytes(&[(0, 300_001), (500_004, 750_011)], 1 << 15, 750_011);
+    assert_eq!(
+        not_wanted,
+        pieces as u64 - wanted_bytes.div_ceil(1 << 15),
+        "{map}"
+    );
+    assert!(not_wanted > 0, "{map}");
+    assert!(have.iter().zip(&wanted).all(|(h, w)| h == w), "{map}");
+
     // The metadata is kept in the state folder, not beside the download; deleting the
     // torrent with its data leaves the download root empty.
     assert!(
@@ -610,6 +633,232 @@ fn magnet_added_with_choose_files_downloads_only_the_files_chosen_later() {
         );
         thread::sleep(POLL);
     }
+}
+
+#[test]
+fn a_high_priority_file_completes_before_a_normal_one() {
+    let tmp = temp_dir();
+    let seed_dir = tmp.path().join("seed");
+    // The normal file first in the torrent, the high one after it; equal sizes.
+    let files: Vec<(PathBuf, u64)> = [("first.bin", 1_500_007), ("urgent.bin", 1_500_011)]
+        .iter()
+        .map(|(name, len)| {
+            Payload::single(&seed_dir, &format!("pair/{name}"), *len)
+                .files
+                .remove(0)
+        })
+        .collect();
+    let payload = Payload {
+        dir: seed_dir,
+        name: "pair".into(),
+        files,
+    };
+    // A rate-limited seeder: the picker's order, not luck, decides what is in first.
+    let swarm = Swarm::start(
+        payload,
+        15,
+        SeedOpts {
+            upload_limit: Some(256 * 1024),
+            ..SeedOpts::default()
+        },
+    );
+    let dl = tmp.path().join("dl");
+    let daemon = Daemon::start(&dl, &tmp.path().join("state"), &DaemonOpts::default());
+    let id = swarm.id();
+    let added = daemon.post(
+        "/api/torrents",
+        &json!({"torrent_base64": swarm.base64(), "paused": true}),
+    );
+    assert_eq!(added.status, 201, "{added:?}");
+
+    let set = daemon.put(
+        &format!("/api/torrents/{id}/files"),
+        &json!({"selected": [0, 1], "high": [1]}),
+    );
+    assert_eq!(set.status, 200, "{set:?}");
+    let priorities: Vec<String> = set
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["priority"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(priorities, ["normal", "high"]);
+    let resumed = daemon.request("POST", &format!("/api/torrents/{id}/resume"), None);
+    assert_eq!(resumed.status, 200, "{resumed:?}");
+
+    // Poll the files until the high one is complete; the normal one is not yet.
+    let deadline = Instant::now() + DOWNLOAD_LIMIT;
+    let (normal_then, files) = loop {
+        let files = daemon.get_json(&format!("/api/torrents/{id}/files"));
+        let f = files.as_array().unwrap();
+        let done = |i: usize| f[i]["verified_bytes"] == f[i]["length"];
+        if done(1) {
+            break (done(0), files);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the high-priority file did not complete: {files:#}\n{}",
+            tail(&daemon)
+        );
+        thread::sleep(POLL);
+    };
+    assert!(
+        !normal_then,
+        "the normal file was complete no later than the high one: {files:#}"
+    );
+    wait_for_torrent(
+        &daemon,
+        &id,
+        DOWNLOAD_LIMIT,
+        "completion",
+        is_complete,
+        |_| {},
+    );
+    assert_same_files(&swarm.payload.dir, &dl, &swarm.payload.files);
+    // The file list still says which file was high.
+    let files = daemon.get_json(&format!("/api/torrents/{id}/files"));
+    assert_eq!(files[1]["priority"], "high", "{files:#}");
+}
+
+#[test]
+fn a_torrent_that_meets_its_seeding_goal_stops_seeding() {
+    let tmp = temp_dir();
+    let payload = Payload::single(&tmp.path().join("seed"), "goal.bin", 300_007);
+    let swarm = Swarm::start(payload, 15, SeedOpts::default());
+    let dl = tmp.path().join("dl");
+    // A daemon-wide default: stop after an hour of seeding.
+    let daemon = Daemon::start(
+        &dl,
+        &tmp.path().join("state"),
+        &DaemonOpts {
+            args: vec!["--seed-time".into(), "1h".into()],
+            ..DaemonOpts::default()
+        },
+    );
+    let id = swarm.id();
+    let added = daemon.post(
+        "/api/torrents",
+        &json!({"torrent_base64": swarm.base64(), "paused": true}),
+    );
+    assert_eq!(added.status, 201, "{added:?}");
+    let added = added.json();
+    assert_eq!(added["seed_time_secs"], 3600, "{added}");
+    assert_eq!(added["seed_ratio"], Value::Null, "{added}");
+
+    // Its own goal: one second of seeding.
+    let set = daemon.put(
+        &format!("/api/torrents/{id}/seeding"),
+        &json!({"seed_time_secs": 1}),
+    );
+    assert_eq!(set.status, 200, "{set:?}");
+    assert_eq!(set.json()["seed_time_secs"], 1);
+    let bad = daemon.put(
+        &format!("/api/torrents/{id}/seeding"),
+        &json!({"seed_ratio": -1.0}),
+    );
+    assert_eq!(bad.status, 400, "{bad:?}");
+    let resumed = daemon.request("POST", &format!("/api/torrents/{id}/resume"), None);
+    assert_eq!(resumed.status, 200, "{resumed:?}");
+
+    let finished = wait_for_torrent(
+        &daemon,
+        &id,
+        DOWNLOAD_LIMIT,
+        "finished after meeting its goal",
+        |t| t["state"] == "finished",
+        |_| {},
+    );
+    assert_eq!(finished["progress"], 1.0, "{finished}");
+    assert_same_files(&swarm.payload.dir, &dl, &swarm.payload.files);
+    wait_for_log_line(&daemon, &["seeding goal reached", "goal.bin"]);
+    // No peers while finished: the tree is stopped.
+    assert_eq!(
+        daemon.get_json(&format!("/api/torrents/{id}/peers")),
+        json!([])
+    );
+
+    // Resumed, it seeds on past the goal.
+    let resumed = daemon.request("POST", &format!("/api/torrents/{id}/resume"), None);
+    assert_eq!(resumed.status, 200, "{resumed:?}");
+    wait_for_torrent(
+        &daemon,
+        &id,
+        CHANGE_LIMIT,
+        "seeding again",
+        is_complete,
+        |_| {},
+    );
+    // Back to the default goal.
+    let back = daemon.put(
+        &format!("/api/torrents/{id}/seeding"),
+        &json!({"default": true}),
+    );
+    assert_eq!(back.status, 200, "{back:?}");
+    assert_eq!(back.json()["seed_time_secs"], 3600);
+}
+
+#[test]
+fn with_one_download_slot_the_second_torrent_waits_queued_then_completes() {
+    let tmp = temp_dir();
+    // The first download is slow, so the second is seen waiting.
+    let first = Swarm::start(
+        Payload::single(&tmp.path().join("seed1"), "first.bin", 1_000_003),
+        15,
+        SeedOpts {
+            upload_limit: Some(200 * 1024),
+            ..SeedOpts::default()
+        },
+    );
+    let second = Swarm::start(
+        Payload::single(&tmp.path().join("seed2"), "second.bin", 300_007),
+        15,
+        SeedOpts::default(),
+    );
+    let dl = tmp.path().join("dl");
+    let daemon = Daemon::start(
+        &dl,
+        &tmp.path().join("state"),
+        &DaemonOpts {
+            args: vec!["--max-active-downloads".into(), "1".into()],
+            ..DaemonOpts::default()
+        },
+    );
+    let a = daemon.post("/api/torrents", &json!({"torrent_base64": first.base64()}));
+    assert_eq!(a.status, 201, "{a:?}");
+    let b = daemon.post("/api/torrents", &json!({"torrent_base64": second.base64()}));
+    assert_eq!(b.status, 201, "{b:?}");
+    assert_eq!(b.json()["state"], "queued", "{b:?}");
+    // While the first is not complete, the second stays queued.
+    let first_done = wait_for_torrent(
+        &daemon,
+        &first.id(),
+        DOWNLOAD_LIMIT,
+        "the first completing",
+        is_complete,
+        |_| {
+            let t = daemon.get_json(&format!("/api/torrents/{}", second.id()));
+            let first_now = daemon.get_json(&format!("/api/torrents/{}", first.id()));
+            if !is_complete(&first_now) {
+                assert!(
+                    t["state"] == "queued" || first_now["progress"].as_f64() == Some(1.0),
+                    "the second left the queue early: {t}"
+                );
+            }
+        },
+    );
+    assert!(is_complete(&first_done));
+    // Then it starts by itself and completes.
+    wait_for_torrent(
+        &daemon,
+        &second.id(),
+        DOWNLOAD_LIMIT,
+        "the queued one completing",
+        is_complete,
+        |_| {},
+    );
+    assert_same_files(&second.payload.dir, &dl, &second.payload.files);
+    wait_for_log_line(&daemon, &["torrent queued", "second.bin"]);
 }
 
 #[test]

@@ -672,6 +672,7 @@ fn an_always_busy_web_seed_is_given_up_after_its_retries() {
             download_dir: out,
             config,
             selection: None,
+            high_priority: Vec::new(),
             dht: None,
             events: Quiet.start().recipient(),
             log: slog::Logger::root(slog::Discard, slog::o!()),

@@ -530,6 +530,7 @@ impl MetadataFetcher {
                     download_dir: params.download_dir,
                     config,
                     selection,
+                    high_priority: Vec::new(),
                     dht: params.dht,
                     events: params.events,
                     log: params.log,

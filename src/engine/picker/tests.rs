@@ -1107,3 +1107,49 @@ fn a_run_for_a_web_seed_starts_at_the_most_urgent_missing_time_critical_piece() 
     assert_eq!(order, vec![10, 11, 12]);
     p.check_invariants();
 }
+
+#[test]
+fn high_priority_pieces_start_before_rarer_ones() {
+    let l = layout(32 * 1024, 10 * 32 * 1024);
+    let mut p = picker(&l, u64::MAX).with_high_priority(only(10, &[6, 7, 8]));
+    p.add_peer_pieces(&full(10));
+    p.add_peer_pieces(&only(10, &[0, 1, 3, 4, 5, 6, 7, 8, 9]));
+    // Piece 2 is rarer than the rest, yet the high-priority pieces start first.
+    let mut started = Vec::new();
+    for peer in 0..3 {
+        let got = pick(&mut p, PeerKey(10 + peer), &full(10), 2);
+        assert!(got.iter().all(|r| r.piece == got[0].piece), "{got:?}");
+        started.push(got[0].piece);
+    }
+    started.sort_unstable();
+    assert_eq!(started, vec![6, 7, 8]);
+    for &piece in &started {
+        p.piece_verified(l.piece(piece).unwrap());
+    }
+    // With them in, rarest first again.
+    let got = pick(&mut p, P, &full(10), 2);
+    assert!(got.iter().all(|r| r.piece == 2), "{got:?}");
+}
+
+#[test]
+fn high_priority_pieces_start_first_in_sequential_mode() {
+    let l = layout(32 * 1024, 10 * 32 * 1024);
+    let mut p = picker(&l, u64::MAX).with_high_priority(only(10, &[5, 9]));
+    p.set_sequential(true, vec![0]);
+    p.add_peer_pieces(&full(10));
+    let order: Vec<u32> = (0..4)
+        .map(|k| pick(&mut p, PeerKey(20 + k), &full(10), 2)[0].piece)
+        .collect();
+    assert_eq!(order, vec![5, 9, 0, 1]);
+}
+
+#[test]
+fn high_priority_pieces_already_had_or_skipped_count_for_nothing() {
+    let l = layout(32 * 1024, 4 * 32 * 1024);
+    let p = Picker::new(l.clone(), &only(4, &[0]), &only(4, &[0, 2, 3]), u64::MAX)
+        .with_high_priority(only(4, &[0, 1]));
+    assert!(
+        !p.is_high(0) && !p.is_high(1),
+        "nothing high is left to fetch"
+    );
+}

@@ -47,7 +47,7 @@ use super::messages::{
 };
 use super::metadata::{MagnetParams, MetadataFetcher};
 use super::metrics::{ActorKind, Metrics, MetricsSnapshot};
-use super::selection::check_selection;
+use super::selection::{check_selection, FilePriority};
 use super::storage::{FileWriter, SideFiles};
 use super::tracker::{TrackerState, TrackerStatus};
 use super::webseed::WebSeedStatus;
@@ -100,10 +100,31 @@ pub struct SessionConfig {
     pub max_connections: usize,
     pub dht: Option<DhtLinks>,
     pub log: Logger,
+    /// The seeding goal of torrents without one of their own.
+    pub seed_goal: SeedGoal,
+    /// Most torrents downloading (or checking, or fetching metadata) at once; 0 for no
+    /// limit. The others wait `queued` and start in the order they were added.
+    pub max_active_downloads: usize,
     /// Where each torrent's events (added, metadata, completed, failed, paused, resumed,
     /// removed) are logged, one line each: a daemon shows these at its default verbosity,
     /// when `log` shows only warnings.
     pub events: Logger,
+}
+
+/// When a complete torrent stops seeding: once it uploaded `ratio` times its size, or
+/// seeded `time_secs` (this run), whichever comes first; never with neither.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, serde::Deserialize)]
+pub struct SeedGoal {
+    pub ratio: Option<f64>,
+    pub time_secs: Option<u64>,
+}
+
+impl SeedGoal {
+    /// Whether a torrent at `ratio` that has seeded `seeded` has met the goal.
+    pub fn reached(&self, ratio: f64, seeded: Duration) -> bool {
+        self.ratio.is_some_and(|r| ratio >= r)
+            || self.time_secs.is_some_and(|t| seeded.as_secs() >= t)
+    }
 }
 
 /// Where a torrent's metadata comes from.
@@ -153,6 +174,21 @@ struct Entry {
     awaiting_files: bool,
     /// The files to download, sorted and unique; `None` for every file.
     selection: Option<Vec<u32>>,
+    /// Files whose pieces start first, sorted and unique (selected ones count).
+    high: Vec<u32>,
+    /// Its own seeding goal, if set.
+    own_goal: Option<SeedGoal>,
+    /// The goal in force: its own or the daemon's.
+    goal: SeedGoal,
+    /// It met its goal and stopped seeding; `Resume` seeds on, the goal then ignored
+    /// until it is set again.
+    finished: bool,
+    /// Resumed after meeting its goal: seeds until paused.
+    goal_waived: bool,
+    /// When this run found it complete.
+    seeding_since: Option<Instant>,
+    /// Waiting for a download slot (`max_active_downloads`).
+    queued: bool,
     labels: Vec<String>,
     /// This torrent's limits in bytes per second, 0 for none.
     upload_limit: u64,
@@ -222,6 +258,11 @@ pub struct TorrentSummary {
     pub added_at: u64,
     pub upload_limit: u64,
     pub download_limit: u64,
+    /// The seeding goal in force: a ratio, a time in seconds, either or neither.
+    pub seed_ratio: Option<f64>,
+    pub seed_time_secs: Option<u64>,
+    /// Seconds seeded in this run.
+    pub seeding_secs: u64,
 }
 
 /// One torrent in full.
@@ -430,12 +471,22 @@ pub struct GetFiles {
     pub id: InfoHash,
 }
 
-/// HTTP API → Session: choose which files to download.
+/// HTTP API → Session: a torrent's own seeding goal (`None`: the daemon's default).
+#[derive(Message)]
+#[rtype(result = "Result<TorrentSummary, SessionError>")]
+pub struct SetSeedGoal {
+    pub id: InfoHash,
+    pub goal: Option<SeedGoal>,
+}
+
+/// HTTP API → Session: choose which files to download, and which of them first.
 #[derive(Message)]
 #[rtype(result = "Result<Vec<FileProgress>, SessionError>")]
 pub struct SetFiles {
     pub id: InfoHash,
     pub selected: Vec<u32>,
+    /// Files whose pieces start before the others' (only selected ones count).
+    pub high: Vec<u32>,
 }
 
 /// HTTP API → Session: a torrent's connected peers.
@@ -642,7 +693,8 @@ impl Session {
         let mut torrents = BTreeMap::new();
         for t in &saved.torrents {
             match Self::restore(&state, t, &log) {
-                Ok(entry) => {
+                Ok(mut entry) => {
+                    entry.goal = entry.own_goal.unwrap_or(config.seed_goal);
                     torrents.insert(entry.id, entry);
                 }
                 Err(e) => {
@@ -709,6 +761,9 @@ impl Session {
         entry.paused = t.paused;
         entry.awaiting_files = t.awaiting_files;
         entry.selection = t.selection.clone();
+        entry.high = t.high_priority.clone();
+        entry.own_goal = t.seed_goal;
+        entry.finished = t.finished;
         entry.labels = t.labels.clone();
         entry.upload_limit = t.upload_limit;
         entry.download_limit = t.download_limit;
@@ -734,6 +789,9 @@ impl Session {
                     paused: e.paused,
                     awaiting_files: e.awaiting_files,
                     selection: e.selection.clone(),
+                    high_priority: e.high.clone(),
+                    seed_goal: e.own_goal,
+                    finished: e.finished,
                     labels: e.labels.clone(),
                     upload_limit: e.upload_limit,
                     download_limit: e.download_limit,
@@ -780,12 +838,25 @@ impl Session {
         let dht = self.config.dht.clone();
         let listener = self.config.listener.clone();
         let log = self.log.clone();
+        let active = self.active_downloads();
+        let limit = self.config.max_active_downloads;
         let Some(entry) = self.torrents.get_mut(&id) else {
             return;
         };
         if entry.run.is_some() || entry.stopping {
             return;
         }
+        // A torrent known complete only seeds: it takes no download slot.
+        let complete =
+            entry.last.total_bytes > 0 && entry.last.verified_bytes >= entry.last.total_bytes;
+        if limit > 0 && !complete && active >= limit {
+            if !entry.queued {
+                entry.queued = true;
+                log_event(&self.config.events, "torrent queued", entry);
+            }
+            return;
+        }
+        entry.queued = false;
         // The torrent's folder is reached from the root through no link (one swapped in
         // since the torrent was added would otherwise take every file elsewhere).
         if let Err(e) = torrent_folder(&root, &entry.dir, true) {
@@ -828,6 +899,7 @@ impl Session {
                     download_dir,
                     config,
                     selection: selection_of(&entry.selection),
+                    high_priority: entry.high.clone(),
                     dht,
                     events,
                     log,
@@ -980,6 +1052,80 @@ impl Session {
         }
     }
 
+    /// Torrents running and not complete: those holding a download slot.
+    fn active_downloads(&self) -> usize {
+        self.torrents
+            .values()
+            .filter(|e| e.run.is_some() && e.last.phase != Phase::Complete)
+            .count()
+    }
+
+    /// Starts queued torrents, oldest first, while download slots are free.
+    fn start_queued(&mut self, ctx: &mut Context<Self>) {
+        let limit = self.config.max_active_downloads;
+        if limit == 0 {
+            return;
+        }
+        let mut waiting: Vec<(u64, InfoHash)> = self
+            .torrents
+            .values()
+            .filter(|e| {
+                e.queued
+                    && e.run.is_none()
+                    && !e.stopping
+                    && !e.paused
+                    && !e.finished
+                    && e.error.is_none()
+            })
+            .map(|e| (e.added_at, e.id))
+            .collect();
+        waiting.sort_unstable();
+        for (_, id) in waiting {
+            if self.active_downloads() >= limit {
+                break;
+            }
+            self.start_run(id, ctx);
+        }
+    }
+
+    /// Stops every seeding torrent that met its goal, with a log line.
+    fn check_seed_goals(&mut self, ctx: &mut Context<Self>) {
+        let mut done = Vec::new();
+        for entry in self.torrents.values_mut() {
+            let seeding = entry.run.is_some()
+                && !entry.stopping
+                && entry.last.phase == Phase::Complete
+                && entry.error.is_none();
+            if !seeding {
+                entry.seeding_since = None;
+                continue;
+            }
+            let since = *entry.seeding_since.get_or_insert_with(Instant::now);
+            let ratio = entry.summary().ratio;
+            if !entry.goal_waived && entry.goal.reached(ratio, since.elapsed()) {
+                done.push(entry.id);
+            }
+        }
+        for id in done {
+            if let Ok(entry) = self.entry_mut(&id) {
+                entry.finished = true;
+                let summary = entry.summary();
+                info!(self.config.events, "seeding goal reached, stopped seeding";
+                      "info_hash" => short_hash(&id), "torrent" => &summary.name,
+                      "ratio" => format!("{:.2}", summary.ratio),
+                      "seeded_secs" => summary.seeding_secs);
+            }
+            self.save();
+            ctx.spawn(
+                self.stop_then(id, |act, _| {
+                    act.save();
+                    Ok(())
+                })
+                .map(|_: Result<(), SessionError>, _, _| ()),
+            );
+        }
+    }
+
     fn overview(&self) -> Overview {
         let torrents: Vec<TorrentSummary> =
             self.torrents.values().map(|e| self.summary(e)).collect();
@@ -1067,6 +1213,13 @@ impl Entry {
             paused: false,
             awaiting_files: false,
             selection: None,
+            high: Vec::new(),
+            own_goal: None,
+            goal: SeedGoal::default(),
+            finished: false,
+            goal_waived: false,
+            seeding_since: None,
+            queued: false,
             labels: Vec::new(),
             upload_limit: 0,
             download_limit: 0,
@@ -1113,6 +1266,10 @@ impl Entry {
                 path: f.path.components().join("/"),
                 length: f.length,
                 selected: selection.as_ref().is_none_or(|s| s.contains(index as u32)),
+                priority: FilePriority::of(
+                    selection.as_ref().is_none_or(|s| s.contains(index as u32)),
+                    self.high.binary_search(&(index as u32)).is_ok(),
+                ),
                 verified_bytes: 0,
             })
             .collect()
@@ -1128,6 +1285,10 @@ impl Entry {
             "awaiting_files"
         } else if self.paused {
             "paused"
+        } else if self.finished && self.run.is_none() {
+            "finished"
+        } else if self.queued && self.run.is_none() {
+            "queued"
         } else {
             match (&self.run, self.last.phase) {
                 (Some(Run::Fetcher(_)), _) | (_, Phase::Metadata) => "metadata",
@@ -1180,6 +1341,9 @@ impl Entry {
             added_at: self.added_at,
             upload_limit: self.upload_limit,
             download_limit: self.download_limit,
+            seed_ratio: self.goal.ratio,
+            seed_time_secs: self.goal.time_secs,
+            seeding_secs: self.seeding_since.map_or(0, |t| t.elapsed().as_secs()),
         }
     }
 
@@ -1306,13 +1470,16 @@ impl Entry {
         self.pieces = Some(PieceMap {
             pieces: layout.num_pieces() as usize,
             have: have.as_bytes().to_vec(),
+            wanted: wanted.as_bytes().to_vec(),
             downloading: Vec::new(),
             streams: Vec::new(),
         });
     }
 
+    /// The last piece map known (an empty one before any), its wanted pieces those of the
+    /// files chosen now: a choice made while stopped shows at once.
     fn empty_pieces(&self) -> PieceMap {
-        self.pieces.clone().unwrap_or_else(|| {
+        let mut map = self.pieces.clone().unwrap_or_else(|| {
             let pieces = match &self.source {
                 Source::Torrent(m) => m.info.layout.num_pieces() as usize,
                 Source::Magnet(_) => 0,
@@ -1320,10 +1487,22 @@ impl Entry {
             PieceMap {
                 pieces,
                 have: vec![0; pieces.div_ceil(8)],
+                wanted: Vec::new(),
                 downloading: Vec::new(),
                 streams: Vec::new(),
             }
-        })
+        });
+        map.wanted = match &self.source {
+            Source::Torrent(m) => {
+                let layout = &m.info.layout;
+                super::selection::SelectedFiles::new(layout, selection_of(&self.selection).as_ref())
+                    .wanted_pieces(layout)
+                    .as_bytes()
+                    .to_vec()
+            }
+            Source::Magnet(_) => Vec::new(),
+        };
+        map
     }
 }
 
@@ -1338,7 +1517,11 @@ impl Actor for Session {
             .values()
             // A torrent awaiting a file choice runs only while its metadata is still
             // to come (the fetcher parks it once the metadata is in).
-            .filter(|e| !(e.paused || e.awaiting_files && matches!(e.source, Source::Torrent(_))))
+            .filter(|e| {
+                !(e.paused
+                    || e.finished
+                    || e.awaiting_files && matches!(e.source, Source::Torrent(_)))
+            })
             .map(|e| e.id)
             .collect();
         let root = self.config.download_root.clone();
@@ -1350,7 +1533,11 @@ impl Actor for Session {
         for id in ids {
             self.start_run(id, ctx);
         }
-        ctx.run_interval(Duration::from_secs(1), |act, _| act.tick());
+        ctx.run_interval(Duration::from_secs(1), |act, ctx| {
+            act.tick();
+            act.check_seed_goals(ctx);
+            act.start_queued(ctx);
+        });
         // The totals move while torrents run; keep them on disk now and then.
         ctx.run_interval(Duration::from_secs(30), |act, _| act.save());
     }
@@ -1441,6 +1628,7 @@ impl Handler<AddTorrent> for Session {
         }
         check_labels(&msg.labels)?;
         let mut entry = Entry::new(id, name, source, msg.dir);
+        entry.goal = self.config.seed_goal;
         entry.magnet_link = magnet_link;
         entry.paused = msg.paused;
         entry.awaiting_files = msg.choose_files && matches!(entry.source, Source::Magnet(_));
@@ -1520,6 +1708,7 @@ impl Handler<Pause> for Session {
         }
         if let Ok(entry) = self.entry_mut(&id) {
             entry.paused = true;
+            entry.queued = false;
         }
         self.save();
         self.stop_then(id, move |act, _| {
@@ -1539,6 +1728,11 @@ impl Handler<Resume> for Session {
         let entry = self.entry_mut(&msg.id)?;
         entry.paused = false;
         entry.error = None;
+        if entry.finished {
+            // Seeding on past the goal, as asked.
+            entry.finished = false;
+            entry.goal_waived = true;
+        }
         let metadata_in = matches!(entry.source, Source::Torrent(_));
         if metadata_in {
             entry.awaiting_files = false;
@@ -1748,6 +1942,29 @@ impl Handler<SetLimits> for Session {
     }
 }
 
+impl Handler<SetSeedGoal> for Session {
+    type Result = Result<TorrentSummary, SessionError>;
+
+    /// A new goal is judged afresh: a torrent resumed past its old goal stops at the new
+    /// one. A finished torrent stays stopped until resumed.
+    fn handle(&mut self, msg: SetSeedGoal, _: &mut Context<Self>) -> Self::Result {
+        if let Some(r) = msg.goal.and_then(|g| g.ratio) {
+            if !(r.is_finite() && r >= 0.0) {
+                return Err(SessionError::BadRequest(
+                    "seed_ratio: a number of at least 0".into(),
+                ));
+            }
+        }
+        let default = self.config.seed_goal;
+        let entry = self.entry_mut(&msg.id)?;
+        entry.own_goal = msg.goal;
+        entry.goal = msg.goal.unwrap_or(default);
+        entry.goal_waived = false;
+        self.save();
+        Ok(self.entry(&msg.id)?.summary())
+    }
+}
+
 impl Handler<OpenStream> for Session {
     type Result = Result<OpenedStream, SessionError>;
 
@@ -1817,13 +2034,22 @@ impl Handler<SetFiles> for Session {
                     selected.dedup();
                     check_selection(&m.info.layout, &selection_from(&selected))
                         .map_err(|e| SessionError::BadRequest(format!("files: {e}")))?;
-                    Ok((m.clone(), selected))
+                    // High among the selected only: a skipped file is not fetched at all.
+                    let mut high: Vec<u32> = msg
+                        .high
+                        .iter()
+                        .copied()
+                        .filter(|i| selected.binary_search(i).is_ok())
+                        .collect();
+                    high.sort_unstable();
+                    high.dedup();
+                    Ok((m.clone(), selected, high))
                 }
                 Source::Magnet(_) => Err(SessionError::Conflict(
                     "no metadata yet: the files are not known".into(),
                 )),
             });
-        let (metainfo, selected) = match checked {
+        let (metainfo, selected, high) = match checked {
             Ok(v) => v,
             Err(e) => return Box::pin(actix::fut::ready(Err(e))),
         };
@@ -1840,6 +2066,7 @@ impl Handler<SetFiles> for Session {
                 .filter(|(_, f)| !f.padding)
                 .all(|(i, _)| u32::try_from(i).is_ok_and(|i| selected.binary_search(&i).is_ok()));
             entry.selection = (!every).then_some(selected);
+            entry.high = high;
             entry.last.total_bytes = entry.wanted_bytes_of(&metainfo);
             entry.files = entry.files_at_rest(&metainfo.info.layout);
             if entry.awaiting_files {

@@ -49,6 +49,15 @@ pub struct SavedTorrent {
     pub awaiting_files: bool,
     /// Selected file indices; `None` for every file.
     pub selection: Option<Vec<u32>>,
+    /// High-priority file indices, sorted (absent in older state files).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub high_priority: Vec<u32>,
+    /// This torrent's own seeding goal, if set (else the daemon's default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed_goal: Option<super::SeedGoal>,
+    /// It reached its seeding goal and stopped: not started again until resumed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub finished: bool,
     pub labels: Vec<String>,
     pub upload_limit: u64,
     pub download_limit: u64,
@@ -147,6 +156,12 @@ pub(crate) fn sample_torrent() -> SavedTorrent {
         paused: true,
         awaiting_files: false,
         selection: Some(vec![0, 2]),
+        high_priority: vec![2],
+        seed_goal: Some(super::SeedGoal {
+            ratio: Some(1.5),
+            time_secs: None,
+        }),
+        finished: false,
         labels: vec!["x".into()],
         upload_limit: 5,
         download_limit: 6,

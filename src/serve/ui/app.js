@@ -112,6 +112,8 @@ const STATE_NAMES = {
   downloading: 'Downloading',
   seeding: 'Seeding',
   paused: 'Paused',
+  finished: 'Finished',
+  queued: 'Queued',
   error: 'Error',
 };
 const stateName = (s) => STATE_NAMES[s] || String(s);
@@ -127,6 +129,7 @@ const state = {
   token: '',
   torrents: [],                 // last [TorrentSummary] from the SSE list stream
   rows: new Map(),              // id → <tr> of the list
+  picked: new Set(),            // ids ticked for a bulk action
   sort: { key: 'added', dir: 'desc' },
   peerSort: { key: 'addr', dir: 'asc' },
   filter: { text: '', state: '', label: '' },
@@ -334,7 +337,14 @@ function matchesFilter(t) {
 /** Creates one list row; its cells are filled by updateRow(). */
 function createRow(id) {
   const bar = h('span', { class: 'bar-fill' });
+  const pick = h('input', { type: 'checkbox', class: 'row-pick', 'aria-label': 'Select for a bulk action' });
+  pick.addEventListener('click', (e) => e.stopPropagation());
+  pick.addEventListener('change', () => {
+    if (pick.checked) state.picked.add(id); else state.picked.delete(id);
+    renderBulkBar();
+  });
   const tr = h('tr', { dataset: { id }, tabindex: '0', 'aria-label': 'Open details' },
+    h('td', { class: 'check' }, pick),
     h('td', { class: 'col-name', 'data-label': 'Name' }, h('span', { class: 'name' }), h('span', { class: 'row-error' })),
     h('td', { class: 'num size', 'data-label': 'Size' }),
     h('td', { class: 'col-progress', 'data-label': 'Progress' },
@@ -351,6 +361,39 @@ function createRow(id) {
   tr.addEventListener('click', open);
   tr.addEventListener('keydown', (e) => { if (e.key === 'Enter' || e.key === ' ') { e.preventDefault(); open(); } });
   return tr;
+}
+
+/** The bulk bar: shown while torrents are picked, with their count. */
+function renderBulkBar() {
+  for (const id of Array.from(state.picked)) if (!state.rows.has(id)) state.picked.delete(id);
+  const n = state.picked.size;
+  $('#bulk-bar').hidden = n === 0;
+  setText($('#bulk-count'), `${n} selected`);
+  for (const [id, tr] of state.rows) {
+    const box = $('.row-pick', tr);
+    if (box && box.checked !== state.picked.has(id)) box.checked = state.picked.has(id);
+  }
+  const shown = Array.from(state.rows.values()).filter((tr) => tr.parentNode);
+  const all = $('#pick-all');
+  all.checked = shown.length > 0 && shown.every((tr) => state.picked.has(tr.dataset.id));
+}
+
+/** Pause, resume or remove every picked torrent, one request each. */
+async function bulkAction(what) {
+  const ids = Array.from(state.picked);
+  if (!ids.length) return;
+  if (what === 'remove' && !window.confirm(`Remove ${ids.length} torrent(s)? Their files stay on disk.`)) return;
+  let ok = 0;
+  for (const id of ids) {
+    const res = what === 'remove'
+      ? await tryApi('DELETE', `/api/torrents/${enc(id)}`)
+      : await tryApi('POST', `/api/torrents/${enc(id)}/${what}`);
+    if (res !== undefined) ok++;
+  }
+  if (what === 'remove') state.picked.clear();
+  const verb = { pause: 'Paused', resume: 'Resumed', remove: 'Removed' }[what];
+  toast(`${verb} ${ok} of ${ids.length}.`);
+  renderBulkBar();
 }
 
 function updateRow(tr, t) {
@@ -386,7 +429,7 @@ function renderList() {
   const visible = state.torrents.filter(matchesFilter).sort(compareTorrents);
   for (const t of state.torrents) seen.add(t.id);
   for (const [id, tr] of state.rows) {
-    if (!seen.has(id)) { tr.remove(); state.rows.delete(id); }
+    if (!seen.has(id)) { tr.remove(); state.rows.delete(id); state.picked.delete(id); }
   }
   const visibleIds = new Set(visible.map((t) => t.id));
   for (const [id, tr] of state.rows) {
@@ -408,7 +451,7 @@ function renderList() {
   renderSortHeaders();
 }
 
-const CHIP_STATES = ['', 'downloading', 'seeding', 'paused', 'checking', 'metadata', 'awaiting_files', 'error'];
+const CHIP_STATES = ['', 'downloading', 'seeding', 'paused', 'queued', 'finished', 'checking', 'metadata', 'awaiting_files', 'error'];
 
 function renderChips() {
   const box = $('#state-chips');
@@ -612,6 +655,26 @@ function selectTab(tab) {
   if (d) renderDetail();
 }
 
+/** The list's columns (all but the name, which is the title) under the detail's title. */
+function renderDetailColumns(t) {
+  const dl = $('#detail-columns');
+  const cols = t ? [
+    ['Size', t.total_bytes ? formatBytes(t.total_bytes) : '–'],
+    ['Progress', formatProgress(t.progress)],
+    ['State', stateName(t.state)],
+    ['Down', formatRate(t.download_rate)],
+    ['Up', formatRate(t.upload_rate)],
+    ['Peers', String(t.peers)],
+    ['Ratio', formatRatio(t.ratio)],
+    ['ETA', t.state === 'downloading' ? formatDuration(t.eta_secs) : '–'],
+    ['Labels', (t.labels || []).join(', ') || '–'],
+  ] : [];
+  if (dl.childElementCount !== cols.length) {
+    dl.replaceChildren(...cols.map(([k]) => h('div', {}, h('dt', { text: k }), h('dd', { dataset: { col: k.toLowerCase() } }))));
+  }
+  $$('dd', dl).forEach((dd, i) => setText(dd, cols[i][1]));
+}
+
 /** Header and action buttons always; only the visible tab's body. */
 function renderDetail() {
   const d = state.detail;
@@ -622,9 +685,10 @@ function renderDetail() {
   setText(st, t ? stateName(t.state) : '…');
   st.dataset.state = t ? t.state : '';
   setText($('#detail-progress'), t ? `${formatProgress(t.progress)} · ↓ ${formatRate(t.download_rate)} · ↑ ${formatRate(t.upload_rate)}` : '');
+  renderDetailColumns(t);
   const s = t ? t.state : '';
   $('#pause-button').disabled = !t || s === 'paused';
-  $('#resume-button').disabled = !t || !['paused', 'error', 'awaiting_files'].includes(s);
+  $('#resume-button').disabled = !t || !['paused', 'finished', 'error', 'awaiting_files'].includes(s);
   $('#recheck-button').disabled = !t || s === 'metadata' || s === 'awaiting_files' || s === 'checking';
   $('#remove-button').disabled = !t;
   switch (d.tab) {
@@ -669,6 +733,7 @@ function overviewFields(t) {
     ['Downloaded', formatBytes(t.downloaded)],
     ['Uploaded', formatBytes(t.uploaded)],
     ['Ratio', formatRatio(t.ratio)],
+    ['Seeding goal', seedGoalText(t)],
     ['Download rate', formatRate(t.download_rate)],
     ['Upload rate', formatRate(t.upload_rate)],
     ['ETA', t.state === 'seeding' ? '–' : formatDuration(t.eta_secs)],
@@ -717,6 +782,13 @@ function renderOverview(d) {
     chips.replaceChildren(...items);
   }
 
+  const ratio = $('#goal-ratio');
+  const mins = $('#goal-minutes');
+  if (!d.goalDirty && document.activeElement !== ratio && document.activeElement !== mins) {
+    ratio.value = t.seed_ratio === null || t.seed_ratio === undefined ? '' : String(t.seed_ratio);
+    mins.value = t.seed_time_secs === null || t.seed_time_secs === undefined ? '' : String(Math.round(t.seed_time_secs / 60));
+  }
+
   const down = $('#limit-down');
   const up = $('#limit-up');
   if (!d.limitsDirty && document.activeElement !== down && document.activeElement !== up) {
@@ -733,6 +805,31 @@ async function saveLabels(d, labels) {
     renderDetail();
   }
   return res;
+}
+
+/** The seeding goal in force, in words. */
+function seedGoalText(t) {
+  const parts = [];
+  if (t.seed_ratio !== null && t.seed_ratio !== undefined) parts.push(`ratio ${formatRatio(t.seed_ratio)}`);
+  if (t.seed_time_secs !== null && t.seed_time_secs !== undefined) parts.push(`${formatDuration(t.seed_time_secs)} of seeding`);
+  const goal = parts.length ? parts.join(' or ') : 'none (seeds until paused)';
+  return t.state === 'finished' ? `${goal}: reached, stopped seeding` : goal;
+}
+
+async function saveSeeding(d, useDefault) {
+  const ratio = $('#goal-ratio').value.trim();
+  const mins = $('#goal-minutes').value.trim();
+  const body = useDefault ? { default: true } : {
+    seed_ratio: ratio === '' ? null : Math.max(0, Number(ratio) || 0),
+    seed_time_secs: mins === '' ? null : Math.max(0, Math.floor(Number(mins) || 0)) * 60,
+  };
+  const res = await tryApi('PUT', `/api/torrents/${enc(d.id)}/seeding`, body);
+  if (res && state.detail === d) {
+    d.goalDirty = false;
+    d.torrent = Object.assign({}, d.torrent, res);
+    toast('Seeding goal saved.');
+    renderDetail();
+  }
 }
 
 async function saveLimits(d) {
@@ -758,8 +855,11 @@ async function loadFiles(d) {
   if (state.detail !== d || !files) return;
   if (d.filesDirty && d.files && d.files.length === files.length) {
     // Keep the user's unsaved choice; only take the progress.
-    const sel = new Map(d.files.map((f) => [f.index, f.selected]));
-    d.files = files.map((f) => Object.assign({}, f, { selected: sel.has(f.index) ? sel.get(f.index) : f.selected }));
+    const sel = new Map(d.files.map((f) => [f.index, f]));
+    d.files = files.map((f) => {
+      const mine = sel.get(f.index);
+      return Object.assign({}, f, mine ? { selected: mine.selected, priority: mine.priority } : {});
+    });
   } else {
     d.files = files;
     d.filesDirty = false;
@@ -790,13 +890,30 @@ function renderFiles(d) {
       const box = h('input', { type: 'checkbox', 'aria-label': `Download ${f.path}`, dataset: { index: f.index } });
       box.addEventListener('change', () => {
         const file = d.files.find((x) => x.index === f.index);
-        if (file) file.selected = box.checked;
+        if (file) {
+          file.selected = box.checked;
+          file.priority = box.checked ? (file.priority === 'high' ? 'high' : 'normal') : 'skip';
+        }
+        d.filesDirty = true;
+        renderFiles(d);
+      });
+      const prio = h('select', { class: 'priority', 'aria-label': `Priority of ${f.path}` },
+        h('option', { value: 'skip', text: 'Skip' }),
+        h('option', { value: 'normal', text: 'Normal' }),
+        h('option', { value: 'high', text: 'High' }));
+      prio.addEventListener('change', () => {
+        const file = d.files.find((x) => x.index === f.index);
+        if (file) {
+          file.priority = prio.value;
+          file.selected = prio.value !== 'skip';
+        }
         d.filesDirty = true;
         renderFiles(d);
       });
       return h('tr', { dataset: { index: f.index } },
         h('td', { class: 'check' }, box),
         h('td', { class: 'path', text: f.path }),
+        h('td', { class: 'prio' }, prio),
         h('td', { class: 'num', text: formatBytes(f.length) }),
         h('td', { class: 'col-progress' }, h('span', { class: 'bar' }, h('span', { class: 'bar-fill' })),
           h('span', { class: 'file-progress' })),
@@ -819,6 +936,10 @@ function renderFiles(d) {
     if (!tr) return;
     const box = $('input', tr);
     if (box.checked !== f.selected) box.checked = f.selected;
+    const prio = $('select.priority', tr);
+    const want = filePriority(f);
+    if (prio.value !== want) prio.value = want;
+    tr.dataset.priority = want;
     const p = f.length ? f.verified_bytes / f.length : 1;
     $('.bar-fill', tr).style.width = `${Math.min(1, p) * 100}%`;
     setText($('.file-progress', tr), formatProgress(p));
@@ -839,17 +960,27 @@ async function copyStreamLink(d, index) {
   }
 }
 
+/** A file's priority: skip, normal or high (older daemons say only `selected`). */
+function filePriority(f) {
+  if (!f.selected) return 'skip';
+  return f.priority === 'high' ? 'high' : 'normal';
+}
+
 function setAllFiles(d, on) {
   if (!d.files) return;
-  for (const f of d.files) f.selected = on;
+  for (const f of d.files) {
+    f.selected = on;
+    f.priority = on ? (f.priority === 'high' ? 'high' : 'normal') : 'skip';
+  }
   d.filesDirty = true;
   renderFiles(d);
 }
 
 async function applyFiles(d, thenResume) {
   const selected = (d.files || []).filter((f) => f.selected).map((f) => f.index);
+  const high = (d.files || []).filter((f) => filePriority(f) === 'high').map((f) => f.index);
   if (thenResume && !selected.length) { toast('Select at least one file.', 'error'); return; }
-  const res = await tryApi('PUT', `/api/torrents/${enc(d.id)}/files`, { selected });
+  const res = await tryApi('PUT', `/api/torrents/${enc(d.id)}/files`, { selected, high });
   if (!res || state.detail !== d) return;
   d.files = res;
   d.filesDirty = false;
@@ -858,7 +989,7 @@ async function applyFiles(d, thenResume) {
     if (t && state.detail === d) d.torrent = Object.assign({}, d.torrent, t);
     if (t) toast('Download started.');
   } else {
-    toast('File selection saved.');
+    toast('File priorities saved.');
   }
   renderDetail();
 }
@@ -978,6 +1109,9 @@ function renderPieces(d) {
   const canvas = $('#pieces-canvas');
   const n = map ? map.pieces || 0 : 0;
   const bytes = decodeBitfield(map ? map.have : '');
+  // Pieces only in skipped files: not wanted. Without the field every piece is wanted.
+  const wantedBytes = decodeBitfield(map && map.wanted ? map.wanted : '');
+  const wanted = (i) => wantedBytes.length === 0 || hasPiece(wantedBytes, i);
 
   const width = Math.max(100, Math.floor(canvas.parentElement.clientWidth));
   const maxHeight = 320;
@@ -988,15 +1122,19 @@ function renderPieces(d) {
   const rows = Math.max(1, Math.ceil(cells / cols));
   const cellOf = (i) => Math.floor((i * cells) / n); // piece → cell, same mapping everywhere
 
-  // Count per cell: pieces, pieces we have, and whether one is being downloaded.
+  // Count per cell: pieces, pieces we have, pieces not wanted, and whether one is
+  // being downloaded.
   const total = new Uint32Array(cells);
   const got = new Uint32Array(cells);
+  const skip = new Uint32Array(cells);
   const busy = new Uint8Array(cells);
   let have = 0;
+  let unwanted = 0;
   for (let i = 0; i < n; i++) {
     const c = cellOf(i);
     total[c]++;
     if (hasPiece(bytes, i)) { got[c]++; have++; }
+    else if (!wanted(i)) { skip[c]++; unwanted++; }
   }
   let dl = 0;
   for (const i of new Set(map ? map.downloading || [] : [])) {
@@ -1004,20 +1142,22 @@ function renderPieces(d) {
   }
   setText($('#pieces-have'), have);
   setText($('#pieces-downloading'), dl);
-  setText($('#pieces-missing'), Math.max(0, n - have - dl));
+  setText($('#pieces-missing'), Math.max(0, n - have - dl - unwanted));
+  setText($('#pieces-unwanted'), unwanted);
   const per = cells ? n / cells : 1;
   setText($('#pieces-note'), n === 0 ? 'no metadata yet' : per > 1 ? `1 cell ≈ ${per.toFixed(1)} pieces` : `${n} pieces`);
 
   const { ctx } = prepareCanvas(canvas, rows * cell);
   const gap = cell >= 6 ? 1 : 0;
   const SHADES = 8;
-  const paths = { missing: new Path2D(), have: new Path2D(), busy: new Path2D(), shade: [] };
+  const paths = { missing: new Path2D(), have: new Path2D(), busy: new Path2D(), unwanted: new Path2D(), shade: [] };
   for (let k = 0; k < SHADES; k++) paths.shade.push(new Path2D());
   for (let c = 0; c < cells; c++) {
     const x = (c % cols) * cell;
     const y = Math.floor(c / cols) * cell;
-    const frac = total[c] ? got[c] / total[c] : 0;
+    const frac = total[c] > skip[c] ? got[c] / (total[c] - skip[c]) : 0;
     if (busy[c]) paths.busy.rect(x, y, cell - gap, cell - gap);
+    else if (total[c] > 0 && skip[c] === total[c]) paths.unwanted.rect(x, y, cell - gap, cell - gap);
     else if (frac >= 1) paths.have.rect(x, y, cell - gap, cell - gap);
     else {
       paths.missing.rect(x, y, cell - gap, cell - gap);
@@ -1026,6 +1166,8 @@ function renderPieces(d) {
   }
   ctx.fillStyle = cssVar('--missing');
   ctx.fill(paths.missing);
+  ctx.fillStyle = cssVar('--unwanted');
+  ctx.fill(paths.unwanted);
   ctx.fillStyle = cssVar('--have');
   paths.shade.forEach((path, k) => {
     ctx.globalAlpha = 0.25 + (0.7 * (k + 0.5)) / SHADES;
@@ -1549,6 +1691,17 @@ function wireEvents() {
   $('#resume-button').addEventListener('click', () => torrentAction('resume'));
   $('#recheck-button').addEventListener('click', () => torrentAction('recheck'));
   $('#remove-button').addEventListener('click', openRemoveDialog);
+  $('#bulk-pause').addEventListener('click', () => bulkAction('pause'));
+  $('#bulk-resume').addEventListener('click', () => bulkAction('resume'));
+  $('#bulk-remove').addEventListener('click', () => bulkAction('remove'));
+  $('#bulk-clear').addEventListener('click', () => { state.picked.clear(); renderBulkBar(); });
+  $('#pick-all').addEventListener('change', (e) => {
+    for (const tr of state.rows.values()) {
+      if (!tr.parentNode) continue;
+      if (e.target.checked) state.picked.add(tr.dataset.id); else state.picked.delete(tr.dataset.id);
+    }
+    renderBulkBar();
+  });
   $('#labels-form').addEventListener('submit', (e) => {
     e.preventDefault();
     const d = state.detail;
@@ -1558,6 +1711,9 @@ function wireEvents() {
     saveLabels(d, [...(d.torrent.labels || []), ...add]).then((res) => { if (res) input.value = ''; });
   });
   $('#limits-form').addEventListener('submit', (e) => { e.preventDefault(); if (state.detail) saveLimits(state.detail); });
+  $('#goal-form').addEventListener('submit', (e) => { e.preventDefault(); if (state.detail) saveSeeding(state.detail, false); });
+  $('#goal-default').addEventListener('click', () => state.detail && saveSeeding(state.detail, true));
+  for (const el of [$('#goal-ratio'), $('#goal-minutes')]) el.addEventListener('input', () => { if (state.detail) state.detail.goalDirty = true; });
   for (const sel of ['#limit-down', '#limit-up']) {
     $(sel).addEventListener('input', () => { if (state.detail) state.detail.limitsDirty = true; });
   }
