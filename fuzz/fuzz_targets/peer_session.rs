@@ -176,7 +176,9 @@ impl Handler<TorrentEvent> for Events {
             // Only fuzzed data ever arrives, which cannot hash right.
             TorrentEvent::Completed(_) => panic!("the torrent completed from fuzzed data"),
             TorrentEvent::Failed(kind, why) => panic!("the torrent failed: {kind:?} {why}"),
-            TorrentEvent::MetadataReceived { .. } | TorrentEvent::Tracker(_) => {}
+            TorrentEvent::MetadataReceived { .. }
+            | TorrentEvent::Running { .. }
+            | TorrentEvent::Tracker(_) => {}
         }
     }
 }
@@ -252,7 +254,6 @@ fn start_engine() -> Engine {
                 config.upload_limit = 1 << 30;
                 config.download_limit = 1 << 30;
                 config.hashers = 1;
-                config.readers = 1;
                 let dht = InertDht.start();
                 let coordinator = Coordinator::start(TorrentParams {
                     metainfo,

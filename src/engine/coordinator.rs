@@ -355,7 +355,6 @@ struct WebSeedEntry {
     status: WebSeedStatus,
 }
 
-/// See the module documentation.
 /// A stream read waiting for its piece to be verified.
 struct StreamWaiter {
     /// The reading stream.
@@ -366,6 +365,7 @@ struct StreamWaiter {
     wake: futures::channel::oneshot::Sender<()>,
 }
 
+/// See the module documentation.
 pub struct Coordinator {
     info_hash: InfoHash,
     info: Arc<Info>,
@@ -1714,17 +1714,17 @@ impl Coordinator {
         let windows: Vec<(u32, u32)> = windows.into_iter().map(|(_, w)| w).collect();
         // Pieces a read has waited on past STALL_AFTER: short of the read's deadline,
         // their blocks are asked of more peers, as endgame does.
-        let mut stalled: Vec<u32> = self
-            .stream_waiters
-            .iter()
-            .filter(|(_, w)| w.iter().any(|w| w.since.elapsed() >= STALL_AFTER))
-            .map(|(&piece, _)| piece)
-            .collect();
-        stalled.sort_unstable();
+        let mut stalled: Vec<u32> = Vec::new();
         let (order, urgent) = if self.config.stream_deadlines {
+            stalled.extend(
+                self.stream_waiters
+                    .iter()
+                    .filter(|(_, w)| w.iter().any(|w| w.since.elapsed() >= STALL_AFTER))
+                    .map(|(&piece, _)| piece),
+            );
+            stalled.sort_unstable();
             critical_order(&waiting, &windows)
         } else {
-            stalled.clear();
             (Vec::new(), 0)
         };
         let Some(picker) = &mut self.picker else {

@@ -516,12 +516,7 @@ async fn set_seeding(
         }
         None
     } else {
-        if body
-            .seed_ratio
-            .is_some_and(|r| !(r.is_finite() && r >= 0.0))
-        {
-            return Err(ApiError::bad_request("seed_ratio: a number of at least 0"));
-        }
+        // The Session checks the ratio.
         Some(session::SeedGoal {
             ratio: body.seed_ratio,
             time_secs: body.seed_time_secs,

@@ -23,8 +23,9 @@ fn get_traced(torrent: &Path, out: &Path, seeder: &LtSeeder, trace: &Path, extra
     run_ok(cmd, LIMIT);
 }
 
-#[test]
-fn get_writes_a_bounded_chrome_trace_that_trace_summarises() {
+/// A temporary folder, a torrent of 1 MiB + 7 bytes in 32 KiB pieces, and a libtorrent
+/// seeder of it that `--peer` reaches.
+fn seeded() -> (tempfile::TempDir, std::path::PathBuf, LtSeeder) {
     let tmp = tempfile::tempdir().expect("tempdir");
     let payload = Payload::single(&tmp.path().join("seed"), "file.bin", 1024 * 1024 + 7);
     let torrent = tmp.path().join("t.torrent");
@@ -37,6 +38,12 @@ fn get_writes_a_bounded_chrome_trace_that_trace_summarises() {
             ..SeedOpts::default()
         },
     );
+    (tmp, torrent, seeder)
+}
+
+#[test]
+fn get_writes_a_bounded_chrome_trace_that_trace_summarises() {
+    let (tmp, torrent, seeder) = seeded();
 
     let full = tmp.path().join("full.json");
     get_traced(&torrent, &tmp.path().join("a"), &seeder, &full, &[]);
@@ -102,19 +109,8 @@ fn block_chains(
 
 #[test]
 fn every_sampled_blocks_chain_is_complete_and_in_order() {
-    let tmp = tempfile::tempdir().expect("tempdir");
     // 33 pieces of 32 KiB, the last of 7 bytes: 65 blocks of at most 16 KiB.
-    let payload = Payload::single(&tmp.path().join("seed"), "file.bin", 1024 * 1024 + 7);
-    let torrent = tmp.path().join("t.torrent");
-    make_torrent(&payload.root(), &torrent, 15, &[]);
-    let seeder = LtSeeder::start(
-        &torrent,
-        &payload.dir,
-        SeedOpts {
-            ready_without_announce: true,
-            ..SeedOpts::default()
-        },
-    );
+    let (tmp, torrent, seeder) = seeded();
     let hops = ["received", "stored", "hashed", "written", "verified"];
     for (sample, want) in [(1u64, 65usize), (4, 1)] {
         let file = tmp.path().join(format!("sample-{sample}.json"));

@@ -1101,8 +1101,7 @@ impl Session {
                 continue;
             }
             let since = *entry.seeding_since.get_or_insert_with(Instant::now);
-            let ratio = entry.summary().ratio;
-            if !entry.goal_waived && entry.goal.reached(ratio, since.elapsed()) {
+            if !entry.goal_waived && entry.goal.reached(entry.ratio(), since.elapsed()) {
                 done.push(entry.id);
             }
         }
@@ -1299,6 +1298,15 @@ impl Entry {
         }
     }
 
+    /// Bytes uploaded over the wanted size, every run counted.
+    fn ratio(&self) -> f64 {
+        let uploaded = self.uploaded_before + self.last.uploaded;
+        match self.last.total_bytes {
+            0 => 0.0,
+            total => uploaded as f64 / total as f64,
+        }
+    }
+
     fn summary(&self) -> TorrentSummary {
         let p = &self.last;
         let running = self.run.is_some();
@@ -1328,11 +1336,7 @@ impl Entry {
             peers: if running { p.peers } else { 0 },
             uploaded,
             downloaded,
-            ratio: if p.total_bytes == 0 {
-                0.0
-            } else {
-                uploaded as f64 / p.total_bytes as f64
-            },
+            ratio: self.ratio(),
             eta_secs: (state == "downloading" && down > 1.0)
                 .then(|| (left as f64 / down).ceil() as u64),
             labels: self.labels.clone(),
