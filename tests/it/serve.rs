@@ -722,20 +722,17 @@ fn a_high_priority_file_completes_before_a_normal_one() {
 }
 
 #[test]
-fn a_torrent_that_meets_its_seeding_goal_stops_seeding() {
+fn a_torrent_that_meets_its_seeding_goal_stops_seeding_across_restarts() {
     let tmp = temp_dir();
     let payload = Payload::single(&tmp.path().join("seed"), "goal.bin", 300_007);
     let swarm = Swarm::start(payload, 15, SeedOpts::default());
     let dl = tmp.path().join("dl");
     // A daemon-wide default: stop after an hour of seeding.
-    let daemon = Daemon::start(
-        &dl,
-        &tmp.path().join("state"),
-        &DaemonOpts {
-            args: vec!["--seed-time".into(), "1h".into()],
-            ..DaemonOpts::default()
-        },
-    );
+    let daemon_opts = DaemonOpts {
+        args: vec!["--seed-time".into(), "1h".into()],
+        ..DaemonOpts::default()
+    };
+    let mut daemon = Daemon::start(&dl, &tmp.path().join("state"), &daemon_opts);
     let id = swarm.id();
     let added = daemon.post(
         "/api/torrents",
@@ -773,6 +770,22 @@ fn a_torrent_that_meets_its_seeding_goal_stops_seeding() {
     assert_same_files(&swarm.payload.dir, &dl, &swarm.payload.files);
     wait_for_log_line(&daemon, &["seeding goal reached", "goal.bin"]);
     // No peers while finished: the tree is stopped.
+    assert_eq!(
+        daemon.get_json(&format!("/api/torrents/{id}/peers")),
+        json!([])
+    );
+    let seeded = finished["seeding_secs"].as_u64().unwrap();
+    assert!(seeded >= 1, "{finished}");
+
+    // A restart keeps it finished, not seeding, with the time it seeded.
+    let status = daemon.stop();
+    assert!(status.success(), "{status}\n{}", tail(&daemon));
+    drop(daemon);
+    let daemon = Daemon::start(&dl, &tmp.path().join("state"), &daemon_opts);
+    let after = daemon.get_json(&format!("/api/torrents/{id}"));
+    assert_eq!(after["state"], "finished", "{after:#}");
+    assert_eq!(after["progress"], 1.0, "{after:#}");
+    assert_eq!(after["seeding_secs"], seeded, "{after:#}");
     assert_eq!(
         daemon.get_json(&format!("/api/torrents/{id}/peers")),
         json!([])

@@ -112,7 +112,7 @@ pub struct SessionConfig {
 }
 
 /// When a complete torrent stops seeding: once it uploaded `ratio` times its size, or
-/// seeded `time_secs` (this run), whichever comes first; never with neither.
+/// seeded `time_secs` (over all its runs), whichever comes first; never with neither.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, serde::Deserialize)]
 pub struct SeedGoal {
     pub ratio: Option<f64>,
@@ -187,6 +187,8 @@ struct Entry {
     goal_waived: bool,
     /// When this run found it complete.
     seeding_since: Option<Instant>,
+    /// Seconds seeded in the runs before (kept in the state file).
+    seeded_before: u64,
     /// Waiting for a download slot (`max_active_downloads`).
     queued: bool,
     labels: Vec<String>,
@@ -261,7 +263,7 @@ pub struct TorrentSummary {
     /// The seeding goal in force: a ratio, a time in seconds, either or neither.
     pub seed_ratio: Option<f64>,
     pub seed_time_secs: Option<u64>,
-    /// Seconds seeded in this run.
+    /// Seconds seeded over all runs.
     pub seeding_secs: u64,
 }
 
@@ -770,6 +772,7 @@ impl Session {
         entry.added_at = t.added_at;
         entry.uploaded_before = t.uploaded;
         entry.downloaded_before = t.downloaded;
+        entry.seeded_before = t.seeded_secs;
         Ok(entry)
     }
 
@@ -798,6 +801,7 @@ impl Session {
                     added_at: e.added_at,
                     uploaded: e.uploaded_before + e.last.uploaded,
                     downloaded: e.downloaded_before + e.last.downloaded_this_run,
+                    seeded_secs: e.seeded_secs(),
                 })
                 .collect(),
         }
@@ -940,6 +944,7 @@ impl Session {
             entry.generation += 1;
             entry.uploaded_before += entry.last.uploaded;
             entry.downloaded_before += entry.last.downloaded_this_run;
+            entry.end_seeding();
             entry.last = Progress {
                 total_bytes: entry.last.total_bytes,
                 verified_bytes: entry.last.verified_bytes,
@@ -1097,11 +1102,12 @@ impl Session {
                 && entry.last.phase == Phase::Complete
                 && entry.error.is_none();
             if !seeding {
-                entry.seeding_since = None;
+                entry.end_seeding();
                 continue;
             }
-            let since = *entry.seeding_since.get_or_insert_with(Instant::now);
-            if !entry.goal_waived && entry.goal.reached(entry.ratio(), since.elapsed()) {
+            entry.seeding_since.get_or_insert_with(Instant::now);
+            let seeded = Duration::from_secs(entry.seeded_secs());
+            if !entry.goal_waived && entry.goal.reached(entry.ratio(), seeded) {
                 done.push(entry.id);
             }
         }
@@ -1218,6 +1224,7 @@ impl Entry {
             finished: false,
             goal_waived: false,
             seeding_since: None,
+            seeded_before: 0,
             queued: false,
             labels: Vec::new(),
             upload_limit: 0,
@@ -1299,6 +1306,18 @@ impl Entry {
     }
 
     /// Bytes uploaded over the wanted size, every run counted.
+    /// Seconds seeded over all runs, this one included.
+    fn seeded_secs(&self) -> u64 {
+        let now = self.seeding_since.map_or(0, |t| t.elapsed().as_secs());
+        self.seeded_before.saturating_add(now)
+    }
+
+    /// Folds this run's seeding time into the total, if it was seeding.
+    fn end_seeding(&mut self) {
+        self.seeded_before = self.seeded_secs();
+        self.seeding_since = None;
+    }
+
     fn ratio(&self) -> f64 {
         let uploaded = self.uploaded_before + self.last.uploaded;
         match self.last.total_bytes {
@@ -1347,7 +1366,7 @@ impl Entry {
             download_limit: self.download_limit,
             seed_ratio: self.goal.ratio,
             seed_time_secs: self.goal.time_secs,
-            seeding_secs: self.seeding_since.map_or(0, |t| t.elapsed().as_secs()),
+            seeding_secs: self.seeded_secs(),
         }
     }
 

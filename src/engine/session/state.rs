@@ -66,6 +66,9 @@ pub struct SavedTorrent {
     /// Totals over every run before this one.
     pub uploaded: u64,
     pub downloaded: u64,
+    /// Seconds seeded over every run before this one (absent in older state files).
+    #[serde(default)]
+    pub seeded_secs: u64,
 }
 
 /// Why the state could not be read or written.
@@ -168,6 +171,7 @@ pub(crate) fn sample_torrent() -> SavedTorrent {
         added_at: 7,
         uploaded: 8,
         downloaded: 9,
+        seeded_secs: 10,
     }
 }
 
