@@ -515,3 +515,95 @@ fn web_page_logs_in_with_the_api_key_and_then_loads_the_list() {
     );
     assert_eq!(resumed, "ok", "a write after logging in");
 }
+
+#[test]
+fn web_page_shows_a_queued_torrent_and_removes_torrents_in_bulk() {
+    const TEST: &str = "web_page_shows_a_queued_torrent_and_removes_torrents_in_bulk";
+    let Some(tools) = browser_tools(TEST) else {
+        return;
+    };
+    let tmp = tempfile::Builder::new()
+        .prefix("ta-browser-queue-")
+        .tempdir()
+        .expect("temp folder for the queue test");
+    // One download slot. Two magnet links with no peers: the first fetches metadata
+    // for ever and holds the slot, so the second waits queued.
+    let daemon = Daemon::start(
+        &tmp.path().join("dl"),
+        &tmp.path().join("state"),
+        &DaemonOpts {
+            args: vec!["--max-active-downloads".into(), "1".into()],
+            ..DaemonOpts::default()
+        },
+    );
+    let first = "1111111111111111111111111111111111111111";
+    let second = "2222222222222222222222222222222222222222";
+    for (hash, name) in [(first, "holds-the-slot"), (second, "waits")] {
+        let reply = daemon.post(
+            "/api/torrents",
+            &json!({"magnet": format!("magnet:?xt=urn:btih:{hash}&dn={name}")}),
+        );
+        assert_eq!(reply.status, 201, "adding {name}: {reply:?}");
+    }
+
+    let browser = Browser::start(&tools, 1280, 900);
+    browser.goto(&format!("{}/", daemon.base()));
+    browser.wait_for("#sse-status[data-status=\"connected\"]", UI_LIMIT);
+    wait_for_row(&browser, first, "fetching metadata", UI_LIMIT, |r| {
+        r["state"] == "metadata"
+    });
+    wait_for_row(&browser, second, "queued", UI_LIMIT, |r| {
+        r["state"] == "queued"
+    });
+    assert_eq!(
+        text_of(
+            &browser,
+            &format!("#torrent-rows tr[data-id=\"{second}\"] .state")
+        ),
+        "Queued"
+    );
+    // The state chip for queued torrents counts one and shows only that row.
+    browser.click_css("#state-chips .chip[data-state=\"queued\"]", UI_LIMIT);
+    browser.wait_until("only the queued row shown", UI_LIMIT, |b| {
+        let ids = b.execute(
+            "return Array.from(document.querySelectorAll('#torrent-rows tr[data-id]')).map((tr) => tr.dataset.id);",
+            &[],
+        );
+        (ids == json!([second])).then_some(())
+    });
+    assert_eq!(
+        text_of(&browser, "#state-chips .chip[data-state=\"queued\"] .count"),
+        "1"
+    );
+    screenshot(&browser, "queued");
+    browser.click_css("#state-chips .chip[data-state=\"\"]", UI_LIMIT);
+
+    // Pausing the one that holds the slot lets the queued one start.
+    browser.click_css(
+        &format!("#torrent-rows tr[data-id=\"{first}\"] input.row-pick"),
+        UI_LIMIT,
+    );
+    browser.click_css("#bulk-pause", UI_LIMIT);
+    wait_for_row(&browser, first, "paused", UI_LIMIT, |r| {
+        r["state"] == "paused"
+    });
+    wait_for_row(&browser, second, "out of the queue", UI_LIMIT, |r| {
+        r["state"] == "metadata"
+    });
+
+    // Both ticked and removed in bulk, past the page's confirmation.
+    browser.click_css(
+        &format!("#torrent-rows tr[data-id=\"{second}\"] input.row-pick"),
+        UI_LIMIT,
+    );
+    browser.wait_until("the bulk bar with two torrents", UI_LIMIT, |b| {
+        (text_of(b, "#bulk-count") == "2 selected").then_some(())
+    });
+    browser.execute("window.confirm = () => true;", &[]);
+    browser.click_css("#bulk-remove", UI_LIMIT);
+    browser.wait_for("#list-empty", UI_LIMIT);
+    for id in [first, second] {
+        assert!(row(&browser, id).is_null(), "{id} still listed");
+    }
+    assert_eq!(daemon.get_json("/api/torrents"), json!([]));
+}
