@@ -664,14 +664,11 @@ impl Coordinator {
     }
 
     fn fail(&mut self, error: StorageError, ctx: &mut Context<Self>) {
-        let kind = if error.disk_full {
-            FailureKind::DiskFull
-        } else {
-            FailureKind::Storage
-        };
-        warn!(self.log, "storage failed"; "error" => %error);
+        // Reported once, by the front end the event reaches (`get`'s error line, the
+        // daemon's event log), so only a debug line here.
+        debug!(self.log, "storage failed"; "error" => %error);
         self.events
-            .do_send(TorrentEvent::Failed(kind, error.to_string()));
+            .do_send(TorrentEvent::Failed(error.kind(), error.to_string()));
         self.stopping = true;
         for peer in self.peers.values() {
             peer.actor
@@ -1819,16 +1816,12 @@ impl Coordinator {
         }
         // Nothing wanted is left in the PieceManager now, so the drain only makes sure no
         // block is taken and no write follows the close.
-        ctx.wait(self.drain_and_save(true).map(|res, act, _| match res {
-            Ok(()) => act.events.do_send(TorrentEvent::Completed(act.progress())),
-            Err(e) => {
-                let kind = if e.disk_full {
-                    FailureKind::DiskFull
-                } else {
-                    FailureKind::Storage
-                };
-                act.events
-                    .do_send(TorrentEvent::Failed(kind, e.to_string()));
+        ctx.wait(self.drain_and_save(true).map(|res, act, _| {
+            match res {
+                Ok(()) => act.events.do_send(TorrentEvent::Completed(act.progress())),
+                Err(e) => act
+                    .events
+                    .do_send(TorrentEvent::Failed(e.kind(), e.to_string())),
             }
         }));
     }

@@ -447,6 +447,17 @@ pub struct StorageError {
     pub disk_full: bool,
 }
 
+impl StorageError {
+    /// The class of failure it ends a torrent with.
+    pub fn kind(&self) -> FailureKind {
+        if self.disk_full {
+            FailureKind::DiskFull
+        } else {
+            FailureKind::Storage
+        }
+    }
+}
+
 /// Stream reader → Coordinator: the bytes `plan` names, once their piece is verified
 /// (waiting up to `wait` for it, the piece and the window after it made time-critical
 /// meanwhile); also moves the stream's window to `plan`'s.

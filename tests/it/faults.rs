@@ -306,8 +306,14 @@ fn a_full_disk_exits_6_keeps_verified_pieces_and_the_same_command_finishes_once_
     assert!(err.contains("file.bin"), "the error names no file: {err}");
     assert!(err.contains("No space left"), "{err}");
     assert!(err.contains("run the same command"), "{err}");
+    // Said once, in the error line: no log line repeats it.
     assert_eq!(
         err.lines().filter(|l| l.starts_with("error:")).count(),
+        1,
+        "{err}"
+    );
+    assert_eq!(
+        err.lines().filter(|l| l.contains("No space left")).count(),
         1,
         "{err}"
     );
