@@ -112,6 +112,12 @@ const TORRENT_FAMILIES: &[TorrentFamily] = &[
         "Peers connected.",
         |s| s.peers as f64,
     ),
+    (
+        "torrent_actors_torrent_seeds",
+        "gauge",
+        "Peers connected that have every piece.",
+        |s| s.seeds as f64,
+    ),
 ];
 
 /// The per-actor-type families but the histogram: name, type, help and the value.

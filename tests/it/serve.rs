@@ -1815,6 +1815,17 @@ fn serve_metrics_are_prometheus_text_that_a_real_parser_reads() {
         find("torrent_actors_torrent_state", &[])[0]["labels"]["state"],
         "seeding"
     );
+    // Seeds are counted among the peers.
+    let gauge = |name: &str| {
+        let found = find(name, &[]);
+        assert_eq!(found.len(), 1, "{name}: {text}");
+        found[0]["value"].as_f64().unwrap()
+    };
+    let seeds = gauge("torrent_actors_torrent_seeds");
+    assert!(
+        seeds >= 0.0 && seeds <= gauge("torrent_actors_torrent_peers"),
+        "{text}"
+    );
     // The Peers' handling-time histogram: cumulative buckets ending in the count.
     let buckets = find(
         "torrent_actors_actor_handling_seconds_bucket",

@@ -250,6 +250,8 @@ pub struct TorrentSummary {
     pub download_rate: f64,
     pub upload_rate: f64,
     pub peers: usize,
+    /// Of the peers, those that have every piece.
+    pub seeds: usize,
     pub uploaded: u64,
     pub downloaded: u64,
     pub ratio: f64,
@@ -1353,6 +1355,7 @@ impl Entry {
             download_rate: down,
             upload_rate: up,
             peers: if running { p.peers } else { 0 },
+            seeds: if running { p.seeds } else { 0 },
             uploaded,
             downloaded,
             ratio: self.ratio(),
