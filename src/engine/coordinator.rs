@@ -2295,7 +2295,7 @@ impl Handler<PieceVerified> for Coordinator {
         }
         picker.piece_verified(msg.piece);
         let _ = self.have.set(msg.piece.get());
-        if let Some(tracer) = super::trace::global() {
+        if let Some(tracer) = self.metrics.tracer() {
             let blocks = self.layout.num_blocks(msg.piece);
             tracer.piece_flow(
                 "Coordinator",

@@ -37,6 +37,8 @@ use actix::dev::ToEnvelope;
 use actix::prelude::*;
 use serde::Serialize;
 
+use super::trace::{TraceSlot, Tracer};
+
 /// The actor types of a torrent's engine, in the order reports list them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 pub enum ActorKind {
@@ -211,17 +213,20 @@ pub struct ActorMetrics {
     backpressure: AtomicU64,
     undelivered: AtomicU64,
     messages: Mutex<BTreeMap<&'static str, MessageStats>>,
+    /// The torrent's trace recorder (shared by every type of its [`Metrics`]).
+    trace: Arc<TraceSlot>,
 }
 
 impl ActorMetrics {
     /// Counters that belong to no torrent's report: for actors built outside an engine
     /// (tests, benchmarks) until one attaches them.
     pub fn detached(kind: ActorKind) -> Self {
-        Self::new(kind)
+        Self::new(kind, Arc::default())
     }
 
-    fn new(kind: ActorKind) -> Self {
+    fn new(kind: ActorKind, trace: Arc<TraceSlot>) -> Self {
         Self {
+            trace,
             kind,
             slow: kind == ActorKind::Coordinator && crate::fault::injected("slow-coordinator"),
             live: AtomicI64::new(0),
@@ -238,6 +243,12 @@ impl ActorMetrics {
     pub fn started(self: &Arc<Self>) -> LiveGuard {
         self.live.fetch_add(1, Ordering::Relaxed);
         LiveGuard(self.clone())
+    }
+
+    /// Where this actor's trace hooks record, if a trace is on (the torrent's or the
+    /// process's); `None` costs an atomic load or two.
+    pub fn tracer(&self) -> Option<Arc<Tracer>> {
+        self.trace.recorder()
     }
 
     /// A message was put in a mailbox of this type.
@@ -391,7 +402,7 @@ impl Drop for HandleGuard {
     fn drop(&mut self) {
         let nanos = u64::try_from(self.start.elapsed().as_nanos()).unwrap_or(u64::MAX);
         self.metrics.record(self.message, nanos);
-        if let Some(tracer) = super::trace::global() {
+        if let Some(tracer) = self.metrics.tracer() {
             tracer.handled(
                 self.metrics.kind.name(),
                 super::trace::thread_instance(),
@@ -412,10 +423,15 @@ pub struct Metrics {
 impl Metrics {
     /// Fresh counters for every actor type.
     pub fn new() -> Arc<Self> {
+        Self::with_trace(Arc::default())
+    }
+
+    /// Fresh counters whose actors record into `trace` when it is on.
+    pub fn with_trace(trace: Arc<TraceSlot>) -> Arc<Self> {
         Arc::new(Self {
             by_kind: ActorKind::ALL
                 .iter()
-                .map(|k| (*k, Arc::new(ActorMetrics::new(*k))))
+                .map(|k| (*k, Arc::new(ActorMetrics::new(*k, trace.clone()))))
                 .collect(),
             since: Instant::now(),
         })
@@ -426,7 +442,7 @@ impl Metrics {
         match self.by_kind.get(&kind) {
             Some(m) => m.clone(),
             // Every kind is created in `new`; a fresh one keeps the caller working.
-            None => Arc::new(ActorMetrics::new(kind)),
+            None => Arc::new(ActorMetrics::detached(kind)),
         }
     }
 

@@ -760,7 +760,7 @@ impl Peer {
     }
 
     fn on_block(&mut self, block: crate::wire::Block, ctx: &mut Context<Self>) {
-        if let Some(tracer) = super::trace::global() {
+        if let Some(tracer) = self.metrics.tracer() {
             let id = super::trace::block_id(block.piece, block.offset);
             tracer.flow("Peer", self.key.0, id, super::trace::Hop::Received);
         }

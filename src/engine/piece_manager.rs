@@ -227,6 +227,7 @@ impl PieceManager {
         let hasher = self.hasher.clone();
         let writer = self.writer.clone();
         let block_digests = self.smart_ban.remembers(piece.get());
+        let tracer = self.metrics.tracer();
         let work = async move {
             let hashed = hasher
                 .send(HashPiece {
@@ -241,10 +242,10 @@ impl PieceManager {
                 return Outcome::Failed(senders, digests, hashed.leaf_hashes);
             }
             let count = blocks.len() as u32;
-            trace_piece(piece, count, super::trace::Hop::Hashed);
+            trace_piece(&tracer, piece, count, super::trace::Hop::Hashed);
             match writer.send(WritePiece { piece, blocks }).await {
                 Ok(Ok(true)) => {
-                    trace_piece(piece, count, super::trace::Hop::Written);
+                    trace_piece(&tracer, piece, count, super::trace::Hop::Written);
                     Outcome::Written(digests)
                 }
                 // The storage closed first (a stop that gave up waiting): not on disk,
@@ -613,8 +614,13 @@ impl Actor for PieceManager {
 
 /// Records, when tracing, that every block of `piece` passed `hop` (at the PieceManager,
 /// which awaits the hash and the write).
-fn trace_piece(piece: PieceIndex, blocks: u32, hop: super::trace::Hop) {
-    if let Some(tracer) = super::trace::global() {
+fn trace_piece(
+    tracer: &Option<Arc<super::trace::Tracer>>,
+    piece: PieceIndex,
+    blocks: u32,
+    hop: super::trace::Hop,
+) {
+    if let Some(tracer) = tracer {
         tracer.piece_flow("PieceManager", 0, piece.get(), blocks, hop);
     }
 }
@@ -624,7 +630,7 @@ impl Handler<StoreBlock> for PieceManager {
 
     fn handle(&mut self, msg: StoreBlock, ctx: &mut Context<Self>) -> Self::Result {
         let _timing = self.metrics.handling_of::<StoreBlock>();
-        if let Some(tracer) = super::trace::global() {
+        if let Some(tracer) = self.metrics.tracer() {
             let block = super::trace::block_id(msg.piece.get(), msg.offset);
             tracer.flow("PieceManager", 0, block, super::trace::Hop::Stored);
         }

@@ -8,7 +8,8 @@
 //! torrent stays readable; handling of messages is always recorded.
 
 use std::collections::VecDeque;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use serde_json::{json, Value};
@@ -227,6 +228,20 @@ impl Tracer {
         }
     }
 
+    /// Events held now and events dropped to keep the bound.
+    pub fn counts(&self) -> (usize, u64) {
+        match self.ring.lock() {
+            Ok(r) => (r.len(), r.dropped()),
+            Err(_) => (0, 0),
+        }
+    }
+
+    /// The bound and the sampling it was made with.
+    pub fn settings(&self) -> (usize, u64) {
+        let limit = self.ring.lock().map_or(0, |r| r.limit);
+        (limit, self.sampler.every)
+    }
+
     /// The trace as Chrome trace-event JSON.
     pub fn to_json(&self) -> Value {
         match self.ring.lock() {
@@ -238,16 +253,57 @@ impl Tracer {
 
 /// The process's recorder, set once by [`install`]; none means tracing is off, and every
 /// hook costs one atomic load.
-static TRACER: std::sync::OnceLock<Tracer> = std::sync::OnceLock::new();
+static TRACER: std::sync::OnceLock<Arc<Tracer>> = std::sync::OnceLock::new();
 
 /// Turns tracing on for this process (`get --trace`); false if it was on already.
 pub fn install(limit: usize, sample: u64) -> bool {
-    TRACER.set(Tracer::new(limit, sample)).is_ok()
+    TRACER.set(Arc::new(Tracer::new(limit, sample))).is_ok()
 }
 
-/// The recorder, when tracing is on.
-pub fn global() -> Option<&'static Tracer> {
+/// The process's recorder, when tracing is on for the whole process.
+pub fn global() -> Option<&'static Arc<Tracer>> {
     TRACER.get()
+}
+
+/// One torrent's recorder, which `serve` starts and stops while the torrent runs (its
+/// runs come and go; the slot stays with the torrent). Off, a hook costs one atomic load.
+#[derive(Debug, Default)]
+pub struct TraceSlot {
+    on: AtomicBool,
+    tracer: Mutex<Option<Arc<Tracer>>>,
+}
+
+impl TraceSlot {
+    /// Starts a new recording, replacing any running one, and returns it.
+    pub fn start(&self, limit: usize, sample: u64) -> Arc<Tracer> {
+        let tracer = Arc::new(Tracer::new(limit, sample));
+        let mut slot = self.tracer.lock().unwrap_or_else(|e| e.into_inner());
+        *slot = Some(tracer.clone());
+        self.on.store(true, Ordering::Release);
+        tracer
+    }
+
+    /// Ends the recording, if one runs, and returns what it holds.
+    pub fn stop(&self) -> Option<Arc<Tracer>> {
+        self.on.store(false, Ordering::Release);
+        self.tracer.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+
+    /// The running recording, if any.
+    pub fn current(&self) -> Option<Arc<Tracer>> {
+        if !self.on.load(Ordering::Acquire) {
+            return None;
+        }
+        self.tracer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Where a hook records: this torrent's recording, or the process's.
+    pub fn recorder(&self) -> Option<Arc<Tracer>> {
+        self.current().or_else(|| global().cloned())
+    }
 }
 
 /// A small number for the thread running now. It stands for the actor instance until

@@ -207,6 +207,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route("/torrents/{id}/webseeds", web::get().to(web_seeds))
             .route("/torrents/{id}/metrics", web::get().to(metrics))
             .route("/torrents/{id}/history", web::get().to(history))
+            .route("/torrents/{id}/trace", web::post().to(start_trace))
+            .route("/torrents/{id}/trace", web::get().to(read_trace))
+            .route("/torrents/{id}/trace", web::delete().to(stop_trace))
             .route(
                 "/torrents/{id}/events",
                 web::get().to(super::sse::torrent_events),
@@ -656,6 +659,69 @@ async fn metrics(state: State, id: web::Path<String>) -> ApiResult<HttpResponse>
 async fn history(state: State, id: web::Path<String>) -> ApiResult<HttpResponse> {
     let id = parse_id(&id)?;
     Ok(HttpResponse::Ok().json(state.session.send(session::GetHistory { id }).await??))
+}
+
+/// What to record; absent fields take the defaults of `get --trace`.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct TraceBody {
+    #[serde(default)]
+    limit: Option<usize>,
+    #[serde(default)]
+    sample: Option<u64>,
+}
+
+/// Starts recording the torrent's message trace (the Session checks the bounds).
+async fn start_trace(state: State, id: web::Path<String>, body: Bytes) -> ApiResult<HttpResponse> {
+    let id = parse_id(&id)?;
+    // No body at all takes the defaults; a body must be a valid one.
+    let body: TraceBody = if body.is_empty() {
+        TraceBody::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(e.to_string()))?
+    };
+    let status = state
+        .session
+        .send(session::StartTrace {
+            id,
+            limit: body
+                .limit
+                .unwrap_or(torrent_actors::engine::trace::DEFAULT_TRACE_LIMIT),
+            sample: body.sample.unwrap_or(1),
+        })
+        .await??;
+    Ok(HttpResponse::Ok().json(status))
+}
+
+/// The trace recorded so far, as a file to download; recording goes on.
+async fn read_trace(state: State, id: web::Path<String>) -> ApiResult<HttpResponse> {
+    trace_file(state, &id, false).await
+}
+
+/// Stops recording and hands over the trace as a file to download.
+async fn stop_trace(state: State, id: web::Path<String>) -> ApiResult<HttpResponse> {
+    trace_file(state, &id, true).await
+}
+
+/// The trace as Chrome trace-event JSON, written on a blocking thread: a full trace is
+/// tens of megabytes.
+async fn trace_file(state: State, id: &str, stop: bool) -> ApiResult<HttpResponse> {
+    let id = parse_id(id)?;
+    let tracer = state
+        .session
+        .send(session::TakeTrace { id, stop })
+        .await??;
+    let body = web::block(move || serde_json::to_vec(&tracer.to_json()))
+        .await
+        .map_err(|e| ApiError::unavailable(e.to_string()))?
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    Ok(HttpResponse::Ok()
+        .content_type("application/json")
+        .insert_header((
+            "Content-Disposition",
+            format!("attachment; filename=\"{}.trace.json\"", id.to_hex()),
+        ))
+        .body(body))
 }
 
 /// `GET /metrics` (outside `/api`, where scrapers look): every torrent and its actors'

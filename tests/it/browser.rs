@@ -353,6 +353,15 @@ fn web_page_adds_torrents_chooses_files_and_shows_the_download() {
     eprintln!("speed canvas: {canvas}");
     screenshot(&browser, "speed");
 
+    // A message trace recorded from the actors tab across a pause and a resume.
+    open_tab(&browser, "actors");
+    browser.click_css("#trace-start", UI_LIMIT);
+    browser.wait_until("the trace recording", UI_LIMIT, |b| {
+        text_of(b, "#trace-status")
+            .starts_with("Recording:")
+            .then_some(())
+    });
+
     // Pause and resume from the detail view; the list row follows.
     browser.click_css("#pause-button", UI_LIMIT);
     wait_for_row(&browser, &three_id, "paused", UI_LIMIT, |r| {
@@ -363,6 +372,22 @@ fn web_page_adds_torrents_chooses_files_and_shows_the_download() {
     });
     browser.click_css("#resume-button:enabled", UI_LIMIT);
     wait_for_row(&browser, &three_id, "seeding again", UI_LIMIT, is_complete);
+    // The new run's actors recorded into the same trace; stopping it saves the file.
+    browser.wait_until("events in the trace", UI_LIMIT, |b| {
+        let status = text_of(b, "#trace-status");
+        let count = status.strip_prefix("Recording: ")?.split(' ').next()?;
+        (count.replace(',', "").parse::<u64>().ok()? > 0).then_some(())
+    });
+    screenshot(&browser, "trace");
+    browser.click_css("#trace-stop", UI_LIMIT);
+    browser.wait_until("the trace saved", UI_LIMIT, |b| {
+        text_of(b, "#trace-status")
+            .contains("Saved three.trace.json")
+            .then_some(())
+    });
+    browser.wait_for("#trace-start", UI_LIMIT);
+    let trace_left = daemon.request("GET", &format!("/api/torrents/{three_id}/trace"), None);
+    assert_eq!(trace_left.status, 409, "the trace still records after Stop");
 
     let wanted = [three.files[0].clone(), three.files[2].clone()];
     assert_same_files(&three.dir, &dl, &wanted);

@@ -1875,3 +1875,129 @@ fn serve_metrics_are_prometheus_text_that_a_real_parser_reads() {
     );
     assert_eq!(reply.status, 200, "{reply:?}");
 }
+
+#[test]
+fn serve_records_a_torrents_message_trace_started_and_stopped_through_the_api() {
+    let tmp = temp_dir();
+    // 33 pieces of 32 KiB, the last of 7 bytes: 65 blocks of at most 16 KiB.
+    let payload = Payload::single(&tmp.path().join("seed"), "traced.bin", 1024 * 1024 + 7);
+    let swarm = Swarm::start(payload, 15, SeedOpts::default());
+    let dl = tmp.path().join("dl");
+    let daemon = Daemon::start(&dl, &tmp.path().join("state"), &DaemonOpts::default());
+    let id = swarm.id();
+    let added = daemon.post(
+        "/api/torrents",
+        &json!({"torrent_base64": swarm.base64(), "paused": true}),
+    );
+    assert_eq!(added.status, 201, "{added:?}");
+    let trace_path = format!("/api/torrents/{id}/trace");
+
+    // Bounds and malformed bodies are refused; nothing records then.
+    for bad in [
+        json!({"limit": 0}),
+        json!({"limit": 1_000_001}),
+        json!({"sample": 0}),
+    ] {
+        let reply = daemon.post(&trace_path, &bad);
+        assert_eq!(reply.status, 400, "{bad}: {reply:?}");
+    }
+    let reply = daemon.post(&trace_path, &json!({"limits": 5}));
+    assert_eq!(reply.status, 400, "an unknown field: {reply:?}");
+    let reply = daemon.request("GET", &trace_path, None);
+    assert_eq!(reply.status, 409, "no trace yet: {reply:?}");
+    assert_eq!(
+        daemon.get_json(&format!("/api/torrents/{id}"))["trace"],
+        Value::Null
+    );
+
+    let started = daemon.post(&trace_path, &json!({"limit": 200000, "sample": 1}));
+    assert_eq!(started.status, 200, "{started:?}");
+    assert_eq!(
+        started.json(),
+        json!({"events": 0, "dropped": 0, "limit": 200000, "sample": 1})
+    );
+    let resumed = daemon.request("POST", &format!("/api/torrents/{id}/resume"), None);
+    assert_eq!(resumed.status, 200, "{resumed:?}");
+    wait_for_torrent(
+        &daemon,
+        &id,
+        DOWNLOAD_LIMIT,
+        "completion",
+        is_complete,
+        |_| {},
+    );
+    let detail = daemon.get_json(&format!("/api/torrents/{id}"));
+    assert!(
+        detail["trace"]["events"].as_u64().unwrap() > 0,
+        "{detail:#}"
+    );
+
+    // Read while recording: a file to download, and the recording goes on.
+    let so_far = daemon.request("GET", &trace_path, None);
+    assert_eq!(so_far.status, 200, "{so_far:?}");
+    assert_eq!(
+        so_far.header("content-disposition"),
+        Some(format!("attachment; filename=\"{id}.trace.json\"").as_str())
+    );
+    assert!(so_far.json()["traceEvents"].as_array().unwrap().len() > 10);
+    assert!(!daemon.get_json(&format!("/api/torrents/{id}"))["trace"].is_null());
+
+    // Stopped: the whole download's trace, every block's chain complete and in order.
+    let stopped = daemon.request("DELETE", &trace_path, None);
+    assert_eq!(stopped.status, 200, "{stopped:?}");
+    let trace = stopped.json();
+    let events = trace["traceEvents"].as_array().expect("traceEvents");
+    let handled_by = |actor: &str| {
+        let pid = events
+            .iter()
+            .find(|e| e["name"] == "process_name" && e["args"]["name"] == actor)
+            .map(|e| e["pid"].clone());
+        pid.is_some_and(|pid| events.iter().any(|e| e["ph"] == "X" && e["pid"] == pid))
+    };
+    for actor in ["Peer", "Coordinator", "PieceManager"] {
+        assert!(
+            handled_by(actor),
+            "no message handled by a {actor} in the trace"
+        );
+    }
+    let chains = crate::trace::block_chains(events);
+    assert_eq!(chains.len(), 65, "every block traced");
+    let hops = ["received", "stored", "hashed", "written", "verified"];
+    for (block, chain) in &chains {
+        let times: Vec<u64> = hops
+            .iter()
+            .map(|h| {
+                *chain
+                    .get(*h)
+                    .unwrap_or_else(|| panic!("block {block:#x}: no {h}"))
+            })
+            .collect();
+        assert!(
+            times.windows(2).all(|w| w[0] <= w[1]),
+            "{block:#x}: {chain:?}"
+        );
+    }
+    assert_eq!(daemon.request("GET", &trace_path, None).status, 409);
+    assert_eq!(
+        daemon.get_json(&format!("/api/torrents/{id}"))["trace"],
+        Value::Null
+    );
+    wait_for_log_line(&daemon, &["trace stopped", "traced.bin"]);
+
+    // At most four torrents record at once.
+    let mut ids = Vec::new();
+    for n in 0..5u8 {
+        let hash = format!("{:02x}", n + 1).repeat(20);
+        let reply = daemon.post(
+            "/api/torrents",
+            &json!({"magnet": format!("magnet:?xt=urn:btih:{hash}"), "paused": true}),
+        );
+        assert_eq!(reply.status, 201, "{reply:?}");
+        ids.push(hash);
+    }
+    for (n, hash) in ids.iter().enumerate() {
+        let reply = daemon.post(&format!("/api/torrents/{hash}/trace"), &json!({}));
+        let want = if n < 4 { 200 } else { 409 };
+        assert_eq!(reply.status, want, "trace {n}: {reply:?}");
+    }
+}

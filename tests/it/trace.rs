@@ -84,7 +84,7 @@ fn get_writes_a_bounded_chrome_trace_that_trace_summarises() {
 }
 
 /// Each block's hops in the trace file: block id → (hop name → first time seen).
-fn block_chains(
+pub(crate) fn block_chains(
     events: &[serde_json::Value],
 ) -> std::collections::BTreeMap<u64, std::collections::HashMap<String, u64>> {
     let mut chains: std::collections::BTreeMap<u64, std::collections::HashMap<String, u64>> =

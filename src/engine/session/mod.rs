@@ -49,6 +49,7 @@ use super::metadata::{MagnetParams, MetadataFetcher};
 use super::metrics::{ActorKind, Metrics, MetricsSnapshot};
 use super::selection::{check_selection, FilePriority};
 use super::storage::{FileWriter, SideFiles};
+use super::trace::{TraceSlot, Tracer};
 use super::tracker::{TrackerState, TrackerStatus};
 use super::webseed::WebSeedStatus;
 use crate::layout::Layout;
@@ -215,6 +216,8 @@ struct Entry {
     history: VecDeque<RateSample>,
     /// The counters every actor of this torrent's trees records into.
     metrics: Arc<Metrics>,
+    /// Its message trace, recording while the API says so; kept across its runs.
+    trace: Arc<TraceSlot>,
     /// Per-file progress as last seen, for a torrent not running.
     files: Vec<FileProgress>,
     /// Pieces as last seen, likewise.
@@ -282,7 +285,40 @@ pub struct TorrentDetail {
     pub hash_failures: u64,
     pub banned: usize,
     pub listen_port: Option<u16>,
+    /// The message trace recording now, if any.
+    pub trace: Option<TraceStatus>,
 }
+
+/// A torrent's message trace while it records.
+#[derive(Debug, Clone, Serialize)]
+pub struct TraceStatus {
+    /// Events held (at most `limit`) and events dropped, oldest first, to keep the bound.
+    pub events: usize,
+    pub dropped: u64,
+    pub limit: usize,
+    /// Every `sample`th block's chain is recorded.
+    pub sample: u64,
+}
+
+impl TraceStatus {
+    fn of(tracer: &Tracer) -> Self {
+        let (events, dropped) = tracer.counts();
+        let (limit, sample) = tracer.settings();
+        Self {
+            events,
+            dropped,
+            limit,
+            sample,
+        }
+    }
+}
+
+/// The most events one torrent's trace may hold in `serve`.
+pub const MAX_TRACE_LIMIT: usize = 1_000_000;
+
+/// The most torrents whose traces record at once in `serve`: each holds up to
+/// [`MAX_TRACE_LIMIT`] events.
+pub const MAX_TRACES: usize = 4;
 
 /// A tracker's row.
 #[derive(Debug, Clone, Serialize)]
@@ -526,6 +562,25 @@ pub struct GetWebSeeds {
 #[rtype(result = "Result<MetricsSnapshot, SessionError>")]
 pub struct GetTorrentMetrics {
     pub id: InfoHash,
+}
+
+/// HTTP API → Session: start recording a torrent's message trace (a running one is
+/// replaced): at most `limit` events, every `sample`th block's chain.
+#[derive(Message)]
+#[rtype(result = "Result<TraceStatus, SessionError>")]
+pub struct StartTrace {
+    pub id: InfoHash,
+    pub limit: usize,
+    pub sample: u64,
+}
+
+/// HTTP API → Session: the torrent's recording trace, to be written out by the caller
+/// (off the Session's thread); `stop` ends the recording too.
+#[derive(Message)]
+#[rtype(result = "Result<Arc<Tracer>, SessionError>")]
+pub struct TakeTrace {
+    pub id: InfoHash,
+    pub stop: bool,
 }
 
 /// HTTP API → Session: every torrent's actor metrics.
@@ -878,7 +933,7 @@ impl Session {
             verified_bytes: entry.last.verified_bytes,
             ..Progress::default()
         };
-        config.metrics = Metrics::new();
+        config.metrics = Metrics::with_trace(entry.trace.clone());
         entry.metrics = config.metrics.clone();
         config.upload_limit = entry.upload_limit;
         config.download_limit = entry.download_limit;
@@ -1242,6 +1297,7 @@ impl Entry {
             trackers: BTreeMap::new(),
             history: VecDeque::new(),
             metrics: Metrics::new(),
+            trace: Arc::default(),
             files: Vec::new(),
             pieces: None,
         };
@@ -1390,6 +1446,7 @@ impl Entry {
             hash_failures: self.last.hash_failures,
             banned: self.last.banned,
             listen_port: Some(listen_port),
+            trace: self.trace.current().map(|t| TraceStatus::of(&t)),
         }
     }
 
@@ -2203,6 +2260,57 @@ impl Handler<GetTorrentMetrics> for Session {
 
     fn handle(&mut self, msg: GetTorrentMetrics, _: &mut Context<Self>) -> Self::Result {
         Ok(self.entry(&msg.id)?.metrics.snapshot())
+    }
+}
+
+impl Handler<StartTrace> for Session {
+    type Result = Result<TraceStatus, SessionError>;
+
+    fn handle(&mut self, msg: StartTrace, _: &mut Context<Self>) -> Self::Result {
+        if !(1..=MAX_TRACE_LIMIT).contains(&msg.limit) {
+            return Err(SessionError::BadRequest(format!(
+                "limit: from 1 to {MAX_TRACE_LIMIT} events"
+            )));
+        }
+        if !(1..=1_000_000).contains(&msg.sample) {
+            return Err(SessionError::BadRequest("sample: from 1 to 1000000".into()));
+        }
+        let recording = self
+            .torrents
+            .values()
+            .filter(|e| e.id != msg.id && e.trace.current().is_some())
+            .count();
+        if recording >= MAX_TRACES {
+            return Err(SessionError::Conflict(format!(
+                "{MAX_TRACES} traces are recording already; stop one first"
+            )));
+        }
+        let entry = self.entry(&msg.id)?;
+        let tracer = entry.trace.start(msg.limit, msg.sample);
+        info!(self.config.events, "trace started"; "info_hash" => short_hash(&entry.id),
+              "torrent" => &entry.name, "limit" => msg.limit, "sample" => msg.sample);
+        Ok(TraceStatus::of(&tracer))
+    }
+}
+
+impl Handler<TakeTrace> for Session {
+    type Result = Result<Arc<Tracer>, SessionError>;
+
+    fn handle(&mut self, msg: TakeTrace, _: &mut Context<Self>) -> Self::Result {
+        let entry = self.entry(&msg.id)?;
+        let tracer = if msg.stop {
+            entry.trace.stop()
+        } else {
+            entry.trace.current()
+        };
+        let tracer = tracer.ok_or_else(|| {
+            SessionError::Conflict(format!("no trace of {} is recording", entry.name))
+        })?;
+        if msg.stop {
+            info!(self.config.events, "trace stopped"; "info_hash" => short_hash(&entry.id),
+                  "torrent" => &entry.name);
+        }
+        Ok(tracer)
     }
 }
 

@@ -698,7 +698,7 @@ function renderDetail() {
     case 'trackers': renderTrackers(d); break;
     case 'pieces': renderPieces(d); break;
     case 'speed': renderSpeed(d); break;
-    case 'actors': renderActors(d); break;
+    case 'actors': renderActors(d); renderTrace(d); break;
     default: break;
   }
 }
@@ -1342,6 +1342,59 @@ function renderActors(d) {
   }
 }
 
+/** The trace controls: record, or download what is recorded (and stop). */
+function renderTrace(d) {
+  const t = d.torrent && d.torrent.trace;
+  $('#trace-start').hidden = !!t;
+  $('#trace-save').hidden = !t;
+  $('#trace-stop').hidden = !t;
+  const saved = d.traceSaved ? ` Saved ${d.traceSaved}.` : '';
+  setText($('#trace-status'), t
+    ? `Recording: ${t.events.toLocaleString()} of at most ${t.limit.toLocaleString()} events${t.dropped ? ` (${t.dropped.toLocaleString()} oldest dropped)` : ''}.${saved}`
+    : `A trace opens in Perfetto (ui.perfetto.dev) or chrome://tracing.${saved}`);
+}
+
+async function startTrace() {
+  const d = state.detail;
+  if (!d) return;
+  const status = await tryApi('POST', `/api/torrents/${enc(d.id)}/trace`, {});
+  if (status === undefined || state.detail !== d) return;
+  if (d.torrent) d.torrent.trace = status;
+  renderTrace(d);
+}
+
+/** Fetches the trace (DELETE stops it too) and saves it as a file. */
+async function downloadTrace(stop) {
+  const d = state.detail;
+  if (!d) return;
+  const init = { method: stop ? 'DELETE' : 'GET', credentials: 'same-origin', headers: {} };
+  if (stop) init.headers['X-TA-Token'] = state.token;
+  let res;
+  try {
+    res = await fetch(`/api/torrents/${enc(d.id)}/trace`, init);
+  } catch (e) {
+    showError(new ApiError(0, 'network', `network error: ${e.message}`));
+    return;
+  }
+  if (!res.ok) {
+    const data = await res.json().catch(() => ({}));
+    const err = data.error || {};
+    showError(new ApiError(res.status, err.code || `http_${res.status}`, err.message || res.statusText));
+    return;
+  }
+  const blob = await res.blob();
+  const name = `${d.torrent ? d.torrent.name : d.id}.trace.json`;
+  const a = h('a', { href: URL.createObjectURL(blob), download: name });
+  document.body.append(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(a.href), 10000);
+  if (state.detail !== d) return;
+  d.traceSaved = `${name} (${formatBytes(blob.size)})`;
+  if (stop && d.torrent) d.torrent.trace = null;
+  renderTrace(d);
+}
+
 /* ---- Actions */
 
 async function torrentAction(action) {
@@ -1694,6 +1747,9 @@ function wireEvents() {
   $('#bulk-pause').addEventListener('click', () => bulkAction('pause'));
   $('#bulk-resume').addEventListener('click', () => bulkAction('resume'));
   $('#bulk-remove').addEventListener('click', () => bulkAction('remove'));
+  $('#trace-start').addEventListener('click', startTrace);
+  $('#trace-save').addEventListener('click', () => downloadTrace(false));
+  $('#trace-stop').addEventListener('click', () => downloadTrace(true));
   $('#bulk-clear').addEventListener('click', () => { state.picked.clear(); renderBulkBar(); });
   $('#pick-all').addEventListener('change', (e) => {
     for (const tr of state.rows.values()) {
