@@ -26,7 +26,7 @@ use super::choker::{ChokeCandidate, Choker, ChokerConfig};
 use super::connection::{self, Accepted, Carriers, ConnectTimeouts, TcpListenerStream};
 use super::limiter::RateLimiter;
 use super::messages::*;
-use super::metrics::{ActorKind, ActorMetrics, LiveGuard, Metrics, Tracked, TrackedRecipient};
+use super::metrics::{ActorKind, Metrics, OwnMetrics, Tracked, TrackedRecipient};
 use super::peer::{Peer, PeerConfig, PeerParts};
 use super::picker::{BlockOutcome, Picker};
 use super::piece_manager::{PieceManager, PieceManagerLinks};
@@ -442,8 +442,7 @@ pub struct Coordinator {
     limiter: Option<Tracked<RateLimiter>>,
     piece_manager: Option<Tracked<PieceManager>>,
     /// This Coordinator's own counters (the rest are in `config.metrics`).
-    metrics: Arc<ActorMetrics>,
-    _live: LiveGuard,
+    metrics: OwnMetrics,
     trackers: HashMap<String, Tracked<Tracker>>,
     tiers: Tiers,
     /// Every tracker's status as last reported, for the front end.
@@ -629,8 +628,7 @@ impl Coordinator {
             writer,
             reader,
             limiter,
-            metrics: metrics.of(ActorKind::Coordinator),
-            _live: metrics.of(ActorKind::Coordinator).started(),
+            metrics: OwnMetrics::started(metrics.of(ActorKind::Coordinator)),
             piece_manager: None,
             trackers: HashMap::new(),
             tiers,
@@ -2299,7 +2297,7 @@ impl Handler<PieceVerified> for Coordinator {
             let blocks = self.layout.num_blocks(msg.piece);
             tracer.piece_flow(
                 "Coordinator",
-                0,
+                self.metrics.instance(),
                 msg.piece.get(),
                 blocks,
                 super::trace::Hop::Verified,

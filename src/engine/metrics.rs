@@ -215,6 +215,8 @@ pub struct ActorMetrics {
     messages: Mutex<BTreeMap<&'static str, MessageStats>>,
     /// The torrent's trace recorder (shared by every type of its [`Metrics`]).
     trace: Arc<TraceSlot>,
+    /// Instances numbered so far, so each actor has its own track in a trace.
+    instances: AtomicU64,
 }
 
 impl ActorMetrics {
@@ -227,6 +229,7 @@ impl ActorMetrics {
     fn new(kind: ActorKind, trace: Arc<TraceSlot>) -> Self {
         Self {
             trace,
+            instances: AtomicU64::new(0),
             kind,
             slow: kind == ActorKind::Coordinator && crate::fault::injected("slow-coordinator"),
             live: AtomicI64::new(0),
@@ -258,7 +261,9 @@ impl ActorMetrics {
     }
 
     /// A mailbox message `message` is being handled: counts it out of the mailbox, and
-    /// times the handler until the guard drops.
+    /// times the handler until the guard drops. A trace names the thread as the instance
+    /// (right for a pool's actors, one per thread); an actor with an [`OwnMetrics`] names
+    /// itself.
     pub fn handling(self: &Arc<Self>, message: &'static str) -> HandleGuard {
         self.queued.fetch_sub(1, Ordering::Relaxed);
         self.handling_unqueued(message)
@@ -273,15 +278,25 @@ impl ActorMetrics {
     /// Times the handling of something that did not come through the mailbox (a frame
     /// from the actor's socket, an accepted connection, a timer).
     pub fn handling_unqueued(self: &Arc<Self>, message: &'static str) -> HandleGuard {
+        self.timed(message, None)
+    }
+
+    fn timed(self: &Arc<Self>, message: &'static str, instance: Option<u64>) -> HandleGuard {
         if self.slow {
             // A fault injected on purpose (debug builds only): see `SLOW_COORDINATOR`.
             std::thread::sleep(SLOW_COORDINATOR);
         }
         HandleGuard {
             metrics: self.clone(),
+            instance,
             message,
             start: Instant::now(),
         }
+    }
+
+    /// A number for a new actor of this type, unique among them (from 1).
+    fn next_instance(&self) -> u64 {
+        self.instances.fetch_add(1, Ordering::Relaxed) + 1
     }
 
     /// Backpressure acted: a reply held back (the PieceManager's budget), a request
@@ -337,28 +352,69 @@ impl ActorMetrics {
 #[derive(Debug)]
 pub struct LiveGuard(Arc<ActorMetrics>);
 
-/// The counters of an actor built before it is known where it counts (the file actors
-/// and the RateLimiter are made, then given their torrent's metrics): detached until
-/// [`OwnMetrics::attach`], which also counts the actor as live until it is dropped.
-/// Derefs to the metrics, so handlers write `self.metrics.handling_of::<M>()`.
+/// One actor's place in its type's counters: it counts the actor live while held, and
+/// gives the actor an instance number, so a trace draws each actor on its own track.
+/// Handlers write `self.metrics.handling_of::<M>()`; it derefs to the type's counters.
+///
+/// An actor built before it is known where it counts (the file actors and the
+/// RateLimiter are made, then given their torrent's metrics) starts
+/// [`OwnMetrics::detached`] until [`OwnMetrics::attach`].
 pub struct OwnMetrics {
     metrics: Arc<ActorMetrics>,
     _live: Option<LiveGuard>,
+    instance: u64,
 }
 
 impl OwnMetrics {
+    /// Counts into `metrics` from now on, as a new instance, live until dropped.
+    pub fn started(metrics: Arc<ActorMetrics>) -> Self {
+        let instance = metrics.next_instance();
+        Self::started_as(metrics, instance)
+    }
+
+    /// [`OwnMetrics::started`] under a number the actor has already (a Peer's key, which
+    /// its block hops carry too).
+    pub fn started_as(metrics: Arc<ActorMetrics>, instance: u64) -> Self {
+        Self {
+            _live: Some(metrics.started()),
+            metrics,
+            instance,
+        }
+    }
+
     /// Counters that nobody reads, for an actor of `kind` not attached yet.
     pub fn detached(kind: ActorKind) -> Self {
         Self {
             metrics: Arc::new(ActorMetrics::detached(kind)),
             _live: None,
+            instance: 0,
         }
     }
 
     /// Counts into `metrics` from now on, this actor among the live ones.
     pub fn attach(&mut self, metrics: Arc<ActorMetrics>) {
-        self._live = Some(metrics.started());
-        self.metrics = metrics;
+        *self = Self::started(metrics);
+    }
+
+    /// This actor's number among its type's.
+    pub fn instance(&self) -> u64 {
+        self.instance
+    }
+
+    /// [`ActorMetrics::handling`], this actor named as the handler.
+    pub fn handling(&self, message: &'static str) -> HandleGuard {
+        self.metrics.queued.fetch_sub(1, Ordering::Relaxed);
+        self.handling_unqueued(message)
+    }
+
+    /// [`ActorMetrics::handling_of`], this actor named as the handler.
+    pub fn handling_of<M: ?Sized>(&self) -> HandleGuard {
+        self.handling(message_name::<M>())
+    }
+
+    /// [`ActorMetrics::handling_unqueued`], this actor named as the handler.
+    pub fn handling_unqueued(&self, message: &'static str) -> HandleGuard {
+        self.metrics.timed(message, Some(self.instance))
     }
 }
 
@@ -394,6 +450,8 @@ fn trim_type_name(full: &'static str) -> &'static str {
 /// the handler may borrow its actor mutably meanwhile.
 pub struct HandleGuard {
     metrics: Arc<ActorMetrics>,
+    /// The handling actor's number, or `None` for the thread's.
+    instance: Option<u64>,
     message: &'static str,
     start: Instant,
 }
@@ -405,7 +463,7 @@ impl Drop for HandleGuard {
         if let Some(tracer) = self.metrics.tracer() {
             tracer.handled(
                 self.metrics.kind.name(),
-                super::trace::thread_instance(),
+                self.instance.unwrap_or_else(super::trace::thread_instance),
                 self.message,
                 self.start,
             );
@@ -671,6 +729,46 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_actor_has_its_own_track_in_its_torrents_trace() {
+        let slot = Arc::new(TraceSlot::default());
+        let metrics = Metrics::with_trace(slot.clone());
+        let a = OwnMetrics::started(metrics.of(ActorKind::PieceManager));
+        let b = OwnMetrics::started(metrics.of(ActorKind::PieceManager));
+        let peer = OwnMetrics::started_as(metrics.of(ActorKind::Peer), 42);
+        assert_ne!(a.instance(), b.instance());
+        assert_eq!(metrics.of(ActorKind::PieceManager).snapshot().live, 2);
+        let tracer = slot.start(100, 1);
+        drop(a.handling_unqueued("First"));
+        drop(b.handling_unqueued("Second"));
+        drop(peer.handling_unqueued("Third"));
+        let json = tracer.to_json();
+        let tids: Vec<(String, u64)> = json["traceEvents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["ph"] == "X")
+            .map(|e| {
+                (
+                    e["name"].as_str().unwrap().to_string(),
+                    e["tid"].as_u64().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            tids,
+            [
+                ("First".to_string(), a.instance()),
+                ("Second".to_string(), b.instance()),
+                ("Third".to_string(), 42)
+            ]
+        );
+        // Stopped, the torrent's trace records nothing more.
+        assert!(slot.stop().is_some());
+        drop(a.handling_unqueued("Late"));
+        assert_eq!(tracer.counts().0, 3);
+    }
 
     #[test]
     fn the_coarse_histogram_never_counts_a_time_below_its_bound() {

@@ -48,7 +48,7 @@ use super::messages::{
     PeerInterest, PeerJoined, PeerLeft, PeerListenPort, PeerMisbehaved, PeerSource, PeerStats,
     PeerUnchokedUs, PeersFound, PickBlocks, Picked, ReadBlock, StoreBlock, ToPeer,
 };
-use super::metrics::{ActorMetrics, LiveGuard, Tracked, TrackedRecipient};
+use super::metrics::{ActorMetrics, OwnMetrics, Tracked, TrackedRecipient};
 use super::piece_manager::PieceManager;
 use super::request_queue::RequestQueue;
 use super::storage::FileReader;
@@ -183,8 +183,7 @@ pub struct Peer {
     /// most [`MAX_ASKED_HASHES`]: a `hashes` answering none of them is a protocol error.
     asked_hashes: Vec<(crate::wire::HashRequest, PieceIndex)>,
     /// The counters of all Peers (see `engine::metrics`), and this one's place in them.
-    metrics: Arc<ActorMetrics>,
-    _live: LiveGuard,
+    metrics: OwnMetrics,
     /// The write half; buffered writes, flushed by actix, bounded by the watermarks.
     out: Option<FramedWrite<Message, PauseOnFullSocket, MessageCodec>>,
     /// The peer's handshake, kept for its id and reserved bits.
@@ -353,8 +352,7 @@ impl Peer {
                 reader: parts.reader,
                 limiter: parts.limiter,
                 asked_hashes: Vec::new(),
-                _live: parts.metrics.started(),
-                metrics: parts.metrics,
+                metrics: OwnMetrics::started_as(parts.metrics, parts.key.0),
                 out: Some(out),
                 handshake,
                 joined: false,

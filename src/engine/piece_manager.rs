@@ -43,7 +43,7 @@ use super::messages::{
     MarkDone, PieceFailed, PieceVerified, StorageError, StorageFailed, StoreBlock, WantLeafHashes,
     WriteBlock, WritePiece,
 };
-use super::metrics::{ActorMetrics, LiveGuard, Tracked, TrackedRecipient};
+use super::metrics::{ActorMetrics, OwnMetrics, Tracked, TrackedRecipient};
 use super::smart_ban::SmartBan;
 use super::storage::{FileReader, FileWriter, Hasher};
 use super::streamed::{HashStep, PieceMode, StreamedPiece, HASH_WINDOW_BLOCKS};
@@ -122,8 +122,7 @@ pub struct PieceManager {
     /// The next streamed attempt's number.
     next_attempt: u64,
     links: PieceManagerLinks,
-    metrics: Arc<ActorMetrics>,
-    _live: LiveGuard,
+    metrics: OwnMetrics,
     /// After a write failure nothing more is written: the torrent is stopping.
     broken: bool,
     /// How many times each piece failed its hash: the current attempt at it. A block
@@ -205,8 +204,7 @@ impl PieceManager {
             drained: Vec::new(),
             smart_ban: SmartBan::new(SMART_BAN_PIECES, SMART_BAN_RECORDS),
             merkle_blame: HashMap::new(),
-            _live: metrics.started(),
-            metrics,
+            metrics: OwnMetrics::started(metrics),
             log,
         }
     }
@@ -227,7 +225,7 @@ impl PieceManager {
         let hasher = self.hasher.clone();
         let writer = self.writer.clone();
         let block_digests = self.smart_ban.remembers(piece.get());
-        let tracer = self.metrics.tracer();
+        let tracer = self.metrics.tracer().map(|t| (t, self.metrics.instance()));
         let work = async move {
             let hashed = hasher
                 .send(HashPiece {
@@ -615,13 +613,13 @@ impl Actor for PieceManager {
 /// Records, when tracing, that every block of `piece` passed `hop` (at the PieceManager,
 /// which awaits the hash and the write).
 fn trace_piece(
-    tracer: &Option<Arc<super::trace::Tracer>>,
+    tracer: &Option<(Arc<super::trace::Tracer>, u64)>,
     piece: PieceIndex,
     blocks: u32,
     hop: super::trace::Hop,
 ) {
-    if let Some(tracer) = tracer {
-        tracer.piece_flow("PieceManager", 0, piece.get(), blocks, hop);
+    if let Some((tracer, instance)) = tracer {
+        tracer.piece_flow("PieceManager", *instance, piece.get(), blocks, hop);
     }
 }
 
@@ -632,7 +630,12 @@ impl Handler<StoreBlock> for PieceManager {
         let _timing = self.metrics.handling_of::<StoreBlock>();
         if let Some(tracer) = self.metrics.tracer() {
             let block = super::trace::block_id(msg.piece.get(), msg.offset);
-            tracer.flow("PieceManager", 0, block, super::trace::Hop::Stored);
+            tracer.flow(
+                "PieceManager",
+                self.metrics.instance(),
+                block,
+                super::trace::Hop::Stored,
+            );
         }
         // Stopping: the block is dropped, and its Peer is not held back.
         if self.draining {

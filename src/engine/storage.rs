@@ -56,7 +56,7 @@ use super::messages::{
     HashStored, OpenReport, OpenStorage, ReadBlock, SaveResume, StorageError, WriteBlock,
     WritePiece,
 };
-use super::metrics::{ActorKind, ActorMetrics, LiveGuard, OwnMetrics};
+use super::metrics::{ActorKind, ActorMetrics, OwnMetrics};
 use super::parts::PartSlots;
 use super::resume::{json_size_bound, FileRecord};
 use super::selection::SelectedFiles;
@@ -65,16 +65,14 @@ use crate::InfoHash;
 
 /// Hashes pieces; runs as a SyncArbiter pool sized to the cores, one for the process.
 pub struct Hasher {
-    metrics: Arc<ActorMetrics>,
-    _live: LiveGuard,
+    metrics: OwnMetrics,
 }
 
 impl Hasher {
     /// One of the pool's hashers, counting into `metrics`.
     pub fn new(metrics: Arc<ActorMetrics>) -> Self {
         Self {
-            _live: metrics.started(),
-            metrics,
+            metrics: OwnMetrics::started(metrics),
         }
     }
 }

@@ -306,9 +306,9 @@ impl TraceSlot {
     }
 }
 
-/// A small number for the thread running now. It stands for the actor instance until
-/// actors pass their own ids: each Hasher and FileWriter of a sync pool has its own
-/// thread; actors of one arbiter share one.
+/// A small number for the thread running now: the instance of a handler timed without an
+/// [`OwnMetrics`](super::metrics::OwnMetrics) of its own (what remains is pool work,
+/// one actor per thread).
 pub fn thread_instance() -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static NEXT: AtomicU64 = AtomicU64::new(0);

@@ -10,7 +10,7 @@
 
 use std::sync::Arc;
 
-use crate::engine::metrics::{ActorMetrics, LiveGuard, Tracked};
+use crate::engine::metrics::{ActorMetrics, OwnMetrics, Tracked};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -41,8 +41,7 @@ pub struct MetadataPeer {
     key: PeerKey,
     fetcher: Tracked<MetadataFetcher>,
     /// The counters of all MetadataPeers (the engine's metrics).
-    metrics: Arc<ActorMetrics>,
-    _live: LiveGuard,
+    metrics: OwnMetrics,
     out: Option<FramedWrite<Message, PauseOnFullSocket, MessageCodec>>,
     /// The id the peer wants `ut_metadata` messages under, once it said so.
     their_metadata_id: Option<u8>,
@@ -86,8 +85,7 @@ impl MetadataPeer {
             let mut peer = MetadataPeer {
                 key,
                 fetcher,
-                _live: metrics.started(),
-                metrics,
+                metrics: OwnMetrics::started_as(metrics, key.0),
                 out: Some(out),
                 their_metadata_id: None,
                 ready: false,

@@ -28,7 +28,7 @@ pub mod conn;
 
 use std::sync::Arc;
 
-use crate::engine::metrics::{ActorKind, ActorMetrics, LiveGuard, Tracked};
+use crate::engine::metrics::{ActorKind, OwnMetrics, Tracked};
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -104,8 +104,7 @@ struct Conn {
 /// See the module documentation.
 pub struct MetadataFetcher {
     /// Its counters (the engine's metrics).
-    metrics: Arc<ActorMetrics>,
-    _live: LiveGuard,
+    metrics: OwnMetrics,
     params: Option<MagnetParams>,
     info_hash: crate::InfoHash,
     conns: HashMap<PeerKey, Conn>,
@@ -168,8 +167,7 @@ impl MetadataFetcher {
         let mut book = AddressBook::new();
         book.set_own(params.config.listen);
         MetadataFetcher {
-            _live: metrics.started(),
-            metrics,
+            metrics: OwnMetrics::started(metrics),
             params: Some(params),
             info_hash,
             conns: HashMap::new(),

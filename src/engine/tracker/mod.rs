@@ -34,7 +34,7 @@ use super::messages::{
     AnnounceStats, AnnounceSummary, GetAnnounceStats, PeerSource, PeersFound, TrackerAnnouncing,
     TrackerCompleted, TrackerReport, TrackerStart, TrackerStop,
 };
-use super::metrics::{ActorKind, ActorMetrics};
+use super::metrics::{ActorKind, ActorMetrics, OwnMetrics};
 use crate::tracker::http::{HttpError, RedirectError};
 use crate::tracker::udp::UdpError;
 use crate::tracker::{AnnounceRequest, AnnounceResponse, Event};
@@ -347,6 +347,8 @@ pub struct Tracker {
     tracker_id: Option<Vec<u8>>,
     /// The totals of the last announce, used when the Coordinator does not answer.
     last_stats: AnnounceStats,
+    /// Its place in the Trackers' counters (`config.metrics`).
+    metrics: OwnMetrics,
 }
 
 impl Tracker {
@@ -359,6 +361,7 @@ impl Tracker {
         let transport = transport_for(&config)?;
         let url_text = config.url.to_string();
         Ok(Tracker {
+            metrics: OwnMetrics::started(config.metrics.clone()),
             log: log.new(o!("tracker" => url_text.clone())),
             url_text,
             transport,
@@ -566,7 +569,7 @@ impl Handler<TrackerStart> for Tracker {
     type Result = ();
 
     fn handle(&mut self, _: TrackerStart, ctx: &mut Self::Context) {
-        let _timing = self.config.metrics.handling_of::<TrackerStart>();
+        let _timing = self.metrics.handling_of::<TrackerStart>();
         if self.phase != AnnouncePhase::Dormant {
             debug!(self.log, "already started; TrackerStart ignored");
             return;
@@ -581,7 +584,7 @@ impl Handler<TrackerCompleted> for Tracker {
     type Result = ();
 
     fn handle(&mut self, _: TrackerCompleted, ctx: &mut Self::Context) {
-        let _timing = self.config.metrics.handling_of::<TrackerCompleted>();
+        let _timing = self.metrics.handling_of::<TrackerCompleted>();
         if self.phase != AnnouncePhase::Running || self.completed_requested {
             debug!(self.log, "TrackerCompleted ignored"; "phase" => ?self.phase);
             return;
@@ -600,7 +603,7 @@ impl Handler<TrackerStop> for Tracker {
     type Result = ResponseActFuture<Self, ()>;
 
     fn handle(&mut self, _: TrackerStop, ctx: &mut Self::Context) -> Self::Result {
-        let _timing = self.config.metrics.handling_of::<TrackerStop>();
+        let _timing = self.metrics.handling_of::<TrackerStop>();
         if self.phase == AnnouncePhase::Stopping {
             // The first TrackerStop is already seeing the actor out.
             return Box::pin(fut::ready(()));
