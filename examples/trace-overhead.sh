@@ -24,7 +24,7 @@ head -c "$((size_mib * 1024 * 1024))" /dev/urandom > "$work/seed/data.bin"
 start_seeder "$work/t.torrent" "$work/seed" seeder --ready-without-announce
 echo "payload $size_mib MiB, 1 MiB pieces, one libtorrent seeder, $runs runs each, --trace-sample $sample"
 
-declare -A times
+declare -A times cpus
 for run in $(seq 1 "$runs"); do
     for mode in plain traced; do
         rm -rf "$work/out" "$work/trace.json"
@@ -34,25 +34,30 @@ for run in $(seq 1 "$runs"); do
             extra=(--trace "$work/trace.json" --trace-sample "$sample")
         fi
         start=$(date +%s.%N)
-        TORRENT_ACTORS_DHT_BOOTSTRAP= "$bin" get --bind 127.0.0.1 --port 0 --no-dht \
+        TORRENT_ACTORS_DHT_BOOTSTRAP= /usr/bin/time -o "$work/cpu" -f '%U %S' "$bin" get --bind 127.0.0.1 --port 0 --no-dht \
             --peer "127.0.0.1:$seed_port" -o "$work/out" "${extra[@]}" "$work/t.torrent" \
             > "$work/get.out" 2>&1
         took=$(echo "$(date +%s.%N) - $start" | bc)
         cmp "$work/seed/data.bin" "$work/out/data.bin"
         times[$mode]+="$took "
-        note=""
+        cpu=$(awk '{print $1 + $2}' "$work/cpu")
+        cpus[$mode]+="$cpu "
+        note=", ${cpu} CPU-s"
         if [ "$mode" = traced ]; then
-            note=", trace file $(du -h "$work/trace.json" | cut -f1)"
+            note="$note, trace file $(du -h "$work/trace.json" | cut -f1)"
         fi
         printf '%-6s run %d: %6.2f s (%.1f MiB/s%s)\n' "$mode" "$run" "$took" \
             "$(echo "$size_mib / $took" | bc -l)" "$note"
     done
 done
-declare -A medians
+median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+declare -A medians cpu_medians
 for mode in plain traced; do
-    medians[$mode]=$(printf '%s\n' ${times[$mode]} | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
-    printf '%-6s median: %6.2f s (%.1f MiB/s)\n' "$mode" "${medians[$mode]}" \
-        "$(echo "$size_mib / ${medians[$mode]}" | bc -l)"
+    medians[$mode]=$(median ${times[$mode]})
+    cpu_medians[$mode]=$(median ${cpus[$mode]})
+    printf '%-6s median: %6.2f s (%.1f MiB/s), %.2f CPU-s\n' "$mode" "${medians[$mode]}" \
+        "$(echo "$size_mib / ${medians[$mode]}" | bc -l)" "${cpu_medians[$mode]}"
 done
-printf 'traced throughput / plain throughput: %.2f\n' \
-    "$(echo "${medians[plain]} / ${medians[traced]}" | bc -l)"
+printf 'traced throughput / plain throughput: %.2f; traced CPU / plain CPU: %.2f\n' \
+    "$(echo "${medians[plain]} / ${medians[traced]}" | bc -l)" \
+    "$(echo "${cpu_medians[traced]} / ${cpu_medians[plain]}" | bc -l)"
