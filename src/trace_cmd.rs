@@ -9,6 +9,7 @@ use std::path::Path;
 use torrent_actors::engine::trace::{
     chains, parse_trace, summarise, Hop, ParsedTrace, MAX_TRACE_FILE,
 };
+use torrent_actors::terminal::printable;
 
 use crate::{exit, Failure};
 
@@ -50,9 +51,32 @@ pub fn run(file: &Path, svg: Option<&Path>) -> Result<(), Failure> {
             h.max_us
         );
     }
+    // Names come from the file, which may be a stranger's: escaped for the terminal.
     outln!("busiest actor instances (handling time):");
     for (thread, us, n) in &s.busiest {
+        let thread = printable(thread);
         outln!("  {thread:<24} {us:>10} µs in {n} messages");
+    }
+    if !s.waits.is_empty() {
+        outln!("longest mailbox waits, by message:");
+        outln!(
+            "  {:<22} {:>7} {:>10} {:>10} {:>10}",
+            "message",
+            "count",
+            "p50 µs",
+            "p99 µs",
+            "max µs"
+        );
+        for w in &s.waits {
+            outln!(
+                "  {:<22} {:>7} {:>10} {:>10} {:>10}",
+                printable(&w.hop),
+                w.count,
+                w.p50_us,
+                w.p99_us,
+                w.max_us
+            );
+        }
     }
     if let Some(out) = svg {
         let text = timeline_svg(&trace);

@@ -28,12 +28,14 @@
 //! Everything is atomics and one short-held mutex per actor type; the cost per message
 //! is two clock reads and a few uncontended atomic operations.
 
+use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use actix::dev::ToEnvelope;
+use actix::dev::{MessageResponse, OneshotSender};
 use actix::prelude::*;
 use serde::Serialize;
 
@@ -286,11 +288,41 @@ impl ActorMetrics {
             // A fault injected on purpose (debug builds only): see `SLOW_COORDINATOR`.
             std::thread::sleep(SLOW_COORDINATOR);
         }
+        let start = Instant::now();
+        let traced = self.tracer().map(|tracer| {
+            let instance = instance.unwrap_or_else(super::trace::thread_instance);
+            let stamp = DELIVERY.take().unwrap_or_default();
+            if stamp.flow != 0 {
+                tracer.delivered(self.kind.name(), instance, message, stamp.flow, start);
+            }
+            let outer = HANDLING.replace(Some((self.kind.name(), instance)));
+            Traced {
+                tracer,
+                instance,
+                sent: stamp.sent,
+                outer,
+            }
+        });
         HandleGuard {
             metrics: self.clone(),
-            instance,
             message,
-            start: Instant::now(),
+            start,
+            traced,
+        }
+    }
+
+    /// The stamp a message sent to this type now carries: when, and the arrow from its
+    /// sender (the actor whose handler runs on this thread), if tracing.
+    fn stamp<M: ?Sized>(&self) -> Stamp {
+        let Some(tracer) = self.tracer() else {
+            return Stamp::default();
+        };
+        let flow = HANDLING.get().map_or(0, |(actor, instance)| {
+            tracer.sent(actor, instance, message_name::<M>())
+        });
+        Stamp {
+            sent: Some(Instant::now()),
+            flow,
         }
     }
 
@@ -450,25 +482,125 @@ fn trim_type_name(full: &'static str) -> &'static str {
 /// the handler may borrow its actor mutably meanwhile.
 pub struct HandleGuard {
     metrics: Arc<ActorMetrics>,
-    /// The handling actor's number, or `None` for the thread's.
-    instance: Option<u64>,
     message: &'static str,
     start: Instant,
+    /// Set when a trace records this handling.
+    traced: Option<Traced>,
+}
+
+/// What a traced handling needs at its end.
+struct Traced {
+    tracer: Arc<Tracer>,
+    /// The handling actor's number (the thread's for an actor without one).
+    instance: u64,
+    /// When its message was sent, if it came stamped.
+    sent: Option<Instant>,
+    /// The handler this one runs inside of, if any, to restore.
+    outer: Option<(&'static str, u64)>,
 }
 
 impl Drop for HandleGuard {
     fn drop(&mut self) {
         let nanos = u64::try_from(self.start.elapsed().as_nanos()).unwrap_or(u64::MAX);
         self.metrics.record(self.message, nanos);
-        if let Some(tracer) = self.metrics.tracer() {
-            tracer.handled(
+        if let Some(t) = self.traced.take() {
+            HANDLING.set(t.outer);
+            t.tracer.handled(
                 self.metrics.kind.name(),
-                self.instance.unwrap_or_else(super::trace::thread_instance),
+                t.instance,
                 self.message,
                 self.start,
+                t.sent,
             );
         }
     }
+}
+
+thread_local! {
+    /// The actor whose handler runs on this thread now (while tracing): a message it
+    /// sends starts an arrow from its track.
+    static HANDLING: Cell<Option<(&'static str, u64)>> = const { Cell::new(None) };
+    /// The stamp of the message being delivered on this thread, for the handler's guard.
+    static DELIVERY: Cell<Option<Stamp>> = const { Cell::new(None) };
+}
+
+/// When a message was sent and the arrow from its sender (0 for none), while tracing;
+/// empty otherwise.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Stamp {
+    sent: Option<Instant>,
+    flow: u64,
+}
+
+/// A message as a [`Tracked`] address delivers it: the message and its [`Stamp`]. Each
+/// actor reached through `Tracked` takes it (see [`takes_stamped!`]) by handing the
+/// message to its own handler for it, so a trace can show how long the message waited
+/// in the mailbox and who sent it. Its reply is the message's.
+pub struct Stamped<M> {
+    msg: M,
+    stamp: Stamp,
+}
+
+impl<M: Message> Message for Stamped<M> {
+    type Result = M::Result;
+}
+
+impl<M> Stamped<M> {
+    /// The message, its stamp left for the handler's guard on this thread until the
+    /// returned guard drops (after the handler returns).
+    pub fn open(self) -> (M, Delivery) {
+        if self.stamp.sent.is_some() {
+            DELIVERY.set(Some(self.stamp));
+        }
+        (self.msg, Delivery(()))
+    }
+}
+
+/// Clears a delivered message's stamp, should its handler not have taken it.
+pub struct Delivery(());
+
+impl Drop for Delivery {
+    fn drop(&mut self) {
+        DELIVERY.set(None);
+    }
+}
+
+/// The reply of a [`Stamped`] message: the inner handler's reply, passed on.
+pub struct Forward<R>(pub R);
+
+impl<A, M, R> MessageResponse<A, Stamped<M>> for Forward<R>
+where
+    A: Actor,
+    M: Message,
+    R: MessageResponse<A, M>,
+{
+    fn handle(self, ctx: &mut A::Context, tx: Option<OneshotSender<M::Result>>) {
+        self.0.handle(ctx, tx)
+    }
+}
+
+/// Lets each actor named take [`Stamped`] messages: every message it handles, it takes
+/// stamped too, by opening the stamp and calling its own handler.
+#[macro_export]
+macro_rules! takes_stamped {
+    ($($actor:ty),* $(,)?) => {$(
+        impl<M> actix::Handler<$crate::engine::metrics::Stamped<M>> for $actor
+        where
+            M: actix::Message,
+            Self: actix::Handler<M>,
+        {
+            type Result = $crate::engine::metrics::Forward<<Self as actix::Handler<M>>::Result>;
+
+            fn handle(
+                &mut self,
+                stamped: $crate::engine::metrics::Stamped<M>,
+                ctx: &mut <Self as actix::Actor>::Context,
+            ) -> Self::Result {
+                let (msg, _delivery) = stamped.open();
+                $crate::engine::metrics::Forward(<Self as actix::Handler<M>>::handle(self, msg, ctx))
+            }
+        }
+    )*};
 }
 
 /// The metrics of one torrent's engine: one [`ActorMetrics`] per actor type.
@@ -633,26 +765,28 @@ impl<A: Actor> Tracked<A> {
     where
         M: Message + Send + 'static,
         M::Result: Send,
-        A: Handler<M>,
-        A::Context: ToEnvelope<A, M>,
+        A: Handler<Stamped<M>>,
+        A::Context: ToEnvelope<A, Stamped<M>>,
     {
         if !self.addr.connected() {
             return self.metrics.undelivered();
         }
         self.metrics.enqueued();
-        self.addr.do_send(msg);
+        let stamp = self.metrics.stamp::<M>();
+        self.addr.do_send(Stamped { msg, stamp });
     }
 
     /// Sends and returns the reply's future.
-    pub fn send<M>(&self, msg: M) -> actix::dev::Request<A, M>
+    pub fn send<M>(&self, msg: M) -> actix::dev::Request<A, Stamped<M>>
     where
         M: Message + Send + 'static,
         M::Result: Send,
-        A: Handler<M>,
-        A::Context: ToEnvelope<A, M>,
+        A: Handler<Stamped<M>>,
+        A::Context: ToEnvelope<A, Stamped<M>>,
     {
         self.metrics.enqueued();
-        self.addr.send(msg)
+        let stamp = self.metrics.stamp::<M>();
+        self.addr.send(Stamped { msg, stamp })
     }
 
     /// A recipient for one message type that counts the same way.
@@ -660,8 +794,8 @@ impl<A: Actor> Tracked<A> {
     where
         M: Message + Send + 'static,
         M::Result: Send,
-        A: Handler<M>,
-        A::Context: ToEnvelope<A, M>,
+        A: Handler<Stamped<M>>,
+        A::Context: ToEnvelope<A, Stamped<M>>,
     {
         TrackedRecipient {
             recipient: self.addr.clone().recipient(),
@@ -680,7 +814,7 @@ pub struct TrackedRecipient<M: Message + Send>
 where
     M::Result: Send,
 {
-    recipient: Recipient<M>,
+    recipient: Recipient<Stamped<M>>,
     metrics: Arc<ActorMetrics>,
 }
 
@@ -701,7 +835,7 @@ where
     M::Result: Send,
 {
     /// Wraps `recipient`, counting into `metrics`.
-    pub fn new(recipient: Recipient<M>, metrics: Arc<ActorMetrics>) -> Self {
+    pub fn new(recipient: Recipient<Stamped<M>>, metrics: Arc<ActorMetrics>) -> Self {
         Self { recipient, metrics }
     }
 
@@ -711,13 +845,15 @@ where
             return self.metrics.undelivered();
         }
         self.metrics.enqueued();
-        self.recipient.do_send(msg);
+        let stamp = self.metrics.stamp::<M>();
+        self.recipient.do_send(Stamped { msg, stamp });
     }
 
     /// Sends and returns the reply's future.
-    pub fn send(&self, msg: M) -> actix::dev::RecipientRequest<M> {
+    pub fn send(&self, msg: M) -> actix::dev::RecipientRequest<Stamped<M>> {
         self.metrics.enqueued();
-        self.recipient.send(msg)
+        let stamp = self.metrics.stamp::<M>();
+        self.recipient.send(Stamped { msg, stamp })
     }
 
     /// Whether the receiving actor is still there.
@@ -874,6 +1010,7 @@ mod tests {
         impl Actor for Echo {
             type Context = Context<Self>;
         }
+        crate::takes_stamped!(Echo);
         #[derive(Message)]
         #[rtype(result = "u32")]
         struct Ping(u32);
@@ -898,5 +1035,75 @@ mod tests {
         let s = m.of(ActorKind::Coordinator).snapshot();
         assert_eq!((s.handled, s.mailbox), (3, 0));
         assert!(s.mailbox_peak >= 1);
+    }
+
+    #[test]
+    fn a_traced_message_shows_its_sender_and_how_long_it_waited() {
+        struct Sink(OwnMetrics);
+        impl Actor for Sink {
+            type Context = Context<Self>;
+        }
+        crate::takes_stamped!(Sink);
+        #[derive(Message)]
+        #[rtype(result = "()")]
+        struct Note;
+        impl Handler<Note> for Sink {
+            type Result = ();
+            fn handle(&mut self, _: Note, _: &mut Context<Self>) {
+                let _g = self.0.handling_of::<Note>();
+            }
+        }
+        let slot = Arc::new(TraceSlot::default());
+        let m = Metrics::with_trace(slot.clone());
+        let tracer = slot.start(1000, 1);
+        let sender = OwnMetrics::started(m.of(ActorKind::Coordinator));
+        let sink_metrics = m.of(ActorKind::FileWriter);
+        let sys = System::new();
+        let sink = sys.block_on(async {
+            let sink = OwnMetrics::started(sink_metrics.clone());
+            let instance = sink.instance();
+            let to_sink = Tracked::new(Sink(sink).start(), sink_metrics);
+            {
+                // Sent from inside a Coordinator's handler, then kept waiting 20 ms: the
+                // sink runs only once this task yields.
+                let _handling = sender.handling_unqueued("Tick");
+                to_sink.do_send(Note);
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            // Sent from no handler: a wait, but no arrow.
+            to_sink.send(Note).await.expect("the sink answers");
+            instance
+        });
+        let json = tracer.to_json();
+        let events = json["traceEvents"].as_array().unwrap();
+        let pid_of = |actor: &str| {
+            events
+                .iter()
+                .find(|e| e["name"] == "process_name" && e["args"]["name"] == actor)
+                .map(|e| e["pid"].clone())
+                .unwrap()
+        };
+        let of = |ph: &str| -> Vec<&serde_json::Value> {
+            events
+                .iter()
+                .filter(|e| e["ph"] == ph && e["name"] == "Note")
+                .collect()
+        };
+        let (starts, ends, slices) = (of("s"), of("f"), of("X"));
+        assert_eq!(
+            (starts.len(), ends.len(), slices.len()),
+            (1, 1, 2),
+            "{json}"
+        );
+        assert_eq!(starts[0]["pid"], pid_of("Coordinator"));
+        assert_eq!(starts[0]["tid"], sender.instance());
+        assert_eq!(ends[0]["pid"], pid_of("FileWriter"));
+        assert_eq!(ends[0]["tid"], sink);
+        assert_eq!(starts[0]["id"], ends[0]["id"]);
+        let waits: Vec<u64> = slices
+            .iter()
+            .map(|x| x["args"]["wait_us"].as_u64().expect("a wait"))
+            .collect();
+        assert!(waits[0] >= 20_000, "{waits:?}");
     }
 }

@@ -47,3 +47,18 @@ impl std::fmt::Display for PeerKey {
         write!(f, "#{}", self.0)
     }
 }
+
+// Every actor that a `Tracked` address reaches takes its messages `Stamped` (when and
+// from whom, while tracing), unwrapping them into its own handlers.
+crate::takes_stamped!(
+    coordinator::Coordinator,
+    peer::Peer,
+    piece_manager::PieceManager,
+    storage::Hasher,
+    storage::FileWriter,
+    storage::FileReader,
+    limiter::RateLimiter,
+    tracker::Tracker,
+    metadata::MetadataFetcher,
+    metadata::conn::MetadataPeer,
+);

@@ -776,6 +776,7 @@ mod tests {
     /// Takes the PieceManager's reports; with no log, only verified pieces are expected,
     /// and with one, verified and failed pieces are written down there.
     struct Reports(Option<ReportLog>);
+    crate::takes_stamped!(Reports);
 
     /// (verified, piece) for each report, in order.
     type ReportLog = Arc<std::sync::Mutex<Vec<(bool, u32)>>>;

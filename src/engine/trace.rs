@@ -8,7 +8,7 @@
 //! torrent stays readable; handling of messages is always recorded.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -62,11 +62,19 @@ impl Hop {
 /// What an event records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EventKind {
-    /// A handler ran from `ts_us` for `dur_us`.
-    Handled { dur_us: u64 },
+    /// A handler ran from `ts_us` for `dur_us`, after its message waited `wait_us` in the
+    /// mailbox (known for messages sent through a `Tracked` address while tracing).
+    Handled { dur_us: u64, wait_us: Option<u64> },
     /// Block `block` passed `hop`.
     Flow { block: u64, hop: Hop },
+    /// The actor sent message `flow` (the start of an arrow to where it is handled).
+    Sent { flow: u64 },
+    /// Message `flow` reached its handler (the arrow's end).
+    Delivered { flow: u64 },
 }
+
+/// Message arrows are numbered from here, apart from block ids (a piece and offset).
+const FIRST_MESSAGE_FLOW: u64 = 1 << 63;
 
 /// One recorded event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -163,6 +171,8 @@ pub struct Tracer {
     ring: Mutex<TraceRing>,
     sampler: Sampler,
     since: Instant,
+    /// The next message arrow's number.
+    next_flow: AtomicU64,
 }
 
 impl Tracer {
@@ -171,6 +181,7 @@ impl Tracer {
             ring: Mutex::new(TraceRing::new(limit)),
             sampler: Sampler::new(sample),
             since: Instant::now(),
+            next_flow: AtomicU64::new(FIRST_MESSAGE_FLOW),
         }
     }
 
@@ -184,15 +195,58 @@ impl Tracer {
         }
     }
 
-    /// A handler of `name` at `actor`/`instance` ran from `start` until now.
-    pub fn handled(&self, actor: &'static str, instance: u64, name: &'static str, start: Instant) {
+    /// A handler of `name` at `actor`/`instance` ran from `start` until now; its message
+    /// was sent at `sent`, if known.
+    pub fn handled(
+        &self,
+        actor: &'static str,
+        instance: u64,
+        name: &'static str,
+        start: Instant,
+        sent: Option<Instant>,
+    ) {
         let ts_us = self.us_since(start);
         let dur_us = self.us_since(Instant::now()).saturating_sub(ts_us);
+        let wait_us = sent.map(|s| ts_us.saturating_sub(self.us_since(s)));
         self.push(TraceEvent {
             actor,
             instance,
             name,
-            kind: EventKind::Handled { dur_us },
+            kind: EventKind::Handled { dur_us, wait_us },
+            ts_us,
+        });
+    }
+
+    /// `actor`/`instance` sends message `name` now: records the arrow's start and
+    /// returns its number, for [`Tracer::delivered`].
+    pub fn sent(&self, actor: &'static str, instance: u64, name: &'static str) -> u64 {
+        let flow = self.next_flow.fetch_add(1, Ordering::Relaxed);
+        let ts_us = self.us_since(Instant::now());
+        self.push(TraceEvent {
+            actor,
+            instance,
+            name,
+            kind: EventKind::Sent { flow },
+            ts_us,
+        });
+        flow
+    }
+
+    /// Message arrow `flow` reached its handler at `actor`/`instance` at `at`.
+    pub fn delivered(
+        &self,
+        actor: &'static str,
+        instance: u64,
+        name: &'static str,
+        flow: u64,
+        at: Instant,
+    ) {
+        let ts_us = self.us_since(at);
+        self.push(TraceEvent {
+            actor,
+            instance,
+            name,
+            kind: EventKind::Delivered { flow },
             ts_us,
         });
     }
@@ -337,9 +391,23 @@ pub fn chrome_json<'a>(events: impl Iterator<Item = &'a TraceEvent>, dropped: u6
             threads.push((pid, e.instance));
         }
         match e.kind {
-            EventKind::Handled { dur_us } => out.push(json!({
-                "name": e.name, "cat": "handle", "ph": "X", "pid": pid, "tid": e.instance,
-                "ts": e.ts_us, "dur": dur_us,
+            EventKind::Handled { dur_us, wait_us } => {
+                let mut x = json!({
+                    "name": e.name, "cat": "handle", "ph": "X", "pid": pid, "tid": e.instance,
+                    "ts": e.ts_us, "dur": dur_us,
+                });
+                if let Some(wait) = wait_us {
+                    x["args"] = json!({ "wait_us": wait });
+                }
+                out.push(x);
+            }
+            EventKind::Sent { flow } => out.push(json!({
+                "name": e.name, "cat": "message", "ph": "s", "id": flow, "pid": pid,
+                "tid": e.instance, "ts": e.ts_us,
+            })),
+            EventKind::Delivered { flow } => out.push(json!({
+                "name": e.name, "cat": "message", "ph": "f", "bp": "e", "id": flow, "pid": pid,
+                "tid": e.instance, "ts": e.ts_us,
             })),
             EventKind::Flow { block, hop } => {
                 let ph = match hop {
@@ -401,6 +469,8 @@ pub struct SliceRecord {
     pub name: String,
     pub ts_us: u64,
     pub dur_us: u64,
+    /// How long its message waited in the mailbox, when the trace knows.
+    pub wait_us: Option<u64>,
 }
 
 /// One block-chain step read back from a file.
@@ -470,6 +540,7 @@ pub fn parse_trace(bytes: &[u8]) -> Result<ParsedTrace, TraceFileError> {
                         .to_string(),
                     ts_us,
                     dur_us: e.get("dur").and_then(Value::as_u64).unwrap_or(0),
+                    wait_us: e.pointer("/args/wait_us").and_then(Value::as_u64),
                 })
             }
             Some("s" | "t" | "f") => {
@@ -513,6 +584,9 @@ pub struct TraceSummary {
     /// Blocks whose chain had every hop in time order.
     pub complete_chains: usize,
     pub blocks: usize,
+    /// Mailbox waits per message type, the longest waiting first, at most 10 (`hop` is
+    /// the message's name).
+    pub waits: Vec<HopLatency>,
 }
 
 fn percentile(sorted: &[u64], q: f64) -> u64 {
@@ -580,7 +654,34 @@ pub fn summarise(t: &ParsedTrace) -> TraceSummary {
         busiest,
         complete_chains: complete,
         blocks: by_block.len(),
+        waits: mailbox_waits(t),
     }
+}
+
+/// Mailbox waits per message type, by their longest.
+fn mailbox_waits(t: &ParsedTrace) -> Vec<HopLatency> {
+    let mut by_name: std::collections::HashMap<&str, Vec<u64>> = Default::default();
+    for s in &t.slices {
+        if let Some(w) = s.wait_us {
+            by_name.entry(&s.name).or_default().push(w);
+        }
+    }
+    let mut waits: Vec<HopLatency> = by_name
+        .into_iter()
+        .map(|(name, mut w)| {
+            w.sort_unstable();
+            HopLatency {
+                hop: name.to_string(),
+                count: w.len(),
+                p50_us: percentile(&w, 0.5),
+                p99_us: percentile(&w, 0.99),
+                max_us: w.last().copied().unwrap_or(0),
+            }
+        })
+        .collect();
+    waits.sort_by(|a, b| b.max_us.cmp(&a.max_us).then_with(|| a.hop.cmp(&b.hop)));
+    waits.truncate(10);
+    waits
 }
 
 #[cfg(test)]
@@ -592,7 +693,10 @@ mod tests {
             actor: "Peer",
             instance: 1,
             name: "Have",
-            kind: EventKind::Handled { dur_us: 1 },
+            kind: EventKind::Handled {
+                dur_us: 1,
+                wait_us: None,
+            },
             ts_us: ts,
         }
     }
@@ -630,7 +734,7 @@ mod tests {
     #[test]
     fn the_tracer_records_handling_always_and_flows_only_when_sampled() {
         let t = Tracer::new(100, 2);
-        t.handled("Coordinator", 0, "PieceVerified", Instant::now());
+        t.handled("Coordinator", 0, "PieceVerified", Instant::now(), None);
         t.flow("Peer", 5, block_id(0, 0), Hop::Received);
         t.flow("Peer", 5, block_id(0, 16384), Hop::Received);
         let v = t.to_json();
@@ -650,7 +754,7 @@ mod tests {
         for hop in Hop::ALL {
             t.flow("Peer", 1, b, hop);
         }
-        t.handled("PieceManager", 0, "StoreBlock", Instant::now());
+        t.handled("PieceManager", 0, "StoreBlock", Instant::now(), None);
         let bytes = serde_json::to_vec(&t.to_json()).expect("json");
         let p = parse_trace(&bytes).expect("parses");
         assert_eq!(p.flows.len(), 5);

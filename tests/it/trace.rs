@@ -53,6 +53,25 @@ fn get_writes_a_bounded_chrome_trace_that_trace_summarises() {
     assert!(events
         .iter()
         .any(|e| e["ph"] == "X" && e["name"] == "PieceVerified"));
+    // Messages sent through tracked addresses: an arrow from the sender's track to the
+    // handler's, and the wait in the mailbox on the handling slice.
+    let arrow_ids = |ph: &str| -> std::collections::BTreeSet<u64> {
+        events
+            .iter()
+            .filter(|e| e["cat"] == "message" && e["ph"] == ph)
+            .filter_map(|e| e["id"].as_u64())
+            .collect()
+    };
+    let (starts, ends) = (arrow_ids("s"), arrow_ids("f"));
+    assert!(
+        starts.intersection(&ends).count() > 10,
+        "{} arrow starts, {} ends",
+        starts.len(),
+        ends.len()
+    );
+    assert!(events
+        .iter()
+        .any(|e| e["name"] == "StoreBlock" && e["args"]["wait_us"].is_u64()));
 
     let small = tmp.path().join("small.json");
     get_traced(
@@ -78,7 +97,12 @@ fn get_writes_a_bounded_chrome_trace_that_trace_summarises() {
         .arg(&full);
     let out = run_ok(cmd, Duration::from_secs(30));
     let text = String::from_utf8_lossy(&out.stdout);
-    for hop in ["received → stored", "written → verified", "busiest"] {
+    for hop in [
+        "received → stored",
+        "written → verified",
+        "busiest",
+        "longest mailbox waits",
+    ] {
         assert!(text.contains(hop), "no {hop} in {text}");
     }
 }
@@ -145,4 +169,30 @@ fn every_sampled_blocks_chain_is_complete_and_in_order() {
             );
         }
     }
+}
+
+#[test]
+fn trace_prints_a_strangers_names_without_control_characters() {
+    // A trace file from elsewhere whose thread and message names carry terminal escapes.
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let file = tmp.path().join("hostile.json");
+    let evil = "\u{1b}]0;owned\u{7}\u{1b}[2J";
+    let trace = serde_json::json!({"traceEvents": [
+        {"name": "thread_name", "ph": "M", "pid": 1, "tid": 1, "args": {"name": format!("Peer{evil}")}},
+        {"name": format!("Have{evil}"), "cat": "handle", "ph": "X", "pid": 1, "tid": 1,
+         "ts": 10, "dur": 5, "args": {"wait_us": 3}},
+    ]});
+    std::fs::write(&file, trace.to_string()).expect("writing the trace");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_torrent-actors"));
+    cmd.arg("trace").arg(&file);
+    let out = run_ok(cmd, Duration::from_secs(30));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !out.stdout.iter().any(|&b| b == 0x1b || b == 0x07),
+        "raw control characters reached the terminal: {text:?}"
+    );
+    assert!(
+        text.contains("Peer\\u{1b}"),
+        "the escape is shown escaped: {text}"
+    );
 }
