@@ -388,6 +388,9 @@ pub struct Coordinator {
     /// [`HAVE_BATCH_INTERVAL`] to peers we trade with and every [`HAVE_QUIET_INTERVAL`]
     /// to quiet ones (see `announce_haves`).
     verified_log: Vec<PieceIndex>,
+    /// How much of `verified_log` some peer has been told of (for the trace's
+    /// `announced` hop).
+    announced: usize,
     /// A batch for the peers we trade with is due (its timer is set).
     haves_due: bool,
     /// Which group of quiet peers hears of new pieces next (see [`QUIET_GROUPS`]).
@@ -589,6 +592,7 @@ impl Coordinator {
             info_hash: params.metainfo.info_hash,
             have: Bitfield::new(layout.num_pieces()),
             verified_log: Vec::new(),
+            announced: 0,
             haves_due: false,
             quiet_turn: 0,
             short_peers: HashSet::new(),
@@ -1598,6 +1602,27 @@ impl Coordinator {
                 .entry(from)
                 .or_insert_with(|| self.verified_log[from..].into());
             peer.actor.do_send(ToPeer::Haves(list.clone()));
+        }
+        if let Some(&from) = lists.keys().min() {
+            self.trace_announced(from, len);
+        }
+    }
+
+    /// Records, when tracing, that the pieces `verified_log[from..len]` went to a peer,
+    /// those not told to any before now.
+    fn trace_announced(&mut self, from: usize, len: usize) {
+        let first = std::mem::replace(&mut self.announced, len).max(from);
+        let Some(tracer) = self.metrics.tracer() else {
+            return;
+        };
+        for &piece in self.verified_log.get(first..len).unwrap_or_default() {
+            tracer.piece_flow(
+                "Coordinator",
+                self.metrics.instance(),
+                piece.get(),
+                self.layout.num_blocks(piece),
+                super::trace::Hop::Announced,
+            );
         }
     }
 

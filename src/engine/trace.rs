@@ -30,17 +30,24 @@ pub enum Hop {
     Written,
     /// The Coordinator took the piece as verified.
     Verified,
+    /// The Coordinator first told a peer it has the piece (`have`, in a `Haves` batch).
+    /// Not every piece gets there: a leecher whose peers are all seeds tells nobody.
+    Announced,
 }
 
 impl Hop {
     /// Every hop, in chain order.
-    pub const ALL: [Hop; 5] = [
+    pub const ALL: [Hop; 6] = [
         Hop::Received,
         Hop::Stored,
         Hop::Hashed,
         Hop::Written,
         Hop::Verified,
+        Hop::Announced,
     ];
+
+    /// The hops every verified block passes; [`Hop::Announced`] may follow.
+    pub const REQUIRED: usize = 5;
 
     /// The hop's name as the trace file and summaries spell it.
     pub fn name(self) -> &'static str {
@@ -50,6 +57,7 @@ impl Hop {
             Hop::Hashed => "hashed",
             Hop::Written => "written",
             Hop::Verified => "verified",
+            Hop::Announced => "announced",
         }
     }
 
@@ -410,9 +418,11 @@ pub fn chrome_json<'a>(events: impl Iterator<Item = &'a TraceEvent>, dropped: u6
                 "tid": e.instance, "ts": e.ts_us,
             })),
             EventKind::Flow { block, hop } => {
+                // The chain may stop at `verified`, a step then: an arrow to each hop
+                // reached is drawn either way.
                 let ph = match hop {
                     Hop::Received => "s",
-                    Hop::Verified => "f",
+                    Hop::Announced => "f",
                     _ => "t",
                 };
                 // One output event per recorded event, so the file keeps the limit.
@@ -598,8 +608,8 @@ fn percentile(sorted: &[u64], q: f64) -> u64 {
 }
 
 /// Each block's hops, first time seen per hop.
-pub fn chains(t: &ParsedTrace) -> std::collections::BTreeMap<u64, [Option<u64>; 5]> {
-    let mut by_block: std::collections::BTreeMap<u64, [Option<u64>; 5]> = Default::default();
+pub fn chains(t: &ParsedTrace) -> std::collections::BTreeMap<u64, [Option<u64>; 6]> {
+    let mut by_block: std::collections::BTreeMap<u64, [Option<u64>; 6]> = Default::default();
     for f in &t.flows {
         let slot = &mut by_block.entry(f.block).or_default()[f.hop as usize];
         *slot = Some(slot.map_or(f.ts_us, |t| t.min(f.ts_us)));
@@ -610,16 +620,21 @@ pub fn chains(t: &ParsedTrace) -> std::collections::BTreeMap<u64, [Option<u64>; 
 /// Summarises a parsed trace.
 pub fn summarise(t: &ParsedTrace) -> TraceSummary {
     let by_block = chains(t);
-    let mut gaps: Vec<Vec<u64>> = vec![Vec::new(); 4];
+    let mut gaps: Vec<Vec<u64>> = vec![Vec::new(); Hop::ALL.len() - 1];
     let mut complete = 0;
     for hops in by_block.values() {
-        for i in 0..4 {
+        for (i, gap) in gaps.iter_mut().enumerate() {
             if let (Some(a), Some(b)) = (hops[i], hops[i + 1]) {
-                gaps[i].push(b.saturating_sub(a));
+                gap.push(b.saturating_sub(a));
             }
         }
-        let all: Option<Vec<u64>> = hops.iter().copied().collect();
-        if all.is_some_and(|v| v.windows(2).all(|w| w[0] <= w[1])) {
+        // Complete: every required hop, in order, and the announcement (if any) after.
+        let all: Option<Vec<u64>> = hops[..Hop::REQUIRED].iter().copied().collect();
+        let announced_after = match (hops[Hop::REQUIRED - 1], hops[Hop::REQUIRED]) {
+            (Some(v), Some(a)) => v <= a,
+            _ => true,
+        };
+        if announced_after && all.is_some_and(|v| v.windows(2).all(|w| w[0] <= w[1])) {
             complete += 1;
         }
     }
@@ -757,12 +772,13 @@ mod tests {
         t.handled("PieceManager", 0, "StoreBlock", Instant::now(), None);
         let bytes = serde_json::to_vec(&t.to_json()).expect("json");
         let p = parse_trace(&bytes).expect("parses");
-        assert_eq!(p.flows.len(), 5);
+        assert_eq!(p.flows.len(), 6);
         assert_eq!(p.slices.len(), 1);
         assert_eq!(p.slices[0].thread, "PieceManager 0");
         let s = summarise(&p);
         assert_eq!((s.blocks, s.complete_chains), (1, 1));
-        assert_eq!(s.hops.len(), 4);
+        assert_eq!(s.hops.len(), 5);
+        assert_eq!(s.hops[4].hop, "verified → announced");
         assert_eq!(s.hops[0].hop, "received → stored");
         assert_eq!(s.busiest[0].0, "PieceManager 0");
     }

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use crate::support::{make_torrent, run_ok, LtSeeder, Payload, SeedOpts};
+use crate::support::{make_torrent, run_ok, LeechOpts, LtLeecher, LtSeeder, Payload, SeedOpts};
 
 const LIMIT: Duration = Duration::from_secs(120);
 
@@ -26,6 +26,11 @@ fn get_traced(torrent: &Path, out: &Path, seeder: &LtSeeder, trace: &Path, extra
 /// A temporary folder, a torrent of 1 MiB + 7 bytes in 32 KiB pieces, and a libtorrent
 /// seeder of it that `--peer` reaches.
 fn seeded() -> (tempfile::TempDir, std::path::PathBuf, LtSeeder) {
+    seeded_at(None)
+}
+
+/// [`seeded`] with the seeder's upload held to `limit` bytes a second.
+fn seeded_at(limit: Option<u64>) -> (tempfile::TempDir, std::path::PathBuf, LtSeeder) {
     let tmp = tempfile::tempdir().expect("tempdir");
     let payload = Payload::single(&tmp.path().join("seed"), "file.bin", 1024 * 1024 + 7);
     let torrent = tmp.path().join("t.torrent");
@@ -35,6 +40,7 @@ fn seeded() -> (tempfile::TempDir, std::path::PathBuf, LtSeeder) {
         &payload.dir,
         SeedOpts {
             ready_without_announce: true,
+            upload_limit: limit,
             ..SeedOpts::default()
         },
     );
@@ -195,4 +201,38 @@ fn trace_prints_a_strangers_names_without_control_characters() {
         text.contains("Peer\\u{1b}"),
         "the escape is shown escaped: {text}"
     );
+}
+
+#[test]
+fn pieces_told_to_a_leecher_record_the_announced_hop_after_verified() {
+    // A slow seeder, and a libtorrent leecher that has nothing: our `have`s go to it.
+    let (tmp, torrent, seeder) = seeded_at(Some(256 * 1024));
+    let leecher = LtLeecher::spawn(&torrent, &tmp.path().join("lt"), &LeechOpts::new(LIMIT));
+    let file = tmp.path().join("announced.json");
+    let leecher_addr = format!("127.0.0.1:{}", leecher.port());
+    get_traced(
+        &torrent,
+        &tmp.path().join("out"),
+        &seeder,
+        &file,
+        &["--peer", &leecher_addr],
+    );
+    let v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&file).expect("trace written")).expect("json");
+    let chains = block_chains(v["traceEvents"].as_array().expect("traceEvents"));
+    let announced: Vec<_> = chains
+        .values()
+        .filter_map(|c| Some((c.get("verified")?, c.get("announced")?)))
+        .collect();
+    assert!(
+        !announced.is_empty(),
+        "no block's piece was announced, of {} traced",
+        chains.len()
+    );
+    for (verified, told) in announced {
+        assert!(
+            verified <= told,
+            "announced at {told} before verified at {verified}"
+        );
+    }
 }
