@@ -96,10 +96,10 @@ fn timeline_svg(trace: &ParsedTrace) -> String {
     let by_block = chains(trace);
     let chosen = by_block
         .iter()
-        .find(|(_, h)| h.iter().all(Option::is_some))
+        .find(|(_, h)| h[..Hop::REQUIRED].iter().all(Option::is_some))
         .map(|(b, _)| *b);
     let mut svg = String::from(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"800\" height=\"260\" font-family=\"sans-serif\" font-size=\"12\">\n",
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"800\" height=\"300\" font-family=\"sans-serif\" font-size=\"12\">\n",
     );
     let Some(block) = chosen else {
         svg.push_str(
@@ -149,6 +149,14 @@ fn timeline_svg(trace: &ParsedTrace) -> String {
         let _ = writeln!(
             svg,
             "<circle cx=\"{x}\" cy=\"{y}\" r=\"5\" fill=\"steelblue\"/>"
+        );
+        let at = f.ts_us.saturating_sub(t0);
+        let anchor = if x > 700 { "end" } else { "start" };
+        let tx = if x > 700 { x - 8 } else { x + 8 };
+        let _ = writeln!(
+            svg,
+            "<text x=\"{tx}\" y=\"{}\" text-anchor=\"{anchor}\" fill=\"gray\">+{at} µs</text>",
+            y - 8
         );
         prev = Some((x, y));
     }

@@ -97,9 +97,12 @@ fn get_writes_a_bounded_chrome_trace_that_trace_summarises() {
         .count();
     assert!(non_meta <= 50, "{non_meta} events over the limit of 50");
 
+    let svg = tmp.path().join("block.svg");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_torrent-actors"));
     cmd.env("TORRENT_ACTORS_DHT_BOOTSTRAP", "")
         .arg("trace")
+        .arg("--svg")
+        .arg(&svg)
         .arg(&full);
     let out = run_ok(cmd, Duration::from_secs(30));
     let text = String::from_utf8_lossy(&out.stdout);
@@ -111,6 +114,9 @@ fn get_writes_a_bounded_chrome_trace_that_trace_summarises() {
     ] {
         assert!(text.contains(hop), "no {hop} in {text}");
     }
+    // One sampled block's path: a dot per hop it reached, the five required at least.
+    let drawn = std::fs::read_to_string(&svg).expect("the SVG written");
+    assert!(drawn.matches("<circle").count() >= 5, "{drawn}");
 }
 
 /// Each block's hops in the trace file: block id → (hop name → first time seen).
