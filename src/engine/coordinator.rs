@@ -756,6 +756,7 @@ impl Coordinator {
     // --- start-up ---------------------------------------------------------------------
 
     fn begin_check(&mut self, report: OpenReport, ctx: &mut Context<Self>) {
+        let _timing = self.metrics.handling_unqueued("storage opened");
         let resume = report.resume.as_deref().and_then(|bytes| {
             match ResumeData::parse(bytes, self.info_hash, &self.layout) {
                 Ok(r) => Some(r),
@@ -818,6 +819,7 @@ impl Coordinator {
                 Some(ok)
             };
             ctx.spawn(check.into_actor(self).map(move |ok, act, ctx| {
+                let _timing = act.metrics.handling_unqueued("piece checked");
                 act.check.checked(piece, ok == Some(true));
                 act.pump_checks(ctx);
             }));
@@ -1854,6 +1856,8 @@ impl Actor for Coordinator {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        // Start-up is this actor's work too: timed, and its sends are its own.
+        let _timing = self.metrics.handling_unqueued("started");
         ctx.wait(
             self.writer
                 .send(OpenStorage)

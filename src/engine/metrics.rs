@@ -219,6 +219,9 @@ pub struct ActorMetrics {
     trace: Arc<TraceSlot>,
     /// Instances numbered so far, so each actor has its own track in a trace.
     instances: AtomicU64,
+    /// Messages sent to this type through `Tracked` addresses, by the sending actor
+    /// type and the message: the edges of the actor graph.
+    senders: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
 }
 
 impl ActorMetrics {
@@ -232,6 +235,7 @@ impl ActorMetrics {
         Self {
             trace,
             instances: AtomicU64::new(0),
+            senders: Mutex::new(BTreeMap::new()),
             kind,
             slow: kind == ActorKind::Coordinator && crate::fault::injected("slow-coordinator"),
             live: AtomicI64::new(0),
@@ -289,35 +293,41 @@ impl ActorMetrics {
             std::thread::sleep(SLOW_COORDINATOR);
         }
         let start = Instant::now();
+        let instance = instance.unwrap_or_else(super::trace::thread_instance);
+        let outer = HANDLING.replace(Some((self.kind.name(), instance)));
         let traced = self.tracer().map(|tracer| {
-            let instance = instance.unwrap_or_else(super::trace::thread_instance);
             let stamp = DELIVERY.take().unwrap_or_default();
             if stamp.flow != 0 {
                 tracer.delivered(self.kind.name(), instance, message, stamp.flow, start);
             }
-            let outer = HANDLING.replace(Some((self.kind.name(), instance)));
             Traced {
                 tracer,
                 instance,
                 sent: stamp.sent,
-                outer,
             }
         });
         HandleGuard {
             metrics: self.clone(),
             message,
             start,
+            outer,
             traced,
         }
     }
 
     /// The stamp a message sent to this type now carries: when, and the arrow from its
     /// sender (the actor whose handler runs on this thread), if tracing.
+    /// Counts the edge from the sending actor's type, if a handler of one runs here.
     fn stamp<M: ?Sized>(&self) -> Stamp {
+        let from = HANDLING.get();
+        if let Some((actor, _)) = from {
+            let mut senders = self.senders.lock().unwrap_or_else(|e| e.into_inner());
+            *senders.entry((actor, message_name::<M>())).or_default() += 1;
+        }
         let Some(tracer) = self.tracer() else {
             return Stamp::default();
         };
-        let flow = HANDLING.get().map_or(0, |(actor, instance)| {
+        let flow = from.map_or(0, |(actor, instance)| {
             tracer.sent(actor, instance, message_name::<M>())
         });
         Stamp {
@@ -375,6 +385,17 @@ impl ActorMetrics {
             backpressure: self.backpressure.load(Ordering::Relaxed),
             undelivered: self.undelivered.load(Ordering::Relaxed),
             messages,
+            senders: self
+                .senders
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .map(|(&(from, message), &sent)| EdgeSnapshot {
+                    from,
+                    message,
+                    sent,
+                })
+                .collect(),
             handling_histogram,
         }
     }
@@ -433,6 +454,16 @@ impl OwnMetrics {
         self.instance
     }
 
+    /// `fut`, polled as this actor's own work: what it sends counts as sent by this
+    /// actor (a handler's reply future that asks other actors, after the handler
+    /// returned).
+    pub fn scoped<F: std::future::Future>(&self, fut: F) -> Scoped<F> {
+        Scoped {
+            fut: Box::pin(fut),
+            who: (self.metrics.kind.name(), self.instance),
+        }
+    }
+
     /// [`ActorMetrics::handling`], this actor named as the handler.
     pub fn handling(&self, message: &'static str) -> HandleGuard {
         self.metrics.queued.fetch_sub(1, Ordering::Relaxed);
@@ -484,6 +515,8 @@ pub struct HandleGuard {
     metrics: Arc<ActorMetrics>,
     message: &'static str,
     start: Instant,
+    /// The handler this one runs inside of, if any, to restore.
+    outer: Option<(&'static str, u64)>,
     /// Set when a trace records this handling.
     traced: Option<Traced>,
 }
@@ -495,16 +528,14 @@ struct Traced {
     instance: u64,
     /// When its message was sent, if it came stamped.
     sent: Option<Instant>,
-    /// The handler this one runs inside of, if any, to restore.
-    outer: Option<(&'static str, u64)>,
 }
 
 impl Drop for HandleGuard {
     fn drop(&mut self) {
         let nanos = u64::try_from(self.start.elapsed().as_nanos()).unwrap_or(u64::MAX);
         self.metrics.record(self.message, nanos);
+        HANDLING.set(self.outer);
         if let Some(t) = self.traced.take() {
-            HANDLING.set(t.outer);
             t.tracer.handled(
                 self.metrics.kind.name(),
                 t.instance,
@@ -517,11 +548,32 @@ impl Drop for HandleGuard {
 }
 
 thread_local! {
-    /// The actor whose handler runs on this thread now (while tracing): a message it
-    /// sends starts an arrow from its track.
+    /// The actor whose handler (or [`OwnMetrics::scoped`] future) runs on this thread
+    /// now: a message it sends is counted as an edge from its type, and while tracing
+    /// starts an arrow from its track.
     static HANDLING: Cell<Option<(&'static str, u64)>> = const { Cell::new(None) };
     /// The stamp of the message being delivered on this thread, for the handler's guard.
     static DELIVERY: Cell<Option<Stamp>> = const { Cell::new(None) };
+}
+
+/// A future polled as one actor's work; see [`OwnMetrics::scoped`].
+pub struct Scoped<F> {
+    fut: std::pin::Pin<Box<F>>,
+    who: (&'static str, u64),
+}
+
+impl<F: std::future::Future> std::future::Future for Scoped<F> {
+    type Output = F::Output;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<F::Output> {
+        let outer = HANDLING.replace(Some(self.who));
+        let polled = self.fut.as_mut().poll(cx);
+        HANDLING.set(outer);
+        polled
+    }
 }
 
 /// When a message was sent and the arrow from its sender (0 for none), while tracing;
@@ -682,10 +734,20 @@ pub struct ActorSnapshot {
     /// Messages sent to an actor of the type that had stopped, and so dropped.
     pub undelivered: u64,
     pub messages: Vec<MessageSnapshot>,
+    /// Messages received through tracked addresses, by sending actor type.
+    pub senders: Vec<EdgeSnapshot>,
     /// Handling times of every message type together, counted per bound of
     /// [`HANDLING_BOUNDS_NS`] and past the last (not cumulative); for `/metrics` only.
     #[serde(skip)]
     pub handling_histogram: Vec<u64>,
+}
+
+/// Messages of one type sent from one actor type to another, so far.
+#[derive(Debug, Clone, Serialize)]
+pub struct EdgeSnapshot {
+    pub from: &'static str,
+    pub message: &'static str,
+    pub sent: u64,
 }
 
 /// Every actor type's counts at one moment.
@@ -1105,5 +1167,51 @@ mod tests {
             .map(|x| x["args"]["wait_us"].as_u64().expect("a wait"))
             .collect();
         assert!(waits[0] >= 20_000, "{waits:?}");
+    }
+
+    #[test]
+    fn sends_from_a_handler_or_its_scoped_future_are_edges_from_its_type() {
+        struct Sink(OwnMetrics);
+        impl Actor for Sink {
+            type Context = Context<Self>;
+        }
+        crate::takes_stamped!(Sink);
+        #[derive(Message)]
+        #[rtype(result = "()")]
+        struct Note;
+        impl Handler<Note> for Sink {
+            type Result = ();
+            fn handle(&mut self, _: Note, _: &mut Context<Self>) {
+                let _g = self.0.handling_of::<Note>();
+            }
+        }
+        let m = Metrics::new();
+        let sender = OwnMetrics::started(m.of(ActorKind::Coordinator));
+        let sink_metrics = m.of(ActorKind::FileWriter);
+        let sys = System::new();
+        sys.block_on(async {
+            let to_sink = Tracked::new(
+                Sink(OwnMetrics::started(sink_metrics.clone())).start(),
+                sink_metrics.clone(),
+            );
+            {
+                let _handling = sender.handling_unqueued("Tick");
+                to_sink.do_send(Note);
+            }
+            let later = to_sink.clone();
+            sender
+                .scoped(async move { later.send(Note).await })
+                .await
+                .expect("the sink answers");
+            // From no actor at all: no edge.
+            to_sink.send(Note).await.expect("the sink answers");
+        });
+        let edges: Vec<_> = sink_metrics
+            .snapshot()
+            .senders
+            .iter()
+            .map(|e| (e.from, e.message, e.sent))
+            .collect();
+        assert_eq!(edges, [("Coordinator", "Note", 2)]);
     }
 }

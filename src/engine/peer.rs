@@ -581,7 +581,7 @@ impl Peer {
         // not give is spent all the same: the limit errs low).
         let limiter = self.limiter.clone();
         let coordinator = self.coordinator.clone();
-        let picked = async move {
+        let picked = self.metrics.scoped(async move {
             if let Some(limiter) = limiter {
                 let _ = limiter
                     .send(Grant {
@@ -591,7 +591,7 @@ impl Peer {
                     .await;
             }
             coordinator.send(msg).await
-        };
+        });
         ctx.spawn(picked.into_actor(self).map(|reply, act, ctx| {
             act.picking = false;
             let Ok(Picked { blocks }) = reply else {

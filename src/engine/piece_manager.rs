@@ -226,7 +226,8 @@ impl PieceManager {
         let writer = self.writer.clone();
         let block_digests = self.smart_ban.remembers(piece.get());
         let tracer = self.metrics.tracer().map(|t| (t, self.metrics.instance()));
-        let work = async move {
+        // Polled as this PieceManager's work: the hash and write it asks for are its sends.
+        let work = self.metrics.scoped(async move {
             let hashed = hasher
                 .send(HashPiece {
                     blocks: blocks.clone(),
@@ -256,7 +257,7 @@ impl PieceManager {
                     disk_full: false,
                 }),
             }
-        };
+        });
         ctx.spawn(work.into_actor(self).map(move |outcome, act, _| {
             act.pending_bytes -= len;
             act.piece_finished(piece, outcome);
@@ -265,6 +266,8 @@ impl PieceManager {
 
     /// Reports how a piece sent to hash (and write) ended, and lets held replies go.
     fn piece_finished(&mut self, piece: PieceIndex, outcome: Outcome) {
+        // A future's end, not a message: timed as this actor's work all the same.
+        let _timing = self.metrics.handling_unqueued("piece finished");
         self.finishing.remove(&piece.get());
         match outcome {
             Outcome::Written(digests) => {

@@ -378,6 +378,19 @@ fn web_page_adds_torrents_chooses_files_and_shows_the_download() {
         let count = status.strip_prefix("Recording: ")?.split(' ').next()?;
         (count.replace(',', "").parse::<u64>().ok()? > 0).then_some(())
     });
+    // The actor graph: the new run's start-up messages drawn as arrows between types.
+    let graph = browser.wait_until("an arrow from the Coordinator", UI_LIMIT, |b| {
+        let arrows = b.execute(
+            "return Array.from(document.querySelectorAll('#actors-graph line.edge')).map((l) => [l.dataset.from, l.dataset.to]);",
+            &[],
+        );
+        arrows
+            .as_array()?
+            .iter()
+            .any(|a| a[0] == "Coordinator")
+            .then_some(arrows)
+    });
+    eprintln!("actor graph arrows: {graph}");
     screenshot(&browser, "trace");
     browser.click_css("#trace-stop", UI_LIMIT);
     browser.wait_until("the trace saved", UI_LIMIT, |b| {

@@ -612,7 +612,9 @@ function updateActorRates(d, m) {
   for (const a of m.actors || []) {
     const msgs = {};
     for (const x of a.messages || []) msgs[x.message] = x.handled;
-    snap.actors[a.actor] = { handled: a.handled, busy: a.busy_ms, msgs };
+    const edges = {};
+    for (const e of a.senders || []) edges[`${e.from}\u0001${e.message}`] = e.sent;
+    snap.actors[a.actor] = { handled: a.handled, busy: a.busy_ms, msgs, edges };
   }
   if (prev) {
     let dt = m.seconds - prev.seconds;
@@ -626,10 +628,16 @@ function updateActorRates(d, m) {
         for (const x of a.messages || []) {
           if (p.msgs[x.message] !== undefined) messages[x.message] = Math.max(0, x.handled - p.msgs[x.message]) / dt;
         }
+        const edges = {};
+        for (const e of a.senders || []) {
+          const key = `${e.from}\u0001${e.message}`;
+          edges[key] = Math.max(0, e.sent - (p.edges[key] || 0)) / dt;
+        }
         d.rates[a.actor] = {
           msgs: Math.max(0, a.handled - p.handled) / dt,
           busy: Math.max(0, a.busy_ms - p.busy) / (dt * 1000) * 100,
           messages,
+          edges,
         };
       }
     }
@@ -698,7 +706,7 @@ function renderDetail() {
     case 'trackers': renderTrackers(d); break;
     case 'pieces': renderPieces(d); break;
     case 'speed': renderSpeed(d); break;
-    case 'actors': renderActors(d); renderTrace(d); break;
+    case 'actors': renderActorGraph(d); renderActors(d); renderTrace(d); break;
     default: break;
   }
 }
@@ -1340,6 +1348,81 @@ function renderActors(d) {
     const again = tbody.querySelector(`tr.actor-row[data-actor="${CSS.escape(focusActor)}"]`);
     if (again) again.focus();
   }
+}
+
+/* Where each actor type sits in the graph (a 720 × 300 box): peers and trackers on the
+   left, the torrent's two owners in the middle, the disk, hashing and rate actors on
+   the right. A type not listed goes along the bottom. */
+const GRAPH_PLACES = {
+  Tracker: [100, 40], Peer: [100, 130], MetadataFetcher: [100, 210], MetadataPeer: [100, 270],
+  Coordinator: [360, 80], PieceManager: [360, 210],
+  Hasher: [620, 40], FileWriter: [620, 115], FileReader: [620, 190], RateLimiter: [620, 265],
+};
+
+function svgEl(tag, attrs, text) {
+  const el = document.createElementNS('http://www.w3.org/2000/svg', tag);
+  for (const [k, v] of Object.entries(attrs || {})) el.setAttribute(k, String(v));
+  if (text !== undefined) el.textContent = String(text);
+  return el;
+}
+
+/** The actor graph: a node per actor type (its live count), an arrow per sender → receiver
+ *  pair that has sent anything, labelled with its busiest message and the pair's rate. */
+function renderActorGraph(d) {
+  const svg = $('#actors-graph');
+  const actors = d.metrics ? d.metrics.actors || [] : [];
+  const place = {};
+  let spare = 0;
+  for (const a of actors) place[a.actor] = GRAPH_PLACES[a.actor] || [100 + 130 * spare++, 300];
+  const pairs = new Map();
+  for (const a of actors) {
+    const r = d.rates[a.actor];
+    for (const e of a.senders || []) {
+      if (!place[e.from]) continue;
+      const key = `${e.from}\u0001${a.actor}`;
+      const pair = pairs.get(key) || { from: e.from, to: a.actor, rate: 0, top: null, topRate: -1, sent: 0 };
+      const rate = r && r.edges ? r.edges[`${e.from}\u0001${e.message}`] || 0 : 0;
+      pair.rate += rate;
+      pair.sent += e.sent;
+      if (rate > pair.topRate || (rate === pair.topRate && e.sent > 0)) { pair.top = e.message; pair.topRate = rate; }
+      pairs.set(key, pair);
+    }
+  }
+  const nodes = [];
+  const edges = [];
+  for (const p of pairs.values()) {
+    const [x1, y1] = place[p.from];
+    const [x2, y2] = place[p.to];
+    const len = Math.hypot(x2 - x1, y2 - y1) || 1;
+    // Two-way pairs are drawn side by side; each arrow stops at the node's edge.
+    const ox = -(y2 - y1) / len * 6;
+    const oy = (x2 - x1) / len * 6;
+    const shrink = 34 / len;
+    const ax = x1 + (x2 - x1) * shrink + ox;
+    const ay = y1 + (y2 - y1) * shrink + oy;
+    const bx = x2 - (x2 - x1) * shrink + ox;
+    const by = y2 - (y2 - y1) * shrink + oy;
+    const busy = p.rate > 0;
+    edges.push(svgEl('line', {
+      x1: ax, y1: ay, x2: bx, y2: by, class: `edge${busy ? ' busy' : ''}`, 'marker-end': 'url(#arrow)',
+      'stroke-width': busy ? Math.min(6, 1 + Math.log10(1 + p.rate)) : 1,
+      'data-from': p.from, 'data-to': p.to,
+    }));
+    const label = `${p.top} ${p.rate >= 10 ? p.rate.toFixed(0) : p.rate.toFixed(1)}/s`;
+    edges.push(svgEl('text', { x: (ax + bx) / 2 + ox, y: (ay + by) / 2 + oy - 3, class: 'edge-label' }, label));
+  }
+  for (const a of actors) {
+    const [x, y] = place[a.actor];
+    nodes.push(svgEl('rect', { x: x - 62, y: y - 17, width: 124, height: 34, rx: 8, class: 'node', 'data-actor': a.actor }));
+    nodes.push(svgEl('text', { x, y: y - 2, class: 'node-name' }, a.actor));
+    nodes.push(svgEl('text', { x, y: y + 11, class: 'node-live' }, `${a.live} live`));
+  }
+  const defs = svgEl('defs');
+  const marker = svgEl('marker', { id: 'arrow', viewBox: '0 0 10 10', refX: 9, refY: 5, markerWidth: 7, markerHeight: 7, orient: 'auto-start-reverse' });
+  marker.append(svgEl('path', { d: 'M 0 0 L 10 5 L 0 10 z', class: 'arrow-head' }));
+  defs.append(marker);
+  svg.replaceChildren(defs, ...edges, ...nodes);
+  svg.dataset.edges = String(pairs.size);
 }
 
 /** The trace controls: record, or download what is recorded (and stop). */
