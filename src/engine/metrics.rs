@@ -928,6 +928,22 @@ where
 mod tests {
     use super::*;
 
+    /// An actor that takes `Note`s, counting them into its own metrics.
+    struct Sink(OwnMetrics);
+    impl Actor for Sink {
+        type Context = Context<Self>;
+    }
+    crate::takes_stamped!(Sink);
+    #[derive(Message)]
+    #[rtype(result = "()")]
+    struct Note;
+    impl Handler<Note> for Sink {
+        type Result = ();
+        fn handle(&mut self, _: Note, _: &mut Context<Self>) {
+            let _g = self.0.handling_of::<Note>();
+        }
+    }
+
     #[test]
     fn each_actor_has_its_own_track_in_its_torrents_trace() {
         let slot = Arc::new(TraceSlot::default());
@@ -1101,20 +1117,6 @@ mod tests {
 
     #[test]
     fn a_traced_message_shows_its_sender_and_how_long_it_waited() {
-        struct Sink(OwnMetrics);
-        impl Actor for Sink {
-            type Context = Context<Self>;
-        }
-        crate::takes_stamped!(Sink);
-        #[derive(Message)]
-        #[rtype(result = "()")]
-        struct Note;
-        impl Handler<Note> for Sink {
-            type Result = ();
-            fn handle(&mut self, _: Note, _: &mut Context<Self>) {
-                let _g = self.0.handling_of::<Note>();
-            }
-        }
         let slot = Arc::new(TraceSlot::default());
         let m = Metrics::with_trace(slot.clone());
         let tracer = slot.start(1000, 1);
@@ -1171,20 +1173,6 @@ mod tests {
 
     #[test]
     fn sends_from_a_handler_or_its_scoped_future_are_edges_from_its_type() {
-        struct Sink(OwnMetrics);
-        impl Actor for Sink {
-            type Context = Context<Self>;
-        }
-        crate::takes_stamped!(Sink);
-        #[derive(Message)]
-        #[rtype(result = "()")]
-        struct Note;
-        impl Handler<Note> for Sink {
-            type Result = ();
-            fn handle(&mut self, _: Note, _: &mut Context<Self>) {
-                let _g = self.0.handling_of::<Note>();
-            }
-        }
         let m = Metrics::new();
         let sender = OwnMetrics::started(m.of(ActorKind::Coordinator));
         let sink_metrics = m.of(ActorKind::FileWriter);

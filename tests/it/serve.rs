@@ -76,6 +76,16 @@ impl Swarm {
     fn base64(&self) -> String {
         base64_of(&self.torrent)
     }
+
+    /// Adds the torrent to `daemon` paused (201 expected); the added torrent.
+    fn add_paused(&self, daemon: &Daemon) -> Value {
+        let added = daemon.post(
+            "/api/torrents",
+            &json!({"torrent_base64": self.base64(), "paused": true}),
+        );
+        assert_eq!(added.status, 201, "{added:?}");
+        added.json()
+    }
 }
 
 fn base64_of(path: &Path) -> String {
@@ -665,11 +675,7 @@ fn a_high_priority_file_completes_before_a_normal_one() {
     let dl = tmp.path().join("dl");
     let daemon = Daemon::start(&dl, &tmp.path().join("state"), &DaemonOpts::default());
     let id = swarm.id();
-    let added = daemon.post(
-        "/api/torrents",
-        &json!({"torrent_base64": swarm.base64(), "paused": true}),
-    );
-    assert_eq!(added.status, 201, "{added:?}");
+    swarm.add_paused(&daemon);
 
     let set = daemon.put(
         &format!("/api/torrents/{id}/files"),
@@ -734,12 +740,7 @@ fn a_torrent_that_meets_its_seeding_goal_stops_seeding_across_restarts() {
     };
     let mut daemon = Daemon::start(&dl, &tmp.path().join("state"), &daemon_opts);
     let id = swarm.id();
-    let added = daemon.post(
-        "/api/torrents",
-        &json!({"torrent_base64": swarm.base64(), "paused": true}),
-    );
-    assert_eq!(added.status, 201, "{added:?}");
-    let added = added.json();
+    let added = swarm.add_paused(&daemon);
     assert_eq!(added["seed_time_secs"], 3600, "{added}");
     assert_eq!(added["seed_ratio"], Value::Null, "{added}");
 
@@ -944,11 +945,7 @@ fn a_paused_torrent_shows_its_trackers_idle_and_its_verified_progress_after_a_re
 
     let mut first = Daemon::start(&dl, &state, &DaemonOpts::default());
     // Added paused: its tracker is listed (tiers count from 1, as `info` does), idle.
-    let added = first.post(
-        "/api/torrents",
-        &json!({"torrent_base64": swarm.base64(), "paused": true}),
-    );
-    assert_eq!(added.status, 201, "{added:?}");
+    swarm.add_paused(&first);
     let rows = trackers_of(&first, &id);
     assert_eq!(rows.len(), 1, "{rows:#?}");
     assert_eq!(rows[0]["url"], tracker_url.as_str(), "{rows:#?}");
@@ -1885,11 +1882,7 @@ fn serve_records_a_torrents_message_trace_started_and_stopped_through_the_api() 
     let dl = tmp.path().join("dl");
     let daemon = Daemon::start(&dl, &tmp.path().join("state"), &DaemonOpts::default());
     let id = swarm.id();
-    let added = daemon.post(
-        "/api/torrents",
-        &json!({"torrent_base64": swarm.base64(), "paused": true}),
-    );
-    assert_eq!(added.status, 201, "{added:?}");
+    swarm.add_paused(&daemon);
     let trace_path = format!("/api/torrents/{id}/trace");
 
     // Bounds and malformed bodies are refused; nothing records then.
