@@ -144,13 +144,49 @@ async fn serve(
     threads: std::sync::Arc<Threads>,
     log: slog::Logger,
 ) -> Result<(), Failure> {
-    let cannot_listen = |what: &str, addr: SocketAddr, e: std::io::Error| Failure {
-        code: exit::CANNOT_LISTEN,
-        error: anyhow::anyhow!("cannot listen for {what} on {addr}: {e}"),
-    };
     // The HTTP socket first: a port in use must end the run before any actor starts.
     let http_socket = std::net::TcpListener::bind(args.listen)
         .map_err(|e| cannot_listen("HTTP", args.listen, e))?;
+    let (session, peer_addr) = start_session(&args, root.clone(), threads, &log).await?;
+    let (server, http_addr) = http_server(&args, session.clone(), root, http_socket)?;
+    let handle = server.handle();
+    let url = match http_addr {
+        SocketAddr::V4(a) => format!("http://{a}/"),
+        SocketAddr::V6(a) => format!("http://[{}]:{}/", a.ip(), a.port()),
+    };
+    outln!("serving {url} (peers on port {})", peer_addr.port());
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    info!(log, "serving"; "url" => &url, "peers" => %peer_addr);
+
+    let server_task = actix_web::rt::spawn(server);
+    stop_signal().await;
+    info!(log, "stopping");
+    // HTTP first, so no request starts a torrent while the Session stops them all (event
+    // streams are cut after the server's shutdown timeout).
+    handle.stop(true).await;
+    let _ = server_task.await;
+    // Every torrent saves its resume file and announces `stopped`; the state is written.
+    let _ = tokio::time::timeout(Duration::from_secs(25), session.send(StopSession {})).await;
+    actix::System::current().stop();
+    Ok(())
+}
+
+fn cannot_listen(what: &str, addr: SocketAddr, e: std::io::Error) -> Failure {
+    Failure {
+        code: exit::CANNOT_LISTEN,
+        error: anyhow::anyhow!("cannot listen for {what} on {addr}: {e}"),
+    }
+}
+
+/// The engine's side: the shared peer listener, the DHT and the Session with the saved
+/// torrents; the Session's address and the peer address bound.
+async fn start_session(
+    args: &ServeArgs,
+    root: PathBuf,
+    threads: std::sync::Arc<Threads>,
+    log: &slog::Logger,
+) -> Result<(actix::Addr<Session>, SocketAddr), Failure> {
     let mut engine = EngineConfig::new(crate::get::our_peer_id(), args.peer_listen);
     engine.max_peers = args.max_peers;
     engine.connect = ConnectTimeouts::default();
@@ -167,10 +203,10 @@ async fn serve(
     .await
     .map_err(|e| cannot_listen("peers", args.peer_listen, e))?;
     engine.shared_utp = utp;
-    let dht = crate::get::start_dht(args.dht.clone(), peer_addr, &log);
+    let dht = crate::get::start_dht(args.dht.clone(), peer_addr, log);
     let session = Session::start(SessionConfig {
         engine,
-        download_root: root.clone(),
+        download_root: root,
         state_dir: args.state.clone(),
         listener,
         listen_addr: peer_addr,
@@ -186,7 +222,17 @@ async fn serve(
         code: exit::OUTPUT_NOT_WRITABLE,
         error: anyhow::anyhow!("cannot read the saved session: {e}"),
     })?;
+    Ok((session, peer_addr))
+}
 
+/// The HTTP side, on `socket`: the API, `/metrics`, the page and the streams, behind the
+/// guard (host allowlist, token, key). Running once polled; its address.
+fn http_server(
+    args: &ServeArgs,
+    session: actix::Addr<Session>,
+    root: PathBuf,
+    socket: std::net::TcpListener,
+) -> Result<(actix_web::dev::Server, SocketAddr), Failure> {
     let guard = security::Guard::new(
         security::HostAllowlist::new(args.listen.ip(), &args.allowed_hosts),
         security::random_hex(16),
@@ -194,7 +240,7 @@ async fn serve(
         args.metrics_without_key,
     );
     let state = web::Data::new(api::ApiState {
-        session: session.clone(),
+        session,
         guard: guard.clone(),
         download_root: root,
         max_torrent_bytes: args.max_torrent_bytes,
@@ -223,20 +269,14 @@ async fn serve(
     .client_request_timeout(Duration::from_secs(10))
     .shutdown_timeout(2)
     .disable_signals()
-    .listen(http_socket)
+    .listen(socket)
     .map_err(|e| cannot_listen("HTTP", args.listen, e))?;
-    let http_addr = server.addrs().first().copied().unwrap_or(args.listen);
-    let server = server.run();
-    let handle = server.handle();
-    let url = match http_addr {
-        SocketAddr::V4(a) => format!("http://{a}/"),
-        SocketAddr::V6(a) => format!("http://[{}]:{}/", a.ip(), a.port()),
-    };
-    outln!("serving {url} (peers on port {})", peer_addr.port());
-    use std::io::Write;
-    let _ = std::io::stdout().flush();
-    info!(log, "serving"; "url" => &url, "peers" => %peer_addr);
+    let addr = server.addrs().first().copied().unwrap_or(args.listen);
+    Ok((server.run(), addr))
+}
 
+/// Resolves on Ctrl-C or SIGTERM.
+async fn stop_signal() {
     let terminate = async {
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
             Ok(mut sig) => {
@@ -245,18 +285,8 @@ async fn serve(
             Err(_) => futures::future::pending::<()>().await,
         }
     };
-    let server_task = actix_web::rt::spawn(server);
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {},
         _ = terminate => {},
     }
-    info!(log, "stopping");
-    // HTTP first, so no request starts a torrent while the Session stops them all (event
-    // streams are cut after the server's shutdown timeout).
-    handle.stop(true).await;
-    let _ = server_task.await;
-    // Every torrent saves its resume file and announces `stopped`; the state is written.
-    let _ = tokio::time::timeout(Duration::from_secs(25), session.send(StopSession {})).await;
-    actix::System::current().stop();
-    Ok(())
 }

@@ -889,54 +889,22 @@ impl Session {
 
     /// Starts the torrent's tree: a Coordinator, or a MetadataFetcher for a magnet link.
     fn start_run(&mut self, id: InfoHash, ctx: &mut Context<Self>) {
-        let me = ctx.address();
-        let root = self.config.download_root.clone();
-        let listen_addr = self.config.listen_addr;
+        if !self.may_start(id) {
+            return;
+        }
         let mut config = self.config.engine.clone();
-        config.shared_listener = Some(listen_addr);
+        config.shared_listener = Some(self.config.listen_addr);
         config.budget = Some(self.budget.clone());
         config.global_limiter = Some(self.limiter.clone());
         let dht = self.config.dht.clone();
         let listener = self.config.listener.clone();
+        let root = self.config.download_root.clone();
         let log = self.log.clone();
-        let active = self.active_downloads();
-        let limit = self.config.max_active_downloads;
+        let me = ctx.address();
         let Some(entry) = self.torrents.get_mut(&id) else {
             return;
         };
-        if entry.run.is_some() || entry.stopping {
-            return;
-        }
-        // A torrent known complete only seeds: it takes no download slot.
-        let complete =
-            entry.last.total_bytes > 0 && entry.last.verified_bytes >= entry.last.total_bytes;
-        if limit > 0 && !complete && active >= limit {
-            if !entry.queued {
-                entry.queued = true;
-                log_event(&self.config.events, "torrent queued", entry);
-            }
-            return;
-        }
-        entry.queued = false;
-        // The torrent's folder is reached from the root through no link (one swapped in
-        // since the torrent was added would otherwise take every file elsewhere).
-        if let Err(e) = torrent_folder(&root, &entry.dir, true) {
-            warn!(log, "the torrent's folder is unusable"; "torrent" => &entry.name, "error" => %e);
-            entry.error = Some(format!("{}: {e}", root.join(&entry.dir).display()));
-            return;
-        }
-        entry.generation += 1;
-        entry.error = None;
-        entry.trackers.clear();
-        entry.last = Progress {
-            total_bytes: entry.last.total_bytes,
-            verified_bytes: entry.last.verified_bytes,
-            ..Progress::default()
-        };
-        config.metrics = Metrics::with_trace(entry.trace.clone());
-        entry.metrics = config.metrics.clone();
-        config.upload_limit = entry.upload_limit;
-        config.download_limit = entry.download_limit;
+        entry.begin_run(&mut config);
         let events = EventTap {
             id,
             generation: entry.generation,
@@ -944,13 +912,6 @@ impl Session {
         }
         .start()
         .recipient();
-        if let Some(magnet) = entry
-            .magnet_link
-            .as_deref()
-            .and_then(|l| Magnet::parse(l).ok())
-        {
-            config.initial_peers.extend(magnet.peers.iter().copied());
-        }
         let download_dir = root.join(&entry.dir);
         let log = log.new(o!("torrent" => entry.name.clone()));
         match &entry.source {
@@ -987,6 +948,39 @@ impl Session {
                 entry.run = Some(Run::Fetcher(fetcher));
             }
         }
+    }
+
+    /// Whether the torrent's tree may start now: none runs or is stopping, a download
+    /// slot is free (else it waits `queued`), and its folder is reached from the root
+    /// through no link (one swapped in since the torrent was added would otherwise take
+    /// every file elsewhere).
+    fn may_start(&mut self, id: InfoHash) -> bool {
+        let active = self.active_downloads();
+        let limit = self.config.max_active_downloads;
+        let root = &self.config.download_root;
+        let Some(entry) = self.torrents.get_mut(&id) else {
+            return false;
+        };
+        if entry.run.is_some() || entry.stopping {
+            return false;
+        }
+        // A torrent known complete only seeds: it takes no download slot.
+        let complete =
+            entry.last.total_bytes > 0 && entry.last.verified_bytes >= entry.last.total_bytes;
+        if limit > 0 && !complete && active >= limit {
+            if !entry.queued {
+                entry.queued = true;
+                log_event(&self.config.events, "torrent queued", entry);
+            }
+            return false;
+        }
+        entry.queued = false;
+        if let Err(e) = torrent_folder(root, &entry.dir, true) {
+            warn!(self.log, "the torrent's folder is unusable"; "torrent" => &entry.name, "error" => %e);
+            entry.error = Some(format!("{}: {e}", root.join(&entry.dir).display()));
+            return false;
+        }
+        true
     }
 
     /// Stops the torrent's tree, if one runs; the future ends when it has stopped (or
@@ -1364,6 +1358,30 @@ impl Entry {
     }
 
     /// Bytes uploaded over the wanted size, every run counted.
+    /// A new run's generation, cleared status and fresh counters (recording into the
+    /// torrent's trace slot), and its part of `config`: limits and the magnet's peers.
+    fn begin_run(&mut self, config: &mut EngineConfig) {
+        self.generation += 1;
+        self.error = None;
+        self.trackers.clear();
+        self.last = Progress {
+            total_bytes: self.last.total_bytes,
+            verified_bytes: self.last.verified_bytes,
+            ..Progress::default()
+        };
+        config.metrics = Metrics::with_trace(self.trace.clone());
+        self.metrics = config.metrics.clone();
+        config.upload_limit = self.upload_limit;
+        config.download_limit = self.download_limit;
+        if let Some(magnet) = self
+            .magnet_link
+            .as_deref()
+            .and_then(|l| Magnet::parse(l).ok())
+        {
+            config.initial_peers.extend(magnet.peers.iter().copied());
+        }
+    }
+
     /// Seconds seeded over all runs, this one included.
     fn seeded_secs(&self) -> u64 {
         let now = self.seeding_since.map_or(0, |t| t.elapsed().as_secs());
