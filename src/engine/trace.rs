@@ -304,12 +304,14 @@ impl Tracer {
         (limit, self.sampler.every)
     }
 
-    /// The trace as Chrome trace-event JSON.
+    /// The trace as Chrome trace-event JSON. The events are copied out first, so the
+    /// actors recording meanwhile wait for a copy, not for the JSON to be built.
     pub fn to_json(&self) -> Value {
-        match self.ring.lock() {
-            Ok(r) => chrome_json(r.events(), r.dropped()),
-            Err(_) => chrome_json(std::iter::empty(), 0),
-        }
+        let (events, dropped) = match self.ring.lock() {
+            Ok(r) => (r.events().copied().collect::<Vec<_>>(), r.dropped()),
+            Err(_) => (Vec::new(), 0),
+        };
+        chrome_json(events.iter(), dropped)
     }
 }
 
