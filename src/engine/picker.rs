@@ -115,6 +115,22 @@ struct Partial {
     slow: bool,
 }
 
+/// One ask of [`Picker::pick_as`], as its steps see it.
+#[derive(Clone, Copy)]
+struct Ask<'a> {
+    peer: PeerKey,
+    /// The pieces the peer has.
+    pieces: &'a Bitfield,
+    /// How long `out` may grow.
+    target: usize,
+    /// Whether the peer may be given a piece on parole.
+    parole_ok: bool,
+    /// The peer is marked slow.
+    slow: bool,
+    /// Smart ban suspects the peer.
+    suspect: bool,
+}
+
 /// Whether `peer` may take the free blocks of piece `index`: anyone, unless the piece is
 /// on parole and another peer owns it and still holds a request for one of its blocks.
 /// An owner that holds none has stopped fetching the piece (choked, capped as slow, or
@@ -426,24 +442,24 @@ impl Picker {
                     {
                         continue;
                     }
-                    let blocks = self.layout.num_blocks(piece);
-                    let mut partial = Partial {
-                        blocks: vec![BlockState::Free; blocks as usize],
-                        free: blocks,
-                        received: 0,
-                        parole: self.parole.contains_key(&index),
-                        owner: None,
-                        slow: false,
-                    };
-                    let leases = self.leases.entry(peer).or_default();
-                    take_free_blocks(&self.layout, index, &mut partial, peer, target, leases, out);
-                    self.partials.insert(index, partial);
-                    self.states[index as usize] = PieceState::InProgress;
-                    self.in_progress_bytes += cost;
+                    self.start_piece(piece, peer, target, false, out);
                 }
                 _ => {}
             }
         }
+        self.duplicate_urgent(peer, pieces, target, out);
+    }
+
+    /// The last step of [`Picker::pick_critical`]: blocks of urgent pieces already asked
+    /// of others, asked of `peer` too while they have few holders (more for a stalled
+    /// piece). Pieces on parole are left to their owner.
+    fn duplicate_urgent(
+        &mut self,
+        peer: PeerKey,
+        pieces: &Bitfield,
+        target: usize,
+        out: &mut Vec<BlockRequest>,
+    ) {
         for k in 0..self.urgent {
             let index = self.critical[k];
             if !pieces.has(index) {
@@ -624,20 +640,64 @@ impl Picker {
         parole_ok: bool,
         out: &mut Vec<BlockRequest>,
     ) {
-        let target = out.len() + max;
-        let slow = self.slow_peers.contains(&peer);
-        let suspect = self.suspects.contains_key(&peer);
+        let ask = Ask {
+            peer,
+            pieces,
+            target: out.len() + max,
+            parole_ok,
+            slow: self.slow_peers.contains(&peer),
+            suspect: self.suspects.contains_key(&peer),
+        };
 
         // 0. Time-critical pieces, for a fast and trusted peer.
-        if !slow && !suspect && !self.critical.is_empty() {
-            self.pick_critical(peer, pieces, target, parole_ok, out);
-            if out.len() >= target {
+        if !ask.slow && !ask.suspect && !self.critical.is_empty() {
+            self.pick_critical(peer, pieces, ask.target, parole_ok, out);
+            if out.len() >= ask.target {
                 return;
             }
         }
 
-        // 1. Free blocks of pieces already in progress (of slow pieces only, for a slow
-        // peer).
+        // 1. Free blocks of pieces already in progress.
+        let slow_bytes = self.pick_in_progress(&ask, out);
+        if out.len() >= ask.target {
+            return;
+        }
+
+        // 2. New pieces, rarest first (or in order).
+        self.pick_new_pieces(&ask, slow_bytes, out);
+        // A suspect neither rescues nor duplicates: both mix its blocks into shared pieces.
+        if out.len() >= ask.target || ask.suspect {
+            return;
+        }
+
+        // 2b. A fast peer with nothing else to do: blocks that only slow peers hold, each
+        // asked of one more peer at most (see the module documentation).
+        if !ask.slow && !self.slow_peers.is_empty() {
+            self.rescue_from_slow(peer, pieces, ask.target, out);
+            if out.len() >= ask.target {
+                return;
+            }
+        }
+        if self.has_free_or_missing(peer, pieces) {
+            return;
+        }
+
+        // 3. Endgame: every block we could ask this peer for is already asked of someone.
+        self.pick_endgame(peer, pieces, ask.target, out);
+    }
+
+    /// Step 1 of [`Picker::pick_as`]: free blocks of pieces already in progress (of slow
+    /// pieces only, for a slow peer; of pieces on parole only, for a suspect). Returns
+    /// what the slow pieces in progress cost against the budget.
+    fn pick_in_progress(&mut self, ask: &Ask, out: &mut Vec<BlockRequest>) -> u64 {
+        let Ask {
+            peer,
+            pieces,
+            target,
+            parole_ok,
+            slow,
+            suspect,
+        } = *ask;
         let mut slow_bytes = 0;
         for (&index, partial) in self.partials.iter_mut() {
             if partial.slow {
@@ -663,15 +723,25 @@ impl Picker {
             let leases = self.leases.entry(peer).or_default();
             take_free_blocks(&self.layout, index, partial, peer, target, leases, out);
         }
-        if out.len() >= target {
-            return;
-        }
+        slow_bytes
+    }
+
+    /// Step 2 of [`Picker::pick_as`]: new pieces while the budget allows, a piece on
+    /// parole first, then in order or rarest first. `slow_bytes` is what slow pieces in
+    /// progress already cost. When not even the shortest piece fits the budget the scan
+    /// is skipped: with many peers most asks come while the budget is full, and a scan
+    /// of every piece for nothing is the picker's main cost then.
+    fn pick_new_pieces(&mut self, ask: &Ask, mut slow_bytes: u64, out: &mut Vec<BlockRequest>) {
+        let Ask {
+            peer,
+            pieces,
+            target,
+            parole_ok,
+            slow,
+            suspect,
+        } = *ask;
         let slow_limit = ((self.max_in_progress_bytes as f64 * SLOW_SHARE) as u64)
             .max(self.mode.cost(self.layout.piece_length()));
-
-        // 2. New pieces, rarest first. When not even the shortest piece fits the budget
-        // the scan is skipped: with many peers most asks come while the budget is full,
-        // and a scan of every piece for nothing is the picker's main cost then.
         let shortest = self
             .layout
             .piece(self.layout.num_pieces().saturating_sub(1))
@@ -720,52 +790,58 @@ impl Picker {
             {
                 break;
             }
-            let mut partial = Partial {
-                blocks: vec![BlockState::Free; self.layout.num_blocks(piece) as usize],
-                free: self.layout.num_blocks(piece),
-                received: 0,
-                parole: self.parole.contains_key(&piece.get()),
-                owner: None,
-                slow,
-            };
             if slow {
                 slow_bytes += len;
             }
-            let leases = self.leases.entry(peer).or_default();
-            take_free_blocks(
-                &self.layout,
-                piece.get(),
-                &mut partial,
-                peer,
-                target,
-                leases,
-                out,
-            );
-            self.partials.insert(piece.get(), partial);
-            self.states[piece.as_usize()] = PieceState::InProgress;
-            self.in_progress_bytes += len;
+            self.start_piece(piece, peer, target, slow, out);
         }
-        // A suspect neither rescues nor duplicates: both mix its blocks into shared pieces.
-        if out.len() >= target || suspect {
-            return;
-        }
+    }
 
-        // 2b. A fast peer with nothing else to do: blocks that only slow peers hold, each
-        // asked of one more peer at most (see the module documentation).
-        if !slow && !self.slow_peers.is_empty() {
-            self.rescue_from_slow(peer, pieces, target, out);
-            if out.len() >= target {
-                return;
-            }
-        }
-        if self.has_free_or_missing(peer, pieces) {
-            return;
-        }
+    /// Marks missing `piece` in progress, its cost counted against the budget, and gives
+    /// `peer` its first blocks, up to `target` in `out`.
+    fn start_piece(
+        &mut self,
+        piece: PieceIndex,
+        peer: PeerKey,
+        target: usize,
+        slow: bool,
+        out: &mut Vec<BlockRequest>,
+    ) {
+        let blocks = self.layout.num_blocks(piece);
+        let mut partial = Partial {
+            blocks: vec![BlockState::Free; blocks as usize],
+            free: blocks,
+            received: 0,
+            parole: self.parole.contains_key(&piece.get()),
+            owner: None,
+            slow,
+        };
+        let leases = self.leases.entry(peer).or_default();
+        take_free_blocks(
+            &self.layout,
+            piece.get(),
+            &mut partial,
+            peer,
+            target,
+            leases,
+            out,
+        );
+        self.partials.insert(piece.get(), partial);
+        self.states[piece.as_usize()] = PieceState::InProgress;
+        self.in_progress_bytes += self.cost(piece);
+    }
 
-        // 3. Endgame: every block we could ask this peer for is already asked of someone.
-        // Ask again for blocks this peer does not hold, fewest holders first.
-        // A piece on parole is left to its owner until every wanted piece has started:
-        // only the true end of the download is worth mixing its senders again.
+    /// Step 3 of [`Picker::pick_as`], the endgame: asks `peer` again for blocks it does
+    /// not hold, fewest holders first. A piece on parole is left to its owner until every
+    /// wanted piece has started: only the true end of the download is worth mixing its
+    /// senders again.
+    fn pick_endgame(
+        &mut self,
+        peer: PeerKey,
+        pieces: &Bitfield,
+        target: usize,
+        out: &mut Vec<BlockRequest>,
+    ) {
         let all_started = !self.states.contains(&PieceState::Missing);
         let mut candidates: Vec<(usize, u32, u32)> = Vec::new();
         for (&index, partial) in &self.partials {
