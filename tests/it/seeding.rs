@@ -1130,6 +1130,98 @@ fn our_v2_seed_serves_tree_nodes_that_prove_the_root_and_rejects_what_it_cannot_
 }
 
 #[test]
+fn a_peer_that_asks_for_wide_hash_answers_and_never_reads_them_costs_bounded_memory() {
+    use torrent_actors::metainfo::merkle;
+    use torrent_actors::wire::HashRequest;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let file = dir.join("wide.bin");
+    // 8192 pieces of 16 KiB: the piece layer is the leaf layer, and one request for all
+    // of it is answered with 8192 hashes, 256 KiB.
+    let piece = 16 * 1024;
+    crate::support::write_pattern(&file, 8192 * piece, 5);
+    let torrent = tmp.path().join("wide.torrent");
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    crate::support::our_create_ok(&[
+        "--v2",
+        "--piece-size",
+        "16KiB",
+        "--no-date",
+        &s(&file),
+        "-o",
+        &s(&torrent),
+    ]);
+    let leaves = merkle::leaf_hashes(&fs::read(&file).unwrap());
+    let root = merkle::file_root(&leaves).unwrap();
+    drop(leaves);
+    let hash = read_metainfo(&torrent).info_hash;
+    let mut seed = Ours::start(seed_command(&torrent, &dir, &[]), "torrent-actors seed");
+    let addr = seed.wait_seeding(READY_LIMIT);
+    let mut reserved = Reserved::none();
+    reserved.set_fast_extension(true);
+    let mut peer = RawPeer::connect_with(addr, hash, 1, reserved);
+    let before = rss_kib(seed.child.pid());
+    // 4096 requests for the whole layer (1 GiB of answers), sent from a thread since the
+    // seed may stop reading them; this side never reads.
+    let wide = Message::HashRequest(HashRequest {
+        pieces_root: root,
+        base_layer: 0,
+        index: 0,
+        length: 8192,
+        proof_layers: 0,
+    });
+    let mut burst = BytesMut::new();
+    for _ in 0..4096 {
+        wide.encode(&mut burst).unwrap();
+    }
+    let mut writer = peer.stream.try_clone().unwrap();
+    writer
+        .set_write_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let sender = std::thread::spawn(move || {
+        let _ = writer.write_all(&burst);
+    });
+    // However long the seed is left with them, its memory stays near where it was.
+    let mut peak = before;
+    for _ in 0..40 {
+        std::thread::sleep(Duration::from_millis(250));
+        peak = peak.max(rss_kib(seed.child.pid()));
+    }
+    assert!(seed.running(), "the seed died:\n{}", seed.report());
+    eprintln!("seed memory: {before} KiB before, {peak} KiB at most after");
+    assert!(
+        peak < before + 64 * 1024,
+        "the seed grew from {before} KiB to {peak} KiB for one peer that does not read"
+    );
+    // It was answering them all along.
+    let (first, _) = peer.read_until(Duration::from_secs(10), "a hash answer", |m| {
+        matches!(m, Message::Hashes(_) | Message::HashReject(_))
+    });
+    assert!(
+        matches!(&first, Message::Hashes(h) if h.hashes.len() == 8192),
+        "the first request was answered with {first:?}"
+    );
+    drop(peer);
+    let _ = sender.join();
+}
+
+/// Resident memory of `pid` in KiB (0 once it is gone).
+fn rss_kib(pid: u32) -> u64 {
+    fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("VmRSS:")?
+                .trim()
+                .split(' ')
+                .next()?
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0)
+}
+
+#[test]
 fn libtorrent_fetches_a_v2_magnet_from_our_seed_metadata_piece_layers_and_data() {
     // libtorrent has only the `urn:btmh` link: the info dictionary comes by `ut_metadata`
     // and each file's piece layer by `hash request`s, both from our seed alone (its debug
