@@ -589,7 +589,7 @@ impl Coordinator {
         );
         let coordinator = Coordinator {
             info_bytes: bytes::Bytes::from(params.metainfo.info_bytes),
-            trees: info.tree_nodes().map(Arc::new),
+            trees: info.tree_nodes(),
             dht,
             pex,
             info_hash: params.metainfo.info_hash,

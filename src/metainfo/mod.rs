@@ -17,6 +17,7 @@ pub use webseed::{
 };
 
 use sha1::{Digest, Sha1};
+use std::sync::Arc;
 
 use crate::bencode::{self, DecodeError, Dict, Value};
 use crate::layout::{Layout, LayoutError, PieceIndex};
@@ -144,6 +145,9 @@ pub struct Info {
     pub layout: Layout,
     /// How each piece is checked, one entry per piece of the layout.
     hashes: PieceHashes,
+    /// A v2 torrent's trees above its piece layers, built once when the metainfo is read
+    /// (off every actor's thread), shared by its Peers to answer `hash request`s.
+    trees: Option<Arc<tree_nodes::TreeNodes>>,
 }
 
 /// How the pieces of a torrent are checked.
@@ -352,29 +356,9 @@ impl Info {
             .is_some_and(|f| f.path.components().len() > 1)
     }
 
-    /// The trees a peer may ask nodes of (BEP 52 `hash request`): each file's piece
-    /// layer and the layers above it, for a v2-only torrent; `None` for a v1 or hybrid
-    /// torrent, whose v2 part is not kept.
-    pub fn tree_nodes(&self) -> Option<tree_nodes::TreeNodes> {
-        let PieceHashes::V2(pieces) = &self.hashes else {
-            return None;
-        };
-        // Pieces come file by file in order, so a file's piece layer is a run of pieces
-        // with the same root.
-        let mut files: Vec<(Hash256, Vec<Hash256>, u32)> = Vec::new();
-        for piece in pieces {
-            match files.last_mut() {
-                Some((root, layer, _)) if *root == piece.file_root && piece.file_piece > 0 => {
-                    layer.push(piece.node)
-                }
-                _ => files.push((
-                    piece.file_root,
-                    vec![piece.node],
-                    piece.width.trailing_zeros(),
-                )),
-            }
-        }
-        Some(tree_nodes::TreeNodes::new(files))
+    /// A v2 torrent's trees, to answer peers' `hash request`s; `None` for v1 and hybrids.
+    pub fn tree_nodes(&self) -> Option<Arc<tree_nodes::TreeNodes>> {
+        self.trees.clone()
     }
 
     /// The check a piece's data must pass.
@@ -470,6 +454,15 @@ impl Info {
             v2_only: true,
             layout,
             hashes: PieceHashes::V2(pieces),
+            trees: Some(Arc::new(tree_nodes::TreeNodes::new(
+                v2.files.iter().filter_map(|f| {
+                    Some((
+                        f.pieces_root?,
+                        f.piece_layer.clone(),
+                        per_piece.trailing_zeros(),
+                    ))
+                }),
+            ))),
         })
     }
 
@@ -530,6 +523,7 @@ impl Info {
             v2_only: false,
             layout,
             hashes: PieceHashes::V1(piece_hashes),
+            trees: None,
         })
     }
 }
