@@ -368,6 +368,9 @@ struct StreamWaiter {
 /// See the module documentation.
 pub struct Coordinator {
     info_hash: InfoHash,
+    /// A hybrid's second swarm (its truncated v2 info-hash): announced to trackers and
+    /// the DHT beside `info_hash`, and accepted from incoming peers.
+    v2_swarm: Option<InfoHash>,
     info: Arc<Info>,
     layout: Arc<Layout>,
     root: PathBuf,
@@ -585,11 +588,13 @@ impl Coordinator {
             params.config.resume_every_pieces,
             params.config.resume_every,
         );
+        let v2_swarm = params.metainfo.v2_swarm();
         let coordinator = Coordinator {
             info_bytes: bytes::Bytes::from(params.metainfo.info_bytes),
             dht,
             pex,
             info_hash: params.metainfo.info_hash,
+            v2_swarm,
             have: Bitfield::new(layout.num_pieces()),
             verified_log: Vec::new(),
             announced: 0,
@@ -993,6 +998,7 @@ impl Coordinator {
         let mut config = TrackerConfig::new(parsed, self.info_hash, self.config.peer_id, port, key)
             .with_timeouts(&self.config.tracker);
         config.interval_floor = self.config.min_announce_interval;
+        config.second_swarm = self.v2_swarm;
         config.metrics = self.config.metrics.of(ActorKind::Tracker);
         let me = ctx.address();
         let links = TrackerLinks {
@@ -1166,11 +1172,13 @@ impl Coordinator {
             return;
         }
         let port = self.listen_addr.map(|a| a.port());
-        dht.lookup.do_send(DhtLookup {
-            info_hash: self.info_hash,
-            announce_port: port,
-            reply: ctx.address().recipient(),
-        });
+        for info_hash in std::iter::once(self.info_hash).chain(self.v2_swarm) {
+            dht.lookup.do_send(DhtLookup {
+                info_hash,
+                announce_port: port,
+                reply: ctx.address().recipient(),
+            });
+        }
         let again = if self.peers.len() < 5 && self.phase != Phase::Complete {
             DHT_LOOKUP_SHORT
         } else {
@@ -1920,10 +1928,12 @@ impl StreamHandler<Accepted> for Coordinator {
         let Some(admitted) = self.admit_incoming(addr, handshakes_full) else {
             return;
         };
-        let info_hash = self.info_hash;
+        let swarms = std::iter::once(self.info_hash)
+            .chain(self.v2_swarm)
+            .collect();
         let fut = connection::accept(
             stream,
-            info_hash,
+            swarms,
             self.config.peer_id,
             connection::our_reserved(self.dht.is_some()),
             self.config.connect.handshake,
@@ -1944,7 +1954,9 @@ impl Handler<IncomingPeer> for Coordinator {
     /// own listener's, then our answer and the Peer.
     fn handle(&mut self, msg: IncomingPeer, ctx: &mut Context<Self>) {
         let _timing = self.metrics.handling_unqueued("IncomingPeer");
-        if msg.handshake.info_hash != self.info_hash {
+        if msg.handshake.info_hash != self.info_hash
+            && Some(msg.handshake.info_hash) != self.v2_swarm
+        {
             debug!(self.log, "listener routed a peer of another torrent"; "addr" => %msg.addr);
             return;
         }

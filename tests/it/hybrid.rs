@@ -1,6 +1,7 @@
 //! Hybrid torrents (BEP 52: v1 `pieces` and a v2 `file tree` in one `info`): one whose two
 //! views of the data disagree is refused with its reason on one line, exit 4, before
-//! anything is written.
+//! anything is written; a good one joins both swarms: it announces under both info-hashes
+//! (the v2 one truncated to 20 bytes) and takes peers that name either.
 
 use std::fs;
 use std::path::Path;
@@ -9,7 +10,11 @@ use std::time::Duration;
 
 use torrent_actors::bencode::{self, BValue};
 
-use crate::support::{our_create_ok, run_within, write_pattern};
+use torrent_actors::metainfo::Metainfo;
+use torrent_actors::wire::Message;
+
+use crate::seeding::{seed_command, wait_until_tracker_lists, Ours, RawPeer, READY_LIMIT};
+use crate::support::{our_create_ok, run_within, with_announce, write_pattern, Tracker};
 
 const KIB: usize = 1024;
 
@@ -91,4 +96,44 @@ fn get_and_info_refuse_a_hybrid_whose_v1_and_v2_parts_disagree() {
         .arg("info")
         .arg(&good);
     assert!(run_within(info, Duration::from_secs(30)).status.success());
+}
+
+#[test]
+fn a_peer_naming_the_v2_swarm_gets_our_handshake_for_that_swarm_and_our_bitfield() {
+    let tmp = tempfile::tempdir().unwrap();
+    let torrent = made_hybrid(tmp.path());
+    let meta = Metainfo::from_bytes(&fs::read(&torrent).unwrap()).unwrap();
+    let v2 = meta.v2_swarm().expect("a hybrid has a v2 swarm");
+    let mut seed = Ours::start(seed_command(&torrent, tmp.path(), &[]), "hybrid seed");
+    let addr = seed.wait_seeding(READY_LIMIT);
+    let pieces = meta.info.layout.num_pieces();
+    // `RawPeer::connect` checks that the answer names the hash the peer sent.
+    for (id, hash) in [(1, v2), (2, meta.info_hash)] {
+        let mut peer = RawPeer::connect(addr, hash, id);
+        let (bitfield, _) = peer.read_until(Duration::from_secs(20), "the bitfield", |m| {
+            matches!(m, Message::Bitfield(_))
+        });
+        let Message::Bitfield(bits) = bitfield else {
+            unreachable!()
+        };
+        let whole = torrent_actors::wire::Bitfield::from_payload(&bits, pieces)
+            .unwrap_or_else(|e| panic!("{}: {e}\n{}", hash, seed.report()));
+        assert!(whole.all_set(), "the seed has every piece");
+    }
+}
+
+#[test]
+fn a_hybrid_announces_under_both_info_hashes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let made = made_hybrid(tmp.path());
+    let meta = Metainfo::from_bytes(&fs::read(&made).unwrap()).unwrap();
+    let v2 = meta.v2_swarm().expect("a hybrid has a v2 swarm");
+    let tracker = Tracker::start(&[meta.info_hash, v2]);
+    let torrent = tmp.path().join("tracked.torrent");
+    with_announce(&made, &torrent, &tracker.http_url());
+    let mut seed = Ours::start(seed_command(&torrent, tmp.path(), &[]), "hybrid seed");
+    let port = seed.wait_seeding(READY_LIMIT).port();
+    // A client that knows only the v2 swarm finds us there, and so does a v1 one.
+    wait_until_tracker_lists(&tracker, v2, port);
+    wait_until_tracker_lists(&tracker, meta.info_hash, port);
 }

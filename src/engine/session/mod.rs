@@ -926,11 +926,14 @@ impl Session {
                     events,
                     log,
                 });
-                listener.do_send(Route {
-                    info_hash: id,
-                    to: coordinator.clone().recipient(),
-                    metrics: entry.metrics.of(ActorKind::Coordinator),
-                });
+                // A hybrid's peers may name either of its swarms.
+                for info_hash in std::iter::once(id).chain(metainfo.v2_swarm()) {
+                    listener.do_send(Route {
+                        info_hash,
+                        to: coordinator.clone().recipient(),
+                        metrics: entry.metrics.of(ActorKind::Coordinator),
+                    });
+                }
                 entry.run = Some(Run::Coordinator(coordinator));
             }
             Source::Magnet(magnet) => {
@@ -989,6 +992,13 @@ impl Session {
     /// totals.
     fn stop_run(&mut self, id: InfoHash) -> impl Future<Output = LastViews> + 'static {
         let listener = self.config.listener.clone();
+        let v2_swarm = self
+            .torrents
+            .get(&id)
+            .and_then(|entry| match &entry.source {
+                Source::Torrent(m) => m.v2_swarm(),
+                Source::Magnet(_) => None,
+            });
         let run = self.torrents.get_mut(&id).and_then(|entry| {
             let run = entry.run.take()?;
             entry.stopping = true;
@@ -1008,7 +1018,9 @@ impl Session {
             let Some(run) = run else {
                 return LastViews::default();
             };
-            listener.do_send(Unroute { info_hash: id });
+            for info_hash in std::iter::once(id).chain(v2_swarm) {
+                listener.do_send(Unroute { info_hash });
+            }
             let stop = async {
                 match run {
                     Run::Coordinator(c) => {

@@ -60,6 +60,9 @@ pub struct TrackerConfig {
     pub metrics: Arc<ActorMetrics>,
     /// The torrent we announce.
     pub info_hash: InfoHash,
+    /// A hybrid's second swarm (its truncated v2 info-hash), announced right after
+    /// `info_hash` with the same event and totals; its peers join the same torrent.
+    pub second_swarm: Option<InfoHash>,
     /// Our peer id, the same for every tracker and peer of this session.
     pub peer_id: PeerId,
     /// The port we accept peer connections on, so the tracker can hand it out.
@@ -100,6 +103,7 @@ impl TrackerConfig {
         TrackerConfig {
             url,
             info_hash,
+            second_swarm: None,
             peer_id,
             port,
             key,
@@ -391,6 +395,7 @@ impl Tracker {
         request.event = event;
         request.numwant = Some(self.config.numwant);
         request.tracker_id = self.tracker_id.clone();
+        let second_swarm = self.config.second_swarm;
         let stats_link = self.links.stats.clone();
         let stats_timeout = self.config.stats_timeout;
         let fallback = self.last_stats;
@@ -413,7 +418,12 @@ impl Tracker {
             request.uploaded = stats.uploaded;
             request.downloaded = stats.downloaded;
             request.left = stats.left;
-            let result = transport.announce(&request).await;
+            let mut result = transport.announce(&request).await;
+            if let Some(second) = second_swarm {
+                request.info_hash = second;
+                let other = transport.announce(&request).await;
+                result = merge_swarms(result, other, &log);
+            }
             Attempt { stats, result }
         }
     }
@@ -540,6 +550,34 @@ impl Tracker {
     }
 }
 
+/// One reply from a hybrid's two announces (v1 swarm first): either one answered is a
+/// success, the peers of both together, each once; the first's counts and timing win.
+fn merge_swarms(
+    first: Result<AnnounceResponse, AnnounceError>,
+    second: Result<AnnounceResponse, AnnounceError>,
+    log: &Logger,
+) -> Result<AnnounceResponse, AnnounceError> {
+    match (first, second) {
+        (Ok(mut first), Ok(second)) => {
+            for peer in second.peers {
+                if !first.peers.contains(&peer) {
+                    first.peers.push(peer);
+                }
+            }
+            Ok(first)
+        }
+        (Ok(first), Err(e)) => {
+            debug!(log, "announce of the v2 swarm failed"; "error" => %e);
+            Ok(first)
+        }
+        (Err(e), Ok(second)) => {
+            debug!(log, "announce of the v1 swarm failed"; "error" => %e);
+            Ok(second)
+        }
+        (Err(e), Err(_)) => Err(e),
+    }
+}
+
 /// How long to wait before the next periodic announce after a successful one.
 fn next_announce_delay(response: &AnnounceResponse, floor: Duration) -> Duration {
     response
@@ -657,6 +695,35 @@ impl Handler<TrackerStop> for Tracker {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_hybrids_two_announces_give_one_reply_with_the_peers_of_both_each_once() {
+        let log = Logger::root(slog::Discard, o!());
+        use std::net::SocketAddr;
+        let peer = |n: u16| SocketAddr::from(([127, 0, 0, 1], n));
+        let with = |interval: u64, peers: Vec<SocketAddr>| AnnounceResponse {
+            peers,
+            ..response(interval, None)
+        };
+        let refused = || AnnounceError::Refused("unregistered torrent".into());
+        let both = merge_swarms(
+            Ok(with(60, vec![peer(1), peer(2)])),
+            Ok(with(90, vec![peer(2), peer(3)])),
+            &log,
+        )
+        .unwrap();
+        assert_eq!(both.peers, [peer(1), peer(2), peer(3)]);
+        assert_eq!(
+            both.interval,
+            Duration::from_secs(60),
+            "the v1 swarm's timing"
+        );
+        let v2_only = merge_swarms(Err(refused()), Ok(with(90, vec![peer(3)])), &log);
+        assert_eq!(v2_only.unwrap().peers, [peer(3)]);
+        let v1_only = merge_swarms(Ok(with(60, vec![peer(1)])), Err(refused()), &log);
+        assert_eq!(v1_only.unwrap().peers, [peer(1)]);
+        assert!(merge_swarms(Err(refused()), Err(refused()), &log).is_err());
+    }
 
     fn response(interval: u64, min_interval: Option<u64>) -> AnnounceResponse {
         AnnounceResponse {
