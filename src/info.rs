@@ -158,6 +158,8 @@ fn torrent_json(m: &Metainfo) -> Value {
         "pieces": layout.num_pieces(),
         "private": m.info.private,
         "hybrid": m.info.hybrid,
+        "info_hash_v2": m.info_hash_v2.map(|h| hex(&h)),
+        "v2_swarm": m.v2_swarm().map(|h| h.to_hex()),
         "creation_date": m.creation_date,
         "created": m.creation_date.and_then(rfc3339),
         "created_by": m.created_by,
@@ -290,7 +292,14 @@ fn describe(m: &Metainfo, v2_lines: &str) -> String {
         &if m.info.private { "yes" } else { "no" },
     );
     if m.info.hybrid {
-        line(&mut out, "format", &"hybrid v1+v2 (used as v1)");
+        line(
+            &mut out,
+            "format",
+            &"hybrid v1+v2 (joins both swarms; pieces checked by SHA-1)",
+        );
+        if let Some(v2) = m.v2_swarm() {
+            line(&mut out, "v2 swarm", &v2);
+        }
         out.push_str(v2_lines);
     } else if m.info.v2_only {
         line(

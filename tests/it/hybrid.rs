@@ -10,11 +10,18 @@ use std::time::Duration;
 
 use torrent_actors::bencode::{self, BValue};
 
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Instant;
+
 use torrent_actors::metainfo::Metainfo;
-use torrent_actors::wire::Message;
+use torrent_actors::wire::{Handshake, Message, Reserved};
+use torrent_actors::{InfoHash, PeerId};
 
 use crate::seeding::{seed_command, wait_until_tracker_lists, Ours, RawPeer, READY_LIMIT};
-use crate::support::{our_create_ok, run_within, with_announce, write_pattern, Tracker};
+use crate::support::{
+    our_create_ok, run_within, with_announce, write_pattern, Daemon, DaemonOpts, Tracker,
+};
 
 const KIB: usize = 1024;
 
@@ -136,4 +143,95 @@ fn a_hybrid_announces_under_both_info_hashes() {
     // A client that knows only the v2 swarm finds us there, and so does a v1 one.
     wait_until_tracker_lists(&tracker, v2, port);
     wait_until_tracker_lists(&tracker, meta.info_hash, port);
+}
+
+/// The full v2 info-hash in hex.
+fn v2_hex(meta: &Metainfo) -> String {
+    let v2 = meta.info_hash_v2.expect("a hybrid has a v2 info-hash");
+    v2.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[test]
+fn info_shows_both_info_hashes_and_the_v2_swarm() {
+    let tmp = tempfile::tempdir().unwrap();
+    let torrent = made_hybrid(tmp.path());
+    let meta = Metainfo::from_bytes(&fs::read(&torrent).unwrap()).unwrap();
+    let v2 = meta.v2_swarm().unwrap();
+    let run = |json: bool| {
+        let mut info = Command::new(env!("CARGO_BIN_EXE_torrent-actors"));
+        info.env("TORRENT_ACTORS_DHT_BOOTSTRAP", "")
+            .arg("info")
+            .args(json.then_some("--json"))
+            .arg(&torrent);
+        let out = run_within(info, Duration::from_secs(30));
+        assert!(out.status.success());
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let text = run(false);
+    for want in [
+        format!("info-hash:   {}", meta.info_hash),
+        format!("v2 hash:     {}", v2_hex(&meta)),
+        format!("v2 swarm:    {v2}"),
+        "format:      hybrid v1+v2 (joins both swarms".to_string(),
+    ] {
+        assert!(text.contains(&want), "{want:?} in\n{text}");
+    }
+    let json: serde_json::Value = serde_json::from_str(&run(true)).unwrap();
+    assert_eq!(json["info_hash"], meta.info_hash.to_hex());
+    assert_eq!(json["info_hash_v2"], v2_hex(&meta));
+    assert_eq!(json["v2_swarm"], v2.to_hex());
+    assert_eq!(json["v2"]["info_hash"], v2_hex(&meta));
+}
+
+/// Sends a plaintext handshake for `hash` to `addr` and returns the answer's info-hash,
+/// retrying until `limit` (the torrent may still be starting).
+fn answered_hash(addr: SocketAddr, hash: InfoHash, limit: Duration) -> InfoHash {
+    let deadline = Instant::now() + limit;
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        let attempt = (|| -> std::io::Result<[u8; 68]> {
+            let mut tcp = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+            tcp.set_read_timeout(Some(Duration::from_secs(5)))?;
+            let ours = Handshake::new(Reserved::none(), hash, PeerId(*b"-XX0000-hybrid-00001"));
+            tcp.write_all(&ours.encode())?;
+            let mut theirs = [0u8; 68];
+            tcp.read_exact(&mut theirs)?;
+            Ok(theirs)
+        })();
+        match attempt {
+            Ok(bytes) => {
+                return Handshake::parse(&bytes)
+                    .expect("a valid handshake")
+                    .info_hash
+            }
+            Err(e) => last = e.to_string(),
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    panic!("no handshake for {hash} from {addr} within {limit:?}: {last}");
+}
+
+#[test]
+fn serve_routes_a_hybrids_v2_swarm_to_it_and_shows_its_v2_hash() {
+    let tmp = tempfile::tempdir().unwrap();
+    let torrent = made_hybrid(tmp.path());
+    let meta = Metainfo::from_bytes(&fs::read(&torrent).unwrap()).unwrap();
+    let v2 = meta.v2_swarm().unwrap();
+    let daemon = Daemon::start(
+        &tmp.path().join("dl"),
+        &tmp.path().join("state"),
+        &DaemonOpts::default(),
+    );
+    let id = daemon.add_torrent_file(&torrent);
+    let detail = daemon.get_json(&format!("/api/torrents/{id}"));
+    assert_eq!(detail["info_hash"], meta.info_hash.to_hex());
+    assert_eq!(detail["info_hash_v2"], v2_hex(&meta), "{detail}");
+    let peers = SocketAddr::from(([127, 0, 0, 1], daemon.peer_port));
+    // The shared listener hands a peer of either swarm to the torrent, which answers
+    // with the hash the peer named.
+    assert_eq!(answered_hash(peers, v2, Duration::from_secs(30)), v2);
+    assert_eq!(
+        answered_hash(peers, meta.info_hash, Duration::from_secs(30)),
+        meta.info_hash
+    );
 }

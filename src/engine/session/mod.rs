@@ -281,6 +281,8 @@ pub struct TorrentDetail {
     pub pieces: Option<usize>,
     pub private: bool,
     pub comment: Option<String>,
+    /// A hybrid's or v2 torrent's SHA-256 info-hash, in hex.
+    pub info_hash_v2: Option<String>,
     pub files_count: usize,
     pub hash_failures: u64,
     pub banned: usize,
@@ -1470,6 +1472,9 @@ impl Entry {
             pieces: meta.map(|m| m.info.layout.num_pieces() as usize),
             private: meta.is_some_and(|m| m.info.private),
             comment: meta.and_then(|m| m.comment.clone()),
+            info_hash_v2: meta
+                .and_then(|m| m.info_hash_v2)
+                .map(|h| h.iter().map(|b| format!("{b:02x}")).collect()),
             files_count: meta.map_or(0, |m| {
                 m.info.layout.files().iter().filter(|f| !f.padding).count()
             }),
