@@ -55,6 +55,10 @@ use crate::{InfoHash, PeerId};
 /// on its disk; a second is not chance. Every other certain blame bans at once.
 const BAD_DATA_STRIKES_TO_BAN: u32 = 2;
 
+/// The most addresses a hybrid remembers to greet with its v2 hash: the address book's
+/// size, so a tracker cannot grow the set past what could ever be dialed.
+const MAX_V2_GREETED: usize = 3000;
+
 /// Pieces of the start-up check hashed at once (by the FileReader, a window at a time).
 const STARTUP_CHECKS_IN_FLIGHT: usize = 4;
 
@@ -371,6 +375,9 @@ pub struct Coordinator {
     /// A hybrid's second swarm (its truncated v2 info-hash): announced to trackers and
     /// the DHT beside `info_hash`, and accepted from incoming peers.
     v2_swarm: Option<InfoHash>,
+    /// Addresses heard of only in the v2 swarm's tracker replies, dialed with its hash
+    /// (at most [`MAX_V2_GREETED`]); hearing of one elsewhere moves it back to v1.
+    v2_greeted: HashSet<SocketAddr>,
     info: Arc<Info>,
     layout: Arc<Layout>,
     root: PathBuf,
@@ -595,6 +602,7 @@ impl Coordinator {
             pex,
             info_hash: params.metainfo.info_hash,
             v2_swarm,
+            v2_greeted: HashSet::new(),
             have: Bitfield::new(layout.num_pieces()),
             verified_log: Vec::new(),
             announced: 0,
@@ -1371,9 +1379,14 @@ impl Coordinator {
                 },
             };
             self.connecting += 1;
+            // A hybrid's peer known only from its v2 swarm is greeted in that swarm.
+            let info_hash = match self.v2_swarm {
+                Some(v2) if self.v2_greeted.contains(&addr) => v2,
+                _ => self.info_hash,
+            };
             let fut = connection::connect(
                 addr,
-                self.info_hash,
+                info_hash,
                 self.config.peer_id,
                 connection::our_reserved(self.dht.is_some()),
                 self.config.connect,
@@ -2502,6 +2515,14 @@ impl Handler<PeersFound> for Coordinator {
 
     fn handle(&mut self, msg: PeersFound, ctx: &mut Context<Self>) {
         let _timing = self.metrics.handling_unqueued("PeersFound");
+        if matches!(msg.source, PeerSource::TrackerV2Swarm(_)) {
+            let room = MAX_V2_GREETED.saturating_sub(self.v2_greeted.len());
+            self.v2_greeted.extend(msg.peers.iter().take(room));
+        } else if !self.v2_greeted.is_empty() {
+            for addr in &msg.peers {
+                self.v2_greeted.remove(addr);
+            }
+        }
         let taken = self.book.take_found(&msg.peers, &msg.source);
         if taken.over_cap > 0 {
             debug!(self.log, "peer list cut to its cap"; "source" => ?msg.source,

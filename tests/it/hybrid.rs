@@ -20,7 +20,8 @@ use torrent_actors::{InfoHash, PeerId};
 
 use crate::seeding::{seed_command, wait_until_tracker_lists, Ours, RawPeer, READY_LIMIT};
 use crate::support::{
-    our_create_ok, run_within, with_announce, write_pattern, Daemon, DaemonOpts, Tracker,
+    http_announce, our_create_ok, run_within, with_announce, write_pattern, Announce, Daemon,
+    DaemonOpts, Tracker,
 };
 
 const KIB: usize = 1024;
@@ -233,5 +234,63 @@ fn serve_routes_a_hybrids_v2_swarm_to_it_and_shows_its_v2_hash() {
     assert_eq!(
         answered_hash(peers, meta.info_hash, Duration::from_secs(30)),
         meta.info_hash
+    );
+}
+
+#[test]
+fn a_peer_listed_only_in_the_v2_swarm_is_greeted_with_the_v2_hash() {
+    let tmp = tempfile::tempdir().unwrap();
+    let made = made_hybrid(tmp.path());
+    let meta = Metainfo::from_bytes(&fs::read(&made).unwrap()).unwrap();
+    let v2 = meta.v2_swarm().unwrap();
+    let tracker = Tracker::start(&[meta.info_hash, v2]);
+    let torrent = tmp.path().join("tracked.torrent");
+    with_announce(&made, &torrent, &tracker.http_url());
+    // A peer that the tracker lists under the v2 hash alone, and the v1 swarm empty.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    http_announce(
+        tracker.port(),
+        &Announce {
+            port,
+            event: Some("started"),
+            ..Announce::new(v2)
+        },
+    )
+    .expect("announcing the v2 peer");
+
+    let mut get = Command::new(env!("CARGO_BIN_EXE_torrent-actors"));
+    get.env("TORRENT_ACTORS_DHT_BOOTSTRAP", "")
+        .args(["get", "--bind", "127.0.0.1", "--port", "0", "--no-dht"])
+        .args(["--encryption", "off", "-o"])
+        .arg(tmp.path().join("out"))
+        .arg(&torrent);
+    let leecher = Ours::start(get, "hybrid leecher");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let greeting = loop {
+        assert!(
+            Instant::now() < deadline,
+            "no dial within 60 s:\n{}",
+            leecher.report()
+        );
+        match listener.accept() {
+            Ok((mut tcp, _)) => {
+                tcp.set_nonblocking(false).unwrap();
+                tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                let mut theirs = [0u8; 68];
+                if tcp.read_exact(&mut theirs).is_ok() {
+                    break Handshake::parse(&theirs).expect("a plaintext handshake");
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(e) => panic!("accepting: {e}"),
+        }
+    };
+    assert_eq!(
+        greeting.info_hash, v2,
+        "greeted in the swarm it was found in"
     );
 }
