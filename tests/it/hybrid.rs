@@ -1,7 +1,8 @@
 //! Hybrid torrents (BEP 52: v1 `pieces` and a v2 `file tree` in one `info`): one whose two
 //! views of the data disagree is refused with its reason on one line, exit 4, before
 //! anything is written; a good one joins both swarms: it announces under both info-hashes
-//! (the v2 one truncated to 20 bytes) and takes peers that name either.
+//! (the v2 one truncated to 20 bytes) and on the DHT under both, takes peers that name
+//! either, and greets a peer found only in the v2 swarm with the v2 hash.
 
 use std::fs;
 use std::path::Path;
@@ -18,10 +19,11 @@ use torrent_actors::metainfo::Metainfo;
 use torrent_actors::wire::{Handshake, Message, Reserved};
 use torrent_actors::{InfoHash, PeerId};
 
+use crate::dht::{config, dht_seeder, in_system, loopback, search, start, swarm};
 use crate::seeding::{seed_command, wait_until_tracker_lists, Ours, RawPeer, READY_LIMIT};
 use crate::support::{
-    http_announce, our_create_ok, run_within, with_announce, write_pattern, Announce, Daemon,
-    DaemonOpts, Tracker,
+    free_port, http_announce, our_create_ok, run_within, with_announce, write_pattern, Announce,
+    Daemon, DaemonOpts, Tracker,
 };
 
 const KIB: usize = 1024;
@@ -293,4 +295,33 @@ fn a_peer_listed_only_in_the_v2_swarm_is_greeted_with_the_v2_hash() {
         greeting.info_hash, v2,
         "greeted in the swarm it was found in"
     );
+}
+
+#[test]
+fn a_hybrid_is_found_on_the_dht_under_both_info_hashes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let torrent = made_hybrid(tmp.path());
+    let meta = Metainfo::from_bytes(&fs::read(&torrent).unwrap()).unwrap();
+    let v2 = meta.v2_swarm().unwrap();
+    let other = swarm();
+    let hub_port = free_port();
+    in_system(async move {
+        // A libtorrent node (seeding another torrent) stores the announces; a Dht of
+        // ours finds our seed there.
+        let hub = dht_seeder(&other, hub_port, &[]);
+        let bootstrap = hub.addr().to_string();
+        let mut seed = Ours::start(
+            seed_command(&torrent, tmp.path(), &["--dht-bootstrap", &bootstrap]),
+            "hybrid seed",
+        );
+        let port = seed.wait_seeding(READY_LIMIT).port();
+        let finder = start(config(&[hub.addr()]));
+        let want = [loopback(port)];
+        for hash in [v2, meta.info_hash] {
+            if let Err(found) = search(&finder, hash, None, &want).await {
+                panic!("{hash}: found {found:?}, not {want:?}\n{}", seed.report());
+            }
+        }
+        drop(hub);
+    });
 }
