@@ -265,7 +265,9 @@ fn a_peer_listed_only_in_the_v2_swarm_is_greeted_with_the_v2_hash() {
     let mut get = Command::new(env!("CARGO_BIN_EXE_torrent-actors"));
     get.env("TORRENT_ACTORS_DHT_BOOTSTRAP", "")
         .args(["get", "--bind", "127.0.0.1", "--port", "0", "--no-dht"])
-        .args(["--encryption", "off", "-o"])
+        // TCP only and plaintext: the listener below reads a plain handshake, and a uTP
+        // dial could reach another test's UDP socket on the same port number.
+        .args(["--encryption", "off", "--utp", "off", "-v", "-o"])
         .arg(tmp.path().join("out"))
         .arg(&torrent);
     let leecher = Ours::start(get, "hybrid leecher");

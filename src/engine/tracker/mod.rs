@@ -583,11 +583,11 @@ fn merge_swarms(
             (Ok(first), v2_only)
         }
         (Ok(first), Err(e)) => {
-            debug!(log, "announce of the v2 swarm failed"; "error" => %e);
+            info!(log, "announce of the v2 swarm failed"; "error" => %e);
             (Ok(first), Vec::new())
         }
         (Err(e), Ok(mut second)) => {
-            debug!(log, "announce of the v1 swarm failed"; "error" => %e);
+            info!(log, "announce of the v1 swarm failed"; "error" => %e);
             let mut v2_only = Vec::new();
             for peer in std::mem::take(&mut second.peers) {
                 if !v2_only.contains(&peer) {
