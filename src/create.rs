@@ -209,16 +209,45 @@ impl Source {
     }
 }
 
+/// The error for an I/O failure on `path`, for `map_err`.
+fn unreadable(path: &Path) -> impl FnOnce(std::io::Error) -> CreateError {
+    let path = path.to_path_buf();
+    move |source| CreateError::Unreadable { path, source }
+}
+
+/// Where a folder entry's bytes are and their metadata: the entry itself, or for a
+/// symlink its target, which must be a file inside `root`.
+fn follow(
+    entry: &std::fs::DirEntry,
+    entry_path: &Path,
+    kind: std::fs::FileType,
+    root: &Path,
+) -> Result<(PathBuf, std::fs::Metadata), CreateError> {
+    if !kind.is_symlink() {
+        let meta = entry.metadata().map_err(unreadable(entry_path))?;
+        return Ok((entry_path.to_path_buf(), meta));
+    }
+    let target = std::fs::canonicalize(entry_path).map_err(unreadable(entry_path))?;
+    if !target.starts_with(root) {
+        return Err(CreateError::SymlinkOutside {
+            link: entry_path.to_path_buf(),
+            target,
+            root: root.to_path_buf(),
+        });
+    }
+    let meta = std::fs::metadata(&target).map_err(unreadable(&target))?;
+    if meta.is_dir() {
+        return Err(CreateError::SymlinkToFolder(entry_path.to_path_buf()));
+    }
+    Ok((target, meta))
+}
+
 /// Walks `path` (a file or a folder) into a [`Source`]. Symlinks are followed only to a
 /// regular file inside the folder (their target's bytes go in under the link's name, as
 /// libtorrent and mktorrent do); a symlink leading out of the folder or to a folder is
 /// refused. The walk uses its own stack, so depth costs no recursion; path length is
-/// bounded by the torrent path check. Its length is that walk and the symlink checks.
+/// bounded by the torrent path check.
 pub fn scan(path: &Path) -> Result<Source, CreateError> {
-    let unreadable = |p: &Path| {
-        let p = p.to_path_buf();
-        move |source| CreateError::Unreadable { path: p, source }
-    };
     let root = std::fs::canonicalize(path).map_err(unreadable(path))?;
     let given_name = path
         .file_name()
@@ -254,24 +283,7 @@ pub fn scan(path: &Path) -> Result<Source, CreateError> {
             let mut components = prefix.clone();
             components.push(utf8(&entry.file_name(), &entry_path)?);
             let kind = entry.file_type().map_err(unreadable(&entry_path))?;
-            let (disk_path, meta) = if kind.is_symlink() {
-                let target = std::fs::canonicalize(&entry_path).map_err(unreadable(&entry_path))?;
-                if !target.starts_with(&root) {
-                    return Err(CreateError::SymlinkOutside {
-                        link: entry_path,
-                        target,
-                        root,
-                    });
-                }
-                let meta = std::fs::metadata(&target).map_err(unreadable(&target))?;
-                if meta.is_dir() {
-                    return Err(CreateError::SymlinkToFolder(entry_path));
-                }
-                (target, meta)
-            } else {
-                let meta = entry.metadata().map_err(unreadable(&entry_path))?;
-                (entry_path.clone(), meta)
-            };
+            let (disk_path, meta) = follow(&entry, &entry_path, kind, &root)?;
             if kind.is_dir() {
                 check_name(&components, &entry_path)?;
                 folders.push((entry_path, components));
@@ -397,8 +409,7 @@ struct PieceHashes {
 }
 
 /// Hashes `source` and encodes the torrent. `progress` is called from the hashing
-/// threads with the bytes of each piece done. Kept whole: the thread pool's scope holds
-/// the work queue, the readers and the ordered results together.
+/// threads with the bytes of each piece done.
 pub fn create(
     source: &Source,
     options: &CreateOptions,
@@ -423,8 +434,35 @@ pub fn create(
         source
     };
 
-    // The byte stream the pieces cut: the files, with padding after each for v2 and
-    // hybrid (for v2 alone the padding is never hashed, but it aligns pieces to files).
+    let (entries, owner) = byte_stream(source, piece_size, padded)?;
+    let layout = Layout::new(piece_size, entries)?;
+    let pieces = hash_pieces(source, &layout, &owner, format, options.threads, progress)?;
+
+    let (info, layers) = info_dict(source, &layout, &owner, &pieces, format, options.private)?;
+    let info_bytes = info.encode();
+    let torrent = top_dict(options, &trackers, &web_seeds, layers, info).encode();
+
+    Ok(Created {
+        torrent,
+        info_hash_v1: (format != Format::V2).then(|| InfoHash(Sha1::digest(&info_bytes).into())),
+        info_hash_v2: (format != Format::V1).then(|| Sha256::digest(&info_bytes).into()),
+        piece_size,
+        num_pieces: layout.num_pieces(),
+    })
+}
+
+/// One entry of the byte stream, as [`Layout::new`] takes it: path, length, padding.
+type StreamEntry = (SafePath, u64, bool);
+
+/// The byte stream the pieces cut: the files, with padding after each for v2 and hybrid
+/// (for v2 alone the padding is never hashed, but it aligns pieces to files), as the
+/// layout's entries; and for each entry, the index of its file in `source` (`None` for
+/// padding).
+fn byte_stream(
+    source: &Source,
+    piece_size: u64,
+    padded: bool,
+) -> Result<(Vec<StreamEntry>, Vec<Option<usize>>), CreateError> {
     let mut entries = Vec::new();
     let mut owner: Vec<Option<usize>> = Vec::new();
     for (i, file) in source.files.iter().enumerate() {
@@ -449,11 +487,18 @@ pub fn create(
             owner.push(None);
         }
     }
-    let layout = Layout::new(piece_size, entries)?;
-    let pieces = hash_pieces(source, &layout, &owner, format, options.threads, progress)?;
+    Ok((entries, owner))
+}
 
-    let (info, layers) = info_dict(source, &layout, &owner, &pieces, format, options.private)?;
-    let info_bytes = info.encode();
+/// The torrent's top-level dictionary: trackers, web seeds, the optional fields of
+/// `options`, the piece layers and `info`.
+fn top_dict(
+    options: &CreateOptions,
+    trackers: &[String],
+    web_seeds: &[WebSeedUrl],
+    layers: BTreeMap<Vec<u8>, BValue>,
+    info: BValue,
+) -> BValue {
     let mut top = BTreeMap::new();
     if let Some(first) = trackers.first() {
         top.insert(b"announce".to_vec(), BValue::string(first));
@@ -485,15 +530,7 @@ pub fn create(
         top.insert(b"piece layers".to_vec(), BValue::Dict(layers));
     }
     top.insert(b"info".to_vec(), info);
-    let torrent = BValue::Dict(top).encode();
-
-    Ok(Created {
-        torrent,
-        info_hash_v1: (format != Format::V2).then(|| InfoHash(Sha1::digest(&info_bytes).into())),
-        info_hash_v2: (format != Format::V1).then(|| Sha256::digest(&info_bytes).into()),
-        piece_size,
-        num_pieces: layout.num_pieces(),
-    })
+    BValue::Dict(top)
 }
 
 fn check_trackers(trackers: &[String]) -> Result<Vec<String>, CreateError> {
@@ -681,8 +718,8 @@ fn open_scanned(file: &SourceFile) -> Result<File, CreateError> {
     Ok(f)
 }
 
-/// The info dictionary and the `piece layers` dictionary: one function so the keys are
-/// written in the order libtorrent writes them, which the info-hash depends on.
+/// The info dictionary and the `piece layers` dictionary (built with the v2 file tree,
+/// whose `pieces root`s are the layers' keys).
 fn info_dict(
     source: &Source,
     layout: &Layout,
@@ -710,62 +747,86 @@ fn info_dict(
                 info.insert(b"attr".to_vec(), BValue::string("x"));
             }
         } else {
-            let files = layout
-                .files()
-                .iter()
-                .zip(owner)
-                .map(|(entry, owner)| {
-                    let file = (*owner).map(|i| &source.files[i]);
-                    let components = file.map_or(entry.path.components(), |f| &f.components);
-                    let path = components.iter().map(|c| BValue::string(c)).collect();
-                    let mut d = vec![
-                        ("length", BValue::Int(entry.length as i64)),
-                        ("path", BValue::List(path)),
-                    ];
-                    if entry.padding {
-                        d.push(("attr", BValue::string("p")));
-                    } else if format == Format::Hybrid && file.is_some_and(|f| f.executable) {
-                        d.push(("attr", BValue::string("x")));
-                    }
-                    BValue::dict(d)
-                })
-                .collect();
+            let files = v1_files(source, layout, owner, format);
             info.insert(b"files".to_vec(), BValue::List(files));
         }
     }
     let mut layers = BTreeMap::new();
     if format != Format::V1 {
         info.insert(b"meta version".to_vec(), BValue::Int(2));
-        let mut tree = BTreeMap::new();
-        for (entry, owner) in owner.iter().enumerate() {
-            let Some(index) = owner else { continue };
-            let file = &source.files[*index];
-            let range = layout.file_pieces(entry);
-            let leaves: Vec<Hash256> = if file.length == 0 {
-                Vec::new()
-            } else {
-                pieces[range.start as usize..range.end as usize]
-                    .iter()
-                    .flat_map(|p| p.leaves.iter().copied())
-                    .collect()
-            };
-            let mut node = vec![("length", BValue::Int(file.length as i64))];
-            if file.executable {
-                node.push(("attr", BValue::string("x")));
-            }
-            if let Some(root) = merkle::file_root(&leaves) {
-                node.push(("pieces root", BValue::Bytes(root.to_vec())));
-                let layer = merkle::piece_layer(&leaves, piece_size)
-                    .map_err(|_| CreateError::BadPieceSize(piece_size))?;
-                if !layer.is_empty() {
-                    layers.insert(root.to_vec(), BValue::Bytes(layer.concat()));
-                }
-            }
-            insert_tree(&mut tree, &file.components, BValue::dict(node));
-        }
+        let tree = v2_file_tree(source, layout, owner, pieces, &mut layers)?;
         info.insert(b"file tree".to_vec(), BValue::Dict(tree));
     }
     Ok((BValue::Dict(info), layers))
+}
+
+/// The v1 `files` list: each entry of `layout`, padding files marked `p`, and in a
+/// hybrid the executable ones `x`.
+fn v1_files(
+    source: &Source,
+    layout: &Layout,
+    owner: &[Option<usize>],
+    format: Format,
+) -> Vec<BValue> {
+    layout
+        .files()
+        .iter()
+        .zip(owner)
+        .map(|(entry, owner)| {
+            let file = (*owner).map(|i| &source.files[i]);
+            let components = file.map_or(entry.path.components(), |f| &f.components);
+            let path = components.iter().map(|c| BValue::string(c)).collect();
+            let mut d = vec![
+                ("length", BValue::Int(entry.length as i64)),
+                ("path", BValue::List(path)),
+            ];
+            if entry.padding {
+                d.push(("attr", BValue::string("p")));
+            } else if format == Format::Hybrid && file.is_some_and(|f| f.executable) {
+                d.push(("attr", BValue::string("x")));
+            }
+            BValue::dict(d)
+        })
+        .collect()
+}
+
+/// The v2 `file tree`, adding each file's piece layer to `layers`.
+fn v2_file_tree(
+    source: &Source,
+    layout: &Layout,
+    owner: &[Option<usize>],
+    pieces: &[PieceHashes],
+    layers: &mut BTreeMap<Vec<u8>, BValue>,
+) -> Result<BTreeMap<Vec<u8>, BValue>, CreateError> {
+    let piece_size = u64::from(layout.piece_length());
+    let mut tree = BTreeMap::new();
+    for (entry, owner) in owner.iter().enumerate() {
+        let Some(index) = owner else { continue };
+        let file = &source.files[*index];
+        let range = layout.file_pieces(entry);
+        let leaves: Vec<Hash256> = if file.length == 0 {
+            Vec::new()
+        } else {
+            pieces[range.start as usize..range.end as usize]
+                .iter()
+                .flat_map(|p| p.leaves.iter().copied())
+                .collect()
+        };
+        let mut node = vec![("length", BValue::Int(file.length as i64))];
+        if file.executable {
+            node.push(("attr", BValue::string("x")));
+        }
+        if let Some(root) = merkle::file_root(&leaves) {
+            node.push(("pieces root", BValue::Bytes(root.to_vec())));
+            let layer = merkle::piece_layer(&leaves, piece_size)
+                .map_err(|_| CreateError::BadPieceSize(piece_size))?;
+            if !layer.is_empty() {
+                layers.insert(root.to_vec(), BValue::Bytes(layer.concat()));
+            }
+        }
+        insert_tree(&mut tree, &file.components, BValue::dict(node));
+    }
+    Ok(tree)
 }
 
 /// Puts a file's `{"": {length, pieces root}}` at its path in a v2 file tree.

@@ -199,21 +199,55 @@ enum OpenBody<'a> {
 }
 
 /// Decodes one value from the start of `input` under `limits`. One loop over an explicit
-/// stack, so depth costs no recursion; it is long because each byte class is an arm of it.
+/// stack, so depth costs no recursion: each turn closes a container, reads a dictionary
+/// key, or reads a value (a leaf or a container's start), and hands what it completed to
+/// its parent.
 pub fn decode_prefix_with(input: &[u8], limits: Limits) -> Result<(Value<'_>, usize), DecodeError> {
-    let mut stack: Vec<Open<'_>> = Vec::new();
-    let mut tokens: usize = 0;
-    let mut pos: usize = 0;
-
+    let mut decoder = Decoder {
+        input,
+        limits,
+        stack: Vec::new(),
+        tokens: 0,
+        pos: 0,
+    };
     loop {
-        let byte = *input
-            .get(pos)
-            .ok_or(DecodeError::UnexpectedEof { offset: pos })?;
+        let byte = *input.get(decoder.pos).ok_or(DecodeError::UnexpectedEof {
+            offset: decoder.pos,
+        })?;
+        let completed = if byte == b'e' && decoder.closes() {
+            decoder.close_innermost()?
+        } else if decoder.read_key(byte)? {
+            continue;
+        } else if let Some(leaf) = decoder.read_value(byte)? {
+            leaf
+        } else {
+            // It opened a container.
+            continue;
+        };
+        if let Some(top) = decoder.hand_up(completed)? {
+            return Ok((top, decoder.pos));
+        }
+    }
+}
 
-        // An `e` closes the innermost container, unless a dictionary is waiting for the
-        // value of a key it has read.
+/// Where [`decode_prefix_with`] is: the input, the next offset, and the containers open.
+struct Decoder<'a> {
+    input: &'a [u8],
+    limits: Limits,
+    /// Containers opened and not yet closed, the innermost last.
+    stack: Vec<Open<'a>>,
+    /// Tokens read so far, against `limits.max_tokens`.
+    tokens: usize,
+    /// The offset of the next byte.
+    pos: usize,
+}
+
+impl<'a> Decoder<'a> {
+    /// Whether an `e` here closes the innermost container: there is one, and it is not a
+    /// dictionary waiting for the value of a key it has read.
+    fn closes(&self) -> bool {
         let awaiting_dict_value = matches!(
-            stack.last(),
+            self.stack.last(),
             Some(Open {
                 body: OpenBody::Dict {
                     pending_key: Some(_),
@@ -222,89 +256,111 @@ pub fn decode_prefix_with(input: &[u8], limits: Limits) -> Result<(Value<'_>, us
                 ..
             })
         );
-        let completed = if byte == b'e' && !stack.is_empty() && !awaiting_dict_value {
-            let open = stack
-                .pop()
-                .ok_or(DecodeError::UnexpectedEof { offset: pos })?;
-            pos += 1;
-            close(input, open, pos)?
-        } else {
-            // A dictionary that is not waiting for a value wants a key, and keys are strings.
-            if let Some(Open {
-                body:
-                    OpenBody::Dict {
-                        pending_key: pending @ None,
-                        entries,
-                        key_offsets,
-                        sorted,
-                    },
-                ..
-            }) = stack.last_mut()
-            {
-                if !byte.is_ascii_digit() {
-                    return Err(DecodeError::NonStringKey { offset: pos });
-                }
-                count_token(&mut tokens, limits, pos)?;
-                let key_offset = pos;
-                let (key, next) = parse_bytes(input, pos)?;
-                if let Some((last, _)) = entries.last() {
-                    if key <= *last {
-                        *sorted = false;
-                    }
-                }
-                key_offsets.push(key_offset);
-                *pending = Some(key);
-                pos = next;
-                continue;
-            }
+        !self.stack.is_empty() && !awaiting_dict_value
+    }
 
-            count_token(&mut tokens, limits, pos)?;
-            match byte {
-                b'i' => {
-                    let (n, next) = parse_int(input, pos)?;
-                    let value = leaf(input, Kind::Int(n), pos, next)?;
-                    pos = next;
-                    value
-                }
-                b'0'..=b'9' => {
-                    let (bytes, next) = parse_bytes(input, pos)?;
-                    let value = leaf(input, Kind::Bytes(bytes), pos, next)?;
-                    pos = next;
-                    value
-                }
-                b'l' | b'd' => {
-                    if stack.len() >= limits.max_depth {
-                        return Err(DecodeError::TooDeep {
-                            offset: pos,
-                            limit: limits.max_depth,
-                        });
-                    }
-                    let body = if byte == b'l' {
-                        OpenBody::List(Vec::new())
-                    } else {
-                        OpenBody::Dict {
-                            entries: Vec::new(),
-                            key_offsets: Vec::new(),
-                            pending_key: None,
-                            sorted: true,
-                        }
-                    };
-                    stack.push(Open { start: pos, body });
-                    pos += 1;
-                    continue;
-                }
-                other => {
-                    return Err(DecodeError::UnexpectedByte {
-                        offset: pos,
-                        byte: other,
-                    })
-                }
+    /// Closes the innermost container at its `e`, giving its value.
+    fn close_innermost(&mut self) -> Result<Value<'a>, DecodeError> {
+        let open = self
+            .stack
+            .pop()
+            .ok_or(DecodeError::UnexpectedEof { offset: self.pos })?;
+        self.pos += 1;
+        close(self.input, open, self.pos)
+    }
+
+    /// When the innermost container is a dictionary that wants a key (it is not waiting
+    /// for a value), reads that key, which must be a string, and says `true`.
+    fn read_key(&mut self, byte: u8) -> Result<bool, DecodeError> {
+        let Some(Open {
+            body:
+                OpenBody::Dict {
+                    pending_key: pending @ None,
+                    entries,
+                    key_offsets,
+                    sorted,
+                },
+            ..
+        }) = self.stack.last_mut()
+        else {
+            return Ok(false);
+        };
+        if !byte.is_ascii_digit() {
+            return Err(DecodeError::NonStringKey { offset: self.pos });
+        }
+        count_token(&mut self.tokens, self.limits, self.pos)?;
+        let key_offset = self.pos;
+        let (key, next) = parse_bytes(self.input, self.pos)?;
+        if let Some((last, _)) = entries.last() {
+            if key <= *last {
+                *sorted = false;
+            }
+        }
+        key_offsets.push(key_offset);
+        *pending = Some(key);
+        self.pos = next;
+        Ok(true)
+    }
+
+    /// Reads the value that starts with `byte`: a leaf, given back, or the start of a
+    /// list or dictionary, pushed on the stack (`None`).
+    fn read_value(&mut self, byte: u8) -> Result<Option<Value<'a>>, DecodeError> {
+        let pos = self.pos;
+        count_token(&mut self.tokens, self.limits, pos)?;
+        let (value, next) = match byte {
+            b'i' => {
+                let (n, next) = parse_int(self.input, pos)?;
+                (leaf(self.input, Kind::Int(n), pos, next)?, next)
+            }
+            b'0'..=b'9' => {
+                let (bytes, next) = parse_bytes(self.input, pos)?;
+                (leaf(self.input, Kind::Bytes(bytes), pos, next)?, next)
+            }
+            b'l' | b'd' => {
+                self.open(byte == b'l')?;
+                return Ok(None);
+            }
+            other => {
+                return Err(DecodeError::UnexpectedByte {
+                    offset: pos,
+                    byte: other,
+                })
             }
         };
+        self.pos = next;
+        Ok(Some(value))
+    }
 
-        // Hand the finished value to its parent, or return it if it is the top level.
-        match stack.last_mut() {
-            None => return Ok((completed, pos)),
+    /// Opens a list (or else a dictionary) at its `l` or `d`, within the depth allowed.
+    fn open(&mut self, list: bool) -> Result<(), DecodeError> {
+        if self.stack.len() >= self.limits.max_depth {
+            return Err(DecodeError::TooDeep {
+                offset: self.pos,
+                limit: self.limits.max_depth,
+            });
+        }
+        let body = if list {
+            OpenBody::List(Vec::new())
+        } else {
+            OpenBody::Dict {
+                entries: Vec::new(),
+                key_offsets: Vec::new(),
+                pending_key: None,
+                sorted: true,
+            }
+        };
+        self.stack.push(Open {
+            start: self.pos,
+            body,
+        });
+        self.pos += 1;
+        Ok(())
+    }
+
+    /// Hands a finished value to its parent, or gives it back if it is the top level.
+    fn hand_up(&mut self, completed: Value<'a>) -> Result<Option<Value<'a>>, DecodeError> {
+        match self.stack.last_mut() {
+            None => return Ok(Some(completed)),
             Some(Open {
                 body: OpenBody::List(items),
                 ..
@@ -324,6 +380,7 @@ pub fn decode_prefix_with(input: &[u8], limits: Limits) -> Result<(Value<'_>, us
                 entries.push((key, completed));
             }
         }
+        Ok(None)
     }
 }
 

@@ -478,6 +478,8 @@ pub struct Coordinator {
     peers_gone: Option<futures::channel::oneshot::Sender<()>>,
     /// The raw info dictionary, served to peers by `ut_metadata`.
     info_bytes: bytes::Bytes,
+    /// A v2 torrent's trees, shared by its Peers to answer `hash request`s (BEP 52).
+    trees: Option<Arc<crate::metainfo::tree_nodes::TreeNodes>>,
     /// The DHT, unless it is off or the torrent is private.
     dht: Option<DhtLinks>,
     /// Peer exchange is on and the torrent is not private.
@@ -598,6 +600,7 @@ impl Coordinator {
         let v2_swarm = params.metainfo.v2_swarm();
         let coordinator = Coordinator {
             info_bytes: bytes::Bytes::from(params.metainfo.info_bytes),
+            trees: info.tree_nodes().map(Arc::new),
             dht,
             pex,
             info_hash: params.metainfo.info_hash,
@@ -1446,6 +1449,7 @@ impl Coordinator {
             limiter: self.limiter.clone(),
             metrics: self.config.metrics.of(ActorKind::Peer),
             metadata: Some(self.info_bytes.clone()),
+            trees: self.trees.clone(),
             pex: self.pex,
             listen_port: self.listen_addr.map(|a| a.port()),
             dht: self.dht.as_ref().map(|d| (d.node_seen.clone(), d.port)),

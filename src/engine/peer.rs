@@ -97,6 +97,11 @@ const DEFAULT_REQQ: usize = 250;
 /// about); the oldest is forgotten past it, and its late answer then bans the peer.
 const MAX_ASKED_HASHES: usize = 16;
 
+/// BEP 52 hash requests one connection gets answered; the rest are rejected. A peer
+/// fetching every piece layer asks about one request per 512 pieces, so this covers
+/// any torrent many times over while bounding what one connection can make us send.
+const MAX_HASH_ANSWERS: u32 = 4096;
+
 pub const UPLOAD_QUEUE_LIMIT: usize = 500;
 
 /// How much of a piece is read at once for one peer's uploads: the following requests of
@@ -273,6 +278,10 @@ pub struct Peer {
     metadata: Option<Bytes>,
     /// `ut_metadata` requests answered; past a bound, the rest are rejected.
     metadata_served: u32,
+    /// The trees of a v2 torrent's files, to answer `hash request`s from (BEP 52).
+    trees: Option<Arc<crate::metainfo::tree_nodes::TreeNodes>>,
+    /// `hash request`s answered; past [`MAX_HASH_ANSWERS`], the rest are rejected.
+    hashes_served: u32,
     /// Whether peer exchange is allowed on this torrent (not private, not switched off).
     pex: bool,
     /// Where we accept peers, told in our extension handshake.
@@ -313,6 +322,8 @@ pub struct PeerParts {
     pub metrics: Arc<ActorMetrics>,
     /// The raw info dictionary, to serve by `ut_metadata`.
     pub metadata: Option<Bytes>,
+    /// A v2 torrent's trees, to answer `hash request`s from; `None` rejects them all.
+    pub trees: Option<Arc<crate::metainfo::tree_nodes::TreeNodes>>,
     /// Whether peer exchange is allowed.
     pub pex: bool,
     /// Our listen port, if we listen.
@@ -399,6 +410,8 @@ impl Peer {
                 last_sent: now,
                 close_reason: None,
                 metadata: parts.metadata,
+                trees: parts.trees,
+                hashes_served: 0,
                 metadata_served: 0,
                 pex: parts.pex,
                 listen_port: parts.listen_port,
@@ -638,6 +651,33 @@ impl Peer {
             }
         }
         debug!(self.log, "extension handshake"; "client" => hs.client.as_deref().unwrap_or("?"), "ut_metadata" => self.their_metadata_id.is_some(), "ut_pex" => self.their_pex_id.is_some());
+    }
+
+    /// A BEP 52 `hash request`: answered from the torrent's trees within
+    /// [`MAX_HASH_ANSWERS`], else rejected with the reason logged.
+    fn on_hash_request(&mut self, request: crate::wire::HashRequest) {
+        let answer = match &self.trees {
+            None => Err("not a v2 torrent".to_string()),
+            Some(_) if self.hashes_served >= MAX_HASH_ANSWERS => {
+                Err(format!("more than {MAX_HASH_ANSWERS} hash requests"))
+            }
+            Some(trees) => trees.answer(&request).map_err(|e| e.to_string()),
+        };
+        match answer {
+            Ok(hashes) => {
+                self.hashes_served += 1;
+                debug!(self.log, "hash request answered"; "base_layer" => request.base_layer,
+                    "index" => request.index, "length" => request.length,
+                    "proof_layers" => request.proof_layers);
+                self.send(Message::Hashes(crate::wire::Hashes { request, hashes }));
+            }
+            Err(reason) => {
+                debug!(self.log, "hash request rejected"; "reason" => reason,
+                    "base_layer" => request.base_layer, "index" => request.index,
+                    "length" => request.length);
+                self.send(Message::HashReject(request));
+            }
+        }
     }
 
     /// A `ut_metadata` message: requests are served from the info dictionary, within a
@@ -946,10 +986,10 @@ impl Peer {
                     });
                 }
             }
-            // BEP 52: this peer serves no tree nodes yet, and says so. It asks for the
-            // leaves of failed v2 pieces only; a `hashes` answering nothing it asked
-            // breaks the protocol.
-            Message::HashRequest(request) => self.send(Message::HashReject(request)),
+            // BEP 52: nodes of the trees the metainfo proves are served (piece layer
+            // and up); anything else is rejected. We ask for the leaves of failed v2
+            // pieces only; a `hashes` answering nothing we asked breaks the protocol.
+            Message::HashRequest(request) => self.on_hash_request(request),
             Message::Hashes(hashes) => {
                 match self
                     .asked_hashes

@@ -662,8 +662,8 @@ impl Run {
 
     /// Sends `GET url` for `len` bytes from `offset` (of a file of `file_len` bytes),
     /// following allowed redirects, and returns the response once its status and range
-    /// are right. Only the headers are read here. Long because each way a server can
-    /// answer (redirect, 503 with `Retry-After`, a status, a wrong range) is one arm.
+    /// are right. Only the headers are read here. Each way a server can answer (redirect,
+    /// 503 with `Retry-After`, a status, a wrong range) is one arm.
     async fn get_range(
         &self,
         url: Url,
@@ -688,68 +688,17 @@ impl Run {
             let status = response.status().as_u16();
             let shown = current.as_str().to_string();
             match status {
-                206 => {
-                    let got = response
-                        .headers()
-                        .get(reqwest::header::CONTENT_RANGE)
-                        .and_then(|v| v.to_str().ok())
-                        .map(str::to_string);
-                    let want = format!("bytes {offset}-{end}/");
-                    if got.as_deref().is_some_and(|g| g.starts_with(&want)) {
-                        return Ok(response);
-                    }
-                    return Err(WebSeedFetchError::WrongRange {
-                        url: shown,
-                        asked: format!("{offset}-{end}"),
-                        got: got.map(|g| g.chars().take(100).collect()),
-                    });
-                }
+                206 => return check_range(response, offset, end, shown),
                 // The whole file is what was asked: a 200 is the right answer then.
                 200 if offset == 0 && len == file_len => return Ok(response),
                 200 => return Err(WebSeedFetchError::IgnoresRange { url: shown }),
                 301 | 302 | 303 | 307 | 308 => {
                     hops += 1;
-                    let target = response
-                        .headers()
-                        .get(reqwest::header::LOCATION)
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|l| current.join(l).ok())
-                        .ok_or(WebSeedFetchError::Redirect(RedirectError::BadLocation))?;
-                    if !matches!(target.scheme(), "http" | "https") {
-                        return Err(RedirectError::BadLocation.into());
-                    }
-                    // Pinned to the addresses checked, as the trackers' redirects are.
-                    let builder = reqwest::Client::builder()
-                        .connect_timeout(self.config.io_timeout)
-                        .read_timeout(self.config.io_timeout)
-                        .redirect(reqwest::redirect::Policy::none());
-                    client = pinned_hop(
-                        &current,
-                        response.remote_addr(),
-                        &target,
-                        hops,
-                        self.config.max_redirects,
-                        builder,
-                    )
-                    .await
-                    .map_err(|e| match e {
-                        HopError::Redirect(e) => WebSeedFetchError::Redirect(e),
-                        HopError::Resolve { host, reason } => {
-                            WebSeedFetchError::Connection(format!("{host}: {reason}"))
-                        }
-                        HopError::Client(text) => WebSeedFetchError::Connection(text),
-                    })?;
-                    current = target;
+                    (client, current) = self.redirect(&current, &response, hops).await?;
                 }
                 404 | 410 => return Err(WebSeedFetchError::NotFound { url: shown, status }),
                 429 | 503 => {
-                    let after = response
-                        .headers()
-                        .get(reqwest::header::RETRY_AFTER)
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|v| v.trim().parse::<u64>().ok())
-                        .map_or(self.config.backoff, Duration::from_secs)
-                        .min(self.config.max_backoff);
+                    let after = self.retry_after(&response);
                     return Err(WebSeedFetchError::Busy { status, after });
                 }
                 500..=599 => return Err(WebSeedFetchError::ServerError(status)),
@@ -757,6 +706,81 @@ impl Run {
             }
         }
     }
+    /// Where a redirect answer leads (an http or https URL) and the client pinned to the
+    /// addresses checked for it, as the trackers' redirects are; `hops` counts this one.
+    async fn redirect(
+        &self,
+        current: &Url,
+        response: &reqwest::Response,
+        hops: usize,
+    ) -> Result<(reqwest::Client, Url), WebSeedFetchError> {
+        let target = response
+            .headers()
+            .get(reqwest::header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|l| current.join(l).ok())
+            .ok_or(WebSeedFetchError::Redirect(RedirectError::BadLocation))?;
+        if !matches!(target.scheme(), "http" | "https") {
+            return Err(RedirectError::BadLocation.into());
+        }
+        // Pinned to the addresses checked, as the trackers' redirects are.
+        let builder = reqwest::Client::builder()
+            .connect_timeout(self.config.io_timeout)
+            .read_timeout(self.config.io_timeout)
+            .redirect(reqwest::redirect::Policy::none());
+        let client = pinned_hop(
+            current,
+            response.remote_addr(),
+            &target,
+            hops,
+            self.config.max_redirects,
+            builder,
+        )
+        .await
+        .map_err(|e| match e {
+            HopError::Redirect(e) => WebSeedFetchError::Redirect(e),
+            HopError::Resolve { host, reason } => {
+                WebSeedFetchError::Connection(format!("{host}: {reason}"))
+            }
+            HopError::Client(text) => WebSeedFetchError::Connection(text),
+        })?;
+        Ok((client, target))
+    }
+
+    /// How long a 429 or 503 answer asks us to wait: its `Retry-After` in seconds, else
+    /// the configured backoff, at most the configured maximum.
+    fn retry_after(&self, response: &reqwest::Response) -> Duration {
+        response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map_or(self.config.backoff, Duration::from_secs)
+            .min(self.config.max_backoff)
+    }
+}
+
+/// A 206 answer if its `Content-Range` is the one asked for (`offset` to `end`).
+fn check_range(
+    response: reqwest::Response,
+    offset: u64,
+    end: u64,
+    shown: String,
+) -> Result<reqwest::Response, WebSeedFetchError> {
+    let got = response
+        .headers()
+        .get(reqwest::header::CONTENT_RANGE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let want = format!("bytes {offset}-{end}/");
+    if got.as_deref().is_some_and(|g| g.starts_with(&want)) {
+        return Ok(response);
+    }
+    Err(WebSeedFetchError::WrongRange {
+        url: shown,
+        asked: format!("{offset}-{end}"),
+        got: got.map(|g| g.chars().take(100).collect()),
+    })
 }
 
 type StoreFuture =

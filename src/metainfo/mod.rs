@@ -7,6 +7,7 @@
 
 pub mod merkle;
 pub(crate) mod path;
+pub mod tree_nodes;
 pub mod v2;
 pub mod webseed;
 
@@ -355,6 +356,31 @@ impl Info {
             .files()
             .first()
             .is_some_and(|f| f.path.components().len() > 1)
+    }
+
+    /// The trees a peer may ask nodes of (BEP 52 `hash request`): each file's piece
+    /// layer and the layers above it, for a v2-only torrent; `None` for a v1 or hybrid
+    /// torrent, whose v2 part is not kept.
+    pub fn tree_nodes(&self) -> Option<tree_nodes::TreeNodes> {
+        let PieceHashes::V2(pieces) = &self.hashes else {
+            return None;
+        };
+        // Pieces come file by file in order, so a file's piece layer is a run of pieces
+        // with the same root.
+        let mut files: Vec<(Hash256, Vec<Hash256>, u32)> = Vec::new();
+        for piece in pieces {
+            match files.last_mut() {
+                Some((root, layer, _)) if *root == piece.file_root && piece.file_piece > 0 => {
+                    layer.push(piece.node)
+                }
+                _ => files.push((
+                    piece.file_root,
+                    vec![piece.node],
+                    piece.width.trailing_zeros(),
+                )),
+            }
+        }
+        Some(tree_nodes::TreeNodes::new(files))
     }
 
     /// The check a piece's data must pass.

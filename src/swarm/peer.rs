@@ -381,45 +381,19 @@ impl<'a> Session<'a> {
     }
 
     /// The simulated peer's life: one `select!` over its socket, its clocks and its
-    /// plan (flaky drops, lies), kept in one place so the profile's behaviour reads whole.
+    /// plan (flaky drops, lies).
     async fn run(mut self, stream: PeerStream) -> End {
         let num_pieces = self.task.shared.data.num_pieces();
         let (read, mut write) = stream.into_split();
         let mut reader = FramedRead::new(read, MessageCodec::for_piece_count(num_pieces));
         let mut out = BytesMut::with_capacity(OUT_HIGH_WATER + 2 * BLOCK_SIZE as usize);
-        let mut bitfield = Bitfield::new(num_pieces);
-        for piece in (0..num_pieces).filter(|&p| self.holds(p)) {
-            let _ = bitfield.set(piece);
-        }
-        self.send(&mut out, &Message::Bitfield(bitfield.to_payload()));
-        let link_profile = self.task.link;
-        let mut link = (!link_profile.is_none()).then(|| Link {
-            inbound: DelayLine::new(link_profile, self.task.plan.key ^ self.connection),
-            outbound: DelayLine::new(link_profile, !self.task.plan.key ^ self.connection),
-            wire: BytesMut::with_capacity(OUT_HIGH_WATER + 2 * BLOCK_SIZE as usize),
-        });
+        self.send_bitfield(&mut out);
+        let mut link = self.link();
         loop {
             let now = Instant::now();
             let mut wake = self.next_wake();
             if let Some(link) = &mut link {
-                while let Some(message) = link.inbound.pop_due(now) {
-                    self.on_message(message, &mut out);
-                }
-                if link.outbound.has_room(now) {
-                    self.fill(&mut out);
-                }
-                if !out.is_empty() {
-                    let len = out.len();
-                    link.outbound.push(out.split().freeze(), len, now);
-                }
-                while link.wire.len() < OUT_HIGH_WATER {
-                    let Some(bytes) = link.outbound.pop_due(now) else {
-                        break;
-                    };
-                    link.wire.extend_from_slice(&bytes);
-                }
-                let line_wake = [link.inbound.next_wake(now), link.outbound.next_wake(now)];
-                wake = line_wake.into_iter().flatten().fold(wake, Instant::min);
+                wake = self.pump_link(link, &mut out, now, wake);
             } else {
                 self.fill(&mut out);
             }
@@ -443,32 +417,95 @@ impl<'a> Session<'a> {
                 }, if writing || flushing => Event::Wrote(wrote),
                 _ = tokio::time::sleep_until(wake) => Event::Timer,
             };
-            match event {
-                Event::Shutdown => return End::Shutdown,
-                Event::Received(Some(Ok(message))) => match &mut link {
-                    Some(link) => {
-                        let size = inbound_size(&message);
-                        link.inbound.push(message, size, Instant::now());
-                    }
-                    None => self.on_message(message, &mut out),
-                },
-                // The leecher closed, or broke the protocol: either way it is gone.
-                // Requests still queued mean it gave up waiting, or it completed with
-                // endgame duplicates left here; the front end tells the two apart by when
-                // the leechers ended.
-                Event::Received(_) | Event::Wrote(Err(_)) | Event::Wrote(Ok(0)) => {
-                    return End::Remote {
-                        waiting: !self.queue.is_empty(),
-                    }
+            if let Some(end) = self.on_event(event, &mut link, &mut out) {
+                return end;
+            }
+        }
+    }
+
+    /// Our bitfield, the first message.
+    fn send_bitfield(&mut self, out: &mut BytesMut) {
+        let num_pieces = self.task.shared.data.num_pieces();
+        let mut bitfield = Bitfield::new(num_pieces);
+        for piece in (0..num_pieces).filter(|&p| self.holds(p)) {
+            let _ = bitfield.set(piece);
+        }
+        self.send(out, &Message::Bitfield(bitfield.to_payload()));
+    }
+
+    /// The delay lines of the task's link profile, if it has one.
+    fn link(&self) -> Option<Link> {
+        let link_profile = self.task.link;
+        (!link_profile.is_none()).then(|| Link {
+            inbound: DelayLine::new(link_profile, self.task.plan.key ^ self.connection),
+            outbound: DelayLine::new(link_profile, !self.task.plan.key ^ self.connection),
+            wire: BytesMut::with_capacity(OUT_HIGH_WATER + 2 * BLOCK_SIZE as usize),
+        })
+    }
+
+    /// Moves what is due through the link: inbound messages that have arrived are
+    /// handled, what we wrote enters the outbound line, and outbound bytes that have
+    /// arrived go to the wire. Returns `wake`, or sooner if a line wants a turn sooner.
+    fn pump_link(
+        &mut self,
+        link: &mut Link,
+        out: &mut BytesMut,
+        now: Instant,
+        wake: Instant,
+    ) -> Instant {
+        while let Some(message) = link.inbound.pop_due(now) {
+            self.on_message(message, out);
+        }
+        if link.outbound.has_room(now) {
+            self.fill(out);
+        }
+        if !out.is_empty() {
+            let len = out.len();
+            link.outbound.push(out.split().freeze(), len, now);
+        }
+        while link.wire.len() < OUT_HIGH_WATER {
+            let Some(bytes) = link.outbound.pop_due(now) else {
+                break;
+            };
+            link.wire.extend_from_slice(&bytes);
+        }
+        let line_wake = [link.inbound.next_wake(now), link.outbound.next_wake(now)];
+        line_wake.into_iter().flatten().fold(wake, Instant::min)
+    }
+
+    /// Handles what the `select!` woke for; `Some` when the connection ends.
+    fn on_event(
+        &mut self,
+        event: Event,
+        link: &mut Option<Link>,
+        out: &mut BytesMut,
+    ) -> Option<End> {
+        match event {
+            Event::Shutdown => return Some(End::Shutdown),
+            Event::Received(Some(Ok(message))) => match link {
+                Some(link) => {
+                    let size = inbound_size(&message);
+                    link.inbound.push(message, size, Instant::now());
                 }
-                Event::Wrote(Ok(_)) => {}
-                Event::Timer => {
-                    if self.on_timers(&mut out) {
-                        return End::Ours;
-                    }
+                None => self.on_message(message, out),
+            },
+            // The leecher closed, or broke the protocol: either way it is gone.
+            // Requests still queued mean it gave up waiting, or it completed with
+            // endgame duplicates left here; the front end tells the two apart by when
+            // the leechers ended.
+            Event::Received(_) | Event::Wrote(Err(_)) | Event::Wrote(Ok(0)) => {
+                return Some(End::Remote {
+                    waiting: !self.queue.is_empty(),
+                })
+            }
+            Event::Wrote(Ok(_)) => {}
+            Event::Timer => {
+                if self.on_timers(out) {
+                    return Some(End::Ours);
                 }
             }
         }
+        None
     }
 
     fn holds(&self, piece: u32) -> bool {

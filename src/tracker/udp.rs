@@ -506,64 +506,78 @@ pub fn parse_response(
     }
     expect_action(expected.action(), action)?;
     match expected {
-        Expected::Connect => {
-            const WHAT: &str = "connect response";
-            need(WHAT, CONNECT_LEN, packet.len())?;
-            let connection_id = r
-                .u64()
-                .ok_or_else(|| short(WHAT, CONNECT_LEN, packet.len()))?;
-            Ok(Response::Connect { connection_id })
-        }
-        Expected::Announce(family) => {
-            const WHAT: &str = "announce response";
-            need(WHAT, ANNOUNCE_RESPONSE_HEADER_LEN, packet.len())?;
-            let err = || short(WHAT, ANNOUNCE_RESPONSE_HEADER_LEN, packet.len());
-            let interval = non_negative("interval", r.u32().ok_or_else(err)?)?;
-            if interval > MAX_INTERVAL_SECS {
-                return Err(UdpError::OutOfRange {
-                    field: "interval",
-                    value: i64::from(interval),
-                });
-            }
-            let leechers = non_negative("leechers", r.u32().ok_or_else(err)?)?;
-            let seeders = non_negative("seeders", r.u32().ok_or_else(err)?)?;
-            let list = r.remaining();
-            let mut peers = parse_compact_peers(list, family).ok_or(UdpError::PeerListLength {
-                len: list.len(),
-                entry_len: family.entry_len(),
-            })?;
-            dedup_peers(&mut peers);
-            Ok(Response::Announce(AnnounceResponse {
-                interval: Duration::from_secs(u64::from(interval)),
-                min_interval: None,
-                complete: Some(seeders),
-                incomplete: Some(leechers),
-                tracker_id: None,
-                warning: None,
-                peers,
-            }))
-        }
-        Expected::Scrape => {
-            let list = r.remaining();
-            if list.len() % SCRAPE_ENTRY_LEN != 0 {
-                return Err(UdpError::ScrapeListLength { len: list.len() });
-            }
-            let mut entries = Vec::with_capacity(list.len() / SCRAPE_ENTRY_LEN);
-            for chunk in list.chunks_exact(SCRAPE_ENTRY_LEN) {
-                let mut e = Reader::new(chunk);
-                let err = || UdpError::ScrapeListLength { len: list.len() };
-                let complete = non_negative("seeders", e.u32().ok_or_else(err)?)?;
-                let downloaded = non_negative("completed", e.u32().ok_or_else(err)?)?;
-                let incomplete = non_negative("leechers", e.u32().ok_or_else(err)?)?;
-                entries.push(ScrapeStats {
-                    complete,
-                    downloaded,
-                    incomplete,
-                });
-            }
-            Ok(Response::Scrape(entries))
-        }
+        Expected::Connect => parse_connect(r, packet.len()),
+        Expected::Announce(family) => parse_announce(r, packet.len(), family),
+        Expected::Scrape => parse_scrape(r),
     }
+}
+
+/// A connect response's body: the connection id.
+fn parse_connect(mut r: Reader<'_>, packet_len: usize) -> Result<Response, UdpError> {
+    const WHAT: &str = "connect response";
+    need(WHAT, CONNECT_LEN, packet_len)?;
+    let connection_id = r
+        .u64()
+        .ok_or_else(|| short(WHAT, CONNECT_LEN, packet_len))?;
+    Ok(Response::Connect { connection_id })
+}
+
+/// An announce response's body: interval, leechers, seeders and the peers of `family`.
+fn parse_announce(
+    mut r: Reader<'_>,
+    packet_len: usize,
+    family: AddressFamily,
+) -> Result<Response, UdpError> {
+    const WHAT: &str = "announce response";
+    need(WHAT, ANNOUNCE_RESPONSE_HEADER_LEN, packet_len)?;
+    let err = || short(WHAT, ANNOUNCE_RESPONSE_HEADER_LEN, packet_len);
+    let interval = non_negative("interval", r.u32().ok_or_else(err)?)?;
+    if interval > MAX_INTERVAL_SECS {
+        return Err(UdpError::OutOfRange {
+            field: "interval",
+            value: i64::from(interval),
+        });
+    }
+    let leechers = non_negative("leechers", r.u32().ok_or_else(err)?)?;
+    let seeders = non_negative("seeders", r.u32().ok_or_else(err)?)?;
+    let list = r.remaining();
+    let mut peers = parse_compact_peers(list, family).ok_or(UdpError::PeerListLength {
+        len: list.len(),
+        entry_len: family.entry_len(),
+    })?;
+    dedup_peers(&mut peers);
+    Ok(Response::Announce(AnnounceResponse {
+        peers,
+        interval: Duration::from_secs(u64::from(interval)),
+        complete: Some(seeders),
+        incomplete: Some(leechers),
+        // BEP 15 carries none of these.
+        min_interval: None,
+        tracker_id: None,
+        warning: None,
+    }))
+}
+
+/// A scrape response's body: one entry of seeders, completed and leechers per hash asked.
+fn parse_scrape(r: Reader<'_>) -> Result<Response, UdpError> {
+    let list = r.remaining();
+    if list.len() % SCRAPE_ENTRY_LEN != 0 {
+        return Err(UdpError::ScrapeListLength { len: list.len() });
+    }
+    let mut entries = Vec::with_capacity(list.len() / SCRAPE_ENTRY_LEN);
+    for chunk in list.chunks_exact(SCRAPE_ENTRY_LEN) {
+        let mut e = Reader::new(chunk);
+        let err = || UdpError::ScrapeListLength { len: list.len() };
+        let complete = non_negative("seeders", e.u32().ok_or_else(err)?)?;
+        let downloaded = non_negative("completed", e.u32().ok_or_else(err)?)?;
+        let incomplete = non_negative("leechers", e.u32().ok_or_else(err)?)?;
+        entries.push(ScrapeStats {
+            complete,
+            downloaded,
+            incomplete,
+        });
+    }
+    Ok(Response::Scrape(entries))
 }
 
 #[cfg(test)]

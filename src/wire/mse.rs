@@ -381,31 +381,88 @@ fn be32(b: &[u8]) -> u32 {
     u32::from_be_bytes([b[0], b[1], b[2], b[3]])
 }
 
+/// A padding length (len(PadC) or len(PadD)) at the start of `b`, at most [`MAX_PAD`].
+fn pad_len(b: &[u8]) -> Result<usize, MseError> {
+    match be16(b) {
+        len if len > MAX_PAD => Err(MseError::PaddingTooLong { len }),
+        len => Ok(len),
+    }
+}
+
+/// What one state of a handshake made of the buffered bytes; the state it leaves the side
+/// in is in the side's `state`.
+// `Done` is as large as the `Option<Established>` it becomes; boxing it would allocate.
+#[allow(clippy::large_enum_variant)]
+enum Progress {
+    /// It is over: go on from the next state.
+    Next,
+    /// It needs more bytes: wait in this state.
+    Wait,
+    /// The handshake is done.
+    Done(Established),
+}
+
+/// One side of the handshake as a state machine over its buffered bytes: one method per
+/// state, each reading the bytes of one part of the protocol.
+trait Steps {
+    /// Whether the bytes the current state reads at once are buffered.
+    fn ready(&self) -> bool;
+
+    /// Runs the current state on the buffered bytes. It takes the state out, so a state
+    /// that fails leaves the side over.
+    fn advance(&mut self) -> Result<Progress, MseError>;
+
+    /// Advances as far as the buffered bytes allow.
+    fn step(&mut self) -> Result<Option<Established>, MseError> {
+        loop {
+            if !self.ready() {
+                return Ok(None);
+            }
+            match self.advance()? {
+                Progress::Next => {}
+                Progress::Wait => return Ok(None),
+                Progress::Done(established) => return Ok(Some(established)),
+            }
+        }
+    }
+}
+
 /// Where the initiator is.
 enum InitiatorState {
     /// Waiting for Yb.
     AwaitKey,
     /// Looking for the encrypted VC after Yb.
     AwaitVc {
-        encrypt: Keystream,
-        decrypt: Keystream,
+        ciphers: Rc4Pair,
         /// VC as the receiver's cipher encrypts it.
         mark: [u8; 8],
     },
     /// Waiting for crypto_select and len(PadD).
-    AwaitSelect {
-        encrypt: Keystream,
-        decrypt: Keystream,
-    },
+    AwaitSelect { ciphers: Rc4Pair },
     /// Waiting for PadD.
     AwaitPadD {
-        encrypt: Keystream,
-        decrypt: Keystream,
+        ciphers: Rc4Pair,
         method: u32,
         len: usize,
     },
     /// Done or failed.
     Over,
+}
+
+/// crypto_select and len(PadD), read at once.
+const SELECT_LEN: usize = 4 + 2;
+
+impl InitiatorState {
+    /// Bytes the state reads at once, so must have buffered before it runs (none for
+    /// the search for VC).
+    fn wanted(&self) -> usize {
+        match self {
+            InitiatorState::AwaitKey => DH_KEY_LEN,
+            InitiatorState::AwaitSelect { .. } => SELECT_LEN,
+            InitiatorState::AwaitPadD { len, .. } => *len,
+            InitiatorState::AwaitVc { .. } | InitiatorState::Over => 0,
+        }
+    }
 }
 
 /// The side that dialed. See the module documentation.
@@ -447,130 +504,121 @@ impl Initiator {
         }
     }
 
-    /// Advances as far as the buffered bytes allow. One function on purpose: each arm is
-    /// one state of BEP 8's handshake, and read in order they are the protocol.
-    fn step(&mut self) -> Result<Option<Established>, MseError> {
-        loop {
-            match std::mem::replace(&mut self.state, InitiatorState::Over) {
-                InitiatorState::AwaitKey => {
-                    if self.buf.len() < DH_KEY_LEN {
-                        self.state = InitiatorState::AwaitKey;
-                        return Ok(None);
-                    }
-                    let secret = self.keys.shared_secret(&self.buf[..DH_KEY_LEN])?;
-                    self.buf.drain(..DH_KEY_LEN);
-                    let (mut encrypt, decrypt) = ciphers(&secret, &self.skey);
-                    // The VC as B's cipher encrypts it: a second copy of that cipher, as
-                    // RC4 state is not cloned.
-                    let mut mark = VC;
-                    Keystream::new(&direction_key(b"keyB", &secret, &self.skey)).apply(&mut mark);
-                    self.out.extend_from_slice(&hash(&[b"req1", &secret]));
-                    let req2 = hash(&[b"req2", &self.skey.0]);
-                    let req3 = hash(&[b"req3", &secret]);
-                    self.out.extend(req2.iter().zip(req3).map(|(a, b)| a ^ b));
-                    let mut plain = VC.to_vec();
-                    plain.extend_from_slice(&self.provide.to_be_bytes());
-                    plain.extend_from_slice(&(self.pad_c.len() as u16).to_be_bytes());
-                    plain.extend_from_slice(&self.pad_c);
-                    plain.extend_from_slice(&(self.initial_payload.len() as u16).to_be_bytes());
-                    plain.extend_from_slice(&self.initial_payload);
-                    encrypt.apply(&mut plain);
-                    self.out.extend_from_slice(&plain);
-                    self.state = InitiatorState::AwaitVc {
-                        encrypt,
-                        decrypt,
-                        mark,
-                    };
-                }
-                InitiatorState::AwaitVc {
-                    encrypt,
-                    mut decrypt,
-                    mark,
-                } => match self.buf.windows(VC.len()).position(|w| w == mark) {
-                    Some(at) if at + VC.len() <= MAX_BEFORE_VC => {
-                        let mut vc = VC;
-                        decrypt.apply(&mut vc);
-                        self.buf.drain(..at + VC.len());
-                        self.state = InitiatorState::AwaitSelect { encrypt, decrypt };
-                    }
-                    _ if self.buf.len() >= MAX_BEFORE_VC => {
-                        return Err(MseError::NoSync {
-                            limit: MAX_BEFORE_VC,
-                        })
-                    }
-                    _ => {
-                        self.state = InitiatorState::AwaitVc {
-                            encrypt,
-                            decrypt,
-                            mark,
-                        };
-                        return Ok(None);
-                    }
-                },
-                InitiatorState::AwaitSelect {
-                    encrypt,
-                    mut decrypt,
-                } => {
-                    if self.buf.len() < 6 {
-                        self.state = InitiatorState::AwaitSelect { encrypt, decrypt };
-                        return Ok(None);
-                    }
-                    let mut head: [u8; 6] = [0; 6];
-                    head.copy_from_slice(&self.buf[..6]);
-                    self.buf.drain(..6);
-                    decrypt.apply(&mut head);
-                    let method = be32(&head);
-                    if method.count_ones() != 1 || method & self.provide == 0 {
-                        return Err(MseError::BadSelect {
-                            selected: method,
-                            provided: self.provide,
-                        });
-                    }
-                    let len = be16(&head[4..]);
-                    if len > MAX_PAD {
-                        return Err(MseError::PaddingTooLong { len });
-                    }
-                    self.state = InitiatorState::AwaitPadD {
-                        encrypt,
-                        decrypt,
-                        method,
-                        len,
-                    };
-                }
-                InitiatorState::AwaitPadD {
-                    encrypt,
-                    mut decrypt,
-                    method,
-                    len,
-                } => {
-                    if self.buf.len() < len {
-                        self.state = InitiatorState::AwaitPadD {
-                            encrypt,
-                            decrypt,
-                            method,
-                            len,
-                        };
-                        return Ok(None);
-                    }
-                    let mut pad: Vec<u8> = self.buf.drain(..len).collect();
-                    decrypt.apply(&mut pad);
-                    let mut received = std::mem::take(&mut self.buf);
-                    let cipher = if method == CRYPTO_RC4 {
-                        decrypt.apply(&mut received);
-                        Some(Rc4Pair { encrypt, decrypt })
-                    } else {
-                        None
-                    };
-                    return Ok(Some(Established {
-                        info_hash: self.skey,
-                        method,
-                        cipher,
-                        received,
-                    }));
-                }
-                InitiatorState::Over => return Err(MseError::Finished),
+    /// Step 2 read: takes Yb, and sends step 3 under the ciphers it yields.
+    fn read_key(&mut self) -> Result<Progress, MseError> {
+        let secret = self.keys.shared_secret(&self.buf[..DH_KEY_LEN])?;
+        self.buf.drain(..DH_KEY_LEN);
+        let (mut encrypt, decrypt) = ciphers(&secret, &self.skey);
+        // The VC as B's cipher encrypts it: a second copy of that cipher, as
+        // RC4 state is not cloned.
+        let mut mark = VC;
+        Keystream::new(&direction_key(b"keyB", &secret, &self.skey)).apply(&mut mark);
+        self.send_request(&secret, &mut encrypt);
+        let ciphers = Rc4Pair { encrypt, decrypt };
+        self.state = InitiatorState::AwaitVc { ciphers, mark };
+        Ok(Progress::Next)
+    }
+
+    /// Step 3: the two hashes, then VC, crypto_provide, PadC and IA under `encrypt`.
+    fn send_request(&mut self, secret: &[u8; DH_KEY_LEN], encrypt: &mut Keystream) {
+        self.out.extend_from_slice(&hash(&[b"req1", secret]));
+        let req2 = hash(&[b"req2", &self.skey.0]);
+        let req3 = hash(&[b"req3", secret]);
+        self.out.extend(req2.iter().zip(req3).map(|(a, b)| a ^ b));
+        let mut plain = VC.to_vec();
+        plain.extend_from_slice(&self.provide.to_be_bytes());
+        plain.extend_from_slice(&(self.pad_c.len() as u16).to_be_bytes());
+        plain.extend_from_slice(&self.pad_c);
+        plain.extend_from_slice(&(self.initial_payload.len() as u16).to_be_bytes());
+        plain.extend_from_slice(&self.initial_payload);
+        encrypt.apply(&mut plain);
+        self.out.extend_from_slice(&plain);
+    }
+
+    /// Step 4's start: looks for the encrypted VC past PadB, within [`MAX_BEFORE_VC`].
+    fn find_vc(&mut self, mut ciphers: Rc4Pair, mark: [u8; 8]) -> Result<Progress, MseError> {
+        match self.buf.windows(VC.len()).position(|w| w == mark) {
+            Some(at) if at + VC.len() <= MAX_BEFORE_VC => {
+                let mut vc = VC;
+                ciphers.decrypt.apply(&mut vc);
+                self.buf.drain(..at + VC.len());
+                self.state = InitiatorState::AwaitSelect { ciphers };
+                Ok(Progress::Next)
+            }
+            _ if self.buf.len() >= MAX_BEFORE_VC => Err(MseError::NoSync {
+                limit: MAX_BEFORE_VC,
+            }),
+            _ => {
+                self.state = InitiatorState::AwaitVc { ciphers, mark };
+                Ok(Progress::Wait)
             }
         }
+    }
+
+    /// Step 4: crypto_select, which must be one method we provided, and len(PadD).
+    fn read_select(&mut self, mut ciphers: Rc4Pair) -> Result<Progress, MseError> {
+        let mut head = [0u8; SELECT_LEN];
+        head.copy_from_slice(&self.buf[..SELECT_LEN]);
+        self.buf.drain(..SELECT_LEN);
+        ciphers.decrypt.apply(&mut head);
+        let method = be32(&head);
+        if method.count_ones() != 1 || method & self.provide == 0 {
+            return Err(MseError::BadSelect {
+                selected: method,
+                provided: self.provide,
+            });
+        }
+        let len = pad_len(&head[4..])?;
+        self.state = InitiatorState::AwaitPadD {
+            ciphers,
+            method,
+            len,
+        };
+        Ok(Progress::Next)
+    }
+
+    /// Step 4's end: skips PadD; what follows is payload, under the selected method.
+    fn read_pad_d(
+        &mut self,
+        mut ciphers: Rc4Pair,
+        method: u32,
+        len: usize,
+    ) -> Result<Progress, MseError> {
+        let mut pad: Vec<u8> = self.buf.drain(..len).collect();
+        ciphers.decrypt.apply(&mut pad);
+        let mut received = std::mem::take(&mut self.buf);
+        let cipher = if method == CRYPTO_RC4 {
+            ciphers.decrypt.apply(&mut received);
+            Some(ciphers)
+        } else {
+            None
+        };
+        Ok(Progress::Done(Established {
+            info_hash: self.skey,
+            method,
+            cipher,
+            received,
+        }))
+    }
+}
+
+impl Steps for Initiator {
+    fn advance(&mut self) -> Result<Progress, MseError> {
+        match std::mem::replace(&mut self.state, InitiatorState::Over) {
+            InitiatorState::Over => Err(MseError::Finished),
+            InitiatorState::AwaitKey => self.read_key(),
+            InitiatorState::AwaitVc { ciphers, mark } => self.find_vc(ciphers, mark),
+            InitiatorState::AwaitSelect { ciphers } => self.read_select(ciphers),
+            InitiatorState::AwaitPadD {
+                ciphers,
+                method,
+                len,
+            } => self.read_pad_d(ciphers, method, len),
+        }
+    }
+
+    fn ready(&self) -> bool {
+        self.buf.len() >= self.state.wanted()
     }
 }
 
@@ -598,29 +646,40 @@ enum ReceiverState {
     /// Waiting for HASH("req2", SKEY) xor HASH("req3", S).
     AwaitSkey { secret: Box<[u8; DH_KEY_LEN]> },
     /// Waiting for VC, crypto_provide and len(PadC).
-    AwaitProvide {
-        skey: InfoHash,
-        encrypt: Keystream,
-        decrypt: Keystream,
-    },
+    AwaitProvide { skey: InfoHash, ciphers: Rc4Pair },
     /// Waiting for PadC and len(IA).
-    AwaitPadC {
-        skey: InfoHash,
-        encrypt: Keystream,
-        decrypt: Keystream,
-        method: u32,
-        len: usize,
-    },
+    AwaitPadC { agreed: Agreed, len: usize },
     /// Waiting for IA.
-    AwaitPayload {
-        skey: InfoHash,
-        encrypt: Keystream,
-        decrypt: Keystream,
-        method: u32,
-        len: usize,
-    },
+    AwaitPayload { agreed: Agreed, len: usize },
     /// Done or failed.
     Over,
+}
+
+/// What a receiver has agreed on by the end of crypto_provide.
+struct Agreed {
+    skey: InfoHash,
+    ciphers: Rc4Pair,
+    /// The method selected.
+    method: u32,
+}
+
+/// VC, crypto_provide and len(PadC), read at once.
+const PROVIDE_LEN: usize = VC.len() + 4 + 2;
+
+impl ReceiverState {
+    /// Bytes the state reads at once, so must have buffered before it runs (none for
+    /// the search for HASH("req1", S)).
+    fn wanted(&self) -> usize {
+        match self {
+            ReceiverState::AwaitKey => DH_KEY_LEN,
+            ReceiverState::AwaitSkey { .. } => 20,
+            ReceiverState::AwaitProvide { .. } => PROVIDE_LEN,
+            // PadC and len(IA).
+            ReceiverState::AwaitPadC { len, .. } => len + 2,
+            ReceiverState::AwaitPayload { len, .. } => *len,
+            ReceiverState::AwaitReq1 { .. } | ReceiverState::Over => 0,
+        }
+    }
 }
 
 /// The side that accepted. See the module documentation.
@@ -675,179 +734,154 @@ impl<'t> Receiver<'t> {
         order.into_iter().find(|m| common & m != 0)
     }
 
-    /// Advances as far as the buffered bytes allow. One function on purpose: each arm is
-    /// one state of BEP 8's handshake, and read in order they are the protocol.
-    fn step(&mut self) -> Result<Option<Established>, MseError> {
-        loop {
-            match std::mem::replace(&mut self.state, ReceiverState::Over) {
-                ReceiverState::AwaitKey => {
-                    if self.buf.len() < DH_KEY_LEN {
-                        self.state = ReceiverState::AwaitKey;
-                        return Ok(None);
-                    }
-                    let secret = self.keys.shared_secret(&self.buf[..DH_KEY_LEN])?;
-                    self.buf.drain(..DH_KEY_LEN);
-                    self.out.extend_from_slice(&self.keys.public);
-                    self.out.extend_from_slice(&self.pad_b);
-                    self.state = ReceiverState::AwaitReq1 {
-                        secret: Box::new(secret),
-                        scanned: 0,
-                    };
-                }
-                ReceiverState::AwaitReq1 { secret, scanned } => {
-                    let req1 = hash(&[b"req1", &secret[..]]);
-                    let limit = MAX_BEFORE_REQ1 - DH_KEY_LEN;
-                    match self.buf.windows(20).position(|w| w == req1) {
-                        Some(at) if scanned + at + 20 <= limit => {
-                            self.buf.drain(..at + 20);
-                            self.state = ReceiverState::AwaitSkey { secret };
-                        }
-                        _ if scanned + self.buf.len() >= limit => {
-                            return Err(MseError::NoSync {
-                                limit: MAX_BEFORE_REQ1,
-                            })
-                        }
-                        _ => {
-                            // Keep the last 19 bytes, which may begin the mark; the rest
-                            // is padding.
-                            let drop = self.buf.len().saturating_sub(19);
-                            self.buf.drain(..drop);
-                            self.state = ReceiverState::AwaitReq1 {
-                                secret,
-                                scanned: scanned + drop,
-                            };
-                            return Ok(None);
-                        }
-                    }
-                }
-                ReceiverState::AwaitSkey { secret } => {
-                    if self.buf.len() < 20 {
-                        self.state = ReceiverState::AwaitSkey { secret };
-                        return Ok(None);
-                    }
-                    let req3 = hash(&[b"req3", &secret[..]]);
-                    let mut req2 = [0u8; 20];
-                    for (i, b) in req2.iter_mut().enumerate() {
-                        *b = self.buf[i] ^ req3[i];
-                    }
-                    self.buf.drain(..20);
-                    let skey = self.skeys.find(&req2).ok_or(MseError::UnknownTorrent)?;
-                    let (decrypt, encrypt) = ciphers(&secret, &skey);
-                    self.state = ReceiverState::AwaitProvide {
-                        skey,
-                        encrypt,
-                        decrypt,
-                    };
-                }
-                ReceiverState::AwaitProvide {
-                    skey,
-                    encrypt,
-                    mut decrypt,
-                } => {
-                    const HEAD: usize = VC.len() + 4 + 2;
-                    if self.buf.len() < HEAD {
-                        self.state = ReceiverState::AwaitProvide {
-                            skey,
-                            encrypt,
-                            decrypt,
-                        };
-                        return Ok(None);
-                    }
-                    let mut head = [0u8; HEAD];
-                    head.copy_from_slice(&self.buf[..HEAD]);
-                    self.buf.drain(..HEAD);
-                    decrypt.apply(&mut head);
-                    if head[..VC.len()] != VC {
-                        return Err(MseError::BadVerification);
-                    }
-                    let provided = be32(&head[8..]);
-                    let method = self.select(provided).ok_or(MseError::NoCommonMethod {
-                        provided,
-                        accepted: self.accepted,
-                    })?;
-                    let len = be16(&head[12..]);
-                    if len > MAX_PAD {
-                        return Err(MseError::PaddingTooLong { len });
-                    }
-                    self.state = ReceiverState::AwaitPadC {
-                        skey,
-                        encrypt,
-                        decrypt,
-                        method,
-                        len,
-                    };
-                }
-                ReceiverState::AwaitPadC {
-                    skey,
-                    encrypt,
-                    mut decrypt,
-                    method,
-                    len,
-                } => {
-                    if self.buf.len() < len + 2 {
-                        self.state = ReceiverState::AwaitPadC {
-                            skey,
-                            encrypt,
-                            decrypt,
-                            method,
-                            len,
-                        };
-                        return Ok(None);
-                    }
-                    let mut pad: Vec<u8> = self.buf.drain(..len + 2).collect();
-                    decrypt.apply(&mut pad);
-                    let len = be16(&pad[len..]);
-                    self.state = ReceiverState::AwaitPayload {
-                        skey,
-                        encrypt,
-                        decrypt,
-                        method,
-                        len,
-                    };
-                }
-                ReceiverState::AwaitPayload {
-                    skey,
-                    mut encrypt,
-                    mut decrypt,
-                    method,
-                    len,
-                } => {
-                    if self.buf.len() < len {
-                        self.state = ReceiverState::AwaitPayload {
-                            skey,
-                            encrypt,
-                            decrypt,
-                            method,
-                            len,
-                        };
-                        return Ok(None);
-                    }
-                    let mut received = std::mem::take(&mut self.buf);
-                    // IA is always under the handshake's cipher; what follows it is under
-                    // the selected method.
-                    decrypt.apply(&mut received[..len]);
-                    let mut reply = VC.to_vec();
-                    reply.extend_from_slice(&method.to_be_bytes());
-                    reply.extend_from_slice(&(self.pad_d.len() as u16).to_be_bytes());
-                    reply.extend_from_slice(&self.pad_d);
-                    encrypt.apply(&mut reply);
-                    self.out.extend_from_slice(&reply);
-                    let cipher = if method == CRYPTO_RC4 {
-                        decrypt.apply(&mut received[len..]);
-                        Some(Rc4Pair { encrypt, decrypt })
-                    } else {
-                        None
-                    };
-                    return Ok(Some(Established {
-                        info_hash: skey,
-                        method,
-                        cipher,
-                        received,
-                    }));
-                }
-                ReceiverState::Over => return Err(MseError::Finished),
+    /// Step 1 read: takes Ya and sends step 2, Yb and PadB.
+    fn read_key(&mut self) -> Result<Progress, MseError> {
+        let secret = self.keys.shared_secret(&self.buf[..DH_KEY_LEN])?;
+        self.buf.drain(..DH_KEY_LEN);
+        self.out.extend_from_slice(&self.keys.public);
+        self.out.extend_from_slice(&self.pad_b);
+        self.state = ReceiverState::AwaitReq1 {
+            secret: Box::new(secret),
+            scanned: 0,
+        };
+        Ok(Progress::Next)
+    }
+
+    /// Step 3's start: looks for HASH("req1", S) past PadA, within [`MAX_BEFORE_REQ1`],
+    /// keeping only the bytes that may begin it.
+    fn find_req1(
+        &mut self,
+        secret: Box<[u8; DH_KEY_LEN]>,
+        scanned: usize,
+    ) -> Result<Progress, MseError> {
+        let req1 = hash(&[b"req1", &secret[..]]);
+        let limit = MAX_BEFORE_REQ1 - DH_KEY_LEN;
+        match self.buf.windows(20).position(|w| w == req1) {
+            Some(at) if scanned + at + 20 <= limit => {
+                self.buf.drain(..at + 20);
+                self.state = ReceiverState::AwaitSkey { secret };
+                Ok(Progress::Next)
+            }
+            _ if scanned + self.buf.len() >= limit => Err(MseError::NoSync {
+                limit: MAX_BEFORE_REQ1,
+            }),
+            _ => {
+                // Keep the last 19 bytes, which may begin the mark; the rest
+                // is padding.
+                let drop = self.buf.len().saturating_sub(19);
+                self.buf.drain(..drop);
+                self.state = ReceiverState::AwaitReq1 {
+                    secret,
+                    scanned: scanned + drop,
+                };
+                Ok(Progress::Wait)
             }
         }
+    }
+
+    /// Step 3: HASH("req2", SKEY) xor HASH("req3", S), which names the torrent and so
+    /// the ciphers.
+    fn read_skey(&mut self, secret: Box<[u8; DH_KEY_LEN]>) -> Result<Progress, MseError> {
+        let req3 = hash(&[b"req3", &secret[..]]);
+        let mut req2 = [0u8; 20];
+        for (i, b) in req2.iter_mut().enumerate() {
+            *b = self.buf[i] ^ req3[i];
+        }
+        self.buf.drain(..20);
+        let skey = self.skeys.find(&req2).ok_or(MseError::UnknownTorrent)?;
+        let (decrypt, encrypt) = ciphers(&secret, &skey);
+        let ciphers = Rc4Pair { encrypt, decrypt };
+        self.state = ReceiverState::AwaitProvide { skey, ciphers };
+        Ok(Progress::Next)
+    }
+
+    /// Step 3: VC, crypto_provide (from which it selects the method) and len(PadC).
+    fn read_provide(&mut self, skey: InfoHash, mut ciphers: Rc4Pair) -> Result<Progress, MseError> {
+        let mut head = [0u8; PROVIDE_LEN];
+        head.copy_from_slice(&self.buf[..PROVIDE_LEN]);
+        self.buf.drain(..PROVIDE_LEN);
+        ciphers.decrypt.apply(&mut head);
+        if head[..VC.len()] != VC {
+            return Err(MseError::BadVerification);
+        }
+        let provided = be32(&head[8..]);
+        let method = self.select(provided).ok_or(MseError::NoCommonMethod {
+            provided,
+            accepted: self.accepted,
+        })?;
+        let len = pad_len(&head[12..])?;
+        self.state = ReceiverState::AwaitPadC {
+            agreed: Agreed {
+                skey,
+                ciphers,
+                method,
+            },
+            len,
+        };
+        Ok(Progress::Next)
+    }
+
+    /// Step 3: skips PadC and reads len(IA).
+    fn read_pad_c(&mut self, mut agreed: Agreed, len: usize) -> Result<Progress, MseError> {
+        let mut pad: Vec<u8> = self.buf.drain(..len + 2).collect();
+        agreed.ciphers.decrypt.apply(&mut pad);
+        let len = be16(&pad[len..]);
+        self.state = ReceiverState::AwaitPayload { agreed, len };
+        Ok(Progress::Next)
+    }
+
+    /// Step 3's end: takes IA and what follows it, and sends step 4.
+    fn read_payload(&mut self, agreed: Agreed, len: usize) -> Result<Progress, MseError> {
+        let Agreed {
+            skey,
+            mut ciphers,
+            method,
+        } = agreed;
+        let mut received = std::mem::take(&mut self.buf);
+        // IA is always under the handshake's cipher; what follows it is under
+        // the selected method.
+        ciphers.decrypt.apply(&mut received[..len]);
+        self.send_select(method, &mut ciphers.encrypt);
+        let cipher = if method == CRYPTO_RC4 {
+            ciphers.decrypt.apply(&mut received[len..]);
+            Some(ciphers)
+        } else {
+            None
+        };
+        Ok(Progress::Done(Established {
+            info_hash: skey,
+            method,
+            cipher,
+            received,
+        }))
+    }
+
+    /// Step 4: VC, crypto_select and PadD under `encrypt`.
+    fn send_select(&mut self, method: u32, encrypt: &mut Keystream) {
+        let mut reply = VC.to_vec();
+        reply.extend_from_slice(&method.to_be_bytes());
+        reply.extend_from_slice(&(self.pad_d.len() as u16).to_be_bytes());
+        reply.extend_from_slice(&self.pad_d);
+        encrypt.apply(&mut reply);
+        self.out.extend_from_slice(&reply);
+    }
+}
+
+impl Steps for Receiver<'_> {
+    fn advance(&mut self) -> Result<Progress, MseError> {
+        match std::mem::replace(&mut self.state, ReceiverState::Over) {
+            ReceiverState::AwaitKey => self.read_key(),
+            ReceiverState::AwaitReq1 { secret, scanned } => self.find_req1(secret, scanned),
+            ReceiverState::AwaitSkey { secret } => self.read_skey(secret),
+            ReceiverState::AwaitProvide { skey, ciphers } => self.read_provide(skey, ciphers),
+            ReceiverState::AwaitPadC { agreed, len } => self.read_pad_c(agreed, len),
+            ReceiverState::AwaitPayload { agreed, len } => self.read_payload(agreed, len),
+            ReceiverState::Over => Err(MseError::Finished),
+        }
+    }
+
+    fn ready(&self) -> bool {
+        self.buf.len() >= self.state.wanted()
     }
 }
 
