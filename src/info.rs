@@ -35,16 +35,18 @@ pub fn run(arg: &Path, as_json: bool) -> Result<(), Failure> {
         code: exit::INVALID_TORRENT,
         error: anyhow::anyhow!("invalid torrent {}: {e}", arg.display()),
     })?;
-    // A hybrid's v2 part is checked (on its own, and against the v1 part) and shown, not
-    // used: a broken one is reported, and the torrent still works as v1.
-    let v2 = if metainfo.info.v2_only {
-        // Already checked whole by `Metainfo::from_bytes`.
-        Some(V2Info::from_torrent(&bytes))
-    } else {
-        metainfo.info.hybrid.then(|| {
-            V2Info::from_torrent(&bytes).and_then(|v2| v2.check_hybrid(&metainfo.info).map(|()| v2))
+    // The v2 part was checked whole by `Metainfo::from_bytes` (a hybrid's against its v1
+    // part too); read again here for its files. A hybrid may come without piece layers
+    // (a magnet's metadata saved as a .torrent): then its tree alone is shown.
+    let v2 = (metainfo.info.v2_only || metainfo.info.hybrid).then(|| {
+        V2Info::from_torrent(&bytes).or_else(|e| {
+            if metainfo.info.hybrid {
+                V2Info::from_info_bytes(&metainfo.info_bytes)
+            } else {
+                Err(e)
+            }
         })
-    };
+    });
     if as_json {
         let mut value = torrent_json(&metainfo);
         value["v2"] = v2_json(v2.as_ref());
@@ -156,6 +158,8 @@ fn torrent_json(m: &Metainfo) -> Value {
         "pieces": layout.num_pieces(),
         "private": m.info.private,
         "hybrid": m.info.hybrid,
+        "info_hash_v2": m.info_hash_v2.map(|h| hex(&h)),
+        "v2_swarm": m.v2_swarm().map(|h| h.to_hex()),
         "creation_date": m.creation_date,
         "created": m.creation_date.and_then(rfc3339),
         "created_by": m.created_by,
@@ -288,7 +292,14 @@ fn describe(m: &Metainfo, v2_lines: &str) -> String {
         &if m.info.private { "yes" } else { "no" },
     );
     if m.info.hybrid {
-        line(&mut out, "format", &"hybrid v1+v2 (used as v1)");
+        line(
+            &mut out,
+            "format",
+            &"hybrid v1+v2 (joins both swarms; pieces checked by SHA-1)",
+        );
+        if let Some(v2) = m.v2_swarm() {
+            line(&mut out, "v2 swarm", &v2);
+        }
         out.push_str(v2_lines);
     } else if m.info.v2_only {
         line(

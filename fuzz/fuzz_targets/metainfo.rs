@@ -1,13 +1,15 @@
 //! Fuzzes `.torrent` validation: `Metainfo::from_bytes` must never panic, and whatever it
 //! accepts must keep the promises the engine relies on without checking again: file paths
 //! that stay inside the download folder, one hash per piece, files that tile the byte
-//! stream, and an `info` that parses the same from its kept raw bytes.
+//! stream, an `info` that parses the same from its kept raw bytes, and for a hybrid a v2
+//! part that agrees with the v1 part and names the second swarm.
 #![no_main]
 
 use std::path::{Component, Path};
 
 use libfuzzer_sys::fuzz_target;
 use torrent_actors::bencode::decode;
+use torrent_actors::metainfo::v2::V2Info;
 use torrent_actors::metainfo::{
     Info, Metainfo, MAX_COMPONENT_BYTES, MAX_WEB_SEEDS, MAX_WEB_SEED_URL_BYTES,
 };
@@ -17,6 +19,19 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let layout = &m.info.layout;
+
+    // A hybrid's two parts describe the same files, and it names its second swarm by the
+    // first 20 bytes of the SHA-256 of its info bytes.
+    if m.info.hybrid {
+        let v2 = V2Info::from_info_bytes(&m.info_bytes).expect("an accepted hybrid's v2 part");
+        v2.check_hybrid(&m.info)
+            .expect("an accepted hybrid's parts agree");
+        assert_eq!(m.info_hash_v2, Some(v2.info_hash));
+        let second = m.v2_swarm().expect("a hybrid has a second swarm");
+        assert_eq!(second.0[..], v2.info_hash[..20]);
+    } else {
+        assert!(m.v2_swarm().is_none());
+    }
 
     // Paths: joined under any root, each stays strictly inside it, made of plain names no
     // longer than a filesystem allows.

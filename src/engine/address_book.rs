@@ -86,7 +86,7 @@ pub const MAX_CONNECTIONS_PER_IP: usize = 3;
 /// At most this many addresses of `source` are taken from one message.
 pub fn per_message_cap(source: &PeerSource) -> usize {
     match source {
-        PeerSource::Tracker(_) => MAX_PEERS_PER_TRACKER_REPLY,
+        PeerSource::Tracker(_) | PeerSource::TrackerV2Swarm(_) => MAX_PEERS_PER_TRACKER_REPLY,
         PeerSource::Dht => MAX_PEERS_PER_DHT_ANSWER,
         PeerSource::Pex => MAX_PEERS_PER_PEX_MESSAGE,
         PeerSource::Magnet => MAX_PEERS_PER_MAGNET,

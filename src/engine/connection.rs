@@ -362,21 +362,26 @@ pub async fn drive_encrypted<S: AsyncRead + AsyncWrite + Unpin>(
     }
 }
 
-/// Completes the handshake of an accepted connection for the torrent `info_hash`: reads
-/// the peer's (encrypted or not, as `encryption` allows), checks the info-hash, and
-/// answers with ours. The composition of [`read_incoming_handshake`] and
-/// [`answer_handshake`], for a listener that serves one torrent.
+/// Completes the handshake of an accepted connection for a torrent known by the
+/// info-hashes `swarms` (a hybrid's v1 and v2 swarms, or one): reads the peer's
+/// (encrypted or not, as `encryption` allows), checks the info-hash is one of them, and
+/// answers with ours for the one the peer named. The composition of
+/// [`read_incoming_handshake`] and [`answer_handshake`], for a listener that serves one
+/// torrent.
 pub async fn accept(
     stream: Carrier,
-    info_hash: InfoHash,
+    swarms: Vec<InfoHash>,
     our_id: PeerId,
     reserved: Reserved,
     timeout: Duration,
     encryption: Encryption,
 ) -> Result<(PeerStream, Handshake), ConnectError> {
-    let skeys = SkeyTable::single(info_hash);
+    let mut skeys = SkeyTable::default();
+    for info_hash in &swarms {
+        skeys.insert(*info_hash);
+    }
     let (mut stream, theirs) = read_incoming_handshake(stream, &skeys, encryption, timeout).await?;
-    if theirs.info_hash != info_hash {
+    if !swarms.contains(&theirs.info_hash) {
         return Err(ConnectError::WrongTorrent(theirs.info_hash));
     }
     answer_handshake(&mut stream, &theirs, our_id, reserved, timeout).await?;
@@ -647,6 +652,67 @@ mod tests {
         let (stream, _) = dial().await.expect("reached over TCP again");
         assert!(!stream.is_utp());
         assert!(started.elapsed() < Duration::from_millis(600));
+    }
+
+    /// A hybrid's listener takes peers of either swarm, encrypted (the info-hash is then
+    /// the encryption's SKEY) or not, and answers with the hash each peer named; a third
+    /// torrent's peer is refused.
+    #[tokio::test]
+    async fn accept_takes_either_swarm_of_a_hybrid_and_answers_with_the_one_named() {
+        let (v1, v2, other) = (InfoHash([1; 20]), InfoHash([2; 20]), InfoHash([3; 20]));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let accepted = accept(
+                        Carrier::Tcp(tcp),
+                        vec![v1, v2],
+                        PeerId([8; 20]),
+                        Reserved::none(),
+                        Duration::from_secs(5),
+                        Encryption::Prefer,
+                    )
+                    .await;
+                    if let Ok((mut stream, _)) = accepted {
+                        // Held open until the dialer is done with it.
+                        let mut buf = [0u8; 1];
+                        let _ = stream.read(&mut buf).await;
+                    }
+                });
+            }
+        });
+        let tcp = Carriers {
+            mode: UtpMode::Off,
+            utp: None,
+        };
+        for encryption in [Encryption::Require, Encryption::Off] {
+            for hash in [v1, v2] {
+                let (_, theirs) = connect(
+                    addr,
+                    hash,
+                    PeerId([1; 20]),
+                    Reserved::none(),
+                    quick(),
+                    encryption,
+                    tcp.clone(),
+                )
+                .await
+                .unwrap_or_else(|e| panic!("{hash} {encryption:?}: {e}"));
+                assert_eq!(theirs.info_hash, hash, "{encryption:?}");
+            }
+            let refused = connect(
+                addr,
+                other,
+                PeerId([1; 20]),
+                Reserved::none(),
+                quick(),
+                encryption,
+                tcp.clone(),
+            )
+            .await;
+            assert!(refused.is_err(), "{encryption:?}");
+        }
     }
 
     #[tokio::test]

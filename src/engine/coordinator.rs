@@ -55,6 +55,10 @@ use crate::{InfoHash, PeerId};
 /// on its disk; a second is not chance. Every other certain blame bans at once.
 const BAD_DATA_STRIKES_TO_BAN: u32 = 2;
 
+/// The most addresses a hybrid remembers to greet with its v2 hash: the address book's
+/// size, so a tracker cannot grow the set past what could ever be dialed.
+const MAX_V2_GREETED: usize = 3000;
+
 /// Pieces of the start-up check hashed at once (by the FileReader, a window at a time).
 const STARTUP_CHECKS_IN_FLIGHT: usize = 4;
 
@@ -368,6 +372,12 @@ struct StreamWaiter {
 /// See the module documentation.
 pub struct Coordinator {
     info_hash: InfoHash,
+    /// A hybrid's second swarm (its truncated v2 info-hash): announced to trackers and
+    /// the DHT beside `info_hash`, and accepted from incoming peers.
+    v2_swarm: Option<InfoHash>,
+    /// Addresses heard of only in the v2 swarm's tracker replies, dialed with its hash
+    /// (at most [`MAX_V2_GREETED`]); hearing of one elsewhere moves it back to v1.
+    v2_greeted: HashSet<SocketAddr>,
     info: Arc<Info>,
     layout: Arc<Layout>,
     root: PathBuf,
@@ -587,12 +597,15 @@ impl Coordinator {
             params.config.resume_every_pieces,
             params.config.resume_every,
         );
+        let v2_swarm = params.metainfo.v2_swarm();
         let coordinator = Coordinator {
             info_bytes: bytes::Bytes::from(params.metainfo.info_bytes),
             trees: info.tree_nodes(),
             dht,
             pex,
             info_hash: params.metainfo.info_hash,
+            v2_swarm,
+            v2_greeted: HashSet::new(),
             have: Bitfield::new(layout.num_pieces()),
             verified_log: Vec::new(),
             announced: 0,
@@ -996,6 +1009,7 @@ impl Coordinator {
         let mut config = TrackerConfig::new(parsed, self.info_hash, self.config.peer_id, port, key)
             .with_timeouts(&self.config.tracker);
         config.interval_floor = self.config.min_announce_interval;
+        config.second_swarm = self.v2_swarm;
         config.metrics = self.config.metrics.of(ActorKind::Tracker);
         let me = ctx.address();
         let links = TrackerLinks {
@@ -1169,11 +1183,13 @@ impl Coordinator {
             return;
         }
         let port = self.listen_addr.map(|a| a.port());
-        dht.lookup.do_send(DhtLookup {
-            info_hash: self.info_hash,
-            announce_port: port,
-            reply: ctx.address().recipient(),
-        });
+        for info_hash in std::iter::once(self.info_hash).chain(self.v2_swarm) {
+            dht.lookup.do_send(DhtLookup {
+                info_hash,
+                announce_port: port,
+                reply: ctx.address().recipient(),
+            });
+        }
         let again = if self.peers.len() < 5 && self.phase != Phase::Complete {
             DHT_LOOKUP_SHORT
         } else {
@@ -1366,9 +1382,14 @@ impl Coordinator {
                 },
             };
             self.connecting += 1;
+            // A hybrid's peer known only from its v2 swarm is greeted in that swarm.
+            let info_hash = match self.v2_swarm {
+                Some(v2) if self.v2_greeted.contains(&addr) => v2,
+                _ => self.info_hash,
+            };
             let fut = connection::connect(
                 addr,
-                self.info_hash,
+                info_hash,
                 self.config.peer_id,
                 connection::our_reserved(self.dht.is_some()),
                 self.config.connect,
@@ -1924,10 +1945,12 @@ impl StreamHandler<Accepted> for Coordinator {
         let Some(admitted) = self.admit_incoming(addr, handshakes_full) else {
             return;
         };
-        let info_hash = self.info_hash;
+        let swarms = std::iter::once(self.info_hash)
+            .chain(self.v2_swarm)
+            .collect();
         let fut = connection::accept(
             stream,
-            info_hash,
+            swarms,
             self.config.peer_id,
             connection::our_reserved(self.dht.is_some()),
             self.config.connect.handshake,
@@ -1948,7 +1971,9 @@ impl Handler<IncomingPeer> for Coordinator {
     /// own listener's, then our answer and the Peer.
     fn handle(&mut self, msg: IncomingPeer, ctx: &mut Context<Self>) {
         let _timing = self.metrics.handling_unqueued("IncomingPeer");
-        if msg.handshake.info_hash != self.info_hash {
+        if msg.handshake.info_hash != self.info_hash
+            && Some(msg.handshake.info_hash) != self.v2_swarm
+        {
             debug!(self.log, "listener routed a peer of another torrent"; "addr" => %msg.addr);
             return;
         }
@@ -2494,6 +2519,14 @@ impl Handler<PeersFound> for Coordinator {
 
     fn handle(&mut self, msg: PeersFound, ctx: &mut Context<Self>) {
         let _timing = self.metrics.handling_unqueued("PeersFound");
+        if matches!(msg.source, PeerSource::TrackerV2Swarm(_)) {
+            let room = MAX_V2_GREETED.saturating_sub(self.v2_greeted.len());
+            self.v2_greeted.extend(msg.peers.iter().take(room));
+        } else if !self.v2_greeted.is_empty() {
+            for addr in &msg.peers {
+                self.v2_greeted.remove(addr);
+            }
+        }
         let taken = self.book.take_found(&msg.peers, &msg.source);
         if taken.over_cap > 0 {
             debug!(self.log, "peer list cut to its cap"; "source" => ?msg.source,

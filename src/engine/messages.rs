@@ -581,6 +581,9 @@ pub enum ToMetadataPeer {
 pub enum PeerSource {
     /// A tracker's announce reply, with its URL.
     Tracker(String),
+    /// A tracker's reply to a hybrid's announce under its v2 swarm, with its URL: the
+    /// addresses that were not in the v1 swarm's reply, greeted with the v2 hash.
+    TrackerV2Swarm(String),
     /// Given by the user.
     Manual,
     /// Connected to us.

@@ -17,6 +17,7 @@ pub use webseed::{
 };
 
 use sha1::{Digest, Sha1};
+use sha2::Sha256;
 use std::sync::Arc;
 
 use crate::bencode::{self, DecodeError, Dict, Value};
@@ -109,6 +110,10 @@ pub enum MetainfoError {
 pub struct Metainfo {
     /// SHA-1 of the raw `info` bytes: the torrent's identity on the wire.
     pub info_hash: InfoHash,
+    /// SHA-256 of the raw `info` bytes, for a hybrid or a v2-only torrent: the v2
+    /// identity. A v2-only torrent's `info_hash` is its first 20 bytes; a hybrid's
+    /// is the SHA-1, and this names its second swarm ([`Metainfo::v2_swarm`]).
+    pub info_hash_v2: Option<Hash256>,
     /// The validated `info` dictionary.
     pub info: Info,
     /// Tracker URLs in tiers (BEP 12): `announce-list` if it has any, else `announce`.
@@ -136,7 +141,8 @@ pub struct Info {
     pub name: String,
     /// BEP 27: trackers only, no DHT or peer exchange.
     pub private: bool,
-    /// Also carries a v2 part (BEP 52); used as v1.
+    /// Also carries a v2 part (BEP 52), checked to describe the same files as the v1
+    /// part; its pieces are checked by SHA-1.
     pub hybrid: bool,
     /// BitTorrent v2 only (BEP 52): pieces are checked by Merkle tree, files start on
     /// piece boundaries with virtual padding between them that is never stored.
@@ -516,7 +522,7 @@ impl Info {
             });
         }
 
-        Ok(Self {
+        let info = Self {
             name,
             private: opt_int(info, "private")?.is_some_and(|p| p == 1),
             hybrid,
@@ -524,7 +530,13 @@ impl Info {
             layout,
             hashes: PieceHashes::V1(piece_hashes),
             trees: None,
-        })
+        };
+        // A hybrid's two views must describe the same data, or its v1 and v2 swarms
+        // would be sharing different files under one torrent.
+        if hybrid {
+            V2Info::from_info_value(value)?.check_hybrid(&info)?;
+        }
+        Ok(info)
     }
 }
 
@@ -624,21 +636,31 @@ impl Metainfo {
             .get(b"info")
             .ok_or(MetainfoError::MissingField("info"))?;
         let info_bytes = info_value.raw().to_vec();
-        let (info, info_hash) = match Info::from_value(info_value) {
+        let (info, info_hash, info_hash_v2) = match Info::from_value(info_value) {
             Err(MetainfoError::V2Only) => {
-                let v2 = V2Info::from_torrent(bytes)?;
+                let v2 = V2Info::from_torrent_dict(dict)?;
                 let dict = info_value
                     .as_dict()
                     .ok_or(MetainfoError::NotADictionary("info"))?;
                 let info = Info::from_v2(dict, &v2)?;
-                (info, truncated_v2_hash(&v2.info_hash))
+                (info, truncated_v2_hash(&v2.info_hash), Some(v2.info_hash))
             }
-            other => (other?, InfoHash(Sha1::digest(&info_bytes).into())),
+            other => {
+                let info = other?;
+                // The file tree was checked against the v1 files by `Info::from_value`;
+                // piece layers, when given, must hash up to the tree's roots too.
+                let v2_hash = info.hybrid.then(|| Sha256::digest(&info_bytes).into());
+                if info.hybrid && dict.get(b"piece layers").is_some() {
+                    V2Info::from_torrent_dict(dict)?;
+                }
+                (info, InfoHash(Sha1::digest(&info_bytes).into()), v2_hash)
+            }
         };
         let (web_seeds, web_seeds_refused) = webseed::web_seeds(dict.get(b"url-list"));
 
         Ok(Self {
             info_hash,
+            info_hash_v2,
             info,
             trackers: tracker_tiers(dict),
             web_seeds,
@@ -648,6 +670,21 @@ impl Metainfo {
             creation_date: dict.get(b"creation date").and_then(Value::as_int),
             info_bytes,
         })
+    }
+
+    /// A hybrid's second swarm: its v2 info-hash truncated to 20 bytes, as the wire, the
+    /// trackers and the DHT carry it. `None` for a v1 or v2-only torrent, which has one.
+    pub fn v2_swarm(&self) -> Option<InfoHash> {
+        self.info
+            .hybrid
+            .then_some(self.info_hash_v2.as_ref())
+            .flatten()
+            .map(truncated_v2_hash)
+    }
+
+    /// Every swarm the torrent joins: `info_hash`, then a hybrid's v2 swarm.
+    pub fn swarms(&self) -> impl Iterator<Item = InfoHash> {
+        std::iter::once(self.info_hash).chain(self.v2_swarm())
     }
 
     /// Every tracker URL once, tier by tier.

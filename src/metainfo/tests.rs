@@ -1,6 +1,7 @@
 use super::*;
 use crate::bencode::BValue;
 use proptest::prelude::*;
+use std::collections::BTreeMap;
 
 fn s(x: &str) -> BValue {
     BValue::string(x)
@@ -165,7 +166,7 @@ fn private_flag_is_read() {
 }
 
 #[test]
-fn v2_only_info_alone_is_refused_and_hybrid_is_read_as_v1() {
+fn v2_only_info_alone_is_refused_and_hybrid_is_read_with_its_v2_part_checked() {
     let v2 = BValue::dict([
         ("name", s("x")),
         ("piece length", BValue::Int(16384)),
@@ -182,8 +183,21 @@ fn v2_only_info_alone_is_refused_and_hybrid_is_read_as_v1() {
         Info::from_bytes(&v2.encode()).map(|_| ()),
         Err(MetainfoError::V2Only)
     );
+    // A hybrid's v2 part is checked too: an empty tree is refused, a matching one read.
     let hybrid = with(single(16384, 1, 1), "meta version", BValue::Int(2));
-    let m = parse(with(hybrid, "file tree", BValue::dict::<&str>([]))).unwrap();
+    assert_eq!(
+        parse(with(hybrid.clone(), "file tree", BValue::dict::<&str>([]))),
+        Err(MetainfoError::V2(v2::V2Error::EmptyTree))
+    );
+    let leaf = BValue::dict([(
+        "",
+        BValue::dict([
+            ("length", BValue::Int(1)),
+            ("pieces root", BValue::Bytes(vec![0; 32])),
+        ]),
+    )]);
+    let tree = BValue::dict([("file.bin", leaf)]);
+    let m = parse(with(hybrid, "file tree", tree)).unwrap();
     assert!(m.info.hybrid);
 }
 
@@ -500,6 +514,23 @@ fn web_seed_file_urls_follow_bep_19_and_escape_each_component() {
 /// A v2-only torrent made by `create` from `files` (name, length, seed byte) with
 /// `piece` bytes per piece, and the files' bytes.
 fn made_v2(files: &[(&str, usize, u8)], piece: u64) -> (Metainfo, Vec<Vec<u8>>, tempfile::TempDir) {
+    let (made, datas, tmp) = made_as(crate::create::Format::V2, files, piece);
+    let meta = Metainfo::from_bytes(&made.torrent).unwrap();
+    assert_eq!(
+        meta.info_hash.0[..],
+        made.info_hash_v2.unwrap()[..20],
+        "the wire info-hash is the v2 hash truncated"
+    );
+    (meta, datas, tmp)
+}
+
+/// What `create` makes in `format` from `files` (name, length, seed byte) with `piece`
+/// bytes per piece, and the files' bytes.
+fn made_as(
+    format: crate::create::Format,
+    files: &[(&str, usize, u8)],
+    piece: u64,
+) -> (crate::create::Created, Vec<Vec<u8>>, tempfile::TempDir) {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("t");
     std::fs::create_dir_all(&root).unwrap();
@@ -517,7 +548,7 @@ fn made_v2(files: &[(&str, usize, u8)], piece: u64) -> (Metainfo, Vec<Vec<u8>>, 
         crate::create::scan(&root).unwrap()
     };
     let options = crate::create::CreateOptions {
-        format: crate::create::Format::V2,
+        format,
         piece_size: Some(piece),
         trackers: Vec::new(),
         web_seeds: Vec::new(),
@@ -528,13 +559,7 @@ fn made_v2(files: &[(&str, usize, u8)], piece: u64) -> (Metainfo, Vec<Vec<u8>>, 
         threads: 1,
     };
     let made = crate::create::create(&source, &options, &|_| {}).unwrap();
-    let meta = Metainfo::from_bytes(&made.torrent).unwrap();
-    assert_eq!(
-        meta.info_hash.0[..],
-        made.info_hash_v2.unwrap()[..20],
-        "the wire info-hash is the v2 hash truncated"
-    );
-    (meta, datas, tmp)
+    (made, datas, tmp)
 }
 
 /// The torrent's byte stream: each file, then zeros up to the next piece boundary.
@@ -664,4 +689,158 @@ fn leaves_from_a_peer_name_the_bad_block_only_if_they_hash_to_the_piece() {
     lie[0] = [1; 32];
     assert_eq!(m.bad_blocks(&ours, &lie), None);
     assert_eq!(m.bad_blocks(&ours, &good[..3]), None);
+}
+
+/// `torrent` with `edit` applied to its `info` dictionary.
+fn edit_info(torrent: &[u8], edit: impl FnOnce(&mut BTreeMap<Vec<u8>, BValue>)) -> Vec<u8> {
+    let BValue::Dict(mut top) = bencode::decode(torrent).unwrap().to_owned_value() else {
+        panic!("a torrent is a dictionary")
+    };
+    let Some(BValue::Dict(info)) = top.get_mut(&b"info"[..]) else {
+        panic!("no info")
+    };
+    edit(info);
+    BValue::Dict(top).encode()
+}
+
+/// The leaf dictionary of `file` at the top of a v2 file tree.
+fn tree_leaf<'a>(
+    info: &'a mut BTreeMap<Vec<u8>, BValue>,
+    file: &str,
+) -> &'a mut BTreeMap<Vec<u8>, BValue> {
+    let Some(BValue::Dict(tree)) = info.get_mut(&b"file tree"[..]) else {
+        panic!("no file tree")
+    };
+    let Some(BValue::Dict(node)) = tree.get_mut(file.as_bytes()) else {
+        panic!("no {file}")
+    };
+    let Some(BValue::Dict(leaf)) = node.get_mut(&b""[..]) else {
+        panic!("{file} is not a file")
+    };
+    leaf
+}
+
+/// The raw `info` bytes of a torrent, as a magnet would fetch them.
+fn info_of(torrent: &[u8]) -> Vec<u8> {
+    let top = bencode::decode(torrent).unwrap();
+    top.as_dict().unwrap().get(b"info").unwrap().raw().to_vec()
+}
+
+const HYBRID_FILES: [(&str, usize, u8); 3] =
+    [("a", 40_000, 1), ("b", 3 * 16384 + 7, 2), ("c", 100, 3)];
+
+#[test]
+fn a_hybrid_whose_v1_and_v2_views_disagree_is_refused_from_a_file_and_from_a_magnet() {
+    let (made, _, _tmp) = made_as(crate::create::Format::Hybrid, &HYBRID_FILES, 16384);
+    type Edit = Box<dyn Fn(&mut BTreeMap<Vec<u8>, BValue>)>;
+    let cases: [(&str, Edit); 3] = [
+        (
+            "the tree gives a file another length",
+            Box::new(|info| {
+                tree_leaf(info, "b").insert(b"length".to_vec(), BValue::Int(3 * 16384 + 6));
+            }),
+        ),
+        (
+            "the tree names a file the v1 list does not",
+            Box::new(|info| {
+                let Some(BValue::Dict(tree)) = info.get_mut(&b"file tree"[..]) else {
+                    panic!("no file tree")
+                };
+                let c = tree.remove(&b"c"[..]).unwrap();
+                tree.insert(b"d".to_vec(), c);
+            }),
+        ),
+        (
+            "the v1 list drops its padding, so files no longer start pieces",
+            Box::new(|info| {
+                let Some(BValue::List(files)) = info.get_mut(&b"files"[..]) else {
+                    panic!("no files")
+                };
+                files.retain(
+                    |f| !matches!(f, BValue::Dict(d) if d.get(&b"attr"[..]) == Some(&s("p"))),
+                );
+                let total: i64 = 40_000 + 3 * 16384 + 7 + 100;
+                let pieces = (total as usize).div_ceil(16384);
+                info.insert(b"pieces".to_vec(), hashes(pieces));
+            }),
+        ),
+    ];
+    for (what, edit) in cases {
+        let bad = edit_info(&made.torrent, edit);
+        let refused = Metainfo::from_bytes(&bad);
+        assert!(
+            matches!(
+                refused,
+                Err(MetainfoError::V2(v2::V2Error::HybridMismatch(_)))
+            ),
+            "{what}: {refused:?}"
+        );
+        let text = refused.unwrap_err().to_string();
+        assert!(
+            text.starts_with("the v1 and v2 parts of this hybrid disagree: "),
+            "{what}: {text}"
+        );
+        // The same `info` fetched by a magnet link is refused the same way.
+        assert_eq!(
+            Info::from_bytes(&info_of(&bad)).map(|_| ()),
+            Err(MetainfoError::V2(v2::V2Error::HybridMismatch(
+                text.trim_start_matches("the v1 and v2 parts of this hybrid disagree: ")
+                    .to_string()
+            ))),
+            "{what}"
+        );
+    }
+}
+
+#[test]
+fn a_hybrid_whose_piece_layer_does_not_hash_to_its_root_is_refused() {
+    let (made, _, _tmp) = made_as(crate::create::Format::Hybrid, &HYBRID_FILES, 16384);
+    // `piece layers` sorts last: the byte before the two closing `e`s is the last
+    // layer's last byte, outside `info`.
+    let mut bad = made.torrent.clone();
+    let at = bad.len() - 3;
+    bad[at] ^= 0xff;
+    assert!(matches!(
+        Metainfo::from_bytes(&bad),
+        Err(MetainfoError::V2(v2::V2Error::BadPieceLayer { .. }))
+    ));
+    // Without piece layers (as a magnet's `info`), the tree alone is checked.
+    assert!(Info::from_bytes(&info_of(&bad)).unwrap().hybrid);
+}
+
+#[test]
+fn hybrids_made_by_create_and_by_libtorrent_are_accepted_with_both_info_hashes() {
+    let (made, _, _tmp) = made_as(crate::create::Format::Hybrid, &HYBRID_FILES, 16384);
+    let libtorrent = include_bytes!("../../tests/fixtures/libtorrent_hybrid.torrent");
+    for (who, bytes) in [
+        ("create", &made.torrent[..]),
+        ("libtorrent", &libtorrent[..]),
+    ] {
+        let meta = Metainfo::from_bytes(bytes).unwrap_or_else(|e| panic!("{who}: {e}"));
+        assert!(meta.info.hybrid && !meta.info.v2_only, "{who}");
+        let sha256: Hash256 = Sha256::digest(&meta.info_bytes).into();
+        assert_eq!(meta.info_hash_v2, Some(sha256), "{who}");
+        assert_eq!(
+            meta.info_hash.0,
+            <[u8; 20]>::from(Sha1::digest(&meta.info_bytes))
+        );
+        let v2 = meta.v2_swarm().unwrap();
+        assert_eq!(v2.0[..], sha256[..20], "{who}");
+        assert_eq!(meta.swarms().collect::<Vec<_>>(), [meta.info_hash, v2]);
+        assert_eq!(
+            Info::from_bytes(&meta.info_bytes).unwrap(),
+            meta.info,
+            "{who}"
+        );
+    }
+    assert_eq!(
+        Metainfo::from_bytes(&made.torrent).unwrap().info_hash_v2,
+        made.info_hash_v2
+    );
+    // A v1 torrent has one swarm; so has a v2-only one, named by its truncated v2 hash.
+    let v1 = parse(single(16384, 40000, 3)).unwrap();
+    assert_eq!((v1.info_hash_v2, v1.v2_swarm()), (None, None));
+    let (v2_only, _, _tmp) = made_v2(&[("a", 40_000, 1)], 16384);
+    assert!(v2_only.info_hash_v2.is_some() && v2_only.v2_swarm().is_none());
+    assert_eq!(v2_only.swarms().count(), 1);
 }

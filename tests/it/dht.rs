@@ -64,7 +64,7 @@ fn collector() -> (Recipient<PeersFound>, UnboundedReceiver<PeersFound>) {
 }
 
 /// Runs `test` in a fresh actix System, as the engine runs.
-fn in_system(test: impl Future<Output = ()>) {
+pub(crate) fn in_system(test: impl Future<Output = ()>) {
     actix_rt::System::new().block_on(test);
 }
 
@@ -79,13 +79,13 @@ fn test_log() -> slog::Logger {
     slog::Logger::root(drain, slog::o!())
 }
 
-fn loopback(port: u16) -> SocketAddr {
+pub(crate) fn loopback(port: u16) -> SocketAddr {
     SocketAddr::from((Ipv4Addr::LOCALHOST, port))
 }
 
 /// A Dht configuration on 127.0.0.1 with a port the system picks, bootstrapped from
 /// `nodes` (loopback literals).
-fn config(nodes: &[SocketAddr]) -> DhtConfig {
+pub(crate) fn config(nodes: &[SocketAddr]) -> DhtConfig {
     for node in nodes {
         assert!(node.ip().is_loopback(), "{node} is not loopback");
     }
@@ -97,7 +97,7 @@ fn config(nodes: &[SocketAddr]) -> DhtConfig {
     config
 }
 
-fn start(config: DhtConfig) -> Addr<Dht> {
+pub(crate) fn start(config: DhtConfig) -> Addr<Dht> {
     Dht::start(config, test_log()).expect("a dht on 127.0.0.1")
 }
 
@@ -132,7 +132,7 @@ async fn until_bootstrapped(dht: &Addr<Dht>, what: &str) -> DhtStatus {
 /// Looks up `info_hash` again and again (announcing `announce_port` each time, if
 /// given) until every address of `want` was found; gives up after [`SEARCH_LIMIT`].
 /// Returns everything found, as an error when something was missing.
-async fn search(
+pub(crate) async fn search(
     dht: &Addr<Dht>,
     info_hash: InfoHash,
     announce_port: Option<u16>,
@@ -210,14 +210,14 @@ async fn lookup_once(
 }
 
 /// A small torrent without trackers (peers come from the DHT alone) and its data.
-struct Swarm {
+pub(crate) struct Swarm {
     _dir: TempDir,
     torrent: std::path::PathBuf,
     data: std::path::PathBuf,
     info_hash: InfoHash,
 }
 
-fn swarm() -> Swarm {
+pub(crate) fn swarm() -> Swarm {
     let dir = tempfile::tempdir().expect("temp folder");
     let data = dir.path().join("data");
     std::fs::create_dir_all(&data).expect("data folder");
@@ -233,7 +233,7 @@ fn swarm() -> Swarm {
 }
 
 /// A libtorrent seeder with its DHT on `port`, bootstrapped from `nodes`.
-fn dht_seeder(swarm: &Swarm, port: u16, nodes: &[SocketAddr]) -> LtSeeder {
+pub(crate) fn dht_seeder(swarm: &Swarm, port: u16, nodes: &[SocketAddr]) -> LtSeeder {
     LtSeeder::start(
         &swarm.torrent,
         &swarm.data,

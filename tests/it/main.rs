@@ -19,6 +19,7 @@ mod haves;
 mod hostile_files;
 mod hostile_peers;
 mod hostile_trackers;
+mod hybrid;
 mod listener;
 mod magnet;
 mod metadata;

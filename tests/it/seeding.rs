@@ -29,7 +29,7 @@ use crate::support::{
 };
 
 /// How long our seed may take to check its data and start listening.
-const READY_LIMIT: Duration = Duration::from_secs(60);
+pub(crate) const READY_LIMIT: Duration = Duration::from_secs(60);
 
 /// How long any one download may take; loopback transfers of these sizes take seconds.
 const DOWNLOAD_LIMIT: Duration = Duration::from_secs(90);
@@ -50,7 +50,7 @@ fn ours() -> Command {
 
 /// `seed` on 127.0.0.1 with a port the kernel picks; the `seeding ... on ADDR` line says
 /// which one, so no port can be taken between choosing and binding it.
-fn seed_command(torrent: &Path, dir: &Path, extra: &[&str]) -> Command {
+pub(crate) fn seed_command(torrent: &Path, dir: &Path, extra: &[&str]) -> Command {
     let mut cmd = ours();
     cmd.args(["seed", "--bind", "127.0.0.1", "--port", "0", "--dir"])
         .arg(dir)
@@ -74,7 +74,7 @@ fn get_command(torrent: &Path, out: &Path, extra: &[&str]) -> Command {
 /// The guard owns the child privately, so its pipes cannot be taken from it; files serve
 /// the same purpose, and Rust's stdout is line-buffered, so each line is there as soon as
 /// it is printed.
-struct Ours {
+pub(crate) struct Ours {
     // Declared first so the process is gone before its folder is removed.
     child: ChildGuard,
     what: String,
@@ -90,7 +90,7 @@ struct Stopped {
 }
 
 impl Ours {
-    fn start(mut cmd: Command, what: &str) -> Ours {
+    pub(crate) fn start(mut cmd: Command, what: &str) -> Ours {
         let logs = tempfile::Builder::new()
             .prefix("ta-seeding-")
             .tempdir()
@@ -110,7 +110,7 @@ impl Ours {
     }
 
     /// Both outputs, for failure messages.
-    fn report(&self) -> String {
+    pub(crate) fn report(&self) -> String {
         let err = fs::read_to_string(self.logs.path().join("stderr")).unwrap_or_default();
         format!(
             "--- {} stdout:\n{}--- stderr:\n{err}",
@@ -121,7 +121,7 @@ impl Ours {
 
     /// Waits for the `seeding NAME on ADDR` line and returns ADDR; panics with the output
     /// if the process exits first or the line does not come within `limit`.
-    fn wait_seeding(&mut self, limit: Duration) -> SocketAddr {
+    pub(crate) fn wait_seeding(&mut self, limit: Duration) -> SocketAddr {
         let deadline = Instant::now() + limit;
         loop {
             if let Some(addr) = seeding_addr(&self.stdout()) {
@@ -292,7 +292,7 @@ impl Fixture {
 /// opentracker leaves the peer list out of a `stopped` reply, so the probe announces as a
 /// leecher on port 1 and then withdraws with `stopped`; nothing dials the probe's port in
 /// between, because the clients under test start only after this returns.
-fn wait_until_tracker_lists(tracker: &Tracker, hash: InfoHash, port: u16) {
+pub(crate) fn wait_until_tracker_lists(tracker: &Tracker, hash: InfoHash, port: u16) {
     let probe = Announce {
         peer_id: *b"-SEEDTEST-PROBE-0001",
         port: 1,
@@ -538,7 +538,7 @@ fn our_leechers_trade_pieces_with_each_other_when_the_seed_has_one_upload_slot()
 }
 
 /// A peer speaking the wire protocol by hand, to send what no real client would.
-struct RawPeer {
+pub(crate) struct RawPeer {
     stream: TcpStream,
     codec: MessageCodec,
     buf: BytesMut,
@@ -546,7 +546,7 @@ struct RawPeer {
 
 /// What reading from a [`RawPeer`] gave.
 #[derive(Debug)]
-enum Next {
+pub(crate) enum Next {
     Message(Message),
     /// Nothing arrived before the deadline.
     Quiet,
@@ -556,7 +556,7 @@ enum Next {
 
 impl RawPeer {
     /// Connects to `addr` and exchanges handshakes for `hash`, checking the reply.
-    fn connect(addr: SocketAddr, hash: InfoHash, id: u8) -> RawPeer {
+    pub(crate) fn connect(addr: SocketAddr, hash: InfoHash, id: u8) -> RawPeer {
         RawPeer::connect_with(addr, hash, id, Reserved::none())
     }
 
@@ -609,7 +609,7 @@ impl RawPeer {
     }
 
     /// The next message, if one comes before `deadline`.
-    fn next(&mut self, deadline: Instant) -> Next {
+    pub(crate) fn next(&mut self, deadline: Instant) -> Next {
         let mut chunk = [0u8; 64 * 1024];
         loop {
             match self.codec.decode(&mut self.buf) {
@@ -636,7 +636,7 @@ impl RawPeer {
     }
 
     /// Reads until `wanted` matches a message, returning it and every message before it.
-    fn read_until(
+    pub(crate) fn read_until(
         &mut self,
         within: Duration,
         what: &str,

@@ -281,6 +281,8 @@ pub struct TorrentDetail {
     pub pieces: Option<usize>,
     pub private: bool,
     pub comment: Option<String>,
+    /// A hybrid's or v2 torrent's SHA-256 info-hash, in hex.
+    pub info_hash_v2: Option<String>,
     pub files_count: usize,
     pub hash_failures: u64,
     pub banned: usize,
@@ -926,11 +928,14 @@ impl Session {
                     events,
                     log,
                 });
-                listener.do_send(Route {
-                    info_hash: id,
-                    to: coordinator.clone().recipient(),
-                    metrics: entry.metrics.of(ActorKind::Coordinator),
-                });
+                // A hybrid's peers may name either of its swarms.
+                for info_hash in std::iter::once(id).chain(metainfo.v2_swarm()) {
+                    listener.do_send(Route {
+                        info_hash,
+                        to: coordinator.clone().recipient(),
+                        metrics: entry.metrics.of(ActorKind::Coordinator),
+                    });
+                }
                 entry.run = Some(Run::Coordinator(coordinator));
             }
             Source::Magnet(magnet) => {
@@ -989,6 +994,13 @@ impl Session {
     /// totals.
     fn stop_run(&mut self, id: InfoHash) -> impl Future<Output = LastViews> + 'static {
         let listener = self.config.listener.clone();
+        let v2_swarm = self
+            .torrents
+            .get(&id)
+            .and_then(|entry| match &entry.source {
+                Source::Torrent(m) => m.v2_swarm(),
+                Source::Magnet(_) => None,
+            });
         let run = self.torrents.get_mut(&id).and_then(|entry| {
             let run = entry.run.take()?;
             entry.stopping = true;
@@ -1008,7 +1020,9 @@ impl Session {
             let Some(run) = run else {
                 return LastViews::default();
             };
-            listener.do_send(Unroute { info_hash: id });
+            for info_hash in std::iter::once(id).chain(v2_swarm) {
+                listener.do_send(Unroute { info_hash });
+            }
             let stop = async {
                 match run {
                     Run::Coordinator(c) => {
@@ -1458,6 +1472,9 @@ impl Entry {
             pieces: meta.map(|m| m.info.layout.num_pieces() as usize),
             private: meta.is_some_and(|m| m.info.private),
             comment: meta.and_then(|m| m.comment.clone()),
+            info_hash_v2: meta
+                .and_then(|m| m.info_hash_v2)
+                .map(|h| h.iter().map(|b| format!("{b:02x}")).collect()),
             files_count: meta.map_or(0, |m| {
                 m.info.layout.files().iter().filter(|f| !f.padding).count()
             }),

@@ -23,6 +23,7 @@
 //! - Peers in the reply to `stopped` are not forwarded: we are leaving the swarm.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -60,6 +61,9 @@ pub struct TrackerConfig {
     pub metrics: Arc<ActorMetrics>,
     /// The torrent we announce.
     pub info_hash: InfoHash,
+    /// A hybrid's second swarm (its truncated v2 info-hash), announced right after
+    /// `info_hash` with the same event and totals; its peers join the same torrent.
+    pub second_swarm: Option<InfoHash>,
     /// Our peer id, the same for every tracker and peer of this session.
     pub peer_id: PeerId,
     /// The port we accept peer connections on, so the tracker can hand it out.
@@ -100,6 +104,7 @@ impl TrackerConfig {
         TrackerConfig {
             url,
             info_hash,
+            second_swarm: None,
             peer_id,
             port,
             key,
@@ -314,6 +319,8 @@ struct Attempt {
     stats: AnnounceStats,
     /// The tracker's reply or why there was none.
     result: Result<AnnounceResponse, AnnounceError>,
+    /// A hybrid's peers listed under its v2 swarm alone (not in `result`'s peers).
+    v2_only: Vec<SocketAddr>,
 }
 
 /// See the module documentation.
@@ -391,6 +398,7 @@ impl Tracker {
         request.event = event;
         request.numwant = Some(self.config.numwant);
         request.tracker_id = self.tracker_id.clone();
+        let second_swarm = self.config.second_swarm;
         let stats_link = self.links.stats.clone();
         let stats_timeout = self.config.stats_timeout;
         let fallback = self.last_stats;
@@ -413,8 +421,18 @@ impl Tracker {
             request.uploaded = stats.uploaded;
             request.downloaded = stats.downloaded;
             request.left = stats.left;
-            let result = transport.announce(&request).await;
-            Attempt { stats, result }
+            let mut result = transport.announce(&request).await;
+            let mut v2_only = Vec::new();
+            if let Some(second) = second_swarm {
+                request.info_hash = second;
+                let other = transport.announce(&request).await;
+                (result, v2_only) = merge_swarms(result, other, &log);
+            }
+            Attempt {
+                stats,
+                result,
+                v2_only,
+            }
         }
     }
 
@@ -450,6 +468,12 @@ impl Tracker {
     ) {
         self.in_flight = None;
         self.last_stats = attempt.stats;
+        if !attempt.v2_only.is_empty() {
+            self.links.peers.do_send(PeersFound {
+                peers: attempt.v2_only,
+                source: PeerSource::TrackerV2Swarm(self.url_text.clone()),
+            });
+        }
         match attempt.result {
             Ok(response) => {
                 self.failures = 0;
@@ -537,6 +561,42 @@ impl Tracker {
             act.timer = None;
             act.announce_now(ctx);
         }));
+    }
+}
+
+/// One reply from a hybrid's two announces (v1 swarm first): either one answered is a
+/// success, its counts and timing the first's when both did. The peers listed under the
+/// v2 swarm alone come apart, each once, to be greeted with the v2 hash.
+fn merge_swarms(
+    first: Result<AnnounceResponse, AnnounceError>,
+    second: Result<AnnounceResponse, AnnounceError>,
+    log: &Logger,
+) -> (Result<AnnounceResponse, AnnounceError>, Vec<SocketAddr>) {
+    match (first, second) {
+        (Ok(first), Ok(second)) => {
+            let mut v2_only = Vec::new();
+            for peer in second.peers {
+                if !first.peers.contains(&peer) && !v2_only.contains(&peer) {
+                    v2_only.push(peer);
+                }
+            }
+            (Ok(first), v2_only)
+        }
+        (Ok(first), Err(e)) => {
+            info!(log, "announce of the v2 swarm failed"; "error" => %e);
+            (Ok(first), Vec::new())
+        }
+        (Err(e), Ok(mut second)) => {
+            info!(log, "announce of the v1 swarm failed"; "error" => %e);
+            let mut v2_only = Vec::new();
+            for peer in std::mem::take(&mut second.peers) {
+                if !v2_only.contains(&peer) {
+                    v2_only.push(peer);
+                }
+            }
+            (Ok(second), v2_only)
+        }
+        (Err(e), Err(_)) => (Err(e), Vec::new()),
     }
 }
 
@@ -657,6 +717,38 @@ impl Handler<TrackerStop> for Tracker {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_hybrids_two_announces_give_one_reply_and_the_v2_swarms_own_peers_apart() {
+        let log = Logger::root(slog::Discard, o!());
+        let peer = |n: u16| SocketAddr::from(([127, 0, 0, 1], n));
+        let with = |interval: u64, peers: Vec<SocketAddr>| AnnounceResponse {
+            peers,
+            ..response(interval, None)
+        };
+        let refused = || AnnounceError::Refused("unregistered torrent".into());
+        let (both, v2_only) = merge_swarms(
+            Ok(with(60, vec![peer(1), peer(2)])),
+            Ok(with(90, vec![peer(2), peer(3), peer(3)])),
+            &log,
+        );
+        let both = both.unwrap();
+        assert_eq!(both.peers, [peer(1), peer(2)]);
+        assert_eq!(v2_only, [peer(3)]);
+        assert_eq!(
+            both.interval,
+            Duration::from_secs(60),
+            "the v1 swarm's timing"
+        );
+        let (answered, v2_only) = merge_swarms(Err(refused()), Ok(with(90, vec![peer(3)])), &log);
+        assert!(answered.unwrap().peers.is_empty());
+        assert_eq!(v2_only, [peer(3)]);
+        let (answered, v2_only) = merge_swarms(Ok(with(60, vec![peer(1)])), Err(refused()), &log);
+        assert_eq!((answered.unwrap().peers, v2_only), (vec![peer(1)], vec![]));
+        assert!(merge_swarms(Err(refused()), Err(refused()), &log)
+            .0
+            .is_err());
+    }
 
     fn response(interval: u64, min_interval: Option<u64>) -> AnnounceResponse {
         AnnounceResponse {

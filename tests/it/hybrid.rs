@@ -1,0 +1,329 @@
+//! Hybrid torrents (BEP 52: v1 `pieces` and a v2 `file tree` in one `info`): one whose two
+//! views of the data disagree is refused with its reason on one line, exit 4, before
+//! anything is written; a good one joins both swarms: it announces under both info-hashes
+//! (the v2 one truncated to 20 bytes) and on the DHT under both, takes peers that name
+//! either, and greets a peer found only in the v2 swarm with the v2 hash.
+
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use torrent_actors::bencode::{self, BValue};
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Instant;
+
+use torrent_actors::metainfo::Metainfo;
+use torrent_actors::wire::{Handshake, Message, Reserved};
+use torrent_actors::{InfoHash, PeerId};
+
+use crate::dht::{config, dht_seeder, in_system, loopback, search, start, swarm};
+use crate::seeding::{seed_command, wait_until_tracker_lists, Ours, RawPeer, READY_LIMIT};
+use crate::support::{
+    free_port, http_announce, our_create_ok, run_within, with_announce, write_pattern, Announce,
+    Daemon, DaemonOpts, Tracker,
+};
+
+const KIB: usize = 1024;
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("a UTF-8 path")
+}
+
+/// A hybrid made by our `create` from a small folder, with 16 KiB pieces.
+fn made_hybrid(parent: &Path) -> std::path::PathBuf {
+    let root = parent.join("album");
+    write_pattern(&root.join("a.bin"), 40 * KIB + 3, 1);
+    write_pattern(&root.join("b.bin"), 3 * 16 * KIB + 7, 2);
+    let torrent = parent.join("album.torrent");
+    our_create_ok(&[
+        "--hybrid",
+        "--piece-size",
+        "16KiB",
+        s(&root),
+        "-o",
+        s(&torrent),
+    ]);
+    torrent
+}
+
+#[test]
+fn get_and_info_refuse_a_hybrid_whose_v1_and_v2_parts_disagree() {
+    let tmp = tempfile::tempdir().unwrap();
+    let good = made_hybrid(tmp.path());
+    // The v2 tree says b.bin is one byte shorter than the v1 list does.
+    let BValue::Dict(mut top) = bencode::decode(&fs::read(&good).unwrap())
+        .unwrap()
+        .to_owned_value()
+    else {
+        panic!("a torrent is a dictionary")
+    };
+    let Some(BValue::Dict(info)) = top.get_mut(&b"info"[..]) else {
+        panic!("no info")
+    };
+    let Some(BValue::Dict(tree)) = info.get_mut(&b"file tree"[..]) else {
+        panic!("no file tree")
+    };
+    let Some(BValue::Dict(b)) = tree.get_mut(&b"b.bin"[..]) else {
+        panic!("no b.bin")
+    };
+    let Some(BValue::Dict(leaf)) = b.get_mut(&b""[..]) else {
+        panic!("b.bin is not a file")
+    };
+    leaf.insert(b"length".to_vec(), BValue::Int(3 * 16 * 1024 + 6));
+    let bad = tmp.path().join("bad.torrent");
+    fs::write(&bad, BValue::Dict(top).encode()).unwrap();
+
+    let want = format!(
+        "error: invalid torrent {}: the v1 and v2 parts of this hybrid disagree: \
+         b.bin (49159 bytes) against b.bin (49158 bytes)\n",
+        bad.display()
+    );
+    let out_dir = tmp.path().join("out");
+    let mut get = Command::new(env!("CARGO_BIN_EXE_torrent-actors"));
+    get.env("TORRENT_ACTORS_DHT_BOOTSTRAP", "")
+        .args(["get", "--port", "0", "--no-dht", "-o"])
+        .arg(&out_dir)
+        .arg(&bad);
+    let out = run_within(get, Duration::from_secs(60));
+    assert_eq!(out.status.code(), Some(4));
+    assert_eq!(String::from_utf8_lossy(&out.stderr), want);
+    assert!(!out_dir.exists(), "nothing written");
+
+    let mut info = Command::new(env!("CARGO_BIN_EXE_torrent-actors"));
+    info.env("TORRENT_ACTORS_DHT_BOOTSTRAP", "")
+        .arg("info")
+        .arg(&bad);
+    let out = run_within(info, Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(4));
+    assert_eq!(String::from_utf8_lossy(&out.stderr), want);
+
+    // The torrent it was made from is fine.
+    let mut info = Command::new(env!("CARGO_BIN_EXE_torrent-actors"));
+    info.env("TORRENT_ACTORS_DHT_BOOTSTRAP", "")
+        .arg("info")
+        .arg(&good);
+    assert!(run_within(info, Duration::from_secs(30)).status.success());
+}
+
+#[test]
+fn a_peer_naming_the_v2_swarm_gets_our_handshake_for_that_swarm_and_our_bitfield() {
+    let tmp = tempfile::tempdir().unwrap();
+    let torrent = made_hybrid(tmp.path());
+    let meta = Metainfo::from_bytes(&fs::read(&torrent).unwrap()).unwrap();
+    let v2 = meta.v2_swarm().expect("a hybrid has a v2 swarm");
+    let mut seed = Ours::start(seed_command(&torrent, tmp.path(), &[]), "hybrid seed");
+    let addr = seed.wait_seeding(READY_LIMIT);
+    let pieces = meta.info.layout.num_pieces();
+    // `RawPeer::connect` checks that the answer names the hash the peer sent.
+    for (id, hash) in [(1, v2), (2, meta.info_hash)] {
+        let mut peer = RawPeer::connect(addr, hash, id);
+        let (bitfield, _) = peer.read_until(Duration::from_secs(20), "the bitfield", |m| {
+            matches!(m, Message::Bitfield(_))
+        });
+        let Message::Bitfield(bits) = bitfield else {
+            unreachable!()
+        };
+        let whole = torrent_actors::wire::Bitfield::from_payload(&bits, pieces)
+            .unwrap_or_else(|e| panic!("{}: {e}\n{}", hash, seed.report()));
+        assert!(whole.all_set(), "the seed has every piece");
+    }
+}
+
+#[test]
+fn a_hybrid_announces_under_both_info_hashes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let made = made_hybrid(tmp.path());
+    let meta = Metainfo::from_bytes(&fs::read(&made).unwrap()).unwrap();
+    let v2 = meta.v2_swarm().expect("a hybrid has a v2 swarm");
+    let tracker = Tracker::start(&[meta.info_hash, v2]);
+    let torrent = tmp.path().join("tracked.torrent");
+    with_announce(&made, &torrent, &tracker.http_url());
+    let mut seed = Ours::start(seed_command(&torrent, tmp.path(), &[]), "hybrid seed");
+    let port = seed.wait_seeding(READY_LIMIT).port();
+    // A client that knows only the v2 swarm finds us there, and so does a v1 one.
+    wait_until_tracker_lists(&tracker, v2, port);
+    wait_until_tracker_lists(&tracker, meta.info_hash, port);
+}
+
+/// The full v2 info-hash in hex.
+fn v2_hex(meta: &Metainfo) -> String {
+    let v2 = meta.info_hash_v2.expect("a hybrid has a v2 info-hash");
+    v2.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[test]
+fn info_shows_both_info_hashes_and_the_v2_swarm() {
+    let tmp = tempfile::tempdir().unwrap();
+    let torrent = made_hybrid(tmp.path());
+    let meta = Metainfo::from_bytes(&fs::read(&torrent).unwrap()).unwrap();
+    let v2 = meta.v2_swarm().unwrap();
+    let run = |json: bool| {
+        let mut info = Command::new(env!("CARGO_BIN_EXE_torrent-actors"));
+        info.env("TORRENT_ACTORS_DHT_BOOTSTRAP", "")
+            .arg("info")
+            .args(json.then_some("--json"))
+            .arg(&torrent);
+        let out = run_within(info, Duration::from_secs(30));
+        assert!(out.status.success());
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let text = run(false);
+    for want in [
+        format!("info-hash:   {}", meta.info_hash),
+        format!("v2 hash:     {}", v2_hex(&meta)),
+        format!("v2 swarm:    {v2}"),
+        "format:      hybrid v1+v2 (joins both swarms".to_string(),
+    ] {
+        assert!(text.contains(&want), "{want:?} in\n{text}");
+    }
+    let json: serde_json::Value = serde_json::from_str(&run(true)).unwrap();
+    assert_eq!(json["info_hash"], meta.info_hash.to_hex());
+    assert_eq!(json["info_hash_v2"], v2_hex(&meta));
+    assert_eq!(json["v2_swarm"], v2.to_hex());
+    assert_eq!(json["v2"]["info_hash"], v2_hex(&meta));
+}
+
+/// Sends a plaintext handshake for `hash` to `addr` and returns the answer's info-hash,
+/// retrying until `limit` (the torrent may still be starting).
+fn answered_hash(addr: SocketAddr, hash: InfoHash, limit: Duration) -> InfoHash {
+    let deadline = Instant::now() + limit;
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        let attempt = (|| -> std::io::Result<[u8; 68]> {
+            let mut tcp = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+            tcp.set_read_timeout(Some(Duration::from_secs(5)))?;
+            let ours = Handshake::new(Reserved::none(), hash, PeerId(*b"-XX0000-hybrid-00001"));
+            tcp.write_all(&ours.encode())?;
+            let mut theirs = [0u8; 68];
+            tcp.read_exact(&mut theirs)?;
+            Ok(theirs)
+        })();
+        match attempt {
+            Ok(bytes) => {
+                return Handshake::parse(&bytes)
+                    .expect("a valid handshake")
+                    .info_hash
+            }
+            Err(e) => last = e.to_string(),
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    panic!("no handshake for {hash} from {addr} within {limit:?}: {last}");
+}
+
+#[test]
+fn serve_routes_a_hybrids_v2_swarm_to_it_and_shows_its_v2_hash() {
+    let tmp = tempfile::tempdir().unwrap();
+    let torrent = made_hybrid(tmp.path());
+    let meta = Metainfo::from_bytes(&fs::read(&torrent).unwrap()).unwrap();
+    let v2 = meta.v2_swarm().unwrap();
+    let daemon = Daemon::start(
+        &tmp.path().join("dl"),
+        &tmp.path().join("state"),
+        &DaemonOpts::default(),
+    );
+    let id = daemon.add_torrent_file(&torrent);
+    let detail = daemon.get_json(&format!("/api/torrents/{id}"));
+    assert_eq!(detail["info_hash"], meta.info_hash.to_hex());
+    assert_eq!(detail["info_hash_v2"], v2_hex(&meta), "{detail}");
+    let peers = SocketAddr::from(([127, 0, 0, 1], daemon.peer_port));
+    // The shared listener hands a peer of either swarm to the torrent, which answers
+    // with the hash the peer named.
+    assert_eq!(answered_hash(peers, v2, Duration::from_secs(30)), v2);
+    assert_eq!(
+        answered_hash(peers, meta.info_hash, Duration::from_secs(30)),
+        meta.info_hash
+    );
+}
+
+#[test]
+fn a_peer_listed_only_in_the_v2_swarm_is_greeted_with_the_v2_hash() {
+    let tmp = tempfile::tempdir().unwrap();
+    let made = made_hybrid(tmp.path());
+    let meta = Metainfo::from_bytes(&fs::read(&made).unwrap()).unwrap();
+    let v2 = meta.v2_swarm().unwrap();
+    let tracker = Tracker::start(&[meta.info_hash, v2]);
+    let torrent = tmp.path().join("tracked.torrent");
+    with_announce(&made, &torrent, &tracker.http_url());
+    // A peer that the tracker lists under the v2 hash alone, and the v1 swarm empty.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    http_announce(
+        tracker.port(),
+        &Announce {
+            port,
+            event: Some("started"),
+            ..Announce::new(v2)
+        },
+    )
+    .expect("announcing the v2 peer");
+
+    let mut get = Command::new(env!("CARGO_BIN_EXE_torrent-actors"));
+    get.env("TORRENT_ACTORS_DHT_BOOTSTRAP", "")
+        .args(["get", "--bind", "127.0.0.1", "--port", "0", "--no-dht"])
+        // TCP only and plaintext: the listener below reads a plain handshake, and a uTP
+        // dial could reach another test's UDP socket on the same port number.
+        .args(["--encryption", "off", "--utp", "off", "-v", "-o"])
+        .arg(tmp.path().join("out"))
+        .arg(&torrent);
+    let leecher = Ours::start(get, "hybrid leecher");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let greeting = loop {
+        assert!(
+            Instant::now() < deadline,
+            "no dial within 60 s:\n{}",
+            leecher.report()
+        );
+        match listener.accept() {
+            Ok((mut tcp, _)) => {
+                tcp.set_nonblocking(false).unwrap();
+                tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                let mut theirs = [0u8; 68];
+                if tcp.read_exact(&mut theirs).is_ok() {
+                    break Handshake::parse(&theirs).expect("a plaintext handshake");
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(e) => panic!("accepting: {e}"),
+        }
+    };
+    assert_eq!(
+        greeting.info_hash, v2,
+        "greeted in the swarm it was found in"
+    );
+}
+
+#[test]
+fn a_hybrid_is_found_on_the_dht_under_both_info_hashes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let torrent = made_hybrid(tmp.path());
+    let meta = Metainfo::from_bytes(&fs::read(&torrent).unwrap()).unwrap();
+    let v2 = meta.v2_swarm().unwrap();
+    let other = swarm();
+    let hub_port = free_port();
+    in_system(async move {
+        // A libtorrent node (seeding another torrent) stores the announces; a Dht of
+        // ours finds our seed there.
+        let hub = dht_seeder(&other, hub_port, &[]);
+        let bootstrap = hub.addr().to_string();
+        let mut seed = Ours::start(
+            seed_command(&torrent, tmp.path(), &["--dht-bootstrap", &bootstrap]),
+            "hybrid seed",
+        );
+        let port = seed.wait_seeding(READY_LIMIT).port();
+        let finder = start(config(&[hub.addr()]));
+        let want = [loopback(port)];
+        for hash in [v2, meta.info_hash] {
+            if let Err(found) = search(&finder, hash, None, &want).await {
+                panic!("{hash}: found {found:?}, not {want:?}\n{}", seed.report());
+            }
+        }
+        drop(hub);
+    });
+}
