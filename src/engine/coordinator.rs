@@ -519,56 +519,118 @@ pub struct TorrentParams {
     pub log: Logger,
 }
 
+/// A torrent's FileWriter and FileReader, started on the arbiters its place names.
+struct FileActors {
+    writer: Tracked<FileWriter>,
+    reader: Tracked<FileReader>,
+}
+
+impl FileActors {
+    fn start(
+        params: &TorrentParams,
+        layout: &Arc<Layout>,
+        selected: &SelectedFiles,
+        place: &super::threads::Placement,
+    ) -> FileActors {
+        let metrics = &params.config.metrics;
+        let info_hash = params.metainfo.info_hash;
+        let (root, layout_w, selected_w) = (
+            params.download_dir.clone(),
+            layout.clone(),
+            selected.clone(),
+        );
+        let delay = params.config.write_delay;
+        let m = metrics.of(ActorKind::FileWriter);
+        let writer = FileWriter::start_in_arbiter(&place.writer, move |_| {
+            FileWriter::new(root, layout_w, info_hash, selected_w, delay).with_metrics(m)
+        });
+        let (root, layout_r, selected_r) = (
+            params.download_dir.clone(),
+            layout.clone(),
+            selected.clone(),
+        );
+        let m = metrics.of(ActorKind::FileReader);
+        let reader = FileReader::start_in_arbiter(&place.reader, move |_| {
+            FileReader::new(root, layout_r, info_hash, selected_r).with_metrics(m)
+        });
+        FileActors {
+            writer: Tracked::new(writer, metrics.of(ActorKind::FileWriter)),
+            reader: Tracked::new(reader, metrics.of(ActorKind::FileReader)),
+        }
+    }
+}
+
+/// Says at the start what of the torrent's metainfo the engine will not use, and why.
+fn log_what_is_left_out(log: &Logger, metainfo: &Metainfo, tiers: &Tiers) {
+    if metainfo.info.private {
+        info!(
+            log,
+            "private torrent: trackers only, no DHT or peer exchange"
+        );
+    }
+    for refused in &metainfo.web_seeds_refused {
+        warn!(log, "web seed ignored"; "entry" => crate::terminal::printable(&refused.entry).into_owned(),
+              "reason" => %refused.reason);
+    }
+    if tiers.dropped() > 0 {
+        warn!(log, "too many trackers, only the first ones are used";
+              "used" => super::tracker::MAX_TRACKERS, "left out" => tiers.dropped());
+    }
+}
+
+/// The torrent's RateLimiter, if it has limits or the engine has a global one: with a
+/// global limiter the torrent always has its own, chained to it, so every grant passes
+/// both and `SetTorrentRates` has somewhere to go.
+fn start_limiter(config: &EngineConfig) -> Option<Tracked<RateLimiter>> {
+    let limited = config.upload_limit > 0 || config.download_limit > 0;
+    (limited || config.global_limiter.is_some()).then(|| {
+        let m = config.metrics.of(ActorKind::RateLimiter);
+        let mut limiter =
+            RateLimiter::new(config.upload_limit, config.download_limit).with_metrics(m.clone());
+        if let Some(parent) = config.global_limiter.clone() {
+            limiter = limiter.with_parent(parent);
+        }
+        Tracked::new(limiter.start(), m)
+    })
+}
+
 impl Coordinator {
     /// Starts a torrent's actors: its FileWriter and FileReader and the Coordinator (on
     /// the arbiters `config.threads` places them on), which then checks existing data and
     /// starts everything else.
     pub fn start(params: TorrentParams) -> Addr<Coordinator> {
-        let info = Arc::new(params.metainfo.info.clone());
-        let layout = Arc::new(info.layout.clone());
-        let root = params.download_dir.clone();
-        let info_hash = params.metainfo.info_hash;
-        let selected = SelectedFiles::new(&layout, params.selection.as_ref());
-        let wanted_bytes = selected.wanted_bytes(&layout);
-        let writer_layout = layout.clone();
-        let writer_selected = selected.clone();
-        let delay = params.config.write_delay;
         let metrics = params.config.metrics.clone();
         // The process's threads, or private ones that go with this Coordinator.
         let threads = params.config.threads.clone().unwrap_or_else(|| {
             Threads::start(ThreadsConfig::private(params.config.hashers), &metrics)
         });
         let place = threads.place_torrent();
-        let writer_metrics = metrics.of(ActorKind::FileWriter);
-        let writer = FileWriter::start_in_arbiter(&place.writer, move |_| {
-            FileWriter::new(root, writer_layout, info_hash, writer_selected, delay)
-                .with_metrics(writer_metrics)
-        });
-        let writer = Tracked::new(writer, metrics.of(ActorKind::FileWriter));
+        let info = Arc::new(params.metainfo.info.clone());
+        let layout = Arc::new(info.layout.clone());
+        let selected = SelectedFiles::new(&layout, params.selection.as_ref());
+        let files = FileActors::start(&params, &layout, &selected, &place);
+        let coordinator = Coordinator::new(params, info, layout, selected, files, threads);
+        match place.coordinator {
+            Some(arbiter) => Coordinator::start_in_arbiter(&arbiter, move |_| coordinator),
+            None => coordinator.start(),
+        }
+    }
+
+    /// The Coordinator's state at the start, all of it: long because the state is wide
+    /// (each field is documented where it is declared), not because it decides anything.
+    fn new(
+        params: TorrentParams,
+        info: Arc<Info>,
+        layout: Arc<Layout>,
+        selected: SelectedFiles,
+        files: FileActors,
+        threads: Arc<Threads>,
+    ) -> Coordinator {
+        let metrics = params.config.metrics.clone();
+        let wanted_bytes = selected.wanted_bytes(&layout);
         let hasher = threads.hasher();
-        // With a global limiter the torrent always has its own, chained to it, so every
-        // grant passes both and `SetTorrentRates` has somewhere to go.
-        let limited = params.config.upload_limit > 0 || params.config.download_limit > 0;
-        let limiter = (limited || params.config.global_limiter.is_some()).then(|| {
-            let m = metrics.of(ActorKind::RateLimiter);
-            let mut limiter =
-                RateLimiter::new(params.config.upload_limit, params.config.download_limit)
-                    .with_metrics(m.clone());
-            if let Some(parent) = params.config.global_limiter.clone() {
-                limiter = limiter.with_parent(parent);
-            }
-            Tracked::new(limiter.start(), m)
-        });
+        let limiter = start_limiter(&params.config);
         let upload_slots = params.config.upload_slots;
-        let reader_root = params.download_dir.clone();
-        let reader_layout = layout.clone();
-        let reader_selected = selected.clone();
-        let reader_metrics = metrics.of(ActorKind::FileReader);
-        let reader = FileReader::start_in_arbiter(&place.reader, move |_| {
-            FileReader::new(reader_root, reader_layout, info_hash, reader_selected)
-                .with_metrics(reader_metrics)
-        });
-        let reader = Tracked::new(reader, metrics.of(ActorKind::FileReader));
         let log = params
             .log
             .new(o!("torrent" => params.metainfo.info_hash.to_hex()));
@@ -579,26 +641,13 @@ impl Coordinator {
         let dht = params.dht.filter(|_| !private);
         let pex = params.config.pex && !private;
         let sequential = params.config.sequential;
-        if private {
-            info!(
-                log,
-                "private torrent: trackers only, no DHT or peer exchange"
-            );
-        }
-        for refused in &params.metainfo.web_seeds_refused {
-            warn!(log, "web seed ignored"; "entry" => crate::terminal::printable(&refused.entry).into_owned(),
-                  "reason" => %refused.reason);
-        }
-        if tiers.dropped() > 0 {
-            warn!(log, "too many trackers, only the first ones are used";
-                  "used" => super::tracker::MAX_TRACKERS, "left out" => tiers.dropped());
-        }
+        log_what_is_left_out(&log, &params.metainfo, &tiers);
         let resume_schedule = ResumeSchedule::new(
             params.config.resume_every_pieces,
             params.config.resume_every,
         );
         let v2_swarm = params.metainfo.v2_swarm();
-        let coordinator = Coordinator {
+        Coordinator {
             info_bytes: bytes::Bytes::from(params.metainfo.info_bytes),
             trees: info.tree_nodes(),
             dht,
@@ -645,8 +694,8 @@ impl Coordinator {
             listen_addr: None,
             carriers: Carriers::tcp_only(),
             hasher,
-            writer,
-            reader,
+            writer: files.writer,
+            reader: files.reader,
             limiter,
             metrics: OwnMetrics::started(metrics.of(ActorKind::Coordinator)),
             piece_manager: None,
@@ -674,10 +723,6 @@ impl Coordinator {
             stream_waiters: HashMap::new(),
             sequential,
             log,
-        };
-        match place.coordinator {
-            Some(arbiter) => Coordinator::start_in_arbiter(&arbiter, move |_| coordinator),
-            None => coordinator.start(),
         }
     }
 
@@ -869,28 +914,7 @@ impl Coordinator {
         .with_mode(mode)
         .with_high_priority(self.selected.pieces_of(&self.layout, &self.high_files));
         info!(self.log, "data checked"; "verified pieces" => self.have.count_ones(), "remaining" => picker.remaining_pieces());
-        let me = Tracked::new(ctx.address(), self.metrics.clone());
-        let pm_metrics = self.config.metrics.of(ActorKind::PieceManager);
-        let pm = PieceManager::new(
-            self.info.clone(),
-            self.have.clone(),
-            mode,
-            self.config.max_pending_bytes,
-            self.hasher.clone(),
-            self.writer.clone(),
-            self.reader.clone(),
-            PieceManagerLinks {
-                verified: me.recipient(),
-                failed: me.recipient(),
-                bad_data: me.recipient(),
-                storage_failed: me.recipient(),
-                want_hashes: me.recipient(),
-                metrics: pm_metrics.clone(),
-            },
-            self.log.new(o!("actor" => "piece-manager")),
-        )
-        .start();
-        let pm = Tracked::new(pm, pm_metrics);
+        let pm = self.start_piece_manager(mode, ctx);
         if !found.is_empty() {
             pm.do_send(MarkDone { pieces: found });
             // Verified by the check: record it so a crash now does not cost a re-check.
@@ -926,6 +950,36 @@ impl Coordinator {
                 act.events.do_send(TorrentEvent::Completed(act.progress()));
             }
         });
+    }
+
+    /// The torrent's PieceManager, reporting to this Coordinator.
+    fn start_piece_manager(
+        &self,
+        mode: PieceMode,
+        ctx: &mut Context<Self>,
+    ) -> Tracked<PieceManager> {
+        let me = Tracked::new(ctx.address(), self.metrics.clone());
+        let metrics = self.config.metrics.of(ActorKind::PieceManager);
+        let pm = PieceManager::new(
+            self.info.clone(),
+            self.have.clone(),
+            mode,
+            self.config.max_pending_bytes,
+            self.hasher.clone(),
+            self.writer.clone(),
+            self.reader.clone(),
+            PieceManagerLinks {
+                verified: me.recipient(),
+                failed: me.recipient(),
+                bad_data: me.recipient(),
+                storage_failed: me.recipient(),
+                want_hashes: me.recipient(),
+                metrics: metrics.clone(),
+            },
+            self.log.new(o!("actor" => "piece-manager")),
+        )
+        .start();
+        Tracked::new(pm, metrics)
     }
 
     /// Binds the listening socket, then runs `then` (also when binding failed: outgoing
