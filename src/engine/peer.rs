@@ -349,81 +349,94 @@ impl Peer {
             ctx.add_stream(FramedRead::new(read, codec));
             let mut out = FramedWrite::new(PauseOnFullSocket(write), codec, ctx);
             out.set_buffer_capacity(WRITE_LOW_WATER, WRITE_HIGH_WATER);
-            let now = Instant::now();
-            let log = parts
-                .log
-                .new(o!("peer" => addr.to_string(), "key" => parts.key.0));
-            Peer {
-                key: parts.key,
-                addr,
-                layout: parts.layout,
-                config: parts.config,
-                coordinator: parts.coordinator,
-                piece_manager: parts.piece_manager,
-                reader: parts.reader,
-                limiter: parts.limiter,
-                asked_hashes: Vec::new(),
-                metrics: OwnMetrics::started_as(parts.metrics, parts.key.0),
-                out: Some(out),
-                handshake,
-                joined: false,
-                fast: handshake.reserved.fast_extension(),
-                choked: true,
-                choking: true,
-                peer_interested: false,
-                our_pieces: Bitfield::new(num_pieces),
-                allowed_fast: Vec::new(),
-                upload_queue: VecDeque::new(),
-                reading: false,
-                granting: false,
-                window: None,
-                uploaded_window: 0,
-                bad_requests: 0,
-                interested: false,
-                outstanding: Vec::new(),
-                withdrawn: VecDeque::new(),
-                unrequested_blocks: 0,
-                chokes_this_second: 0,
-                peer_pieces: Bitfield::new(num_pieces),
-                announced: false,
-                new_haves: Vec::new(),
-                haves_due: false,
-                haves_sent_at: None,
-                duplicate_haves: 0,
-                left_sent: false,
-                received: Vec::new(),
-                released: Vec::new(),
-                picking: false,
-                wake_missed: false,
-                unstored: 0,
-                out_of_credit: false,
-                reqq: DEFAULT_REQQ,
-                downloaded_window: 0,
-                rate: 0.0,
-                request_queue: RequestQueue::new(
-                    parts.config.min_queue,
-                    DEFAULT_REQQ.min(parts.config.max_queue),
-                    parts.config.queue_seconds,
-                ),
-                last_received: now,
-                last_block: now,
-                last_sent: now,
-                close_reason: None,
-                metadata: parts.metadata,
-                trees: parts.trees,
-                hashes_served: 0,
-                metadata_served: 0,
-                pex: parts.pex,
-                listen_port: parts.listen_port,
-                dht: parts.dht,
-                outgoing: parts.outgoing,
-                their_metadata_id: None,
-                their_pex_id: None,
-                pex_told: HashSet::new(),
-                pex_heard: None,
-                log,
-            }
+            Peer::new(parts, handshake, addr, out)
         })
+    }
+
+    /// The Peer's state when its connection starts, all of it: long because the state is
+    /// wide (each field is documented where it is declared), not because it decides
+    /// anything.
+    fn new(
+        parts: PeerParts,
+        handshake: Handshake,
+        addr: SocketAddr,
+        out: FramedWrite<Message, PauseOnFullSocket, MessageCodec>,
+    ) -> Peer {
+        let num_pieces = parts.layout.num_pieces();
+        let now = Instant::now();
+        let log = parts
+            .log
+            .new(o!("peer" => addr.to_string(), "key" => parts.key.0));
+        Peer {
+            key: parts.key,
+            addr,
+            layout: parts.layout,
+            config: parts.config,
+            coordinator: parts.coordinator,
+            piece_manager: parts.piece_manager,
+            reader: parts.reader,
+            limiter: parts.limiter,
+            asked_hashes: Vec::new(),
+            metrics: OwnMetrics::started_as(parts.metrics, parts.key.0),
+            out: Some(out),
+            handshake,
+            joined: false,
+            fast: handshake.reserved.fast_extension(),
+            choked: true,
+            choking: true,
+            peer_interested: false,
+            our_pieces: Bitfield::new(num_pieces),
+            allowed_fast: Vec::new(),
+            upload_queue: VecDeque::new(),
+            reading: false,
+            granting: false,
+            window: None,
+            uploaded_window: 0,
+            bad_requests: 0,
+            interested: false,
+            outstanding: Vec::new(),
+            withdrawn: VecDeque::new(),
+            unrequested_blocks: 0,
+            chokes_this_second: 0,
+            peer_pieces: Bitfield::new(num_pieces),
+            announced: false,
+            new_haves: Vec::new(),
+            haves_due: false,
+            haves_sent_at: None,
+            duplicate_haves: 0,
+            left_sent: false,
+            received: Vec::new(),
+            released: Vec::new(),
+            picking: false,
+            wake_missed: false,
+            unstored: 0,
+            out_of_credit: false,
+            reqq: DEFAULT_REQQ,
+            downloaded_window: 0,
+            rate: 0.0,
+            request_queue: RequestQueue::new(
+                parts.config.min_queue,
+                DEFAULT_REQQ.min(parts.config.max_queue),
+                parts.config.queue_seconds,
+            ),
+            last_received: now,
+            last_block: now,
+            last_sent: now,
+            close_reason: None,
+            metadata: parts.metadata,
+            trees: parts.trees,
+            hashes_served: 0,
+            metadata_served: 0,
+            pex: parts.pex,
+            listen_port: parts.listen_port,
+            dht: parts.dht,
+            outgoing: parts.outgoing,
+            their_metadata_id: None,
+            their_pex_id: None,
+            pex_told: HashSet::new(),
+            pex_heard: None,
+            log,
+        }
     }
 
     fn send(&mut self, message: Message) {
@@ -866,53 +879,8 @@ impl Peer {
     fn on_message(&mut self, message: Message, ctx: &mut Context<Self>) {
         match message {
             Message::KeepAlive => {}
-            Message::Choke => {
-                self.chokes_this_second += 1;
-                if self.chokes_this_second > CHOKES_PER_SECOND_LIMIT {
-                    return self.misbehaved("choke flood".into(), ctx);
-                }
-                if !self.choked {
-                    self.choked = true;
-                    // Without the fast extension, a choke voids every outstanding request;
-                    // with it, the peer rejects each one it will not serve.
-                    let mut released = std::mem::take(&mut self.released);
-                    if !self.fast {
-                        let voided: Vec<BlockRequest> =
-                            self.outstanding.iter().map(|l| l.request).collect();
-                        self.withdraw(voided);
-                        released.append(&mut self.outstanding);
-                    } else {
-                        // A fast peer should reject what it will not serve; if it stays
-                        // choked and silent, the requests go back after a while anyway.
-                        ctx.run_later(Duration::from_secs(5), |act, ctx| {
-                            if act.choked && !act.outstanding.is_empty() {
-                                let mut gone = std::mem::take(&mut act.outstanding);
-                                act.withdraw(gone.iter().map(|l| l.request));
-                                act.released.append(&mut gone);
-                                act.coordinator.do_send(PeerChokedUs {
-                                    key: act.key,
-                                    received: std::mem::take(&mut act.received),
-                                    released: std::mem::take(&mut act.released),
-                                });
-                            }
-                            let _ = ctx;
-                        });
-                    }
-                    self.coordinator.do_send(PeerChokedUs {
-                        key: self.key,
-                        received: std::mem::take(&mut self.received),
-                        released,
-                    });
-                }
-            }
-            Message::Unchoke => {
-                if self.choked {
-                    self.choked = false;
-                    self.coordinator.do_send(PeerUnchokedUs { key: self.key });
-                    self.last_block = Instant::now();
-                    self.refill(ctx);
-                }
-            }
+            Message::Choke => self.on_choke(ctx),
+            Message::Unchoke => self.on_unchoke(ctx),
             Message::Interested | Message::NotInterested => {
                 let interested = matches!(message, Message::Interested);
                 if interested != self.peer_interested {
@@ -924,14 +892,7 @@ impl Peer {
                 }
             }
             Message::Request(request) => self.on_request(request, ctx),
-            Message::Cancel(request) => {
-                let before = self.upload_queue.len();
-                self.upload_queue.retain(|r| *r != request);
-                // BEP 6: a cancelled request is answered with the block or a reject.
-                if self.upload_queue.len() < before {
-                    self.reject(request);
-                }
-            }
+            Message::Cancel(request) => self.on_cancel(request),
             Message::Have(index) => match self.layout.piece(index) {
                 Some(piece) => self.peer_has(piece, ctx),
                 None => self.misbehaved(format!("have for piece {index} past the end"), ctx),
@@ -960,14 +921,7 @@ impl Peer {
                 };
                 self.on_bitfield(pieces, what, ctx);
             }
-            Message::RejectRequest(request) => {
-                // The peer will not serve this one: hand it back to be picked again.
-                if let Some(pos) = self.outstanding.iter().position(|l| l.request == request) {
-                    let lease = self.outstanding.remove(pos);
-                    self.released.push(lease);
-                    self.refill(ctx);
-                }
-            }
+            Message::RejectRequest(request) => self.on_reject(request, ctx),
             // A hint we may ignore (BEP 6), and permission to ask for some pieces while
             // choked, which we do not use: the unchoked path is how we download.
             Message::SuggestPiece(_) | Message::AllowedFast(_) => {}
@@ -990,28 +944,104 @@ impl Peer {
             // and up); anything else is rejected. We ask for the leaves of failed v2
             // pieces only; a `hashes` answering nothing we asked breaks the protocol.
             Message::HashRequest(request) => self.on_hash_request(request),
-            Message::Hashes(hashes) => {
-                match self
-                    .asked_hashes
-                    .iter()
-                    .position(|(r, _)| *r == hashes.request)
-                {
-                    Some(at) => {
-                        let (_, piece) = self.asked_hashes.remove(at);
-                        self.piece_manager.do_send(LeafHashes {
-                            piece,
-                            leaves: hashes.base().to_vec(),
-                        });
-                    }
-                    None => self.misbehaved("hashes for a range never asked for".into(), ctx),
-                }
-            }
+            Message::Hashes(hashes) => self.on_hashes(hashes, ctx),
             Message::HashReject(request) => self.asked_hashes.retain(|(r, _)| *r != request),
             Message::Unknown { id, .. } => {
                 if crate::fault::injected("peer-panic-on-unknown-message") {
                     panic!("fault injected: peer actor panics on unknown message {id}");
                 }
             }
+        }
+    }
+
+    /// The peer choked us: without the fast extension every outstanding request is void
+    /// and handed back at once; with it, after a grace period for its rejects.
+    fn on_choke(&mut self, ctx: &mut Context<Self>) {
+        self.chokes_this_second += 1;
+        if self.chokes_this_second > CHOKES_PER_SECOND_LIMIT {
+            return self.misbehaved("choke flood".into(), ctx);
+        }
+        if !self.choked {
+            self.choked = true;
+            // Without the fast extension, a choke voids every outstanding request;
+            // with it, the peer rejects each one it will not serve.
+            let mut released = std::mem::take(&mut self.released);
+            if !self.fast {
+                let voided: Vec<BlockRequest> =
+                    self.outstanding.iter().map(|l| l.request).collect();
+                self.withdraw(voided);
+                released.append(&mut self.outstanding);
+            } else {
+                // A fast peer should reject what it will not serve; if it stays
+                // choked and silent, the requests go back after a while anyway.
+                ctx.run_later(Duration::from_secs(5), |act, ctx| {
+                    if act.choked && !act.outstanding.is_empty() {
+                        let mut gone = std::mem::take(&mut act.outstanding);
+                        act.withdraw(gone.iter().map(|l| l.request));
+                        act.released.append(&mut gone);
+                        act.coordinator.do_send(PeerChokedUs {
+                            key: act.key,
+                            received: std::mem::take(&mut act.received),
+                            released: std::mem::take(&mut act.released),
+                        });
+                    }
+                    let _ = ctx;
+                });
+            }
+            self.coordinator.do_send(PeerChokedUs {
+                key: self.key,
+                received: std::mem::take(&mut self.received),
+                released,
+            });
+        }
+    }
+
+    /// The peer unchoked us: requests may go out again.
+    fn on_unchoke(&mut self, ctx: &mut Context<Self>) {
+        if self.choked {
+            self.choked = false;
+            self.coordinator.do_send(PeerUnchokedUs { key: self.key });
+            self.last_block = Instant::now();
+            self.refill(ctx);
+        }
+    }
+
+    /// The peer withdrew a request of its own.
+    fn on_cancel(&mut self, request: BlockRequest) {
+        let before = self.upload_queue.len();
+        self.upload_queue.retain(|r| *r != request);
+        // BEP 6: a cancelled request is answered with the block or a reject.
+        if self.upload_queue.len() < before {
+            self.reject(request);
+        }
+    }
+
+    /// The peer rejected one of our requests (fast extension).
+    fn on_reject(&mut self, request: BlockRequest, ctx: &mut Context<Self>) {
+        // The peer will not serve this one: hand it back to be picked again.
+        if let Some(pos) = self.outstanding.iter().position(|l| l.request == request) {
+            let lease = self.outstanding.remove(pos);
+            self.released.push(lease);
+            self.refill(ctx);
+        }
+    }
+
+    /// A BEP 52 `hashes` answer: it must answer a request we sent; its leaves go to the
+    /// PieceManager, which checks them against the failed piece's node.
+    fn on_hashes(&mut self, hashes: crate::wire::Hashes, ctx: &mut Context<Self>) {
+        match self
+            .asked_hashes
+            .iter()
+            .position(|(r, _)| *r == hashes.request)
+        {
+            Some(at) => {
+                let (_, piece) = self.asked_hashes.remove(at);
+                self.piece_manager.do_send(LeafHashes {
+                    piece,
+                    leaves: hashes.base().to_vec(),
+                });
+            }
+            None => self.misbehaved("hashes for a range never asked for".into(), ctx),
         }
     }
 
@@ -1071,40 +1101,14 @@ impl Peer {
                     offset: request.offset,
                     data,
                 };
-                let Some(limiter) = self.limiter.clone() else {
-                    self.send_block(block);
-                    continue;
-                };
-                // With an upload limit, one block at a time waits for its grant.
-                self.granting = true;
-                let grant = Grant {
-                    direction: Direction::Upload,
-                    bytes: u64::from(request.length),
-                };
-                ctx.spawn(
-                    limiter
-                        .send(grant)
-                        .into_actor(self)
-                        .map(move |_, act, ctx| {
-                            act.granting = false;
-                            // A block of an allowed-fast piece goes out while we choke
-                            // too: it was asked for while choked. Any other block that a
-                            // choke overtook is rejected, never dropped in silence: a
-                            // fast peer waits for an answer to every request (BEP 6), and
-                            // libtorrent waited for good on one dropped block.
-                            if !act.choking || act.allowed_fast.contains(&block.piece) {
-                                act.send_block(block);
-                            } else {
-                                act.reject(BlockRequest {
-                                    piece: block.piece,
-                                    offset: block.offset,
-                                    length: block.data.len() as u32,
-                                });
-                            }
-                            act.pump_uploads(ctx);
-                        }),
-                );
-                break;
+                match self.limiter.clone() {
+                    None => self.send_block(block),
+                    Some(limiter) => {
+                        self.send_when_granted(block, limiter, ctx);
+                        break;
+                    }
+                }
+                continue;
             }
             if self.reading {
                 break;
@@ -1113,34 +1117,76 @@ impl Peer {
                 self.upload_queue.pop_front();
                 continue;
             };
-            let length = (self.layout.piece_len(piece) - request.offset).min(READ_WINDOW);
-            self.reading = true;
-            let read = ReadBlock {
-                piece,
-                offset: request.offset,
-                length,
-            };
-            ctx.spawn(
-                self.reader
-                    .send(read)
-                    .into_actor(self)
-                    .map(move |res, act, ctx| {
-                        act.reading = false;
-                        match res {
-                            Ok(Ok(data)) => {
-                                act.window = Some((request.piece, request.offset, data))
-                            }
-                            Ok(Err(e)) => {
-                                warn!(act.log, "cannot read blocks to upload"; "error" => %e);
-                                act.upload_queue.retain(|r| r.piece != request.piece);
-                            }
-                            Err(_) => return act.close("file reader gone", ctx),
-                        }
-                        act.pump_uploads(ctx);
-                    }),
-            );
+            self.read_window(piece, request, ctx);
             break;
         }
+    }
+
+    /// With an upload limit, one block at a time waits for its grant, then goes out (or
+    /// is rejected if a choke overtook it), and the pump goes on.
+    fn send_when_granted(
+        &mut self,
+        block: crate::wire::Block,
+        limiter: Tracked<RateLimiter>,
+        ctx: &mut Context<Self>,
+    ) {
+        self.granting = true;
+        let grant = Grant {
+            direction: Direction::Upload,
+            bytes: block.data.len() as u64,
+        };
+        ctx.spawn(
+            limiter
+                .send(grant)
+                .into_actor(self)
+                .map(move |_, act, ctx| {
+                    act.granting = false;
+                    // A block of an allowed-fast piece goes out while we choke too: it
+                    // was asked for while choked. Any other block that a choke overtook
+                    // is rejected, never dropped in silence: a fast peer waits for an
+                    // answer to every request (BEP 6), and libtorrent waited for good on
+                    // one dropped block.
+                    if !act.choking || act.allowed_fast.contains(&block.piece) {
+                        act.send_block(block);
+                    } else {
+                        act.reject(BlockRequest {
+                            piece: block.piece,
+                            offset: block.offset,
+                            length: block.data.len() as u32,
+                        });
+                    }
+                    act.pump_uploads(ctx);
+                }),
+        );
+    }
+
+    /// Reads the window of `piece` that starts at `request` (at most [`READ_WINDOW`])
+    /// from the FileReader; the pump goes on when it is here.
+    fn read_window(&mut self, piece: PieceIndex, request: BlockRequest, ctx: &mut Context<Self>) {
+        let length = (self.layout.piece_len(piece) - request.offset).min(READ_WINDOW);
+        self.reading = true;
+        let read = ReadBlock {
+            piece,
+            offset: request.offset,
+            length,
+        };
+        ctx.spawn(
+            self.reader
+                .send(read)
+                .into_actor(self)
+                .map(move |res, act, ctx| {
+                    act.reading = false;
+                    match res {
+                        Ok(Ok(data)) => act.window = Some((request.piece, request.offset, data)),
+                        Ok(Err(e)) => {
+                            warn!(act.log, "cannot read blocks to upload"; "error" => %e);
+                            act.upload_queue.retain(|r| r.piece != request.piece);
+                        }
+                        Err(_) => return act.close("file reader gone", ctx),
+                    }
+                    act.pump_uploads(ctx);
+                }),
+        );
     }
 
     fn send_block(&mut self, block: crate::wire::Block) {
