@@ -309,17 +309,29 @@ fn describe(m: &Metainfo, v2_lines: &str) -> String {
         );
         out.push_str(v2_lines);
     }
+    origin_lines(&mut out, m);
+    tracker_lines(&mut out, &m.trackers);
+    web_seed_lines(&mut out, m);
+    file_lines(&mut out, layout);
+    out
+}
+
+/// When, by what and with what comment the torrent was made, if it says.
+fn origin_lines(out: &mut String, m: &Metainfo) {
     if let Some(date) = m.creation_date {
         let shown = rfc3339(date).unwrap_or_else(|| date.to_string());
-        line(&mut out, "created", &shown);
+        line(out, "created", &shown);
     }
     if let Some(by) = &m.created_by {
-        line(&mut out, "created by", &printable(by));
+        line(out, "created by", &printable(by));
     }
     if let Some(comment) = &m.comment {
-        line(&mut out, "comment", &printable(comment));
+        line(out, "comment", &printable(comment));
     }
-    tracker_lines(&mut out, &m.trackers);
+}
+
+/// The web seeds, used or ignored with the reason.
+fn web_seed_lines(out: &mut String, m: &Metainfo) {
     for seed in &m.web_seeds {
         let _ = writeln!(out, "{:<12} {}", "web seed:", printable(seed));
     }
@@ -332,6 +344,10 @@ fn describe(m: &Metainfo, v2_lines: &str) -> String {
             printable(&refused.reason.to_string())
         );
     }
+}
+
+/// The file list with each file's index.
+fn file_lines(out: &mut String, layout: &torrent_actors::layout::Layout) {
     // The index in brackets is the one `get --files` and a magnet's `so=` (BEP 53) take:
     // every entry of the torrent's file list in order, counted from 0, BEP 47 padding
     // files included, as libtorrent counts them, so a magnet link made with libtorrent's
@@ -354,7 +370,6 @@ fn describe(m: &Metainfo, v2_lines: &str) -> String {
             printable(&f.path.display())
         );
     }
-    out
 }
 
 #[cfg(test)]

@@ -38,6 +38,19 @@ use crate::InfoHash;
 use actix::prelude::*;
 use slog::{debug, info, o, Logger};
 
+/// An `IncomingPeer` on its way to a Coordinator's mailbox, still waiting for its reply.
+type PendingHandOff = std::pin::Pin<Box<actix::dev::RecipientRequest<IncomingPeer>>>;
+
+/// What the Listener keeps of one hand-off until it ends.
+struct HandOff {
+    info_hash: InfoHash,
+    addr: SocketAddr,
+    to: Recipient<IncomingPeer>,
+    metrics: Arc<ActorMetrics>,
+    /// A second descriptor of the socket, to close it if the hand-off times out.
+    spare: Option<std::net::TcpStream>,
+}
+
 /// Incoming connections in their handshake or waiting for their Coordinator to take them,
 /// over all torrents; more are closed at once, so a flood of connections that never
 /// finish their handshake costs a bounded number of sockets for at most the handshake
@@ -247,52 +260,79 @@ impl Listener {
         // Listener has at most MAX_HANDSHAKES_IN_FLIGHT hand-offs waiting at once, and a
         // torrent at most MAX_STALLED_HAND_OFFS that timed out. The reply comes once the
         // Coordinator handled the message.
-        let mut request = Box::pin(to.clone().send(peer));
+        let mut request: PendingHandOff = Box::pin(to.clone().send(peer));
         let waited = async move {
             match tokio::time::timeout(HAND_OFF_TIMEOUT, &mut request).await {
                 Ok(taken) => Ok(taken),
                 Err(_) => Err(request),
             }
         };
-        ctx.spawn(waited.into_actor(self).map(move |res, act, ctx| {
-            act.in_flight -= 1;
-            match res {
-                Ok(Ok(())) => {}
-                Ok(Err(MailboxError::Closed)) => {
-                    // The Coordinator stopped without an `Unroute`: forget it, unless the
-                    // torrent was routed to a new Coordinator meanwhile.
-                    if act.routes.get(&info_hash).is_some_and(|r| r.to == to) {
-                        act.routes.remove(&info_hash);
-                        Arc::make_mut(&mut act.skeys).remove(&info_hash);
-                    }
-                    metrics.held_back();
-                    act.turned_away(TurnedAway::TorrentStopped);
+        let hand_off = HandOff {
+            info_hash,
+            addr,
+            to,
+            metrics,
+            spare,
+        };
+        ctx.spawn(
+            waited
+                .into_actor(self)
+                .map(move |res, act, ctx| act.handed_off(hand_off, res, ctx)),
+        );
+    }
+
+    /// How a hand-off ended: taken, or the torrent gone, or not taken in time (then the
+    /// connection is closed and the torrent's route counts it as stalled until its
+    /// Coordinator gets to the message).
+    fn handed_off(
+        &mut self,
+        hand_off: HandOff,
+        res: Result<Result<(), MailboxError>, PendingHandOff>,
+        ctx: &mut Context<Self>,
+    ) {
+        let HandOff {
+            info_hash,
+            addr,
+            to,
+            metrics,
+            spare,
+        } = hand_off;
+        self.in_flight -= 1;
+        match res {
+            Ok(Ok(())) => {}
+            Ok(Err(MailboxError::Closed)) => {
+                // The Coordinator stopped without an `Unroute`: forget it, unless the
+                // torrent was routed to a new Coordinator meanwhile.
+                if self.routes.get(&info_hash).is_some_and(|r| r.to == to) {
+                    self.routes.remove(&info_hash);
+                    Arc::make_mut(&mut self.skeys).remove(&info_hash);
                 }
-                Ok(Err(MailboxError::Timeout)) => {
-                    // `send` sets no time limit of its own; counted as one all the same.
-                    metrics.held_back();
-                    act.turned_away(TurnedAway::HandOffTimedOut);
-                }
-                Err(request) => {
-                    // The peer has waited long enough for our answer: close the
-                    // connection now. The message stays queued, and the Coordinator
-                    // meets a closed socket when it gets to it; until then it counts as
-                    // stalled for this torrent, which bounds what a stuck Coordinator
-                    // holds.
-                    if let Some(spare) = spare {
-                        let _ = spare.shutdown(std::net::Shutdown::Both);
-                    }
-                    debug!(act.log, "incoming peer not taken in time, closed"; "addr" => %addr,
-                        "info_hash" => %info_hash, "waited" => ?HAND_OFF_TIMEOUT);
-                    metrics.held_back();
-                    act.turned_away(TurnedAway::HandOffTimedOut);
-                    act.stalled(info_hash, &to, 1);
-                    ctx.spawn(request.into_actor(act).map(move |_, act, _| {
-                        act.stalled(info_hash, &to, -1);
-                    }));
-                }
+                metrics.held_back();
+                self.turned_away(TurnedAway::TorrentStopped);
             }
-        }));
+            Ok(Err(MailboxError::Timeout)) => {
+                // `send` sets no time limit of its own; counted as one all the same.
+                metrics.held_back();
+                self.turned_away(TurnedAway::HandOffTimedOut);
+            }
+            Err(request) => {
+                // The peer has waited long enough for our answer: close the connection
+                // now. The message stays queued, and the Coordinator meets a closed
+                // socket when it gets to it; until then it counts as stalled for this
+                // torrent, which bounds what a stuck Coordinator holds.
+                if let Some(spare) = spare {
+                    let _ = spare.shutdown(std::net::Shutdown::Both);
+                }
+                debug!(self.log, "incoming peer not taken in time, closed"; "addr" => %addr,
+                    "info_hash" => %info_hash, "waited" => ?HAND_OFF_TIMEOUT);
+                metrics.held_back();
+                self.turned_away(TurnedAway::HandOffTimedOut);
+                self.stalled(info_hash, &to, 1);
+                ctx.spawn(request.into_actor(self).map(move |_, act, _| {
+                    act.stalled(info_hash, &to, -1);
+                }));
+            }
+        }
     }
 
     /// Adds `by` to the stalled hand-offs of `info_hash`'s route, if it still goes to `to`.

@@ -386,6 +386,38 @@ impl Info {
             name: name.clone(),
             reason,
         })?;
+        let layout = Self::v2_layout(&root, v2)?;
+        let pieces = Self::merkle_pieces(v2)?;
+        let per_piece = merkle::leaves_per_piece(v2.piece_length).map_err(V2Error::PieceLength)?;
+        if pieces.len() != layout.num_pieces() as usize {
+            return Err(MetainfoError::PieceCountMismatch {
+                expected: layout.num_pieces(),
+                found: pieces.len(),
+            });
+        }
+        Ok(Self {
+            name,
+            private: opt_int(info, "private")?.is_some_and(|p| p == 1),
+            hybrid: false,
+            v2_only: true,
+            layout,
+            hashes: PieceHashes::V2(pieces),
+            trees: Some(Arc::new(tree_nodes::TreeNodes::new(
+                v2.files.iter().filter_map(|f| {
+                    Some((
+                        f.pieces_root?,
+                        f.piece_layer.clone(),
+                        per_piece.trailing_zeros(),
+                    ))
+                }),
+            ))),
+        })
+    }
+
+    /// A v2 torrent's files as the engine lays them out: each file starts a piece and is
+    /// followed by virtual padding, under the torrent's folder `root` unless the tree
+    /// holds one file at its top.
+    fn v2_layout(root: &SafePath, v2: &V2Info) -> Result<Layout, MetainfoError> {
         let piece_length = v2.piece_length;
         // One file at the top of the tree is a single-file torrent, stored as its own
         // name; otherwise the files go under the torrent's folder.
@@ -412,8 +444,14 @@ impl Info {
                 entries.push((pad, piece_length - tail, true));
             }
         }
-        let layout = Layout::new(piece_length, entries)?;
-        let mut pieces = Vec::with_capacity(layout.num_pieces() as usize);
+        Ok(Layout::new(piece_length, entries)?)
+    }
+
+    /// What each v2 piece must hash to, file by file: its node in the file's piece layer,
+    /// or the file's root for a file of one piece.
+    fn merkle_pieces(v2: &V2Info) -> Result<Vec<MerklePiece>, MetainfoError> {
+        let piece_length = v2.piece_length;
+        let mut pieces = Vec::new();
         let per_piece = merkle::leaves_per_piece(piece_length).map_err(V2Error::PieceLength)?;
         for file in &v2.files {
             let Some(root_hash) = file.pieces_root else {
@@ -447,29 +485,7 @@ impl Info {
                 });
             }
         }
-        if pieces.len() != layout.num_pieces() as usize {
-            return Err(MetainfoError::PieceCountMismatch {
-                expected: layout.num_pieces(),
-                found: pieces.len(),
-            });
-        }
-        Ok(Self {
-            name,
-            private: opt_int(info, "private")?.is_some_and(|p| p == 1),
-            hybrid: false,
-            v2_only: true,
-            layout,
-            hashes: PieceHashes::V2(pieces),
-            trees: Some(Arc::new(tree_nodes::TreeNodes::new(
-                v2.files.iter().filter_map(|f| {
-                    Some((
-                        f.pieces_root?,
-                        f.piece_layer.clone(),
-                        per_piece.trailing_zeros(),
-                    ))
-                }),
-            ))),
-        })
+        Ok(pieces)
     }
 
     fn from_value(value: &Value<'_>) -> Result<Self, MetainfoError> {
