@@ -2582,6 +2582,8 @@ impl Handler<PeersFound> for Coordinator {
             }
         }
         let taken = self.book.take_found(&msg.peers, &msg.source);
+        debug!(self.log, "peers found"; "source" => ?msg.source, "listed" => msg.peers.len(),
+               "new" => taken.added, "refused" => taken.refused);
         if taken.over_cap > 0 {
             debug!(self.log, "peer list cut to its cap"; "source" => ?msg.source,
                    "listed" => msg.peers.len(), "left out" => taken.over_cap);

@@ -267,17 +267,24 @@ fn a_peer_listed_only_in_the_v2_swarm_is_greeted_with_the_v2_hash() {
         .args(["get", "--bind", "127.0.0.1", "--port", "0", "--no-dht"])
         // TCP only and plaintext: the listener below reads a plain handshake, and a uTP
         // dial could reach another test's UDP socket on the same port number.
-        .args(["--encryption", "off", "--utp", "off", "-v", "-o"])
+        .args(["--encryption", "off", "--utp", "off", "-vv", "-o"])
         .arg(tmp.path().join("out"))
         .arg(&torrent);
     let leecher = Ours::start(get, "hybrid leecher");
     let deadline = Instant::now() + Duration::from_secs(60);
     let greeting = loop {
-        assert!(
-            Instant::now() < deadline,
-            "no dial within 60 s:\n{}",
-            leecher.report()
-        );
+        if Instant::now() > deadline {
+            let mut probe = Announce::new(v2);
+            probe.peer_id = *b"-PROBE-0000000000000";
+            probe.port = 2;
+            probe.left = 1;
+            panic!(
+                "no dial within 60 s; the v2 swarm now: {:?}, listener port {port}, tracker pid alive: {}\n{}",
+                http_announce(tracker.port(), &probe),
+                Path::new(&format!("/proc/{}", tracker.pid())).exists(),
+                leecher.report()
+            );
+        }
         match listener.accept() {
             Ok((mut tcp, _)) => {
                 tcp.set_nonblocking(false).unwrap();

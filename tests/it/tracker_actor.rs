@@ -349,6 +349,10 @@ enum HttpReply {
     Silence,
     /// A 200 without a length, then zeros until the client hangs up.
     EndlessBody,
+    /// These bytes (a reply that does not say `Connection: close`), then the connection
+    /// kept until the client sends anything more on it, and closed unanswered: a server
+    /// whose idle timeout meets the client's next request.
+    ClosedOnReuse(Vec<u8>),
 }
 
 /// A 200 reply carrying `body`.
@@ -406,6 +410,12 @@ async fn serve_http_request(
         HttpReply::Raw(bytes) => {
             stream.write_all(&bytes).await?;
             stream.shutdown().await
+        }
+        HttpReply::ClosedOnReuse(bytes) => {
+            stream.write_all(&bytes).await?;
+            let mut more = [0u8; 1];
+            let _ = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut more)).await;
+            Ok(())
         }
         HttpReply::Silence => {
             // Hold the connection; the System's end drops this task.
@@ -615,6 +625,70 @@ fn a_successful_announce_reports_when_the_next_one_comes() {
             "the stopped announce is the last"
         );
     });
+}
+
+#[test]
+fn a_hybrids_second_announce_does_not_ride_a_connection_the_tracker_may_close() {
+    // Each reply keeps its connection open and the tracker closes it, unanswered, when a
+    // second request comes on it. Both of a hybrid's announces must still be answered:
+    // each goes on a connection of its own.
+    in_system(async {
+        let (v1, v2) = (InfoHash([7; 20]), InfoHash([8; 20]));
+        let (v1_peer, v2_peer) = (loopback(42_101), loopback(42_102));
+        let reply = move |peer| {
+            let body = http::encode_announce_response(&AnnounceResponse {
+                interval: Duration::from_secs(1800),
+                min_interval: None,
+                complete: None,
+                incomplete: None,
+                tracker_id: None,
+                warning: None,
+                peers: vec![peer],
+            });
+            let mut raw = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n",
+                body.len()
+            )
+            .into_bytes();
+            raw.extend_from_slice(&body);
+            HttpReply::ClosedOnReuse(raw)
+        };
+        let v2_query = format!("info_hash={}", percent(&v2.0));
+        let (url, requests) = fake_http_tracker(move |target| {
+            reply(if target.contains(&v2_query) {
+                v2_peer
+            } else {
+                v1_peer
+            })
+        })
+        .await;
+        let mut config = quick_config(&url, v1, 6881);
+        config.second_swarm = Some(v2);
+        let mut subject = Subject::spawn(config);
+        subject.tracker.do_send(TrackerStart);
+        let mut v2_found = Vec::new();
+        let report = loop {
+            match bounded("a tracker report", subject.seen.next()).await {
+                Some(Seen::Peers(list, PeerSource::TrackerV2Swarm(_))) => v2_found.extend(list),
+                Some(Seen::Report(report)) => break report,
+                Some(_) => {}
+                None => panic!("the recorder went away"),
+            }
+        };
+        assert!(report.outcome.is_ok(), "{:?}", report.outcome.err());
+        assert_eq!(
+            v2_found,
+            vec![v2_peer],
+            "the v2 swarm's announce was lost; requests: {:?}",
+            requests.borrow()
+        );
+        subject.stop().await;
+    });
+}
+
+/// `bytes` percent-encoded byte by byte, as an announce's query carries an info-hash.
+fn percent(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("%{b:02X}")).collect()
 }
 
 #[test]

@@ -574,12 +574,14 @@ fn merge_swarms(
 ) -> (Result<AnnounceResponse, AnnounceError>, Vec<SocketAddr>) {
     match (first, second) {
         (Ok(first), Ok(second)) => {
+            let listed = second.peers.len();
             let mut v2_only = Vec::new();
             for peer in second.peers {
                 if !first.peers.contains(&peer) && !v2_only.contains(&peer) {
                     v2_only.push(peer);
                 }
             }
+            debug!(log, "v2 swarm answered"; "peers" => listed, "only there" => v2_only.len());
             (Ok(first), v2_only)
         }
         (Ok(first), Err(e)) => {
