@@ -22,8 +22,8 @@ use torrent_actors::{InfoHash, PeerId};
 use crate::dht::{config, dht_seeder, in_system, loopback, search, start, swarm};
 use crate::seeding::{seed_command, wait_until_tracker_lists, Ours, RawPeer, READY_LIMIT};
 use crate::support::{
-    free_port, http_announce, our_create_ok, run_within, with_announce, write_pattern, Announce,
-    Daemon, DaemonOpts, Tracker,
+    free_port, http_announce, our_create_ok, run_until, run_within, with_announce, write_pattern,
+    Act, Announce, Daemon, DaemonOpts, HostilePeer, LtSeeder, SeedOpts, Served, Tracker,
 };
 
 const KIB: usize = 1024;
@@ -333,4 +333,82 @@ fn a_hybrid_is_found_on_the_dht_under_both_info_hashes() {
         }
         drop(hub);
     });
+}
+
+#[test]
+fn a_hybrid_downloads_from_a_v1_only_peer_and_from_libtorrent_at_once() {
+    // The v1-only peer is the scripted honest seeder of tests/it/support: it knows the
+    // torrent only by its v1 info-hash and pieces, and speaks no v2. (aria2 1.36 reads a
+    // hybrid's info-hash wrongly and so is in another swarm; Transmission 3.00 cannot
+    // read a hybrid at all.) libtorrent reads both parts.
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("album");
+    write_pattern(&root.join("a.bin"), 1024 * KIB + 3, 11);
+    write_pattern(&root.join("b.bin"), 700 * KIB, 12);
+    let torrent = tmp.path().join("album.torrent");
+    our_create_ok(&[
+        "--hybrid",
+        "--piece-size",
+        "32KiB",
+        s(&root),
+        "-o",
+        s(&torrent),
+    ]);
+    let meta = Metainfo::from_bytes(&fs::read(&torrent).unwrap()).unwrap();
+    // The v1 view end to end: the files, and zeros for the padding files between them.
+    let mut content = Vec::new();
+    for file in meta.info.layout.files() {
+        if file.padding {
+            content.resize(content.len() + file.length as usize, 0);
+        } else {
+            content.extend(fs::read(tmp.path().join(file.path.display())).unwrap());
+        }
+    }
+    let v1_only = HostilePeer::start(
+        Served {
+            info_hash: meta.info_hash,
+            content: std::sync::Arc::new(content),
+            piece_len: u64::from(meta.info.layout.piece_length()),
+        },
+        Act::Honest,
+    );
+    let lt = LtSeeder::start(&torrent, tmp.path(), SeedOpts::direct());
+    let out = tmp.path().join("out");
+    let mut get = Command::new(env!("CARGO_BIN_EXE_torrent-actors"));
+    get.env("TORRENT_ACTORS_DHT_BOOTSTRAP", "")
+        .args(["get", "--bind", "127.0.0.1", "--port", "0", "--no-dht"])
+        // Slow enough that both peers are asked for pieces before the end.
+        .args([
+            "--download-limit",
+            "512",
+            "--encryption",
+            "off",
+            "--utp",
+            "off",
+        ])
+        .args(["--peer", &v1_only.addr().to_string()])
+        .args(["--peer", &lt.addr().to_string(), "-v", "-o"])
+        .arg(&out)
+        .arg(&torrent);
+    let output = run_until(get, Duration::from_secs(120)).expect("get ends in time");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "get failed:\n{stderr}");
+    for name in ["a.bin", "b.bin"] {
+        assert_eq!(
+            fs::read(out.join("album").join(name)).unwrap(),
+            fs::read(root.join(name)).unwrap(),
+            "{name} differs"
+        );
+    }
+    let sent = v1_only
+        .counters()
+        .blocks_sent
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert!(sent > 0, "the v1-only peer sent nothing:\n{stderr}");
+    // libtorrent logs its total once a second.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while lt.uploaded() == 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(lt.uploaded() > 0, "libtorrent sent nothing:\n{}", lt.log());
 }
