@@ -1029,18 +1029,7 @@ fn our_v2_seed_serves_tree_nodes_that_prove_the_root_and_rejects_what_it_cannot_
     // 11 pieces of 64 KiB and a short twelfth: the piece layer (4 leaves a piece, height
     // 2) is padded to 16 nodes, so the root is at height 6.
     let piece = 64 * 1024;
-    crate::support::write_pattern(&file, 11 * piece + 5000, 21);
-    let torrent = tmp.path().join("tree.torrent");
-    let s = |p: &Path| p.to_str().unwrap().to_string();
-    crate::support::our_create_ok(&[
-        "--v2",
-        "--piece-size",
-        "64KiB",
-        "--no-date",
-        &s(&file),
-        "-o",
-        &s(&torrent),
-    ]);
+    let torrent = one_file_v2_torrent(tmp.path(), &file, 11 * piece + 5000, "64KiB");
     let data = fs::read(&file).unwrap();
     let leaves = merkle::leaf_hashes(&data);
     let root = merkle::file_root(&leaves).unwrap();
@@ -1138,19 +1127,7 @@ fn a_peer_that_asks_for_wide_hash_answers_and_never_reads_them_costs_bounded_mem
     let file = dir.join("wide.bin");
     // 8192 pieces of 16 KiB: the piece layer is the leaf layer, and one request for all
     // of it is answered with 8192 hashes, 256 KiB.
-    let piece = 16 * 1024;
-    crate::support::write_pattern(&file, 8192 * piece, 5);
-    let torrent = tmp.path().join("wide.torrent");
-    let s = |p: &Path| p.to_str().unwrap().to_string();
-    crate::support::our_create_ok(&[
-        "--v2",
-        "--piece-size",
-        "16KiB",
-        "--no-date",
-        &s(&file),
-        "-o",
-        &s(&torrent),
-    ]);
+    let torrent = one_file_v2_torrent(tmp.path(), &file, 8192 * 16 * 1024, "16KiB");
     let leaves = merkle::leaf_hashes(&fs::read(&file).unwrap());
     let root = merkle::file_root(&leaves).unwrap();
     drop(leaves);
@@ -1160,7 +1137,7 @@ fn a_peer_that_asks_for_wide_hash_answers_and_never_reads_them_costs_bounded_mem
     let mut reserved = Reserved::none();
     reserved.set_fast_extension(true);
     let mut peer = RawPeer::connect_with(addr, hash, 1, reserved);
-    let before = rss_kib(seed.child.pid());
+    let before = crate::support::rss_kib(seed.child.pid());
     // 4096 requests for the whole layer (1 GiB of answers), sent from a thread since the
     // seed may stop reading them; this side never reads.
     let wide = Message::HashRequest(HashRequest {
@@ -1185,7 +1162,7 @@ fn a_peer_that_asks_for_wide_hash_answers_and_never_reads_them_costs_bounded_mem
     let mut peak = before;
     for _ in 0..40 {
         std::thread::sleep(Duration::from_millis(250));
-        peak = peak.max(rss_kib(seed.child.pid()));
+        peak = peak.max(crate::support::rss_kib(seed.child.pid()));
     }
     assert!(seed.running(), "the seed died:\n{}", seed.report());
     eprintln!("seed memory: {before} KiB before, {peak} KiB at most after");
@@ -1205,20 +1182,22 @@ fn a_peer_that_asks_for_wide_hash_answers_and_never_reads_them_costs_bounded_mem
     let _ = sender.join();
 }
 
-/// Resident memory of `pid` in KiB (0 once it is gone).
-fn rss_kib(pid: u32) -> u64 {
-    fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("VmRSS:")?
-                .trim()
-                .split(' ')
-                .next()?
-                .parse()
-                .ok()
-        })
-        .unwrap_or(0)
+/// `file` of `len` patterned bytes and a v2 torrent of it alone (pieces of `piece`,
+/// our `create`'s spelling), written beside it in `parent`.
+fn one_file_v2_torrent(parent: &Path, file: &Path, len: usize, piece: &str) -> PathBuf {
+    crate::support::write_pattern(file, len, 21);
+    let torrent = parent.join("v2.torrent");
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    crate::support::our_create_ok(&[
+        "--v2",
+        "--piece-size",
+        piece,
+        "--no-date",
+        &s(file),
+        "-o",
+        &s(&torrent),
+    ]);
+    torrent
 }
 
 #[test]

@@ -11,7 +11,6 @@
 //! send garbage and connection requests by the thousand, without a panic, without
 //! memory growing, and with an honest leecher still served.
 
-use std::fs;
 use std::net::UdpSocket;
 use std::thread;
 use std::time::Duration;
@@ -240,28 +239,12 @@ fn syn(id: u16) -> [u8; 20] {
     p
 }
 
-/// Resident memory of `pid` in KiB.
-fn rss_kib(pid: u32) -> u64 {
-    fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("VmRSS:")?
-                .trim()
-                .split(' ')
-                .next()?
-                .parse()
-                .ok()
-        })
-        .unwrap_or(0)
-}
-
 #[test]
 fn connection_requests_that_stall_and_garbage_datagrams_cost_bounded_memory_and_no_service() {
     let f = Fixture::new(1024 * 1024 + 3);
     let seed = OurSeed::start(&f, &["--handshake-timeout", "3"]);
     let pid = seed.pid();
-    let before = rss_kib(pid);
+    let before = crate::support::rss_kib(pid);
     let flood = UdpSocket::bind("127.0.0.1:0").expect("a UDP socket for the flood");
     // Past the crate's bound on live connections: every one answered, none followed up,
     // so each stalls before the BitTorrent handshake.
@@ -299,7 +282,7 @@ fn connection_requests_that_stall_and_garbage_datagrams_cost_bounded_memory_and_
     );
     outcome.assert_finished();
     f.assert_downloaded(&out);
-    let after = rss_kib(pid);
+    let after = crate::support::rss_kib(pid);
     let stderr = seed.stderr();
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert!(

@@ -45,7 +45,9 @@ pub use self::{
         LT_RC4_ENCRYPTED, LT_UTP_SOCKET,
     },
     payload::Payload,
-    process::{fetched, free_port, run_ok, run_until, run_with_timeout, run_within, ChildGuard},
+    process::{
+        fetched, free_port, rss_kib, run_ok, run_until, run_with_timeout, run_within, ChildGuard,
+    },
     torrent::{make_private_torrent, make_torrent, read_metainfo, with_announce},
     tracker::{http_announce, Announce, AnnounceReply, Tracker},
     webdriver::{Browser, BrowserTools, Element, WebDriverError},

@@ -247,3 +247,19 @@ fn collect(rx: mpsc::Receiver<Vec<u8>>) -> Vec<u8> {
     rx.recv_timeout(Duration::from_secs(2))
         .unwrap_or_else(|_| b"<output not closed in time>".to_vec())
 }
+
+/// Resident memory of `pid` in KiB (0 once it is gone).
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("VmRSS:")?
+                .trim()
+                .split(' ')
+                .next()?
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0)
+}
