@@ -26,7 +26,7 @@ use super::choker::{ChokeCandidate, Choker, ChokerConfig};
 use super::connection::{self, Accepted, Carriers, ConnectTimeouts, TcpListenerStream};
 use super::limiter::RateLimiter;
 use super::messages::*;
-use super::metrics::{ActorKind, Metrics, OwnMetrics, Tracked, TrackedRecipient};
+use super::metrics::{message_name, ActorKind, Metrics, OwnMetrics, Tracked, TrackedRecipient};
 use super::peer::{Peer, PeerConfig, PeerParts};
 use super::picker::{BlockOutcome, Picker};
 use super::piece_manager::{PieceManager, PieceManagerLinks};
@@ -2024,7 +2024,9 @@ impl Handler<IncomingPeer> for Coordinator {
     /// A connection from the shared listener, its handshake read: the same rules as our
     /// own listener's, then our answer and the Peer.
     fn handle(&mut self, msg: IncomingPeer, ctx: &mut Context<Self>) {
-        let _timing = self.metrics.handling_unqueued("IncomingPeer");
+        let _timing = self
+            .metrics
+            .handling_unqueued(message_name::<IncomingPeer>());
         if msg.handshake.info_hash != self.info_hash
             && Some(msg.handshake.info_hash) != self.v2_swarm
         {
@@ -2572,7 +2574,7 @@ impl Handler<PeersFound> for Coordinator {
     type Result = ();
 
     fn handle(&mut self, msg: PeersFound, ctx: &mut Context<Self>) {
-        let _timing = self.metrics.handling_unqueued("PeersFound");
+        let _timing = self.metrics.handling_unqueued(message_name::<PeersFound>());
         if matches!(msg.source, PeerSource::TrackerV2Swarm(_)) {
             let room = MAX_V2_GREETED.saturating_sub(self.v2_greeted.len());
             self.v2_greeted.extend(msg.peers.iter().take(room));
@@ -2596,7 +2598,9 @@ impl Handler<GetAnnounceStats> for Coordinator {
     type Result = MessageResult<GetAnnounceStats>;
 
     fn handle(&mut self, _: GetAnnounceStats, _: &mut Context<Self>) -> Self::Result {
-        let _timing = self.metrics.handling_unqueued("GetAnnounceStats");
+        let _timing = self
+            .metrics
+            .handling_unqueued(message_name::<GetAnnounceStats>());
         // `left` counts the whole torrent, as libtorrent's does: with some files
         // deselected we are not a seed, and a tracker must not list us as one.
         let have: u64 = (0..self.layout.num_pieces())
@@ -2617,7 +2621,9 @@ impl Handler<TrackerReport> for Coordinator {
     type Result = ();
 
     fn handle(&mut self, msg: TrackerReport, ctx: &mut Context<Self>) {
-        let _timing = self.metrics.handling_unqueued("TrackerReport");
+        let _timing = self
+            .metrics
+            .handling_unqueued(message_name::<TrackerReport>());
         msg.log(&self.log);
         let change = self.tracker_board.reported(&msg, Instant::now());
         self.tracker_changed(change);
@@ -2636,7 +2642,9 @@ impl Handler<TrackerAnnouncing> for Coordinator {
     type Result = ();
 
     fn handle(&mut self, msg: TrackerAnnouncing, _: &mut Context<Self>) {
-        let _timing = self.metrics.handling_unqueued("TrackerAnnouncing");
+        let _timing = self
+            .metrics
+            .handling_unqueued(message_name::<TrackerAnnouncing>());
         let change = self.tracker_board.announcing(&msg.url);
         self.tracker_changed(change);
     }
@@ -2646,7 +2654,9 @@ impl Handler<GetTrackers> for Coordinator {
     type Result = MessageResult<GetTrackers>;
 
     fn handle(&mut self, _: GetTrackers, _: &mut Context<Self>) -> Self::Result {
-        let _timing = self.metrics.handling_unqueued("GetTrackers");
+        let _timing = self
+            .metrics
+            .handling_unqueued(message_name::<GetTrackers>());
         MessageResult(self.tracker_board.statuses().to_vec())
     }
 }
@@ -2655,7 +2665,9 @@ impl Handler<SetTorrentRates> for Coordinator {
     type Result = ();
 
     fn handle(&mut self, msg: SetTorrentRates, _: &mut Context<Self>) {
-        let _timing = self.metrics.handling_unqueued("SetTorrentRates");
+        let _timing = self
+            .metrics
+            .handling_unqueued(message_name::<SetTorrentRates>());
         match &self.limiter {
             Some(limiter) => limiter.do_send(SetRates {
                 upload: msg.upload,
@@ -2675,7 +2687,9 @@ impl Handler<GetPeerList> for Coordinator {
     type Result = MessageResult<GetPeerList>;
 
     fn handle(&mut self, _: GetPeerList, _: &mut Context<Self>) -> Self::Result {
-        let _timing = self.metrics.handling_unqueued("GetPeerList");
+        let _timing = self
+            .metrics
+            .handling_unqueued(message_name::<GetPeerList>());
         let pieces = f64::from(self.layout.num_pieces().max(1));
         let mut list: Vec<PeerInfo> = self
             .peers
@@ -2717,7 +2731,9 @@ impl Handler<GetPieceMap> for Coordinator {
     type Result = MessageResult<GetPieceMap>;
 
     fn handle(&mut self, _: GetPieceMap, _: &mut Context<Self>) -> Self::Result {
-        let _timing = self.metrics.handling_unqueued("GetPieceMap");
+        let _timing = self
+            .metrics
+            .handling_unqueued(message_name::<GetPieceMap>());
         MessageResult(PieceMap {
             pieces: self.layout.num_pieces() as usize,
             have: self.have.as_bytes().to_vec(),
@@ -2744,7 +2760,9 @@ impl Handler<GetFileProgress> for Coordinator {
     type Result = MessageResult<GetFileProgress>;
 
     fn handle(&mut self, _: GetFileProgress, _: &mut Context<Self>) -> Self::Result {
-        let _timing = self.metrics.handling_unqueued("GetFileProgress");
+        let _timing = self
+            .metrics
+            .handling_unqueued(message_name::<GetFileProgress>());
         let verified = verified_bytes_per_file(&self.layout, &self.have);
         let files = self
             .layout
@@ -2772,7 +2790,7 @@ impl Handler<StreamRead> for Coordinator {
     type Result = ResponseFuture<Result<bytes::Bytes, StreamError>>;
 
     fn handle(&mut self, msg: StreamRead, _: &mut Context<Self>) -> Self::Result {
-        let _timing = self.metrics.handling_unqueued("StreamRead");
+        let _timing = self.metrics.handling_unqueued(message_name::<StreamRead>());
         let plan = msg.plan;
         let fail = |e| -> Self::Result { Box::pin(futures::future::ready(Err(e))) };
         if self.stopping {
@@ -2868,7 +2886,7 @@ impl Handler<Shutdown> for Coordinator {
     /// the resume file; 5. announce `stopped`, then reply. A complete torrent closed its
     /// files and saved already (`complete`).
     fn handle(&mut self, _: Shutdown, ctx: &mut Context<Self>) -> Self::Result {
-        let _timing = self.metrics.handling_unqueued("Shutdown");
+        let _timing = self.metrics.handling_unqueued(message_name::<Shutdown>());
         self.stopping = true;
         // Waiting stream reads end now (as `Stopped`), not at their time limit.
         self.stream_waiters.clear();
