@@ -460,8 +460,20 @@ impl OwnMetrics {
     pub fn scoped<F: std::future::Future>(&self, fut: F) -> Scoped<F> {
         Scoped {
             fut: Box::pin(fut),
-            who: (self.metrics.kind.name(), self.instance),
+            who: Some((self.metrics.kind.name(), self.instance)),
         }
+    }
+
+    /// `fut`, an [`ActorFuture`] this actor spawns on its own context (`ctx.spawn`,
+    /// `ctx.wait`), polled as this actor's work: what it and its `map` closures send
+    /// counts as sent by this actor, though no handler runs then.
+    pub fn scoped_actor<A: Actor, F: ActorFuture<A>>(&self, fut: F) -> ScopedActor<F> {
+        self.id().on(fut)
+    }
+
+    /// This actor's identity (type and number), as a trace and the actor graph name it.
+    pub fn id(&self) -> ActorId {
+        ActorId(self.metrics.kind.name(), self.instance)
     }
 
     /// [`ActorMetrics::handling`], this actor named as the handler.
@@ -556,10 +568,68 @@ thread_local! {
     static DELIVERY: Cell<Option<Stamp>> = const { Cell::new(None) };
 }
 
-/// A future polled as one actor's work; see [`OwnMetrics::scoped`].
+/// A future polled as one actor's work; see [`OwnMetrics::scoped`] and [`carried`].
 pub struct Scoped<F> {
     fut: std::pin::Pin<Box<F>>,
+    who: Option<(&'static str, u64)>,
+}
+
+/// `fut`, polled as the work of the actor whose handler runs on this thread now (if
+/// any): a future a handler makes and hands to another task still counts its sends as
+/// that actor's, in the metrics' edges and the trace's arrows.
+pub fn carried<F: std::future::Future>(fut: F) -> Scoped<F> {
+    Scoped {
+        fut: Box::pin(fut),
+        who: HANDLING.get(),
+    }
+}
+
+/// `actix::spawn` of [`carried`]`(fut)`: a task spawned from a handler sends as the
+/// handler's actor.
+pub fn spawn<F>(fut: F) -> tokio::task::JoinHandle<F::Output>
+where
+    F: std::future::Future + 'static,
+    F::Output: 'static,
+{
+    actix::spawn(carried(fut))
+}
+
+/// An actor instance: its type's name and its number among them (as a trace's tracks
+/// and the actor graph's nodes name it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ActorId(pub &'static str, pub u64);
+
+impl ActorId {
+    /// `fut`, polled as this actor's work; see [`OwnMetrics::scoped_actor`]. Taking the
+    /// id first (`self.metrics.id().on(self.work())`) leaves the actor free to borrow.
+    pub fn on<A: Actor, F: ActorFuture<A>>(self, fut: F) -> ScopedActor<F> {
+        ScopedActor {
+            fut: Box::pin(fut),
+            who: (self.0, self.1),
+        }
+    }
+}
+
+/// An [`ActorFuture`] polled as one actor's work; see [`OwnMetrics::scoped_actor`].
+pub struct ScopedActor<F> {
+    fut: std::pin::Pin<Box<F>>,
     who: (&'static str, u64),
+}
+
+impl<A: Actor, F: ActorFuture<A>> ActorFuture<A> for ScopedActor<F> {
+    type Output = F::Output;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        act: &mut A,
+        ctx: &mut A::Context,
+        task: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<F::Output> {
+        let outer = HANDLING.replace(Some(self.who));
+        let polled = self.fut.as_mut().poll(act, ctx, task);
+        HANDLING.set(outer);
+        polled
+    }
 }
 
 impl<F: std::future::Future> std::future::Future for Scoped<F> {
@@ -569,7 +639,10 @@ impl<F: std::future::Future> std::future::Future for Scoped<F> {
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<F::Output> {
-        let outer = HANDLING.replace(Some(self.who));
+        let outer = match self.who {
+            Some(who) => HANDLING.replace(Some(who)),
+            None => HANDLING.get(),
+        };
         let polled = self.fut.as_mut().poll(cx);
         HANDLING.set(outer);
         polled
@@ -1201,5 +1274,81 @@ mod tests {
             .map(|e| (e.from, e.message, e.sent))
             .collect();
         assert_eq!(edges, [("Coordinator", "Note", 2)]);
+    }
+
+    #[test]
+    fn sends_from_an_unscoped_future_are_edges_from_the_actor_that_spawned_it() {
+        /// An actor whose handler spawns futures that send after it returned: one on the
+        /// actor's context (its reply comes back in a closure), one as a task of its own.
+        struct Spawner {
+            metrics: OwnMetrics,
+            to_sink: Tracked<Sink>,
+        }
+        impl Actor for Spawner {
+            type Context = Context<Self>;
+        }
+        #[derive(Message)]
+        #[rtype(result = "()")]
+        struct Go;
+        impl Handler<Go> for Spawner {
+            type Result = ();
+            fn handle(&mut self, _: Go, ctx: &mut Context<Self>) {
+                let _g = self.metrics.handling_of::<Go>();
+                let task = self.to_sink.clone();
+                spawn(async move {
+                    let _ = task.send(Note).await;
+                });
+                let fut = async {};
+                ctx.spawn(
+                    self.metrics.scoped_actor(
+                        fut.into_actor(self)
+                            .map(|_, act, _| act.to_sink.do_send(Note)),
+                    ),
+                );
+            }
+        }
+        let slot = Arc::new(TraceSlot::default());
+        let m = Metrics::with_trace(slot.clone());
+        let tracer = slot.start(1000, 1);
+        let sink_metrics = m.of(ActorKind::FileWriter);
+        let spawner_metrics = OwnMetrics::started(m.of(ActorKind::Coordinator));
+        let spawner_instance = spawner_metrics.instance();
+        let sys = System::new();
+        sys.block_on(async {
+            let to_sink = Tracked::new(
+                Sink(OwnMetrics::started(sink_metrics.clone())).start(),
+                sink_metrics.clone(),
+            );
+            let spawner = Spawner {
+                metrics: spawner_metrics,
+                to_sink: to_sink.clone(),
+            }
+            .start();
+            spawner.send(Go).await.expect("the spawner runs");
+            // Both of its futures have sent once the sink has handled two Notes.
+            for _ in 0..1000 {
+                if sink_metrics.snapshot().handled >= 2 {
+                    break;
+                }
+                actix::clock::sleep(std::time::Duration::from_millis(2)).await;
+            }
+        });
+        let edges: Vec<_> = sink_metrics
+            .snapshot()
+            .senders
+            .iter()
+            .map(|e| (e.from, e.message, e.sent))
+            .collect();
+        assert_eq!(edges, [("Coordinator", "Note", 2)]);
+        // And the trace draws both arrows from the spawner's track.
+        let json = tracer.to_json();
+        let starts: Vec<_> = json["traceEvents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["ph"] == "s" && e["name"] == "Note")
+            .map(|e| e["tid"].as_u64())
+            .collect();
+        assert_eq!(starts, [Some(spawner_instance); 2], "{json}");
     }
 }

@@ -430,9 +430,10 @@ impl Tracker {
         let event = self.owed_event;
         debug!(self.log, "announcing"; "event" => event.map_or("none", Event::as_str));
         let handle = ctx.spawn(
-            self.announce_future(event)
+            self.metrics.id().on(self
+                .announce_future(event)
                 .into_actor(self)
-                .map(move |attempt, act, ctx| act.announce_finished(event, attempt, ctx)),
+                .map(move |attempt, act, ctx| act.announce_finished(event, attempt, ctx))),
         );
         self.in_flight = Some(InFlight { handle, event });
         self.links.announcing.do_send(TrackerAnnouncing {
