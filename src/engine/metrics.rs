@@ -39,6 +39,7 @@ use actix::dev::{MessageResponse, OneshotSender};
 use actix::prelude::*;
 use serde::Serialize;
 
+use super::graph::{GraphSnapshot, InstanceGraph};
 use super::trace::{TraceSlot, Tracer};
 
 /// The actor types of a torrent's engine, in the order reports list them.
@@ -217,6 +218,8 @@ pub struct ActorMetrics {
     messages: Mutex<BTreeMap<&'static str, MessageStats>>,
     /// The torrent's trace recorder (shared by every type of its [`Metrics`]).
     trace: Arc<TraceSlot>,
+    /// The torrent's instance graph (shared likewise).
+    graph: Arc<InstanceGraph>,
     /// Instances numbered so far, so each actor has its own track in a trace.
     instances: AtomicU64,
     /// Messages sent to this type through `Tracked` addresses, by the sending actor
@@ -228,12 +231,13 @@ impl ActorMetrics {
     /// Counters that belong to no torrent's report: for actors built outside an engine
     /// (tests, benchmarks) until one attaches them.
     pub fn detached(kind: ActorKind) -> Self {
-        Self::new(kind, Arc::default())
+        Self::new(kind, Arc::default(), Arc::default())
     }
 
-    fn new(kind: ActorKind, trace: Arc<TraceSlot>) -> Self {
+    fn new(kind: ActorKind, trace: Arc<TraceSlot>, graph: Arc<InstanceGraph>) -> Self {
         Self {
             trace,
+            graph,
             instances: AtomicU64::new(0),
             senders: Mutex::new(BTreeMap::new()),
             kind,
@@ -295,8 +299,16 @@ impl ActorMetrics {
         let start = Instant::now();
         let instance = instance.unwrap_or_else(super::trace::thread_instance);
         let outer = HANDLING.replace(Some((self.kind.name(), instance)));
+        let stamp = DELIVERY.take().unwrap_or_default();
+        if let Some((actor, from)) = stamp.from {
+            self.graph.record(
+                ActorId(actor, from),
+                ActorId(self.kind.name(), instance),
+                message,
+                start,
+            );
+        }
         let traced = self.tracer().map(|tracer| {
-            let stamp = DELIVERY.take().unwrap_or_default();
             if stamp.flow != 0 {
                 tracer.delivered(self.kind.name(), instance, message, stamp.flow, start);
             }
@@ -317,15 +329,20 @@ impl ActorMetrics {
 
     /// The stamp a message sent to this type now carries: when, and the arrow from its
     /// sender (the actor whose handler runs on this thread), if tracing.
-    /// Counts the edge from the sending actor's type, if a handler of one runs here.
+    /// Counts the edge from the sending actor's type, if a handler of one runs here, and
+    /// names the sending instance for the instance graph while someone watches it.
     fn stamp<M: ?Sized>(&self) -> Stamp {
         let from = HANDLING.get();
         if let Some((actor, _)) = from {
             let mut senders = self.senders.lock().unwrap_or_else(|e| e.into_inner());
             *senders.entry((actor, message_name::<M>())).or_default() += 1;
         }
+        let watched = if self.graph.watching() { from } else { None };
         let Some(tracer) = self.tracer() else {
-            return Stamp::default();
+            return Stamp {
+                from: watched,
+                ..Stamp::default()
+            };
         };
         let flow = from.map_or(0, |(actor, instance)| {
             tracer.sent(actor, instance, message_name::<M>())
@@ -333,6 +350,7 @@ impl ActorMetrics {
         Stamp {
             sent: Some(Instant::now()),
             flow,
+            from: watched,
         }
     }
 
@@ -428,6 +446,9 @@ impl OwnMetrics {
     /// [`OwnMetrics::started`] under a number the actor has already (a Peer's key, which
     /// its block hops carry too).
     pub fn started_as(metrics: Arc<ActorMetrics>, instance: u64) -> Self {
+        metrics
+            .graph
+            .register(ActorId(metrics.kind.name(), instance));
         Self {
             _live: Some(metrics.started()),
             metrics,
@@ -471,6 +492,12 @@ impl OwnMetrics {
         self.id().on(fut)
     }
 
+    /// Names this actor in the actor graph (a peer's address, a tracker's host).
+    pub fn labelled(self, label: &str) -> Self {
+        self.metrics.graph.label(self.id(), label);
+        self
+    }
+
     /// This actor's identity (type and number), as a trace and the actor graph name it.
     pub fn id(&self) -> ActorId {
         ActorId(self.metrics.kind.name(), self.instance)
@@ -490,6 +517,14 @@ impl OwnMetrics {
     /// [`ActorMetrics::handling_unqueued`], this actor named as the handler.
     pub fn handling_unqueued(&self, message: &'static str) -> HandleGuard {
         self.metrics.timed(message, Some(self.instance))
+    }
+}
+
+impl Drop for OwnMetrics {
+    fn drop(&mut self) {
+        if self._live.is_some() {
+            self.metrics.graph.remove(self.id());
+        }
     }
 }
 
@@ -655,6 +690,8 @@ impl<F: std::future::Future> std::future::Future for Scoped<F> {
 pub struct Stamp {
     sent: Option<Instant>,
     flow: u64,
+    /// The sending instance, while the instance graph is watched.
+    from: Option<(&'static str, u64)>,
 }
 
 /// A message as a [`Tracked`] address delivers it: the message and its [`Stamp`]. Each
@@ -674,7 +711,7 @@ impl<M> Stamped<M> {
     /// The message, its stamp left for the handler's guard on this thread until the
     /// returned guard drops (after the handler returns).
     pub fn open(self) -> (M, Delivery) {
-        if self.stamp.sent.is_some() {
+        if self.stamp.sent.is_some() || self.stamp.from.is_some() {
             DELIVERY.set(Some(self.stamp));
         }
         (self.msg, Delivery(()))
@@ -732,6 +769,7 @@ macro_rules! takes_stamped {
 #[derive(Debug)]
 pub struct Metrics {
     by_kind: BTreeMap<ActorKind, Arc<ActorMetrics>>,
+    graph: Arc<InstanceGraph>,
     since: Instant,
 }
 
@@ -743,13 +781,25 @@ impl Metrics {
 
     /// Fresh counters whose actors record into `trace` when it is on.
     pub fn with_trace(trace: Arc<TraceSlot>) -> Arc<Self> {
+        let graph = Arc::new(InstanceGraph::default());
         Arc::new(Self {
             by_kind: ActorKind::ALL
                 .iter()
-                .map(|k| (*k, Arc::new(ActorMetrics::new(*k, trace.clone()))))
+                .map(|k| {
+                    let m = ActorMetrics::new(*k, trace.clone(), graph.clone());
+                    (*k, Arc::new(m))
+                })
                 .collect(),
+            graph,
             since: Instant::now(),
         })
+    }
+
+    /// The actor instances and the message rates between them now, at most `top`
+    /// instances of a type shown (see [`InstanceGraph::snapshot`]). Reading it turns the
+    /// counting on for a while; until someone reads it, it costs nothing per message.
+    pub fn graph(&self, top: usize) -> GraphSnapshot {
+        self.graph.snapshot(top, Instant::now())
     }
 
     /// The counters of `kind`.
@@ -1350,5 +1400,54 @@ mod tests {
             .map(|e| e["tid"].as_u64())
             .collect();
         assert_eq!(starts, [Some(spawner_instance); 2], "{json}");
+    }
+
+    #[test]
+    fn a_watched_graph_counts_edges_between_instances_and_forgets_stopped_ones() {
+        let m = Metrics::new();
+        let sink_metrics = m.of(ActorKind::FileWriter);
+        let a = OwnMetrics::started_as(m.of(ActorKind::Peer), 7).labelled("10.0.0.7:6881");
+        let b = OwnMetrics::started_as(m.of(ActorKind::Peer), 8);
+        let sys = System::new();
+        let sink = sys.block_on(async {
+            let sink = OwnMetrics::started(sink_metrics.clone());
+            let id = sink.id();
+            let to_sink = Tracked::new(Sink(sink).start(), sink_metrics.clone());
+            // Not watched yet: the sends carry no sender for the graph.
+            {
+                let _g = a.handling_unqueued("Tick");
+                to_sink.do_send(Note);
+            }
+            assert!(m.graph(4).edges.is_empty());
+            // Watched: two from Peer#7, one from Peer#8.
+            for (peer, n) in [(&a, 2), (&b, 1)] {
+                for _ in 0..n {
+                    let _g = peer.handling_unqueued("Tick");
+                    to_sink.do_send(Note);
+                }
+            }
+            to_sink.send(Note).await.expect("the sink answers");
+            id
+        });
+        let g = m.graph(4);
+        let edges: Vec<_> = g
+            .edges
+            .iter()
+            .map(|e| (e.from.as_str(), e.to.as_str(), e.message, e.sent))
+            .collect();
+        let to = format!("FileWriter#{}", sink.1);
+        assert_eq!(
+            edges,
+            [
+                ("Peer#7", to.as_str(), "Note", 2),
+                ("Peer#8", to.as_str(), "Note", 1)
+            ]
+        );
+        let labels: Vec<_> = g.nodes.iter().map(|n| n.label.as_str()).collect();
+        assert!(labels.contains(&"Peer#7 10.0.0.7:6881"), "{labels:?}");
+        // A stopped actor's node goes at once (its edge after a quiet window).
+        let before = g.instances;
+        drop(b);
+        assert_eq!(m.graph(4).instances, before - 1);
     }
 }

@@ -363,7 +363,8 @@ impl Peer {
                 reader: parts.reader,
                 limiter: parts.limiter,
                 asked_hashes: Vec::new(),
-                metrics: OwnMetrics::started_as(parts.metrics, parts.key.0),
+                metrics: OwnMetrics::started_as(parts.metrics, parts.key.0)
+                    .labelled(&addr.to_string()),
                 out: Some(out),
                 handshake,
                 joined: false,

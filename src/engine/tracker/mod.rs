@@ -280,6 +280,16 @@ impl Transport {
     }
 }
 
+/// A tracker as the actor graph names it: its scheme, host and port, never its path (a
+/// private tracker's passkey).
+fn tracker_host(url: &Url) -> String {
+    let host = url.host_str().unwrap_or("?");
+    match url.port_or_known_default() {
+        Some(port) => format!("{}://{host}:{port}", url.scheme()),
+        None => format!("{}://{host}", url.scheme()),
+    }
+}
+
 /// The client for the protocol `config.url` names.
 fn transport_for(config: &TrackerConfig) -> Result<Transport, TrackerError> {
     match config.url.scheme() {
@@ -361,7 +371,8 @@ impl Tracker {
         let transport = transport_for(&config)?;
         let url_text = config.url.to_string();
         Ok(Tracker {
-            metrics: OwnMetrics::started(config.metrics.clone()),
+            metrics: OwnMetrics::started(config.metrics.clone())
+                .labelled(&tracker_host(&config.url)),
             log: log.new(o!("tracker" => url_text.clone())),
             url_text,
             transport,
