@@ -1422,12 +1422,15 @@ function renderActorGraph(d) {
   svg.style.height = `${Math.min(H, 900)}px`;
   const place = {};
   cols.forEach((col, i) => {
-    const x = [110, 380, 650][i];
-    const top = (H - col.length * ROW) / 2 + ROW / 2;
-    col.forEach((n, j) => { place[n.id] = [x, top + j * ROW]; });
+    const x = [90, 380, 670][i];
+    // Spread over the height: a column of a few owners stands apart, a column of many
+    // peers is one row apart.
+    const step = (H - 20) / col.length;
+    col.forEach((n, j) => { place[n.id] = [x, 10 + step * (j + 0.5)]; });
   });
-  const labelled = new Set(g.edges.filter((e) => e.rate > 0).slice(0, GRAPH_LABELS));
   const out = [];
+  const labels = [];
+  let labelled = 0;
   for (const e of g.edges) {
     if (!place[e.from] || !place[e.to]) continue;
     const [x1, y1] = place[e.from];
@@ -1436,7 +1439,7 @@ function renderActorGraph(d) {
     // Two-way pairs are drawn side by side; each arrow stops at the node's edge.
     const ox = -(y2 - y1) / len * 5;
     const oy = (x2 - x1) / len * 5;
-    const shrinkX = Math.min(0.45, 88 / len);
+    const shrinkX = Math.min(0.45, 87 / len);
     const shrinkY = Math.min(0.45, 18 / len);
     const sx = Math.abs(x2 - x1) > Math.abs(y2 - y1) ? shrinkX : shrinkY;
     const ax = x1 + (x2 - x1) * sx + ox;
@@ -1451,9 +1454,13 @@ function renderActorGraph(d) {
     });
     line.append(svgEl('title', {}, `${e.from} → ${e.to}: ${e.message}, ${formatMsgRate(e.rate)} msgs/s (${e.sent} sent)`));
     out.push(line);
-    if (labelled.has(e)) {
-      out.push(svgEl('text', { x: (ax + bx) / 2 + ox, y: (ay + by) / 2 + oy - 3, class: 'edge-label' },
-        `${e.message} ${formatMsgRate(e.rate)}/s`));
+    // The busiest edges are labelled, a label left out where it would cover another.
+    const lx = (ax + bx) / 2 + ox * 2;
+    const ly = (ay + by) / 2 + oy * 2 - 2;
+    if (busy && labelled < GRAPH_LABELS && !labels.some(([x, y]) => Math.abs(x - lx) < 90 && Math.abs(y - ly) < 12)) {
+      labels.push([lx, ly]);
+      labelled += 1;
+      out.push(svgEl('text', { x: lx, y: ly, class: 'edge-label' }, `${e.message} ${formatMsgRate(e.rate)}/s`));
     }
   }
   const boxes = [];
@@ -1461,15 +1468,22 @@ function renderActorGraph(d) {
     const [x, y] = place[n.id];
     const folded = n.instance === null;
     const group = svgEl('g', { class: `node-group${folded ? ' folded' : ''}`, 'data-node': n.id, 'data-actor': n.actor });
+    // Line one: the instance (or "N other Peers") and its messages per second, sent and
+    // received; line two: its address, if it has one.
+    const rate = `${formatMsgRate(n.rate)}/s`;
+    const address = !folded && n.label.startsWith(`${n.id} `) ? n.label.slice(n.id.length + 1) : '';
     group.append(
-      svgEl('rect', { x: x - 86, y: y - 16, width: 172, height: 32, rx: 7, class: 'node' }),
-      svgEl('text', { x, y: y - 3, class: 'node-name' }, clip(n.label, 28)),
-      svgEl('text', { x, y: y + 11, class: 'node-live' }, `${formatMsgRate(n.rate)} msgs/s`),
-      svgEl('title', {}, n.label));
+      svgEl('rect', { x: x - 85, y: y - 17, width: 170, height: 34, rx: 7, class: 'node' }),
+      svgEl('text', { x, y: y - 3, class: 'node-name' }, `${clip(folded ? n.label : n.id, 16)} · ${rate}`),
+      svgEl('text', { x, y: y + 11, class: 'node-live' }, address ? clip(address, 30) : n.actor),
+      svgEl('title', {}, `${n.label}: ${rate} messages`));
     boxes.push(group);
   }
   const defs = svgEl('defs');
-  const marker = svgEl('marker', { id: 'arrow', viewBox: '0 0 10 10', refX: 9, refY: 5, markerWidth: 7, markerHeight: 7, orient: 'auto-start-reverse' });
+  const marker = svgEl('marker', {
+    id: 'arrow', viewBox: '0 0 10 10', refX: 9, refY: 5, markerWidth: 8, markerHeight: 8,
+    markerUnits: 'userSpaceOnUse', orient: 'auto-start-reverse',
+  });
   marker.append(svgEl('path', { d: 'M 0 0 L 10 5 L 0 10 z', class: 'arrow-head' }));
   defs.append(marker);
   svg.replaceChildren(defs, ...out, ...boxes);
