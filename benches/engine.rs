@@ -10,6 +10,9 @@
 //!   and the whole cycle of one piece.
 //! - `smart_ban`: `SmartBan::failed` and `passed` on a 16-block piece sent by two peers,
 //!   with the record full, as in a swarm with a liar in it.
+//! - `tracked_send`: 1000 messages sent from one actor's handler through a `Tracked`
+//!   address and handled, with nobody watching the actor graph and while it is watched
+//!   (each message then counted as an edge between the two instances).
 //!
 //! Several benchmarks time only part of each iteration (`iter_custom`): the picker's state
 //! moves on with every pick, so the untimed rest of the iteration delivers the blocks and
@@ -21,6 +24,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use actix::Actor;
 use actix::{Addr, MailboxError, SyncArbiter, System, SystemRunner};
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
@@ -30,7 +34,7 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use sha1::{Digest, Sha1};
 use torrent_actors::engine::messages::{HashOutcome, HashPiece};
-use torrent_actors::engine::metrics::{ActorKind, ActorMetrics};
+use torrent_actors::engine::metrics::{ActorKind, ActorMetrics, Metrics, OwnMetrics, Tracked};
 use torrent_actors::engine::picker::{BlockOutcome, Picker};
 use torrent_actors::engine::smart_ban::{self, SmartBan};
 use torrent_actors::engine::storage::Hasher;
@@ -465,5 +469,58 @@ fn smart_ban(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, hasher, picker, smart_ban);
+// ---------------------------------------------------------------------------------------
+// Messages through Tracked addresses
+
+struct Sink(OwnMetrics);
+impl actix::Actor for Sink {
+    type Context = actix::Context<Self>;
+}
+torrent_actors::takes_stamped!(Sink);
+#[derive(actix::Message)]
+#[rtype(result = "()")]
+struct Note;
+impl actix::Handler<Note> for Sink {
+    type Result = ();
+    fn handle(&mut self, _: Note, _: &mut actix::Context<Self>) {
+        let _g = self.0.handling_of::<Note>();
+    }
+}
+
+fn tracked_send(c: &mut Criterion) {
+    const BATCH: u64 = 1000;
+    let mut group = c.benchmark_group("tracked_send");
+    group.throughput(Throughput::Elements(BATCH));
+    for watched in [false, true] {
+        let sys = System::new();
+        let metrics = Metrics::new();
+        let sender = OwnMetrics::started(metrics.of(ActorKind::Peer));
+        let sink_metrics = metrics.of(ActorKind::PieceManager);
+        let to_sink = sys.block_on(async {
+            let sink = Sink(OwnMetrics::started(sink_metrics.clone())).start();
+            Tracked::new(sink, sink_metrics)
+        });
+        let name = if watched { "watched" } else { "unwatched" };
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                if watched {
+                    // The page asks about once a second; here, every batch.
+                    metrics.graph(12);
+                }
+                sys.block_on(async {
+                    {
+                        let _g = sender.handling_unqueued("Tick");
+                        for _ in 0..BATCH {
+                            to_sink.do_send(Note);
+                        }
+                    }
+                    to_sink.send(Note).await.expect("the sink answers");
+                })
+            });
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, hasher, picker, smart_ban, tracked_send);
 criterion_main!(benches);

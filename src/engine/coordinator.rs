@@ -746,8 +746,9 @@ impl Coordinator {
         // Drained first, so pieces already hashed are claimed and none is written behind
         // the save; the files stay open for the `Shutdown` that follows.
         ctx.wait(
-            self.drain_and_save(false)
-                .map(|res, act, _| act.log_save_failure(res)),
+            self.metrics.id().on(self
+                .drain_and_save(false)
+                .map(|res, act, _| act.log_save_failure(res))),
         );
     }
 
@@ -879,11 +880,15 @@ impl Coordinator {
                     .ok()?;
                 Some(ok)
             };
-            ctx.spawn(check.into_actor(self).map(move |ok, act, ctx| {
-                let _timing = act.metrics.handling_unqueued("piece checked");
-                act.check.checked(piece, ok == Some(true));
-                act.pump_checks(ctx);
-            }));
+            ctx.spawn(
+                self.metrics
+                    .id()
+                    .on(check.into_actor(self).map(move |ok, act, ctx| {
+                        let _timing = act.metrics.handling_unqueued("piece checked");
+                        act.check.checked(piece, ok == Some(true));
+                        act.pump_checks(ctx);
+                    })),
+            );
         }
         if self.check.is_done() && self.picker.is_none() {
             self.finish_start(ctx);
@@ -1003,33 +1008,37 @@ impl Coordinator {
         let (listen, mode) = (self.config.listen, self.config.utp);
         let bound = self.config.bound_listener.clone();
         let bind = async move { connection::listen_all(listen, mode, bound.as_ref()).await };
-        ctx.wait(bind.into_actor(self).map(move |(tcp, utp), act, ctx| {
-            match tcp {
-                Ok(Some(listener)) => {
-                    act.listen_addr = listener.local_addr().ok();
-                    ctx.add_stream(TcpListenerStream(listener));
+        ctx.wait(
+            self.metrics
+                .id()
+                .on(bind.into_actor(self).map(move |(tcp, utp), act, ctx| {
+                match tcp {
+                    Ok(Some(listener)) => {
+                        act.listen_addr = listener.local_addr().ok();
+                        ctx.add_stream(TcpListenerStream(listener));
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        warn!(act.log, "cannot listen, outgoing connections only"; "error" => %e)
+                    }
                 }
-                Ok(None) => {}
-                Err(e) => {
-                    warn!(act.log, "cannot listen, outgoing connections only"; "error" => %e)
+                match utp {
+                    Ok(Some(utp)) => {
+                        act.listen_addr.get_or_insert(utp.local_addr());
+                        ctx.add_stream(utp.incoming());
+                        act.carriers.utp = Some(utp);
+                    }
+                    Ok(None) => {}
+                    Err(e) => warn!(act.log, "cannot listen for uTP, TCP only"; "error" => %e),
                 }
-            }
-            match utp {
-                Ok(Some(utp)) => {
-                    act.listen_addr.get_or_insert(utp.local_addr());
-                    ctx.add_stream(utp.incoming());
-                    act.carriers.utp = Some(utp);
+                if let Some(own) = act.listen_addr {
+                    act.book.set_own(own);
                 }
-                Ok(None) => {}
-                Err(e) => warn!(act.log, "cannot listen for uTP, TCP only"; "error" => %e),
-            }
-            if let Some(own) = act.listen_addr {
-                act.book.set_own(own);
-            }
-            info!(act.log, "listening"; "addr" => ?act.listen_addr, "utp" => %act.config.utp,
+                info!(act.log, "listening"; "addr" => ?act.listen_addr, "utp" => %act.config.utp,
                 "utp socket" => act.carriers.utp.is_some());
-            then(act, ctx);
-        }));
+                then(act, ctx);
+            })),
+        );
     }
 
     fn start_trackers(&mut self, ctx: &mut Context<Self>) {
@@ -1366,21 +1375,27 @@ impl Coordinator {
         ctx: &mut Context<Self>,
     ) {
         self.handshaking_in += 1;
-        ctx.spawn(handshake.into_actor(self).map(move |res, act, ctx| {
-            act.handshaking_in -= 1;
-            let joining = Joining {
-                permit: admitted.permit,
-                slot: admitted.slot,
-                outgoing: false,
-            };
-            match res {
-                Ok((stream, handshake)) => act.spawn_peer(stream, handshake, false, joining, ctx),
-                Err(e) => {
-                    act.book.release_slot(joining.slot);
-                    debug!(act.log, "incoming handshake failed"; "addr" => %addr, "error" => %e)
+        ctx.spawn(
+            self.metrics
+                .id()
+                .on(handshake.into_actor(self).map(move |res, act, ctx| {
+                act.handshaking_in -= 1;
+                let joining = Joining {
+                    permit: admitted.permit,
+                    slot: admitted.slot,
+                    outgoing: false,
+                };
+                match res {
+                    Ok((stream, handshake)) => {
+                        act.spawn_peer(stream, handshake, false, joining, ctx)
+                    }
+                    Err(e) => {
+                        act.book.release_slot(joining.slot);
+                        debug!(act.log, "incoming handshake failed"; "addr" => %addr, "error" => %e)
+                    }
                 }
-            }
-        }));
+            })),
+        );
     }
 
     fn add_candidate(&mut self, addr: SocketAddr) {
@@ -1450,7 +1465,7 @@ impl Coordinator {
                 self.config.encryption,
                 self.carriers.clone(),
             );
-            ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
+            ctx.spawn(self.metrics.id().on(fut.into_actor(self).map(move |res, act, ctx| {
                 act.connecting -= 1;
                 match res {
                     Ok((stream, handshake)) => {
@@ -1475,7 +1490,7 @@ impl Coordinator {
                     }
                 }
                 act.dial(ctx);
-            }));
+            })));
         }
     }
 
@@ -1715,14 +1730,17 @@ impl Coordinator {
         }
         let data = ResumeData::new(self.info_hash, &self.layout, &self.have);
         ctx.spawn(
-            self.writer
-                .send(SaveResume { data })
-                .into_actor(self)
-                .map(|res, act, ctx| {
-                    if let Ok(Err(e)) = res {
-                        act.fail(e, ctx);
-                    }
-                }),
+            self.metrics
+                .id()
+                .on(self
+                    .writer
+                    .send(SaveResume { data })
+                    .into_actor(self)
+                    .map(|res, act, ctx| {
+                        if let Ok(Err(e)) = res {
+                            act.fail(e, ctx);
+                        }
+                    })),
         );
     }
 
@@ -1920,14 +1938,16 @@ impl Coordinator {
         }
         // Nothing wanted is left in the PieceManager now, so the drain only makes sure no
         // block is taken and no write follows the close.
-        ctx.wait(self.drain_and_save(true).map(|res, act, _| {
-            match res {
-                Ok(()) => act.events.do_send(TorrentEvent::Completed(act.progress())),
-                Err(e) => act
-                    .events
-                    .do_send(TorrentEvent::Failed(e.kind(), e.to_string())),
-            }
-        }));
+        ctx.wait(
+            self.metrics
+                .id()
+                .on(self.drain_and_save(true).map(|res, act, _| match res {
+                    Ok(()) => act.events.do_send(TorrentEvent::Completed(act.progress())),
+                    Err(e) => act
+                        .events
+                        .do_send(TorrentEvent::Failed(e.kind(), e.to_string())),
+                })),
+        );
     }
 }
 
@@ -1938,21 +1958,22 @@ impl Actor for Coordinator {
         // Start-up is this actor's work too: timed, and its sends are its own.
         let _timing = self.metrics.handling_unqueued("started");
         ctx.wait(
-            self.writer
-                .send(OpenStorage)
-                .into_actor(self)
-                .map(|res, act, ctx| match res {
-                    Ok(Ok(report)) => act.begin_check(report, ctx),
-                    Ok(Err(e)) => act.fail(e, ctx),
-                    Err(e) => act.fail(
-                        StorageError {
-                            path: act.root.display().to_string(),
-                            message: e.to_string(),
-                            disk_full: false,
-                        },
-                        ctx,
-                    ),
-                }),
+            self.metrics
+                .id()
+                .on(self.writer.send(OpenStorage).into_actor(self).map(
+                    |res, act, ctx| match res {
+                        Ok(Ok(report)) => act.begin_check(report, ctx),
+                        Ok(Err(e)) => act.fail(e, ctx),
+                        Err(e) => act.fail(
+                            StorageError {
+                                path: act.root.display().to_string(),
+                                message: e.to_string(),
+                                disk_full: false,
+                            },
+                            ctx,
+                        ),
+                    },
+                )),
         );
         ctx.run_interval(Duration::from_secs(10), |act, _| act.rechoke());
         ctx.run_interval(PEX_INTERVAL, |act, _| act.share_peers());
@@ -2910,10 +2931,14 @@ impl Handler<Shutdown> for Coordinator {
             self.peers_gone = Some(gone_tx);
         }
         if self.picker.is_some() && self.phase != Phase::Complete {
-            ctx.wait(self.drain_and_save(true).map(move |res, act, _| {
-                act.log_save_failure(res);
-                let _ = saved_tx.send(());
-            }));
+            ctx.wait(
+                self.metrics
+                    .id()
+                    .on(self.drain_and_save(true).map(move |res, act, _| {
+                        act.log_save_failure(res);
+                        let _ = saved_tx.send(());
+                    })),
+            );
         }
         let work = async move {
             // Sent, or dropped when there was nothing to save: either way the save is over.

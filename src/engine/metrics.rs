@@ -39,6 +39,7 @@ use actix::dev::{MessageResponse, OneshotSender};
 use actix::prelude::*;
 use serde::Serialize;
 
+use super::graph::{GraphSnapshot, InstanceGraph};
 use super::trace::{TraceSlot, Tracer};
 
 /// The actor types of a torrent's engine, in the order reports list them.
@@ -217,6 +218,8 @@ pub struct ActorMetrics {
     messages: Mutex<BTreeMap<&'static str, MessageStats>>,
     /// The torrent's trace recorder (shared by every type of its [`Metrics`]).
     trace: Arc<TraceSlot>,
+    /// The torrent's instance graph (shared likewise).
+    graph: Arc<InstanceGraph>,
     /// Instances numbered so far, so each actor has its own track in a trace.
     instances: AtomicU64,
     /// Messages sent to this type through `Tracked` addresses, by the sending actor
@@ -228,12 +231,13 @@ impl ActorMetrics {
     /// Counters that belong to no torrent's report: for actors built outside an engine
     /// (tests, benchmarks) until one attaches them.
     pub fn detached(kind: ActorKind) -> Self {
-        Self::new(kind, Arc::default())
+        Self::new(kind, Arc::default(), Arc::default())
     }
 
-    fn new(kind: ActorKind, trace: Arc<TraceSlot>) -> Self {
+    fn new(kind: ActorKind, trace: Arc<TraceSlot>, graph: Arc<InstanceGraph>) -> Self {
         Self {
             trace,
+            graph,
             instances: AtomicU64::new(0),
             senders: Mutex::new(BTreeMap::new()),
             kind,
@@ -295,8 +299,16 @@ impl ActorMetrics {
         let start = Instant::now();
         let instance = instance.unwrap_or_else(super::trace::thread_instance);
         let outer = HANDLING.replace(Some((self.kind.name(), instance)));
+        let stamp = DELIVERY.take().unwrap_or_default();
+        if let Some((actor, from)) = stamp.from {
+            self.graph.record(
+                ActorId(actor, from),
+                ActorId(self.kind.name(), instance),
+                message,
+                start,
+            );
+        }
         let traced = self.tracer().map(|tracer| {
-            let stamp = DELIVERY.take().unwrap_or_default();
             if stamp.flow != 0 {
                 tracer.delivered(self.kind.name(), instance, message, stamp.flow, start);
             }
@@ -317,15 +329,20 @@ impl ActorMetrics {
 
     /// The stamp a message sent to this type now carries: when, and the arrow from its
     /// sender (the actor whose handler runs on this thread), if tracing.
-    /// Counts the edge from the sending actor's type, if a handler of one runs here.
+    /// Counts the edge from the sending actor's type, if a handler of one runs here, and
+    /// names the sending instance for the instance graph while someone watches it.
     fn stamp<M: ?Sized>(&self) -> Stamp {
         let from = HANDLING.get();
         if let Some((actor, _)) = from {
             let mut senders = self.senders.lock().unwrap_or_else(|e| e.into_inner());
             *senders.entry((actor, message_name::<M>())).or_default() += 1;
         }
+        let watched = if self.graph.watching() { from } else { None };
         let Some(tracer) = self.tracer() else {
-            return Stamp::default();
+            return Stamp {
+                from: watched,
+                ..Stamp::default()
+            };
         };
         let flow = from.map_or(0, |(actor, instance)| {
             tracer.sent(actor, instance, message_name::<M>())
@@ -333,6 +350,7 @@ impl ActorMetrics {
         Stamp {
             sent: Some(Instant::now()),
             flow,
+            from: watched,
         }
     }
 
@@ -428,6 +446,9 @@ impl OwnMetrics {
     /// [`OwnMetrics::started`] under a number the actor has already (a Peer's key, which
     /// its block hops carry too).
     pub fn started_as(metrics: Arc<ActorMetrics>, instance: u64) -> Self {
+        metrics
+            .graph
+            .register(ActorId(metrics.kind.name(), instance));
         Self {
             _live: Some(metrics.started()),
             metrics,
@@ -460,8 +481,26 @@ impl OwnMetrics {
     pub fn scoped<F: std::future::Future>(&self, fut: F) -> Scoped<F> {
         Scoped {
             fut: Box::pin(fut),
-            who: (self.metrics.kind.name(), self.instance),
+            who: Some((self.metrics.kind.name(), self.instance)),
         }
+    }
+
+    /// `fut`, an [`ActorFuture`] this actor spawns on its own context (`ctx.spawn`,
+    /// `ctx.wait`), polled as this actor's work: what it and its `map` closures send
+    /// counts as sent by this actor, though no handler runs then.
+    pub fn scoped_actor<A: Actor, F: ActorFuture<A>>(&self, fut: F) -> ScopedActor<F> {
+        self.id().on(fut)
+    }
+
+    /// Names this actor in the actor graph (a peer's address, a tracker's host).
+    pub fn labelled(self, label: &str) -> Self {
+        self.metrics.graph.label(self.id(), label);
+        self
+    }
+
+    /// This actor's identity (type and number), as a trace and the actor graph name it.
+    pub fn id(&self) -> ActorId {
+        ActorId(self.metrics.kind.name(), self.instance)
     }
 
     /// [`ActorMetrics::handling`], this actor named as the handler.
@@ -478,6 +517,14 @@ impl OwnMetrics {
     /// [`ActorMetrics::handling_unqueued`], this actor named as the handler.
     pub fn handling_unqueued(&self, message: &'static str) -> HandleGuard {
         self.metrics.timed(message, Some(self.instance))
+    }
+}
+
+impl Drop for OwnMetrics {
+    fn drop(&mut self) {
+        if self._live.is_some() {
+            self.metrics.graph.remove(self.id());
+        }
     }
 }
 
@@ -556,10 +603,68 @@ thread_local! {
     static DELIVERY: Cell<Option<Stamp>> = const { Cell::new(None) };
 }
 
-/// A future polled as one actor's work; see [`OwnMetrics::scoped`].
+/// A future polled as one actor's work; see [`OwnMetrics::scoped`] and [`carried`].
 pub struct Scoped<F> {
     fut: std::pin::Pin<Box<F>>,
+    who: Option<(&'static str, u64)>,
+}
+
+/// `fut`, polled as the work of the actor whose handler runs on this thread now (if
+/// any): a future a handler makes and hands to another task still counts its sends as
+/// that actor's, in the metrics' edges and the trace's arrows.
+pub fn carried<F: std::future::Future>(fut: F) -> Scoped<F> {
+    Scoped {
+        fut: Box::pin(fut),
+        who: HANDLING.get(),
+    }
+}
+
+/// `actix::spawn` of [`carried`]`(fut)`: a task spawned from a handler sends as the
+/// handler's actor.
+pub fn spawn<F>(fut: F) -> tokio::task::JoinHandle<F::Output>
+where
+    F: std::future::Future + 'static,
+    F::Output: 'static,
+{
+    actix::spawn(carried(fut))
+}
+
+/// An actor instance: its type's name and its number among them (as a trace's tracks
+/// and the actor graph's nodes name it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ActorId(pub &'static str, pub u64);
+
+impl ActorId {
+    /// `fut`, polled as this actor's work; see [`OwnMetrics::scoped_actor`]. Taking the
+    /// id first (`self.metrics.id().on(self.work())`) leaves the actor free to borrow.
+    pub fn on<A: Actor, F: ActorFuture<A>>(self, fut: F) -> ScopedActor<F> {
+        ScopedActor {
+            fut: Box::pin(fut),
+            who: (self.0, self.1),
+        }
+    }
+}
+
+/// An [`ActorFuture`] polled as one actor's work; see [`OwnMetrics::scoped_actor`].
+pub struct ScopedActor<F> {
+    fut: std::pin::Pin<Box<F>>,
     who: (&'static str, u64),
+}
+
+impl<A: Actor, F: ActorFuture<A>> ActorFuture<A> for ScopedActor<F> {
+    type Output = F::Output;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        act: &mut A,
+        ctx: &mut A::Context,
+        task: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<F::Output> {
+        let outer = HANDLING.replace(Some(self.who));
+        let polled = self.fut.as_mut().poll(act, ctx, task);
+        HANDLING.set(outer);
+        polled
+    }
 }
 
 impl<F: std::future::Future> std::future::Future for Scoped<F> {
@@ -569,7 +674,10 @@ impl<F: std::future::Future> std::future::Future for Scoped<F> {
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<F::Output> {
-        let outer = HANDLING.replace(Some(self.who));
+        let outer = match self.who {
+            Some(who) => HANDLING.replace(Some(who)),
+            None => HANDLING.get(),
+        };
         let polled = self.fut.as_mut().poll(cx);
         HANDLING.set(outer);
         polled
@@ -582,6 +690,8 @@ impl<F: std::future::Future> std::future::Future for Scoped<F> {
 pub struct Stamp {
     sent: Option<Instant>,
     flow: u64,
+    /// The sending instance, while the instance graph is watched.
+    from: Option<(&'static str, u64)>,
 }
 
 /// A message as a [`Tracked`] address delivers it: the message and its [`Stamp`]. Each
@@ -601,7 +711,7 @@ impl<M> Stamped<M> {
     /// The message, its stamp left for the handler's guard on this thread until the
     /// returned guard drops (after the handler returns).
     pub fn open(self) -> (M, Delivery) {
-        if self.stamp.sent.is_some() {
+        if self.stamp.sent.is_some() || self.stamp.from.is_some() {
             DELIVERY.set(Some(self.stamp));
         }
         (self.msg, Delivery(()))
@@ -659,6 +769,7 @@ macro_rules! takes_stamped {
 #[derive(Debug)]
 pub struct Metrics {
     by_kind: BTreeMap<ActorKind, Arc<ActorMetrics>>,
+    graph: Arc<InstanceGraph>,
     since: Instant,
 }
 
@@ -670,13 +781,25 @@ impl Metrics {
 
     /// Fresh counters whose actors record into `trace` when it is on.
     pub fn with_trace(trace: Arc<TraceSlot>) -> Arc<Self> {
+        let graph = Arc::new(InstanceGraph::default());
         Arc::new(Self {
             by_kind: ActorKind::ALL
                 .iter()
-                .map(|k| (*k, Arc::new(ActorMetrics::new(*k, trace.clone()))))
+                .map(|k| {
+                    let m = ActorMetrics::new(*k, trace.clone(), graph.clone());
+                    (*k, Arc::new(m))
+                })
                 .collect(),
+            graph,
             since: Instant::now(),
         })
+    }
+
+    /// The actor instances and the message rates between them now, at most `top`
+    /// instances of a type shown (see [`InstanceGraph::snapshot`]). Reading it turns the
+    /// counting on for a while; until someone reads it, it costs nothing per message.
+    pub fn graph(&self, top: usize) -> GraphSnapshot {
+        self.graph.snapshot(top, Instant::now())
     }
 
     /// The counters of `kind`.
@@ -1201,5 +1324,130 @@ mod tests {
             .map(|e| (e.from, e.message, e.sent))
             .collect();
         assert_eq!(edges, [("Coordinator", "Note", 2)]);
+    }
+
+    #[test]
+    fn sends_from_an_unscoped_future_are_edges_from_the_actor_that_spawned_it() {
+        /// An actor whose handler spawns futures that send after it returned: one on the
+        /// actor's context (its reply comes back in a closure), one as a task of its own.
+        struct Spawner {
+            metrics: OwnMetrics,
+            to_sink: Tracked<Sink>,
+        }
+        impl Actor for Spawner {
+            type Context = Context<Self>;
+        }
+        #[derive(Message)]
+        #[rtype(result = "()")]
+        struct Go;
+        impl Handler<Go> for Spawner {
+            type Result = ();
+            fn handle(&mut self, _: Go, ctx: &mut Context<Self>) {
+                let _g = self.metrics.handling_of::<Go>();
+                let task = self.to_sink.clone();
+                spawn(async move {
+                    let _ = task.send(Note).await;
+                });
+                let fut = async {};
+                ctx.spawn(
+                    self.metrics.scoped_actor(
+                        fut.into_actor(self)
+                            .map(|_, act, _| act.to_sink.do_send(Note)),
+                    ),
+                );
+            }
+        }
+        let slot = Arc::new(TraceSlot::default());
+        let m = Metrics::with_trace(slot.clone());
+        let tracer = slot.start(1000, 1);
+        let sink_metrics = m.of(ActorKind::FileWriter);
+        let spawner_metrics = OwnMetrics::started(m.of(ActorKind::Coordinator));
+        let spawner_instance = spawner_metrics.instance();
+        let sys = System::new();
+        sys.block_on(async {
+            let to_sink = Tracked::new(
+                Sink(OwnMetrics::started(sink_metrics.clone())).start(),
+                sink_metrics.clone(),
+            );
+            let spawner = Spawner {
+                metrics: spawner_metrics,
+                to_sink: to_sink.clone(),
+            }
+            .start();
+            spawner.send(Go).await.expect("the spawner runs");
+            // Both of its futures have sent once the sink has handled two Notes.
+            for _ in 0..1000 {
+                if sink_metrics.snapshot().handled >= 2 {
+                    break;
+                }
+                actix::clock::sleep(std::time::Duration::from_millis(2)).await;
+            }
+        });
+        let edges: Vec<_> = sink_metrics
+            .snapshot()
+            .senders
+            .iter()
+            .map(|e| (e.from, e.message, e.sent))
+            .collect();
+        assert_eq!(edges, [("Coordinator", "Note", 2)]);
+        // And the trace draws both arrows from the spawner's track.
+        let json = tracer.to_json();
+        let starts: Vec<_> = json["traceEvents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["ph"] == "s" && e["name"] == "Note")
+            .map(|e| e["tid"].as_u64())
+            .collect();
+        assert_eq!(starts, [Some(spawner_instance); 2], "{json}");
+    }
+
+    #[test]
+    fn a_watched_graph_counts_edges_between_instances_and_forgets_stopped_ones() {
+        let m = Metrics::new();
+        let sink_metrics = m.of(ActorKind::FileWriter);
+        let a = OwnMetrics::started_as(m.of(ActorKind::Peer), 7).labelled("10.0.0.7:6881");
+        let b = OwnMetrics::started_as(m.of(ActorKind::Peer), 8);
+        let sys = System::new();
+        let sink = sys.block_on(async {
+            let sink = OwnMetrics::started(sink_metrics.clone());
+            let id = sink.id();
+            let to_sink = Tracked::new(Sink(sink).start(), sink_metrics.clone());
+            // Not watched yet: the sends carry no sender for the graph.
+            {
+                let _g = a.handling_unqueued("Tick");
+                to_sink.do_send(Note);
+            }
+            assert!(m.graph(4).edges.is_empty());
+            // Watched: two from Peer#7, one from Peer#8.
+            for (peer, n) in [(&a, 2), (&b, 1)] {
+                for _ in 0..n {
+                    let _g = peer.handling_unqueued("Tick");
+                    to_sink.do_send(Note);
+                }
+            }
+            to_sink.send(Note).await.expect("the sink answers");
+            id
+        });
+        let g = m.graph(4);
+        let edges: Vec<_> = g
+            .edges
+            .iter()
+            .map(|e| (e.from.as_str(), e.to.as_str(), e.message, e.sent))
+            .collect();
+        let to = format!("FileWriter#{}", sink.1);
+        assert_eq!(
+            edges,
+            [
+                ("Peer#7", to.as_str(), "Note", 2),
+                ("Peer#8", to.as_str(), "Note", 1)
+            ]
+        );
+        let labels: Vec<_> = g.nodes.iter().map(|n| n.label.as_str()).collect();
+        assert!(labels.contains(&"Peer#7 10.0.0.7:6881"), "{labels:?}");
+        // A stopped actor's node goes at once (its edge after a quiet window).
+        let before = g.instances;
+        drop(b);
+        assert_eq!(m.graph(4).instances, before - 1);
     }
 }

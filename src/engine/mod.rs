@@ -10,6 +10,7 @@ pub mod choker;
 pub mod connection;
 pub mod coordinator;
 pub mod dht;
+pub mod graph;
 pub mod jail;
 pub mod limiter;
 pub mod listener;

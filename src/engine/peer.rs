@@ -377,7 +377,7 @@ impl Peer {
             reader: parts.reader,
             limiter: parts.limiter,
             asked_hashes: Vec::new(),
-            metrics: OwnMetrics::started_as(parts.metrics, parts.key.0),
+            metrics: OwnMetrics::started_as(parts.metrics, parts.key.0).labelled(&addr.to_string()),
             out: Some(out),
             handshake,
             joined: false,
@@ -618,27 +618,31 @@ impl Peer {
             }
             coordinator.send(msg).await
         });
-        ctx.spawn(picked.into_actor(self).map(|reply, act, ctx| {
-            act.picking = false;
-            let Ok(Picked { blocks }) = reply else {
-                act.close("coordinator gone", ctx);
-                return;
-            };
-            if act.choked {
-                // Choked while asking: the blocks go straight back.
-                act.released.extend(blocks);
-                return;
-            }
-            let now = Instant::now();
-            for lease in blocks {
-                act.request_queue.on_sent(&[lease.request], now);
-                act.send(Message::Request(lease.request));
-                act.outstanding.push(lease);
-            }
-            if std::mem::take(&mut act.wake_missed) {
-                act.refill(ctx);
-            }
-        }));
+        ctx.spawn(
+            self.metrics
+                .id()
+                .on(picked.into_actor(self).map(|reply, act, ctx| {
+                    act.picking = false;
+                    let Ok(Picked { blocks }) = reply else {
+                        act.close("coordinator gone", ctx);
+                        return;
+                    };
+                    if act.choked {
+                        // Choked while asking: the blocks go straight back.
+                        act.released.extend(blocks);
+                        return;
+                    }
+                    let now = Instant::now();
+                    for lease in blocks {
+                        act.request_queue.on_sent(&[lease.request], now);
+                        act.send(Message::Request(lease.request));
+                        act.outstanding.push(lease);
+                    }
+                    if std::mem::take(&mut act.wake_missed) {
+                        act.refill(ctx);
+                    }
+                })),
+        );
     }
 
     /// The peer's extension handshake: its request queue, the ids of the extensions
@@ -862,18 +866,22 @@ impl Peer {
         // goes on. (A download limit was paid before the blocks were asked for.)
         let accepted = self.piece_manager.send(store);
         self.unstored += len;
-        ctx.spawn(accepted.into_actor(self).map(move |res, act, ctx| {
-            act.unstored -= len;
-            if res.is_err() {
-                act.close("piece manager gone", ctx);
-                return;
-            }
-            act.received.push(lease);
-            if act.unstored < STORE_CREDIT {
-                act.out_of_credit = false;
-            }
-            act.refill(ctx);
-        }));
+        ctx.spawn(
+            self.metrics
+                .id()
+                .on(accepted.into_actor(self).map(move |res, act, ctx| {
+                    act.unstored -= len;
+                    if res.is_err() {
+                        act.close("piece manager gone", ctx);
+                        return;
+                    }
+                    act.received.push(lease);
+                    if act.unstored < STORE_CREDIT {
+                        act.out_of_credit = false;
+                    }
+                    act.refill(ctx);
+                })),
+        );
     }
 
     fn on_message(&mut self, message: Message, ctx: &mut Context<Self>) {
@@ -1135,29 +1143,28 @@ impl Peer {
             direction: Direction::Upload,
             bytes: block.data.len() as u64,
         };
-        ctx.spawn(
-            limiter
-                .send(grant)
-                .into_actor(self)
-                .map(move |_, act, ctx| {
-                    act.granting = false;
-                    // A block of an allowed-fast piece goes out while we choke too: it
-                    // was asked for while choked. Any other block that a choke overtook
-                    // is rejected, never dropped in silence: a fast peer waits for an
-                    // answer to every request (BEP 6), and libtorrent waited for good on
-                    // one dropped block.
-                    if !act.choking || act.allowed_fast.contains(&block.piece) {
-                        act.send_block(block);
-                    } else {
-                        act.reject(BlockRequest {
-                            piece: block.piece,
-                            offset: block.offset,
-                            length: block.data.len() as u32,
-                        });
-                    }
-                    act.pump_uploads(ctx);
-                }),
-        );
+        let granted = limiter
+            .send(grant)
+            .into_actor(self)
+            .map(move |_, act, ctx| {
+                act.granting = false;
+                // A block of an allowed-fast piece goes out while we choke too: it
+                // was asked for while choked. Any other block that a choke overtook
+                // is rejected, never dropped in silence: a fast peer waits for an
+                // answer to every request (BEP 6), and libtorrent waited for good on
+                // one dropped block.
+                if !act.choking || act.allowed_fast.contains(&block.piece) {
+                    act.send_block(block);
+                } else {
+                    act.reject(BlockRequest {
+                        piece: block.piece,
+                        offset: block.offset,
+                        length: block.data.len() as u32,
+                    });
+                }
+                act.pump_uploads(ctx);
+            });
+        ctx.spawn(self.metrics.id().on(granted));
     }
 
     /// Reads the window of `piece` that starts at `request` (at most [`READ_WINDOW`])
@@ -1170,23 +1177,23 @@ impl Peer {
             offset: request.offset,
             length,
         };
-        ctx.spawn(
-            self.reader
-                .send(read)
-                .into_actor(self)
-                .map(move |res, act, ctx| {
-                    act.reading = false;
-                    match res {
-                        Ok(Ok(data)) => act.window = Some((request.piece, request.offset, data)),
-                        Ok(Err(e)) => {
-                            warn!(act.log, "cannot read blocks to upload"; "error" => %e);
-                            act.upload_queue.retain(|r| r.piece != request.piece);
-                        }
-                        Err(_) => return act.close("file reader gone", ctx),
+        let read = self
+            .reader
+            .send(read)
+            .into_actor(self)
+            .map(move |res, act, ctx| {
+                act.reading = false;
+                match res {
+                    Ok(Ok(data)) => act.window = Some((request.piece, request.offset, data)),
+                    Ok(Err(e)) => {
+                        warn!(act.log, "cannot read blocks to upload"; "error" => %e);
+                        act.upload_queue.retain(|r| r.piece != request.piece);
                     }
-                    act.pump_uploads(ctx);
-                }),
-        );
+                    Err(_) => return act.close("file reader gone", ctx),
+                }
+                act.pump_uploads(ctx);
+            });
+        ctx.spawn(self.metrics.id().on(read));
     }
 
     fn send_block(&mut self, block: crate::wire::Block) {
@@ -1250,56 +1257,59 @@ impl Actor for Peer {
         };
         // Nothing is read or sent until the Coordinator has taken us in.
         ctx.wait(
-            self.coordinator
-                .send(join)
-                .into_actor(self)
-                .map(|reply, act, ctx| match reply {
-                    Ok(Ok(our_pieces)) => {
-                        act.joined = true;
-                        act.our_pieces = our_pieces.clone();
-                        if act.handshake.reserved.extension_protocol() {
-                            let size = act
-                                .metadata
-                                .as_ref()
-                                .and_then(|m| u32::try_from(m.len()).ok());
-                            let ours = our_ext_handshake(
-                                size,
-                                act.pex,
-                                act.listen_port,
-                                Some(act.addr.ip()),
-                            );
-                            act.send(Message::Extended {
-                                id: ext::HANDSHAKE_ID,
-                                payload: ours.encode().into(),
-                            });
+            self.metrics
+                .id()
+                .on(self.coordinator.send(join).into_actor(self).map(
+                    |reply, act, ctx| match reply {
+                        Ok(Ok(our_pieces)) => {
+                            act.joined = true;
+                            act.our_pieces = our_pieces.clone();
+                            if act.handshake.reserved.extension_protocol() {
+                                let size = act
+                                    .metadata
+                                    .as_ref()
+                                    .and_then(|m| u32::try_from(m.len()).ok());
+                                let ours = our_ext_handshake(
+                                    size,
+                                    act.pex,
+                                    act.listen_port,
+                                    Some(act.addr.ip()),
+                                );
+                                act.send(Message::Extended {
+                                    id: ext::HANDSHAKE_ID,
+                                    payload: ours.encode().into(),
+                                });
+                            }
+                            if let (Some((_, port)), true) =
+                                (&act.dht, act.handshake.reserved.dht())
+                            {
+                                let port = *port;
+                                act.send(Message::Port(port));
+                            }
+                            if let (true, std::net::IpAddr::V4(ip)) = (act.fast, act.addr.ip()) {
+                                act.allowed_fast = crate::wire::fast::allowed_fast_set(
+                                    ip,
+                                    &act.handshake.info_hash,
+                                    act.layout.num_pieces(),
+                                    crate::wire::fast::ALLOWED_FAST_SET_SIZE,
+                                );
+                            }
+                            if act.fast && our_pieces.all_set() {
+                                act.send(Message::HaveAll);
+                            } else if our_pieces.count_ones() > 0 {
+                                act.send(Message::Bitfield(our_pieces.to_payload()));
+                            } else if act.fast {
+                                act.send(Message::HaveNone);
+                            }
+                            for piece in act.allowed_fast.clone() {
+                                act.send(Message::AllowedFast(piece));
+                            }
+                            info!(act.log, "peer joined");
                         }
-                        if let (Some((_, port)), true) = (&act.dht, act.handshake.reserved.dht()) {
-                            let port = *port;
-                            act.send(Message::Port(port));
-                        }
-                        if let (true, std::net::IpAddr::V4(ip)) = (act.fast, act.addr.ip()) {
-                            act.allowed_fast = crate::wire::fast::allowed_fast_set(
-                                ip,
-                                &act.handshake.info_hash,
-                                act.layout.num_pieces(),
-                                crate::wire::fast::ALLOWED_FAST_SET_SIZE,
-                            );
-                        }
-                        if act.fast && our_pieces.all_set() {
-                            act.send(Message::HaveAll);
-                        } else if our_pieces.count_ones() > 0 {
-                            act.send(Message::Bitfield(our_pieces.to_payload()));
-                        } else if act.fast {
-                            act.send(Message::HaveNone);
-                        }
-                        for piece in act.allowed_fast.clone() {
-                            act.send(Message::AllowedFast(piece));
-                        }
-                        info!(act.log, "peer joined");
-                    }
-                    Ok(Err(refused)) => act.close(format!("refused: {refused}"), ctx),
-                    Err(_) => act.close("coordinator gone", ctx),
-                }),
+                        Ok(Err(refused)) => act.close(format!("refused: {refused}"), ctx),
+                        Err(_) => act.close("coordinator gone", ctx),
+                    },
+                )),
         );
         ctx.run_interval(Duration::from_secs(1), |act, ctx| act.tick(ctx));
     }

@@ -258,10 +258,14 @@ impl PieceManager {
                 }),
             }
         });
-        ctx.spawn(work.into_actor(self).map(move |outcome, act, _| {
-            act.pending_bytes -= len;
-            act.piece_finished(piece, outcome);
-        }));
+        ctx.spawn(
+            self.metrics
+                .id()
+                .on(work.into_actor(self).map(move |outcome, act, _| {
+                    act.pending_bytes -= len;
+                    act.piece_finished(piece, outcome);
+                })),
+        );
     }
 
     /// Reports how a piece sent to hash (and write) ended, and lets held replies go.
@@ -400,32 +404,36 @@ impl PieceManager {
             offset: msg.offset,
             data: msg.data,
         });
-        ctx.spawn(write.into_actor(self).map(move |res, act, ctx| {
-            act.pending_bytes -= len;
-            match res {
-                Ok(Ok(true)) => {
-                    if let Some(s) = act.streaming(piece, attempt) {
-                        s.piece.written(b);
+        ctx.spawn(
+            self.metrics
+                .id()
+                .on(write.into_actor(self).map(move |res, act, ctx| {
+                    act.pending_bytes -= len;
+                    match res {
+                        Ok(Ok(true)) => {
+                            if let Some(s) = act.streaming(piece, attempt) {
+                                s.piece.written(b);
+                            }
+                            act.advance_streamed(piece, ctx);
+                        }
+                        // The storage is closed: the run is ending, and this piece cannot be
+                        // finished. Nothing of it is claimed.
+                        Ok(Ok(false)) => {
+                            if act.streaming(piece, attempt).is_some() {
+                                act.assembling.remove(&piece.get());
+                            }
+                        }
+                        Ok(Err(e)) => act.write_failed(e),
+                        Err(e) => act.write_failed(StorageError {
+                            path: String::new(),
+                            message: format!("file writer unavailable: {e}"),
+                            disk_full: false,
+                        }),
                     }
-                    act.advance_streamed(piece, ctx);
-                }
-                // The storage is closed: the run is ending, and this piece cannot be
-                // finished. Nothing of it is claimed.
-                Ok(Ok(false)) => {
-                    if act.streaming(piece, attempt).is_some() {
-                        act.assembling.remove(&piece.get());
-                    }
-                }
-                Ok(Err(e)) => act.write_failed(e),
-                Err(e) => act.write_failed(StorageError {
-                    path: String::new(),
-                    message: format!("file writer unavailable: {e}"),
-                    disk_full: false,
-                }),
-            }
-            act.release_waiting();
-            act.check_drained();
-        }));
+                    act.release_waiting();
+                    act.check_drained();
+                })),
+        );
         self.advance_streamed(piece, ctx);
     }
 
@@ -491,7 +499,7 @@ impl PieceManager {
                 .boxed_local()
             }
         };
-        ctx.spawn(hashed.into_actor(self).map(move |state, act, ctx| {
+        ctx.spawn(self.metrics.id().on(hashed.into_actor(self).map(move |state, act, ctx| {
             let Some(s) = act.streaming(piece, attempt) else {
                 return;
             };
@@ -516,7 +524,7 @@ impl PieceManager {
                 }
             }
             act.check_drained();
-        }));
+        })));
     }
 
     /// Compares a streamed piece's digest; reads its block digests back from disk when
@@ -563,8 +571,9 @@ impl PieceManager {
             }
         };
         ctx.spawn(
-            work.into_actor(self)
-                .map(move |outcome, act, _| act.piece_finished(piece, outcome)),
+            self.metrics.id().on(work
+                .into_actor(self)
+                .map(move |outcome, act, _| act.piece_finished(piece, outcome))),
         );
     }
 

@@ -206,6 +206,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route("/torrents/{id}/trackers", web::get().to(trackers))
             .route("/torrents/{id}/webseeds", web::get().to(web_seeds))
             .route("/torrents/{id}/metrics", web::get().to(metrics))
+            .route("/torrents/{id}/graph", web::get().to(graph))
             .route("/torrents/{id}/history", web::get().to(history))
             .route("/torrents/{id}/trace", web::post().to(start_trace))
             .route("/torrents/{id}/trace", web::get().to(read_trace))
@@ -652,6 +653,35 @@ async fn metrics(state: State, id: web::Path<String>) -> ApiResult<HttpResponse>
         state
             .session
             .send(session::GetTorrentMetrics { id })
+            .await??,
+    ))
+}
+
+/// `?top=N`: how many instances of each actor type the graph shows (the rest folded).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GraphQuery {
+    top: Option<usize>,
+}
+
+/// The live actor graph: instances, and message rates between them over the last window.
+async fn graph(
+    state: State,
+    id: web::Path<String>,
+    query: web::Query<GraphQuery>,
+) -> ApiResult<HttpResponse> {
+    let id = parse_id(&id)?;
+    let top = query
+        .top
+        .unwrap_or(torrent_actors::engine::graph::DEFAULT_TOP);
+    let max = torrent_actors::engine::graph::MAX_TOP;
+    if !(1..=max).contains(&top) {
+        return Err(ApiError::bad_request(format!("top: from 1 to {max}")));
+    }
+    Ok(HttpResponse::Ok().json(
+        state
+            .session
+            .send(session::GetActorGraph { id, top })
             .await??,
     ))
 }

@@ -378,19 +378,27 @@ fn web_page_adds_torrents_chooses_files_and_shows_the_download() {
         let count = status.strip_prefix("Recording: ")?.split(' ').next()?;
         (count.replace(',', "").parse::<u64>().ok()? > 0).then_some(())
     });
-    // The actor graph: the new run's start-up messages drawn as arrows between types.
-    let graph = browser.wait_until("an arrow from the Coordinator", UI_LIMIT, |b| {
-        let arrows = b.execute(
-            "return Array.from(document.querySelectorAll('#actors-graph line.edge')).map((l) => [l.dataset.from, l.dataset.to]);",
+    // The actor graph: instances as nodes (the new run's Coordinator among them, by its
+    // number), and its start-up messages drawn as arrows from it.
+    let graph = browser.wait_until("an arrow from a Coordinator instance", UI_LIMIT, |b| {
+        let drawn = b.execute(
+            "return {nodes: Array.from(document.querySelectorAll('#actors-graph g[data-node]')).map((g) => g.dataset.node),\
+             arrows: Array.from(document.querySelectorAll('#actors-graph line.edge')).map((l) => [l.dataset.from, l.dataset.to])};",
             &[],
         );
-        arrows
-            .as_array()?
-            .iter()
-            .any(|a| a[0] == "Coordinator")
-            .then_some(arrows)
+        let instance = |id: &Value, actor: &str| {
+            id.as_str()
+                .and_then(|id| id.strip_prefix(actor))
+                .is_some_and(|n| n.parse::<u64>().is_ok())
+        };
+        let nodes = drawn["nodes"].as_array()?;
+        let arrows = drawn["arrows"].as_array()?;
+        (nodes.iter().any(|n| instance(n, "Coordinator#"))
+            && arrows.iter().any(|a| instance(&a[0], "Coordinator#"))
+            && arrows.iter().all(|a| nodes.contains(&a[0]) && nodes.contains(&a[1])))
+        .then_some(drawn)
     });
-    eprintln!("actor graph arrows: {graph}");
+    eprintln!("actor graph: {graph}");
     screenshot(&browser, "trace");
     browser.click_css("#trace-stop", UI_LIMIT);
     browser.wait_until("the trace saved", UI_LIMIT, |b| {

@@ -1994,3 +1994,91 @@ fn serve_records_a_torrents_message_trace_started_and_stopped_through_the_api() 
         assert_eq!(reply.status, want, "trace {n}: {reply:?}");
     }
 }
+
+#[test]
+fn serve_draws_a_live_graph_of_actor_instances_with_message_rates() {
+    let tmp = temp_dir();
+    // 2 MiB from a seeder capped at 256 KiB/s: several seconds of steady traffic.
+    let payload = Payload::single(&tmp.path().join("seed"), "graphed.bin", 2 * 1024 * 1024);
+    let seed = SeedOpts {
+        upload_limit: Some(256 * 1024),
+        ..SeedOpts::default()
+    };
+    let swarm = Swarm::start(payload, 15, seed);
+    let dl = tmp.path().join("dl");
+    let daemon = Daemon::start(&dl, &tmp.path().join("state"), &DaemonOpts::default());
+    let id = swarm.id();
+    swarm.add_paused(&daemon);
+    let graph_path = format!("/api/torrents/{id}/graph");
+
+    for bad in ["?top=0", "?top=65", "?top=many", "?tops=3"] {
+        let reply = daemon.request("GET", &format!("{graph_path}{bad}"), None);
+        assert_eq!(reply.status, 400, "{bad}: {reply:?}");
+    }
+    // Paused: no actor runs, and the counting has only begun.
+    let idle = daemon.get_json(&graph_path);
+    assert_eq!(idle["window_s"], 0.0, "{idle:#}");
+    assert_eq!(idle["edges"], json!([]), "{idle:#}");
+
+    let resumed = daemon.request("POST", &format!("/api/torrents/{id}/resume"), None);
+    assert_eq!(resumed.status, 200, "{resumed:?}");
+    // Read as the page does, about once a second, until the download shows: the
+    // Coordinator, a Peer by its number and address, and messages flowing between them.
+    let deadline = Instant::now() + DOWNLOAD_LIMIT;
+    let graph = loop {
+        let g = daemon.get_json(&format!("{graph_path}?top=4"));
+        let nodes = g["nodes"].as_array().expect("nodes");
+        let has = |prefix: &str| {
+            nodes.iter().any(|n| {
+                n["id"].as_str().is_some_and(|id| {
+                    id.strip_prefix(prefix)
+                        .is_some_and(|n| n.parse::<u64>().is_ok())
+                })
+            })
+        };
+        let flowing = g["edges"].as_array().expect("edges").iter().any(|e| {
+            e["rate"].as_f64().unwrap_or(0.0) > 0.0
+                && e["from"].as_str().is_some_and(|f| f.starts_with("Peer#"))
+        });
+        if has("Coordinator#") && has("Peer#") && flowing {
+            break g;
+        }
+        let t = daemon.get_json(&format!("/api/torrents/{id}"));
+        assert!(
+            Instant::now() < deadline && !is_complete(&t),
+            "no live graph while downloading; last: {g:#}"
+        );
+        thread::sleep(Duration::from_millis(800));
+    };
+    eprintln!("actor graph: {graph:#}");
+    assert!(graph["window_s"].as_f64().unwrap() > 0.5, "{graph:#}");
+    let nodes = graph["nodes"].as_array().unwrap();
+    let peer = nodes
+        .iter()
+        .find(|n| n["actor"] == "Peer" && !n["instance"].is_null())
+        .expect("a peer instance");
+    let label = peer["label"].as_str().unwrap();
+    assert!(
+        label.starts_with(&format!("{} 127.0.0.1:", peer["id"].as_str().unwrap())),
+        "{label}"
+    );
+    // The graph names instances as the trace does: one node per instance, each edge
+    // between drawn nodes.
+    let ids: Vec<&str> = nodes.iter().map(|n| n["id"].as_str().unwrap()).collect();
+    for e in graph["edges"].as_array().unwrap() {
+        assert!(ids.contains(&e["from"].as_str().unwrap()), "{e}");
+        assert!(ids.contains(&e["to"].as_str().unwrap()), "{e}");
+    }
+    assert!(
+        nodes.iter().filter(|n| n["actor"] == "Peer").count() <= 5,
+        "top=4 shows at most 4 peers and the folded rest: {graph:#}"
+    );
+    wait_for_torrent(
+        &daemon,
+        &id,
+        DOWNLOAD_LIMIT,
+        "completion",
+        is_complete,
+        |_| {},
+    );
+}

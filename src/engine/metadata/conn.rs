@@ -85,7 +85,7 @@ impl MetadataPeer {
             let mut peer = MetadataPeer {
                 key,
                 fetcher,
-                metrics: OwnMetrics::started_as(metrics, key.0),
+                metrics: OwnMetrics::started_as(metrics, key.0).labelled(&addr.to_string()),
                 out: Some(out),
                 their_metadata_id: None,
                 ready: false,

@@ -219,13 +219,19 @@ impl MetadataFetcher {
         }
         let addr = SocketAddr::new(ip, 0);
         let bind = async move { super::utp::Utp::bind(addr).await };
-        ctx.wait(bind.into_actor(self).map(|bound, act, ctx| {
-            match bound {
-                Ok(utp) => act.utp = Some(utp),
-                Err(e) => warn!(act.log, "no uTP socket for the metadata's dials"; "error" => %e),
-            }
-            act.dial(ctx);
-        }));
+        ctx.wait(
+            self.metrics
+                .id()
+                .on(bind.into_actor(self).map(|bound, act, ctx| {
+                    match bound {
+                        Ok(utp) => act.utp = Some(utp),
+                        Err(e) => {
+                            warn!(act.log, "no uTP socket for the metadata's dials"; "error" => %e)
+                        }
+                    }
+                    act.dial(ctx);
+                })),
+        );
     }
 
     fn dial(&mut self, ctx: &mut Context<Self>) {
@@ -266,7 +272,7 @@ impl MetadataFetcher {
                 encryption,
                 carriers,
             );
-            ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
+            ctx.spawn(self.metrics.id().on(fut.into_actor(self).map(move |res, act, ctx| {
                 act.connecting -= 1;
                 match res {
                     Ok((stream, handshake)) if act.fetching() => {
@@ -305,7 +311,7 @@ impl MetadataFetcher {
                     }
                 }
                 act.dial(ctx);
-            }));
+            })));
         }
     }
 
@@ -453,7 +459,7 @@ impl MetadataFetcher {
                 ));
                 self.stopping = true;
                 let stops = self.stop_fetching(ctx);
-                ctx.spawn(actix::fut::wrap_future(stops));
+                ctx.spawn(self.metrics.id().on(actix::fut::wrap_future(stops)));
                 return;
             }
         };
@@ -482,7 +488,7 @@ impl MetadataFetcher {
         };
         let stops = self.stop_fetching(ctx);
         ctx.wait(
-            async move {
+            self.metrics.id().on(async move {
                 let saved = save.await;
                 // Trackers say `stopped` before the Coordinator's trackers say `started`.
                 let _ = tokio::time::timeout(Duration::from_secs(5), stops).await;
@@ -542,7 +548,7 @@ impl MetadataFetcher {
                 });
                 act.coordinator = Some(coordinator);
                 act.handing_over = false;
-            }),
+            })),
         );
     }
 
@@ -644,11 +650,15 @@ impl Actor for MetadataFetcher {
                     .await
                     .map(|addrs| addrs.collect::<Vec<_>>())
             };
-            ctx.spawn(lookup.into_actor(self).map(|res, act, ctx| {
-                if let Ok(addrs) = res {
-                    act.hosts_resolved(addrs, ctx);
-                }
-            }));
+            ctx.spawn(
+                self.metrics
+                    .id()
+                    .on(lookup.into_actor(self).map(|res, act, ctx| {
+                        if let Ok(addrs) = res {
+                            act.hosts_resolved(addrs, ctx);
+                        }
+                    })),
+            );
         }
         self.start_trackers(ctx);
         self.lookup_dht(ctx);

@@ -37,6 +37,7 @@ use slog::{info, o, warn, Logger};
 use self::state::{SavedSession, SavedSettings, SavedTorrent, StateDir, STATE_VERSION};
 use super::budget::ConnectionBudget;
 use super::coordinator::{Coordinator, EngineConfig, TorrentParams};
+use super::graph::GraphSnapshot;
 use super::jail::Jail;
 use super::limiter::RateLimiter;
 use super::listener::Listener;
@@ -583,6 +584,15 @@ pub struct StartTrace {
 pub struct TakeTrace {
     pub id: InfoHash,
     pub stop: bool,
+}
+
+/// HTTP API → Session: a torrent's live actor graph (its instances and the message rates
+/// between them), at most `top` instances of a type shown; asking keeps it counting.
+#[derive(Message)]
+#[rtype(result = "Result<GraphSnapshot, SessionError>")]
+pub struct GetActorGraph {
+    pub id: InfoHash,
+    pub top: usize,
 }
 
 /// HTTP API → Session: every torrent's actor metrics.
@@ -2295,6 +2305,14 @@ impl Handler<GetTorrentMetrics> for Session {
 
     fn handle(&mut self, msg: GetTorrentMetrics, _: &mut Context<Self>) -> Self::Result {
         Ok(self.entry(&msg.id)?.metrics.snapshot())
+    }
+}
+
+impl Handler<GetActorGraph> for Session {
+    type Result = Result<GraphSnapshot, SessionError>;
+
+    fn handle(&mut self, msg: GetActorGraph, _: &mut Context<Self>) -> Self::Result {
+        Ok(self.entry(&msg.id)?.metrics.graph(msg.top))
     }
 }
 

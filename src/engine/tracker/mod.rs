@@ -285,6 +285,16 @@ impl Transport {
     }
 }
 
+/// A tracker as the actor graph names it: its scheme, host and port, never its path (a
+/// private tracker's passkey).
+fn tracker_host(url: &Url) -> String {
+    let host = url.host_str().unwrap_or("?");
+    match url.port_or_known_default() {
+        Some(port) => format!("{}://{host}:{port}", url.scheme()),
+        None => format!("{}://{host}", url.scheme()),
+    }
+}
+
 /// The client for the protocol `config.url` names.
 fn transport_for(config: &TrackerConfig) -> Result<Transport, TrackerError> {
     match config.url.scheme() {
@@ -368,7 +378,8 @@ impl Tracker {
         let transport = transport_for(&config)?;
         let url_text = config.url.to_string();
         Ok(Tracker {
-            metrics: OwnMetrics::started(config.metrics.clone()),
+            metrics: OwnMetrics::started(config.metrics.clone())
+                .labelled(&tracker_host(&config.url)),
             log: log.new(o!("tracker" => url_text.clone())),
             url_text,
             transport,
@@ -448,9 +459,10 @@ impl Tracker {
         let event = self.owed_event;
         debug!(self.log, "announcing"; "event" => event.map_or("none", Event::as_str));
         let handle = ctx.spawn(
-            self.announce_future(event)
+            self.metrics.id().on(self
+                .announce_future(event)
                 .into_actor(self)
-                .map(move |attempt, act, ctx| act.announce_finished(event, attempt, ctx)),
+                .map(move |attempt, act, ctx| act.announce_finished(event, attempt, ctx))),
         );
         self.in_flight = Some(InFlight { handle, event });
         self.links.announcing.do_send(TrackerAnnouncing {

@@ -525,7 +525,7 @@ async function openDetail(id, tab) {
   const d = {
     id, tab: tab || 'overview', stream: null, streamOk: true,
     torrent: state.torrents.find((t) => t.id === id) || null,
-    peers: [], pieces: null, trackers: [], metrics: null,
+    peers: [], pieces: null, trackers: [], metrics: null, graph: null, graphLoading: false,
     history: [], prevMetrics: null, rates: {}, files: null, filesDirty: false,
     filesFetchedAt: 0, filesKey: '', expanded: new Set(), limitsDirty: false,
   };
@@ -581,6 +581,7 @@ function onDetailEvent(d, data) {
   if (data.pieces) d.pieces = data.pieces;
   if (data.trackers) d.trackers = data.trackers;
   if (data.metrics) updateActorRates(d, data.metrics);
+  if (d.tab === 'actors') loadGraph(d);
   if (data.sample) pushSample(d, data.sample);
   // Files are not part of the push: re-read them when they may have changed and
   // the tab is visible (state change, or progress, at most every 3 s).
@@ -660,6 +661,7 @@ function selectTab(tab) {
     if (location.hash !== hash) history.replaceState(null, '', hash);
   }
   if (d && tab === 'files' && !d.filesDirty) loadFiles(d);
+  if (d && tab === 'actors') loadGraph(d);
   if (d) renderDetail();
 }
 
@@ -1350,14 +1352,20 @@ function renderActors(d) {
   }
 }
 
-/* Where each actor type sits in the graph (a 720 × 300 box): peers and trackers on the
-   left, the torrent's two owners in the middle, the disk, hashing and rate actors on
-   the right. A type not listed goes along the bottom. */
-const GRAPH_PLACES = {
-  Tracker: [100, 40], Peer: [100, 130], MetadataFetcher: [100, 210], MetadataPeer: [100, 270],
-  Coordinator: [360, 80], PieceManager: [360, 210],
-  Hasher: [620, 40], FileWriter: [620, 115], FileReader: [620, 190], RateLimiter: [620, 265],
+/* The actor graph shows instances: the busiest GRAPH_TOP of each type, the rest folded
+   into one "N other Peers" node by the server. Columns: the actors that talk to the
+   network on the left, the torrent's owners in the middle, disk, hashing and rate actors
+   on the right (a type not listed goes right too). */
+const GRAPH_TOP = 12;
+const GRAPH_COLUMNS = {
+  Tracker: 0, Peer: 0, MetadataPeer: 0,
+  Coordinator: 1, MetadataFetcher: 1, PieceManager: 1,
+  Hasher: 2, FileWriter: 2, FileReader: 2, RateLimiter: 2,
 };
+const GRAPH_ORDER = ['Tracker', 'Peer', 'MetadataPeer', 'Coordinator', 'MetadataFetcher', 'PieceManager',
+  'Hasher', 'FileWriter', 'FileReader', 'RateLimiter'];
+/** Edge labels drawn at most (the busiest); every edge has its numbers as a tooltip. */
+const GRAPH_LABELS = 14;
 
 function svgEl(tag, attrs, text) {
   const el = document.createElementNS('http://www.w3.org/2000/svg', tag);
@@ -1366,63 +1374,123 @@ function svgEl(tag, attrs, text) {
   return el;
 }
 
-/** The actor graph: a node per actor type (its live count), an arrow per sender → receiver
- *  pair that has sent anything, labelled with its busiest message and the pair's rate. */
+/** Asks for the actor graph (only while the actors tab is open: asking keeps the
+ *  engine counting per instance; nobody asking, it stops). One request at a time. */
+async function loadGraph(d) {
+  if (d.graphLoading) return;
+  d.graphLoading = true;
+  try {
+    const g = await api('GET', `/api/torrents/${enc(d.id)}/graph?top=${GRAPH_TOP}`);
+    if (state.detail !== d) return;
+    d.graph = g;
+    if (d.tab === 'actors') renderActorGraph(d);
+  } catch (e) {
+    // The graph is a view: a failed read waits for the next update.
+  } finally {
+    d.graphLoading = false;
+  }
+}
+
+function formatMsgRate(r) {
+  return r >= 10 ? r.toFixed(0) : r.toFixed(1);
+}
+
+function clip(text, n) {
+  return text.length > n ? `${text.slice(0, n - 1)}…` : text;
+}
+
+/** The actor graph: a node per actor instance (or folded group), an arrow per sender →
+ *  receiver pair, its width and label from the messages per second over the server's
+ *  last sample window. */
 function renderActorGraph(d) {
   const svg = $('#actors-graph');
-  const actors = d.metrics ? d.metrics.actors || [] : [];
-  const place = {};
-  let spare = 0;
-  for (const a of actors) place[a.actor] = GRAPH_PLACES[a.actor] || [100 + 130 * spare++, 300];
-  const pairs = new Map();
-  for (const a of actors) {
-    const r = d.rates[a.actor];
-    for (const e of a.senders || []) {
-      if (!place[e.from]) continue;
-      const key = `${e.from}\u0001${a.actor}`;
-      const pair = pairs.get(key) || { from: e.from, to: a.actor, rate: 0, top: null, topRate: -1, sent: 0 };
-      const rate = r && r.edges ? r.edges[`${e.from}\u0001${e.message}`] || 0 : 0;
-      pair.rate += rate;
-      pair.sent += e.sent;
-      if (rate > pair.topRate || (rate === pair.topRate && e.sent > 0)) { pair.top = e.message; pair.topRate = rate; }
-      pairs.set(key, pair);
-    }
+  const g = d.graph;
+  if (!g) {
+    svg.replaceChildren(svgEl('text', { x: 380, y: 40, class: 'node-live' }, 'Waiting for the actor graph…'));
+    return;
   }
-  const nodes = [];
-  const edges = [];
-  for (const p of pairs.values()) {
-    const [x1, y1] = place[p.from];
-    const [x2, y2] = place[p.to];
+  const rank = (a) => { const i = GRAPH_ORDER.indexOf(a); return i < 0 ? GRAPH_ORDER.length : i; };
+  const cols = [[], [], []];
+  const nodes = g.nodes.slice().sort((a, b) => rank(a.actor) - rank(b.actor)
+    || (a.instance === null) - (b.instance === null) || b.rate - a.rate);
+  for (const n of nodes) cols[GRAPH_COLUMNS[n.actor] ?? 2].push(n);
+  const ROW = 40;
+  const W = 760;
+  const rows = Math.max(3, ...cols.map((c) => c.length));
+  const H = rows * ROW + 20;
+  svg.setAttribute('viewBox', `0 0 ${W} ${H}`);
+  svg.style.height = `${Math.min(H, 900)}px`;
+  const place = {};
+  cols.forEach((col, i) => {
+    const x = [90, 380, 670][i];
+    // Spread over the height: a column of a few owners stands apart, a column of many
+    // peers is one row apart.
+    const step = (H - 20) / col.length;
+    col.forEach((n, j) => { place[n.id] = [x, 10 + step * (j + 0.5)]; });
+  });
+  const out = [];
+  const labels = [];
+  let labelled = 0;
+  for (const e of g.edges) {
+    if (!place[e.from] || !place[e.to]) continue;
+    const [x1, y1] = place[e.from];
+    const [x2, y2] = place[e.to];
     const len = Math.hypot(x2 - x1, y2 - y1) || 1;
     // Two-way pairs are drawn side by side; each arrow stops at the node's edge.
-    const ox = -(y2 - y1) / len * 6;
-    const oy = (x2 - x1) / len * 6;
-    const shrink = 34 / len;
-    const ax = x1 + (x2 - x1) * shrink + ox;
-    const ay = y1 + (y2 - y1) * shrink + oy;
-    const bx = x2 - (x2 - x1) * shrink + ox;
-    const by = y2 - (y2 - y1) * shrink + oy;
-    const busy = p.rate > 0;
-    edges.push(svgEl('line', {
+    const ox = -(y2 - y1) / len * 5;
+    const oy = (x2 - x1) / len * 5;
+    const shrinkX = Math.min(0.45, 87 / len);
+    const shrinkY = Math.min(0.45, 18 / len);
+    const sx = Math.abs(x2 - x1) > Math.abs(y2 - y1) ? shrinkX : shrinkY;
+    const ax = x1 + (x2 - x1) * sx + ox;
+    const ay = y1 + (y2 - y1) * sx + oy;
+    const bx = x2 - (x2 - x1) * sx + ox;
+    const by = y2 - (y2 - y1) * sx + oy;
+    const busy = e.rate > 0;
+    const line = svgEl('line', {
       x1: ax, y1: ay, x2: bx, y2: by, class: `edge${busy ? ' busy' : ''}`, 'marker-end': 'url(#arrow)',
-      'stroke-width': busy ? Math.min(6, 1 + Math.log10(1 + p.rate)) : 1,
-      'data-from': p.from, 'data-to': p.to,
-    }));
-    const label = `${p.top} ${p.rate >= 10 ? p.rate.toFixed(0) : p.rate.toFixed(1)}/s`;
-    edges.push(svgEl('text', { x: (ax + bx) / 2 + ox, y: (ay + by) / 2 + oy - 3, class: 'edge-label' }, label));
+      'stroke-width': busy ? Math.min(6, 1 + Math.log10(1 + e.rate)) : 1,
+      'data-from': e.from, 'data-to': e.to, 'data-rate': e.rate,
+    });
+    line.append(svgEl('title', {}, `${e.from} → ${e.to}: ${e.message}, ${formatMsgRate(e.rate)} msgs/s (${e.sent} sent)`));
+    out.push(line);
+    // The busiest edges are labelled, a label left out where it would cover another.
+    const lx = (ax + bx) / 2 + ox * 2;
+    const ly = (ay + by) / 2 + oy * 2 - 2;
+    if (busy && labelled < GRAPH_LABELS && !labels.some(([x, y]) => Math.abs(x - lx) < 90 && Math.abs(y - ly) < 12)) {
+      labels.push([lx, ly]);
+      labelled += 1;
+      out.push(svgEl('text', { x: lx, y: ly, class: 'edge-label' }, `${e.message} ${formatMsgRate(e.rate)}/s`));
+    }
   }
-  for (const a of actors) {
-    const [x, y] = place[a.actor];
-    nodes.push(svgEl('rect', { x: x - 62, y: y - 17, width: 124, height: 34, rx: 8, class: 'node', 'data-actor': a.actor }));
-    nodes.push(svgEl('text', { x, y: y - 2, class: 'node-name' }, a.actor));
-    nodes.push(svgEl('text', { x, y: y + 11, class: 'node-live' }, `${a.live} live`));
+  const boxes = [];
+  for (const n of nodes) {
+    const [x, y] = place[n.id];
+    const folded = n.instance === null;
+    const group = svgEl('g', { class: `node-group${folded ? ' folded' : ''}`, 'data-node': n.id, 'data-actor': n.actor });
+    // Line one: the instance (or "N other Peers") and its messages per second, sent and
+    // received; line two: its address, if it has one.
+    const rate = `${formatMsgRate(n.rate)}/s`;
+    const address = !folded && n.label.startsWith(`${n.id} `) ? n.label.slice(n.id.length + 1) : '';
+    group.append(
+      svgEl('rect', { x: x - 85, y: y - 17, width: 170, height: 34, rx: 7, class: 'node' }),
+      svgEl('text', { x, y: y - 3, class: 'node-name' }, `${clip(folded ? n.label : n.id, 16)} · ${rate}`),
+      svgEl('text', { x, y: y + 11, class: 'node-live' }, address ? clip(address, 30) : n.actor),
+      svgEl('title', {}, `${n.label}: ${rate} messages`));
+    boxes.push(group);
   }
   const defs = svgEl('defs');
-  const marker = svgEl('marker', { id: 'arrow', viewBox: '0 0 10 10', refX: 9, refY: 5, markerWidth: 7, markerHeight: 7, orient: 'auto-start-reverse' });
+  const marker = svgEl('marker', {
+    id: 'arrow', viewBox: '0 0 10 10', refX: 9, refY: 5, markerWidth: 8, markerHeight: 8,
+    markerUnits: 'userSpaceOnUse', orient: 'auto-start-reverse',
+  });
   marker.append(svgEl('path', { d: 'M 0 0 L 10 5 L 0 10 z', class: 'arrow-head' }));
   defs.append(marker);
-  svg.replaceChildren(defs, ...edges, ...nodes);
-  svg.dataset.edges = String(pairs.size);
+  svg.replaceChildren(defs, ...out, ...boxes);
+  svg.dataset.edges = String(g.edges.length);
+  svg.dataset.nodes = String(g.nodes.length);
+  svg.setAttribute('aria-label', `Actor graph: ${g.instances} actor instances, ${g.nodes.length} drawn, `
+    + `${g.edges.length} message routes; rates over the last ${g.window_s.toFixed(1)} s`);
 }
 
 /** The trace controls: record, or download what is recorded (and stop). */
