@@ -36,6 +36,7 @@ fn typical_link_from_a_web_page_parses_fully() {
 fn written_link_parses_back_to_the_same_magnet() {
     let m = Magnet {
         info_hash: InfoHash([0x5a; 20]),
+        v2_info_hash: None,
         display_name: Some("naïve & «quoted»".into()),
         trackers: vec!["http://a.example/announce?passkey=x y".into()],
         peers: vec![
