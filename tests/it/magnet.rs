@@ -63,8 +63,8 @@ fn malformed_links_give_errors_that_say_what_is_wrong() {
         ("https://example.com", "not a magnet uri"),
         ("magnet:?dn=x", "no xt"),
         (
-            "magnet:?xt=urn:btmh:1220aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
-            "v2-only magnet not supported",
+            "magnet:?xt=urn:btmh:1220aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+            "is not 1220 followed by 64 hex digits",
         ),
         ("magnet:?xt=urn:btih:123", "has 3 characters"),
         (
