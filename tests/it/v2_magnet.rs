@@ -153,7 +153,7 @@ fn v2_magnet_from_our_own_seed_downloads() {
 }
 
 #[test]
-fn hybrid_magnet_with_btih_and_btmh_downloads_from_libtorrent() {
+fn hybrid_magnet_with_btih_and_btmh_or_btmh_alone_downloads_from_libtorrent() {
     let tmp = tempfile::tempdir().unwrap();
     let seed_dir = tmp.path().join("seed");
     let source = folder(&seed_dir);
@@ -162,15 +162,13 @@ fn hybrid_magnet_with_btih_and_btmh_downloads_from_libtorrent() {
     let meta = read_metainfo(&torrent);
     assert!(meta.info.hybrid);
     let seeder = LtSeeder::start(&torrent, &seed_dir, SeedOpts::direct());
-    let out = tmp.path().join("out");
-    let output = get_magnet(&link(&meta, true, &[seeder.addr()]), &out, 60);
-    assert_downloaded(
-        &output,
-        &meta,
-        &seed_dir,
-        &out,
-        &format!("\nseeder:\n{}", seeder.log()),
-    );
+    // Both hashes (the v1 swarm, both checked), then the v2 hash alone (the v2 swarm).
+    for (v1, name) in [(true, "out-both"), (false, "out-v2")] {
+        let out = tmp.path().join(name);
+        let output = get_magnet(&link(&meta, v1, &[seeder.addr()]), &out, 60);
+        let seeder_log = format!("\nseeder:\n{}", seeder.log());
+        assert_downloaded(&output, &meta, &seed_dir, &out, &seeder_log);
+    }
 }
 
 /// A v2 torrent of one file of 40 pieces, made by our `create`, and its info bytes.
