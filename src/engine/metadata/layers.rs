@@ -15,6 +15,7 @@
 //! with them stays readable), one outstanding request per range, a request unanswered
 //! for [`LAYER_REQUEST_TIMEOUT`] may be asked of someone else.
 
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use super::super::PeerKey;
@@ -53,25 +54,22 @@ pub enum LayerError {
     TreeTooTall,
 }
 
-/// Where one range stands.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Range {
-    Missing,
-    Asked {
-        from: PeerKey,
-        at: Instant,
-    },
-    /// The range's nodes that are real pieces (padding left out).
-    Done(Vec<Hash256>),
-}
-
 /// One request's worth of one file's piece layer.
 #[derive(Debug, Clone)]
 struct Chunk {
     /// Index into `files`.
     file: usize,
     request: HashRequest,
-    state: Range,
+    /// The range's nodes that are real pieces (padding left out), once proven.
+    nodes: Option<Vec<Hash256>>,
+}
+
+/// A request out with a peer.
+#[derive(Debug, Clone, Copy)]
+struct Asked {
+    chunk: usize,
+    from: PeerKey,
+    at: Instant,
 }
 
 /// One file that needs a piece layer.
@@ -97,27 +95,38 @@ pub enum Answered {
     Refuted,
 }
 
-/// See the module documentation.
+/// See the module documentation. Every operation but [`LayerFetch::new`] and
+/// [`LayerFetch::layers`] costs at most the number of requests out, not the number of
+/// ranges, so a torrent of many small files costs linear time.
 #[derive(Debug, Clone)]
 pub struct LayerFetch {
     files: Vec<FileLayer>,
     chunks: Vec<Chunk>,
+    /// Ranges neither asked nor answered, next first.
+    missing: VecDeque<usize>,
+    /// Requests out, by request (each range's request is its own: roots are distinct).
+    asked: HashMap<HashRequest, Asked>,
+    /// Requests out per peer.
+    per_peer: HashMap<PeerKey, usize>,
+    done: usize,
 }
 
 impl LayerFetch {
     /// The requests a torrent's files need; `None` when no file is longer than a piece
-    /// (the roots are all there is).
+    /// (the roots are all there is). Files of the same content share a root, and so one
+    /// piece layer, fetched once.
     pub fn new(v2: &V2Info) -> Result<Option<LayerFetch>, LayerError> {
         let per_piece =
             merkle::leaves_per_piece(v2.piece_length).map_err(LayerError::PieceLength)?;
         let piece_height = per_piece.trailing_zeros();
         let mut files = Vec::new();
+        let mut seen = HashSet::new();
         let mut total: u64 = 0;
         for file in &v2.files {
             let Some(root) = file.pieces_root else {
                 continue;
             };
-            if file.length <= v2.piece_length {
+            if file.length <= v2.piece_length || !seen.insert(root) {
                 continue;
             }
             let pieces = file.length.div_ceil(v2.piece_length);
@@ -158,38 +167,58 @@ impl LayerFetch {
                         // are computed from the range, the rest come as uncles.
                         proof_layers: steps - 1,
                     },
-                    state: Range::Missing,
+                    nodes: None,
                 });
                 index += length;
             }
         }
-        Ok(Some(LayerFetch { files, chunks }))
+        Ok(Some(LayerFetch {
+            missing: (0..chunks.len()).collect(),
+            files,
+            chunks,
+            asked: HashMap::new(),
+            per_peer: HashMap::new(),
+            done: 0,
+        }))
     }
 
-    /// The next request for `peer`, marking it asked; a range long unanswered by another
-    /// peer may be asked again. `None` when there is nothing for it now.
+    /// The next request for `peer`, marking it asked. `None` when every range is asked
+    /// or answered.
     pub fn next_request(&mut self, peer: PeerKey, now: Instant) -> Option<HashRequest> {
-        let chunk = self
-            .chunks
-            .iter_mut()
-            .find(|c| matches!(c.state, Range::Missing))?;
-        chunk.state = Range::Asked {
-            from: peer,
-            at: now,
-        };
-        Some(chunk.request)
+        let chunk = self.missing.pop_front()?;
+        let request = self.chunks.get(chunk)?.request;
+        self.asked.insert(
+            request,
+            Asked {
+                chunk,
+                from: peer,
+                at: now,
+            },
+        );
+        *self.per_peer.entry(peer).or_default() += 1;
+        Some(request)
+    }
+
+    /// Takes back the request `request` if it is out with `peer`: its chunk.
+    fn take_asked(&mut self, peer: PeerKey, request: &HashRequest) -> Option<usize> {
+        let asked = self.asked.get(request).filter(|a| a.from == peer)?.chunk;
+        self.asked.remove(request);
+        if let Some(n) = self.per_peer.get_mut(&peer) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.per_peer.remove(&peer);
+            }
+        }
+        Some(asked)
     }
 
     /// An answer from `peer`: kept if it answers a range asked of that peer and hashes up
     /// to the file's root.
     pub fn received(&mut self, peer: PeerKey, answer: &Hashes) -> Answered {
-        let Some(chunk) = self.chunks.iter_mut().find(|c| {
-            c.request == answer.request
-                && matches!(c.state, Range::Asked { from, .. } if from == peer)
-        }) else {
+        let Some(chunk) = self.take_asked(peer, &answer.request) else {
             return Answered::Unasked;
         };
-        let Some(file) = self.files.get(chunk.file) else {
+        let Some(file) = self.chunks.get(chunk).and_then(|c| self.files.get(c.file)) else {
             return Answered::Unasked;
         };
         if !tree_nodes::proves(
@@ -198,21 +227,21 @@ impl LayerFetch {
             &answer.request,
             &answer.hashes,
         ) {
-            chunk.state = Range::Missing;
+            // Asked again first, of someone else.
+            self.missing.push_front(chunk);
             return Answered::Refuted;
         }
-        let index = u64::from(chunk.request.index);
+        let index = u64::from(answer.request.index);
         let real = file
             .pieces
             .saturating_sub(index)
-            .min(u64::from(chunk.request.length));
+            .min(u64::from(answer.request.length));
         let real = usize::try_from(real).unwrap_or(0);
-        chunk.state = Range::Done(answer.base().iter().take(real).copied().collect());
-        if self
-            .chunks
-            .iter()
-            .all(|c| matches!(c.state, Range::Done(_)))
-        {
+        if let Some(c) = self.chunks.get_mut(chunk) {
+            c.nodes = Some(answer.base().iter().take(real).copied().collect());
+            self.done += 1;
+        }
+        if self.done == self.chunks.len() {
             Answered::Complete
         } else {
             Answered::Kept
@@ -222,11 +251,9 @@ impl LayerFetch {
     /// `peer` rejected `request`: the range may be asked of someone else. False if it
     /// was not asked of that peer.
     pub fn rejected(&mut self, peer: PeerKey, request: &HashRequest) -> bool {
-        match self.chunks.iter_mut().find(|c| {
-            c.request == *request && matches!(c.state, Range::Asked { from, .. } if from == peer)
-        }) {
+        match self.take_asked(peer, request) {
             Some(chunk) => {
-                chunk.state = Range::Missing;
+                self.missing.push_front(chunk);
                 true
             }
             None => false,
@@ -235,9 +262,18 @@ impl LayerFetch {
 
     /// The peer left or was dropped: its ranges go back to the pool.
     pub fn forget(&mut self, peer: PeerKey) {
-        for chunk in &mut self.chunks {
-            if matches!(chunk.state, Range::Asked { from, .. } if from == peer) {
-                chunk.state = Range::Missing;
+        if !self.per_peer.contains_key(&peer) {
+            return;
+        }
+        let theirs: Vec<HashRequest> = self
+            .asked
+            .iter()
+            .filter(|(_, a)| a.from == peer)
+            .map(|(r, _)| *r)
+            .collect();
+        for request in theirs {
+            if let Some(chunk) = self.take_asked(peer, &request) {
+                self.missing.push_front(chunk);
             }
         }
     }
@@ -245,14 +281,10 @@ impl LayerFetch {
     /// Peers with a request unanswered for [`LAYER_REQUEST_TIMEOUT`] at `now`.
     pub fn overdue(&self, now: Instant) -> Vec<PeerKey> {
         let mut late: Vec<PeerKey> = self
-            .chunks
-            .iter()
-            .filter_map(|c| match c.state {
-                Range::Asked { from, at } if now.duration_since(at) >= LAYER_REQUEST_TIMEOUT => {
-                    Some(from)
-                }
-                _ => None,
-            })
+            .asked
+            .values()
+            .filter(|a| now.duration_since(a.at) >= LAYER_REQUEST_TIMEOUT)
+            .map(|a| a.from)
             .collect();
         late.sort();
         late.dedup();
@@ -261,20 +293,12 @@ impl LayerFetch {
 
     /// Requests outstanding with `peer`.
     pub fn asked_of(&self, peer: PeerKey) -> usize {
-        self.chunks
-            .iter()
-            .filter(|c| matches!(c.state, Range::Asked { from, .. } if from == peer))
-            .count()
+        self.per_peer.get(&peer).copied().unwrap_or(0)
     }
 
     /// Ranges answered so far, and in all.
     pub fn progress(&self) -> (usize, usize) {
-        let done = self
-            .chunks
-            .iter()
-            .filter(|c| matches!(c.state, Range::Done(_)))
-            .count();
-        (done, self.chunks.len())
+        (self.done, self.chunks.len())
     }
 
     /// Every file's root and checked piece layer, once all ranges are in.
@@ -283,17 +307,14 @@ impl LayerFetch {
             .files
             .iter()
             .map(|f| {
-                (
-                    f.root,
-                    Vec::with_capacity(usize::try_from(f.pieces).unwrap_or(0)),
-                )
+                let cap = usize::try_from(f.pieces).unwrap_or(0);
+                (f.root, Vec::with_capacity(cap))
             })
             .collect();
         for chunk in &self.chunks {
-            let Range::Done(nodes) = &chunk.state else {
-                return None;
-            };
-            out.get_mut(chunk.file)?.1.extend_from_slice(nodes);
+            out.get_mut(chunk.file)?
+                .1
+                .extend_from_slice(chunk.nodes.as_ref()?);
         }
         Some(out)
     }
@@ -459,6 +480,52 @@ mod tests {
         assert_eq!(fetch.asked_of(PeerKey(2)), 1);
         assert!(fetch.overdue(t0).is_empty());
         assert_eq!(fetch.overdue(t0 + LAYER_REQUEST_TIMEOUT), vec![PeerKey(2)]);
+    }
+
+    #[test]
+    fn files_of_one_content_share_one_layer_and_many_small_files_stay_linear() {
+        let (root, layer) = file(8, 4, 1);
+        let twins = v2(
+            64 * KIB,
+            &[(8 * 16 * KIB, Some(root)), (8 * 16 * KIB, Some(root))],
+        );
+        let mut fetch = LayerFetch::new(&twins).unwrap().unwrap();
+        assert_eq!(fetch.progress(), (0, 1));
+        let trees = TreeNodes::new([(root, layer.clone(), 2)]);
+        assert_eq!(fetch_all(&mut fetch, &trees), Answered::Complete);
+        assert_eq!(fetch.layers(), Some(vec![(root, layer)]));
+        // 100,000 files of two 16 KiB pieces: asked of one peer that leaves, then of
+        // another that answers each; each step costs the requests out, not a scan of
+        // every range (which made this quadratic).
+        const N: u32 = 100_000;
+        let mut pairs = HashMap::new();
+        let mut files = Vec::new();
+        for i in 0..N {
+            let (a, b) = (
+                merkle::leaf_hash(&i.to_le_bytes()),
+                merkle::leaf_hash(&(i + N).to_le_bytes()),
+            );
+            let root = merkle::parent(&a, &b);
+            pairs.insert(root, vec![a, b]);
+            files.push((32 * KIB, Some(root)));
+        }
+        let mut many = LayerFetch::new(&v2(16 * KIB, &files)).unwrap().unwrap();
+        let (gone, stays, now) = (PeerKey(7), PeerKey(8), Instant::now());
+        let mut asked = 0;
+        while many.next_request(gone, now).is_some() {
+            asked += 1;
+        }
+        assert_eq!((asked, many.asked_of(gone)), (N, N as usize));
+        many.forget(gone);
+        assert_eq!(many.asked_of(gone), 0);
+        let mut last = Answered::Unasked;
+        while let Some(request) = many.next_request(stays, now) {
+            let hashes = pairs[&request.pieces_root].clone();
+            last = many.received(stays, &Hashes { request, hashes });
+            assert_ne!(last, Answered::Refuted);
+        }
+        assert_eq!(last, Answered::Complete);
+        assert_eq!(many.layers().map(|l| l.len()), Some(N as usize));
     }
 
     #[test]
