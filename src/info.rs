@@ -179,6 +179,7 @@ fn magnet_json(m: &Magnet) -> Value {
         "kind": "magnet",
         "name": m.display_name,
         "info_hash": m.info_hash.to_hex(),
+        "info_hash_v2": m.v2_info_hash.map(|h| hex(&h)),
         "trackers": trackers,
         "peers": peer_list(m),
         "select_only": m.select_only.as_ref().map(ToString::to_string),
@@ -239,6 +240,9 @@ fn describe_magnet(m: &Magnet) -> String {
         None => line(&mut out, "name", &"(none given)"),
     }
     line(&mut out, "info-hash", &m.info_hash);
+    if let Some(v2) = &m.v2_info_hash {
+        line(&mut out, "v2 hash", &hex(v2));
+    }
     let tiers: Vec<Vec<String>> = m.trackers.iter().map(|t| vec![t.clone()]).collect();
     tracker_lines(&mut out, &tiers);
     let peers = peer_list(m);

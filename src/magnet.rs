@@ -13,8 +13,10 @@
 //!   `dn`. Bytes that are not UTF-8 after decoding are replaced with U+FFFD.
 //! - Indexed keys such as `xt.1` and `tr.2` count as `xt` and `tr`. Unknown keys
 //!   (`ws`, `xs`, `kt`, ...) are ignored. When `dn` repeats, the first one wins.
-//! - A link with both `urn:btih` and `urn:btmh` (a hybrid torrent) is used through its
-//!   v1 hash; `urn:btmh` alone is rejected, since this client speaks v1 only.
+//! - `urn:btmh` (BEP 52) must be a SHA2-256 multihash, `1220` and 64 hex digits. A link
+//!   with both `urn:btih` and `urn:btmh` (a hybrid torrent) is known to peers by its v1
+//!   hash, and its metadata must match both; `urn:btmh` alone (a v2 torrent) is known by
+//!   the first 20 bytes of its v2 hash, as on the wire and at trackers.
 //! - `x.pe` host names cannot be turned into socket addresses without a resolver, so
 //!   they are kept, lowercased, in [`Magnet::peer_hosts`] for the engine to resolve.
 //! - Empty `tr` values are ignored; trackers and peers are deduplicated keeping the
@@ -29,6 +31,8 @@ use std::str::FromStr;
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use thiserror::Error;
 
+use crate::metainfo::merkle::Hash256;
+use crate::metainfo::truncated_v2_hash;
 use crate::InfoHash;
 
 /// How many characters of an offending value an error message quotes, so one absurd
@@ -59,9 +63,12 @@ pub enum MagnetError {
     /// Only exact topics of kinds this client does not know (such as `urn:sha1:`).
     #[error("unsupported exact topic {0:?}: expected urn:btih")]
     UnsupportedExactTopic(String),
-    /// Only a BitTorrent v2 topic (`urn:btmh:`), with no v1 hash to fall back on.
-    #[error("v2-only magnet not supported: {0:?} has no urn:btih topic alongside it")]
-    V2Only(String),
+    /// A `urn:btmh:` topic that is not a SHA2-256 multihash (`1220` and 64 hex digits).
+    #[error("v2 info-hash {0:?} is not 1220 followed by 64 hex digits")]
+    BadV2InfoHash(String),
+    /// Two different `urn:btmh:` topics.
+    #[error("conflicting v2 info-hashes in one magnet uri")]
+    ConflictingV2InfoHashes,
     /// The `urn:btih:` hash has a length that is neither 40 (hex) nor 32 (base32).
     #[error("info-hash {value:?} has {len} characters: expected 40 hex or 32 base32")]
     BadInfoHashLength {
@@ -216,8 +223,12 @@ fn parse_index(digits: &str, item: &str) -> Result<u32, MagnetError> {
 /// A parsed magnet link.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Magnet {
-    /// The v1 info-hash from `xt=urn:btih:`.
+    /// The hash peers and trackers know the torrent by: the v1 info-hash from
+    /// `xt=urn:btih:`, or for a link with only `urn:btmh:` the first 20 bytes of the v2
+    /// one.
     pub info_hash: InfoHash,
+    /// The whole v2 info-hash (SHA-256 of the info dictionary) from `xt=urn:btmh:`.
+    pub v2_info_hash: Option<Hash256>,
     /// The suggested name from `dn`, if any.
     pub display_name: Option<String>,
     /// Tracker URLs from `tr`, in order, without duplicates or empty values. They are
@@ -279,6 +290,21 @@ fn is_hostname(host: &str) -> bool {
         .next()
         .is_some_and(|l| l.bytes().all(|b| b.is_ascii_digit()));
     labels_ok && !last_numeric
+}
+
+/// A `urn:btmh:` value: the SHA2-256 multihash prefix `1220` and 64 hex digits.
+fn parse_btmh(value: &str) -> Result<Hash256, MagnetError> {
+    let bad = || MagnetError::BadV2InfoHash(quote(value));
+    let digits = strip_prefix_ignore_case(value, "1220").ok_or_else(bad)?;
+    if digits.len() != 64 || !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(bad());
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        let pair = digits.get(2 * i..2 * i + 2).ok_or_else(bad)?;
+        *byte = u8::from_str_radix(pair, 16).map_err(|_| bad())?;
+    }
+    Ok(out)
 }
 
 /// Decodes the hash part of `urn:btih:`: 40 hex or 32 base32 characters, any case.
@@ -345,7 +371,7 @@ impl Magnet {
             .ok_or_else(|| MagnetError::NotMagnet(quote(uri)))?;
 
         let mut info_hash: Option<InfoHash> = None;
-        let mut v2_topic: Option<String> = None;
+        let mut v2_hash: Option<Hash256> = None;
         let mut other_topic: Option<String> = None;
         let mut display_name = None;
         let mut trackers = Vec::new();
@@ -370,8 +396,12 @@ impl Magnet {
                         }
                         _ => info_hash = Some(hash),
                     }
-                } else if strip_prefix_ignore_case(&value, "urn:btmh:").is_some() {
-                    v2_topic.get_or_insert_with(|| quote(&value));
+                } else if let Some(hash) = strip_prefix_ignore_case(&value, "urn:btmh:") {
+                    let hash = parse_btmh(hash)?;
+                    if v2_hash.is_some_and(|first| first != hash) {
+                        return Err(MagnetError::ConflictingV2InfoHashes);
+                    }
+                    v2_hash = Some(hash);
                 } else {
                     other_topic.get_or_insert_with(|| quote(&value));
                 }
@@ -403,9 +433,9 @@ impl Magnet {
             }
         }
 
-        let info_hash = match (info_hash, v2_topic, other_topic) {
+        let info_hash = match (info_hash, v2_hash, other_topic) {
             (Some(hash), _, _) => hash,
-            (None, Some(v2), _) => return Err(MagnetError::V2Only(v2)),
+            (None, Some(v2), _) => truncated_v2_hash(&v2),
             (None, None, Some(other)) => return Err(MagnetError::UnsupportedExactTopic(other)),
             (None, None, None) => return Err(MagnetError::MissingExactTopic),
         };
@@ -416,6 +446,7 @@ impl Magnet {
         };
         Ok(Magnet {
             info_hash,
+            v2_info_hash: v2_hash,
             display_name,
             trackers,
             peers,
@@ -424,12 +455,29 @@ impl Magnet {
         })
     }
 
-    /// Writes the link back as a `magnet:?` URI with a lowercase hex `urn:btih`.
-    /// Parsing the result gives back an equal `Magnet` as long as the fields keep the
-    /// invariants [`Magnet::parse`] establishes (no empty or repeated trackers, no
-    /// repeated peers, valid lowercase host names, nonzero ports).
+    /// Whether the link names a v1 info-hash (`urn:btih`): not for a v2 torrent, whose
+    /// `info_hash` is its truncated v2 hash.
+    pub fn has_v1(&self) -> bool {
+        self.v2_info_hash
+            .is_none_or(|v2| truncated_v2_hash(&v2) != self.info_hash)
+    }
+
+    /// Writes the link back as a `magnet:?` URI with a lowercase hex `urn:btih` and
+    /// `urn:btmh`, each if the link has it. Parsing the result gives back an equal
+    /// `Magnet` as long as the fields keep the invariants [`Magnet::parse`] establishes
+    /// (no empty or repeated trackers, no repeated peers, valid lowercase host names,
+    /// nonzero ports).
     pub fn to_uri(&self) -> String {
-        let mut out = format!("magnet:?xt=urn:btih:{}", self.info_hash.to_hex());
+        let mut out = String::from("magnet:?");
+        let mut topics = Vec::new();
+        if self.has_v1() {
+            topics.push(format!("xt=urn:btih:{}", self.info_hash.to_hex()));
+        }
+        if let Some(v2) = &self.v2_info_hash {
+            let hex: String = v2.iter().map(|b| format!("{b:02x}")).collect();
+            topics.push(format!("xt=urn:btmh:1220{hex}"));
+        }
+        out.push_str(&topics.join("&"));
         let mut param = |key: &str, value: &str| {
             out.push('&');
             out.push_str(key);
@@ -636,16 +684,49 @@ mod tests {
     }
 
     #[test]
-    fn v2_only_is_rejected_but_hybrid_uses_btih() {
-        let btmh = format!("urn:btmh:1220{}", "ab".repeat(32));
+    fn v2_links_are_known_by_the_truncated_v2_hash_and_hybrids_by_btih() {
+        let v2 = [0xab; 32];
+        let btmh = format!("urn:btmh:1220{}", "AB".repeat(32));
+        let m = parse(&format!("magnet:?xt={btmh}")).unwrap();
+        assert_eq!(m.v2_info_hash, Some(v2));
+        assert_eq!(m.info_hash, InfoHash([0xab; 20]));
+        assert!(!m.has_v1());
         assert_eq!(
-            parse(&format!("magnet:?xt={btmh}")),
-            Err(MagnetError::V2Only(btmh.clone()))
+            m.to_uri(),
+            format!("magnet:?xt=urn:btmh:1220{}", "ab".repeat(32))
         );
         let m = parse(&format!("magnet:?xt={btmh}&xt=urn:btih:{HEX}")).unwrap();
-        assert_eq!(m.info_hash, hash());
+        assert_eq!((m.info_hash, m.v2_info_hash), (hash(), Some(v2)));
+        assert!(m.has_v1());
         let m = parse(&format!("magnet:?xt.1=urn:btih:{HEX}&xt.2={btmh}")).unwrap();
-        assert_eq!(m.info_hash, hash());
+        assert_eq!((m.info_hash, m.v2_info_hash), (hash(), Some(v2)));
+        assert_eq!(parse(&m.to_uri()), Ok(m));
+    }
+
+    #[test]
+    fn bad_and_conflicting_v2_hashes_are_rejected() {
+        for bad in [
+            format!("1120{}", "ab".repeat(32)),
+            format!("1220{}", "ab".repeat(31)),
+            format!("1220{}", "ab".repeat(33)),
+            format!("1220{}zz", "ab".repeat(31)),
+            "1220".to_string(),
+            format!("1220{}é", "a".repeat(63)),
+        ] {
+            assert_eq!(
+                parse(&format!("magnet:?xt=urn:btmh:{bad}")),
+                Err(MagnetError::BadV2InfoHash(quote(&bad))),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            parse(&format!(
+                "magnet:?xt=urn:btmh:1220{}&xt=urn:btmh:1220{}",
+                "ab".repeat(32),
+                "cd".repeat(32)
+            )),
+            Err(MagnetError::ConflictingV2InfoHashes)
+        );
     }
 
     #[test]
@@ -714,6 +795,7 @@ mod tests {
     fn to_uri_writes_everything_and_escapes_values() {
         let m = Magnet {
             info_hash: hash(),
+            v2_info_hash: None,
             display_name: Some("a b&c=d+e".into()),
             trackers: vec!["http://t.example/announce?x=1".into()],
             peers: vec!["[::1]:80".parse().unwrap()],
@@ -751,7 +833,7 @@ mod tests {
             (any::<[u8; 16]>(), 1..=u16::MAX).prop_map(|(ip, port)| SocketAddr::from((ip, port))),
         ];
         (
-            any::<[u8; 20]>(),
+            (any::<[u8; 20]>(), proptest::option::of(any::<[u8; 32]>())),
             proptest::option::of(any::<String>()),
             proptest::collection::vec(".+", 0..4),
             proptest::collection::vec(peer, 0..4),
@@ -761,7 +843,7 @@ mod tests {
             ),
             proptest::option::of(proptest::collection::vec((0u32..100, 0u32..5), 1..5)),
         )
-            .prop_map(|(h, dn, trackers, peers, hosts, so)| {
+            .prop_map(|((h, v2), dn, trackers, peers, hosts, so)| {
                 let mut seen = HashSet::new();
                 let trackers = trackers
                     .into_iter()
@@ -779,6 +861,7 @@ mod tests {
                 });
                 Magnet {
                     info_hash: InfoHash(h),
+                    v2_info_hash: v2,
                     display_name: dn,
                     trackers,
                     peers,

@@ -552,6 +552,27 @@ pub struct MetadataFromPeer {
     pub message: crate::wire::ext::MetadataMessage,
 }
 
+/// MetadataPeer → MetadataFetcher: a BEP 52 `hashes` or `hash reject`, the answer to a
+/// [`ToMetadataPeer::AskHashes`] while a v2 torrent's piece layers are fetched. Nothing
+/// in it is trusted until the fetcher checks it against the file's root.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct HashesFromPeer {
+    /// Which connection.
+    pub key: PeerKey,
+    /// The message, checked against the wire's bounds only.
+    pub answer: HashAnswer,
+}
+
+/// What a peer answered a hash request with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HashAnswer {
+    /// The nodes of a range and their proof.
+    Hashes(crate::wire::Hashes),
+    /// It will not send that range.
+    Reject(crate::wire::HashRequest),
+}
+
 /// MetadataPeer → MetadataFetcher: the connection closed.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -568,6 +589,8 @@ pub struct MetadataPeerLeft {
 pub enum ToMetadataPeer {
     /// Ask for this metadata piece.
     Request(u32),
+    /// Send this BEP 52 `hash request` (nodes of a piece layer).
+    AskHashes(crate::wire::HashRequest),
     /// Close the connection.
     Disconnect(String),
 }

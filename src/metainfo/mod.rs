@@ -50,10 +50,11 @@ pub enum MetainfoError {
         /// Where the value starts in the input.
         offset: usize,
     },
-    /// A BitTorrent v2 torrent with no v1 part, given as bare `info` bytes (a magnet's
-    /// metadata): its piece layers live outside `info` and are not fetched yet.
+    /// A BitTorrent v2 torrent with no v1 part, given as bare `info` bytes: its piece
+    /// layers live outside `info` (a magnet's fetcher gets them from peers and reads the
+    /// whole torrent through [`Metainfo::from_bytes`]).
     #[error(
-        "this is a BitTorrent v2-only torrent from a magnet link, which is not supported yet (its piece layers are not fetched from peers); use its .torrent file"
+        "this is a BitTorrent v2-only info dictionary without its piece layers; read it with the whole torrent"
     )]
     V2Only,
     /// The v2 part of a v2-only torrent is broken.

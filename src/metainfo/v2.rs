@@ -10,8 +10,8 @@
 //! A v2-only `.torrent` downloads through it: [`super::Metainfo`] lays its files out on
 //! piece boundaries and checks each piece by its Merkle node. A hybrid's v2 part is
 //! checked against its v1 part ([`V2Info::check_hybrid`]) and its pieces by SHA-1; a
-//! v2-only `info` fetched by magnet is refused (no piece layers). `info` shows what it
-//! finds.
+//! v2-only `info` fetched by magnet is read once its piece layers have come from peers
+//! (`engine::metadata::layers`). `info` shows what it finds.
 
 use sha2::{Digest, Sha256};
 

@@ -209,6 +209,7 @@ fn web_page_adds_torrents_chooses_files_and_shows_the_download() {
     let _notes_seeder = LtSeeder::start(&notes_torrent, &seed_dir, SeedOpts::default());
     let link = Magnet {
         info_hash: three_hash,
+        v2_info_hash: None,
         display_name: Some("three".into()),
         trackers: vec![tracker.http_url()],
         peers: vec![three_seeder.addr()],

@@ -613,11 +613,21 @@ fn info_on_a_magnet_link_prints_what_the_link_says() {
             "kind": "magnet",
             "name": "My Show",
             "info_hash": hash,
+            "info_hash_v2": null,
             "trackers": [["udp://t.example:6969"], ["http://t2.example/announce"]],
             "peers": ["127.0.0.1:6881", "peer.example:51413"],
             "select_only": "0,2-4",
         })
     );
+
+    // A v2 link: known by its truncated v2 hash, and the whole one shown too.
+    let v2 = format!("{hash}{}", "ab".repeat(12));
+    let out = run(&["info", &format!("magnet:?xt=urn:btmh:1220{v2}")]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let text = stdout_of(&out);
+    for needle in [format!("info-hash:   {hash}"), format!("v2 hash:     {v2}")] {
+        assert!(text.contains(&needle), "{needle:?} not in:\n{text}");
+    }
 
     // A link that is not one: exit 4, as for a broken .torrent.
     let out = run(&["info", "magnet:?xt=urn:btih:nothex"]);

@@ -147,7 +147,9 @@ fn get_refuses_malformed_magnet_links_with_exit_4_and_nothing_written() {
         "magnet:?dn=no+hash+here".to_string(),
         "magnet:?xt=urn:btih:123".to_string(),
         format!("magnet:?xt=urn:btih:{}", "z".repeat(40)),
-        format!("magnet:?xt=urn:btmh:1220{}", "a".repeat(64)),
+        // A v2 hash must be a SHA2-256 multihash: 1220 and 64 hex digits.
+        format!("magnet:?xt=urn:btmh:1220{}", "a".repeat(63)),
+        format!("magnet:?xt=urn:btmh:1114{}", "a".repeat(64)),
         format!("magnet:?xt=urn:btih:{hex}&x.pe=nowhere"),
         format!("magnet:?xt=urn:btih:{hex}&x.pe=127.0.0.1:99999"),
         format!("magnet:?xt=urn:btih:{hex}&so=5-2"),

@@ -36,6 +36,7 @@ fn typical_link_from_a_web_page_parses_fully() {
 fn written_link_parses_back_to_the_same_magnet() {
     let m = Magnet {
         info_hash: InfoHash([0x5a; 20]),
+        v2_info_hash: None,
         display_name: Some("naïve & «quoted»".into()),
         trackers: vec!["http://a.example/announce?passkey=x y".into()],
         peers: vec![
@@ -62,8 +63,8 @@ fn malformed_links_give_errors_that_say_what_is_wrong() {
         ("https://example.com", "not a magnet uri"),
         ("magnet:?dn=x", "no xt"),
         (
-            "magnet:?xt=urn:btmh:1220aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
-            "v2-only magnet not supported",
+            "magnet:?xt=urn:btmh:1220aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+            "is not 1220 followed by 64 hex digits",
         ),
         ("magnet:?xt=urn:btih:123", "has 3 characters"),
         (

@@ -39,5 +39,6 @@ mod tracker;
 mod tracker_actor;
 mod utp;
 mod v2;
+mod v2_magnet;
 mod webseed;
 mod wire;

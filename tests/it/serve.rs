@@ -506,6 +506,7 @@ fn three_file_swarm(tmp: &Path, so: Option<FileSelection>) -> (Swarm, String) {
     let swarm = Swarm::start(payload, 15, SeedOpts::default());
     let link = Magnet {
         info_hash: swarm.hash,
+        v2_info_hash: None,
         display_name: Some("three".into()),
         trackers: vec![swarm.tracker.http_url()],
         peers: vec![swarm.seeder.addr()],

@@ -1,5 +1,6 @@
 //! Putting an info dictionary together from 16 KiB pieces sent by several peers, and
-//! deciding whom to believe when the result does not hash to the info-hash.
+//! deciding whom to believe when the result does not hash to the info-hash: its SHA-1
+//! for a `urn:btih` link, its SHA-256 for a `urn:btmh` one, both for a link with both.
 //!
 //! Pure state, no actors: the MetadataFetcher asks it which piece to request from which
 //! peer and feeds it what arrives. It remembers who sent every piece, so a mismatch can
@@ -15,13 +16,59 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use sha1::{Digest, Sha1};
+use sha2::Sha256;
 
 use super::super::PeerKey;
+use crate::magnet::Magnet;
+use crate::metainfo::merkle::Hash256;
 use crate::wire::ext::{metadata_piece_count, metadata_piece_len, MAX_METADATA_SIZE};
 use crate::InfoHash;
 
 /// A request unanswered for this long may be sent to another peer as well.
 pub const METADATA_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What the info dictionary must hash to. Each digest given must match; with none given
+/// nothing matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InfoDigests {
+    /// The v1 info-hash: SHA-1 of the dictionary.
+    pub sha1: Option<InfoHash>,
+    /// The v2 info-hash: SHA-256 of the dictionary.
+    pub sha256: Option<Hash256>,
+}
+
+impl InfoDigests {
+    /// What a magnet link names: its `urn:btih`, its `urn:btmh`, or both.
+    pub fn of(magnet: &Magnet) -> InfoDigests {
+        InfoDigests {
+            sha1: magnet.has_v1().then_some(magnet.info_hash),
+            sha256: magnet.v2_info_hash,
+        }
+    }
+
+    /// Whether `bytes` hash to every digest given (and at least one is).
+    pub fn matches(&self, bytes: &[u8]) -> bool {
+        if self.sha1.is_none() && self.sha256.is_none() {
+            return false;
+        }
+        let v1 = self
+            .sha1
+            .is_none_or(|h| <[u8; 20]>::from(Sha1::digest(bytes)) == h.0);
+        let v2 = self
+            .sha256
+            .is_none_or(|h| <[u8; 32]>::from(Sha256::digest(bytes)) == h);
+        v1 && v2
+    }
+}
+
+impl From<InfoHash> for InfoDigests {
+    fn from(sha1: InfoHash) -> Self {
+        InfoDigests {
+            sha1: Some(sha1),
+            sha256: None,
+        }
+    }
+}
 
 /// Where one piece stands.
 #[derive(Debug, Clone)]
@@ -34,7 +81,7 @@ enum Slot {
 /// What a completed attempt gave.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Assembled {
-    /// The info dictionary, whose SHA-1 is the info-hash.
+    /// The info dictionary, hashing to every digest expected.
     Verified(Bytes),
     /// The bytes did not match. `liar` is the peer that sent every piece, when one did;
     /// otherwise the assembler is now in single-source mode. Either way it starts over.
@@ -47,7 +94,7 @@ pub enum Assembled {
 /// See the module documentation.
 #[derive(Debug)]
 pub struct MetadataAssembler {
-    info_hash: InfoHash,
+    expected: InfoDigests,
     size: u32,
     slots: Vec<Slot>,
     single_source: bool,
@@ -56,12 +103,12 @@ pub struct MetadataAssembler {
 impl MetadataAssembler {
     /// An empty assembly of an info dictionary of `size` bytes, as a peer advertised it;
     /// `None` for a size of 0 or above [`MAX_METADATA_SIZE`].
-    pub fn new(info_hash: InfoHash, size: u32) -> Option<MetadataAssembler> {
+    pub fn new(expected: impl Into<InfoDigests>, size: u32) -> Option<MetadataAssembler> {
         if size == 0 || size > MAX_METADATA_SIZE {
             return None;
         }
         Some(MetadataAssembler {
-            info_hash,
+            expected: expected.into(),
             size,
             slots: vec![Slot::Missing; metadata_piece_count(size) as usize],
             single_source: false,
@@ -144,8 +191,7 @@ impl MetadataAssembler {
                 }
             }
         }
-        let digest: [u8; 20] = Sha1::digest(&whole).into();
-        if digest == self.info_hash.0 {
+        if self.expected.matches(&whole) {
             return Assembled::Verified(whole.freeze());
         }
         self.slots.fill(Slot::Missing);
@@ -297,6 +343,51 @@ mod tests {
         b.next_request(p1, t0);
         assert_eq!(b.received(p1, 0, Bytes::from_static(b"short")), None);
         assert_eq!(b.received_count(), 0);
+    }
+
+    #[test]
+    fn a_v2_link_checks_sha256_and_a_hybrid_link_checks_both() {
+        let (sha1, info) = info_of(20_000);
+        let sha256: Hash256 = Sha256::digest(&info).into();
+        let p = PeerKey(1);
+        let attempt = |expected: InfoDigests| {
+            let mut a = MetadataAssembler::new(expected, info.len() as u32).unwrap();
+            let now = Instant::now();
+            a.next_request(p, now);
+            a.next_request(p, now);
+            a.received(p, 0, piece(&info, 0));
+            a.received(p, 1, piece(&info, 1))
+        };
+        let verified = Some(Assembled::Verified(info.clone()));
+        let lied = Some(Assembled::Mismatch { liar: Some(p) });
+        let both = |sha1, sha256| InfoDigests {
+            sha1: Some(sha1),
+            sha256: Some(sha256),
+        };
+        let v2_only = |sha256| InfoDigests {
+            sha1: None,
+            sha256: Some(sha256),
+        };
+        assert_eq!(attempt(v2_only(sha256)), verified);
+        assert_eq!(attempt(both(sha1, sha256)), verified);
+        let mut wrong = sha256;
+        wrong[31] ^= 1;
+        assert_eq!(attempt(v2_only(wrong)), lied);
+        assert_eq!(
+            attempt(both(sha1, wrong)),
+            lied,
+            "the SHA-1 alone is not enough"
+        );
+        assert_eq!(
+            attempt(both(InfoHash([0; 20]), sha256)),
+            lied,
+            "the SHA-256 alone is not enough"
+        );
+        let nothing = InfoDigests {
+            sha1: None,
+            sha256: None,
+        };
+        assert_eq!(attempt(nothing), lied);
     }
 
     #[test]

@@ -23,7 +23,8 @@ use tokio_util::codec::FramedRead;
 
 use super::MetadataFetcher;
 use crate::engine::messages::{
-    MetadataFromPeer, MetadataPeerLeft, MetadataPeerReady, PeerSource, PeersFound, ToMetadataPeer,
+    HashAnswer, HashesFromPeer, MetadataFromPeer, MetadataPeerLeft, MetadataPeerReady, PeerSource,
+    PeersFound, ToMetadataPeer,
 };
 use crate::engine::peer::{our_ext_handshake, PauseOnFullSocket, OUR_UT_METADATA, OUR_UT_PEX};
 use crate::engine::PeerKey;
@@ -221,6 +222,17 @@ impl StreamHandler<Result<Message, WireError>> for MetadataPeer {
         self.last_received = Instant::now();
         match item {
             Ok(Message::Extended { id, payload }) => self.on_extended(id, payload, ctx),
+            // BEP 52, while a v2 torrent's piece layers are fetched: answers go to the
+            // fetcher, which checks them; we have no tree to answer from yet.
+            Ok(Message::Hashes(hashes)) => self.fetcher.do_send(HashesFromPeer {
+                key: self.key,
+                answer: HashAnswer::Hashes(hashes),
+            }),
+            Ok(Message::HashReject(request)) => self.fetcher.do_send(HashesFromPeer {
+                key: self.key,
+                answer: HashAnswer::Reject(request),
+            }),
+            Ok(Message::HashRequest(request)) => self.send(Message::HashReject(request)),
             Ok(_) => {}
             Err(e) => self.close(format!("protocol error: {e}"), ctx),
         }
@@ -253,6 +265,7 @@ impl Handler<ToMetadataPeer> for MetadataPeer {
                     });
                 }
             }
+            ToMetadataPeer::AskHashes(request) => self.send(Message::HashRequest(request)),
             ToMetadataPeer::Disconnect(reason) => self.close(reason, ctx),
         }
     }

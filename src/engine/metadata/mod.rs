@@ -25,6 +25,7 @@
 
 pub mod assembler;
 pub mod conn;
+pub mod layers;
 
 use std::sync::Arc;
 
@@ -38,8 +39,9 @@ use actix::prelude::*;
 use bytes::Bytes;
 use slog::{debug, info, o, warn, Logger};
 
-use self::assembler::{Assembled, MetadataAssembler};
+use self::assembler::{Assembled, InfoDigests, MetadataAssembler};
 use self::conn::MetadataPeer;
+use self::layers::{Answered, LayerFetch};
 use super::address_book::{AddressBook, IpSlot, RETRY_BASE};
 use super::connection;
 use super::coordinator::{Coordinator, EngineConfig, TorrentParams};
@@ -49,7 +51,9 @@ use super::tracker::{Tiers, Tracker, TrackerBoard, TrackerConfig, TrackerLinks, 
 use super::PeerKey;
 use crate::bencode::BValue;
 use crate::magnet::{FileSelection, Magnet};
-use crate::metainfo::Metainfo;
+use crate::metainfo::merkle::Hash256;
+use crate::metainfo::v2::{V2Error, V2Info};
+use crate::metainfo::{Metainfo, MetainfoError};
 use crate::wire::ext::MetadataMessage;
 
 /// Most connections while fetching metadata: a few good peers are enough.
@@ -57,6 +61,15 @@ const MAX_METADATA_PEERS: usize = 30;
 
 /// Requests outstanding per peer.
 const REQUESTS_PER_PEER: usize = 4;
+
+/// Hash requests outstanding per peer while a v2 torrent's piece layers are fetched.
+const HASH_REQUESTS_PER_PEER: usize = 4;
+
+/// How long a peer that gave no piece layers is left alone while they are fetched.
+const NO_LAYERS_RETRY: Duration = Duration::from_secs(600);
+
+/// The most addresses remembered as having no piece layers to give.
+const MAX_NO_LAYERS: usize = 4096;
 
 /// How often a DHT lookup is repeated while no metadata has come (a swarm may announce
 /// itself after our first lookup).
@@ -99,6 +112,8 @@ struct Conn {
     size: Option<u32>,
     /// Pieces asked of it and not answered.
     in_flight: usize,
+    /// Its extension handshake came (with or without metadata to offer).
+    ready: bool,
 }
 
 /// See the module documentation.
@@ -114,6 +129,15 @@ pub struct MetadataFetcher {
     connecting: usize,
     next_key: u64,
     assembler: Option<MetadataAssembler>,
+    /// What the info dictionary must hash to: the link's v1 hash, v2 hash, or both.
+    expected: InfoDigests,
+    /// The verified info dictionary of a v2 torrent while its piece layers are fetched.
+    info: Option<Bytes>,
+    /// The piece layers being fetched from peers, after `info` is verified.
+    layers: Option<LayerFetch>,
+    /// Peers that rejected, left unanswered or lied about a hash request: not asked for
+    /// piece layers again (nor counted as sources while they are fetched).
+    no_layers: HashSet<SocketAddr>,
     trackers: Vec<Tracked<Tracker>>,
     tiers: Tiers,
     /// The link's trackers as last reported, for the front end, until the Coordinator (with
@@ -150,6 +174,7 @@ impl MetadataFetcher {
             }
         }
         let info_hash = params.magnet.info_hash;
+        let expected = InfoDigests::of(&params.magnet);
         let log = params.log.new(o!("torrent" => info_hash.to_hex()));
         let tier_list: Vec<Vec<String>> = params
             .magnet
@@ -175,6 +200,10 @@ impl MetadataFetcher {
             connecting: 0,
             next_key: 0,
             assembler: None,
+            expected,
+            info: None,
+            layers: None,
+            no_layers: HashSet::new(),
             trackers: Vec::new(),
             tiers,
             tracker_board,
@@ -248,6 +277,11 @@ impl MetadataFetcher {
             let Some(addr) = self.book.next_to_dial(now) else {
                 break;
             };
+            if self.layers.is_some() && self.no_layers.contains(&addr) {
+                // It has nothing for this phase; the Coordinator may dial it later.
+                self.book.postpone(addr, NO_LAYERS_RETRY, now);
+                continue;
+            }
             let slot = match self.book.take_slot(&addr) {
                 Ok(slot) => slot,
                 Err(e) => {
@@ -298,6 +332,7 @@ impl MetadataFetcher {
                                 actor,
                                 size: None,
                                 in_flight: 0,
+                                ready: false,
                             },
                         );
                     }
@@ -392,6 +427,9 @@ impl MetadataFetcher {
         if !self.fetching() {
             return;
         }
+        if self.layers.is_some() {
+            return self.assign_hashes();
+        }
         if self.assembler.is_none() {
             // Believe the size most peers advertise; a liar's size costs one attempt.
             let mut counts: HashMap<u32, usize> = HashMap::new();
@@ -401,8 +439,7 @@ impl MetadataFetcher {
                 }
             }
             let best = counts.into_iter().max_by_key(|&(size, n)| (n, size));
-            self.assembler =
-                best.and_then(|(size, _)| MetadataAssembler::new(self.info_hash, size));
+            self.assembler = best.and_then(|(size, _)| MetadataAssembler::new(self.expected, size));
         }
         let Some(assembler) = self.assembler.as_mut() else {
             return;
@@ -427,7 +464,7 @@ impl MetadataFetcher {
 
     fn ban(&mut self, key: PeerKey, why: &str) {
         if let Some(conn) = self.conns.get(&key) {
-            warn!(self.log, "peer sent metadata that does not match the info-hash; dropped"; "addr" => %conn.addr, "why" => why);
+            warn!(self.log, "peer sent metadata that does not match the torrent; dropped"; "addr" => %conn.addr, "why" => why);
             self.book.ban(conn.addr);
             conn.actor
                 .do_send(ToMetadataPeer::Disconnect(why.to_string()));
@@ -435,35 +472,156 @@ impl MetadataFetcher {
         if let Some(a) = self.assembler.as_mut() {
             a.forget(key);
         }
+        if let Some(l) = self.layers.as_mut() {
+            l.forget(key);
+        }
     }
 
     fn progress(&self) -> Progress {
+        // While piece layers are fetched, a source is a ready peer not yet found unable
+        // to give them.
+        let peers = if self.layers.is_some() {
+            self.conns
+                .values()
+                .filter(|c| c.ready && !self.no_layers.contains(&c.addr))
+                .count()
+        } else {
+            self.conns.values().filter(|c| c.size.is_some()).count()
+        };
         Progress {
             phase: Phase::Metadata,
-            peers: self.conns.values().filter(|c| c.size.is_some()).count(),
+            peers,
             ..Progress::default()
         }
     }
 
-    /// Verified metadata: save it, stop fetching, start the torrent.
-    fn hand_over(&mut self, info_bytes: Bytes, ctx: &mut Context<Self>) {
-        self.handing_over = true;
-        let params = self.params.take().expect("handed over once");
-        let torrent = Bytes::from(torrent_file_bytes(&info_bytes, &params.magnet.trackers));
+    /// Gives every ready peer that may have them hash requests for the piece layers, up
+    /// to its share.
+    fn assign_hashes(&mut self) {
+        let Some(layers) = self.layers.as_mut() else {
+            return;
+        };
+        let now = Instant::now();
+        let mut keys: Vec<PeerKey> = self.conns.keys().copied().collect();
+        keys.sort();
+        for key in keys {
+            let Some(conn) = self.conns.get(&key) else {
+                continue;
+            };
+            if !conn.ready || self.no_layers.contains(&conn.addr) {
+                continue;
+            }
+            while layers.asked_of(key) < HASH_REQUESTS_PER_PEER {
+                let Some(request) = layers.next_request(key, now) else {
+                    break;
+                };
+                conn.actor.do_send(ToMetadataPeer::AskHashes(request));
+            }
+        }
+    }
+
+    /// A peer that cannot or will not give the piece layers: closed, its ranges asked of
+    /// others, and not asked again. With `lied`, it sent nodes that do not hash up to
+    /// the root: banned, as a peer that lies about the metadata is.
+    fn drop_for_layers(&mut self, key: PeerKey, why: &str, lied: bool) {
+        if let Some(l) = self.layers.as_mut() {
+            l.forget(key);
+        }
+        let Some(conn) = self.conns.get(&key) else {
+            return;
+        };
+        if self.no_layers.len() < MAX_NO_LAYERS {
+            self.no_layers.insert(conn.addr);
+        }
+        if lied {
+            warn!(self.log, "peer sent piece-layer hashes that do not prove; dropped"; "addr" => %conn.addr, "why" => why);
+            self.book.ban(conn.addr);
+        } else {
+            info!(self.log, "peer gives no piece layers; dropped"; "addr" => %conn.addr, "why" => why);
+        }
+        conn.actor
+            .do_send(ToMetadataPeer::Disconnect(why.to_string()));
+    }
+
+    /// The info dictionary hashes right. A v1 or hybrid torrent, or a v2 one whose files
+    /// are at most a piece each, is complete: hand it over. A v2 one with longer files
+    /// needs their piece layers first, from peers.
+    fn metadata_verified(&mut self, info: Bytes, ctx: &mut Context<Self>) {
+        let trackers = self.params().magnet.trackers.clone();
+        let torrent = Bytes::from(torrent_file_bytes(&info, &trackers, &[]));
+        let missing_layer = matches!(
+            Metainfo::from_bytes(&torrent),
+            Err(MetainfoError::V2(V2Error::MissingPieceLayer(_)))
+        );
+        if !missing_layer {
+            return self.hand_over(torrent, ctx);
+        }
+        let fetch = V2Info::from_info_bytes(&info)
+            .map_err(|e| e.to_string())
+            .and_then(|v2| LayerFetch::new(&v2).map_err(|e| e.to_string()));
+        match fetch {
+            Ok(Some(layers)) => {
+                let (_, ranges) = layers.progress();
+                info!(self.log, "metadata verified; fetching the piece layers"; "bytes" => info.len(), "requests" => ranges);
+                self.info = Some(info);
+                self.layers = Some(layers);
+                self.assembler = None;
+                for conn in self.conns.values_mut() {
+                    conn.in_flight = 0;
+                }
+                self.assign();
+            }
+            // Not reached: a missing layer means a file longer than a piece.
+            Ok(None) => self.hand_over(torrent, ctx),
+            Err(e) => self.fail(
+                format!("the metadata matches the info-hash but its piece layers cannot be fetched: {e}"),
+                ctx,
+            ),
+        }
+    }
+
+    /// Every piece layer is in and proven: the `.torrent` gets them and is handed over.
+    fn layers_complete(&mut self, ctx: &mut Context<Self>) {
+        let (Some(info), Some(layers)) = (
+            self.info.take(),
+            self.layers.as_ref().and_then(LayerFetch::layers),
+        ) else {
+            return;
+        };
+        info!(self.log, "piece layers received"; "files" => layers.len());
+        let trackers = self.params().magnet.trackers.clone();
+        let torrent = Bytes::from(torrent_file_bytes(&info, &trackers, &layers));
+        self.layers = None;
+        self.hand_over(torrent, ctx);
+    }
+
+    /// The magnet cannot become a torrent: the front end hears why, and fetching stops.
+    fn fail(&mut self, why: String, ctx: &mut Context<Self>) {
+        if let Some(params) = &self.params {
+            params
+                .events
+                .do_send(TorrentEvent::Failed(FailureKind::InvalidTorrent, why));
+        }
+        self.stopping = true;
+        let stops = self.stop_fetching(ctx);
+        ctx.spawn(self.metrics.id().on(actix::fut::wrap_future(stops)));
+    }
+
+    /// Verified metadata (with a v2 torrent's piece layers): checked as any `.torrent`
+    /// is, then saved, fetching stopped, the torrent started.
+    fn hand_over(&mut self, torrent: Bytes, ctx: &mut Context<Self>) {
         let metainfo = match Metainfo::from_bytes(&torrent) {
             Ok(m) => m,
             Err(e) => {
-                params.events.do_send(TorrentEvent::Failed(
-                    FailureKind::InvalidTorrent,
+                return self.fail(
                     format!("the metadata matches the info-hash but is not a usable torrent: {e}"),
-                ));
-                self.stopping = true;
-                let stops = self.stop_fetching(ctx);
-                ctx.spawn(self.metrics.id().on(actix::fut::wrap_future(stops)));
-                return;
+                    ctx,
+                )
             }
         };
-        info!(self.log, "metadata verified"; "name" => &metainfo.info.name, "bytes" => info_bytes.len());
+        self.handing_over = true;
+        let params = self.params.take().expect("handed over once");
+        info!(self.log, "metadata verified"; "name" => &metainfo.info.name, "bytes" => metainfo.info_bytes.len());
         let peers = self.handover_peers(&params.config.initial_peers);
         let name = metainfo.info.name.clone();
         let total_bytes = metainfo.info.layout.total_length();
@@ -583,8 +741,13 @@ impl MetadataFetcher {
 }
 
 /// A `.torrent` of the fetched info dictionary (its original bytes, so the info-hash is
-/// unchanged) and the magnet's trackers, one tier each.
-fn torrent_file_bytes(info: &[u8], trackers: &[String]) -> Vec<u8> {
+/// unchanged), the magnet's trackers, one tier each, and for a v2 torrent the `piece
+/// layers` fetched from peers, by `pieces root`.
+fn torrent_file_bytes(
+    info: &[u8],
+    trackers: &[String],
+    layers: &[(Hash256, Vec<Hash256>)],
+) -> Vec<u8> {
     let mut entries = Vec::new();
     if let Some(first) = trackers.first() {
         entries.push(("announce", BValue::string(first)));
@@ -603,10 +766,19 @@ fn torrent_file_bytes(info: &[u8], trackers: &[String]) -> Vec<u8> {
         BValue::string("torrent-actors (from a magnet link)"),
     ));
     let mut out = BValue::dict(entries).encode();
-    // Keys are sorted and "info" sorts after the others, so it goes last.
+    // Keys are sorted: "info" sorts after the others, and "piece layers" after it.
     out.pop();
     out.extend_from_slice(b"4:info");
     out.extend_from_slice(info);
+    if !layers.is_empty() {
+        let dict = BValue::dict(
+            layers
+                .iter()
+                .map(|(root, layer)| (root.to_vec(), BValue::Bytes(layer.concat()))),
+        );
+        out.extend_from_slice(b"12:piece layers");
+        out.extend_from_slice(&dict.encode());
+    }
     out.push(b'e');
     out
 }
@@ -673,6 +845,12 @@ impl Actor for MetadataFetcher {
             if act.last_dht.is_some_and(|t| t.elapsed() >= DHT_RETRY) {
                 act.lookup_dht(ctx);
             }
+            // A peer sitting on a hash request is dropped and its ranges asked of others.
+            if let Some(layers) = &act.layers {
+                for key in layers.overdue(Instant::now()) {
+                    act.drop_for_layers(key, "left a hash request unanswered", false);
+                }
+            }
             // Late requests may go to other peers now.
             act.assign();
             act.dial(ctx);
@@ -703,8 +881,21 @@ impl Handler<MetadataPeerReady> for MetadataFetcher {
         let Some(conn) = self.conns.get_mut(&msg.key) else {
             return;
         };
+        conn.ready = true;
+        if self.layers.is_some() {
+            // The metadata is in; any v2 peer may have the piece layers.
+            if self.no_layers.contains(&conn.addr) {
+                conn.actor.do_send(ToMetadataPeer::Disconnect(
+                    "gave no piece layers before".into(),
+                ));
+            } else {
+                conn.size = msg.metadata_size;
+                self.assign();
+            }
+            return;
+        }
         match msg.metadata_size {
-            Some(size) if MetadataAssembler::new(self.info_hash, size).is_some() => {
+            Some(size) if MetadataAssembler::new(self.expected, size).is_some() => {
                 debug!(self.log, "peer offers metadata"; "addr" => %conn.addr, "size" => size);
                 conn.size = Some(size);
                 self.assign();
@@ -735,6 +926,9 @@ impl Handler<MetadataFromPeer> for MetadataFetcher {
             return;
         };
         conn.in_flight = conn.in_flight.saturating_sub(1);
+        if self.layers.is_some() {
+            return;
+        }
         let Some(assembler) = self.assembler.as_mut() else {
             return;
         };
@@ -762,7 +956,7 @@ impl Handler<MetadataFromPeer> for MetadataFetcher {
             MetadataMessage::Request { .. } => None,
         };
         match outcome {
-            Some(Assembled::Verified(bytes)) => self.hand_over(bytes, ctx),
+            Some(Assembled::Verified(bytes)) => self.metadata_verified(bytes, ctx),
             Some(Assembled::Mismatch { liar }) => {
                 match liar {
                     Some(key) => self.ban(key, "metadata does not match the info-hash"),
@@ -803,8 +997,60 @@ impl Handler<MetadataPeerLeft> for MetadataFetcher {
         if let Some(a) = self.assembler.as_mut() {
             a.forget(msg.key);
         }
+        if let Some(l) = self.layers.as_mut() {
+            l.forget(msg.key);
+        }
         self.assign();
         self.dial(ctx);
+    }
+}
+
+impl Handler<HashesFromPeer> for MetadataFetcher {
+    type Result = ();
+
+    fn handle(&mut self, msg: HashesFromPeer, ctx: &mut Context<Self>) {
+        let _timing = self.metrics.handling_of::<HashesFromPeer>();
+        if !self.fetching() || !self.conns.contains_key(&msg.key) {
+            return;
+        }
+        let Some(layers) = self.layers.as_mut() else {
+            // Nothing was asked: a `hashes` out of the blue breaks the protocol.
+            if matches!(msg.answer, HashAnswer::Hashes(_)) {
+                if let Some(conn) = self.conns.get(&msg.key) {
+                    conn.actor.do_send(ToMetadataPeer::Disconnect(
+                        "hashes for a range never asked for".into(),
+                    ));
+                }
+            }
+            return;
+        };
+        match msg.answer {
+            HashAnswer::Reject(request) => {
+                if layers.rejected(msg.key, &request) {
+                    self.drop_for_layers(msg.key, "rejected a hash request", false);
+                }
+            }
+            HashAnswer::Hashes(hashes) => match layers.received(msg.key, &hashes) {
+                Answered::Kept => {}
+                Answered::Complete => return self.layers_complete(ctx),
+                Answered::Unasked => {
+                    if let Some(conn) = self.conns.get(&msg.key) {
+                        conn.actor.do_send(ToMetadataPeer::Disconnect(
+                            "hashes for a range never asked for".into(),
+                        ));
+                    }
+                    if let Some(l) = self.layers.as_mut() {
+                        l.forget(msg.key);
+                    }
+                }
+                Answered::Refuted => self.drop_for_layers(
+                    msg.key,
+                    "piece-layer hashes that do not hash up to the file's root",
+                    true,
+                ),
+            },
+        }
+        self.assign();
     }
 }
 
@@ -893,7 +1139,7 @@ mod tests {
     #[test]
     fn the_saved_torrent_keeps_the_info_bytes_and_lists_the_trackers() {
         let info = b"d6:lengthi5e4:name1:a12:piece lengthi16384e6:pieces20:aaaaaaaaaaaaaaaaaaaae";
-        let bytes = torrent_file_bytes(info, &["udp://127.0.0.1:1/announce".to_string()]);
+        let bytes = torrent_file_bytes(info, &["udp://127.0.0.1:1/announce".to_string()], &[]);
         let m = Metainfo::from_bytes(&bytes).unwrap();
         assert_eq!(m.info_bytes, info.to_vec());
         assert_eq!(
@@ -902,11 +1148,36 @@ mod tests {
         );
         // Canonical: sorted keys, so re-encoding is byte-identical.
         assert!(bencode::decode(&bytes).is_ok());
-        let no_trackers = torrent_file_bytes(info, &[]);
+        let no_trackers = torrent_file_bytes(info, &[], &[]);
         assert!(Metainfo::from_bytes(&no_trackers)
             .unwrap()
             .trackers
             .is_empty());
+    }
+
+    #[test]
+    fn piece_layers_go_after_info_and_the_torrent_reads_as_a_v2_torrent() {
+        use crate::metainfo::merkle;
+        // One file of three 16 KiB pieces: its leaves are its piece layer.
+        let data: Vec<u8> = (0..3 * 16384 + 100).map(|i| (i % 253) as u8).collect();
+        let leaves = merkle::leaf_hashes(&data);
+        let root = merkle::file_root(&leaves).unwrap();
+        let layer = merkle::piece_layer(&leaves, 16384).unwrap();
+        let mut info = b"d9:file treed1:ad0:d6:lengthi".to_vec();
+        info.extend_from_slice(format!("{}e11:pieces root32:", data.len()).as_bytes());
+        info.extend_from_slice(&root);
+        info.extend_from_slice(b"eee12:meta versioni2e4:name1:a12:piece lengthi16384ee");
+        assert!(matches!(
+            Metainfo::from_bytes(&torrent_file_bytes(&info, &[], &[])),
+            Err(MetainfoError::V2(V2Error::MissingPieceLayer(_)))
+        ));
+        let bytes = torrent_file_bytes(&info, &[], &[(root, layer.clone())]);
+        let m = Metainfo::from_bytes(&bytes).unwrap();
+        assert!(m.info.v2_only);
+        assert_eq!(m.info_bytes, info);
+        let mut wrong = layer;
+        wrong[1][0] ^= 1;
+        assert!(Metainfo::from_bytes(&torrent_file_bytes(&info, &[], &[(root, wrong)])).is_err());
     }
 
     /// Swallows a fetcher's events.

@@ -816,6 +816,7 @@ impl Session {
                     Some(link) => Magnet::parse(link).map_err(|e| e.to_string())?,
                     None => Magnet {
                         info_hash: id,
+                        v2_info_hash: None,
                         display_name: Some(t.name.clone()),
                         trackers: Vec::new(),
                         peers: Vec::new(),

@@ -19,13 +19,26 @@ use super::process::POLL;
 /// The id under which the fake peer asks for `ut_metadata` messages.
 const FAKE_UT_METADATA: u8 = 3;
 
+/// How a [`FakeMetadataPeer`] answers BEP 52 `hash request`s.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HashReply {
+    /// Not at all.
+    Silent,
+    /// With `hash reject`.
+    Reject,
+    /// With a `hashes` of the right shape whose nodes are made up, so they prove nothing.
+    Garbage,
+}
+
 /// A peer that offers a torrent's metadata and answers every piece asked with bytes of
 /// its choosing: wrong ones of the right size ([`FakeMetadataPeer::start`]), or bytes
 /// that do hash to the info-hash but are no valid info dictionary
-/// ([`FakeMetadataPeer::serving`]).
+/// ([`FakeMetadataPeer::serving`]), or a v2 torrent's true info dictionary with lies or
+/// nothing for its piece layers ([`FakeMetadataPeer::serving_v2`]).
 pub struct FakeMetadataPeer {
     addr: SocketAddr,
     lies: Arc<AtomicUsize>,
+    hash_requests: Arc<AtomicUsize>,
     connections: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
     thread: Option<thread::JoinHandle<()>>,
@@ -41,7 +54,17 @@ impl FakeMetadataPeer {
     /// Listens on 127.0.0.1 for connections about `info_hash` and serves `metadata` as
     /// its info dictionary, whatever it is.
     pub fn serving(info_hash: InfoHash, metadata: Vec<u8>) -> FakeMetadataPeer {
+        FakeMetadataPeer::serving_v2(info_hash, metadata, HashReply::Silent)
+    }
+
+    /// As [`FakeMetadataPeer::serving`], answering hash requests as `hashes` says.
+    pub fn serving_v2(
+        info_hash: InfoHash,
+        metadata: Vec<u8>,
+        hashes: HashReply,
+    ) -> FakeMetadataPeer {
         let metadata = Arc::new(metadata);
+        let hash_requests = Arc::new(AtomicUsize::new(0));
         let listener = TcpListener::bind("127.0.0.1:0").expect("binding the fake peer");
         listener
             .set_nonblocking(true)
@@ -52,6 +75,7 @@ impl FakeMetadataPeer {
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
             let (lies, connections, stop) = (lies.clone(), connections.clone(), stop.clone());
+            let hash_requests = hash_requests.clone();
             thread::spawn(move || {
                 // Bounded: a test lasts minutes at most.
                 let deadline = Instant::now() + Duration::from_secs(600);
@@ -61,14 +85,15 @@ impl FakeMetadataPeer {
                             let (lies, stop, connections) =
                                 (lies.clone(), stop.clone(), connections.clone());
                             let metadata = metadata.clone();
+                            let hash_requests = hash_requests.clone();
                             thread::spawn(move || {
+                                let counters = Counters {
+                                    lies: &lies,
+                                    connections: &connections,
+                                    hash_requests: &hash_requests,
+                                };
                                 let _ = serve_lies(
-                                    stream,
-                                    info_hash,
-                                    &metadata,
-                                    &lies,
-                                    &connections,
-                                    &stop,
+                                    stream, info_hash, &metadata, hashes, counters, &stop,
                                 );
                             });
                         }
@@ -80,6 +105,7 @@ impl FakeMetadataPeer {
         FakeMetadataPeer {
             addr,
             lies,
+            hash_requests,
             connections,
             stop,
             thread: Some(thread),
@@ -94,6 +120,11 @@ impl FakeMetadataPeer {
     /// Connections that opened with a plaintext handshake so far.
     pub fn connections(&self) -> usize {
         self.connections.load(Ordering::Relaxed)
+    }
+
+    /// Hash requests received so far.
+    pub fn hash_requests(&self) -> usize {
+        self.hash_requests.load(Ordering::Relaxed)
     }
 
     /// Waits until it has sent at least `n` pieces; false on timeout.
@@ -138,14 +169,53 @@ fn write_extended(stream: &mut TcpStream, id: u8, payload: &[u8]) -> std::io::Re
     stream.write_all(&frame)
 }
 
+/// What one connection of a fake peer counts.
+struct Counters<'a> {
+    lies: &'a AtomicUsize,
+    connections: &'a AtomicUsize,
+    hash_requests: &'a AtomicUsize,
+}
+
+/// The reply to a 48-byte `hash request` body, as `reply` says: the whole frame.
+fn hash_reply(body: &[u8], reply: HashReply) -> Option<Vec<u8>> {
+    let word = |at: usize| u32::from_be_bytes(body[at..at + 4].try_into().unwrap());
+    if body.len() != 48 {
+        return None;
+    }
+    let (length, proof_layers) = (word(40), word(44));
+    let (id, nodes) = match reply {
+        HashReply::Silent => return None,
+        HashReply::Reject => (23u8, 0),
+        HashReply::Garbage => {
+            let span = length.max(1).trailing_zeros();
+            (
+                22u8,
+                length + proof_layers.saturating_sub(span.saturating_sub(1)),
+            )
+        }
+    };
+    let mut frame = ((1 + 48 + 32 * nodes as usize) as u32)
+        .to_be_bytes()
+        .to_vec();
+    frame.push(id);
+    frame.extend_from_slice(body);
+    frame.extend(std::iter::repeat_n(0x5a, 32 * nodes as usize));
+    Some(frame)
+}
+
 fn serve_lies(
     mut stream: TcpStream,
     info_hash: InfoHash,
     metadata: &[u8],
-    lies: &AtomicUsize,
-    connections: &AtomicUsize,
+    hashes: HashReply,
+    counters: Counters<'_>,
     stop: &AtomicBool,
 ) -> std::io::Result<()> {
+    let Counters {
+        lies,
+        connections,
+        hash_requests,
+    } = counters;
     let size = metadata.len();
     stream.set_read_timeout(Some(Duration::from_millis(500)))?;
     let mut theirs = [0u8; HANDSHAKE_LEN];
@@ -182,6 +252,13 @@ fn serve_lies(
             }
             Err(e) => return Err(e),
         };
+        if frame.first() == Some(&21) {
+            hash_requests.fetch_add(1, Ordering::Relaxed);
+            if let Some(reply) = hash_reply(&frame[1..], hashes) {
+                stream.write_all(&reply)?;
+            }
+            continue;
+        }
         if frame.len() < 2 || frame[0] != 20 {
             continue;
         }

@@ -37,7 +37,7 @@ pub use self::{
         http, parse_serving_line, read_events, serve_command, Daemon, DaemonOpts, Event, Reply,
     },
     disk::TinyDisk,
-    fake_peer::{ext_handshake_of, FakeMetadataPeer},
+    fake_peer::{ext_handshake_of, FakeMetadataPeer, HashReply},
     files::assert_same_files,
     hostile_peer::{Act, HostilePeer, SeededSwarm, Served},
     lt::{
