@@ -412,3 +412,55 @@ fn a_hybrid_downloads_from_a_v1_only_peer_and_from_libtorrent_at_once() {
     }
     assert!(lt.uploaded() > 0, "libtorrent sent nothing:\n{}", lt.log());
 }
+
+#[test]
+fn serve_takes_v1_peers_of_a_hybrid_added_by_its_btmh_link_and_keeps_it_across_a_restart() {
+    // Added by `urn:btmh` alone, the torrent is known by its v2 swarm; once its metadata
+    // shows a hybrid, peers naming the v1 hash must reach it too, and its kept .torrent
+    // must be taken back after a restart rather than fetched again.
+    let tmp = tempfile::tempdir().unwrap();
+    let torrent = made_hybrid(tmp.path());
+    let meta = Metainfo::from_bytes(&fs::read(&torrent).unwrap()).unwrap();
+    let mut seed = Ours::start(
+        seed_command(&torrent, tmp.path(), &[]),
+        "torrent-actors seed",
+    );
+    let seed_addr = seed.wait_seeding(READY_LIMIT);
+    let link = format!("magnet:?xt=urn:btmh:1220{}&x.pe={seed_addr}", v2_hex(&meta));
+    let (dl, state) = (tmp.path().join("dl"), tmp.path().join("state"));
+    let mut daemon = Daemon::start(&dl, &state, &DaemonOpts::default());
+    let added = daemon.post("/api/torrents", &serde_json::json!({ "magnet": link }));
+    assert_eq!(added.status, 201, "{added:?}");
+    let id = added.json()["id"].as_str().expect("an id").to_string();
+    let seeding = |daemon: &Daemon| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let detail = daemon.get_json(&format!("/api/torrents/{id}"));
+            if detail["state"] == "seeding" {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "not seeding within 60 s: {detail}\n{}",
+                daemon.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    seeding(&daemon);
+    let peers = SocketAddr::from(([127, 0, 0, 1], daemon.peer_port));
+    assert_eq!(
+        answered_hash(peers, meta.info_hash, Duration::from_secs(30)),
+        meta.info_hash,
+        "a v1 peer was not taken"
+    );
+    daemon.stop();
+    let daemon = Daemon::start(&dl, &state, &DaemonOpts::default());
+    seeding(&daemon);
+    assert!(
+        !daemon.log().contains("another info-hash"),
+        "the kept .torrent was refused:\n{}",
+        daemon.log()
+    );
+    drop(seed);
+}

@@ -796,7 +796,8 @@ impl Session {
             let path = state.torrent_file(&t.info_hash);
             let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
             let metainfo = Metainfo::from_bytes(&bytes).map_err(|e| e.to_string())?;
-            if metainfo.info_hash != id {
+            // A hybrid added by its `urn:btmh` link alone is known by its v2 swarm.
+            if !metainfo.swarms().any(|h| h == id) {
                 return Err("the kept .torrent has another info-hash".to_string());
             }
             Ok(metainfo)
@@ -940,7 +941,7 @@ impl Session {
                     log,
                 });
                 // A hybrid's peers may name either of its swarms.
-                for info_hash in std::iter::once(id).chain(metainfo.v2_swarm()) {
+                for info_hash in routed_hashes(id, metainfo) {
                     listener.do_send(Route {
                         info_hash,
                         to: coordinator.clone().recipient(),
@@ -1005,13 +1006,10 @@ impl Session {
     /// totals.
     fn stop_run(&mut self, id: InfoHash) -> impl Future<Output = LastViews> + 'static {
         let listener = self.config.listener.clone();
-        let v2_swarm = self
-            .torrents
-            .get(&id)
-            .and_then(|entry| match &entry.source {
-                Source::Torrent(m) => m.v2_swarm(),
-                Source::Magnet(_) => None,
-            });
+        let routed = match self.torrents.get(&id).map(|entry| &entry.source) {
+            Some(Source::Torrent(m)) => routed_hashes(id, m),
+            _ => vec![id],
+        };
         let run = self.torrents.get_mut(&id).and_then(|entry| {
             let run = entry.run.take()?;
             entry.stopping = true;
@@ -1031,7 +1029,7 @@ impl Session {
             let Some(run) = run else {
                 return LastViews::default();
             };
-            for info_hash in std::iter::once(id).chain(v2_swarm) {
+            for info_hash in routed {
                 listener.do_send(Unroute { info_hash });
             }
             let stop = async {
@@ -1718,6 +1716,19 @@ impl Handler<FromTorrent> for Session {
             }
         }
     }
+}
+
+/// The info-hashes the shared listener routes to torrent `id`: its own, and each swarm
+/// of its metainfo (a hybrid has two; one added by `urn:btmh` alone is known by its v2
+/// swarm, and v1 peers name the other).
+fn routed_hashes(id: InfoHash, metainfo: &Metainfo) -> Vec<InfoHash> {
+    let mut hashes = vec![id];
+    for swarm in metainfo.swarms() {
+        if !hashes.contains(&swarm) {
+            hashes.push(swarm);
+        }
+    }
+    hashes
 }
 
 impl Handler<AddTorrent> for Session {
