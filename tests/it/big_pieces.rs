@@ -241,15 +241,29 @@ fn claimed(meta: &Metainfo, out: &Path) -> Vec<u32> {
     pieces
 }
 
-/// Starts `cmd`, lets it run for `after`, sends it `signal` by its PID and waits for it.
-fn interrupt(cmd: Command, after: Duration, signal: &str) -> Option<std::process::ExitStatus> {
+/// Starts `cmd`, lets it run until `ready()` (60 s at most) and then for `after`, sends
+/// it `signal` by its PID and waits for it.
+fn interrupt(
+    cmd: Command,
+    ready: &dyn Fn() -> bool,
+    after: Duration,
+    signal: &str,
+) -> Option<std::process::ExitStatus> {
     let mut child = ChildGuard::spawn(cmd, "torrent-actors get");
-    let started = Instant::now();
-    while started.elapsed() < after {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut ready_at = None;
+    while ready_at.is_none_or(|at: Instant| at.elapsed() < after) {
         assert!(
             child.try_status().is_none(),
             "get ended before it was stopped"
         );
+        assert!(
+            Instant::now() < deadline,
+            "get was never ready to be stopped"
+        );
+        if ready_at.is_none() && ready() {
+            ready_at = Some(Instant::now());
+        }
         std::thread::sleep(Duration::from_millis(20));
     }
     let sent = Command::new("kill")
@@ -265,7 +279,8 @@ fn stopped_mid_piece_the_resume_file_claims_only_verified_pieces_and_is_trusted_
     const PIECE_EXP: u32 = 23;
     let tmp = tempfile::tempdir().expect("temp folder");
     // Six 8 MiB pieces and a short one, streamed under a 4 MiB budget, from a seeder held
-    // to 4 MiB/s: stopped after 5 s, a piece is always part-way on disk.
+    // to 4 MiB/s: stopped a second after the first piece is verified (however long that
+    // took on a busy machine), the next is part-way on disk.
     let payload = Payload::single(&tmp.path().join("seed"), "big.bin", (6 << PIECE_EXP) + 777);
     let torrent = tmp.path().join("t.torrent");
     make_torrent(&payload.root(), &torrent, PIECE_EXP, &[]);
@@ -285,9 +300,21 @@ fn stopped_mid_piece_the_resume_file_claims_only_verified_pieces_and_is_trusted_
     let args = ["-v", "--max-in-progress-mib", "4"];
 
     // Ctrl-C: the resume file is saved after the storage is closed.
-    let mut cmd = get_command(&torrent, &out, &peers, &args);
+    let stats = tmp.path().join("first.stats");
+    let stats_arg = stats.to_str().expect("a UTF-8 path").to_string();
+    let first_args = [&args[..], &["--stats-file", &stats_arg]].concat();
+    let mut cmd = get_command(&torrent, &out, &peers, &first_args);
     cmd.stdout(Stdio::null()).stderr(Stdio::null());
-    let status = interrupt(cmd, Duration::from_secs(5), "INT").expect("get stops on SIGINT");
+    let one_piece_verified = || {
+        fs::read_to_string(&stats)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter_map(|r| r["verified_bytes"].as_u64())
+            .any(|v| v >= 1 << PIECE_EXP)
+    };
+    let status = interrupt(cmd, &one_piece_verified, Duration::from_secs(1), "INT")
+        .expect("get stops on SIGINT");
     assert_eq!(status.code(), Some(130), "{status}");
     let claims = claimed(&meta, &out);
     let bad: Vec<u32> = claims
