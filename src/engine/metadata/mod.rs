@@ -619,8 +619,11 @@ impl MetadataFetcher {
                 )
             }
         };
+        // Handed over once: a second call (none is expected) finds nothing to hand over.
+        let Some(params) = self.params.take() else {
+            return;
+        };
         self.handing_over = true;
-        let params = self.params.take().expect("handed over once");
         info!(self.log, "metadata verified"; "name" => &metainfo.info.name, "bytes" => metainfo.info_bytes.len());
         let peers = self.handover_peers(&params.config.initial_peers);
         let name = metainfo.info.name.clone();
