@@ -120,7 +120,7 @@ fn hash_through_pool(
 
 fn check_hashed(reply: Option<Result<HashOutcome, MailboxError>>) {
     match reply {
-        Some(Ok(outcome)) if outcome.ok => {}
+        Some(Ok(outcome)) if outcome.verdict.passed() => {}
         other => panic!("hasher answered {other:?}"),
     }
 }

@@ -942,8 +942,8 @@ mod tests {
         second.resize(16384, 0);
         let piece = layout.piece(1).unwrap();
         assert_eq!(
-            meta.info.piece_check(piece),
-            crate::metainfo::PieceCheck::Sha1(Sha1::digest(&second).into())
+            meta.info.piece_check(piece).sha1(),
+            Some(Sha1::digest(&second).into())
         );
         assert_eq!(made.info_hash_v1, Some(meta.info_hash));
     }

@@ -45,7 +45,7 @@ use super::webseed::{ToWebSeed, WebSeed, WebSeedConfig, WebSeedParts, WebSeedSta
 use super::PeerKey;
 use crate::layout::{Layout, PieceIndex, BLOCK_SIZE};
 use crate::magnet::FileSelection;
-use crate::metainfo::{Info, Metainfo, WebSeedUrl};
+use crate::metainfo::{Info, Metainfo, Verdict, WebSeedUrl};
 use crate::wire::mse::Encryption;
 use crate::wire::{Bitfield, BlockRequest};
 use crate::{InfoHash, PeerId};
@@ -726,16 +726,41 @@ impl Coordinator {
         }
     }
 
+    /// A hybrid's piece passed one of its two hashes and failed the other: the
+    /// torrent's v1 and v2 parts describe different data, which no peer can mend.
+    fn fail_inconsistent(&mut self, piece: PieceIndex, ctx: &mut Context<Self>) {
+        let files = self.layout.files();
+        let file = (self.layout.piece_spans(piece).into_iter())
+            .map(|span| &files[span.file])
+            .find(|f| !f.padding)
+            .map(|f| f.path.display())
+            .unwrap_or_default();
+        let error = format!(
+            "this hybrid torrent's v1 and v2 hashes describe different data: piece {} ({file}) \
+             matches one and not the other",
+            piece.get()
+        );
+        self.fail_with(FailureKind::InvalidTorrent, error, ctx);
+    }
+
+    /// A write or an open failed: the torrent stops (see [`Coordinator::fail_with`]).
     fn fail(&mut self, error: StorageError, ctx: &mut Context<Self>) {
+        self.fail_with(error.kind(), error.to_string(), ctx);
+    }
+
+    /// Stops the torrent for good: `error` goes to the front end as the reason.
+    fn fail_with(&mut self, kind: FailureKind, error: String, ctx: &mut Context<Self>) {
         // Reported once, by the front end the event reaches (`get`'s error line, the
         // daemon's event log), so only a debug line here.
-        debug!(self.log, "storage failed"; "error" => %error);
-        self.events
-            .do_send(TorrentEvent::Failed(error.kind(), error.to_string()));
+        debug!(self.log, "torrent failed"; "error" => &error);
+        self.events.do_send(TorrentEvent::Failed(kind, error));
         self.stopping = true;
+        let reason = match kind {
+            FailureKind::InvalidTorrent => "torrent is invalid",
+            FailureKind::DiskFull | FailureKind::Storage => "storage failed",
+        };
         for peer in self.peers.values() {
-            peer.actor
-                .do_send(ToPeer::Disconnect("storage failed".into()));
+            peer.actor.do_send(ToPeer::Disconnect(reason.into()));
         }
         // Save what is verified so far: a retry after freeing space resumes from here.
         // Before the start-up check is done (the files could not be opened) nothing is
@@ -872,23 +897,20 @@ impl Coordinator {
         while let Some(piece) = self.check.next(STARTUP_CHECKS_IN_FLIGHT) {
             let reader = self.reader.clone();
             let expected = self.info.piece_check(piece);
-            let check = async move {
-                let ok = reader
-                    .send(CheckPiece { piece, expected })
-                    .await
-                    .ok()?
-                    .ok()?;
-                Some(ok)
-            };
-            ctx.spawn(
-                self.metrics
-                    .id()
-                    .on(check.into_actor(self).map(move |ok, act, ctx| {
-                        let _timing = act.metrics.handling_unqueued("piece checked");
-                        act.check.checked(piece, ok == Some(true));
+            let check = async move { reader.send(CheckPiece { piece, expected }).await.ok()?.ok() };
+            ctx.spawn(self.metrics.id().on(check.into_actor(self).map(
+                move |verdict, act, ctx| {
+                    let _timing = act.metrics.handling_unqueued("piece checked");
+                    act.check.checked(piece, verdict == Some(Verdict::Passed));
+                    if verdict == Some(Verdict::Inconsistent) && !act.stopping {
+                        act.fail_inconsistent(piece, ctx);
+                    }
+                    // A stop (or a failure) during the check starts nothing after it.
+                    if !act.stopping {
                         act.pump_checks(ctx);
-                    })),
-            );
+                    }
+                },
+            )));
         }
         if self.check.is_done() && self.picker.is_none() {
             self.finish_start(ctx);
@@ -978,6 +1000,7 @@ impl Coordinator {
                 failed: me.recipient(),
                 bad_data: me.recipient(),
                 storage_failed: me.recipient(),
+                inconsistent: me.recipient(),
                 want_hashes: me.recipient(),
                 metrics: metrics.clone(),
             },
@@ -2587,6 +2610,17 @@ impl Handler<StorageFailed> for Coordinator {
         let _timing = self.metrics.handling_of::<StorageFailed>();
         if !self.stopping {
             self.fail(msg.error, ctx);
+        }
+    }
+}
+
+impl Handler<HashesDisagree> for Coordinator {
+    type Result = ();
+
+    fn handle(&mut self, msg: HashesDisagree, ctx: &mut Context<Self>) {
+        let _timing = self.metrics.handling_of::<HashesDisagree>();
+        if !self.stopping {
+            self.fail_inconsistent(msg.piece, ctx);
         }
     }
 }

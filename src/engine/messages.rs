@@ -288,7 +288,7 @@ pub struct StoreBlock {
 pub struct HashPiece {
     /// The blocks in order; their concatenation is the piece.
     pub blocks: Vec<Bytes>,
-    /// The hash from the metainfo (SHA-1, or a v2 piece's Merkle node).
+    /// The hash from the metainfo (SHA-1, a v2 piece's Merkle node, or a hybrid's both).
     pub expected: crate::metainfo::PieceCheck,
     /// Hash each block too even if the piece passes (smart ban wants the good blocks of
     /// a piece that failed before). A failed piece's blocks are always hashed.
@@ -298,8 +298,8 @@ pub struct HashPiece {
 /// The Hasher's answer to [`HashPiece`].
 #[derive(Debug, Clone, Default)]
 pub struct HashOutcome {
-    /// The piece matches its hash.
-    pub ok: bool,
+    /// Whether the piece matches its hash (a hybrid's: both of them).
+    pub verdict: crate::metainfo::Verdict,
     /// The SHA-1 of each block, when the piece failed or they were asked for.
     pub block_digests: Option<Vec<[u8; 20]>>,
     /// A failed v2 piece's leaf hashes (SHA-256 of each block of file bytes), to compare
@@ -433,6 +433,16 @@ pub struct BadData {
 pub struct StorageFailed {
     /// What went wrong, naming the file.
     pub error: StorageError,
+}
+
+/// PieceManager → Coordinator: a hybrid's piece passed one of its two hashes (v1's SHA-1,
+/// v2's Merkle node) and failed the other. The torrent's two parts describe different
+/// data: no peer is to blame, no copy can pass, and the torrent cannot go on.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct HashesDisagree {
+    /// The piece.
+    pub piece: PieceIndex,
 }
 
 /// A filesystem failure, naming the file.
@@ -820,11 +830,11 @@ pub struct ReadBlock {
 /// window at a time, so a check costs one window of memory however long the torrent
 /// says its pieces are.
 #[derive(Message)]
-#[rtype(result = "Result<bool, StorageError>")]
+#[rtype(result = "Result<crate::metainfo::Verdict, StorageError>")]
 pub struct CheckPiece {
     /// Which piece.
     pub piece: PieceIndex,
-    /// The hash from the metainfo (SHA-1, or a v2 piece's Merkle node).
+    /// The hash from the metainfo (SHA-1, a v2 piece's Merkle node, or a hybrid's both).
     pub expected: crate::metainfo::PieceCheck,
 }
 

@@ -39,9 +39,9 @@ use futures::FutureExt;
 use slog::{debug, warn, Logger};
 
 use super::messages::{
-    BadData, CheckPiece, DigestBlocks, DrainPieces, HashBlocks, HashPiece, HashStored, LeafHashes,
-    MarkDone, PieceFailed, PieceVerified, StorageError, StorageFailed, StoreBlock, WantLeafHashes,
-    WriteBlock, WritePiece,
+    BadData, CheckPiece, DigestBlocks, DrainPieces, HashBlocks, HashPiece, HashStored,
+    HashesDisagree, LeafHashes, MarkDone, PieceFailed, PieceVerified, StorageError, StorageFailed,
+    StoreBlock, WantLeafHashes, WriteBlock, WritePiece,
 };
 use super::metrics::{ActorMetrics, OwnMetrics, Tracked, TrackedRecipient};
 use super::smart_ban::SmartBan;
@@ -49,7 +49,7 @@ use super::storage::{FileReader, FileWriter, Hasher};
 use super::streamed::{HashStep, PieceMode, StreamedPiece, HASH_WINDOW_BLOCKS};
 use super::PeerKey;
 use crate::layout::{Layout, PieceIndex, BLOCK_SIZE};
-use crate::metainfo::{Info, PieceCheck};
+use crate::metainfo::{Info, PieceCheck, Verdict};
 use crate::wire::Bitfield;
 
 /// A piece being put together from blocks.
@@ -89,6 +89,8 @@ pub struct PieceManagerLinks {
     pub bad_data: TrackedRecipient<BadData>,
     /// Told of write failures.
     pub storage_failed: TrackedRecipient<StorageFailed>,
+    /// Told of a hybrid whose two hashes of a piece disagree.
+    pub inconsistent: TrackedRecipient<HashesDisagree>,
     /// Asked to fetch a failed v2 piece's leaf hashes from peers.
     pub want_hashes: TrackedRecipient<WantLeafHashes>,
     /// Where the PieceManager's own counters go (the engine's metrics).
@@ -237,8 +239,10 @@ impl PieceManager {
                 .await
                 .unwrap_or_default();
             let digests = hashed.block_digests.unwrap_or_default();
-            if !hashed.ok {
-                return Outcome::Failed(senders, digests, hashed.leaf_hashes);
+            match hashed.verdict {
+                Verdict::Passed => {}
+                Verdict::Failed => return Outcome::Failed(senders, digests, hashed.leaf_hashes),
+                Verdict::Inconsistent => return Outcome::Inconsistent,
             }
             let count = blocks.len() as u32;
             trace_piece(&tracer, piece, count, super::trace::Hop::Hashed);
@@ -305,6 +309,10 @@ impl PieceManager {
                         bad_blocks: 0,
                     });
                 }
+            }
+            Outcome::Inconsistent => {
+                warn!(self.log, "piece passed one of the hybrid's hashes and failed the other"; "piece" => piece.get());
+                self.links.inconsistent.do_send(HashesDisagree { piece });
             }
             Outcome::WriteFailed(error) => self.write_failed(error),
             Outcome::Refused => {
@@ -533,26 +541,29 @@ impl PieceManager {
         self.finishing.insert(piece.get());
         let (digest, senders) = done.finish();
         let check = self.info.piece_check(piece);
-        // A v2 piece's running SHA-1 means nothing: its Merkle check reads it back from
-        // disk, a window at a time, as the start-up check does.
-        let sha_ok = match check {
-            PieceCheck::Sha1(expected) => Some(digest == expected),
-            PieceCheck::Merkle(_) => None,
-        };
+        // The running SHA-1 serves a v1 check; a Merkle check (a v2 piece's, or a
+        // hybrid's second) reads the piece back from disk, a window at a time, as the
+        // start-up check does.
+        let sha_ok = check.sha1().map(|expected| digest == expected);
         let remembered = self.smart_ban.remembers(piece.get());
         let reader = self.reader.clone();
         let work = async move {
-            let ok = match sha_ok {
-                Some(ok) => ok,
-                None => matches!(
+            let merkle_ok = match check.merkle() {
+                Some(node) => Some(matches!(
                     reader
                         .send(CheckPiece {
                             piece,
-                            expected: check
+                            expected: PieceCheck::Merkle(node),
                         })
                         .await,
-                    Ok(Ok(true))
-                ),
+                    Ok(Ok(Verdict::Passed))
+                )),
+                None => None,
+            };
+            let ok = match Verdict::of(sha_ok, merkle_ok) {
+                Verdict::Passed => true,
+                Verdict::Failed => false,
+                Verdict::Inconsistent => return Outcome::Inconsistent,
             };
             let digests = if !ok || remembered {
                 // Without them smart ban learns nothing from this piece; the verdict on
@@ -613,6 +624,8 @@ enum Outcome {
     /// Failed its hash: each block's sender and digest, and for a v2 piece held whole
     /// the leaf hash of each block of file bytes.
     Failed(Vec<PeerKey>, Vec<[u8; 20]>, Option<Vec<[u8; 32]>>),
+    /// A hybrid's piece passed one of its hashes and failed the other.
+    Inconsistent,
     WriteFailed(StorageError),
     /// Verified, but the storage was closed before it could be written.
     Refused,
@@ -826,6 +839,13 @@ mod tests {
         fn handle(&mut self, _: WantLeafHashes, _: &mut Context<Self>) {}
     }
 
+    impl Handler<HashesDisagree> for Reports {
+        type Result = ();
+        fn handle(&mut self, msg: HashesDisagree, _: &mut Context<Self>) {
+            panic!("a v1 torrent's piece {} was called inconsistent", msg.piece);
+        }
+    }
+
     impl Handler<StorageFailed> for Reports {
         type Result = ();
         fn handle(&mut self, msg: StorageFailed, _: &mut Context<Self>) {
@@ -880,6 +900,7 @@ mod tests {
             failed: TrackedRecipient::new(reports.clone().recipient(), pm_metrics.clone()),
             bad_data: TrackedRecipient::new(reports.clone().recipient(), pm_metrics.clone()),
             storage_failed: TrackedRecipient::new(reports.clone().recipient(), pm_metrics.clone()),
+            inconsistent: TrackedRecipient::new(reports.clone().recipient(), pm_metrics.clone()),
             want_hashes: TrackedRecipient::new(reports.recipient(), pm_metrics.clone()),
             metrics: pm_metrics,
         };

@@ -61,6 +61,7 @@ use super::parts::PartSlots;
 use super::resume::{json_size_bound, FileRecord};
 use super::selection::SelectedFiles;
 use crate::layout::{Layout, PieceIndex, BLOCK_SIZE};
+use crate::metainfo::Verdict;
 use crate::InfoHash;
 
 /// Hashes pieces; runs as a SyncArbiter pool sized to the cores, one for the process.
@@ -90,7 +91,8 @@ impl Handler<HashPiece> for Hasher {
         for block in &msg.blocks {
             check.update(block);
         }
-        let ok = check.finish();
+        let verdict = check.finish();
+        let ok = verdict.passed();
         // Block digests cost a second pass over the data, paid only on failure or when
         // smart ban asks; a failed piece is rare.
         let block_digests = (!ok || msg.block_digests).then(|| {
@@ -99,13 +101,13 @@ impl Handler<HashPiece> for Hasher {
                 .map(|b| <[u8; 20]>::from(Sha1::digest(b)))
                 .collect()
         });
-        let leaf_hashes = if ok {
-            None
-        } else {
+        let leaf_hashes = if verdict == Verdict::Failed {
             msg.expected.leaf_hashes(&msg.blocks)
+        } else {
+            None
         };
         MessageResult(HashOutcome {
-            ok,
+            verdict,
             block_digests,
             leaf_hashes,
         })
@@ -1085,7 +1087,7 @@ impl Handler<ReadBlock> for FileReader {
 pub const CHECK_WINDOW: u32 = 1 << 20;
 
 impl Handler<CheckPiece> for FileReader {
-    type Result = Result<bool, StorageError>;
+    type Result = Result<Verdict, StorageError>;
 
     fn handle(&mut self, msg: CheckPiece, _: &mut Context<Self>) -> Self::Result {
         let _timing = self.metrics.handling_of::<CheckPiece>();
@@ -1381,7 +1383,7 @@ mod tests {
             for (piece, expected) in layout.pieces().zip(expected) {
                 let expected = crate::metainfo::PieceCheck::Sha1(expected);
                 let ok = reader.send(CheckPiece { piece, expected }).await.unwrap();
-                outcome.push(ok.ok());
+                outcome.push(ok.ok().map(Verdict::passed));
             }
             // A reader that finds the file gone (this one kept its handle open).
             fs::remove_file(root.join("big/b")).unwrap();

@@ -298,7 +298,7 @@ mod tests {
                     })
                     .await
                     .expect("the pool answers");
-                assert!(outcome.ok);
+                assert!(outcome.verdict.passed());
             }
             let pool = metrics.of(ActorKind::Hasher).snapshot();
             assert_eq!((pool.handled, pool.mailbox), (2, 0), "{pool:?}");

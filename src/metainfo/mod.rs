@@ -164,6 +164,9 @@ enum PieceHashes {
     V1(Vec<[u8; 20]>),
     /// One Merkle node per piece (v2-only torrents).
     V2(Vec<MerklePiece>),
+    /// A hybrid whose piece layers are known: a SHA-1 per piece and, for each piece
+    /// holding file bytes, its Merkle node too; both must pass.
+    Hybrid(Vec<[u8; 20]>, Vec<Option<MerklePiece>>),
 }
 
 /// What a v2 piece's data must hash to.
@@ -228,27 +231,77 @@ pub enum PieceCheck {
     Sha1([u8; 20]),
     /// SHA-256 Merkle root of the piece's file bytes.
     Merkle(MerklePiece),
+    /// A hybrid's piece: both its SHA-1 and its Merkle node, which must agree (see
+    /// [`Verdict::Inconsistent`]).
+    Both([u8; 20], MerklePiece),
+}
+
+/// How a piece's data fared against its [`PieceCheck`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Verdict {
+    /// Every hash it is checked by matches.
+    Passed,
+    /// Its hash does not match (both, for a hybrid's): bad data from whoever sent it.
+    /// Also what a check that could not run comes to.
+    #[default]
+    Failed,
+    /// A hybrid's piece matched one of its two hashes and not the other: the torrent's
+    /// v1 and v2 parts describe different data, so no sender is to blame and no copy of
+    /// the piece can ever pass both.
+    Inconsistent,
+}
+
+impl Verdict {
+    /// The verdict of a piece checked by SHA-1 (`sha1`), by its Merkle node (`merkle`),
+    /// or by both; `None` for a check that does not apply. Neither applying passes
+    /// nothing.
+    pub fn of(sha1: Option<bool>, merkle: Option<bool>) -> Self {
+        match (sha1, merkle) {
+            (Some(true), None | Some(true)) | (None, Some(true)) => Verdict::Passed,
+            (Some(true), Some(false)) | (Some(false), Some(true)) => Verdict::Inconsistent,
+            _ => Verdict::Failed,
+        }
+    }
+
+    /// Whether the piece passed.
+    pub fn passed(self) -> bool {
+        self == Verdict::Passed
+    }
 }
 
 impl PieceCheck {
     /// A hasher that takes the piece's bytes in order, in any chunks.
     pub fn verifier(&self) -> PieceVerifier {
-        match self {
-            PieceCheck::Sha1(expected) => PieceVerifier::Sha1 {
-                sha: Sha1::new(),
-                expected: *expected,
-            },
-            PieceCheck::Merkle(piece) => PieceVerifier::Merkle {
-                piece: *piece,
+        PieceVerifier {
+            sha1: self.sha1().map(|expected| (Sha1::new(), expected)),
+            merkle: self.merkle().map(|piece| MerkleVerifier {
+                piece,
                 seen: 0,
                 partial: Vec::new(),
                 leaves: Vec::new(),
-            },
+            }),
         }
     }
 
-    /// The leaf hashes of a v2 piece's file bytes given as blocks of 16 KiB (padding
-    /// left out); `None` for a v1 check.
+    /// The SHA-1 the piece must have, if it is checked by one.
+    pub fn sha1(&self) -> Option<[u8; 20]> {
+        match self {
+            PieceCheck::Sha1(h) | PieceCheck::Both(h, _) => Some(*h),
+            PieceCheck::Merkle(_) => None,
+        }
+    }
+
+    /// The Merkle node the piece must hash to, if it is checked by one.
+    pub fn merkle(&self) -> Option<MerklePiece> {
+        match self {
+            PieceCheck::Merkle(m) | PieceCheck::Both(_, m) => Some(*m),
+            PieceCheck::Sha1(_) => None,
+        }
+    }
+
+    /// The leaf hashes of a v2-only torrent's piece's file bytes given as blocks of
+    /// 16 KiB (padding left out); `None` for a v1 or hybrid check, whose swarm may hold
+    /// peers that know no `hash request`.
     pub fn leaf_hashes(&self, blocks: &[bytes::Bytes]) -> Option<Vec<Hash256>> {
         let PieceCheck::Merkle(piece) = self else {
             return None;
@@ -266,83 +319,86 @@ impl PieceCheck {
         Some(leaves)
     }
 
-    /// Whether `data`, the whole piece, passes.
-    pub fn matches(&self, data: &[u8]) -> bool {
+    /// How `data`, the whole piece, fares.
+    pub fn verdict(&self, data: &[u8]) -> Verdict {
         let mut v = self.verifier();
         v.update(data);
         v.finish()
     }
+
+    /// Whether `data`, the whole piece, passes.
+    pub fn matches(&self, data: &[u8]) -> bool {
+        self.verdict(data).passed()
+    }
 }
 
-/// A piece check in progress: see [`PieceCheck::verifier`].
+/// A piece check in progress: see [`PieceCheck::verifier`]. A hybrid's piece runs
+/// both hashes over the one pass.
 #[derive(Debug, Clone)]
-pub enum PieceVerifier {
-    /// v1: a running SHA-1.
-    Sha1 {
-        /// The state so far.
-        sha: Sha1,
-        /// What it must end as.
-        expected: [u8; 20],
-    },
-    /// v2: leaf hashes of the file bytes, 16 KiB at a time.
-    Merkle {
-        /// What the leaves must hash to.
-        piece: MerklePiece,
-        /// Bytes taken so far (padding included).
-        seen: u64,
-        /// File bytes of the current leaf not yet hashed (under 16 KiB).
-        partial: Vec<u8>,
-        /// Leaf hashes so far.
-        leaves: Vec<Hash256>,
-    },
+pub struct PieceVerifier {
+    /// A running SHA-1 and what it must end as.
+    sha1: Option<(Sha1, [u8; 20])>,
+    merkle: Option<MerkleVerifier>,
 }
 
-impl PieceVerifier {
-    /// Takes the next bytes of the piece.
-    pub fn update(&mut self, mut data: &[u8]) {
-        match self {
-            PieceVerifier::Sha1 { sha, .. } => sha.update(data),
-            PieceVerifier::Merkle {
-                piece,
-                seen,
-                partial,
-                leaves,
-            } => {
-                // Bytes past the file's end are virtual padding, outside the tree.
-                let room = u64::from(piece.data_len).saturating_sub(*seen);
-                let take = data.len().min(usize::try_from(room).unwrap_or(usize::MAX));
-                *seen = seen.saturating_add(data.len() as u64);
-                data = &data[..take];
-                while !data.is_empty() {
-                    let n = (merkle::LEAF_SIZE - partial.len()).min(data.len());
-                    partial.extend_from_slice(&data[..n]);
-                    data = &data[n..];
-                    if partial.len() == merkle::LEAF_SIZE {
-                        leaves.push(merkle::leaf_hash(partial));
-                        partial.clear();
-                    }
-                }
+/// The leaf hashes of a v2 piece's file bytes, 16 KiB at a time.
+#[derive(Debug, Clone)]
+struct MerkleVerifier {
+    /// What the leaves must hash to.
+    piece: MerklePiece,
+    /// Bytes taken so far (padding included).
+    seen: u64,
+    /// File bytes of the current leaf not yet hashed (under 16 KiB).
+    partial: Vec<u8>,
+    /// Leaf hashes so far.
+    leaves: Vec<Hash256>,
+}
+
+impl MerkleVerifier {
+    fn update(&mut self, mut data: &[u8]) {
+        // Bytes past the file's end are virtual padding, outside the tree.
+        let room = u64::from(self.piece.data_len).saturating_sub(self.seen);
+        let take = data.len().min(usize::try_from(room).unwrap_or(usize::MAX));
+        self.seen = self.seen.saturating_add(data.len() as u64);
+        data = &data[..take];
+        while !data.is_empty() {
+            let n = (merkle::LEAF_SIZE - self.partial.len()).min(data.len());
+            self.partial.extend_from_slice(&data[..n]);
+            data = &data[n..];
+            if self.partial.len() == merkle::LEAF_SIZE {
+                self.leaves.push(merkle::leaf_hash(&self.partial));
+                self.partial.clear();
             }
         }
     }
 
-    /// Whether the bytes taken pass the check.
-    pub fn finish(self) -> bool {
-        match self {
-            PieceVerifier::Sha1 { sha, expected } => <[u8; 20]>::from(sha.finalize()) == expected,
-            PieceVerifier::Merkle {
-                piece,
-                partial,
-                mut leaves,
-                ..
-            } => {
-                if !partial.is_empty() {
-                    leaves.push(merkle::leaf_hash(&partial));
-                }
-                let width = piece.width as usize;
-                leaves.len() <= width && merkle::root_of_layer(&leaves, 0, width) == piece.node
-            }
+    fn finish(mut self) -> bool {
+        if !self.partial.is_empty() {
+            self.leaves.push(merkle::leaf_hash(&self.partial));
         }
+        let width = self.piece.width as usize;
+        self.leaves.len() <= width
+            && merkle::root_of_layer(&self.leaves, 0, width) == self.piece.node
+    }
+}
+
+impl PieceVerifier {
+    /// Takes the next bytes of the piece.
+    pub fn update(&mut self, data: &[u8]) {
+        if let Some((sha, _)) = &mut self.sha1 {
+            sha.update(data);
+        }
+        if let Some(merkle) = &mut self.merkle {
+            merkle.update(data);
+        }
+    }
+
+    /// How the bytes taken fare.
+    pub fn finish(self) -> Verdict {
+        let sha1 = self
+            .sha1
+            .map(|(sha, expected)| <[u8; 20]>::from(sha.finalize()) == expected);
+        Verdict::of(sha1, self.merkle.map(MerkleVerifier::finish))
     }
 }
 
@@ -370,10 +426,43 @@ impl Info {
 
     /// The check a piece's data must pass.
     pub fn piece_check(&self, piece: PieceIndex) -> PieceCheck {
+        let i = piece.as_usize();
         match &self.hashes {
-            PieceHashes::V1(h) => PieceCheck::Sha1(h[piece.as_usize()]),
-            PieceHashes::V2(h) => PieceCheck::Merkle(h[piece.as_usize()]),
+            PieceHashes::V1(h) => PieceCheck::Sha1(h[i]),
+            PieceHashes::V2(h) => PieceCheck::Merkle(h[i]),
+            PieceHashes::Hybrid(sha1, merkle) => match merkle[i] {
+                Some(m) => PieceCheck::Both(sha1[i], m),
+                None => PieceCheck::Sha1(sha1[i]),
+            },
         }
+    }
+
+    /// A hybrid's pieces are checked by both hashes from now on, given its v2 part with
+    /// the piece layers (checked against the roots). Its files were matched with the v1
+    /// files when the `info` was read, each starting a piece, so a file's pieces are
+    /// its v2 pieces in order; a piece of padding alone keeps its SHA-1 only.
+    fn check_both_ways(&mut self, v2: &V2Info) -> Result<(), MetainfoError> {
+        let PieceHashes::V1(sha1) = &self.hashes else {
+            return Ok(());
+        };
+        let piece_length = u64::from(self.layout.piece_length());
+        let mut merkle = vec![None; sha1.len()];
+        let v1_files = self.layout.files().iter().filter(|f| !f.padding);
+        for (file, v2_file) in v1_files.zip(&v2.files) {
+            let first = file.offset / piece_length;
+            for (k, piece) in Self::file_merkle_pieces(v2_file, piece_length)?
+                .into_iter()
+                .enumerate()
+            {
+                let slot = usize::try_from(first + k as u64)
+                    .ok()
+                    .and_then(|i| merkle.get_mut(i))
+                    .ok_or_else(|| V2Error::HybridMismatch(file.path.display()))?;
+                *slot = Some(piece);
+            }
+        }
+        self.hashes = PieceHashes::Hybrid(sha1.clone(), merkle);
+        Ok(())
     }
 
     /// A v2-only torrent's `info`, from its checked v2 part (whose piece layers came
@@ -451,40 +540,50 @@ impl Info {
     /// What each v2 piece must hash to, file by file: its node in the file's piece layer,
     /// or the file's root for a file of one piece.
     fn merkle_pieces(v2: &V2Info) -> Result<Vec<MerklePiece>, MetainfoError> {
-        let piece_length = v2.piece_length;
         let mut pieces = Vec::new();
-        let per_piece = merkle::leaves_per_piece(piece_length).map_err(V2Error::PieceLength)?;
         for file in &v2.files {
-            let Some(root_hash) = file.pieces_root else {
-                continue;
-            };
-            let count = file.length.div_ceil(piece_length);
-            for k in 0..count {
-                let data_len = (file.length - k * piece_length).min(piece_length) as u32;
-                pieces.push(if count == 1 {
-                    let width = merkle::node_width(file.length, piece_length)
-                        .map_err(V2Error::PieceLength)?;
-                    MerklePiece {
-                        node: root_hash,
-                        width: width as u32,
-                        data_len,
-                        file_root: root_hash,
-                        file_piece: 0,
-                    }
-                } else {
-                    let node = *file
-                        .piece_layer
-                        .get(k as usize)
-                        .ok_or_else(|| V2Error::MissingPieceLayer(file.path.display()))?;
-                    MerklePiece {
-                        node,
-                        width: per_piece as u32,
-                        data_len,
-                        file_root: root_hash,
-                        file_piece: k as u32,
-                    }
-                });
-            }
+            pieces.extend(Self::file_merkle_pieces(file, v2.piece_length)?);
+        }
+        Ok(pieces)
+    }
+
+    /// One v2 file's pieces: none for an empty file, its root for a file of one piece,
+    /// else its piece layer's nodes.
+    fn file_merkle_pieces(
+        file: &v2::V2File,
+        piece_length: u64,
+    ) -> Result<Vec<MerklePiece>, MetainfoError> {
+        let per_piece = merkle::leaves_per_piece(piece_length).map_err(V2Error::PieceLength)?;
+        let Some(root_hash) = file.pieces_root else {
+            return Ok(Vec::new());
+        };
+        let count = file.length.div_ceil(piece_length);
+        let mut pieces = Vec::new();
+        for k in 0..count {
+            let data_len = (file.length - k * piece_length).min(piece_length) as u32;
+            pieces.push(if count == 1 {
+                let width =
+                    merkle::node_width(file.length, piece_length).map_err(V2Error::PieceLength)?;
+                MerklePiece {
+                    node: root_hash,
+                    width: width as u32,
+                    data_len,
+                    file_root: root_hash,
+                    file_piece: 0,
+                }
+            } else {
+                let node = *file
+                    .piece_layer
+                    .get(k as usize)
+                    .ok_or_else(|| V2Error::MissingPieceLayer(file.path.display()))?;
+                MerklePiece {
+                    node,
+                    width: per_piece as u32,
+                    data_len,
+                    file_root: root_hash,
+                    file_piece: k as u32,
+                }
+            });
         }
         Ok(pieces)
     }
@@ -663,12 +762,13 @@ impl Metainfo {
                 (info, truncated_v2_hash(&v2.info_hash), Some(v2.info_hash))
             }
             other => {
-                let info = other?;
+                let mut info = other?;
                 // The file tree was checked against the v1 files by `Info::from_value`;
-                // piece layers, when given, must hash up to the tree's roots too.
+                // piece layers, when given, must hash up to the tree's roots too, and
+                // then check every piece beside its SHA-1.
                 let v2_hash = info.hybrid.then(|| Sha256::digest(&info_bytes).into());
                 if info.hybrid && dict.get(b"piece layers").is_some() {
-                    V2Info::from_torrent_dict(dict)?;
+                    info.check_both_ways(&V2Info::from_torrent_dict(dict)?)?;
                 }
                 (info, InfoHash(Sha1::digest(&info_bytes).into()), v2_hash)
             }

@@ -608,7 +608,7 @@ fn v2_only_torrent_lays_files_on_piece_boundaries_and_checks_pieces_by_merkle() 
         for chunk in bytes.chunks(7000) {
             v.update(chunk);
         }
-        assert!(v.finish(), "piece {p} in chunks");
+        assert_eq!(v.finish(), Verdict::Passed, "piece {p} in chunks");
         let mut bad = bytes.to_vec();
         bad[0] ^= 1;
         assert!(!check.matches(&bad), "piece {p} with a flipped byte fails");
@@ -730,6 +730,61 @@ const HYBRID_FILES: [(&str, usize, u8); 3] =
     [("a", 40_000, 1), ("b", 3 * 16384 + 7, 2), ("c", 100, 3)];
 
 #[test]
+fn a_hybrid_with_its_piece_layers_checks_every_piece_by_both_hashes() {
+    let (made, datas, _tmp) = made_as(crate::create::Format::Hybrid, &HYBRID_FILES, 16384);
+    let meta = Metainfo::from_bytes(&made.torrent).unwrap();
+    assert!(meta.info.hybrid);
+    let data = stream(&meta, &datas);
+    let layout = &meta.info.layout;
+    for p in layout.pieces() {
+        let start = layout.piece_offset(p) as usize;
+        let bytes = &data[start..start + layout.piece_len(p) as usize];
+        let check = meta.info.piece_check(p);
+        assert!(
+            matches!(check, PieceCheck::Both(..)),
+            "piece {p}: {check:?}"
+        );
+        assert_eq!(check.verdict(bytes), Verdict::Passed, "piece {p}");
+        let mut bad = bytes.to_vec();
+        bad[0] ^= 1;
+        assert_eq!(check.verdict(&bad), Verdict::Failed, "piece {p} flipped");
+        // Right for one hash only: the torrent's two parts disagree.
+        let (sha1, merkle) = (check.sha1().unwrap(), check.merkle().unwrap());
+        let v1_lies = PieceCheck::Both(Sha1::digest(&bad).into(), merkle);
+        assert_eq!(v1_lies.verdict(&bad), Verdict::Inconsistent, "piece {p}");
+        assert_eq!(
+            PieceCheck::Both(sha1, merkle).verdict(&bad),
+            Verdict::Failed
+        );
+    }
+    // The same `info` from a magnet, without its piece layers: SHA-1 alone.
+    let info = Info::from_bytes(&info_of(&made.torrent)).unwrap();
+    assert!(matches!(
+        info.piece_check(info.layout.piece(0).unwrap()),
+        PieceCheck::Sha1(_)
+    ));
+}
+
+#[test]
+fn a_verdict_is_inconsistent_only_when_one_hash_passes_and_the_other_fails() {
+    use Verdict::*;
+    let cases = [
+        ((Some(true), None), Passed),
+        ((None, Some(true)), Passed),
+        ((Some(true), Some(true)), Passed),
+        ((Some(false), None), Failed),
+        ((None, Some(false)), Failed),
+        ((Some(false), Some(false)), Failed),
+        ((None, None), Failed),
+        ((Some(true), Some(false)), Inconsistent),
+        ((Some(false), Some(true)), Inconsistent),
+    ];
+    for ((sha1, merkle), want) in cases {
+        assert_eq!(Verdict::of(sha1, merkle), want, "{sha1:?} {merkle:?}");
+    }
+}
+
+#[test]
 fn a_hybrid_whose_v1_and_v2_views_disagree_is_refused_from_a_file_and_from_a_magnet() {
     let (made, _, _tmp) = made_as(crate::create::Format::Hybrid, &HYBRID_FILES, 16384);
     type Edit = Box<dyn Fn(&mut BTreeMap<Vec<u8>, BValue>)>;
@@ -827,11 +882,15 @@ fn hybrids_made_by_create_and_by_libtorrent_are_accepted_with_both_info_hashes()
         let v2 = meta.v2_swarm().unwrap();
         assert_eq!(v2.0[..], sha256[..20], "{who}");
         assert_eq!(meta.swarms().collect::<Vec<_>>(), [meta.info_hash, v2]);
-        assert_eq!(
-            Info::from_bytes(&meta.info_bytes).unwrap(),
-            meta.info,
-            "{who}"
-        );
+        // The `info` alone, as a magnet fetches it: the same files, checked by the
+        // SHA-1s alone without the piece layers.
+        let alone = Info::from_bytes(&meta.info_bytes).unwrap();
+        assert_eq!(alone.layout, meta.info.layout, "{who}");
+        for p in alone.layout.pieces() {
+            let both = meta.info.piece_check(p);
+            assert!(matches!(both, PieceCheck::Both(..)), "{who}: piece {p}");
+            assert_eq!(alone.piece_check(p), PieceCheck::Sha1(both.sha1().unwrap()));
+        }
     }
     assert_eq!(
         Metainfo::from_bytes(&made.torrent).unwrap().info_hash_v2,

@@ -49,6 +49,137 @@ fn made_hybrid(parent: &Path) -> std::path::PathBuf {
     torrent
 }
 
+/// What a v1-only peer serves of `meta`, the files found under `parent`: the v1 view end
+/// to end, the files and zeros for the padding files between them.
+fn v1_view(meta: &Metainfo, parent: &Path) -> Served {
+    let mut content = Vec::new();
+    for file in meta.info.layout.files() {
+        if file.padding {
+            content.resize(content.len() + file.length as usize, 0);
+        } else {
+            content.extend(fs::read(parent.join(file.path.display())).unwrap());
+        }
+    }
+    Served {
+        info_hash: meta.info_hash,
+        content: std::sync::Arc::new(content),
+        piece_len: u64::from(meta.info.layout.piece_length()),
+    }
+}
+
+/// A hybrid whose v1 `pieces` hash one folder's data and whose v2 tree and piece layers
+/// hash another's of the same sizes: `create` run on each of `v1/album` and `v2/album`
+/// under `parent` (written with two patterns), the v2 torrent given the v1 one's
+/// `pieces`. Its file lists agree, so only its data can show the lie.
+fn hybrid_of_two_datas(parent: &Path, piece_size: &str) -> std::path::PathBuf {
+    let mut made = Vec::new();
+    for (side, seed) in [("v1", 21), ("v2", 22)] {
+        let root = parent.join(side).join("album");
+        write_pattern(&root.join("a.bin"), 1500 * KIB + 5, seed);
+        write_pattern(&root.join("b.bin"), 700 * KIB, seed + 10);
+        let torrent = parent.join(format!("{side}.torrent"));
+        our_create_ok(&[
+            "--hybrid",
+            "--piece-size",
+            piece_size,
+            s(&root),
+            "-o",
+            s(&torrent),
+        ]);
+        made.push(
+            bencode::decode(&fs::read(&torrent).unwrap())
+                .unwrap()
+                .to_owned_value(),
+        );
+    }
+    fn info(top: &mut BValue) -> &mut std::collections::BTreeMap<Vec<u8>, BValue> {
+        let BValue::Dict(top) = top else {
+            panic!("a torrent is a dictionary")
+        };
+        match top.get_mut(&b"info"[..]) {
+            Some(BValue::Dict(info)) => info,
+            _ => panic!("no info"),
+        }
+    }
+    let v1_pieces = info(&mut made[0])
+        .get(&b"pieces"[..])
+        .expect("a hybrid has pieces")
+        .clone();
+    info(&mut made[1]).insert(b"pieces".to_vec(), v1_pieces);
+    let torrent = parent.join("two-datas.torrent");
+    fs::write(&torrent, made[1].encode()).unwrap();
+    torrent
+}
+
+/// `get` of `torrent` into `out` from `peer` alone, `-v`, with `extra` arguments: its
+/// output, within 120 s.
+fn get_from(
+    torrent: &Path,
+    out: &Path,
+    peer: Option<SocketAddr>,
+    extra: &[&str],
+) -> std::process::Output {
+    let mut get = Command::new(env!("CARGO_BIN_EXE_torrent-actors"));
+    get.env("TORRENT_ACTORS_DHT_BOOTSTRAP", "")
+        .args(["get", "--bind", "127.0.0.1", "--port", "0", "--no-dht"])
+        .args(["--encryption", "off", "--utp", "off", "-v"])
+        .args(extra);
+    if let Some(peer) = peer {
+        get.args(["--peer", &peer.to_string()]);
+    }
+    get.arg("-o").arg(out).arg(torrent);
+    run_until(get, Duration::from_secs(120)).expect("get ends in time")
+}
+
+/// What `get` says of a hybrid of two datas, before the piece it names (the first one
+/// checked, which is not always piece 0).
+const TWO_DATAS: &str =
+    "error: this hybrid torrent's v1 and v2 hashes describe different data: piece ";
+
+#[test]
+fn a_hybrid_whose_v2_part_hashes_other_data_stops_at_its_first_piece_and_blames_no_peer() {
+    // A peer serves each side's data in turn: the v1 data passes the SHA-1s and fails the
+    // Merkle nodes, the v2 data the other way round. Either way the torrent stops, exit
+    // 4, naming a piece; the peer is not banned (it sent what one of the hashes asks).
+    // Whole pieces (32 KiB) for the v1 data, streamed ones (1 MiB pieces against a 1 MiB
+    // budget) for the v2 data, so both checking paths are covered.
+    for (side, piece_size, extra) in [
+        ("v1", "32KiB", &[][..]),
+        ("v2", "1MiB", &["--max-in-progress-mib", "1"][..]),
+    ] {
+        let tmp = tempfile::tempdir().unwrap();
+        let torrent = hybrid_of_two_datas(tmp.path(), piece_size);
+        let meta = Metainfo::from_bytes(&fs::read(&torrent).unwrap()).unwrap();
+        let peer = HostilePeer::start(v1_view(&meta, &tmp.path().join(side)), Act::Honest);
+        let out = tmp.path().join("out");
+        let output = get_from(&torrent, &out, Some(peer.addr()), extra);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(4), "{side} data:\n{stderr}");
+        assert!(stderr.contains(TWO_DATAS), "{side} data:\n{stderr}");
+        assert!(!stderr.contains("banned"), "{side} data:\n{stderr}");
+        assert!(
+            peer.counters()
+                .blocks_sent
+                .load(std::sync::atomic::Ordering::Relaxed)
+                > 0,
+            "{side} data: the peer sent nothing"
+        );
+    }
+}
+
+#[test]
+fn a_hybrid_whose_v2_part_hashes_other_data_is_refused_by_the_check_of_data_on_disk() {
+    // The v1 side's files already in place: the start-up check finds a piece matching
+    // its SHA-1 and not its Merkle node, and stops there rather than seed it.
+    let tmp = tempfile::tempdir().unwrap();
+    let torrent = hybrid_of_two_datas(tmp.path(), "32KiB");
+    let out = tmp.path().join("v1");
+    let output = get_from(&torrent, &out, None, &[]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(4), "{stderr}");
+    assert!(stderr.contains(TWO_DATAS), "{stderr}");
+}
+
 #[test]
 fn get_and_info_refuse_a_hybrid_whose_v1_and_v2_parts_disagree() {
     let tmp = tempfile::tempdir().unwrap();
@@ -355,23 +486,7 @@ fn a_hybrid_downloads_from_a_v1_only_peer_and_from_libtorrent_at_once() {
         s(&torrent),
     ]);
     let meta = Metainfo::from_bytes(&fs::read(&torrent).unwrap()).unwrap();
-    // The v1 view end to end: the files, and zeros for the padding files between them.
-    let mut content = Vec::new();
-    for file in meta.info.layout.files() {
-        if file.padding {
-            content.resize(content.len() + file.length as usize, 0);
-        } else {
-            content.extend(fs::read(tmp.path().join(file.path.display())).unwrap());
-        }
-    }
-    let v1_only = HostilePeer::start(
-        Served {
-            info_hash: meta.info_hash,
-            content: std::sync::Arc::new(content),
-            piece_len: u64::from(meta.info.layout.piece_length()),
-        },
-        Act::Honest,
-    );
+    let v1_only = HostilePeer::start(v1_view(&meta, tmp.path()), Act::Honest);
     let lt = LtSeeder::start(&torrent, tmp.path(), SeedOpts::direct());
     let out = tmp.path().join("out");
     let mut get = Command::new(env!("CARGO_BIN_EXE_torrent-actors"));
