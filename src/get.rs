@@ -1402,16 +1402,8 @@ mod tests {
 
     fn status(url: &str, state: TrackerState) -> TrackerStatus {
         TrackerStatus {
-            url: url.to_string(),
-            tier: 0,
             state,
-            last_error: None,
-            failures: 0,
-            peers: None,
-            seeders: None,
-            leechers: None,
-            warning: None,
-            next_announce: None,
+            ..TrackerStatus::idle(url.to_string(), 0)
         }
     }
 

@@ -362,6 +362,54 @@ fn strip_prefix_ignore_case<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
     }
 }
 
+/// The exact topics (`xt`) of one link, gathered across its parameters.
+#[derive(Default)]
+struct ExactTopics {
+    /// The v1 info-hash (`urn:btih`).
+    v1: Option<InfoHash>,
+    /// The v2 info-hash (`urn:btmh`).
+    v2: Option<Hash256>,
+    /// The first topic of another kind, quoted for the error if no info-hash comes.
+    other: Option<String>,
+}
+
+impl ExactTopics {
+    /// Takes one `xt` value; a second v1 or v2 info-hash must equal the first.
+    fn add(&mut self, value: &str) -> Result<(), MagnetError> {
+        if let Some(hash) = strip_prefix_ignore_case(value, "urn:btih:") {
+            let hash = parse_btih(hash)?;
+            match self.v1 {
+                Some(first) if first != hash => {
+                    return Err(MagnetError::ConflictingInfoHashes {
+                        first,
+                        second: hash,
+                    })
+                }
+                _ => self.v1 = Some(hash),
+            }
+        } else if let Some(hash) = strip_prefix_ignore_case(value, "urn:btmh:") {
+            let hash = parse_btmh(hash)?;
+            if self.v2.is_some_and(|first| first != hash) {
+                return Err(MagnetError::ConflictingV2InfoHashes);
+            }
+            self.v2 = Some(hash);
+        } else {
+            self.other.get_or_insert_with(|| quote(value));
+        }
+        Ok(())
+    }
+
+    /// The swarm's info-hash: the v1 one, else the v2 one truncated.
+    fn info_hash(self) -> Result<InfoHash, MagnetError> {
+        match (self.v1, self.v2, self.other) {
+            (Some(hash), _, _) => Ok(hash),
+            (None, Some(v2), _) => Ok(truncated_v2_hash(&v2)),
+            (None, None, Some(other)) => Err(MagnetError::UnsupportedExactTopic(other)),
+            (None, None, None) => Err(MagnetError::MissingExactTopic),
+        }
+    }
+}
+
 impl Magnet {
     /// Parses a magnet link. Surrounding whitespace is ignored.
     pub fn parse(uri: &str) -> Result<Magnet, MagnetError> {
@@ -370,9 +418,7 @@ impl Magnet {
             .and_then(|rest| rest.strip_prefix('?'))
             .ok_or_else(|| MagnetError::NotMagnet(quote(uri)))?;
 
-        let mut info_hash: Option<InfoHash> = None;
-        let mut v2_hash: Option<Hash256> = None;
-        let mut other_topic: Option<String> = None;
+        let mut topics = ExactTopics::default();
         let mut display_name = None;
         let mut trackers = Vec::new();
         let mut seen_trackers = HashSet::new();
@@ -385,26 +431,7 @@ impl Magnet {
 
         for (key, value) in url::form_urlencoded::parse(query.as_bytes()) {
             if key_is(&key, "xt") {
-                if let Some(hash) = strip_prefix_ignore_case(&value, "urn:btih:") {
-                    let hash = parse_btih(hash)?;
-                    match info_hash {
-                        Some(first) if first != hash => {
-                            return Err(MagnetError::ConflictingInfoHashes {
-                                first,
-                                second: hash,
-                            })
-                        }
-                        _ => info_hash = Some(hash),
-                    }
-                } else if let Some(hash) = strip_prefix_ignore_case(&value, "urn:btmh:") {
-                    let hash = parse_btmh(hash)?;
-                    if v2_hash.is_some_and(|first| first != hash) {
-                        return Err(MagnetError::ConflictingV2InfoHashes);
-                    }
-                    v2_hash = Some(hash);
-                } else {
-                    other_topic.get_or_insert_with(|| quote(&value));
-                }
+                topics.add(&value)?;
             } else if key == "dn" {
                 if display_name.is_none() {
                     display_name = Some(value.into_owned());
@@ -433,12 +460,8 @@ impl Magnet {
             }
         }
 
-        let info_hash = match (info_hash, v2_hash, other_topic) {
-            (Some(hash), _, _) => hash,
-            (None, Some(v2), _) => truncated_v2_hash(&v2),
-            (None, None, Some(other)) => return Err(MagnetError::UnsupportedExactTopic(other)),
-            (None, None, None) => return Err(MagnetError::MissingExactTopic),
-        };
+        let v2_hash = topics.v2;
+        let info_hash = topics.info_hash()?;
         let select_only = if has_selection {
             Some(FileSelection::new(ranges)?)
         } else {

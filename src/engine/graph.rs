@@ -245,7 +245,23 @@ impl InstanceGraph {
 
 /// Folds and bounds the state into a snapshot.
 fn build(s: &State, top: usize) -> GraphSnapshot {
-    // Every instance: the live ones and the edges' endpoints, with their traffic.
+    let (nodes, shown) = fold_nodes(s, rates_by_type(s), top);
+    let mut edges = merge_edges(s, &shown);
+    let edges_left_out = edges.len().saturating_sub(MAX_GRAPH_EDGES);
+    edges.truncate(MAX_GRAPH_EDGES);
+    GraphSnapshot {
+        window_s: s.window_s,
+        instances: s.nodes.len(),
+        nodes,
+        edges,
+        edges_left_out,
+        overflowed: s.overflowed,
+    }
+}
+
+/// Every instance, the live ones and the edges' endpoints, with its traffic (what it
+/// sends and receives), by actor type.
+fn rates_by_type(s: &State) -> BTreeMap<&'static str, Vec<(ActorId, f64)>> {
     let mut rate: HashMap<ActorId, f64> = s.nodes.keys().map(|&id| (id, 0.0)).collect();
     for (&(from, to), e) in &s.edges {
         *rate.entry(from).or_default() += e.rate;
@@ -255,6 +271,16 @@ fn build(s: &State, top: usize) -> GraphSnapshot {
     for (&id, &r) in &rate {
         by_type.entry(id.0).or_default().push((id, r));
     }
+    by_type
+}
+
+/// The nodes shown: of each type, the `top` busiest instances and one node for the rest
+/// (if any); and for every instance, the id of the node it is shown as.
+fn fold_nodes(
+    s: &State,
+    by_type: BTreeMap<&'static str, Vec<(ActorId, f64)>>,
+    top: usize,
+) -> (Vec<GraphNode>, HashMap<ActorId, String>) {
     let mut shown: HashMap<ActorId, String> = HashMap::new();
     let mut nodes = Vec::new();
     for (actor, mut ids) in by_type {
@@ -302,7 +328,12 @@ fn build(s: &State, top: usize) -> GraphSnapshot {
             });
         }
     }
-    // Edges between shown nodes, parts of a folded one summed.
+    (nodes, shown)
+}
+
+/// Edges between shown nodes, the parts of a folded one summed and named by the busiest
+/// message; busiest first.
+fn merge_edges(s: &State, shown: &HashMap<ActorId, String>) -> Vec<GraphEdge> {
     let mut merged: HashMap<(&str, &str), (GraphEdge, f64)> = HashMap::new();
     for ((from, to), e) in &s.edges {
         let (Some(f), Some(t)) = (shown.get(from), shown.get(to)) else {
@@ -334,16 +365,7 @@ fn build(s: &State, top: usize) -> GraphSnapshot {
             .then(b.sent.cmp(&a.sent))
             .then_with(|| (&a.from, &a.to).cmp(&(&b.from, &b.to)))
     });
-    let edges_left_out = edges.len().saturating_sub(MAX_GRAPH_EDGES);
-    edges.truncate(MAX_GRAPH_EDGES);
-    GraphSnapshot {
-        window_s: s.window_s,
-        instances: s.nodes.len(),
-        nodes,
-        edges,
-        edges_left_out,
-        overflowed: s.overflowed,
-    }
+    edges
 }
 
 #[cfg(test)]

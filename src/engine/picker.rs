@@ -690,14 +690,7 @@ impl Picker {
     /// pieces only, for a slow peer; of pieces on parole only, for a suspect). Returns
     /// what the slow pieces in progress cost against the budget.
     fn pick_in_progress(&mut self, ask: &Ask, out: &mut Vec<BlockRequest>) -> u64 {
-        let Ask {
-            peer,
-            pieces,
-            target,
-            parole_ok,
-            slow,
-            suspect,
-        } = *ask;
+        let peer = ask.peer;
         let mut slow_bytes = 0;
         for (&index, partial) in self.partials.iter_mut() {
             if partial.slow {
@@ -707,21 +700,21 @@ impl Picker {
                     .map_or(0, |p| self.layout.piece_len(p));
                 slow_bytes += self.mode.cost(len);
             }
-            if out.len() >= target {
+            if out.len() >= ask.target {
                 continue;
             }
             let unowned_parole = partial.parole && partial.owner.is_none_or(|o| o != peer);
             if partial.free == 0
-                || !pieces.has(index)
+                || !ask.pieces.has(index)
                 || !open_to(partial, index, peer, &self.leases)
-                || (unowned_parole && !parole_ok)
-                || (slow && !partial.slow && partial.owner != Some(peer))
-                || (suspect && !partial.parole)
+                || (unowned_parole && !ask.parole_ok)
+                || (ask.slow && !partial.slow && partial.owner != Some(peer))
+                || (ask.suspect && !partial.parole)
             {
                 continue;
             }
             let leases = self.leases.entry(peer).or_default();
-            take_free_blocks(&self.layout, index, partial, peer, target, leases, out);
+            take_free_blocks(&self.layout, index, partial, peer, ask.target, leases, out);
         }
         slow_bytes
     }

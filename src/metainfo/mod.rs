@@ -469,13 +469,7 @@ impl Info {
     /// with the `.torrent`): the files laid out each from a piece boundary, with virtual
     /// padding between them, and one Merkle node per piece.
     fn from_v2(info: &Dict<'_>, v2: &V2Info) -> Result<Self, MetainfoError> {
-        let name = utf8_field(info, "name.utf-8")?
-            .or(utf8_field(info, "name")?)
-            .ok_or(MetainfoError::MissingField("name"))?;
-        let root = SafePath::new(&[name.as_str()]).map_err(|reason| MetainfoError::BadName {
-            name: name.clone(),
-            reason,
-        })?;
+        let (name, root) = torrent_name(info)?;
         let layout = Self::v2_layout(&root, v2)?;
         let pieces = Self::merkle_pieces(v2)?;
         let per_piece = merkle::leaves_per_piece(v2.piece_length).map_err(V2Error::PieceLength)?;
@@ -609,13 +603,7 @@ impl Info {
             return Err(MetainfoError::PiecesNotMultipleOf20(pieces.len()));
         }
 
-        let name = utf8_field(info, "name.utf-8")?
-            .or(utf8_field(info, "name")?)
-            .ok_or(MetainfoError::MissingField("name"))?;
-        let root = SafePath::new(&[name.as_str()]).map_err(|reason| MetainfoError::BadName {
-            name: name.clone(),
-            reason,
-        })?;
+        let (name, root) = torrent_name(info)?;
 
         let length = opt_int(info, "length")?;
         let files = info.get(b"files");
@@ -654,6 +642,19 @@ impl Info {
         }
         Ok(info)
     }
+}
+
+/// The torrent's name (`name.utf-8`, else `name`) and the folder or file it names,
+/// checked as a path component.
+fn torrent_name(info: &Dict<'_>) -> Result<(String, SafePath), MetainfoError> {
+    let name = utf8_field(info, "name.utf-8")?
+        .or(utf8_field(info, "name")?)
+        .ok_or(MetainfoError::MissingField("name"))?;
+    let root = SafePath::new(&[name.as_str()]).map_err(|reason| MetainfoError::BadName {
+        name: name.clone(),
+        reason,
+    })?;
+    Ok((name, root))
 }
 
 /// The files of a multi-file torrent, under the torrent's folder, renamed where two

@@ -152,26 +152,12 @@ fn draw_leechers(
         .flat_map(|(_, v, r)| v.iter().chain(r).map(|p| p.1))
         .fold(1.0f64, f64::max)
         * 1.1;
-    let mut chart = ChartBuilder::on(area)
-        .caption(
-            format!(
-                "leechers' download rate (verified; dashed: received), {} peers, seed {}",
-                report.peers.len(),
-                report.seed
-            ),
-            ("sans-serif", 18),
-        )
-        .margin(12)
-        .x_label_area_size(32)
-        .y_label_area_size(56)
-        .build_cartesian_2d(0.0..t_max, 0.0..y_max)
-        .map_err(drawing)?;
-    chart
-        .configure_mesh()
-        .x_desc("seconds")
-        .y_desc("MiB/s")
-        .draw()
-        .map_err(drawing)?;
+    let caption = format!(
+        "leechers' download rate (verified; dashed: received), {} peers, seed {}",
+        report.peers.len(),
+        report.seed
+    );
+    let mut chart = rate_chart(area, &caption, t_max, y_max)?;
     for (i, (label, verified, received)) in leechers.iter().enumerate() {
         let colour = LEECHER_COLOURS[i % LEECHER_COLOURS.len()];
         chart
@@ -197,12 +183,7 @@ fn draw_leechers(
                 .map_err(drawing)?;
         }
     }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .draw()
-        .map_err(drawing)
+    draw_legend(&mut chart)
 }
 
 /// The lower panel: bytes served per second by profile, stacked.
@@ -214,11 +195,29 @@ fn draw_profiles(
     let y_max = stacked.last().map_or(1.0f64, |(_, _, top)| {
         top.iter().map(|p| p.1).fold(1.0, f64::max)
     }) * 1.1;
+    let caption = "bytes served per second, by profile (stacked)";
+    let mut chart = rate_chart(area, caption, t_max, y_max)?;
+    for (slot, profile, points) in stacked.iter().rev() {
+        let colour = PROFILE_COLOURS[*slot];
+        chart
+            .draw_series(AreaSeries::new(points.iter().copied(), 0.0, colour).border_style(colour))
+            .map_err(drawing)?
+            .label(profile.name())
+            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 14, y + 5)], colour.filled()));
+    }
+    draw_legend(&mut chart)
+}
+
+/// A panel's chart, its mesh drawn: `caption` above, seconds across to `t_max`, MiB/s
+/// up to `y_max`.
+fn rate_chart<'a, 'b>(
+    area: &'a DrawingArea<SVGBackend<'b>, plotters::coord::Shift>,
+    caption: &str,
+    t_max: f64,
+    y_max: f64,
+) -> Result<RateChart<'a, 'b>, PlotError> {
     let mut chart = ChartBuilder::on(area)
-        .caption(
-            "bytes served per second, by profile (stacked)",
-            ("sans-serif", 18),
-        )
+        .caption(caption, ("sans-serif", 18))
         .margin(12)
         .x_label_area_size(32)
         .y_label_area_size(56)
@@ -230,14 +229,21 @@ fn draw_profiles(
         .y_desc("MiB/s")
         .draw()
         .map_err(drawing)?;
-    for (slot, profile, points) in stacked.iter().rev() {
-        let colour = PROFILE_COLOURS[*slot];
-        chart
-            .draw_series(AreaSeries::new(points.iter().copied(), 0.0, colour).border_style(colour))
-            .map_err(drawing)?
-            .label(profile.name())
-            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 14, y + 5)], colour.filled()));
-    }
+    Ok(chart)
+}
+
+/// A panel's chart: seconds across, MiB/s up.
+type RateChart<'a, 'b> = ChartContext<
+    'a,
+    SVGBackend<'b>,
+    plotters::coord::cartesian::Cartesian2d<
+        plotters::coord::types::RangedCoordf64,
+        plotters::coord::types::RangedCoordf64,
+    >,
+>;
+
+/// The legend of the series labelled on `chart`.
+fn draw_legend<'a, 'b: 'a>(chart: &mut RateChart<'a, 'b>) -> Result<(), PlotError> {
     chart
         .configure_series_labels()
         .background_style(WHITE.mix(0.8))

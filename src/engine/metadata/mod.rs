@@ -43,11 +43,12 @@ use self::assembler::{Assembled, InfoDigests, MetadataAssembler};
 use self::conn::MetadataPeer;
 use self::layers::{Answered, LayerFetch};
 use super::address_book::{AddressBook, IpSlot, RETRY_BASE};
-use super::connection;
+use super::connection::{self, ConnectError};
 use super::coordinator::{Coordinator, EngineConfig, TorrentParams};
 use super::messages::*;
 use super::stream::StreamSource;
 use super::tracker::{Tiers, Tracker, TrackerBoard, TrackerConfig, TrackerLinks, TrackerStatus};
+use super::transport::PeerStream;
 use super::PeerKey;
 use crate::bencode::BValue;
 use crate::magnet::{FileSelection, Magnet};
@@ -55,6 +56,7 @@ use crate::metainfo::merkle::Hash256;
 use crate::metainfo::v2::{V2Error, V2Info};
 use crate::metainfo::{Metainfo, MetainfoError};
 use crate::wire::ext::MetadataMessage;
+use crate::wire::Handshake;
 
 /// Most connections while fetching metadata: a few good peers are enough.
 const MAX_METADATA_PEERS: usize = 30;
@@ -306,47 +308,63 @@ impl MetadataFetcher {
                 encryption,
                 carriers,
             );
-            ctx.spawn(self.metrics.id().on(fut.into_actor(self).map(move |res, act, ctx| {
-                act.connecting -= 1;
-                match res {
-                    Ok((stream, handshake)) if act.fetching() => {
-                        act.next_key += 1;
-                        let key = PeerKey(act.next_key);
-                        let pex = act.params().pex;
-                        let actor = MetadataPeer::start(
-                            key,
-                            stream,
-                            handshake,
-                            Tracked::new(ctx.address(), act.metrics.clone()),
-                            pex,
-                            act.params().config.metrics.of(ActorKind::MetadataPeer),
-                            &act.log,
-                        );
-                        act.book.connected(addr);
-                        act.conns.insert(
-                            key,
-                            Conn {
-                                addr,
-                                slot,
-                                since: Instant::now(),
-                                actor,
-                                size: None,
-                                in_flight: 0,
-                                ready: false,
-                            },
-                        );
-                    }
-                    Ok(_) => act.book.release_slot(slot),
-                    Err(e) => {
-                        act.book.release_slot(slot);
-                        // A peer that is not up yet may be later: the book redials it
-                        // with back-off, from the once-a-second tick.
-                        let retry = act.book.dial_failed(addr, Instant::now());
-                        debug!(act.log, "dial failed"; "addr" => %addr, "error" => %e, "retry" => ?retry);
-                    }
-                }
-                act.dial(ctx);
-            })));
+            ctx.spawn(
+                self.metrics
+                    .id()
+                    .on(fut.into_actor(self).map(move |res, act, ctx| {
+                        act.connecting -= 1;
+                        act.dialed(addr, slot, res, ctx);
+                        act.dial(ctx);
+                    })),
+            );
+        }
+    }
+
+    /// A dial of `addr` (holding its address-book `slot`) ended: a connection becomes a
+    /// MetadataPeer while metadata is still wanted; a failure is retried by the book.
+    fn dialed(
+        &mut self,
+        addr: SocketAddr,
+        slot: IpSlot,
+        res: Result<(PeerStream, Handshake), ConnectError>,
+        ctx: &mut Context<Self>,
+    ) {
+        match res {
+            Ok((stream, handshake)) if self.fetching() => {
+                self.next_key += 1;
+                let key = PeerKey(self.next_key);
+                let pex = self.params().pex;
+                let actor = MetadataPeer::start(
+                    key,
+                    stream,
+                    handshake,
+                    Tracked::new(ctx.address(), self.metrics.clone()),
+                    pex,
+                    self.params().config.metrics.of(ActorKind::MetadataPeer),
+                    &self.log,
+                );
+                self.book.connected(addr);
+                self.conns.insert(
+                    key,
+                    Conn {
+                        addr,
+                        slot,
+                        since: Instant::now(),
+                        actor,
+                        size: None,
+                        in_flight: 0,
+                        ready: false,
+                    },
+                );
+            }
+            Ok(_) => self.book.release_slot(slot),
+            Err(e) => {
+                self.book.release_slot(slot);
+                // A peer that is not up yet may be later: the book redials it
+                // with back-off, from the once-a-second tick.
+                let retry = self.book.dial_failed(addr, Instant::now());
+                debug!(self.log, "dial failed"; "addr" => %addr, "error" => %e, "retry" => ?retry);
+            }
         }
     }
 
@@ -626,91 +644,95 @@ impl MetadataFetcher {
         self.handing_over = true;
         info!(self.log, "metadata verified"; "name" => &metainfo.info.name, "bytes" => metainfo.info_bytes.len());
         let peers = self.handover_peers(&params.config.initial_peers);
-        let name = metainfo.info.name.clone();
-        let total_bytes = metainfo.info.layout.total_length();
-        let dir = params.download_dir.clone();
-        let file_name = torrent_file_name(&name, &self.info_hash);
-        let saved_bytes = torrent.clone();
         // A daemon keeps the metadata in its own state folder: nothing beside the download.
-        let keep_beside = params.hand_over;
-        let save = async move {
-            if !keep_beside {
-                return Ok(None);
-            }
-            let path = dir.join(&file_name);
-            let write = tokio::task::spawn_blocking(move || {
-                save_atomically(&dir, &file_name, &saved_bytes)
-            });
-            match write.await {
-                Ok(Ok(())) => Ok(Some(path)),
-                Ok(Err(e)) => Err(e.to_string()),
-                Err(e) => Err(e.to_string()),
-            }
-        };
+        let save = params.hand_over.then(|| {
+            save_torrent(
+                params.download_dir.clone(),
+                torrent_file_name(&metainfo.info.name, &self.info_hash),
+                torrent.clone(),
+            )
+        });
         let stops = self.stop_fetching(ctx);
         ctx.wait(
             self.metrics.id().on(async move {
-                let saved = save.await;
+                let saved = match save {
+                    Some(save) => save.await.map(Some),
+                    None => Ok(None),
+                };
                 // Trackers say `stopped` before the Coordinator's trackers say `started`.
                 let _ = tokio::time::timeout(Duration::from_secs(5), stops).await;
                 saved
             }
             .into_actor(self)
             .map(move |saved, act, ctx| {
-                let torrent_file = match saved {
-                    Ok(path) => path,
-                    Err(e) => {
-                        warn!(act.log, "cannot save the .torrent"; "error" => e);
-                        None
-                    }
-                };
-                if !params.hand_over {
-                    // The daemon starts the torrent itself, from the metadata sent here.
-                    params.events.do_send(TorrentEvent::MetadataReceived {
-                        name,
-                        total_bytes,
-                        torrent_file,
-                        torrent,
-                        metainfo: Some(std::sync::Arc::new(metainfo)),
-                    });
-                    act.stopping = true;
-                    act.handing_over = false;
-                    ctx.stop();
-                    return;
-                }
-                params.events.do_send(TorrentEvent::MetadataReceived {
-                    name,
-                    total_bytes,
-                    torrent_file,
-                    torrent,
-                    metainfo: None,
+                let torrent_file = saved.unwrap_or_else(|e| {
+                    warn!(act.log, "cannot save the .torrent"; "error" => e);
+                    None
                 });
-                let mut config = params.config;
-                config.learned_peers = peers;
-                let selection = params.selection.or(params.magnet.select_only.clone());
-                let layout = Arc::new(metainfo.info.layout.clone());
-                let events = params.events.clone();
-                let coordinator = Coordinator::start(TorrentParams {
-                    metainfo,
-                    download_dir: params.download_dir,
-                    config,
-                    selection,
-                    high_priority: Vec::new(),
-                    dht: params.dht,
-                    events: params.events,
-                    log: params.log,
-                });
-                events.do_send(TorrentEvent::Running {
-                    source: StreamSource {
-                        read: coordinator.clone().recipient(),
-                        close: coordinator.clone().recipient(),
-                        layout,
-                    },
-                });
-                act.coordinator = Some(coordinator);
-                act.handing_over = false;
+                act.handed_over(params, metainfo, torrent, torrent_file, peers, ctx);
             })),
         );
+    }
+
+    /// The end of [`Self::hand_over`], fetching stopped and the `.torrent` saved (at
+    /// `torrent_file`, if it was): a daemon is sent the metadata and this fetcher stops;
+    /// `get` is told of it and the torrent's Coordinator starts, with `peers` learned here.
+    fn handed_over(
+        &mut self,
+        params: MagnetParams,
+        metainfo: Metainfo,
+        torrent: Bytes,
+        torrent_file: Option<PathBuf>,
+        peers: Vec<SocketAddr>,
+        ctx: &mut Context<Self>,
+    ) {
+        let name = metainfo.info.name.clone();
+        let total_bytes = metainfo.info.layout.total_length();
+        if !params.hand_over {
+            // The daemon starts the torrent itself, from the metadata sent here.
+            params.events.do_send(TorrentEvent::MetadataReceived {
+                name,
+                total_bytes,
+                torrent_file,
+                torrent,
+                metainfo: Some(std::sync::Arc::new(metainfo)),
+            });
+            self.stopping = true;
+            self.handing_over = false;
+            ctx.stop();
+            return;
+        }
+        params.events.do_send(TorrentEvent::MetadataReceived {
+            name,
+            total_bytes,
+            torrent_file,
+            torrent,
+            metainfo: None,
+        });
+        let mut config = params.config;
+        config.learned_peers = peers;
+        let selection = params.selection.or(params.magnet.select_only.clone());
+        let layout = Arc::new(metainfo.info.layout.clone());
+        let events = params.events.clone();
+        let coordinator = Coordinator::start(TorrentParams {
+            metainfo,
+            download_dir: params.download_dir,
+            config,
+            selection,
+            high_priority: Vec::new(),
+            dht: params.dht,
+            events: params.events,
+            log: params.log,
+        });
+        events.do_send(TorrentEvent::Running {
+            source: StreamSource {
+                read: coordinator.clone().recipient(),
+                close: coordinator.clone().recipient(),
+                layout,
+            },
+        });
+        self.coordinator = Some(coordinator);
+        self.handing_over = false;
     }
 
     /// Every address learned and not banned, for the Coordinator: the ones that answered
@@ -795,6 +817,18 @@ pub(crate) fn torrent_file_name(name: &str, info_hash: &crate::InfoHash) -> Stri
         by_name
     } else {
         format!("{}.torrent", info_hash.to_hex())
+    }
+}
+
+/// Saves the fetched `.torrent` as `file_name` in `dir`, off the actor's thread, and
+/// says where.
+async fn save_torrent(dir: PathBuf, file_name: String, torrent: Bytes) -> Result<PathBuf, String> {
+    let path = dir.join(&file_name);
+    let write = tokio::task::spawn_blocking(move || save_atomically(&dir, &file_name, &torrent));
+    match write.await {
+        Ok(Ok(())) => Ok(path),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(e) => Err(e.to_string()),
     }
 }
 

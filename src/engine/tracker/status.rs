@@ -61,7 +61,7 @@ pub struct TrackerStatus {
 
 impl TrackerStatus {
     /// A tracker nobody has announced to yet.
-    fn idle(url: String, tier: usize) -> TrackerStatus {
+    pub fn idle(url: String, tier: usize) -> TrackerStatus {
         TrackerStatus {
             url,
             tier,
