@@ -1093,17 +1093,33 @@ impl Handler<CheckPiece> for FileReader {
         let _timing = self.metrics.handling_of::<CheckPiece>();
         let length = self.layout.piece_len(msg.piece);
         let mut check = msg.expected.verifier();
+        self.read_in_windows(msg.piece, 0, length, |buf| check.update(buf))?;
+        Ok(check.finish())
+    }
+}
+
+impl FileReader {
+    /// Reads `length` bytes of `piece` from `offset`, [`CHECK_WINDOW`] at a time (a
+    /// whole number of blocks, so no block straddles two windows), handing each window
+    /// to `take`; bytes of files not on disk read as zeros.
+    fn read_in_windows(
+        &mut self,
+        piece: PieceIndex,
+        offset: u32,
+        length: u32,
+        mut take: impl FnMut(&[u8]),
+    ) -> Result<(), StorageError> {
         let mut window = vec![0u8; length.min(CHECK_WINDOW) as usize];
-        let mut offset = 0;
-        while offset < length {
-            let n = (length - offset).min(CHECK_WINDOW) as usize;
+        let mut done = 0;
+        while done < length {
+            let n = (length - done).min(CHECK_WINDOW) as usize;
             let buf = &mut window[..n];
             buf.fill(0);
-            self.read_range(msg.piece, offset, buf)?;
-            check.update(buf);
-            offset += n as u32;
+            self.read_range(piece, offset + done, buf)?;
+            take(buf);
+            done += n as u32;
         }
-        Ok(check.finish())
+        Ok(())
     }
 }
 
@@ -1114,16 +1130,7 @@ impl Handler<HashStored> for FileReader {
     fn handle(&mut self, msg: HashStored, _: &mut Context<Self>) -> Self::Result {
         let _timing = self.metrics.handling_of::<HashStored>();
         let mut state = msg.state;
-        let mut window = vec![0u8; msg.length.min(CHECK_WINDOW) as usize];
-        let mut done = 0;
-        while done < msg.length {
-            let n = (msg.length - done).min(CHECK_WINDOW) as usize;
-            let buf = &mut window[..n];
-            buf.fill(0);
-            self.read_range(msg.piece, msg.offset + done, buf)?;
-            state.update(&*buf);
-            done += n as u32;
-        }
+        self.read_in_windows(msg.piece, msg.offset, msg.length, |buf| state.update(buf))?;
         Ok(state)
     }
 }
@@ -1136,20 +1143,12 @@ impl Handler<DigestBlocks> for FileReader {
         let _timing = self.metrics.handling_of::<DigestBlocks>();
         let length = self.layout.piece_len(msg.piece);
         let mut digests = Vec::with_capacity(self.layout.num_blocks(msg.piece) as usize);
-        // A whole number of blocks, so no block straddles two reads.
-        let mut window = vec![0u8; length.min(CHECK_WINDOW) as usize];
-        let mut offset = 0;
-        while offset < length {
-            let n = (length - offset).min(CHECK_WINDOW) as usize;
-            let buf = &mut window[..n];
-            buf.fill(0);
-            self.read_range(msg.piece, offset, buf)?;
+        self.read_in_windows(msg.piece, 0, length, |buf| {
             digests.extend(
                 buf.chunks(BLOCK_SIZE as usize)
                     .map(|b| <[u8; 20]>::from(Sha1::digest(b))),
-            );
-            offset += n as u32;
-        }
+            )
+        })?;
         Ok(digests)
     }
 }
