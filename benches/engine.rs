@@ -166,6 +166,43 @@ fn hasher(c: &mut Criterion) {
     group.finish();
 }
 
+/// One 256 KiB piece checked as a v1 torrent does (SHA-1), as a v2 one does (16 SHA-256
+/// leaves and the tree above them) and as a hybrid with its piece layers does (both, in
+/// one pass): what checking a hybrid costs against either alone.
+fn piece_checks(c: &mut Criterion) {
+    use torrent_actors::metainfo::{merkle, MerklePiece, PieceCheck, Verdict};
+    let (blocks, sha1) = piece_blocks();
+    let data: Vec<u8> = blocks.iter().flat_map(|b| b.iter().copied()).collect();
+    let leaves = merkle::leaf_hashes(&data);
+    let node = merkle::root_of_layer(&leaves, 0, leaves.len());
+    let merkle = MerklePiece {
+        node,
+        width: leaves.len() as u32,
+        data_len: PIECE_LEN,
+        file_root: node,
+        file_piece: 0,
+    };
+    let mut group = c.benchmark_group("piece_check_256k");
+    group.throughput(Throughput::Bytes(u64::from(PIECE_LEN)));
+    for (name, check) in [
+        ("v1_sha1", PieceCheck::Sha1(sha1)),
+        ("v2_merkle", PieceCheck::Merkle(merkle)),
+        ("hybrid_both", PieceCheck::Both(sha1, merkle)),
+    ] {
+        assert_eq!(check.verdict(&data), Verdict::Passed, "{name}");
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                let mut v = check.verifier();
+                for block in &blocks {
+                    v.update(block);
+                }
+                v.finish()
+            })
+        });
+    }
+    group.finish();
+}
+
 // ---------------------------------------------------------------------------------------
 // Piece picking and block bookkeeping
 
@@ -522,5 +559,12 @@ fn tracked_send(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, hasher, picker, smart_ban, tracked_send);
+criterion_group!(
+    benches,
+    hasher,
+    piece_checks,
+    picker,
+    smart_ban,
+    tracked_send
+);
 criterion_main!(benches);
