@@ -541,26 +541,33 @@ impl PieceManager {
         self.finishing.insert(piece.get());
         let (digest, senders) = done.finish();
         let check = self.info.piece_check(piece);
-        // The running SHA-1 serves a v1 check; a Merkle check (a v2 piece's, or a
-        // hybrid's second) reads the piece back from disk, a window at a time, as the
-        // start-up check does.
-        let sha_ok = check.sha1().map(|expected| digest == expected);
+        // The running SHA-1 serves a v1 check. A Merkle check (a v2 piece's, or both of a
+        // hybrid's, whose padding reads back as the zeros it must be) reads the piece
+        // back from disk, a window at a time, as the start-up check does.
+        let running = match check {
+            PieceCheck::Sha1(expected) => Some(digest == expected),
+            PieceCheck::Merkle(_) | PieceCheck::Both(..) => None,
+        };
         let remembered = self.smart_ban.remembers(piece.get());
         let reader = self.reader.clone();
         let work = async move {
-            let merkle_ok = match check.merkle() {
-                Some(node) => Some(matches!(
-                    reader
-                        .send(CheckPiece {
-                            piece,
-                            expected: PieceCheck::Merkle(node),
-                        })
-                        .await,
-                    Ok(Ok(Verdict::Passed))
-                )),
-                None => None,
+            let verdict = match running {
+                Some(true) => Verdict::Passed,
+                Some(false) => Verdict::Failed,
+                None => match reader
+                    .send(CheckPiece {
+                        piece,
+                        expected: check,
+                    })
+                    .await
+                {
+                    Ok(Ok(verdict)) => verdict,
+                    // The piece cannot be read back: the storage failed, not the data.
+                    Ok(Err(e)) => return Outcome::WriteFailed(e),
+                    Err(_) => Verdict::Failed,
+                },
             };
-            let ok = match Verdict::of(sha_ok, merkle_ok) {
+            let ok = match verdict {
                 Verdict::Passed => true,
                 Verdict::Failed => false,
                 Verdict::Inconsistent => return Outcome::Inconsistent,

@@ -332,6 +332,9 @@ impl PieceCheck {
     }
 }
 
+/// Zeros to hash in place of a hybrid piece's padding.
+const ZEROS: [u8; 4096] = [0; 4096];
+
 /// A piece check in progress: see [`PieceCheck::verifier`]. A hybrid's piece runs
 /// both hashes over the one pass.
 #[derive(Debug, Clone)]
@@ -355,10 +358,15 @@ struct MerkleVerifier {
 }
 
 impl MerkleVerifier {
+    /// How many of the next `len` bytes are file bytes; the rest are padding.
+    fn file_bytes_of(&self, len: usize) -> usize {
+        let room = u64::from(self.piece.data_len).saturating_sub(self.seen);
+        len.min(usize::try_from(room).unwrap_or(usize::MAX))
+    }
+
     fn update(&mut self, mut data: &[u8]) {
         // Bytes past the file's end are virtual padding, outside the tree.
-        let room = u64::from(self.piece.data_len).saturating_sub(self.seen);
-        let take = data.len().min(usize::try_from(room).unwrap_or(usize::MAX));
+        let take = self.file_bytes_of(data.len());
         self.seen = self.seen.saturating_add(data.len() as u64);
         data = &data[..take];
         while !data.is_empty() {
@@ -385,11 +393,30 @@ impl MerkleVerifier {
 impl PieceVerifier {
     /// Takes the next bytes of the piece.
     pub fn update(&mut self, data: &[u8]) {
-        if let Some((sha, _)) = &mut self.sha1 {
-            sha.update(data);
-        }
-        if let Some(merkle) = &mut self.merkle {
-            merkle.update(data);
+        match (&mut self.sha1, &mut self.merkle) {
+            // A hybrid's padding lies outside the v2 tree and is zeros by definition
+            // (BEP 47; it is never stored nor read from disk as anything else): its SHA-1
+            // takes zeros there, whatever a peer sent, so the right file bytes with
+            // garbage padding pass both hashes instead of passing one.
+            (Some((sha, _)), Some(merkle)) => {
+                let file_bytes = merkle.file_bytes_of(data.len());
+                sha.update(&data[..file_bytes]);
+                let mut padding = data.len() - file_bytes;
+                while padding > 0 {
+                    let n = padding.min(ZEROS.len());
+                    sha.update(&ZEROS[..n]);
+                    padding -= n;
+                }
+                merkle.update(data);
+            }
+            (sha1, merkle) => {
+                if let Some((sha, _)) = sha1 {
+                    sha.update(data);
+                }
+                if let Some(merkle) = merkle {
+                    merkle.update(data);
+                }
+            }
         }
     }
 
@@ -626,7 +653,7 @@ impl Info {
             });
         }
 
-        let info = Self {
+        let mut info = Self {
             name,
             private: opt_int(info, "private")?.is_some_and(|p| p == 1),
             hybrid,
@@ -636,9 +663,15 @@ impl Info {
             trees: None,
         };
         // A hybrid's two views must describe the same data, or its v1 and v2 swarms
-        // would be sharing different files under one torrent.
+        // would be sharing different files under one torrent. Where no file is longer
+        // than a piece, the roots alone give every piece's Merkle node (no piece layer
+        // is needed), so its pieces are checked by both hashes from the `info` alone.
         if hybrid {
-            V2Info::from_info_value(value)?.check_hybrid(&info)?;
+            let v2 = V2Info::from_info_value(value)?;
+            v2.check_hybrid(&info)?;
+            if v2.files.iter().all(|f| f.length <= v2.piece_length) {
+                info.check_both_ways(&v2)?;
+            }
         }
         Ok(info)
     }

@@ -766,6 +766,63 @@ fn a_hybrid_with_its_piece_layers_checks_every_piece_by_both_hashes() {
 }
 
 #[test]
+fn a_hybrid_piece_with_garbage_padding_is_judged_by_its_file_bytes() {
+    // Piece 2 (16 KiB pieces) holds the tail of `a` (40 000 bytes), then padding. The
+    // padding is zeros by definition and never stored: a peer that sends the right file
+    // bytes and anything as padding gave the right data (found by review: this was
+    // `Inconsistent`, failing the torrent).
+    let (made, datas, _tmp) = made_as(crate::create::Format::Hybrid, &HYBRID_FILES, 16384);
+    let meta = Metainfo::from_bytes(&made.torrent).unwrap();
+    let data = stream(&meta, &datas);
+    let layout = &meta.info.layout;
+    let p = layout.piece(2).unwrap();
+    let start = layout.piece_offset(p) as usize;
+    let mut bytes = data[start..start + layout.piece_len(p) as usize].to_vec();
+    let check = meta.info.piece_check(p);
+    assert_eq!(check.verdict(&bytes), Verdict::Passed);
+    let file_bytes = 40_000 - 2 * 16384;
+    bytes[file_bytes..].fill(0xff);
+    assert_eq!(check.verdict(&bytes), Verdict::Passed, "garbage padding");
+    // In odd chunks across the boundary, the same.
+    let mut v = check.verifier();
+    for chunk in bytes.chunks(5000) {
+        v.update(chunk);
+    }
+    assert_eq!(v.finish(), Verdict::Passed);
+    bytes[file_bytes - 1] ^= 1;
+    assert_eq!(
+        check.verdict(&bytes),
+        Verdict::Failed,
+        "a file byte flipped"
+    );
+    // A v1 torrent's check still takes the padding as sent.
+    let sha1 = PieceCheck::Sha1(check.sha1().unwrap());
+    bytes[file_bytes - 1] ^= 1;
+    assert_eq!(sha1.verdict(&bytes), Verdict::Failed);
+}
+
+#[test]
+fn a_hybrid_of_files_no_longer_than_a_piece_is_checked_by_both_hashes_from_its_info_alone() {
+    // 64 KiB pieces: every file fits in one, so no file has a piece layer (`create`
+    // writes no `piece layers`) and the roots give every piece's node; a magnet's
+    // `info` alone does too (found by review: these kept SHA-1 only).
+    let (made, datas, _tmp) = made_as(crate::create::Format::Hybrid, &HYBRID_FILES, 65536);
+    let meta = Metainfo::from_bytes(&made.torrent).unwrap();
+    let alone = Info::from_bytes(&info_of(&made.torrent)).unwrap();
+    let data = stream(&meta, &datas);
+    for info in [&meta.info, &alone] {
+        assert!(info.hybrid);
+        for p in info.layout.pieces() {
+            let check = info.piece_check(p);
+            assert!(matches!(check, PieceCheck::Both(..)), "{p}: {check:?}");
+            let start = info.layout.piece_offset(p) as usize;
+            let bytes = &data[start..start + info.layout.piece_len(p) as usize];
+            assert_eq!(check.verdict(bytes), Verdict::Passed, "{p}");
+        }
+    }
+}
+
+#[test]
 fn a_verdict_is_inconsistent_only_when_one_hash_passes_and_the_other_fails() {
     use Verdict::*;
     let cases = [

@@ -168,6 +168,57 @@ fn a_hybrid_whose_v2_part_hashes_other_data_stops_at_its_first_piece_and_blames_
 }
 
 #[test]
+fn a_peer_sending_garbage_padding_with_the_right_file_bytes_completes_a_hybrid() {
+    // BEP 47 padding is zeros by definition and never stored: a peer that sends 0xff
+    // there and every file byte right gave us the files. Found by review: each such piece
+    // passed its Merkle node and failed its SHA-1, and the torrent stopped as one whose
+    // two parts disagree. Whole pieces (32 KiB) and streamed ones (1 MiB pieces against
+    // a 1 MiB budget).
+    for (piece_size, extra) in [
+        ("32KiB", &[][..]),
+        ("1MiB", &["--max-in-progress-mib", "1"][..]),
+    ] {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("album");
+        write_pattern(&root.join("a.bin"), 1500 * KIB + 5, 31);
+        write_pattern(&root.join("b.bin"), 700 * KIB, 32);
+        let torrent = tmp.path().join("album.torrent");
+        our_create_ok(&[
+            "--hybrid",
+            "--piece-size",
+            piece_size,
+            s(&root),
+            "-o",
+            s(&torrent),
+        ]);
+        let meta = Metainfo::from_bytes(&fs::read(&torrent).unwrap()).unwrap();
+        let mut served = v1_view(&meta, tmp.path());
+        let mut content = (*served.content).clone();
+        for file in meta.info.layout.files().iter().filter(|f| f.padding) {
+            let at = file.offset as usize;
+            content[at..at + file.length as usize].fill(0xff);
+        }
+        assert_ne!(
+            content, *served.content,
+            "{piece_size}: the hybrid has padding"
+        );
+        served.content = std::sync::Arc::new(content);
+        let peer = HostilePeer::start(served, Act::Honest);
+        let out = tmp.path().join("out");
+        let output = get_from(&torrent, &out, Some(peer.addr()), extra);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "{piece_size}:\n{stderr}");
+        for name in ["a.bin", "b.bin"] {
+            assert_eq!(
+                fs::read(out.join("album").join(name)).unwrap(),
+                fs::read(root.join(name)).unwrap(),
+                "{piece_size}: {name} differs"
+            );
+        }
+    }
+}
+
+#[test]
 fn a_hybrid_whose_v2_part_hashes_other_data_is_refused_by_the_check_of_data_on_disk() {
     // The v1 side's files already in place: the start-up check finds a piece matching
     // its SHA-1 and not its Merkle node, and stops there rather than seed it.
