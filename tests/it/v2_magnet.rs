@@ -9,16 +9,17 @@
 //!
 //! Needs `/usr/bin/python3` with `python3-libtorrent`.
 
+use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-use std::time::Duration;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use torrent_actors::metainfo::Metainfo;
 
 use crate::seeding::{seed_command, Ours, READY_LIMIT};
 use crate::support::{
     assert_same_files, lt_create, our_create_ok, read_metainfo, run_until, write_pattern,
-    FakeMetadataPeer, HashReply, LtKind, LtSeeder, SeedOpts,
+    ChildGuard, FakeMetadataPeer, HashReply, LtKind, LtSeeder, SeedOpts,
 };
 
 const KIB: usize = 1024;
@@ -54,6 +55,17 @@ fn link(meta: &Metainfo, v1: bool, peers: &[std::net::SocketAddr]) -> String {
 }
 
 fn get_magnet(magnet: &str, out: &Path, peer_timeout: u64) -> Output {
+    let cmd = get_command(magnet, out, peer_timeout);
+    run_until(cmd, GET_LIMIT).unwrap_or_else(|o| {
+        panic!(
+            "get overran {GET_LIMIT:?}:\n{}",
+            String::from_utf8_lossy(&o.stderr)
+        )
+    })
+}
+
+/// `get -v` of `magnet` into `out`, loopback only, no DHT.
+fn get_command(magnet: &str, out: &Path, peer_timeout: u64) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_torrent-actors"));
     cmd.env("TORRENT_ACTORS_DHT_BOOTSTRAP", "")
         .args([
@@ -68,12 +80,7 @@ fn get_magnet(magnet: &str, out: &Path, peer_timeout: u64) -> Output {
         .args(["--peer-timeout", &peer_timeout.to_string(), "-o"])
         .arg(out)
         .arg(magnet);
-    run_until(cmd, GET_LIMIT).unwrap_or_else(|o| {
-        panic!(
-            "get overran {GET_LIMIT:?}:\n{}",
-            String::from_utf8_lossy(&o.stderr)
-        )
-    })
+    cmd
 }
 
 /// `get` succeeded, every file matches the seeder's, and the saved `.torrent` is the
@@ -279,4 +286,49 @@ fn metadata_that_does_not_hash_to_the_btmh_hash_is_refused() {
         0,
         "piece layers were asked on unverified metadata"
     );
+}
+
+/// Regression: a peer that once rejected (or sat on) a hash request was remembered for the
+/// whole fetch and never asked again, so a swarm whose peers had each failed once could
+/// never give the piece layers. Here the only peer rejects on its first connection and
+/// answers truly on later ones; with the retry shortened (a debug-build variable) it must
+/// be asked again and the `.torrent` saved with its piece layers.
+#[test]
+fn a_peer_that_gave_no_piece_layers_once_is_asked_again_later() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (meta, info) = small_v2(tmp.path());
+    let trees = meta.info.tree_nodes().expect("a v2 torrent has trees");
+    let peer = FakeMetadataPeer::serving_v2_then_honest(
+        meta.info_hash,
+        info,
+        HashReply::Reject,
+        Some(trees),
+    );
+    let out = tmp.path().join("out");
+    let saved = out.join("layers.bin.torrent");
+    let log_path = tmp.path().join("get.log");
+    let mut cmd = get_command(&link(&meta, false, &[peer.addr()]), &out, 60);
+    cmd.env("TORRENT_ACTORS_NO_LAYERS_RETRY_MS", "1000")
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(&log_path).unwrap());
+    let mut get = ChildGuard::spawn(cmd, "get");
+    // The peer has no pieces to give: once the .torrent is saved, get is stopped.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while !saved.exists() && Instant::now() < deadline && get.try_status().is_none() {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    get.kill();
+    let stderr = fs::read_to_string(&log_path).unwrap_or_default();
+    assert!(
+        stderr.contains("rejected a hash request"),
+        "the first connection did not reject:\n{stderr}"
+    );
+    assert!(
+        saved.exists() && stderr.contains("piece layers received"),
+        "the peer was not asked again ({} connections, {} hash requests):\n{stderr}",
+        peer.connections(),
+        peer.hash_requests()
+    );
+    assert!(peer.connections() >= 2);
+    assert_eq!(read_metainfo(&saved).info, meta.info);
 }
