@@ -64,10 +64,18 @@ pub fn leaf_hashes(data: &[u8]) -> Vec<Hash256> {
 
 /// A parent node: SHA-256 of its two children, left then right.
 pub fn parent(left: &Hash256, right: &Hash256) -> Hash256 {
+    #[cfg(test)]
+    PARENTS_HASHED.with(|n| n.set(n.get() + 1));
     let mut h = Sha256::new();
     h.update(left);
     h.update(right);
     h.finalize().into()
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Parent nodes hashed on this thread: lets a test count the hashing a parse does.
+    pub(crate) static PARENTS_HASHED: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
 }
 
 /// The node over `2^height` padding leaves: zeros at height 0, and each level above the
@@ -142,23 +150,31 @@ pub fn verify_piece_layer(
     file_length: u64,
     piece_length: u64,
 ) -> Result<(), MerkleError> {
-    let per_piece = leaves_per_piece(piece_length)?;
-    let pieces = usize::try_from(file_length.div_ceil(piece_length)).unwrap_or(usize::MAX);
-    let expected = if pieces <= 1 { 0 } else { pieces };
-    if layer.len() != expected {
-        return Err(MerkleError::WrongLayerLength {
-            expected,
-            found: layer.len(),
-        });
-    }
-    if expected == 0 {
+    let height = check_layer_length(layer.len(), file_length, piece_length)?;
+    if layer.is_empty() {
         return Ok(());
     }
-    let height = per_piece.trailing_zeros();
     if root_of_layer(layer, height, layer.len()) != *root {
         return Err(MerkleError::RootMismatch);
     }
     Ok(())
+}
+
+/// The first half of [`verify_piece_layer`], hashing nothing: whether a piece layer of
+/// `found` hashes is the right size for a file of `file_length` bytes (none for a file of
+/// at most one piece). Returns the piece layer's height (log2 of the leaves per piece).
+pub fn check_layer_length(
+    found: usize,
+    file_length: u64,
+    piece_length: u64,
+) -> Result<u32, MerkleError> {
+    let per_piece = leaves_per_piece(piece_length)?;
+    let pieces = usize::try_from(file_length.div_ceil(piece_length)).unwrap_or(usize::MAX);
+    let expected = if pieces <= 1 { 0 } else { pieces };
+    if found != expected {
+        return Err(MerkleError::WrongLayerLength { expected, found });
+    }
+    Ok(per_piece.trailing_zeros())
 }
 
 /// The node a piece's data must hash to: the piece's entry in the piece layer, or the

@@ -493,13 +493,17 @@ impl Info {
     }
 
     /// A v2-only torrent's `info`, from its checked v2 part (whose piece layers came
-    /// with the `.torrent`): the files laid out each from a piece boundary, with virtual
-    /// padding between them, and one Merkle node per piece.
-    fn from_v2(info: &Dict<'_>, v2: &V2Info) -> Result<Self, MetainfoError> {
+    /// with the `.torrent`) and the trees they were checked by: the files laid out each
+    /// from a piece boundary, with virtual padding between them, and one Merkle node per
+    /// piece.
+    fn from_v2(
+        info: &Dict<'_>,
+        v2: &V2Info,
+        trees: tree_nodes::TreeNodes,
+    ) -> Result<Self, MetainfoError> {
         let (name, root) = torrent_name(info)?;
         let layout = Self::v2_layout(&root, v2)?;
         let pieces = Self::merkle_pieces(v2)?;
-        let per_piece = merkle::leaves_per_piece(v2.piece_length).map_err(V2Error::PieceLength)?;
         if pieces.len() != layout.num_pieces() as usize {
             return Err(MetainfoError::PieceCountMismatch {
                 expected: layout.num_pieces(),
@@ -513,15 +517,7 @@ impl Info {
             v2_only: true,
             layout,
             hashes: PieceHashes::V2(pieces),
-            trees: Some(Arc::new(tree_nodes::TreeNodes::new(
-                v2.files.iter().filter_map(|f| {
-                    Some((
-                        f.pieces_root?,
-                        f.piece_layer.clone(),
-                        per_piece.trailing_zeros(),
-                    ))
-                }),
-            ))),
+            trees: Some(Arc::new(trees)),
         })
     }
 
@@ -788,11 +784,11 @@ impl Metainfo {
         let info_bytes = info_value.raw().to_vec();
         let (info, info_hash, info_hash_v2) = match Info::from_value(info_value) {
             Err(MetainfoError::V2Only) => {
-                let v2 = V2Info::from_torrent_dict(dict)?;
+                let (v2, trees) = V2Info::with_trees(dict)?;
                 let dict = info_value
                     .as_dict()
                     .ok_or(MetainfoError::NotADictionary("info"))?;
-                let info = Info::from_v2(dict, &v2)?;
+                let info = Info::from_v2(dict, &v2, trees)?;
                 (info, truncated_v2_hash(&v2.info_hash), Some(v2.info_hash))
             }
             other => {

@@ -173,12 +173,35 @@ impl TreeNodes {
         let mut out = TreeNodes::default();
         for (root, layer, piece_height) in files {
             if layer.len() < 2 {
-                out.single.push(root);
-            } else if let Some(tree) = FileTree::build(&root, layer, piece_height) {
-                out.files.insert(root, tree);
+                out.add_single(root);
+            } else {
+                // Left out when it does not prove, as documented.
+                let _ = out.add_checked(root, layer, piece_height);
             }
         }
         out
+    }
+
+    /// Adds the tree of a file whose piece layer (at least two nodes, at `piece_height`)
+    /// is `layer`, built once, and checks that its top is `root`: how a torrent's piece
+    /// layers are verified, each hashed once. `RootMismatch` (nothing added) when it is
+    /// not, or when no tree of that height can be (a height past
+    /// [`crate::wire::MAX_BASE_LAYER`], which a layer of the right length never has).
+    pub fn add_checked(
+        &mut self,
+        root: Hash256,
+        layer: Vec<Hash256>,
+        piece_height: u32,
+    ) -> Result<(), merkle::MerkleError> {
+        let tree =
+            FileTree::build(&root, layer, piece_height).ok_or(merkle::MerkleError::RootMismatch)?;
+        self.files.insert(root, tree);
+        Ok(())
+    }
+
+    /// Adds the root of a file of one piece, whose tree below the root is not known.
+    pub fn add_single(&mut self, root: Hash256) {
+        self.single.push(root);
     }
 
     /// Whether no file has a tree to serve from.

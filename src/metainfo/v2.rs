@@ -16,6 +16,7 @@
 use sha2::{Digest, Sha256};
 
 use super::merkle::{self, Hash256, MerkleError};
+use super::tree_nodes::TreeNodes;
 use super::{Info, PathError, SafePath};
 use crate::bencode::{self, DecodeError, Dict, Value};
 
@@ -129,17 +130,26 @@ impl V2Info {
 
     /// [`V2Info::from_torrent`] on an already decoded torrent.
     pub(crate) fn from_torrent_dict(dict: &Dict<'_>) -> Result<Self, V2Error> {
+        Ok(Self::with_trees(dict)?.0)
+    }
+
+    /// [`V2Info::from_torrent_dict`], with the trees that answer peers' `hash request`s:
+    /// each piece layer is hashed once, into its file's tree, whose top must be the
+    /// file's root.
+    pub(crate) fn with_trees(dict: &Dict<'_>) -> Result<(Self, TreeNodes), V2Error> {
         let info = dict.get(b"info").ok_or(V2Error::MissingField("info"))?;
         let layers = match dict.get(b"piece layers") {
             Some(v) => Some(v.as_dict().ok_or(V2Error::NotADictionary("piece layers"))?),
             None => None,
         };
         let mut v2 = Self::from_info_value(info)?;
+        let mut trees = TreeNodes::default();
         for file in &mut v2.files {
             let Some(root) = file.pieces_root else {
                 continue;
             };
             if file.length <= v2.piece_length {
+                trees.add_single(root);
                 continue;
             }
             let name = file.path.display();
@@ -155,15 +165,18 @@ impl V2Info {
                 .chunks_exact(32)
                 .filter_map(|c| c.try_into().ok())
                 .collect();
-            merkle::verify_piece_layer(&layer, &root, file.length, v2.piece_length).map_err(
-                |reason| V2Error::BadPieceLayer {
-                    path: name.clone(),
-                    reason,
-                },
-            )?;
+            let bad = |reason| V2Error::BadPieceLayer {
+                path: name.clone(),
+                reason,
+            };
+            let height = merkle::check_layer_length(layer.len(), file.length, v2.piece_length)
+                .map_err(bad)?;
+            trees
+                .add_checked(root, layer.clone(), height)
+                .map_err(bad)?;
             file.piece_layer = layer;
         }
-        Ok(v2)
+        Ok((v2, trees))
     }
 
     /// Checks that a hybrid's v1 view describes the same data as this v2 view: the same
@@ -381,6 +394,34 @@ mod tests {
         assert_eq!(v2.files.len(), 2);
         assert_eq!(v2.files[0].piece_layer.len(), 6);
         assert_eq!(v2.files[1].path.display(), "dir/empty");
+    }
+
+    /// Regression: a v2-only torrent's piece layers were hashed up to their roots twice
+    /// when it was read, once to check them and once for the trees kept to answer peers.
+    #[test]
+    fn a_v2_torrents_piece_layers_are_hashed_once_when_it_is_read() {
+        // 100 pieces: 50 + 25 + 13 + 7 + 4 + 2 + 1 = 102 parents up to the root, and a
+        // padding node per height (9 here).
+        let (root, layer) = file_of(100 * PIECE as usize);
+        let tree = BValue::dict([("f", leaf(100 * PIECE, Some(root)))]);
+        let bytes = torrent(tree, vec![(root, layer.clone())]);
+        let before = merkle::PARENTS_HASHED.with(|n| n.get());
+        let m = crate::metainfo::Metainfo::from_bytes(&bytes).unwrap();
+        let hashed = merkle::PARENTS_HASHED.with(|n| n.get()) - before;
+        assert!(
+            (102..=120).contains(&hashed),
+            "{hashed} parent hashes for a piece layer of 100"
+        );
+        // The trees kept are those the layers alone make.
+        let nodes: Vec<Hash256> = layer
+            .chunks_exact(32)
+            .map(|c| c.try_into().unwrap())
+            .collect();
+        let height = (PIECE / merkle::LEAF_SIZE as u64).trailing_zeros();
+        assert_eq!(
+            m.info.tree_nodes().as_deref(),
+            Some(&TreeNodes::new([(root, nodes, height)]))
+        );
     }
 
     #[test]

@@ -7,18 +7,23 @@
 //! ignores the piece layers, and one whose metadata does not hash to the btmh hash, are
 //! dropped and never trusted, and `get` ends on its own with "no peer" (bounded wait).
 //!
+//! `serve` fetches again by its v2 hash a v2-only torrent whose kept `.torrent` broke.
+//!
 //! Needs `/usr/bin/python3` with `python3-libtorrent`.
 
+use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-use std::time::Duration;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use torrent_actors::metainfo::{Metainfo, PieceCheck};
 
+use crate::dht::loopback;
 use crate::seeding::{seed_command, Ours, READY_LIMIT};
 use crate::support::{
-    assert_same_files, lt_create, our_create_ok, read_metainfo, run_until, write_pattern,
-    FakeMetadataPeer, HashReply, LtKind, LtSeeder, SeedOpts,
+    assert_same_files, free_port, lt_create, our_create_ok, read_metainfo, run_until,
+    write_pattern, ChildGuard, Daemon, DaemonOpts, FakeMetadataPeer, HashReply, LtKind, LtSeeder,
+    SeedOpts,
 };
 
 const KIB: usize = 1024;
@@ -54,6 +59,17 @@ fn link(meta: &Metainfo, v1: bool, peers: &[std::net::SocketAddr]) -> String {
 }
 
 fn get_magnet(magnet: &str, out: &Path, peer_timeout: u64) -> Output {
+    let cmd = get_command(magnet, out, peer_timeout);
+    run_until(cmd, GET_LIMIT).unwrap_or_else(|o| {
+        panic!(
+            "get overran {GET_LIMIT:?}:\n{}",
+            String::from_utf8_lossy(&o.stderr)
+        )
+    })
+}
+
+/// `get -v` of `magnet` into `out`, loopback only, no DHT.
+fn get_command(magnet: &str, out: &Path, peer_timeout: u64) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_torrent-actors"));
     cmd.env("TORRENT_ACTORS_DHT_BOOTSTRAP", "")
         .args([
@@ -68,12 +84,7 @@ fn get_magnet(magnet: &str, out: &Path, peer_timeout: u64) -> Output {
         .args(["--peer-timeout", &peer_timeout.to_string(), "-o"])
         .arg(out)
         .arg(magnet);
-    run_until(cmd, GET_LIMIT).unwrap_or_else(|o| {
-        panic!(
-            "get overran {GET_LIMIT:?}:\n{}",
-            String::from_utf8_lossy(&o.stderr)
-        )
-    })
+    cmd
 }
 
 /// `get` succeeded, every file matches the seeder's, and the saved `.torrent` is the
@@ -296,4 +307,136 @@ fn metadata_that_does_not_hash_to_the_btmh_hash_is_refused() {
         0,
         "piece layers were asked on unverified metadata"
     );
+}
+
+/// Regression: a peer that once rejected (or sat on) a hash request was remembered for the
+/// whole fetch and never asked again, so a swarm whose peers had each failed once could
+/// never give the piece layers. Here the only peer rejects on its first connection and
+/// answers truly on later ones; with the retry shortened (a debug-build variable) it must
+/// be asked again and the `.torrent` saved with its piece layers.
+#[test]
+fn a_peer_that_gave_no_piece_layers_once_is_asked_again_later() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (meta, info) = small_v2(tmp.path());
+    let trees = meta.info.tree_nodes().expect("a v2 torrent has trees");
+    let peer = FakeMetadataPeer::serving_v2_then_honest(
+        meta.info_hash,
+        info,
+        HashReply::Reject,
+        Some(trees),
+    );
+    let out = tmp.path().join("out");
+    let saved = out.join("layers.bin.torrent");
+    let log_path = tmp.path().join("get.log");
+    let mut cmd = get_command(&link(&meta, false, &[peer.addr()]), &out, 60);
+    cmd.env("TORRENT_ACTORS_NO_LAYERS_RETRY_MS", "1000")
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(&log_path).unwrap());
+    let mut get = ChildGuard::spawn(cmd, "get");
+    // The peer has no pieces to give: once the .torrent is saved, get is stopped.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while !saved.exists() && Instant::now() < deadline && get.try_status().is_none() {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    get.kill();
+    let stderr = fs::read_to_string(&log_path).unwrap_or_default();
+    assert!(
+        stderr.contains("rejected a hash request"),
+        "the first connection did not reject:\n{stderr}"
+    );
+    assert!(
+        saved.exists() && stderr.contains("piece layers received"),
+        "the peer was not asked again ({} connections, {} hash requests):\n{stderr}",
+        peer.connections(),
+        peer.hash_requests()
+    );
+    assert!(peer.connections() >= 2);
+    assert_eq!(read_metainfo(&saved).info, meta.info);
+}
+
+/// Waits up to `limit` for torrent `id` of `daemon` to be seeding.
+fn wait_seeding(daemon: &Daemon, id: &str, limit: Duration, when: &str) {
+    let deadline = Instant::now() + limit;
+    loop {
+        let detail = daemon.get_json(&format!("/api/torrents/{id}"));
+        if detail["state"] == "seeding" {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{when}: not seeding within {limit:?}: {detail}\n{}",
+            daemon.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Regression: when a v2-only torrent's kept `.torrent` could not be read at a restart,
+/// `serve` fetched its metadata again by a link of the info-hash and name alone: the
+/// truncated v2 hash taken for a v1 one, whose SHA-1 check no v2 info dictionary passes.
+/// The state now keeps the v2 hash and the rebuilt link names it. The torrent has no
+/// tracker: its two libtorrent seeders are found on a loopback DHT, both times.
+#[test]
+fn serve_fetches_a_v2_torrent_whose_kept_torrent_broke_again_by_its_v2_hash() {
+    let tmp = tempfile::tempdir().unwrap();
+    let seed_dir = tmp.path().join("seed");
+    let source = seed_dir.join("v2one");
+    write_pattern(&source.join("layers.bin"), 40 * 16 * KIB + 3, 11);
+    write_pattern(&source.join("small.txt"), 100, 12);
+    let torrent = tmp.path().join("v2one.torrent");
+    lt_create(LtKind::V2, &source, &torrent, 16 * 1024, false);
+    let meta = read_metainfo(&torrent);
+    assert!(meta.info.v2_only);
+    // Two seeders that bootstrap from each other, as in the DHT tests: each keeps the
+    // other's announce; the daemon asks them both.
+    let (p1, p2) = (free_port(), free_port());
+    let seeder = |port: u16, other: u16| {
+        LtSeeder::start(
+            &torrent,
+            &seed_dir,
+            SeedOpts {
+                port: Some(port),
+                seed_mode: true,
+                dht_bootstrap: Some(vec![loopback(other)]),
+                ..SeedOpts::default()
+            },
+        )
+    };
+    let (s1, s2) = (seeder(p1, p2), seeder(p2, p1));
+    let opts = DaemonOpts {
+        args: vec![
+            "--dht-bootstrap".into(),
+            format!("{},{}", loopback(p1), loopback(p2)),
+        ],
+        ..DaemonOpts::default()
+    };
+    let (dl, state) = (tmp.path().join("dl"), tmp.path().join("state"));
+    let mut daemon = Daemon::start(&dl, &state, &opts);
+    let id = daemon.add_torrent_file(&torrent);
+    assert_eq!(id, meta.info_hash.to_hex());
+    wait_seeding(&daemon, &id, Duration::from_secs(120), "first run");
+    daemon.stop();
+    // The kept copy breaks while the daemon is down.
+    let kept = state.join("torrents").join(format!("{id}.torrent"));
+    assert!(kept.exists(), "no kept .torrent at {}", kept.display());
+    fs::write(&kept, b"d4:infoi1ee").unwrap();
+    let daemon = Daemon::start(&dl, &state, &opts);
+    wait_seeding(&daemon, &id, Duration::from_secs(120), "after the restart");
+    let log = daemon.log();
+    assert!(log.contains("kept .torrent unusable"), "{log}");
+    assert!(log.contains("piece layers received"), "{log}");
+    let detail = daemon.get_json(&format!("/api/torrents/{id}"));
+    let v2 = meta.info_hash_v2.expect("a v2 hash");
+    let v2_hex: String = v2.iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(detail["info_hash_v2"], v2_hex.as_str(), "{detail}");
+    assert_eq!(read_metainfo(&kept).info, meta.info, "the kept .torrent");
+    assert_same_files(
+        &seed_dir,
+        &dl,
+        &[
+            (PathBuf::from("v2one/layers.bin"), 40 * 16 * KIB as u64 + 3),
+            (PathBuf::from("v2one/small.txt"), 100),
+        ],
+    );
+    drop((s1, s2));
 }

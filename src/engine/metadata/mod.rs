@@ -26,6 +26,7 @@
 pub mod assembler;
 pub mod conn;
 pub mod layers;
+pub mod no_layers;
 
 use std::sync::Arc;
 
@@ -42,6 +43,7 @@ use slog::{debug, info, o, warn, Logger};
 use self::assembler::{Assembled, InfoDigests, MetadataAssembler};
 use self::conn::MetadataPeer;
 use self::layers::{Answered, LayerFetch};
+use self::no_layers::NoLayers;
 use super::address_book::{AddressBook, IpSlot, RETRY_BASE};
 use super::connection::{self, ConnectError};
 use super::coordinator::{Coordinator, EngineConfig, TorrentParams};
@@ -67,10 +69,12 @@ const REQUESTS_PER_PEER: usize = 4;
 /// Hash requests outstanding per peer while a v2 torrent's piece layers are fetched.
 const HASH_REQUESTS_PER_PEER: usize = 4;
 
-/// How long a peer that gave no piece layers is left alone while they are fetched.
+/// How long a peer that gave no piece layers is left alone while they are fetched; then
+/// it may be asked again.
 const NO_LAYERS_RETRY: Duration = Duration::from_secs(600);
 
-/// The most addresses remembered as having no piece layers to give.
+/// The most addresses remembered as having no piece layers to give (the oldest forgotten
+/// first).
 const MAX_NO_LAYERS: usize = 4096;
 
 /// How often a DHT lookup is repeated while no metadata has come (a swarm may announce
@@ -137,9 +141,9 @@ pub struct MetadataFetcher {
     info: Option<Bytes>,
     /// The piece layers being fetched from peers, after `info` is verified.
     layers: Option<LayerFetch>,
-    /// Peers that rejected, left unanswered or lied about a hash request: not asked for
-    /// piece layers again (nor counted as sources while they are fetched).
-    no_layers: HashSet<SocketAddr>,
+    /// Peers that rejected, left unanswered or lied about a hash request, and when: not
+    /// asked for piece layers (nor counted as sources) for `NO_LAYERS_RETRY`.
+    no_layers: NoLayers,
     trackers: Vec<Tracked<Tracker>>,
     tiers: Tiers,
     /// The link's trackers as last reported, for the front end, until the Coordinator (with
@@ -205,7 +209,7 @@ impl MetadataFetcher {
             expected,
             info: None,
             layers: None,
-            no_layers: HashSet::new(),
+            no_layers: NoLayers::new(no_layers::retry_or_override(NO_LAYERS_RETRY), MAX_NO_LAYERS),
             trackers: Vec::new(),
             tiers,
             tracker_board,
@@ -279,9 +283,13 @@ impl MetadataFetcher {
             let Some(addr) = self.book.next_to_dial(now) else {
                 break;
             };
-            if self.layers.is_some() && self.no_layers.contains(&addr) {
-                // It has nothing for this phase; the Coordinator may dial it later.
-                self.book.postpone(addr, NO_LAYERS_RETRY, now);
+            if let Some(wait) = self
+                .layers
+                .as_ref()
+                .and(self.no_layers.left_alone_for(&addr, now))
+            {
+                // It gave nothing for this phase lately; asked again once its time is up.
+                self.book.postpone(addr, wait, now);
                 continue;
             }
             let slot = match self.book.take_slot(&addr) {
@@ -499,9 +507,10 @@ impl MetadataFetcher {
         // While piece layers are fetched, a source is a ready peer not yet found unable
         // to give them.
         let peers = if self.layers.is_some() {
+            let now = Instant::now();
             self.conns
                 .values()
-                .filter(|c| c.ready && !self.no_layers.contains(&c.addr))
+                .filter(|c| c.ready && !self.no_layers.contains(&c.addr, now))
                 .count()
         } else {
             self.conns.values().filter(|c| c.size.is_some()).count()
@@ -526,7 +535,7 @@ impl MetadataFetcher {
             let Some(conn) = self.conns.get(&key) else {
                 continue;
             };
-            if !conn.ready || self.no_layers.contains(&conn.addr) {
+            if !conn.ready || self.no_layers.contains(&conn.addr, now) {
                 continue;
             }
             while layers.asked_of(key) < HASH_REQUESTS_PER_PEER {
@@ -548,9 +557,7 @@ impl MetadataFetcher {
         let Some(conn) = self.conns.get(&key) else {
             return;
         };
-        if self.no_layers.len() < MAX_NO_LAYERS {
-            self.no_layers.insert(conn.addr);
-        }
+        self.no_layers.record(conn.addr, Instant::now());
         if lied {
             warn!(self.log, "peer sent piece-layer hashes that do not prove; dropped"; "addr" => %conn.addr, "why" => why);
             self.book.ban(conn.addr);
@@ -921,7 +928,7 @@ impl Handler<MetadataPeerReady> for MetadataFetcher {
         conn.ready = true;
         if self.layers.is_some() {
             // The metadata is in; any v2 peer may have the piece layers.
-            if self.no_layers.contains(&conn.addr) {
+            if self.no_layers.contains(&conn.addr, Instant::now()) {
                 conn.actor.do_send(ToMetadataPeer::Disconnect(
                     "gave no piece layers before".into(),
                 ));

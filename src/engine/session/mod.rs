@@ -55,6 +55,7 @@ use super::tracker::{TrackerState, TrackerStatus};
 use super::webseed::WebSeedStatus;
 use crate::layout::Layout;
 use crate::magnet::{FileSelection, Magnet};
+use crate::metainfo::merkle::Hash256;
 use crate::metainfo::Metainfo;
 use crate::InfoHash;
 
@@ -731,6 +732,18 @@ fn log_event(events: &Logger, what: &str, entry: &Entry) {
     info!(events, "{}", what; "info_hash" => short_hash(&entry.id), "torrent" => &entry.name);
 }
 
+/// A SHA-256 hash from 64 hex digits (either case), as the state file keeps a v2
+/// info-hash; `None` for anything else.
+fn hash256_from_hex(s: &str) -> Option<Hash256> {
+    if s.len() != 64 {
+        return None;
+    }
+    let bytes = data_encoding::HEXLOWER_PERMISSIVE
+        .decode(s.as_bytes())
+        .ok()?;
+    bytes.try_into().ok()
+}
+
 /// The first 8 hex digits of an info-hash: enough to tell torrents of one name apart.
 fn short_hash(id: &InfoHash) -> String {
     id.to_hex()[..8].to_string()
@@ -813,7 +826,7 @@ impl Session {
                         "the kept .torrent could not be used ({e}); its metadata is fetched from peers again"
                     ));
                 }
-                let magnet = match &t.magnet {
+                let mut magnet = match &t.magnet {
                     Some(link) => Magnet::parse(link).map_err(|e| e.to_string())?,
                     None => Magnet {
                         info_hash: id,
@@ -825,6 +838,11 @@ impl Session {
                         select_only: None,
                     },
                 };
+                // A v2 torrent's metadata can only be checked (and a v2-only one's swarm
+                // only joined) with its v2 hash: the link gets it when the state has it.
+                if magnet.v2_info_hash.is_none() {
+                    magnet.v2_info_hash = t.info_hash_v2.as_deref().and_then(hash256_from_hex);
+                }
                 Source::Magnet(magnet)
             }
         };
@@ -859,6 +877,11 @@ impl Session {
                     name: e.name.clone(),
                     magnet: e.magnet_link.clone(),
                     has_torrent_file: matches!(e.source, Source::Torrent(_)),
+                    info_hash_v2: match &e.source {
+                        Source::Torrent(m) => m.info_hash_v2,
+                        Source::Magnet(m) => m.v2_info_hash,
+                    }
+                    .map(|h| data_encoding::HEXLOWER.encode(&h)),
                     dir: e.dir.clone(),
                     paused: e.paused,
                     awaiting_files: e.awaiting_files,
@@ -2536,6 +2559,40 @@ mod tests {
         std::fs::write(state.torrent_file(hash), b"not bencode").unwrap();
         let entry = Session::restore(&state, &saved, &log).expect("kept, not dropped");
         assert!(matches!(entry.source, Source::Magnet(_)));
+    }
+
+    #[test]
+    fn a_v2_torrent_fetched_again_is_fetched_by_its_v2_hash() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir(dir.path().to_path_buf());
+        let log = Logger::root(slog::Discard, o!());
+        let v2 = [0x5cu8; 32];
+        let v2_hex = data_encoding::HEXLOWER.encode(&v2);
+        // v2-only: its id is the v2 hash's first 20 bytes; the link names only the v2 hash.
+        let mut saved = state::sample_torrent();
+        saved.info_hash = v2_hex[..40].to_string();
+        saved.info_hash_v2 = Some(v2_hex.to_uppercase());
+        let entry = Session::restore(&state, &saved, &log).expect("kept, not dropped");
+        let Source::Magnet(m) = &entry.source else {
+            panic!("not fetched again")
+        };
+        assert_eq!(m.v2_info_hash, Some(v2));
+        assert!(!m.has_v1());
+        let uri = m.to_uri();
+        assert!(uri.contains(&format!("urn:btmh:1220{v2_hex}")) && !uri.contains("btih"));
+        // A hybrid known by its v1 hash: both, so both are checked.
+        saved.info_hash = "ab".repeat(20);
+        let entry = Session::restore(&state, &saved, &log).expect("kept, not dropped");
+        let Source::Magnet(m) = &entry.source else {
+            panic!("not fetched again")
+        };
+        assert!(m.has_v1() && m.v2_info_hash == Some(v2));
+        // A v2 hash that is not 64 hex digits is no hash.
+        for bad in ["5c".repeat(31), "zz".repeat(32), "5c".repeat(33)] {
+            saved.info_hash_v2 = Some(bad);
+            let entry = Session::restore(&state, &saved, &log).expect("kept, not dropped");
+            assert!(matches!(&entry.source, Source::Magnet(m) if m.v2_info_hash.is_none()));
+        }
     }
 
     #[test]

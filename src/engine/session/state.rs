@@ -42,6 +42,11 @@ pub struct SavedTorrent {
     pub magnet: Option<String>,
     /// Whether `torrents/INFOHASH.torrent` holds the metadata.
     pub has_torrent_file: bool,
+    /// A v2 or hybrid torrent's whole v2 info-hash (64 hex digits), so that when its kept
+    /// `.torrent` cannot be read its metadata can be fetched again under it (absent for v1
+    /// torrents and in older state files).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub info_hash_v2: Option<String>,
     /// The sub-folder of the download root, relative (`""` for the root).
     pub dir: String,
     pub paused: bool,
@@ -155,6 +160,7 @@ pub(crate) fn sample_torrent() -> SavedTorrent {
         name: "film".into(),
         magnet: None,
         has_torrent_file: true,
+        info_hash_v2: None,
         dir: "films".into(),
         paused: true,
         awaiting_files: false,

@@ -61,13 +61,16 @@ impl Default for DaemonOpts {
 }
 
 /// The command line of `serve` on `dir` and `state`: loopback, kernel-picked ports, no
-/// DHT, and the DHT bootstrap emptied in the environment too.
+/// DHT (unless `opts.args` gives `--dht-bootstrap` nodes, which must be loopback ones),
+/// and the DHT bootstrap emptied in the environment too.
 pub fn serve_command(dir: &Path, state: &Path, opts: &DaemonOpts) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_torrent-actors"));
+    let dht = opts.args.iter().any(|a| a == "--dht-bootstrap");
     cmd.env("TORRENT_ACTORS_DHT_BOOTSTRAP", "")
         .env_remove("TORRENT_ACTORS_API_KEY")
         .args(["serve", "--listen", &opts.listen])
-        .args(["--port", "0", "--bind", "127.0.0.1", "--no-dht"])
+        .args(["--port", "0", "--bind", "127.0.0.1"])
+        .args((!dht).then_some("--no-dht"))
         .args((!opts.quiet).then_some("-v"))
         .arg("--dir")
         .arg(dir)

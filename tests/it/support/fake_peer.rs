@@ -10,8 +10,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use torrent_actors::metainfo::tree_nodes::TreeNodes;
 use torrent_actors::wire::ext::{self, ExtHandshake, MetadataMessage};
-use torrent_actors::wire::{Handshake, Reserved, HANDSHAKE_LEN};
+use torrent_actors::wire::{Handshake, HashRequest, Reserved, HANDSHAKE_LEN};
 use torrent_actors::{InfoHash, PeerId};
 
 use super::process::POLL;
@@ -63,6 +64,18 @@ impl FakeMetadataPeer {
         metadata: Vec<u8>,
         hashes: HashReply,
     ) -> FakeMetadataPeer {
+        FakeMetadataPeer::serving_v2_then_honest(info_hash, metadata, hashes, None)
+    }
+
+    /// As [`FakeMetadataPeer::serving_v2`] on its first connection; on later ones, with
+    /// `honest` given, hash requests are answered truly from those trees, as a peer that
+    /// was only slow once would.
+    pub fn serving_v2_then_honest(
+        info_hash: InfoHash,
+        metadata: Vec<u8>,
+        hashes: HashReply,
+        honest: Option<Arc<TreeNodes>>,
+    ) -> FakeMetadataPeer {
         let metadata = Arc::new(metadata);
         let hash_requests = Arc::new(AtomicUsize::new(0));
         let listener = TcpListener::bind("127.0.0.1:0").expect("binding the fake peer");
@@ -86,11 +99,16 @@ impl FakeMetadataPeer {
                                 (lies.clone(), stop.clone(), connections.clone());
                             let metadata = metadata.clone();
                             let hash_requests = hash_requests.clone();
+                            let honest = honest.clone();
                             thread::spawn(move || {
                                 let counters = Counters {
                                     lies: &lies,
                                     connections: &connections,
                                     hash_requests: &hash_requests,
+                                };
+                                let hashes = Answers {
+                                    first: hashes,
+                                    honest: honest.as_deref(),
                                 };
                                 let _ = serve_lies(
                                     stream, info_hash, &metadata, hashes, counters, &stop,
@@ -176,6 +194,39 @@ struct Counters<'a> {
     hash_requests: &'a AtomicUsize,
 }
 
+/// How a connection answers hash requests: as `first` says on the first connection; on
+/// later ones from `honest`, if given.
+#[derive(Clone, Copy)]
+struct Answers<'a> {
+    first: HashReply,
+    honest: Option<&'a TreeNodes>,
+}
+
+/// The true reply to a 48-byte `hash request` body from `trees`: `hashes`, or `hash
+/// reject` for what the trees refuse; the whole frame.
+fn honest_reply(body: &[u8], trees: &TreeNodes) -> Option<Vec<u8>> {
+    let word = |at: usize| u32::from_be_bytes(body[at..at + 4].try_into().unwrap());
+    if body.len() != 48 {
+        return None;
+    }
+    let req = HashRequest {
+        pieces_root: body[..32].try_into().unwrap(),
+        base_layer: word(32),
+        index: word(36),
+        length: word(40),
+        proof_layers: word(44),
+    };
+    let (id, nodes) = match trees.answer(&req) {
+        Ok(nodes) => (22u8, nodes),
+        Err(_) => (23u8, Vec::new()),
+    };
+    let mut frame = ((1 + 48 + 32 * nodes.len()) as u32).to_be_bytes().to_vec();
+    frame.push(id);
+    frame.extend_from_slice(body);
+    frame.extend(nodes.iter().flatten());
+    Some(frame)
+}
+
 /// The reply to a 48-byte `hash request` body, as `reply` says: the whole frame.
 fn hash_reply(body: &[u8], reply: HashReply) -> Option<Vec<u8>> {
     let word = |at: usize| u32::from_be_bytes(body[at..at + 4].try_into().unwrap());
@@ -207,7 +258,7 @@ fn serve_lies(
     mut stream: TcpStream,
     info_hash: InfoHash,
     metadata: &[u8],
-    hashes: HashReply,
+    hashes: Answers<'_>,
     counters: Counters<'_>,
     stop: &AtomicBool,
 ) -> std::io::Result<()> {
@@ -225,7 +276,7 @@ fn serve_lies(
     if Handshake::parse(&theirs).is_err() {
         return Ok(());
     }
-    connections.fetch_add(1, Ordering::Relaxed);
+    let earlier = connections.fetch_add(1, Ordering::Relaxed);
     let mut reserved = Reserved::none();
     reserved.set_extension_protocol(true);
     stream.write_all(
@@ -254,7 +305,11 @@ fn serve_lies(
         };
         if frame.first() == Some(&21) {
             hash_requests.fetch_add(1, Ordering::Relaxed);
-            if let Some(reply) = hash_reply(&frame[1..], hashes) {
+            let reply = match hashes.honest {
+                Some(trees) if earlier > 0 => honest_reply(&frame[1..], trees),
+                _ => hash_reply(&frame[1..], hashes.first),
+            };
+            if let Some(reply) = reply {
                 stream.write_all(&reply)?;
             }
             continue;
