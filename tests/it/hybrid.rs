@@ -32,21 +32,32 @@ fn s(p: &Path) -> &str {
     p.to_str().expect("a UTF-8 path")
 }
 
-/// A hybrid made by our `create` from a small folder, with 16 KiB pieces.
-fn made_hybrid(parent: &Path) -> std::path::PathBuf {
+/// A hybrid made by our `create` with `piece_size` pieces from `parent/album`, which it
+/// fills with `a.bin` and `b.bin` of the lengths and pattern seeds given: the folder and
+/// `parent/album.torrent`.
+fn album_hybrid(
+    parent: &Path,
+    [(a_len, a_seed), (b_len, b_seed)]: [(usize, u8); 2],
+    piece_size: &str,
+) -> (std::path::PathBuf, std::path::PathBuf) {
     let root = parent.join("album");
-    write_pattern(&root.join("a.bin"), 40 * KIB + 3, 1);
-    write_pattern(&root.join("b.bin"), 3 * 16 * KIB + 7, 2);
+    write_pattern(&root.join("a.bin"), a_len, a_seed);
+    write_pattern(&root.join("b.bin"), b_len, b_seed);
     let torrent = parent.join("album.torrent");
     our_create_ok(&[
         "--hybrid",
         "--piece-size",
-        "16KiB",
+        piece_size,
         s(&root),
         "-o",
         s(&torrent),
     ]);
-    torrent
+    (root, torrent)
+}
+
+/// A hybrid made by our `create` from a small folder, with 16 KiB pieces.
+fn made_hybrid(parent: &Path) -> std::path::PathBuf {
+    album_hybrid(parent, [(40 * KIB + 3, 1), (3 * 16 * KIB + 7, 2)], "16KiB").1
 }
 
 /// What a v1-only peer serves of `meta`, the files found under `parent`: the v1 view end
@@ -74,18 +85,12 @@ fn v1_view(meta: &Metainfo, parent: &Path) -> Served {
 fn hybrid_of_two_datas(parent: &Path, piece_size: &str) -> std::path::PathBuf {
     let mut made = Vec::new();
     for (side, seed) in [("v1", 21), ("v2", 22)] {
-        let root = parent.join(side).join("album");
-        write_pattern(&root.join("a.bin"), 1500 * KIB + 5, seed);
-        write_pattern(&root.join("b.bin"), 700 * KIB, seed + 10);
-        let torrent = parent.join(format!("{side}.torrent"));
-        our_create_ok(&[
-            "--hybrid",
-            "--piece-size",
+        let parent = parent.join(side);
+        let (_, torrent) = album_hybrid(
+            &parent,
+            [(1500 * KIB + 5, seed), (700 * KIB, seed + 10)],
             piece_size,
-            s(&root),
-            "-o",
-            s(&torrent),
-        ]);
+        );
         made.push(
             bencode::decode(&fs::read(&torrent).unwrap())
                 .unwrap()
@@ -179,18 +184,11 @@ fn a_peer_sending_garbage_padding_with_the_right_file_bytes_completes_a_hybrid()
         ("1MiB", &["--max-in-progress-mib", "1"][..]),
     ] {
         let tmp = tempfile::tempdir().unwrap();
-        let root = tmp.path().join("album");
-        write_pattern(&root.join("a.bin"), 1500 * KIB + 5, 31);
-        write_pattern(&root.join("b.bin"), 700 * KIB, 32);
-        let torrent = tmp.path().join("album.torrent");
-        our_create_ok(&[
-            "--hybrid",
-            "--piece-size",
+        let (root, torrent) = album_hybrid(
+            tmp.path(),
+            [(1500 * KIB + 5, 31), (700 * KIB, 32)],
             piece_size,
-            s(&root),
-            "-o",
-            s(&torrent),
-        ]);
+        );
         let meta = Metainfo::from_bytes(&fs::read(&torrent).unwrap()).unwrap();
         let mut served = v1_view(&meta, tmp.path());
         let mut content = (*served.content).clone();
@@ -524,18 +522,8 @@ fn a_hybrid_downloads_from_a_v1_only_peer_and_from_libtorrent_at_once() {
     // hybrid's info-hash wrongly and so is in another swarm; Transmission 3.00 cannot
     // read a hybrid at all.) libtorrent reads both parts.
     let tmp = tempfile::tempdir().unwrap();
-    let root = tmp.path().join("album");
-    write_pattern(&root.join("a.bin"), 1024 * KIB + 3, 11);
-    write_pattern(&root.join("b.bin"), 700 * KIB, 12);
-    let torrent = tmp.path().join("album.torrent");
-    our_create_ok(&[
-        "--hybrid",
-        "--piece-size",
-        "32KiB",
-        s(&root),
-        "-o",
-        s(&torrent),
-    ]);
+    let (root, torrent) =
+        album_hybrid(tmp.path(), [(1024 * KIB + 3, 11), (700 * KIB, 12)], "32KiB");
     let meta = Metainfo::from_bytes(&fs::read(&torrent).unwrap()).unwrap();
     let v1_only = HostilePeer::start(v1_view(&meta, tmp.path()), Act::Honest);
     let lt = LtSeeder::start(&torrent, tmp.path(), SeedOpts::direct());
