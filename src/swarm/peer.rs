@@ -224,7 +224,7 @@ async fn serve(stream: Carrier, task: &PeerTask, connection: u64) -> End {
 /// drops whatever comes, and sends a keep-alive every 30 s so the leecher holds the
 /// connection.
 async fn stay_idle(mut stream: PeerStream, cancel: &CancellationToken) -> End {
-    let mut sink = [0u8; 1024];
+    let mut sink = [0u8; 16 * 1024];
     let mut keepalive = tokio::time::interval(KEEPALIVE);
     loop {
         tokio::select! {
@@ -245,7 +245,7 @@ async fn stay_idle(mut stream: PeerStream, cancel: &CancellationToken) -> End {
 /// A silent peer reads whatever comes and never answers, until the leecher gives up
 /// waiting for its handshake.
 async fn stay_silent(mut stream: Carrier, cancel: &CancellationToken) -> End {
-    let mut sink = [0u8; 1024];
+    let mut sink = [0u8; 16 * 1024];
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return End::Shutdown,

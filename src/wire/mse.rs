@@ -28,22 +28,21 @@
 //! synchronisation marks searched for within the padding allowed and no further, so a
 //! stranger costs at most a few hundred bytes of buffer and ends in a typed [`MseError`].
 //!
-//! Crates: `num-bigint` (rust-num, the big-integer crate most Rust code depends on) for the
-//! modular exponentiation, and RustCrypto's `rc4` and `sha1`; no cipher or big-integer
-//! arithmetic is written here. `num-bigint` is not constant-time, which is acceptable:
-//! MSE is obfuscation against traffic shaping, not authenticated secrecy, and its keys
-//! live for one connection.
+//! Crates: RustCrypto's `crypto-bigint` for the modular arithmetic (fixed-size Montgomery
+//! numbers, the [`dh`] module says why and how its cost is kept down), `rc4` and `sha1`;
+//! no cipher or big-integer multiplication is written here. MSE is obfuscation against
+//! traffic shaping, not authenticated secrecy, and its keys live for one connection.
 
 use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
 
-use num_bigint::BigUint;
 use rand::Rng;
 use rc4::{KeyInit, Rc4, StreamCipher};
 use sha1::{Digest, Sha1};
 
 use crate::InfoHash;
+use dh::KeyPair;
 
 /// The 768-bit prime of the key exchange, big-endian.
 pub const PRIME: [u8; DH_KEY_LEN] = [
@@ -307,48 +306,6 @@ fn hash(parts: &[&[u8]]) -> [u8; 20] {
         sha.update(part);
     }
     sha.finalize().into()
-}
-
-/// Our half of the key exchange.
-struct KeyPair {
-    private: BigUint,
-    /// Y = 2^private mod p, 96 bytes big-endian.
-    public: [u8; DH_KEY_LEN],
-}
-
-impl KeyPair {
-    fn new(rng: &mut impl Rng) -> Self {
-        let mut private = [0u8; PRIVATE_KEY_LEN];
-        rng.fill(&mut private[..]);
-        let private = BigUint::from_bytes_be(&private);
-        let public = to_key_bytes(&BigUint::from(2u32).modpow(&private, &prime()));
-        KeyPair { private, public }
-    }
-
-    /// S from the peer's public key, or [`MseError::BadPublicKey`] when it is not in
-    /// 2..=p-2 (0 and 1 and p - 1 give a secret anyone can guess).
-    fn shared_secret(&self, theirs: &[u8]) -> Result<[u8; DH_KEY_LEN], MseError> {
-        let p = prime();
-        let y = BigUint::from_bytes_be(theirs);
-        if y < BigUint::from(2u32) || y >= &p - 1u32 {
-            return Err(MseError::BadPublicKey);
-        }
-        Ok(to_key_bytes(&y.modpow(&self.private, &p)))
-    }
-}
-
-fn prime() -> BigUint {
-    BigUint::from_bytes_be(&PRIME)
-}
-
-/// A number below the prime as 96 bytes big-endian, zero-padded on the left.
-fn to_key_bytes(n: &BigUint) -> [u8; DH_KEY_LEN] {
-    let bytes = n.to_bytes_be();
-    let mut out = [0u8; DH_KEY_LEN];
-    // Every value here is reduced modulo the 96-byte prime, so it fits.
-    let start = DH_KEY_LEN.saturating_sub(bytes.len());
-    out[start..].copy_from_slice(&bytes[bytes.len().saturating_sub(DH_KEY_LEN)..]);
-    out
 }
 
 /// Random padding of 0..=[`MAX_PAD`] bytes.
@@ -896,5 +853,6 @@ impl MseHandshake for Receiver<'_> {
     }
 }
 
+mod dh;
 #[cfg(test)]
 mod tests;
