@@ -1412,15 +1412,23 @@ impl Handler<ToPeer> for Peer {
                 }
             }
             ToPeer::Haves(pieces) => {
+                let mut sent = false;
                 for piece in pieces.iter() {
                     // Pieces verified before we joined were in our bitfield already, and
                     // a peer that has the piece has no use for hearing of ours.
                     if !self.our_pieces.has(piece.get()) {
                         let _ = self.our_pieces.set(piece.get());
-                        if !self.peer_pieces.has(piece.get()) {
-                            self.send(Message::Have(piece.get()));
+                        if let Some(out) = &mut self.out {
+                            if !self.peer_pieces.has(piece.get()) {
+                                out.write(Message::Have(piece.get()));
+                                sent = true;
+                            }
                         }
                     }
+                }
+                // One clock read for the batch: an idle peer hears a thousand at once.
+                if sent {
+                    self.last_sent = Instant::now();
                 }
             }
             ToPeer::Choke => {

@@ -116,9 +116,14 @@ impl Bitfield {
         Ok(())
     }
 
-    /// Whether any piece is set (stops at the first).
+    /// Whether any piece is set. It looks at 64 bytes at a time (their OR compiles to a
+    /// few vector instructions) and stops at the first chunk with a piece: the Coordinator
+    /// asks this of every quiet peer ten times a second, and a byte-at-a-time scan of a
+    /// peer with no piece was a visible cost with thousands of them.
     pub fn any(&self) -> bool {
-        self.bits.iter().any(|b| *b != 0)
+        self.bits
+            .chunks(64)
+            .any(|chunk| chunk.iter().fold(0, |acc, b| acc | b) != 0)
     }
 
     /// How many pieces are set.
@@ -134,7 +139,7 @@ impl Bitfield {
 
     /// Whether no piece is set.
     pub fn none_set(&self) -> bool {
-        self.bits.iter().all(|&b| b == 0)
+        !self.any()
     }
 
     /// The bitfield in wire form, ready for a bitfield message.
@@ -255,8 +260,8 @@ mod tests {
     proptest! {
         #[test]
         fn set_pieces_are_exactly_those_reported(
-            num_pieces in 0u32..200,
-            picks in proptest::collection::btree_set(0u32..220, 0..50),
+            num_pieces in 0u32..2000,
+            picks in proptest::collection::btree_set(0u32..2200, 0..50),
         ) {
             let mut bf = Bitfield::new(num_pieces);
             for &i in &picks {
@@ -265,6 +270,8 @@ mod tests {
             let expected: Vec<u32> = picks.iter().copied().filter(|&i| i < num_pieces).collect();
             prop_assert_eq!(bf.iter_set().collect::<Vec<_>>(), expected.clone());
             prop_assert_eq!(bf.count_ones() as usize, expected.len());
+            // Past the first 64-byte chunk too.
+            prop_assert_eq!(bf.any(), !expected.is_empty());
             let reparsed = Bitfield::from_payload(&bf.to_payload(), num_pieces);
             prop_assert_eq!(reparsed, Ok(bf.clone()));
             for &i in &expected {
