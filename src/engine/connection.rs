@@ -167,7 +167,8 @@ async fn race(
     timeouts: ConnectTimeouts,
     encryption: Encryption,
 ) -> Result<(PeerStream, Handshake), ConnectError> {
-    let utp_first = utp.dial_utp_first();
+    let mut utp_first_dial = utp.dial_utp_first();
+    let utp_first = utp_first_dial.is_some();
     let (first, second) = if utp_first {
         (Over::Utp, Over::Tcp)
     } else {
@@ -188,8 +189,8 @@ async fn race(
         tokio::select! {
             done = &mut leading, if leading_failed.is_none() => match done {
                 Ok(connection) => {
-                    if utp_first {
-                        utp.record_utp_first(true);
+                    if let Some(dial) = utp_first_dial.take() {
+                        dial.record(true);
                     }
                     return Ok(connection);
                 }
@@ -205,10 +206,10 @@ async fn race(
             },
             done = &mut trailing, if trailing_failed.is_none() => match done {
                 Ok(connection) => {
-                    if utp_first {
+                    if let Some(dial) = utp_first_dial.take() {
                         // uTP had its head start and more, and TCP came first.
                         utp.remember_without(addr);
-                        utp.record_utp_first(false);
+                        dial.record(false);
                     }
                     return Ok(connection);
                 }
@@ -603,17 +604,25 @@ mod tests {
                 carriers.clone(),
             )
         };
-        let mut peers = Vec::new();
-        for _ in 0..16 {
-            peers.push(tcp_only_peer(info_hash).await);
-        }
-        let dials = futures::future::join_all(peers.iter().map(|&p| dial(p))).await;
-        for (peer, dialed) in peers.iter().zip(dials) {
-            assert!(!dialed.expect("reached over TCP").0.is_utp());
-            assert!(utp.known_without(peer), "a uTP-first dial: {peer}");
+        // Two rounds of sixteen dials at once, as the Coordinator's dial slots make them:
+        // before there is evidence at most eight go uTP first at once, so each round
+        // gives eight outcomes and connects the other eight over TCP without the head
+        // start.
+        for _ in 0..2 {
+            let mut peers = Vec::new();
+            for _ in 0..16 {
+                peers.push(tcp_only_peer(info_hash).await);
+            }
+            let dials = futures::future::join_all(peers.iter().map(|&p| dial(p))).await;
+            let mut held = 0;
+            for (peer, dialed) in peers.iter().zip(dials) {
+                assert!(!dialed.expect("reached over TCP").0.is_utp());
+                held += usize::from(utp.known_without(peer));
+            }
+            assert_eq!(held, 8, "uTP-first dials, each held for the head start");
         }
         // The first TCP-first decision is a uTP probe; the one after it is not.
-        assert!(utp.dial_utp_first());
+        assert!(utp.dial_utp_first().is_some());
         let fresh = tcp_only_peer(info_hash).await;
         let (stream, _) = dial(fresh).await.expect("reached over TCP");
         assert!(!stream.is_utp());

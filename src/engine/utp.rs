@@ -46,30 +46,57 @@ use super::transport::Carrier;
 /// the few fast peers among them. So the outcome of each uTP-first dial is kept, and while
 /// uTP carried under an eighth of the recent ones, dials go TCP first (uTP after the head
 /// start, or at once if TCP fails), with one uTP-first probe every
-/// [`PROBE_INTERVAL`], so a swarm that does speak uTP is noticed again. Pure: the caller
-/// gives the clock.
+/// [`PROBE_INTERVAL`], so a swarm that does speak uTP is noticed again.
+///
+/// Until there is evidence ([`MIN_OUTCOMES`] outcomes), at most [`UNDECIDED_IN_FLIGHT`]
+/// dials go uTP first at once, and those beyond go TCP first. Before this, every first
+/// dial went uTP first, so in a large swarm without uTP all of the first 16 dial slots sat
+/// out the head start and no peer connected in the first half second. A small swarm (up
+/// to eight peers dialed at once) is still dialed uTP first throughout, and in a swarm
+/// that does speak uTP its dials finish within a round trip, so few go TCP first.
+/// Pure: the caller gives the clock, and says when a uTP-first dial ends
+/// ([`DialPreference::finished`]).
 #[derive(Debug, Default)]
 pub struct DialPreference {
     /// Recent uTP-first dials, oldest first: whether uTP carried each.
     outcomes: VecDeque<bool>,
     /// When the last probe went out, while dialing TCP first.
     last_probe: Option<Instant>,
+    /// uTP-first dials not yet finished.
+    in_flight: usize,
 }
 
 /// uTP-first outcomes kept.
 const OUTCOMES_KEPT: usize = 32;
 
 /// Outcomes needed before uTP first is given up.
-const MIN_OUTCOMES: usize = 16;
+pub const MIN_OUTCOMES: usize = 16;
+
+/// Most uTP-first dials at once while there is no evidence: half the default dial slots
+/// (`coordinator::Config::max_connecting`), so the other half keep connecting over TCP
+/// during the head start, and two rounds of these give the evidence.
+pub const UNDECIDED_IN_FLIGHT: usize = MIN_OUTCOMES / 2;
 
 /// While dialing TCP first, at most one uTP-first probe per this long.
 pub const PROBE_INTERVAL: Duration = Duration::from_secs(2);
 
 impl DialPreference {
-    /// Whether the next dial tries uTP first.
+    /// Whether the next dial tries uTP first. A `true` counts as in flight until
+    /// [`DialPreference::finished`].
     pub fn utp_first(&mut self, now: Instant) -> bool {
+        let first = self.decide(now);
+        if first {
+            self.in_flight += 1;
+        }
+        first
+    }
+
+    fn decide(&mut self, now: Instant) -> bool {
+        if self.outcomes.len() < MIN_OUTCOMES {
+            return self.in_flight < UNDECIDED_IN_FLIGHT;
+        }
         let wins = self.outcomes.iter().filter(|won| **won).count();
-        if self.outcomes.len() < MIN_OUTCOMES || wins * 8 >= self.outcomes.len() {
+        if wins * 8 >= self.outcomes.len() {
             return true;
         }
         let due = self
@@ -87,6 +114,34 @@ impl DialPreference {
             self.outcomes.pop_front();
         }
         self.outcomes.push_back(utp_won);
+    }
+
+    /// A uTP-first dial ended, recorded or not (both carriers failed, or it was dropped).
+    pub fn finished(&mut self) {
+        self.in_flight = self.in_flight.saturating_sub(1);
+    }
+}
+
+/// A uTP-first dial in progress, from [`Utp::dial_utp_first`]: it counts against
+/// [`UNDECIDED_IN_FLIGHT`] until dropped, and [`UtpFirstDial::record`] keeps its outcome.
+pub struct UtpFirstDial {
+    preference: Arc<Mutex<DialPreference>>,
+}
+
+impl UtpFirstDial {
+    /// Records how the dial ended: `true` when uTP carried it.
+    pub fn record(self, utp_won: bool) {
+        if let Ok(mut p) = self.preference.lock() {
+            p.record(utp_won);
+        }
+    }
+}
+
+impl Drop for UtpFirstDial {
+    fn drop(&mut self) {
+        if let Ok(mut p) = self.preference.lock() {
+            p.finished();
+        }
     }
 }
 
@@ -253,18 +308,16 @@ impl Utp {
         Err(UtpError::Timeout(timeout))
     }
 
-    /// Whether a dial now should try uTP first (see [`DialPreference`]).
-    pub fn dial_utp_first(&self) -> bool {
-        self.preference
+    /// Whether a dial now should try uTP first (see [`DialPreference`]): `Some` when it
+    /// should, to be told how the dial ended.
+    pub fn dial_utp_first(&self) -> Option<UtpFirstDial> {
+        let first = self
+            .preference
             .lock()
-            .map_or(true, |mut p| p.utp_first(Instant::now()))
-    }
-
-    /// Records how a uTP-first dial ended: `true` when uTP carried it.
-    pub fn record_utp_first(&self, utp_won: bool) {
-        if let Ok(mut p) = self.preference.lock() {
-            p.record(utp_won);
-        }
+            .map_or(true, |mut p| p.utp_first(Instant::now()));
+        first.then(|| UtpFirstDial {
+            preference: self.preference.clone(),
+        })
     }
 
     /// Whether `addr` did not answer a uTP dial before.
@@ -334,14 +387,28 @@ impl futures::Stream for UtpIncoming {
 
 #[cfg(test)]
 mod tests {
+    /// Gives `p` its [`MIN_OUTCOMES`] outcomes, all `utp_won`, dialing as the engine
+    /// does: a uTP-first dial records and finishes, a TCP-first one records nothing.
+    fn decide(p: &mut DialPreference, now: Instant, utp_won: bool) {
+        let mut dials = 0;
+        while p.outcomes.len() < MIN_OUTCOMES {
+            if p.utp_first(now) {
+                p.record(utp_won);
+                p.finished();
+            }
+            dials += 1;
+        }
+        assert_eq!(
+            dials, MIN_OUTCOMES,
+            "one at a time, every dial went uTP first"
+        );
+    }
+
     #[test]
     fn dials_go_tcp_first_once_utp_carries_under_an_eighth_and_probe_it_every_interval() {
         let mut p = DialPreference::default();
         let t0 = Instant::now();
-        for _ in 0..MIN_OUTCOMES {
-            assert!(p.utp_first(t0), "uTP first until there is evidence");
-            p.record(false);
-        }
+        decide(&mut p, t0, false);
         // The first TCP-first decision is also the first probe; the next waits.
         assert!(p.utp_first(t0));
         assert!(!p.utp_first(t0));
@@ -359,10 +426,32 @@ mod tests {
     fn a_swarm_that_speaks_utp_keeps_utp_first() {
         let mut p = DialPreference::default();
         let t0 = Instant::now();
+        decide(&mut p, t0, true);
         for i in 0..100 {
             assert!(p.utp_first(t0));
             p.record(i % 4 == 0);
+            p.finished();
         }
+    }
+
+    /// The risk: with no evidence yet, every dial went uTP first, so in a large swarm
+    /// without uTP the first 16 dial slots all sat out the head start and nothing
+    /// connected for half a second. Now at most [`UNDECIDED_IN_FLIGHT`] do at once.
+    #[test]
+    fn before_there_is_evidence_at_most_eight_dials_at_once_go_utp_first() {
+        let mut p = DialPreference::default();
+        let t0 = Instant::now();
+        let first: Vec<bool> = (0..16).map(|_| p.utp_first(t0)).collect();
+        assert_eq!(first.iter().filter(|f| **f).count(), UNDECIDED_IN_FLIGHT);
+        assert!(first[..UNDECIDED_IN_FLIGHT].iter().all(|f| *f));
+        // One ends: the next dial goes uTP first again, and only that one.
+        p.record(false);
+        p.finished();
+        assert!(p.utp_first(t0));
+        assert!(!p.utp_first(t0));
+        // A dial that ends without an outcome (both carriers failed) frees its place too.
+        p.finished();
+        assert!(p.utp_first(t0));
     }
 
     use super::*;
