@@ -182,11 +182,19 @@ async fn race(
         let _ = tokio::time::timeout(UTP_HEAD_START, first_failed_rx).await;
         connect_over(second, carrier(second), addr, ours, timeouts, encryption).await
     };
-    tokio::pin!(leading, trailing);
+    // When the head start ends, a uTP-first dial gives up its place among the dials
+    // going uTP first before there is evidence (see `utp::DialPreference`).
+    let head_start = tokio::time::sleep(UTP_HEAD_START);
+    tokio::pin!(leading, trailing, head_start);
     let mut first_failed_tx = Some(first_failed_tx);
     let (mut leading_failed, mut trailing_failed) = (None, None);
     loop {
         tokio::select! {
+            () = &mut head_start, if utp_first_dial.as_ref().is_some_and(|d| d.holds_place()) => {
+                if let Some(dial) = &mut utp_first_dial {
+                    dial.head_start_over();
+                }
+            }
             done = &mut leading, if leading_failed.is_none() => match done {
                 Ok(connection) => {
                     if let Some(dial) = utp_first_dial.take() {
@@ -200,6 +208,9 @@ async fn race(
                     }
                     if let Some(tx) = first_failed_tx.take() {
                         let _ = tx.send(());
+                    }
+                    if let Some(dial) = &mut utp_first_dial {
+                        dial.head_start_over();
                     }
                     leading_failed = Some(e);
                 }
@@ -630,6 +641,73 @@ mod tests {
             !utp.known_without(&fresh),
             "the dial went uTP first: the head start was spent again"
         );
+    }
+
+    /// Found by review: a uTP-first dial held its place among the eight until the whole
+    /// dial ended, so eight peers that accept TCP and never answer kept every later dial
+    /// off uTP for their handshake timeout. The place now goes back when the head start
+    /// ends, while the dials are still waiting.
+    #[tokio::test]
+    async fn a_utp_first_dial_gives_up_its_place_when_its_head_start_ends() {
+        let info_hash = InfoHash([6; 20]);
+        let utp = Utp::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let carriers = Carriers {
+            mode: UtpMode::On,
+            utp: Some(utp.clone()),
+        };
+        let slow = ConnectTimeouts {
+            connect: Duration::from_millis(600),
+            handshake: Duration::from_secs(30),
+        };
+        let mut dials = Vec::new();
+        let mut mute = Vec::new();
+        for _ in 0..crate::engine::utp::UNDECIDED_IN_FLIGHT {
+            // Accepts TCP and never answers; no uTP.
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let peer = listener.local_addr().unwrap();
+            mute.push(tokio::spawn(async move {
+                let mut held = Vec::new();
+                while let Ok((tcp, _)) = listener.accept().await {
+                    held.push(tcp);
+                }
+            }));
+            let carriers = carriers.clone();
+            dials.push(tokio::spawn(async move {
+                let ours = (PeerId([1; 20]), Reserved::none());
+                connect(
+                    peer,
+                    info_hash,
+                    ours.0,
+                    ours.1,
+                    slow,
+                    Encryption::Off,
+                    carriers,
+                )
+                .await
+            }));
+        }
+        tokio::task::yield_now().await;
+        assert!(utp.dial_utp_first().is_none(), "all eight places taken");
+        let freed = run_until(Duration::from_secs(10), || utp.dial_utp_first().is_some()).await;
+        assert!(freed, "the places were still held after the head start");
+        assert!(
+            dials.iter().all(|d| !d.is_finished()),
+            "the dials still wait"
+        );
+        dials.iter().for_each(|d| d.abort());
+        mute.iter().for_each(|m| m.abort());
+    }
+
+    /// Polls `done` every 20 ms until it holds or `limit` passes.
+    async fn run_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
+        let end = tokio::time::Instant::now() + limit;
+        while tokio::time::Instant::now() < end {
+            if done() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        done()
     }
 
     #[tokio::test]

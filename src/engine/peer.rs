@@ -225,7 +225,7 @@ pub struct Peer {
     interested: bool,
     /// Requests sent and not yet answered, oldest first, each with the attempt at its
     /// piece it was handed out for (told to the PieceManager with the block).
-    outstanding: Vec<Lease>,
+    outstanding: VecDeque<Lease>,
     /// Requests we cancelled or a choke voided, whose blocks may still be on the way:
     /// such a block is late, not unasked. At most `max_queue` kept, newest last.
     withdrawn: VecDeque<BlockRequest>,
@@ -394,7 +394,7 @@ impl Peer {
             uploaded_window: 0,
             bad_requests: 0,
             interested: false,
-            outstanding: Vec::new(),
+            outstanding: VecDeque::new(),
             withdrawn: VecDeque::new(),
             unrequested_blocks: 0,
             chokes_this_second: 0,
@@ -636,7 +636,7 @@ impl Peer {
                     for lease in blocks {
                         act.request_queue.on_sent(&[lease.request], now);
                         act.send(Message::Request(lease.request));
-                        act.outstanding.push(lease);
+                        act.outstanding.push_back(lease);
                     }
                     if std::mem::take(&mut act.wake_missed) {
                         act.refill(ctx);
@@ -845,7 +845,11 @@ impl Peer {
             return;
         };
         let waiting = self.outstanding.len();
-        let lease = self.outstanding.remove(pos);
+        // Blocks mostly come in the order asked, so `pos` is near the front: a deque
+        // removes it without moving the hundreds of requests behind it.
+        let Some(lease) = self.outstanding.remove(pos) else {
+            return;
+        };
         let Some(piece) = self.layout.piece(request.piece) else {
             return;
         };
@@ -978,15 +982,15 @@ impl Peer {
                 let voided: Vec<BlockRequest> =
                     self.outstanding.iter().map(|l| l.request).collect();
                 self.withdraw(voided);
-                released.append(&mut self.outstanding);
+                released.extend(self.outstanding.drain(..));
             } else {
                 // A fast peer should reject what it will not serve; if it stays
                 // choked and silent, the requests go back after a while anyway.
                 ctx.run_later(Duration::from_secs(5), |act, ctx| {
                     if act.choked && !act.outstanding.is_empty() {
-                        let mut gone = std::mem::take(&mut act.outstanding);
+                        let gone = std::mem::take(&mut act.outstanding);
                         act.withdraw(gone.iter().map(|l| l.request));
-                        act.released.append(&mut gone);
+                        act.released.extend(gone);
                         act.coordinator.do_send(PeerChokedUs {
                             key: act.key,
                             received: std::mem::take(&mut act.received),
@@ -1028,7 +1032,9 @@ impl Peer {
     fn on_reject(&mut self, request: BlockRequest, ctx: &mut Context<Self>) {
         // The peer will not serve this one: hand it back to be picked again.
         if let Some(pos) = self.outstanding.iter().position(|l| l.request == request) {
-            let lease = self.outstanding.remove(pos);
+            let Some(lease) = self.outstanding.remove(pos) else {
+                return;
+            };
             self.released.push(lease);
             self.refill(ctx);
         }
@@ -1320,7 +1326,7 @@ impl Actor for Peer {
             self.report_stats();
         }
         let mut released = std::mem::take(&mut self.released);
-        released.append(&mut self.outstanding);
+        released.extend(self.outstanding.drain(..));
         // A panicking actor is stopped by actix as its task unwinds: say so.
         let reason = self.close_reason.take().unwrap_or_else(|| {
             if std::thread::panicking() {
@@ -1355,7 +1361,7 @@ impl Drop for Peer {
         if self.joined && !self.left_sent {
             self.left_sent = true;
             let mut released = std::mem::take(&mut self.released);
-            released.append(&mut self.outstanding);
+            released.extend(self.outstanding.drain(..));
             self.coordinator.do_send(PeerLeft {
                 key: self.key,
                 received: std::mem::take(&mut self.received),

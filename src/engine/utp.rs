@@ -49,7 +49,7 @@ use super::transport::Carrier;
 /// [`PROBE_INTERVAL`], so a swarm that does speak uTP is noticed again.
 ///
 /// Until there is evidence ([`MIN_OUTCOMES`] outcomes), at most [`UNDECIDED_IN_FLIGHT`]
-/// dials go uTP first at once, and those beyond go TCP first. Before this, every first
+/// uTP-first dials are within their head start at once, and dials beyond go TCP first. Before this, every first
 /// dial went uTP first, so in a large swarm without uTP all of the first 16 dial slots sat
 /// out the head start and no peer connected in the first half second. A small swarm (up
 /// to eight peers dialed at once) is still dialed uTP first throughout, and in a swarm
@@ -123,12 +123,31 @@ impl DialPreference {
 }
 
 /// A uTP-first dial in progress, from [`Utp::dial_utp_first`]: it counts against
-/// [`UNDECIDED_IN_FLIGHT`] until dropped, and [`UtpFirstDial::record`] keeps its outcome.
+/// [`UNDECIDED_IN_FLIGHT`] until its head start is over
+/// ([`UtpFirstDial::head_start_over`]) or it is dropped, whichever comes first, and
+/// [`UtpFirstDial::record`] keeps its outcome. A peer that never answers holds its place
+/// for the head start, not for the whole dial.
 pub struct UtpFirstDial {
     preference: Arc<Mutex<DialPreference>>,
+    /// Whether it still counts as in flight.
+    holds_place: bool,
 }
 
 impl UtpFirstDial {
+    /// Whether it still counts as in flight.
+    pub fn holds_place(&self) -> bool {
+        self.holds_place
+    }
+
+    /// The head start is over, or uTP failed: the next dial may go uTP first in its place.
+    pub fn head_start_over(&mut self) {
+        if std::mem::take(&mut self.holds_place) {
+            if let Ok(mut p) = self.preference.lock() {
+                p.finished();
+            }
+        }
+    }
+
     /// Records how the dial ended: `true` when uTP carried it.
     pub fn record(self, utp_won: bool) {
         if let Ok(mut p) = self.preference.lock() {
@@ -139,9 +158,7 @@ impl UtpFirstDial {
 
 impl Drop for UtpFirstDial {
     fn drop(&mut self) {
-        if let Ok(mut p) = self.preference.lock() {
-            p.finished();
-        }
+        self.head_start_over();
     }
 }
 
@@ -317,6 +334,7 @@ impl Utp {
             .map_or(true, |mut p| p.utp_first(Instant::now()));
         first.then(|| UtpFirstDial {
             preference: self.preference.clone(),
+            holds_place: true,
         })
     }
 
