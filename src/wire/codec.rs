@@ -8,7 +8,7 @@
 use bytes::{Buf, BytesMut};
 use tokio_util::codec::{Decoder, Encoder};
 
-use super::{Message, WireError, BLOCK_SIZE};
+use super::{message_id, Message, WireError, BLOCK_SIZE};
 
 /// Size of the big-endian length prefix in front of every message.
 const PREFIX_LEN: usize = 4;
@@ -23,6 +23,10 @@ pub const DEFAULT_MAX_MESSAGE_LEN: u32 = 1 << 20;
 /// The smallest maximum the codec allows: one full piece message (id, index, offset and a
 /// 16 KiB block), so no setting can make valid block transfers impossible.
 pub const MIN_MAX_MESSAGE_LEN: u32 = 1 + 4 + 4 + BLOCK_SIZE;
+
+/// Extra room reserved behind a block (a `piece` message) that has not fully arrived:
+/// four more blocks.
+const READ_AHEAD: usize = 4 * BLOCK_SIZE as usize;
 
 /// Decodes and encodes length-prefixed peer messages.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -86,8 +90,18 @@ impl Decoder for MessageCodec {
         let needed = frame_len.saturating_add(PREFIX_LEN);
         if src.len() < needed {
             // Reserving the rest of the frame now lets the next read fill it in one go;
-            // the amount is bounded by `max_len`, whatever the peer claims.
-            src.reserve(needed.saturating_sub(src.len()));
+            // the amount is bounded by `max_len`, whatever the peer claims. Behind a block
+            // more usually follow, so room for [`READ_AHEAD`] more is reserved with it:
+            // the buffer then grows once to a size that holds several blocks, instead of
+            // growing and copying its contents at every block (a sixth of the protocol
+            // thread's time in a 1 GiB download). Other frames reserve only what they
+            // need, so a peer that sends no blocks (a big bitfield, then nothing) keeps no
+            // read-ahead.
+            let mut more = needed.saturating_sub(src.len());
+            if src.get(PREFIX_LEN) == Some(&message_id::PIECE) {
+                more = more.saturating_add(READ_AHEAD);
+            }
+            src.reserve(more);
             return Ok(None);
         }
         src.advance(PREFIX_LEN);
@@ -298,9 +312,17 @@ mod tests {
         }
     }
 
+    /// A block that has not fully arrived reserves itself and [`READ_AHEAD`] behind it,
+    /// so the buffer grows once for a run of blocks (it grew and copied at every block);
+    /// any other frame reserves only itself, so an idle peer's buffer stays small.
     #[test]
-    fn incomplete_frame_reserves_only_what_the_frame_needs() {
+    fn incomplete_frame_reserves_what_the_frame_needs_and_a_block_some_more() {
         let mut buf = BytesMut::from(&[0u8, 0, 0x40, 0x09, 7][..]);
+        assert!(matches!(MessageCodec::default().decode(&mut buf), Ok(None)));
+        assert!(buf.capacity() >= 0x4009 + 4 + READ_AHEAD);
+        assert!(buf.capacity() < 2 * (0x4009 + 4 + READ_AHEAD));
+        // A bitfield as long as a block.
+        let mut buf = BytesMut::from(&[0u8, 0, 0x40, 0x09, 5][..]);
         assert!(matches!(MessageCodec::default().decode(&mut buf), Ok(None)));
         assert!(buf.capacity() >= 0x4009 + 4);
         assert!(buf.capacity() < 2 * (0x4009 + 4));
