@@ -488,7 +488,12 @@ impl Info {
                 *slot = Some(piece);
             }
         }
-        self.hashes = PieceHashes::Hybrid(sha1.clone(), merkle);
+        // The SHA-1 list moves over, not copied: a big torrent has millions of them.
+        if let PieceHashes::V1(sha1) =
+            std::mem::replace(&mut self.hashes, PieceHashes::V1(Vec::new()))
+        {
+            self.hashes = PieceHashes::Hybrid(sha1, merkle);
+        }
         Ok(())
     }
 
