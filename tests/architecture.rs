@@ -396,7 +396,7 @@ fn code() -> Code {
     let code = scan(&root().join("src"));
     // A scan that finds nothing would agree with an empty roster: make sure it works.
     assert!(
-        code.messages.contains_key("StoreBlock"),
+        code.messages.contains_key("StoreBlocks"),
         "the scan finds derived messages"
     );
     assert!(
@@ -423,8 +423,8 @@ fn the_roster_names_exactly_the_messages_and_actors_in_the_code() {
 #[test]
 fn a_stale_message_name_in_the_roster_is_caught() {
     let doc = architecture().replacen(
-        "`StoreBlock`, `MarkDone`",
-        "`StoreBlock`, `ReadPiece`, `MarkDone`",
+        "`StoreBlocks`, `MarkDone`",
+        "`StoreBlocks`, `ReadPiece`, `MarkDone`",
         1,
     );
     assert_ne!(
@@ -443,12 +443,12 @@ fn a_stale_message_name_in_the_roster_is_caught() {
 
 #[test]
 fn a_message_left_out_of_the_roster_is_caught() {
-    let doc = architecture().replacen("`StoreBlock`, `MarkDone`", "`MarkDone`", 1);
+    let doc = architecture().replacen("`StoreBlocks`, `MarkDone`", "`MarkDone`", 1);
     let problems = disagreements(&doc, &code());
     assert!(
         problems
             .iter()
-            .any(|p| p.contains("PieceManager handles `StoreBlock`, missing")),
+            .any(|p| p.contains("PieceManager handles `StoreBlocks`, missing")),
         "{problems:?}"
     );
 }
@@ -457,7 +457,7 @@ fn a_message_left_out_of_the_roster_is_caught() {
 fn a_message_an_actor_cannot_send_is_caught() {
     let doc = architecture().replacen(
         "| `TrackerStart`, `TrackerCompleted`, `TrackerStop` | `PeersFound`,",
-        "| `TrackerStart`, `TrackerCompleted`, `TrackerStop` | `StoreBlock`, `PeersFound`,",
+        "| `TrackerStart`, `TrackerCompleted`, `TrackerStop` | `StoreBlocks`, `PeersFound`,",
         1,
     );
     assert_ne!(
@@ -469,7 +469,7 @@ fn a_message_an_actor_cannot_send_is_caught() {
     assert!(
         problems
             .iter()
-            .any(|p| p.contains("Tracker's \"messages out\" names `StoreBlock`")),
+            .any(|p| p.contains("Tracker's \"messages out\" names `StoreBlocks`")),
         "{problems:?}"
     );
 }

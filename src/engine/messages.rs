@@ -1,7 +1,7 @@
 //! Every message that crosses between the engine's actors, in one place: this file is the
 //! engine's internal API. Each message says who sends it to whom and why.
 //!
-//! Sends that carry block data (`StoreBlock`, `HashPiece`, `WritePiece`) are always
+//! Sends that carry block data (`StoreBlocks`, `HashPiece`, `WritePiece`) are always
 //! awaited by their sender, so the receiver's pace bounds the sender; ARCHITECTURE.md
 //! lists which sends are bounded and by what.
 
@@ -263,14 +263,21 @@ impl ToPeer {
 // Peer → PieceManager → Hasher / FileWriter → Coordinator
 // ---------------------------------------------------------------------------------------
 
-/// Peer → PieceManager: a block we asked for arrived. The Peer awaits the reply before it
-/// reads its socket again, and the PieceManager delays the reply while its budget of
-/// complete pieces awaiting hash and write is full: a slow disk slows the sockets.
+/// Peer → PieceManager: blocks we asked for arrived, those of one read of the socket
+/// together (a web seed sends one at a time). The Peer counts their bytes as spent credit
+/// until the reply, and the PieceManager delays the reply while its budget of complete
+/// pieces awaiting hash and write is full: a slow disk slows the sockets.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct StoreBlock {
-    /// Who sent it, remembered per block so a hash failure can name the senders.
+pub struct StoreBlocks {
+    /// Who sent them, remembered per block so a hash failure can name the senders.
     pub from: PeerKey,
+    /// The blocks, in the order they arrived.
+    pub blocks: Vec<ReceivedBlock>,
+}
+
+/// One block of a [`StoreBlocks`].
+pub struct ReceivedBlock {
     /// The piece, already range-checked.
     pub piece: PieceIndex,
     /// Offset inside the piece, already checked to be a block we requested.

@@ -8,8 +8,8 @@
 //! does while the peer keeps up (see [`super::request_queue`]), with the rate measured once
 //! a second (about 1.5 s worth of blocks) as a floor, capped by the peer's `reqq`.
 //!
-//! Backpressure, by credit: each block read is handed to the PieceManager (`StoreBlock`),
-//! whose reply gives its bytes back as credit; the PieceManager holds replies while too
+//! Backpressure, by credit: the blocks read in one turn of the socket are handed to the
+//! PieceManager together (`StoreBlocks`), whose reply gives their bytes back as credit; the PieceManager holds replies while too
 //! much data waits for hash and write. A Peer holding [`STORE_CREDIT`] bytes or more not
 //! yet taken asks for no more blocks: the peer runs out of requests to answer, and the
 //! flow stops at its source. The socket is still read, so the peer's own requests,
@@ -46,7 +46,7 @@ use super::limiter::RateLimiter;
 use super::messages::{
     DhtNodeSeen, Direction, Grant, LeafHashes, Lease, PeerBitfield, PeerChokedUs, PeerHaves,
     PeerInterest, PeerJoined, PeerLeft, PeerListenPort, PeerMisbehaved, PeerSource, PeerStats,
-    PeerUnchokedUs, PeersFound, PickBlocks, Picked, ReadBlock, StoreBlock, ToPeer,
+    PeerUnchokedUs, PeersFound, PickBlocks, Picked, ReadBlock, ReceivedBlock, StoreBlocks, ToPeer,
 };
 use super::metrics::{ActorMetrics, OwnMetrics, Tracked, TrackedRecipient};
 use super::piece_manager::PieceManager;
@@ -109,7 +109,7 @@ pub const UPLOAD_QUEUE_LIMIT: usize = 500;
 pub const READ_WINDOW: u32 = 256 * 1024;
 
 /// Bytes of blocks a Peer may have handed to the PieceManager and not yet had taken
-/// (the PieceManager's `StoreBlock` reply gives them back); at this much the Peer asks
+/// (the PieceManager's `StoreBlocks` reply gives them back); at this much the Peer asks
 /// for no more blocks until some come back. Eight blocks: enough not to starve the
 /// pipeline while the PieceManager is merely busy. (The blocks themselves are of pieces
 /// in progress, which the Coordinator's budget bounds.)
@@ -256,8 +256,15 @@ pub struct Peer {
     picking: bool,
     /// A `WakeUp` came while picking: ask again once the reply is in.
     wake_missed: bool,
-    /// Bytes of blocks handed to the PieceManager and not yet taken ([`STORE_CREDIT`]).
+    /// Bytes of blocks read and not yet taken by the PieceManager, whether still in
+    /// `to_store` or sent ([`STORE_CREDIT`]).
     unstored: u64,
+    /// Blocks read in this turn of the socket, sent together as one `StoreBlocks` once
+    /// the socket has no more to give for now, they reach half the credit, or the actor
+    /// stops.
+    to_store: Vec<ReceivedBlock>,
+    /// Their leases, in the same order, reported as received once the blocks are taken.
+    to_store_leases: Vec<Lease>,
     /// Out of credit since the last block was taken: counted once in the metrics.
     out_of_credit: bool,
     /// The peer's `reqq`, or the default.
@@ -410,6 +417,8 @@ impl Peer {
             picking: false,
             wake_missed: false,
             unstored: 0,
+            to_store: Vec::new(),
+            to_store_leases: Vec::new(),
             out_of_credit: false,
             reqq: DEFAULT_REQQ,
             downloaded_window: 0,
@@ -858,18 +867,43 @@ impl Peer {
         self.last_block = Instant::now();
         self.request_queue
             .on_block(request, len, waiting, self.last_block);
-        let store = StoreBlock {
-            from: self.key,
+        // The bytes are credit until the PieceManager has taken the block; out of
+        // credit, no more blocks are asked for until some comes back. The actor itself
+        // goes on. (A download limit was paid before the blocks were asked for.) The
+        // blocks of one turn of the socket go together, up to half the credit: the first
+        // of them schedules the send, which runs once the socket's stream has yielded.
+        self.unstored += len;
+        if self.to_store.is_empty() {
+            ctx.spawn(fut::ready(()).map(|(), act: &mut Self, ctx| act.store_blocks(ctx)));
+        }
+        self.to_store.push(ReceivedBlock {
             piece,
             offset: request.offset,
             attempt: lease.attempt,
             data: block.data,
-        };
-        // The bytes are credit until the PieceManager has taken the block; out of
-        // credit, no more blocks are asked for until some comes back. The actor itself
-        // goes on. (A download limit was paid before the blocks were asked for.)
-        let accepted = self.piece_manager.send(store);
-        self.unstored += len;
+        });
+        self.to_store_leases.push(lease);
+        // Half the credit at most waits here, so the credit still measures what the
+        // PieceManager has not taken rather than how long a turn of the socket is.
+        let waiting: u64 = self.to_store.iter().map(|b| b.data.len() as u64).sum();
+        if waiting >= STORE_CREDIT / 2 {
+            self.store_blocks(ctx);
+        }
+    }
+
+    /// Hands the blocks read so far to the PieceManager in one `StoreBlocks`; its reply
+    /// gives their bytes back as credit and their leases to the next report.
+    fn store_blocks(&mut self, ctx: &mut Context<Self>) {
+        if self.to_store.is_empty() {
+            return;
+        }
+        let blocks = std::mem::take(&mut self.to_store);
+        let leases = std::mem::take(&mut self.to_store_leases);
+        let len: u64 = blocks.iter().map(|b| b.data.len() as u64).sum();
+        let accepted = self.piece_manager.send(StoreBlocks {
+            from: self.key,
+            blocks,
+        });
         ctx.spawn(
             self.metrics
                 .id()
@@ -879,7 +913,7 @@ impl Peer {
                         act.close("piece manager gone", ctx);
                         return;
                     }
-                    act.received.push(lease);
+                    act.received.extend(leases);
                     if act.unstored < STORE_CREDIT {
                         act.out_of_credit = false;
                     }
@@ -1320,11 +1354,13 @@ impl Actor for Peer {
         ctx.run_interval(Duration::from_secs(1), |act, ctx| act.tick(ctx));
     }
 
-    fn stopping(&mut self, _: &mut Context<Self>) -> Running {
+    fn stopping(&mut self, ctx: &mut Context<Self>) -> Running {
         // Bytes moved since the last once-a-second report still count.
         if self.joined {
             self.report_stats();
         }
+        // Blocks read in the last turn of the socket are not lost with the connection.
+        self.store_blocks(ctx);
         let mut released = std::mem::take(&mut self.released);
         released.extend(self.outstanding.drain(..));
         // A panicking actor is stopped by actix as its task unwinds: say so.

@@ -1,7 +1,7 @@
 //! The PieceManager: owns the data of pieces being assembled, and the record of which
 //! pieces are verified and on disk.
 //!
-//! Blocks come from Peers (`StoreBlock`). Pieces are put together one of two ways, chosen
+//! Blocks come from Peers and web seeds (`StoreBlocks`). Pieces are put together one of two ways, chosen
 //! per torrent by [`PieceMode::for_torrent`]:
 //!
 //! - **Whole** (pieces the budgets can hold): when a piece has all its blocks it is sent
@@ -24,9 +24,9 @@
 //! streamed piece counts its window and block records, not its length). Data waiting for
 //! the disk and the hasher is bounded here: while it exceeds `max_pending_bytes` (whole
 //! pieces sent to hash and write, blocks of streamed pieces sent to write), the reply to
-//! `StoreBlock` is held back. That reply is the Peer's credit coming back: a Peer with
-//! [`STORE_CREDIT`](super::peer::STORE_CREDIT) of blocks not yet answered stops reading
-//! its socket (and only that). A slow disk thus slows the sockets, and TCP slows the
+//! `StoreBlocks` is held back. That reply is the Peer's credit coming back: a Peer with
+//! [`STORE_CREDIT`](super::peer::STORE_CREDIT) of blocks not yet answered asks for no
+//! more (and only that). A slow disk thus slows the sockets, and TCP slows the
 //! senders.
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -40,8 +40,8 @@ use slog::{debug, warn, Logger};
 
 use super::messages::{
     BadData, CheckPiece, DigestBlocks, DrainPieces, HashBlocks, HashPiece, HashStored,
-    HashesDisagree, LeafHashes, MarkDone, PieceFailed, PieceVerified, StorageError, StorageFailed,
-    StoreBlock, WantLeafHashes, WriteBlock, WritePiece,
+    HashesDisagree, LeafHashes, MarkDone, PieceFailed, PieceVerified, ReceivedBlock, StorageError,
+    StorageFailed, StoreBlocks, WantLeafHashes, WriteBlock, WritePiece,
 };
 use super::metrics::{ActorMetrics, OwnMetrics, Tracked, TrackedRecipient};
 use super::smart_ban::SmartBan;
@@ -113,9 +113,9 @@ pub struct PieceManager {
     /// Bytes of complete pieces sent to hash or write and not finished, and of streamed
     /// blocks sent to write and not written.
     pending_bytes: u64,
-    /// Above this, `StoreBlock` replies wait.
+    /// Above this, `StoreBlocks` replies wait.
     max_pending_bytes: u64,
-    /// Held `StoreBlock` replies, released in arrival order as pending bytes drain.
+    /// Held `StoreBlocks` replies, released in arrival order as pending bytes drain.
     waiting: VecDeque<oneshot::Sender<()>>,
     hasher: Tracked<Hasher>,
     writer: Tracked<FileWriter>,
@@ -355,8 +355,32 @@ impl PieceManager {
         self.assembling.clear();
     }
 
+    /// Takes one block of a [`StoreBlocks`]: kept if its piece is still wanted at this
+    /// attempt, into the piece's assembly (whole or streamed).
+    fn store_block(&mut self, from: PeerKey, block: ReceivedBlock, ctx: &mut Context<Self>) {
+        if let Some(tracer) = self.metrics.tracer() {
+            let id = super::trace::block_id(block.piece.get(), block.offset);
+            tracer.flow(
+                "PieceManager",
+                self.metrics.instance(),
+                id,
+                super::trace::Hop::Stored,
+            );
+        }
+        let piece = block.piece;
+        let current = self.failures.get(&piece.get()).copied().unwrap_or(0);
+        let wanted = !self.done.has(piece.get())
+            && !self.finishing.contains(&piece.get())
+            && block.attempt >= current;
+        if wanted && !self.broken && self.mode == PieceMode::Streamed {
+            self.store_streamed(from, block, ctx);
+        } else if wanted && !self.broken {
+            self.store_whole(from, block, ctx);
+        }
+    }
+
     /// Takes a block of a whole piece: keeps it, and finishes the piece once complete.
-    fn store_whole(&mut self, msg: StoreBlock, ctx: &mut Context<Self>) {
+    fn store_whole(&mut self, from: PeerKey, msg: ReceivedBlock, ctx: &mut Context<Self>) {
         let piece = msg.piece;
         let num_blocks = self.layout().num_blocks(piece) as usize;
         let b = (msg.offset / BLOCK_SIZE) as usize;
@@ -374,7 +398,7 @@ impl PieceManager {
         // those of a real block; a second copy (endgame) is simply dropped.
         if let Some(slot @ None) = assembly.blocks.get_mut(b) {
             *slot = Some(msg.data);
-            assembly.senders[b] = Some(msg.from);
+            assembly.senders[b] = Some(from);
             assembly.received += 1;
             if assembly.received as usize == num_blocks {
                 if let Some(Assembly::Whole(assembly)) = self.assembling.remove(&piece.get()) {
@@ -386,7 +410,7 @@ impl PieceManager {
     }
 
     /// Takes a block of a streamed piece: records it, writes it, and hashes what can be.
-    fn store_streamed(&mut self, msg: StoreBlock, ctx: &mut Context<Self>) {
+    fn store_streamed(&mut self, from: PeerKey, msg: ReceivedBlock, ctx: &mut Context<Self>) {
         let piece = msg.piece;
         let b = msg.offset / BLOCK_SIZE;
         let num_blocks = self.layout().num_blocks(piece);
@@ -401,7 +425,7 @@ impl PieceManager {
             return;
         };
         // A second copy (endgame) is dropped, never written twice.
-        if !s.piece.receive(b, msg.from, &msg.data) {
+        if !s.piece.receive(b, from, &msg.data) {
             return;
         }
         let attempt = s.attempt;
@@ -612,7 +636,7 @@ impl PieceManager {
         }
     }
 
-    /// Lets held `StoreBlock` replies go while there is room.
+    /// Lets held `StoreBlocks` replies go while there is room.
     fn release_waiting(&mut self) {
         while self.pending_bytes < self.max_pending_bytes {
             match self.waiting.pop_front() {
@@ -655,33 +679,18 @@ fn trace_piece(
     }
 }
 
-impl Handler<StoreBlock> for PieceManager {
+impl Handler<StoreBlocks> for PieceManager {
     type Result = ResponseFuture<()>;
 
-    fn handle(&mut self, msg: StoreBlock, ctx: &mut Context<Self>) -> Self::Result {
-        let _timing = self.metrics.handling_of::<StoreBlock>();
-        if let Some(tracer) = self.metrics.tracer() {
-            let block = super::trace::block_id(msg.piece.get(), msg.offset);
-            tracer.flow(
-                "PieceManager",
-                self.metrics.instance(),
-                block,
-                super::trace::Hop::Stored,
-            );
-        }
-        // Stopping: the block is dropped, and its Peer is not held back.
+    fn handle(&mut self, msg: StoreBlocks, ctx: &mut Context<Self>) -> Self::Result {
+        let _timing = self.metrics.handling_of::<StoreBlocks>();
+        // Stopping: the blocks are dropped, and their Peer is not held back.
         if self.draining {
             return Box::pin(async {});
         }
-        let piece = msg.piece;
-        let current = self.failures.get(&piece.get()).copied().unwrap_or(0);
-        let wanted = !self.done.has(piece.get())
-            && !self.finishing.contains(&piece.get())
-            && msg.attempt >= current;
-        if wanted && !self.broken && self.mode == PieceMode::Streamed {
-            self.store_streamed(msg, ctx);
-        } else if wanted && !self.broken {
-            self.store_whole(msg, ctx);
+        let from = msg.from;
+        for block in msg.blocks {
+            self.store_block(from, block, ctx);
         }
         if self.pending_bytes < self.max_pending_bytes {
             Box::pin(async {})
@@ -860,14 +869,17 @@ mod tests {
         }
     }
 
-    fn block(layout: &Layout, data: &[u8], piece: u32, b: u32) -> StoreBlock {
+    /// Block `b` of `piece`, alone in a `StoreBlocks` from peer 1.
+    fn block(layout: &Layout, data: &[u8], piece: u32, b: u32) -> StoreBlocks {
         let start = piece as usize * PIECE + (b * BLOCK_SIZE) as usize;
-        StoreBlock {
+        StoreBlocks {
             from: PeerKey(1),
-            piece: layout.piece(piece).unwrap(),
-            offset: b * BLOCK_SIZE,
-            attempt: 0,
-            data: Bytes::copy_from_slice(&data[start..start + BLOCK_SIZE as usize]),
+            blocks: vec![ReceivedBlock {
+                piece: layout.piece(piece).unwrap(),
+                offset: b * BLOCK_SIZE,
+                attempt: 0,
+                data: Bytes::copy_from_slice(&data[start..start + BLOCK_SIZE as usize]),
+            }],
         }
     }
 
@@ -975,8 +987,8 @@ mod tests {
                 let layout = Arc::new(info.layout.clone());
                 let (pm, _writer) =
                     start_pieces(&root, info, mode, Reports(Some(reports)).start()).await;
-                let bad = |mut b: StoreBlock| {
-                    b.data = Bytes::from(vec![0xee; BLOCK_SIZE as usize]);
+                let bad = |mut b: StoreBlocks| {
+                    b.blocks[0].data = Bytes::from(vec![0xee; BLOCK_SIZE as usize]);
                     b
                 };
                 let wait_for = |n: usize| {
@@ -999,7 +1011,7 @@ mod tests {
                 pm.send(bad(block(&layout, &d, 0, 0))).await.unwrap();
                 for b in 0..2 {
                     let mut good = block(&layout, &d, 0, b);
-                    good.attempt = 1;
+                    good.blocks[0].attempt = 1;
                     good.from = PeerKey(2);
                     pm.send(good).await.unwrap();
                 }

@@ -771,7 +771,7 @@ mod tests {
         for hop in Hop::ALL {
             t.flow("Peer", 1, b, hop);
         }
-        t.handled("PieceManager", 0, "StoreBlock", Instant::now(), None);
+        t.handled("PieceManager", 0, "StoreBlocks", Instant::now(), None);
         let bytes = serde_json::to_vec(&t.to_json()).expect("json");
         let p = parse_trace(&bytes).expect("parses");
         assert_eq!(p.flows.len(), 6);

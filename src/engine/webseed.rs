@@ -6,8 +6,8 @@
 //! every lease back through [`PeerLeft`], whatever it remembered). The Coordinator hands
 //! it whole pieces in long contiguous runs (`Picker::pick_run`), so one HTTP range
 //! request covers many pieces; a run that crosses files becomes one request per file.
-//! The bytes go to the PieceManager as [`StoreBlock`]s with the lease's attempt, exactly
-//! as a Peer's blocks do, so hashing, smart ban and strikes treat a web seed as a peer.
+//! The bytes go to the PieceManager as [`StoreBlocks`] of one block each, with the
+//! lease's attempt, exactly as a Peer's blocks do, so hashing, smart ban and strikes treat a web seed as a peer.
 //!
 //! Bounds: at most `max_runs` requests in flight, each at most `run_bytes` (or one
 //! piece); a body is read no further than the bytes asked for, and no further than
@@ -34,7 +34,7 @@ use futures::stream::{FuturesUnordered, StreamExt};
 use slog::{debug, info, o, warn, Logger};
 use url::Url;
 
-use super::messages::{Lease, PeerLeft, PeerStats, PickBlocks, StoreBlock};
+use super::messages::{Lease, PeerLeft, PeerStats, PickBlocks, ReceivedBlock, StoreBlocks};
 use super::metrics::{Tracked, TrackedRecipient};
 use super::peer::STORE_CREDIT;
 use super::piece_manager::PieceManager;
@@ -636,12 +636,14 @@ impl Run {
             };
             let bytes = data.len() as u64;
             *in_store += bytes;
-            let send = self.piece_manager.send(StoreBlock {
+            let send = self.piece_manager.send(StoreBlocks {
                 from: self.key,
-                piece,
-                offset: lease.request.offset,
-                attempt: lease.attempt,
-                data,
+                blocks: vec![ReceivedBlock {
+                    piece,
+                    offset: lease.request.offset,
+                    attempt: lease.attempt,
+                    data,
+                }],
             });
             stores.push(Box::pin(async move {
                 send.await

@@ -426,10 +426,13 @@ fn stats_lines_and_records_show_progress_memory_and_every_actor_type() {
             .and_then(|m| m["handled"].as_u64())
             .unwrap_or(0)
     };
-    // Every 16 KiB block was stored once at least, every piece hashed and written.
+    // Every 16 KiB block was read, and went to the PieceManager with the others of its
+    // turn of the socket (so fewer messages than blocks: a loopback socket hands over
+    // several at a time); every piece was hashed and written.
     let blocks = 2 * 1024 * 1024 / (16 * 1024);
     let pieces = 2 * 1024 * 1024 / (32 * 1024);
-    assert!(handled("PieceManager", "StoreBlock") >= blocks, "{last}");
+    let stores = handled("PieceManager", "StoreBlocks");
+    assert!(stores > 0 && stores < handled("Peer", "piece"), "{last}");
     assert!(handled("Hasher", "HashPiece") >= pieces, "{last}");
     assert!(handled("FileWriter", "WritePiece") >= pieces, "{last}");
     assert!(handled("Peer", "piece") >= blocks, "{last}");

@@ -10,7 +10,7 @@
 //! hashed against the torrent.
 //!
 //! On the code before the drain this test passed (three runs): while each Peer waited
-//! for every `StoreBlock` reply, the moment between a piece's hash and its `WritePiece`
+//! for every `StoreBlocks` reply, the moment between a piece's hash and its `WritePiece`
 //! was too short for a signal to land in, and the process exited before a late write.
 //! The storage unit tests catch the late write itself; this one guards the whole stop,
 //! and the part file, as Peers stop waiting on the PieceManager.

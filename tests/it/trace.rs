@@ -77,7 +77,7 @@ fn get_writes_a_bounded_chrome_trace_that_trace_summarises() {
     );
     assert!(events
         .iter()
-        .any(|e| e["name"] == "StoreBlock" && e["args"]["wait_us"].is_u64()));
+        .any(|e| e["name"] == "StoreBlocks" && e["args"]["wait_us"].is_u64()));
 
     let small = tmp.path().join("small.json");
     get_traced(

@@ -476,7 +476,7 @@ struct ModelPieceManager {
 }
 
 impl ModelPieceManager {
-    /// Takes a block as `StoreBlock` does: dropped if its piece is done or the block is
+    /// Takes a block as `StoreBlocks` does: dropped if its piece is done or the block is
     /// of an attempt that failed. Returns the piece's blocks and senders once complete.
     fn store(&mut self, (r, attempt): Leased, from: u64, num_blocks: usize) -> Option<Vec<u64>> {
         let current = self.failures.get(&r.piece).copied().unwrap_or(0);
@@ -541,7 +541,7 @@ proptest! {
         let lease = |p: &Picker, r: BlockRequest| (r, p.failures(l.piece(r.piece).unwrap()));
         let mut in_flight: HashMap<u64, Vec<Leased>> = HashMap::new();
         let mut outstanding: HashMap<u64, Vec<Leased>> = HashMap::new();
-        // Blocks sent to the PieceManager whose `StoreBlock` reply has not come back,
+        // Blocks sent to the PieceManager whose `StoreBlocks` reply has not come back,
         // and blocks whose reply came and that are not yet reported, per peer.
         let mut storing: HashMap<u64, Vec<Leased>> = HashMap::new();
         let mut unreported: HashMap<u64, Vec<Leased>> = HashMap::new();
