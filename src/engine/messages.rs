@@ -263,8 +263,9 @@ impl ToPeer {
 // Peer → PieceManager → Hasher / FileWriter → Coordinator
 // ---------------------------------------------------------------------------------------
 
-/// Peer → PieceManager: blocks we asked for arrived, those of one read of the socket
-/// together (a web seed sends one at a time). The Peer counts their bytes as spent credit
+/// Peer → PieceManager: blocks we asked for arrived, those read before the socket's
+/// stream yielded together, at most half the Peer's store credit (a web seed sends one
+/// at a time). The Peer counts their bytes as spent credit
 /// until the reply, and the PieceManager delays the reply while its budget of complete
 /// pieces awaiting hash and write is full: a slow disk slows the sockets.
 #[derive(Message)]

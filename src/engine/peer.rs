@@ -8,14 +8,15 @@
 //! does while the peer keeps up (see [`super::request_queue`]), with the rate measured once
 //! a second (about 1.5 s worth of blocks) as a floor, capped by the peer's `reqq`.
 //!
-//! Backpressure, by credit: the blocks read in one turn of the socket are handed to the
-//! PieceManager together (`StoreBlocks`), whose reply gives their bytes back as credit; the PieceManager holds replies while too
-//! much data waits for hash and write. A Peer holding [`STORE_CREDIT`] bytes or more not
-//! yet taken asks for no more blocks: the peer runs out of requests to answer, and the
-//! flow stops at its source. The socket is still read, so the peer's own requests,
-//! cancels, `have`s and keep-alives are heard, uploads go on, and the timers run. No
-//! handler here waits on a reply. (Pausing the socket's read half instead would stop
-//! uploads to that peer too: its requests would go unread.)
+//! Backpressure, by credit: the blocks read in one turn of the socket (until its stream
+//! yields, at most half the credit) are handed to the PieceManager together
+//! (`StoreBlocks`), whose reply gives their bytes back as credit; the PieceManager holds
+//! replies while too much data waits for hash and write. A Peer holding
+//! [`STORE_CREDIT`] bytes or more not yet taken asks for no more blocks: the peer runs
+//! out of requests to answer, and the flow stops at its source. The socket is still
+//! read, so the peer's own requests, cancels, `have`s and keep-alives are heard, uploads
+//! go on, and the timers run. No handler here waits on a reply. (Pausing the socket's
+//! read half instead would stop uploads to that peer too: its requests would go unread.)
 //!
 //! Uploads: requests from a peer we have unchoked are checked (piece verified, block inside
 //! the piece, at most 16 KiB) and queued, at most [`UPLOAD_QUEUE_LIMIT`]; one window of at
@@ -259,9 +260,8 @@ pub struct Peer {
     /// Bytes of blocks read and not yet taken by the PieceManager, whether still in
     /// `to_store` or sent ([`STORE_CREDIT`]).
     unstored: u64,
-    /// Blocks read in this turn of the socket, sent together as one `StoreBlocks` once
-    /// the socket has no more to give for now, they reach half the credit, or the actor
-    /// stops.
+    /// Blocks read and not yet sent, sent together as one `StoreBlocks` once the socket's
+    /// stream has yielded or they reach half the credit (or by `stopping`).
     to_store: Vec<ReceivedBlock>,
     /// Their leases, in the same order, reported as received once the blocks are taken.
     to_store_leases: Vec<Lease>,
@@ -591,7 +591,7 @@ impl Peer {
             return;
         }
         if self.unstored >= STORE_CREDIT {
-            // Out of credit: asked again when the PieceManager takes a block.
+            // Out of credit: asked again when the PieceManager takes a batch of blocks.
             if !std::mem::replace(&mut self.out_of_credit, true) {
                 self.metrics.held_back();
             }
@@ -1354,14 +1354,23 @@ impl Actor for Peer {
         ctx.run_interval(Duration::from_secs(1), |act, ctx| act.tick(ctx));
     }
 
-    fn stopping(&mut self, ctx: &mut Context<Self>) -> Running {
+    fn stopping(&mut self, _: &mut Context<Self>) -> Running {
         // Bytes moved since the last once-a-second report still count.
         if self.joined {
             self.report_stats();
         }
-        // Blocks read in the last turn of the socket are not lost with the connection.
-        self.store_blocks(ctx);
-        let mut released = std::mem::take(&mut self.released);
+        // Blocks read in the last turn of the socket still go to the PieceManager, queued
+        // even if its mailbox is full (a spawned send would never run now). Their leases
+        // go back with the outstanding ones, since no reply will come: another peer may
+        // fetch them again, and the PieceManager keeps the first copy.
+        if !self.to_store.is_empty() {
+            self.piece_manager.do_send(StoreBlocks {
+                from: self.key,
+                blocks: std::mem::take(&mut self.to_store),
+            });
+        }
+        let mut released = std::mem::take(&mut self.to_store_leases);
+        released.extend(std::mem::take(&mut self.released));
         released.extend(self.outstanding.drain(..));
         // A panicking actor is stopped by actix as its task unwinds: say so.
         let reason = self.close_reason.take().unwrap_or_else(|| {

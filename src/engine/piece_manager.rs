@@ -1,8 +1,8 @@
 //! The PieceManager: owns the data of pieces being assembled, and the record of which
 //! pieces are verified and on disk.
 //!
-//! Blocks come from Peers and web seeds (`StoreBlocks`). Pieces are put together one of two ways, chosen
-//! per torrent by [`PieceMode::for_torrent`]:
+//! Blocks come from Peers and web seeds (`StoreBlocks`). Pieces are put together one of
+//! two ways, chosen per torrent by [`PieceMode::for_torrent`]:
 //!
 //! - **Whole** (pieces the budgets can hold): when a piece has all its blocks it is sent
 //!   to the Hasher pool, then, if its hash matches, to the FileWriter.

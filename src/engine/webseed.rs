@@ -7,7 +7,8 @@
 //! it whole pieces in long contiguous runs (`Picker::pick_run`), so one HTTP range
 //! request covers many pieces; a run that crosses files becomes one request per file.
 //! The bytes go to the PieceManager as [`StoreBlocks`] of one block each, with the
-//! lease's attempt, exactly as a Peer's blocks do, so hashing, smart ban and strikes treat a web seed as a peer.
+//! lease's attempt, exactly as a Peer's blocks do, so hashing, smart ban and strikes
+//! treat a web seed as a peer.
 //!
 //! Bounds: at most `max_runs` requests in flight, each at most `run_bytes` (or one
 //! piece); a body is read no further than the bytes asked for, and no further than
