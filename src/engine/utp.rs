@@ -40,9 +40,8 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 
 use super::transport::Carrier;
 
-/// Which carrier a dial tries first. uTP first cost a peer that does not speak it the
-/// head start (`connection::UTP_HEAD_START`, now a measured four round trips at most
-/// that long) in a dial slot; in a swarm where few peers
+/// Which carrier a dial tries first. uTP first costs a peer that does not speak it the
+/// head start (`connection::UTP_HEAD_START`) in a dial slot; in a swarm where few peers
 /// do, that made dialing 2,000 peers take half a minute (a slot per half second) and hid
 /// the few fast peers among them. So the outcome of each uTP-first dial is kept, and while
 /// uTP carried under an eighth of the recent ones, dials go TCP first (uTP after the head

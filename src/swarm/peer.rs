@@ -103,9 +103,6 @@ enum End {
     Remote { waiting: bool },
     /// This peer closed it.
     Ours,
-    /// The leecher closed it before sending a byte: the TCP connection of a dial that
-    /// uTP won. Not counted as a connection.
-    Unused,
 }
 
 /// Everything a peer's tasks need.
@@ -176,9 +173,6 @@ pub(crate) async fn run(listener: TcpListener, utp: Option<Utp>, task: PeerTask)
             c.open.fetch_sub(1, Ordering::Relaxed);
             match end {
                 End::Shutdown => {}
-                End::Unused => {
-                    c.connections.fetch_sub(1, Ordering::Relaxed);
-                }
                 End::Ours => {
                     c.closed_by_peer.fetch_add(1, Ordering::Relaxed);
                 }
@@ -203,17 +197,6 @@ async fn serve(stream: Carrier, task: &PeerTask, connection: u64) -> End {
     }
     // Plaintext or encrypted, as a leecher dials: with both offered, plaintext is
     // selected, so only a leecher requiring RC4 gets it.
-    if let Carrier::Tcp(tcp) = &stream {
-        // A leecher connects TCP beside uTP and closes it unused when uTP wins.
-        let mut first = [0u8; 1];
-        let peeked = tokio::select! {
-            _ = task.cancel.cancelled() => return End::Shutdown,
-            peeked = tokio::time::timeout(HANDSHAKE_TIMEOUT, tcp.peek(&mut first)) => peeked,
-        };
-        if matches!(peeked, Ok(Ok(0))) {
-            return End::Unused;
-        }
-    }
     let skeys = SkeyTable::single(task.shared.info_hash);
     let read = tokio::select! {
         _ = task.cancel.cancelled() => return End::Shutdown,

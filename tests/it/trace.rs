@@ -214,7 +214,6 @@ fn pieces_told_to_a_leecher_record_the_announced_hop_after_verified() {
     // A slow seeder, and a libtorrent leecher that has nothing: our `have`s go to it.
     let (tmp, torrent, seeder) = seeded_at(Some(256 * 1024));
     let leecher = LtLeecher::spawn(&torrent, &tmp.path().join("lt"), &LeechOpts::new(LIMIT));
-    leecher.wait_listening();
     let file = tmp.path().join("announced.json");
     let leecher_addr = format!("127.0.0.1:{}", leecher.port());
     get_traced(

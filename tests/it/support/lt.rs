@@ -406,22 +406,6 @@ impl LtLeecher {
         SocketAddr::from((Ipv4Addr::LOCALHOST, self.port))
     }
 
-    /// Waits (at most 30 s, then panics) until the leecher accepts TCP connections, so a
-    /// client told to dial it is not refused while libtorrent starts. (A dial reaches a
-    /// TCP-only peer within a few round trips, so it no longer sits out a 0.5 s uTP head
-    /// start that used to cover the start-up.)
-    pub fn wait_listening(&self) {
-        let end = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect_timeout(&self.addr(), Duration::from_secs(1)).is_err() {
-            assert!(
-                Instant::now() < end,
-                "the leecher never listened on {}",
-                self.addr()
-            );
-            thread::sleep(POLL);
-        }
-    }
-
     /// Waits for the leecher to exit. It stops itself at its timeout; this wait allows
     /// that plus time for a session shutdown, then kills it by PID and panics.
     pub fn wait(mut self) -> LeechOutcome {
