@@ -12,9 +12,8 @@
 //! handshake itself is the pure `wire::mse`, driven here.
 //!
 //! The carrier follows [`UtpMode`]: with `on`, a dial tries uTP first, as libtorrent does,
-//! and connects TCP beside it at once, going on over TCP once uTP has had four of the
-//! round trips TCP's connect measured (at least 50 ms, at most [`UTP_HEAD_START`]); the
-//! first to complete its handshakes is the connection (a peer that lost to TCP, or never answered uTP within
+//! and TCP beside it once uTP has had [`UTP_HEAD_START`] to answer; the first to complete
+//! its handshakes is the connection (a peer that lost to TCP, or never answered uTP within
 //! [`UTP_CONNECT_TIMEOUT`], is remembered by the [`Utp`] handle and dialed over TCP alone
 //! after). We know of no
 //! peer in advance whether it speaks uTP (peer exchange's flags are not kept), so every
@@ -32,19 +31,8 @@ use tokio::net::{TcpListener, TcpStream};
 use super::transport::{Carrier, PeerStream};
 use super::utp::{Utp, UtpError, UtpMode, UTP_CONNECT_TIMEOUT};
 
-/// The longest a dial gives uTP alone before TCP is tried beside it (see [`race`]).
+/// How long a dial gives uTP alone before TCP is tried beside it (see [`race`]).
 pub const UTP_HEAD_START: Duration = Duration::from_millis(500);
-
-/// Round trips of the path, as TCP's connect measured it, that uTP gets to complete its
-/// handshakes before TCP goes on with its own: uTP needs about four (its connect, the
-/// encrypted handshake's two, BitTorrent's), TCP three after its connect, so a peer that
-/// speaks uTP is reached over uTP, and one that does not costs four round trips, not
-/// [`UTP_HEAD_START`].
-pub const HEAD_START_ROUND_TRIPS: u32 = 4;
-
-/// The shortest head start, however near the peer: time for a user-space uTP stack and
-/// the peer's to answer on a fast link.
-pub const MIN_HEAD_START: Duration = Duration::from_millis(50);
 use crate::wire::mse::{self, Encryption, Established, MseError, MseHandshake, SkeyTable};
 use crate::wire::{Handshake, Reserved, HANDSHAKE_LEN, PROTOCOL_STRING};
 use crate::{InfoHash, PeerId};
@@ -166,15 +154,12 @@ pub async fn connect(
 }
 
 /// Both carriers, one after the other: the first at once, the second once the first has
-/// had its head start, or as soon as the first fails. Whichever completes its handshakes
-/// first is the connection (the other attempt is dropped, and closes). Which goes first
-/// is the `Utp` handle's call ([`Utp::dial_utp_first`]): uTP, unless recent uTP-first
-/// dials found few peers speaking it. Behind uTP, TCP connects at once and waits with its
-/// handshake for [`head_start`] of its connect time (behind TCP, uTP waits
-/// [`UTP_HEAD_START`]). A peer that answers uTP completes uTP's handshakes within about
-/// four round trips, so uTP first reaches it over uTP, and the idle TCP connection
-/// closes; one that does not costs those round trips, not the whole uTP timeout, and is
-/// remembered as one to dial over TCP alone.
+/// had [`UTP_HEAD_START`] to answer, or as soon as the first fails. Whichever completes
+/// its handshakes first is the connection (the other attempt is dropped, and closes).
+/// Which goes first is the `Utp` handle's call ([`Utp::dial_utp_first`]): uTP, unless
+/// recent uTP-first dials found few peers speaking it. A peer that answers uTP does so
+/// within a round trip, so uTP first reaches it over uTP; one that does not costs the
+/// head start, not the whole uTP timeout, and is remembered as one to dial over TCP alone.
 async fn race(
     utp: &Utp,
     addr: SocketAddr,
@@ -191,47 +176,11 @@ async fn race(
     };
     let carrier = |over: Over| if over == Over::Utp { Some(utp) } else { None };
     let leading = connect_over(first, carrier(first), addr, ours, timeouts, encryption);
-    let (first_failed_tx, mut first_failed_rx) = tokio::sync::oneshot::channel::<()>();
-    let started = tokio::time::Instant::now();
+    let (first_failed_tx, first_failed_rx) = tokio::sync::oneshot::channel::<()>();
     let trailing = async {
-        if !utp_first {
-            // The head start ends early if the first attempt fails.
-            let _ = tokio::time::timeout(UTP_HEAD_START, first_failed_rx).await;
-            return connect_over(second, carrier(second), addr, ours, timeouts, encryption).await;
-        }
-        // TCP connects at once beside uTP, and its connect measures the path: uTP's head
-        // start is a few round trips of it (see `head_start`). The connection is used
-        // only if uTP has not won by then; otherwise it closes unused.
-        let mut tcp = std::pin::pin!(dial(Over::Tcp, None, addr, timeouts));
-        let deadline = started + UTP_HEAD_START;
-        let measured = tokio::select! {
-            connected = &mut tcp => Some(connected),
-            // uTP failed: TCP goes on at once.
-            _ = &mut first_failed_rx => None,
-            () = tokio::time::sleep_until(deadline) => None,
-        };
-        let connected = match measured {
-            Some(Ok(carrier)) => {
-                let end = started + head_start(started.elapsed());
-                tokio::select! {
-                    _ = &mut first_failed_rx => {}
-                    () = tokio::time::sleep_until(end) => {}
-                }
-                Ok(carrier)
-            }
-            Some(Err(e)) => Err(e),
-            None => tcp.await,
-        };
-        connect_on(
-            connected?,
-            Over::Tcp,
-            None,
-            addr,
-            ours,
-            timeouts,
-            encryption,
-        )
-        .await
+        // The head start ends early if the first attempt fails.
+        let _ = tokio::time::timeout(UTP_HEAD_START, first_failed_rx).await;
+        connect_over(second, carrier(second), addr, ours, timeouts, encryption).await
     };
     // When the head start ends, a uTP-first dial gives up its place among the dials
     // going uTP first before there is evidence (see `utp::DialPreference`).
@@ -304,27 +253,9 @@ async fn connect_over(
     timeouts: ConnectTimeouts,
     encryption: Encryption,
 ) -> Result<(PeerStream, Handshake), ConnectError> {
-    let carrier = dial(over, utp, addr, timeouts).await?;
-    connect_on(carrier, over, utp, addr, ours, timeouts, encryption).await
-}
-
-/// [`connect_over`] on a carrier already connected; a plaintext retry dials anew.
-async fn connect_on(
-    carrier: Carrier,
-    over: Over,
-    utp: Option<&Utp>,
-    addr: SocketAddr,
-    ours: &Handshake,
-    timeouts: ConnectTimeouts,
-    encryption: Encryption,
-) -> Result<(PeerStream, Handshake), ConnectError> {
     let info_hash = ours.info_hash;
-    let mut ready = Some(carrier);
     if encryption.dials_encrypted() {
-        let carrier = match ready.take() {
-            Some(carrier) => carrier,
-            None => dial(over, utp, addr, timeouts).await?,
-        };
+        let carrier = dial(over, utp, addr, timeouts).await?;
         let mut past_encryption = false;
         let attempt = tokio::time::timeout(timeouts.handshake, async {
             let mut stream = initiate_encrypted(carrier, ours, encryption).await?;
@@ -345,10 +276,7 @@ async fn connect_on(
         // The peer does not speak the encrypted handshake (most such peers close the
         // connection on our public key): try again in plaintext.
     }
-    let mut carrier = match ready.take() {
-        Some(carrier) => carrier,
-        None => dial(over, utp, addr, timeouts).await?,
-    };
+    let mut carrier = dial(over, utp, addr, timeouts).await?;
     let theirs = tokio::time::timeout(timeouts.handshake, async {
         carrier.write_all(&ours.encode()).await?;
         read_handshake(&mut carrier).await
@@ -356,13 +284,6 @@ async fn connect_on(
     .await
     .map_err(|_| ConnectError::Timeout("waiting for the handshake"))??;
     checked(PeerStream::plain(carrier), theirs, info_hash)
-}
-
-/// How long uTP has alone when TCP's connect took `tcp_connect` (one round trip of the
-/// path): [`HEAD_START_ROUND_TRIPS`] of it, at least [`MIN_HEAD_START`] and at most
-/// [`UTP_HEAD_START`].
-pub fn head_start(tcp_connect: Duration) -> Duration {
-    (tcp_connect * HEAD_START_ROUND_TRIPS).clamp(MIN_HEAD_START, UTP_HEAD_START)
 }
 
 /// A connection to `addr` over `over` within the connect timeout (for uTP, within
@@ -787,63 +708,6 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         done()
-    }
-
-    /// The risk: a peer without uTP waited out uTP's whole head start (0.5 s) before TCP
-    /// was tried: a quarter of a 1 GiB download from one such peer on loopback. TCP now
-    /// connects beside uTP at once and goes on after a few of its round trips, so its
-    /// connection arrives while the dial still holds its uTP-first place, which it keeps
-    /// for the whole head start (the old code released the place first).
-    #[tokio::test]
-    async fn a_peer_without_utp_gets_a_tcp_connection_at_once_not_after_the_head_start() {
-        let info_hash = InfoHash([10; 20]);
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let peer = listener.local_addr().unwrap();
-        // Its UDP port is taken and silent: uTP neither answers nor fails early.
-        let _silent = tokio::net::UdpSocket::bind(peer).await.unwrap();
-        let utp = Utp::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
-        // Seven of the eight uTP-first places are held here; the dial takes the last.
-        let held: Vec<_> = (1..crate::engine::utp::UNDECIDED_IN_FLIGHT)
-            .map(|_| utp.dial_utp_first().expect("a free place"))
-            .collect();
-        let carriers = Carriers {
-            mode: UtpMode::On,
-            utp: Some(utp.clone()),
-        };
-        let dial = tokio::spawn(connect(
-            peer,
-            info_hash,
-            PeerId([1; 20]),
-            Reserved::none(),
-            quick(),
-            Encryption::Off,
-            carriers,
-        ));
-        let (mut tcp, _) = listener.accept().await.unwrap();
-        assert!(
-            utp.dial_utp_first().is_none(),
-            "TCP connected only once the dial had given up its uTP-first place"
-        );
-        let mut theirs = [0u8; HANDSHAKE_LEN];
-        tcp.read_exact(&mut theirs).await.unwrap();
-        let ours = Handshake::new(Reserved::none(), info_hash, PeerId([7; 20]));
-        tcp.write_all(&ours.encode()).await.unwrap();
-        let (stream, _) = dial.await.unwrap().expect("reached over TCP");
-        assert!(!stream.is_utp());
-        assert!(utp.known_without(&peer), "the uTP failure is remembered");
-        drop(held);
-    }
-
-    /// uTP's head start is four round trips of the path as TCP's connect measured it,
-    /// within 50 ms and 0.5 s.
-    #[test]
-    fn the_head_start_is_four_round_trips_within_its_bounds() {
-        assert_eq!(head_start(Duration::from_micros(100)), MIN_HEAD_START);
-        assert_eq!(
-            head_start(Duration::from_millis(30)),
-            Duration::from_millis(120)
-        );
-        assert_eq!(head_start(Duration::from_secs(2)), UTP_HEAD_START);
     }
 
     #[tokio::test]
